@@ -1,0 +1,294 @@
+//! The events that make up keyledger's log.
+//!
+//! An [`Event`] is the envelope (seq, time, actor, request id) around a [`Payload`]. The
+//! log stores exactly the bytes of [`crate::codec::encode_event`]; everything else
+//! (projections, audit indexes, exports) is derived from those bytes.
+//!
+//! **Compatibility rule.** The order of enum variants and struct fields is part of the
+//! encoding. New variants go at the end; existing ones never change. The golden-bytes tests
+//! in `codec` fail if anyone forgets.
+
+use crate::ids::{KeyId, RequestId, WorkspaceId};
+use crate::secret::{Environment, KeyHash, KeyPrefix};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// One entry of the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log, from 0, without gaps.
+    pub seq: u64,
+    /// When the writer sequenced it.
+    pub at: Timestamp,
+    /// Who caused it.
+    pub actor: Actor,
+    /// keyledger's id of the HTTP request (or internal operation) that caused it.
+    pub request_id: RequestId,
+    pub payload: Payload,
+}
+
+/// Who caused an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    /// keyledger itself (init, expiry sightings, recovery).
+    System,
+    /// An admin key of workspace `_ledger`.
+    Admin(KeyId),
+    /// An unauthenticated verification caller (a gateway or service).
+    Verifier,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    Created(Created),
+    Used(Usage),
+    Denied(Denial),
+    Rotated(Rotated),
+    Revoked(Revoked),
+    Expired(KeyRef),
+    PolicySet(PolicySet),
+    Updated(Updated),
+    Disabled(Disabled),
+    Enabled(KeyRef),
+}
+
+/// The kind of an event, as the API names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Used,
+    Denied,
+    Rotated,
+    Revoked,
+    Expired,
+    PolicySet,
+    Updated,
+    Disabled,
+    Enabled,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Used => "used",
+            EventKind::Denied => "denied",
+            EventKind::Rotated => "rotated",
+            EventKind::Revoked => "revoked",
+            EventKind::Expired => "expired",
+            EventKind::PolicySet => "policy_set",
+            EventKind::Updated => "updated",
+            EventKind::Disabled => "disabled",
+            EventKind::Enabled => "enabled",
+        }
+    }
+
+    /// Usage events are `used` and `denied`; every other kind is a lifecycle event, made
+    /// durable before the call that caused it answers.
+    pub fn is_usage(self) -> bool {
+        matches!(self, EventKind::Used | EventKind::Denied)
+    }
+}
+
+/// A key was issued (by create or by rotation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub name: String,
+    /// Keyed BLAKE3 of the secret: the only trace of the secret anywhere.
+    pub hash: KeyHash,
+    pub hint: String,
+    pub prefix: KeyPrefix,
+    pub environment: Environment,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub owner: Option<String>,
+    /// A JSON object, serialized canonically (keys sorted, no spaces).
+    pub metadata: String,
+    pub expires_at: Option<Timestamp>,
+    pub rotated_from: Option<KeyId>,
+}
+
+/// Where a verification came from and what it asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UsageContext {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// The caller's (gateway's) own request id, kept as given.
+    pub request_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub resource: Option<String>,
+}
+
+/// A verification of a known key that succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub context: UsageContext,
+}
+
+/// A verification of a known key that was refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub reason: DenyReason,
+    pub context: UsageContext,
+}
+
+/// Why a known key was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DenyReason {
+    Revoked,
+    Expired,
+    Disabled,
+    MissingScope(String),
+    ResourceNotAllowed(String),
+    EnvironmentMismatch(Environment),
+    WorkspaceMismatch(WorkspaceId),
+}
+
+impl DenyReason {
+    /// Stable snake_case name, used in JSON and metrics labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DenyReason::Revoked => "revoked",
+            DenyReason::Expired => "expired",
+            DenyReason::Disabled => "disabled",
+            DenyReason::MissingScope(_) => "missing_scope",
+            DenyReason::ResourceNotAllowed(_) => "resource_not_allowed",
+            DenyReason::EnvironmentMismatch(_) => "environment_mismatch",
+            DenyReason::WorkspaceMismatch(_) => "workspace_mismatch",
+        }
+    }
+
+    /// A human sentence naming what was refused.
+    pub fn message(&self) -> String {
+        match self {
+            DenyReason::Revoked => "the key has been revoked".into(),
+            DenyReason::Expired => "the key has expired".into(),
+            DenyReason::Disabled => "the key is disabled".into(),
+            DenyReason::MissingScope(s) => format!("the key lacks the required scope `{s}`"),
+            DenyReason::ResourceNotAllowed(r) => format!("the key may not access resource `{r}`"),
+            DenyReason::EnvironmentMismatch(e) => format!("the key is not a `{e}` key"),
+            DenyReason::WorkspaceMismatch(w) => format!("the key does not belong to workspace `{w}`"),
+        }
+    }
+}
+
+/// A key was replaced by a new one (whose `Created` event precedes this one in the batch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotated {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub rotated_to: KeyId,
+    /// Until when the old key stays valid; `None` when it was revoked in the same step
+    /// (a `Revoked` event follows in the batch).
+    pub valid_until: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub reason: Option<String>,
+}
+
+/// An event about one key that carries nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRef {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+}
+
+/// A workspace's policy as set (replacing the previous one whole).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Policy {
+    pub max_active_keys: Option<u32>,
+    pub require_expiry: bool,
+    /// Longest allowed lifetime of a key, in microseconds.
+    pub max_lifetime: Option<i64>,
+    pub key_prefix: Option<KeyPrefix>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySet {
+    pub workspace: WorkspaceId,
+    pub policy: Policy,
+}
+
+/// A change of a key's descriptive fields; scopes and resources only ever narrow.
+/// `None` means "unchanged".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Updated {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub name: Option<String>,
+    pub owner: Option<Option<String>>,
+    pub metadata: Option<String>,
+    pub expires_at: Option<Option<Timestamp>>,
+    pub scopes: Option<Vec<String>>,
+    pub resources: Option<Vec<String>>,
+}
+
+/// A reversible suspension of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub reason: Option<String>,
+}
+
+impl Payload {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Payload::Created(_) => EventKind::Created,
+            Payload::Used(_) => EventKind::Used,
+            Payload::Denied(_) => EventKind::Denied,
+            Payload::Rotated(_) => EventKind::Rotated,
+            Payload::Revoked(_) => EventKind::Revoked,
+            Payload::Expired(_) => EventKind::Expired,
+            Payload::PolicySet(_) => EventKind::PolicySet,
+            Payload::Updated(_) => EventKind::Updated,
+            Payload::Disabled(_) => EventKind::Disabled,
+            Payload::Enabled(_) => EventKind::Enabled,
+        }
+    }
+
+    /// The workspace the event belongs to.
+    pub fn workspace(&self) -> &WorkspaceId {
+        match self {
+            Payload::Created(e) => &e.workspace,
+            Payload::Used(e) => &e.workspace,
+            Payload::Denied(e) => &e.workspace,
+            Payload::Rotated(e) => &e.workspace,
+            Payload::Revoked(e) => &e.workspace,
+            Payload::Expired(e) | Payload::Enabled(e) => &e.workspace,
+            Payload::PolicySet(e) => &e.workspace,
+            Payload::Updated(e) => &e.workspace,
+            Payload::Disabled(e) => &e.workspace,
+        }
+    }
+
+    /// The key the event is about, if any.
+    pub fn key_id(&self) -> Option<KeyId> {
+        match self {
+            Payload::Created(e) => Some(e.key_id),
+            Payload::Used(e) => Some(e.key_id),
+            Payload::Denied(e) => Some(e.key_id),
+            Payload::Rotated(e) => Some(e.key_id),
+            Payload::Revoked(e) => Some(e.key_id),
+            Payload::Expired(e) | Payload::Enabled(e) => Some(e.key_id),
+            Payload::PolicySet(_) => None,
+            Payload::Updated(e) => Some(e.key_id),
+            Payload::Disabled(e) => Some(e.key_id),
+        }
+    }
+}
