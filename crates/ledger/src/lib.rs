@@ -1,1 +1,22 @@
+//! keyledger's engine: commands become events in the log, events become state.
+//!
+//! - [`engine`]: the entry point ([`Engine`]): open a data dir, issue, verify, rotate,
+//!   revoke, police and read keys.
+//! - [`sequencer`]: the writer-thread half that validates commands and emits events.
+//! - [`state`]: the registry and the one function that applies an event to it.
+//! - [`projection`]: redb-persisted projections with cursors, catch-up and rebuild.
+//! - [`datadir`]: the data dir's layout, secrets and `init`.
 #![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod datadir;
+pub mod engine;
+pub mod error;
+pub mod projection;
+pub mod sequencer;
+pub mod state;
+
+pub use commands::{Caller, Expiry, KeyChanges, KeySpec, Verdict};
+pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, VerifyOutcome};
+pub use error::{AuthError, LedgerError};
+pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements};

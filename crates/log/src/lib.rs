@@ -1,1 +1,200 @@
+//! keyledger's append-only, tamper-evident event log.
+//!
+//! The log is three stores kept in step by one writer thread:
+//! - [`segment`]: the events' bytes in CRC-framed, append-only segment files (the source of
+//!   truth; a torn last batch is cut on recovery);
+//! - [`tree`]: the Merkle tree's node hashes (RFC 9162 with BLAKE3), for O(log n) proofs;
+//! - [`checkpoint`]: Ed25519-signed C2SP checkpoints of the tree.
+//!
+//! [`Log::open`] recovers all three and checks them against each other; [`Log::start`] hands
+//! the log to the [`writer`], the only code that appends. [`LogReader`] reads concurrently.
 #![forbid(unsafe_code)]
+
+pub mod checkpoint;
+pub mod proof;
+pub mod segment;
+pub mod storage;
+pub mod tree;
+pub mod verify;
+pub mod writer;
+
+use checkpoint::{CheckpointError, CheckpointStore, StoredCheckpoint};
+use keyledger_core::{DecodeError, Event, decode_event};
+use keyledger_verify::merkle::{Hash, leaf_hash};
+use keyledger_verify::note::{NoteSigner, VerifierKey};
+use segment::{SegmentError, SegmentLog, SegmentReader};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use storage::Storage;
+use tree::{TreeError, TreeReader, TreeWriter};
+pub use writer::{Batch, CommittedEvents, Durability, LogError, Sequencer, WriterHandle, WriterOptions, WriterStats};
+
+/// Everything that can go wrong opening or reading the log.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("event {seq} cannot be decoded: {source}")]
+    Decode { seq: u64, source: DecodeError },
+    #[error(
+        "the log holds {len} events but its latest signed checkpoint covers {size}: acknowledged events are missing; refusing to continue"
+    )]
+    ShorterThanCheckpoint { len: u64, size: u64 },
+    #[error("the log's tree at size {size} does not match its signed checkpoint: the log was altered; refusing to continue")]
+    CheckpointMismatch { size: u64 },
+}
+
+/// Where the log lives and how it signs.
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub storage: Arc<dyn Storage>,
+    pub signer: NoteSigner,
+    /// The checkpoint origin line (also the verifier key's name).
+    pub origin: String,
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub events: u64,
+    pub truncated_bytes: u64,
+    pub truncated_records: u64,
+}
+
+/// An opened, recovered log, not yet written to.
+pub struct Log {
+    segments: SegmentLog,
+    tree: TreeWriter,
+    checkpoints: CheckpointStore,
+    recovery: RecoveryReport,
+    verifier: VerifierKey,
+}
+
+impl Log {
+    /// Opens (or creates) the log under `config.dir`, cuts a torn tail, brings the tree up
+    /// to the log and checks both against the latest signed checkpoint.
+    pub fn open(config: LogConfig) -> Result<Self, OpenError> {
+        let (segments, recovery) = SegmentLog::open(config.storage.clone(), &config.dir.join("events"), Default::default())?;
+        let reader = segments.reader();
+        let tree = TreeWriter::open(&config.dir.join("tree"), segments.len(), |seq| {
+            reader.read(seq).map(|bytes| leaf_hash(&bytes)).map_err(|e| TreeError::Io {
+                op: "read event",
+                path: config.dir.join("events"),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+        let verifier = config.signer.verifier();
+        let checkpoints =
+            CheckpointStore::open(config.storage.clone(), &config.dir.join("checkpoints"), config.signer, config.origin)?;
+        if let Some(latest) = checkpoints.latest() {
+            if latest.size > tree.size() {
+                return Err(OpenError::ShorterThanCheckpoint { len: tree.size(), size: latest.size });
+            }
+            if tree.reader().root_at(latest.size)? != latest.root {
+                return Err(OpenError::CheckpointMismatch { size: latest.size });
+            }
+        }
+        let report = RecoveryReport {
+            events: segments.len(),
+            truncated_bytes: recovery.truncated_bytes,
+            truncated_records: recovery.truncated_records,
+        };
+        Ok(Self { segments, tree, checkpoints, recovery: report, verifier })
+    }
+
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn len(&self) -> u64 {
+        self.tree.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            events: self.segments.reader(),
+            tree: self.tree.reader(),
+            latest: self.checkpoints.shared_latest(),
+            verifier: self.verifier.clone(),
+        }
+    }
+
+    /// Hands the log to its writer thread. `subscriber` receives every durable batch.
+    pub fn start<S: Sequencer>(
+        self,
+        sequencer: S,
+        options: WriterOptions,
+        subscriber: Option<std::sync::mpsc::Sender<CommittedEvents>>,
+    ) -> WriterHandle<S> {
+        let parts = writer::WriterParts { segments: self.segments, tree: self.tree, checkpoints: self.checkpoints };
+        writer::spawn(parts, sequencer, options, subscriber)
+    }
+}
+
+/// Concurrent read access to the log: events, proofs, checkpoints. Cheap to clone.
+#[derive(Clone)]
+pub struct LogReader {
+    events: SegmentReader,
+    tree: TreeReader,
+    latest: Arc<RwLock<Option<StoredCheckpoint>>>,
+    verifier: VerifierKey,
+}
+
+impl LogReader {
+    /// Events visible to readers (written; possibly not yet fsynced).
+    pub fn len(&self) -> u64 {
+        self.tree.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn event(&self, seq: u64) -> Result<Event, OpenError> {
+        let bytes = self.events.read(seq)?;
+        decode_event(&bytes).map_err(|source| OpenError::Decode { seq, source })
+    }
+
+    /// The raw stored bytes of an event.
+    pub fn raw(&self, seq: u64) -> Result<Vec<u8>, OpenError> {
+        Ok(self.events.read(seq)?)
+    }
+
+    /// Events from `from` on, decoded, in seq order.
+    pub fn events_from(&self, from: u64) -> impl Iterator<Item = Result<Event, OpenError>> + '_ {
+        let end = self.len();
+        self.events.iter(from).take_while(move |r| r.as_ref().map_or(true, |(seq, _)| *seq < end)).map(|record| {
+            let (seq, bytes) = record?;
+            decode_event(&bytes).map_err(|source| OpenError::Decode { seq, source })
+        })
+    }
+
+    pub fn tree(&self) -> &TreeReader {
+        &self.tree
+    }
+
+    pub fn latest_checkpoint(&self) -> Option<StoredCheckpoint> {
+        self.latest.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn verifier(&self) -> &VerifierKey {
+        &self.verifier
+    }
+
+    pub fn root_at(&self, size: u64) -> Result<Hash, TreeError> {
+        self.tree.root_at(size)
+    }
+}
+
+/// Paths of the log inside a data dir, for tools that inspect files directly.
+pub fn events_dir(log_dir: &Path) -> PathBuf {
+    log_dir.join("events")
+}

@@ -1,1 +1,8 @@
+//! The offline verifier of keyledger: Merkle proofs ([`merkle`]), signed checkpoints, and
+//! (later) exports.
+//!
+//! It has few dependencies so that an auditor can build it and read it alone, without the
+//! server, its storage or its runtime.
 #![forbid(unsafe_code)]
+pub mod merkle;
+pub mod note;

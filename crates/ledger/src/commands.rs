@@ -1,0 +1,104 @@
+//! Commands: what callers ask the engine to do, and what the sequencer answers.
+//!
+//! A command carries everything the writer thread needs to decide it against the current
+//! state (secrets are already reduced to their keyed hash and hint). Pure field validation
+//! happens before a command is built; state-dependent rules are checked by the sequencer.
+
+use crate::error::LedgerError;
+use crate::state::{KeyRecord, VerifyRequirements};
+use keyledger_core::{
+    Actor, DenyReason, Environment, KeyHash, KeyId, KeyPrefix, Policy, RequestId, Timestamp, UsageContext,
+    WorkspaceId,
+};
+
+/// Who asks, under which request id.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub actor: Actor,
+    pub request_id: RequestId,
+}
+
+impl Caller {
+    pub fn system() -> Self {
+        Self { actor: Actor::System, request_id: RequestId::generate(Timestamp::now().millis()) }
+    }
+
+    pub fn admin_key(&self) -> Option<KeyId> {
+        match self.actor {
+            Actor::Admin(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// When a new key expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    At(Timestamp),
+    /// Microseconds from the moment the key is created.
+    In(i64),
+}
+
+/// A key's fields as issued; validated and normalised.
+#[derive(Clone, Debug)]
+pub struct KeySpec {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub environment: Environment,
+    pub owner: Option<String>,
+    pub metadata: String,
+    pub expiry: Expiry,
+}
+
+/// The public traces of a freshly generated secret.
+#[derive(Clone, Debug)]
+pub struct IssuedSecret {
+    pub key_id: KeyId,
+    pub hash: KeyHash,
+    pub hint: String,
+    pub prefix: KeyPrefix,
+}
+
+/// Changes to a key; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct KeyChanges {
+    pub name: Option<String>,
+    pub owner: Option<Option<String>>,
+    pub metadata: Option<String>,
+    pub expires_at: Option<Option<Timestamp>>,
+    pub scopes: Option<Vec<String>>,
+    pub resources: Option<Vec<String>>,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Create { caller: Caller, workspace: WorkspaceId, spec: KeySpec, secret: IssuedSecret },
+    Rotate { caller: Caller, key_id: KeyId, overlap: i64, secret: IssuedSecret },
+    Revoke { caller: Caller, key_id: KeyId, reason: Option<String> },
+    RevokeAll { caller: Caller, workspace: WorkspaceId, reason: Option<String> },
+    SetPolicy { caller: Caller, workspace: WorkspaceId, policy: Policy },
+    Update { caller: Caller, key_id: KeyId, changes: KeyChanges },
+    SetDisabled { caller: Caller, key_id: KeyId, disabled: bool, reason: Option<String> },
+    Verify { request_id: RequestId, key_id: KeyId, wants: VerifyRequirements, context: UsageContext },
+}
+
+/// What a verification of a known key decided, as recorded in the log.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub key: KeyRecord,
+    pub outcome: Result<(), DenyReason>,
+    pub seq: u64,
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    Key(KeyRecord),
+    Rotation { key: KeyRecord, previous: KeyRecord },
+    RevokedAll(Vec<KeyId>),
+    Policy(Policy),
+    Verdict(Verdict),
+}
+
+pub type CommandResult = Result<Reply, LedgerError>;

@@ -1,0 +1,185 @@
+//! The data directory: its layout, its secrets, and `init`.
+//!
+//! ```text
+//! D/                  mode 0700
+//!   identity.json     format version, log origin, creation time (marks D as initialised)
+//!   signing.key       Ed25519 seed of the log's checkpoint key   (0600)
+//!   pepper.key        32-byte key of the keyed BLAKE3 hash         (0600)
+//!   log/              the event log (events/, tree/, checkpoints/)
+//!   projections.redb  projections and indexes
+//!   LOCK              held by the process that owns D
+//! ```
+//!
+//! `init` builds everything in a sibling temporary directory and renames it into place, so
+//! a data dir is either fully initialised or absent: a failed or repeated `init` changes
+//! nothing.
+
+use keyledger_core::{Pepper, Timestamp};
+use keyledger_verify::note::NoteSigner;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const IDENTITY_FILE: &str = "identity.json";
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+pub const PEPPER_FILE: &str = "pepper.key";
+pub const LOG_DIR: &str = "log";
+pub const PROJECTIONS_FILE: &str = "projections.redb";
+const LOCK_FILE: &str = "LOCK";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("{0} is already initialised")]
+    AlreadyInitialised(PathBuf),
+    #[error("{0} exists and is not empty, but is not a keyledger data dir")]
+    NotEmpty(PathBuf),
+    #[error("{0} is not initialised (run `keyledger init`)")]
+    NotInitialised(PathBuf),
+    #[error("{0} is in use by another keyledger process")]
+    Locked(PathBuf),
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DataDirError + 'a {
+    move |source| DataDirError::Io { op, path: path.to_owned(), source }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Identity {
+    format: u32,
+    origin: String,
+    created_at: String,
+}
+
+/// The secrets and names loaded from a data dir.
+pub struct DataDirSecrets {
+    pub origin: String,
+    pub signer: NoteSigner,
+    pub pepper: Pepper,
+}
+
+impl std::fmt::Debug for DataDirSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDirSecrets").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+pub fn is_initialised(dir: &Path) -> bool {
+    dir.join(IDENTITY_FILE).exists()
+}
+
+fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err("create", path))?;
+    file.write_all(bytes).map_err(io_err("write", path))?;
+    file.sync_all().map_err(io_err("fsync", path))
+}
+
+fn read_secret_file(path: &Path) -> Result<[u8; 32], DataDirError> {
+    let mut file = File::open(path).map_err(io_err("open", path))?;
+    let mode = file.metadata().map_err(io_err("stat", path))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(DataDirError::Invalid {
+            path: path.to_owned(),
+            message: format!("mode {:o} lets others read a secret; run `chmod 600` on it", mode & 0o777),
+        });
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes).map_err(io_err("read", path))?;
+    bytes.as_slice().try_into().map_err(|_| DataDirError::Invalid { path: path.to_owned(), message: "expected 32 bytes".into() })
+}
+
+/// The checkpoint origin of a new log, derived from its public key.
+fn origin_for(signing: &ed25519_dalek::SigningKey) -> String {
+    let digest = blake3::hash(signing.verifying_key().as_bytes());
+    format!("keyledger/{}", &digest.to_hex()[..16])
+}
+
+/// Creates the data dir's files in `dir` (which must not exist).
+pub(crate) fn create_files(dir: &Path) -> Result<(), DataDirError> {
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))?;
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom(seed.as_mut(), dir)?;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    write_secret_file(&dir.join(SIGNING_KEY_FILE), seed.as_ref())?;
+    let mut pepper = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom(pepper.as_mut(), dir)?;
+    write_secret_file(&dir.join(PEPPER_FILE), pepper.as_ref())?;
+    let identity = Identity { format: FORMAT, origin: origin_for(&signing), created_at: Timestamp::now().to_rfc3339() };
+    let path = dir.join(IDENTITY_FILE);
+    let text = serde_json::to_string_pretty(&identity).map_err(|e| DataDirError::Invalid { path: path.clone(), message: e.to_string() })?;
+    let mut file = File::create(&path).map_err(io_err("create", &path))?;
+    file.write_all(text.as_bytes()).map_err(io_err("write", &path))?;
+    file.sync_all().map_err(io_err("fsync", &path))
+}
+
+fn getrandom(buf: &mut [u8], dir: &Path) -> Result<(), DataDirError> {
+    // A failing OS random source is reported, never papered over.
+    ::getrandom::fill(buf)
+        .map_err(|e| DataDirError::Io { op: "random", path: dir.to_owned(), source: io::Error::other(e.to_string()) })
+}
+
+/// Loads the secrets of an initialised data dir, refusing looser-than-0600 secret files.
+pub fn load(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
+    let identity_path = dir.join(IDENTITY_FILE);
+    if !identity_path.exists() {
+        return Err(DataDirError::NotInitialised(dir.to_owned()));
+    }
+    let text = std::fs::read_to_string(&identity_path).map_err(io_err("read", &identity_path))?;
+    let identity: Identity = serde_json::from_str(&text)
+        .map_err(|e| DataDirError::Invalid { path: identity_path.clone(), message: e.to_string() })?;
+    if identity.format != FORMAT {
+        return Err(DataDirError::Invalid { path: identity_path, message: format!("unknown format {}", identity.format) });
+    }
+    let seed = zeroize::Zeroizing::new(read_secret_file(&dir.join(SIGNING_KEY_FILE))?);
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let signer = NoteSigner::new(&identity.origin, signing)
+        .map_err(|e| DataDirError::Invalid { path: dir.join(IDENTITY_FILE), message: e.to_string() })?;
+    let pepper = Pepper::from_bytes(read_secret_file(&dir.join(PEPPER_FILE))?);
+    Ok(DataDirSecrets { origin: identity.origin, signer, pepper })
+}
+
+/// An exclusive lock on a data dir, released on drop.
+pub struct DirLock {
+    _file: File,
+}
+
+pub fn lock(dir: &Path) -> Result<DirLock, DataDirError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io_err("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(DataDirError::Io { op: "lock", path, source: e }),
+    }
+}
+
+/// Where to build a data dir before renaming it into place.
+pub(crate) fn staging_path(dir: &Path) -> PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "keyledger-data".into());
+    let suffix = keyledger_core::RequestId::generate(Timestamp::now().millis()).to_string();
+    dir.with_file_name(format!(".{name}.init-{}", &suffix[4..]))
+}
+
+/// Checks that `dir` may be initialised: absent, or an empty directory.
+pub(crate) fn check_initialisable(dir: &Path) -> Result<(), DataDirError> {
+    if is_initialised(dir) {
+        return Err(DataDirError::AlreadyInitialised(dir.to_owned()));
+    }
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(DataDirError::NotEmpty(dir.to_owned()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DataDirError::Io { op: "read", path: dir.to_owned(), source: e }),
+    }
+}

@@ -1,0 +1,463 @@
+//! The engine: keyledger's one entry point for commands and reads.
+//!
+//! Data flows one way: a call becomes a [`Command`], the log's writer thread sequences it
+//! (validating it against the registry and appending its events), the events become durable,
+//! the in-memory registry already reflects them, and the call answers. A projector thread
+//! then folds the durable events into redb.
+//!
+//! **Invariants.**
+//! - Lifecycle calls answer only after their events are fsynced.
+//! - Verification reads only memory; its usage event is written before it answers
+//!   (`batched`) or fsynced (`strict`).
+//! - A verification sequenced after a revoke sees the revoke (the sequencer decides it).
+//! - Nothing but the writer thread appends to the log.
+
+use crate::commands::{Caller, Command, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict};
+use crate::datadir::{self, DataDirError, DirLock};
+use crate::error::{AuthError, LedgerError};
+use crate::projection::{ProjectionError, Projections};
+use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements};
+use keyledger_core::{
+    KeyId, KeyPrefix, Pepper, Policy, RequestId, Secret, Timestamp, UsageContext, WorkspaceId, validate,
+};
+use keyledger_log::storage::{OsStorage, Storage};
+use keyledger_log::{CommittedEvents, Durability, Log, LogConfig, LogReader, OpenError, WriterHandle, WriterOptions};
+use keyledger_verify::note::VerifierKey;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How an engine runs.
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// Durability of `used`/`denied` events: `Written` is the contract's `batched`.
+    pub usage_durability: Durability,
+    pub writer: WriterOptions,
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { usage_durability: Durability::Written, writer: WriterOptions::default(), storage: OsStorage::shared() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Log(#[from] OpenError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error(transparent)]
+    Command(#[from] LedgerError),
+}
+
+/// What `init` produced. The admin secret is shown once, here.
+#[derive(Debug)]
+pub struct InitOutcome {
+    pub data_dir: PathBuf,
+    pub admin_key: Secret,
+    pub admin_key_id: KeyId,
+    pub log_public_key: String,
+}
+
+/// Every scope of keyledger's own API.
+pub const ADMIN_SCOPES: [&str; 5] =
+    ["ledger:admin", "ledger:audit:read", "ledger:export", "ledger:keys:read", "ledger:keys:write"];
+
+/// Counters kept by the engine (exported as metrics).
+#[derive(Default, Debug)]
+pub struct EngineCounters {
+    pub verify_malformed: AtomicU64,
+    pub verify_unknown: AtomicU64,
+}
+
+/// The outcome of a verification, for the API.
+#[derive(Debug, Clone)]
+pub enum VerifyOutcome {
+    /// Malformed key, bad checksum, or unknown: no event.
+    Unknown,
+    /// A known key: allowed or denied, recorded at `seq`.
+    Known(Verdict),
+}
+
+/// A running engine over one data dir.
+pub struct Engine {
+    state: Arc<RwLock<LedgerState>>,
+    writer: WriterHandle<crate::sequencer::LedgerSequencer>,
+    reader: LogReader,
+    pepper: Pepper,
+    usage_durability: Durability,
+    projected: watch::Receiver<u64>,
+    projector: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    counters: EngineCounters,
+    data_dir: PathBuf,
+    _lock: DirLock,
+}
+
+impl Engine {
+    /// Initialises a new data dir at `dir` and issues the first admin key.
+    /// Refuses, changing nothing, if `dir` is initialised or not empty.
+    pub fn init(dir: &Path, options: EngineOptions) -> Result<InitOutcome, EngineError> {
+        datadir::check_initialisable(dir)?;
+        let staging = datadir::staging_path(dir);
+        let built = (|| {
+            datadir::create_files(&staging)?;
+            let engine = Engine::open(&staging, options)?;
+            let spec = KeySpec {
+                name: "init admin key".into(),
+                scopes: ADMIN_SCOPES.iter().map(|s| s.to_string()).collect(),
+                resources: Vec::new(),
+                environment: keyledger_core::Environment::Live,
+                owner: None,
+                metadata: "{}".into(),
+                expiry: Expiry::Never,
+            };
+            let (record, secret) = engine.create_blocking(Caller::system(), WorkspaceId::ledger(), spec)?;
+            let public_key = engine.public_key().to_string();
+            engine.shutdown_blocking();
+            Ok::<_, EngineError>((record, secret, public_key))
+        })();
+        let (record, secret, log_public_key) = match built {
+            Ok(parts) => parts,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(error);
+            }
+        };
+        if let Err(error) = std::fs::rename(&staging, dir) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(match error.kind() {
+                std::io::ErrorKind::DirectoryNotEmpty => DataDirError::NotEmpty(dir.to_owned()),
+                _ => DataDirError::Io { op: "rename", path: dir.to_owned(), source: error },
+            }
+            .into());
+        }
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+        }
+        Ok(InitOutcome { data_dir: dir.to_owned(), admin_key: secret, admin_key_id: record.key_id, log_public_key })
+    }
+
+    /// Opens an initialised data dir: recovers the log, loads the registry from its
+    /// projection (no full replay), catches up from the log, and starts the writer.
+    pub fn open(dir: &Path, options: EngineOptions) -> Result<Self, EngineError> {
+        let lock = datadir::lock(dir)?;
+        let secrets = datadir::load(dir)?;
+        let log = Log::open(LogConfig {
+            dir: dir.join(datadir::LOG_DIR),
+            storage: options.storage.clone(),
+            signer: secrets.signer,
+            origin: secrets.origin,
+        })?;
+        if log.recovery().truncated_records > 0 || log.recovery().truncated_bytes > 0 {
+            tracing::warn!(
+                records = log.recovery().truncated_records,
+                bytes = log.recovery().truncated_bytes,
+                "cut a torn, unacknowledged tail off the log"
+            );
+        }
+        let reader = log.reader();
+        let mut projections = Projections::open(&dir.join(datadir::PROJECTIONS_FILE))?;
+        if projections.cursor()? > reader.len() {
+            tracing::warn!("projections are ahead of the log; rebuilding them from the log");
+            projections.rebuild(&reader)?;
+        }
+        projections.catch_up(&reader)?;
+        let state = projections.load_state()?;
+        let applied = state.applied;
+        let state = Arc::new(RwLock::new(state));
+        let (events_tx, events_rx) = std::sync::mpsc::channel::<CommittedEvents>();
+        let (projected_tx, projected_rx) = watch::channel(applied);
+        let projector = std::thread::Builder::new()
+            .name("keyledger-projector".into())
+            .spawn(move || run_projector(projections, events_rx, projected_tx))
+            .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?;
+        let sequencer = crate::sequencer::LedgerSequencer { state: state.clone() };
+        let writer = log.start(sequencer, options.writer.clone(), Some(events_tx));
+        Ok(Self {
+            state,
+            writer,
+            reader,
+            pepper: secrets.pepper,
+            usage_durability: options.usage_durability,
+            projected: projected_rx,
+            projector: std::sync::Mutex::new(Some(projector)),
+            counters: EngineCounters::default(),
+            data_dir: dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn log(&self) -> &LogReader {
+        &self.reader
+    }
+
+    pub fn public_key(&self) -> &VerifierKey {
+        self.reader.verifier()
+    }
+
+    pub fn counters(&self) -> &EngineCounters {
+        &self.counters
+    }
+
+    pub fn writer_stats(&self) -> &keyledger_log::WriterStats {
+        self.writer.stats()
+    }
+
+    /// False once the log could not be written (the engine then refuses every append).
+    pub fn is_healthy(&self) -> bool {
+        self.writer.is_healthy()
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, LedgerState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ----- commands -------------------------------------------------------------------
+
+    async fn submit(&self, command: Command) -> Result<Reply, LedgerError> {
+        self.writer.submit(command, Durability::Synced).await?
+    }
+
+    fn issue_secret(&self, workspace: &WorkspaceId, environment: keyledger_core::Environment) -> Result<(Secret, IssuedSecret), LedgerError> {
+        let prefix = self.read_state().policy(workspace).key_prefix.unwrap_or_else(KeyPrefix::default_prefix);
+        let secret = Secret::generate(&prefix, environment).map_err(|e| LedgerError::Internal(e.to_string()))?;
+        let issued = IssuedSecret {
+            key_id: KeyId::generate(Timestamp::now().millis()),
+            hash: self.pepper.hash(secret.expose()),
+            hint: secret.hint(),
+            prefix,
+        };
+        Ok((secret, issued))
+    }
+
+    fn create_command(&self, caller: Caller, workspace: WorkspaceId, spec: KeySpec) -> Result<(Secret, Command), LedgerError> {
+        let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
+        Ok((secret, Command::Create { caller, workspace, spec, secret: issued }))
+    }
+
+    /// Issues a key. Returns its record and the secret (the only time it exists outside
+    /// the caller's hands).
+    pub async fn create(&self, caller: Caller, workspace: WorkspaceId, spec: KeySpec) -> Result<(KeyRecord, Secret), LedgerError> {
+        let (secret, command) = self.create_command(caller, workspace, spec)?;
+        match self.submit(command).await? {
+            Reply::Key(record) => Ok((record, secret)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// [`Self::create`] for synchronous callers (init, generators); not from async code.
+    pub fn create_blocking(&self, caller: Caller, workspace: WorkspaceId, spec: KeySpec) -> Result<(KeyRecord, Secret), LedgerError> {
+        let (secret, command) = self.create_command(caller, workspace, spec)?;
+        match self.writer.submit_blocking(command, Durability::Synced)?? {
+            Reply::Key(record) => Ok((record, secret)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Rotates a key: a new key inheriting its fields, the old one revoked now
+    /// (`overlap == 0`) or valid for `overlap` more microseconds.
+    pub async fn rotate(&self, caller: Caller, key_id: KeyId, overlap: i64) -> Result<(KeyRecord, KeyRecord, Secret), LedgerError> {
+        let (workspace, environment) = {
+            let state = self.read_state();
+            let key = state.key(&key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))?;
+            (key.workspace.clone(), key.environment)
+        };
+        let (secret, issued) = self.issue_secret(&workspace, environment)?;
+        match self.submit(Command::Rotate { caller, key_id, overlap, secret: issued }).await? {
+            Reply::Rotation { key, previous } => Ok((key, previous, secret)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn revoke(&self, caller: Caller, key_id: KeyId, reason: Option<String>) -> Result<KeyRecord, LedgerError> {
+        if let Some(reason) = &reason {
+            validate::reason(reason)?;
+        }
+        expect_key(self.submit(Command::Revoke { caller, key_id, reason }).await?)
+    }
+
+    pub async fn revoke_all(&self, caller: Caller, workspace: WorkspaceId, reason: Option<String>) -> Result<Vec<KeyId>, LedgerError> {
+        if let Some(reason) = &reason {
+            validate::reason(reason)?;
+        }
+        match self.submit(Command::RevokeAll { caller, workspace, reason }).await? {
+            Reply::RevokedAll(ids) => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn set_policy(&self, caller: Caller, workspace: WorkspaceId, policy: Policy) -> Result<Policy, LedgerError> {
+        match self.submit(Command::SetPolicy { caller, workspace, policy }).await? {
+            Reply::Policy(policy) => Ok(policy),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn update(&self, caller: Caller, key_id: KeyId, changes: KeyChanges) -> Result<KeyRecord, LedgerError> {
+        expect_key(self.submit(Command::Update { caller, key_id, changes }).await?)
+    }
+
+    pub async fn set_disabled(&self, caller: Caller, key_id: KeyId, disabled: bool, reason: Option<String>) -> Result<KeyRecord, LedgerError> {
+        if let Some(reason) = &reason {
+            validate::reason(reason)?;
+        }
+        expect_key(self.submit(Command::SetDisabled { caller, key_id, disabled, reason }).await?)
+    }
+
+    /// Verifies a presented key. Malformed, mis-checksummed and unknown keys are refused
+    /// here, before any lookup or append; known keys are decided by the sequencer, which
+    /// records exactly one `used` or `denied` event.
+    pub async fn verify(
+        &self,
+        request_id: RequestId,
+        presented: &str,
+        wants: VerifyRequirements,
+        context: UsageContext,
+    ) -> Result<VerifyOutcome, LedgerError> {
+        let Some(key_id) = self.lookup(presented) else { return Ok(VerifyOutcome::Unknown) };
+        let command = Command::Verify { request_id, key_id, wants, context };
+        match self.writer.submit(command, self.usage_durability).await?? {
+            Reply::Verdict(verdict) => Ok(VerifyOutcome::Known(verdict)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Checksum, keyed hash, registry lookup: the part of verification that needs no log.
+    fn lookup(&self, presented: &str) -> Option<KeyId> {
+        if Secret::check(presented).is_err() {
+            self.counters.verify_malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let hash = self.pepper.hash(presented);
+        let found = self.read_state().by_hash.get(&hash).copied();
+        if found.is_none() {
+            self.counters.verify_unknown.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Authenticates an admin key (workspace `_ledger`). Appends nothing.
+    pub fn authenticate_admin(&self, presented: &str) -> Result<KeyRecord, AuthError> {
+        if Secret::check(presented).is_err() {
+            return Err(AuthError::Unknown);
+        }
+        let hash = self.pepper.hash(presented);
+        let state = self.read_state();
+        let key = state.key_by_hash(&hash).ok_or(AuthError::Unknown)?;
+        if !key.hash.ct_eq(&hash) {
+            return Err(AuthError::Unknown);
+        }
+        match key.status(Timestamp::now()) {
+            KeyStatus::Revoked => Err(AuthError::Revoked),
+            KeyStatus::Expired => Err(AuthError::Expired),
+            KeyStatus::Disabled => Err(AuthError::Disabled),
+            KeyStatus::Active if !key.workspace.is_ledger() => Err(AuthError::NotAdmin),
+            KeyStatus::Active => Ok(key.clone()),
+        }
+    }
+
+    /// Finds the key a candidate secret is (or was), by its keyed hash.
+    pub fn find_by_secret(&self, candidate: &str) -> Option<KeyRecord> {
+        let hash = self.pepper.hash(candidate);
+        self.read_state().key_by_hash(&hash).cloned()
+    }
+
+    // ----- reads ----------------------------------------------------------------------
+
+    pub fn key(&self, key_id: &KeyId) -> Option<KeyRecord> {
+        self.read_state().key(key_id).cloned()
+    }
+
+    /// A workspace's keys whose status at `now` passes `filter`, oldest first.
+    pub fn keys(&self, workspace: &WorkspaceId, filter: impl Fn(KeyStatus) -> bool) -> Vec<KeyRecord> {
+        let now = Timestamp::now();
+        self.read_state().workspace_keys(workspace).filter(|k| filter(k.status(now))).cloned().collect()
+    }
+
+    pub fn policy(&self, workspace: &WorkspaceId) -> Policy {
+        self.read_state().policy(workspace)
+    }
+
+    /// Workspaces that hold at least one key or a policy.
+    pub fn workspaces(&self) -> Vec<WorkspaceId> {
+        let state = self.read_state();
+        let mut all: Vec<WorkspaceId> = state.by_workspace.keys().chain(state.policies.keys()).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Waits until the redb projections have applied every event durable now (an audit
+    /// read's barrier), or until `timeout`.
+    pub async fn wait_for_projections(&self, timeout: Duration) -> bool {
+        let target = *self.writer.committed().borrow();
+        let mut projected = self.projected.clone();
+        tokio::time::timeout(timeout, projected.wait_for(|applied| *applied >= target)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Drains pending appends, writes a final checkpoint, persists projections and stops.
+    pub async fn shutdown(&self) {
+        self.writer.shutdown().await;
+        let projector = self.projector.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(projector) = projector {
+            let _ = tokio::task::spawn_blocking(move || projector.join()).await;
+        }
+    }
+
+    pub fn shutdown_blocking(&self) {
+        self.writer.shutdown_blocking();
+        let projector = self.projector.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(projector) = projector {
+            let _ = projector.join();
+        }
+    }
+}
+
+fn expect_key(reply: Reply) -> Result<KeyRecord, LedgerError> {
+    match reply {
+        Reply::Key(record) => Ok(record),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(reply: Reply) -> LedgerError {
+    LedgerError::Internal(format!("unexpected reply kind {:?}", std::mem::discriminant(&reply)))
+}
+
+/// Folds durable batches into redb until the writer hangs up (at shutdown).
+fn run_projector(mut projections: Projections, events: std::sync::mpsc::Receiver<CommittedEvents>, applied: watch::Sender<u64>) {
+    let mut last_persist = Instant::now();
+    while let Ok(first) = events.recv() {
+        let mut batch: Vec<keyledger_core::Event> = first.as_ref().clone();
+        while let Ok(more) = events.try_recv() {
+            batch.extend(more.iter().cloned());
+            if batch.len() > 65_536 {
+                break;
+            }
+        }
+        let Some(last) = batch.last().map(|e| e.seq) else { continue };
+        if let Err(error) = projections.apply(&batch) {
+            // The log stays the truth; the projection is rebuilt from it on the next start.
+            tracing::error!(%error, "projection update failed; projections will be caught up from the log on restart");
+            return;
+        }
+        applied.send_replace(last + 1);
+        if last_persist.elapsed() > Duration::from_secs(1) {
+            let _ = projections.persist();
+            last_persist = Instant::now();
+        }
+    }
+    if let Err(error) = projections.persist() {
+        tracing::error!(%error, "could not persist projections at shutdown");
+    }
+}

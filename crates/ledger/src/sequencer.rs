@@ -1,0 +1,348 @@
+//! The writer-thread half of the engine: decides each command against the registry and
+//! turns it into events.
+//!
+//! Because this runs on the log's single writer thread, "check the rules" and "append the
+//! events" are one atomic step: no other command can slip in between. That is what makes
+//! revocation linearizable (a verification sequenced after a revoke sees it, whatever state
+//! its HTTP handler read earlier) and policies exact (`max_active_keys` can never be
+//! exceeded by two concurrent creates).
+//!
+//! Each event is applied to the shared [`LedgerState`] as soon as it is pushed, under the
+//! state's write lock, so readers never see a half-applied command.
+
+use crate::commands::{Caller, Command, CommandResult, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict};
+use crate::error::{AuthError, LedgerError};
+use crate::state::{KeyRecord, KeyStatus, LedgerState, decide};
+use keyledger_core::{
+    Actor, Created, DenyReason, Denial, Disabled, KeyId, KeyRef, Payload, Policy, PolicySet, Revoked, Rotated,
+    Timestamp, Updated, Usage, WorkspaceId,
+};
+use keyledger_log::{Batch, Sequencer};
+use std::sync::{Arc, RwLock};
+
+pub struct LedgerSequencer {
+    pub(crate) state: Arc<RwLock<LedgerState>>,
+}
+
+/// Pushes an event to the batch and applies it to the state at once.
+fn emit(state: &mut LedgerState, batch: &mut Batch, actor: &Actor, caller_request: keyledger_core::RequestId, payload: Payload) -> u64 {
+    let event = batch.push(actor.clone(), caller_request, payload);
+    state.apply(event);
+    event.seq
+}
+
+impl Sequencer for LedgerSequencer {
+    type Command = Command;
+    type Reply = CommandResult;
+
+    fn sequence(&mut self, command: Command, batch: &mut Batch) -> CommandResult {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let now = batch.now();
+        match command {
+            Command::Verify { request_id, key_id, wants, context } => {
+                let Some(key) = state.key(&key_id) else {
+                    return Err(LedgerError::NotFound("unknown key".into()));
+                };
+                let outcome = decide(key, &wants, now);
+                let workspace = key.workspace.clone();
+                if outcome == Err(DenyReason::Expired) && !key.expiry_recorded {
+                    let payload = Payload::Expired(KeyRef { key_id, workspace: workspace.clone() });
+                    emit(&mut state, batch, &Actor::System, request_id, payload);
+                }
+                let payload = match &outcome {
+                    Ok(()) => Payload::Used(Usage { key_id, workspace, context }),
+                    Err(reason) => Payload::Denied(Denial { key_id, workspace, reason: reason.clone(), context }),
+                };
+                let seq = emit(&mut state, batch, &Actor::Verifier, request_id, payload);
+                let key = state.key(&key_id).cloned().ok_or_else(|| LedgerError::Internal("key vanished".into()))?;
+                Ok(Reply::Verdict(Verdict { key, outcome, seq }))
+            }
+            Command::Create { caller, workspace, spec, secret } => {
+                check_actor(&state, &caller, now)?;
+                create(&mut state, batch, &caller, workspace, spec, secret, None, now).map(Reply::Key)
+            }
+            Command::Rotate { caller, key_id, overlap, secret } => {
+                check_actor(&state, &caller, now)?;
+                rotate(&mut state, batch, &caller, key_id, overlap, secret, now)
+            }
+            Command::Revoke { caller, key_id, reason } => {
+                check_actor(&state, &caller, now)?;
+                let key = find(&state, &key_id)?;
+                if key.revoked_at.is_none() {
+                    let payload = Payload::Revoked(Revoked { key_id, workspace: key.workspace.clone(), reason });
+                    emit(&mut state, batch, &caller.actor, caller.request_id, payload);
+                }
+                Ok(Reply::Key(find(&state, &key_id)?.clone()))
+            }
+            Command::RevokeAll { caller, workspace, reason } => {
+                check_actor(&state, &caller, now)?;
+                let own_key = caller.admin_key();
+                let targets: Vec<KeyId> = state
+                    .workspace_keys(&workspace)
+                    .filter(|k| k.revoked_at.is_none() && Some(k.key_id) != own_key)
+                    .map(|k| k.key_id)
+                    .collect();
+                for key_id in &targets {
+                    let payload =
+                        Payload::Revoked(Revoked { key_id: *key_id, workspace: workspace.clone(), reason: reason.clone() });
+                    emit(&mut state, batch, &caller.actor, caller.request_id, payload);
+                }
+                Ok(Reply::RevokedAll(targets))
+            }
+            Command::SetPolicy { caller, workspace, policy } => {
+                check_actor(&state, &caller, now)?;
+                if state.policy(&workspace) != policy || !state.policies.contains_key(&workspace) {
+                    let payload = Payload::PolicySet(PolicySet { workspace, policy: policy.clone() });
+                    emit(&mut state, batch, &caller.actor, caller.request_id, payload);
+                }
+                Ok(Reply::Policy(policy))
+            }
+            Command::Update { caller, key_id, changes } => {
+                check_actor(&state, &caller, now)?;
+                update(&mut state, batch, &caller, key_id, changes, now)
+            }
+            Command::SetDisabled { caller, key_id, disabled, reason } => {
+                check_actor(&state, &caller, now)?;
+                let key = find(&state, &key_id)?;
+                if key.revoked_at.is_some() {
+                    return Err(LedgerError::Conflict("the key is revoked; revocation is irreversible".into()));
+                }
+                let workspace = key.workspace.clone();
+                if disabled && key.disabled.is_none() {
+                    let payload = Payload::Disabled(Disabled { key_id, workspace, reason });
+                    emit(&mut state, batch, &caller.actor, caller.request_id, payload);
+                } else if !disabled && key.disabled.is_some() {
+                    emit(&mut state, batch, &caller.actor, caller.request_id, Payload::Enabled(KeyRef { key_id, workspace }));
+                }
+                Ok(Reply::Key(find(&state, &key_id)?.clone()))
+            }
+        }
+    }
+}
+
+fn find<'a>(state: &'a LedgerState, key_id: &KeyId) -> Result<&'a KeyRecord, LedgerError> {
+    state.key(key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))
+}
+
+/// An admin caller must still hold a usable admin key when its command is sequenced: a
+/// command from a key revoked a moment earlier is refused.
+fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(), LedgerError> {
+    let Some(key_id) = caller.admin_key() else { return Ok(()) };
+    let key = state.key(&key_id).ok_or(LedgerError::Unauthorized(AuthError::Unknown))?;
+    if !key.workspace.is_ledger() {
+        return Err(LedgerError::Unauthorized(AuthError::NotAdmin));
+    }
+    match key.status(now) {
+        KeyStatus::Active => Ok(()),
+        KeyStatus::Revoked => Err(LedgerError::Unauthorized(AuthError::Revoked)),
+        KeyStatus::Expired => Err(LedgerError::Unauthorized(AuthError::Expired)),
+        KeyStatus::Disabled => Err(LedgerError::Unauthorized(AuthError::Disabled)),
+    }
+}
+
+/// Checks a new key of `workspace` against its policy, counting `live_after` live keys
+/// once it exists.
+fn check_policy(
+    policy: &Policy,
+    secret: &IssuedSecret,
+    expires_at: Option<Timestamp>,
+    live_after: usize,
+    now: Timestamp,
+) -> Result<(), LedgerError> {
+    let expected_prefix = policy.key_prefix.clone().unwrap_or_else(keyledger_core::KeyPrefix::default_prefix);
+    if secret.prefix != expected_prefix {
+        return Err(LedgerError::Conflict(format!(
+            "policy key_prefix: keys of this workspace must start with `{expected_prefix}_`"
+        )));
+    }
+    if let Some(max) = policy.max_active_keys
+        && live_after > max as usize
+    {
+        return Err(LedgerError::Conflict(format!(
+            "policy max_active_keys: the workspace may hold at most {max} active keys"
+        )));
+    }
+    if policy.require_expiry && expires_at.is_none() {
+        return Err(LedgerError::Conflict("policy require_expiry: the key must have an expiry".into()));
+    }
+    if let Some(max) = policy.max_lifetime {
+        let too_long = match expires_at {
+            None => true,
+            Some(at) => at.micros().saturating_sub(now.micros()) > max,
+        };
+        if too_long {
+            return Err(LedgerError::Conflict(format!(
+                "policy max_lifetime: the key must expire within {}",
+                keyledger_core::time::format_duration(max)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An admin key may only issue `_ledger` keys within its own powers.
+fn check_not_wider(state: &LedgerState, caller: &Caller, workspace: &WorkspaceId, spec: &KeySpec) -> Result<(), LedgerError> {
+    let (Some(admin), true) = (caller.admin_key(), workspace.is_ledger()) else { return Ok(()) };
+    let Some(admin) = state.key(&admin) else { return Ok(()) };
+    if let Some(scope) = spec.scopes.iter().find(|s| admin.scopes.binary_search(s).is_err()) {
+        return Err(LedgerError::Forbidden(format!("cannot grant scope `{scope}`, which the calling admin key lacks")));
+    }
+    if !admin.resources.is_empty()
+        && (spec.resources.is_empty() || spec.resources.iter().any(|r| admin.resources.binary_search(r).is_err()))
+    {
+        return Err(LedgerError::Forbidden(
+            "cannot grant access to workspaces beyond the calling admin key's resources".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    workspace: WorkspaceId,
+    spec: KeySpec,
+    secret: IssuedSecret,
+    rotated_from: Option<KeyId>,
+    now: Timestamp,
+) -> Result<KeyRecord, LedgerError> {
+    let expires_at = match spec.expiry {
+        Expiry::Never => None,
+        Expiry::At(at) => Some(at),
+        Expiry::In(micros) => Some(now.plus_micros(micros)),
+    };
+    if rotated_from.is_none() {
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(LedgerError::invalid("expires_at", "must be in the future"));
+        }
+        check_not_wider(state, caller, &workspace, &spec)?;
+        let live_after = state.live_count(&workspace, now) + 1;
+        check_policy(&state.policy(&workspace), &secret, expires_at, live_after, now)?;
+    }
+    if state.by_hash.contains_key(&secret.hash) || state.keys.contains_key(&secret.key_id) {
+        return Err(LedgerError::Internal("generated key collides with an existing one".into()));
+    }
+    let key_id = secret.key_id;
+    let payload = Payload::Created(Created {
+        key_id,
+        workspace,
+        name: spec.name,
+        hash: secret.hash,
+        hint: secret.hint,
+        prefix: secret.prefix,
+        environment: spec.environment,
+        scopes: spec.scopes,
+        resources: spec.resources,
+        owner: spec.owner,
+        metadata: spec.metadata,
+        expires_at,
+        rotated_from,
+    });
+    emit(state, batch, &caller.actor, caller.request_id, payload);
+    find(state, &key_id).cloned()
+}
+
+fn rotate(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    key_id: KeyId,
+    overlap: i64,
+    secret: IssuedSecret,
+    now: Timestamp,
+) -> CommandResult {
+    let old = find(state, &key_id)?.clone();
+    if old.revoked_at.is_some() {
+        return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be rotated")));
+    }
+    let lifetime = old.expires_at.map(|at| at.micros().saturating_sub(old.created_at.micros()));
+    let new_expiry = lifetime.map(|l| now.plus_micros(l.max(0)));
+    // The old key stays live during an overlap: count it.
+    let live_now = state.live_count(&old.workspace, now);
+    let old_counted = usize::from(old.is_live(now));
+    let live_after = live_now + 1 - if overlap == 0 { old_counted } else { 0 };
+    check_policy(&state.policy(&old.workspace), &secret, new_expiry, live_after, now)?;
+    let spec = KeySpec {
+        name: old.name.clone(),
+        scopes: old.scopes.clone(),
+        resources: old.resources.clone(),
+        environment: old.environment,
+        owner: old.owner.clone(),
+        metadata: old.metadata.clone(),
+        expiry: new_expiry.map_or(Expiry::Never, Expiry::At),
+    };
+    let new = create(state, batch, caller, old.workspace.clone(), spec, secret, Some(key_id), now)?;
+    let valid_until = (overlap > 0).then(|| now.plus_micros(overlap));
+    let rotated = Rotated { key_id, workspace: old.workspace.clone(), rotated_to: new.key_id, valid_until };
+    emit(state, batch, &caller.actor, caller.request_id, Payload::Rotated(rotated));
+    if overlap == 0 {
+        let revoked = Revoked { key_id, workspace: old.workspace.clone(), reason: Some("rotated".into()) };
+        emit(state, batch, &caller.actor, caller.request_id, Payload::Revoked(revoked));
+    }
+    Ok(Reply::Rotation { key: find(state, &new.key_id)?.clone(), previous: find(state, &key_id)?.clone() })
+}
+
+fn update(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    key_id: KeyId,
+    changes: KeyChanges,
+    now: Timestamp,
+) -> CommandResult {
+    let key = find(state, &key_id)?.clone();
+    if key.revoked_at.is_some() {
+        return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
+    }
+    if let Some(scopes) = &changes.scopes
+        && let Some(extra) = scopes.iter().find(|s| key.scopes.binary_search(s).is_err())
+    {
+        return Err(LedgerError::invalid("scopes", format!("can only be narrowed; `{extra}` is not held by the key")));
+    }
+    if let Some(resources) = &changes.resources {
+        let widens = if key.resources.is_empty() {
+            resources.is_empty() && false
+        } else {
+            resources.is_empty() || resources.iter().any(|r| key.resources.binary_search(r).is_err())
+        };
+        if widens {
+            return Err(LedgerError::invalid("resources", "can only be narrowed, never widened"));
+        }
+    }
+    if let Some(expires_at) = changes.expires_at {
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(LedgerError::invalid("expires_at", "must be in the future"));
+        }
+        let policy = state.policy(&key.workspace);
+        if policy.require_expiry && expires_at.is_none() {
+            return Err(LedgerError::Conflict("policy require_expiry: the key must have an expiry".into()));
+        }
+        if let Some(max) = policy.max_lifetime
+            && expires_at.is_none_or(|at| at.micros().saturating_sub(now.micros()) > max)
+        {
+            return Err(LedgerError::Conflict("policy max_lifetime: the new expiry is too far away".into()));
+        }
+    }
+    let changed = changes.name.as_ref().is_some_and(|n| *n != key.name)
+        || changes.owner.as_ref().is_some_and(|o| *o != key.owner)
+        || changes.metadata.as_ref().is_some_and(|m| *m != key.metadata)
+        || changes.expires_at.is_some_and(|e| e != key.expires_at)
+        || changes.scopes.as_ref().is_some_and(|s| *s != key.scopes)
+        || changes.resources.as_ref().is_some_and(|r| *r != key.resources);
+    if changed {
+        let payload = Payload::Updated(Updated {
+            key_id,
+            workspace: key.workspace.clone(),
+            name: changes.name,
+            owner: changes.owner,
+            metadata: changes.metadata,
+            expires_at: changes.expires_at,
+            scopes: changes.scopes,
+            resources: changes.resources,
+        });
+        emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+    Ok(Reply::Key(find(state, &key_id)?.clone()))
+}

@@ -1,0 +1,181 @@
+//! Engine behaviour through its public API, on real data dirs.
+
+use keyledger_core::{DenyReason, Environment, RequestId, Timestamp, UsageContext, WorkspaceId};
+use keyledger_ledger::projection::Projections;
+use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements};
+
+fn spec(name: &str, scopes: &[&str]) -> KeySpec {
+    KeySpec {
+        name: name.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        resources: vec![],
+        environment: Environment::Live,
+        owner: None,
+        metadata: "{}".into(),
+        expiry: Expiry::Never,
+    }
+}
+
+fn ws(name: &str) -> WorkspaceId {
+    name.parse().unwrap()
+}
+
+/// `Engine::init` is synchronous (it runs before any runtime in `serve`).
+fn init(dir: &std::path::Path) -> keyledger_ledger::InitOutcome {
+    let dir = dir.to_owned();
+    std::thread::spawn(move || Engine::init(&dir, EngineOptions::default()).unwrap()).join().unwrap()
+}
+
+fn rid() -> RequestId {
+    RequestId::generate(Timestamp::now().millis())
+}
+
+async fn verify(engine: &Engine, secret: &str, scopes: &[&str]) -> Result<(), Option<DenyReason>> {
+    let wants = VerifyRequirements { scopes: scopes.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    match engine.verify(rid(), secret, wants, UsageContext::default()).await.unwrap() {
+        VerifyOutcome::Unknown => Err(None),
+        VerifyOutcome::Known(verdict) => verdict.outcome.map_err(Some),
+    }
+}
+
+#[test]
+fn init_refuses_an_initialised_or_non_empty_dir_and_changes_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let first = Engine::init(&dir, EngineOptions::default()).unwrap();
+    assert!(first.admin_key.expose().starts_with("kl_live_"));
+    let listing = |p: &std::path::Path| {
+        let mut names: Vec<_> = walk(p);
+        names.sort();
+        names
+    };
+    let before = listing(parent.path());
+    assert!(matches!(Engine::init(&dir, EngineOptions::default()), Err(keyledger_ledger::EngineError::DataDir(_))));
+    assert_eq!(listing(parent.path()), before, "a refused init changed files");
+
+    let other = parent.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "x").unwrap();
+    assert!(Engine::init(&other, EngineOptions::default()).is_err());
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+
+    use std::os::unix::fs::PermissionsExt;
+    for secret_file in ["signing.key", "pepper.key"] {
+        let mode = std::fs::metadata(dir.join(secret_file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{secret_file}");
+    }
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            out.extend(walk(&entry.path()));
+        } else {
+            out.push((entry.path().display().to_string(), meta.len()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_verify_rotate_revoke_and_restart() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let init = init(&dir);
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let admin = engine.authenticate_admin(init.admin_key.expose()).unwrap();
+    let caller = Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() };
+
+    let (key, secret) = engine.create(caller.clone(), ws("acme"), spec("ci", &["read", "write"])).await.unwrap();
+    assert_eq!(verify(&engine, secret.expose(), &["read"]).await, Ok(()));
+    assert_eq!(verify(&engine, secret.expose(), &["admin"]).await, Err(Some(DenyReason::MissingScope("admin".into()))));
+    assert_eq!(verify(&engine, "kl_live_nope", &[]).await, Err(None));
+    // A non-admin key cannot authenticate as admin.
+    assert!(engine.authenticate_admin(secret.expose()).is_err());
+
+    let (new, old, new_secret) = engine.rotate(caller.clone(), key.key_id, 0).await.unwrap();
+    assert_eq!(old.status(Timestamp::now()), KeyStatus::Revoked);
+    assert_eq!(new.rotated_from, Some(key.key_id));
+    assert_eq!(old.rotated_to, Some(new.key_id));
+    assert_eq!(verify(&engine, secret.expose(), &[]).await, Err(Some(DenyReason::Revoked)));
+    assert_eq!(verify(&engine, new_secret.expose(), &["write"]).await, Ok(()));
+    assert!(matches!(engine.rotate(caller.clone(), key.key_id, 0).await, Err(LedgerError::Conflict(_))));
+
+    let revoked = engine.revoke(caller.clone(), new.key_id, Some("leak".into())).await.unwrap();
+    let len_after_revoke = engine.log().len();
+    let again = engine.revoke(caller.clone(), new.key_id, Some("other".into())).await.unwrap();
+    assert_eq!(again.revoked_at, revoked.revoked_at);
+    assert_eq!(engine.log().len(), len_after_revoke, "a repeated revoke appended");
+    assert_eq!(verify(&engine, new_secret.expose(), &[]).await, Err(Some(DenyReason::Revoked)));
+    let uses = engine.key(&key.key_id).unwrap().last_used.count;
+    assert_eq!(uses, 1);
+    assert!(engine.wait_for_projections(std::time::Duration::from_secs(5)).await);
+    let events = engine.log().len();
+    engine.shutdown().await;
+    drop(engine);
+
+    // Restart: state comes back from the projection and equals a full replay.
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    assert_eq!(engine.log().len(), events);
+    assert_eq!(engine.key(&new.key_id).unwrap().status(Timestamp::now()), KeyStatus::Revoked);
+    assert_eq!(verify(&engine, new_secret.expose(), &[]).await, Err(Some(DenyReason::Revoked)));
+    let checkpoint = engine.log().latest_checkpoint().unwrap();
+    assert_eq!(checkpoint.size, events, "clean shutdown signs a checkpoint of the whole log");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let caller = Caller::system();
+    let mut secrets = Vec::new();
+    for i in 0..20 {
+        let mut s = spec(&format!("k{i}"), &["a", "b"]);
+        if i % 3 == 0 {
+            s.expiry = Expiry::In(3_600_000_000);
+        }
+        let (key, secret) = engine.create(caller.clone(), ws(if i % 2 == 0 { "even" } else { "odd" }), s).await.unwrap();
+        secrets.push((key.key_id, secret));
+    }
+    for (i, (key_id, secret)) in secrets.iter().enumerate() {
+        for _ in 0..(i % 4) {
+            let _ = verify(&engine, secret.expose(), &["a"]).await;
+        }
+        if i % 5 == 0 {
+            engine.revoke(caller.clone(), *key_id, None).await.unwrap();
+        }
+        if i % 5 != 0 && i % 7 == 1 {
+            engine.rotate(caller.clone(), *key_id, 3_600_000_000).await.unwrap();
+        }
+    }
+    engine.revoke_all(caller.clone(), ws("odd"), Some("drill".into())).await.unwrap();
+    engine.shutdown().await;
+    drop(engine);
+
+    let incremental = Projections::open(&dir.join("projections.redb")).unwrap().load_state().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let log = {
+        let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
+        keyledger_log::Log::open(keyledger_log::LogConfig {
+            dir: dir.join("log"),
+            storage: keyledger_log::storage::OsStorage::shared(),
+            signer: secrets.signer,
+            origin: secrets.origin,
+        })
+        .unwrap()
+    };
+    let mut rebuilt = Projections::open(&scratch.path().join("p.redb")).unwrap();
+    rebuilt.rebuild(&log.reader()).unwrap();
+    let rebuilt = rebuilt.load_state().unwrap();
+    assert_eq!(rebuilt.applied, log.len());
+    assert_eq!(rebuilt, incremental);
+    assert!(incremental.keys.values().filter(|k| k.workspace == ws("odd")).all(|k| k.revoked_at.is_some()));
+}

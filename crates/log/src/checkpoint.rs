@@ -1,0 +1,106 @@
+//! Signed checkpoints: the log's commitments to its own tree.
+//!
+//! Each checkpoint is a C2SP signed note over the tlog-checkpoint body (origin, size, root),
+//! stored as one record of its own append-only segment log in `checkpoints/`, preceded by
+//! the signing time (8 bytes, little-endian microseconds; not part of the signed text).
+//!
+//! Guarantee: the store only signs a size at or beyond the last one it signed, and the
+//! writer only signs the root of the tree it is extending; at startup the latest checkpoint
+//! is checked against the recovered tree, so the log never signs two inconsistent views.
+
+use crate::segment::{SegmentError, SegmentLog};
+use crate::storage::Storage;
+use keyledger_core::Timestamp;
+use keyledger_verify::merkle::Hash;
+use keyledger_verify::note::{Checkpoint, NoteSigner, VerifierKey, open_checkpoint, sign_checkpoint};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+/// A checkpoint as stored: what it commits to, when it was signed, and the note itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    pub timestamp: Timestamp,
+    /// The signed note text, exactly as signed.
+    pub note: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Storage(#[from] SegmentError),
+    #[error("checkpoint record {index} is malformed or its signature does not verify: {reason}")]
+    Invalid { index: u64, reason: String },
+    #[error("refusing to sign size {size}: a checkpoint for size {signed} exists")]
+    Regression { size: u64, signed: u64 },
+    #[error("cannot sign: {0}")]
+    Sign(String),
+}
+
+/// Decodes one stored record into a checkpoint, checking its signature.
+pub fn decode_record(record: &[u8], key: &VerifierKey) -> Result<StoredCheckpoint, String> {
+    if record.len() < 8 {
+        return Err("record shorter than its timestamp".into());
+    }
+    let (time, note) = record.split_at(8);
+    let timestamp = Timestamp(i64::from_le_bytes(time.try_into().map_err(|_| "bad timestamp")?));
+    let note = std::str::from_utf8(note).map_err(|_| "note is not UTF-8".to_string())?;
+    let checkpoint = open_checkpoint(note, key).map_err(|e| e.to_string())?;
+    Ok(StoredCheckpoint { size: checkpoint.size, root: checkpoint.root, timestamp, note: note.to_owned() })
+}
+
+pub(crate) struct CheckpointStore {
+    segments: SegmentLog,
+    signer: NoteSigner,
+    origin: String,
+    latest: Arc<RwLock<Option<StoredCheckpoint>>>,
+}
+
+impl CheckpointStore {
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        signer: NoteSigner,
+        origin: String,
+    ) -> Result<Self, CheckpointError> {
+        let (segments, _recovery) = SegmentLog::open(storage, dir, Default::default())?;
+        let verifier = signer.verifier();
+        let mut latest = None;
+        let count = segments.len();
+        if count > 0 {
+            let record = segments.reader().read(count - 1)?;
+            latest = Some(
+                decode_record(&record, &verifier)
+                    .map_err(|reason| CheckpointError::Invalid { index: count - 1, reason })?,
+            );
+        }
+        Ok(Self { segments, signer, origin, latest: Arc::new(RwLock::new(latest)) })
+    }
+
+    pub fn latest(&self) -> Option<StoredCheckpoint> {
+        self.latest.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn shared_latest(&self) -> Arc<RwLock<Option<StoredCheckpoint>>> {
+        self.latest.clone()
+    }
+
+    /// Signs `(size, root)` and stores it durably.
+    pub fn sign_and_store(&mut self, size: u64, root: Hash) -> Result<(), CheckpointError> {
+        if let Some(previous) = self.latest()
+            && previous.size > size
+        {
+            return Err(CheckpointError::Regression { size, signed: previous.size });
+        }
+        let checkpoint = Checkpoint { origin: self.origin.clone(), size, root, extensions: Vec::new() };
+        let note = sign_checkpoint(&checkpoint, &self.signer).map_err(|e| CheckpointError::Sign(e.to_string()))?;
+        let timestamp = Timestamp::now();
+        let mut record = timestamp.0.to_le_bytes().to_vec();
+        record.extend_from_slice(note.as_bytes());
+        self.segments.append_batch(&[&record])?;
+        self.segments.sync()?;
+        *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(StoredCheckpoint { size, root, timestamp, note });
+        Ok(())
+    }
+}

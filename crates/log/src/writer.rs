@@ -1,0 +1,437 @@
+//! The single writer of the log and its group commit.
+//!
+//! Every append goes through one thread. Callers send commands over a channel; the writer
+//! takes everything queued, lets the [`Sequencer`] turn each command into events (assigning
+//! consecutive seqs in channel order), writes the whole batch with one write per segment,
+//! fsyncs once, and only then acknowledges the callers who asked for durability. Callers who
+//! asked only for [`Durability::Written`] (usage events in `batched` mode) are answered as
+//! soon as their batch is in the page cache, and the fsync follows within the configured
+//! window.
+//!
+//! Guarantees:
+//! - seqs are consecutive, in the order the sequencer saw the commands, and a command's
+//!   events land in one batch (recovery cuts a torn batch whole);
+//! - a [`Durability::Synced`] reply is sent only after the fsync that covers it succeeded;
+//! - a failed write or fsync poisons the writer: every later command is refused with
+//!   [`LogError::Unavailable`] (fail closed), nothing is retried;
+//! - subscribers receive events only once durable, in seq order, each exactly once.
+
+use crate::checkpoint::CheckpointStore;
+use crate::segment::SegmentLog;
+use crate::tree::TreeWriter;
+use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event};
+use keyledger_verify::merkle::leaf_hash;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// How durable an append must be before its caller is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the operating system (survives a crash of keyledger, not a power cut);
+    /// fsynced within the configured window.
+    Written,
+    /// fsynced.
+    Synced,
+}
+
+/// Why an append was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("the log cannot be written: {0}")]
+    Unavailable(String),
+    #[error("the log writer has stopped")]
+    Stopped,
+}
+
+/// Turns commands into events, on the writer thread, in seq order. The sequencer owns the
+/// state that decides whether a command is valid, so validation and sequencing are one step.
+pub trait Sequencer: Send + 'static {
+    type Command: Send + 'static;
+    type Reply: Send + 'static;
+    /// Decides `command` against the current state, appending its events (if any) to
+    /// `batch`, and returns the answer for its caller.
+    fn sequence(&mut self, command: Self::Command, batch: &mut Batch) -> Self::Reply;
+}
+
+/// The batch being assembled: hands out seqs and the batch's timestamp.
+pub struct Batch {
+    next_seq: u64,
+    at: Timestamp,
+    events: Vec<Event>,
+}
+
+impl Batch {
+    /// The time every event of this batch carries.
+    pub fn now(&self) -> Timestamp {
+        self.at
+    }
+
+    /// The seq the next pushed event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq + self.events.len() as u64
+    }
+
+    /// Appends an event and returns it (with its seq), so the sequencer can apply it.
+    pub fn push(&mut self, actor: Actor, request_id: RequestId, payload: Payload) -> &Event {
+        let seq = self.next_seq();
+        self.events.push(Event { seq, at: self.at, actor, request_id, payload });
+        &self.events[self.events.len() - 1]
+    }
+}
+
+/// Settings of the writer.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Longest time written-but-unsynced events may wait for their fsync.
+    pub sync_window: Duration,
+    /// Sign a checkpoint after this many events…
+    pub checkpoint_every_events: u64,
+    /// …or this long after the last one, whichever comes first (if anything was appended).
+    pub checkpoint_every: Duration,
+    /// Most commands taken into one batch.
+    pub max_batch_commands: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            sync_window: Duration::from_millis(10),
+            checkpoint_every_events: 10_000,
+            checkpoint_every: Duration::from_secs(10),
+            max_batch_commands: 8192,
+        }
+    }
+}
+
+/// Counters the writer keeps, for metrics and benchmarks.
+#[derive(Default, Debug)]
+pub struct WriterStats {
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub events_synced: AtomicU64,
+    pub checkpoints: AtomicU64,
+    /// Total time spent in write+fsync, in microseconds.
+    pub append_micros: AtomicU64,
+}
+
+type ReplySender<S> = oneshot::Sender<Result<<S as Sequencer>::Reply, LogError>>;
+
+enum Message<S: Sequencer> {
+    Command { command: S::Command, durability: Durability, reply: ReplySender<S> },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle for submitting commands to the writer. Cheap to clone.
+pub struct WriterHandle<S: Sequencer> {
+    tx: Sender<Message<S>>,
+    healthy: Arc<AtomicBool>,
+    committed: watch::Receiver<u64>,
+    stats: Arc<WriterStats>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl<S: Sequencer> Clone for WriterHandle<S> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            healthy: self.healthy.clone(),
+            committed: self.committed.clone(),
+            stats: self.stats.clone(),
+            thread: self.thread.clone(),
+        }
+    }
+}
+
+impl<S: Sequencer> WriterHandle<S> {
+    /// Submits a command and waits for its answer at the requested durability.
+    pub async fn submit(&self, command: S::Command, durability: Durability) -> Result<S::Reply, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Message::Command { command, durability, reply }).map_err(|_| LogError::Stopped)?;
+        answer.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// The same, for synchronous callers (tools, generators). Must not be called from
+    /// within an async runtime thread.
+    pub fn submit_blocking(&self, command: S::Command, durability: Durability) -> Result<S::Reply, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Message::Command { command, durability, reply }).map_err(|_| LogError::Stopped)?;
+        answer.blocking_recv().map_err(|_| LogError::Stopped)?
+    }
+
+    /// False once a write or fsync failed.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The number of durable events (updated after each fsync).
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Drains everything queued, fsyncs, writes a final checkpoint and stops the thread.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// Blocking variant of [`Self::shutdown`].
+    pub fn shutdown_blocking(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Shutdown(done)).is_ok() {
+            let _ = wait.blocking_recv();
+        }
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Durable events, handed to subscribers (projections) in seq order.
+pub type CommittedEvents = Arc<Vec<Event>>;
+
+pub(crate) struct WriterParts {
+    pub segments: SegmentLog,
+    pub tree: TreeWriter,
+    pub checkpoints: CheckpointStore,
+}
+
+struct Writer<S: Sequencer> {
+    parts: WriterParts,
+    sequencer: S,
+    options: WriterOptions,
+    healthy: Arc<AtomicBool>,
+    failure: Option<String>,
+    committed: watch::Sender<u64>,
+    subscriber: Option<Sender<CommittedEvents>>,
+    stats: Arc<WriterStats>,
+    /// Events written but not yet fsynced.
+    unsynced: Vec<Event>,
+    unsynced_since: Option<Instant>,
+    waiting_for_sync: Vec<(ReplySender<S>, S::Reply)>,
+    last_checkpoint: Instant,
+    last_checkpoint_size: u64,
+}
+
+pub(crate) fn spawn<S: Sequencer>(
+    parts: WriterParts,
+    sequencer: S,
+    options: WriterOptions,
+    subscriber: Option<Sender<CommittedEvents>>,
+) -> WriterHandle<S> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let size = parts.tree.size();
+    let (committed_tx, committed_rx) = watch::channel(size);
+    let stats = Arc::new(WriterStats::default());
+    let last_checkpoint_size = parts.checkpoints.latest().map(|c| c.size).unwrap_or(0);
+    let writer = Writer {
+        parts,
+        sequencer,
+        options,
+        healthy: healthy.clone(),
+        failure: None,
+        committed: committed_tx,
+        subscriber,
+        stats: stats.clone(),
+        unsynced: Vec::new(),
+        unsynced_since: None,
+        waiting_for_sync: Vec::new(),
+        last_checkpoint: Instant::now(),
+        last_checkpoint_size,
+    };
+    let thread = std::thread::Builder::new()
+        .name("keyledger-log-writer".into())
+        .spawn(move || writer.run(rx))
+        .expect("cannot start the log writer thread");
+    WriterHandle { tx, healthy, committed: committed_rx, stats, thread: Arc::new(Mutex::new(Some(thread))) }
+}
+
+impl<S: Sequencer> Writer<S> {
+    fn run(mut self, rx: Receiver<Message<S>>) {
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        while shutdown.is_none() {
+            let first = match self.next_deadline() {
+                Some(deadline) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(message) => Some(message),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(message) => Some(message),
+                    Err(_) => break,
+                },
+            };
+            let mut commands = Vec::new();
+            let mut message = first;
+            while let Some(m) = message.take() {
+                match m {
+                    Message::Command { command, durability, reply } => commands.push((command, durability, reply)),
+                    Message::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                }
+                if commands.len() < self.options.max_batch_commands {
+                    message = rx.try_recv().ok();
+                }
+            }
+            if !commands.is_empty() {
+                self.process(commands);
+            }
+            self.sync_if_due(false);
+            self.checkpoint_if_due(false);
+        }
+        // Clean stop: everything durable, a final checkpoint, the tree files synced.
+        self.sync_if_due(true);
+        self.checkpoint_if_due(true);
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let sync = self.unsynced_since.map(|t| t + self.options.sync_window);
+        let checkpoint = (self.parts.tree.size() > self.last_checkpoint_size && self.failure.is_none())
+            .then(|| self.last_checkpoint + self.options.checkpoint_every);
+        match (sync, checkpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn process(&mut self, commands: Vec<(S::Command, Durability, ReplySender<S>)>) {
+        if let Some(reason) = &self.failure {
+            for (_, _, reply) in commands {
+                let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        let mut batch = Batch { next_seq: self.parts.tree.size(), at: Timestamp::now(), events: Vec::new() };
+        let mut answers = Vec::with_capacity(commands.len());
+        for (command, durability, reply) in commands {
+            let answer = self.sequencer.sequence(command, &mut batch);
+            answers.push((reply, answer, durability));
+        }
+        if !batch.events.is_empty() {
+            let started = Instant::now();
+            if let Err(reason) = self.write(&batch.events) {
+                self.fail(reason.clone());
+                for (reply, _, _) in answers {
+                    let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
+                }
+                return;
+            }
+            self.stats.append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+            self.unsynced.append(&mut batch.events);
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        }
+        for (reply, answer, durability) in answers {
+            match durability {
+                Durability::Written => {
+                    let _ = reply.send(Ok(answer));
+                }
+                Durability::Synced => self.waiting_for_sync.push((reply, answer)),
+            }
+        }
+    }
+
+    fn write(&mut self, events: &[Event]) -> Result<(), String> {
+        let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
+        let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        self.parts.segments.append_batch(&records).map_err(|e| e.to_string())?;
+        let leaves: Vec<_> = encoded.iter().map(|bytes| leaf_hash(bytes)).collect();
+        self.parts.tree.append_leaves(&leaves).map_err(|e| e.to_string())?;
+        self.parts.tree.publish();
+        Ok(())
+    }
+
+    fn sync_if_due(&mut self, force: bool) {
+        let due = !self.waiting_for_sync.is_empty()
+            || self.unsynced_since.is_some_and(|t| force || t.elapsed() >= self.options.sync_window);
+        if !due {
+            return;
+        }
+        if self.failure.is_none() && self.unsynced_since.is_some() {
+            let started = Instant::now();
+            match self.parts.segments.sync() {
+                Ok(()) => {
+                    self.stats.append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    self.stats.events_synced.fetch_add(self.unsynced.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) => self.fail(format!("fsync failed: {error}")),
+            }
+        }
+        let waiting = std::mem::take(&mut self.waiting_for_sync);
+        match &self.failure {
+            Some(reason) => {
+                for (reply, _) in waiting {
+                    let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
+                }
+            }
+            None => {
+                self.unsynced_since = None;
+                let events = std::mem::take(&mut self.unsynced);
+                self.committed.send_replace(self.parts.tree.size());
+                if let (Some(subscriber), false) = (&self.subscriber, events.is_empty())
+                    && subscriber.send(Arc::new(events)).is_err()
+                {
+                    self.subscriber = None;
+                }
+                for (reply, answer) in waiting {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+        }
+    }
+
+    fn checkpoint_if_due(&mut self, force: bool) {
+        let size = self.parts.tree.size();
+        if self.failure.is_some() || size == self.last_checkpoint_size || self.unsynced_since.is_some() {
+            return;
+        }
+        let due = force
+            || size - self.last_checkpoint_size >= self.options.checkpoint_every_events
+            || self.last_checkpoint.elapsed() >= self.options.checkpoint_every;
+        if !due {
+            return;
+        }
+        let result = self
+            .parts
+            .tree
+            .sync()
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.parts.checkpoints.sign_and_store(size, self.parts.tree.root()).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => {
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.last_checkpoint = Instant::now();
+                self.last_checkpoint_size = size;
+            }
+            Err(reason) => self.fail(format!("checkpoint failed: {reason}")),
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(%reason, "log writer failed; refusing further appends (fail closed)");
+        self.healthy.store(false, Ordering::Release);
+        self.failure = Some(reason);
+    }
+}

@@ -1,0 +1,661 @@
+//! Merkle tree hashing and proof verification: RFC 9162 section 2.1 with BLAKE3-256 in
+//! place of SHA-256.
+//!
+//! # Why this module exists
+//!
+//! keyledger's event log is an append-only Merkle tree. Everything an auditor needs to
+//! check it — that an event is in a signed tree ([`verify_inclusion`]) and that a later
+//! tree extends an earlier one without rewriting history ([`verify_consistency`]) — is
+//! here, in one small file depending only on `blake3` and `thiserror`, so it can be read
+//! and re-implemented independently. The server generates proofs with the same hashing
+//! (`keyledger-log`'s `proof` module); this module only checks them.
+//!
+//! # What it guarantees
+//!
+//! * Hashing is exactly RFC 9162 section 2.1 with `HASH = BLAKE3-256`:
+//!   * `MTH({}) = HASH()` ([`empty_root`]),
+//!   * `MTH({d0}) = HASH(0x00 || d0)` ([`leaf_hash`]),
+//!   * `MTH(D[n]) = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n]))` with `k` the largest power
+//!     of two smaller than `n` ([`node_hash`], [`root_from_leaves`]).
+//!
+//!   The distinct leaf/node prefixes keep a leaf from ever being confused with an
+//!   interior node (second-preimage resistance).
+//! * [`verify_inclusion`] and [`verify_consistency`] follow the algorithms of RFC 9162
+//!   sections 2.1.3.2 and 2.1.4.2 step for step, including their checks that the proof
+//!   has exactly the expected length.
+//! * No function here panics on any input (except [`Frontier::push`] on a tree that
+//!   already holds `u64::MAX` leaves): bad indices, sizes, and proof lengths are
+//!   reported as a [`ProofError`].
+//! * [`Frontier`] keeps the compact range of a growing tree (one subtree root per set
+//!   bit of its size), so the root of a log can be maintained while appending with
+//!   amortised O(1) hashing per leaf and O(log n) memory.
+//!
+//! # Example
+//!
+//! ```
+//! use keyledger_verify::merkle::{Frontier, leaf_hash, node_hash, verify_inclusion};
+//!
+//! let leaves: Vec<_> = [&b"a"[..], b"b", b"c"].iter().map(|event| leaf_hash(event)).collect();
+//! let mut tree = Frontier::default();
+//! for leaf in &leaves {
+//!     tree.push(*leaf);
+//! }
+//! // In a 3-leaf tree, the audit path of leaf 2 is the root of leaves 0 and 1.
+//! let proof = [node_hash(&leaves[0], &leaves[1])];
+//! assert_eq!(verify_inclusion(2, 3, &leaves[2], &proof, &tree.root()), Ok(()));
+//! assert!(verify_inclusion(1, 3, &leaves[2], &proof, &tree.root()).is_err());
+//! ```
+
+/// A BLAKE3-256 digest: a leaf hash, an interior node hash or a tree root.
+pub type Hash = [u8; 32];
+
+/// Domain-separation prefix of leaf hashes (RFC 9162 section 2.1.1).
+const LEAF_PREFIX: u8 = 0x00;
+/// Domain-separation prefix of interior node hashes (RFC 9162 section 2.1.1).
+const NODE_PREFIX: u8 = 0x01;
+
+/// Why a proof, or a frontier's parts, were rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// An inclusion proof was asked for a leaf index outside the tree.
+    #[error("leaf index {index} is not in a tree of size {size}")]
+    IndexOutOfRange {
+        /// The leaf index given.
+        index: u64,
+        /// The tree size given.
+        size: u64,
+    },
+    /// A consistency proof was asked from a larger tree to a smaller one.
+    #[error("a tree of size {size1} cannot be a prefix of a smaller tree of size {size2}")]
+    SizesOutOfOrder {
+        /// The (older) first tree size.
+        size1: u64,
+        /// The (newer) second tree size.
+        size2: u64,
+    },
+    /// The proof has more hashes than the tree shape allows.
+    #[error("proof has too many hashes for this tree shape")]
+    ProofTooLong,
+    /// The proof has fewer hashes than the tree shape requires.
+    #[error("proof has too few hashes for this tree shape")]
+    ProofTooShort,
+    /// The proof should have been empty (equal sizes, or an empty first tree) but was not.
+    #[error("proof must be empty for these tree sizes but has {len} hashes")]
+    UnexpectedProof {
+        /// How many hashes the proof had.
+        len: usize,
+    },
+    /// The root recomputed from an inclusion proof differs from the expected root.
+    #[error("recomputed root does not match the expected root")]
+    RootMismatch,
+    /// The first tree's root recomputed from a consistency proof differs from the one given.
+    #[error("recomputed root of the first tree does not match its expected root")]
+    FirstRootMismatch,
+    /// The second tree's root recomputed from a consistency proof differs from the one given.
+    #[error("recomputed root of the second tree does not match its expected root")]
+    SecondRootMismatch,
+    /// A frontier's peak count does not match its size.
+    #[error("a tree of size {size} has {expected} peaks, got {actual}")]
+    PeakCount {
+        /// The tree size given.
+        size: u64,
+        /// The number of set bits of `size`.
+        expected: u32,
+        /// The number of peaks given.
+        actual: usize,
+    },
+}
+
+/// The hash of a leaf: `BLAKE3(0x00 || event_bytes)`.
+#[must_use]
+pub fn leaf_hash(event_bytes: &[u8]) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&[LEAF_PREFIX]);
+    hasher.update(event_bytes);
+    *hasher.finalize().as_bytes()
+}
+
+/// The hash of an interior node: `BLAKE3(0x01 || left || right)`.
+#[must_use]
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&[NODE_PREFIX]);
+    hasher.update(left);
+    hasher.update(right);
+    *hasher.finalize().as_bytes()
+}
+
+/// The root of the empty tree: BLAKE3 of the empty string.
+#[must_use]
+pub fn empty_root() -> Hash {
+    *blake3::hash(&[]).as_bytes()
+}
+
+/// The largest power of two strictly smaller than `n`; `n` must be at least 2.
+fn split_point(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// The Merkle tree hash `MTH` of a list of leaf hashes, by the recursive definition of
+/// RFC 9162 section 2.1.1 (this is the reference; [`Frontier`] computes the same value
+/// incrementally).
+#[must_use]
+pub fn root_from_leaves(leaves: &[Hash]) -> Hash {
+    match leaves {
+        [] => empty_root(),
+        [leaf] => *leaf,
+        _ => {
+            // A slice never holds more than `u64::MAX` elements, and the split point is
+            // below its length, so both conversions are lossless.
+            let k = split_point(leaves.len() as u64) as usize;
+            node_hash(&root_from_leaves(&leaves[..k]), &root_from_leaves(&leaves[k..]))
+        }
+    }
+}
+
+/// The compact range of a tree: the roots of its perfect subtrees ("peaks"), left to
+/// right, one per set bit of its size, largest first.
+///
+/// Appending a leaf merges equal-sized peaks like a binary counter, so [`Frontier::push`]
+/// costs amortised O(1) hashes, and [`Frontier::root`] folds at most 64 peaks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+impl Frontier {
+    /// An empty tree.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds a frontier from a stored size and its peaks (largest subtree first).
+    ///
+    /// # Errors
+    ///
+    /// [`ProofError::PeakCount`] if there is not exactly one peak per set bit of `size`.
+    pub fn from_parts(size: u64, peaks: Vec<Hash>) -> Result<Self, ProofError> {
+        let expected = size.count_ones();
+        if peaks.len() != expected as usize {
+            return Err(ProofError::PeakCount { size, expected, actual: peaks.len() });
+        }
+        Ok(Self { size, peaks })
+    }
+
+    /// Appends a leaf hash.
+    ///
+    /// # Panics
+    ///
+    /// If the tree already holds `u64::MAX` leaves (unreachable by appending).
+    pub fn push(&mut self, leaf: Hash) {
+        let new_size = self.size.checked_add(1).expect("a Merkle tree cannot hold more than u64::MAX leaves");
+        let mut carry = leaf;
+        let mut pending = self.size;
+        // Each trailing one bit of the old size is a peak of the same size as `carry`.
+        while pending & 1 == 1 {
+            let Some(left) = self.peaks.pop() else {
+                // Unreachable: the invariant peaks.len() == size.count_ones() holds.
+                break;
+            };
+            carry = node_hash(&left, &carry);
+            pending >>= 1;
+        }
+        self.peaks.push(carry);
+        self.size = new_size;
+    }
+
+    /// The number of leaves.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The tree's root: the peaks folded right to left with [`node_hash`], or
+    /// [`empty_root`] for an empty tree. Equals [`root_from_leaves`] of the same leaves.
+    #[must_use]
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(&last) = peaks.next() else {
+            return empty_root();
+        };
+        peaks.fold(last, |right, left| node_hash(left, &right))
+    }
+
+    /// The peaks, largest (leftmost) subtree first.
+    #[must_use]
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+}
+
+/// Right-shifts `fn_` and `sn` together until `fn_` is odd or zero.
+fn shift_while_even(fn_: &mut u64, sn: &mut u64) {
+    while *fn_ != 0 && *fn_ & 1 == 0 {
+        *fn_ >>= 1;
+        *sn >>= 1;
+    }
+}
+
+/// Checks an inclusion proof (an audit path) that `leaf` is the leaf at `index` of the
+/// tree of `size` leaves with root `root`, by the algorithm of RFC 9162 section 2.1.3.2.
+///
+/// # Errors
+///
+/// [`ProofError::IndexOutOfRange`] if `index >= size`; [`ProofError::ProofTooLong`] or
+/// [`ProofError::ProofTooShort`] if the proof's length does not fit the tree shape;
+/// [`ProofError::RootMismatch`] if the recomputed root differs from `root`.
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<(), ProofError> {
+    // Step 1.
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size });
+    }
+    // Steps 2 and 3.
+    let mut fn_ = index;
+    let mut sn = size - 1;
+    let mut r = *leaf;
+    // Step 4.
+    for p in proof {
+        if sn == 0 {
+            return Err(ProofError::ProofTooLong);
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                shift_while_even(&mut fn_, &mut sn);
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    // Step 5.
+    if sn != 0 {
+        return Err(ProofError::ProofTooShort);
+    }
+    if r != *root {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// Checks a consistency proof that the tree of `size1` leaves with root `root1` is a
+/// prefix of the tree of `size2` leaves with root `root2`, by the algorithm of RFC 9162
+/// section 2.1.4.2.
+///
+/// The cases the RFC leaves out are defined as follows: equal sizes need an empty proof
+/// and equal roots; an empty first tree is consistent with every tree given an empty
+/// proof, provided `root1` is [`empty_root`] (the only root an empty tree has).
+///
+/// # Errors
+///
+/// [`ProofError::SizesOutOfOrder`] if `size1 > size2`; [`ProofError::UnexpectedProof`]
+/// if the proof must be empty but is not; [`ProofError::ProofTooShort`] or
+/// [`ProofError::ProofTooLong`] if its length does not fit the two tree shapes;
+/// [`ProofError::RootMismatch`] if equal sizes have different roots (or an empty first
+/// tree a root other than [`empty_root`]); [`ProofError::FirstRootMismatch`] or
+/// [`ProofError::SecondRootMismatch`] if a recomputed root differs from the one given.
+pub fn verify_consistency(
+    size1: u64,
+    size2: u64,
+    root1: &Hash,
+    root2: &Hash,
+    proof: &[Hash],
+) -> Result<(), ProofError> {
+    if size1 > size2 {
+        return Err(ProofError::SizesOutOfOrder { size1, size2 });
+    }
+    if size1 == 0 || size1 == size2 {
+        if !proof.is_empty() {
+            return Err(ProofError::UnexpectedProof { len: proof.len() });
+        }
+        if size1 == 0 && *root1 != empty_root() {
+            return Err(ProofError::RootMismatch);
+        }
+        if size1 == size2 && root1 != root2 {
+            return Err(ProofError::RootMismatch);
+        }
+        return Ok(());
+    }
+    // Step 1 (0 < size1 < size2 from here on).
+    let Some((&first, rest)) = proof.split_first() else {
+        return Err(ProofError::ProofTooShort);
+    };
+    // Step 2: for a power-of-two first tree, its root is the implicit first path entry.
+    let (start, rest) = if size1.is_power_of_two() { (*root1, proof) } else { (first, rest) };
+    // Step 3.
+    let mut fn_ = size1 - 1;
+    let mut sn = size2 - 1;
+    // Step 4.
+    while fn_ & 1 == 1 {
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    // Step 5.
+    let mut fr = start;
+    let mut sr = start;
+    // Step 6.
+    for c in rest {
+        if sn == 0 {
+            return Err(ProofError::ProofTooLong);
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if fn_ & 1 == 0 {
+                shift_while_even(&mut fn_, &mut sn);
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    // Step 7.
+    if sn != 0 {
+        return Err(ProofError::ProofTooShort);
+    }
+    if fr != *root1 {
+        return Err(ProofError::FirstRootMismatch);
+    }
+    if sr != *root2 {
+        return Err(ProofError::SecondRootMismatch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+    }
+
+    /// PATH(m, D[n]) straight from RFC 9162 section 2.1.3.1.
+    fn naive_path(m: usize, d: &[Hash]) -> Vec<Hash> {
+        if d.len() <= 1 {
+            return Vec::new();
+        }
+        let k = split_point(d.len() as u64) as usize;
+        if m < k {
+            let mut p = naive_path(m, &d[..k]);
+            p.push(root_from_leaves(&d[k..]));
+            p
+        } else {
+            let mut p = naive_path(m - k, &d[k..]);
+            p.push(root_from_leaves(&d[..k]));
+            p
+        }
+    }
+
+    /// SUBPROOF(m, D[n], b) straight from RFC 9162 section 2.1.4.1.
+    fn naive_subproof(m: usize, d: &[Hash], b: bool) -> Vec<Hash> {
+        if m == d.len() {
+            return if b { Vec::new() } else { vec![root_from_leaves(d)] };
+        }
+        let k = split_point(d.len() as u64) as usize;
+        if m <= k {
+            let mut p = naive_subproof(m, &d[..k], b);
+            p.push(root_from_leaves(&d[k..]));
+            p
+        } else {
+            let mut p = naive_subproof(m - k, &d[k..], false);
+            p.push(root_from_leaves(&d[..k]));
+            p
+        }
+    }
+
+    fn flip(mut h: Hash, bit: usize) -> Hash {
+        h[(bit / 8) % 32] ^= 1 << (bit % 8);
+        h
+    }
+
+    #[test]
+    fn hashes_are_domain_separated() {
+        assert_eq!(leaf_hash(b"abc"), *blake3::hash(b"\x00abc").as_bytes());
+        let (a, b) = (leaf_hash(b"a"), leaf_hash(b"b"));
+        let mut concat = vec![0x01];
+        concat.extend_from_slice(&a);
+        concat.extend_from_slice(&b);
+        assert_eq!(node_hash(&a, &b), *blake3::hash(&concat).as_bytes());
+        assert_eq!(empty_root(), *blake3::hash(b"").as_bytes());
+        assert_ne!(leaf_hash(b""), empty_root());
+        assert_ne!(node_hash(&a, &b), node_hash(&b, &a));
+    }
+
+    #[test]
+    fn small_roots_follow_the_rfc_shape() {
+        let d = leaves(5);
+        assert_eq!(root_from_leaves(&[]), empty_root());
+        assert_eq!(root_from_leaves(&d[..1]), d[0]);
+        assert_eq!(root_from_leaves(&d[..2]), node_hash(&d[0], &d[1]));
+        assert_eq!(root_from_leaves(&d[..3]), node_hash(&node_hash(&d[0], &d[1]), &d[2]));
+        let four = node_hash(&node_hash(&d[0], &d[1]), &node_hash(&d[2], &d[3]));
+        assert_eq!(root_from_leaves(&d[..4]), four);
+        assert_eq!(root_from_leaves(&d), node_hash(&four, &d[4]));
+    }
+
+    #[test]
+    fn frontier_matches_root_from_leaves() {
+        let d = leaves(300);
+        let mut frontier = Frontier::new();
+        assert_eq!(frontier.root(), empty_root());
+        for (i, leaf) in d.iter().enumerate() {
+            frontier.push(*leaf);
+            let size = i as u64 + 1;
+            assert_eq!(frontier.size(), size);
+            assert_eq!(frontier.peaks().len(), size.count_ones() as usize);
+            assert_eq!(frontier.root(), root_from_leaves(&d[..=i]), "size {size}");
+            let rebuilt = Frontier::from_parts(size, frontier.peaks().to_vec());
+            assert_eq!(rebuilt.as_ref(), Ok(&frontier));
+        }
+    }
+
+    #[test]
+    fn frontier_from_parts_checks_peak_count() {
+        assert_eq!(Frontier::from_parts(0, vec![]), Ok(Frontier::new()));
+        assert_eq!(
+            Frontier::from_parts(3, vec![[0; 32]]),
+            Err(ProofError::PeakCount { size: 3, expected: 2, actual: 1 })
+        );
+        assert!(Frontier::from_parts(u64::MAX, vec![[0; 32]; 64]).is_ok());
+        assert!(Frontier::from_parts(4, vec![[0; 32]; 2]).is_err());
+    }
+
+    #[test]
+    fn verifiers_accept_rfc_proofs_exhaustively_for_small_trees() {
+        let d = leaves(40);
+        for n in 0..=d.len() {
+            let tree = &d[..n];
+            let root = root_from_leaves(tree);
+            for m in 0..n {
+                let path = naive_path(m, tree);
+                assert_eq!(
+                    verify_inclusion(m as u64, n as u64, &tree[m], &path, &root),
+                    Ok(()),
+                    "inclusion {m} in {n}"
+                );
+            }
+            for m in 0..=n {
+                let proof = if m == 0 { Vec::new() } else { naive_subproof(m, tree, true) };
+                let old_root = root_from_leaves(&tree[..m]);
+                assert_eq!(
+                    verify_consistency(m as u64, n as u64, &old_root, &root, &proof),
+                    Ok(()),
+                    "consistency {m} -> {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn verifiers_reject_tampering_for_small_trees() {
+        let d = leaves(20);
+        for n in 1..=d.len() {
+            let tree = &d[..n];
+            let root = root_from_leaves(tree);
+            for m in 0..n {
+                let path = naive_path(m, tree);
+                let (idx, size) = (m as u64, n as u64);
+                assert!(verify_inclusion(idx, size, &flip(tree[m], 3), &path, &root).is_err());
+                assert!(verify_inclusion(idx, size, &tree[m], &path, &flip(root, 9)).is_err());
+                for other in (0..n).filter(|&o| o != m) {
+                    assert!(verify_inclusion(other as u64, size, &tree[m], &path, &root).is_err());
+                }
+                for j in 0..path.len() {
+                    let mut bad = path.clone();
+                    bad[j] = flip(bad[j], j);
+                    assert!(verify_inclusion(idx, size, &tree[m], &bad, &root).is_err());
+                }
+                let mut longer = path.clone();
+                longer.push(root);
+                assert_eq!(
+                    verify_inclusion(idx, size, &tree[m], &longer, &root),
+                    Err(ProofError::ProofTooLong)
+                );
+                if !path.is_empty() {
+                    assert_eq!(
+                        verify_inclusion(idx, size, &tree[m], &path[1..], &root),
+                        Err(ProofError::ProofTooShort)
+                    );
+                }
+            }
+            for m in 1..n {
+                let proof = naive_subproof(m, tree, true);
+                let old_root = root_from_leaves(&tree[..m]);
+                let (s1, s2) = (m as u64, n as u64);
+                assert!(verify_consistency(s1, s2, &flip(old_root, 1), &root, &proof).is_err());
+                assert!(verify_consistency(s1, s2, &old_root, &flip(root, 2), &proof).is_err());
+                assert!(verify_consistency(s2, s1, &root, &old_root, &proof).is_err());
+                for j in 0..proof.len() {
+                    let mut bad = proof.clone();
+                    bad[j] = flip(bad[j], j + 5);
+                    assert!(verify_consistency(s1, s2, &old_root, &root, &bad).is_err());
+                }
+                let mut longer = proof.clone();
+                longer.push(root);
+                assert!(verify_consistency(s1, s2, &old_root, &root, &longer).is_err());
+                assert!(verify_consistency(s1, s2, &old_root, &root, &proof[1..]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_consistency_cases() {
+        let r = leaf_hash(b"x");
+        let e = empty_root();
+        assert_eq!(verify_consistency(0, 0, &e, &e, &[]), Ok(()));
+        assert_eq!(verify_consistency(0, 9, &e, &r, &[]), Ok(()));
+        assert_eq!(verify_consistency(0, 9, &r, &r, &[]), Err(ProofError::RootMismatch));
+        assert_eq!(verify_consistency(0, 9, &e, &r, &[r]), Err(ProofError::UnexpectedProof { len: 1 }));
+        assert_eq!(verify_consistency(5, 5, &r, &r, &[]), Ok(()));
+        assert_eq!(verify_consistency(5, 5, &r, &e, &[]), Err(ProofError::RootMismatch));
+        assert_eq!(verify_consistency(5, 5, &r, &r, &[r]), Err(ProofError::UnexpectedProof { len: 1 }));
+        assert_eq!(
+            verify_consistency(6, 5, &r, &r, &[]),
+            Err(ProofError::SizesOutOfOrder { size1: 6, size2: 5 })
+        );
+        assert_eq!(verify_consistency(3, 5, &r, &r, &[]), Err(ProofError::ProofTooShort));
+        assert_eq!(
+            verify_inclusion(0, 0, &r, &[], &e),
+            Err(ProofError::IndexOutOfRange { index: 0, size: 0 })
+        );
+        assert_eq!(verify_inclusion(0, 1, &r, &[], &r), Ok(()));
+    }
+
+    #[test]
+    fn extreme_sizes_do_not_panic() {
+        let h = leaf_hash(b"h");
+        let many = vec![h; 200];
+        for size in [1, 2, u64::MAX - 1, u64::MAX] {
+            for index in [0, 1, size / 2, size - 1, size, u64::MAX] {
+                for len in [0, 1, 63, 64, 65, 200] {
+                    let _ = verify_inclusion(index, size, &h, &many[..len], &h);
+                }
+            }
+        }
+        for s1 in [0, 1, 2, u64::MAX / 2 + 1, u64::MAX - 1, u64::MAX] {
+            for s2 in [0, 1, 3, u64::MAX - 1, u64::MAX] {
+                for len in [0, 1, 64, 65, 128, 200] {
+                    let _ = verify_consistency(s1, s2, &h, &h, &many[..len]);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn inclusion_rejects_arbitrary_input_without_panicking(
+            index in any::<u64>(),
+            size in any::<u64>(),
+            leaf in any::<[u8; 32]>(),
+            root in any::<[u8; 32]>(),
+            proof in proptest::collection::vec(any::<[u8; 32]>(), 0..130),
+        ) {
+            let result = verify_inclusion(index, size, &leaf, &proof, &root);
+            if index >= size {
+                prop_assert_eq!(result, Err(ProofError::IndexOutOfRange { index, size }));
+            } else if !(proof.is_empty() && size == 1 && leaf == root) {
+                prop_assert!(result.is_err());
+            }
+        }
+
+        #[test]
+        fn inclusion_rejects_arbitrary_input_for_small_sizes(
+            size in 1u64..2000,
+            index_seed in any::<u64>(),
+            leaf in any::<[u8; 32]>(),
+            root in any::<[u8; 32]>(),
+            proof in proptest::collection::vec(any::<[u8; 32]>(), 0..16),
+        ) {
+            let index = index_seed % size;
+            let result = verify_inclusion(index, size, &leaf, &proof, &root);
+            prop_assert!(result.is_err() || (size == 1 && leaf == root));
+        }
+
+        #[test]
+        fn consistency_rejects_arbitrary_input_without_panicking(
+            size1 in any::<u64>(),
+            size2 in any::<u64>(),
+            root1 in any::<[u8; 32]>(),
+            root2 in any::<[u8; 32]>(),
+            proof in proptest::collection::vec(any::<[u8; 32]>(), 0..130),
+        ) {
+            let result = verify_consistency(size1, size2, &root1, &root2, &proof);
+            let empty_first = size1 == 0 && root1 == empty_root() && (size2 != 0 || root2 == root1);
+            let equal_trees = size1 != 0 && size1 == size2 && root1 == root2;
+            let trivially_ok = proof.is_empty() && (empty_first || equal_trees);
+            if size1 > size2 {
+                prop_assert_eq!(result, Err(ProofError::SizesOutOfOrder { size1, size2 }));
+            } else if !trivially_ok {
+                prop_assert!(result.is_err());
+            }
+        }
+
+        #[test]
+        fn consistency_rejects_arbitrary_input_for_small_sizes(
+            size2 in 1u64..2000,
+            size1_seed in any::<u64>(),
+            root1 in any::<[u8; 32]>(),
+            root2 in any::<[u8; 32]>(),
+            proof in proptest::collection::vec(any::<[u8; 32]>(), 0..24),
+        ) {
+            let size1 = size1_seed % (size2 + 1);
+            let result = verify_consistency(size1, size2, &root1, &root2, &proof);
+            prop_assert!(result.is_err() || (proof.is_empty() && size1 == size2 && root1 == root2));
+        }
+    }
+}
