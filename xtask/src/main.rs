@@ -1,1 +1,100 @@
-fn main() {}
+//! keyledger's project automation, run as `cargo xtask <command>` (the alias lives in
+//! `.cargo/config.toml`).
+//!
+//! Commands:
+//! - `bench [--quick] [--report-only]`: runs the criterion benchmarks of keyledger-core,
+//!   keyledger-log and keyledger-ledger, then refreshes the results table in
+//!   `docs/benchmarks.md` (see [`bench`]).
+//! - `ci`: `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings` and
+//!   `cargo test --workspace`, in that order, stopping at the first failure. A local
+//!   convenience; `.ci/run` is what CI runs.
+
+mod bench;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  bench [--quick] [--report-only]
+        run the criterion benchmarks and refresh the table in docs/benchmarks.md
+        --quick        shorter warm-up and measurement (0.5 s / 1 s) for a smoke run
+        --report-only  do not run anything; rebuild the table from the results on disk
+  ci    cargo fmt --check, cargo clippy --all-targets -- -D warnings, cargo test --workspace
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        bail!("no command given");
+    };
+    match command.as_str() {
+        "bench" => {
+            let mut options = bench::Options::default();
+            for flag in rest {
+                match flag.as_str() {
+                    "--quick" => options.quick = true,
+                    "--report-only" => options.report_only = true,
+                    other => bail!("unknown option `{other}` for `bench`\n\n{USAGE}"),
+                }
+            }
+            bench::run(&workspace_root(), options)
+        }
+        "ci" => {
+            if let Some(extra) = rest.first() {
+                bail!("`ci` takes no arguments (got `{extra}`)");
+            }
+            ci(&workspace_root())
+        }
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command `{other}`")
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_owned()
+}
+
+/// The `cargo` that runs us (so toolchain overrides carry over), or the one on `PATH`.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs `command` in `dir`, inheriting stdio, and fails unless it succeeds.
+fn run_step(dir: &Path, mut command: Command) -> Result<()> {
+    let shown = format!("{command:?}").replace('"', "");
+    eprintln!("xtask: running {shown}");
+    let status = command.current_dir(dir).status().with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The local CI sequence: format, lints, tests.
+fn ci(root: &Path) -> Result<()> {
+    let steps: [&[&str]; 3] = [
+        &["fmt", "--check"],
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+        &["test", "--workspace"],
+    ];
+    for args in steps {
+        let mut command = cargo();
+        command.args(args);
+        run_step(root, command)?;
+    }
+    eprintln!("xtask: ci passed");
+    Ok(())
+}

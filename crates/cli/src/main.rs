@@ -1,1 +1,254 @@
-fn main() {}
+//! The `keyledger` command (contract §2): `init`, `serve`, and offline `log verify`.
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use keyledger_ledger::{Engine, EngineOptions};
+use keyledger_log::{Durability, WriterOptions};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "keyledger", version, about = "A self-hosted, tamper-evident ledger of API keys.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data dir: the log, the signing key, the pepper and the first admin key.
+    /// Prints one JSON object with the admin key (shown only this once).
+    Init {
+        #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
+        data_dir: PathBuf,
+    },
+    /// Run the HTTP service (initialising the data dir first if needed).
+    Serve(ServeArgs),
+    /// Work with the log offline.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Re-hash the whole log, check every checkpoint signature and that the projections
+    /// equal a replay. Run with the server stopped. Exits non-zero naming the first bad seq.
+    Verify {
+        #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UsageDurability {
+    /// Usage events are written before verify answers and fsynced within 10 ms: a power
+    /// cut can lose at most that window of usage records (never a lifecycle event).
+    Batched,
+    /// Verify answers only after its usage event is fsynced.
+    Strict,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The data directory.
+    #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// How durable a usage (`used`/`denied`) event is before verify answers.
+    #[arg(long, env = "KEYLEDGER_USAGE_DURABILITY", value_enum, default_value = "batched")]
+    usage_durability: UsageDurability,
+    /// Sign a checkpoint after this many events…
+    #[arg(long, env = "KEYLEDGER_CHECKPOINT_EVERY_EVENTS", default_value_t = 10_000)]
+    checkpoint_every_events: u64,
+    /// …or after this many seconds, whichever comes first.
+    #[arg(long, env = "KEYLEDGER_CHECKPOINT_INTERVAL_SECS", default_value_t = 10)]
+    checkpoint_interval_secs: u64,
+    /// Take the client address of forward-auth verifications from X-Forwarded-For /
+    /// X-Real-IP (only behind a proxy you control).
+    #[arg(long, env = "KEYLEDGER_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+    /// Proxy address ranges (CIDR) whose forwarded headers are believed; repeatable.
+    /// Without any, every peer is believed when --trust-forwarded-for is set.
+    #[arg(long = "trusted-proxy", env = "KEYLEDGER_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "KEYLEDGER_BODY_LIMIT", default_value_t = 64 * 1024)]
+    body_limit: usize,
+    /// Log format on stderr.
+    #[arg(long, env = "KEYLEDGER_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init { data_dir } => init(data_dir),
+        Command::Serve(args) => serve(args),
+        Command::Log { command: LogCommand::Verify { data_dir } } => log_verify(data_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("keyledger: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_json(outcome: &keyledger_ledger::InitOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "data_dir": outcome.data_dir.display().to_string(),
+        "admin_key": outcome.admin_key.expose(),
+        "admin_key_id": outcome.admin_key_id.to_string(),
+        "log_public_key": outcome.log_public_key,
+    })
+}
+
+fn init(data_dir: PathBuf) -> Result<ExitCode> {
+    let outcome = Engine::init(&data_dir, EngineOptions::default()).context("init refused")?;
+    println!("{}", init_json(&outcome));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        );
+    match args.log_format {
+        LogFormat::Human => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+    let options = EngineOptions {
+        usage_durability: match args.usage_durability {
+            UsageDurability::Batched => Durability::Written,
+            UsageDurability::Strict => Durability::Synced,
+        },
+        writer: WriterOptions {
+            checkpoint_every_events: args.checkpoint_every_events.max(1),
+            checkpoint_every: Duration::from_secs(args.checkpoint_interval_secs.max(1)),
+            ..WriterOptions::default()
+        },
+        ..EngineOptions::default()
+    };
+    if !keyledger_ledger::datadir::is_initialised(&args.data_dir) {
+        let outcome =
+            Engine::init(&args.data_dir, options.clone()).context("cannot initialise the data dir")?;
+        println!("{}", init_json(&outcome));
+    }
+    let engine = Arc::new(Engine::open(&args.data_dir, options).context("cannot open the data dir")?);
+    let config = keyledger_server::ServerConfig {
+        trust_forwarded_for: args.trust_forwarded_for,
+        trusted_proxies: args.trusted_proxies,
+        body_limit: args.body_limit,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "keyledger is serving");
+        let state = keyledger_server::AppState { engine, config: Arc::new(config) };
+        keyledger_server::serve(listener, state, shutdown_signal()).await?;
+        tracing::info!("stopped cleanly");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate.recv() => {},
+    }
+}
+
+fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
+    let _lock =
+        keyledger_ledger::datadir::lock(&data_dir).context("stop the server before verifying its log")?;
+    let secrets = keyledger_ledger::datadir::load(&data_dir)?;
+    let verifier = secrets.signer.verifier();
+    let storage = keyledger_log::storage::OsStorage::shared();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} verifying {pos}/{len} events [{bar:40}] {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut progress = |done: u64, total: u64| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let started = std::time::Instant::now();
+    let log_dir = data_dir.join(keyledger_ledger::datadir::LOG_DIR);
+    let report = keyledger_log::verify::verify_log(storage.clone(), &log_dir, &verifier, &mut progress);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => {
+            match error.first_bad_seq() {
+                Some(seq) => eprintln!("log verify FAILED at seq {seq}: {error}"),
+                None => eprintln!("log verify FAILED: {error}"),
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // Projections: compared with a replay of the same (read-only) log.
+    match keyledger_ledger::audit_check::check_projections(&data_dir, &log_dir, storage) {
+        Ok(compared) => {
+            println!(
+                "log intact: {} events, {} checkpoints verified, root {}, projections equal a replay of {compared} events ({:.2}s)",
+                report.events,
+                report.checkpoints,
+                hex_root(&report.root),
+                started.elapsed().as_secs_f64()
+            );
+            if report.torn_tail_bytes > 0 {
+                println!(
+                    "note: {} bytes of an unfinished last batch will be cut at the next start",
+                    report.torn_tail_bytes
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("log verify FAILED: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn hex_root(root: &[u8; 32]) -> String {
+    root.iter().map(|b| format!("{b:02x}")).collect()
+}

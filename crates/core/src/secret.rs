@@ -9,7 +9,7 @@
 //! memory on drop; only [`Secret::expose`] reveals it. What keyledger stores is a
 //! [`KeyHash`], BLAKE3 keyed with the data dir's [`Pepper`].
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use serde::{Deserialize, Deserializer, Serialize, de};
 use std::fmt;
 use std::str::FromStr;
 use subtle::ConstantTimeEq;
@@ -191,7 +191,7 @@ impl Secret {
         }
         let head_len = candidate.len() - CHECK_LEN;
         let expected = checksum(&candidate[..head_len]);
-        if !bool::from(expected.ct_eq(candidate[head_len..].as_bytes())) {
+        if !bool::from(expected.ct_eq(&candidate.as_bytes()[head_len..])) {
             return Err(KeyFormatError::Checksum);
         }
         Ok(SecretShape { prefix, environment })
@@ -208,8 +208,9 @@ impl Secret {
     }
 }
 
-/// The hint of a secret text: everything up to the second `_`, an ellipsis, the last 4 chars.
-pub fn hint_of(secret: &str) -> String {
+/// The hint of a (checked, ASCII) secret text: up to the second `_`, an ellipsis, the last
+/// 4 characters.
+fn hint_of(secret: &str) -> String {
     let head_end = secret.match_indices('_').nth(1).map(|(i, _)| i + 1).unwrap_or(0);
     let tail_start = secret.len().saturating_sub(4);
     format!("{}…{}", &secret[..head_end], &secret[tail_start.max(head_end)..])
@@ -270,13 +271,6 @@ impl KeyHash {
 impl fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("KeyHash(<redacted>)")
-    }
-}
-
-/// A secret only ever travels as a plain string in a request or response body.
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
     }
 }
 

@@ -92,13 +92,14 @@ pub struct Verdict {
     pub seq: u64,
 }
 
+/// The answer to a command. Large records are boxed: replies cross a channel per command.
 #[derive(Debug)]
 pub enum Reply {
-    Key(KeyRecord),
-    Rotation { key: KeyRecord, previous: KeyRecord },
+    Key(Box<KeyRecord>),
+    Rotation { key: Box<KeyRecord>, previous: Box<KeyRecord> },
     RevokedAll(Vec<KeyId>),
     Policy(Policy),
-    Verdict(Verdict),
+    Verdict(Box<Verdict>),
 }
 
 pub type CommandResult = Result<Reply, LedgerError>;

@@ -75,7 +75,12 @@ pub fn is_initialised(dir: &Path) -> bool {
 }
 
 fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err("create", path))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err("create", path))?;
     file.write_all(bytes).map_err(io_err("write", path))?;
     file.sync_all().map_err(io_err("fsync", path))
 }
@@ -91,7 +96,10 @@ fn read_secret_file(path: &Path) -> Result<[u8; 32], DataDirError> {
     }
     let mut bytes = zeroize::Zeroizing::new(Vec::new());
     file.read_to_end(&mut bytes).map_err(io_err("read", path))?;
-    bytes.as_slice().try_into().map_err(|_| DataDirError::Invalid { path: path.to_owned(), message: "expected 32 bytes".into() })
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| DataDirError::Invalid { path: path.to_owned(), message: "expected 32 bytes".into() })
 }
 
 /// The checkpoint origin of a new log, derived from its public key.
@@ -111,9 +119,11 @@ pub(crate) fn create_files(dir: &Path) -> Result<(), DataDirError> {
     let mut pepper = zeroize::Zeroizing::new([0u8; 32]);
     getrandom(pepper.as_mut(), dir)?;
     write_secret_file(&dir.join(PEPPER_FILE), pepper.as_ref())?;
-    let identity = Identity { format: FORMAT, origin: origin_for(&signing), created_at: Timestamp::now().to_rfc3339() };
+    let identity =
+        Identity { format: FORMAT, origin: origin_for(&signing), created_at: Timestamp::now().to_rfc3339() };
     let path = dir.join(IDENTITY_FILE);
-    let text = serde_json::to_string_pretty(&identity).map_err(|e| DataDirError::Invalid { path: path.clone(), message: e.to_string() })?;
+    let text = serde_json::to_string_pretty(&identity)
+        .map_err(|e| DataDirError::Invalid { path: path.clone(), message: e.to_string() })?;
     let mut file = File::create(&path).map_err(io_err("create", &path))?;
     file.write_all(text.as_bytes()).map_err(io_err("write", &path))?;
     file.sync_all().map_err(io_err("fsync", &path))
@@ -121,8 +131,11 @@ pub(crate) fn create_files(dir: &Path) -> Result<(), DataDirError> {
 
 fn getrandom(buf: &mut [u8], dir: &Path) -> Result<(), DataDirError> {
     // A failing OS random source is reported, never papered over.
-    ::getrandom::fill(buf)
-        .map_err(|e| DataDirError::Io { op: "random", path: dir.to_owned(), source: io::Error::other(e.to_string()) })
+    ::getrandom::fill(buf).map_err(|e| DataDirError::Io {
+        op: "random",
+        path: dir.to_owned(),
+        source: io::Error::other(e.to_string()),
+    })
 }
 
 /// Loads the secrets of an initialised data dir, refusing looser-than-0600 secret files.
@@ -135,7 +148,10 @@ pub fn load(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
     let identity: Identity = serde_json::from_str(&text)
         .map_err(|e| DataDirError::Invalid { path: identity_path.clone(), message: e.to_string() })?;
     if identity.format != FORMAT {
-        return Err(DataDirError::Invalid { path: identity_path, message: format!("unknown format {}", identity.format) });
+        return Err(DataDirError::Invalid {
+            path: identity_path,
+            message: format!("unknown format {}", identity.format),
+        });
     }
     let seed = zeroize::Zeroizing::new(read_secret_file(&dir.join(SIGNING_KEY_FILE))?);
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -152,7 +168,13 @@ pub struct DirLock {
 
 pub fn lock(dir: &Path) -> Result<DirLock, DataDirError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io_err("open", &path))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
     match file.try_lock() {
         Ok(()) => Ok(DirLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(DataDirError::Locked(dir.to_owned())),
@@ -162,7 +184,8 @@ pub fn lock(dir: &Path) -> Result<DirLock, DataDirError> {
 
 /// Where to build a data dir before renaming it into place.
 pub(crate) fn staging_path(dir: &Path) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "keyledger-data".into());
+    let name =
+        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "keyledger-data".into());
     let suffix = keyledger_core::RequestId::generate(Timestamp::now().millis()).to_string();
     dir.with_file_name(format!(".{name}.init-{}", &suffix[4..]))
 }

@@ -21,7 +21,9 @@ use keyledger_core::{
     KeyId, KeyPrefix, Pepper, Policy, RequestId, Secret, Timestamp, UsageContext, WorkspaceId, validate,
 };
 use keyledger_log::storage::{OsStorage, Storage};
-use keyledger_log::{CommittedEvents, Durability, Log, LogConfig, LogReader, OpenError, WriterHandle, WriterOptions};
+use keyledger_log::{
+    CommittedEvents, Durability, Log, LogConfig, LogReader, OpenError, WriterHandle, WriterOptions,
+};
 use keyledger_verify::note::VerifierKey;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +42,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { usage_durability: Durability::Written, writer: WriterOptions::default(), storage: OsStorage::shared() }
+        Self {
+            usage_durability: Durability::Written,
+            writer: WriterOptions::default(),
+            storage: OsStorage::shared(),
+        }
     }
 }
 
@@ -82,7 +88,7 @@ pub enum VerifyOutcome {
     /// Malformed key, bad checksum, or unknown: no event.
     Unknown,
     /// A known key: allowed or denied, recorded at `seq`.
-    Known(Verdict),
+    Known(Box<Verdict>),
 }
 
 /// A running engine over one data dir.
@@ -140,7 +146,12 @@ impl Engine {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
         }
-        Ok(InitOutcome { data_dir: dir.to_owned(), admin_key: secret, admin_key_id: record.key_id, log_public_key })
+        Ok(InitOutcome {
+            data_dir: dir.to_owned(),
+            admin_key: secret,
+            admin_key_id: record.key_id,
+            log_public_key,
+        })
     }
 
     /// Opens an initialised data dir: recovers the log, loads the registry from its
@@ -228,9 +239,14 @@ impl Engine {
         self.writer.submit(command, Durability::Synced).await?
     }
 
-    fn issue_secret(&self, workspace: &WorkspaceId, environment: keyledger_core::Environment) -> Result<(Secret, IssuedSecret), LedgerError> {
+    fn issue_secret(
+        &self,
+        workspace: &WorkspaceId,
+        environment: keyledger_core::Environment,
+    ) -> Result<(Secret, IssuedSecret), LedgerError> {
         let prefix = self.read_state().policy(workspace).key_prefix.unwrap_or_else(KeyPrefix::default_prefix);
-        let secret = Secret::generate(&prefix, environment).map_err(|e| LedgerError::Internal(e.to_string()))?;
+        let secret =
+            Secret::generate(&prefix, environment).map_err(|e| LedgerError::Internal(e.to_string()))?;
         let issued = IssuedSecret {
             key_id: KeyId::generate(Timestamp::now().millis()),
             hash: self.pepper.hash(secret.expose()),
@@ -240,33 +256,53 @@ impl Engine {
         Ok((secret, issued))
     }
 
-    fn create_command(&self, caller: Caller, workspace: WorkspaceId, spec: KeySpec) -> Result<(Secret, Command), LedgerError> {
+    fn create_command(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        spec: KeySpec,
+    ) -> Result<(Secret, Command), LedgerError> {
         let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
         Ok((secret, Command::Create { caller, workspace, spec, secret: issued }))
     }
 
     /// Issues a key. Returns its record and the secret (the only time it exists outside
     /// the caller's hands).
-    pub async fn create(&self, caller: Caller, workspace: WorkspaceId, spec: KeySpec) -> Result<(KeyRecord, Secret), LedgerError> {
+    pub async fn create(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        spec: KeySpec,
+    ) -> Result<(KeyRecord, Secret), LedgerError> {
         let (secret, command) = self.create_command(caller, workspace, spec)?;
         match self.submit(command).await? {
-            Reply::Key(record) => Ok((record, secret)),
+            Reply::Key(record) => Ok((*record, secret)),
             other => Err(unexpected(other)),
         }
     }
 
     /// [`Self::create`] for synchronous callers (init, generators); not from async code.
-    pub fn create_blocking(&self, caller: Caller, workspace: WorkspaceId, spec: KeySpec) -> Result<(KeyRecord, Secret), LedgerError> {
+    pub fn create_blocking(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        spec: KeySpec,
+    ) -> Result<(KeyRecord, Secret), LedgerError> {
         let (secret, command) = self.create_command(caller, workspace, spec)?;
         match self.writer.submit_blocking(command, Durability::Synced)?? {
-            Reply::Key(record) => Ok((record, secret)),
+            Reply::Key(record) => Ok((*record, secret)),
             other => Err(unexpected(other)),
         }
     }
 
     /// Rotates a key: a new key inheriting its fields, the old one revoked now
     /// (`overlap == 0`) or valid for `overlap` more microseconds.
-    pub async fn rotate(&self, caller: Caller, key_id: KeyId, overlap: i64) -> Result<(KeyRecord, KeyRecord, Secret), LedgerError> {
+    pub async fn rotate(
+        &self,
+        caller: Caller,
+        key_id: KeyId,
+        overlap: i64,
+    ) -> Result<(KeyRecord, KeyRecord, Secret), LedgerError> {
         let (workspace, environment) = {
             let state = self.read_state();
             let key = state.key(&key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))?;
@@ -274,19 +310,29 @@ impl Engine {
         };
         let (secret, issued) = self.issue_secret(&workspace, environment)?;
         match self.submit(Command::Rotate { caller, key_id, overlap, secret: issued }).await? {
-            Reply::Rotation { key, previous } => Ok((key, previous, secret)),
+            Reply::Rotation { key, previous } => Ok((*key, *previous, secret)),
             other => Err(unexpected(other)),
         }
     }
 
-    pub async fn revoke(&self, caller: Caller, key_id: KeyId, reason: Option<String>) -> Result<KeyRecord, LedgerError> {
+    pub async fn revoke(
+        &self,
+        caller: Caller,
+        key_id: KeyId,
+        reason: Option<String>,
+    ) -> Result<KeyRecord, LedgerError> {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
         expect_key(self.submit(Command::Revoke { caller, key_id, reason }).await?)
     }
 
-    pub async fn revoke_all(&self, caller: Caller, workspace: WorkspaceId, reason: Option<String>) -> Result<Vec<KeyId>, LedgerError> {
+    pub async fn revoke_all(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        reason: Option<String>,
+    ) -> Result<Vec<KeyId>, LedgerError> {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
@@ -296,18 +342,34 @@ impl Engine {
         }
     }
 
-    pub async fn set_policy(&self, caller: Caller, workspace: WorkspaceId, policy: Policy) -> Result<Policy, LedgerError> {
+    pub async fn set_policy(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        policy: Policy,
+    ) -> Result<Policy, LedgerError> {
         match self.submit(Command::SetPolicy { caller, workspace, policy }).await? {
             Reply::Policy(policy) => Ok(policy),
             other => Err(unexpected(other)),
         }
     }
 
-    pub async fn update(&self, caller: Caller, key_id: KeyId, changes: KeyChanges) -> Result<KeyRecord, LedgerError> {
+    pub async fn update(
+        &self,
+        caller: Caller,
+        key_id: KeyId,
+        changes: KeyChanges,
+    ) -> Result<KeyRecord, LedgerError> {
         expect_key(self.submit(Command::Update { caller, key_id, changes }).await?)
     }
 
-    pub async fn set_disabled(&self, caller: Caller, key_id: KeyId, disabled: bool, reason: Option<String>) -> Result<KeyRecord, LedgerError> {
+    pub async fn set_disabled(
+        &self,
+        caller: Caller,
+        key_id: KeyId,
+        disabled: bool,
+        reason: Option<String>,
+    ) -> Result<KeyRecord, LedgerError> {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
@@ -391,7 +453,8 @@ impl Engine {
     /// Workspaces that hold at least one key or a policy.
     pub fn workspaces(&self) -> Vec<WorkspaceId> {
         let state = self.read_state();
-        let mut all: Vec<WorkspaceId> = state.by_workspace.keys().chain(state.policies.keys()).cloned().collect();
+        let mut all: Vec<WorkspaceId> =
+            state.by_workspace.keys().chain(state.policies.keys()).cloned().collect();
         all.sort();
         all.dedup();
         all
@@ -402,7 +465,9 @@ impl Engine {
     pub async fn wait_for_projections(&self, timeout: Duration) -> bool {
         let target = *self.writer.committed().borrow();
         let mut projected = self.projected.clone();
-        tokio::time::timeout(timeout, projected.wait_for(|applied| *applied >= target)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, projected.wait_for(|applied| *applied >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Drains pending appends, writes a final checkpoint, persists projections and stops.
@@ -425,7 +490,7 @@ impl Engine {
 
 fn expect_key(reply: Reply) -> Result<KeyRecord, LedgerError> {
     match reply {
-        Reply::Key(record) => Ok(record),
+        Reply::Key(record) => Ok(*record),
         other => Err(unexpected(other)),
     }
 }
@@ -435,7 +500,11 @@ fn unexpected(reply: Reply) -> LedgerError {
 }
 
 /// Folds durable batches into redb until the writer hangs up (at shutdown).
-fn run_projector(mut projections: Projections, events: std::sync::mpsc::Receiver<CommittedEvents>, applied: watch::Sender<u64>) {
+fn run_projector(
+    mut projections: Projections,
+    events: std::sync::mpsc::Receiver<CommittedEvents>,
+    applied: watch::Sender<u64>,
+) {
     let mut last_persist = Instant::now();
     while let Ok(first) = events.recv() {
         let mut batch: Vec<keyledger_core::Event> = first.as_ref().clone();

@@ -8,6 +8,7 @@
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
 #![forbid(unsafe_code)]
 
+pub mod audit_check;
 pub mod commands;
 pub mod datadir;
 pub mod engine;

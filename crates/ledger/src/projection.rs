@@ -89,7 +89,8 @@ impl Projection for RegistryProjection {
         }
         let mut policies = txn.open_table(POLICIES)?;
         for workspace in policies_changed {
-            let bytes = postcard::to_allocvec(&partial.policy(&workspace)).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            let bytes = postcard::to_allocvec(&partial.policy(&workspace))
+                .map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
             policies.insert(workspace.as_str(), bytes.as_slice())?;
         }
         Ok(())
@@ -201,21 +202,31 @@ impl Projections {
 
     /// Loads the persisted registry into memory (no replay).
     pub fn load_state(&self) -> Result<LedgerState, ProjectionError> {
-        let txn = self.db.begin_read()?;
-        let mut state = LedgerState::default();
-        for row in txn.open_table(KEYS)?.iter()? {
-            let (_, value) = row?;
-            state.insert(decode_record(value.value())?);
-        }
-        for row in txn.open_table(POLICIES)?.iter()? {
-            let (workspace, value) = row?;
-            let workspace: WorkspaceId =
-                workspace.value().parse().map_err(|_| ProjectionError::Corrupt("policy workspace".into()))?;
-            let policy: Policy =
-                postcard::from_bytes(value.value()).map_err(|e| ProjectionError::Corrupt(format!("policy: {e}")))?;
-            state.policies.insert(workspace, policy);
-        }
-        state.applied = txn.open_table(CURSORS)?.get("registry")?.map(|v| v.value()).unwrap_or(0);
-        Ok(state)
+        load_state_from(&self.db)
     }
+}
+
+/// Loads the registry of a projections file without writing to it (for `log verify`).
+pub fn load_state_read_only(path: &Path) -> Result<LedgerState, ProjectionError> {
+    let db = redb::ReadOnlyDatabase::open(path)?;
+    load_state_from(&db)
+}
+
+fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, ProjectionError> {
+    let txn = db.begin_read()?;
+    let mut state = LedgerState::default();
+    for row in txn.open_table(KEYS)?.iter()? {
+        let (_, value) = row?;
+        state.insert(decode_record(value.value())?);
+    }
+    for row in txn.open_table(POLICIES)?.iter()? {
+        let (workspace, value) = row?;
+        let workspace: WorkspaceId =
+            workspace.value().parse().map_err(|_| ProjectionError::Corrupt("policy workspace".into()))?;
+        let policy: Policy = postcard::from_bytes(value.value())
+            .map_err(|e| ProjectionError::Corrupt(format!("policy: {e}")))?;
+        state.policies.insert(workspace, policy);
+    }
+    state.applied = txn.open_table(CURSORS)?.get("registry")?.map(|v| v.value()).unwrap_or(0);
+    Ok(state)
 }

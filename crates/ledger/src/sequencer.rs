@@ -10,12 +10,14 @@
 //! Each event is applied to the shared [`LedgerState`] as soon as it is pushed, under the
 //! state's write lock, so readers never see a half-applied command.
 
-use crate::commands::{Caller, Command, CommandResult, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict};
+use crate::commands::{
+    Caller, Command, CommandResult, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict,
+};
 use crate::error::{AuthError, LedgerError};
 use crate::state::{KeyRecord, KeyStatus, LedgerState, decide};
 use keyledger_core::{
-    Actor, Created, DenyReason, Denial, Disabled, KeyId, KeyRef, Payload, Policy, PolicySet, Revoked, Rotated,
-    Timestamp, Updated, Usage, WorkspaceId,
+    Actor, Created, Denial, DenyReason, Disabled, KeyId, KeyRef, Payload, Policy, PolicySet, Revoked,
+    Rotated, Timestamp, Updated, Usage, WorkspaceId,
 };
 use keyledger_log::{Batch, Sequencer};
 use std::sync::{Arc, RwLock};
@@ -25,7 +27,13 @@ pub struct LedgerSequencer {
 }
 
 /// Pushes an event to the batch and applies it to the state at once.
-fn emit(state: &mut LedgerState, batch: &mut Batch, actor: &Actor, caller_request: keyledger_core::RequestId, payload: Payload) -> u64 {
+fn emit(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    actor: &Actor,
+    caller_request: keyledger_core::RequestId,
+    payload: Payload,
+) -> u64 {
     let event = batch.push(actor.clone(), caller_request, payload);
     state.apply(event);
     event.seq
@@ -46,20 +54,27 @@ impl Sequencer for LedgerSequencer {
                 let outcome = decide(key, &wants, now);
                 let workspace = key.workspace.clone();
                 if outcome == Err(DenyReason::Expired) && !key.expiry_recorded {
+                    // A lifecycle event: durable before the answer, like every other.
                     let payload = Payload::Expired(KeyRef { key_id, workspace: workspace.clone() });
                     emit(&mut state, batch, &Actor::System, request_id, payload);
+                    batch.require_sync();
                 }
                 let payload = match &outcome {
                     Ok(()) => Payload::Used(Usage { key_id, workspace, context }),
-                    Err(reason) => Payload::Denied(Denial { key_id, workspace, reason: reason.clone(), context }),
+                    Err(reason) => {
+                        Payload::Denied(Denial { key_id, workspace, reason: reason.clone(), context })
+                    }
                 };
                 let seq = emit(&mut state, batch, &Actor::Verifier, request_id, payload);
-                let key = state.key(&key_id).cloned().ok_or_else(|| LedgerError::Internal("key vanished".into()))?;
-                Ok(Reply::Verdict(Verdict { key, outcome, seq }))
+                let key = state
+                    .key(&key_id)
+                    .cloned()
+                    .ok_or_else(|| LedgerError::Internal("key vanished".into()))?;
+                Ok(Reply::Verdict(Box::new(Verdict { key, outcome, seq })))
             }
             Command::Create { caller, workspace, spec, secret } => {
                 check_actor(&state, &caller, now)?;
-                create(&mut state, batch, &caller, workspace, spec, secret, None, now).map(Reply::Key)
+                create(&mut state, batch, &caller, workspace, spec, secret, None, now).map(|k| Reply::Key(Box::new(k)))
             }
             Command::Rotate { caller, key_id, overlap, secret } => {
                 check_actor(&state, &caller, now)?;
@@ -69,10 +84,11 @@ impl Sequencer for LedgerSequencer {
                 check_actor(&state, &caller, now)?;
                 let key = find(&state, &key_id)?;
                 if key.revoked_at.is_none() {
-                    let payload = Payload::Revoked(Revoked { key_id, workspace: key.workspace.clone(), reason });
+                    let payload =
+                        Payload::Revoked(Revoked { key_id, workspace: key.workspace.clone(), reason });
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
                 }
-                Ok(Reply::Key(find(&state, &key_id)?.clone()))
+                Ok(Reply::Key(Box::new(find(&state, &key_id)?.clone())))
             }
             Command::RevokeAll { caller, workspace, reason } => {
                 check_actor(&state, &caller, now)?;
@@ -83,8 +99,11 @@ impl Sequencer for LedgerSequencer {
                     .map(|k| k.key_id)
                     .collect();
                 for key_id in &targets {
-                    let payload =
-                        Payload::Revoked(Revoked { key_id: *key_id, workspace: workspace.clone(), reason: reason.clone() });
+                    let payload = Payload::Revoked(Revoked {
+                        key_id: *key_id,
+                        workspace: workspace.clone(),
+                        reason: reason.clone(),
+                    });
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
                 }
                 Ok(Reply::RevokedAll(targets))
@@ -105,16 +124,24 @@ impl Sequencer for LedgerSequencer {
                 check_actor(&state, &caller, now)?;
                 let key = find(&state, &key_id)?;
                 if key.revoked_at.is_some() {
-                    return Err(LedgerError::Conflict("the key is revoked; revocation is irreversible".into()));
+                    return Err(LedgerError::Conflict(
+                        "the key is revoked; revocation is irreversible".into(),
+                    ));
                 }
                 let workspace = key.workspace.clone();
                 if disabled && key.disabled.is_none() {
                     let payload = Payload::Disabled(Disabled { key_id, workspace, reason });
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
                 } else if !disabled && key.disabled.is_some() {
-                    emit(&mut state, batch, &caller.actor, caller.request_id, Payload::Enabled(KeyRef { key_id, workspace }));
+                    emit(
+                        &mut state,
+                        batch,
+                        &caller.actor,
+                        caller.request_id,
+                        Payload::Enabled(KeyRef { key_id, workspace }),
+                    );
                 }
-                Ok(Reply::Key(find(&state, &key_id)?.clone()))
+                Ok(Reply::Key(Box::new(find(&state, &key_id)?.clone())))
             }
         }
     }
@@ -181,14 +208,22 @@ fn check_policy(
 }
 
 /// An admin key may only issue `_ledger` keys within its own powers.
-fn check_not_wider(state: &LedgerState, caller: &Caller, workspace: &WorkspaceId, spec: &KeySpec) -> Result<(), LedgerError> {
+fn check_not_wider(
+    state: &LedgerState,
+    caller: &Caller,
+    workspace: &WorkspaceId,
+    spec: &KeySpec,
+) -> Result<(), LedgerError> {
     let (Some(admin), true) = (caller.admin_key(), workspace.is_ledger()) else { return Ok(()) };
     let Some(admin) = state.key(&admin) else { return Ok(()) };
     if let Some(scope) = spec.scopes.iter().find(|s| admin.scopes.binary_search(s).is_err()) {
-        return Err(LedgerError::Forbidden(format!("cannot grant scope `{scope}`, which the calling admin key lacks")));
+        return Err(LedgerError::Forbidden(format!(
+            "cannot grant scope `{scope}`, which the calling admin key lacks"
+        )));
     }
     if !admin.resources.is_empty()
-        && (spec.resources.is_empty() || spec.resources.iter().any(|r| admin.resources.binary_search(r).is_err()))
+        && (spec.resources.is_empty()
+            || spec.resources.iter().any(|r| admin.resources.binary_search(r).is_err()))
     {
         return Err(LedgerError::Forbidden(
             "cannot grant access to workspaces beyond the calling admin key's resources".into(),
@@ -281,7 +316,7 @@ fn rotate(
         let revoked = Revoked { key_id, workspace: old.workspace.clone(), reason: Some("rotated".into()) };
         emit(state, batch, &caller.actor, caller.request_id, Payload::Revoked(revoked));
     }
-    Ok(Reply::Rotation { key: find(state, &new.key_id)?.clone(), previous: find(state, &key_id)?.clone() })
+    Ok(Reply::Rotation { key: Box::new(find(state, &new.key_id)?.clone()), previous: Box::new(find(state, &key_id)?.clone()) })
 }
 
 fn update(
@@ -299,14 +334,15 @@ fn update(
     if let Some(scopes) = &changes.scopes
         && let Some(extra) = scopes.iter().find(|s| key.scopes.binary_search(s).is_err())
     {
-        return Err(LedgerError::invalid("scopes", format!("can only be narrowed; `{extra}` is not held by the key")));
+        return Err(LedgerError::invalid(
+            "scopes",
+            format!("can only be narrowed; `{extra}` is not held by the key"),
+        ));
     }
     if let Some(resources) = &changes.resources {
-        let widens = if key.resources.is_empty() {
-            resources.is_empty() && false
-        } else {
-            resources.is_empty() || resources.iter().any(|r| key.resources.binary_search(r).is_err())
-        };
+        // An empty list means "every resource": the widest possible.
+        let widens = !key.resources.is_empty()
+            && (resources.is_empty() || resources.iter().any(|r| key.resources.binary_search(r).is_err()));
         if widens {
             return Err(LedgerError::invalid("resources", "can only be narrowed, never widened"));
         }
@@ -344,5 +380,5 @@ fn update(
         });
         emit(state, batch, &caller.actor, caller.request_id, payload);
     }
-    Ok(Reply::Key(find(state, &key_id)?.clone()))
+    Ok(Reply::Key(Box::new(find(state, &key_id)?.clone())))
 }

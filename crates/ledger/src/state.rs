@@ -6,8 +6,8 @@
 //! the same state.
 
 use keyledger_core::{
-    Actor, DenyReason, Environment, Event, KeyHash, KeyId, KeyPrefix, Payload, Policy, Timestamp, UsageContext,
-    WorkspaceId,
+    Actor, DenyReason, Environment, Event, KeyHash, KeyId, KeyPrefix, Payload, Policy, Timestamp,
+    UsageContext, WorkspaceId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -2,7 +2,9 @@
 
 use keyledger_core::{DenyReason, Environment, RequestId, Timestamp, UsageContext, WorkspaceId};
 use keyledger_ledger::projection::Projections;
-use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements};
+use keyledger_ledger::{
+    Caller, Engine, EngineOptions, Expiry, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements,
+};
 
 fn spec(name: &str, scopes: &[&str]) -> KeySpec {
     KeySpec {
@@ -31,7 +33,8 @@ fn rid() -> RequestId {
 }
 
 async fn verify(engine: &Engine, secret: &str, scopes: &[&str]) -> Result<(), Option<DenyReason>> {
-    let wants = VerifyRequirements { scopes: scopes.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    let wants =
+        VerifyRequirements { scopes: scopes.iter().map(|s| s.to_string()).collect(), ..Default::default() };
     match engine.verify(rid(), secret, wants, UsageContext::default()).await.unwrap() {
         VerifyOutcome::Unknown => Err(None),
         VerifyOutcome::Known(verdict) => verdict.outcome.map_err(Some),
@@ -50,7 +53,10 @@ fn init_refuses_an_initialised_or_non_empty_dir_and_changes_nothing() {
         names
     };
     let before = listing(parent.path());
-    assert!(matches!(Engine::init(&dir, EngineOptions::default()), Err(keyledger_ledger::EngineError::DataDir(_))));
+    assert!(matches!(
+        Engine::init(&dir, EngineOptions::default()),
+        Err(keyledger_ledger::EngineError::DataDir(_))
+    ));
     assert_eq!(listing(parent.path()), before, "a refused init changed files");
 
     let other = parent.path().join("other");
@@ -91,9 +97,13 @@ async fn create_verify_rotate_revoke_and_restart() {
     let admin = engine.authenticate_admin(init.admin_key.expose()).unwrap();
     let caller = Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() };
 
-    let (key, secret) = engine.create(caller.clone(), ws("acme"), spec("ci", &["read", "write"])).await.unwrap();
+    let (key, secret) =
+        engine.create(caller.clone(), ws("acme"), spec("ci", &["read", "write"])).await.unwrap();
     assert_eq!(verify(&engine, secret.expose(), &["read"]).await, Ok(()));
-    assert_eq!(verify(&engine, secret.expose(), &["admin"]).await, Err(Some(DenyReason::MissingScope("admin".into()))));
+    assert_eq!(
+        verify(&engine, secret.expose(), &["admin"]).await,
+        Err(Some(DenyReason::MissingScope("admin".into())))
+    );
     assert_eq!(verify(&engine, "kl_live_nope", &[]).await, Err(None));
     // A non-admin key cannot authenticate as admin.
     assert!(engine.authenticate_admin(secret.expose()).is_err());
@@ -142,7 +152,8 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
         if i % 3 == 0 {
             s.expiry = Expiry::In(3_600_000_000);
         }
-        let (key, secret) = engine.create(caller.clone(), ws(if i % 2 == 0 { "even" } else { "odd" }), s).await.unwrap();
+        let (key, secret) =
+            engine.create(caller.clone(), ws(if i % 2 == 0 { "even" } else { "odd" }), s).await.unwrap();
         secrets.push((key.key_id, secret));
     }
     for (i, (key_id, secret)) in secrets.iter().enumerate() {

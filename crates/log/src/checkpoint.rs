@@ -94,13 +94,15 @@ impl CheckpointStore {
             return Err(CheckpointError::Regression { size, signed: previous.size });
         }
         let checkpoint = Checkpoint { origin: self.origin.clone(), size, root, extensions: Vec::new() };
-        let note = sign_checkpoint(&checkpoint, &self.signer).map_err(|e| CheckpointError::Sign(e.to_string()))?;
+        let note =
+            sign_checkpoint(&checkpoint, &self.signer).map_err(|e| CheckpointError::Sign(e.to_string()))?;
         let timestamp = Timestamp::now();
         let mut record = timestamp.0.to_le_bytes().to_vec();
         record.extend_from_slice(note.as_bytes());
         self.segments.append_batch(&[&record])?;
         self.segments.sync()?;
-        *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(StoredCheckpoint { size, root, timestamp, note });
+        *self.latest.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(StoredCheckpoint { size, root, timestamp, note });
         Ok(())
     }
 }

@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use storage::Storage;
 use tree::{TreeError, TreeReader, TreeWriter};
-pub use writer::{Batch, CommittedEvents, Durability, LogError, Sequencer, WriterHandle, WriterOptions, WriterStats};
+pub use writer::{
+    Batch, CommittedEvents, Durability, LogError, Sequencer, WriterHandle, WriterOptions, WriterStats,
+};
 
 /// Everything that can go wrong opening or reading the log.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +46,9 @@ pub enum OpenError {
         "the log holds {len} events but its latest signed checkpoint covers {size}: acknowledged events are missing; refusing to continue"
     )]
     ShorterThanCheckpoint { len: u64, size: u64 },
-    #[error("the log's tree at size {size} does not match its signed checkpoint: the log was altered; refusing to continue")]
+    #[error(
+        "the log's tree at size {size} does not match its signed checkpoint: the log was altered; refusing to continue"
+    )]
     CheckpointMismatch { size: u64 },
 }
 
@@ -78,7 +82,8 @@ impl Log {
     /// Opens (or creates) the log under `config.dir`, cuts a torn tail, brings the tree up
     /// to the log and checks both against the latest signed checkpoint.
     pub fn open(config: LogConfig) -> Result<Self, OpenError> {
-        let (segments, recovery) = SegmentLog::open(config.storage.clone(), &config.dir.join("events"), Default::default())?;
+        let (segments, recovery) =
+            SegmentLog::open(config.storage.clone(), &config.dir.join("events"), Default::default())?;
         let reader = segments.reader();
         let tree = TreeWriter::open(&config.dir.join("tree"), segments.len(), |seq| {
             reader.read(seq).map(|bytes| leaf_hash(&bytes)).map_err(|e| TreeError::Io {
@@ -88,8 +93,12 @@ impl Log {
             })
         })?;
         let verifier = config.signer.verifier();
-        let checkpoints =
-            CheckpointStore::open(config.storage.clone(), &config.dir.join("checkpoints"), config.signer, config.origin)?;
+        let checkpoints = CheckpointStore::open(
+            config.storage.clone(),
+            &config.dir.join("checkpoints"),
+            config.signer,
+            config.origin,
+        )?;
         if let Some(latest) = checkpoints.latest() {
             if latest.size > tree.size() {
                 return Err(OpenError::ShorterThanCheckpoint { len: tree.size(), size: latest.size });
@@ -134,7 +143,8 @@ impl Log {
         options: WriterOptions,
         subscriber: Option<std::sync::mpsc::Sender<CommittedEvents>>,
     ) -> WriterHandle<S> {
-        let parts = writer::WriterParts { segments: self.segments, tree: self.tree, checkpoints: self.checkpoints };
+        let parts =
+            writer::WriterParts { segments: self.segments, tree: self.tree, checkpoints: self.checkpoints };
         writer::spawn(parts, sequencer, options, subscriber)
     }
 }
@@ -171,10 +181,12 @@ impl LogReader {
     /// Events from `from` on, decoded, in seq order.
     pub fn events_from(&self, from: u64) -> impl Iterator<Item = Result<Event, OpenError>> + '_ {
         let end = self.len();
-        self.events.iter(from).take_while(move |r| r.as_ref().map_or(true, |(seq, _)| *seq < end)).map(|record| {
-            let (seq, bytes) = record?;
-            decode_event(&bytes).map_err(|source| OpenError::Decode { seq, source })
-        })
+        self.events.iter(from).take_while(move |r| r.as_ref().map_or(true, |(seq, _)| *seq < end)).map(
+            |record| {
+                let (seq, bytes) = record?;
+                decode_event(&bytes).map_err(|source| OpenError::Decode { seq, source })
+            },
+        )
     }
 
     pub fn tree(&self) -> &TreeReader {

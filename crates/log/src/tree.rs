@@ -103,16 +103,32 @@ impl TreeReader {
         crate::proof::subtree_root(self, 0, size)
     }
 
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, crate::proof::ProofGenError<TreeError>> {
+    pub fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, crate::proof::ProofGenError<TreeError>> {
         if size > self.size() {
-            return Err(crate::proof::ProofGenError::Source(TreeError::OutOfRange { level: 0, index: size, size: self.size() }));
+            return Err(crate::proof::ProofGenError::Source(TreeError::OutOfRange {
+                level: 0,
+                index: size,
+                size: self.size(),
+            }));
         }
         crate::proof::inclusion_proof(self, index, size)
     }
 
-    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, crate::proof::ProofGenError<TreeError>> {
+    pub fn consistency_proof(
+        &self,
+        size1: u64,
+        size2: u64,
+    ) -> Result<Vec<Hash>, crate::proof::ProofGenError<TreeError>> {
         if size2 > self.size() {
-            return Err(crate::proof::ProofGenError::Source(TreeError::OutOfRange { level: 0, index: size2, size: self.size() }));
+            return Err(crate::proof::ProofGenError::Source(TreeError::OutOfRange {
+                level: 0,
+                index: size2,
+                size: self.size(),
+            }));
         }
         crate::proof::consistency_proof(self, size1, size2)
     }
@@ -178,7 +194,8 @@ impl TreeWriter {
         let size = Arc::new(AtomicU64::new(trusted));
         let reader = TreeReader { levels: levels.clone(), size: size.clone() };
         let peaks = peaks_of(&reader, trusted)?;
-        let frontier = Frontier::from_parts(trusted, peaks).map_err(|_| TreeError::BadState(dir.join(STATE_FILE)))?;
+        let frontier =
+            Frontier::from_parts(trusted, peaks).map_err(|_| TreeError::BadState(dir.join(STATE_FILE)))?;
         let mut writer = TreeWriter { levels, size, frontier, counts };
         let mut leaves = Vec::with_capacity(4096);
         for seq in trusted..log_len {
@@ -230,7 +247,7 @@ impl TreeWriter {
                 }
                 new_nodes[level].extend_from_slice(&node);
                 let index = (before >> level) as usize;
-                if index % 2 == 0 {
+                if index.is_multiple_of(2) {
                     break;
                 }
                 // The left sibling is either among this call's new nodes or stored.
@@ -253,7 +270,8 @@ impl TreeWriter {
                 self.counts.push(0);
             }
             let file = self.levels.file(level)?;
-            file.write_all_at(bytes, self.counts[level] * HASH_LEN).map_err(io_err("write", &self.levels.path(level)))?;
+            file.write_all_at(bytes, self.counts[level] * HASH_LEN)
+                .map_err(io_err("write", &self.levels.path(level)))?;
             self.counts[level] += bytes.len() as u64 / HASH_LEN;
         }
         Ok(())
@@ -301,7 +319,8 @@ pub fn read_state(dir: &Path) -> Result<u64, TreeError> {
     let path = dir.join(STATE_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let array: [u8; 12] = bytes.as_slice().try_into().map_err(|_| TreeError::BadState(path.clone()))?;
+            let array: [u8; 12] =
+                bytes.as_slice().try_into().map_err(|_| TreeError::BadState(path.clone()))?;
             let size = u64::from_le_bytes(array[..8].try_into().unwrap_or_default());
             let check = u32::from_le_bytes(array[8..].try_into().unwrap_or_default());
             if crc32c::crc32c(&array[..8]) != check {

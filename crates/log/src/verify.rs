@@ -33,11 +33,15 @@ pub struct LogVerifyReport {
 pub enum LogVerifyError {
     #[error("event {seq}: {reason}")]
     Event { seq: u64, reason: String },
-    #[error("stored tree node (level {level}, index {index}), covering events from {first_seq}, does not match the events")]
+    #[error(
+        "stored tree node (level {level}, index {index}), covering events from {first_seq}, does not match the events"
+    )]
     Node { level: u32, index: u64, first_seq: u64 },
     #[error("checkpoint #{index}: {reason}")]
     Checkpoint { index: u64, reason: String, first_bad_seq: Option<u64> },
-    #[error("the log has {events} events but {what} covers {covered}: events from seq {events} on are missing")]
+    #[error(
+        "the log has {events} events but {what} covers {covered}: events from seq {events} on are missing"
+    )]
     Missing { events: u64, covered: u64, what: &'static str },
     #[error("{0}")]
     Storage(String),
@@ -78,7 +82,8 @@ pub fn verify_log(
     verifier: &VerifierKey,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<LogVerifyReport, LogVerifyError> {
-    let (events, recovery) = SegmentLog::inspect(storage.clone(), &log_dir.join("events"), SegmentOptions::default())?;
+    let (events, recovery) =
+        SegmentLog::inspect(storage.clone(), &log_dir.join("events"), SegmentOptions::default())?;
     let total = events.len();
 
     // Checkpoints: every signature must verify; sizes never decrease.
@@ -87,8 +92,11 @@ pub fn verify_log(
     let mut checkpoints = Vec::new();
     for record in checkpoint_reader.iter(0) {
         let (index, bytes) = record?;
-        let checkpoint = decode_record(&bytes, verifier)
-            .map_err(|reason| LogVerifyError::Checkpoint { index, reason, first_bad_seq: None })?;
+        let checkpoint = decode_record(&bytes, verifier).map_err(|reason| LogVerifyError::Checkpoint {
+            index,
+            reason,
+            first_bad_seq: None,
+        })?;
         if let Some((_, previous)) = checkpoints.last()
             && checkpoint.size < *previous
         {
@@ -103,7 +111,11 @@ pub fn verify_log(
     if let Some(&(_, size)) = checkpoints.last()
         && size > total
     {
-        return Err(LogVerifyError::Missing { events: total, covered: size, what: "the latest signed checkpoint" });
+        return Err(LogVerifyError::Missing {
+            events: total,
+            covered: size,
+            what: "the latest signed checkpoint",
+        });
     }
 
     // The stored tree is trusted (and so checked) up to the size recorded in its state file.
@@ -139,7 +151,10 @@ pub fn verify_log(
         if event.seq != seq {
             return Err(LogVerifyError::Event {
                 seq,
-                reason: format!("carries seq {} at position {seq}: an event was removed or inserted", event.seq),
+                reason: format!(
+                    "carries seq {} at position {seq}: an event was removed or inserted",
+                    event.seq
+                ),
             });
         }
         let leaf = leaf_hash(&bytes);
@@ -185,10 +200,18 @@ fn compare_completed_nodes(
     }
 }
 
-fn compare_one(levels: &mut Vec<StoredLevel>, tree_dir: &Path, level: u32, index: u64, node: Hash) -> Result<(), LogVerifyError> {
+fn compare_one(
+    levels: &mut Vec<StoredLevel>,
+    tree_dir: &Path,
+    level: u32,
+    index: u64,
+    node: Hash,
+) -> Result<(), LogVerifyError> {
     while levels.len() <= level as usize {
         let path = level_path(tree_dir, levels.len());
-        levels.push(StoredLevel { reader: File::open(path).ok().map(|f| BufReader::with_capacity(1 << 16, f)) });
+        levels.push(StoredLevel {
+            reader: File::open(path).ok().map(|f| BufReader::with_capacity(1 << 16, f)),
+        });
     }
     let mut stored = [0u8; 32];
     let readable = levels[level as usize].reader.as_mut().is_some_and(|r| r.read_exact(&mut stored).is_ok());

@@ -61,6 +61,9 @@ pub struct Batch {
     next_seq: u64,
     at: Timestamp,
     events: Vec<Event>,
+    /// Set by the sequencer when the current command must be fsynced before its answer,
+    /// whatever durability its caller asked for.
+    sync_required: bool,
 }
 
 impl Batch {
@@ -72,6 +75,12 @@ impl Batch {
     /// The seq the next pushed event will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq + self.events.len() as u64
+    }
+
+    /// Makes the current command's answer wait for the fsync (e.g. because it produced a
+    /// lifecycle event although its caller asked only for [`Durability::Written`]).
+    pub fn require_sync(&mut self) {
+        self.sync_required = true;
     }
 
     /// Appends an event and returns it (with its seq), so the sequencer can apply it.
@@ -280,7 +289,9 @@ impl<S: Sequencer> Writer<S> {
             let mut message = first;
             while let Some(m) = message.take() {
                 match m {
-                    Message::Command { command, durability, reply } => commands.push((command, durability, reply)),
+                    Message::Command { command, durability, reply } => {
+                        commands.push((command, durability, reply))
+                    }
                     Message::Shutdown(done) => {
                         shutdown = Some(done);
                         break;
@@ -321,10 +332,17 @@ impl<S: Sequencer> Writer<S> {
             }
             return;
         }
-        let mut batch = Batch { next_seq: self.parts.tree.size(), at: Timestamp::now(), events: Vec::new() };
+        let mut batch = Batch {
+            next_seq: self.parts.tree.size(),
+            at: Timestamp::now(),
+            events: Vec::new(),
+            sync_required: false,
+        };
         let mut answers = Vec::with_capacity(commands.len());
         for (command, durability, reply) in commands {
+            batch.sync_required = false;
             let answer = self.sequencer.sequence(command, &mut batch);
+            let durability = if batch.sync_required { Durability::Synced } else { durability };
             answers.push((reply, answer, durability));
         }
         if !batch.events.is_empty() {
@@ -372,7 +390,9 @@ impl<S: Sequencer> Writer<S> {
             let started = Instant::now();
             match self.parts.segments.sync() {
                 Ok(()) => {
-                    self.stats.append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    self.stats
+                        .append_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                     self.stats.events_synced.fetch_add(self.unsynced.len() as u64, Ordering::Relaxed);
                 }
@@ -413,12 +433,9 @@ impl<S: Sequencer> Writer<S> {
         if !due {
             return;
         }
-        let result = self
-            .parts
-            .tree
-            .sync()
-            .map_err(|e| e.to_string())
-            .and_then(|()| self.parts.checkpoints.sign_and_store(size, self.parts.tree.root()).map_err(|e| e.to_string()));
+        let result = self.parts.tree.sync().map_err(|e| e.to_string()).and_then(|()| {
+            self.parts.checkpoints.sign_and_store(size, self.parts.tree.root()).map_err(|e| e.to_string())
+        });
         match result {
             Ok(()) => {
                 self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,282 @@
+//! Benchmarks of key verification in keyledger-ledger, without HTTP.
+//!
+//! Run with `cargo bench -p keyledger-ledger --bench ledger_verify [-- <filter>]`. Benchmark ids:
+//! - `ledger/decide`: the in-memory decision [`decide`] for an active key that passes every
+//!   check (scope, resource, environment, workspace): the longest path through it.
+//! - `engine_verify/batched/{1,64}`: [`Engine::verify`] of valid keys in batched mode
+//!   (`used` events written, fsynced within the window) on a data dir holding
+//!   [`KEYS`] keys, from 1 or 64 concurrent tasks on one tokio worker thread. One criterion
+//!   iteration is one verification: checksum, keyed hash, registry lookup, the round trip to
+//!   the log writer (decision + `used` event) and the reply. The 64-task figure is the
+//!   throughput one; the 1-task figure is the latency of a lone verification.
+//!
+//! Like the log's append benches, the engine benches record the writer's events per fsync
+//! in a JSON side file under `<criterion home>/keyledger-extra/` for `cargo xtask bench`.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use keyledger_core::{Actor, Environment, KeyHash, KeyId, RequestId, Timestamp, UsageContext, WorkspaceId};
+use keyledger_ledger::state::decide;
+use keyledger_ledger::{
+    Caller, Engine, EngineOptions, Expiry, KeyRecord, KeySpec, LastUsed, VerifyOutcome, VerifyRequirements,
+};
+use keyledger_log::WriterStats;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Keys created in the engine before verifying; verifications cycle through them.
+const KEYS: usize = 2_000;
+
+fn workspace() -> WorkspaceId {
+    "acme".parse().expect("valid workspace id")
+}
+
+/// What a typical gateway asks of a key: one scope, a resource, the environment and workspace.
+fn requirements() -> VerifyRequirements {
+    VerifyRequirements {
+        scopes: vec!["orders:read".into()],
+        resource: Some("orders".into()),
+        environment: Some(Environment::Live),
+        workspace: Some(workspace()),
+    }
+}
+
+/// The context a gateway typically reports with a verification.
+fn usage_context() -> UsageContext {
+    UsageContext {
+        ip: Some("203.0.113.7".parse().expect("valid ip")),
+        user_agent: Some("api-gateway/2.4".into()),
+        method: Some("GET".into()),
+        path: Some("/v1/orders/42".into()),
+        request_id: Some("gw-7f3a9c2e".into()),
+        scopes: vec!["orders:read".into()],
+        resource: Some("orders".into()),
+    }
+}
+
+// ----- decide -------------------------------------------------------------------------------
+
+/// An active key that every check of [`requirements`] passes.
+fn active_record() -> KeyRecord {
+    KeyRecord {
+        key_id: KeyId::from_bytes([1; 16]),
+        workspace: workspace(),
+        name: "checkout service".into(),
+        hash: KeyHash([0xab; 32]),
+        hint: "kl_live_…abcd".into(),
+        prefix: "kl".parse().expect("valid prefix"),
+        environment: Environment::Live,
+        scopes: vec!["orders:read".into(), "orders:write".into(), "payments:read".into()],
+        resources: vec!["invoices".into(), "orders".into()],
+        owner: Some("payments-team".into()),
+        metadata: "{}".into(),
+        created_at: Timestamp(1_700_000_000_000_000),
+        created_by: Actor::System,
+        expires_at: Some(Timestamp(4_000_000_000_000_000)),
+        revoked_at: None,
+        revoked_reason: None,
+        rotated_from: None,
+        rotated_to: None,
+        disabled: None,
+        expiry_recorded: false,
+        last_used: LastUsed::default(),
+    }
+}
+
+fn decide_benches(c: &mut Criterion) {
+    let record = active_record();
+    let wants = requirements();
+    let now = Timestamp::now();
+    assert_eq!(decide(&record, &wants, now), Ok(()), "the benchmarked key must be allowed");
+    let mut group = c.benchmark_group("ledger");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decide", |b| b.iter(|| decide(black_box(&record), black_box(&wants), now)));
+    group.finish();
+}
+
+// ----- engine verify ------------------------------------------------------------------------
+
+/// A running engine over a temp data dir holding [`KEYS`] keys, and their secrets.
+struct EngineFixture {
+    engine: Arc<Engine>,
+    secrets: Arc<Vec<String>>,
+    runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn build_engine() -> EngineFixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    // `init` (and so `open`, which we keep beside it) is synchronous: it must not run on a
+    // runtime thread.
+    let engine = std::thread::spawn(move || {
+        Engine::init(&data, EngineOptions::default()).expect("init data dir");
+        Engine::open(&data, EngineOptions::default()).expect("open engine")
+    })
+    .join()
+    .expect("engine setup thread");
+    let engine = Arc::new(engine);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let secrets = runtime.block_on(async {
+        let mut creates = tokio::task::JoinSet::new();
+        for n in 0..KEYS {
+            let engine = engine.clone();
+            creates.spawn(async move {
+                let spec = KeySpec {
+                    name: format!("service {n}"),
+                    scopes: vec!["orders:read".into(), "orders:write".into()],
+                    resources: vec!["invoices".into(), "orders".into()],
+                    environment: Environment::Live,
+                    owner: None,
+                    metadata: "{}".into(),
+                    expiry: Expiry::Never,
+                };
+                let (_, secret) =
+                    engine.create(Caller::system(), workspace(), spec).await.expect("create key");
+                secret.expose().to_owned()
+            });
+        }
+        creates.join_all().await
+    });
+    EngineFixture { engine, secrets: Arc::new(secrets), runtime, _dir: dir }
+}
+
+/// Verifies `total` keys from `verifiers` concurrent tasks; returns the wall time taken.
+async fn verify_concurrently(
+    fixture: &EngineFixture,
+    verifiers: u64,
+    total: u64,
+    counter: &AtomicU64,
+) -> Duration {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..verifiers {
+        let share = total / verifiers + u64::from(task < total % verifiers);
+        let first = counter.fetch_add(share, Ordering::Relaxed);
+        let (engine, secrets) = (fixture.engine.clone(), fixture.secrets.clone());
+        let (wants, context) = (requirements(), usage_context());
+        tasks.spawn(async move {
+            for n in first..first + share {
+                let secret = &secrets[n as usize % secrets.len()];
+                let request_id = RequestId::from_bytes(u128::from(n).to_be_bytes());
+                let outcome =
+                    engine.verify(request_id, secret, wants.clone(), context.clone()).await.expect("verify");
+                assert!(matches!(&outcome, VerifyOutcome::Known(verdict) if verdict.outcome.is_ok()));
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("verifier task");
+    }
+    started.elapsed()
+}
+
+/// Where criterion writes its results (`$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, or
+/// `criterion/` in the target dir holding this executable, `<target>/<profile>/deps/`).
+fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|dir| dir.ends_with("deps"))
+                .and_then(|deps| deps.parent()?.parent())
+                .map(Path::to_owned)
+        })
+        .map(|target| target.join("criterion"))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// The writer's counters over one benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+struct CommitStats {
+    events: u64,
+    batches: u64,
+    fsyncs: u64,
+    events_synced: u64,
+    checkpoints: u64,
+}
+
+impl CommitStats {
+    fn read(stats: &WriterStats) -> Self {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Self {
+            events: get(&stats.events),
+            batches: get(&stats.batches),
+            fsyncs: get(&stats.fsyncs),
+            events_synced: get(&stats.events_synced),
+            checkpoints: get(&stats.checkpoints),
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            events: self.events - earlier.events,
+            batches: self.batches - earlier.batches,
+            fsyncs: self.fsyncs - earlier.fsyncs,
+            events_synced: self.events_synced - earlier.events_synced,
+            checkpoints: self.checkpoints - earlier.checkpoints,
+        }
+    }
+}
+
+/// Records the writer's group-commit figures for benchmark `id` next to criterion's own
+/// results, for `cargo xtask bench`.
+fn record_commit_stats(id: &str, stats: CommitStats) {
+    let CommitStats { events, batches, fsyncs, events_synced, checkpoints } = stats;
+    let per_fsync = events_synced as f64 / fsyncs.max(1) as f64;
+    let per_batch = events as f64 / batches.max(1) as f64;
+    println!(
+        "{id}: {per_fsync:.1} events per fsync ({events_synced} events over {fsyncs} fsyncs), {per_batch:.1} events per write batch, {checkpoints} checkpoints"
+    );
+    let dir = criterion_home().join("keyledger-extra");
+    let json = format!(
+        "{{\"id\":\"{id}\",\"events\":{events},\"batches\":{batches},\"fsyncs\":{fsyncs},\"events_synced\":{events_synced},\"events_per_fsync\":{per_fsync:.3},\"events_per_batch\":{per_batch:.3},\"checkpoints\":{checkpoints}}}\n"
+    );
+    let file = dir.join(format!("{}.json", id.replace('/', "_")));
+    if let Err(error) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, json)) {
+        eprintln!("could not record {}: {error}", file.display());
+    }
+}
+
+fn engine_benches(c: &mut Criterion) {
+    let mut fixture: Option<EngineFixture> = None;
+    let counter = AtomicU64::new(0);
+    let mut group = c.benchmark_group("engine_verify");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20);
+    for verifiers in [1u64, 64] {
+        let load = |fixture: &EngineFixture| CommitStats::read(fixture.engine.writer_stats());
+        let mut before = None;
+        group.bench_function(BenchmarkId::new("batched", verifiers), |b| {
+            let fixture = fixture.get_or_insert_with(build_engine);
+            before.get_or_insert_with(|| load(fixture));
+            b.iter_custom(|iters| {
+                fixture.runtime.block_on(verify_concurrently(fixture, verifiers, iters, &counter))
+            })
+        });
+        if let (Some(fixture), Some(before)) = (&fixture, before) {
+            let stats = load(fixture).since(before);
+            record_commit_stats(&format!("engine_verify/batched/{verifiers}"), stats);
+        }
+    }
+    group.finish();
+    if let Some(fixture) = fixture {
+        fixture.runtime.block_on(fixture.engine.shutdown());
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = decide_benches, engine_benches
+}
+criterion_main!(benches);

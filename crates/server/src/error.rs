@@ -1,0 +1,179 @@
+//! The contract's error model: every error answers
+//! `{"error": CODE, "message": TEXT, "request_id": ID}` with the matching status.
+//!
+//! Handlers return [`ApiError`]. Its response carries the code and message in an extension;
+//! the request-id middleware ([`crate::request_id`]) writes the body, because only it knows
+//! the request id. Framework rejections (bad JSON, bad path, unknown route, wrong method,
+//! body too large) are turned into the same shape there, so no error escapes the model.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use keyledger_ledger::{AuthError, LedgerError};
+use serde_json::{Value, json};
+
+/// The error codes of contract §4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    Unauthorized,
+    InvalidApiKey,
+    ExpiredApiKey,
+    Forbidden,
+    NotFound,
+    InvalidRequest,
+    Conflict,
+    PayloadTooLarge,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::ExpiredApiKey => "expired_api_key",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Unauthorized | ErrorCode::InvalidApiKey | ErrorCode::ExpiredApiKey => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answer. `extra` fields are merged into the body (e.g. `"valid": false`).
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    pub extra: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status: code.status(), code, message: message.into(), extra: None }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn with_extra(mut self, extra: Value) -> Self {
+        self.extra = Some(extra);
+        self
+    }
+
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::InvalidRequest, format!("`{field}` {message}"))
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, what)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    /// The body, given the request id.
+    pub fn body(&self, request_id: &str) -> Value {
+        let mut body =
+            json!({"error": self.code.as_str(), "message": self.message, "request_id": request_id});
+        if let (Some(Value::Object(extra)), Some(object)) = (&self.extra, body.as_object_mut()) {
+            for (k, v) in extra {
+                object.insert(k.clone(), v.clone());
+            }
+        }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        let code = match error {
+            AuthError::Unknown => ErrorCode::Unauthorized,
+            AuthError::Revoked | AuthError::Disabled => ErrorCode::InvalidApiKey,
+            AuthError::Expired => ErrorCode::ExpiredApiKey,
+            AuthError::NotAdmin => ErrorCode::Forbidden,
+        };
+        ApiError::new(code, error.to_string())
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::Invalid(field) => ApiError::new(ErrorCode::InvalidRequest, field.to_string()),
+            LedgerError::NotFound(message) => ApiError::not_found(message),
+            LedgerError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
+            LedgerError::Forbidden(message) => ApiError::forbidden(message),
+            LedgerError::Unauthorized(auth) => auth.into(),
+            LedgerError::Unavailable(message) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the log cannot be written ({message}); keyledger fails closed"),
+            ),
+            LedgerError::Internal(message) => {
+                tracing::error!(%message, "internal error");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// The error for a framework-level failure that produced `status` without an [`ApiError`].
+pub fn from_status(status: StatusCode, method: &str, path: &str) -> ApiError {
+    match status {
+        StatusCode::NOT_FOUND => ApiError::not_found(format!("no route {method} {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(ErrorCode::InvalidRequest, format!("method {method} is not allowed on {path}"))
+                .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the limit")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(ErrorCode::InvalidRequest, "the body must be JSON (Content-Type: application/json)")
+                .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        }
+        status if status.is_server_error() => {
+            ApiError::new(ErrorCode::Internal, "internal error").with_status(status)
+        }
+        status => {
+            ApiError::new(ErrorCode::InvalidRequest, status.canonical_reason().unwrap_or("bad request"))
+                .with_status(status)
+        }
+    }
+}
+
+impl From<keyledger_core::validate::FieldError> for ApiError {
+    fn from(error: keyledger_core::validate::FieldError) -> Self {
+        ApiError::new(ErrorCode::InvalidRequest, error.to_string())
+    }
+}

@@ -1,0 +1,108 @@
+//! Request extractors that fail in the contract's error shape, naming the field.
+
+use crate::error::{ApiError, ErrorCode};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// A JSON body. Unknown fields, wrong types and missing fields answer `invalid_request`
+/// naming the field; an oversized body answers `payload_too_large`.
+pub struct JsonBody<T>(pub T);
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let text = rejection.body_text();
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the limit")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(ErrorCode::InvalidRequest, "the body must be JSON (Content-Type: application/json)")
+                .with_status(status)
+        }
+        _ => {
+            // axum reports the failing path first ("…: name: invalid type…").
+            let detail = text.split_once("target type: ").map_or(text.as_str(), |(_, d)| d).to_owned();
+            let status =
+                if status == StatusCode::UNPROCESSABLE_ENTITY { status } else { StatusCode::BAD_REQUEST };
+            ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {detail}"))
+                .with_status(status)
+        }
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        axum::Json::<T>::from_request(request, state)
+            .await
+            .map(|axum::Json(v)| JsonBody(v))
+            .map_err(json_rejection)
+    }
+}
+
+/// A JSON body that may be absent (then `T::default()`).
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the limit"))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        JsonBody::<T>::from_request(request, state).await.map(|JsonBody(v)| OptionalJson(v))
+    }
+}
+
+/// The query string as ordered name/value pairs (repeated names kept, e.g. `scope`).
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl QueryPairs {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Refuses parameters the route does not know.
+    pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.0.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            Some((k, _)) => Err(ApiError::invalid(k, "is not a parameter of this route")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(QueryPairs(form_urlencoded::parse(query.as_bytes()).into_owned().collect()))
+    }
+}
+
+/// Parses a path segment, answering `invalid_request` (or `not_found`) naming it.
+pub fn path_param<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiError> {
+    text.parse().map_err(|_| ApiError::invalid(name, format!("`{text}` is not valid")))
+}
+
+/// Deserializes a field that distinguishes "absent" (outer `None`) from `null`.
+pub fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(deserializer).map(Some)
+}

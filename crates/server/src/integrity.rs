@@ -1,0 +1,78 @@
+//! Integrity routes: the signed checkpoint, the log's public key, and Merkle proofs
+//! (contract §4 "Integrity"; proof shapes of RFC 9162 §2.1.3 and §2.1.4).
+
+use crate::AppState;
+use crate::auth::{Admin, scope};
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::QueryPairs;
+use axum::Json;
+use axum::extract::State;
+use base64::Engine as _;
+use keyledger_log::proof::ProofGenError;
+use serde_json::{Value, json};
+
+fn number(query: &QueryPairs, name: &str) -> Result<u64, ApiError> {
+    let text = query.get(name).ok_or_else(|| ApiError::invalid(name, "is required"))?;
+    text.parse().map_err(|_| ApiError::invalid(name, "must be a non-negative integer"))
+}
+
+fn proof_error<E: std::fmt::Display>(error: ProofGenError<E>) -> ApiError {
+    match error {
+        ProofGenError::Source(e) => ApiError::invalid("size", format!("is beyond the log: {e}")),
+        other => ApiError::new(ErrorCode::InvalidRequest, other.to_string()),
+    }
+}
+
+fn hashes(list: &[[u8; 32]]) -> Value {
+    json!({ "hashes": list.iter().map(hex::encode).collect::<Vec<_>>() })
+}
+
+pub async fn checkpoint(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
+    admin.require(scope::AUDIT_READ)?;
+    let checkpoint = state
+        .engine
+        .log()
+        .latest_checkpoint()
+        .ok_or_else(|| ApiError::not_found("no checkpoint has been signed yet"))?;
+    Ok(Json(json!({
+        "size": checkpoint.size,
+        "root_hash": hex::encode(checkpoint.root),
+        "timestamp": checkpoint.timestamp.to_rfc3339(),
+        "note": checkpoint.note,
+    })))
+}
+
+pub async fn public_key(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
+    admin.require(scope::AUDIT_READ)?;
+    let key = state.engine.public_key();
+    Ok(Json(json!({
+        "algorithm": "ed25519",
+        "public_key": key.to_string(),
+        "public_key_base64": base64::engine::general_purpose::STANDARD.encode(key.public_key().as_bytes()),
+        "origin": key.name(),
+    })))
+}
+
+pub async fn inclusion(
+    State(state): State<AppState>,
+    admin: Admin,
+    query: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    admin.require(scope::AUDIT_READ)?;
+    query.only(&["seq", "size"])?;
+    let (seq, size) = (number(&query, "seq")?, number(&query, "size")?);
+    let proof = state.engine.log().tree().inclusion_proof(seq, size).map_err(proof_error)?;
+    Ok(Json(hashes(&proof)))
+}
+
+pub async fn consistency(
+    State(state): State<AppState>,
+    admin: Admin,
+    query: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    admin.require(scope::AUDIT_READ)?;
+    query.only(&["from", "to"])?;
+    let (from, to) = (number(&query, "from")?, number(&query, "to")?);
+    let proof = state.engine.log().tree().consistency_proof(from, to).map_err(proof_error)?;
+    Ok(Json(hashes(&proof)))
+}

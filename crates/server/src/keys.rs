@@ -1,0 +1,372 @@
+//! Key lifecycle routes: create, list, show, update, rotate, revoke, revoke-all,
+//! disable/enable, and workspace policies (contract §4 "Keys").
+
+use crate::AppState;
+use crate::auth::{Admin, scope};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, OptionalJson, QueryPairs, double_option, path_param};
+use crate::views::{key_view, key_view_with_secret, policy_view};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use keyledger_core::time::parse_duration;
+use keyledger_core::{Environment, KeyId, KeyPrefix, Policy, Timestamp, WorkspaceId, validate};
+use keyledger_ledger::{ADMIN_SCOPES, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+fn ok(value: Value) -> Answer {
+    Ok((StatusCode::OK, Json(value)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    expires_at: Option<String>,
+    expires_in: Option<String>,
+    environment: Option<String>,
+    owner: Option<String>,
+    metadata: Option<Value>,
+}
+
+fn parse_workspace(text: &str) -> Result<WorkspaceId, ApiError> {
+    path_param("workspace", text)
+}
+
+fn parse_key_id(text: &str) -> Result<KeyId, ApiError> {
+    // A malformed id can name no key: answer as for any unknown key.
+    text.parse().map_err(|_| ApiError::not_found(format!("no key {text}")))
+}
+
+fn parse_time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse_rfc3339(text).ok_or_else(|| ApiError::invalid(field, "must be an RFC 3339 time"))
+}
+
+fn parse_expiry(expires_at: Option<&str>, expires_in: Option<&str>) -> Result<Expiry, ApiError> {
+    match (expires_at, expires_in) {
+        (Some(_), Some(_)) => Err(ApiError::invalid("expires_in", "cannot be combined with `expires_at`")),
+        (Some(at), None) => Ok(Expiry::At(parse_time("expires_at", at)?)),
+        (None, Some(duration)) => match parse_duration(duration) {
+            Some(micros) if micros > 0 => Ok(Expiry::In(micros)),
+            _ => Err(ApiError::invalid(
+                "expires_in",
+                "must be a positive duration such as `90d`, `12h`, `30m` or `2s`",
+            )),
+        },
+        (None, None) => Ok(Expiry::Never),
+    }
+}
+
+/// Validates the fields of a new key (contract §3), naming the first bad one.
+fn key_spec(workspace: &WorkspaceId, body: CreateKey) -> Result<KeySpec, ApiError> {
+    validate::name(&body.name)?;
+    validate::scopes(&body.scopes)?;
+    validate::resources(&body.resources)?;
+    if let Some(owner) = &body.owner {
+        validate::owner(owner)?;
+    }
+    let metadata = validate::metadata(body.metadata.as_ref().unwrap_or(&json!({})))?;
+    let environment = match body.environment.as_deref() {
+        None => Environment::Live,
+        Some(text) => {
+            text.parse().map_err(|_| ApiError::invalid("environment", "must be `live` or `test`"))?
+        }
+    };
+    if workspace.is_ledger() {
+        if let Some(scope) = body.scopes.iter().find(|s| !ADMIN_SCOPES.contains(&s.as_str())) {
+            return Err(ApiError::invalid("scopes", format!("`{scope}` is not a scope of keyledger's API")));
+        }
+        if let Some(resource) = body.resources.iter().find(|r| r.parse::<WorkspaceId>().is_err()) {
+            return Err(ApiError::invalid("resources", format!("`{resource}` is not a workspace id")));
+        }
+    }
+    Ok(KeySpec {
+        name: body.name,
+        scopes: validate::normalize(body.scopes),
+        resources: validate::normalize(body.resources),
+        environment,
+        owner: body.owner,
+        metadata,
+        expiry: parse_expiry(body.expires_at.as_deref(), body.expires_in.as_deref())?,
+    })
+}
+
+/// Writes to `_ledger` (admin keys) also need `ledger:admin`.
+fn allow_write(admin: &Admin, workspace: &WorkspaceId) -> Result<(), ApiError> {
+    admin.allow(scope::KEYS_WRITE, workspace)?;
+    if workspace.is_ledger() {
+        admin.require(scope::ADMIN)?;
+    }
+    Ok(())
+}
+
+/// Finds a key the caller may see, or answers 404 as if it did not exist.
+fn visible_key(state: &AppState, admin: &Admin, key_id: &str) -> Result<KeyRecord, ApiError> {
+    let key_id = parse_key_id(key_id)?;
+    state
+        .engine
+        .key(&key_id)
+        .filter(|key| admin.can_see(&key.workspace))
+        .ok_or_else(|| ApiError::not_found(format!("no key {key_id}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(workspace): Path<String>,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> Answer {
+    let workspace = parse_workspace(&workspace)?;
+    allow_write(&admin, &workspace)?;
+    let spec = key_spec(&workspace, body)?;
+    let (key, secret) = state.engine.create(admin.caller, workspace, spec).await?;
+    Ok((StatusCode::CREATED, Json(key_view_with_secret(&key, &secret, Timestamp::now()))))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(workspace): Path<String>,
+    query: QueryPairs,
+) -> Answer {
+    query.only(&["status"])?;
+    let workspace = parse_workspace(&workspace)?;
+    admin.allow(scope::KEYS_READ, &workspace)?;
+    let wanted = match query.get("status").unwrap_or("all") {
+        "all" => None,
+        "active" => Some(KeyStatus::Active),
+        "revoked" => Some(KeyStatus::Revoked),
+        "expired" => Some(KeyStatus::Expired),
+        "disabled" => Some(KeyStatus::Disabled),
+        _ => {
+            return Err(ApiError::invalid("status", "must be one of active, revoked, expired, disabled, all"));
+        }
+    };
+    let now = Timestamp::now();
+    let keys: Vec<Value> = state
+        .engine
+        .keys(&workspace, |status| wanted.is_none_or(|w| w == status))
+        .iter()
+        .map(|k| key_view(k, now))
+        .collect();
+    ok(json!({ "keys": keys }))
+}
+
+pub async fn show(State(state): State<AppState>, admin: Admin, Path(key_id): Path<String>) -> Answer {
+    let key = visible_key(&state, &admin, &key_id)?;
+    admin.require(scope::KEYS_READ)?;
+    ok(key_view(&key, Timestamp::now()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKey {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    owner: Option<Option<String>>,
+    metadata: Option<Value>,
+    #[serde(default, deserialize_with = "double_option")]
+    expires_at: Option<Option<String>>,
+    expires_in: Option<String>,
+    scopes: Option<Vec<String>>,
+    resources: Option<Vec<String>>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(key_id): Path<String>,
+    JsonBody(body): JsonBody<UpdateKey>,
+) -> Answer {
+    let key = visible_key(&state, &admin, &key_id)?;
+    allow_write(&admin, &key.workspace)?;
+    if let Some(name) = &body.name {
+        validate::name(name)?;
+    }
+    if let Some(Some(owner)) = &body.owner {
+        validate::owner(owner)?;
+    }
+    let metadata = body.metadata.as_ref().map(validate::metadata).transpose()?;
+    if let Some(scopes) = &body.scopes {
+        validate::scopes(scopes)?;
+    }
+    if let Some(resources) = &body.resources {
+        validate::resources(resources)?;
+    }
+    let expires_at = match (&body.expires_at, &body.expires_in) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("expires_in", "cannot be combined with `expires_at`"));
+        }
+        (Some(None), None) => Some(None),
+        (Some(Some(at)), None) => Some(Some(parse_time("expires_at", at)?)),
+        (None, Some(_)) => match parse_expiry(None, body.expires_in.as_deref())? {
+            Expiry::In(micros) => Some(Some(Timestamp::now().plus_micros(micros))),
+            _ => None,
+        },
+        (None, None) => None,
+    };
+    let changes = KeyChanges {
+        name: body.name,
+        owner: body.owner,
+        metadata,
+        expires_at,
+        scopes: body.scopes.map(validate::normalize),
+        resources: body.resources.map(validate::normalize),
+    };
+    let key = state.engine.update(admin.caller, key.key_id, changes).await?;
+    ok(key_view(&key, Timestamp::now()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    overlap: Option<String>,
+}
+
+pub async fn rotate(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(key_id): Path<String>,
+    OptionalJson(body): OptionalJson<RotateKey>,
+) -> Answer {
+    let key = visible_key(&state, &admin, &key_id)?;
+    allow_write(&admin, &key.workspace)?;
+    let overlap = match body.overlap.as_deref() {
+        None => 0,
+        Some(text) => parse_duration(text)
+            .ok_or_else(|| ApiError::invalid("overlap", "must be a duration such as `0s` or `24h`"))?,
+    };
+    let (new, previous, secret) = state.engine.rotate(admin.caller, key.key_id, overlap).await?;
+    let now = Timestamp::now();
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "key": key_view_with_secret(&new, &secret, now), "previous": key_view(&previous, now) }),
+        ),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    reason: Option<String>,
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(key_id): Path<String>,
+    OptionalJson(body): OptionalJson<Reason>,
+) -> Answer {
+    let key = visible_key(&state, &admin, &key_id)?;
+    allow_write(&admin, &key.workspace)?;
+    let key = state.engine.revoke(admin.caller, key.key_id, body.reason).await?;
+    ok(key_view(&key, Timestamp::now()))
+}
+
+pub async fn disable(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(key_id): Path<String>,
+    OptionalJson(body): OptionalJson<Reason>,
+) -> Answer {
+    set_disabled(state, admin, key_id, true, body.reason).await
+}
+
+pub async fn enable(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(key_id): Path<String>,
+    OptionalJson(body): OptionalJson<Reason>,
+) -> Answer {
+    set_disabled(state, admin, key_id, false, body.reason).await
+}
+
+async fn set_disabled(
+    state: AppState,
+    admin: Admin,
+    key_id: String,
+    disabled: bool,
+    reason: Option<String>,
+) -> Answer {
+    let key = visible_key(&state, &admin, &key_id)?;
+    allow_write(&admin, &key.workspace)?;
+    let key = state.engine.set_disabled(admin.caller, key.key_id, disabled, reason).await?;
+    ok(key_view(&key, Timestamp::now()))
+}
+
+pub async fn revoke_all(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(workspace): Path<String>,
+    OptionalJson(body): OptionalJson<Reason>,
+) -> Answer {
+    let workspace = parse_workspace(&workspace)?;
+    allow_write(&admin, &workspace)?;
+    let ids = state.engine.revoke_all(admin.caller, workspace, body.reason).await?;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    ok(json!({ "revoked": ids.len(), "key_ids": ids }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SetPolicy {
+    max_active_keys: Option<u32>,
+    #[serde(default)]
+    require_expiry: bool,
+    max_lifetime: Option<String>,
+    key_prefix: Option<String>,
+}
+
+pub async fn get_policy(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(workspace): Path<String>,
+) -> Answer {
+    let workspace = parse_workspace(&workspace)?;
+    admin.allow(scope::KEYS_READ, &workspace)?;
+    ok(policy_view(workspace.as_str(), &state.engine.policy(&workspace)))
+}
+
+pub async fn put_policy(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(workspace): Path<String>,
+    JsonBody(body): JsonBody<SetPolicy>,
+) -> Answer {
+    let workspace = parse_workspace(&workspace)?;
+    admin.allow(scope::ADMIN, &workspace)?;
+    if body.max_active_keys == Some(0) {
+        return Err(ApiError::invalid("max_active_keys", "must be at least 1"));
+    }
+    let max_lifetime = match body.max_lifetime.as_deref() {
+        None => None,
+        Some(text) => match parse_duration(text) {
+            Some(micros) if micros > 0 => Some(micros),
+            _ => return Err(ApiError::invalid("max_lifetime", "must be a positive duration such as `90d`")),
+        },
+    };
+    let key_prefix = body
+        .key_prefix
+        .as_deref()
+        .map(|p| {
+            p.parse::<KeyPrefix>()
+                .map_err(|_| ApiError::invalid("key_prefix", "must match [a-z][a-z0-9]{0,15}"))
+        })
+        .transpose()?;
+    let policy = Policy {
+        max_active_keys: body.max_active_keys,
+        require_expiry: body.require_expiry,
+        max_lifetime,
+        key_prefix,
+    };
+    let policy = state.engine.set_policy(admin.caller, workspace.clone(), policy).await?;
+    ok(policy_view(workspace.as_str(), &policy))
+}

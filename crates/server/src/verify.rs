@@ -1,0 +1,211 @@
+//! `/v1/verify`: the gateways' endpoint, in JSON mode and forward-auth mode.
+//!
+//! JSON mode is a POST with a JSON body. Forward-auth mode (nginx `auth_request`, Traefik
+//! ForwardAuth, Envoy ext_authz) is a GET, or a POST without a JSON body: the key comes from
+//! the `Authorization`/`x-api-key` headers, requirements from the query string, context from
+//! the forwarded headers. Any path under `/v1/verify/` is accepted and taken as the original
+//! request path (Envoy's HTTP ext_authz appends it).
+
+use crate::AppState;
+use crate::auth::presented_key;
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::QueryPairs;
+use crate::forwarded::client_ip;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use keyledger_core::{DenyReason, Environment, RequestId, UsageContext, WorkspaceId, validate};
+use keyledger_ledger::{VerifyOutcome, VerifyRequirements};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+
+const MAX_CONTEXT_CHARS: usize = 2048;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    resource: Option<String>,
+    environment: Option<String>,
+    workspace: Option<String>,
+    #[serde(default)]
+    context: ContextBody,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ContextBody {
+    ip: Option<String>,
+    user_agent: Option<String>,
+    method: Option<String>,
+    path: Option<String>,
+    request_id: Option<String>,
+}
+
+fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.chars().count() > MAX_CONTEXT_CHARS => {
+            Err(ApiError::invalid(field, format!("must be at most {MAX_CONTEXT_CHARS} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(MAX_CONTEXT_CHARS).collect())
+}
+
+fn requirements(
+    scopes: Vec<String>,
+    resource: Option<String>,
+    environment: Option<String>,
+    workspace: Option<String>,
+) -> Result<VerifyRequirements, ApiError> {
+    validate::scopes(&scopes)?;
+    let environment = environment
+        .map(|e| {
+            e.parse::<Environment>().map_err(|_| ApiError::invalid("environment", "must be `live` or `test`"))
+        })
+        .transpose()?;
+    let workspace = workspace
+        .map(|w| {
+            w.parse::<WorkspaceId>().map_err(|_| ApiError::invalid("workspace", "is not a workspace id"))
+        })
+        .transpose()?;
+    Ok(VerifyRequirements { scopes, resource: bounded("resource", resource)?, environment, workspace })
+}
+
+/// Handles every form of verification (axum extractors are its arguments).
+#[allow(clippy::too_many_arguments)]
+pub async fn verify(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    query: QueryPairs,
+    request: axum::Extension<crate::request_id::CurrentRequest>,
+    body: Bytes,
+) -> Response {
+    let request_id = request.0.0;
+    match decide(&state, peer, method, uri, headers, query, request_id, body).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+fn denial(error: ApiError) -> Response {
+    error.with_extra(json!({"valid": false})).into_response()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    state: &AppState,
+    peer: SocketAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    query: QueryPairs,
+    request_id: RequestId,
+    body: Bytes,
+) -> Result<Response, Response> {
+    let is_json =
+        headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let json_mode = method == Method::POST && is_json && !body.iter().all(u8::is_ascii_whitespace);
+    let (key, wants, context) = if json_mode {
+        let body: VerifyBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")).into_response()
+        })?;
+        let wants =
+            requirements(body.scopes, body.resource, body.environment, body.workspace).map_err(denial)?;
+        let ip = match body.context.ip.as_deref() {
+            None => None,
+            Some(text) => Some(
+                text.parse().map_err(|_| denial(ApiError::invalid("context.ip", "is not an IP address")))?,
+            ),
+        };
+        let context = UsageContext {
+            ip,
+            user_agent: bounded("context.user_agent", body.context.user_agent).map_err(denial)?,
+            method: bounded("context.method", body.context.method).map_err(denial)?,
+            path: bounded("context.path", body.context.path).map_err(denial)?,
+            request_id: bounded("context.request_id", body.context.request_id).map_err(denial)?,
+            scopes: wants.scopes.clone(),
+            resource: wants.resource.clone(),
+        };
+        (body.key, wants, context)
+    } else {
+        query.only(&["scope", "resource", "environment", "workspace"]).map_err(denial)?;
+        let key = presented_key(&headers).unwrap_or("").to_owned();
+        let wants = requirements(
+            validate::normalize(query.all("scope")),
+            query.get("resource").map(str::to_owned),
+            query.get("environment").map(str::to_owned),
+            query.get("workspace").map(str::to_owned),
+        )
+        .map_err(denial)?;
+        let suffix = uri.path().strip_prefix("/v1/verify").filter(|s| s.len() > 1).map(str::to_owned);
+        let context = UsageContext {
+            ip: Some(client_ip(
+                &headers,
+                peer.ip(),
+                &state.config.trusted_proxies,
+                state.config.trust_forwarded_for,
+            )),
+            user_agent: header_text(&headers, "user-agent"),
+            method: header_text(&headers, "x-forwarded-method"),
+            path: header_text(&headers, "x-forwarded-uri").or(suffix),
+            request_id: header_text(&headers, "x-request-id"),
+            scopes: wants.scopes.clone(),
+            resource: wants.resource.clone(),
+        };
+        (key, wants, context)
+    };
+    let outcome =
+        state.engine.verify(request_id, &key, wants, context).await.map_err(|e| denial(e.into()))?;
+    match outcome {
+        VerifyOutcome::Unknown => {
+            Err(denial(ApiError::new(ErrorCode::Unauthorized, "missing, malformed or unknown API key")))
+        }
+        VerifyOutcome::Known(verdict) => match verdict.outcome {
+            Ok(()) => {
+                let key = &verdict.key;
+                let body = json!({
+                    "valid": true,
+                    "key_id": key.key_id.to_string(),
+                    "workspace": key.workspace.as_str(),
+                    "environment": key.environment.as_str(),
+                    "scopes": key.scopes,
+                    "owner": key.owner,
+                    "expires_at": key.expires_at.map(|t| t.to_rfc3339()),
+                    "request_id": request_id.to_string(),
+                });
+                let mut response = (StatusCode::OK, Json(body)).into_response();
+                for (name, value) in [
+                    ("x-keyledger-key-id", key.key_id.to_string()),
+                    ("x-keyledger-workspace", key.workspace.to_string()),
+                ] {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        response.headers_mut().insert(name, value);
+                    }
+                }
+                Ok(response)
+            }
+            Err(reason) => {
+                let code = match reason {
+                    DenyReason::Revoked | DenyReason::Disabled => ErrorCode::InvalidApiKey,
+                    DenyReason::Expired => ErrorCode::ExpiredApiKey,
+                    _ => ErrorCode::Forbidden,
+                };
+                Err(denial(
+                    ApiError::new(code, reason.message()).with_extra(json!({"reason": reason.code()})),
+                ))
+            }
+        },
+    }
+}
