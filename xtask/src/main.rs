@@ -85,11 +85,8 @@ fn run_step(dir: &Path, mut command: Command) -> Result<()> {
 
 /// The local CI sequence: format, lints, tests.
 fn ci(root: &Path) -> Result<()> {
-    let steps: [&[&str]; 3] = [
-        &["fmt", "--check"],
-        &["clippy", "--all-targets", "--", "-D", "warnings"],
-        &["test", "--workspace"],
-    ];
+    let steps: [&[&str]; 3] =
+        [&["fmt", "--check"], &["clippy", "--all-targets", "--", "-D", "warnings"], &["test", "--workspace"]];
     for args in steps {
         let mut command = cargo();
         command.args(args);

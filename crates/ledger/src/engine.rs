@@ -100,6 +100,7 @@ pub struct Engine {
     usage_durability: Durability,
     projected: watch::Receiver<u64>,
     projector: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    projections_db: Arc<redb::Database>,
     counters: EngineCounters,
     data_dir: PathBuf,
     _lock: DirLock,
@@ -180,6 +181,7 @@ impl Engine {
         }
         projections.catch_up(&reader)?;
         let state = projections.load_state()?;
+        let projections_db = projections.database();
         let applied = state.applied;
         let state = Arc::new(RwLock::new(state));
         let (events_tx, events_rx) = std::sync::mpsc::channel::<CommittedEvents>();
@@ -198,6 +200,7 @@ impl Engine {
             usage_durability: options.usage_durability,
             projected: projected_rx,
             projector: std::sync::Mutex::new(Some(projector)),
+            projections_db,
             counters: EngineCounters::default(),
             data_dir: dir.to_owned(),
             _lock: lock,
@@ -216,12 +219,27 @@ impl Engine {
         self.reader.verifier()
     }
 
+    /// The projections' database, for audit queries (read transactions only).
+    pub fn projections_db(&self) -> &Arc<redb::Database> {
+        &self.projections_db
+    }
+
+    /// A consistent snapshot of the registry, for reads that need more than one key.
+    pub fn registry(&self) -> std::sync::RwLockReadGuard<'_, LedgerState> {
+        self.read_state()
+    }
+
     pub fn counters(&self) -> &EngineCounters {
         &self.counters
     }
 
     pub fn writer_stats(&self) -> &keyledger_log::WriterStats {
         self.writer.stats()
+    }
+
+    /// A signed checkpoint covering every event appended so far (signed now if needed).
+    pub async fn checkpoint_now(&self) -> Result<keyledger_log::checkpoint::StoredCheckpoint, LedgerError> {
+        Ok(self.writer.checkpoint_now().await?)
     }
 
     /// False once the log could not be written (the engine then refuses every append).

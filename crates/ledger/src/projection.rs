@@ -109,7 +109,7 @@ fn decode_record(bytes: &[u8]) -> Result<KeyRecord, ProjectionError> {
 
 /// The redb database and the projections kept in it.
 pub struct Projections {
-    db: Database,
+    db: std::sync::Arc<Database>,
     list: Vec<Box<dyn Projection>>,
 }
 
@@ -121,7 +121,13 @@ impl Projections {
         txn.open_table(KEYS)?;
         txn.open_table(POLICIES)?;
         txn.commit()?;
-        Ok(Self { db, list: vec![Box::new(RegistryProjection)] })
+        Ok(Self { db: std::sync::Arc::new(db), list: vec![Box::new(RegistryProjection)] })
+    }
+
+    /// The database, for readers running concurrently with the projector (redb gives
+    /// every read transaction a consistent snapshot).
+    pub fn database(&self) -> std::sync::Arc<Database> {
+        self.db.clone()
     }
 
     /// The next seq each projection expects; the runner resumes from the smallest.

@@ -143,9 +143,13 @@ impl Log {
         options: WriterOptions,
         subscriber: Option<std::sync::mpsc::Sender<CommittedEvents>>,
     ) -> WriterHandle<S> {
+        let last_at = match self.segments.len() {
+            0 => keyledger_core::Timestamp::default(),
+            len => self.reader().event(len - 1).map(|e| e.at).unwrap_or_default(),
+        };
         let parts =
             writer::WriterParts { segments: self.segments, tree: self.tree, checkpoints: self.checkpoints };
-        writer::spawn(parts, sequencer, options, subscriber)
+        writer::spawn(parts, last_at, sequencer, options, subscriber)
     }
 }
 
@@ -203,6 +207,21 @@ impl LogReader {
 
     pub fn root_at(&self, size: u64) -> Result<Hash, TreeError> {
         self.tree.root_at(size)
+    }
+
+    /// The first seq whose event is at or after `at` (the log is ordered by time: batch
+    /// times never decrease). `len()` if there is none. O(log n) reads.
+    pub fn seq_at_or_after(&self, at: keyledger_core::Timestamp) -> Result<u64, OpenError> {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.event(middle)?.at < at {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(low)
     }
 }
 

@@ -16,7 +16,7 @@
 //!   [`LogError::Unavailable`] (fail closed), nothing is retried;
 //! - subscribers receive events only once durable, in seq order, each exactly once.
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
 use crate::segment::SegmentLog;
 use crate::tree::TreeWriter;
 use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event};
@@ -131,6 +131,7 @@ type ReplySender<S> = oneshot::Sender<Result<<S as Sequencer>::Reply, LogError>>
 
 enum Message<S: Sequencer> {
     Command { command: S::Command, durability: Durability, reply: ReplySender<S> },
+    Checkpoint(oneshot::Sender<Result<StoredCheckpoint, LogError>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -169,6 +170,14 @@ impl<S: Sequencer> WriterHandle<S> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Message::Command { command, durability, reply }).map_err(|_| LogError::Stopped)?;
         answer.blocking_recv().map_err(|_| LogError::Stopped)?
+    }
+
+    /// Makes everything appended so far durable and returns a checkpoint covering it (signing
+    /// a new one unless the latest already does).
+    pub async fn checkpoint_now(&self) -> Result<StoredCheckpoint, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Message::Checkpoint(reply)).map_err(|_| LogError::Stopped)?;
+        answer.await.map_err(|_| LogError::Stopped)?
     }
 
     /// False once a write or fsync failed.
@@ -234,10 +243,14 @@ struct Writer<S: Sequencer> {
     waiting_for_sync: Vec<(ReplySender<S>, S::Reply)>,
     last_checkpoint: Instant,
     last_checkpoint_size: u64,
+    /// The time of the last batch: batch times never go backwards, so the log is ordered
+    /// by time as well as by seq.
+    last_at: Timestamp,
 }
 
 pub(crate) fn spawn<S: Sequencer>(
     parts: WriterParts,
+    last_at: Timestamp,
     sequencer: S,
     options: WriterOptions,
     subscriber: Option<Sender<CommittedEvents>>,
@@ -262,6 +275,7 @@ pub(crate) fn spawn<S: Sequencer>(
         waiting_for_sync: Vec::new(),
         last_checkpoint: Instant::now(),
         last_checkpoint_size,
+        last_at,
     };
     let thread = std::thread::Builder::new()
         .name("keyledger-log-writer".into())
@@ -291,6 +305,20 @@ impl<S: Sequencer> Writer<S> {
                 match m {
                     Message::Command { command, durability, reply } => {
                         commands.push((command, durability, reply))
+                    }
+                    Message::Checkpoint(reply) => {
+                        // Everything queued before this request is part of the checkpoint.
+                        if !commands.is_empty() {
+                            self.process(std::mem::take(&mut commands));
+                        }
+                        self.sync_if_due(true);
+                        self.checkpoint_if_due(true);
+                        let answer = match (&self.failure, self.parts.checkpoints.latest()) {
+                            (Some(reason), _) => Err(LogError::Unavailable(reason.clone())),
+                            (None, Some(latest)) if latest.size == self.parts.tree.size() => Ok(latest),
+                            (None, _) => Err(LogError::Unavailable("no checkpoint could be signed".into())),
+                        };
+                        let _ = reply.send(answer);
                     }
                     Message::Shutdown(done) => {
                         shutdown = Some(done);
@@ -332,9 +360,10 @@ impl<S: Sequencer> Writer<S> {
             }
             return;
         }
+        self.last_at = self.last_at.max(Timestamp::now());
         let mut batch = Batch {
             next_seq: self.parts.tree.size(),
-            at: Timestamp::now(),
+            at: self.last_at,
             events: Vec::new(),
             sync_required: false,
         };

@@ -1,0 +1,481 @@
+//! A typed, blocking HTTP client for keyledger's admin API (contract §4).
+//!
+//! [`Client`] speaks plain HTTP through a `ureq` agent, authenticates with
+//! `Authorization: Bearer <admin key>`, and turns every non-2xx answer into a
+//! [`ClientError`] parsed from the contract's error body
+//! `{"error": CODE, "message": TEXT, "request_id": ID}`. Each error class has its own exit
+//! code ([`ClientError::exit_code`]).
+//!
+//! The admin key is a secret: it is never part of the `Debug` output of a [`Client`], and
+//! any error text that happens to contain it (a server message, a transport error) has it
+//! replaced by `[redacted]` before it reaches a [`ClientError`].
+
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// Exit codes of the admin commands, one per error class.
+pub mod exit {
+    /// Bad command line or local input; nothing was sent (or a confirmation was refused).
+    pub const USAGE: u8 = 2;
+    /// 401/403: the admin key is missing, unknown, revoked, expired or lacks a scope.
+    pub const AUTH: u8 = 3;
+    /// 404: no such key, workspace or checkpoint (or one the admin key may not see).
+    pub const NOT_FOUND: u8 = 4;
+    /// Any other answer of the server: invalid request, conflict, unavailable, internal…
+    pub const SERVER: u8 = 5;
+    /// The server could not be reached or its answer could not be read.
+    pub const TRANSPORT: u8 = 6;
+}
+
+/// What can go wrong talking to keyledger.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// A local mistake (bad URL, missing admin key, bad input); nothing was sent.
+    #[error("usage: {0}")]
+    Usage(String),
+    /// 401 or 403.
+    #[error("{code}: {message}")]
+    Auth { code: String, message: String, status: u16 },
+    /// 404.
+    #[error("not_found: {message}")]
+    NotFound { message: String },
+    /// Every other non-2xx answer (400, 409, 413, 422, 5xx, …).
+    #[error("{code}: {message}")]
+    Server { status: u16, code: String, message: String },
+    /// The request did not get a readable answer.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl ClientError {
+    /// The process exit code of this class of error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Usage(_) => exit::USAGE,
+            ClientError::Auth { .. } => exit::AUTH,
+            ClientError::NotFound { .. } => exit::NOT_FOUND,
+            ClientError::Server { .. } => exit::SERVER,
+            ClientError::Transport(_) => exit::TRANSPORT,
+        }
+    }
+
+    /// Classifies a non-2xx answer from its status and body. A body in the contract's shape
+    /// gives the code and message; anything else (a proxy's HTML page…) is summarised.
+    pub fn from_response(status: u16, body: &str) -> Self {
+        let parsed: Option<Value> = serde_json::from_str(body).ok();
+        let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).map(str::to_owned);
+        let code = field("error").unwrap_or_else(|| match status {
+            401 => "unauthorized".to_owned(),
+            403 => "forbidden".to_owned(),
+            404 => "not_found".to_owned(),
+            _ => format!("http_{status}"),
+        });
+        let message = field("message").unwrap_or_else(|| {
+            let text = body.trim();
+            if text.is_empty() {
+                format!("the server answered HTTP {status} with no body")
+            } else {
+                format!("the server answered HTTP {status}: {}", truncate(text, 200))
+            }
+        });
+        match status {
+            401 | 403 => ClientError::Auth { code, message, status },
+            404 => ClientError::NotFound { message },
+            _ => ClientError::Server { status, code, message },
+        }
+    }
+
+    /// The contract's error code of this error (`usage` and `transport` for local ones).
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Usage(_) => "usage",
+            ClientError::Auth { code, .. } | ClientError::Server { code, .. } => code,
+            ClientError::NotFound { .. } => "not_found",
+            ClientError::Transport(_) => "transport",
+        }
+    }
+
+    fn redacted(self, secret: &str) -> Self {
+        let r = |text: String| redact(text, secret);
+        match self {
+            ClientError::Usage(m) => ClientError::Usage(r(m)),
+            ClientError::Auth { code, message, status } => ClientError::Auth { code: r(code), message: r(message), status },
+            ClientError::NotFound { message } => ClientError::NotFound { message: r(message) },
+            ClientError::Server { status, code, message } => ClientError::Server { status, code: r(code), message: r(message) },
+            ClientError::Transport(m) => ClientError::Transport(r(m)),
+        }
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// Replaces every occurrence of `secret` in `text` by `[redacted]`.
+pub fn redact(text: String, secret: &str) -> String {
+    if secret.is_empty() || !text.contains(secret) { text } else { text.replace(secret, "[redacted]") }
+}
+
+/// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The latest signed checkpoint (`GET /v1/log/checkpoint`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub size: u64,
+    pub root_hash: String,
+    pub timestamp: String,
+    /// The signed note text (C2SP signed note), exactly as served.
+    pub note: String,
+}
+
+impl Checkpoint {
+    pub fn from_json(value: &Value) -> Result<Self, ClientError> {
+        let text = |name: &str| {
+            value
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| ClientError::Transport(format!("the checkpoint answer has no `{name}`")))
+        };
+        Ok(Checkpoint {
+            size: value
+                .get("size")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| ClientError::Transport("the checkpoint answer has no `size`".into()))?,
+            root_hash: text("root_hash")?,
+            timestamp: text("timestamp")?,
+            note: text("note")?,
+        })
+    }
+}
+
+/// An HTTP method of the admin API.
+#[derive(Clone, Copy, Debug)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+}
+
+/// A client of one keyledger server, authenticated with one admin key.
+#[derive(Clone)]
+pub struct Client {
+    base_url: String,
+    admin_key: String,
+    agent: ureq::Agent,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("base_url", &self.base_url).field("admin_key", &"[redacted]").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://host:port`, optionally with a path
+    /// prefix). Refuses an empty or malformed admin key and a non-HTTP URL.
+    pub fn new(base_url: &str, admin_key: &str) -> Result<Self, ClientError> {
+        let admin_key = admin_key.trim();
+        if admin_key.is_empty() {
+            return Err(ClientError::Usage("an admin key is required: pass --admin-key or set KEYLEDGER_ADMIN_KEY".into()));
+        }
+        if !admin_key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ClientError::Usage("the admin key contains spaces or non-ASCII characters".into()));
+        }
+        let base_url = base_url.trim().trim_end_matches('/').to_owned();
+        let rest = if let Some(rest) = base_url.strip_prefix("http://") {
+            rest
+        } else if base_url.starts_with("https://") {
+            return Err(ClientError::Usage(
+                "this build of keyledger speaks plain HTTP only: use an http:// URL (e.g. through an SSH tunnel or a local TLS-terminating proxy)"
+                    .into(),
+            ));
+        } else {
+            return Err(ClientError::Usage(format!("`{base_url}` is not an http:// URL")));
+        };
+        if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', '@']) {
+            return Err(ClientError::Usage(format!("`{base_url}` is not a usable server URL (expected http://host:port)")));
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // Never follow a redirect: it would carry the admin key elsewhere.
+            .max_redirects(0)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(120)))
+            .user_agent(concat!("keyledger-cli/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Client { base_url, admin_key: admin_key.to_owned(), agent: ureq::Agent::new_with_config(config) })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends one request and returns the JSON of a 2xx answer (`null` for an empty body).
+    fn send(&self, method: Method, path: &str, query: &[(&str, &str)], body: Option<&Value>) -> Result<Value, ClientError> {
+        self.send_inner(method, path, query, body).map_err(|e| e.redacted(&self.admin_key))
+    }
+
+    fn send_inner(&self, method: Method, path: &str, query: &[(&str, &str)], body: Option<&Value>) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base_url);
+        let authorization = format!("Bearer {}", self.admin_key);
+        let transport = |e: ureq::Error| ClientError::Transport(format!("{} {url}: {e}", method_name(method)));
+        let response = match method {
+            Method::Get => {
+                let mut request = self.agent.get(&url).header("authorization", &authorization).header("accept", "application/json");
+                for (k, v) in query {
+                    request = request.query(*k, *v);
+                }
+                request.call()
+            }
+            Method::Post | Method::Put | Method::Patch => {
+                let mut request = match method {
+                    Method::Post => self.agent.post(&url),
+                    Method::Put => self.agent.put(&url),
+                    _ => self.agent.patch(&url),
+                }
+                .header("authorization", &authorization)
+                .header("accept", "application/json");
+                for (k, v) in query {
+                    request = request.query(*k, *v);
+                }
+                request.send_json(body.cloned().unwrap_or_else(|| Value::Object(Default::default())))
+            }
+        };
+        let mut response = response.map_err(transport)?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Transport(format!("cannot read the answer of {} {url}: {e}", method_name(method))))?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::from_response(status, &text));
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Transport(format!("{} {url} answered {status} with a body that is not JSON: {e}", method_name(method))))
+    }
+
+    /// `POST /v1/workspaces/{ws}/keys` → KeyView plus `secret`.
+    pub fn create_key(&self, workspace: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(Method::Post, &format!("/v1/workspaces/{}/keys", segment(workspace)), &[], Some(body))
+    }
+
+    /// `GET /v1/workspaces/{ws}/keys?status=` → `{"keys": [KeyView]}`.
+    pub fn list_keys(&self, workspace: &str, status: Option<&str>) -> Result<Value, ClientError> {
+        let query: Vec<(&str, &str)> = status.map(|s| ("status", s)).into_iter().collect();
+        self.send(Method::Get, &format!("/v1/workspaces/{}/keys", segment(workspace)), &query, None)
+    }
+
+    /// `GET /v1/keys/{key_id}` → KeyView.
+    pub fn get_key(&self, key_id: &str) -> Result<Value, ClientError> {
+        self.send(Method::Get, &format!("/v1/keys/{}", segment(key_id)), &[], None)
+    }
+
+    /// `PATCH /v1/keys/{key_id}` → KeyView.
+    pub fn update_key(&self, key_id: &str, patch: &Value) -> Result<Value, ClientError> {
+        self.send(Method::Patch, &format!("/v1/keys/{}", segment(key_id)), &[], Some(patch))
+    }
+
+    /// `POST /v1/keys/{key_id}/rotate` → `{"key": KeyView + secret, "previous": KeyView}`.
+    pub fn rotate(&self, key_id: &str, overlap: Option<&str>) -> Result<Value, ClientError> {
+        let body = match overlap {
+            Some(overlap) => serde_json::json!({ "overlap": overlap }),
+            None => serde_json::json!({}),
+        };
+        self.send(Method::Post, &format!("/v1/keys/{}/rotate", segment(key_id)), &[], Some(&body))
+    }
+
+    /// `POST /v1/keys/{key_id}/revoke` → KeyView.
+    pub fn revoke(&self, key_id: &str, reason: Option<&str>) -> Result<Value, ClientError> {
+        self.send(Method::Post, &format!("/v1/keys/{}/revoke", segment(key_id)), &[], Some(&reason_body(reason)))
+    }
+
+    /// `POST /v1/workspaces/{ws}/keys/revoke-all` → `{"revoked": N, "key_ids": [...]}`.
+    pub fn revoke_all(&self, workspace: &str, reason: Option<&str>) -> Result<Value, ClientError> {
+        self.send(Method::Post, &format!("/v1/workspaces/{}/keys/revoke-all", segment(workspace)), &[], Some(&reason_body(reason)))
+    }
+
+    /// `POST /v1/keys/{key_id}/disable` → KeyView.
+    pub fn disable(&self, key_id: &str, reason: Option<&str>) -> Result<Value, ClientError> {
+        self.send(Method::Post, &format!("/v1/keys/{}/disable", segment(key_id)), &[], Some(&reason_body(reason)))
+    }
+
+    /// `POST /v1/keys/{key_id}/enable` → KeyView.
+    pub fn enable(&self, key_id: &str, reason: Option<&str>) -> Result<Value, ClientError> {
+        self.send(Method::Post, &format!("/v1/keys/{}/enable", segment(key_id)), &[], Some(&reason_body(reason)))
+    }
+
+    /// `GET /v1/workspaces/{ws}/policy`.
+    pub fn get_policy(&self, workspace: &str) -> Result<Value, ClientError> {
+        self.send(Method::Get, &format!("/v1/workspaces/{}/policy", segment(workspace)), &[], None)
+    }
+
+    /// `PUT /v1/workspaces/{ws}/policy` (replaces the whole policy).
+    pub fn set_policy(&self, workspace: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(Method::Put, &format!("/v1/workspaces/{}/policy", segment(workspace)), &[], Some(body))
+    }
+
+    /// `GET /v1/log/checkpoint` → `{"size", "root_hash", "timestamp", "note"}`.
+    pub fn checkpoint(&self) -> Result<Value, ClientError> {
+        self.send(Method::Get, "/v1/log/checkpoint", &[], None)
+    }
+
+    /// `GET /v1/log/public-key` → `{"algorithm", "public_key", "origin", …}`.
+    pub fn public_key(&self) -> Result<Value, ClientError> {
+        self.send(Method::Get, "/v1/log/public-key", &[], None)
+    }
+}
+
+fn reason_body(reason: Option<&str>) -> Value {
+    match reason {
+        Some(reason) => serde_json::json!({ "reason": reason }),
+        None => serde_json::json!({}),
+    }
+}
+
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "kl_live_0123456789abcdefghijABCDEFGHIJklmnopqrstuvwxyzAB";
+
+    #[test]
+    fn contract_error_bodies_are_classified_with_their_exit_codes() {
+        let body = |code: &str, message: &str| serde_json::json!({"error": code, "message": message, "request_id": "req_1"}).to_string();
+        let cases = [
+            (401, "unauthorized", exit::AUTH),
+            (401, "invalid_api_key", exit::AUTH),
+            (401, "expired_api_key", exit::AUTH),
+            (403, "forbidden", exit::AUTH),
+            (404, "not_found", exit::NOT_FOUND),
+            (400, "invalid_request", exit::SERVER),
+            (422, "invalid_request", exit::SERVER),
+            (409, "conflict", exit::SERVER),
+            (413, "payload_too_large", exit::SERVER),
+            (503, "unavailable", exit::SERVER),
+            (500, "internal", exit::SERVER),
+        ];
+        for (status, code, exit_code) in cases {
+            let error = ClientError::from_response(status, &body(code, "it went wrong"));
+            assert_eq!(error.exit_code(), exit_code, "{status} {code}");
+            assert_eq!(error.code(), code);
+            assert_eq!(error.to_string(), format!("{code}: it went wrong"));
+        }
+        assert_eq!(
+            ClientError::from_response(403, &body("forbidden", "lacks scope")),
+            ClientError::Auth { code: "forbidden".into(), message: "lacks scope".into(), status: 403 }
+        );
+        assert_eq!(ClientError::from_response(404, &body("not_found", "no key key_x")), ClientError::NotFound { message: "no key key_x".into() });
+        assert_eq!(
+            ClientError::from_response(409, &body("conflict", "policy allows 1 active key")),
+            ClientError::Server { status: 409, code: "conflict".into(), message: "policy allows 1 active key".into() }
+        );
+    }
+
+    #[test]
+    fn bodies_outside_the_contract_are_summarised() {
+        let error = ClientError::from_response(502, "<html>Bad Gateway</html>");
+        assert_eq!(error.exit_code(), exit::SERVER);
+        assert_eq!(error.code(), "http_502");
+        assert!(error.to_string().contains("HTTP 502: <html>Bad Gateway</html>"), "{error}");
+        let error = ClientError::from_response(401, "");
+        assert_eq!(error.exit_code(), exit::AUTH);
+        assert_eq!(error.code(), "unauthorized");
+        assert_eq!(ClientError::from_response(404, "nope").exit_code(), exit::NOT_FOUND);
+        let long = "x".repeat(1000);
+        assert!(ClientError::from_response(500, &long).to_string().len() < 300);
+    }
+
+    #[test]
+    fn local_error_classes_have_their_exit_codes() {
+        assert_eq!(ClientError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(ClientError::Transport("x".into()).exit_code(), 6);
+        assert_eq!(ClientError::Usage("x".into()).code(), "usage");
+    }
+
+    #[test]
+    fn the_admin_key_never_shows_in_debug_or_errors() {
+        let client = Client::new("http://127.0.0.1:7878/", KEY).expect("client");
+        let debug = format!("{client:?}");
+        assert!(!debug.contains(KEY), "{debug}");
+        assert!(debug.contains("[redacted]"));
+        assert_eq!(client.base_url(), "http://127.0.0.1:7878");
+
+        let echoed = serde_json::json!({"error": "unauthorized", "message": format!("bad key {KEY}"), "request_id": "r"}).to_string();
+        let error = ClientError::from_response(401, &echoed).redacted(KEY);
+        assert!(!error.to_string().contains(KEY));
+        assert!(!format!("{error:?}").contains(KEY));
+        assert!(error.to_string().contains("[redacted]"));
+    }
+
+    #[test]
+    fn bad_configuration_is_a_usage_error() {
+        for (url, key) in [
+            ("http://127.0.0.1:7878", ""),
+            ("http://127.0.0.1:7878", "   "),
+            ("http://127.0.0.1:7878", "kl live"),
+            ("ftp://example", KEY),
+            ("127.0.0.1:7878", KEY),
+            ("https://example.com", KEY),
+            ("http://", KEY),
+            ("http://user@host", KEY),
+        ] {
+            let error = Client::new(url, key).expect_err(url);
+            assert_eq!(error.exit_code(), exit::USAGE, "{url}: {error}");
+            assert!(!error.to_string().contains(KEY));
+        }
+    }
+
+    #[test]
+    fn unreachable_servers_are_transport_errors() {
+        // Port 1 on loopback: nothing listens there.
+        let client = Client::new("http://127.0.0.1:1", KEY).expect("client");
+        let error = client.get_key("key_x").expect_err("no server");
+        assert_eq!(error.exit_code(), exit::TRANSPORT, "{error}");
+        assert!(!error.to_string().contains(KEY));
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(segment("acme-prod_1"), "acme-prod_1");
+        assert_eq!(segment("a/b c?"), "a%2Fb%20c%3F");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn checkpoints_parse_from_the_servers_json() {
+        let value = serde_json::json!({"size": 3, "root_hash": "ab", "timestamp": "2025-01-01T00:00:00Z", "note": "origin\n3\nq80=\n\n— sig\n"});
+        let checkpoint = Checkpoint::from_json(&value).expect("parses");
+        assert_eq!(checkpoint.size, 3);
+        assert!(checkpoint.note.starts_with("origin\n"));
+        assert_eq!(Checkpoint::from_json(&serde_json::json!({"size": 3})).expect_err("incomplete").exit_code(), exit::TRANSPORT);
+    }
+}

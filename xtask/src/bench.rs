@@ -1,0 +1,518 @@
+//! `cargo xtask bench`: runs the criterion benchmarks and writes their figures into
+//! `docs/benchmarks.md`.
+//!
+//! Steps:
+//! 1. unless `--report-only`, runs `cargo bench -p keyledger-core -p keyledger-log
+//!    -p keyledger-ledger --bench '*'` (only the criterion targets, so libtest never sees
+//!    criterion's flags), with shorter times under `--quick`;
+//! 2. reads every `<criterion home>/**/new/{benchmark,estimates}.json` written by that run
+//!    (results older than the run are ignored, so a renamed benchmark never lingers), taking
+//!    the mean's point estimate and 95% confidence interval, and the throughput when the
+//!    benchmark declares one;
+//! 3. reads the side files `<criterion home>/keyledger-extra/*.json` the append and engine
+//!    benches write (events per fsync, events per write batch, checkpoints);
+//! 4. replaces everything between `<!-- bench:begin -->` and `<!-- bench:end -->` in
+//!    `docs/benchmarks.md` with a dated table: machine, commit, one row per benchmark with its
+//!    figure, its target and whether it was met, and the command that reproduces it.
+//!
+//! Figures are reported as measured; a missed target is shown as missed.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Packages whose benchmarks `cargo xtask bench` runs.
+const PACKAGES: [&str; 3] = ["keyledger-core", "keyledger-log", "keyledger-ledger"];
+/// Criterion flags of `--quick`: enough to smoke-test the benchmarks, not to quote figures.
+const QUICK_ARGS: [&str; 4] = ["--warm-up-time", "0.5", "--measurement-time", "1"];
+const BEGIN_MARKER: &str = "<!-- bench:begin -->";
+const END_MARKER: &str = "<!-- bench:end -->";
+/// Directory (under the criterion home) of the benches' own side files.
+const EXTRA_DIR: &str = "keyledger-extra";
+
+/// What `cargo xtask bench` was asked to do.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options {
+    pub quick: bool,
+    pub report_only: bool,
+}
+
+/// A benchmark group: the package and bench target it lives in, and what one iteration is.
+struct Group {
+    name: &'static str,
+    package: &'static str,
+    bench: &'static str,
+    /// What one criterion iteration counts, for the throughput column ("events", …).
+    unit: &'static str,
+}
+
+const GROUPS: &[Group] = &[
+    Group { name: "secret", package: "keyledger-core", bench: "keys_codec", unit: "checks" },
+    Group { name: "pepper", package: "keyledger-core", bench: "keys_codec", unit: "hashes" },
+    Group { name: "codec", package: "keyledger-core", bench: "keys_codec", unit: "events" },
+    Group { name: "append", package: "keyledger-log", bench: "log_store", unit: "events" },
+    Group { name: "proofs", package: "keyledger-log", bench: "log_store", unit: "proofs" },
+    Group { name: "log_verify", package: "keyledger-log", bench: "log_store", unit: "events" },
+    Group { name: "ledger", package: "keyledger-ledger", bench: "ledger_verify", unit: "decisions" },
+    Group { name: "engine_verify", package: "keyledger-ledger", bench: "ledger_verify", unit: "verifies" },
+];
+
+/// One condition a figure is held to.
+#[derive(Clone, Copy)]
+enum Check {
+    /// The mean time per iteration must not exceed `nanos`.
+    MeanAtMost { nanos: f64, label: &'static str },
+    /// The throughput (iterations' elements per second) must reach `per_second`.
+    RateAtLeast { per_second: f64, label: &'static str },
+}
+
+/// A benchmark this project expects, in table order, and its targets (if any).
+struct Expected {
+    id: &'static str,
+    checks: &'static [Check],
+}
+
+const EXPECTED: &[Expected] = &[
+    Expected { id: "secret/check", checks: &[] },
+    Expected { id: "pepper/hash", checks: &[] },
+    Expected { id: "codec/encode_used", checks: &[] },
+    Expected { id: "codec/decode_used", checks: &[] },
+    Expected { id: "append/written/1", checks: &[] },
+    Expected { id: "append/written/8", checks: &[] },
+    Expected { id: "append/written/64", checks: &[] },
+    Expected { id: "append/synced/64", checks: &[] },
+    Expected {
+        id: "proofs/inclusion_1m",
+        checks: &[Check::MeanAtMost { nanos: 50_000.0, label: "< 50 µs" }],
+    },
+    Expected { id: "proofs/consistency_1m", checks: &[] },
+    Expected {
+        id: "log_verify/200k_events",
+        checks: &[
+            Check::RateAtLeast { per_second: 300_000.0, label: "≥ 300,000 events/s" },
+            Check::RateAtLeast { per_second: 500_000.0, label: "issue 7: ≥ 500,000 events/s" },
+        ],
+    },
+    Expected { id: "ledger/decide", checks: &[Check::MeanAtMost { nanos: 2_000.0, label: "≤ 2 µs" }] },
+    Expected { id: "engine_verify/batched/1", checks: &[] },
+    Expected {
+        id: "engine_verify/batched/64",
+        checks: &[Check::RateAtLeast { per_second: 300_000.0, label: "≥ 300,000 verifies/s" }],
+    },
+];
+
+/// One benchmark's result as criterion recorded it.
+#[derive(Debug, Clone)]
+struct Measured {
+    id: String,
+    /// Mean time per iteration, in nanoseconds, and its 95% confidence interval.
+    mean_ns: f64,
+    mean_low_ns: f64,
+    mean_high_ns: f64,
+    /// Elements per iteration, when the benchmark declared a throughput.
+    elements: Option<f64>,
+}
+
+impl Measured {
+    fn per_second(&self) -> Option<f64> {
+        self.elements.map(|n| n * 1e9 / self.mean_ns)
+    }
+}
+
+/// Runs the benchmarks (unless `report_only`) and refreshes `docs/benchmarks.md`.
+pub fn run(root: &Path, options: Options) -> Result<()> {
+    let home = criterion_home(root);
+    let started = SystemTime::now();
+    if !options.report_only {
+        let extra = home.join(EXTRA_DIR);
+        if extra.exists() {
+            std::fs::remove_dir_all(&extra).with_context(|| format!("cannot clear {}", extra.display()))?;
+        }
+        let mut command = crate::cargo();
+        command.arg("bench");
+        for package in PACKAGES {
+            command.args(["-p", package]);
+        }
+        command.args(["--bench", "*"]);
+        if options.quick {
+            command.arg("--").args(QUICK_ARGS);
+        }
+        crate::run_step(root, command)?;
+    }
+    // A result counts if written by this run (allowing for coarse file timestamps).
+    let fresh_since = (!options.report_only).then(|| started - Duration::from_secs(2));
+    let measured = collect_results(&home, fresh_since)?;
+    if measured.is_empty() {
+        bail!("no criterion results found under {}", home.display());
+    }
+    let extras = collect_extras(&home.join(EXTRA_DIR))?;
+    let section =
+        render_section(&measured, &extras, &machine_description(), &commit_description(root), options);
+    print!("{section}");
+    let doc = root.join("docs/benchmarks.md");
+    write_section(&doc, &section)?;
+    eprintln!("xtask: wrote {}", doc.display());
+    Ok(())
+}
+
+/// Where criterion keeps its results: `$CRITERION_HOME`, else `criterion/` in the target dir.
+fn criterion_home(root: &Path) -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return root.join(home);
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    target.join("criterion")
+}
+
+/// Every `new/` result under `home` (written after `fresh_since`, when given), by id.
+fn collect_results(home: &Path, fresh_since: Option<SystemTime>) -> Result<BTreeMap<String, Measured>> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![home.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        for entry in entries {
+            let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name == "new" {
+                if let Some(result) = read_result(&path, fresh_since)? {
+                    found.insert(result.id.clone(), result);
+                }
+            } else if !matches!(name, "base" | "change" | "report" | EXTRA_DIR) {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One benchmark's `new/` directory, or `None` if incomplete or older than `fresh_since`.
+fn read_result(dir: &Path, fresh_since: Option<SystemTime>) -> Result<Option<Measured>> {
+    let (benchmark_path, estimates_path) = (dir.join("benchmark.json"), dir.join("estimates.json"));
+    if !benchmark_path.is_file() || !estimates_path.is_file() {
+        return Ok(None);
+    }
+    if let Some(since) = fresh_since {
+        let modified = std::fs::metadata(&estimates_path)
+            .and_then(|meta| meta.modified())
+            .with_context(|| format!("cannot stat {}", estimates_path.display()))?;
+        if modified < since {
+            return Ok(None);
+        }
+    }
+    let benchmark = read_json(&benchmark_path)?;
+    let estimates = read_json(&estimates_path)?;
+    let id = benchmark["full_id"]
+        .as_str()
+        .with_context(|| format!("{} has no full_id", benchmark_path.display()))?
+        .to_owned();
+    let number = |value: &Value, what: &str| {
+        value.as_f64().with_context(|| format!("{} has no {what}", estimates_path.display()))
+    };
+    let mean = &estimates["mean"];
+    let elements = benchmark["throughput"]["Elements"].as_f64();
+    Ok(Some(Measured {
+        id,
+        mean_ns: number(&mean["point_estimate"], "mean.point_estimate")?,
+        mean_low_ns: number(&mean["confidence_interval"]["lower_bound"], "mean lower bound")?,
+        mean_high_ns: number(&mean["confidence_interval"]["upper_bound"], "mean upper bound")?,
+        elements,
+    }))
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// The benches' side files, by benchmark id.
+fn collect_extras(dir: &Path) -> Result<BTreeMap<String, Value>> {
+    let mut extras = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(extras) };
+    for entry in entries {
+        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+        if path.extension().is_some_and(|ext| ext == "json") {
+            let value = read_json(&path)?;
+            if let Some(id) = value["id"].as_str() {
+                extras.insert(id.to_owned(), value);
+            }
+        }
+    }
+    Ok(extras)
+}
+
+/// `N CPUs (nproc), <model>, <memory>`.
+fn machine_description() -> String {
+    let cpus = command_output("nproc", &[]).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or_else(|_| "?".into(), |n| n.get().to_string())
+    });
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok()
+        })
+        .map_or_else(|| "unknown memory".into(), |kib| format!("{:.1} GiB RAM", kib / 1024.0 / 1024.0));
+    format!("{cpus} CPUs (`nproc`), {model}, {memory}")
+}
+
+/// `git rev-parse --short HEAD`, noting uncommitted changes to tracked files.
+fn commit_description(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        let mut full = vec!["-C", root.to_str().unwrap_or(".")];
+        full.extend_from_slice(args);
+        command_output("git", &full)
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(commit) => {
+            let dirty =
+                git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("`{commit}` plus uncommitted changes in the working tree")
+            } else {
+                format!("`{commit}`")
+            }
+        }
+        None => "unknown (not a git checkout)".into(),
+    }
+}
+
+/// The trimmed stdout of a successful command.
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The markdown between the markers: heading, context lines and the table.
+fn render_section(
+    measured: &BTreeMap<String, Measured>,
+    extras: &BTreeMap<String, Value>,
+    machine: &str,
+    commit: &str,
+    options: Options,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### Results of {}", utc_now());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "- Machine: {machine}; shared with other work while measuring.");
+    let _ = writeln!(out, "- Commit: {commit}.");
+    let settings = if options.quick {
+        "`cargo xtask bench --quick` (criterion warm-up 0.5 s, measurement 1 s: a smoke run, not for quoting)"
+    } else {
+        "`cargo xtask bench` (criterion warm-up 1 s, measurement 3 s per benchmark)"
+    };
+    let _ = writeln!(out, "- Run with {settings}.");
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| Benchmark | Mean time (95% CI) | Throughput | Target | Result | Writer stats | Reproduce |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    let mut rows: Vec<(&str, &[Check])> = EXPECTED.iter().map(|e| (e.id, e.checks)).collect();
+    let unlisted: Vec<&String> =
+        measured.keys().filter(|id| !EXPECTED.iter().any(|e| e.id == id.as_str())).collect();
+    rows.extend(unlisted.iter().map(|id| (id.as_str(), &[] as &[Check])));
+    for (id, checks) in rows {
+        let group = id.split('/').next().and_then(|name| GROUPS.iter().find(|g| g.name == name));
+        let reproduce = match group {
+            Some(g) => format!("`cargo bench -p {} --bench {} -- --exact {id}`", g.package, g.bench),
+            None => format!("`cargo bench -- --exact {id}`"),
+        };
+        let target = if checks.is_empty() {
+            "—".to_owned()
+        } else {
+            checks.iter().map(|c| check_label(*c)).collect::<Vec<_>>().join("; ")
+        };
+        let Some(result) = measured.get(id) else {
+            let _ = writeln!(out, "| `{id}` | not measured in this run | | {target} | | | {reproduce} |");
+            continue;
+        };
+        let time = format!(
+            "{} ({}–{})",
+            format_nanos(result.mean_ns),
+            format_nanos(result.mean_low_ns),
+            format_nanos(result.mean_high_ns)
+        );
+        let unit = group.map_or("elements", |g| g.unit);
+        let rate = result.per_second().map_or_else(|| "—".to_owned(), |r| format_rate(r, unit));
+        let verdict = if checks.is_empty() {
+            "—".to_owned()
+        } else {
+            checks.iter().map(|c| check_verdict(*c, result)).collect::<Vec<_>>().join("; ")
+        };
+        let stats = extras.get(id).map_or_else(|| "—".to_owned(), writer_stats);
+        let _ = writeln!(out, "| `{id}` | {time} | {rate} | {target} | {verdict} | {stats} | {reproduce} |");
+    }
+    out
+}
+
+fn check_label(check: Check) -> String {
+    match check {
+        Check::MeanAtMost { label, .. } | Check::RateAtLeast { label, .. } => label.to_owned(),
+    }
+}
+
+/// "met" or "**missed**" for one check, with the measured figure when missed.
+fn check_verdict(check: Check, result: &Measured) -> String {
+    match check {
+        Check::MeanAtMost { nanos, .. } if result.mean_ns <= nanos => "met".into(),
+        Check::MeanAtMost { nanos, .. } => {
+            format!("**missed** ({} > {})", format_nanos(result.mean_ns), format_nanos(nanos))
+        }
+        Check::RateAtLeast { per_second, label } => match result.per_second() {
+            Some(rate) if rate >= per_second => {
+                if label.starts_with("issue") {
+                    format!("{}: met", issue_of(label))
+                } else {
+                    "met".into()
+                }
+            }
+            Some(rate) => {
+                let prefix =
+                    if label.starts_with("issue") { format!("{}: ", issue_of(label)) } else { String::new() };
+                format!("{prefix}**missed** ({} < {})", group_digits(rate), group_digits(per_second))
+            }
+            None => "no throughput recorded".into(),
+        },
+    }
+}
+
+/// "issue 7" from "issue 7: …".
+fn issue_of(label: &str) -> &str {
+    label.split(':').next().unwrap_or(label)
+}
+
+/// The side file's figures: events per fsync, per write batch, checkpoints signed.
+fn writer_stats(extra: &Value) -> String {
+    let per_fsync = extra["events_per_fsync"].as_f64().unwrap_or(f64::NAN);
+    let fsyncs = extra["fsyncs"].as_u64().unwrap_or(0);
+    let per_batch = extra["events_per_batch"].as_f64().unwrap_or(f64::NAN);
+    let checkpoints = extra["checkpoints"].as_u64().unwrap_or(0);
+    format!(
+        "{per_fsync:.1} events/fsync over {} fsyncs; {per_batch:.1} events/write; {} checkpoints",
+        group_digits(fsyncs as f64),
+        group_digits(checkpoints as f64)
+    )
+}
+
+/// A duration in nanoseconds, with a unit that keeps 3–4 significant digits.
+fn format_nanos(nanos: f64) -> String {
+    match nanos {
+        n if n < 1e3 => format!("{n:.1} ns"),
+        n if n < 1e6 => format!("{:.2} µs", n / 1e3),
+        n if n < 1e9 => format!("{:.2} ms", n / 1e6),
+        n => format!("{:.2} s", n / 1e9),
+    }
+}
+
+/// A rate per second: grouped digits below a million, `x.xx M` above.
+fn format_rate(per_second: f64, unit: &str) -> String {
+    if per_second >= 1e6 {
+        format!("{:.2} M {unit}/s", per_second / 1e6)
+    } else {
+        format!("{} {unit}/s", group_digits(per_second))
+    }
+}
+
+/// `1234567.8` as `1,234,568`.
+fn group_digits(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The current UTC date and time, `YYYY-MM-DD HH:MM UTC`, from the system clock.
+fn utc_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", of_day / 3600, of_day % 3600 / 60)
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Replaces the marked section of `doc` (creating the file, or the markers, if missing).
+fn write_section(doc: &Path, section: &str) -> Result<()> {
+    let block = format!("{BEGIN_MARKER}\n{section}{END_MARKER}");
+    let current = match std::fs::read_to_string(doc) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            "# Benchmarks\n\nFigures written by `cargo xtask bench`.\n\n".to_owned()
+        }
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", doc.display())),
+    };
+    let updated = match (current.find(BEGIN_MARKER), current.find(END_MARKER)) {
+        (Some(begin), Some(end)) if begin < end => {
+            format!("{}{block}{}", &current[..begin], &current[end + END_MARKER.len()..])
+        }
+        (None, None) => format!("{}\n\n{block}\n", current.trim_end()),
+        _ => bail!("{} has misplaced `{BEGIN_MARKER}` / `{END_MARKER}` markers", doc.display()),
+    };
+    if let Some(parent) = doc.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(doc, updated).with_context(|| format!("cannot write {}", doc.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_digits() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(group_digits(1_234_567.8), "1,234,568");
+        assert_eq!(group_digits(999.0), "999");
+        assert_eq!(format_nanos(14_208.0), "14.21 µs");
+    }
+
+    #[test]
+    fn section_is_replaced_between_markers_only() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let doc = dir.join("benchmarks.md");
+        std::fs::write(&doc, format!("intro\n{BEGIN_MARKER}\nold\n{END_MARKER}\noutro\n")).unwrap();
+        write_section(&doc, "new\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&doc).unwrap(),
+            format!("intro\n{BEGIN_MARKER}\nnew\n{END_MARKER}\noutro\n")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
