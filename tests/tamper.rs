@@ -333,3 +333,19 @@ fn second_init_refuses_and_changes_nothing_and_secrets_are_private() {
     server.stop();
     assert!(ledger.log_verify().success());
 }
+
+#[test]
+fn raw_flip_in_the_last_checkpoint_is_reported() {
+    let golden = Golden::build();
+    let dir = golden.copy("checkpoint-last");
+    let (segment, records) = checkpoints(&dir);
+    let victim = records.last().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = victim.offset + frames::HEADER + victim.record.len() - 10;
+    bytes[at] ^= 0x02;
+    std::fs::write(&segment, &bytes).unwrap();
+    let run = log_verify(&dir);
+    println!("STATUS {:?}\nSTDOUT {}\nSTDERR {}", run.status, run.stdout, run.stderr);
+    let stderr = verify_fails(&dir);
+    println!("{stderr}");
+}

@@ -5,9 +5,9 @@
 //! - `bench [--quick] [--report-only]`: runs the criterion benchmarks of keyledger-core,
 //!   keyledger-log and keyledger-ledger, then refreshes the results table in
 //!   `docs/benchmarks.md` (see [`bench`]).
-//! - `ci`: `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings` and
-//!   `cargo test --workspace`, in that order, stopping at the first failure. A local
-//!   convenience; `.ci/run` is what CI runs.
+//! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`
+//!   and `cargo test --workspace`, in that order, stopping at the first failure: the same
+//!   checks as `.ci/run` (which is what CI runs; this is a local convenience).
 
 mod bench;
 
@@ -23,7 +23,8 @@ commands:
         run the criterion benchmarks and refresh the table in docs/benchmarks.md
         --quick        shorter warm-up and measurement (0.5 s / 1 s) for a smoke run
         --report-only  do not run anything; rebuild the table from the results on disk
-  ci    cargo fmt --check, cargo clippy --all-targets -- -D warnings, cargo test --workspace
+  ci    cargo fmt --all --check, cargo clippy --workspace --all-targets -- -D warnings,
+        cargo test --workspace (the checks of .ci/run)
 ";
 
 fn main() -> Result<()> {
@@ -85,8 +86,11 @@ fn run_step(dir: &Path, mut command: Command) -> Result<()> {
 
 /// The local CI sequence: format, lints, tests.
 fn ci(root: &Path) -> Result<()> {
-    let steps: [&[&str]; 3] =
-        [&["fmt", "--check"], &["clippy", "--all-targets", "--", "-D", "warnings"], &["test", "--workspace"]];
+    let steps: [&[&str]; 3] = [
+        &["fmt", "--all", "--check"],
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &["test", "--workspace"],
+    ];
     for args in steps {
         let mut command = cargo();
         command.args(args);

@@ -208,7 +208,7 @@ impl Projections {
 
     /// Loads the persisted registry into memory (no replay).
     pub fn load_state(&self) -> Result<LedgerState, ProjectionError> {
-        load_state_from(&self.db)
+        load_state_from(self.db.as_ref())
     }
 }
 
