@@ -1,6 +1,10 @@
 //! The `keyledger` command (contract §2): `init`, `serve`, and offline `log verify`.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod client;
+mod table;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use keyledger_ledger::{Engine, EngineOptions};
@@ -34,6 +38,15 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Manage the API keys of a running server.
+    Keys(admin::KeysArgs),
+    /// Show or set a workspace's key policy on a running server.
+    Policy(admin::PolicyArgs),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -44,6 +57,10 @@ enum LogCommand {
         #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
         data_dir: PathBuf,
     },
+    /// Save the latest signed checkpoint (a C2SP signed note) of a running server.
+    Checkpoint(admin::CheckpointArgs),
+    /// Print the log's public key (C2SP note verifier key) of a running server.
+    PublicKey(admin::PublicKeyArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,6 +117,11 @@ fn main() -> ExitCode {
         Command::Init { data_dir } => init(data_dir),
         Command::Serve(args) => serve(args),
         Command::Log { command: LogCommand::Verify { data_dir } } => log_verify(data_dir),
+        Command::Log { command: LogCommand::Checkpoint(args) } => Ok(admin::run_checkpoint(args)),
+        Command::Log { command: LogCommand::PublicKey(args) } => Ok(admin::run_public_key(args)),
+        Command::Keys(args) => Ok(admin::run_keys(args)),
+        Command::Policy(args) => Ok(admin::run_policy(args)),
+        Command::Completions { shell } => Ok(admin::completions(shell)),
     };
     match result {
         Ok(code) => code,
@@ -163,7 +185,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "keyledger is serving");
-        let state = keyledger_server::AppState { engine, config: Arc::new(config) };
+        let state = keyledger_server::AppState::new(engine, config);
         keyledger_server::serve(listener, state, shutdown_signal()).await?;
         tracing::info!("stopped cleanly");
         Ok::<_, anyhow::Error>(())

@@ -384,6 +384,8 @@ impl<S: Sequencer> Writer<S> {
                 return;
             }
             self.stats.append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            metrics::histogram!("keyledger_log_write_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("keyledger_log_batch_events").record(batch.events.len() as f64);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.stats.events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
             self.unsynced.append(&mut batch.events);
@@ -423,6 +425,9 @@ impl<S: Sequencer> Writer<S> {
                         .append_micros
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    metrics::histogram!("keyledger_log_fsync_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("keyledger_log_events_per_fsync").record(self.unsynced.len() as f64);
                     self.stats.events_synced.fetch_add(self.unsynced.len() as u64, Ordering::Relaxed);
                 }
                 Err(error) => self.fail(format!("fsync failed: {error}")),

@@ -146,7 +146,10 @@ pub async fn list(
         "expired" => Some(KeyStatus::Expired),
         "disabled" => Some(KeyStatus::Disabled),
         _ => {
-            return Err(ApiError::invalid("status", "must be one of active, revoked, expired, disabled, all"));
+            return Err(ApiError::invalid(
+                "status",
+                "must be one of active, revoked, expired, disabled, all",
+            ));
         }
     };
     let now = Timestamp::now();

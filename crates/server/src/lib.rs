@@ -10,14 +10,17 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod forwarded;
+pub mod idempotency;
 pub mod integrity;
 pub mod keys;
+pub mod metrics;
 pub mod request_id;
 pub mod verify;
 pub mod views;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::routing::{any, get, post};
 use keyledger_core::{RequestId, Timestamp};
@@ -47,6 +50,13 @@ impl Default for ServerConfig {
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Arc<ServerConfig>,
+    pub idempotency: Arc<idempotency::IdempotencyCache>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
+        Self { engine, config: Arc::new(config), idempotency: Arc::default() }
+    }
 }
 
 /// keyledger's id of the request being handled (set by the request-id middleware).
@@ -71,52 +81,21 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
     }
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
-    let engine = &state.engine;
-    let stats = engine.writer_stats();
-    let counters = engine.counters();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let checkpoint_age = engine
-        .log()
-        .latest_checkpoint()
-        .map(|c| (Timestamp::now().micros() - c.timestamp.micros()) as f64 / 1e6)
-        .unwrap_or(-1.0);
-    format!(
-        "# TYPE keyledger_log_events gauge\nkeyledger_log_events {}\n\
-         # TYPE keyledger_log_batches_total counter\nkeyledger_log_batches_total {}\n\
-         # TYPE keyledger_log_fsyncs_total counter\nkeyledger_log_fsyncs_total {}\n\
-         # TYPE keyledger_log_checkpoints_total counter\nkeyledger_log_checkpoints_total {}\n\
-         # TYPE keyledger_log_append_seconds_total counter\nkeyledger_log_append_seconds_total {}\n\
-         # TYPE keyledger_checkpoint_age_seconds gauge\nkeyledger_checkpoint_age_seconds {}\n\
-         # TYPE keyledger_verify_rejected_total counter\n\
-         keyledger_verify_rejected_total{{reason=\"malformed\"}} {}\n\
-         keyledger_verify_rejected_total{{reason=\"unknown\"}} {}\n\
-         # TYPE keyledger_log_healthy gauge\nkeyledger_log_healthy {}\n",
-        engine.log().len(),
-        load(&stats.batches),
-        load(&stats.fsyncs),
-        load(&stats.checkpoints),
-        load(&stats.append_micros) as f64 / 1e6,
-        checkpoint_age,
-        load(&counters.verify_malformed),
-        load(&counters.verify_unknown),
-        u8::from(engine.is_healthy()),
-    )
-}
-
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    metrics::handle();
     let body_limit = state.config.body_limit;
+    let idempotent = axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware);
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::render))
         .route("/v1/verify", any(verify::verify))
         .route("/v1/verify/{*path}", any(verify::verify))
-        .route("/v1/workspaces/{ws}/keys", post(keys::create).get(keys::list))
-        .route("/v1/workspaces/{ws}/keys/revoke-all", post(keys::revoke_all))
+        .route("/v1/workspaces/{ws}/keys", post(keys::create.layer(idempotent.clone())).get(keys::list))
+        .route("/v1/workspaces/{ws}/keys/revoke-all", post(keys::revoke_all.layer(idempotent.clone())))
         .route("/v1/workspaces/{ws}/policy", get(keys::get_policy).put(keys::put_policy))
         .route("/v1/keys/{key_id}", get(keys::show).patch(keys::update))
-        .route("/v1/keys/{key_id}/rotate", post(keys::rotate))
+        .route("/v1/keys/{key_id}/rotate", post(keys::rotate.layer(idempotent)))
         .route("/v1/keys/{key_id}/revoke", post(keys::revoke))
         .route("/v1/keys/{key_id}/disable", post(keys::disable))
         .route("/v1/keys/{key_id}/enable", post(keys::enable))
@@ -124,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/public-key", get(integrity::public_key))
         .route("/v1/log/proofs/inclusion", get(integrity::inclusion))
         .route("/v1/log/proofs/consistency", get(integrity::consistency))
+        .route_layer(axum::middleware::from_fn(metrics::remember_route))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(request_id::middleware))

@@ -24,6 +24,11 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = next.run(request).await;
     let id_text = id.to_string();
+    let route = response
+        .extensions()
+        .get::<crate::metrics::RouteTemplate>()
+        .map_or("unmatched", |r| r.0.as_str())
+        .to_owned();
     let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
         let status = response.status();
         let is_json = response
@@ -45,8 +50,15 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id_text) {
         response.headers_mut().insert("request-id", value);
     }
+    crate::metrics::record_request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     tracing::info!(
         request_id = %id_text,
+        route = %route,
         method = %method,
         path = %path,
         status = response.status().as_u16(),

@@ -174,6 +174,7 @@ async fn decide(
         }
         VerifyOutcome::Known(verdict) => match verdict.outcome {
             Ok(()) => {
+                crate::metrics::record_verification("allowed", "ok");
                 let key = &verdict.key;
                 let body = json!({
                     "valid": true,
@@ -197,6 +198,7 @@ async fn decide(
                 Ok(response)
             }
             Err(reason) => {
+                crate::metrics::record_verification("denied", reason.code());
                 let code = match reason {
                     DenyReason::Revoked | DenyReason::Disabled => ErrorCode::InvalidApiKey,
                     DenyReason::Expired => ErrorCode::ExpiredApiKey,

@@ -1,0 +1,89 @@
+//! Prometheus metrics (`GET /metrics`), through the `metrics` facade and its Prometheus
+//! exporter.
+//!
+//! Recorded: HTTP requests by route template and status (never the concrete path, which
+//! would carry key ids), verifications by outcome and reason, unknown/malformed key
+//! attempts, the writer's batch sizes, write/fsync latencies and events per fsync, log size
+//! and checkpoint age. Never a secret, hash or hint.
+
+use crate::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use keyledger_core::Timestamp;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once; `None` if another recorder was installed first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let latency = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("keyledger_log_batch_events".into()), &sizes)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("keyledger_log_events_per_fsync".into()), &sizes)
+                })
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// The route template a request matched, carried out to the outer middleware.
+#[derive(Clone)]
+pub struct RouteTemplate(pub String);
+
+/// Inner (route) layer: remembers which route template matched.
+pub async fn remember_route(request: Request, next: Next) -> Response {
+    let template = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let mut response = next.run(request).await;
+    if let Some(template) = template {
+        response.extensions_mut().insert(RouteTemplate(template));
+    }
+    response
+}
+
+/// Counts a finished request.
+pub fn record_request(route: &str, method: &str, status: u16, seconds: f64) {
+    let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
+    metrics::counter!("keyledger_http_requests_total", &labels).increment(1);
+    metrics::histogram!("keyledger_http_request_seconds", "route" => route.to_owned()).record(seconds);
+}
+
+/// Counts a verification by outcome (`allowed`, `denied`, `unknown`, `unavailable`) and reason.
+pub fn record_verification(outcome: &'static str, reason: &'static str) {
+    metrics::counter!("keyledger_verifications_total", "outcome" => outcome, "reason" => reason).increment(1);
+}
+
+/// `GET /metrics`.
+pub async fn render(State(state): State<AppState>) -> Response {
+    use axum::response::IntoResponse;
+    let engine = &state.engine;
+    let stats = engine.writer_stats();
+    let counters = engine.counters();
+    metrics::gauge!("keyledger_log_events").set(engine.log().len() as f64);
+    metrics::counter!("keyledger_log_fsyncs_total").absolute(stats.fsyncs.load(Ordering::Relaxed));
+    metrics::counter!("keyledger_log_batches_total").absolute(stats.batches.load(Ordering::Relaxed));
+    metrics::counter!("keyledger_log_checkpoints_total").absolute(stats.checkpoints.load(Ordering::Relaxed));
+    metrics::counter!("keyledger_verify_rejected_total", "reason" => "malformed")
+        .absolute(counters.verify_malformed.load(Ordering::Relaxed));
+    metrics::counter!("keyledger_verify_rejected_total", "reason" => "unknown")
+        .absolute(counters.verify_unknown.load(Ordering::Relaxed));
+    metrics::gauge!("keyledger_log_healthy").set(if engine.is_healthy() { 1.0 } else { 0.0 });
+    if let Some(checkpoint) = engine.log().latest_checkpoint() {
+        let age = (Timestamp::now().micros() - checkpoint.timestamp.micros()) as f64 / 1e6;
+        metrics::gauge!("keyledger_checkpoint_age_seconds").set(age);
+        metrics::gauge!("keyledger_checkpoint_size").set(checkpoint.size as f64);
+    }
+    let text = handle().map(|h| h.render()).unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

@@ -1,0 +1,179 @@
+//! The HTTP layer driven in-process: idempotency, metrics, the error model.
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use keyledger_ledger::{Engine, EngineOptions};
+use keyledger_server::{AppState, ServerConfig, router};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Api {
+    app: axum::Router,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+fn api(config: ServerConfig) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let init = {
+        let path = path.clone();
+        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
+    };
+    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let app =
+        router(AppState::new(engine, config)).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+    Api { app, admin: init.admin_key.expose().to_owned(), _dir: dir }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", self.admin));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_owned()))).unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null), text)
+    }
+}
+
+fn assert_error_shape(body: &Value, code: &str) {
+    assert_eq!(body["error"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(body["request_id"].as_str().is_some_and(|r| r.starts_with("req_")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_create_replays_and_never_creates_twice() {
+    let api = api(ServerConfig::default());
+    let body = r#"{"name": "billing", "scopes": ["read"]}"#;
+    let headers = [("idempotency-key", "create-billing-1")];
+    let (status, _, first, _) = api.call("POST", "/v1/workspaces/acme/keys", &headers, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, replay_headers, second, _) =
+        api.call("POST", "/v1/workspaces/acme/keys", &headers, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(replay_headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(first, second, "the replay is the original response");
+    let (_, _, list, _) = api.call("GET", "/v1/workspaces/acme/keys", &[], None).await;
+    assert_eq!(list["keys"].as_array().unwrap().len(), 1, "a retry created a second key");
+
+    let (status, _, conflict, _) =
+        api.call("POST", "/v1/workspaces/acme/keys", &headers, Some(r#"{"name": "other"}"#)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_error_shape(&conflict, "conflict");
+
+    // A failed request is not remembered: fixing the body under the same key works.
+    let bad = [("idempotency-key", "k2")];
+    let (status, _, _, _) = api.call("POST", "/v1/workspaces/acme/keys", &bad, Some(r#"{"name": ""}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _, _) = api.call("POST", "/v1/workspaces/acme/keys", &bad, Some(r#"{"name": ""}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Rotation too.
+    let key_id = first["key_id"].as_str().unwrap();
+    let rotate = format!("/v1/keys/{key_id}/rotate");
+    let headers = [("idempotency-key", "rotate-1")];
+    let (status, _, rotated, _) = api.call("POST", &rotate, &headers, Some(r#"{"overlap": "1h"}"#)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, again, _) = api.call("POST", &rotate, &headers, Some(r#"{"overlap": "1h"}"#)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(rotated["key"]["key_id"], again["key"]["key_id"]);
+    let (_, _, list, _) = api.call("GET", "/v1/workspaces/acme/keys", &[], None).await;
+    assert_eq!(list["keys"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_verifications_and_show_no_secret() {
+    let api = api(ServerConfig::default());
+    let (_, _, key, _) =
+        api.call("POST", "/v1/workspaces/acme/keys", &[], Some(r#"{"name": "m", "scopes": ["a"]}"#)).await;
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {secret}");
+    for scope in ["a", "b"] {
+        let request = Request::builder()
+            .uri(format!("/v1/verify?scope={scope}"))
+            .header("authorization", &auth)
+            .body(Body::empty())
+            .unwrap();
+        api.app.clone().oneshot(request).await.unwrap();
+    }
+    let unknown = Request::builder()
+        .uri("/v1/verify")
+        .header("x-api-key", "kl_live_nothing")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.app.clone().oneshot(unknown).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let (status, _, _, text) = api.call("GET", "/metrics", &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    for expected in [
+        r#"keyledger_verifications_total{outcome="allowed",reason="ok"}"#,
+        r#"keyledger_verifications_total{outcome="denied",reason="missing_scope"}"#,
+        r#"keyledger_verify_rejected_total{reason="malformed"}"#,
+        "keyledger_log_events",
+        "keyledger_log_batch_events_bucket",
+        r#"route="/v1/workspaces/{ws}/keys""#,
+    ] {
+        assert!(text.contains(expected), "metrics lack {expected}:\n{text}");
+    }
+    assert!(!text.contains(&secret) && !text.contains(&api.admin), "a secret in the metrics");
+    assert!(!text.contains(&secret[secret.len() - 4..]) || !text.contains("…"), "a hint in the metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_errors_answer_in_the_contract_shape() {
+    let api = api(ServerConfig { body_limit: 1024, ..ServerConfig::default() });
+    let (status, headers, body, _) = api.call("GET", "/v1/nowhere", &[], None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error_shape(&body, "not_found");
+    assert!(headers.get("request-id").unwrap().to_str().unwrap().starts_with("req_"));
+
+    let (status, _, body, _) = api.call("DELETE", "/v1/workspaces/acme/keys", &[], None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error_shape(&body, "invalid_request");
+
+    let (status, _, body, _) = api.call("POST", "/v1/workspaces/acme/keys", &[], Some("{not json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error_shape(&body, "invalid_request");
+
+    let (status, _, body, _) =
+        api.call("POST", "/v1/workspaces/acme/keys", &[], Some(r#"{"name": "x", "colour": 1}"#)).await;
+    assert!(status.is_client_error());
+    assert_error_shape(&body, "invalid_request");
+    assert!(body["message"].as_str().unwrap().contains("colour"), "{body}");
+
+    let big = format!(r#"{{"name": "x", "metadata": {{"pad": "{}"}}}}"#, "x".repeat(2000));
+    let (status, _, body, _) = api.call("POST", "/v1/workspaces/acme/keys", &[], Some(&big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error_shape(&body, "payload_too_large");
+
+    let (status, _, body, _) =
+        api.call("POST", "/v1/workspaces/Bad%20Name/keys", &[], Some(r#"{"name": "x"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().unwrap().contains("workspace"), "{body}");
+
+    // A caller's X-Request-Id is never adopted as keyledger's own.
+    let (_, headers, _, _) =
+        api.call("GET", "/v1/workspaces/acme/keys", &[("x-request-id", "req_spoofed")], None).await;
+    assert_ne!(headers.get("request-id").unwrap(), "req_spoofed");
+}
