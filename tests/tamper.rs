@@ -27,10 +27,16 @@ impl Golden {
         let client = server.client();
         let admin = &ledger.admin_key;
         let mut secrets = Vec::new();
-        for (name, scopes) in [(TARGET_NAME, json!(["read"])), ("second", json!(["read", "write"])), ("third", json!([]))] {
-            let created = client.post("/v1/workspaces/acme/keys", admin, &json!({"name": name, "scopes": scopes}));
+        for (name, scopes) in
+            [(TARGET_NAME, json!(["read"])), ("second", json!(["read", "write"])), ("third", json!([]))]
+        {
+            let created =
+                client.post("/v1/workspaces/acme/keys", admin, &json!({"name": name, "scopes": scopes}));
             assert_eq!(created.status, 201, "{}", created.dump());
-            secrets.push((created.body["key_id"].as_str().unwrap().to_owned(), created.body["secret"].as_str().unwrap().to_owned()));
+            secrets.push((
+                created.body["key_id"].as_str().unwrap().to_owned(),
+                created.body["secret"].as_str().unwrap().to_owned(),
+            ));
         }
         for (_, secret) in &secrets {
             for scopes in [json!(["read"]), json!([])] {
@@ -41,7 +47,9 @@ impl Golden {
         let revoked = client.post(&format!("/v1/keys/{}/revoke", secrets[2].0), admin, &json!({}));
         assert_eq!(revoked.status, 200, "{}", revoked.dump());
         let health = client.send("GET", "/healthz", &[], None);
-        let events = health.body["log_size"].as_u64().unwrap_or_else(|| panic!("healthz lacks log_size: {}", health.dump()));
+        let events = health.body["log_size"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("healthz lacks log_size: {}", health.dump()));
         server.stop();
         let golden = Golden { ledger, events };
         // Sanity: the untouched ledger verifies, and its log is what the cases below assume.
@@ -90,7 +98,12 @@ fn single_segment(dir: &Path) -> PathBuf {
 /// Runs `log verify` on a damaged dir: it must fail, and say so on stderr.
 fn verify_fails(dir: &Path) -> String {
     let run = log_verify(dir);
-    assert!(!run.success(), "log verify must fail on a damaged dir, but it passed:\n{}\n{}", run.stdout, run.stderr);
+    assert!(
+        !run.success(),
+        "log verify must fail on a damaged dir, but it passed:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
     assert!(run.stderr.contains("log verify FAILED"), "stderr must report the failure: {}", run.stderr);
     run.stderr
 }
@@ -107,7 +120,11 @@ fn clean_ledger_verifies_and_reports_its_size() {
     assert!(run.stdout.contains(&format!("log intact: {} events", golden.events)), "{}", run.stdout);
     // Verify is read-only: a second run sees the same thing.
     let again = golden.ledger.log_verify();
-    assert!(again.success() && again.stdout.contains(&format!("log intact: {} events", golden.events)), "{}", again.stderr);
+    assert!(
+        again.success() && again.stdout.contains(&format!("log intact: {} events", golden.events)),
+        "{}",
+        again.stderr
+    );
 }
 
 #[test]
@@ -226,6 +243,28 @@ fn raw_flip_in_a_checkpoint_signature_fails() {
 }
 
 #[test]
+fn raw_flip_in_a_checkpoint_does_not_blame_an_intact_event() {
+    let golden = Golden::build();
+    let dir = golden.copy("checkpoint-raw-blame");
+    let (segment, records) = checkpoints(&dir);
+    let index = records.len() / 2;
+    let victim = &records[index];
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[victim.offset + frames::HEADER + victim.record.len() - 10] ^= 0x02;
+    std::fs::write(&segment, &bytes).unwrap();
+    let stderr = verify_fails(&dir);
+    // BUG (product): a CRC error in checkpoint record #index is reported as
+    // "FAILED at seq {index}: event {index}: corrupt log … checkpoints/seg-….log (record seq
+    // {index})": the checkpoint's record number is passed off as an event seq, and event
+    // {index} is intact. (keyledger_log::verify: `From<SegmentError> for LogVerifyError`
+    // maps every `Corrupt` to `Event`, including the checkpoint log's.)
+    assert!(
+        !stderr.contains(&format!("FAILED at seq {index}:")) && !stderr.contains(&format!("event {index}:")),
+        "damage to checkpoint #{index} must not be blamed on intact event {index}: {stderr}"
+    );
+}
+
+#[test]
 fn checkpoint_with_forged_root_and_valid_crc_fails_its_signature() {
     let golden = Golden::build();
     let dir = golden.copy("checkpoint-forged");
@@ -285,6 +324,10 @@ fn event_deleted_from_the_middle_names_its_seq() {
     }
     std::fs::write(golden.event_segment(&dir), frames::encode(&frames_now)).unwrap();
     let stderr = verify_fails(&dir);
+    // BUG (product, contract §2 "the first bad sequence number"): verify compares the event
+    // count with the latest checkpoint before scanning the events, so it reports
+    // "FAILED at seq {N-1}: … events from seq {N-1} on are missing" (the end of the log)
+    // instead of seq k, where position k now holds event k+1.
     assert_names_seq(&stderr, k);
 }
 
@@ -315,16 +358,23 @@ fn second_init_refuses_and_changes_nothing_and_secrets_are_private() {
     assert_eq!(ledger.init_output["data_dir"].as_str(), Some(path_str(dir)));
 
     let before = snapshot(dir);
-    let contents_before: Vec<Vec<u8>> = keyledger_e2e::files_under(dir).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let contents_before: Vec<Vec<u8>> =
+        keyledger_e2e::files_under(dir).iter().map(|p| std::fs::read(p).unwrap()).collect();
     let again = keyledger(&["init", "--data-dir", path_str(dir)]);
     assert!(!again.success(), "a second init must refuse");
-    assert!(again.stdout.trim().is_empty(), "a refused init prints no JSON (no new admin key): {}", again.stdout);
+    assert!(
+        again.stdout.trim().is_empty(),
+        "a refused init prints no JSON (no new admin key): {}",
+        again.stdout
+    );
     assert!(again.stderr.contains("already initialised"), "clear message expected: {}", again.stderr);
     assert_eq!(snapshot(dir), before, "a refused init must change nothing");
-    let contents_after: Vec<Vec<u8>> = keyledger_e2e::files_under(dir).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let contents_after: Vec<Vec<u8>> =
+        keyledger_e2e::files_under(dir).iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert!(contents_before == contents_after, "file contents changed");
     // No staging directory left beside it either.
-    let siblings: Vec<_> = std::fs::read_dir(ledger.tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let siblings: Vec<_> =
+        std::fs::read_dir(ledger.tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(siblings, vec![std::ffi::OsString::from("data")], "init left something beside the data dir");
     // And the original admin key still works.
     let server = ledger.serve(&[]);
@@ -335,17 +385,25 @@ fn second_init_refuses_and_changes_nothing_and_secrets_are_private() {
 }
 
 #[test]
-fn raw_flip_in_the_last_checkpoint_is_reported() {
+fn raw_flip_in_the_last_checkpoint_is_not_counted_as_verified() {
+    // A damaged frame at the very end of the checkpoint log is indistinguishable from a
+    // checkpoint write torn by a crash, which must not fail verification (contract §5); but
+    // verify must not count it as a verified checkpoint either.
     let golden = Golden::build();
     let dir = golden.copy("checkpoint-last");
     let (segment, records) = checkpoints(&dir);
+    let clean = log_verify(&dir);
+    assert!(clean.stdout.contains(&format!("{} checkpoints verified", records.len())), "{}", clean.stdout);
     let victim = records.last().unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();
     let at = victim.offset + frames::HEADER + victim.record.len() - 10;
     bytes[at] ^= 0x02;
     std::fs::write(&segment, &bytes).unwrap();
     let run = log_verify(&dir);
-    println!("STATUS {:?}\nSTDOUT {}\nSTDERR {}", run.status, run.stdout, run.stderr);
-    let stderr = verify_fails(&dir);
-    println!("{stderr}");
+    assert!(
+        !run.success() || run.stdout.contains(&format!("{} checkpoints verified", records.len() - 1)),
+        "the damaged last checkpoint must not be reported as verified:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
 }

@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 /// The workspace root (the parent of this package).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the e2e package lives inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e package lives inside the workspace")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
@@ -39,7 +42,14 @@ pub fn keyledger_bin() -> &'static Path {
         let release = !cfg!(debug_assertions);
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = Command::new(cargo);
-        command.current_dir(workspace_root()).args(["build", "--quiet", "-p", "keyledger", "--bin", "keyledger"]);
+        command.current_dir(workspace_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "keyledger",
+            "--bin",
+            "keyledger",
+        ]);
         if release {
             command.arg("--release");
         }
@@ -82,7 +92,12 @@ impl From<Output> for Run {
 fn command() -> Command {
     let mut command = Command::new(keyledger_bin());
     // Flags are always explicit; the caller's environment must not change them.
-    for var in ["KEYLEDGER_DATA_DIR", "KEYLEDGER_LISTEN", "KEYLEDGER_TRUST_FORWARDED_FOR", "KEYLEDGER_TRUSTED_PROXIES"] {
+    for var in [
+        "KEYLEDGER_DATA_DIR",
+        "KEYLEDGER_LISTEN",
+        "KEYLEDGER_TRUST_FORWARDED_FOR",
+        "KEYLEDGER_TRUSTED_PROXIES",
+    ] {
         command.env_remove(var);
     }
     command.stdin(Stdio::null());
@@ -124,7 +139,10 @@ impl Ledger {
         let init_output: Value = serde_json::from_str(run.stdout.trim())
             .unwrap_or_else(|e| panic!("init must print one JSON object, got {:?}: {e}", run.stdout));
         let text = |field: &str| {
-            init_output[field].as_str().unwrap_or_else(|| panic!("init output lacks `{field}`: {init_output}")).to_owned()
+            init_output[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("init output lacks `{field}`: {init_output}"))
+                .to_owned()
         };
         Ledger {
             admin_key: text("admin_key"),
@@ -233,7 +251,8 @@ impl Server {
     /// server's output.
     pub fn stop(mut self) -> String {
         let mut child = self.child.take().expect("server running");
-        let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("cannot run kill");
+        let killed =
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("cannot run kill");
         assert!(killed.success(), "kill -TERM failed");
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
@@ -299,7 +318,13 @@ impl Client {
         Client { agent: ureq::Agent::new_with_config(config), base: base.trim_end_matches('/').to_owned() }
     }
 
-    fn try_send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Result<Resp, ureq::Error> {
+    fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Resp, ureq::Error> {
         let url = format!("{}{path}", self.base);
         let response = match method {
             "GET" => {
@@ -330,7 +355,9 @@ impl Client {
         let headers = response
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (n.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })
             .collect();
         let text = response.body_mut().read_to_string()?;
         let body = if text.trim().is_empty() {

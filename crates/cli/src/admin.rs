@@ -284,7 +284,8 @@ fn keys(args: KeysArgs) -> Result<(), ClientError> {
         KeysCommand::List { workspace, status } => {
             let answer = client.list_keys(&workspace, status.as_deref())?;
             show(&answer, &|answer| {
-                let keys = answer.get("keys").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                let keys =
+                    answer.get("keys").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
                 table::keys_table(keys, now, style)
             });
         }
@@ -324,9 +325,15 @@ fn keys(args: KeysArgs) -> Result<(), ClientError> {
             }
             let answer = client.revoke_all(&workspace, reason.as_deref())?;
             show(&answer, &|answer| {
-                let ids: Vec<&str> = answer["key_ids"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let ids: Vec<&str> = answer["key_ids"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
                 let count = answer["revoked"].as_u64().unwrap_or(ids.len() as u64);
-                let mut out = format!("Revoked {count} key{} in workspace {workspace}.\n", if count == 1 { "" } else { "s" });
+                let mut out = format!(
+                    "Revoked {count} key{} in workspace {workspace}.\n",
+                    if count == 1 { "" } else { "s" }
+                );
                 for id in ids {
                     out.push_str(&format!("  {id}\n"));
                 }
@@ -418,14 +425,21 @@ fn confirm_revoke_all(workspace: &str) -> Result<(), ClientError> {
             "refusing to revoke every key of `{workspace}` without confirmation: stdin is not a terminal, pass --yes"
         )));
     }
-    eprint!("This revokes EVERY active key of workspace `{workspace}`, immediately and irreversibly.\nType the workspace name to confirm: ");
+    eprint!(
+        "This revokes EVERY active key of workspace `{workspace}`, immediately and irreversibly.\nType the workspace name to confirm: "
+    );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    stdin.lock().read_line(&mut answer).map_err(|e| ClientError::Usage(format!("cannot read the confirmation: {e}")))?;
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| ClientError::Usage(format!("cannot read the confirmation: {e}")))?;
     if answer.trim() == workspace {
         Ok(())
     } else {
-        Err(ClientError::Usage("the confirmation did not match the workspace name; nothing was revoked".into()))
+        Err(ClientError::Usage(
+            "the confirmation did not match the workspace name; nothing was revoked".into(),
+        ))
     }
 }
 
@@ -544,8 +558,22 @@ mod tests {
     #[test]
     fn create_bodies_carry_only_what_was_given() {
         let KeysCommand::Create(create) = keys(&[
-            "create", "acme", "--name", "CI", "--scope", "read", "--scope", "write", "--expires-in", "90d", "--env", "test", "--metadata",
-            r#"{"team":"x"}"#, "--admin-key", "k",
+            "create",
+            "acme",
+            "--name",
+            "CI",
+            "--scope",
+            "read",
+            "--scope",
+            "write",
+            "--expires-in",
+            "90d",
+            "--env",
+            "test",
+            "--metadata",
+            r#"{"team":"x"}"#,
+            "--admin-key",
+            "k",
         ])
         .command
         else {
@@ -555,7 +583,9 @@ mod tests {
             create_body(create),
             json!({"name": "CI", "scopes": ["read", "write"], "expires_in": "90d", "environment": "test", "metadata": {"team": "x"}})
         );
-        let KeysCommand::Create(create) = keys(&["create", "acme", "--name", "CI"]).command else { panic!("create") };
+        let KeysCommand::Create(create) = keys(&["create", "acme", "--name", "CI"]).command else {
+            panic!("create")
+        };
         assert_eq!(create_body(create), json!({"name": "CI"}));
     }
 
@@ -569,7 +599,19 @@ mod tests {
         assert_eq!(parse(&["create", "acme", "--name", "x", "--expires-in", "soon"]), Some(2));
         assert_eq!(parse(&["create", "acme", "--name", "x", "--expires-in", "0s"]), Some(2));
         assert_eq!(parse(&["create", "acme", "--name", "x", "--expires-at", "tomorrow"]), Some(2));
-        assert_eq!(parse(&["create", "acme", "--name", "x", "--expires-in", "1d", "--expires-at", "2030-01-01T00:00:00Z"]), Some(2));
+        assert_eq!(
+            parse(&[
+                "create",
+                "acme",
+                "--name",
+                "x",
+                "--expires-in",
+                "1d",
+                "--expires-at",
+                "2030-01-01T00:00:00Z"
+            ]),
+            Some(2)
+        );
         assert_eq!(parse(&["create", "acme", "--name", "x", "--metadata", "[1]"]), Some(2));
         assert_eq!(parse(&["create", "acme", "--name", "x", "--env", "prod"]), Some(2));
         assert_eq!(parse(&["create", "acme"]), Some(2));
@@ -581,10 +623,15 @@ mod tests {
 
     #[test]
     fn update_patches_and_empty_updates() {
-        let KeysCommand::Update(update) = keys(&["update", "key_x", "--no-owner", "--no-expiry", "--scope", "a"]).command else {
+        let KeysCommand::Update(update) =
+            keys(&["update", "key_x", "--no-owner", "--no-expiry", "--scope", "a"]).command
+        else {
             panic!("update")
         };
-        assert_eq!(update_body(update).expect("patch"), json!({"owner": null, "expires_at": null, "scopes": ["a"]}));
+        assert_eq!(
+            update_body(update).expect("patch"),
+            json!({"owner": null, "expires_at": null, "scopes": ["a"]})
+        );
         let KeysCommand::Update(update) = keys(&["update", "key_x"]).command else { panic!("update") };
         assert_eq!(update_body(update).expect_err("empty").exit_code(), 2);
     }

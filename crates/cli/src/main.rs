@@ -256,6 +256,12 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
                 hex_root(&report.root),
                 started.elapsed().as_secs_f64()
             );
+            if report.torn_checkpoint_bytes > 0 {
+                println!(
+                    "note: {} bytes of an unfinished checkpoint write will be cut at the next start",
+                    report.torn_checkpoint_bytes
+                );
+            }
             if report.torn_tail_bytes > 0 {
                 println!(
                     "note: {} bytes of an unfinished last batch will be cut at the next start",

@@ -12,7 +12,8 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 /// "just now", "5 minutes ago", "3 days ago", "in 2 hours"…
 pub fn relative_time(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let seconds = now.signed_duration_since(then).num_seconds();
-    let (amount, future) = if seconds < 0 { (seconds.unsigned_abs(), true) } else { (seconds.unsigned_abs(), false) };
+    let (amount, future) =
+        if seconds < 0 { (seconds.unsigned_abs(), true) } else { (seconds.unsigned_abs(), false) };
     if amount < 10 {
         return "just now".to_owned();
     }
@@ -47,9 +48,13 @@ impl Style {
     /// Colours only when stdout is a terminal and `NO_COLOR` is not set.
     pub fn for_stdout() -> Self {
         use std::io::IsTerminal;
-        Style { color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) }
+        Style {
+            color: std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
     }
 
+    #[cfg(test)]
     pub const PLAIN: Style = Style { color: false };
 
     fn paint(self, code: &str, text: &str) -> String {
@@ -179,7 +184,11 @@ pub fn keys_table(keys: &[Value], now: DateTime<Utc>, style: Style) -> String {
                 Cell::plain(text(key, "hint")),
                 Cell::plain(text(key, "environment")),
                 Cell::styled(text(key, "status"), |s| style.status(s)),
-                Cell::plain(if scopes.is_empty() { "-".to_owned() } else { ellipsize(&scopes.join(","), 40) }),
+                Cell::plain(if scopes.is_empty() {
+                    "-".to_owned()
+                } else {
+                    ellipsize(&scopes.join(","), 40)
+                }),
                 Cell::plain(relative_field(&key["created_at"], now, "-")),
                 Cell::plain(last_used(key, now)),
                 Cell::plain(key.get("use_count").and_then(Value::as_u64).unwrap_or(0).to_string()),
@@ -224,11 +233,17 @@ pub fn key_details(key: &Value, now: DateTime<Utc>, style: Style) -> String {
         ("scopes", join("scopes", "-")),
         ("resources", join("resources", "all")),
         ("owner", or_dash(&key["owner"])),
-        ("metadata", match &key["metadata"] {
-            Value::Object(m) if m.is_empty() => "-".to_owned(),
-            other => or_dash(other),
-        }),
-        ("created", format!("{} by {}", time_detail(&key["created_at"], now, "-"), or_dash(&key["created_by"]))),
+        (
+            "metadata",
+            match &key["metadata"] {
+                Value::Object(m) if m.is_empty() => "-".to_owned(),
+                other => or_dash(other),
+            },
+        ),
+        (
+            "created",
+            format!("{} by {}", time_detail(&key["created_at"], now, "-"), or_dash(&key["created_by"])),
+        ),
         ("expires", time_detail(&key["expires_at"], now, "never")),
         ("last used", last_used(key, now)),
         ("uses", key.get("use_count").and_then(Value::as_u64).unwrap_or(0).to_string()),
@@ -312,7 +327,10 @@ mod tests {
     #[test]
     fn server_times_parse() {
         let t = at("2025-06-15T11:55:00.123456Z");
-        assert_eq!(t.timestamp(), Utc.with_ymd_and_hms(2025, 6, 15, 11, 55, 0).single().expect("t").timestamp());
+        assert_eq!(
+            t.timestamp(),
+            Utc.with_ymd_and_hms(2025, 6, 15, 11, 55, 0).single().expect("t").timestamp()
+        );
         assert!(parse_time("yesterday").is_none());
         assert_eq!(relative_field(&json!("yesterday"), t, "-"), "yesterday");
         assert_eq!(relative_field(&Value::Null, t, "never"), "never");
@@ -320,11 +338,10 @@ mod tests {
 
     #[test]
     fn tables_align_columns_and_trim_the_last() {
-        let rows = vec![vec![Cell::plain("a"), Cell::plain("longer"), Cell::plain("x")], vec![
-            Cell::plain("abcd"),
-            Cell::plain("b"),
-            Cell::plain("yy"),
-        ]];
+        let rows = vec![
+            vec![Cell::plain("a"), Cell::plain("longer"), Cell::plain("x")],
+            vec![Cell::plain("abcd"), Cell::plain("b"), Cell::plain("yy")],
+        ];
         let out = render(&["H1", "H2", "H3"], &rows, Style::PLAIN);
         assert_eq!(out, "H1    H2      H3\na     longer  x\nabcd  b       yy\n");
     }
@@ -376,9 +393,10 @@ mod tests {
         assert!(lines[2].contains("never"), "{out}");
         assert!(lines[2].contains("revoked"), "{out}");
         // Columns line up: STATUS starts at the same offset on every line.
-        let col = lines[0].find("STATUS").expect("header");
-        assert_eq!(&lines[1][col..col + 6], "active");
-        assert_eq!(&lines[2][col..col + 7], "revoked");
+        // (In characters: the hint's `…` is wider in bytes.)
+        let column = |line: &str, needle: &str| line.find(needle).map(|at| line[..at].chars().count());
+        assert_eq!(column(lines[1], "active"), column(lines[0], "STATUS"));
+        assert_eq!(column(lines[2], "revoked"), column(lines[0], "STATUS"));
         assert!(!out.contains('\x1b'));
         assert_eq!(keys_table(&[], now, Style::PLAIN), "no keys\n");
     }

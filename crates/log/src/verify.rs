@@ -26,6 +26,8 @@ pub struct LogVerifyReport {
     /// Bytes after the last complete batch, which the next start will cut (a crash's
     /// unacknowledged tail, not damage).
     pub torn_tail_bytes: u64,
+    /// The same for the checkpoint log (a checkpoint whose write a crash interrupted).
+    pub torn_checkpoint_bytes: u64,
 }
 
 /// The first thing found wrong.
@@ -87,11 +89,17 @@ pub fn verify_log(
     let total = events.len();
 
     // Checkpoints: every signature must verify; sizes never decrease.
-    let (checkpoint_reader, _) =
-        SegmentLog::inspect(storage, &log_dir.join("checkpoints"), SegmentOptions::default())?;
+    let checkpoint_error = |index: u64, error: SegmentError| LogVerifyError::Checkpoint {
+        index,
+        reason: format!("the checkpoint log is damaged: {error}"),
+        first_bad_seq: None,
+    };
+    let (checkpoint_reader, checkpoint_recovery) =
+        SegmentLog::inspect(storage, &log_dir.join("checkpoints"), SegmentOptions::default())
+            .map_err(|e| checkpoint_error(0, e))?;
     let mut checkpoints = Vec::new();
-    for record in checkpoint_reader.iter(0) {
-        let (index, bytes) = record?;
+    for (position, record) in checkpoint_reader.iter(0).enumerate() {
+        let (index, bytes) = record.map_err(|e| checkpoint_error(position as u64, e))?;
         let checkpoint = decode_record(&bytes, verifier).map_err(|reason| LogVerifyError::Checkpoint {
             index,
             reason,
@@ -108,22 +116,10 @@ pub fn verify_log(
         }
         checkpoints.push((checkpoint.root, checkpoint.size));
     }
-    if let Some(&(_, size)) = checkpoints.last()
-        && size > total
-    {
-        return Err(LogVerifyError::Missing {
-            events: total,
-            covered: size,
-            what: "the latest signed checkpoint",
-        });
-    }
 
     // The stored tree is trusted (and so checked) up to the size recorded in its state file.
     let tree_dir = log_dir.join("tree");
     let tree_size = read_state(&tree_dir).map_err(|e| LogVerifyError::Storage(e.to_string()))?;
-    if tree_size > total {
-        return Err(LogVerifyError::Missing { events: total, covered: tree_size, what: "the stored tree" });
-    }
     let mut levels: Vec<StoredLevel> = Vec::new();
 
     let mut frontier = Frontier::default();
@@ -168,11 +164,25 @@ pub fn verify_log(
         }
     }
     progress(total, total);
+    // Only now, with every present event checked, can a shortfall be blamed on the end.
+    if let Some(&(_, size)) = checkpoints.last()
+        && size > total
+    {
+        return Err(LogVerifyError::Missing {
+            events: total,
+            covered: size,
+            what: "the latest signed checkpoint",
+        });
+    }
+    if tree_size > total {
+        return Err(LogVerifyError::Missing { events: total, covered: tree_size, what: "the stored tree" });
+    }
     Ok(LogVerifyReport {
         events: total,
         checkpoints: checkpoints.len() as u64,
         root: frontier.root(),
         torn_tail_bytes: recovery.truncated_bytes,
+        torn_checkpoint_bytes: checkpoint_recovery.truncated_bytes,
     })
 }
 

@@ -1,0 +1,423 @@
+//! The admin client end to end: `keyledger init` + `keyledger serve` of the real binary on
+//! a free loopback port, driven through `keyledger keys|policy|log checkpoint`.
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyledger");
+
+/// A running `keyledger serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    admin_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let init = Command::new(BIN)
+            .arg("init")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("KEYLEDGER_DATA_DIR")
+            .output()
+            .expect("run init");
+        assert!(init.status.success(), "init failed: {}", String::from_utf8_lossy(&init.stderr));
+        let init: Value = serde_json::from_slice(&init.stdout).expect("init prints JSON");
+        let admin_key = init["admin_key"].as_str().expect("admin_key").to_owned();
+
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--checkpoint-interval-secs", "1"])
+            .env_remove("KEYLEDGER_DATA_DIR")
+            .env_remove("KEYLEDGER_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve");
+        let server = Server { child, url: format!("http://127.0.0.1:{port}"), admin_key, _dir: dir };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let health = format!("{}/healthz", self.url);
+        loop {
+            if let Ok(response) = ureq::get(&health).call()
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server did not become healthy; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// `keyledger ARGS` against this server, with the admin key from the environment.
+    fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_key(&self.admin_key, args)
+    }
+
+    fn cli_with_key(&self, admin_key: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("KEYLEDGER_URL", &self.url)
+            .env("KEYLEDGER_ADMIN_KEY", admin_key)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keyledger")
+    }
+
+    /// Runs `args` (plus `--json`), expects success and returns the printed JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let output = self.cli(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout))
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn ids(keys: &Value) -> Vec<String> {
+    keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["key_id"].as_str().expect("key_id").to_owned())
+        .collect()
+}
+
+#[test]
+fn keys_lifecycle_through_the_cli() {
+    let server = Server::start();
+    let created = server.json(&[
+        "keys",
+        "create",
+        "acme",
+        "--name",
+        "CI deploy",
+        "--scope",
+        "deploy:write",
+        "--scope",
+        "read",
+        "--resource",
+        "repo-1",
+        "--expires-in",
+        "90d",
+        "--env",
+        "test",
+        "--owner",
+        "alice",
+        "--metadata",
+        r#"{"team":"payments"}"#,
+    ]);
+    let key_id = created["key_id"].as_str().expect("key_id").to_owned();
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    assert!(secret.starts_with("kl_test_"), "{secret}");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["workspace"], "acme");
+    assert_eq!(created["owner"], "alice");
+    assert_eq!(created["metadata"]["team"], "payments");
+    assert_eq!(created["resources"], serde_json::json!(["repo-1"]));
+    assert!(created["expires_at"].is_string());
+    let scopes: Vec<&str> =
+        created["scopes"].as_array().expect("scopes").iter().filter_map(Value::as_str).collect();
+    assert!(scopes.contains(&"deploy:write") && scopes.contains(&"read"), "{scopes:?}");
+
+    // Human mode: the secret once, with the warning; a table without colours off a terminal.
+    let human = server.cli(&["keys", "create", "acme", "--name", "second"]);
+    assert_eq!(human.status.code(), Some(0), "{}", stderr(&human));
+    let text = stdout(&human);
+    assert!(text.contains("secret:"), "{text}");
+    assert!(text.contains("it will not be shown again"), "{text}");
+    assert!(text.contains("kl_live_"), "{text}");
+
+    let listed = server.json(&["keys", "list", "acme"]);
+    assert_eq!(ids(&listed).len(), 2);
+    assert!(ids(&listed).contains(&key_id));
+    assert!(!listed.to_string().contains(&secret), "a listing never shows a secret");
+    let table = server.cli(&["keys", "list", "acme"]);
+    assert_eq!(table.status.code(), Some(0));
+    let table = stdout(&table);
+    assert!(table.starts_with("KEY ID"), "{table}");
+    assert!(table.contains(&key_id) && table.contains("CI deploy") && table.contains("never"), "{table}");
+    assert!(!table.contains('\x1b'), "no colours off a terminal: {table:?}");
+
+    let shown = server.json(&["keys", "show", &key_id]);
+    assert_eq!(shown["key_id"], key_id.as_str());
+    assert_eq!(shown["name"], "CI deploy");
+    assert!(shown.get("secret").is_none());
+
+    let updated = server.json(&["keys", "update", &key_id, "--name", "CI deploy (prod)", "--no-expiry"]);
+    assert_eq!(updated["name"], "CI deploy (prod)");
+    assert!(updated["expires_at"].is_null());
+
+    // Rotation with overlap: the old key stays active until the overlap ends.
+    let rotated = server.json(&["keys", "rotate", &key_id, "--overlap", "24h"]);
+    let new_id = rotated["key"]["key_id"].as_str().expect("new key").to_owned();
+    assert_ne!(new_id, key_id);
+    assert!(rotated["key"]["secret"].as_str().expect("new secret").starts_with("kl_test_"));
+    assert_eq!(rotated["key"]["rotated_from"], key_id.as_str());
+    assert_eq!(rotated["previous"]["key_id"], key_id.as_str());
+    assert_eq!(rotated["previous"]["status"], "active");
+
+    let disabled = server.json(&["keys", "disable", &new_id, "--reason", "investigating"]);
+    assert_eq!(disabled["status"], "disabled");
+    let enabled = server.json(&["keys", "enable", &new_id]);
+    assert_eq!(enabled["status"], "active");
+
+    let revoked = server.json(&["keys", "revoke", &key_id, "--reason", "leaked"]);
+    assert_eq!(revoked["status"], "revoked");
+    assert_eq!(revoked["revoked_reason"], "leaked");
+    // Rotating a revoked key is a conflict: exit 5 with the server's message.
+    let conflict = server.cli(&["keys", "rotate", &key_id]);
+    assert_eq!(conflict.status.code(), Some(5), "{}", stderr(&conflict));
+    assert!(stderr(&conflict).starts_with("keyledger: conflict: "), "{}", stderr(&conflict));
+
+    let active = server.json(&["keys", "list", "acme", "--status", "active"]);
+    assert_eq!(ids(&active).len(), 2, "{active}");
+    let revoked_list = server.json(&["keys", "list", "acme", "--status", "revoked"]);
+    assert_eq!(ids(&revoked_list), vec![key_id.clone()]);
+
+    // revoke-all refuses without --yes when stdin is not a terminal, and changes nothing.
+    let refused = server.cli(&["keys", "revoke-all", "acme"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
+    assert_eq!(ids(&server.json(&["keys", "list", "acme", "--status", "active"])).len(), 2);
+
+    let all = server.json(&["keys", "revoke-all", "acme", "--yes", "--reason", "incident 42"]);
+    assert_eq!(all["revoked"], 2);
+    assert_eq!(all["key_ids"].as_array().expect("ids").len(), 2);
+    assert!(ids(&server.json(&["keys", "list", "acme", "--status", "active"])).is_empty());
+    let human = server.cli(&["keys", "revoke-all", "acme", "--yes"]);
+    assert_eq!(human.status.code(), Some(0));
+    assert!(stdout(&human).contains("Revoked 0 keys in workspace acme."), "{}", stdout(&human));
+}
+
+#[test]
+fn errors_map_to_exit_codes_without_leaking_the_admin_key() {
+    let server = Server::start();
+    let unknown = server.cli(&["keys", "show", "key_01jzzzzzzzzzzzzzzzzzzzzzzz", "--json"]);
+    assert_eq!(unknown.status.code(), Some(4), "{}", stderr(&unknown));
+    assert!(stderr(&unknown).starts_with("keyledger: not_found: "), "{}", stderr(&unknown));
+    assert!(stdout(&unknown).is_empty());
+
+    let bogus = "kl_live_NotARealKeyNotARealKeyNotARealKeyNotARealKey1234";
+    let bad_key = server.cli_with_key(bogus, &["keys", "list", "acme", "--json"]);
+    assert_eq!(bad_key.status.code(), Some(3), "{}", stderr(&bad_key));
+    assert!(stderr(&bad_key).starts_with("keyledger: unauthorized: "), "{}", stderr(&bad_key));
+    assert!(!stderr(&bad_key).contains(bogus) && !stdout(&bad_key).contains(bogus));
+
+    // The same through --admin-key, against an unreachable server: transport, exit 6.
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let unreachable = server.cli(&[
+        "keys",
+        "list",
+        "acme",
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "--admin-key",
+        bogus,
+    ]);
+    assert_eq!(unreachable.status.code(), Some(6), "{}", stderr(&unreachable));
+    assert!(stderr(&unreachable).starts_with("keyledger: transport: "), "{}", stderr(&unreachable));
+    assert!(!stderr(&unreachable).contains(bogus));
+
+    // A workspace key is not an admin key: 403, exit 3.
+    let created = server.json(&["keys", "create", "acme", "--name", "app"]);
+    let app_secret = created["secret"].as_str().expect("secret");
+    let forbidden = server.cli_with_key(app_secret, &["keys", "list", "acme"]);
+    assert_eq!(forbidden.status.code(), Some(3), "{}", stderr(&forbidden));
+    assert!(!stderr(&forbidden).contains(app_secret));
+
+    // No admin key at all, or a bad argument: usage, exit 2, nothing sent.
+    let missing = Command::new(BIN)
+        .args(["keys", "list", "acme", "--url", &server.url])
+        .env_remove("KEYLEDGER_ADMIN_KEY")
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("admin key is required"), "{}", stderr(&missing));
+    let bad_duration = server.cli(&["keys", "create", "acme", "--name", "x", "--expires-in", "soon"]);
+    assert_eq!(bad_duration.status.code(), Some(2));
+    let empty_update = server.cli(&["keys", "update", created["key_id"].as_str().expect("id")]);
+    assert_eq!(empty_update.status.code(), Some(2));
+
+    // An invalid request the server refuses (bad workspace id): exit 5, the field named.
+    let invalid = server.cli(&["keys", "create", "Not A Workspace", "--name", "x"]);
+    assert_eq!(invalid.status.code(), Some(5), "{}", stderr(&invalid));
+    assert!(stderr(&invalid).starts_with("keyledger: invalid_request: "), "{}", stderr(&invalid));
+}
+
+#[test]
+fn policies_through_the_cli() {
+    let server = Server::start();
+    let empty = server.json(&["policy", "get", "shop"]);
+    assert_eq!(empty["workspace"], "shop");
+    assert!(empty["max_active_keys"].is_null());
+
+    let set = server.json(&[
+        "policy",
+        "set",
+        "shop",
+        "--max-active-keys",
+        "1",
+        "--require-expiry",
+        "--max-lifetime",
+        "90d",
+        "--key-prefix",
+        "sk",
+    ]);
+    assert_eq!(set["max_active_keys"], 1);
+    assert_eq!(set["require_expiry"], true);
+    assert_eq!(set["max_lifetime"], "90d");
+    assert_eq!(set["key_prefix"], "sk");
+    assert_eq!(server.json(&["policy", "get", "shop"]), set);
+
+    let human = server.cli(&["policy", "get", "shop"]);
+    assert_eq!(human.status.code(), Some(0));
+    assert!(stdout(&human).contains("max active keys:  1"), "{}", stdout(&human));
+
+    // The policy applies: no expiry → conflict; then one key; a second one → conflict.
+    let no_expiry = server.cli(&["keys", "create", "shop", "--name", "a"]);
+    assert_eq!(no_expiry.status.code(), Some(5), "{}", stderr(&no_expiry));
+    assert!(stderr(&no_expiry).starts_with("keyledger: conflict: "), "{}", stderr(&no_expiry));
+    let first = server.json(&["keys", "create", "shop", "--name", "a", "--expires-in", "30d"]);
+    assert!(first["secret"].as_str().expect("secret").starts_with("sk_live_"));
+    let second = server.cli(&["keys", "create", "shop", "--name", "b", "--expires-in", "30d"]);
+    assert_eq!(second.status.code(), Some(5));
+    // With max_active_keys 1, a rotation without overlap swaps atomically.
+    let rotated = server.json(&["keys", "rotate", first["key_id"].as_str().expect("id")]);
+    assert_eq!(rotated["previous"]["status"], "revoked");
+
+    let bad = server.cli(&["policy", "set", "shop", "--key-prefix", "Not-Valid"]);
+    assert_eq!(bad.status.code(), Some(5), "{}", stderr(&bad));
+    assert!(stderr(&bad).starts_with("keyledger: invalid_request: "), "{}", stderr(&bad));
+    let zero = server.cli(&["policy", "set", "shop", "--max-active-keys", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "refused locally: {}", stderr(&zero));
+}
+
+/// Retries `log checkpoint` until the server has signed one (at most every second here).
+fn checkpoint(server: &Server, args: &[&str]) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let output = server.cli(args);
+        if output.status.code() != Some(4) || Instant::now() > deadline {
+            return output;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn note_size(note: &str) -> u64 {
+    let mut lines = note.lines();
+    assert!(lines.next().is_some_and(|origin| !origin.is_empty()), "{note}");
+    lines.next().and_then(|size| size.parse().ok()).unwrap_or_else(|| panic!("no size line in {note}"))
+}
+
+#[test]
+fn log_checkpoint_saves_the_signed_note() {
+    let server = Server::start();
+    server.json(&["keys", "create", "acme", "--name", "a"]);
+
+    let json = checkpoint(&server, &["log", "checkpoint", "--json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let json: Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let note = json["note"].as_str().expect("note");
+    assert_eq!(note_size(note), json["size"].as_u64().expect("size"));
+    assert!(note.contains("\n\n— "), "a signed note has a signature line: {note}");
+    assert_eq!(json["root_hash"].as_str().expect("root").len(), 64);
+
+    // To stdout: exactly the note text.
+    let plain = checkpoint(&server, &["log", "checkpoint"]);
+    assert_eq!(plain.status.code(), Some(0), "{}", stderr(&plain));
+    let printed = stdout(&plain);
+    assert!(printed.contains("\n\n— "), "{printed}");
+    assert!(note_size(&printed) >= note_size(note));
+
+    // To a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("checkpoint.note");
+    let saved = checkpoint(&server, &["log", "checkpoint", "--out", file.to_str().expect("utf-8 path")]);
+    assert_eq!(saved.status.code(), Some(0), "{}", stderr(&saved));
+    assert!(stdout(&saved).is_empty());
+    assert!(stderr(&saved).contains("saved the checkpoint"), "{}", stderr(&saved));
+    let written = std::fs::read_to_string(&file).expect("note file");
+    assert!(written.contains("\n\n— ") && note_size(&written) >= note_size(note), "{written}");
+
+    // Unwritable destination: a local error, exit 2.
+    let unwritable = checkpoint(
+        &server,
+        &["log", "checkpoint", "--out", Path::new("/nonexistent-dir/x.note").to_str().expect("path")],
+    );
+    assert_eq!(unwritable.status.code(), Some(2), "{}", stderr(&unwritable));
+
+    // The public key matches init's, and the note names its origin.
+    let key = server.json(&["log", "public-key"]);
+    assert_eq!(key["algorithm"], "ed25519");
+    let origin = key["origin"].as_str().expect("origin");
+    assert!(note.starts_with(&format!("{origin}\n")), "{note}");
+
+    // Bad admin key: exit 3.
+    let denied = server.cli_with_key("kl_live_nope", &["log", "checkpoint"]);
+    assert_eq!(denied.status.code(), Some(3), "{}", stderr(&denied));
+}
+
+#[test]
+fn completions_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = Command::new(BIN).args(["completions", shell]).output().expect("run");
+        assert_eq!(output.status.code(), Some(0), "{shell}");
+        let script = stdout(&output);
+        assert!(script.contains("keyledger") && script.contains("revoke-all"), "{shell}");
+    }
+    let bad = Command::new(BIN).args(["completions", "cmd.exe"]).output().expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+}
