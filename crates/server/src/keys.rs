@@ -21,7 +21,7 @@ fn ok(value: Value) -> Answer {
     Ok((StatusCode::OK, Json(value)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
@@ -117,6 +117,7 @@ fn visible_key(state: &AppState, admin: &Admin, key_id: &str) -> Result<KeyRecor
         .ok_or_else(|| ApiError::not_found(format!("no key {key_id}")))
 }
 
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/keys", tag = "keys", description = "Issue a key (`ledger:keys:write`; `_ledger` keys also need `ledger:admin`). The secret is in this response only.", request_body = crate::keys::CreateKey, params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")), responses((status = 201, description = "The key and its secret", body = crate::openapi::IssuedKey), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "a policy or state rule refuses it (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     admin: Admin,
@@ -130,6 +131,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(key_view_with_secret(&key, &secret, Timestamp::now()))))
 }
 
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/keys", tag = "keys", description = "List a workspace's keys (`ledger:keys:read`).", params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"), ("status" = Option<String>, Query, description = "active, revoked, expired, disabled or all (default)")), responses((status = 200, description = "The keys, oldest first", body = crate::openapi::KeyList), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     admin: Admin,
@@ -162,13 +164,14 @@ pub async fn list(
     ok(json!({ "keys": keys }))
 }
 
+#[utoipa::path(get, path = "/v1/keys/{key_id}", tag = "keys", description = "Show a key (`ledger:keys:read`).", params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody)))]
 pub async fn show(State(state): State<AppState>, admin: Admin, Path(key_id): Path<String>) -> Answer {
     let key = visible_key(&state, &admin, &key_id)?;
     admin.require(scope::KEYS_READ)?;
     ok(key_view(&key, Timestamp::now()))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     name: Option<String>,
@@ -182,6 +185,7 @@ pub struct UpdateKey {
     resources: Option<Vec<String>>,
 }
 
+#[utoipa::path(patch, path = "/v1/keys/{key_id}", tag = "keys", description = "Change name, owner, metadata or expiry; narrow scopes and resources (`ledger:keys:write`). Appends an `updated` event.", request_body = crate::keys::UpdateKey, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "a policy or state rule refuses it (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     admin: Admin,
@@ -227,12 +231,13 @@ pub async fn update(
     ok(key_view(&key, Timestamp::now()))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     overlap: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/keys/{key_id}/rotate", tag = "keys", description = "Replace a key by a new one inheriting its fields (`ledger:keys:write`). Overlap 0 revokes the old key in the same step.", request_body = crate::keys::RotateKey, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")), responses((status = 201, description = "The new key (with its secret) and the previous one", body = crate::openapi::Rotation), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "a policy or state rule refuses it (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn rotate(
     State(state): State<AppState>,
     admin: Admin,
@@ -256,12 +261,13 @@ pub async fn rotate(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
     reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/keys/{key_id}/revoke", tag = "keys", description = "Revoke a key: immediate and irreversible; repeating it returns the same revocation (`ledger:keys:write`).", request_body = crate::keys::Reason, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The revoked key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
     admin: Admin,
@@ -274,6 +280,7 @@ pub async fn revoke(
     ok(key_view(&key, Timestamp::now()))
 }
 
+#[utoipa::path(post, path = "/v1/keys/{key_id}/disable", tag = "keys", description = "Suspend a key reversibly (`ledger:keys:write`); it verifies as invalid_api_key until enabled.", request_body = crate::keys::Reason, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "a policy or state rule refuses it (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn disable(
     State(state): State<AppState>,
     admin: Admin,
@@ -283,6 +290,7 @@ pub async fn disable(
     set_disabled(state, admin, key_id, true, body.reason).await
 }
 
+#[utoipa::path(post, path = "/v1/keys/{key_id}/enable", tag = "keys", description = "Lift a suspension (`ledger:keys:write`).", request_body = crate::keys::Reason, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "a policy or state rule refuses it (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn enable(
     State(state): State<AppState>,
     admin: Admin,
@@ -305,6 +313,7 @@ async fn set_disabled(
     ok(key_view(&key, Timestamp::now()))
 }
 
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/keys/revoke-all", tag = "keys", description = "Emergency: revoke every key of a workspace in one step (`ledger:keys:write`). In `_ledger`, the calling admin key is spared.", request_body = crate::keys::Reason, params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")), responses((status = 200, description = "How many keys were revoked, and which", body = crate::openapi::RevokedAll), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_all(
     State(state): State<AppState>,
     admin: Admin,
@@ -318,7 +327,7 @@ pub async fn revoke_all(
     ok(json!({ "revoked": ids.len(), "key_ids": ids }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPolicy {
     max_active_keys: Option<u32>,
@@ -328,6 +337,7 @@ pub struct SetPolicy {
     key_prefix: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/workspaces/{ws}/policy", tag = "policies", description = "A workspace's policy (`ledger:keys:read`).", params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`")), responses((status = 200, description = "The policy", body = crate::openapi::PolicyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn get_policy(
     State(state): State<AppState>,
     admin: Admin,
@@ -338,6 +348,7 @@ pub async fn get_policy(
     ok(policy_view(workspace.as_str(), &state.engine.policy(&workspace)))
 }
 
+#[utoipa::path(put, path = "/v1/workspaces/{ws}/policy", tag = "policies", description = "Replace a workspace's policy (`ledger:admin`).", request_body = crate::keys::SetPolicy, params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`")), responses((status = 200, description = "The policy", body = crate::openapi::PolicyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn put_policy(
     State(state): State<AppState>,
     admin: Admin,

@@ -24,9 +24,9 @@ use std::net::SocketAddr;
 
 const MAX_CONTEXT_CHARS: usize = 2048;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VerifyBody {
+pub struct VerifyBody {
     #[serde(default)]
     key: String,
     #[serde(default)]
@@ -38,15 +38,33 @@ struct VerifyBody {
     context: ContextBody,
 }
 
-#[derive(Deserialize, Default)]
+/// Where the verified request came from (recorded in the usage event).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ContextBody {
+pub struct ContextBody {
     ip: Option<String>,
     user_agent: Option<String>,
     method: Option<String>,
     path: Option<String>,
     request_id: Option<String>,
 }
+
+/// Forward-auth verification (nginx `auth_request`, Traefik ForwardAuth). Documentation only:
+/// [`verify`] serves every method and path form.
+#[utoipa::path(get, path = "/v1/verify", tag = "verify", security(()), description = "Forward-auth mode: the key from the headers, requirements from the query. Appends one `used` or `denied` event for a known key.", params(("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Resource the request is for"), ("environment" = Option<String>, Query, description = "Required environment: live or test"), ("workspace" = Option<String>, Query, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid; also headers x-keyledger-key-id and x-keyledger-workspace", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+pub fn verify_get_doc() {}
+
+/// JSON-mode verification (documentation only; see [`verify`]).
+#[utoipa::path(post, path = "/v1/verify", tag = "verify", security(()), description = "JSON mode (a POST without a JSON body is forward-auth mode). Appends one `used` or `denied` event for a known key.", request_body = VerifyBody, responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+pub fn verify_post_doc() {}
+
+/// Envoy ext_authz HTTP mode (documentation only; see [`verify`]).
+#[utoipa::path(get, path = "/v1/verify/{path}", tag = "verify", security(()), description = "Forward-auth mode for Envoy ext_authz, which appends the original path; any method is accepted.", params(("path" = String, Path, description = "The original request path, recorded in the usage event"), ("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Resource the request is for"), ("environment" = Option<String>, Query, description = "Required environment: live or test"), ("workspace" = Option<String>, Query, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+pub fn verify_suffix_doc() {}
+
+/// The suffix form by POST (documentation only; see [`verify`]).
+#[utoipa::path(post, path = "/v1/verify/{path}", tag = "verify", security(()), description = "Forward-auth mode for Envoy ext_authz, which appends the original path; any method is accepted.", params(("path" = String, Path, description = "The original request path, recorded in the usage event"), ("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Resource the request is for"), ("environment" = Option<String>, Query, description = "Required environment: live or test"), ("workspace" = Option<String>, Query, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+pub fn verify_suffix_post_doc() {}
 
 fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {

@@ -1,0 +1,231 @@
+//! Keeps `/openapi.json` true to the code: every route is documented, and real responses
+//! match the documented schemas exactly (no missing required field, no undocumented one).
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use keyledger_ledger::{Engine, EngineOptions};
+use keyledger_server::{AppState, ServerConfig, router};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// `(METHOD, path)` of every `.route(` in the router's source, axum's `{*rest}` written
+/// as OpenAPI's `{rest}`.
+fn routes_in_source() -> BTreeSet<(String, String)> {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/lib.rs")).unwrap();
+    let mut routes = BTreeSet::new();
+    for chunk in source.split(".route(\"").skip(1) {
+        let (path, rest) = chunk.split_once('"').unwrap();
+        let call = &rest[..rest.find("\n        .").unwrap_or(rest.len())];
+        let path = path.replace("{*", "{");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if call.contains(&format!("{method}(")) || call.contains(&format!(".{method}(")) {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        if call.contains("any(") {
+            routes.insert(("GET".into(), path.clone()));
+            routes.insert(("POST".into(), path.clone()));
+        }
+    }
+    routes
+}
+
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            out.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_route_is_documented_and_every_documented_route_exists() {
+    let routes = routes_in_source();
+    assert!(routes.len() > 15, "route parsing broke: {routes:?}");
+    let doc = keyledger_server::openapi::document();
+    let documented = documented(&doc);
+    let missing: Vec<_> = routes.difference(&documented).collect();
+    assert!(missing.is_empty(), "routes missing from the OpenAPI document: {missing:?}");
+    // GET /v1/verify/{path} stands for every method of the suffix form.
+    let phantom: Vec<_> = documented.difference(&routes).collect();
+    assert!(phantom.is_empty(), "documented routes the router lacks: {phantom:?}");
+    assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with('3')), Some(true));
+}
+
+/// A strict validator for the subset of JSON Schema utoipa emits.
+fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap();
+        return validate(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema[key].as_array() {
+            return if options.iter().any(|o| validate(doc, o, value, at).is_ok()) {
+                Ok(())
+            } else {
+                Err(format!("{at}: {value} matches none of {key}"))
+            };
+        }
+    }
+    if let Some(parts) = schema["allOf"].as_array() {
+        // Merge the parts' properties, then validate once (so no part rejects the others').
+        let mut merged = json!({"type": "object", "properties": {}, "required": []});
+        for part in parts {
+            let part = resolve(doc, part);
+            for (k, v) in part["properties"].as_object().into_iter().flatten() {
+                merged["properties"][k] = v.clone();
+            }
+            for r in part["required"].as_array().into_iter().flatten() {
+                merged["required"].as_array_mut().unwrap().push(r.clone());
+            }
+        }
+        return validate(doc, &merged, value, at);
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let type_ok = types.is_empty()
+        || types.iter().any(|t| match *t {
+            "null" => value.is_null(),
+            "string" => value.is_string(),
+            "boolean" => value.is_boolean(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            _ => false,
+        });
+    if !type_ok {
+        return Err(format!("{at}: {value} is not of type {types:?}"));
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, item) in array.iter().enumerate() {
+            validate(doc, items, item, &format!("{at}[{i}]"))?;
+        }
+    }
+    if let (Some(properties), Some(object)) = (schema["properties"].as_object(), value.as_object()) {
+        for required in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !object.contains_key(required) {
+                return Err(format!("{at}: required field `{required}` missing"));
+            }
+        }
+        for (key, field) in object {
+            let field_schema =
+                properties.get(key).ok_or_else(|| format!("{at}: field `{key}` is not in the document"))?;
+            validate(doc, field_schema, field, &format!("{at}.{key}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => &doc["components"]["schemas"][reference.rsplit('/').next().unwrap()],
+        None => schema,
+    }
+}
+
+struct Harness {
+    app: axum::Router,
+    admin: String,
+    doc: Value,
+    checked: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Calls the API and validates the answer against the documented response schema of
+    /// `template` (the route as documented).
+    async fn call(&mut self, method: &str, template: &str, uri: &str, auth: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(key) = auth {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let operation = &self.doc["paths"][template][method.to_lowercase()];
+        assert!(operation.is_object(), "{method} {template} is not documented");
+        let documented = &operation["responses"][status.as_str()];
+        assert!(documented.is_object(), "{method} {template} answered {status}, which is not documented: {value}");
+        let schema = &documented["content"]["application/json"]["schema"];
+        if schema.is_object() {
+            if let Err(problem) = validate(&self.doc, schema, &value, "body") {
+                panic!("{method} {template} {status}: {problem}");
+            }
+            self.checked += 1;
+        }
+        (status, value)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_conform_to_the_documented_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let init = {
+        let path = path.clone();
+        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
+    };
+    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let app = router(AppState::new(engine, ServerConfig::default())).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+    let (status, doc_value) = {
+        let response = app.clone().oneshot(Request::builder().uri("/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+    };
+    assert_eq!(status, StatusCode::OK);
+    let admin = init.admin_key.expose().to_owned();
+    let mut h = Harness { app, admin: admin.clone(), doc: doc_value, checked: 0, _dir: dir };
+    let a = Some(admin.as_str());
+
+    let (s, created) = h
+        .call("POST", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys", a, Some(json!({"name": "doc", "scopes": ["read"], "owner": "ops", "metadata": {"team": "x"}, "expires_in": "30d"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let key_id = created["key_id"].as_str().unwrap().to_owned();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    h.call("POST", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys", a, Some(json!({"name": ""}))).await;
+    h.call("POST", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys", None, Some(json!({"name": "x"}))).await;
+    h.call("GET", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys?status=all", a, None).await;
+    h.call("GET", "/v1/keys/{key_id}", &format!("/v1/keys/{key_id}"), a, None).await;
+    h.call("GET", "/v1/keys/{key_id}", "/v1/keys/key_00000000000000000000000000", a, None).await;
+    h.call("PATCH", "/v1/keys/{key_id}", &format!("/v1/keys/{key_id}"), a, Some(json!({"name": "renamed"}))).await;
+    h.call("GET", "/v1/verify", "/v1/verify?scope=read", Some(&secret), None).await;
+    h.call("GET", "/v1/verify", "/v1/verify?scope=write", Some(&secret), None).await;
+    h.call("GET", "/v1/verify/{path}", "/v1/verify/orders/7", Some(&secret), None).await;
+    h.call("POST", "/v1/verify", "/v1/verify", None, Some(json!({"key": secret, "scopes": ["read"], "context": {"ip": "203.0.113.1"}}))).await;
+    h.call("POST", "/v1/verify", "/v1/verify", None, Some(json!({"key": "kl_live_x"}))).await;
+    h.call("POST", "/v1/keys/{key_id}/disable", &format!("/v1/keys/{key_id}/disable"), a, None).await;
+    h.call("POST", "/v1/keys/{key_id}/enable", &format!("/v1/keys/{key_id}/enable"), a, Some(json!({}))).await;
+    let (s, _) = h.call("POST", "/v1/keys/{key_id}/rotate", &format!("/v1/keys/{key_id}/rotate"), a, Some(json!({"overlap": "1h"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    h.call("POST", "/v1/keys/{key_id}/revoke", &format!("/v1/keys/{key_id}/revoke"), a, Some(json!({"reason": "test"}))).await;
+    h.call("POST", "/v1/keys/{key_id}/rotate", &format!("/v1/keys/{key_id}/rotate"), a, None).await;
+    h.call("GET", "/v1/verify", "/v1/verify", Some(&secret), None).await;
+    h.call("PUT", "/v1/workspaces/{ws}/policy", "/v1/workspaces/acme/policy", a, Some(json!({"max_active_keys": 5, "max_lifetime": "90d"}))).await;
+    h.call("GET", "/v1/workspaces/{ws}/policy", "/v1/workspaces/acme/policy", a, None).await;
+    h.call("POST", "/v1/workspaces/{ws}/keys/revoke-all", "/v1/workspaces/acme/keys/revoke-all", a, None).await;
+    h.call("GET", "/v1/log/checkpoint", "/v1/log/checkpoint", a, None).await;
+    h.call("GET", "/v1/log/public-key", "/v1/log/public-key", a, None).await;
+    h.call("GET", "/v1/log/proofs/inclusion", "/v1/log/proofs/inclusion?seq=0&size=2", a, None).await;
+    h.call("GET", "/v1/log/proofs/consistency", "/v1/log/proofs/consistency?from=1&to=2", a, None).await;
+    h.call("GET", "/v1/log/proofs/inclusion", "/v1/log/proofs/inclusion?seq=5&size=2", a, None).await;
+    h.call("GET", "/healthz", "/healthz", None, None).await;
+    assert!(h.checked >= 25, "only {} responses were checked", h.checked);
+}
