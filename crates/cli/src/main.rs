@@ -3,6 +3,7 @@
 
 mod admin;
 mod client;
+mod export;
 mod table;
 
 use anyhow::{Context, Result};
@@ -42,6 +43,8 @@ enum Command {
     Keys(admin::KeysArgs),
     /// Show or set a workspace's key policy on a running server.
     Policy(admin::PolicyArgs),
+    /// Download a signed export from a running server, or verify one offline.
+    Export(export::ExportArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -90,7 +93,7 @@ struct ServeArgs {
     #[arg(long, env = "KEYLEDGER_USAGE_DURABILITY", value_enum, default_value = "batched")]
     usage_durability: UsageDurability,
     /// Sign a checkpoint after this many events…
-    #[arg(long, env = "KEYLEDGER_CHECKPOINT_EVERY_EVENTS", default_value_t = 10_000)]
+    #[arg(long, env = "KEYLEDGER_CHECKPOINT_EVERY_EVENTS", default_value_t = 100_000)]
     checkpoint_every_events: u64,
     /// …or after this many seconds, whichever comes first.
     #[arg(long, env = "KEYLEDGER_CHECKPOINT_INTERVAL_SECS", default_value_t = 10)]
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Log { command: LogCommand::PublicKey(args) } => Ok(admin::run_public_key(args)),
         Command::Keys(args) => Ok(admin::run_keys(args)),
         Command::Policy(args) => Ok(admin::run_policy(args)),
+        Command::Export(args) => Ok(export::run(args)),
         Command::Completions { shell } => Ok(admin::completions(shell)),
     };
     match result {

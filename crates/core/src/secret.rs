@@ -112,6 +112,11 @@ impl fmt::Display for KeyPrefix {
     }
 }
 
+/// Whether a byte is a base62 digit (`[0-9A-Za-z]`).
+fn is_base62(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+}
+
 /// Writes 32 bytes as exactly 43 base62 digits (big-endian, zero-padded).
 fn base62_body(bytes: &[u8; 32]) -> [u8; BODY_LEN] {
     let mut number = *bytes;
@@ -186,7 +191,7 @@ impl Secret {
             return Err(KeyFormatError::Shape);
         }
         let environment: Environment = env.parse()?;
-        if tail.len() != BODY_LEN + CHECK_LEN || !tail.bytes().all(|b| BASE62.contains(&b)) {
+        if tail.len() != BODY_LEN + CHECK_LEN || !tail.bytes().all(is_base62) {
             return Err(KeyFormatError::Shape);
         }
         let head_len = candidate.len() - CHECK_LEN;

@@ -7,7 +7,7 @@
 //! Because projections hold nothing the log does not, any of them can be dropped and
 //! rebuilt from seq 0; `tests/` prove the rebuild equals the incremental state.
 
-use crate::state::{KeyRecord, LedgerState};
+use crate::state::{KeyRecord, LastUsed, LedgerState, record_use};
 use keyledger_core::{Event, KeyId, Payload, Policy, WorkspaceId};
 use keyledger_log::LogReader;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -20,6 +20,9 @@ const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("projection_cur
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_keys");
 /// workspace → postcard(Policy).
 const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_policies");
+/// key id → postcard(LastUsed): kept apart so a `used` event rewrites a few bytes, not the
+/// whole key record.
+const LAST_USED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_last_used");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -67,25 +70,54 @@ impl Projection for RegistryProjection {
 
     fn apply(&mut self, txn: &WriteTransaction, events: &[Event]) -> Result<(), ProjectionError> {
         let mut keys = txn.open_table(KEYS)?;
-        // Load the records this batch touches into a small state, apply the events with the
-        // one state-transition function, and write the touched rows back.
+        let mut last_used = txn.open_table(LAST_USED)?;
+        // Records changed by lifecycle events are loaded into a small state, the events are
+        // applied with the one state-transition function, and the rows written back. Keys
+        // that were only used get just their last-use row updated.
         let mut partial = LedgerState::default();
-        let touched: BTreeSet<KeyId> = events.iter().filter_map(|e| e.payload.key_id()).collect();
-        for key_id in &touched {
+        let lifecycle: BTreeSet<KeyId> = events
+            .iter()
+            .filter(|e| !e.payload.kind().is_usage())
+            .filter_map(|e| e.payload.key_id())
+            .collect();
+        for key_id in &lifecycle {
             if let Some(row) = keys.get(key_id.as_bytes().as_slice())? {
-                partial.insert(decode_record(row.value())?);
+                let mut record = decode_record(row.value())?;
+                record.last_used = read_last_used(&last_used, key_id)?;
+                partial.insert(record);
             }
         }
+        let mut used_only: std::collections::BTreeMap<KeyId, LastUsed> = std::collections::BTreeMap::new();
         let mut policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
         for event in events {
-            partial.apply(event);
-            if let Payload::PolicySet(p) = &event.payload {
-                policies_changed.insert(p.workspace.clone());
+            match &event.payload {
+                Payload::Used(usage) if !partial.keys.contains_key(&usage.key_id) => {
+                    let entry = match used_only.entry(usage.key_id) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(read_last_used(&last_used, &usage.key_id)?)
+                        }
+                    };
+                    record_use(entry, event.at, &usage.context);
+                    partial.applied = event.seq + 1;
+                }
+                Payload::PolicySet(p) => {
+                    policies_changed.insert(p.workspace.clone());
+                    partial.apply(event);
+                }
+                _ => partial.apply(event),
             }
         }
         for record in partial.keys.values() {
-            let bytes = postcard::to_allocvec(record).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            let mut stored = record.clone();
+            let usage = std::mem::take(&mut stored.last_used);
+            let bytes = postcard::to_allocvec(&stored).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
             keys.insert(record.key_id.as_bytes().as_slice(), bytes.as_slice())?;
+            used_only.insert(record.key_id, usage);
+        }
+        for (key_id, usage) in &used_only {
+            let bytes = postcard::to_allocvec(usage).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            last_used.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
         }
         let mut policies = txn.open_table(POLICIES)?;
         for workspace in policies_changed {
@@ -99,7 +131,15 @@ impl Projection for RegistryProjection {
     fn clear(&mut self, txn: &WriteTransaction) -> Result<(), ProjectionError> {
         txn.delete_table(KEYS)?;
         txn.delete_table(POLICIES)?;
+        txn.delete_table(LAST_USED)?;
         Ok(())
+    }
+}
+
+fn read_last_used(table: &impl ReadableTable<&'static [u8], &'static [u8]>, key_id: &KeyId) -> Result<LastUsed, ProjectionError> {
+    match table.get(key_id.as_bytes().as_slice())? {
+        Some(row) => postcard::from_bytes(row.value()).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}"))),
+        None => Ok(LastUsed::default()),
     }
 }
 
@@ -120,8 +160,13 @@ impl Projections {
         txn.open_table(CURSORS)?;
         txn.open_table(KEYS)?;
         txn.open_table(POLICIES)?;
+        txn.open_table(LAST_USED)?;
+        crate::audit::create_tables(&txn)?;
         txn.commit()?;
-        Ok(Self { db: std::sync::Arc::new(db), list: vec![Box::new(RegistryProjection)] })
+        Ok(Self {
+            db: std::sync::Arc::new(db),
+            list: vec![Box::new(RegistryProjection), Box::new(crate::audit::AuditProjection)],
+        })
     }
 
     /// The database, for readers running concurrently with the projector (redb gives
@@ -202,6 +247,8 @@ impl Projections {
         txn.open_table(CURSORS)?;
         txn.open_table(KEYS)?;
         txn.open_table(POLICIES)?;
+        txn.open_table(LAST_USED)?;
+        crate::audit::create_tables(&txn)?;
         txn.commit()?;
         self.catch_up(log)
     }
@@ -221,9 +268,12 @@ pub fn load_state_read_only(path: &Path) -> Result<LedgerState, ProjectionError>
 fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, ProjectionError> {
     let txn = db.begin_read()?;
     let mut state = LedgerState::default();
+    let last_used = txn.open_table(LAST_USED)?;
     for row in txn.open_table(KEYS)?.iter()? {
         let (_, value) = row?;
-        state.insert(decode_record(value.value())?);
+        let mut record = decode_record(value.value())?;
+        record.last_used = read_last_used(&last_used, &record.key_id)?;
+        state.insert(record);
     }
     for row in txn.open_table(POLICIES)?.iter()? {
         let (workspace, value) = row?;

@@ -143,6 +143,12 @@ impl Sequencer for LedgerSequencer {
                 }
                 Ok(Reply::Key(Box::new(find(&state, &key_id)?.clone())))
             }
+            Command::RecordLookup { caller, workspace, found } => {
+                check_actor(&state, &caller, now)?;
+                let payload = Payload::Lookup(keyledger_core::Lookup { workspace, found });
+                let seq = emit(&mut state, batch, &caller.actor, caller.request_id, payload);
+                Ok(Reply::Recorded(seq))
+            }
         }
     }
 }
@@ -292,8 +298,7 @@ fn rotate(
     if old.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be rotated")));
     }
-    let lifetime = old.expires_at.map(|at| at.micros().saturating_sub(old.created_at.micros()));
-    let new_expiry = lifetime.map(|l| now.plus_micros(l.max(0)));
+    let new_expiry = old.lifetime.map(|l| now.plus_micros(l.max(0)));
     // The old key stays live during an overlap: count it.
     let live_now = state.live_count(&old.workspace, now);
     let old_counted = usize::from(old.is_live(now));

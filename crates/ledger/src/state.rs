@@ -58,6 +58,10 @@ pub struct KeyRecord {
     pub created_at: Timestamp,
     pub created_by: Actor,
     pub expires_at: Option<Timestamp>,
+    /// The lifetime the key was issued with (or last given by an update), in microseconds:
+    /// what a rotation's successor inherits. A rotation's overlap shortens `expires_at`,
+    /// never this.
+    pub lifetime: Option<i64>,
     pub revoked_at: Option<Timestamp>,
     pub revoked_reason: Option<String>,
     pub rotated_from: Option<KeyId>,
@@ -198,6 +202,7 @@ impl LedgerState {
                 created_at: at,
                 created_by: event.actor.clone(),
                 expires_at: c.expires_at,
+                lifetime: c.expires_at.map(|e| e.micros().saturating_sub(at.micros())),
                 revoked_at: None,
                 revoked_reason: None,
                 rotated_from: c.rotated_from,
@@ -249,6 +254,7 @@ impl LedgerState {
                     }
                     if let Some(expires_at) = u.expires_at {
                         key.expires_at = expires_at;
+                        key.lifetime = expires_at.map(|e| e.micros().saturating_sub(key.created_at.micros()));
                         key.expiry_recorded = false;
                     }
                     if let Some(scopes) = &u.scopes {
@@ -269,6 +275,7 @@ impl LedgerState {
                     key.disabled = None;
                 }
             }
+            Payload::Lookup(_) => {}
         }
     }
 }

@@ -108,7 +108,7 @@ impl Default for WriterOptions {
     fn default() -> Self {
         Self {
             sync_window: Duration::from_millis(10),
-            checkpoint_every_events: 10_000,
+            checkpoint_every_events: 100_000,
             checkpoint_every: Duration::from_secs(10),
             max_batch_commands: 8192,
         }
