@@ -109,6 +109,13 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "KEYLEDGER_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
+    /// PEM certificate chain: serve HTTPS directly (with --tls-key), for deployments
+    /// without a TLS-terminating proxy in front.
+    #[arg(long, env = "KEYLEDGER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "KEYLEDGER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, env = "KEYLEDGER_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -187,10 +194,22 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "keyledger is serving");
         let state = keyledger_server::AppState::new(engine, config);
-        keyledger_server::serve(listener, state, shutdown_signal()).await?;
+        match (args.tls_cert, args.tls_key) {
+            (Some(certificate), Some(key)) => {
+                tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "keyledger is serving HTTPS");
+                keyledger_server::serve_tls(args.listen, certificate, key, state, shutdown_signal(), None)
+                    .await
+                    .context("cannot serve HTTPS")?;
+            }
+            _ => {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", args.listen))?;
+                tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "keyledger is serving");
+                keyledger_server::serve(listener, state, shutdown_signal()).await?;
+            }
+        }
         tracing::info!("stopped cleanly");
         Ok::<_, anyhow::Error>(())
     })?;

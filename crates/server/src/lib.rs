@@ -6,14 +6,17 @@
 //! ([`error`], [`request_id`]).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod forwarded;
 pub mod idempotency;
 pub mod integrity;
 pub mod keys;
 pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 pub mod verify;
 pub mod views;
@@ -81,6 +84,22 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
     }
 }
 
+/// Liveness and log health (documentation of `/healthz`).
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "Serving; the log is writable", body = openapi::Health), (status = 503, description = "The log cannot be written (unavailable)", body = openapi::ErrorBody)))]
+pub fn health_doc() {}
+
+/// Prometheus metrics (documentation of `/metrics`).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format: verifications by outcome, append latency, batch sizes, log size, checkpoint age, HTTP requests by route. Never a secret.", content_type = "text/plain", body = String)))]
+pub fn metrics_doc() {}
+
+/// This document (documentation of `/openapi.json`).
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()), responses((status = 200, description = "The OpenAPI 3 document of this API", content_type = "application/json", body = Object)))]
+pub fn openapi_doc() {}
+
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::document())
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     metrics::handle();
@@ -89,6 +108,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi_json))
         .route("/v1/verify", any(verify::verify))
         .route("/v1/verify/{*path}", any(verify::verify))
         .route("/v1/workspaces/{ws}/keys", post(keys::create.layer(idempotent.clone())).get(keys::list))
@@ -99,10 +119,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys/{key_id}/revoke", post(keys::revoke))
         .route("/v1/keys/{key_id}/disable", post(keys::disable))
         .route("/v1/keys/{key_id}/enable", post(keys::enable))
+        // audit routes
+        .route("/v1/keys/{key_id}/events", get(audit::key_events))
+        .route("/v1/audit/keys/{key_id}/compromise", get(audit::compromise))
+        .route("/v1/audit/requests/{request_id}", get(audit::request))
+        .route("/v1/audit/sources", get(audit::sources_query))
+        .route("/v1/audit/sources/{source}", get(audit::sources))
+        .route("/v1/audit/keys", get(audit::active_keys))
+        .route("/v1/audit/hygiene", get(audit::hygiene))
+        .route("/v1/audit/lookup", post(audit::lookup))
+        // end audit routes
         .route("/v1/log/checkpoint", get(integrity::checkpoint))
         .route("/v1/log/public-key", get(integrity::public_key))
         .route("/v1/log/proofs/inclusion", get(integrity::inclusion))
         .route("/v1/log/proofs/consistency", get(integrity::consistency))
+        // export routes
+        .route("/v1/export", get(export::export))
+        // end export routes
         .route_layer(axum::middleware::from_fn(metrics::remember_route))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -119,6 +152,40 @@ pub async fn serve(
     let engine = state.engine.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// Serves the API over TLS (rustls) on `address` with a PEM certificate chain and key,
+/// for deployments without a proxy in front. Stops like [`serve`].
+pub async fn serve_tls(
+    address: SocketAddr,
+    certificate: std::path::PathBuf,
+    private_key: std::path::PathBuf,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    listening: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> std::io::Result<()> {
+    // Several rustls providers may be compiled in; keyledger uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(certificate, private_key).await?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    if let Some(listening) = listening {
+        let watcher = handle.clone();
+        tokio::spawn(async move {
+            if let Some(address) = watcher.listening().await {
+                let _ = listening.send(address);
+            }
+        });
+    }
+    let engine = state.engine.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum_server::bind_rustls(address, config).handle(handle).serve(app).await?;
     engine.shutdown().await;
     Ok(())
 }

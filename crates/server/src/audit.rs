@@ -1,0 +1,395 @@
+//! Audit routes (contract §4 "Audit"): a key's events, the leak report, request ids,
+//! sources, the active set at an instant, hygiene, and leaked-secret lookup.
+//!
+//! Every route needs `ledger:audit:read`; anything outside the admin key's workspaces
+//! answers 404 as if it did not exist. Reads first wait for the projections, so they see
+//! the caller's last write, and answer from the audit indexes (never a scan of the log).
+
+use crate::AppState;
+use crate::auth::{Admin, scope};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, QueryPairs, path_param};
+use crate::views::key_view;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use keyledger_core::json::{actor_text, event_json};
+use keyledger_core::time::parse_duration;
+use keyledger_core::{KeyId, Timestamp, WorkspaceId};
+use keyledger_ledger::audit::{self, KindFilter, ValueStat};
+use keyledger_ledger::projection::ProjectionError;
+use keyledger_ledger::{Engine, KeyRecord, KeyStatus};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::IpAddr;
+use std::time::Duration;
+
+type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+
+const PROJECTION_WAIT: Duration = Duration::from_secs(5);
+
+fn ok(value: Value) -> Answer {
+    Ok((StatusCode::OK, Json(value)))
+}
+
+fn index_error(error: ProjectionError) -> ApiError {
+    tracing::error!(%error, "audit index read failed");
+    ApiError::new(crate::error::ErrorCode::Internal, "internal error")
+}
+
+fn time(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+fn parse_time(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse_rfc3339(t).ok_or_else(|| ApiError::invalid(field, "must be an RFC 3339 time"))
+    })
+    .transpose()
+}
+
+fn parse_workspace(query: &QueryPairs) -> Result<WorkspaceId, ApiError> {
+    let text = query.get("workspace").ok_or_else(|| ApiError::invalid("workspace", "is required"))?;
+    path_param("workspace", text)
+}
+
+/// Requires the audit scope and waits for the projections (a read barrier).
+async fn begin(state: &AppState, admin: &Admin) -> Result<(), ApiError> {
+    admin.require(scope::AUDIT_READ)?;
+    if !state.engine.wait_for_projections(PROJECTION_WAIT).await {
+        tracing::warn!("audit read: projections still catching up; answering from the latest snapshot");
+    }
+    Ok(())
+}
+
+/// A key the caller may see, or 404 exactly as for a key that does not exist.
+fn visible_key(engine: &Engine, admin: &Admin, text: &str) -> Result<KeyRecord, ApiError> {
+    let not_found = || ApiError::not_found(format!("no key {text}"));
+    let key_id: KeyId = text.parse().map_err(|_| not_found())?;
+    engine.key(&key_id).filter(|k| admin.can_see(&k.workspace)).ok_or_else(not_found)
+}
+
+fn value_stats(stats: &[ValueStat]) -> Value {
+    Value::Array(
+        stats
+            .iter()
+            .map(|s| {
+                json!({
+                    "value": s.value,
+                    "first_seen": s.first_seen.to_rfc3339(),
+                    "last_seen": s.last_seen.to_rfc3339(),
+                    "count": s.count,
+                    "allowed": s.allowed,
+                    "denied": s.denied,
+                    "new_since": s.new_since,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The leak report of `key` over `[since, until)`.
+fn report(
+    engine: &Engine,
+    key: &KeyRecord,
+    since: Option<Timestamp>,
+    until: Timestamp,
+) -> Result<Value, ApiError> {
+    let data = engine.audit().compromise(key, since, Some(until)).map_err(index_error)?;
+    let now = Timestamp::now();
+    let after = &data.after_revocation;
+    Ok(json!({
+        "key": key_view(key, now),
+        "lifecycle": data.lifecycle.iter().map(event_json).collect::<Vec<_>>(),
+        "window": {"since": time(since), "until": until.to_rfc3339()},
+        "uses": {
+            "allowed": data.uses.allowed,
+            "denied": data.uses.denied,
+            "first": time(data.uses.first),
+            "last": time(data.uses.last),
+        },
+        "sources": value_stats(&data.sources),
+        "user_agents": value_stats(&data.user_agents),
+        "paths": data.paths.iter().map(|p| json!({"value": p.value, "count": p.count})).collect::<Vec<_>>(),
+        "after_revocation": {
+            "since": time(after.since),
+            "count": after.count,
+            "first": time(after.first),
+            "last": time(after.last),
+            "sources": value_stats(&after.sources),
+        },
+    }))
+}
+
+/// `GET /v1/keys/{key_id}/events?kind=&from=&to=&limit=&cursor=`
+pub async fn key_events(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(key_id): Path<String>,
+    query: QueryPairs,
+) -> Answer {
+    query.only(&["kind", "from", "to", "limit", "cursor"])?;
+    begin(&state, &admin).await?;
+    let key = visible_key(&state.engine, &admin, &key_id)?;
+    let filter = match query.get("kind").unwrap_or("all") {
+        "all" => KindFilter::All,
+        "lifecycle" => KindFilter::Lifecycle,
+        "usage" => KindFilter::Usage,
+        _ => return Err(ApiError::invalid("kind", "must be one of lifecycle, usage, all")),
+    };
+    let from = parse_time("from", query.get("from"))?;
+    let to = parse_time("to", query.get("to"))?;
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => return Err(ApiError::invalid("limit", "must be an integer from 1 to 1000")),
+        },
+    };
+    let cursor = query
+        .get("cursor")
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
+        })
+        .transpose()?;
+    let (events, next) =
+        state.engine.audit().key_events(&key.key_id, filter, from, to, cursor, limit).map_err(index_error)?;
+    ok(json!({
+        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        "next_cursor": next.map(|n| n.to_string()),
+    }))
+}
+
+/// `GET /v1/audit/keys/{key_id}/compromise?since=&until=`
+pub async fn compromise(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(key_id): Path<String>,
+    query: QueryPairs,
+) -> Answer {
+    query.only(&["since", "until"])?;
+    begin(&state, &admin).await?;
+    let key = visible_key(&state.engine, &admin, &key_id)?;
+    let since = parse_time("since", query.get("since"))?;
+    let until = parse_time("until", query.get("until"))?.unwrap_or_else(Timestamp::now);
+    if since.is_some_and(|s| s > until) {
+        return Err(ApiError::invalid("until", "must not be before `since`"));
+    }
+    ok(report(&state.engine, &key, since, until)?)
+}
+
+/// `GET /v1/audit/requests/{request_id}`
+pub async fn request(State(state): State<AppState>, admin: Admin, Path(request_id): Path<String>) -> Answer {
+    begin(&state, &admin).await?;
+    let engine = &state.engine;
+    let events: Vec<_> = engine
+        .audit()
+        .request_events(&request_id)
+        .map_err(index_error)?
+        .into_iter()
+        .filter(|e| admin.can_see(e.payload.workspace()))
+        .collect();
+    if events.is_empty() {
+        return Err(ApiError::not_found(format!("no events for request {request_id}")));
+    }
+    let now = Timestamp::now();
+    let key_ids: Vec<KeyId> = {
+        let mut ids: Vec<KeyId> = events.iter().filter_map(|e| e.payload.key_id()).collect();
+        ids.dedup();
+        ids
+    };
+    let keys: Vec<Value> =
+        key_ids.iter().filter_map(|id| engine.key(id)).map(|k| key_view(&k, now)).collect();
+    ok(json!({
+        "request_id": request_id,
+        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        "key": keys.first().cloned().unwrap_or(Value::Null),
+        "keys": keys,
+    }))
+}
+
+/// Parses `ip` or `ip/prefix` into an inclusive 16-byte key range.
+fn parse_source(text: &str) -> Result<([u8; 16], [u8; 16]), ApiError> {
+    let bad = || ApiError::invalid("source", format!("`{text}` is not an IP address or CIDR network"));
+    let (ip, prefix) = match text.split_once('/') {
+        Some((ip, prefix)) => {
+            let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+            (ip, prefix.parse::<u8>().map_err(|_| bad())?)
+        }
+        None => {
+            let ip: IpAddr = text.parse().map_err(|_| bad())?;
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    audit::cidr_range(ip, prefix).ok_or_else(bad)
+}
+
+async fn sources_for(state: &AppState, admin: &Admin, source: &str, query: &QueryPairs) -> Answer {
+    begin(state, admin).await?;
+    let (low, high) = parse_source(source)?;
+    let from = parse_time("from", query.get("from"))?;
+    let to = parse_time("to", query.get("to"))?;
+    let stats = state.engine.audit().sources(low, high, from, to).map_err(index_error)?;
+    let keys: Vec<Value> = {
+        let registry = state.engine.registry();
+        stats
+            .iter()
+            .filter_map(|s| {
+                let key = registry.key(&s.key_id)?;
+                admin.can_see(&key.workspace).then(|| {
+                    json!({
+                        "key_id": s.key_id.to_string(),
+                        "workspace": key.workspace.as_str(),
+                        "first_seen": s.first_seen.to_rfc3339(),
+                        "last_seen": s.last_seen.to_rfc3339(),
+                        "count": s.count,
+                        "allowed": s.allowed,
+                        "denied": s.denied,
+                    })
+                })
+            })
+            .collect()
+    };
+    ok(json!({"source": source, "keys": keys}))
+}
+
+/// `GET /v1/audit/sources/{ip_or_cidr}?from=&to=` (a CIDR's `/` sent as `%2F`).
+pub async fn sources(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(source): Path<String>,
+    query: QueryPairs,
+) -> Answer {
+    query.only(&["from", "to"])?;
+    sources_for(&state, &admin, &source, &query).await
+}
+
+/// `GET /v1/audit/sources?cidr=&from=&to=` (the same, the network in the query).
+pub async fn sources_query(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
+    query.only(&["cidr", "ip", "from", "to"])?;
+    let source = query
+        .get("cidr")
+        .or_else(|| query.get("ip"))
+        .ok_or_else(|| ApiError::invalid("cidr", "is required"))?
+        .to_owned();
+    sources_for(&state, &admin, &source, &query).await
+}
+
+/// `GET /v1/audit/keys?workspace=W&active_at=T`: the keys valid at T, as they stood then.
+pub async fn active_keys(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
+    query.only(&["workspace", "active_at"])?;
+    let workspace = parse_workspace(&query)?;
+    admin.workspace(&workspace)?;
+    begin(&state, &admin).await?;
+    let at = parse_time("active_at", query.get("active_at"))?.unwrap_or_else(Timestamp::now);
+    let keys: Vec<Value> = state
+        .engine
+        .audit()
+        .active_at(&workspace, at)
+        .map_err(index_error)?
+        .into_iter()
+        .map(|(t, s)| {
+            json!({
+                "key_id": t.key_id.to_string(),
+                "workspace": t.workspace.as_str(),
+                "name": s.name,
+                "hint": t.hint,
+                "scopes": s.scopes,
+                "resources": s.resources,
+                "environment": t.environment.as_str(),
+                "owner": s.owner,
+                "status": s.status(at).as_str(),
+                "created_at": t.created_at.to_rfc3339(),
+                "created_by": actor_text(&t.created_by),
+                "expires_at": time(s.expires_at),
+                "revoked_at": time(s.revoked_at),
+                "rotated_from": t.rotated_from.map(|k| k.to_string()),
+                "rotated_to": s.rotated_to.map(|k| k.to_string()),
+            })
+        })
+        .collect();
+    ok(json!({"workspace": workspace.as_str(), "active_at": at.to_rfc3339(), "keys": keys}))
+}
+
+fn parse_age(query: &QueryPairs, field: &str) -> Result<i64, ApiError> {
+    match query.get(field) {
+        None => Ok(parse_duration("90d").unwrap_or_default()),
+        Some(text) => parse_duration(text)
+            .ok_or_else(|| ApiError::invalid(field, "must be a duration such as `90d`, `12h` or `30m`")),
+    }
+}
+
+/// `GET /v1/audit/hygiene?workspace=W&unused_for=90d&older_than=90d`, over live keys.
+pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
+    query.only(&["workspace", "unused_for", "older_than"])?;
+    let workspace = parse_workspace(&query)?;
+    admin.workspace(&workspace)?;
+    admin.require(scope::AUDIT_READ)?;
+    let unused_for = parse_age(&query, "unused_for")?;
+    let older_than = parse_age(&query, "older_than")?;
+    let now = Timestamp::now();
+    let soon = now.plus_micros(parse_duration("7d").unwrap_or_default());
+    let (mut never_used, mut unused, mut no_expiry, mut old, mut expiring) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let registry = state.engine.registry();
+    for key in registry.workspace_keys(&workspace) {
+        if !matches!(key.status(now), KeyStatus::Active | KeyStatus::Disabled) {
+            continue;
+        }
+        let view = key_view(key, now);
+        match key.last_used.at {
+            None => never_used.push(view.clone()),
+            Some(at) if at.micros() < now.micros().saturating_sub(unused_for) => unused.push(view.clone()),
+            Some(_) => {}
+        }
+        match key.expires_at {
+            None => no_expiry.push(view.clone()),
+            Some(at) if at <= soon => expiring.push(view.clone()),
+            Some(_) => {}
+        }
+        if key.created_at.micros() < now.micros().saturating_sub(older_than) {
+            old.push(view);
+        }
+    }
+    ok(json!({
+        "workspace": workspace.as_str(),
+        "never_used": never_used,
+        "unused": unused,
+        "no_expiry": no_expiry,
+        "older_than": old,
+        "expiring_within_7d": expiring,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupBody {
+    secret: String,
+}
+
+/// `POST /v1/audit/lookup` `{"secret"}`: which key a leaked secret is (or was), with its
+/// whole-life report. The candidate is only hashed: never stored, logged or echoed. Exactly
+/// one `lookup` event records who asked and what was found.
+pub async fn lookup(
+    State(state): State<AppState>,
+    admin: Admin,
+    JsonBody(body): JsonBody<LookupBody>,
+) -> Answer {
+    admin.require(scope::AUDIT_READ)?;
+    let engine = &state.engine;
+    let found = engine.find_by_secret(&body.secret);
+    drop(body);
+    engine.record_lookup(admin.caller.clone(), found.as_ref()).await?;
+    let Some(key) = found.filter(|k| admin.can_see(&k.workspace)) else {
+        return Err(ApiError::not_found("no key has this secret"));
+    };
+    begin(&state, &admin).await?;
+    let key = engine.key(&key.key_id).unwrap_or(key);
+    let now = Timestamp::now();
+    ok(json!({
+        "key_id": key.key_id.to_string(),
+        "workspace": key.workspace.as_str(),
+        "status": key.status(now).as_str(),
+        "report": report(engine, &key, None, now)?,
+    }))
+}
