@@ -10,6 +10,7 @@
 //!   checks as `.ci/run` (which is what CI runs; this is a local convenience).
 
 mod bench;
+mod genlog;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ commands:
         run the criterion benchmarks and refresh the table in docs/benchmarks.md
         --quick        shorter warm-up and measurement (0.5 s / 1 s) for a smoke run
         --report-only  do not run anything; rebuild the table from the results on disk
+  gen-log --data-dir D --events N --keys K [--hot-share F]
+        write a realistic log of N events over K keys straight through the engine (in
+        release mode); key 0 gets F (default 0.1) of the traffic
   ci    cargo fmt --all --check, cargo clippy --workspace --all-targets -- -D warnings,
         cargo test --workspace (the checks of .ci/run)
 ";
@@ -45,6 +49,7 @@ fn main() -> Result<()> {
             }
             bench::run(&workspace_root(), options)
         }
+        "gen-log" => gen_log(rest),
         "ci" => {
             if let Some(extra) = rest.first() {
                 bail!("`ci` takes no arguments (got `{extra}`)");
@@ -60,6 +65,31 @@ fn main() -> Result<()> {
             bail!("unknown command `{other}`")
         }
     }
+}
+
+/// Parses `gen-log`'s flags; re-runs itself in release mode (a debug engine is ~10x slower).
+fn gen_log(args: &[String]) -> Result<()> {
+    if cfg!(debug_assertions) {
+        let mut command = cargo();
+        command.args(["run", "--quiet", "--release", "--package", "xtask", "--", "gen-log"]).args(args);
+        return run_step(&workspace_root(), command);
+    }
+    let mut options = genlog::Options { data_dir: PathBuf::new(), events: 0, keys: 0, hot_share: 0.1 };
+    let mut flags = args.iter();
+    while let Some(flag) = flags.next() {
+        let value = flags.next().with_context(|| format!("`{flag}` needs a value"))?;
+        match flag.as_str() {
+            "--data-dir" => options.data_dir = PathBuf::from(value),
+            "--events" => options.events = value.replace('_', "").parse().context("--events")?,
+            "--keys" => options.keys = value.replace('_', "").parse().context("--keys")?,
+            "--hot-share" => options.hot_share = value.parse().context("--hot-share")?,
+            other => bail!("unknown option `{other}` for `gen-log`\n\n{USAGE}"),
+        }
+    }
+    if options.data_dir.as_os_str().is_empty() {
+        bail!("gen-log needs --data-dir");
+    }
+    genlog::run(options)
 }
 
 /// The workspace root: the parent of this crate's directory.

@@ -169,7 +169,8 @@ mod tests {
                 EventKind::Disabled,
                 envelope(Payload::Disabled(Disabled { key_id: key(1), workspace: ws.clone(), reason: None })),
             ),
-            (EventKind::Enabled, envelope(Payload::Enabled(KeyRef { key_id: key(1), workspace: ws }))),
+            (EventKind::Enabled, envelope(Payload::Enabled(KeyRef { key_id: key(1), workspace: ws.clone() }))),
+            (EventKind::Lookup, envelope(Payload::Lookup(Lookup { workspace: ws, found: Some(key(1)) }))),
         ]
     }
 
@@ -198,6 +199,7 @@ mod tests {
         (EventKind::Updated, "07010101010101010101010101010101010461636d6501016e01000000010000"),
         (EventKind::Disabled, "08010101010101010101010101010101010461636d6500"),
         (EventKind::Enabled, "09010101010101010101010101010101010461636d65"),
+        (EventKind::Lookup, "0a0461636d650101010101010101010101010101010101"),
     ];
 
     #[test]
@@ -243,7 +245,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_events_decode_canonically_or_fail(index in 0usize..10, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        fn mutated_events_decode_canonically_or_fail(index in 0usize..11, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
             let mut bytes = encode_event(&examples()[index].1);
             let at = pos.index(bytes.len());
             bytes[at] = byte;

@@ -52,6 +52,7 @@ pub enum Payload {
     Updated(Updated),
     Disabled(Disabled),
     Enabled(KeyRef),
+    Lookup(Lookup),
 }
 
 /// The kind of an event, as the API names it.
@@ -68,6 +69,7 @@ pub enum EventKind {
     Updated,
     Disabled,
     Enabled,
+    Lookup,
 }
 
 impl EventKind {
@@ -83,6 +85,7 @@ impl EventKind {
             EventKind::Updated => "updated",
             EventKind::Disabled => "disabled",
             EventKind::Enabled => "enabled",
+            EventKind::Lookup => "lookup",
         }
     }
 
@@ -238,6 +241,14 @@ pub struct Updated {
     pub resources: Option<Vec<String>>,
 }
 
+/// An admin looked up a candidate leaked secret (the candidate itself is never recorded).
+/// `workspace` is the found key's workspace, or `_ledger` when nothing matched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lookup {
+    pub workspace: WorkspaceId,
+    pub found: Option<KeyId>,
+}
+
 /// A reversible suspension of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disabled {
@@ -259,6 +270,7 @@ impl Payload {
             Payload::Updated(_) => EventKind::Updated,
             Payload::Disabled(_) => EventKind::Disabled,
             Payload::Enabled(_) => EventKind::Enabled,
+            Payload::Lookup(_) => EventKind::Lookup,
         }
     }
 
@@ -274,6 +286,7 @@ impl Payload {
             Payload::PolicySet(e) => &e.workspace,
             Payload::Updated(e) => &e.workspace,
             Payload::Disabled(e) => &e.workspace,
+            Payload::Lookup(e) => &e.workspace,
         }
     }
 
@@ -289,6 +302,8 @@ impl Payload {
             Payload::PolicySet(_) => None,
             Payload::Updated(e) => Some(e.key_id),
             Payload::Disabled(e) => Some(e.key_id),
+            // An admin action, not an event of the key's life: found in `found`.
+            Payload::Lookup(_) => None,
         }
     }
 }

@@ -86,6 +86,7 @@ pub fn event_json(event: &Event) -> Value {
         Payload::Disabled(e) => put("reason", json!(e.reason)),
         Payload::Expired(_) | Payload::Enabled(_) => {}
         Payload::PolicySet(e) => put("policy", policy_json(&e.policy)),
+        Payload::Lookup(e) => put("found", opt(&e.found)),
         Payload::Updated(e) => {
             let mut changes = Map::new();
             if let Some(name) = &e.name {

@@ -75,6 +75,7 @@ fn active_record() -> KeyRecord {
         created_at: Timestamp(1_700_000_000_000_000),
         created_by: Actor::System,
         expires_at: Some(Timestamp(4_000_000_000_000_000)),
+        lifetime: None,
         revoked_at: None,
         revoked_reason: None,
         rotated_from: None,

@@ -82,6 +82,8 @@ pub enum Command {
     Update { caller: Caller, key_id: KeyId, changes: KeyChanges },
     SetDisabled { caller: Caller, key_id: KeyId, disabled: bool, reason: Option<String> },
     Verify { request_id: RequestId, key_id: KeyId, wants: VerifyRequirements, context: UsageContext },
+    /// Records that an admin looked up a candidate leaked secret (never the candidate).
+    RecordLookup { caller: Caller, workspace: WorkspaceId, found: Option<KeyId> },
 }
 
 /// What a verification of a known key decided, as recorded in the log.
@@ -100,6 +102,8 @@ pub enum Reply {
     RevokedAll(Vec<KeyId>),
     Policy(Policy),
     Verdict(Box<Verdict>),
+    /// The seq of a recorded event.
+    Recorded(u64),
 }
 
 pub type CommandResult = Result<Reply, LedgerError>;

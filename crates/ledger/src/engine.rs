@@ -478,10 +478,33 @@ impl Engine {
         all
     }
 
-    /// Waits until the redb projections have applied every event durable now (an audit
-    /// read's barrier), or until `timeout`.
+    // ----- audit ----
+
+    /// The audit indexes (read them after [`Self::wait_for_projections`] to see the
+    /// caller's last write).
+    pub fn audit(&self) -> crate::audit::AuditQueries<'_> {
+        crate::audit::AuditQueries::new(&self.projections_db, &self.reader)
+    }
+
+    /// Records (durably) that `caller` looked up a candidate leaked secret and what it
+    /// found; never the candidate. Returns the event's seq.
+    pub async fn record_lookup(&self, caller: Caller, found: Option<&KeyRecord>) -> Result<u64, LedgerError> {
+        let workspace = found.map_or_else(WorkspaceId::ledger, |k| k.workspace.clone());
+        let command = Command::RecordLookup { caller, workspace, found: found.map(|k| k.key_id) };
+        match self.submit(command).await? {
+            Reply::Recorded(seq) => Ok(seq),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    // ----- end audit ----
+
+    /// Waits until the redb projections have applied every event written so far (an audit
+    /// read's barrier: it sees every write that answered before it), or until `timeout`.
     pub async fn wait_for_projections(&self, timeout: Duration) -> bool {
-        let target = *self.writer.committed().borrow();
+        // Everything already written (a verify in `batched` mode answers before its fsync,
+        // which follows within the sync window): the projector sees it once durable.
+        let target = self.reader.len();
         let mut projected = self.projected.clone();
         tokio::time::timeout(timeout, projected.wait_for(|applied| *applied >= target))
             .await

@@ -8,11 +8,13 @@
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod audit_check;
 pub mod commands;
 pub mod datadir;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod projection;
 pub mod sequencer;
 pub mod state;

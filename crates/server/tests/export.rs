@@ -430,7 +430,7 @@ fn http_export_streams_and_enforces_scope_and_workspaces() {
         assert!(verify_export(body.as_bytes(), &key, None).unwrap().filtered);
 
         let (status, headers, body) =
-            get(&app, "/v1/export?format=csv&workspace=acme", &limited.expose()).await;
+            get(&app, "/v1/export?format=csv&workspace=acme", limited.expose()).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(headers["content-type"].to_str().unwrap().starts_with("text/csv"));
         assert!(body.starts_with("seq,at,kind"));
@@ -556,5 +556,64 @@ fn documented_example_is_exact() {
         ] {
             assert!(doc.contains(&needle), "docs/export-format.md lacks {needle}");
         }
+    }
+}
+
+/// Throughput of export and verify (run: `cargo test --release -p keyledger-server --test
+/// export throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn throughput() {
+    let n: usize = std::env::var("EXPORT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let started = std::time::Instant::now();
+    let f = fixture(0);
+    let secret = {
+        let ws: WorkspaceId = "acme".parse().unwrap();
+        f.engine.create_blocking(Caller::system(), ws, spec("bulk", &["read"], &[])).unwrap().1
+    };
+    f.rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let engine = f.engine.clone();
+            let secret = secret.expose().to_owned();
+            tasks.spawn(async move {
+                for _ in 0..n / 8 {
+                    let context =
+                        UsageContext { ip: Some("198.51.100.1".parse().unwrap()), ..Default::default() };
+                    engine
+                        .verify(
+                            RequestId::generate(Timestamp::now().millis()),
+                            &secret,
+                            Default::default(),
+                            context,
+                        )
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+    eprintln!("filled {} events in {:.1}s", f.engine.log().len(), started.elapsed().as_secs_f64());
+    for request in [
+        ExportRequest::default(),
+        ExportRequest { workspace: Some("acme".parse().unwrap()), ..Default::default() },
+    ] {
+        let filtered = request.workspace.is_some();
+        let t = std::time::Instant::now();
+        let export = f.export(request);
+        let produce = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let summary = f.verify(&export).unwrap();
+        let verify = t.elapsed().as_secs_f64();
+        eprintln!(
+            "filtered={filtered}: {} lines, {:.1} MB; export {:.2}s ({:.0} lines/s), verify {:.2}s ({:.0} lines/s)",
+            summary.lines,
+            export.len() as f64 / 1e6,
+            produce,
+            summary.lines as f64 / produce,
+            verify,
+            summary.lines as f64 / verify
+        );
     }
 }

@@ -136,7 +136,6 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 
 struct Harness {
     app: axum::Router,
-    admin: String,
     doc: Value,
     checked: usize,
     _dir: tempfile::TempDir,
@@ -191,7 +190,7 @@ async fn responses_conform_to_the_documented_schemas() {
     };
     assert_eq!(status, StatusCode::OK);
     let admin = init.admin_key.expose().to_owned();
-    let mut h = Harness { app, admin: admin.clone(), doc: doc_value, checked: 0, _dir: dir };
+    let mut h = Harness { app, doc: doc_value, checked: 0, _dir: dir };
     let a = Some(admin.as_str());
 
     let (s, created) = h

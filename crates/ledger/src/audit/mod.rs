@@ -1,0 +1,287 @@
+//! Audit indexes: redb tables derived from the log that answer the questions a security team
+//! asks after a leak, without scanning the log.
+//!
+//! One [`AuditProjection`] maintains every table below inside the projections' write
+//! transaction (so its cursor moves with its rows), and [`AuditQueries`] answers from them,
+//! reading only the events it returns from the log. Everything is rebuildable from seq 0:
+//! ids are interned in order of first appearance, so a rebuild is byte-for-byte equal to the
+//! incremental state.
+//!
+//! Row layouts (all integers big-endian so keys sort numerically):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `audit_meta` | counter name | u64 |
+//! | `audit_key_nos` | key id (16) | key_no u32 |
+//! | `audit_key_ids` | key_no u32 | key id (16) |
+//! | `audit_strings` | dim (1) ‖ bytes | id u32 (from 1) |
+//! | `audit_string_values` | dim (1) ‖ id (4) | bytes |
+//! | `audit_key_events` | key_no (4) ‖ class (1: 0 lifecycle, 1 usage) ‖ seq (8) | lifecycle: kind (1) ‖ at (8); usage: flags (1) ‖ at (8) ‖ ip id (4) ‖ ua id (4) ‖ path id (4) |
+//! | `audit_key_agg` | key_no (4) ‖ dim (1) ‖ day (4) ‖ value id (4) | [`Agg`] (24) |
+//! | `audit_key_first` | key_no (4) ‖ dim (1) ‖ value id (4) | first at (8) |
+//! | `audit_src_agg` | ip (16) ‖ key_no (4) ‖ day (4) | [`Agg`] (24) |
+//! | `audit_src_events` | ip (16) ‖ key_no (4) ‖ seq (8) | flags (1) ‖ at (8) |
+//! | `audit_requests` | h8(request id) ‖ seq (8) | () |
+//! | `audit_timelines` | workspace ‖ 0x00 ‖ key id (16) | postcard([`Timeline`]) |
+//!
+//! Dimensions: 0 = all uses (value 0), 1 = source address (interned as its 16-byte
+//! IPv6/IPv4-mapped form), 2 = user agent, 3 = path. Days are UTC days since the epoch.
+//! Request ids are hashed (BLAKE3, 8 bytes, domain-separated for keyledger's and the
+//! gateway's ids); a hit is confirmed against the event itself.
+
+mod projection;
+mod query;
+mod timeline;
+
+pub use projection::AuditProjection;
+pub use query::{
+    AfterRevocation, AuditQueries, CompromiseData, KindFilter, SourceKeyStat, ValueStat, WindowTotals,
+};
+pub use timeline::{Change, Snapshot, Timeline};
+
+use crate::projection::ProjectionError;
+use keyledger_core::{EventKind, Timestamp};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use std::net::IpAddr;
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("audit_meta");
+pub(crate) const KEY_NOS: TableDefinition<&[u8], u32> = TableDefinition::new("audit_key_nos");
+pub(crate) const KEY_IDS: TableDefinition<u32, &[u8]> = TableDefinition::new("audit_key_ids");
+pub(crate) const STRINGS: TableDefinition<&[u8], u32> = TableDefinition::new("audit_strings");
+pub(crate) const STRING_VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_string_values");
+pub(crate) const KEY_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_key_events");
+pub(crate) const KEY_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_key_agg");
+pub(crate) const KEY_FIRST: TableDefinition<&[u8], i64> = TableDefinition::new("audit_key_first");
+pub(crate) const SRC_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_src_agg");
+pub(crate) const SRC_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_src_events");
+pub(crate) const REQUESTS: TableDefinition<&[u8], ()> = TableDefinition::new("audit_requests");
+pub(crate) const TIMELINES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_timelines");
+
+pub(crate) const CLASS_LIFECYCLE: u8 = 0;
+pub(crate) const CLASS_USAGE: u8 = 1;
+
+pub(crate) const DIM_ALL: u8 = 0;
+pub(crate) const DIM_SOURCE: u8 = 1;
+pub(crate) const DIM_USER_AGENT: u8 = 2;
+pub(crate) const DIM_PATH: u8 = 3;
+
+pub(crate) const FLAG_ALLOWED: u8 = 1;
+
+pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Names of every audit table (for clearing, dumping and size reports).
+pub const TABLE_NAMES: [&str; 12] = [
+    "audit_meta",
+    "audit_key_nos",
+    "audit_key_ids",
+    "audit_strings",
+    "audit_string_values",
+    "audit_key_events",
+    "audit_key_agg",
+    "audit_key_first",
+    "audit_src_agg",
+    "audit_src_events",
+    "audit_requests",
+    "audit_timelines",
+];
+
+/// Creates every audit table (idempotent), so readers never meet a missing one.
+pub fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
+    txn.open_table(META)?;
+    txn.open_table(KEY_NOS)?;
+    txn.open_table(KEY_IDS)?;
+    txn.open_table(STRINGS)?;
+    txn.open_table(STRING_VALUES)?;
+    txn.open_table(KEY_EVENTS)?;
+    txn.open_table(KEY_AGG)?;
+    txn.open_table(KEY_FIRST)?;
+    txn.open_table(SRC_AGG)?;
+    txn.open_table(SRC_EVENTS)?;
+    txn.open_table(REQUESTS)?;
+    txn.open_table(TIMELINES)?;
+    Ok(())
+}
+
+/// Deletes every audit table (before a rebuild).
+pub fn delete_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
+    txn.delete_table(META)?;
+    txn.delete_table(KEY_NOS)?;
+    txn.delete_table(KEY_IDS)?;
+    txn.delete_table(STRINGS)?;
+    txn.delete_table(STRING_VALUES)?;
+    txn.delete_table(KEY_EVENTS)?;
+    txn.delete_table(KEY_AGG)?;
+    txn.delete_table(KEY_FIRST)?;
+    txn.delete_table(SRC_AGG)?;
+    txn.delete_table(SRC_EVENTS)?;
+    txn.delete_table(REQUESTS)?;
+    txn.delete_table(TIMELINES)?;
+    Ok(())
+}
+
+/// A table's name and its rows as bytes.
+pub type TableDump = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Every row of every audit table, encoded as bytes, table by table (for tests comparing a
+/// rebuild with the incremental state).
+pub fn dump(db: &impl ReadableDatabase) -> Result<Vec<TableDump>, ProjectionError> {
+    let txn = db.begin_read()?;
+    let mut out = Vec::new();
+    macro_rules! rows {
+        ($def:expr, $k:expr, $v:expr) => {{
+            let table = txn.open_table($def)?;
+            let mut rows = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                rows.push(($k(k.value()), $v(v.value())));
+            }
+            out.push(($def.name().to_owned(), rows));
+        }};
+    }
+    let bytes = |b: &[u8]| b.to_vec();
+    rows!(META, |k: &str| k.as_bytes().to_vec(), |v: u64| v.to_be_bytes().to_vec());
+    rows!(KEY_NOS, bytes, |v: u32| v.to_be_bytes().to_vec());
+    rows!(KEY_IDS, |k: u32| k.to_be_bytes().to_vec(), bytes);
+    rows!(STRINGS, bytes, |v: u32| v.to_be_bytes().to_vec());
+    rows!(STRING_VALUES, bytes, bytes);
+    rows!(KEY_EVENTS, bytes, bytes);
+    rows!(KEY_AGG, bytes, bytes);
+    rows!(KEY_FIRST, bytes, |v: i64| v.to_be_bytes().to_vec());
+    rows!(SRC_AGG, bytes, bytes);
+    rows!(SRC_EVENTS, bytes, bytes);
+    rows!(REQUESTS, bytes, |_: ()| Vec::new());
+    rows!(TIMELINES, bytes, bytes);
+    Ok(out)
+}
+
+/// An address as a 16-byte key: IPv6 as is, IPv4 as its IPv4-mapped IPv6 form, so that
+/// a CIDR of either family is one contiguous key range.
+pub fn ip_key(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address behind a 16-byte key (IPv4-mapped addresses shown as IPv4).
+pub fn ip_from_key(key: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(key);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// The inclusive 16-byte key range of a network `ip/prefix` (prefix counted in the
+/// address's own family). `None` if the prefix is too long.
+pub fn cidr_range(ip: IpAddr, prefix: u8) -> Option<([u8; 16], [u8; 16])> {
+    let bits: u8 = match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    if prefix > bits {
+        return None;
+    }
+    let value = u128::from_be_bytes(ip_key(ip));
+    let host_bits = u32::from(bits - prefix);
+    let mask: u128 = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+    Some(((value & !mask).to_be_bytes(), (value | mask).to_be_bytes()))
+}
+
+/// The UTC day of an instant, as stored in aggregate keys.
+pub(crate) fn day_of(at: Timestamp) -> u32 {
+    u32::try_from(at.micros().div_euclid(DAY_MICROS).max(0)).unwrap_or(u32::MAX)
+}
+
+pub(crate) fn day_start(day: u32) -> Timestamp {
+    Timestamp(i64::from(day) * DAY_MICROS)
+}
+
+/// The hashed key of a keyledger request id or a gateway's request id.
+pub(crate) fn request_hash(gateway: bool, id: &[u8]) -> [u8; 8] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(if gateway { b"keyledger audit gateway request\0" } else { b"keyledger audit request\0" });
+    hasher.update(id);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    out
+}
+
+pub(crate) fn kind_code(kind: EventKind) -> u8 {
+    match kind {
+        EventKind::Created => 0,
+        EventKind::Used => 1,
+        EventKind::Denied => 2,
+        EventKind::Rotated => 3,
+        EventKind::Revoked => 4,
+        EventKind::Expired => 5,
+        EventKind::PolicySet => 6,
+        EventKind::Updated => 7,
+        EventKind::Disabled => 8,
+        EventKind::Enabled => 9,
+        EventKind::Lookup => 10,
+    }
+}
+
+/// Uses of one key (or one address × key) within one day, or within a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Agg {
+    pub allowed: u64,
+    pub denied: u64,
+    pub first: Timestamp,
+    pub last: Timestamp,
+}
+
+impl Agg {
+    pub(crate) fn one(allowed: bool, at: Timestamp) -> Self {
+        Self { allowed: u64::from(allowed), denied: u64::from(!allowed), first: at, last: at }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.allowed + self.denied
+    }
+
+    pub(crate) fn merge(&mut self, other: &Agg) {
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+    }
+
+    pub(crate) fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..4].copy_from_slice(&(self.allowed.min(u64::from(u32::MAX)) as u32).to_be_bytes());
+        out[4..8].copy_from_slice(&(self.denied.min(u64::from(u32::MAX)) as u32).to_be_bytes());
+        out[8..16].copy_from_slice(&self.first.micros().to_be_bytes());
+        out[16..].copy_from_slice(&self.last.micros().to_be_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, ProjectionError> {
+        if bytes.len() != 24 {
+            return Err(ProjectionError::Corrupt("audit aggregate".into()));
+        }
+        Ok(Self {
+            allowed: u64::from(be_u32(&bytes[..4])),
+            denied: u64::from(be_u32(&bytes[4..8])),
+            first: Timestamp(be_i64(&bytes[8..16])),
+            last: Timestamp(be_i64(&bytes[16..24])),
+        })
+    }
+}
+
+pub(crate) fn be_u32(bytes: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[..4]);
+    u32::from_be_bytes(b)
+}
+
+pub(crate) fn be_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(b)
+}
+
+pub(crate) fn be_i64(bytes: &[u8]) -> i64 {
+    be_u64(bytes) as i64
+}

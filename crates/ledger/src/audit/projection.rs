@@ -1,0 +1,296 @@
+//! The projection that maintains the audit tables (see the module docs for the layouts).
+
+use super::*;
+use crate::projection::Projection;
+use keyledger_core::{Event, KeyId, Payload, UsageContext};
+use redb::Table;
+use std::collections::{BTreeMap, HashMap};
+
+/// Maintains every audit table.
+pub struct AuditProjection;
+
+impl Projection for AuditProjection {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    fn apply(&mut self, txn: &WriteTransaction, events: &[Event]) -> Result<(), ProjectionError> {
+        let mut writer = Writer::open(txn)?;
+        for event in events {
+            writer.event(event)?;
+        }
+        writer.flush()
+    }
+
+    fn clear(&mut self, txn: &WriteTransaction) -> Result<(), ProjectionError> {
+        delete_tables(txn)?;
+        create_tables(txn)
+    }
+}
+
+const NEXT_KEY_NO: &str = "next_key_no";
+const NEXT_STRING: [&str; 4] =
+    ["next_string_0", "next_string_source", "next_string_user_agent", "next_string_path"];
+
+fn corrupt(what: &str) -> ProjectionError {
+    ProjectionError::Corrupt(what.to_owned())
+}
+
+/// One batch's writes: rows go straight to their tables, aggregates are summed in memory
+/// and merged with the stored rows once at the end.
+struct Writer<'t> {
+    meta: Table<'t, &'static str, u64>,
+    key_nos: Table<'t, &'static [u8], u32>,
+    key_ids: Table<'t, u32, &'static [u8]>,
+    strings: Table<'t, &'static [u8], u32>,
+    string_values: Table<'t, &'static [u8], &'static [u8]>,
+    key_events: Table<'t, &'static [u8], &'static [u8]>,
+    key_agg: Table<'t, &'static [u8], &'static [u8]>,
+    key_first: Table<'t, &'static [u8], i64>,
+    src_agg: Table<'t, &'static [u8], &'static [u8]>,
+    src_events: Table<'t, &'static [u8], &'static [u8]>,
+    requests: Table<'t, &'static [u8], ()>,
+    timelines: Table<'t, &'static [u8], &'static [u8]>,
+    next_key_no: u32,
+    next_string: [u32; 4],
+    key_cache: HashMap<KeyId, u32>,
+    string_cache: HashMap<(u8, Vec<u8>), u32>,
+    key_agg_delta: BTreeMap<[u8; 13], Agg>,
+    key_first_delta: BTreeMap<[u8; 9], i64>,
+    src_agg_delta: BTreeMap<[u8; 24], Agg>,
+    timeline_delta: BTreeMap<Vec<u8>, Timeline>,
+}
+
+pub(crate) fn timeline_key(workspace: &str, key_id: &KeyId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(workspace.len() + 17);
+    key.extend_from_slice(workspace.as_bytes());
+    key.push(0);
+    key.extend_from_slice(key_id.as_bytes());
+    key
+}
+
+impl<'t> Writer<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, ProjectionError> {
+        let meta = txn.open_table(META)?;
+        let next_key_no = meta.get(NEXT_KEY_NO)?.map_or(1, |v| v.value()) as u32;
+        let mut next_string = [1u32; 4];
+        for (dim, name) in NEXT_STRING.iter().enumerate() {
+            next_string[dim] = meta.get(*name)?.map_or(1, |v| v.value()) as u32;
+        }
+        Ok(Self {
+            meta,
+            key_nos: txn.open_table(KEY_NOS)?,
+            key_ids: txn.open_table(KEY_IDS)?,
+            strings: txn.open_table(STRINGS)?,
+            string_values: txn.open_table(STRING_VALUES)?,
+            key_events: txn.open_table(KEY_EVENTS)?,
+            key_agg: txn.open_table(KEY_AGG)?,
+            key_first: txn.open_table(KEY_FIRST)?,
+            src_agg: txn.open_table(SRC_AGG)?,
+            src_events: txn.open_table(SRC_EVENTS)?,
+            requests: txn.open_table(REQUESTS)?,
+            timelines: txn.open_table(TIMELINES)?,
+            next_key_no,
+            next_string,
+            key_cache: HashMap::new(),
+            string_cache: HashMap::new(),
+            key_agg_delta: BTreeMap::new(),
+            key_first_delta: BTreeMap::new(),
+            src_agg_delta: BTreeMap::new(),
+            timeline_delta: BTreeMap::new(),
+        })
+    }
+
+    fn key_no(&mut self, key_id: KeyId) -> Result<u32, ProjectionError> {
+        if let Some(no) = self.key_cache.get(&key_id) {
+            return Ok(*no);
+        }
+        let existing = self.key_nos.get(key_id.as_bytes().as_slice())?.map(|v| v.value());
+        let no = match existing {
+            Some(no) => no,
+            None => {
+                let no = self.next_key_no;
+                self.next_key_no = no.checked_add(1).ok_or_else(|| corrupt("key numbers exhausted"))?;
+                self.key_nos.insert(key_id.as_bytes().as_slice(), no)?;
+                self.key_ids.insert(no, key_id.as_bytes().as_slice())?;
+                no
+            }
+        };
+        self.key_cache.insert(key_id, no);
+        Ok(no)
+    }
+
+    fn intern(&mut self, dim: u8, bytes: &[u8]) -> Result<u32, ProjectionError> {
+        let cache_key = (dim, bytes.to_vec());
+        if let Some(id) = self.string_cache.get(&cache_key) {
+            return Ok(*id);
+        }
+        let mut key = Vec::with_capacity(bytes.len() + 1);
+        key.push(dim);
+        key.extend_from_slice(bytes);
+        let existing = self.strings.get(key.as_slice())?.map(|v| v.value());
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let slot = &mut self.next_string[usize::from(dim)];
+                let id = *slot;
+                *slot = id.checked_add(1).ok_or_else(|| corrupt("string ids exhausted"))?;
+                self.strings.insert(key.as_slice(), id)?;
+                let mut reverse = [0u8; 5];
+                reverse[0] = dim;
+                reverse[1..].copy_from_slice(&id.to_be_bytes());
+                self.string_values.insert(reverse.as_slice(), bytes)?;
+                id
+            }
+        };
+        self.string_cache.insert(cache_key, id);
+        Ok(id)
+    }
+
+    fn index_request(&mut self, gateway: bool, id: &[u8], seq: u64) -> Result<(), ProjectionError> {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&request_hash(gateway, id));
+        key[8..].copy_from_slice(&seq.to_be_bytes());
+        self.requests.insert(key.as_slice(), ())?;
+        Ok(())
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), ProjectionError> {
+        self.index_request(false, event.request_id.as_bytes(), event.seq)?;
+        match &event.payload {
+            Payload::Used(u) => self.usage(event, u.key_id, true, &u.context),
+            Payload::Denied(d) => self.usage(event, d.key_id, false, &d.context),
+            payload => {
+                let Some(key_id) = payload.key_id() else { return Ok(()) };
+                let key_no = self.key_no(key_id)?;
+                let mut row = [0u8; 13];
+                row[..4].copy_from_slice(&key_no.to_be_bytes());
+                row[4] = CLASS_LIFECYCLE;
+                row[5..].copy_from_slice(&event.seq.to_be_bytes());
+                let mut value = [0u8; 9];
+                value[0] = kind_code(payload.kind());
+                value[1..].copy_from_slice(&event.at.micros().to_be_bytes());
+                self.key_events.insert(row.as_slice(), value.as_slice())?;
+                self.timeline(event, key_id)
+            }
+        }
+    }
+
+    fn timeline(&mut self, event: &Event, key_id: KeyId) -> Result<(), ProjectionError> {
+        let key = timeline_key(event.payload.workspace().as_str(), &key_id);
+        if let Some(created) = Timeline::from_created(event) {
+            self.timeline_delta.insert(key, created);
+            return Ok(());
+        }
+        if !self.timeline_delta.contains_key(&key) {
+            let Some(row) = self.timelines.get(key.as_slice())? else { return Ok(()) };
+            let timeline: Timeline =
+                postcard::from_bytes(row.value()).map_err(|e| corrupt(&format!("timeline: {e}")))?;
+            drop(row);
+            self.timeline_delta.insert(key.clone(), timeline);
+        }
+        if let Some(timeline) = self.timeline_delta.get_mut(&key) {
+            timeline.record(event);
+        }
+        Ok(())
+    }
+
+    fn usage(
+        &mut self,
+        event: &Event,
+        key_id: KeyId,
+        allowed: bool,
+        context: &UsageContext,
+    ) -> Result<(), ProjectionError> {
+        let key_no = self.key_no(key_id)?;
+        let ip = context.ip.map(ip_key);
+        let ip_id = match &ip {
+            Some(ip) => self.intern(DIM_SOURCE, ip)?,
+            None => 0,
+        };
+        let ua_id = match &context.user_agent {
+            Some(ua) => self.intern(DIM_USER_AGENT, ua.as_bytes())?,
+            None => 0,
+        };
+        let path_id = match &context.path {
+            Some(path) => self.intern(DIM_PATH, path.as_bytes())?,
+            None => 0,
+        };
+        let flags = if allowed { FLAG_ALLOWED } else { 0 };
+        let at = event.at;
+        let mut row = [0u8; 13];
+        row[..4].copy_from_slice(&key_no.to_be_bytes());
+        row[4] = CLASS_USAGE;
+        row[5..].copy_from_slice(&event.seq.to_be_bytes());
+        let mut value = [0u8; 21];
+        value[0] = flags;
+        value[1..9].copy_from_slice(&at.micros().to_be_bytes());
+        value[9..13].copy_from_slice(&ip_id.to_be_bytes());
+        value[13..17].copy_from_slice(&ua_id.to_be_bytes());
+        value[17..21].copy_from_slice(&path_id.to_be_bytes());
+        self.key_events.insert(row.as_slice(), value.as_slice())?;
+
+        let day = day_of(at).to_be_bytes();
+        let one = Agg::one(allowed, at);
+        for (dim, id) in [(DIM_ALL, 0), (DIM_SOURCE, ip_id), (DIM_USER_AGENT, ua_id), (DIM_PATH, path_id)] {
+            if dim != DIM_ALL && id == 0 {
+                continue;
+            }
+            let mut agg_key = [0u8; 13];
+            agg_key[..4].copy_from_slice(&key_no.to_be_bytes());
+            agg_key[4] = dim;
+            agg_key[5..9].copy_from_slice(&day);
+            agg_key[9..].copy_from_slice(&id.to_be_bytes());
+            self.key_agg_delta.entry(agg_key).and_modify(|a| a.merge(&one)).or_insert(one);
+            let mut first_key = [0u8; 9];
+            first_key[..4].copy_from_slice(&key_no.to_be_bytes());
+            first_key[4] = dim;
+            first_key[5..].copy_from_slice(&id.to_be_bytes());
+            self.key_first_delta.entry(first_key).or_insert(at.micros());
+        }
+        if let Some(ip) = ip {
+            let mut agg_key = [0u8; 24];
+            agg_key[..16].copy_from_slice(&ip);
+            agg_key[16..20].copy_from_slice(&key_no.to_be_bytes());
+            agg_key[20..].copy_from_slice(&day);
+            self.src_agg_delta.entry(agg_key).and_modify(|a| a.merge(&one)).or_insert(one);
+            let mut src_key = [0u8; 28];
+            src_key[..20].copy_from_slice(&agg_key[..20]);
+            src_key[20..].copy_from_slice(&event.seq.to_be_bytes());
+            self.src_events.insert(src_key.as_slice(), &value[..9])?;
+        }
+        if let Some(request) = &context.request_id {
+            self.index_request(true, request.as_bytes(), event.seq)?;
+        }
+        Ok(())
+    }
+
+    fn flush(mut self) -> Result<(), ProjectionError> {
+        for (key, mut agg) in std::mem::take(&mut self.key_agg_delta) {
+            if let Some(old) = self.key_agg.get(key.as_slice())? {
+                agg.merge(&Agg::decode(old.value())?);
+            }
+            self.key_agg.insert(key.as_slice(), agg.encode().as_slice())?;
+        }
+        for (key, mut agg) in std::mem::take(&mut self.src_agg_delta) {
+            if let Some(old) = self.src_agg.get(key.as_slice())? {
+                agg.merge(&Agg::decode(old.value())?);
+            }
+            self.src_agg.insert(key.as_slice(), agg.encode().as_slice())?;
+        }
+        for (key, first) in std::mem::take(&mut self.key_first_delta) {
+            if self.key_first.get(key.as_slice())?.is_none() {
+                self.key_first.insert(key.as_slice(), first)?;
+            }
+        }
+        for (key, timeline) in std::mem::take(&mut self.timeline_delta) {
+            let bytes = postcard::to_allocvec(&timeline).map_err(|e| corrupt(&format!("timeline: {e}")))?;
+            self.timelines.insert(key.as_slice(), bytes.as_slice())?;
+        }
+        self.meta.insert(NEXT_KEY_NO, u64::from(self.next_key_no))?;
+        for (dim, name) in NEXT_STRING.iter().enumerate() {
+            self.meta.insert(*name, u64::from(self.next_string[dim]))?;
+        }
+        Ok(())
+    }
+}
