@@ -1,8 +1,9 @@
-//! The offline verifier of keyledger: Merkle proofs ([`merkle`]), signed checkpoints, and
-//! (later) exports.
+//! The offline verifier of keyledger: Merkle proofs ([`merkle`]), signed checkpoints ([`note`]),
+//! and exports ([`export`]).
 //!
 //! It has few dependencies so that an auditor can build it and read it alone, without the
 //! server, its storage or its runtime.
 #![forbid(unsafe_code)]
+pub mod export;
 pub mod merkle;
 pub mod note;
