@@ -122,6 +122,7 @@ fn report(
 }
 
 /// `GET /v1/keys/{key_id}/events?kind=&from=&to=&limit=&cursor=`
+#[utoipa::path(get, path = "/v1/keys/{key_id}/events", tag = "audit", description = "A key's events, oldest first, from the audit index (`ledger:audit:read`).", params(("key_id" = String, Path, description = "Key id"), ("kind" = Option<String>, Query, description = "lifecycle, usage or all (default)"), ("from" = Option<String>, Query, description = "RFC 3339: events at or after"), ("to" = Option<String>, Query, description = "RFC 3339: events before"), ("limit" = Option<u32>, Query, description = "Page size, default 100, at most 1000"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page of events", body = crate::openapi::EventList), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn key_events(
     State(state): State<AppState>,
     admin: Admin,
@@ -161,6 +162,7 @@ pub async fn key_events(
 }
 
 /// `GET /v1/audit/keys/{key_id}/compromise?since=&until=`
+#[utoipa::path(get, path = "/v1/audit/keys/{key_id}/compromise", tag = "audit", description = "The leak report: what the key did in [since, until), from which addresses and agents (new ones flagged), and attempts after revocation or expiry (`ledger:audit:read`).", params(("key_id" = String, Path, description = "Key id"), ("since" = Option<String>, Query, description = "RFC 3339: start of the window (when the leak may have begun)"), ("until" = Option<String>, Query, description = "RFC 3339: end of the window, default now")), responses((status = 200, description = "The report", body = crate::openapi::CompromiseReport), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn compromise(
     State(state): State<AppState>,
     admin: Admin,
@@ -179,6 +181,7 @@ pub async fn compromise(
 }
 
 /// `GET /v1/audit/requests/{request_id}`
+#[utoipa::path(get, path = "/v1/audit/requests/{request_id}", tag = "audit", description = "The event(s) and key behind a request id: keyledger's `req_…` or the gateway's `context.request_id` (`ledger:audit:read`).", params(("request_id" = String, Path, description = "Request id")), responses((status = 200, description = "The events and keys", body = crate::openapi::RequestTrace), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody)))]
 pub async fn request(State(state): State<AppState>, admin: Admin, Path(request_id): Path<String>) -> Answer {
     begin(&state, &admin).await?;
     let engine = &state.engine;
@@ -254,6 +257,7 @@ async fn sources_for(state: &AppState, admin: &Admin, source: &str, query: &Quer
 }
 
 /// `GET /v1/audit/sources/{ip_or_cidr}?from=&to=` (a CIDR's `/` sent as `%2F`).
+#[utoipa::path(get, path = "/v1/audit/sources/{source}", tag = "audit", description = "Keys used from an address or CIDR network (send a CIDR's `/` as `%2F`) (`ledger:audit:read`).", params(("source" = String, Path, description = "IP address or CIDR, e.g. 203.0.113.0%2F24"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")), responses((status = 200, description = "The keys seen from it", body = crate::openapi::SourceKeys), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn sources(
     State(state): State<AppState>,
     admin: Admin,
@@ -265,6 +269,7 @@ pub async fn sources(
 }
 
 /// `GET /v1/audit/sources?cidr=&from=&to=` (the same, the network in the query).
+#[utoipa::path(get, path = "/v1/audit/sources", tag = "audit", description = "The same as `/v1/audit/sources/{source}`, with the address or network in `cidr` (`ledger:audit:read`).", params(("cidr" = String, Query, description = "IP address or CIDR network"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")), responses((status = 200, description = "The keys seen from it", body = crate::openapi::SourceKeys), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn sources_query(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
     query.only(&["cidr", "ip", "from", "to"])?;
     let source = query
@@ -276,6 +281,7 @@ pub async fn sources_query(State(state): State<AppState>, admin: Admin, query: Q
 }
 
 /// `GET /v1/audit/keys?workspace=W&active_at=T`: the keys valid at T, as they stood then.
+#[utoipa::path(get, path = "/v1/audit/keys", tag = "audit", description = "The keys that were valid at instant T, reconstructed from the log (`ledger:audit:read`).", params(("workspace" = String, Query, description = "Workspace"), ("active_at" = Option<String>, Query, description = "RFC 3339 instant, default now")), responses((status = 200, description = "The keys as they stood", body = crate::openapi::ActiveKeys), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn active_keys(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
     query.only(&["workspace", "active_at"])?;
     let workspace = parse_workspace(&query)?;
@@ -320,6 +326,7 @@ fn parse_age(query: &QueryPairs, field: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /v1/audit/hygiene?workspace=W&unused_for=90d&older_than=90d`, over live keys.
+#[utoipa::path(get, path = "/v1/audit/hygiene", tag = "audit", description = "Keys never used, unused for a while, without expiry, old, or expiring within 7 days (`ledger:audit:read`).", params(("workspace" = String, Query, description = "Workspace"), ("unused_for" = Option<String>, Query, description = "Duration, default 90d"), ("older_than" = Option<String>, Query, description = "Duration, default 90d")), responses((status = 200, description = "The hygiene report", body = crate::openapi::Hygiene), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
     query.only(&["workspace", "unused_for", "older_than"])?;
     let workspace = parse_workspace(&query)?;
@@ -361,7 +368,7 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupBody {
     secret: String,
@@ -370,6 +377,7 @@ pub struct LookupBody {
 /// `POST /v1/audit/lookup` `{"secret"}`: which key a leaked secret is (or was), with its
 /// whole-life report. The candidate is only hashed: never stored, logged or echoed. Exactly
 /// one `lookup` event records who asked and what was found.
+#[utoipa::path(post, path = "/v1/audit/lookup", tag = "audit", description = "Is a leaked candidate secret one of ours? Hashed with the pepper, never stored or logged; a `lookup` event records that a lookup happened (`ledger:audit:read`).", request_body = crate::audit::LookupBody, responses((status = 200, description = "The key and its compromise report", body = crate::openapi::LookupAnswer), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "not a key, never was, or not visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the lookup record cannot be appended (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn lookup(
     State(state): State<AppState>,
     admin: Admin,

@@ -77,8 +77,12 @@ impl ApiError {
         self
     }
 
+    /// Adds fields to the body (merged with any added before).
     pub fn with_extra(mut self, extra: Value) -> Self {
-        self.extra = Some(extra);
+        match (&mut self.extra, extra) {
+            (Some(Value::Object(existing)), Value::Object(more)) => existing.extend(more),
+            (slot, extra) => *slot = Some(extra),
+        }
         self
     }
 

@@ -138,6 +138,192 @@ pub struct Health {
     pub log_size: u64,
 }
 
+/// Where a verification came from, as recorded on `used`/`denied` events.
+#[derive(Serialize, ToSchema)]
+pub struct EventContext {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// The gateway's request id.
+    pub request_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub resource: Option<String>,
+}
+
+/// An event of the log. The common fields come first; the others appear on the kinds
+/// that carry them (see docs/log-format.md).
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    pub seq: u64,
+    pub at: String,
+    /// created, used, denied, rotated, revoked, expired, policy_set, updated, disabled,
+    /// enabled or lookup.
+    pub kind: String,
+    pub workspace: String,
+    pub key_id: Option<String>,
+    /// `system`, `verifier` or the admin key id.
+    pub actor: String,
+    /// keyledger's request id.
+    pub request_id: String,
+    pub name: Option<String>,
+    pub hint: Option<String>,
+    pub environment: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub resources: Option<Vec<String>>,
+    pub owner: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub expires_at: Option<String>,
+    pub rotated_from: Option<String>,
+    pub rotated_to: Option<String>,
+    pub valid_until: Option<String>,
+    pub context: Option<EventContext>,
+    /// On denied: the reason code; on revoked/disabled: the caller's reason.
+    pub reason: Option<String>,
+    /// On denied: a sentence naming what was refused.
+    pub detail: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub changes: Option<Value>,
+    /// On lookup: the key the candidate secret matched, if any.
+    pub found: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// How often a value (address or user agent) was seen with a key.
+#[derive(Serialize, ToSchema)]
+pub struct ValueStats {
+    pub value: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    /// True when the value was never seen with this key before `since`.
+    pub new_since: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PathCount {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReportWindow {
+    pub since: Option<String>,
+    pub until: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UseCounts {
+    pub allowed: u64,
+    pub denied: u64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+}
+
+/// Attempts after the key's revocation or expiry.
+#[derive(Serialize, ToSchema)]
+pub struct AfterRevocation {
+    pub since: Option<String>,
+    pub count: u64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub sources: Vec<ValueStats>,
+}
+
+/// The leak report of one key over a window.
+#[derive(Serialize, ToSchema)]
+pub struct CompromiseReport {
+    pub key: KeyView,
+    pub lifecycle: Vec<EventView>,
+    pub window: ReportWindow,
+    pub uses: UseCounts,
+    pub sources: Vec<ValueStats>,
+    pub user_agents: Vec<ValueStats>,
+    pub paths: Vec<PathCount>,
+    pub after_revocation: AfterRevocation,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RequestTrace {
+    pub request_id: String,
+    pub events: Vec<EventView>,
+    pub key: Option<KeyView>,
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceKey {
+    pub key_id: String,
+    pub workspace: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: u64,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceKeys {
+    pub source: String,
+    pub keys: Vec<SourceKey>,
+}
+
+/// A key as it stood at an instant, reconstructed from the log.
+#[derive(Serialize, ToSchema)]
+pub struct KeyAtInstant {
+    pub key_id: String,
+    pub workspace: String,
+    pub name: String,
+    pub hint: String,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub environment: String,
+    pub owner: Option<String>,
+    pub status: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub rotated_from: Option<String>,
+    pub rotated_to: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ActiveKeys {
+    pub workspace: String,
+    pub active_at: String,
+    pub keys: Vec<KeyAtInstant>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Hygiene {
+    pub workspace: String,
+    pub never_used: Vec<KeyView>,
+    pub unused: Vec<KeyView>,
+    pub no_expiry: Vec<KeyView>,
+    pub older_than: Vec<KeyView>,
+    pub expiring_within_7d: Vec<KeyView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LookupAnswer {
+    pub key_id: String,
+    pub workspace: String,
+    pub status: String,
+    pub report: CompromiseReport,
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -145,9 +331,14 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("keyledger API key").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("keyledger API key").build(),
+            ),
         );
-        components.add_security_scheme("x_api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+        components.add_security_scheme(
+            "x_api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
     }
 }
 
@@ -179,8 +370,17 @@ impl Modify for Security {
         crate::integrity::public_key,
         crate::integrity::inclusion,
         crate::integrity::consistency,
+        crate::audit::key_events,
+        crate::audit::compromise,
+        crate::audit::request,
+        crate::audit::sources,
+        crate::audit::sources_query,
+        crate::audit::active_keys,
+        crate::audit::hygiene,
+        crate::audit::lookup,
+        crate::export::export,
     ),
-    components(schemas(ErrorBody, KeyView, IssuedKey, KeyList, Rotation, RevokedAll, PolicyView, Verified, CheckpointView, PublicKeyView, ProofView, Health))
+    components(schemas(EventContext, EventView, EventList, ValueStats, PathCount, ReportWindow, UseCounts, AfterRevocation, CompromiseReport, RequestTrace, SourceKey, SourceKeys, KeyAtInstant, ActiveKeys, Hygiene, LookupAnswer, ErrorBody, KeyView, IssuedKey, KeyList, Rotation, RevokedAll, PolicyView, Verified, CheckpointView, PublicKeyView, ProofView, Health))
 )]
 pub struct ApiDoc;
 

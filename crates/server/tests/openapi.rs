@@ -144,7 +144,14 @@ struct Harness {
 impl Harness {
     /// Calls the API and validates the answer against the documented response schema of
     /// `template` (the route as documented).
-    async fn call(&mut self, method: &str, template: &str, uri: &str, auth: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &mut self,
+        method: &str,
+        template: &str,
+        uri: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(key) = auth {
             request = request.header("authorization", format!("Bearer {key}"));
@@ -160,7 +167,10 @@ impl Harness {
         let operation = &self.doc["paths"][template][method.to_lowercase()];
         assert!(operation.is_object(), "{method} {template} is not documented");
         let documented = &operation["responses"][status.as_str()];
-        assert!(documented.is_object(), "{method} {template} answered {status}, which is not documented: {value}");
+        assert!(
+            documented.is_object(),
+            "{method} {template} answered {status}, which is not documented: {value}"
+        );
         let schema = &documented["content"]["application/json"]["schema"];
         if schema.is_object() {
             if let Err(problem) = validate(&self.doc, schema, &value, "body") {
@@ -181,9 +191,14 @@ async fn responses_conform_to_the_documented_schemas() {
         std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
     };
     let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
-    let app = router(AppState::new(engine, ServerConfig::default())).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+    let app = router(AppState::new(engine, ServerConfig::default()))
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
     let (status, doc_value) = {
-        let response = app.clone().oneshot(Request::builder().uri("/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
+        let response = app
+            .clone()
+            .oneshot(Request::builder().uri("/openapi.json").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice::<Value>(&bytes).unwrap())
@@ -199,32 +214,99 @@ async fn responses_conform_to_the_documented_schemas() {
     assert_eq!(s, StatusCode::CREATED);
     let key_id = created["key_id"].as_str().unwrap().to_owned();
     let secret = created["secret"].as_str().unwrap().to_owned();
-    h.call("POST", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys", a, Some(json!({"name": ""}))).await;
-    h.call("POST", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys", None, Some(json!({"name": "x"}))).await;
+    h.call("POST", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys", a, Some(json!({"name": ""})))
+        .await;
+    h.call("POST", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys", None, Some(json!({"name": "x"})))
+        .await;
     h.call("GET", "/v1/workspaces/{ws}/keys", "/v1/workspaces/acme/keys?status=all", a, None).await;
     h.call("GET", "/v1/keys/{key_id}", &format!("/v1/keys/{key_id}"), a, None).await;
     h.call("GET", "/v1/keys/{key_id}", "/v1/keys/key_00000000000000000000000000", a, None).await;
-    h.call("PATCH", "/v1/keys/{key_id}", &format!("/v1/keys/{key_id}"), a, Some(json!({"name": "renamed"}))).await;
+    h.call("PATCH", "/v1/keys/{key_id}", &format!("/v1/keys/{key_id}"), a, Some(json!({"name": "renamed"})))
+        .await;
     h.call("GET", "/v1/verify", "/v1/verify?scope=read", Some(&secret), None).await;
     h.call("GET", "/v1/verify", "/v1/verify?scope=write", Some(&secret), None).await;
     h.call("GET", "/v1/verify/{path}", "/v1/verify/orders/7", Some(&secret), None).await;
-    h.call("POST", "/v1/verify", "/v1/verify", None, Some(json!({"key": secret, "scopes": ["read"], "context": {"ip": "203.0.113.1"}}))).await;
+    h.call(
+        "POST",
+        "/v1/verify",
+        "/v1/verify",
+        None,
+        Some(json!({"key": secret, "scopes": ["read"], "context": {"ip": "203.0.113.1"}})),
+    )
+    .await;
     h.call("POST", "/v1/verify", "/v1/verify", None, Some(json!({"key": "kl_live_x"}))).await;
     h.call("POST", "/v1/keys/{key_id}/disable", &format!("/v1/keys/{key_id}/disable"), a, None).await;
-    h.call("POST", "/v1/keys/{key_id}/enable", &format!("/v1/keys/{key_id}/enable"), a, Some(json!({}))).await;
-    let (s, _) = h.call("POST", "/v1/keys/{key_id}/rotate", &format!("/v1/keys/{key_id}/rotate"), a, Some(json!({"overlap": "1h"}))).await;
+    h.call("POST", "/v1/keys/{key_id}/enable", &format!("/v1/keys/{key_id}/enable"), a, Some(json!({})))
+        .await;
+    let (s, _) = h
+        .call(
+            "POST",
+            "/v1/keys/{key_id}/rotate",
+            &format!("/v1/keys/{key_id}/rotate"),
+            a,
+            Some(json!({"overlap": "1h"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    h.call("POST", "/v1/keys/{key_id}/revoke", &format!("/v1/keys/{key_id}/revoke"), a, Some(json!({"reason": "test"}))).await;
+    h.call(
+        "POST",
+        "/v1/keys/{key_id}/revoke",
+        &format!("/v1/keys/{key_id}/revoke"),
+        a,
+        Some(json!({"reason": "test"})),
+    )
+    .await;
     h.call("POST", "/v1/keys/{key_id}/rotate", &format!("/v1/keys/{key_id}/rotate"), a, None).await;
-    h.call("GET", "/v1/verify", "/v1/verify", Some(&secret), None).await;
-    h.call("PUT", "/v1/workspaces/{ws}/policy", "/v1/workspaces/acme/policy", a, Some(json!({"max_active_keys": 5, "max_lifetime": "90d"}))).await;
+    let (_, denied) = h.call("GET", "/v1/verify", "/v1/verify", Some(&secret), None).await;
+    assert_eq!(denied["valid"], false);
+    assert_eq!(denied["reason"], "revoked", "a denial names its reason: {denied}");
+    // Audit reads over what happened above.
+    let since = "2000-01-01T00:00:00Z";
+    h.call("GET", "/v1/keys/{key_id}/events", &format!("/v1/keys/{key_id}/events?kind=all&limit=3"), a, None)
+        .await;
+    h.call("GET", "/v1/keys/{key_id}/events", &format!("/v1/keys/{key_id}/events?kind=sideways"), a, None)
+        .await;
+    let (s, report) = h
+        .call(
+            "GET",
+            "/v1/audit/keys/{key_id}/compromise",
+            &format!("/v1/audit/keys/{key_id}/compromise?since={since}"),
+            a,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(report["uses"]["allowed"].as_u64().unwrap() >= 2, "{report}");
+    let (_, verified) = h.call("GET", "/v1/verify", "/v1/verify", Some(&secret), None).await;
+    let request = verified["request_id"].as_str().unwrap().to_owned();
+    h.call("GET", "/v1/audit/requests/{request_id}", &format!("/v1/audit/requests/{request}"), a, None).await;
+    h.call("GET", "/v1/audit/requests/{request_id}", "/v1/audit/requests/req_nothing", a, None).await;
+    h.call("GET", "/v1/audit/sources/{source}", "/v1/audit/sources/127.0.0.0%2F8", a, None).await;
+    h.call("GET", "/v1/audit/sources", "/v1/audit/sources?cidr=127.0.0.1", a, None).await;
+    h.call("GET", "/v1/audit/keys", "/v1/audit/keys?workspace=acme&active_at=2099-01-01T00:00:00Z", a, None)
+        .await;
+    h.call("GET", "/v1/audit/hygiene", "/v1/audit/hygiene?workspace=acme&unused_for=1d", a, None).await;
+    let (s, _) =
+        h.call("POST", "/v1/audit/lookup", "/v1/audit/lookup", a, Some(json!({"secret": secret}))).await;
+    assert_eq!(s, StatusCode::OK);
+    h.call("POST", "/v1/audit/lookup", "/v1/audit/lookup", a, Some(json!({"secret": "kl_live_unknown"})))
+        .await;
+    h.call(
+        "PUT",
+        "/v1/workspaces/{ws}/policy",
+        "/v1/workspaces/acme/policy",
+        a,
+        Some(json!({"max_active_keys": 5, "max_lifetime": "90d"})),
+    )
+    .await;
     h.call("GET", "/v1/workspaces/{ws}/policy", "/v1/workspaces/acme/policy", a, None).await;
-    h.call("POST", "/v1/workspaces/{ws}/keys/revoke-all", "/v1/workspaces/acme/keys/revoke-all", a, None).await;
+    h.call("POST", "/v1/workspaces/{ws}/keys/revoke-all", "/v1/workspaces/acme/keys/revoke-all", a, None)
+        .await;
     h.call("GET", "/v1/log/checkpoint", "/v1/log/checkpoint", a, None).await;
     h.call("GET", "/v1/log/public-key", "/v1/log/public-key", a, None).await;
     h.call("GET", "/v1/log/proofs/inclusion", "/v1/log/proofs/inclusion?seq=0&size=2", a, None).await;
     h.call("GET", "/v1/log/proofs/consistency", "/v1/log/proofs/consistency?from=1&to=2", a, None).await;
     h.call("GET", "/v1/log/proofs/inclusion", "/v1/log/proofs/inclusion?seq=5&size=2", a, None).await;
     h.call("GET", "/healthz", "/healthz", None, None).await;
-    assert!(h.checked >= 25, "only {} responses were checked", h.checked);
+    assert!(h.checked >= 35, "only {} responses were checked", h.checked);
 }
