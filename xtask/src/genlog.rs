@@ -49,8 +49,18 @@ const USER_AGENTS: [&str; 8] = [
     "axios/1.7",
     "k6/0.52",
 ];
-const PATHS: [&str; 10] =
-    ["/v1/orders", "/v1/orders/42", "/v1/invoices", "/v1/users/me", "/v1/reports", "/healthz", "/v1/search", "/v1/payments", "/v1/refunds", "/v1/export"];
+const PATHS: [&str; 10] = [
+    "/v1/orders",
+    "/v1/orders/42",
+    "/v1/invoices",
+    "/v1/users/me",
+    "/v1/reports",
+    "/healthz",
+    "/v1/search",
+    "/v1/payments",
+    "/v1/refunds",
+    "/v1/export",
+];
 
 pub fn run(options: Options) -> Result<()> {
     if options.keys == 0 || options.events == 0 {
@@ -112,7 +122,11 @@ async fn generate(engine: Arc<Engine>, options: &Options, workspaces: u64) -> Re
             environment: if rng.chance(0.2) { Environment::Test } else { Environment::Live },
             owner: Some(format!("team-{}", i % 17)),
             metadata: "{}".into(),
-            expiry: if rng.chance(0.5) { Expiry::In(rng.below(365) as i64 * 86_400_000_000 + 86_400_000_000) } else { Expiry::Never },
+            expiry: if rng.chance(0.5) {
+                Expiry::In(rng.below(365) as i64 * 86_400_000_000 + 86_400_000_000)
+            } else {
+                Expiry::Never
+            },
         };
         creates.spawn(async move { engine.create(Caller::system(), workspace, spec).await });
         if creates.len() >= 64 {
@@ -140,7 +154,11 @@ async fn generate(engine: Arc<Engine>, options: &Options, workspaces: u64) -> Re
             let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ (worker + 1).wrapping_mul(0x9E37_79B9));
             let mut done = 0u64;
             while engine.log().len() < target {
-                let index = if rng.chance(hot_share) { 0 } else { 1 + rng.below(keys.len() as u64 - 1) as usize % (keys.len() - 1).max(1) };
+                let index = if rng.chance(hot_share) {
+                    0
+                } else {
+                    1 + rng.below(keys.len() as u64 - 1) as usize % (keys.len() - 1).max(1)
+                };
                 let index = index.min(keys.len() - 1);
                 let (key_id, secret) = &keys[index];
                 // Each key has a small home set of addresses; 2% of calls come from anywhere.
@@ -148,9 +166,15 @@ async fn generate(engine: Arc<Engine>, options: &Options, workspaces: u64) -> Re
                 let ip = if rng.chance(0.02) {
                     std::net::IpAddr::from([198, 51, (rng.below(256)) as u8, rng.below(256) as u8])
                 } else {
-                    std::net::IpAddr::from([10, (home % 200) as u8, (rng.below(4)) as u8, (home % 250) as u8 + 1])
+                    std::net::IpAddr::from([
+                        10,
+                        (home % 200) as u8,
+                        (rng.below(4)) as u8,
+                        (home % 250) as u8 + 1,
+                    ])
                 };
-                let scopes = if rng.chance(0.03) { vec!["admin".to_string()] } else { vec!["read".to_string()] };
+                let scopes =
+                    if rng.chance(0.03) { vec!["admin".to_string()] } else { vec!["read".to_string()] };
                 let context = UsageContext {
                     ip: Some(ip),
                     user_agent: Some(USER_AGENTS[rng.below(USER_AGENTS.len() as u64) as usize].into()),
@@ -168,12 +192,14 @@ async fn generate(engine: Arc<Engine>, options: &Options, workspaces: u64) -> Re
                 }
                 done += 1;
                 if worker == 0 && done.is_multiple_of(50_000) {
-                    let victim = keys[1 + rng.below(keys.len() as u64 - 1) as usize % (keys.len() - 1).max(1)].0;
+                    let victim =
+                        keys[1 + rng.below(keys.len() as u64 - 1) as usize % (keys.len() - 1).max(1)].0;
                     if rng.chance(0.5) {
                         if engine.rotate(Caller::system(), victim, 3_600_000_000).await.is_ok() {
                             rotations.fetch_add(1, Ordering::Relaxed);
                         }
-                    } else if engine.revoke(Caller::system(), victim, Some("generated".into())).await.is_ok() {
+                    } else if engine.revoke(Caller::system(), victim, Some("generated".into())).await.is_ok()
+                    {
                         revocations.fetch_add(1, Ordering::Relaxed);
                     }
                 }

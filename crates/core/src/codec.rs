@@ -169,7 +169,10 @@ mod tests {
                 EventKind::Disabled,
                 envelope(Payload::Disabled(Disabled { key_id: key(1), workspace: ws.clone(), reason: None })),
             ),
-            (EventKind::Enabled, envelope(Payload::Enabled(KeyRef { key_id: key(1), workspace: ws.clone() }))),
+            (
+                EventKind::Enabled,
+                envelope(Payload::Enabled(KeyRef { key_id: key(1), workspace: ws.clone() })),
+            ),
             (EventKind::Lookup, envelope(Payload::Lookup(Lookup { workspace: ws, found: Some(key(1)) }))),
         ]
     }

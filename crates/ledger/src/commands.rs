@@ -74,16 +74,56 @@ pub struct KeyChanges {
 
 #[derive(Debug)]
 pub enum Command {
-    Create { caller: Caller, workspace: WorkspaceId, spec: KeySpec, secret: IssuedSecret },
-    Rotate { caller: Caller, key_id: KeyId, overlap: i64, secret: IssuedSecret },
-    Revoke { caller: Caller, key_id: KeyId, reason: Option<String> },
-    RevokeAll { caller: Caller, workspace: WorkspaceId, reason: Option<String> },
-    SetPolicy { caller: Caller, workspace: WorkspaceId, policy: Policy },
-    Update { caller: Caller, key_id: KeyId, changes: KeyChanges },
-    SetDisabled { caller: Caller, key_id: KeyId, disabled: bool, reason: Option<String> },
-    Verify { request_id: RequestId, key_id: KeyId, wants: VerifyRequirements, context: UsageContext },
+    Create {
+        caller: Caller,
+        workspace: WorkspaceId,
+        spec: KeySpec,
+        secret: IssuedSecret,
+    },
+    Rotate {
+        caller: Caller,
+        key_id: KeyId,
+        overlap: i64,
+        secret: IssuedSecret,
+    },
+    Revoke {
+        caller: Caller,
+        key_id: KeyId,
+        reason: Option<String>,
+    },
+    RevokeAll {
+        caller: Caller,
+        workspace: WorkspaceId,
+        reason: Option<String>,
+    },
+    SetPolicy {
+        caller: Caller,
+        workspace: WorkspaceId,
+        policy: Policy,
+    },
+    Update {
+        caller: Caller,
+        key_id: KeyId,
+        changes: KeyChanges,
+    },
+    SetDisabled {
+        caller: Caller,
+        key_id: KeyId,
+        disabled: bool,
+        reason: Option<String>,
+    },
+    Verify {
+        request_id: RequestId,
+        key_id: KeyId,
+        wants: VerifyRequirements,
+        context: UsageContext,
+    },
     /// Records that an admin looked up a candidate leaked secret (never the candidate).
-    RecordLookup { caller: Caller, workspace: WorkspaceId, found: Option<KeyId> },
+    RecordLookup {
+        caller: Caller,
+        workspace: WorkspaceId,
+        found: Option<KeyId>,
+    },
 }
 
 /// What a verification of a known key decided, as recorded in the log.
@@ -98,7 +138,10 @@ pub struct Verdict {
 #[derive(Debug)]
 pub enum Reply {
     Key(Box<KeyRecord>),
-    Rotation { key: Box<KeyRecord>, previous: Box<KeyRecord> },
+    Rotation {
+        key: Box<KeyRecord>,
+        previous: Box<KeyRecord>,
+    },
     RevokedAll(Vec<KeyId>),
     Policy(Policy),
     Verdict(Box<Verdict>),

@@ -111,7 +111,8 @@ impl Projection for RegistryProjection {
         for record in partial.keys.values() {
             let mut stored = record.clone();
             let usage = std::mem::take(&mut stored.last_used);
-            let bytes = postcard::to_allocvec(&stored).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            let bytes =
+                postcard::to_allocvec(&stored).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
             keys.insert(record.key_id.as_bytes().as_slice(), bytes.as_slice())?;
             used_only.insert(record.key_id, usage);
         }
@@ -136,9 +137,14 @@ impl Projection for RegistryProjection {
     }
 }
 
-fn read_last_used(table: &impl ReadableTable<&'static [u8], &'static [u8]>, key_id: &KeyId) -> Result<LastUsed, ProjectionError> {
+fn read_last_used(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key_id: &KeyId,
+) -> Result<LastUsed, ProjectionError> {
     match table.get(key_id.as_bytes().as_slice())? {
-        Some(row) => postcard::from_bytes(row.value()).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}"))),
+        Some(row) => {
+            postcard::from_bytes(row.value()).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}")))
+        }
         None => Ok(LastUsed::default()),
     }
 }

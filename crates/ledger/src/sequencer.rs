@@ -74,7 +74,8 @@ impl Sequencer for LedgerSequencer {
             }
             Command::Create { caller, workspace, spec, secret } => {
                 check_actor(&state, &caller, now)?;
-                create(&mut state, batch, &caller, workspace, spec, secret, None, now).map(|k| Reply::Key(Box::new(k)))
+                create(&mut state, batch, &caller, workspace, spec, secret, None, now)
+                    .map(|k| Reply::Key(Box::new(k)))
             }
             Command::Rotate { caller, key_id, overlap, secret } => {
                 check_actor(&state, &caller, now)?;
@@ -321,7 +322,10 @@ fn rotate(
         let revoked = Revoked { key_id, workspace: old.workspace.clone(), reason: Some("rotated".into()) };
         emit(state, batch, &caller.actor, caller.request_id, Payload::Revoked(revoked));
     }
-    Ok(Reply::Rotation { key: Box::new(find(state, &new.key_id)?.clone()), previous: Box::new(find(state, &key_id)?.clone()) })
+    Ok(Reply::Rotation {
+        key: Box::new(find(state, &new.key_id)?.clone()),
+        previous: Box::new(find(state, &key_id)?.clone()),
+    })
 }
 
 fn update(
