@@ -53,6 +53,7 @@ pub enum Payload {
     Disabled(Disabled),
     Enabled(KeyRef),
     Lookup(Lookup),
+    Idempotency(IdempotencyRecord),
 }
 
 /// The kind of an event, as the API names it.
@@ -70,6 +71,7 @@ pub enum EventKind {
     Disabled,
     Enabled,
     Lookup,
+    Idempotency,
 }
 
 impl EventKind {
@@ -86,6 +88,7 @@ impl EventKind {
             EventKind::Disabled => "disabled",
             EventKind::Enabled => "enabled",
             EventKind::Lookup => "lookup",
+            EventKind::Idempotency => "idempotency",
         }
     }
 
@@ -249,6 +252,20 @@ pub struct Lookup {
     pub found: Option<KeyId>,
 }
 
+/// A request carrying an `Idempotency-Key` was carried out: written in the same batch as
+/// its effects, so a retry can never repeat them, even after a restart. Neither the
+/// credential nor the key itself is recorded, only hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// BLAKE3 of the caller's credential and its `Idempotency-Key`.
+    pub id: [u8; 32],
+    /// BLAKE3 of the original request (method, path, body).
+    pub fingerprint: [u8; 32],
+    pub workspace: WorkspaceId,
+    /// The keys the request issued (create, rotate) or revoked (revoke-all).
+    pub key_ids: Vec<KeyId>,
+}
+
 /// A reversible suspension of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disabled {
@@ -271,6 +288,7 @@ impl Payload {
             Payload::Disabled(_) => EventKind::Disabled,
             Payload::Enabled(_) => EventKind::Enabled,
             Payload::Lookup(_) => EventKind::Lookup,
+            Payload::Idempotency(_) => EventKind::Idempotency,
         }
     }
 
@@ -287,6 +305,7 @@ impl Payload {
             Payload::Updated(e) => &e.workspace,
             Payload::Disabled(e) => &e.workspace,
             Payload::Lookup(e) => &e.workspace,
+            Payload::Idempotency(e) => &e.workspace,
         }
     }
 
@@ -303,7 +322,7 @@ impl Payload {
             Payload::Updated(e) => Some(e.key_id),
             Payload::Disabled(e) => Some(e.key_id),
             // An admin action, not an event of the key's life: found in `found`.
-            Payload::Lookup(_) => None,
+            Payload::Lookup(_) | Payload::Idempotency(_) => None,
         }
     }
 }

@@ -87,6 +87,9 @@ pub fn event_json(event: &Event) -> Value {
         Payload::Expired(_) | Payload::Enabled(_) => {}
         Payload::PolicySet(e) => put("policy", policy_json(&e.policy)),
         Payload::Lookup(e) => put("found", opt(&e.found)),
+        Payload::Idempotency(e) => {
+            put("key_ids", json!(e.key_ids.iter().map(ToString::to_string).collect::<Vec<_>>()));
+        }
         Payload::Updated(e) => {
             let mut changes = Map::new();
             if let Some(name) = &e.name {

@@ -51,5 +51,8 @@ pub fn check_projections(
     if replay.policies != stored.policies {
         return Err(ProjectionCheckError::Differs { what: "workspace policies".into(), up_to });
     }
+    if replay.idempotency != stored.idempotency {
+        return Err(ProjectionCheckError::Differs { what: "idempotency records".into(), up_to });
+    }
     Ok(stored.applied)
 }

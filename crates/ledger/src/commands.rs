@@ -31,6 +31,15 @@ impl Caller {
     }
 }
 
+/// Identifies an idempotent request (see `IdempotencyRecord` in core): hashes only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotencyTag {
+    /// BLAKE3 of the caller's credential and its `Idempotency-Key`.
+    pub id: [u8; 32],
+    /// BLAKE3 of the request (method, path, body).
+    pub fingerprint: [u8; 32],
+}
+
 /// When a new key expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expiry {
@@ -79,12 +88,14 @@ pub enum Command {
         workspace: WorkspaceId,
         spec: KeySpec,
         secret: IssuedSecret,
+        idempotency: Option<IdempotencyTag>,
     },
     Rotate {
         caller: Caller,
         key_id: KeyId,
         overlap: i64,
         secret: IssuedSecret,
+        idempotency: Option<IdempotencyTag>,
     },
     Revoke {
         caller: Caller,
@@ -95,6 +106,7 @@ pub enum Command {
         caller: Caller,
         workspace: WorkspaceId,
         reason: Option<String>,
+        idempotency: Option<IdempotencyTag>,
     },
     SetPolicy {
         caller: Caller,

@@ -12,7 +12,7 @@
 //! - A verification sequenced after a revoke sees the revoke (the sequencer decides it).
 //! - Nothing but the writer thread appends to the log.
 
-use crate::commands::{Caller, Command, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict};
+use crate::commands::{Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict};
 use crate::datadir::{self, DataDirError, DirLock};
 use crate::error::{AuthError, LedgerError};
 use crate::projection::{ProjectionError, Projections};
@@ -281,7 +281,7 @@ impl Engine {
         spec: KeySpec,
     ) -> Result<(Secret, Command), LedgerError> {
         let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
-        Ok((secret, Command::Create { caller, workspace, spec, secret: issued }))
+        Ok((secret, Command::Create { caller, workspace, spec, secret: issued, idempotency: None }))
     }
 
     /// Issues a key. Returns its record and the secret (the only time it exists outside
@@ -292,7 +292,22 @@ impl Engine {
         workspace: WorkspaceId,
         spec: KeySpec,
     ) -> Result<(KeyRecord, Secret), LedgerError> {
-        let (secret, command) = self.create_command(caller, workspace, spec)?;
+        self.create_idempotent(caller, workspace, spec, None).await
+    }
+
+    /// [`Self::create`] under an idempotency tag: recorded with the key, in one batch; a
+    /// repeat of the tag within 24 h is refused (409) and creates nothing.
+    pub async fn create_idempotent(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        spec: KeySpec,
+        idempotency: Option<IdempotencyTag>,
+    ) -> Result<(KeyRecord, Secret), LedgerError> {
+        let (secret, mut command) = self.create_command(caller, workspace, spec)?;
+        if let Command::Create { idempotency: tag, .. } = &mut command {
+            *tag = idempotency;
+        }
         match self.submit(command).await? {
             Reply::Key(record) => Ok((*record, secret)),
             other => Err(unexpected(other)),
@@ -321,13 +336,24 @@ impl Engine {
         key_id: KeyId,
         overlap: i64,
     ) -> Result<(KeyRecord, KeyRecord, Secret), LedgerError> {
+        self.rotate_idempotent(caller, key_id, overlap, None).await
+    }
+
+    /// [`Self::rotate`] under an idempotency tag (see [`Self::create_idempotent`]).
+    pub async fn rotate_idempotent(
+        &self,
+        caller: Caller,
+        key_id: KeyId,
+        overlap: i64,
+        idempotency: Option<IdempotencyTag>,
+    ) -> Result<(KeyRecord, KeyRecord, Secret), LedgerError> {
         let (workspace, environment) = {
             let state = self.read_state();
             let key = state.key(&key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))?;
             (key.workspace.clone(), key.environment)
         };
         let (secret, issued) = self.issue_secret(&workspace, environment)?;
-        match self.submit(Command::Rotate { caller, key_id, overlap, secret: issued }).await? {
+        match self.submit(Command::Rotate { caller, key_id, overlap, secret: issued, idempotency }).await? {
             Reply::Rotation { key, previous } => Ok((*key, *previous, secret)),
             other => Err(unexpected(other)),
         }
@@ -351,10 +377,21 @@ impl Engine {
         workspace: WorkspaceId,
         reason: Option<String>,
     ) -> Result<Vec<KeyId>, LedgerError> {
+        self.revoke_all_idempotent(caller, workspace, reason, None).await
+    }
+
+    /// [`Self::revoke_all`] under an idempotency tag (see [`Self::create_idempotent`]).
+    pub async fn revoke_all_idempotent(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        reason: Option<String>,
+        idempotency: Option<IdempotencyTag>,
+    ) -> Result<Vec<KeyId>, LedgerError> {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
-        match self.submit(Command::RevokeAll { caller, workspace, reason }).await? {
+        match self.submit(Command::RevokeAll { caller, workspace, reason, idempotency }).await? {
             Reply::RevokedAll(ids) => Ok(ids),
             other => Err(unexpected(other)),
         }
@@ -462,6 +499,16 @@ impl Engine {
     pub fn keys(&self, workspace: &WorkspaceId, filter: impl Fn(KeyStatus) -> bool) -> Vec<KeyRecord> {
         let now = Timestamp::now();
         self.read_state().workspace_keys(workspace).filter(|k| filter(k.status(now))).cloned().collect()
+    }
+
+    /// What an idempotent request with this id did, if it ran within the last 24 hours.
+    pub fn idempotent_result(&self, id: &[u8; 32]) -> Option<crate::state::IdempotentResult> {
+        let now = Timestamp::now().micros();
+        self.read_state()
+            .idempotency
+            .get(id)
+            .filter(|r| now.saturating_sub(r.at.micros()) < crate::sequencer::IDEMPOTENCY_WINDOW_MICROS)
+            .cloned()
     }
 
     pub fn policy(&self, workspace: &WorkspaceId) -> Policy {

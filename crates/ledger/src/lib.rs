@@ -19,7 +19,7 @@ pub mod projection;
 pub mod sequencer;
 pub mod state;
 
-pub use commands::{Caller, Expiry, KeyChanges, KeySpec, Verdict};
+pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec, Verdict};
 pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, VerifyOutcome};
 pub use error::{AuthError, LedgerError};
 pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements};

@@ -23,6 +23,8 @@ const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_po
 /// key id → postcard(LastUsed): kept apart so a `used` event rewrites a few bytes, not the
 /// whole key record.
 const LAST_USED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_last_used");
+/// idempotency id (32 bytes) → postcard(IdempotentResult).
+const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_idempotency");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -120,6 +122,13 @@ impl Projection for RegistryProjection {
             let bytes = postcard::to_allocvec(usage).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
             last_used.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
         }
+        if !partial.idempotency.is_empty() {
+            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+            for (id, result) in &partial.idempotency {
+                let bytes = postcard::to_allocvec(result).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                idempotency.insert(id.as_slice(), bytes.as_slice())?;
+            }
+        }
         let mut policies = txn.open_table(POLICIES)?;
         for workspace in policies_changed {
             let bytes = postcard::to_allocvec(&partial.policy(&workspace))
@@ -133,6 +142,7 @@ impl Projection for RegistryProjection {
         txn.delete_table(KEYS)?;
         txn.delete_table(POLICIES)?;
         txn.delete_table(LAST_USED)?;
+        txn.delete_table(IDEMPOTENCY)?;
         Ok(())
     }
 }
@@ -167,6 +177,7 @@ impl Projections {
         txn.open_table(KEYS)?;
         txn.open_table(POLICIES)?;
         txn.open_table(LAST_USED)?;
+        txn.open_table(IDEMPOTENCY)?;
         crate::audit::create_tables(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -254,6 +265,7 @@ impl Projections {
         txn.open_table(KEYS)?;
         txn.open_table(POLICIES)?;
         txn.open_table(LAST_USED)?;
+        txn.open_table(IDEMPOTENCY)?;
         crate::audit::create_tables(&txn)?;
         txn.commit()?;
         self.catch_up(log)
@@ -288,6 +300,14 @@ fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, Projection
         let policy: Policy = postcard::from_bytes(value.value())
             .map_err(|e| ProjectionError::Corrupt(format!("policy: {e}")))?;
         state.policies.insert(workspace, policy);
+    }
+    for row in txn.open_table(IDEMPOTENCY)?.iter()? {
+        let (id, value) = row?;
+        let id: [u8; 32] =
+            id.value().try_into().map_err(|_| ProjectionError::Corrupt("idempotency id".into()))?;
+        let result = postcard::from_bytes(value.value())
+            .map_err(|e| ProjectionError::Corrupt(format!("idempotency: {e}")))?;
+        state.idempotency.insert(id, result);
     }
     state.applied = txn.open_table(CURSORS)?.get("registry")?.map(|v| v.value()).unwrap_or(0);
     Ok(state)

@@ -72,14 +72,22 @@ impl Sequencer for LedgerSequencer {
                     .ok_or_else(|| LedgerError::Internal("key vanished".into()))?;
                 Ok(Reply::Verdict(Box::new(Verdict { key, outcome, seq })))
             }
-            Command::Create { caller, workspace, spec, secret } => {
+            Command::Create { caller, workspace, spec, secret, idempotency } => {
                 check_actor(&state, &caller, now)?;
-                create(&mut state, batch, &caller, workspace, spec, secret, None, now)
-                    .map(|k| Reply::Key(Box::new(k)))
+                check_idempotency(&state, idempotency.as_ref(), now)?;
+                let key = create(&mut state, batch, &caller, workspace.clone(), spec, secret, None, now)?;
+                record_idempotency(&mut state, batch, &caller, idempotency, workspace, vec![key.key_id]);
+                Ok(Reply::Key(Box::new(key)))
             }
-            Command::Rotate { caller, key_id, overlap, secret } => {
+            Command::Rotate { caller, key_id, overlap, secret, idempotency } => {
                 check_actor(&state, &caller, now)?;
-                rotate(&mut state, batch, &caller, key_id, overlap, secret, now)
+                check_idempotency(&state, idempotency.as_ref(), now)?;
+                let reply = rotate(&mut state, batch, &caller, key_id, overlap, secret, now)?;
+                if let Reply::Rotation { key, .. } = &reply {
+                    let (workspace, new_key) = (key.workspace.clone(), key.key_id);
+                    record_idempotency(&mut state, batch, &caller, idempotency, workspace, vec![new_key]);
+                }
+                Ok(reply)
             }
             Command::Revoke { caller, key_id, reason } => {
                 check_actor(&state, &caller, now)?;
@@ -91,8 +99,9 @@ impl Sequencer for LedgerSequencer {
                 }
                 Ok(Reply::Key(Box::new(find(&state, &key_id)?.clone())))
             }
-            Command::RevokeAll { caller, workspace, reason } => {
+            Command::RevokeAll { caller, workspace, reason, idempotency } => {
                 check_actor(&state, &caller, now)?;
+                check_idempotency(&state, idempotency.as_ref(), now)?;
                 let own_key = caller.admin_key();
                 let targets: Vec<KeyId> = state
                     .workspace_keys(&workspace)
@@ -107,6 +116,7 @@ impl Sequencer for LedgerSequencer {
                     });
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
                 }
+                record_idempotency(&mut state, batch, &caller, idempotency, workspace, targets.clone());
                 Ok(Reply::RevokedAll(targets))
             }
             Command::SetPolicy { caller, workspace, policy } => {
@@ -151,6 +161,44 @@ impl Sequencer for LedgerSequencer {
                 Ok(Reply::Recorded(seq))
             }
         }
+    }
+}
+
+/// How long an idempotent request is remembered.
+pub const IDEMPOTENCY_WINDOW_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+/// Refuses a request whose idempotency id was already carried out within the window: its
+/// effects must never happen twice, whatever a front end's cache knows.
+fn check_idempotency(
+    state: &LedgerState,
+    tag: Option<&crate::commands::IdempotencyTag>,
+    now: Timestamp,
+) -> Result<(), LedgerError> {
+    let Some(tag) = tag else { return Ok(()) };
+    match state.idempotency.get(&tag.id) {
+        Some(done) if now.micros().saturating_sub(done.at.micros()) < IDEMPOTENCY_WINDOW_MICROS => {
+            Err(LedgerError::Conflict(if done.fingerprint == tag.fingerprint {
+                "this request was already carried out under its Idempotency-Key".into()
+            } else {
+                "this Idempotency-Key was used with a different request".into()
+            }))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Records an idempotent request's effects in the same batch as the effects themselves.
+fn record_idempotency(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    tag: Option<crate::commands::IdempotencyTag>,
+    workspace: WorkspaceId,
+    key_ids: Vec<KeyId>,
+) {
+    if let Some(tag) = tag {
+        let record = keyledger_core::IdempotencyRecord { id: tag.id, fingerprint: tag.fingerprint, workspace, key_ids };
+        emit(state, batch, &caller.actor, caller.request_id, Payload::Idempotency(record));
     }
 }
 

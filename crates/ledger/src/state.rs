@@ -148,8 +148,18 @@ pub struct LedgerState {
     pub by_hash: HashMap<KeyHash, KeyId>,
     pub by_workspace: BTreeMap<WorkspaceId, BTreeSet<KeyId>>,
     pub policies: BTreeMap<WorkspaceId, Policy>,
+    /// Idempotent requests carried out, by their id (see [`IdempotentResult`]).
+    pub idempotency: HashMap<[u8; 32], IdempotentResult>,
     /// Events applied so far (the next seq expected).
     pub applied: u64,
+}
+
+/// What an idempotent request did, so that a retry can be answered without repeating it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotentResult {
+    pub fingerprint: [u8; 32],
+    pub at: Timestamp,
+    pub key_ids: Vec<KeyId>,
 }
 
 impl LedgerState {
@@ -276,6 +286,11 @@ impl LedgerState {
                 }
             }
             Payload::Lookup(_) => {}
+            Payload::Idempotency(record) => {
+                let result =
+                    IdempotentResult { fingerprint: record.fingerprint, at, key_ids: record.key_ids.clone() };
+                self.idempotency.insert(record.id, result);
+            }
         }
     }
 }

@@ -6,8 +6,12 @@
 //! different request answers 409. A request still in flight answers 409 to its twin.
 //!
 //! The original response can contain a key's secret, so replays are kept **only in memory**
-//! (zeroed when evicted) and never written to disk: after a restart a retry is processed
-//! anew. Only successful (2xx) responses are kept; a failed request can be retried.
+//! (zeroed when evicted) and never written to disk. What *is* durable is the fact that the
+//! request was carried out: an `idempotency` event (hashes and the resulting key ids) is
+//! appended in the same batch as the request's own events. So after a restart a retry is
+//! still never carried out twice; it answers 409 with the key ids it produced, since the
+//! secret cannot be shown again. Only successful (2xx) responses are kept; a failed request
+//! can be retried.
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
@@ -93,6 +97,25 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         .update(&bytes)
         .finalize()
         .as_bytes();
+    let tag = keyledger_ledger::IdempotencyTag {
+        id: *blake3::Hasher::new().update(&scope).update(key.as_bytes()).finalize().as_bytes(),
+        fingerprint,
+    };
+    // A request carried out before (possibly by an earlier run of keyledger): never again.
+    if let Some(done) = state.engine.idempotent_result(&tag.id)
+        && !state.idempotency.lock().contains_key(&(scope, key.clone()))
+    {
+        if done.fingerprint != fingerprint {
+            return conflict("this Idempotency-Key was used with a different request");
+        }
+        let key_ids: Vec<String> = done.key_ids.iter().map(ToString::to_string).collect();
+        return ApiError::new(
+            ErrorCode::Conflict,
+            "this request was already carried out under its Idempotency-Key; a secret is shown only once, so the original answer cannot be replayed",
+        )
+        .with_extra(serde_json::json!({ "key_ids": key_ids }))
+        .into_response();
+    }
     let id = (scope, key);
     {
         let mut entries = state.idempotency.lock();
@@ -127,7 +150,9 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         }
         entries.insert(id.clone(), Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight });
     }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(tag);
+    let response = next.run(request).await;
     if !response.status().is_success() {
         state.idempotency.lock().remove(&id);
         return response;

@@ -6,12 +6,12 @@ use crate::auth::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJson, QueryPairs, double_option, path_param};
 use crate::views::{key_view, key_view_with_secret, policy_view};
-use axum::Json;
+use axum::{Extension, Json};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyledger_core::time::parse_duration;
 use keyledger_core::{Environment, KeyId, KeyPrefix, Policy, Timestamp, WorkspaceId, validate};
-use keyledger_ledger::{ADMIN_SCOPES, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus};
+use keyledger_ledger::{ADMIN_SCOPES, IdempotencyTag, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -121,13 +121,15 @@ fn visible_key(state: &AppState, admin: &Admin, key_id: &str) -> Result<KeyRecor
 pub async fn create(
     State(state): State<AppState>,
     admin: Admin,
+    tag: Option<Extension<IdempotencyTag>>,
     Path(workspace): Path<String>,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Answer {
     let workspace = parse_workspace(&workspace)?;
     allow_write(&admin, &workspace)?;
     let spec = key_spec(&workspace, body)?;
-    let (key, secret) = state.engine.create(admin.caller, workspace, spec).await?;
+    let tag = tag.map(|Extension(t)| t);
+    let (key, secret) = state.engine.create_idempotent(admin.caller, workspace, spec, tag).await?;
     Ok((StatusCode::CREATED, Json(key_view_with_secret(&key, &secret, Timestamp::now()))))
 }
 
@@ -241,6 +243,7 @@ pub struct RotateKey {
 pub async fn rotate(
     State(state): State<AppState>,
     admin: Admin,
+    tag: Option<Extension<IdempotencyTag>>,
     Path(key_id): Path<String>,
     OptionalJson(body): OptionalJson<RotateKey>,
 ) -> Answer {
@@ -251,7 +254,8 @@ pub async fn rotate(
         Some(text) => parse_duration(text)
             .ok_or_else(|| ApiError::invalid("overlap", "must be a duration such as `0s` or `24h`"))?,
     };
-    let (new, previous, secret) = state.engine.rotate(admin.caller, key.key_id, overlap).await?;
+    let tag = tag.map(|Extension(t)| t);
+    let (new, previous, secret) = state.engine.rotate_idempotent(admin.caller, key.key_id, overlap, tag).await?;
     let now = Timestamp::now();
     Ok((
         StatusCode::CREATED,
@@ -317,12 +321,14 @@ async fn set_disabled(
 pub async fn revoke_all(
     State(state): State<AppState>,
     admin: Admin,
+    tag: Option<Extension<IdempotencyTag>>,
     Path(workspace): Path<String>,
     OptionalJson(body): OptionalJson<Reason>,
 ) -> Answer {
     let workspace = parse_workspace(&workspace)?;
     allow_write(&admin, &workspace)?;
-    let ids = state.engine.revoke_all(admin.caller, workspace, body.reason).await?;
+    let tag = tag.map(|Extension(t)| t);
+    let ids = state.engine.revoke_all_idempotent(admin.caller, workspace, body.reason, tag).await?;
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     ok(json!({ "revoked": ids.len(), "key_ids": ids }))
 }

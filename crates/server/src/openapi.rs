@@ -22,6 +22,8 @@ pub struct ErrorBody {
     pub valid: Option<bool>,
     /// On verification denials: the reason code (revoked, expired, disabled, missing_scope…).
     pub reason: Option<String>,
+    /// On an idempotent retry that was already carried out: the keys it produced.
+    pub key_ids: Option<Vec<String>>,
 }
 
 /// A key as the API shows it. Never the secret or its hash.
@@ -158,7 +160,7 @@ pub struct EventView {
     pub seq: u64,
     pub at: String,
     /// created, used, denied, rotated, revoked, expired, policy_set, updated, disabled,
-    /// enabled or lookup.
+    /// enabled, lookup or idempotency.
     pub kind: String,
     pub workspace: String,
     pub key_id: Option<String>,
@@ -189,6 +191,8 @@ pub struct EventView {
     pub changes: Option<Value>,
     /// On lookup: the key the candidate secret matched, if any.
     pub found: Option<String>,
+    /// On idempotency: the keys the idempotent request issued or revoked.
+    pub key_ids: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -177,3 +177,46 @@ async fn framework_errors_answer_in_the_contract_shape() {
         api.call("GET", "/v1/workspaces/acme/keys", &[("x-request-id", "req_spoofed")], None).await;
     assert_ne!(headers.get("request-id").unwrap(), "req_spoofed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_after_a_restart_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let init = {
+        let path = path.clone();
+        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
+    };
+    let admin = init.admin_key.expose().to_owned();
+    let serve = |engine: Arc<Engine>| {
+        router(AppState::new(engine, ServerConfig::default())).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))))
+    };
+    let create = |body: &'static str| {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/workspaces/acme/keys")
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "order-7")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let first = serve(engine.clone()).oneshot(create(r#"{"name": "payments"}"#)).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = serde_json::from_slice(&first.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    engine.shutdown().await;
+    drop(engine);
+
+    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let app = serve(engine.clone());
+    let retry = app.clone().oneshot(create(r#"{"name": "payments"}"#)).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    let retry: Value = serde_json::from_slice(&retry.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(retry["error"], "conflict");
+    assert_eq!(retry["key_ids"], serde_json::json!([first["key_id"]]), "{retry}");
+    assert!(!retry.to_string().contains(first["secret"].as_str().unwrap()), "a replay after restart showed the secret");
+    let other = app.clone().oneshot(create(r#"{"name": "other"}"#)).await.unwrap();
+    assert_eq!(other.status(), StatusCode::CONFLICT, "same key, different body");
+    assert_eq!(engine.keys(&"acme".parse().unwrap(), |_| true).len(), 1, "a retry created a second key");
+    engine.shutdown().await;
+}

@@ -220,6 +220,7 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
         EventKind::Disabled => 8,
         EventKind::Enabled => 9,
         EventKind::Lookup => 10,
+        EventKind::Idempotency => 11,
     }
 }
 
