@@ -5,12 +5,18 @@
 //! - `bench [--quick] [--report-only]`: runs the criterion benchmarks of keyledger-core,
 //!   keyledger-log and keyledger-ledger, then refreshes the results table in
 //!   `docs/benchmarks.md` (see [`bench`]).
+//! - `load [--quick|--ci] [--seconds S] [--connections C] [--keys K]`: the HTTP load test
+//!   against the real `keyledger` binary, with ratios to a bare axum server (see [`load`]).
+//! - `bare [--listen ADDR]`: that bare reference server (see [`bare`]).
 //! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`
 //!   and `cargo test --workspace`, in that order, stopping at the first failure: the same
 //!   checks as `.ci/run` (which is what CI runs; this is a local convenience).
 
+mod bare;
 mod bench;
 mod genlog;
+mod scale;
+mod load;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -27,6 +33,21 @@ commands:
   gen-log --data-dir D --events N --keys K [--hot-share F]
         write a realistic log of N events over K keys straight through the engine (in
         release mode); key 0 gets F (default 0.1) of the traffic
+  load [--quick | --ci] [--seconds S] [--connections C] [--keys K]
+        HTTP load test (in release mode) of the real keyledger binary on loopback: bare
+        axum server, /healthz, POST /v1/verify (JSON), forward-auth GET /v1/verify, then
+        creates; checks that no usage event is lost; writes docs/benchmarks.md (not --ci)
+        --quick        2 s per row: a smoke run, not for quoting
+        --ci           3 s per row, 500 keys; fails if a verify mode's throughput is below
+                       0.3x the bare server's (best of 3) or a usage event is lost
+        --seconds S    measured seconds per row (default 10)
+        --connections  concurrent keep-alive connections (default 32)
+        --keys K       keys to verify round-robin (default 2000)
+  bare [--listen ADDR]
+        the constant-answer axum server `load` compares against (prints its address)
+  scale --data-dir D
+        time startup, the compromise report, source lookups, active_at, hygiene, export,
+        export verify and log verify on a log written by gen-log (in release mode)
   ci    cargo fmt --all --check, cargo clippy --workspace --all-targets -- -D warnings,
         cargo test --workspace (the checks of .ci/run)
 ";
@@ -50,6 +71,28 @@ fn main() -> Result<()> {
             bench::run(&workspace_root(), options)
         }
         "gen-log" => gen_log(rest),
+        "scale" => {
+            if cfg!(debug_assertions) {
+                let mut command = cargo();
+                command.args(["run", "--quiet", "--release", "--package", "xtask", "--", "scale"]).args(rest);
+                return run_step(&workspace_root(), command);
+            }
+            match rest {
+                [flag, dir] if flag == "--data-dir" => scale::run(PathBuf::from(dir)),
+                _ => bail!("usage: cargo xtask scale --data-dir D"),
+            }
+        }
+        "load" => {
+            let options = load::parse(rest).map_err(|e| anyhow::anyhow!("{e:#}\n\n{USAGE}"))?;
+            if cfg!(debug_assertions) {
+                // A debug load generator would measure itself; the same profile as the servers.
+                let mut command = cargo();
+                command.args(["run", "--quiet", "--release", "--package", "xtask", "--", "load"]).args(rest);
+                return run_step(&workspace_root(), command);
+            }
+            load::run(&workspace_root(), options)
+        }
+        "bare" => bare::run(rest),
         "ci" => {
             if let Some(extra) = rest.first() {
                 bail!("`ci` takes no arguments (got `{extra}`)");
