@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit;
 mod client;
 mod export;
 mod table;
@@ -45,6 +46,9 @@ enum Command {
     Policy(admin::PolicyArgs),
     /// Download a signed export from a running server, or verify one offline.
     Export(export::ExportArgs),
+    /// Ask a running server what happened: a key's events, a leak report, request ids,
+    /// sources, the keys valid at an instant, hygiene, and which key a leaked secret is.
+    Audit(audit::AuditArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -109,6 +113,9 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "KEYLEDGER_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
+    /// Longest time a request may take before it answers 408, in seconds.
+    #[arg(long, env = "KEYLEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    request_timeout_secs: u64,
     /// PEM certificate chain: serve HTTPS directly (with --tls-key), for deployments
     /// without a TLS-terminating proxy in front.
     #[arg(long, env = "KEYLEDGER_TLS_CERT", requires = "tls_key")]
@@ -132,6 +139,7 @@ fn main() -> ExitCode {
         Command::Keys(args) => Ok(admin::run_keys(args)),
         Command::Policy(args) => Ok(admin::run_policy(args)),
         Command::Export(args) => Ok(export::run(args)),
+        Command::Audit(args) => Ok(audit::run(args)),
         Command::Completions { shell } => Ok(admin::completions(shell)),
     };
     match result {
@@ -191,6 +199,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         trust_forwarded_for: args.trust_forwarded_for,
         trusted_proxies: args.trusted_proxies,
         body_limit: args.body_limit,
+        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

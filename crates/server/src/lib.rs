@@ -40,11 +40,18 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Longest time a request may take before it answers 408.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { trust_forwarded_for: false, trusted_proxies: Vec::new(), body_limit: 64 * 1024 }
+        Self {
+            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            body_limit: 64 * 1024,
+            request_timeout: std::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -104,6 +111,7 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
 pub fn router(state: AppState) -> Router {
     metrics::handle();
     let body_limit = state.config.body_limit;
+    let request_timeout = state.config.request_timeout;
     let idempotent = axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware);
     Router::new()
         .route("/healthz", get(healthz))
@@ -139,6 +147,13 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(metrics::remember_route))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer((
+            axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
+                error::ApiError::new(error::ErrorCode::InvalidRequest, "the request took too long and was abandoned")
+                    .with_status(axum::http::StatusCode::REQUEST_TIMEOUT)
+            }),
+            tower::timeout::TimeoutLayer::new(request_timeout),
+        ))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
 }

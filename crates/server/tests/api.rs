@@ -220,3 +220,28 @@ async fn an_idempotent_retry_after_a_restart_creates_nothing() {
     assert_eq!(engine.keys(&"acme".parse().unwrap(), |_| true).len(), 1, "a retry created a second key");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_takes_too_long_answers_408_in_the_error_shape() {
+    let api = api(ServerConfig { request_timeout: std::time::Duration::from_millis(100), ..ServerConfig::default() });
+    // A body that trickles in far slower than the timeout allows (a slow-loris upload).
+    let slow = futures_util::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(br#"{"name": "late"}"#))
+    });
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/workspaces/acme/keys")
+        .header("authorization", format!("Bearer {}", api.admin))
+        .header("content-type", "application/json")
+        .body(Body::from_stream(slow))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = api.app.clone().oneshot(request).await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "the timeout did not fire");
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    let body: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_error_shape(&body, "invalid_request");
+    let (_, _, list, _) = api.call("GET", "/v1/workspaces/acme/keys", &[], None).await;
+    assert_eq!(list["keys"].as_array().unwrap().len(), 0, "a timed-out create took effect");
+}
