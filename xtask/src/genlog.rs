@@ -77,7 +77,7 @@ pub fn run(options: Options) -> Result<()> {
     let summary = runtime.block_on(generate(engine.clone(), &options, workspaces))?;
     runtime.block_on(engine.shutdown());
     let elapsed = started.elapsed().as_secs_f64();
-    let bytes = dir_size(&options.data_dir);
+    let bytes = crate::dir_size(&options.data_dir);
     println!(
         "{}",
         serde_json::json!({
@@ -221,17 +221,4 @@ async fn generate(engine: Arc<Engine>, options: &Options, workspaces: u64) -> Re
         rotations: rotations.load(Ordering::Relaxed),
         revocations: revocations.load(Ordering::Relaxed),
     })
-}
-
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

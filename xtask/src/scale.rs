@@ -8,7 +8,7 @@ use keyledger_core::{RequestId, Timestamp, UsageContext};
 use keyledger_ledger::export::{ExportPlan, ExportRequest};
 use keyledger_ledger::{Engine, EngineOptions, VerifyRequirements};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Median wall time of `runs` calls, in milliseconds.
@@ -100,7 +100,7 @@ pub fn run(data_dir: PathBuf) -> Result<()> {
     keyledger_log::verify::verify_log(storage, &data_dir.join("log"), &public_key, &mut |_, _| {})?;
     let log_verify_s = log_started.elapsed().as_secs_f64();
 
-    let bytes = dir_size(&data_dir);
+    let bytes = crate::dir_size(&data_dir);
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
@@ -127,17 +127,4 @@ pub fn run(data_dir: PathBuf) -> Result<()> {
         }))?
     );
     Ok(())
-}
-
-fn dir_size(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

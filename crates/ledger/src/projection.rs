@@ -169,16 +169,21 @@ pub struct Projections {
     list: Vec<Box<dyn Projection>>,
 }
 
+/// Creates every table of every projection (a no-op for those that exist).
+fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
+    txn.open_table(CURSORS)?;
+    txn.open_table(KEYS)?;
+    txn.open_table(POLICIES)?;
+    txn.open_table(LAST_USED)?;
+    txn.open_table(IDEMPOTENCY)?;
+    crate::audit::create_tables(txn)
+}
+
 impl Projections {
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
-        txn.open_table(CURSORS)?;
-        txn.open_table(KEYS)?;
-        txn.open_table(POLICIES)?;
-        txn.open_table(LAST_USED)?;
-        txn.open_table(IDEMPOTENCY)?;
-        crate::audit::create_tables(&txn)?;
+        create_tables(&txn)?;
         txn.commit()?;
         Ok(Self {
             db: std::sync::Arc::new(db),
@@ -261,12 +266,7 @@ impl Projections {
             projection.clear(&txn)?;
         }
         txn.delete_table(CURSORS)?;
-        txn.open_table(CURSORS)?;
-        txn.open_table(KEYS)?;
-        txn.open_table(POLICIES)?;
-        txn.open_table(LAST_USED)?;
-        txn.open_table(IDEMPOTENCY)?;
-        crate::audit::create_tables(&txn)?;
+        create_tables(&txn)?;
         txn.commit()?;
         self.catch_up(log)
     }
