@@ -190,7 +190,8 @@ impl Engine {
             .name("keyledger-projector".into())
             .spawn(move || run_projector(projections, events_rx, projected_tx))
             .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?;
-        let sequencer = crate::sequencer::LedgerSequencer { state: state.clone() };
+        let sequencer =
+            crate::sequencer::LedgerSequencer { state: state.clone(), projections_db: projections_db.clone() };
         let writer = log.start(sequencer, options.writer.clone(), Some(events_tx));
         Ok(Self {
             state,

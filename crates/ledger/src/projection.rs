@@ -277,13 +277,19 @@ impl Projections {
     }
 }
 
-/// Loads the registry of a projections file without writing to it (for `log verify`).
+/// Loads the registry of a projections file for `log verify`. The file is opened read-only
+/// when it was closed cleanly; after a crash redb must first repair its allocator state,
+/// which only a writable open does (the same repair the server's next start would make;
+/// the rows and cursors are not changed by it, and the log is never touched).
 pub fn load_state_read_only(path: &Path) -> Result<LedgerState, ProjectionError> {
-    let db = redb::ReadOnlyDatabase::open(path)?;
-    load_state_from(&db)
+    match redb::ReadOnlyDatabase::open(path) {
+        Ok(db) => load_state_from(&db),
+        Err(redb::DatabaseError::RepairAborted) => load_state_from(&Database::open(path)?),
+        Err(other) => Err(other.into()),
+    }
 }
 
-fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, ProjectionError> {
+pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, ProjectionError> {
     let txn = db.begin_read()?;
     let mut state = LedgerState::default();
     let last_used = txn.open_table(LAST_USED)?;

@@ -24,6 +24,24 @@ use std::sync::{Arc, RwLock};
 
 pub struct LedgerSequencer {
     pub(crate) state: Arc<RwLock<LedgerState>>,
+    /// The persisted projections, from which the state is rebuilt when the writer fails.
+    pub(crate) projections_db: Arc<redb::Database>,
+}
+
+impl LedgerSequencer {
+    /// The registry as of the first `records` events of the log: the persisted projection
+    /// (whose cursor never passes what was written) plus a replay of the rest.
+    fn rebuild(&self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<LedgerState, String> {
+        let mut state = crate::projection::load_state_from(self.projections_db.as_ref()).map_err(|e| e.to_string())?;
+        for record in log.iter(state.applied) {
+            let (seq, bytes) = record.map_err(|e| e.to_string())?;
+            if seq >= records {
+                break;
+            }
+            state.apply(&keyledger_core::decode_event(&bytes).map_err(|e| e.to_string())?);
+        }
+        Ok(state)
+    }
 }
 
 /// Pushes an event to the batch and applies it to the state at once.
@@ -42,6 +60,13 @@ fn emit(
 impl Sequencer for LedgerSequencer {
     type Command = Command;
     type Reply = CommandResult;
+
+    fn rewind(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) {
+        match self.rebuild(log, records) {
+            Ok(state) => *self.state.write().unwrap_or_else(|e| e.into_inner()) = state,
+            Err(error) => tracing::error!(%error, "cannot rewind the registry after a log failure"),
+        }
+    }
 
     fn sequence(&mut self, command: Command, batch: &mut Batch) -> CommandResult {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());

@@ -54,6 +54,13 @@ pub trait Sequencer: Send + 'static {
     /// Decides `command` against the current state, appending its events (if any) to
     /// `batch`, and returns the answer for its caller.
     fn sequence(&mut self, command: Self::Command, batch: &mut Batch) -> Self::Reply;
+
+    /// Called once when the writer fails (a write or fsync error): the state built while
+    /// sequencing commands that will never be acknowledged must go. `log` holds the
+    /// `records` records that remain; the sequencer rebuilds its state to match them.
+    fn rewind(&mut self, log: &crate::segment::SegmentReader, records: u64) {
+        let _ = (log, records);
+    }
 }
 
 /// The batch being assembled: hands out seqs and the batch's timestamp.
@@ -484,5 +491,7 @@ impl<S: Sequencer> Writer<S> {
         tracing::error!(%reason, "log writer failed; refusing further appends (fail closed)");
         self.healthy.store(false, Ordering::Release);
         self.failure = Some(reason);
+        // Readers must not keep seeing the effects of commands that were refused.
+        self.sequencer.rewind(&self.parts.segments.reader(), self.parts.segments.len());
     }
 }

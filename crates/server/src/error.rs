@@ -24,6 +24,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     Unavailable,
     Internal,
+    /// An extension of contract §4: too many failed verifications from one source (429,
+    /// with `Retry-After`; see [`crate::throttle`]).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -39,6 +42,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
@@ -54,6 +58,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -139,10 +144,11 @@ impl From<LedgerError> for ApiError {
             LedgerError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
             LedgerError::Forbidden(message) => ApiError::forbidden(message),
             LedgerError::Unauthorized(auth) => auth.into(),
-            LedgerError::Unavailable(message) => ApiError::new(
-                ErrorCode::Unavailable,
-                format!("the log cannot be written ({message}); keyledger fails closed"),
-            ),
+            LedgerError::Unavailable(detail) => {
+                // The detail (paths, OS errors) is for the operator's log, not for callers.
+                tracing::error!(%detail, "refusing a call that must append: the log cannot be written");
+                ApiError::new(ErrorCode::Unavailable, "the log cannot be written; keyledger fails closed")
+            }
             LedgerError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 ApiError::new(ErrorCode::Internal, "internal error")
