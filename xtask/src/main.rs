@@ -8,15 +8,18 @@
 //! - `load [--quick|--ci] [--seconds S] [--connections C] [--keys K]`: the HTTP load test
 //!   against the real `keyledger` binary, with ratios to a bare axum server (see [`load`]).
 //! - `bare [--listen ADDR]`: that bare reference server (see [`bare`]).
+//! - `fuzz [--seconds N] [--smoke] [--target T]...`: runs the cargo-fuzz targets of `fuzz/`
+//!   for a set time each, failing on any crash (see [`fuzz`]).
 //! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`
 //!   and `cargo test --workspace`, in that order, stopping at the first failure: the same
 //!   checks as `.ci/run` (which is what CI runs; this is a local convenience).
 
 mod bare;
 mod bench;
+mod fuzz;
 mod genlog;
-mod scale;
 mod load;
+mod scale;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -48,6 +51,12 @@ commands:
   scale --data-dir D
         time startup, the compromise report, source lookups, active_at, hygiene, export,
         export verify and log verify on a log written by gen-log (in release mode)
+  fuzz [--seconds N] [--smoke] [--target T]...
+        run each cargo-fuzz target of fuzz/ for N seconds (default 60) on stable
+        (RUSTC_BOOTSTRAP=1), seeds from fuzz/corpus/; fails on any crash; prints the
+        executions per target. Installs cargo-fuzz if it is missing.
+        --smoke        10 s per target (what CI runs)
+        --target T     only this target (repeatable)
   ci    cargo fmt --all --check, cargo clippy --workspace --all-targets -- -D warnings,
         cargo test --workspace (the checks of .ci/run)
 ";
@@ -93,6 +102,10 @@ fn main() -> Result<()> {
             load::run(&workspace_root(), options)
         }
         "bare" => bare::run(rest),
+        "fuzz" => {
+            let options = fuzz::parse(rest).map_err(|e| anyhow::anyhow!("{e:#}\n\n{USAGE}"))?;
+            fuzz::run(&workspace_root(), options)
+        }
         "ci" => {
             if let Some(extra) = rest.first() {
                 bail!("`ci` takes no arguments (got `{extra}`)");

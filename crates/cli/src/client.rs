@@ -393,6 +393,145 @@ impl Client {
     }
 }
 
+// audit endpoints (contract §4 "Audit"), used by `keyledger audit …`
+
+/// `path?name=value&…` with every value percent-encoded (so the `+` of a time offset stays
+/// a `+`, and a CIDR's `/` cannot be mistaken for a path); absent values are left out.
+pub fn with_query(path: &str, query: &[(&str, Option<&str>)]) -> String {
+    let mut out = path.to_owned();
+    let mut separator = '?';
+    for (name, value) in query {
+        if let Some(value) = value {
+            out.push(separator);
+            out.push_str(name);
+            out.push('=');
+            out.push_str(&segment(value));
+            separator = '&';
+        }
+    }
+    out
+}
+
+/// The filters of `GET /v1/keys/{key_id}/events`.
+#[derive(Clone, Debug, Default)]
+pub struct EventsQuery<'a> {
+    pub kind: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub limit: Option<u32>,
+    pub cursor: Option<&'a str>,
+}
+
+/// The paths (with their queries) of the audit endpoints.
+pub mod audit_url {
+    use super::{EventsQuery, segment, with_query};
+
+    /// `GET /v1/keys/{key_id}/events?kind=&from=&to=&limit=&cursor=`
+    pub fn key_events(key_id: &str, query: &EventsQuery<'_>) -> String {
+        let limit = query.limit.map(|n| n.to_string());
+        with_query(
+            &format!("/v1/keys/{}/events", segment(key_id)),
+            &[
+                ("kind", query.kind),
+                ("from", query.from),
+                ("to", query.to),
+                ("limit", limit.as_deref()),
+                ("cursor", query.cursor),
+            ],
+        )
+    }
+
+    /// `GET /v1/audit/keys/{key_id}/compromise?since=&until=`
+    pub fn compromise(key_id: &str, since: Option<&str>, until: Option<&str>) -> String {
+        with_query(
+            &format!("/v1/audit/keys/{}/compromise", segment(key_id)),
+            &[("since", since), ("until", until)],
+        )
+    }
+
+    /// `GET /v1/audit/requests/{request_id}`
+    pub fn request(request_id: &str) -> String {
+        format!("/v1/audit/requests/{}", segment(request_id))
+    }
+
+    /// `GET /v1/audit/sources?cidr=&from=&to=` (an address or a network, in the query).
+    pub fn sources(source: &str, from: Option<&str>, to: Option<&str>) -> String {
+        with_query("/v1/audit/sources", &[("cidr", Some(source)), ("from", from), ("to", to)])
+    }
+
+    /// `GET /v1/audit/keys?workspace=&active_at=`
+    pub fn active_keys(workspace: &str, at: Option<&str>) -> String {
+        with_query("/v1/audit/keys", &[("workspace", Some(workspace)), ("active_at", at)])
+    }
+
+    /// `GET /v1/audit/hygiene?workspace=&unused_for=&older_than=`
+    pub fn hygiene(workspace: &str, unused_for: Option<&str>, older_than: Option<&str>) -> String {
+        with_query(
+            "/v1/audit/hygiene",
+            &[("workspace", Some(workspace)), ("unused_for", unused_for), ("older_than", older_than)],
+        )
+    }
+
+    /// `POST /v1/audit/lookup` (the candidate secret goes in the body, never in a URL).
+    pub const LOOKUP: &str = "/v1/audit/lookup";
+}
+
+impl Client {
+    /// `GET /v1/keys/{key_id}/events` → `{"events": [Event], "next_cursor"}`.
+    pub fn key_events(&self, key_id: &str, query: &EventsQuery<'_>) -> Result<Value, ClientError> {
+        self.send(Method::Get, &audit_url::key_events(key_id, query), &[], None)
+    }
+
+    /// `GET /v1/audit/keys/{key_id}/compromise` → the leak report.
+    pub fn compromise(
+        &self,
+        key_id: &str,
+        since: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        self.send(Method::Get, &audit_url::compromise(key_id, since, until), &[], None)
+    }
+
+    /// `GET /v1/audit/requests/{request_id}` → the events and key behind a request id.
+    pub fn audit_request(&self, request_id: &str) -> Result<Value, ClientError> {
+        self.send(Method::Get, &audit_url::request(request_id), &[], None)
+    }
+
+    /// `GET /v1/audit/sources?cidr=` → the keys used from an address or network.
+    pub fn audit_sources(
+        &self,
+        source: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        self.send(Method::Get, &audit_url::sources(source, from, to), &[], None)
+    }
+
+    /// `GET /v1/audit/keys?workspace=&active_at=` → the keys valid at that instant.
+    pub fn active_keys(&self, workspace: &str, at: Option<&str>) -> Result<Value, ClientError> {
+        self.send(Method::Get, &audit_url::active_keys(workspace, at), &[], None)
+    }
+
+    /// `GET /v1/audit/hygiene` → `never_used`, `unused`, `no_expiry`, `older_than`, …
+    pub fn hygiene(
+        &self,
+        workspace: &str,
+        unused_for: Option<&str>,
+        older_than: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        self.send(Method::Get, &audit_url::hygiene(workspace, unused_for, older_than), &[], None)
+    }
+
+    /// `POST /v1/audit/lookup {"secret"}` → `{"key_id", "workspace", "status", "report"}`.
+    /// The candidate is redacted from any error, like the admin key.
+    pub fn lookup(&self, secret: &str) -> Result<Value, ClientError> {
+        let body = serde_json::json!({ "secret": secret });
+        self.send(Method::Post, audit_url::LOOKUP, &[], Some(&body)).map_err(|e| e.redacted(secret))
+    }
+}
+
+// end audit endpoints
+
 fn reason_body(reason: Option<&str>) -> Value {
     match reason {
         Some(reason) => serde_json::json!({ "reason": reason }),

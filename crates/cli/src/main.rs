@@ -116,6 +116,16 @@ struct ServeArgs {
     /// Longest time a request may take before it answers 408, in seconds.
     #[arg(long, env = "KEYLEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     request_timeout_secs: u64,
+    /// Failed (401/403) verifications allowed per client address and minute; beyond that,
+    /// verify answers 429 with Retry-After until the address's budget refills. 0 = off (the
+    /// default: a trusted gateway funnels many clients through one address).
+    #[arg(
+        long,
+        env = "KEYLEDGER_THROTTLE_FAILED_VERIFICATIONS",
+        default_value_t = 0,
+        value_name = "PER_MINUTE"
+    )]
+    throttle_failed_verifications: u32,
     /// PEM certificate chain: serve HTTPS directly (with --tls-key), for deployments
     /// without a TLS-terminating proxy in front.
     #[arg(long, env = "KEYLEDGER_TLS_CERT", requires = "tls_key")]
@@ -200,6 +210,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         trusted_proxies: args.trusted_proxies,
         body_limit: args.body_limit,
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        throttle_failed_verifications: args.throttle_failed_verifications,
+        ..keyledger_server::ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -141,7 +141,8 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Request<Full<Bytes>> {
-    let mut builder = Request::builder().method(method).uri(path).header(hyper::header::HOST, address.to_string());
+    let mut builder =
+        Request::builder().method(method).uri(path).header(hyper::header::HOST, address.to_string());
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
