@@ -173,7 +173,10 @@ mod tests {
                 EventKind::Enabled,
                 envelope(Payload::Enabled(KeyRef { key_id: key(1), workspace: ws.clone() })),
             ),
-            (EventKind::Lookup, envelope(Payload::Lookup(Lookup { workspace: ws.clone(), found: Some(key(1)) }))),
+            (
+                EventKind::Lookup,
+                envelope(Payload::Lookup(Lookup { workspace: ws.clone(), found: Some(key(1)) })),
+            ),
             (
                 EventKind::Idempotency,
                 envelope(Payload::Idempotency(IdempotencyRecord {
@@ -212,7 +215,10 @@ mod tests {
         (EventKind::Disabled, "08010101010101010101010101010101010461636d6500"),
         (EventKind::Enabled, "09010101010101010101010101010101010461636d65"),
         (EventKind::Lookup, "0a0461636d650101010101010101010101010101010101"),
-        (EventKind::Idempotency, "0b111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222220461636d650101010101010101010101010101010101"),
+        (
+            EventKind::Idempotency,
+            "0b111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222220461636d650101010101010101010101010101010101",
+        ),
     ];
 
     #[test]

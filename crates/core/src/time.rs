@@ -66,7 +66,8 @@ impl fmt::Debug for Timestamp {
 /// Returns `None` for anything else, a negative or an overflowing value.
 pub fn parse_duration(text: &str) -> Option<i64> {
     let unit_at = text.len().checked_sub(1)?;
-    let (digits, unit) = text.split_at(unit_at);
+    // Not `split_at`: a multi-byte last character is no unit, and must not panic.
+    let (digits, unit) = text.split_at_checked(unit_at)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 12 {
         return None;
     }
@@ -96,6 +97,15 @@ pub fn format_duration(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (found by schemathesis: `GET /v1/audit/hygiene?older_than=%C2%80` dropped
+    /// the connection): a multi-byte last character panicked in `split_at`.
+    #[test]
+    fn durations_ending_in_a_multi_byte_character_are_rejected_not_panics() {
+        for text in ["\u{80}", "1\u{80}", "90\u{e9}", "1\u{1f600}", "\u{1f600}"] {
+            assert_eq!(parse_duration(text), None, "{text:?}");
+        }
+    }
 
     #[test]
     fn durations() {

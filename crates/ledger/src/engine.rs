@@ -12,7 +12,9 @@
 //! - A verification sequenced after a revoke sees the revoke (the sequencer decides it).
 //! - Nothing but the writer thread appends to the log.
 
-use crate::commands::{Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict};
+use crate::commands::{
+    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict,
+};
 use crate::datadir::{self, DataDirError, DirLock};
 use crate::error::{AuthError, LedgerError};
 use crate::projection::{ProjectionError, Projections};
@@ -190,8 +192,10 @@ impl Engine {
             .name("keyledger-projector".into())
             .spawn(move || run_projector(projections, events_rx, projected_tx))
             .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?;
-        let sequencer =
-            crate::sequencer::LedgerSequencer { state: state.clone(), projections_db: projections_db.clone() };
+        let sequencer = crate::sequencer::LedgerSequencer {
+            state: state.clone(),
+            projections_db: projections_db.clone(),
+        };
         let writer = log.start(sequencer, options.writer.clone(), Some(events_tx));
         Ok(Self {
             state,

@@ -125,7 +125,8 @@ impl Projection for RegistryProjection {
         if !partial.idempotency.is_empty() {
             let mut idempotency = txn.open_table(IDEMPOTENCY)?;
             for (id, result) in &partial.idempotency {
-                let bytes = postcard::to_allocvec(result).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                let bytes =
+                    postcard::to_allocvec(result).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
                 idempotency.insert(id.as_slice(), bytes.as_slice())?;
             }
         }

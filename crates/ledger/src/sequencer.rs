@@ -31,8 +31,13 @@ pub struct LedgerSequencer {
 impl LedgerSequencer {
     /// The registry as of the first `records` events of the log: the persisted projection
     /// (whose cursor never passes what was written) plus a replay of the rest.
-    fn rebuild(&self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<LedgerState, String> {
-        let mut state = crate::projection::load_state_from(self.projections_db.as_ref()).map_err(|e| e.to_string())?;
+    fn rebuild(
+        &self,
+        log: &keyledger_log::segment::SegmentReader,
+        records: u64,
+    ) -> Result<LedgerState, String> {
+        let mut state =
+            crate::projection::load_state_from(self.projections_db.as_ref()).map_err(|e| e.to_string())?;
         for record in log.iter(state.applied) {
             let (seq, bytes) = record.map_err(|e| e.to_string())?;
             if seq >= records {
@@ -222,7 +227,12 @@ fn record_idempotency(
     key_ids: Vec<KeyId>,
 ) {
     if let Some(tag) = tag {
-        let record = keyledger_core::IdempotencyRecord { id: tag.id, fingerprint: tag.fingerprint, workspace, key_ids };
+        let record = keyledger_core::IdempotencyRecord {
+            id: tag.id,
+            fingerprint: tag.fingerprint,
+            workspace,
+            key_ids,
+        };
         emit(state, batch, &caller.actor, caller.request_id, Payload::Idempotency(record));
     }
 }

@@ -6,12 +6,12 @@ use crate::auth::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJson, QueryPairs, double_option, path_param};
 use crate::views::{key_view, key_view_with_secret, policy_view};
-use axum::{Extension, Json};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use keyledger_core::time::parse_duration;
 use keyledger_core::{Environment, KeyId, KeyPrefix, Policy, Timestamp, WorkspaceId, validate};
-use keyledger_ledger::{ADMIN_SCOPES, IdempotencyTag, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus};
+use keyledger_ledger::{ADMIN_SCOPES, Expiry, IdempotencyTag, KeyChanges, KeyRecord, KeySpec, KeyStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -255,7 +255,8 @@ pub async fn rotate(
             .ok_or_else(|| ApiError::invalid("overlap", "must be a duration such as `0s` or `24h`"))?,
     };
     let tag = tag.map(|Extension(t)| t);
-    let (new, previous, secret) = state.engine.rotate_idempotent(admin.caller, key.key_id, overlap, tag).await?;
+    let (new, previous, secret) =
+        state.engine.rotate_idempotent(admin.caller, key.key_id, overlap, tag).await?;
     let now = Timestamp::now();
     Ok((
         StatusCode::CREATED,
@@ -317,7 +318,7 @@ async fn set_disabled(
     ok(key_view(&key, Timestamp::now()))
 }
 
-#[utoipa::path(post, path = "/v1/workspaces/{ws}/keys/revoke-all", tag = "keys", description = "Emergency: revoke every key of a workspace in one step (`ledger:keys:write`). In `_ledger`, the calling admin key is spared.", request_body = crate::keys::Reason, params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")), responses((status = 200, description = "How many keys were revoked, and which", body = crate::openapi::RevokedAll), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workspaces/{ws}/keys/revoke-all", tag = "keys", description = "Emergency: revoke every key of a workspace in one step (`ledger:keys:write`). In `_ledger`, the calling admin key is spared.", request_body = crate::keys::Reason, params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")), responses((status = 200, description = "How many keys were revoked, and which", body = crate::openapi::RevokedAll), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "the Idempotency-Key was used with a different body, or its first request is still running (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn revoke_all(
     State(state): State<AppState>,
     admin: Admin,

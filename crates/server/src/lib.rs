@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod request_id;
+pub mod throttle;
 pub mod verify;
 pub mod views;
 
@@ -42,6 +44,11 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Longest time a request may take before it answers 408.
     pub request_timeout: std::time::Duration,
+    /// Failed (401/403) verifications allowed per source address and minute before verify
+    /// answers 429 `rate_limited`; 0 = off, the default (see [`throttle`]).
+    pub throttle_failed_verifications: u32,
+    /// Largest URI plus headers of a request, in bytes; larger answers 431 (see [`throttle`]).
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +58,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             body_limit: 64 * 1024,
             request_timeout: std::time::Duration::from_secs(30),
+            throttle_failed_verifications: 0,
+            max_header_bytes: throttle::DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -61,11 +70,14 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Arc<ServerConfig>,
     pub idempotency: Arc<idempotency::IdempotencyCache>,
+    /// Per-source throttling of failed verifications, when configured.
+    pub throttle: Option<Arc<throttle::FailureThrottle>>,
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
-        Self { engine, config: Arc::new(config), idempotency: Arc::default() }
+        let throttle = throttle::FailureThrottle::new(config.throttle_failed_verifications).map(Arc::new);
+        Self { engine, config: Arc::new(config), idempotency: Arc::default(), throttle }
     }
 }
 
@@ -112,6 +124,7 @@ pub fn router(state: AppState) -> Router {
     metrics::handle();
     let body_limit = state.config.body_limit;
     let request_timeout = state.config.request_timeout;
+    let max_header_bytes = state.config.max_header_bytes;
     let idempotent = axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware);
     Router::new()
         .route("/healthz", get(healthz))
@@ -144,16 +157,24 @@ pub fn router(state: AppState) -> Router {
         // export routes
         .route("/v1/export", get(export::export))
         // end export routes
+        // console routes
+        .route("/console", get(console::index))
+        .route("/console/{*file}", get(console::file))
+        // end console routes
         .route_layer(axum::middleware::from_fn(metrics::remember_route))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer((
             axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
-                error::ApiError::new(error::ErrorCode::InvalidRequest, "the request took too long and was abandoned")
-                    .with_status(axum::http::StatusCode::REQUEST_TIMEOUT)
+                error::ApiError::new(
+                    error::ErrorCode::InvalidRequest,
+                    "the request took too long and was abandoned",
+                )
+                .with_status(axum::http::StatusCode::REQUEST_TIMEOUT)
             }),
             tower::timeout::TimeoutLayer::new(request_timeout),
         ))
+        .layer(axum::middleware::from_fn_with_state(max_header_bytes, throttle::header_limit))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
 }

@@ -14,7 +14,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 #[schema(example = json!({"error": "not_found", "message": "no key key_01…", "request_id": "req_01…"}))]
 pub struct ErrorBody {
     /// One of unauthorized, invalid_api_key, expired_api_key, forbidden, not_found,
-    /// invalid_request, conflict, payload_too_large, unavailable, internal.
+    /// invalid_request, conflict, payload_too_large, unavailable, internal; and, as an
+    /// extension of the contract, rate_limited (429 from verify when throttling is on).
     pub error: String,
     pub message: String,
     pub request_id: String,
@@ -328,6 +329,58 @@ pub struct LookupAnswer {
     pub report: CompromiseReport,
 }
 
+/// Answers every operation may give whatever its annotation says: 431 (URI and headers
+/// over the limit, see [`crate::throttle`]); and, for operations with a JSON request body,
+/// the framework's rejections of it (400, 413, 415 without `Content-Type: application/json`,
+/// 422 for a body that does not match the schema). Found missing by schemathesis.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        let always = [("431", error("the URI and headers exceed the limit (invalid_request)"))];
+        let with_body = [
+            ("400", error("a field is invalid; the message names it (invalid_request)")),
+            ("413", error("the body exceeds the limit (payload_too_large)")),
+            ("415", error("the body is not `Content-Type: application/json` (invalid_request)")),
+            ("422", error("the body does not match the schema (invalid_request)")),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let extra = if operation.request_body.is_some() { &with_body[..] } else { &[] };
+                for (status, response) in always.iter().chain(extra) {
+                    operation
+                        .responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| response.clone().into());
+                }
+            }
+        }
+    }
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -349,7 +402,7 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "keyledger", description = "A self-hosted, tamper-evident ledger of API keys (contract v1)."),
-    modifiers(&Security),
+    modifiers(&Security, &CommonResponses),
     security(("bearer" = []), ("x_api_key" = [])),
     paths(
         crate::health_doc,
@@ -383,6 +436,8 @@ impl Modify for Security {
         crate::audit::hygiene,
         crate::audit::lookup,
         crate::export::export,
+        crate::console::console_doc,
+        crate::console::console_file_doc,
     ),
     components(schemas(EventContext, EventView, EventList, ValueStats, PathCount, ReportWindow, UseCounts, AfterRevocation, CompromiseReport, RequestTrace, SourceKey, SourceKeys, KeyAtInstant, ActiveKeys, Hygiene, LookupAnswer, ErrorBody, KeyView, IssuedKey, KeyList, Rotation, RevokedAll, PolicyView, Verified, CheckpointView, PublicKeyView, ProofView, Health))
 )]

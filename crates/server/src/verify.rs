@@ -51,19 +51,19 @@ pub struct ContextBody {
 
 /// Forward-auth verification (nginx `auth_request`, Traefik ForwardAuth). Documentation only:
 /// [`verify`] serves every method and path form.
-#[utoipa::path(get, path = "/v1/verify", tag = "verify", security(()), description = "Forward-auth mode: the key from the headers, requirements from the query. Appends one `used` or `denied` event for a known key.", params(("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Resource the request is for"), ("environment" = Option<String>, Query, description = "Required environment: live or test"), ("workspace" = Option<String>, Query, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid; also headers x-keyledger-key-id and x-keyledger-workspace", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/verify", tag = "verify", security(()), description = "Forward-auth mode: the key from the headers, requirements from the query (or the x-keyledger-require-* headers). Appends one `used` or `denied` event for a known key.", params(("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Resource the request is for"), ("environment" = Option<String>, Query, description = "Required environment: live or test"), ("workspace" = Option<String>, Query, description = "Required workspace"), ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"), ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"), ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"), ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid; also headers x-keyledger-key-id and x-keyledger-workspace", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub fn verify_get_doc() {}
 
 /// JSON-mode verification (documentation only; see [`verify`]).
-#[utoipa::path(post, path = "/v1/verify", tag = "verify", security(()), description = "JSON mode (a POST without a JSON body is forward-auth mode). Appends one `used` or `denied` event for a known key.", request_body = VerifyBody, responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/verify", tag = "verify", security(()), description = "JSON mode (a POST without a JSON body is forward-auth mode). Appends one `used` or `denied` event for a known key.", request_body = VerifyBody, responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub fn verify_post_doc() {}
 
 /// Envoy ext_authz HTTP mode (documentation only; see [`verify`]).
-#[utoipa::path(get, path = "/v1/verify/{path}", tag = "verify", security(()), description = "Forward-auth mode for Envoy ext_authz, which appends the original path; any method is accepted.", params(("path" = String, Path, description = "The original request path, recorded in the usage event"), ("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Resource the request is for"), ("environment" = Option<String>, Query, description = "Required environment: live or test"), ("workspace" = Option<String>, Query, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/verify/{path}", tag = "verify", security(()), description = "Forward-auth mode for Envoy ext_authz, which appends the original path and query (both recorded); requirements come from the x-keyledger-require-* headers; any method is accepted.", params(("path" = String, Path, description = "The original request path, recorded in the usage event"), ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"), ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"), ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"), ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub fn verify_suffix_doc() {}
 
 /// The suffix form by POST (documentation only; see [`verify`]).
-#[utoipa::path(post, path = "/v1/verify/{path}", tag = "verify", security(()), description = "Forward-auth mode for Envoy ext_authz, which appends the original path; any method is accepted.", params(("path" = String, Path, description = "The original request path, recorded in the usage event"), ("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Resource the request is for"), ("environment" = Option<String>, Query, description = "Required environment: live or test"), ("workspace" = Option<String>, Query, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/verify/{path}", tag = "verify", security(()), description = "Forward-auth mode for Envoy ext_authz, which appends the original path and query (both recorded); requirements come from the x-keyledger-require-* headers; any method is accepted.", params(("path" = String, Path, description = "The original request path, recorded in the usage event"), ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"), ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"), ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"), ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub fn verify_suffix_post_doc() {}
 
 fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
@@ -73,6 +73,19 @@ fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiErro
         }
         other => Ok(other),
     }
+}
+
+/// The values of a requirement header (repeatable, each a comma-separated list).
+fn required_from_headers(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -99,6 +112,25 @@ fn requirements(
     Ok(VerifyRequirements { scopes, resource: bounded("resource", resource)?, environment, workspace })
 }
 
+/// Parses and checks a JSON-mode body as [`verify`] does, up to (not including) the lookup;
+/// true if it would reach the lookup. For the `request_bodies` fuzz target only.
+#[doc(hidden)]
+pub fn fuzz_verify_body(bytes: &[u8]) -> bool {
+    let Ok(body) = serde_json::from_slice::<VerifyBody>(bytes) else { return false };
+    let context = body.context;
+    requirements(body.scopes, body.resource, body.environment, body.workspace).is_ok()
+        && context.ip.as_deref().is_none_or(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        && [
+            ("context.user_agent", context.user_agent),
+            ("context.method", context.method),
+            ("context.path", context.path),
+            ("context.request_id", context.request_id),
+        ]
+        .into_iter()
+        .all(|(field, value)| bounded(field, value).is_ok())
+        && keyledger_core::Secret::check(&body.key).is_ok()
+}
+
 /// Handles every form of verification (axum extractors are its arguments).
 #[allow(clippy::too_many_arguments)]
 pub async fn verify(
@@ -112,9 +144,25 @@ pub async fn verify(
     body: Bytes,
 ) -> Response {
     let request_id = request.0.0;
-    match decide(&state, peer, method, uri, headers, query, request_id, body).await {
-        Ok(response) | Err(response) => response,
+    // Throttling (off by default) is decided before any parsing, lookup or append.
+    let throttle = state.throttle.clone().map(|throttle| {
+        let config = &state.config;
+        (throttle, client_ip(&headers, peer.ip(), &config.trusted_proxies, config.trust_forwarded_for))
+    });
+    if let Some((throttle, source)) = &throttle
+        && let Err(retry_after) = throttle.check(*source)
+    {
+        return crate::throttle::throttled(retry_after);
     }
+    let response = match decide(&state, peer, method, uri, headers, query, request_id, body).await {
+        Ok(response) | Err(response) => response,
+    };
+    if let Some((throttle, source)) = &throttle
+        && matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+    {
+        throttle.charge(*source);
+    }
+    response
 }
 
 fn denial(error: ApiError) -> Response {
@@ -158,16 +206,32 @@ async fn decide(
         };
         (body.key, wants, context)
     } else {
-        query.only(&["scope", "resource", "environment", "workspace"]).map_err(denial)?;
+        // In the path-suffix form (Envoy ext_authz appends the original path and query),
+        // the query string is the original request's: it is recorded with the path, and the
+        // requirements come only from `x-keyledger-require-*` headers.
+        let suffix =
+            uri.path().strip_prefix("/v1/verify").filter(|s| s.len() > 1).map(|path| match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            });
+        let from_query =
+            |name: &str| if suffix.is_some() { None } else { query.get(name).map(str::to_owned) };
+        if suffix.is_none() {
+            query.only(&["scope", "resource", "environment", "workspace"]).map_err(denial)?;
+        }
+        let mut scopes = if suffix.is_some() { Vec::new() } else { query.all("scope") };
+        scopes.extend(required_from_headers(&headers, "x-keyledger-require-scope"));
+        let single = |name: &str, header: &str| {
+            from_query(name).or_else(|| required_from_headers(&headers, header).into_iter().next())
+        };
         let key = presented_key(&headers).unwrap_or("").to_owned();
         let wants = requirements(
-            validate::normalize(query.all("scope")),
-            query.get("resource").map(str::to_owned),
-            query.get("environment").map(str::to_owned),
-            query.get("workspace").map(str::to_owned),
+            validate::normalize(scopes),
+            single("resource", "x-keyledger-require-resource"),
+            single("environment", "x-keyledger-require-environment"),
+            single("workspace", "x-keyledger-require-workspace"),
         )
         .map_err(denial)?;
-        let suffix = uri.path().strip_prefix("/v1/verify").filter(|s| s.len() > 1).map(str::to_owned);
         let context = UsageContext {
             ip: Some(client_ip(
                 &headers,

