@@ -32,6 +32,10 @@ enum Command {
     Init {
         #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
         data_dir: PathBuf,
+        /// The checkpoint origin (the log's name in every signed checkpoint and in its
+        /// public key). Default: `keyledger/<16 hex digits of the public key's hash>`.
+        #[arg(long, env = "KEYLEDGER_ORIGIN")]
+        origin: Option<String>,
     },
     /// Run the HTTP service (initialising the data dir first if needed).
     Serve(ServeArgs),
@@ -141,7 +145,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init { data_dir } => init(data_dir),
+        Command::Init { data_dir, origin } => init(data_dir, origin),
         Command::Serve(args) => serve(args),
         Command::Log { command: LogCommand::Verify { data_dir } } => log_verify(data_dir),
         Command::Log { command: LogCommand::Checkpoint(args) } => Ok(admin::run_checkpoint(args)),
@@ -170,8 +174,9 @@ fn init_json(outcome: &keyledger_ledger::InitOutcome) -> serde_json::Value {
     })
 }
 
-fn init(data_dir: PathBuf) -> Result<ExitCode> {
-    let outcome = Engine::init(&data_dir, EngineOptions::default()).context("init refused")?;
+fn init(data_dir: PathBuf, origin: Option<String>) -> Result<ExitCode> {
+    let outcome = Engine::init_with_origin(&data_dir, EngineOptions::default(), origin.as_deref())
+        .context("init refused")?;
     println!("{}", init_json(&outcome));
     Ok(ExitCode::SUCCESS)
 }

@@ -108,8 +108,9 @@ fn origin_for(signing: &ed25519_dalek::SigningKey) -> String {
     format!("keyledger/{}", &digest.to_hex()[..16])
 }
 
-/// Creates the data dir's files in `dir` (which must not exist).
-pub(crate) fn create_files(dir: &Path) -> Result<(), DataDirError> {
+/// Creates the data dir's files in `dir` (which must not exist), with the checkpoint origin
+/// `origin` or, when `None`, one derived from the new public key.
+pub(crate) fn create_files(dir: &Path, origin: Option<&str>) -> Result<(), DataDirError> {
     std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
@@ -119,8 +120,11 @@ pub(crate) fn create_files(dir: &Path) -> Result<(), DataDirError> {
     let mut pepper = zeroize::Zeroizing::new([0u8; 32]);
     getrandom(pepper.as_mut(), dir)?;
     write_secret_file(&dir.join(PEPPER_FILE), pepper.as_ref())?;
-    let identity =
-        Identity { format: FORMAT, origin: origin_for(&signing), created_at: Timestamp::now().to_rfc3339() };
+    let identity = Identity {
+        format: FORMAT,
+        origin: origin.map_or_else(|| origin_for(&signing), str::to_owned),
+        created_at: Timestamp::now().to_rfc3339(),
+    };
     let path = dir.join(IDENTITY_FILE);
     let text = serde_json::to_string_pretty(&identity)
         .map_err(|e| DataDirError::Invalid { path: path.clone(), message: e.to_string() })?;
@@ -188,6 +192,24 @@ pub(crate) fn staging_path(dir: &Path) -> PathBuf {
         dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "keyledger-data".into());
     let suffix = keyledger_core::RequestId::generate(Timestamp::now().millis()).to_string();
     dir.with_file_name(format!(".{name}.init-{}", &suffix[4..]))
+}
+
+/// Checks a checkpoint origin chosen by the operator: it names the log in every checkpoint
+/// and is the name of its verifier key, so the signed-note rules apply (no spaces, no `+`).
+pub fn check_origin(origin: &str) -> Result<(), DataDirError> {
+    let valid = !origin.is_empty()
+        && origin.len() <= 255
+        && !origin.contains('+')
+        && !origin.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(())
+    } else {
+        Err(DataDirError::Invalid {
+            path: PathBuf::from("--origin"),
+            message: "the origin must be 1 to 255 characters without spaces, control characters or `+`"
+                .into(),
+        })
+    }
 }
 
 /// Checks that `dir` may be initialised: absent, or an empty directory.

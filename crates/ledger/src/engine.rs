@@ -112,10 +112,23 @@ impl Engine {
     /// Initialises a new data dir at `dir` and issues the first admin key.
     /// Refuses, changing nothing, if `dir` is initialised or not empty.
     pub fn init(dir: &Path, options: EngineOptions) -> Result<InitOutcome, EngineError> {
+        Self::init_with_origin(dir, options, None)
+    }
+
+    /// [`Self::init`] with a chosen checkpoint origin (default: `keyledger/<16 hex of the
+    /// BLAKE3 of the public key>`).
+    pub fn init_with_origin(
+        dir: &Path,
+        options: EngineOptions,
+        origin: Option<&str>,
+    ) -> Result<InitOutcome, EngineError> {
+        if let Some(origin) = origin {
+            datadir::check_origin(origin)?;
+        }
         datadir::check_initialisable(dir)?;
         let staging = datadir::staging_path(dir);
         let built = (|| {
-            datadir::create_files(&staging)?;
+            datadir::create_files(&staging, origin)?;
             let engine = Engine::open(&staging, options)?;
             let spec = KeySpec {
                 name: "init admin key".into(),

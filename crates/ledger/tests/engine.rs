@@ -190,3 +190,18 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
     assert_eq!(rebuilt, incremental);
     assert!(incremental.keys.values().filter(|k| k.workspace == ws("odd")).all(|k| k.revoked_at.is_some()));
 }
+
+#[test]
+fn init_takes_a_chosen_checkpoint_origin_and_refuses_a_bad_one() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let bad = Engine::init_with_origin(&dir, EngineOptions::default(), Some("has space"));
+    assert!(bad.is_err());
+    assert!(!dir.exists(), "a refused init created the data dir");
+    let outcome = Engine::init_with_origin(&dir, EngineOptions::default(), Some("example.com/keys")).unwrap();
+    assert!(outcome.log_public_key.starts_with("example.com/keys+"), "{}", outcome.log_public_key);
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let note = engine.log().latest_checkpoint().unwrap().note;
+    assert_eq!(note.lines().next(), Some("example.com/keys"));
+    engine.shutdown_blocking();
+}
