@@ -159,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         // end export routes
         // console routes
         .route("/console", get(console::index))
+        .route("/console/", get(console::index))
         .route("/console/{*file}", get(console::file))
         // end console routes
         .route_layer(axum::middleware::from_fn(metrics::remember_route))

@@ -437,6 +437,7 @@ impl Modify for Security {
         crate::audit::lookup,
         crate::export::export,
         crate::console::console_doc,
+        crate::console::console_slash_doc,
         crate::console::console_file_doc,
     ),
     components(schemas(EventContext, EventView, EventList, ValueStats, PathCount, ReportWindow, UseCounts, AfterRevocation, CompromiseReport, RequestTrace, SourceKey, SourceKeys, KeyAtInstant, ActiveKeys, Hygiene, LookupAnswer, ErrorBody, KeyView, IssuedKey, KeyList, Rotation, RevokedAll, PolicyView, Verified, CheckpointView, PublicKeyView, ProofView, Health))

@@ -289,3 +289,16 @@ async fn the_envoy_suffix_form_keeps_the_original_query_and_takes_requirements_f
         "the original query's `scope` is not a requirement"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_answers_with_and_without_a_trailing_slash_under_a_strict_csp() {
+    let api = api(ServerConfig::default());
+    for path in ["/console", "/console/"] {
+        let response =
+            api.app.clone().oneshot(Request::builder().uri(path).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let csp = response.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(response.headers().get("x-frame-options").unwrap(), "DENY");
+    }
+}
