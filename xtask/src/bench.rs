@@ -253,7 +253,7 @@ fn collect_extras(dir: &Path) -> Result<BTreeMap<String, Value>> {
 }
 
 /// `N CPUs (nproc), <model>, <memory>`.
-fn machine_description() -> String {
+pub(crate) fn machine_description() -> String {
     let cpus = command_output("nproc", &[]).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or_else(|_| "?".into(), |n| n.get().to_string())
     });
@@ -273,7 +273,7 @@ fn machine_description() -> String {
 }
 
 /// `git rev-parse --short HEAD`, noting uncommitted changes to tracked files.
-fn commit_description(root: &Path) -> String {
+pub(crate) fn commit_description(root: &Path) -> String {
     let git = |args: &[&str]| {
         let mut full = vec!["-C", root.to_str().unwrap_or(".")];
         full.extend_from_slice(args);

@@ -848,9 +848,12 @@ fn render(
     let plan = options.plan();
     let _ = writeln!(out, "### Load test of {}", utc_now());
     let _ = writeln!(out);
-    let _ =
-        writeln!(out, "- Machine: {}; the load generator and both servers share it.", machine_description());
-    let _ = writeln!(out, "- Commit: {}.", commit_description(root));
+    let _ = writeln!(
+        out,
+        "- Machine: {}; the load generator and both servers share it.",
+        crate::bench::machine_description()
+    );
+    let _ = writeln!(out, "- Commit: {}.", crate::bench::commit_description(root));
     let kind = if options.ci {
         " (CI smoke: not for quoting)"
     } else if options.quick {
@@ -1001,41 +1004,6 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
-}
-
-/// `N CPUs (nproc), <model>, <memory>`.
-fn machine_description() -> String {
-    let cpus = std::thread::available_parallelism().map_or_else(|_| "?".into(), |n| n.get().to_string());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok()
-        })
-        .map_or_else(|| "unknown memory".into(), |kib| format!("{:.1} GiB RAM", kib / 1024.0 / 1024.0));
-    format!("{cpus} CPUs, {model}, {memory}")
-}
-
-/// `git rev-parse --short HEAD`, noting uncommitted changes to tracked files.
-fn commit_description(root: &Path) -> String {
-    let git = |args: &[&str]| {
-        let output = Command::new("git").arg("-C").arg(root).args(args).output().ok()?;
-        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(commit)
-            if git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty()) =>
-        {
-            format!("`{commit}` plus uncommitted changes in the working tree")
-        }
-        Some(commit) => format!("`{commit}`"),
-        None => "unknown (not a git checkout)".into(),
-    }
 }
 
 /// `1234567.8` as `1,234,568`.
