@@ -10,9 +10,12 @@
 //! - `bare [--listen ADDR]`: that bare reference server (see [`bare`]).
 //! - `fuzz [--seconds N] [--smoke] [--target T]...`: runs the cargo-fuzz targets of `fuzz/`
 //!   for a set time each, failing on any crash (see [`fuzz`]).
+//! - `test`: the whole test suite, also on a fresh machine: installs the gateways and the
+//!   browser the end-to-end tests drive, runs `cargo test --workspace`, then the console's
+//!   browser tests. This is the README's test command, and `.ci/run` calls it.
 //! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`
-//!   and `cargo test --workspace`, in that order, stopping at the first failure: the same
-//!   checks as `.ci/run` (which is what CI runs; this is a local convenience).
+//!   and `test`, in that order, stopping at the first failure (`.ci/run` adds the load,
+//!   schemathesis and fuzz smokes).
 
 mod bare;
 mod bench;
@@ -57,6 +60,9 @@ commands:
         executions per target. Installs cargo-fuzz if it is missing.
         --smoke        10 s per target (what CI runs)
         --target T     only this target (repeatable)
+  test  the whole test suite on a fresh machine: install the gateways and the browser the
+        end-to-end tests drive (scripts/install-*.sh; needs root), cargo test --workspace,
+        then the console's browser tests (node --test tests/console/)
   ci    cargo fmt --all --check, cargo clippy --workspace --all-targets -- -D warnings,
         cargo test --workspace (the checks of .ci/run)
 ";
@@ -105,6 +111,12 @@ fn main() -> Result<()> {
         "fuzz" => {
             let options = fuzz::parse(rest).map_err(|e| anyhow::anyhow!("{e:#}\n\n{USAGE}"))?;
             fuzz::run(&workspace_root(), options)
+        }
+        "test" => {
+            if let Some(extra) = rest.first() {
+                bail!("`test` takes no arguments (got `{extra}`)");
+            }
+            test(&workspace_root())
         }
         "ci" => {
             if let Some(extra) = rest.first() {
@@ -186,16 +198,33 @@ fn run_step(dir: &Path, mut command: Command) -> Result<()> {
 
 /// The local CI sequence: format, lints, tests.
 fn ci(root: &Path) -> Result<()> {
-    let steps: [&[&str]; 3] = [
-        &["fmt", "--all", "--check"],
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
-        &["test", "--workspace"],
-    ];
+    let steps: [&[&str]; 2] =
+        [&["fmt", "--all", "--check"], &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]];
     for args in steps {
         let mut command = cargo();
         command.args(args);
         run_step(root, command)?;
     }
+    test(root)?;
     eprintln!("xtask: ci passed");
+    Ok(())
+}
+
+/// The whole test suite, on a fresh machine too: installs the real gateways and the browser
+/// the end-to-end tests drive (Debian packages and registry packages; needs root), runs
+/// `cargo test --workspace`, then the console's browser tests.
+fn test(root: &Path) -> Result<()> {
+    for script in ["scripts/install-gateways.sh", "scripts/install-browser.sh"] {
+        let mut command = Command::new("bash");
+        command.arg(script);
+        run_step(root, command)?;
+    }
+    let mut command = cargo();
+    command.args(["test", "--workspace"]);
+    run_step(root, command)?;
+    let mut command = Command::new("node");
+    command.args(["--test", "tests/console/"]);
+    run_step(root, command)?;
+    eprintln!("xtask: all tests passed");
     Ok(())
 }
