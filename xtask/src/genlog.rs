@@ -19,6 +19,8 @@ pub struct Options {
     pub events: u64,
     pub keys: u64,
     pub hot_share: f64,
+    /// How many workspaces the keys are spread over (default: one per 1,000 keys, 1–100).
+    pub workspaces: Option<u64>,
 }
 
 /// A tiny deterministic generator (xorshift64*): reproducible logs without a dependency.
@@ -73,7 +75,7 @@ pub fn run(options: Options) -> Result<()> {
     let init = Engine::init(&options.data_dir, EngineOptions::default()).context("init")?;
     let engine = Arc::new(Engine::open(&options.data_dir, EngineOptions::default()).context("open")?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let workspaces = (options.keys / 1_000).clamp(1, 100);
+    let workspaces = options.workspaces.unwrap_or(options.keys / 1_000).clamp(1, 100);
     let summary = runtime.block_on(generate(engine.clone(), &options, workspaces))?;
     runtime.block_on(engine.shutdown());
     let elapsed = started.elapsed().as_secs_f64();

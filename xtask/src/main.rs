@@ -36,7 +36,7 @@ commands:
         run the criterion benchmarks and refresh the table in docs/benchmarks.md
         --quick        shorter warm-up and measurement (0.5 s / 1 s) for a smoke run
         --report-only  do not run anything; rebuild the table from the results on disk
-  gen-log --data-dir D --events N --keys K [--hot-share F]
+  gen-log --data-dir D --events N --keys K [--hot-share F] [--workspaces W]
         write a realistic log of N events over K keys straight through the engine (in
         release mode); key 0 gets F (default 0.1) of the traffic
   load [--quick | --ci] [--seconds S] [--connections C] [--keys K]
@@ -142,7 +142,8 @@ fn gen_log(args: &[String]) -> Result<()> {
         command.args(["run", "--quiet", "--release", "--package", "xtask", "--", "gen-log"]).args(args);
         return run_step(&workspace_root(), command);
     }
-    let mut options = genlog::Options { data_dir: PathBuf::new(), events: 0, keys: 0, hot_share: 0.1 };
+    let mut options =
+        genlog::Options { data_dir: PathBuf::new(), events: 0, keys: 0, hot_share: 0.1, workspaces: None };
     let mut flags = args.iter();
     while let Some(flag) = flags.next() {
         let value = flags.next().with_context(|| format!("`{flag}` needs a value"))?;
@@ -151,6 +152,7 @@ fn gen_log(args: &[String]) -> Result<()> {
             "--events" => options.events = value.replace('_', "").parse().context("--events")?,
             "--keys" => options.keys = value.replace('_', "").parse().context("--keys")?,
             "--hot-share" => options.hot_share = value.parse().context("--hot-share")?,
+            "--workspaces" => options.workspaces = Some(value.parse().context("--workspaces")?),
             other => bail!("unknown option `{other}` for `gen-log`\n\n{USAGE}"),
         }
     }
