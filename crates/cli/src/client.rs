@@ -332,44 +332,29 @@ impl Client {
         self.send(Method::Post, &format!("/v1/keys/{}/rotate", segment(key_id)), &[], Some(&body))
     }
 
+    /// POSTs `{"reason"?}` to `path`: the shape of revoke, revoke-all, disable and enable.
+    fn post_reason(&self, path: &str, reason: Option<&str>) -> Result<Value, ClientError> {
+        self.send(Method::Post, path, &[], Some(&reason_body(reason)))
+    }
+
     /// `POST /v1/keys/{key_id}/revoke` → KeyView.
     pub fn revoke(&self, key_id: &str, reason: Option<&str>) -> Result<Value, ClientError> {
-        self.send(
-            Method::Post,
-            &format!("/v1/keys/{}/revoke", segment(key_id)),
-            &[],
-            Some(&reason_body(reason)),
-        )
+        self.post_reason(&format!("/v1/keys/{}/revoke", segment(key_id)), reason)
     }
 
     /// `POST /v1/workspaces/{ws}/keys/revoke-all` → `{"revoked": N, "key_ids": [...]}`.
     pub fn revoke_all(&self, workspace: &str, reason: Option<&str>) -> Result<Value, ClientError> {
-        self.send(
-            Method::Post,
-            &format!("/v1/workspaces/{}/keys/revoke-all", segment(workspace)),
-            &[],
-            Some(&reason_body(reason)),
-        )
+        self.post_reason(&format!("/v1/workspaces/{}/keys/revoke-all", segment(workspace)), reason)
     }
 
     /// `POST /v1/keys/{key_id}/disable` → KeyView.
     pub fn disable(&self, key_id: &str, reason: Option<&str>) -> Result<Value, ClientError> {
-        self.send(
-            Method::Post,
-            &format!("/v1/keys/{}/disable", segment(key_id)),
-            &[],
-            Some(&reason_body(reason)),
-        )
+        self.post_reason(&format!("/v1/keys/{}/disable", segment(key_id)), reason)
     }
 
     /// `POST /v1/keys/{key_id}/enable` → KeyView.
     pub fn enable(&self, key_id: &str, reason: Option<&str>) -> Result<Value, ClientError> {
-        self.send(
-            Method::Post,
-            &format!("/v1/keys/{}/enable", segment(key_id)),
-            &[],
-            Some(&reason_body(reason)),
-        )
+        self.post_reason(&format!("/v1/keys/{}/enable", segment(key_id)), reason)
     }
 
     /// `GET /v1/workspaces/{ws}/policy`.
