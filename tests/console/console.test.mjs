@@ -25,6 +25,7 @@ let ledger, baseUrl, adminKey, initJson, browser, page, userDataDir;
 const dialogs = [];
 const pageErrors = [];
 const cspViolations = [];
+const consoleErrors = [];
 const state = {};
 
 const adminApi = (method, url, body) => ledger.adminApi(method, url, body);
@@ -85,7 +86,11 @@ describe('keyledger web console', { timeout: 180000 }, () => {
     page.setDefaultTimeout(10000);
     page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
     page.on('pageerror', (e) => pageErrors.push(String(e)));
-    page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) cspViolations.push(m.text()); });
+    page.on('console', (m) => {
+      if (/Content Security Policy|Refused to/i.test(m.text())) cspViolations.push(m.text());
+      // The API's 4xx answers (a wrong admin key on purpose) are logged too, and expected.
+      else if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) consoleErrors.push(m.text());
+    });
   });
 
   after(async () => {
@@ -125,6 +130,10 @@ describe('keyledger web console', { timeout: 180000 }, () => {
   });
 
   it('creates a key, shows its secret once, and lists it', async () => {
+    // The input's pattern is a valid `v`-flag regexp, so the browser checks it.
+    const mismatch = (value) => page.$eval('#workspace-input', (el, v) => { el.value = v; return el.validity.patternMismatch; }, value);
+    assert.equal(await mismatch('Not a workspace'), true);
+    assert.equal(await mismatch('acme'), false);
     await page.fill('#workspace-input', 'acme');
     await page.click('form button[type=submit]');
     await page.locator('#workspace-name').waitFor();
@@ -313,6 +322,7 @@ describe('keyledger web console', { timeout: 180000 }, () => {
     assert.deepEqual(dialogs, []);
     assert.deepEqual(pageErrors, []);
     assert.deepEqual(cspViolations, []);
+    assert.deepEqual(consoleErrors, []);
     // Signing out forgets it.
     await page.click('#signout');
     await page.locator('#admin-key').waitFor();
