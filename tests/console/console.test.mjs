@@ -1,5 +1,6 @@
 // Browser tests of keyledger's web console: the real `keyledger` binary, Debian's
-// chromium driven by playwright-core, node's built-in test runner.
+// chromium driven by playwright-core, node's built-in test runner. Every view and action;
+// firefox.test.mjs runs the main flow in Firefox.
 //
 //   bash scripts/install-browser.sh && node --test tests/console/
 //
