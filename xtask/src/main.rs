@@ -11,8 +11,8 @@
 //! - `fuzz [--seconds N] [--smoke] [--target T]...`: runs the cargo-fuzz targets of `fuzz/`
 //!   for a set time each, failing on any crash (see [`fuzz`]).
 //! - `test`: the whole test suite, also on a fresh machine: installs the gateways and the
-//!   browser the end-to-end tests drive, runs `cargo test --workspace`, then the console's
-//!   browser tests. This is the README's test command, and `.ci/run` calls it.
+//!   browsers the end-to-end tests drive, runs `cargo test --workspace`, then the console's
+//!   browser tests (Chromium and Firefox). This is the README's test command, and `.ci/run` calls it.
 //! - `ci`: `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D warnings`
 //!   and `test`, in that order, stopping at the first failure (`.ci/run` adds the load,
 //!   schemathesis and fuzz smokes).
@@ -60,9 +60,9 @@ commands:
         executions per target. Installs cargo-fuzz if it is missing.
         --smoke        10 s per target (what CI runs)
         --target T     only this target (repeatable)
-  test  the whole test suite on a fresh machine: install the gateways and the browser the
+  test  the whole test suite on a fresh machine: install the gateways and the browsers the
         end-to-end tests drive (scripts/install-*.sh; needs root), cargo test --workspace,
-        then the console's browser tests (node --test tests/console/)
+        then the console's browser tests (node --test tests/console/: Chromium and Firefox)
   ci    cargo fmt --all --check, cargo clippy --workspace --all-targets -- -D warnings,
         cargo test --workspace (the checks of .ci/run)
 ";
@@ -212,9 +212,10 @@ fn ci(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The whole test suite, on a fresh machine too: installs the real gateways and the browser
+/// The whole test suite, on a fresh machine too: installs the real gateways and the browsers
 /// the end-to-end tests drive (Debian packages and registry packages; needs root), runs
-/// `cargo test --workspace`, then the console's browser tests.
+/// `cargo test --workspace`, then the console's browser tests in Chromium and Firefox (a
+/// missing browser fails them, it is never skipped).
 fn test(root: &Path) -> Result<()> {
     for script in ["scripts/install-gateways.sh", "scripts/install-browser.sh"] {
         let mut command = Command::new("bash");

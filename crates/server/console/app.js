@@ -9,7 +9,9 @@
 
 const KEY_STORE = 'keyledger.console.adminKey';
 const RECENT_STORE = 'keyledger.console.recentWorkspaces';
-const WORKSPACE_RE = /^(_ledger|[a-z0-9][a-z0-9_-]{0,62})$/;
+// Also the workspace input's `pattern`, which browsers compile with the `v` flag: there a
+// `-` in a class must be escaped, or the pattern is ignored with a console error.
+const WORKSPACE_RE = /^(_ledger|[a-z0-9][a-z0-9_\-]{0,62})$/;
 const session = window.sessionStorage;
 
 const $ = (id) => document.getElementById(id);
