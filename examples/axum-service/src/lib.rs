@@ -32,7 +32,13 @@ pub fn app(config: Config) -> Router {
 }
 
 fn identity(key: &VerifiedKey) -> Value {
-    json!({"key_id": key.key_id, "workspace": key.workspace, "environment": key.environment})
+    json!({
+        "key_id": key.key_id,
+        "workspace": key.workspace,
+        "environment": key.environment,
+        // keyledger's id of the verification: GET /v1/audit/requests/{id} finds its event.
+        "request_id": key.request_id,
+    })
 }
 
 async fn list_reports(Extension(key): Extension<VerifiedKey>) -> Json<Value> {
