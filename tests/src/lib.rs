@@ -1,7 +1,8 @@
 //! Support for keyledger's end-to-end tests: they drive the real `keyledger` binary.
 //!
 //! - [`keyledger_bin`] builds the binary once per test process (`cargo build -p keyledger
-//!   --bin keyledger`, a no-op when it is fresh) and returns its path.
+//!   --bin keyledger`, a no-op when it is fresh) and returns its path; [`cargo_bin`] does
+//!   the same for any binary of the workspace (e.g. `examples/axum-service`).
 //! - [`Ledger::init`] runs `keyledger init` in a fresh temporary directory.
 //! - [`Server`] runs `keyledger serve` on a free loopback port, waits for `/healthz`, and
 //!   stops it with SIGTERM (killing it if it is dropped still running).
@@ -38,31 +39,28 @@ fn target_dir() -> PathBuf {
 /// The `keyledger` binary, built (once per test process) with the profile of the tests.
 pub fn keyledger_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let release = !cfg!(debug_assertions);
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = Command::new(cargo);
-        command.current_dir(workspace_root()).args([
-            "build",
-            "--quiet",
-            "-p",
-            "keyledger",
-            "--bin",
-            "keyledger",
-        ]);
-        if release {
-            command.arg("--release");
-        }
-        let output = command.output().expect("cannot run cargo to build the keyledger binary");
-        assert!(
-            output.status.success(),
-            "building the keyledger binary failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = target_dir().join(if release { "release" } else { "debug" }).join("keyledger");
-        assert!(bin.is_file(), "the keyledger binary is not at {}", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| cargo_bin("keyledger", "keyledger"))
+}
+
+/// Builds binary `bin` of workspace package `package` with the profile of the tests
+/// (`cargo build -p PACKAGE --bin BIN`, a no-op when it is fresh) and returns its path.
+pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    let release = !cfg!(debug_assertions);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(workspace_root()).args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if release {
+        command.arg("--release");
+    }
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run cargo to build {bin}: {e}"));
+    assert!(
+        output.status.success(),
+        "building the {bin} binary failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = target_dir().join(if release { "release" } else { "debug" }).join(bin);
+    assert!(path.is_file(), "the {bin} binary is not at {}", path.display());
+    path
 }
 
 /// The captured result of one `keyledger` invocation.
@@ -166,7 +164,7 @@ impl Ledger {
 }
 
 /// A free loopback port (bound, then released: another process may race us for it).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("cannot bind a loopback port").port()
 }
 
