@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod credentials;
 pub mod event;
 pub mod ids;
 pub mod json;

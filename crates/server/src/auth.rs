@@ -24,16 +24,8 @@ pub mod scope {
 
 /// The API key a request presents, from any of the three accepted headers.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let value = value.trim();
-        for scheme in ["Bearer ", "Api-Key "] {
-            if value.len() > scheme.len() && value[..scheme.len()].eq_ignore_ascii_case(scheme) {
-                return Some(value[scheme.len()..].trim());
-            }
-        }
-        return None;
-    }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    keyledger_core::credentials::presented_key(value("authorization"), value("x-api-key")).map(|(key, _)| key)
 }
 
 /// An authenticated admin key, with the current request's id.

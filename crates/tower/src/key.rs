@@ -3,6 +3,7 @@
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use keyledger_core::credentials::presented_key;
 use keyledger_core::{Environment, KeyId, RequestId, Timestamp, WorkspaceId};
 use std::fmt;
 use zeroize::Zeroizing;
@@ -23,29 +24,16 @@ impl fmt::Debug for PresentedKey {
     }
 }
 
-/// Takes the key out of `headers` the way keyledger reads it (contract §4):
-/// `Authorization: Bearer K`, `Authorization: Api-Key K` (schemes case-insensitive), else
-/// `x-api-key: K`. An `Authorization` header with another scheme means no key, as in
-/// keyledger. The header that carried the key is removed, so that nothing behind the
-/// middleware can log or forward it. `None` (and nothing removed) when no non-empty key
-/// was presented.
+/// Takes the key out of `headers` the way keyledger reads it
+/// ([`keyledger_core::credentials`], contract §4). The header that carried the key is
+/// removed, so that nothing behind the middleware can log or forward it. `None` (and nothing
+/// removed) when no non-empty key was presented.
 pub(crate) fn take_presented_key(headers: &mut HeaderMap) -> Option<PresentedKey> {
-    let (found, header) = match headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        Some(value) => (scheme_value(value), AUTHORIZATION.as_str()),
-        None => (headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim), "x-api-key"),
-    };
-    let key = found.filter(|key| !key.is_empty()).map(|key| PresentedKey(Zeroizing::new(key.to_owned())))?;
-    headers.remove(header);
+    let value = |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+    let (key, header) = presented_key(value(AUTHORIZATION.as_str()), value("x-api-key"))?;
+    let key = PresentedKey(Zeroizing::new(key.to_owned()));
+    headers.remove(header.name());
     Some(key)
-}
-
-fn scheme_value(value: &str) -> Option<&str> {
-    let value = value.trim();
-    ["Bearer ", "Api-Key "].into_iter().find_map(|scheme| {
-        let head = value.get(..scheme.len())?;
-        (value.len() > scheme.len() && head.eq_ignore_ascii_case(scheme))
-            .then(|| value[scheme.len()..].trim())
-    })
 }
 
 /// The identity keyledger vouched for, inserted into the request's extensions before the
