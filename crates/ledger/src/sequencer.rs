@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 pub struct LedgerSequencer {
     pub(crate) state: Arc<RwLock<LedgerState>>,
     /// The persisted projections, from which the state is rebuilt when the writer fails.
-    pub(crate) projections_db: Arc<redb::Database>,
+    pub(crate) projections_db: crate::projection::ProjectionsDb,
 }
 
 impl LedgerSequencer {
@@ -38,7 +38,7 @@ impl LedgerSequencer {
         log: &keyledger_log::segment::SegmentReader,
         records: u64,
     ) -> Result<LedgerState, String> {
-        let loaded = crate::projection::load_state_from(self.projections_db.as_ref());
+        let loaded = self.projections_db.get().and_then(|db| crate::projection::load_state_from(db.as_ref()));
         let mut state = match loaded {
             Ok(state) if state.applied <= records => state,
             Ok(_) => LedgerState::default(),

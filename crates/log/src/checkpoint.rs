@@ -88,7 +88,7 @@ impl CheckpointStore {
     /// the latest checkpoint from disk. The latest checkpoint readers see is replaced only
     /// once it has been read back; it never moves to a smaller size.
     pub fn reopen(&mut self) -> Result<(), CheckpointError> {
-        self.segments.reopen()?;
+        self.segments.reopen(None)?;
         let latest = read_latest(&self.segments, &self.signer.verifier())?;
         let previous = self.latest().map_or(0, |c| c.size);
         let found = latest.as_ref().map_or(0, |c| c.size);

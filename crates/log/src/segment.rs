@@ -923,10 +923,15 @@ impl SegmentLog {
     /// tail is cut and the tail fsynced. After a failed fsync the log is first cut back to
     /// [`SegmentLog::durable_len`]: the kernel may have dropped the pages that fsync was to
     /// write while still showing them, so nothing past the last confirmed fsync is trusted.
-    /// Readers see the recovered log once this returns `Ok`; on an error the log stays
-    /// poisoned and distrusts everything past `durable_len` on the next attempt.
-    pub fn reopen(&mut self) -> Result<Recovery, SegmentError> {
-        let limit = self.sync_failed.then_some(self.durable);
+    /// `at_most` also cuts everything from that record on (records of a batch its caller
+    /// refused); it must not be below `durable_len`. Readers see the recovered log once this
+    /// returns `Ok`; on an error the log stays poisoned and distrusts everything past
+    /// `durable_len` on the next attempt.
+    pub fn reopen(&mut self, at_most: Option<u64>) -> Result<Recovery, SegmentError> {
+        let limit = match (self.sync_failed.then_some(self.durable), at_most) {
+            (Some(a), Some(b)) => Some(a.min(b).max(self.durable)),
+            (a, b) => a.or(b.map(|b| b.max(self.durable))),
+        };
         self.active = None;
         self.poisoned = true;
         let result = recover(&*self.storage, &self.dir, &self.options, limit);
@@ -1674,7 +1679,7 @@ mod tests {
         switch.clear();
         let file = &reader.segments()[0].path;
         assert!(fs::metadata(file).unwrap().len() > bytes, "the page cache still shows 5 records");
-        let recovery = log.reopen().unwrap();
+        let recovery = log.reopen(None).unwrap();
         assert_eq!((recovery.records, recovery.truncated_records), (3, 2));
         assert_eq!(fs::metadata(file).unwrap().len(), bytes);
         assert!(!log.is_poisoned() && !log.sync_failed());
@@ -1698,7 +1703,7 @@ mod tests {
         switch.set_fail_sync(true);
         assert!(log.sync().is_err());
         switch.clear();
-        let recovery = log.reopen().unwrap();
+        let recovery = log.reopen(None).unwrap();
         assert_eq!((recovery.records, recovery.removed_segments), (3, 1));
         assert_eq!(segment_files(dir.path()).len(), 1);
         check_all(&log.reader(), 3);
@@ -1722,11 +1727,26 @@ mod tests {
         assert!(log.append_batch(&[b"torn", b"batch"]).is_err());
         assert!(!log.sync_failed(), "a failed write is not a failed fsync");
         switch.clear();
-        let recovery = log.reopen().unwrap();
+        let recovery = log.reopen(None).unwrap();
         assert_eq!(recovery.records, 4, "the unsynced but complete batches stay");
         assert!(recovery.truncated_bytes > 0, "the torn batch is cut");
         assert_eq!(log.durable_len(), 4, "and the reopen fsynced them");
         check_all(&log.reader(), 4);
+    }
+
+    #[test]
+    fn reopen_at_most_cuts_a_refused_batch_but_never_durable_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(os(), dir.path(), SegmentOptions::default()).unwrap();
+        append(&mut log, 3);
+        log.sync().unwrap();
+        append(&mut log, 2);
+        assert_eq!(log.reopen(Some(3)).unwrap().records, 3, "the refused batch is cut");
+        check_all(&log.reader(), 3);
+        append(&mut log, 2);
+        log.sync().unwrap();
+        assert_eq!(log.reopen(Some(1)).unwrap().records, 5, "never below the durable length");
+        check_all(&log.reader(), 5);
     }
 
     #[test]
@@ -1743,10 +1763,10 @@ mod tests {
         assert!(log.append_batch(&[b"x"]).is_err());
         switch.set_fail_writes(false);
         switch.set_fail_sync(true);
-        assert!(log.reopen().is_err(), "its fsync of the tail fails");
+        assert!(log.reopen(None).is_err(), "its fsync of the tail fails");
         assert!(log.is_poisoned() && log.sync_failed());
         switch.clear();
-        assert_eq!(log.reopen().unwrap().records, 2, "only what an fsync confirmed");
+        assert_eq!(log.reopen(None).unwrap().records, 2, "only what an fsync confirmed");
         check_all(&log.reader(), 2);
     }
 

@@ -287,6 +287,9 @@ struct Writer<S: Sequencer> {
     /// Failures (and failed recovery attempts) since the last successful fsync: the backoff
     /// doubles with each.
     failures_in_row: u32,
+    /// The first seq of a batch whose write failed part-way (e.g. its events reached the
+    /// segment but not the tree): its callers were refused, so the recovery cuts it.
+    refused_from: Option<u64>,
 }
 
 pub(crate) fn spawn<S: Sequencer>(
@@ -319,6 +322,7 @@ pub(crate) fn spawn<S: Sequencer>(
         last_at,
         retry_at: None,
         failures_in_row: 0,
+        refused_from: None,
     };
     let thread = std::thread::Builder::new()
         .name("keyledger-log-writer".into())
@@ -418,6 +422,7 @@ impl<S: Sequencer> Writer<S> {
         if !batch.events.is_empty() {
             let started = Instant::now();
             if let Err(reason) = self.write(&batch.events) {
+                self.refused_from = Some(batch.next_seq);
                 self.fail(reason.clone());
                 for (reply, _, _) in answers {
                     let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
@@ -532,7 +537,8 @@ impl<S: Sequencer> Writer<S> {
         // After a failed fsync nothing past the last confirmed fsync is trusted: hide it from
         // readers now; the recovery cuts it.
         let segments = &self.parts.segments;
-        let trusted = if segments.sync_failed() { segments.durable_len() } else { segments.len() };
+        let written = if segments.sync_failed() { segments.durable_len() } else { segments.len() };
+        let trusted = self.refused_from.map_or(written, |from| from.min(written));
         self.parts.tree.hide_after(trusted);
         self.unsynced.clear();
         self.unsynced_since = None;
@@ -592,7 +598,11 @@ impl<S: Sequencer> Writer<S> {
         // First make sure the disk takes a write and an fsync again (a write-and-delete
         // probe beside the log, never the log itself).
         self.parts.segments.probe_writable().map_err(|e| format!("the disk is still not writable: {e}"))?;
-        let cut = self.parts.reopen(committed).map_err(|e| format!("reopening the log failed: {e}"))?;
+        let cut = self
+            .parts
+            .reopen(committed, self.refused_from)
+            .map_err(|e| format!("reopening the log failed: {e}"))?;
+        self.refused_from = None;
         let len = self.parts.tree.size();
         let reader = self.parts.segments.reader();
         self.sequencer.rewind(&reader, len).map_err(|e| format!("rewinding the sequencer failed: {e}"))?;
@@ -623,8 +633,13 @@ impl WriterParts {
     /// Reopens the three stores from disk (see [`crate::Log::open`]) and checks them against
     /// each other. `floor`: events subscribers already received; a recovery that would cut
     /// below it fails (those events were durable, so this means data was lost).
-    fn reopen(&mut self, floor: u64) -> Result<crate::segment::Recovery, crate::OpenError> {
-        let cut = self.segments.reopen()?;
+    /// `refused_from`: cut the records from there on (a batch whose callers were refused).
+    fn reopen(
+        &mut self,
+        floor: u64,
+        refused_from: Option<u64>,
+    ) -> Result<crate::segment::Recovery, crate::OpenError> {
+        let cut = self.segments.reopen(refused_from)?;
         let len = self.segments.len();
         if len < floor {
             return Err(crate::segment::SegmentError::Lost { durable: floor, found: len }.into());
