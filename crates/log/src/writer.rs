@@ -542,12 +542,12 @@ impl<S: Sequencer> Writer<S> {
         self.parts.tree.hide_after(trusted);
         self.unsynced.clear();
         self.unsynced_since = None;
-        for (reply, _) in std::mem::take(&mut self.waiting_for_sync) {
-            let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
-        }
-        // Readers must not keep seeing the effects of commands that were refused.
+        // Readers must not see the effects of refused commands, from before the refusal.
         if let Err(error) = self.sequencer.rewind(&self.parts.segments.reader(), trusted) {
             tracing::error!(%error, "cannot rewind the sequencer after a log failure; the recovery will retry");
+        }
+        for (reply, _) in std::mem::take(&mut self.waiting_for_sync) {
+            let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
         }
     }
 
