@@ -102,7 +102,7 @@ pub struct Engine {
     usage_durability: Durability,
     projected: watch::Receiver<u64>,
     projector: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-    projections_db: Arc<redb::Database>,
+    projections_db: crate::projection::ProjectionsDb,
     counters: EngineCounters,
     data_dir: PathBuf,
     _lock: DirLock,
@@ -201,15 +201,18 @@ impl Engine {
         let state = Arc::new(RwLock::new(state));
         let (events_tx, events_rx) = std::sync::mpsc::channel::<CommittedEvents>();
         let (projected_tx, projected_rx) = watch::channel(applied);
-        let projector = std::thread::Builder::new()
-            .name("keyledger-projector".into())
-            .spawn(move || run_projector(projections, events_rx, projected_tx))
-            .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?;
         let sequencer = crate::sequencer::LedgerSequencer {
             state: state.clone(),
             projections_db: projections_db.clone(),
         };
         let writer = log.start(sequencer, options.writer.clone(), Some(events_tx));
+        let projector = {
+            let (reader, committed) = (reader.clone(), writer.committed());
+            std::thread::Builder::new()
+                .name("keyledger-projector".into())
+                .spawn(move || run_projector(projections, events_rx, projected_tx, reader, committed))
+                .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?
+        };
         Ok(Self {
             state,
             writer,
@@ -238,7 +241,7 @@ impl Engine {
     }
 
     /// The projections' database, for audit queries (read transactions only).
-    pub fn projections_db(&self) -> &Arc<redb::Database> {
+    pub fn projections_db(&self) -> &crate::projection::ProjectionsDb {
         &self.projections_db
     }
 
@@ -606,13 +609,48 @@ fn unexpected(reply: Reply) -> LedgerError {
 }
 
 /// Folds durable batches into redb until the writer hangs up (at shutdown).
+///
+/// If redb fails (e.g. the disk is full), the projector does not stop: it reopens the
+/// database with backoff (100 ms doubling to 5 s) and catches up from the log up to the
+/// writer's durable length, then resumes with the batches queued meanwhile (events already
+/// applied are skipped by the cursors; a gap is refused). Readers meanwhile get
+/// [`ProjectionError::Reopening`] or the last snapshot; the log stays the truth.
 fn run_projector(
     mut projections: Projections,
     events: std::sync::mpsc::Receiver<CommittedEvents>,
     applied: watch::Sender<u64>,
+    log: LogReader,
+    committed: watch::Receiver<u64>,
 ) {
+    const RETRY_INITIAL: Duration = Duration::from_millis(100);
+    const RETRY_MAX: Duration = Duration::from_secs(5);
     let mut last_persist = Instant::now();
-    while let Ok(first) = events.recv() {
+    let mut broken: Option<Duration> = None;
+    loop {
+        if let Some(delay) = broken {
+            let end = *committed.borrow();
+            let repaired =
+                projections.reopen(Duration::from_secs(10)).and_then(|()| projections.catch_up_to(&log, end));
+            match repaired {
+                Ok(next) => {
+                    tracing::warn!(events = next, "projections reopened and caught up with the log");
+                    applied.send_replace(next);
+                    broken = None;
+                    last_persist = Instant::now();
+                }
+                Err(error) => {
+                    tracing::error!(%error, retry_in_ms = delay.as_millis() as u64, "projections still cannot be written");
+                    // Batches arriving meanwhile are covered by the next catch-up.
+                    match events.recv_timeout(delay) {
+                        Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    broken = Some((delay * 2).min(RETRY_MAX));
+                }
+            }
+            continue;
+        }
+        let Ok(first) = events.recv() else { break };
         let mut batch: Vec<keyledger_core::Event> = first.as_ref().clone();
         while let Ok(more) = events.try_recv() {
             batch.extend(more.iter().cloned());
@@ -621,18 +659,24 @@ fn run_projector(
             }
         }
         let Some(last) = batch.last().map(|e| e.seq) else { continue };
-        if let Err(error) = projections.apply(&batch) {
-            // The log stays the truth; the projection is rebuilt from it on the next start.
-            tracing::error!(%error, "projection update failed; projections will be caught up from the log on restart");
-            return;
-        }
-        applied.send_replace(last + 1);
-        if last_persist.elapsed() > Duration::from_secs(1) {
-            let _ = projections.persist();
-            last_persist = Instant::now();
+        let result = projections.apply(&batch).and_then(|()| {
+            if last_persist.elapsed() > Duration::from_secs(1) {
+                last_persist = Instant::now();
+                projections.persist()?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                applied.send_replace(last + 1);
+            }
+            Err(error) => {
+                tracing::error!(%error, "projection update failed; reopening the projections and catching up from the log");
+                broken = Some(RETRY_INITIAL);
+            }
         }
     }
     if let Err(error) = projections.persist() {
-        tracing::error!(%error, "could not persist projections at shutdown");
+        tracing::error!(%error, "could not persist projections at shutdown; they catch up from the log on the next start");
     }
 }

@@ -6,13 +6,22 @@
 //! projection at a consistent cursor, and catching up means replaying the log from there.
 //! Because projections hold nothing the log does not, any of them can be dropped and
 //! rebuilt from seq 0; `tests/` prove the rebuild equals the incremental state.
+//!
+//! After an I/O error (a full disk) redb refuses every later operation on that database,
+//! reads included, until it is reopened. The database therefore sits in a replaceable
+//! [`ProjectionsDb`] slot: [`Projections::reopen`] empties the slot (readers get
+//! [`ProjectionError::Reopening`]), waits for the readers in flight, reopens the file (redb
+//! repairs it if needed; committed rows are never lost, only uncommitted ones) and puts the
+//! new database in the slot. The caller then catches up from the log.
 
 use crate::state::{KeyRecord, LastUsed, LedgerState, record_use};
 use keyledger_core::{Event, KeyId, Payload, Policy, WorkspaceId};
 use keyledger_log::LogReader;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// projection name → next seq to apply.
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("projection_cursors");
@@ -34,6 +43,10 @@ pub enum ProjectionError {
     Corrupt(String),
     #[error("reading the log: {0}")]
     Log(String),
+    #[error("the projections are being reopened after a storage error")]
+    Reopening,
+    #[error("projection {name} expects seq {expected} but was given events from seq {first}")]
+    Gap { name: &'static str, expected: u64, first: u64 },
 }
 
 macro_rules! from_redb {
@@ -164,9 +177,34 @@ fn decode_record(bytes: &[u8]) -> Result<KeyRecord, ProjectionError> {
     postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("key record: {e}")))
 }
 
+/// The shared, replaceable handle of the projections database (see the module docs).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct ProjectionsDb(Arc<RwLock<Option<Arc<Database>>>>);
+
+impl ProjectionsDb {
+    fn new(db: Database) -> Self {
+        Self(Arc::new(RwLock::new(Some(Arc::new(db)))))
+    }
+
+    /// The current database, or [`ProjectionError::Reopening`] while it is being reopened.
+    pub fn get(&self) -> Result<Arc<Database>, ProjectionError> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(ProjectionError::Reopening)
+    }
+
+    fn take(&self) -> Option<Arc<Database>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn put(&self, db: Arc<Database>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
+    }
+}
+
 /// The redb database and the projections kept in it.
 pub struct Projections {
-    db: std::sync::Arc<Database>,
+    db: ProjectionsDb,
+    path: PathBuf,
     list: Vec<Box<dyn Projection>>,
 }
 
@@ -182,25 +220,45 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
 
 impl Projections {
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        create_tables(&txn)?;
-        txn.commit()?;
         Ok(Self {
-            db: std::sync::Arc::new(db),
+            db: ProjectionsDb::new(open_database(path)?),
+            path: path.to_owned(),
             list: vec![Box::new(RegistryProjection), Box::new(crate::audit::AuditProjection)],
         })
     }
 
     /// The database, for readers running concurrently with the projector (redb gives
     /// every read transaction a consistent snapshot).
-    pub fn database(&self) -> std::sync::Arc<Database> {
+    pub fn database(&self) -> ProjectionsDb {
         self.db.clone()
+    }
+
+    /// Reopens the database after a storage error (see the module docs), waiting up to
+    /// `wait` for readers still holding the failed one. Catch up from the log afterwards.
+    pub fn reopen(&mut self, wait: Duration) -> Result<(), ProjectionError> {
+        if let Some(old) = self.db.take() {
+            let deadline = Instant::now() + wait;
+            while Arc::strong_count(&old) > 1 {
+                if Instant::now() > deadline {
+                    self.db.put(old);
+                    return Err(ProjectionError::Reopening);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            drop(old);
+        }
+        match open_database(&self.path) {
+            Ok(db) => {
+                self.db.put(Arc::new(db));
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The next seq each projection expects; the runner resumes from the smallest.
     pub fn cursor(&self) -> Result<u64, ProjectionError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let cursors = txn.open_table(CURSORS)?;
         let mut lowest = u64::MAX;
         for projection in &self.list {
@@ -214,7 +272,7 @@ impl Projections {
     /// transaction together with the new cursors.
     pub fn apply(&mut self, events: &[Event]) -> Result<(), ProjectionError> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else { return Ok(()) };
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.get()?.begin_write()?;
         // Projections are rebuildable from the log: a crash may lose the latest commits,
         // never consistency, so commits need not be fsynced one by one.
         txn.set_durability(redb::Durability::None)?;
@@ -224,6 +282,13 @@ impl Projections {
                 let cursor = cursors.get(projection.name())?.map(|v| v.value()).unwrap_or(0);
                 if cursor > last.seq {
                     continue;
+                }
+                if cursor < first.seq {
+                    return Err(ProjectionError::Gap {
+                        name: projection.name(),
+                        expected: cursor,
+                        first: first.seq,
+                    });
                 }
                 let skip = cursor.saturating_sub(first.seq) as usize;
                 projection.apply(&txn, &events[skip..])?;
@@ -236,7 +301,7 @@ impl Projections {
 
     /// Makes every applied row durable.
     pub fn persist(&self) -> Result<(), ProjectionError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db.get()?.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         txn.commit()?;
         Ok(())
@@ -244,12 +309,17 @@ impl Projections {
 
     /// Replays the log from the lowest cursor to its end.
     pub fn catch_up(&mut self, log: &LogReader) -> Result<u64, ProjectionError> {
+        self.catch_up_to(log, log.len())
+    }
+
+    /// Replays the log from the lowest cursor up to `end` (exclusive; e.g. the durable
+    /// length, so that only durable events are projected) and makes it durable.
+    pub fn catch_up_to(&mut self, log: &LogReader, end: u64) -> Result<u64, ProjectionError> {
         let mut next = self.cursor()?;
-        let end = log.len();
         let mut chunk = Vec::with_capacity(8192);
         while next < end {
             chunk.clear();
-            for event in log.events_from(next).take(8192) {
+            for event in log.events_from(next).take(8192.min(end - next) as usize) {
                 chunk.push(event.map_err(|e| ProjectionError::Log(e.to_string()))?);
             }
             let Some(last) = chunk.last() else { break };
@@ -262,7 +332,7 @@ impl Projections {
 
     /// Drops every projection and replays the whole log.
     pub fn rebuild(&mut self, log: &LogReader) -> Result<u64, ProjectionError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.get()?.begin_write()?;
         for projection in &mut self.list {
             projection.clear(&txn)?;
         }
@@ -274,8 +344,17 @@ impl Projections {
 
     /// Loads the persisted registry into memory (no replay).
     pub fn load_state(&self) -> Result<LedgerState, ProjectionError> {
-        load_state_from(self.db.as_ref())
+        load_state_from(self.db.get()?.as_ref())
     }
+}
+
+/// Opens (creating if missing) the database and every table.
+fn open_database(path: &Path) -> Result<Database, ProjectionError> {
+    let db = Database::create(path)?;
+    let txn = db.begin_write()?;
+    create_tables(&txn)?;
+    txn.commit()?;
+    Ok(db)
 }
 
 /// Loads the registry of a projections file for `log verify`. The file is opened read-only

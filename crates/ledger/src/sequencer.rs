@@ -25,19 +25,28 @@ use std::sync::{Arc, RwLock};
 pub struct LedgerSequencer {
     pub(crate) state: Arc<RwLock<LedgerState>>,
     /// The persisted projections, from which the state is rebuilt when the writer fails.
-    pub(crate) projections_db: Arc<redb::Database>,
+    pub(crate) projections_db: crate::projection::ProjectionsDb,
 }
 
 impl LedgerSequencer {
     /// The registry as of the first `records` events of the log: the persisted projection
-    /// (whose cursor never passes what was written) plus a replay of the rest.
+    /// (whose cursor never passes what was durable, so never what remains) plus a replay of
+    /// the rest. If the projection cannot be read (e.g. its store failed on the same full
+    /// disk), the whole log is replayed instead.
     fn rebuild(
         &self,
         log: &keyledger_log::segment::SegmentReader,
         records: u64,
     ) -> Result<LedgerState, String> {
-        let mut state =
-            crate::projection::load_state_from(self.projections_db.as_ref()).map_err(|e| e.to_string())?;
+        let loaded = self.projections_db.get().and_then(|db| crate::projection::load_state_from(db.as_ref()));
+        let mut state = match loaded {
+            Ok(state) if state.applied <= records => state,
+            Ok(_) => LedgerState::default(),
+            Err(error) => {
+                tracing::warn!(%error, "projections unreadable; rebuilding the registry from the whole log");
+                LedgerState::default()
+            }
+        };
         for record in log.iter(state.applied) {
             let (seq, bytes) = record.map_err(|e| e.to_string())?;
             if seq >= records {
@@ -66,11 +75,10 @@ impl Sequencer for LedgerSequencer {
     type Command = Command;
     type Reply = CommandResult;
 
-    fn rewind(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) {
-        match self.rebuild(log, records) {
-            Ok(state) => *self.state.write().unwrap_or_else(|e| e.into_inner()) = state,
-            Err(error) => tracing::error!(%error, "cannot rewind the registry after a log failure"),
-        }
+    fn rewind(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<(), String> {
+        let state = self.rebuild(log, records)?;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        Ok(())
     }
 
     fn sequence(&mut self, command: Command, batch: &mut Batch) -> CommandResult {

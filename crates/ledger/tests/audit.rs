@@ -642,8 +642,8 @@ fn run_scenario(seed: u64, steps: usize) {
     let fresh = parent.path().join("fresh.redb");
     let mut rebuilt = Projections::open(&fresh).unwrap();
     rebuilt.rebuild(engine.log()).unwrap();
-    let live = audit::dump(engine.projections_db().as_ref()).unwrap();
-    let again = audit::dump(rebuilt.database().as_ref()).unwrap();
+    let live = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
+    let again = audit::dump(rebuilt.database().get().unwrap().as_ref()).unwrap();
     assert_eq!(live.len(), again.len());
     for ((name, rows), (name2, rows2)) in live.iter().zip(&again) {
         assert_eq!(name, name2);

@@ -1,10 +1,11 @@
 //! Engine behaviour through its public API, on real data dirs.
 
 use keyledger_core::{DenyReason, Environment, RequestId, Timestamp, UsageContext, WorkspaceId};
-use keyledger_ledger::projection::Projections;
+use keyledger_ledger::projection::{ProjectionError, Projections};
 use keyledger_ledger::{
     Caller, Engine, EngineOptions, Expiry, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements,
 };
+use std::sync::Arc;
 
 fn spec(name: &str, scopes: &[&str]) -> KeySpec {
     KeySpec {
@@ -204,4 +205,58 @@ fn init_takes_a_chosen_checkpoint_origin_and_refuses_a_bad_one() {
     let note = engine.log().latest_checkpoint().unwrap().note;
     assert_eq!(note.lines().next(), Some("example.com/keys"));
     engine.shutdown_blocking();
+}
+
+/// After a storage error redb refuses every later call until reopened: the projector
+/// reopens the database (waiting for readers still holding the failed one), keeps what was
+/// committed, catches up only to a given (durable) length, and refuses a batch that would
+/// leave a gap.
+#[test]
+fn projections_reopen_in_place_catch_up_to_a_bound_and_refuse_gaps() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let outcome = init(&dir);
+    {
+        let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+        let caller = Caller { actor: keyledger_core::Actor::Admin(outcome.admin_key_id), request_id: rid() };
+        for name in ["a", "b", "c"] {
+            engine.create_blocking(caller.clone(), ws("acme"), spec(name, &["read"])).unwrap();
+        }
+        engine.shutdown_blocking();
+    }
+    let log = {
+        let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
+        keyledger_log::Log::open(keyledger_log::LogConfig {
+            dir: dir.join("log"),
+            storage: keyledger_log::storage::OsStorage::shared(),
+            signer: secrets.signer,
+            origin: secrets.origin,
+        })
+        .unwrap()
+    };
+    let reader = log.reader();
+    assert_eq!(reader.len(), 4);
+
+    let mut projections = Projections::open(&parent.path().join("p.redb")).unwrap();
+    assert_eq!(projections.catch_up_to(&reader, 1).unwrap(), 1, "stops at the bound");
+    assert_eq!(projections.cursor().unwrap(), 1);
+    let before = projections.load_state().unwrap();
+
+    let handle = projections.database();
+    let held = handle.get().unwrap();
+    assert!(
+        matches!(projections.reopen(std::time::Duration::from_millis(50)), Err(ProjectionError::Reopening)),
+        "a reader still holds the old database"
+    );
+    assert!(Arc::ptr_eq(&handle.get().unwrap(), &held), "given back to readers");
+    drop(held);
+    let old = Arc::as_ptr(&handle.get().unwrap());
+    projections.reopen(std::time::Duration::from_secs(5)).unwrap();
+    assert_ne!(Arc::as_ptr(&handle.get().unwrap()), old, "readers see the reopened database");
+    assert_eq!(projections.load_state().unwrap(), before, "committed rows survive the reopen");
+
+    let mut ahead = reader.event(reader.len() - 1).unwrap();
+    ahead.seq = 5;
+    assert!(matches!(projections.apply(&[ahead]), Err(ProjectionError::Gap { expected: 1, first: 5, .. })));
+    assert_eq!(projections.catch_up(&reader).unwrap(), reader.len());
 }

@@ -38,6 +38,21 @@ pub enum CheckpointError {
     Sign(String),
 }
 
+/// The last stored checkpoint, checked.
+fn read_latest(
+    segments: &SegmentLog,
+    verifier: &VerifierKey,
+) -> Result<Option<StoredCheckpoint>, CheckpointError> {
+    let count = segments.len();
+    if count == 0 {
+        return Ok(None);
+    }
+    let record = segments.reader().read(count - 1)?;
+    decode_record(&record, verifier)
+        .map(Some)
+        .map_err(|reason| CheckpointError::Invalid { index: count - 1, reason })
+}
+
 /// Decodes one stored record into a checkpoint, checking its signature.
 pub fn decode_record(record: &[u8], key: &VerifierKey) -> Result<StoredCheckpoint, String> {
     if record.len() < 8 {
@@ -65,17 +80,23 @@ impl CheckpointStore {
         origin: String,
     ) -> Result<Self, CheckpointError> {
         let (segments, _recovery) = SegmentLog::open(storage, dir, Default::default())?;
-        let verifier = signer.verifier();
-        let mut latest = None;
-        let count = segments.len();
-        if count > 0 {
-            let record = segments.reader().read(count - 1)?;
-            latest = Some(
-                decode_record(&record, &verifier)
-                    .map_err(|reason| CheckpointError::Invalid { index: count - 1, reason })?,
-            );
-        }
+        let latest = read_latest(&segments, &signer.verifier())?;
         Ok(Self { segments, signer, origin, latest: Arc::new(RwLock::new(latest)) })
+    }
+
+    /// Reopens the store in place after a failure (see [`SegmentLog::reopen`]) and re-reads
+    /// the latest checkpoint from disk. The latest checkpoint readers see is replaced only
+    /// once it has been read back; it never moves to a smaller size.
+    pub fn reopen(&mut self) -> Result<(), CheckpointError> {
+        self.segments.reopen(None)?;
+        let latest = read_latest(&self.segments, &self.signer.verifier())?;
+        let previous = self.latest().map_or(0, |c| c.size);
+        let found = latest.as_ref().map_or(0, |c| c.size);
+        if found < previous {
+            return Err(CheckpointError::Regression { size: found, signed: previous });
+        }
+        *self.latest.write().unwrap_or_else(|e| e.into_inner()) = latest;
+        Ok(())
     }
 
     pub fn latest(&self) -> Option<StoredCheckpoint> {

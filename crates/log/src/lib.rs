@@ -84,14 +84,11 @@ impl Log {
     pub fn open(config: LogConfig) -> Result<Self, OpenError> {
         let (segments, recovery) =
             SegmentLog::open(config.storage.clone(), &config.dir.join("events"), Default::default())?;
-        let reader = segments.reader();
-        let tree = TreeWriter::open(&config.dir.join("tree"), segments.len(), |seq| {
-            reader.read(seq).map(|bytes| leaf_hash(&bytes)).map_err(|e| TreeError::Io {
-                op: "read event",
-                path: config.dir.join("events"),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })?;
+        let tree = TreeWriter::open(
+            &config.dir.join("tree"),
+            segments.len(),
+            leaf_reader(segments.reader(), config.dir.join("events")),
+        )?;
         let verifier = config.signer.verifier();
         let checkpoints = CheckpointStore::open(
             config.storage.clone(),
@@ -99,14 +96,7 @@ impl Log {
             config.signer,
             config.origin,
         )?;
-        if let Some(latest) = checkpoints.latest() {
-            if latest.size > tree.size() {
-                return Err(OpenError::ShorterThanCheckpoint { len: tree.size(), size: latest.size });
-            }
-            if tree.reader().root_at(latest.size)? != latest.root {
-                return Err(OpenError::CheckpointMismatch { size: latest.size });
-            }
-        }
+        check_checkpoint(&tree, checkpoints.latest())?;
         let report = RecoveryReport {
             events: segments.len(),
             truncated_bytes: recovery.truncated_bytes,
@@ -151,6 +141,34 @@ impl Log {
             writer::WriterParts { segments: self.segments, tree: self.tree, checkpoints: self.checkpoints };
         writer::spawn(parts, last_at, sequencer, options, subscriber)
     }
+}
+
+/// The leaf hash of each record of `reader`, for [`TreeWriter::open`] and
+/// [`TreeWriter::reopen`].
+pub(crate) fn leaf_reader(
+    reader: SegmentReader,
+    events_dir: PathBuf,
+) -> impl FnMut(u64) -> Result<Hash, TreeError> {
+    move |seq| {
+        reader.read(seq).map(|bytes| leaf_hash(&bytes)).map_err(|e| TreeError::Io {
+            op: "read event",
+            path: events_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+}
+
+/// Refuses a tree that is shorter than the latest signed checkpoint or disagrees with it.
+pub(crate) fn check_checkpoint(tree: &TreeWriter, latest: Option<StoredCheckpoint>) -> Result<(), OpenError> {
+    if let Some(latest) = latest {
+        if latest.size > tree.size() {
+            return Err(OpenError::ShorterThanCheckpoint { len: tree.size(), size: latest.size });
+        }
+        if tree.reader().root_at(latest.size)? != latest.root {
+            return Err(OpenError::CheckpointMismatch { size: latest.size });
+        }
+    }
+    Ok(())
 }
 
 /// Concurrent read access to the log: events, proofs, checkpoints. Cheap to clone.

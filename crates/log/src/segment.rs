@@ -26,9 +26,12 @@
 //! is *poisoned*: every later append or sync returns [`SegmentError::Poisoned`]. An fsync is
 //! never retried: after a failed `fsync` Linux may already have dropped the dirty pages, and a
 //! retry that "succeeds" would claim durability for data that is gone (PostgreSQL's
-//! "fsyncgate"). The process must reopen the log, whose recovery decides from what is really
-//! on disk. A failed write is never visible: readers and [`SegmentLog::len`] only ever see
-//! whole batches whose write completed.
+//! "fsyncgate"). [`SegmentLog::reopen`] (or a new process) recovers: it drops the file
+//! handles and runs the same recovery as [`SegmentLog::open`], deciding from what is really on
+//! disk. After a failed fsync it does not trust the page cache either: the log is cut back to
+//! the last length an fsync confirmed ([`SegmentLog::durable_len`]), whatever the files seem
+//! to hold past it. A failed write is never visible: readers and [`SegmentLog::len`] only ever
+//! see whole batches whose write completed.
 //!
 //! **Reads.** [`SegmentReader`] (cheap to clone, `Send + Sync`) reads concurrently with the
 //! writer through positional reads. Memory stays small however long the log: the index keeps
@@ -52,6 +55,8 @@ pub const MAX_RECORD_LEN: usize = 1 << 20;
 pub const FRAME_HEADER_LEN: usize = 9;
 /// Flags bit 0: this record is the last of its batch.
 pub const FLAG_COMMIT: u8 = 0x01;
+/// Bytes [`SegmentLog::probe_writable`] writes: room for a few batches.
+pub const PROBE_LEN: usize = 64 << 10;
 /// Default size at which the log rolls to a new segment.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 
@@ -144,6 +149,10 @@ pub enum SegmentError {
         path.display()
     )]
     Discontinuity { path: PathBuf, expected: u64, found: u64 },
+    #[error(
+        "the log holds {found} records on disk but {durable} were made durable: acknowledged records are missing; refusing to continue"
+    )]
+    Lost { durable: u64, found: u64 },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SegmentError + 'a {
@@ -716,7 +725,117 @@ fn plan_recovery(
     Ok(Plan { kept: scanned, removed, recovery })
 }
 
+/// Cuts a recovery plan back to its first `limit` records (the last length an fsync
+/// confirmed): whole segments past it are removed, the one holding record `limit` is cut at
+/// that record's frame. Fails if the plan holds fewer than `limit` records.
+fn limit_plan(plan: &mut Plan, limit: u64, options: &SegmentOptions) -> Result<(), SegmentError> {
+    let found = plan.recovery.records;
+    if limit > found {
+        return Err(SegmentError::Lost { durable: limit, found });
+    }
+    if limit == found {
+        return Ok(());
+    }
+    // The first kept segment that holds record `limit` (every kept segment holds records).
+    let at = plan.kept.iter().position(|s| s.first_seq + s.records > limit).unwrap_or(plan.kept.len());
+    let split = match plan.kept.get_mut(at) {
+        Some(segment) if segment.first_seq < limit => {
+            let local = limit - segment.first_seq;
+            let stride = options.index_stride;
+            let mut cursor = FrameCursor::new(
+                segment.file.clone(),
+                segment.path.clone(),
+                segment.sparse[(local / stride) as usize],
+                segment.end,
+                segment.first_seq + local / stride * stride,
+                options.read_chunk,
+            );
+            for _ in 0..local % stride {
+                cursor.expect_frame()?;
+            }
+            segment.uncommitted += segment.records - local;
+            segment.records = local;
+            segment.end = cursor.pos;
+            segment.sparse.truncate(local.div_ceil(stride) as usize);
+            at + 1
+        }
+        _ => at,
+    };
+    let mut cut = plan.kept.split_off(split);
+    for segment in &mut cut {
+        segment.uncommitted += segment.records;
+        segment.records = 0;
+    }
+    cut.append(&mut plan.removed);
+    plan.removed = cut;
+    let mut recovery = Recovery { records: limit, ..Recovery::default() };
+    if let Some(tail) = plan.kept.last() {
+        recovery.truncated_bytes += tail.file_len - tail.end;
+        recovery.truncated_records += tail.uncommitted;
+    }
+    for segment in &plan.removed {
+        recovery.truncated_bytes += segment.file_len;
+        recovery.truncated_records += segment.uncommitted;
+        recovery.removed_segments += 1;
+    }
+    plan.recovery = recovery;
+    Ok(())
+}
+
+/// Recovers `dir` (at most `limit` records), cutting on disk what the plan cuts: the torn
+/// tail is truncated and the tail segment fsynced, trailing segments are removed. Returns
+/// the kept segments, the tail opened for appending, and what was cut.
+fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &SegmentOptions,
+    limit: Option<u64>,
+) -> Result<(Vec<Scanned>, Option<Active>, Recovery), SegmentError> {
+    let mut plan = plan_recovery(storage, dir, options, true)?;
+    if let Some(limit) = limit {
+        limit_plan(&mut plan, limit, options)?;
+    }
+    let mut active = None;
+    if let Some(tail) = plan.kept.last() {
+        let mut file = storage.open_append(&tail.path).map_err(io_err("open", &tail.path))?;
+        if tail.file_len != tail.end {
+            tracing::warn!(
+                segment = %tail.path.display(),
+                bytes = tail.file_len - tail.end,
+                records = tail.uncommitted,
+                "cutting the unfinished tail of the log"
+            );
+            file.set_len(tail.end).map_err(io_err("truncate", &tail.path))?;
+        }
+        // Also makes durable what a crashed process left in the page cache.
+        file.sync_data().map_err(io_err("fsync", &tail.path))?;
+        active = Some(Active {
+            file,
+            path: tail.path.clone(),
+            first_seq: tail.first_seq,
+            size: tail.end,
+            dirty: false,
+        });
+    }
+    for segment in &plan.removed {
+        tracing::warn!(segment = %segment.path.display(), "removing a trailing segment without committed records");
+        storage.remove_file(&segment.path).map_err(io_err("remove", &segment.path))?;
+    }
+    if !plan.removed.is_empty() {
+        storage.sync_dir(dir).map_err(io_err("fsync directory", dir))?;
+    }
+    Ok((plan.kept, active, plan.recovery))
+}
+
 fn build_shared(kept: Vec<Scanned>, options: &SegmentOptions) -> Arc<Shared> {
+    Arc::new(Shared {
+        index: RwLock::new(build_index(kept)),
+        stride: options.index_stride,
+        read_chunk: options.read_chunk,
+    })
+}
+
+fn build_index(kept: Vec<Scanned>) -> Index {
     let records = kept.iter().map(|s| s.records).sum();
     let bytes = kept.iter().map(|s| s.end).sum();
     let segments = kept
@@ -730,11 +849,7 @@ fn build_shared(kept: Vec<Scanned>, options: &SegmentOptions) -> Arc<Shared> {
             path: s.path,
         })
         .collect();
-    Arc::new(Shared {
-        index: RwLock::new(Index { segments, records, bytes }),
-        stride: options.index_stride,
-        read_chunk: options.read_chunk,
-    })
+    Index { segments, records, bytes }
 }
 
 /// The segment being appended to.
@@ -758,6 +873,9 @@ pub struct SegmentLog {
     next_seq: u64,
     durable: u64,
     poisoned: bool,
+    /// An fsync failed since the last recovery: nothing past `durable` may be trusted, even
+    /// if the page cache still shows it.
+    sync_failed: bool,
     buf: Vec<u8>,
 }
 
@@ -768,6 +886,7 @@ impl fmt::Debug for SegmentLog {
             .field("len", &self.next_seq)
             .field("durable_len", &self.durable)
             .field("poisoned", &self.poisoned)
+            .field("sync_failed", &self.sync_failed)
             .finish()
     }
 }
@@ -782,38 +901,8 @@ impl SegmentLog {
         options: SegmentOptions,
     ) -> Result<(Self, Recovery), SegmentError> {
         let options = SegmentOptions { index_stride: options.index_stride.max(1), ..options };
-        let plan = plan_recovery(&*storage, dir, &options, true)?;
-        let recovery = plan.recovery;
-        let mut active = None;
-        if let Some(tail) = plan.kept.last() {
-            let mut file = storage.open_append(&tail.path).map_err(io_err("open", &tail.path))?;
-            if tail.file_len != tail.end {
-                tracing::warn!(
-                    segment = %tail.path.display(),
-                    bytes = tail.file_len - tail.end,
-                    records = tail.uncommitted,
-                    "cutting the unfinished tail of the log"
-                );
-                file.set_len(tail.end).map_err(io_err("truncate", &tail.path))?;
-            }
-            // Also makes durable what a crashed process left in the page cache.
-            file.sync_data().map_err(io_err("fsync", &tail.path))?;
-            active = Some(Active {
-                file,
-                path: tail.path.clone(),
-                first_seq: tail.first_seq,
-                size: tail.end,
-                dirty: false,
-            });
-        }
-        for segment in &plan.removed {
-            tracing::warn!(segment = %segment.path.display(), "removing a trailing segment without committed records");
-            storage.remove_file(&segment.path).map_err(io_err("remove", &segment.path))?;
-        }
-        if !plan.removed.is_empty() {
-            storage.sync_dir(dir).map_err(io_err("fsync directory", dir))?;
-        }
-        let shared = build_shared(plan.kept, &options);
+        let (kept, active, recovery) = recover(&*storage, dir, &options, None)?;
+        let shared = build_shared(kept, &options);
         let log = Self {
             storage,
             dir: dir.to_path_buf(),
@@ -823,9 +912,44 @@ impl SegmentLog {
             next_seq: recovery.records,
             durable: recovery.records,
             poisoned: false,
+            sync_failed: false,
             buf: Vec::new(),
         };
         Ok((log, recovery))
+    }
+
+    /// Recovers a (poisoned) log in place, exactly as [`SegmentLog::open`] would after a
+    /// restart: the file handles are dropped, every segment is scanned again from disk, a torn
+    /// tail is cut and the tail fsynced. After a failed fsync the log is first cut back to
+    /// [`SegmentLog::durable_len`]: the kernel may have dropped the pages that fsync was to
+    /// write while still showing them, so nothing past the last confirmed fsync is trusted.
+    /// `at_most` also cuts everything from that record on (records of a batch its caller
+    /// refused); it must not be below `durable_len`. Readers see the recovered log once this
+    /// returns `Ok`; on an error the log stays poisoned and distrusts everything past
+    /// `durable_len` on the next attempt.
+    pub fn reopen(&mut self, at_most: Option<u64>) -> Result<Recovery, SegmentError> {
+        let limit = match (self.sync_failed.then_some(self.durable), at_most) {
+            (Some(a), Some(b)) => Some(a.min(b).max(self.durable)),
+            (a, b) => a.or(b.map(|b| b.max(self.durable))),
+        };
+        self.active = None;
+        self.poisoned = true;
+        let result = recover(&*self.storage, &self.dir, &self.options, limit);
+        let (kept, active, recovery) = match result {
+            Ok(recovered) => recovered,
+            Err(error) => {
+                // Whatever the reopen fsynced or cut may not have reached the disk.
+                self.sync_failed = true;
+                return Err(error);
+            }
+        };
+        *write_lock(&self.shared.index) = build_index(kept);
+        self.active = active;
+        self.next_seq = recovery.records;
+        self.durable = recovery.records;
+        self.poisoned = false;
+        self.sync_failed = false;
+        Ok(recovery)
     }
 
     /// Read-only recovery, for offline verification: checks every frame exactly like
@@ -915,12 +1039,18 @@ impl SegmentLog {
         if let Some(mut old) = self.active.take()
             && old.dirty
         {
-            old.file.sync_data().map_err(io_err("fsync", &old.path))?;
+            if let Err(error) = old.file.sync_data() {
+                self.sync_failed = true;
+                return Err(io_err("fsync", &old.path)(error));
+            }
             self.durable = self.next_seq;
         }
         let path: Arc<Path> = self.dir.join(segment_file_name(self.next_seq)).into();
         let file = self.storage.open_append(&path).map_err(io_err("create", &path))?;
-        self.storage.sync_dir(&self.dir).map_err(io_err("fsync directory", &self.dir))?;
+        if let Err(error) = self.storage.sync_dir(&self.dir) {
+            self.sync_failed = true;
+            return Err(io_err("fsync directory", &self.dir)(error));
+        }
         let reader: Arc<dyn StorageFile> =
             self.storage.open_read(&path).map_err(io_err("open", &path))?.into();
         write_lock(&self.shared.index).segments.push(SegIndex {
@@ -948,6 +1078,7 @@ impl SegmentLog {
         {
             if let Err(error) = active.file.sync_data() {
                 self.poisoned = true;
+                self.sync_failed = true;
                 return Err(io_err("fsync", &active.path)(error));
             }
             active.dirty = false;
@@ -983,6 +1114,28 @@ impl SegmentLog {
     /// Whether an earlier failure poisoned the log.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// Checks that the file system takes a write and an fsync: writes [`PROBE_LEN`] bytes to
+    /// `.write-probe` beside the segment directory, fsyncs and removes it. Never touches a
+    /// segment, so it is safe to call on a poisoned log (an fsync of another file is not a
+    /// retry of the one that failed).
+    pub fn probe_writable(&self) -> Result<(), SegmentError> {
+        let path = self.dir.parent().unwrap_or(&self.dir).join(".write-probe");
+        let result = (|| {
+            let mut file = self.storage.open_append(&path).map_err(io_err("create", &path))?;
+            file.set_len(0).map_err(io_err("truncate", &path))?;
+            file.append(&[0u8; PROBE_LEN]).map_err(io_err("write", &path))?;
+            file.sync_data().map_err(io_err("fsync", &path))
+        })();
+        let removed = self.storage.remove_file(&path).map_err(io_err("remove", &path));
+        result.and(removed)
+    }
+
+    /// Whether an fsync failed since the last recovery (records past
+    /// [`SegmentLog::durable_len`] are then not trusted).
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed
     }
 
     pub fn dir(&self) -> &Path {
@@ -1506,6 +1659,115 @@ mod tests {
         let (log, recovery) = SegmentLog::open(os(), dir.path(), SegmentOptions::default()).unwrap();
         assert_eq!((recovery.records, recovery.truncated_bytes), (4, 30));
         check_all(&log.reader(), 4);
+    }
+
+    #[test]
+    fn reopen_after_a_failed_fsync_cuts_to_the_durable_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let switch = storage.switch();
+        let (mut log, _) =
+            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        append(&mut log, 3);
+        log.sync().unwrap();
+        let bytes = log.bytes_on_disk();
+        let reader = log.reader();
+        append(&mut log, 2);
+        switch.set_fail_sync(true);
+        assert!(log.sync().is_err());
+        assert!(log.sync_failed());
+        switch.clear();
+        let file = &reader.segments()[0].path;
+        assert!(fs::metadata(file).unwrap().len() > bytes, "the page cache still shows 5 records");
+        let recovery = log.reopen(None).unwrap();
+        assert_eq!((recovery.records, recovery.truncated_records), (3, 2));
+        assert_eq!(fs::metadata(file).unwrap().len(), bytes);
+        assert!(!log.is_poisoned() && !log.sync_failed());
+        assert_eq!((log.len(), log.durable_len(), reader.len()), (3, 3, 3), "readers see the reopened log");
+        check_all(&reader, 3);
+        append(&mut log, 2);
+        log.sync().unwrap();
+        check_all(&reader, 5);
+    }
+
+    #[test]
+    fn reopen_after_a_failed_fsync_removes_a_segment_past_the_durable_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let switch = storage.switch();
+        let (mut log, _) = SegmentLog::open(Arc::new(storage), dir.path(), opts(1, 4)).unwrap();
+        append(&mut log, 3);
+        log.sync().unwrap();
+        append(&mut log, 2); // rolls: a second segment starting at record 3
+        assert_eq!(log.reader().segments().len(), 2);
+        switch.set_fail_sync(true);
+        assert!(log.sync().is_err());
+        switch.clear();
+        let recovery = log.reopen(None).unwrap();
+        assert_eq!((recovery.records, recovery.removed_segments), (3, 1));
+        assert_eq!(segment_files(dir.path()).len(), 1);
+        check_all(&log.reader(), 3);
+        append(&mut log, 1);
+        log.sync().unwrap();
+        drop(log);
+        let (log, recovery) = SegmentLog::open(os(), dir.path(), opts(1, 4)).unwrap();
+        assert_eq!((recovery.records, recovery.truncated_bytes), (4, 0));
+        check_all(&log.reader(), 4);
+    }
+
+    #[test]
+    fn reopen_after_a_failed_write_keeps_complete_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let switch = storage.switch();
+        let (mut log, _) =
+            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        append(&mut log, 4);
+        switch.set_short_write(true);
+        assert!(log.append_batch(&[b"torn", b"batch"]).is_err());
+        assert!(!log.sync_failed(), "a failed write is not a failed fsync");
+        switch.clear();
+        let recovery = log.reopen(None).unwrap();
+        assert_eq!(recovery.records, 4, "the unsynced but complete batches stay");
+        assert!(recovery.truncated_bytes > 0, "the torn batch is cut");
+        assert_eq!(log.durable_len(), 4, "and the reopen fsynced them");
+        check_all(&log.reader(), 4);
+    }
+
+    #[test]
+    fn reopen_at_most_cuts_a_refused_batch_but_never_durable_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(os(), dir.path(), SegmentOptions::default()).unwrap();
+        append(&mut log, 3);
+        log.sync().unwrap();
+        append(&mut log, 2);
+        assert_eq!(log.reopen(Some(3)).unwrap().records, 3, "the refused batch is cut");
+        check_all(&log.reader(), 3);
+        append(&mut log, 2);
+        log.sync().unwrap();
+        assert_eq!(log.reopen(Some(1)).unwrap().records, 5, "never below the durable length");
+        check_all(&log.reader(), 5);
+    }
+
+    #[test]
+    fn a_failed_reopen_distrusts_the_unsynced_tail_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let switch = storage.switch();
+        let (mut log, _) =
+            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        append(&mut log, 2);
+        log.sync().unwrap();
+        append(&mut log, 3);
+        switch.set_fail_writes(true);
+        assert!(log.append_batch(&[b"x"]).is_err());
+        switch.set_fail_writes(false);
+        switch.set_fail_sync(true);
+        assert!(log.reopen(None).is_err(), "its fsync of the tail fails");
+        assert!(log.is_poisoned() && log.sync_failed());
+        switch.clear();
+        assert_eq!(log.reopen(None).unwrap().records, 2, "only what an fsync confirmed");
+        check_all(&log.reader(), 2);
     }
 
     #[test]

@@ -228,6 +228,32 @@ impl TreeWriter {
         TreeReader { levels: self.levels.clone(), size: self.size.clone() }
     }
 
+    /// Hides every leaf past `size` from readers (until the next [`Self::publish`]), e.g.
+    /// the leaves of records a failed fsync may have lost.
+    pub fn hide_after(&self, size: u64) {
+        self.size.fetch_min(size, Ordering::AcqRel);
+    }
+
+    /// Reopens the store in place for a log of `log_len` records, exactly as
+    /// [`TreeWriter::open`] would after a restart (nodes past the fsynced `tree/state` are
+    /// cut and recomputed from `leaf_of`), and makes readers see the reopened files. Readers
+    /// see at most the smaller of the old size and the trusted size meanwhile; on an error
+    /// the writer must not be used again before a successful reopen.
+    pub fn reopen(
+        &mut self,
+        log_len: u64,
+        leaf_of: impl FnMut(u64) -> Result<Hash, TreeError>,
+    ) -> Result<(), TreeError> {
+        self.hide_after(read_state(&self.levels.dir).unwrap_or(0).min(log_len));
+        let fresh = Self::open(&self.levels.dir, log_len, leaf_of)?;
+        let files = std::mem::take(&mut *fresh.levels.files.write().unwrap_or_else(|e| e.into_inner()));
+        *self.levels.files.write().unwrap_or_else(|e| e.into_inner()) = files;
+        self.frontier = fresh.frontier;
+        self.counts = fresh.counts;
+        self.publish();
+        Ok(())
+    }
+
     /// Adds leaves (written to the page cache, not yet visible to readers).
     pub fn append_leaves(&mut self, leaves: &[Hash]) -> Result<(), TreeError> {
         if leaves.is_empty() {

@@ -13,8 +13,21 @@
 //!   events land in one batch (recovery cuts a torn batch whole);
 //! - a [`Durability::Synced`] reply is sent only after the fsync that covers it succeeded;
 //! - a failed write or fsync poisons the writer: every later command is refused with
-//!   [`LogError::Unavailable`] (fail closed), nothing is retried;
-//! - subscribers receive events only once durable, in seq order, each exactly once.
+//!   [`LogError::Unavailable`] (fail closed); a failed fsync is never retried;
+//! - a poisoned writer recovers by itself: with backoff ([`WriterOptions::retry_initial`]
+//!   doubling to [`WriterOptions::retry_max`]) it checks that the disk takes a write and an
+//!   fsync again, then reopens all three stores from disk exactly as a restart would (after a
+//!   failed fsync it first cuts the log back to the last fsynced length, never trusting the
+//!   page cache), rewinds the [`Sequencer`] to the records that remain, hands subscribers the
+//!   records the reopen made durable, and only then accepts appends again; a failed attempt
+//!   leaves it poisoned until the next one;
+//! - subscribers receive events only once durable, in seq order, each exactly once, and a
+//!   recovery never cuts below what they received: no seq is ever given to two events a
+//!   subscriber sees.
+//!
+//! The state machine: `healthy --failed write/fsync/checkpoint--> poisoned --probe + reopen
+//! succeed--> healthy`; `poisoned --attempt fails--> poisoned` (next attempt after the
+//! doubled delay). [`WriterHandle::is_healthy`] is false exactly while poisoned.
 
 use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
 use crate::segment::SegmentLog;
@@ -55,11 +68,14 @@ pub trait Sequencer: Send + 'static {
     /// `batch`, and returns the answer for its caller.
     fn sequence(&mut self, command: Self::Command, batch: &mut Batch) -> Self::Reply;
 
-    /// Called once when the writer fails (a write or fsync error): the state built while
-    /// sequencing commands that will never be acknowledged must go. `log` holds the
-    /// `records` records that remain; the sequencer rebuilds its state to match them.
-    fn rewind(&mut self, log: &crate::segment::SegmentReader, records: u64) {
+    /// Called when the writer fails (a write or fsync error) and again after each recovery:
+    /// the state built while sequencing commands that will never be acknowledged must go.
+    /// `log` holds (at least) the `records` records that remain; the sequencer rebuilds its
+    /// state to match exactly the first `records`. An error keeps the writer poisoned (the
+    /// next recovery attempt rewinds again).
+    fn rewind(&mut self, log: &crate::segment::SegmentReader, records: u64) -> Result<(), String> {
         let _ = (log, records);
+        Ok(())
     }
 }
 
@@ -109,6 +125,11 @@ pub struct WriterOptions {
     pub checkpoint_every: Duration,
     /// Most commands taken into one batch.
     pub max_batch_commands: usize,
+    /// Delay before the first recovery attempt after a failure; it doubles after each
+    /// failed attempt…
+    pub retry_initial: Duration,
+    /// …up to this.
+    pub retry_max: Duration,
 }
 
 impl Default for WriterOptions {
@@ -118,6 +139,8 @@ impl Default for WriterOptions {
             checkpoint_every_events: 100_000,
             checkpoint_every: Duration::from_secs(10),
             max_batch_commands: 8192,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
         }
     }
 }
@@ -132,6 +155,12 @@ pub struct WriterStats {
     pub checkpoints: AtomicU64,
     /// Total time spent in write+fsync, in microseconds.
     pub append_micros: AtomicU64,
+    /// Failed writes, fsyncs or checkpoints (each poisoned the writer).
+    pub failures: AtomicU64,
+    /// Recovery attempts, successful or not.
+    pub recovery_attempts: AtomicU64,
+    /// Successful recoveries (the writer accepts appends again).
+    pub recoveries: AtomicU64,
 }
 
 type ReplySender<S> = oneshot::Sender<Result<<S as Sequencer>::Reply, LogError>>;
@@ -187,7 +216,7 @@ impl<S: Sequencer> WriterHandle<S> {
         answer.await.map_err(|_| LogError::Stopped)?
     }
 
-    /// False once a write or fsync failed.
+    /// False from a failed write or fsync until the writer has recovered.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
@@ -253,6 +282,14 @@ struct Writer<S: Sequencer> {
     /// The time of the last batch: batch times never go backwards, so the log is ordered
     /// by time as well as by seq.
     last_at: Timestamp,
+    /// While poisoned: when to try to recover next.
+    retry_at: Option<Instant>,
+    /// Failures (and failed recovery attempts) since the last successful fsync: the backoff
+    /// doubles with each.
+    failures_in_row: u32,
+    /// The first seq of a batch whose write failed part-way (e.g. its events reached the
+    /// segment but not the tree): its callers were refused, so the recovery cuts it.
+    refused_from: Option<u64>,
 }
 
 pub(crate) fn spawn<S: Sequencer>(
@@ -283,6 +320,9 @@ pub(crate) fn spawn<S: Sequencer>(
         last_checkpoint: Instant::now(),
         last_checkpoint_size,
         last_at,
+        retry_at: None,
+        failures_in_row: 0,
+        refused_from: None,
     };
     let thread = std::thread::Builder::new()
         .name("keyledger-log-writer".into())
@@ -306,6 +346,7 @@ impl<S: Sequencer> Writer<S> {
                     Err(_) => break,
                 },
             };
+            self.recover_if_due();
             let mut commands = Vec::new();
             let mut message = first;
             while let Some(m) = message.take() {
@@ -354,10 +395,7 @@ impl<S: Sequencer> Writer<S> {
         let sync = self.unsynced_since.map(|t| t + self.options.sync_window);
         let checkpoint = (self.parts.tree.size() > self.last_checkpoint_size && self.failure.is_none())
             .then(|| self.last_checkpoint + self.options.checkpoint_every);
-        match (sync, checkpoint) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [sync, checkpoint, self.retry_at].into_iter().flatten().min()
     }
 
     fn process(&mut self, commands: Vec<(S::Command, Durability, ReplySender<S>)>) {
@@ -384,6 +422,7 @@ impl<S: Sequencer> Writer<S> {
         if !batch.events.is_empty() {
             let started = Instant::now();
             if let Err(reason) = self.write(&batch.events) {
+                self.refused_from = Some(batch.next_seq);
                 self.fail(reason.clone());
                 for (reply, _, _) in answers {
                     let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
@@ -436,6 +475,7 @@ impl<S: Sequencer> Writer<S> {
                         .record(started.elapsed().as_secs_f64());
                     metrics::histogram!("keyledger_log_events_per_fsync").record(self.unsynced.len() as f64);
                     self.stats.events_synced.fetch_add(self.unsynced.len() as u64, Ordering::Relaxed);
+                    self.failures_in_row = 0;
                 }
                 Err(error) => self.fail(format!("fsync failed: {error}")),
             }
@@ -488,10 +528,126 @@ impl<S: Sequencer> Writer<S> {
     }
 
     fn fail(&mut self, reason: String) {
-        tracing::error!(%reason, "log writer failed; refusing further appends (fail closed)");
+        tracing::error!(%reason, "log writer failed; refusing appends (fail closed) until it recovers");
+        metrics::counter!("keyledger_log_failures_total").increment(1);
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
         self.healthy.store(false, Ordering::Release);
-        self.failure = Some(reason);
-        // Readers must not keep seeing the effects of commands that were refused.
-        self.sequencer.rewind(&self.parts.segments.reader(), self.parts.segments.len());
+        self.failure = Some(reason.clone());
+        self.schedule_retry();
+        // After a failed fsync nothing past the last confirmed fsync is trusted: hide it from
+        // readers now; the recovery cuts it.
+        let segments = &self.parts.segments;
+        let written = if segments.sync_failed() { segments.durable_len() } else { segments.len() };
+        let trusted = self.refused_from.map_or(written, |from| from.min(written));
+        self.parts.tree.hide_after(trusted);
+        self.unsynced.clear();
+        self.unsynced_since = None;
+        // Readers must not see the effects of refused commands, from before the refusal.
+        if let Err(error) = self.sequencer.rewind(&self.parts.segments.reader(), trusted) {
+            tracing::error!(%error, "cannot rewind the sequencer after a log failure; the recovery will retry");
+        }
+        for (reply, _) in std::mem::take(&mut self.waiting_for_sync) {
+            let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
+        }
+    }
+
+    /// Sets the next recovery attempt: `retry_initial` doubled per failure in a row, at most
+    /// `retry_max`.
+    fn schedule_retry(&mut self) {
+        let factor = 1u32 << self.failures_in_row.min(16);
+        let delay = self.options.retry_initial.saturating_mul(factor).min(self.options.retry_max);
+        self.failures_in_row = self.failures_in_row.saturating_add(1);
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// Tries to recover if poisoned and the backoff has passed.
+    fn recover_if_due(&mut self) {
+        let (Some(_), Some(at)) = (&self.failure, self.retry_at) else { return };
+        if Instant::now() < at {
+            return;
+        }
+        self.stats.recovery_attempts.fetch_add(1, Ordering::Relaxed);
+        match self.recover() {
+            Ok(cut) => {
+                self.failure = None;
+                self.retry_at = None;
+                self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("keyledger_log_recoveries_total").increment(1);
+                tracing::warn!(
+                    events = self.parts.tree.size(),
+                    cut_records = cut.truncated_records,
+                    cut_bytes = cut.truncated_bytes,
+                    "log writer recovered from disk; accepting appends again"
+                );
+                self.healthy.store(true, Ordering::Release);
+            }
+            Err(reason) => {
+                self.schedule_retry();
+                let retry_in =
+                    self.retry_at.map_or(0, |at| at.saturating_duration_since(Instant::now()).as_millis());
+                tracing::error!(%reason, retry_in_ms = retry_in as u64, "log writer recovery failed; still refusing appends");
+                self.failure = Some(reason);
+            }
+        }
+    }
+
+    /// Reopens the log from disk as a restart would, and resynchronises the sequencer and
+    /// the subscribers with it. Returns what the segment recovery cut.
+    fn recover(&mut self) -> Result<crate::segment::Recovery, String> {
+        let committed = *self.committed.borrow();
+        // First make sure the disk takes a write and an fsync again (a write-and-delete
+        // probe beside the log, never the log itself).
+        self.parts.segments.probe_writable().map_err(|e| format!("the disk is still not writable: {e}"))?;
+        let cut = self
+            .parts
+            .reopen(committed, self.refused_from)
+            .map_err(|e| format!("reopening the log failed: {e}"))?;
+        self.refused_from = None;
+        let len = self.parts.tree.size();
+        let reader = self.parts.segments.reader();
+        self.sequencer.rewind(&reader, len).map_err(|e| format!("rewinding the sequencer failed: {e}"))?;
+        self.last_checkpoint_size = self.parts.checkpoints.latest().map_or(0, |c| c.size);
+        self.last_checkpoint = Instant::now();
+        // Records written before a failed write (not an fsync) are kept and were made
+        // durable by the reopen: subscribers get them now, in order, once.
+        if len > committed {
+            let mut events = Vec::with_capacity((len - committed) as usize);
+            for record in reader.iter(committed).take((len - committed) as usize) {
+                let (seq, bytes) = record.map_err(|e| e.to_string())?;
+                let event = keyledger_core::decode_event(&bytes).map_err(|e| format!("event {seq}: {e}"))?;
+                self.last_at = self.last_at.max(event.at);
+                events.push(event);
+            }
+            self.committed.send_replace(len);
+            if let Some(subscriber) = &self.subscriber
+                && subscriber.send(Arc::new(events)).is_err()
+            {
+                self.subscriber = None;
+            }
+        }
+        Ok(cut)
+    }
+}
+
+impl WriterParts {
+    /// Reopens the three stores from disk (see [`crate::Log::open`]) and checks them against
+    /// each other. `floor`: events subscribers already received; a recovery that would cut
+    /// below it fails (those events were durable, so this means data was lost).
+    /// `refused_from`: cut the records from there on (a batch whose callers were refused).
+    fn reopen(
+        &mut self,
+        floor: u64,
+        refused_from: Option<u64>,
+    ) -> Result<crate::segment::Recovery, crate::OpenError> {
+        let cut = self.segments.reopen(refused_from)?;
+        let len = self.segments.len();
+        if len < floor {
+            return Err(crate::segment::SegmentError::Lost { durable: floor, found: len }.into());
+        }
+        let events_dir = self.segments.dir().to_owned();
+        self.tree.reopen(len, crate::leaf_reader(self.segments.reader(), events_dir))?;
+        self.checkpoints.reopen()?;
+        crate::check_checkpoint(&self.tree, self.checkpoints.latest())?;
+        Ok(cut)
     }
 }

@@ -34,7 +34,13 @@ fn ok(value: Value) -> Answer {
 
 fn index_error(error: ProjectionError) -> ApiError {
     tracing::error!(%error, "audit index read failed");
-    ApiError::new(crate::error::ErrorCode::Internal, "internal error")
+    match error {
+        ProjectionError::Reopening => ApiError::new(
+            crate::error::ErrorCode::Unavailable,
+            "the audit index is being reopened after a storage error; retry shortly",
+        ),
+        _ => ApiError::new(crate::error::ErrorCode::Internal, "internal error"),
+    }
 }
 
 fn time(t: Option<Timestamp>) -> Value {

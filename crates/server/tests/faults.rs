@@ -254,35 +254,112 @@ async fn a_full_disk_answers_503_and_reads_keep_working() {
     fault_case(Fault::DiskFills, Durability::Synced).await;
 }
 
-/// Issue 8 §2 asks that keyledger "recovers by itself when space returns". Today a failed
-/// write or fsync poisons the log until the process reopens it (by design, to never retry
-/// an fsync), and nothing reopens it: `/healthz` and every append stay 503 until a restart.
+/// Issue 8 §2: keyledger "recovers by itself when space returns". While the disk refuses
+/// writes, every append answers 503 and `/healthz` 503; once it takes writes again the
+/// writer reopens the log from disk (no restart), `/healthz` answers 200 and appends
+/// succeed; everything acknowledged before is still there, refused calls left no trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 8 §2: no self-recovery once the fault clears (the engine stays poisoned until restart)"]
 async fn recovers_by_itself_when_space_returns() {
+    for fault in [Fault::FailWrites, Fault::FailSync, Fault::ShortWrite, Fault::DiskFills] {
+        recovers_from(fault).await;
+    }
+}
+
+async fn recovers_from(fault: Fault) {
+    let what = format!("{fault:?}");
     let ledger = init();
+    let admin = ledger.admin.as_str();
     let switch = FaultSwitch::new();
     let options = EngineOptions {
         storage: Arc::new(FaultyStorage::with_switch(switch.clone())),
         ..EngineOptions::default()
     };
     let api = open(&ledger.path, options);
-    switch.set_fail_writes(true);
+    let created = api
+        .call("POST", "/v1/workspaces/acme/keys", Some(admin), Some(json!({"name": "a", "scopes": ["read"]})))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{what}: {}", created.dump());
+    let key_id = created.body["key_id"].as_str().unwrap().to_owned();
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    let verified =
+        api.call("POST", "/v1/verify", None, Some(json!({"key": secret, "scopes": ["read"]}))).await;
+    assert_eq!(verified.status, StatusCode::OK, "{what}: {}", verified.dump());
+    // A batched use is fsynced within the 10 ms sync window; one answered within that
+    // window before a failed fsync is lost (documented, like a power cut): let it sync.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    fault.switch_on(&switch);
     let create =
-        api.call("POST", "/v1/workspaces/acme/keys", Some(&ledger.admin), Some(json!({"name": "a"}))).await;
-    assert_eq!(create.status, StatusCode::SERVICE_UNAVAILABLE);
+        api.call("POST", "/v1/workspaces/acme/keys", Some(admin), Some(json!({"name": "lost"}))).await;
+    assert_error(&create, StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{what}: create"));
+    wait_unhealthy(&api.engine, &what).await;
+    // Still failing: the background recovery attempts fail too, and nothing is let through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = api.call("GET", "/healthz", None, None).await;
+    assert_error(&health, StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{what}: /healthz"));
+    let refused =
+        api.call("POST", "/v1/verify", None, Some(json!({"key": secret, "scopes": ["read"]}))).await;
+    assert_verify_unavailable(&refused, &format!("{what}: verify while failing"));
+    let revoke = api.call("POST", &format!("/v1/keys/{key_id}/revoke"), Some(admin), Some(json!({}))).await;
+    assert_error(&revoke, StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{what}: revoke"));
+    let shown = api.call("GET", &format!("/v1/keys/{key_id}"), Some(admin), None).await;
+    assert_eq!(shown.status, StatusCode::OK, "{what}: reads keep working: {}", shown.dump());
+
+    // Space returns: no restart.
     switch.clear();
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let after = loop {
         let create = api
-            .call("POST", "/v1/workspaces/acme/keys", Some(&ledger.admin), Some(json!({"name": "b"})))
+            .call(
+                "POST",
+                "/v1/workspaces/acme/keys",
+                Some(admin),
+                Some(json!({"name": "b", "scopes": ["read"]})),
+            )
             .await;
         if create.status == StatusCode::CREATED {
-            break;
+            break create;
         }
-        assert!(Instant::now() < deadline, "still {} 10 s after space returned", create.dump());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(api.call("GET", "/healthz", None, None).await.status, StatusCode::OK);
+        assert_error(&create, StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{what}: create"));
+        assert!(Instant::now() < deadline, "{what}: still {} 10 s after space returned", create.dump());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(api.call("GET", "/healthz", None, None).await.status, StatusCode::OK, "{what}");
+    let new_secret = after.body["secret"].as_str().unwrap().to_owned();
+    let verified =
+        api.call("POST", "/v1/verify", None, Some(json!({"key": new_secret, "scopes": ["read"]}))).await;
+    assert_eq!(verified.status, StatusCode::OK, "{what}: {}", verified.dump());
+    let shown = api.call("GET", &format!("/v1/keys/{key_id}"), Some(admin), None).await;
+    assert_eq!(shown.body["status"], "active", "{what}: the refused revoke left no trace: {}", shown.dump());
+    assert!(
+        shown.body["use_count"].as_u64().is_some_and(|n| n >= 1),
+        "{what}: the acknowledged use: {}",
+        shown.dump()
+    );
+    let listed = api.call("GET", "/v1/workspaces/acme/keys", Some(admin), None).await;
+    let names: Vec<&str> = listed.body["keys"]
+        .as_array()
+        .map_or(Vec::new(), |keys| keys.iter().filter_map(|k| k["name"].as_str()).collect());
+    assert!(!names.contains(&"lost"), "{what}: the refused create left no trace: {names:?}");
+    assert!(names.contains(&"a") && names.contains(&"b"), "{what}: {names:?}");
     api.engine.shutdown().await;
+    drop(api);
+
+    // After a restart on real storage: the same state, and the log verifies.
+    let api = open(&ledger.path, EngineOptions::default());
+    let shown = api.call("GET", &format!("/v1/keys/{key_id}"), Some(admin), None).await;
+    assert_eq!(shown.body["status"], "active", "{what}: {}", shown.dump());
+    let listed = api.call("GET", "/v1/workspaces/acme/keys", Some(admin), None).await;
+    assert_eq!(listed.body["keys"].as_array().map(Vec::len), Some(2), "{what}: {}", listed.dump());
+    let verifier = api.engine.public_key().clone();
+    api.engine.shutdown().await;
+    drop(api);
+    let log_dir = ledger.path.join(keyledger_ledger::datadir::LOG_DIR);
+    keyledger_log::verify::verify_log(
+        keyledger_log::storage::OsStorage::shared(),
+        &log_dir,
+        &verifier,
+        &mut |_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("{what}: log verify after the recovery: {e}"));
 }

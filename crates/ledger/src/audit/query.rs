@@ -7,7 +7,7 @@ use super::*;
 use crate::state::{KeyRecord, KeyStatus};
 use keyledger_core::{Event, KeyId, Payload, RequestId, WorkspaceId};
 use keyledger_log::LogReader;
-use redb::{Database, ReadOnlyTable, ReadTransaction};
+use redb::{ReadOnlyTable, ReadTransaction};
 use std::collections::{BTreeMap, BTreeSet};
 
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("projection_cursors");
@@ -88,7 +88,7 @@ type DimAggs = [BTreeMap<u32, Agg>; 4];
 
 /// Read access to the audit indexes.
 pub struct AuditQueries<'a> {
-    db: &'a Database,
+    db: &'a crate::projection::ProjectionsDb,
     log: &'a LogReader,
 }
 
@@ -105,12 +105,12 @@ fn key_prefix(key_no: u32, class: u8, seq: u64) -> [u8; 13] {
 }
 
 impl<'a> AuditQueries<'a> {
-    pub fn new(db: &'a Database, log: &'a LogReader) -> Self {
+    pub fn new(db: &'a crate::projection::ProjectionsDb, log: &'a LogReader) -> Self {
         Self { db, log }
     }
 
     fn snapshot(&self) -> Result<(ReadTransaction, u64), ProjectionError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let cursor = txn.open_table(CURSORS)?.get("audit")?.map_or(0, |v| v.value());
         Ok((txn, cursor.min(self.log.len())))
     }

@@ -1,0 +1,303 @@
+//! Self-recovery of the log writer (issue 8 §2), over [`FaultyStorage`] on real files.
+//!
+//! A failed write, fsync or short write poisons the writer: every command is refused. Once
+//! the fault clears, the writer recovers by itself (no restart): it reopens the log from
+//! disk, rewinds its sequencer to the records that remain and accepts appends again. After
+//! a failed fsync it does not trust the page cache: records past the last successful fsync
+//! are cut even though the file still shows them. A recovery attempt that fails leaves the
+//! writer poisoned and is retried with backoff. Throughout, the subscriber sees each durable
+//! event once, in order, and no seq it saw is ever given to another event.
+
+use ed25519_dalek::SigningKey;
+use keyledger_core::{Actor, Event, KeyId, Payload, RequestId, Usage, UsageContext, encode_event};
+use keyledger_log::segment::SegmentReader;
+use keyledger_log::storage::{FaultSwitch, FaultyStorage, OsStorage};
+use keyledger_log::verify::verify_log;
+use keyledger_log::{
+    Batch, CommittedEvents, Durability, Log, LogConfig, LogError, Sequencer, WriterHandle, WriterOptions,
+};
+use keyledger_verify::note::{NoteSigner, VerifierKey};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ORIGIN: &str = "test.keyledger.invalid/log";
+
+/// Records one `used` event per command, tagged with the command's number in its request
+/// id. Its "state" is the number of events it has applied, which `rewind` resets to what
+/// the log holds.
+struct Counting {
+    applied: Arc<Mutex<u64>>,
+    rewinds: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Sequencer for Counting {
+    type Command = u64;
+    type Reply = u64;
+
+    fn sequence(&mut self, tag: u64, batch: &mut Batch) -> u64 {
+        let mut request = [0u8; 16];
+        request[8..].copy_from_slice(&tag.to_be_bytes());
+        let usage = Usage {
+            key_id: KeyId::from_bytes([1; 16]),
+            workspace: "acme".parse().unwrap(),
+            context: UsageContext::default(),
+        };
+        let seq = batch.push(Actor::Verifier, RequestId::from_bytes(request), Payload::Used(usage)).seq;
+        *self.applied.lock().unwrap() += 1;
+        seq
+    }
+
+    fn rewind(&mut self, log: &SegmentReader, records: u64) -> Result<(), String> {
+        assert!(log.len() >= records, "rewind to {records} but the log holds {}", log.len());
+        *self.applied.lock().unwrap() = records;
+        self.rewinds.lock().unwrap().push(records);
+        Ok(())
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    switch: Arc<FaultSwitch>,
+    verifier: VerifierKey,
+    writer: WriterHandle<Counting>,
+    applied: Arc<Mutex<u64>>,
+    rewinds: Arc<Mutex<Vec<u64>>>,
+    committed: Receiver<CommittedEvents>,
+    /// Every event the subscriber received, by seq.
+    seen: Vec<Event>,
+}
+
+fn signer() -> NoteSigner {
+    NoteSigner::new(ORIGIN, SigningKey::from_bytes(&[7; 32])).unwrap()
+}
+
+fn options() -> WriterOptions {
+    WriterOptions {
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+fn start(options: WriterOptions) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = FaultSwitch::new();
+    let signer = signer();
+    let verifier = signer.verifier();
+    let config = LogConfig {
+        dir: dir.path().join("log"),
+        storage: Arc::new(FaultyStorage::with_switch(switch.clone())),
+        signer,
+        origin: ORIGIN.into(),
+    };
+    let log = Log::open(config).unwrap();
+    let (applied, rewinds) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let (tx, committed) = std::sync::mpsc::channel();
+    let sequencer = Counting { applied: applied.clone(), rewinds: rewinds.clone() };
+    let writer = log.start(sequencer, options, Some(tx));
+    Fixture { dir, switch, verifier, writer, applied, rewinds, committed, seen: Vec::new() }
+}
+
+impl Fixture {
+    fn append(&self, tag: u64, durability: Durability) -> Result<u64, LogError> {
+        self.writer.submit_blocking(tag, durability)
+    }
+
+    fn append_ok(&self, tags: std::ops::Range<u64>) {
+        for tag in tags {
+            self.append(tag, Durability::Synced).unwrap();
+        }
+    }
+
+    fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.writer.is_healthy() {
+            assert!(Instant::now() < deadline, "the writer did not recover within {within:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn wait_unhealthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.writer.is_healthy() {
+            assert!(Instant::now() < deadline, "still healthy 5 s after the fault");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Takes what the subscriber received so far, checking it continues the sequence.
+    fn drain(&mut self) {
+        while let Ok(events) = self.committed.try_recv() {
+            for event in events.iter() {
+                assert_eq!(event.seq, self.seen.len() as u64, "subscribers get each seq once, in order");
+                self.seen.push(event.clone());
+            }
+        }
+    }
+
+    fn last_segment_len(&self) -> u64 {
+        let events = self.dir.path().join("log").join("events");
+        let mut files: Vec<_> = std::fs::read_dir(events).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        std::fs::metadata(files.last().unwrap()).unwrap().len()
+    }
+
+    /// Stops the writer, checks the subscriber's events are exactly the log's (no seq given
+    /// to two events), reopens with real storage and runs `log verify`. Returns the length.
+    fn finish(mut self) -> u64 {
+        self.writer.shutdown_blocking();
+        self.drain();
+        let log_dir = self.dir.path().join("log");
+        let report = verify_log(OsStorage::shared(), &log_dir, &self.verifier, &mut |_, _| {})
+            .unwrap_or_else(|e| panic!("log verify fails after the recovery: {e}"));
+        assert_eq!(report.events, self.seen.len() as u64, "the subscriber saw every durable event");
+        let config =
+            LogConfig { dir: log_dir, storage: OsStorage::shared(), signer: signer(), origin: ORIGIN.into() };
+        let log = Log::open(config).unwrap();
+        assert_eq!(log.recovery().truncated_bytes, 0, "the self-recovery left nothing to cut");
+        let reader = log.reader();
+        for event in &self.seen {
+            assert_eq!(
+                encode_event(&reader.event(event.seq).unwrap()),
+                encode_event(event),
+                "seq {} on disk is the event the subscriber received",
+                event.seq
+            );
+        }
+        report.events
+    }
+}
+
+fn tag_of(event: &Event) -> u64 {
+    u64::from_be_bytes(event.request_id.as_bytes()[8..].try_into().unwrap())
+}
+
+fn assert_unavailable(result: Result<u64, LogError>, what: &str) {
+    assert!(matches!(result, Err(LogError::Unavailable(_))), "{what}: expected Unavailable, got {result:?}");
+}
+
+#[test]
+fn a_failed_write_poisons_then_the_writer_recovers_by_itself() {
+    let mut f = start(options());
+    f.append_ok(0..5);
+    f.switch.set_fail_writes(true);
+    assert_unavailable(f.append(100, Durability::Synced), "the failing append");
+    assert!(!f.writer.is_healthy());
+    assert_unavailable(f.append(101, Durability::Written), "while poisoned");
+    assert_eq!(*f.applied.lock().unwrap(), 5, "the refused command was rewound");
+    f.switch.clear();
+    f.wait_healthy(Duration::from_secs(5));
+    assert_eq!(f.append(5, Durability::Synced).unwrap(), 5, "the refused commands took no seq");
+    assert!(f.writer.stats().recoveries.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(f.writer.stats().failures.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(*f.applied.lock().unwrap(), 6);
+    f.drain();
+    let tags: Vec<u64> = f.seen.iter().map(tag_of).collect();
+    assert_eq!(tags, vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(f.finish(), 6);
+}
+
+#[test]
+fn after_a_failed_fsync_recovery_cuts_what_only_the_page_cache_holds() {
+    // A long sync window: the batched append below stays unsynced until a synced one comes.
+    let mut f = start(WriterOptions { sync_window: Duration::from_secs(30), ..options() });
+    f.append_ok(0..3);
+    let durable_bytes = f.last_segment_len();
+    // Answered once written (batched usage), before any fsync.
+    assert_eq!(f.append(10, Durability::Written).unwrap(), 3);
+    f.switch.set_fail_sync(true);
+    assert_unavailable(f.append(11, Durability::Synced), "its fsync fails");
+    f.wait_unhealthy();
+    assert!(f.last_segment_len() > durable_bytes, "the file (page cache) still shows seqs 3 and 4");
+    assert_eq!(*f.applied.lock().unwrap(), 3, "rewound to the last fsynced length at once");
+    f.switch.clear();
+    f.wait_healthy(Duration::from_secs(5));
+    assert_eq!(f.last_segment_len(), durable_bytes, "cut back to the last successful fsync");
+    assert_eq!(f.rewinds.lock().unwrap().last(), Some(&3));
+    assert_eq!(f.append(12, Durability::Synced).unwrap(), 3, "seq 3 is free again");
+    f.drain();
+    let tags: Vec<u64> = f.seen.iter().map(tag_of).collect();
+    assert_eq!(tags, vec![0, 1, 2, 12], "the subscriber never saw the unsynced events");
+    assert_eq!(f.finish(), 4);
+}
+
+#[test]
+fn a_short_write_is_cut_and_the_writer_recovers() {
+    let mut f = start(options());
+    f.append_ok(0..4);
+    let bytes = f.last_segment_len();
+    f.switch.set_short_write(true);
+    assert_unavailable(f.append(100, Durability::Synced), "the torn append");
+    assert!(f.last_segment_len() > bytes, "half a batch reached the file");
+    f.switch.clear();
+    f.wait_healthy(Duration::from_secs(5));
+    assert_eq!(f.last_segment_len(), bytes, "the torn batch was cut");
+    assert_eq!(f.append(4, Durability::Synced).unwrap(), 4);
+    f.drain();
+    assert_eq!(f.seen.iter().map(tag_of).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(f.finish(), 5);
+}
+
+#[test]
+fn a_failed_write_keeps_earlier_batched_appends_and_delivers_them_once() {
+    let mut f = start(WriterOptions { sync_window: Duration::from_secs(30), ..options() });
+    f.append_ok(0..2);
+    // Acknowledged as written, not yet fsynced.
+    assert_eq!(f.append(2, Durability::Written).unwrap(), 2);
+    f.drain();
+    assert_eq!(f.seen.len(), 2, "not durable yet, not delivered");
+    f.switch.set_fail_writes(true);
+    assert_unavailable(f.append(100, Durability::Synced), "the failing write");
+    // No fsync failed: the written batch is kept and fsynced by the recovery.
+    f.switch.clear();
+    f.wait_healthy(Duration::from_secs(5));
+    assert_eq!(*f.applied.lock().unwrap(), 3);
+    assert_eq!(f.append(3, Durability::Synced).unwrap(), 3);
+    f.drain();
+    assert_eq!(f.seen.iter().map(tag_of).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(f.finish(), 4);
+}
+
+#[test]
+fn a_failed_recovery_stays_poisoned_and_retries_with_backoff() {
+    let f = start(options());
+    f.append_ok(0..2);
+    f.switch.set_fail_writes(true);
+    assert_unavailable(f.append(100, Durability::Synced), "the failing append");
+    // 20 ms, then 40, 80, 160, 200 (the cap), …: a few attempts, all failing.
+    std::thread::sleep(Duration::from_millis(400));
+    let attempts = f.writer.stats().recovery_attempts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..=8).contains(&attempts), "{attempts} attempts in 400 ms");
+    assert!(!f.writer.is_healthy(), "a failed attempt leaves the writer poisoned");
+    assert_eq!(f.writer.stats().recoveries.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_unavailable(f.append(101, Durability::Synced), "still refused");
+    // The disk takes writes but fsync still fails: the recovery's probe catches it.
+    f.switch.set_fail_writes(false);
+    f.switch.set_fail_sync(true);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!f.writer.is_healthy(), "recovered although fsync fails");
+    assert_unavailable(f.append(102, Durability::Synced), "still refused");
+    f.switch.clear();
+    f.wait_healthy(Duration::from_secs(2));
+    assert_eq!(f.append(2, Durability::Synced).unwrap(), 2);
+    assert_eq!(f.finish(), 3);
+}
+
+#[test]
+fn checkpoints_resume_after_a_recovery() {
+    let f = start(options());
+    f.append_ok(0..3);
+    f.switch.set_fail_writes(true);
+    assert_unavailable(f.append(100, Durability::Synced), "the failing append");
+    f.switch.clear();
+    f.wait_healthy(Duration::from_secs(5));
+    f.append_ok(3..6);
+    let checkpoint = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f.writer.checkpoint_now())
+        .expect("a checkpoint after the recovery");
+    assert_eq!(checkpoint.size, 6);
+    assert_eq!(f.finish(), 6);
+}
