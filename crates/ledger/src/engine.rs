@@ -587,7 +587,8 @@ impl Engine {
     ) -> Result<(crate::state::Webhook, Secret), LedgerError> {
         crate::webhook::validate_url(&url)?;
         let events = crate::webhook::validate_events(events)?;
-        let command = Command::SetWebhook { caller, workspace: workspace.clone(), config: Some((url, events)) };
+        let command =
+            Command::SetWebhook { caller, workspace: workspace.clone(), config: Some((url, events)) };
         match self.submit(command).await? {
             Reply::Webhook(webhook) => {
                 let secret = self.pepper.webhook_secret(workspace.as_str(), webhook.set_seq);

@@ -188,7 +188,12 @@ impl Sequencer for LedgerSequencer {
                 check_actor(&state, &caller, now)?;
                 let previous = state.webhooks.get(&workspace);
                 let set = match (config, previous) {
-                    (Some((url, events)), _) => keyledger_core::WebhookSet { workspace: workspace.clone(), url, events, enabled: true },
+                    (Some((url, events)), _) => keyledger_core::WebhookSet {
+                        workspace: workspace.clone(),
+                        url,
+                        events,
+                        enabled: true,
+                    },
                     (None, None) => {
                         return Err(LedgerError::NotFound(format!("no webhook for workspace {workspace}")));
                     }

@@ -243,7 +243,8 @@ impl Outbox {
         let Some(first) = due.first()? else { return Ok(None) };
         let id = first.1.value().to_owned();
         let pending = txn.open_table(PENDING)?;
-        let row = pending.get(id.as_str())?.ok_or_else(|| ProjectionError::Corrupt("webhook due row".into()))?;
+        let row =
+            pending.get(id.as_str())?.ok_or_else(|| ProjectionError::Corrupt("webhook due row".into()))?;
         Ok(Some(decode(row.value())?))
     }
 

@@ -107,7 +107,9 @@ impl WebhookService {
             let dispatcher = shared.clone();
             let spawned = std::thread::Builder::new()
                 .name("keyledger-webhook-dispatch".into())
-                .spawn(move || dispatch_loop(&dispatcher, &sources.reader, &sources.projections, sources.projected))
+                .spawn(move || {
+                    dispatch_loop(&dispatcher, &sources.reader, &sources.projections, sources.projected)
+                })
                 .map_err(|e| ProjectionError::Log(format!("cannot start the webhook dispatcher: {e}")))?;
             threads.push(spawned);
             let sender = shared.clone();
@@ -209,13 +211,19 @@ fn dispatch(
                             .is_ok_and(|first| first == Some(event.seq))
                 };
                 notifications.extend(
-                    notifications_for(&event, first_from_source).into_iter().filter(|n| webhook.wants(n.kind)),
+                    notifications_for(&event, first_from_source)
+                        .into_iter()
+                        .filter(|n| webhook.wants(n.kind)),
                 );
             }
         }
         let mut dropped = 0;
-        let queued =
-            shared.outbox.enqueue(&notifications, end, shared.options.max_pending_per_workspace, &mut dropped)?;
+        let queued = shared.outbox.enqueue(
+            &notifications,
+            end,
+            shared.options.max_pending_per_workspace,
+            &mut dropped,
+        )?;
         note_dropped(shared, dropped);
         if queued > 0 {
             shared.signal.notify();
@@ -332,14 +340,22 @@ fn attempt(
     let Some(webhook) = webhook else {
         let why = "the webhook was disabled or no longer subscribes to this type";
         tracing::info!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, "webhook delivery cancelled");
-        return shared.outbox.record(pending, record(AttemptOutcome::Cancelled, None, Some(why.into()), 0), None);
+        return shared.outbox.record(
+            pending,
+            record(AttemptOutcome::Cancelled, None, Some(why.into()), 0),
+            None,
+        );
     };
     let max_age = i64::try_from(shared.options.max_age.as_micros()).unwrap_or(i64::MAX);
     if Timestamp::now().micros().saturating_sub(pending.created_at.micros()) > max_age {
         shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
         let why = "older than the maximum age of a delivery";
         tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, "webhook delivery given up");
-        return shared.outbox.record(pending, record(AttemptOutcome::Failed, None, Some(why.into()), 0), None);
+        return shared.outbox.record(
+            pending,
+            record(AttemptOutcome::Failed, None, Some(why.into()), 0),
+            None,
+        );
     }
     let secret = pepper.webhook_secret(pending.workspace.as_str(), webhook.set_seq);
     let timestamp = Timestamp::now().micros().div_euclid(1_000_000);
@@ -362,18 +378,30 @@ fn attempt(
     if status.is_some_and(|s| (200..300).contains(&s)) {
         shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
         tracing::info!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, duration_ms, "webhook delivered");
-        return shared.outbox.record(pending, record(AttemptOutcome::Delivered, status, None, duration_ms), None);
+        return shared.outbox.record(
+            pending,
+            record(AttemptOutcome::Delivered, status, None, duration_ms),
+            None,
+        );
     }
     shared.counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
     if number >= shared.options.max_attempts {
         shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, error = error.as_deref(), "webhook delivery failed; given up");
-        return shared.outbox.record(pending, record(AttemptOutcome::Failed, status, error, duration_ms), None);
+        return shared.outbox.record(
+            pending,
+            record(AttemptOutcome::Failed, status, error, duration_ms),
+            None,
+        );
     }
     let delay = i64::try_from(shared.options.backoff(number).as_micros()).unwrap_or(i64::MAX);
     let retry_at = Timestamp::now().plus_micros(delay);
     tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, error = error.as_deref(), retry_at = %retry_at.to_rfc3339(), "webhook delivery failed; will retry");
-    shared.outbox.record(pending, record(AttemptOutcome::Retrying, status, error, duration_ms), Some(retry_at))
+    shared.outbox.record(
+        pending,
+        record(AttemptOutcome::Retrying, status, error, duration_ms),
+        Some(retry_at),
+    )
 }
 
 /// A short, secret-free description of a transport failure.
