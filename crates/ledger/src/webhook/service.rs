@@ -90,10 +90,24 @@ impl WebhookService {
         counters: Arc<WebhookCounters>,
     ) -> Result<Self, ProjectionError> {
         let outbox = Outbox::open(path)?;
-        if outbox.cursor()?.is_none() {
+        let start = *sources.projected.borrow();
+        match outbox.cursor()? {
             // A new outbox (a new data dir, or one from before webhooks): nothing before now
             // is announced.
-            outbox.enqueue(&[], *sources.projected.borrow(), 0, &mut 0)?;
+            None => {
+                outbox.enqueue(&[], start, 0, &mut 0)?;
+            }
+            // Only durable events are dispatched, so this means the log was replaced or cut
+            // by hand: follow the log rather than skip its next events.
+            Some(cursor) if cursor > start => {
+                tracing::warn!(
+                    cursor,
+                    log = start,
+                    "the webhook outbox is ahead of the log; following the log"
+                );
+                outbox.enqueue(&[], start, 0, &mut 0)?;
+            }
+            Some(_) => {}
         }
         let shared = Arc::new(Shared {
             outbox,
