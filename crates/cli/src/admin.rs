@@ -1,5 +1,6 @@
 //! The admin client commands of a running server (contract §2): `keyledger keys …`,
-//! `keyledger policy …`, `keyledger log checkpoint|public-key`, and shell completions.
+//! `keyledger policy …`, `keyledger webhook …`, `keyledger log checkpoint|public-key`, and shell
+//! completions.
 //!
 //! Every command prints a human view by default and the server's JSON with `--json`.
 //! Failures print `keyledger: <code>: <message>` on stderr and exit with the class's code
@@ -180,6 +181,40 @@ enum PolicyCommand {
         /// Prefix of new secrets (`[a-z][a-z0-9]{0,15}`).
         #[arg(long)]
         key_prefix: Option<String>,
+    },
+}
+
+/// `keyledger webhook …`
+#[derive(Args)]
+pub struct WebhookArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: WebhookCommand,
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Configure (or replace) a workspace's webhook; prints its new signing secret once.
+    Set {
+        workspace: String,
+        /// Where to POST notifications (http:// or https://). `--url` names the server.
+        #[arg(long, value_name = "URL")]
+        endpoint: String,
+        /// A notification type to send (repeatable; none = all), e.g. `key.revoked`.
+        #[arg(long = "event", value_name = "TYPE")]
+        events: Vec<String>,
+    },
+    /// Show a workspace's webhook (never its secret).
+    Get { workspace: String },
+    /// Disable a workspace's webhook; undelivered notifications are cancelled.
+    Disable { workspace: String },
+    /// List the latest delivery attempts, newest first.
+    Deliveries {
+        workspace: String,
+        /// How many attempts (1 to 1000, default 100).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: Option<u32>,
     },
 }
 
@@ -472,6 +507,50 @@ fn policy(args: PolicyArgs) -> Result<(), ClientError> {
         emit_json(&policy);
     } else {
         emit(&table::policy_details(&policy, Style::for_stdout()));
+    }
+    Ok(())
+}
+
+pub fn run_webhook(args: WebhookArgs) -> ExitCode {
+    finish(webhook(args))
+}
+
+fn webhook(args: WebhookArgs) -> Result<(), ClientError> {
+    let client = args.connection.client()?;
+    let style = Style::for_stdout();
+    let (answer, human) = match args.command {
+        WebhookCommand::Set { workspace, endpoint, events } => {
+            let answer = client.set_webhook(&workspace, &json!({"url": endpoint, "events": events}))?;
+            let human = format!(
+                "Webhook of workspace {workspace} configured.\n\n{}{}",
+                table::webhook_details(&answer, style),
+                secret_lines(&answer, style)
+            );
+            (answer, human)
+        }
+        WebhookCommand::Get { workspace } => {
+            let answer = client.get_webhook(&workspace)?;
+            let human = table::webhook_details(&answer, style);
+            (answer, human)
+        }
+        WebhookCommand::Disable { workspace } => {
+            let answer = client.disable_webhook(&workspace)?;
+            let human = format!(
+                "Webhook of workspace {workspace} disabled.\n\n{}",
+                table::webhook_details(&answer, style)
+            );
+            (answer, human)
+        }
+        WebhookCommand::Deliveries { workspace, limit } => {
+            let answer = client.webhook_deliveries(&workspace, limit)?;
+            let human = table::deliveries_table(&answer, chrono::Utc::now(), style);
+            (answer, human)
+        }
+    };
+    if args.connection.json {
+        emit_json(&answer)
+    } else {
+        emit(&human)
     }
     Ok(())
 }

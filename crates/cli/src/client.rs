@@ -177,6 +177,7 @@ enum Method {
     Post,
     Put,
     Patch,
+    Delete,
 }
 
 /// A client of one keyledger server, authenticated with one admin key.
@@ -269,6 +270,12 @@ impl Client {
                 }
                 request.call()
             }
+            Method::Delete => self
+                .agent
+                .delete(&url)
+                .header("authorization", &authorization)
+                .header("accept", "application/json")
+                .call(),
             Method::Post | Method::Put | Method::Patch => {
                 let mut request = match method {
                     Method::Post => self.agent.post(&url),
@@ -365,6 +372,29 @@ impl Client {
     /// `PUT /v1/workspaces/{ws}/policy` (replaces the whole policy).
     pub fn set_policy(&self, workspace: &str, body: &Value) -> Result<Value, ClientError> {
         self.send(Method::Put, &format!("/v1/workspaces/{}/policy", segment(workspace)), &[], Some(body))
+    }
+
+    /// `PUT /v1/workspaces/{ws}/webhook` → the webhook plus its new `secret`.
+    pub fn set_webhook(&self, workspace: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(Method::Put, &format!("/v1/workspaces/{}/webhook", segment(workspace)), &[], Some(body))
+    }
+
+    /// `GET /v1/workspaces/{ws}/webhook` → the webhook (never its secret).
+    pub fn get_webhook(&self, workspace: &str) -> Result<Value, ClientError> {
+        self.send(Method::Get, &format!("/v1/workspaces/{}/webhook", segment(workspace)), &[], None)
+    }
+
+    /// `DELETE /v1/workspaces/{ws}/webhook` → the disabled webhook.
+    pub fn disable_webhook(&self, workspace: &str) -> Result<Value, ClientError> {
+        self.send(Method::Delete, &format!("/v1/workspaces/{}/webhook", segment(workspace)), &[], None)
+    }
+
+    /// `GET /v1/workspaces/{ws}/webhook/deliveries?limit=` → `{"attempts", "pending"}`.
+    pub fn webhook_deliveries(&self, workspace: &str, limit: Option<u32>) -> Result<Value, ClientError> {
+        let limit = limit.map(|l| l.to_string());
+        let query: Vec<(&str, &str)> = limit.as_deref().map(|l| ("limit", l)).into_iter().collect();
+        let path = format!("/v1/workspaces/{}/webhook/deliveries", segment(workspace));
+        self.send(Method::Get, &path, &query, None)
     }
 
     /// `GET /v1/log/checkpoint` → `{"size", "root_hash", "timestamp", "note"}`.
@@ -530,6 +560,7 @@ fn method_name(method: Method) -> &'static str {
         Method::Post => "POST",
         Method::Put => "PUT",
         Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
     }
 }
 

@@ -48,6 +48,9 @@ enum Command {
     Keys(admin::KeysArgs),
     /// Show or set a workspace's key policy on a running server.
     Policy(admin::PolicyArgs),
+    /// Configure a workspace's signed webhook notifications on a running server, and list
+    /// their deliveries.
+    Webhook(admin::WebhookArgs),
     /// Download a signed export from a running server, or verify one offline.
     Export(export::ExportArgs),
     /// Ask a running server what happened: a key's events, a leak report, request ids,
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
         Command::Log { command: LogCommand::PublicKey(args) } => Ok(admin::run_public_key(args)),
         Command::Keys(args) => Ok(admin::run_keys(args)),
         Command::Policy(args) => Ok(admin::run_policy(args)),
+        Command::Webhook(args) => Ok(admin::run_webhook(args)),
         Command::Export(args) => Ok(export::run(args)),
         Command::Audit(args) => Ok(audit::run(args)),
         Command::Completions { shell } => Ok(admin::completions(shell)),

@@ -292,6 +292,51 @@ pub fn policy_details(policy: &Value, style: Style) -> String {
     fields(&rows, style)
 }
 
+/// A webhook's configuration.
+pub fn webhook_details(webhook: &Value, style: Style) -> String {
+    let events = list(webhook, "events");
+    let rows = vec![
+        ("workspace", or_dash(&webhook["workspace"])),
+        ("url", or_dash(&webhook["url"])),
+        ("events", if events.is_empty() { "all".to_owned() } else { events.join(", ") }),
+        ("enabled", or_dash(&webhook["enabled"])),
+        ("updated at", or_dash(&webhook["updated_at"])),
+        ("updated by", or_dash(&webhook["updated_by"])),
+    ];
+    fields(&rows, style)
+}
+
+/// A webhook's delivery attempts, newest first, and how many wait.
+pub fn deliveries_table(answer: &Value, now: DateTime<Utc>, style: Style) -> String {
+    let pending = answer.get("pending").and_then(Value::as_u64).unwrap_or(0);
+    let attempts = answer.get("attempts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let footer = format!("{pending} waiting for delivery\n");
+    if attempts.is_empty() {
+        return format!("no delivery attempts\n{footer}");
+    }
+    let headers = ["AT", "DELIVERY", "TYPE", "ATTEMPT", "STATUS", "OUTCOME", "NEXT RETRY"];
+    let rows: Vec<Vec<Cell>> = attempts
+        .iter()
+        .map(|a| {
+            let status = match (&a["status"], a["error"].as_str()) {
+                (Value::Number(n), _) => n.to_string(),
+                (_, Some(error)) => ellipsize(error, 40),
+                _ => "-".to_owned(),
+            };
+            vec![
+                Cell::plain(relative_field(&a["at"], now, "-")),
+                Cell::plain(text(a, "delivery_id")),
+                Cell::plain(text(a, "type")),
+                Cell::plain(or_dash(&a["attempt"])),
+                Cell::plain(status),
+                Cell::plain(text(a, "outcome")),
+                Cell::plain(relative_field(&a["next_retry_at"], now, "-")),
+            ]
+        })
+        .collect();
+    format!("{}{footer}", render(&headers, &rows, style))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

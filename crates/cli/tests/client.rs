@@ -421,3 +421,77 @@ fn completions_are_generated() {
     let bad = Command::new(BIN).args(["completions", "cmd.exe"]).output().expect("run");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A receiver on loopback that answers 200 to every POST and counts them.
+fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn webhooks_through_the_cli_and_the_secret_stays_out_of_the_server_log() {
+    let server = Server::start();
+    let (url, received) = receiver();
+    let set = server.json(&["webhook", "set", "shop", "--endpoint", &url, "--event", "key.created"]);
+    let secret = set["secret"].as_str().unwrap_or_else(|| panic!("no secret in {set}")).to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(set["events"], serde_json::json!(["key.created"]));
+    let get = server.json(&["webhook", "get", "shop"]);
+    assert!(get.get("secret").is_none());
+    assert_eq!(get["url"], url.as_str());
+
+    server.json(&["keys", "create", "shop", "--name", "a"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let deliveries = loop {
+        let deliveries = server.json(&["webhook", "deliveries", "shop", "--limit", "10"]);
+        if deliveries["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break deliveries;
+        }
+        assert!(Instant::now() < deadline, "nothing delivered; log:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(deliveries["attempts"][0]["outcome"], "delivered", "{deliveries}");
+    assert_eq!(deliveries["attempts"][0]["type"], "key.created");
+    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let human = server.cli(&["webhook", "deliveries", "shop"]);
+    assert!(
+        stdout(&human).contains("key.created") && stdout(&human).contains("delivered"),
+        "{}",
+        stdout(&human)
+    );
+
+    let disabled = server.json(&["webhook", "disable", "shop"]);
+    assert_eq!(disabled["enabled"], false);
+    let missing = server.cli(&["webhook", "get", "nowhere"]);
+    assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
+
+    let log = server.log();
+    assert!(log.contains("webhook delivered"), "each attempt is a log line:\n{log}");
+    assert!(!log.contains(&secret) && !log.contains("whsec_"), "the secret reached the log:\n{log}");
+}

@@ -182,8 +182,17 @@ mod tests {
                 envelope(Payload::Idempotency(IdempotencyRecord {
                     id: [0x11; 32],
                     fingerprint: [0x22; 32],
-                    workspace: ws,
+                    workspace: ws.clone(),
                     key_ids: vec![key(1)],
+                })),
+            ),
+            (
+                EventKind::WebhookSet,
+                envelope(Payload::WebhookSet(WebhookSet {
+                    workspace: ws,
+                    url: "https://h/x".into(),
+                    events: vec!["key.revoked".into()],
+                    enabled: true,
                 })),
             ),
         ]
@@ -219,6 +228,7 @@ mod tests {
             EventKind::Idempotency,
             "0b111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222220461636d650101010101010101010101010101010101",
         ),
+        (EventKind::WebhookSet, "0c0461636d650b68747470733a2f2f682f78010b6b65792e7265766f6b656401"),
     ];
 
     #[test]
@@ -264,7 +274,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_events_decode_canonically_or_fail(index in 0usize..11, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        fn mutated_events_decode_canonically_or_fail(index in 0usize..13, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
             let mut bytes = encode_event(&examples()[index].1);
             let at = pos.index(bytes.len());
             bytes[at] = byte;

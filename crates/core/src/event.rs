@@ -54,6 +54,7 @@ pub enum Payload {
     Enabled(KeyRef),
     Lookup(Lookup),
     Idempotency(IdempotencyRecord),
+    WebhookSet(WebhookSet),
 }
 
 /// The kind of an event, as the API names it.
@@ -72,6 +73,7 @@ pub enum EventKind {
     Enabled,
     Lookup,
     Idempotency,
+    WebhookSet,
 }
 
 impl EventKind {
@@ -89,6 +91,7 @@ impl EventKind {
             EventKind::Enabled => "enabled",
             EventKind::Lookup => "lookup",
             EventKind::Idempotency => "idempotency",
+            EventKind::WebhookSet => "webhook_set",
         }
     }
 
@@ -266,6 +269,20 @@ pub struct IdempotencyRecord {
     pub key_ids: Vec<KeyId>,
 }
 
+/// A workspace's webhook as configured (replacing the previous configuration whole). Its
+/// signing secret is never recorded: it is derived from the pepper, the workspace and this
+/// event's seq, so every `webhook_set` that enables a webhook also rotates its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSet {
+    pub workspace: WorkspaceId,
+    /// Where deliveries are POSTed (`http://` or `https://`).
+    pub url: String,
+    /// The notification types subscribed to, sorted; empty means every type.
+    pub events: Vec<String>,
+    /// False once the webhook is disabled (its url and events are then kept for reference).
+    pub enabled: bool,
+}
+
 /// A reversible suspension of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disabled {
@@ -289,6 +306,7 @@ impl Payload {
             Payload::Enabled(_) => EventKind::Enabled,
             Payload::Lookup(_) => EventKind::Lookup,
             Payload::Idempotency(_) => EventKind::Idempotency,
+            Payload::WebhookSet(_) => EventKind::WebhookSet,
         }
     }
 
@@ -306,6 +324,7 @@ impl Payload {
             Payload::Disabled(e) => &e.workspace,
             Payload::Lookup(e) => &e.workspace,
             Payload::Idempotency(e) => &e.workspace,
+            Payload::WebhookSet(e) => &e.workspace,
         }
     }
 
@@ -318,7 +337,7 @@ impl Payload {
             Payload::Rotated(e) => Some(e.key_id),
             Payload::Revoked(e) => Some(e.key_id),
             Payload::Expired(e) | Payload::Enabled(e) => Some(e.key_id),
-            Payload::PolicySet(_) => None,
+            Payload::PolicySet(_) | Payload::WebhookSet(_) => None,
             Payload::Updated(e) => Some(e.key_id),
             Payload::Disabled(e) => Some(e.key_id),
             // An admin action, not an event of the key's life: found in `found`.

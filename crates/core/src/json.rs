@@ -87,6 +87,11 @@ pub fn event_json(event: &Event) -> Value {
         Payload::Expired(_) | Payload::Enabled(_) => {}
         Payload::PolicySet(e) => put("policy", policy_json(&e.policy)),
         Payload::Lookup(e) => put("found", opt(&e.found)),
+        Payload::WebhookSet(e) => {
+            put("url", json!(e.url));
+            put("events", json!(e.events));
+            put("enabled", json!(e.enabled));
+        }
         Payload::Idempotency(e) => {
             put("key_ids", json!(e.key_ids.iter().map(ToString::to_string).collect::<Vec<_>>()));
         }

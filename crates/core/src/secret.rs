@@ -8,6 +8,9 @@
 //! Guarantees: a [`Secret`] never shows its value through `Debug`/`Display` and zeroes its
 //! memory on drop; only [`Secret::expose`] reveals it. What keyledger stores is a
 //! [`KeyHash`], BLAKE3 keyed with the data dir's [`Pepper`].
+//!
+//! A webhook's signing secret is a [`Secret`] too (`whsec_` + 43 base62 characters), never
+//! stored anywhere: [`Pepper::webhook_secret`] derives it again whenever it is needed.
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 use std::fmt;
@@ -147,7 +150,8 @@ fn checksum(head: &str) -> [u8; CHECK_LEN] {
     out
 }
 
-/// A key secret. Redacted in `Debug` and `Display`, zeroed on drop.
+/// A key secret (or a webhook signing secret). Redacted in `Debug` and `Display`, zeroed on
+/// drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Secret(String);
 
@@ -253,7 +257,30 @@ impl Pepper {
     pub fn hash(&self, secret: &str) -> KeyHash {
         KeyHash(*blake3::keyed_hash(&self.0, secret.as_bytes()).as_bytes())
     }
+
+    /// The signing secret of the webhook that the `webhook_set` event at `seq` configured
+    /// for `workspace`: `whsec_` + 43 base62 characters of BLAKE3 keyed with a key derived
+    /// from the pepper. Deterministic, so it is never stored; a new configuration (a new
+    /// seq) gives a new secret.
+    pub fn webhook_secret(&self, workspace: &str, seq: u64) -> Secret {
+        let key = Zeroizing::new(blake3::derive_key("keyledger webhook secret v1", &self.0));
+        let mut hasher = blake3::Hasher::new_keyed(&key);
+        hasher.update(workspace.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&seq.to_be_bytes());
+        let mut bytes = Zeroizing::new(*hasher.finalize().as_bytes());
+        let mut body = base62_body(&bytes);
+        bytes.zeroize();
+        let mut text = String::with_capacity(WEBHOOK_SECRET_PREFIX.len() + BODY_LEN);
+        text.push_str(WEBHOOK_SECRET_PREFIX);
+        text.extend(body.iter().map(|&b| b as char));
+        body.zeroize();
+        Secret(text)
+    }
 }
+
+/// What every webhook signing secret starts with.
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
 
 impl fmt::Debug for Pepper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -360,6 +387,23 @@ mod tests {
         assert!(!a.hash(secret.expose()).ct_eq(&b.hash(secret.expose())));
         assert_eq!(format!("{:?}", a.hash(secret.expose())), "KeyHash(<redacted>)");
         assert_eq!(format!("{a:?}"), "Pepper(<redacted>)");
+    }
+
+    #[test]
+    fn webhook_secrets_are_derived_per_workspace_and_configuration() {
+        let pepper = Pepper::from_bytes([1; 32]);
+        let secret = pepper.webhook_secret("acme", 7);
+        let text = secret.expose();
+        assert!(text.starts_with("whsec_"));
+        assert_eq!(text.len(), "whsec_".len() + BODY_LEN);
+        assert!(text["whsec_".len()..].bytes().all(is_base62));
+        assert_eq!(text, pepper.webhook_secret("acme", 7).expose());
+        assert_ne!(text, pepper.webhook_secret("acme", 8).expose());
+        assert_ne!(text, pepper.webhook_secret("acmf", 7).expose());
+        assert_ne!(text, Pepper::from_bytes([2; 32]).webhook_secret("acme", 7).expose());
+        // Not usable as an API key, and never shown by Debug.
+        assert!(Secret::check(text).is_err());
+        assert!(!format!("{secret:?}").contains(&text["whsec_".len()..]));
     }
 
     proptest! {

@@ -51,6 +51,9 @@ pub fn check_projections(
     if replay.policies != stored.policies {
         return Err(ProjectionCheckError::Differs { what: "workspace policies".into(), up_to });
     }
+    if replay.webhooks != stored.webhooks {
+        return Err(ProjectionCheckError::Differs { what: "webhook configurations".into(), up_to });
+    }
     if replay.idempotency != stored.idempotency {
         return Err(ProjectionCheckError::Differs { what: "idempotency records".into(), up_to });
     }

@@ -130,6 +130,12 @@ pub enum Command {
         wants: VerifyRequirements,
         context: UsageContext,
     },
+    /// Configures (`Some(url, events)`) or disables (`None`) a workspace's webhook.
+    SetWebhook {
+        caller: Caller,
+        workspace: WorkspaceId,
+        config: Option<(String, Vec<String>)>,
+    },
     /// Records that an admin looked up a candidate leaked secret (never the candidate).
     RecordLookup {
         caller: Caller,
@@ -159,6 +165,7 @@ pub enum Reply {
     Verdict(Box<Verdict>),
     /// The seq of a recorded event.
     Recorded(u64),
+    Webhook(Box<crate::state::Webhook>),
 }
 
 pub type CommandResult = Result<Reply, LedgerError>;

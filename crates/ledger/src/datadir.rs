@@ -27,6 +27,8 @@ pub const SIGNING_KEY_FILE: &str = "signing.key";
 pub const PEPPER_FILE: &str = "pepper.key";
 pub const LOG_DIR: &str = "log";
 pub const PROJECTIONS_FILE: &str = "projections.redb";
+/// The webhook outbox (not a projection: it remembers what was sent; see `webhook::outbox`).
+pub const WEBHOOKS_FILE: &str = "webhooks.redb";
 const LOCK_FILE: &str = "LOCK";
 const FORMAT: u32 = 1;
 

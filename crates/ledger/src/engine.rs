@@ -40,6 +40,7 @@ pub struct EngineOptions {
     pub usage_durability: Durability,
     pub writer: WriterOptions,
     pub storage: Arc<dyn Storage>,
+    pub webhooks: crate::webhook::WebhookOptions,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +49,7 @@ impl Default for EngineOptions {
             usage_durability: Durability::Written,
             writer: WriterOptions::default(),
             storage: OsStorage::shared(),
+            webhooks: crate::webhook::WebhookOptions::default(),
         }
     }
 }
@@ -103,6 +105,8 @@ pub struct Engine {
     projected: watch::Receiver<u64>,
     projector: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     projections_db: crate::projection::ProjectionsDb,
+    webhooks: crate::webhook::WebhookService,
+    webhook_counters: Arc<crate::webhook::WebhookCounters>,
     counters: EngineCounters,
     data_dir: PathBuf,
     _lock: DirLock,
@@ -213,6 +217,27 @@ impl Engine {
                 .spawn(move || run_projector(projections, events_rx, projected_tx, reader, committed))
                 .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?
         };
+        let webhook_counters = Arc::new(crate::webhook::WebhookCounters::default());
+        let sources = crate::webhook::service::Sources {
+            state: state.clone(),
+            reader: reader.clone(),
+            projections: projections_db.clone(),
+            projected: projected_rx.clone(),
+            pepper: secrets.pepper.clone(),
+        };
+        let webhooks = crate::webhook::WebhookService::start(
+            &dir.join(datadir::WEBHOOKS_FILE),
+            options.webhooks.clone(),
+            sources,
+            webhook_counters.clone(),
+        );
+        let webhooks = match webhooks {
+            Ok(webhooks) => webhooks,
+            Err(error) => {
+                writer.shutdown_blocking();
+                return Err(error.into());
+            }
+        };
         Ok(Self {
             state,
             writer,
@@ -222,6 +247,8 @@ impl Engine {
             projected: projected_rx,
             projector: std::sync::Mutex::new(Some(projector)),
             projections_db,
+            webhooks,
+            webhook_counters,
             counters: EngineCounters::default(),
             data_dir: dir.to_owned(),
             _lock: lock,
@@ -252,6 +279,10 @@ impl Engine {
 
     pub fn counters(&self) -> &EngineCounters {
         &self.counters
+    }
+
+    pub fn webhook_counters(&self) -> &crate::webhook::WebhookCounters {
+        &self.webhook_counters
     }
 
     pub fn writer_stats(&self) -> &keyledger_log::WriterStats {
@@ -546,6 +577,56 @@ impl Engine {
         all
     }
 
+    // ----- webhooks ----
+
+    /// Configures a workspace's webhook (replacing any previous one) and returns it with its
+    /// new signing secret: the only time the secret leaves keyledger.
+    pub async fn set_webhook(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        url: String,
+        events: Vec<String>,
+    ) -> Result<(crate::state::Webhook, Secret), LedgerError> {
+        crate::webhook::validate_url(&url)?;
+        let events = crate::webhook::validate_events(events)?;
+        let command =
+            Command::SetWebhook { caller, workspace: workspace.clone(), config: Some((url, events)) };
+        match self.submit(command).await? {
+            Reply::Webhook(webhook) => {
+                let secret = self.pepper.webhook_secret(workspace.as_str(), webhook.set_seq);
+                Ok((*webhook, secret))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Disables a workspace's webhook; its undelivered deliveries are cancelled.
+    pub async fn disable_webhook(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+    ) -> Result<crate::state::Webhook, LedgerError> {
+        match self.submit(Command::SetWebhook { caller, workspace, config: None }).await? {
+            Reply::Webhook(webhook) => Ok(*webhook),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A workspace's webhook configuration (never its secret).
+    pub fn webhook(&self, workspace: &WorkspaceId) -> Option<crate::state::Webhook> {
+        self.read_state().webhooks.get(workspace).cloned()
+    }
+
+    /// The most recent delivery attempts of a workspace's webhook, and how many wait.
+    pub fn webhook_deliveries(
+        &self,
+        workspace: &WorkspaceId,
+        limit: usize,
+    ) -> Result<crate::webhook::DeliveryList, LedgerError> {
+        self.webhooks.outbox().deliveries(workspace, limit).map_err(|e| LedgerError::Internal(e.to_string()))
+    }
+
     // ----- audit ----
 
     /// The audit indexes (read them after [`Self::wait_for_projections`] to see the
@@ -581,6 +662,8 @@ impl Engine {
 
     /// Drains pending appends, writes a final checkpoint, persists projections and stops.
     pub async fn shutdown(&self) {
+        let stop_webhooks = self.webhooks.stopper();
+        let _ = tokio::task::spawn_blocking(stop_webhooks).await;
         self.writer.shutdown().await;
         let projector = self.projector.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(projector) = projector {
@@ -589,6 +672,7 @@ impl Engine {
     }
 
     pub fn shutdown_blocking(&self) {
+        (self.webhooks.stopper())();
         self.writer.shutdown_blocking();
         let projector = self.projector.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(projector) = projector {

@@ -6,6 +6,7 @@
 //! - [`state`]: the registry and the one function that applies an event to it.
 //! - [`projection`]: redb-persisted projections with cursors, catch-up and rebuild.
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
+//! - [`webhook`]: signed webhook notifications, their outbox and delivery threads.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -18,8 +19,10 @@ pub mod export;
 pub mod projection;
 pub mod sequencer;
 pub mod state;
+pub mod webhook;
 
 pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec, Verdict};
 pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, VerifyOutcome};
 pub use error::{AuthError, LedgerError};
-pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements};
+pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements, Webhook};
+pub use webhook::{WebhookCounters, WebhookOptions};

@@ -32,6 +32,8 @@ const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_po
 /// key id → postcard(LastUsed): kept apart so a `used` event rewrites a few bytes, not the
 /// whole key record.
 const LAST_USED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_last_used");
+/// workspace → postcard(Webhook).
+const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_webhooks");
 /// idempotency id (32 bytes) → postcard(IdempotentResult).
 const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_idempotency");
 
@@ -120,6 +122,15 @@ impl Projection for RegistryProjection {
                     policies_changed.insert(p.workspace.clone());
                     partial.apply(event);
                 }
+                Payload::WebhookSet(w) => {
+                    // The previous configuration decides `since_seq`: load it first.
+                    if !partial.webhooks.contains_key(&w.workspace)
+                        && let Some(row) = txn.open_table(WEBHOOKS)?.get(w.workspace.as_str())?
+                    {
+                        partial.webhooks.insert(w.workspace.clone(), decode_webhook(row.value())?);
+                    }
+                    partial.apply(event);
+                }
                 _ => partial.apply(event),
             }
         }
@@ -143,6 +154,14 @@ impl Projection for RegistryProjection {
                 idempotency.insert(id.as_slice(), bytes.as_slice())?;
             }
         }
+        if !partial.webhooks.is_empty() {
+            let mut webhooks = txn.open_table(WEBHOOKS)?;
+            for (workspace, webhook) in &partial.webhooks {
+                let bytes =
+                    postcard::to_allocvec(webhook).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                webhooks.insert(workspace.as_str(), bytes.as_slice())?;
+            }
+        }
         let mut policies = txn.open_table(POLICIES)?;
         for workspace in policies_changed {
             let bytes = postcard::to_allocvec(&partial.policy(&workspace))
@@ -157,8 +176,13 @@ impl Projection for RegistryProjection {
         txn.delete_table(POLICIES)?;
         txn.delete_table(LAST_USED)?;
         txn.delete_table(IDEMPOTENCY)?;
+        txn.delete_table(WEBHOOKS)?;
         Ok(())
     }
+}
+
+fn decode_webhook(bytes: &[u8]) -> Result<crate::state::Webhook, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("webhook: {e}")))
 }
 
 fn read_last_used(
@@ -215,6 +239,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
     txn.open_table(POLICIES)?;
     txn.open_table(LAST_USED)?;
     txn.open_table(IDEMPOTENCY)?;
+    txn.open_table(WEBHOOKS)?;
     crate::audit::create_tables(txn)
 }
 
@@ -386,6 +411,12 @@ pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState,
         let policy: Policy = postcard::from_bytes(value.value())
             .map_err(|e| ProjectionError::Corrupt(format!("policy: {e}")))?;
         state.policies.insert(workspace, policy);
+    }
+    for row in txn.open_table(WEBHOOKS)?.iter()? {
+        let (workspace, value) = row?;
+        let workspace: WorkspaceId =
+            workspace.value().parse().map_err(|_| ProjectionError::Corrupt("webhook workspace".into()))?;
+        state.webhooks.insert(workspace, decode_webhook(value.value())?);
     }
     for row in txn.open_table(IDEMPOTENCY)?.iter()? {
         let (id, value) = row?;

@@ -192,6 +192,36 @@ impl Sequencer for LedgerSequencer {
                 }
                 Ok(Reply::Key(Box::new(find(&state, &key_id)?.clone())))
             }
+            Command::SetWebhook { caller, workspace, config } => {
+                check_actor(&state, &caller, now)?;
+                let previous = state.webhooks.get(&workspace);
+                let set = match (config, previous) {
+                    (Some((url, events)), _) => keyledger_core::WebhookSet {
+                        workspace: workspace.clone(),
+                        url,
+                        events,
+                        enabled: true,
+                    },
+                    (None, None) => {
+                        return Err(LedgerError::NotFound(format!("no webhook for workspace {workspace}")));
+                    }
+                    // Disabling a disabled webhook changes nothing.
+                    (None, Some(old)) if !old.enabled => return Ok(Reply::Webhook(Box::new(old.clone()))),
+                    (None, Some(old)) => keyledger_core::WebhookSet {
+                        workspace: workspace.clone(),
+                        url: old.url.clone(),
+                        events: old.events.clone(),
+                        enabled: false,
+                    },
+                };
+                emit(&mut state, batch, &caller.actor, caller.request_id, Payload::WebhookSet(set));
+                let webhook = state
+                    .webhooks
+                    .get(&workspace)
+                    .cloned()
+                    .ok_or_else(|| LedgerError::Internal("webhook vanished".into()))?;
+                Ok(Reply::Webhook(Box::new(webhook)))
+            }
             Command::RecordLookup { caller, workspace, found } => {
                 check_actor(&state, &caller, now)?;
                 let payload = Payload::Lookup(keyledger_core::Lookup { workspace, found });

@@ -148,10 +148,35 @@ pub struct LedgerState {
     pub by_hash: HashMap<KeyHash, KeyId>,
     pub by_workspace: BTreeMap<WorkspaceId, BTreeSet<KeyId>>,
     pub policies: BTreeMap<WorkspaceId, Policy>,
+    /// Webhooks by workspace, as their latest `webhook_set` left them.
+    pub webhooks: BTreeMap<WorkspaceId, Webhook>,
     /// Idempotent requests carried out, by their id (see [`IdempotentResult`]).
     pub idempotency: HashMap<[u8; 32], IdempotentResult>,
     /// Events applied so far (the next seq expected).
     pub applied: u64,
+}
+
+/// A workspace's webhook as its latest `webhook_set` event configured it (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    /// Subscribed notification types, sorted; empty means every type.
+    pub events: Vec<String>,
+    pub enabled: bool,
+    /// Seq of the `webhook_set` event: with the pepper, it gives the signing secret.
+    pub set_seq: u64,
+    pub set_at: Timestamp,
+    pub set_by: Actor,
+    /// The first seq the webhook is told about: that of the event that enabled it, kept by
+    /// later reconfigurations while it stays enabled.
+    pub since_seq: u64,
+}
+
+impl Webhook {
+    /// Whether deliveries of `kind` are wanted now.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.enabled && (self.events.is_empty() || self.events.iter().any(|e| e == kind))
+    }
 }
 
 /// What an idempotent request did, so that a retry can be answered without repeating it.
@@ -286,6 +311,22 @@ impl LedgerState {
                 }
             }
             Payload::Lookup(_) => {}
+            Payload::WebhookSet(w) => {
+                let since_seq = match self.webhooks.get(&w.workspace) {
+                    Some(old) if old.enabled && w.enabled => old.since_seq,
+                    _ => event.seq,
+                };
+                let webhook = Webhook {
+                    url: w.url.clone(),
+                    events: w.events.clone(),
+                    enabled: w.enabled,
+                    set_seq: event.seq,
+                    set_at: at,
+                    set_by: event.actor.clone(),
+                    since_seq,
+                };
+                self.webhooks.insert(w.workspace.clone(), webhook);
+            }
             Payload::Idempotency(record) => {
                 let result =
                     IdempotentResult { fingerprint: record.fingerprint, at, key_ids: record.key_ids.clone() };

@@ -168,6 +168,16 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
             engine.rotate(caller.clone(), *key_id, 3_600_000_000).await.unwrap();
         }
     }
+    // Webhook configurations, including a reconfiguration (which keeps `since_seq`) and a
+    // disabling, rebuild like everything else.
+    let hook = |n: u8| format!("http://127.0.0.1:9/{n}");
+    let (first, _) = engine.set_webhook(caller.clone(), ws("even"), hook(1), vec![]).await.unwrap();
+    let (second, _) =
+        engine.set_webhook(caller.clone(), ws("even"), hook(2), vec!["key.revoked".into()]).await.unwrap();
+    assert_eq!((second.since_seq, first.since_seq), (first.set_seq, first.set_seq));
+    assert!(second.set_seq > first.set_seq);
+    engine.set_webhook(caller.clone(), ws("odd"), hook(3), vec![]).await.unwrap();
+    assert!(!engine.disable_webhook(caller.clone(), ws("odd")).await.unwrap().enabled);
     engine.revoke_all(caller.clone(), ws("odd"), Some("drill".into())).await.unwrap();
     engine.shutdown().await;
     drop(engine);
@@ -190,6 +200,9 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
     assert_eq!(rebuilt.applied, log.len());
     assert_eq!(rebuilt, incremental);
     assert!(incremental.keys.values().filter(|k| k.workspace == ws("odd")).all(|k| k.revoked_at.is_some()));
+    assert_eq!(incremental.webhooks.len(), 2);
+    assert!(incremental.webhooks[&ws("even")].enabled && !incremental.webhooks[&ws("odd")].enabled);
+    assert_eq!(incremental.webhooks[&ws("even")].url, hook(2));
 }
 
 #[test]

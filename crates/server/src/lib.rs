@@ -22,12 +22,13 @@ pub mod request_id;
 pub mod throttle;
 pub mod verify;
 pub mod views;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::request::Parts;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use keyledger_core::{RequestId, Timestamp};
 use keyledger_ledger::Engine;
 use std::net::SocketAddr;
@@ -135,6 +136,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{ws}/keys", post(keys::create.layer(idempotent.clone())).get(keys::list))
         .route("/v1/workspaces/{ws}/keys/revoke-all", post(keys::revoke_all.layer(idempotent.clone())))
         .route("/v1/workspaces/{ws}/policy", get(keys::get_policy).put(keys::put_policy))
+        .route("/v1/workspaces/{ws}/webhook", get(webhooks::show).put(webhooks::set))
+        .route("/v1/workspaces/{ws}/webhook", delete(webhooks::disable))
+        .route("/v1/workspaces/{ws}/webhook/deliveries", get(webhooks::deliveries))
         .route("/v1/keys/{key_id}", get(keys::show).patch(keys::update))
         .route("/v1/keys/{key_id}/rotate", post(keys::rotate.layer(idempotent)))
         .route("/v1/keys/{key_id}/revoke", post(keys::revoke))

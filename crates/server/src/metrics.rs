@@ -78,6 +78,15 @@ pub async fn render(State(state): State<AppState>) -> Response {
         .absolute(counters.verify_malformed.load(Ordering::Relaxed));
     metrics::counter!("keyledger_verify_rejected_total", "reason" => "unknown")
         .absolute(counters.verify_unknown.load(Ordering::Relaxed));
+    let webhooks = engine.webhook_counters();
+    metrics::counter!("keyledger_webhook_deliveries_total", "outcome" => "delivered")
+        .absolute(webhooks.delivered.load(Ordering::Relaxed));
+    metrics::counter!("keyledger_webhook_deliveries_total", "outcome" => "given_up")
+        .absolute(webhooks.given_up.load(Ordering::Relaxed));
+    metrics::counter!("keyledger_webhook_deliveries_total", "outcome" => "dropped")
+        .absolute(webhooks.dropped.load(Ordering::Relaxed));
+    metrics::counter!("keyledger_webhook_failed_attempts_total")
+        .absolute(webhooks.failed_attempts.load(Ordering::Relaxed));
     metrics::gauge!("keyledger_log_healthy").set(if engine.is_healthy() { 1.0 } else { 0.0 });
     if let Some(checkpoint) = engine.log().latest_checkpoint() {
         let age = (Timestamp::now().micros() - checkpoint.timestamp.micros()) as f64 / 1e6;

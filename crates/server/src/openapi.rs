@@ -97,6 +97,60 @@ pub struct PolicyView {
     pub key_prefix: Option<String>,
 }
 
+/// A workspace's webhook (never its secret).
+#[derive(Serialize, ToSchema)]
+pub struct WebhookView {
+    pub workspace: String,
+    pub url: String,
+    /// Subscribed notification types; empty means all.
+    pub events: Vec<String>,
+    /// False once disabled (DELETE).
+    pub enabled: bool,
+    pub updated_at: String,
+    /// `system` or the admin key id that configured it.
+    pub updated_by: String,
+}
+
+/// A webhook plus its signing secret: returned once, by the PUT that issues it.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookWithSecret {
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+    /// HMAC-SHA256 key of the `keyledger-signature` header (the whole text is the key).
+    #[schema(example = "whsec_3kTq…")]
+    pub secret: String,
+}
+
+/// One delivery attempt.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookAttempt {
+    /// The `keyledger-webhook-id` of the delivery (the same on every retry).
+    pub delivery_id: String,
+    /// The notification type, e.g. `key.revoked`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub at: String,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// Why it failed without an answer, or why it was cancelled.
+    pub error: Option<String>,
+    /// delivered, retrying, failed (given up) or cancelled.
+    pub outcome: String,
+    pub duration_ms: u64,
+    pub next_retry_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookDeliveries {
+    pub workspace: String,
+    /// Deliveries waiting for a first attempt or a retry.
+    pub pending: u64,
+    /// Newest first.
+    pub attempts: Vec<WebhookAttempt>,
+}
+
 /// A successful verification.
 #[derive(Serialize, ToSchema)]
 pub struct Verified {
@@ -419,6 +473,10 @@ impl Modify for Security {
         crate::keys::revoke_all,
         crate::keys::get_policy,
         crate::keys::put_policy,
+        crate::webhooks::set,
+        crate::webhooks::show,
+        crate::webhooks::disable,
+        crate::webhooks::deliveries,
         crate::verify::verify_get_doc,
         crate::verify::verify_post_doc,
         crate::verify::verify_suffix_doc,
@@ -440,7 +498,7 @@ impl Modify for Security {
         crate::console::console_slash_doc,
         crate::console::console_file_doc,
     ),
-    components(schemas(EventContext, EventView, EventList, ValueStats, PathCount, ReportWindow, UseCounts, AfterRevocation, CompromiseReport, RequestTrace, SourceKey, SourceKeys, KeyAtInstant, ActiveKeys, Hygiene, LookupAnswer, ErrorBody, KeyView, IssuedKey, KeyList, Rotation, RevokedAll, PolicyView, Verified, CheckpointView, PublicKeyView, ProofView, Health))
+    components(schemas(EventContext, EventView, EventList, ValueStats, PathCount, ReportWindow, UseCounts, AfterRevocation, CompromiseReport, RequestTrace, SourceKey, SourceKeys, KeyAtInstant, ActiveKeys, Hygiene, LookupAnswer, ErrorBody, KeyView, IssuedKey, KeyList, Rotation, RevokedAll, PolicyView, WebhookView, WebhookWithSecret, WebhookAttempt, WebhookDeliveries, Verified, CheckpointView, PublicKeyView, ProofView, Health))
 )]
 pub struct ApiDoc;
 

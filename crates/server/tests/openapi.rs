@@ -300,8 +300,39 @@ async fn responses_conform_to_the_documented_schemas() {
     )
     .await;
     h.call("GET", "/v1/workspaces/{ws}/policy", "/v1/workspaces/acme/policy", a, None).await;
+    let webhook = "/v1/workspaces/{ws}/webhook";
+    let (s, _) = h
+        .call(
+            "PUT",
+            webhook,
+            "/v1/workspaces/acme/webhook",
+            a,
+            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["key.revoked"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    h.call("PUT", webhook, "/v1/workspaces/acme/webhook", a, Some(json!({"url": "hook"}))).await;
+    h.call("GET", webhook, "/v1/workspaces/acme/webhook", a, None).await;
+    h.call("GET", webhook, "/v1/workspaces/nowhere/webhook", a, None).await;
+    h.call(
+        "GET",
+        "/v1/workspaces/{ws}/webhook/deliveries",
+        "/v1/workspaces/acme/webhook/deliveries?limit=5",
+        a,
+        None,
+    )
+    .await;
+    h.call(
+        "GET",
+        "/v1/workspaces/{ws}/webhook/deliveries",
+        "/v1/workspaces/acme/webhook/deliveries?limit=0",
+        a,
+        None,
+    )
+    .await;
     h.call("POST", "/v1/workspaces/{ws}/keys/revoke-all", "/v1/workspaces/acme/keys/revoke-all", a, None)
         .await;
+    h.call("DELETE", webhook, "/v1/workspaces/acme/webhook", a, None).await;
     h.call("GET", "/v1/log/checkpoint", "/v1/log/checkpoint", a, None).await;
     h.call("GET", "/v1/log/public-key", "/v1/log/public-key", a, None).await;
     h.call("GET", "/v1/log/proofs/inclusion", "/v1/log/proofs/inclusion?seq=0&size=2", a, None).await;

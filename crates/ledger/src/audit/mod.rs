@@ -119,6 +119,29 @@ pub fn delete_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
     Ok(())
 }
 
+/// The seq of `key_id`'s first verification (allowed or denied) from `ip`, from the
+/// `audit_src_events` index: one key lookup and the first row of one range.
+pub fn first_use_from(
+    db: &redb::ReadTransaction,
+    key_id: keyledger_core::KeyId,
+    ip: IpAddr,
+) -> Result<Option<u64>, ProjectionError> {
+    let Some(key_no) = db.open_table(KEY_NOS)?.get(key_id.as_bytes().as_slice())?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let mut start = [0u8; 28];
+    start[..16].copy_from_slice(&ip_key(ip));
+    start[16..20].copy_from_slice(&key_no.to_be_bytes());
+    let mut end = start;
+    end[20..].copy_from_slice(&[0xff; 8]);
+    let table = db.open_table(SRC_EVENTS)?;
+    let mut rows = table.range(start.as_slice()..=end.as_slice())?;
+    match rows.next() {
+        Some(row) => Ok(Some(be_u64(&row?.0.value()[20..28]))),
+        None => Ok(None),
+    }
+}
+
 /// A table's name and its rows as bytes.
 pub type TableDump = (String, Vec<(Vec<u8>, Vec<u8>)>);
 
@@ -221,6 +244,7 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
         EventKind::Enabled => 9,
         EventKind::Lookup => 10,
         EventKind::Idempotency => 11,
+        EventKind::WebhookSet => 12,
     }
 }
 

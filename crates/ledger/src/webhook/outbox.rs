@@ -1,0 +1,332 @@
+//! The webhook outbox: `webhooks.redb` in the data dir, kept apart from the projections
+//! because it is not derived from the log alone (it remembers what was sent), so it is
+//! never rebuilt, and its writes never wait on the projector's.
+//!
+//! | table | key → value |
+//! | --- | --- |
+//! | `webhook_meta` | `cursor` (next seq to dispatch), `next_order`, `next_attempt` → u64 |
+//! | `webhook_pending` | delivery id → postcard([`Pending`]) |
+//! | `webhook_due` | next attempt time (8) ‖ order (8) → delivery id |
+//! | `webhook_pending_count` | workspace → undelivered deliveries (for the cap) |
+//! | `webhook_attempts` | workspace ‖ 0 ‖ attempt no (8) → postcard([`Attempt`]) |
+//! | `webhook_expiring` | key id (16) ‖ expires at (8) → () (`key.expiring` already queued) |
+//!
+//! Guarantees: new deliveries and the dispatcher's cursor are written in one transaction,
+//! so a crash never loses an event's notifications nor queues them twice (a re-dispatch of
+//! an already queued id keeps the queued row); a delivery leaves `webhook_pending` only in
+//! the transaction that records its final attempt, made durable at once.
+
+use super::Notification;
+use crate::projection::ProjectionError;
+use keyledger_core::{Timestamp, WorkspaceId};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("webhook_meta");
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_pending");
+const DUE: TableDefinition<&[u8], &str> = TableDefinition::new("webhook_due");
+const PENDING_COUNT: TableDefinition<&str, u64> = TableDefinition::new("webhook_pending_count");
+const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("webhook_attempts");
+const EXPIRING: TableDefinition<&[u8], ()> = TableDefinition::new("webhook_expiring");
+
+const CURSOR: &str = "cursor";
+const NEXT_ORDER: &str = "next_order";
+const NEXT_ATTEMPT: &str = "next_attempt";
+
+/// A delivery not yet delivered nor given up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub id: String,
+    pub workspace: WorkspaceId,
+    pub kind: String,
+    /// The exact JSON body to POST (fixed when queued; only the signature changes).
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub created_at: Timestamp,
+    pub next_at: Timestamp,
+    /// Queue order among deliveries due at the same instant.
+    pub order: u64,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptOutcome {
+    /// Answered 2xx: done.
+    Delivered,
+    /// Failed; another attempt is scheduled.
+    Retrying,
+    /// Failed, and it was the last attempt (or the delivery was too old): given up.
+    Failed,
+    /// Not sent: the webhook was disabled or no longer subscribes to the type.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retrying => "retrying",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One recorded attempt (never the secret, the signature or the URL).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub delivery_id: String,
+    pub kind: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub at: Timestamp,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// Why it failed without an answer (connection refused, timeout…), or was cancelled.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub outcome: AttemptOutcome,
+    pub next_retry_at: Option<Timestamp>,
+}
+
+/// The deliveries listing of one workspace.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryList {
+    /// Most recent first.
+    pub attempts: Vec<Attempt>,
+    /// Deliveries waiting for a first attempt or a retry.
+    pub pending: u64,
+}
+
+/// The outbox database.
+pub struct Outbox {
+    db: Database,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ProjectionError> {
+    postcard::to_allocvec(value).map_err(|e| ProjectionError::Corrupt(format!("webhook row: {e}")))
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("webhook row: {e}")))
+}
+
+fn due_key(next_at: Timestamp, order: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&(next_at.micros().max(0) as u64).to_be_bytes());
+    key[8..].copy_from_slice(&order.to_be_bytes());
+    key
+}
+
+fn attempts_prefix(workspace: &WorkspaceId) -> Vec<u8> {
+    let mut key = workspace.as_str().as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+fn next(txn: &WriteTransaction, counter: &str) -> Result<u64, ProjectionError> {
+    let mut meta = txn.open_table(META)?;
+    let value = meta.get(counter)?.map_or(0, |v| v.value());
+    meta.insert(counter, value + 1)?;
+    Ok(value)
+}
+
+impl Outbox {
+    pub fn open(path: &Path) -> Result<Self, ProjectionError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(META)?;
+        txn.open_table(PENDING)?;
+        txn.open_table(DUE)?;
+        txn.open_table(PENDING_COUNT)?;
+        txn.open_table(ATTEMPTS)?;
+        txn.open_table(EXPIRING)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// The next seq to dispatch, or `None` on a fresh outbox.
+    pub fn cursor(&self) -> Result<Option<u64>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(META)?.get(CURSOR)?.map(|v| v.value()))
+    }
+
+    /// Queues `notifications` (skipping ids already queued, and counting those over the
+    /// workspace's cap in `dropped`) and moves the cursor to `cursor`, in one transaction.
+    /// Returns how many were queued.
+    pub fn enqueue(
+        &self,
+        notifications: &[Notification],
+        cursor: u64,
+        max_pending: u64,
+        dropped: &mut u64,
+    ) -> Result<usize, ProjectionError> {
+        let mut txn = self.db.begin_write()?;
+        // A lost commit is redone from the log on restart; only queued rows need durability.
+        txn.set_durability(if notifications.is_empty() { Durability::None } else { Durability::Immediate })?;
+        let queued = Self::queue(&txn, notifications, max_pending, dropped)?;
+        txn.open_table(META)?.insert(CURSOR, cursor)?;
+        txn.commit()?;
+        Ok(queued)
+    }
+
+    fn queue(
+        txn: &WriteTransaction,
+        notifications: &[Notification],
+        max_pending: u64,
+        dropped: &mut u64,
+    ) -> Result<usize, ProjectionError> {
+        let now = Timestamp::now();
+        let mut queued = 0;
+        for notification in notifications {
+            if txn.open_table(PENDING)?.get(notification.id.as_str())?.is_some() {
+                continue;
+            }
+            let mut counts = txn.open_table(PENDING_COUNT)?;
+            let count = counts.get(notification.workspace.as_str())?.map_or(0, |v| v.value());
+            if count >= max_pending {
+                *dropped += 1;
+                continue;
+            }
+            counts.insert(notification.workspace.as_str(), count + 1)?;
+            drop(counts);
+            let order = next(txn, NEXT_ORDER)?;
+            let pending = Pending {
+                id: notification.id.clone(),
+                workspace: notification.workspace.clone(),
+                kind: notification.kind.to_owned(),
+                body: notification.body.clone(),
+                attempts: 0,
+                created_at: now,
+                next_at: now,
+                order,
+            };
+            txn.open_table(PENDING)?.insert(pending.id.as_str(), encode(&pending)?.as_slice())?;
+            txn.open_table(DUE)?.insert(due_key(now, order).as_slice(), pending.id.as_str())?;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
+    /// Queues a `key.expiring` notification unless this key and expiry were announced.
+    pub fn enqueue_expiring(
+        &self,
+        notification: &Notification,
+        marker: &[u8; 24],
+        max_pending: u64,
+        dropped: &mut u64,
+    ) -> Result<bool, ProjectionError> {
+        let txn = self.db.begin_write()?;
+        if txn.open_table(EXPIRING)?.get(marker.as_slice())?.is_some() {
+            return Ok(false);
+        }
+        let queued = Self::queue(&txn, std::slice::from_ref(notification), max_pending, dropped)?;
+        if queued > 0 {
+            txn.open_table(EXPIRING)?.insert(marker.as_slice(), ())?;
+        }
+        txn.commit()?;
+        Ok(queued > 0)
+    }
+
+    /// Whether this key and expiry were announced.
+    pub fn expiring_announced(&self, marker: &[u8; 24]) -> Result<bool, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(EXPIRING)?.get(marker.as_slice())?.is_some())
+    }
+
+    /// The delivery due first, whether or not its time has come.
+    pub fn first_due(&self) -> Result<Option<Pending>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let due = txn.open_table(DUE)?;
+        let Some(first) = due.first()? else { return Ok(None) };
+        let id = first.1.value().to_owned();
+        let pending = txn.open_table(PENDING)?;
+        let row =
+            pending.get(id.as_str())?.ok_or_else(|| ProjectionError::Corrupt("webhook due row".into()))?;
+        Ok(Some(decode(row.value())?))
+    }
+
+    /// Records an attempt of `pending` and either reschedules it (`retry_at`) or removes it,
+    /// durably. The attempt is numbered `pending.attempts + 1`.
+    pub fn record(
+        &self,
+        pending: &Pending,
+        mut attempt: Attempt,
+        retry_at: Option<Timestamp>,
+    ) -> Result<(), ProjectionError> {
+        let txn = self.db.begin_write()?;
+        let mut due = txn.open_table(DUE)?;
+        due.remove(due_key(pending.next_at, pending.order).as_slice())?;
+        let mut rows = txn.open_table(PENDING)?;
+        attempt.next_retry_at = retry_at;
+        match retry_at {
+            Some(next_at) => {
+                let updated = Pending { attempts: pending.attempts + 1, next_at, ..pending.clone() };
+                rows.insert(pending.id.as_str(), encode(&updated)?.as_slice())?;
+                due.insert(due_key(next_at, pending.order).as_slice(), pending.id.as_str())?;
+            }
+            None => {
+                rows.remove(pending.id.as_str())?;
+                let mut counts = txn.open_table(PENDING_COUNT)?;
+                let count = counts.get(pending.workspace.as_str())?.map_or(0, |v| v.value());
+                if count <= 1 {
+                    counts.remove(pending.workspace.as_str())?;
+                } else {
+                    counts.insert(pending.workspace.as_str(), count - 1)?;
+                }
+            }
+        }
+        drop((due, rows));
+        let no = next(&txn, NEXT_ATTEMPT)?;
+        let mut key = attempts_prefix(&pending.workspace);
+        key.extend_from_slice(&no.to_be_bytes());
+        txn.open_table(ATTEMPTS)?.insert(key.as_slice(), encode(&attempt)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The most recent `limit` attempts of a workspace and its pending count.
+    pub fn deliveries(&self, workspace: &WorkspaceId, limit: usize) -> Result<DeliveryList, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let prefix = attempts_prefix(workspace);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 8]);
+        let table = txn.open_table(ATTEMPTS)?;
+        let mut attempts = Vec::new();
+        for row in table.range(prefix.as_slice()..=end.as_slice())?.rev().take(limit) {
+            attempts.push(decode(row?.1.value())?);
+        }
+        let pending = txn.open_table(PENDING_COUNT)?.get(workspace.as_str())?.map_or(0, |v| v.value());
+        Ok(DeliveryList { attempts, pending })
+    }
+
+    /// Drops attempt records older than `before`.
+    pub fn prune_attempts(&self, before: Timestamp) -> Result<(), ProjectionError> {
+        let txn = self.db.begin_write()?;
+        let mut table = txn.open_table(ATTEMPTS)?;
+        let mut stale = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            let attempt: Attempt = decode(value.value())?;
+            if attempt.at < before {
+                stale.push(key.value().to_vec());
+            }
+        }
+        for key in stale {
+            table.remove(key.as_slice())?;
+        }
+        drop(table);
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes every commit durable (at shutdown).
+    pub fn persist(&self) -> Result<(), ProjectionError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
+    }
+}

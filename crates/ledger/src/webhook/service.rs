@@ -1,0 +1,432 @@
+//! The two webhook threads: the dispatcher (log → outbox) and the sender (outbox → HTTP).
+//! Neither holds a lock another component waits for while doing I/O: the registry's read
+//! lock is taken only to copy a workspace's configuration.
+
+use super::outbox::{Attempt, AttemptOutcome, Outbox, Pending};
+use super::{WebhookCounters, WebhookOptions, expiring_notification, notifications_for, sign};
+use crate::projection::ProjectionError;
+use crate::state::{KeyStatus, LedgerState, Webhook};
+use keyledger_core::{Pepper, Timestamp, WorkspaceId};
+use keyledger_log::LogReader;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Wakes the threads early (new deliveries) and tells them to stop.
+#[derive(Default)]
+struct Signal {
+    state: Mutex<(bool, u64)>,
+    changed: Condvar,
+}
+
+impl Signal {
+    /// Waits up to `timeout` or until notified; true once stopping.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = guard.1;
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |(stop, generation)| !*stop && *generation == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        guard.0
+    }
+
+    fn notify(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 += 1;
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 = true;
+        self.changed.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// Everything both threads share.
+struct Shared {
+    outbox: Outbox,
+    options: WebhookOptions,
+    state: Arc<RwLock<LedgerState>>,
+    counters: Arc<WebhookCounters>,
+    signal: Signal,
+}
+
+impl Shared {
+    fn webhooks(&self) -> BTreeMap<WorkspaceId, Webhook> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).webhooks.clone()
+    }
+
+    fn webhook(&self, workspace: &WorkspaceId) -> Option<Webhook> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).webhooks.get(workspace).cloned()
+    }
+}
+
+/// The running webhook threads of an engine.
+pub(crate) struct WebhookService {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// What the dispatcher reads from.
+pub struct Sources {
+    pub state: Arc<RwLock<LedgerState>>,
+    pub reader: LogReader,
+    pub projections: crate::projection::ProjectionsDb,
+    pub projected: watch::Receiver<u64>,
+    pub pepper: Pepper,
+}
+
+impl WebhookService {
+    pub(crate) fn start(
+        path: &std::path::Path,
+        options: WebhookOptions,
+        sources: Sources,
+        counters: Arc<WebhookCounters>,
+    ) -> Result<Self, ProjectionError> {
+        let outbox = Outbox::open(path)?;
+        let start = *sources.projected.borrow();
+        match outbox.cursor()? {
+            // A new outbox (a new data dir, or one from before webhooks): nothing before now
+            // is announced.
+            None => {
+                outbox.enqueue(&[], start, 0, &mut 0)?;
+            }
+            // Only durable events are dispatched, so this means the log was replaced or cut
+            // by hand: follow the log rather than skip its next events.
+            Some(cursor) if cursor > start => {
+                tracing::warn!(
+                    cursor,
+                    log = start,
+                    "the webhook outbox is ahead of the log; following the log"
+                );
+                outbox.enqueue(&[], start, 0, &mut 0)?;
+            }
+            Some(_) => {}
+        }
+        let shared = Arc::new(Shared {
+            outbox,
+            options: options.clone(),
+            state: sources.state.clone(),
+            counters,
+            signal: Signal::default(),
+        });
+        let mut threads = Vec::new();
+        if options.enabled {
+            let dispatcher = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("keyledger-webhook-dispatch".into())
+                .spawn(move || {
+                    dispatch_loop(&dispatcher, &sources.reader, &sources.projections, sources.projected)
+                })
+                .map_err(|e| ProjectionError::Log(format!("cannot start the webhook dispatcher: {e}")))?;
+            threads.push(spawned);
+            let sender = shared.clone();
+            let pepper = sources.pepper;
+            let spawned = std::thread::Builder::new()
+                .name("keyledger-webhook-send".into())
+                .spawn(move || send_loop(&sender, &pepper))
+                .map_err(|e| ProjectionError::Log(format!("cannot start the webhook sender: {e}")))?;
+            threads.push(spawned);
+        }
+        Ok(Self { shared, threads: Mutex::new(threads) })
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.shared.outbox
+    }
+
+    /// What stops both threads (an attempt under way finishes first, within its timeout)
+    /// and persists the outbox; blocking, so async callers run it on a blocking thread.
+    pub(crate) fn stopper(&self) -> impl FnOnce() + Send + 'static {
+        self.shared.signal.stop();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let shared = self.shared.clone();
+        move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+            if let Err(error) = shared.outbox.persist() {
+                tracing::error!(%error, "could not persist the webhook outbox at shutdown");
+            }
+        }
+    }
+}
+
+impl Drop for WebhookService {
+    fn drop(&mut self) {
+        // An engine dropped without shutdown must not leave its threads polling forever.
+        self.shared.signal.stop();
+    }
+}
+
+fn dispatch_loop(
+    shared: &Shared,
+    reader: &LogReader,
+    projections: &crate::projection::ProjectionsDb,
+    projected: watch::Receiver<u64>,
+) {
+    let mut last_scan: Option<Instant> = None;
+    let mut last_prune = Instant::now();
+    loop {
+        if let Err(error) = dispatch(shared, reader, projections, &projected) {
+            tracing::error!(%error, "webhook dispatch failed; retrying");
+        }
+        if last_scan.is_none_or(|t| t.elapsed() >= shared.options.expiring_scan_interval) {
+            if let Err(error) = scan_expiring(shared) {
+                tracing::error!(%error, "webhook expiry scan failed");
+            }
+            last_scan = Some(Instant::now());
+        }
+        if last_prune.elapsed() >= Duration::from_secs(3600) {
+            let keep = i64::try_from(shared.options.attempt_retention.as_micros()).unwrap_or(i64::MAX);
+            let before = Timestamp(Timestamp::now().micros().saturating_sub(keep));
+            if let Err(error) = shared.outbox.prune_attempts(before) {
+                tracing::error!(%error, "pruning webhook attempt records failed");
+            }
+            last_prune = Instant::now();
+        }
+        if shared.signal.wait(shared.options.poll_interval) {
+            return;
+        }
+    }
+}
+
+/// Turns the durable, projected events after the cursor into queued deliveries.
+fn dispatch(
+    shared: &Shared,
+    reader: &LogReader,
+    projections: &crate::projection::ProjectionsDb,
+    projected: &watch::Receiver<u64>,
+) -> Result<(), ProjectionError> {
+    let Some(mut cursor) = shared.outbox.cursor()? else { return Ok(()) };
+    // Events below `target` are durable and in the audit index (new-source lookups).
+    let target = *projected.borrow();
+    while cursor < target {
+        let webhooks = shared.webhooks();
+        let end = target.min(cursor.saturating_add(4096));
+        let mut notifications = Vec::new();
+        if webhooks.values().any(|w| w.enabled) {
+            let snapshot = redb::ReadableDatabase::begin_read(&*projections.get()?)?;
+            for event in reader.events_from(cursor).take((end - cursor) as usize) {
+                let event = event.map_err(|e| ProjectionError::Log(e.to_string()))?;
+                let Some(webhook) = webhooks.get(event.payload.workspace()) else { continue };
+                if !webhook.enabled || event.seq < webhook.since_seq {
+                    continue;
+                }
+                let first_from_source = |key_id, ip| {
+                    webhook.wants("key.new_source")
+                        && crate::audit::first_use_from(&snapshot, key_id, ip)
+                            .is_ok_and(|first| first == Some(event.seq))
+                };
+                notifications.extend(
+                    notifications_for(&event, first_from_source)
+                        .into_iter()
+                        .filter(|n| webhook.wants(n.kind)),
+                );
+            }
+        }
+        let mut dropped = 0;
+        let queued = shared.outbox.enqueue(
+            &notifications,
+            end,
+            shared.options.max_pending_per_workspace,
+            &mut dropped,
+        )?;
+        note_dropped(shared, dropped);
+        if queued > 0 {
+            shared.signal.notify();
+        }
+        cursor = end;
+    }
+    Ok(())
+}
+
+fn note_dropped(shared: &Shared, dropped: u64) {
+    if dropped > 0 {
+        shared.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        tracing::warn!(dropped, "webhook outbox full: notifications dropped");
+    }
+}
+
+/// Queues `key.expiring` for active keys of subscribed workspaces that expire within 7 days.
+fn scan_expiring(shared: &Shared) -> Result<(), ProjectionError> {
+    let now = Timestamp::now();
+    let horizon = now.plus_micros(super::EXPIRING_WITHIN_MICROS);
+    let expiring: Vec<_> = {
+        let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .webhooks
+            .iter()
+            .filter(|(_, webhook)| webhook.wants("key.expiring"))
+            .flat_map(|(workspace, _)| state.workspace_keys(workspace))
+            .filter(|key| key.status(now) == KeyStatus::Active)
+            .filter_map(|key| key.expires_at.filter(|at| *at <= horizon).map(|at| (key.clone(), at)))
+            .collect()
+    };
+    let mut queued = false;
+    for (key, expires_at) in expiring {
+        let mut marker = [0u8; 24];
+        marker[..16].copy_from_slice(key.key_id.as_bytes());
+        marker[16..].copy_from_slice(&expires_at.micros().to_be_bytes());
+        if shared.outbox.expiring_announced(&marker)? {
+            continue;
+        }
+        let mut dropped = 0;
+        let notification = expiring_notification(&key, expires_at);
+        queued |= shared.outbox.enqueue_expiring(
+            &notification,
+            &marker,
+            shared.options.max_pending_per_workspace,
+            &mut dropped,
+        )?;
+        note_dropped(shared, dropped);
+    }
+    if queued {
+        shared.signal.notify();
+    }
+    Ok(())
+}
+
+fn send_loop(shared: &Shared, pepper: &Pepper) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // A redirect is a failure: the signature was made for the configured URL only.
+            .max_redirects(0)
+            .timeout_global(Some(shared.options.timeout))
+            .user_agent(concat!("keyledger-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build(),
+    );
+    while !shared.signal.stopped() {
+        let wait = match shared.outbox.first_due() {
+            Ok(None) => shared.options.poll_interval,
+            Ok(Some(pending)) => {
+                let now = Timestamp::now();
+                if pending.next_at <= now {
+                    if let Err(error) = attempt(shared, &agent, pepper, &pending) {
+                        tracing::error!(%error, "recording a webhook attempt failed");
+                        shared.options.poll_interval
+                    } else {
+                        Duration::ZERO
+                    }
+                } else {
+                    let micros = u64::try_from(pending.next_at.micros() - now.micros()).unwrap_or(0);
+                    Duration::from_micros(micros).min(shared.options.poll_interval)
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "reading the webhook outbox failed");
+                shared.options.poll_interval
+            }
+        };
+        if !wait.is_zero() && shared.signal.wait(wait) {
+            return;
+        }
+    }
+}
+
+/// Makes one attempt of `pending` and records it.
+fn attempt(
+    shared: &Shared,
+    agent: &ureq::Agent,
+    pepper: &Pepper,
+    pending: &Pending,
+) -> Result<(), ProjectionError> {
+    let number = pending.attempts + 1;
+    let record = |outcome, status, error: Option<String>, duration_ms| Attempt {
+        delivery_id: pending.id.clone(),
+        kind: pending.kind.clone(),
+        attempt: number,
+        at: Timestamp::now(),
+        status,
+        error,
+        duration_ms,
+        outcome,
+        next_retry_at: None,
+    };
+    let webhook = shared.webhook(&pending.workspace).filter(|w| w.wants(&pending.kind));
+    let Some(webhook) = webhook else {
+        let why = "the webhook was disabled or no longer subscribes to this type";
+        tracing::info!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, "webhook delivery cancelled");
+        return shared.outbox.record(
+            pending,
+            record(AttemptOutcome::Cancelled, None, Some(why.into()), 0),
+            None,
+        );
+    };
+    let max_age = i64::try_from(shared.options.max_age.as_micros()).unwrap_or(i64::MAX);
+    if Timestamp::now().micros().saturating_sub(pending.created_at.micros()) > max_age {
+        shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
+        let why = "older than the maximum age of a delivery";
+        tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, "webhook delivery given up");
+        return shared.outbox.record(
+            pending,
+            record(AttemptOutcome::Failed, None, Some(why.into()), 0),
+            None,
+        );
+    }
+    let secret = pepper.webhook_secret(pending.workspace.as_str(), webhook.set_seq);
+    let timestamp = Timestamp::now().micros().div_euclid(1_000_000);
+    let signature = sign(secret.expose(), &pending.id, timestamp, pending.body.as_bytes());
+    drop(secret);
+    let started = Instant::now();
+    let result = agent
+        .post(&webhook.url)
+        .header("content-type", "application/json")
+        .header("keyledger-webhook-id", &pending.id)
+        .header("keyledger-webhook-timestamp", &timestamp.to_string())
+        .header("keyledger-signature", &signature)
+        .send(pending.body.as_bytes());
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (status, error) = match result {
+        Ok(response) => (Some(response.status().as_u16()), None),
+        // ureq's errors name the host and the cause, never the request's headers.
+        Err(error) => (None, Some(transport_error(&error))),
+    };
+    if status.is_some_and(|s| (200..300).contains(&s)) {
+        shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, duration_ms, "webhook delivered");
+        return shared.outbox.record(
+            pending,
+            record(AttemptOutcome::Delivered, status, None, duration_ms),
+            None,
+        );
+    }
+    shared.counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
+    if number >= shared.options.max_attempts {
+        shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, error = error.as_deref(), "webhook delivery failed; given up");
+        return shared.outbox.record(
+            pending,
+            record(AttemptOutcome::Failed, status, error, duration_ms),
+            None,
+        );
+    }
+    let delay = i64::try_from(shared.options.backoff(number).as_micros()).unwrap_or(i64::MAX);
+    let retry_at = Timestamp::now().plus_micros(delay);
+    tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, error = error.as_deref(), retry_at = %retry_at.to_rfc3339(), "webhook delivery failed; will retry");
+    shared.outbox.record(
+        pending,
+        record(AttemptOutcome::Retrying, status, error, duration_ms),
+        Some(retry_at),
+    )
+}
+
+/// A short, secret-free description of a transport failure.
+fn transport_error(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Timeout(_) => "timed out".into(),
+        ureq::Error::Io(e) => format!("connection failed: {}", e.kind()),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "TLS handshake failed".into(),
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => "invalid URL".into(),
+        other => format!("request failed: {other}"),
+    }
+}

@@ -1,0 +1,551 @@
+//! Webhooks end to end: the HTTP API configures them, the engine's threads deliver signed
+//! notifications to a real receiver on loopback, retry, record, survive a restart.
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use hmac::{Hmac, Mac};
+use http_body_util::BodyExt;
+use keyledger_ledger::{Engine, EngineOptions, WebhookOptions};
+use keyledger_server::{AppState, ServerConfig, router};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tower::ServiceExt;
+
+// ----- a receiver on loopback ----------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+    at: Instant,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+    fn kind(&self) -> String {
+        self.json()["type"].as_str().unwrap().to_owned()
+    }
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
+/// A minimal HTTP/1.1 server: records every request, answers the next scripted status
+/// (then `default_status`), closes each connection.
+struct Receiver {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<u16>>>,
+    default_status: Arc<Mutex<u16>>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hooks/keyledger", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let default_status = Arc::new(Mutex::new(200));
+        let (r, s, d) = (received.clone(), script.clone(), default_status.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line.is_empty() {
+                    continue;
+                }
+                let mut headers = BTreeMap::new();
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap();
+                    headers.insert(name.trim().to_lowercase(), value.trim().to_owned());
+                }
+                let length: usize = headers.get("content-length").map_or(0, |v| v.parse().unwrap());
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                r.lock().unwrap().push(Received { headers, body, at: Instant::now() });
+                let status = s.lock().unwrap().pop_front().unwrap_or(*d.lock().unwrap());
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Self { url, received, script, default_status }
+    }
+
+    fn all(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn of_kind(&self, kind: &str) -> Vec<Received> {
+        self.all().into_iter().filter(|r| r.kind() == kind).collect()
+    }
+
+    /// Waits until `done` holds for what was received, or fails after 10 s.
+    async fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = self.all();
+            if done(&all) {
+                return all;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; received {:?}", kinds(&all));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn kinds(all: &[Received]) -> Vec<String> {
+    all.iter().map(Received::kind).collect()
+}
+
+// ----- keyledger in-process ------------------------------------------------------------
+
+fn fast() -> WebhookOptions {
+    WebhookOptions {
+        poll_interval: Duration::from_millis(20),
+        first_retry: Duration::from_millis(200),
+        max_delay: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
+        expiring_scan_interval: Duration::from_millis(100),
+        ..WebhookOptions::default()
+    }
+}
+
+struct Api {
+    app: axum::Router,
+    engine: Arc<Engine>,
+    admin: String,
+    path: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+fn init() -> (Arc<tempfile::TempDir>, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let init = {
+        let path = path.clone();
+        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
+    };
+    (Arc::new(dir), path, init.admin_key.expose().to_owned())
+}
+
+fn open(dir: Arc<tempfile::TempDir>, path: &Path, admin: &str, webhooks: WebhookOptions) -> Api {
+    let options = EngineOptions { webhooks, ..EngineOptions::default() };
+    let engine = Arc::new(Engine::open(path, options).unwrap());
+    let app = router(AppState::new(engine.clone(), ServerConfig::default()))
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+    Api { app, engine, admin: admin.to_owned(), path: path.to_owned(), _dir: dir }
+}
+
+fn api() -> Api {
+    let (dir, path, admin) = init();
+    open(dir, &path, &admin, fast())
+}
+
+impl Api {
+    async fn call_as(&self, key: &str, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request =
+            Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {key}"));
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(&self.admin.clone(), method, uri, body).await
+    }
+
+    async fn set_webhook(&self, workspace: &str, body: Value) -> String {
+        let (status, answer) =
+            self.call("PUT", &format!("/v1/workspaces/{workspace}/webhook"), Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["secret"].as_str().unwrap().to_owned()
+    }
+
+    async fn create(&self, workspace: &str, body: Value) -> (String, String) {
+        let (status, key) = self.call("POST", &format!("/v1/workspaces/{workspace}/keys"), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{key}");
+        (key["key_id"].as_str().unwrap().to_owned(), key["secret"].as_str().unwrap().to_owned())
+    }
+
+    async fn verify(&self, secret: &str, ip: &str) -> StatusCode {
+        let body = json!({"key": secret, "context": {"ip": ip, "user_agent": "test/1"}});
+        self.call("POST", "/v1/verify", Some(body)).await.0
+    }
+
+    async fn deliveries(&self, workspace: &str) -> Value {
+        let (status, list) =
+            self.call("GET", &format!("/v1/workspaces/{workspace}/webhook/deliveries"), None).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list
+    }
+}
+
+// ----- checking a delivery independently -----------------------------------------------
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The signature a receiver expects, computed here with RustCrypto, not keyledger's code.
+fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks signature, timestamp and envelope of a delivery as a receiver would.
+fn assert_authentic(received: &Received, secret: &str, workspace: &str) {
+    let id = received.header("keyledger-webhook-id");
+    let timestamp = received.header("keyledger-webhook-timestamp");
+    assert!(id.starts_with("whd_") && id.len() == 4 + 32, "{id}");
+    let sent: i64 = timestamp.parse().unwrap();
+    assert!((unix_now() - sent).abs() <= 5, "timestamp {sent} is not now");
+    assert_eq!(
+        received.header("keyledger-signature"),
+        expected_signature(secret, id, timestamp, &received.body)
+    );
+    assert_eq!(received.header("content-type"), "application/json");
+    let body = received.json();
+    assert_eq!(body["id"], id);
+    assert_eq!(body["workspace"], workspace);
+    assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(body["data"].is_object());
+    let text = String::from_utf8_lossy(&received.body);
+    assert!(!text.contains("whsec_") && !text.contains("\"hash\""), "{text}");
+    // Altering the body (one byte) breaks the signature.
+    let mut altered = received.body.clone();
+    let last = altered.len() - 2;
+    altered[last] ^= 1;
+    assert_ne!(received.header("keyledger-signature"), expected_signature(secret, id, timestamp, &altered));
+}
+
+/// The documented Python snippet, run against a real delivery.
+fn python_snippet_accepts(received: &Received, secret: &str) -> Option<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/webhooks.md")).unwrap();
+    let after = doc.split("<!-- webhook-snippet: python").nth(1).expect("the Python snippet marker");
+    let code = after.split("```python\n").nth(1).unwrap().split("\n```").next().unwrap();
+    let harness = r#"
+import json, sys
+case = json.load(sys.stdin)
+body = bytes.fromhex(case["body"])
+headers = case["headers"]
+seen = set()
+results = [
+    verify_keyledger_webhook(case["secret"], headers, body, seen),
+    verify_keyledger_webhook(case["secret"], headers, body, seen),  # the same id again: a replay
+    verify_keyledger_webhook(case["secret"], headers, body + b" ", set()),  # altered body
+    verify_keyledger_webhook(case["secret"] + "x", headers, body, set()),  # another secret
+    verify_keyledger_webhook(case["secret"], headers, body, set(), now=int(headers["keyledger-webhook-timestamp"]) + 301),
+]
+print(" ".join(str(r) for r in results))
+"#;
+    let case = json!({"secret": secret, "headers": received.headers, "body": hex::encode(&received.body)});
+    let mut child = match std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("{code}\n{harness}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(_) => return None, // no python3 on this machine
+    };
+    child.stdin.take().unwrap().write_all(case.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    Some(String::from_utf8(output.stdout).unwrap().trim().to_owned())
+}
+
+fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+// ----- tests ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_and_signals_arrive_signed_and_only_for_the_configured_workspace() {
+    let receiver = Receiver::start();
+    let api = api();
+    let secret = api.set_webhook("acme", json!({"url": receiver.url})).await;
+    assert!(secret.starts_with("whsec_"));
+    // Another workspace without a webhook: nothing of it may be sent.
+    let (_, other_secret) = api.create("other", json!({"name": "quiet"})).await;
+    assert_eq!(api.verify(&other_secret, "198.51.100.1").await, StatusCode::OK);
+
+    let (key_id, key_secret) = api.create("acme", json!({"name": "ci"})).await;
+    assert_eq!(api.verify(&key_secret, "203.0.113.5").await, StatusCode::OK); // new source
+    assert_eq!(api.verify(&key_secret, "203.0.113.5").await, StatusCode::OK); // seen before
+    assert_eq!(api.verify(&key_secret, "203.0.113.6").await, StatusCode::OK); // new source
+    let (status, rotation) = api.call("POST", &format!("/v1/keys/{key_id}/rotate"), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{rotation}");
+    let new_id = rotation["key"]["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.verify(&key_secret, "203.0.113.5").await, StatusCode::UNAUTHORIZED); // revoked
+    let (status, _) =
+        api.call("POST", &format!("/v1/keys/{new_id}/revoke"), Some(json!({"reason": "t"}))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let all = receiver
+        .wait_for("every notification", |all| {
+            all.iter().filter(|r| r.kind() == "key.revoked").count() == 2
+                && all.iter().any(|r| r.kind() == "key.revoked_used")
+        })
+        .await;
+    // Give stray (wrong) notifications a moment to show up before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!all.is_empty());
+    let all = receiver.all();
+    for received in &all {
+        assert_authentic(received, &secret, "acme");
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for received in &all {
+        *counts.entry(received.kind()).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = [
+        ("webhook.updated", 1),
+        ("key.created", 2),
+        ("key.new_source", 2),
+        ("key.rotated", 1),
+        ("key.revoked", 2),
+        ("key.revoked_used", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(counts, expected, "{:?}", kinds(&all));
+
+    let created = &receiver.of_kind("key.created")[0].json();
+    assert_eq!(created["data"]["key_id"], key_id);
+    assert_eq!(created["data"]["kind"], "created");
+    assert!(created["seq"].as_u64().is_some());
+    let sources: Vec<Value> =
+        receiver.of_kind("key.new_source").iter().map(|r| r.json()["data"]["source"].clone()).collect();
+    assert_eq!(sources, [json!("203.0.113.5"), json!("203.0.113.6")]);
+    let revoked_used = receiver.of_kind("key.revoked_used")[0].json();
+    assert_eq!(revoked_used["data"]["key_id"], key_id);
+    assert_eq!(revoked_used["data"]["event"]["reason"], "revoked");
+    assert_eq!(revoked_used["data"]["allowed"], false);
+    let rotated = receiver.of_kind("key.rotated")[0].json();
+    assert_eq!(rotated["data"]["rotated_to"], new_id);
+
+    // The documented Python receiver accepts a real delivery once, and nothing tampered.
+    if let Some(verdicts) = python_snippet_accepts(&receiver.of_kind("key.rotated")[0], &secret) {
+        assert_eq!(verdicts, "True False False False False");
+    }
+
+    // The deliveries listing records them, never the secret; GET never shows it either.
+    let list = api.deliveries("acme").await;
+    let attempts = list["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), all.len(), "{list}");
+    assert!(attempts.iter().all(|a| a["outcome"] == "delivered" && a["status"] == 200 && a["attempt"] == 1));
+    assert_eq!(list["pending"], 0);
+    let (_, config) = api.call("GET", "/v1/workspaces/acme/webhook", None).await;
+    assert_eq!(config["url"], receiver.url.as_str());
+    assert_eq!(config["enabled"], true);
+    for text in [list.to_string(), config.to_string()] {
+        assert!(!text.contains(&secret) && !text.contains("whsec_"), "{text}");
+    }
+    // Nor is it anywhere on disk: log, projections, outbox.
+    api.engine.shutdown().await;
+    assert!(!files_contain(&api.path, secret.as_bytes()), "the webhook secret was written to the data dir");
+    assert!(!files_contain(&api.path, &secret.as_bytes()["whsec_".len()..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_are_retried_with_growing_delays_and_every_attempt_is_listed() {
+    let receiver = Receiver::start();
+    receiver.script.lock().unwrap().extend([500, 500]);
+    let api = api();
+    let secret = api.set_webhook("acme", json!({"url": receiver.url, "events": ["key.created"]})).await;
+    let (key_id, _) = api.create("acme", json!({"name": "ci"})).await;
+    let all = receiver.wait_for("three attempts", |all| all.len() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.all().len(), 3, "a delivered notification was sent again");
+    let id = all[0].header("keyledger-webhook-id");
+    assert!(all.iter().all(|r| r.header("keyledger-webhook-id") == id), "retries keep the delivery id");
+    assert!(all.iter().all(|r| r.body == all[0].body), "retries send the same body");
+    for received in &all {
+        assert_authentic(received, &secret, "acme");
+    }
+    assert_eq!(all[0].json()["data"]["key_id"], key_id);
+    let first_gap = all[1].at - all[0].at;
+    let second_gap = all[2].at - all[1].at;
+    assert!(first_gap >= Duration::from_millis(190), "first retry after {first_gap:?}");
+    assert!(second_gap >= Duration::from_millis(390), "second retry after {second_gap:?}");
+    assert!(second_gap > first_gap, "{first_gap:?} then {second_gap:?}");
+
+    let list = api.deliveries("acme").await;
+    let attempts = list["attempts"].as_array().unwrap();
+    let summary: Vec<(u64, Value, String)> = attempts
+        .iter()
+        .map(|a| {
+            (a["attempt"].as_u64().unwrap(), a["status"].clone(), a["outcome"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (3, json!(200), "delivered".to_owned()),
+            (2, json!(500), "retrying".to_owned()),
+            (1, json!(500), "retrying".to_owned())
+        ],
+        "{list}"
+    );
+    assert!(attempts.iter().all(|a| a["delivery_id"] == id && a["type"] == "key.created"));
+    assert!(attempts[1]["next_retry_at"].is_string() && attempts[0]["next_retry_at"].is_null());
+    assert_eq!(list["pending"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_undelivered_notifications_and_resends_nothing_delivered() {
+    let receiver = Receiver::start();
+    let (dir, path, admin) = init();
+    let events = json!({"url": receiver.url, "events": ["key.created"]});
+
+    // 1. A delivered notification.
+    let api = open(dir.clone(), &path, &admin, fast());
+    let secret = api.set_webhook("acme", events).await;
+    let (first, _) = api.create("acme", json!({"name": "first"})).await;
+    receiver.wait_for("the first key", |all| all.len() == 1).await;
+    // 2. One that fails and waits for its retry when keyledger stops.
+    *receiver.default_status.lock().unwrap() = 503;
+    let (second, _) = api.create("acme", json!({"name": "second"})).await;
+    receiver.wait_for("a failed attempt", |all| all.len() == 2).await;
+    api.engine.shutdown().await;
+    drop(api);
+
+    // 3. One sequenced while no dispatcher ran (as after a crash before dispatching it).
+    let api = open(dir.clone(), &path, &admin, WebhookOptions { enabled: false, ..fast() });
+    let (third, _) = api.create("acme", json!({"name": "third"})).await;
+    api.engine.shutdown().await;
+    drop(api);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.all().len(), 2, "nothing is sent while webhooks are off");
+
+    *receiver.default_status.lock().unwrap() = 200;
+    let api = open(dir, &path, &admin, fast());
+    receiver.wait_for("the resumed deliveries", |all| all.len() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let by_key: Vec<String> =
+        receiver.all().iter().map(|r| r.json()["data"]["key_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(by_key.iter().filter(|k| **k == first).count(), 1, "a delivered notification was resent");
+    assert_eq!(by_key.iter().filter(|k| **k == second).count(), 2, "the failed one is retried once more");
+    assert_eq!(by_key.iter().filter(|k| **k == third).count(), 1, "the undispatched one is sent");
+    assert_eq!(by_key.len(), 4);
+    for received in receiver.all() {
+        assert_authentic(&received, &secret, "acme");
+    }
+    assert_eq!(api.deliveries("acme").await["pending"], 0);
+    api.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_webhook_sends_nothing_more_and_expiring_keys_are_announced_once() {
+    let receiver = Receiver::start();
+    let api = api();
+    api.set_webhook("acme", json!({"url": receiver.url, "events": ["key.expiring", "key.created"]})).await;
+    let (soon, _) = api.create("acme", json!({"name": "soon", "expires_in": "2d"})).await;
+    api.create("acme", json!({"name": "later", "expires_in": "30d"})).await;
+    receiver.wait_for("the expiry notice", |all| all.iter().any(|r| r.kind() == "key.expiring")).await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // several more scans
+    let expiring = receiver.of_kind("key.expiring");
+    assert_eq!(expiring.len(), 1, "announced once");
+    assert_eq!(expiring[0].json()["data"]["key_id"], soon);
+    assert!(expiring[0].json()["seq"].is_null());
+
+    let (status, disabled) = api.call("DELETE", "/v1/workspaces/acme/webhook", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(disabled["enabled"], false);
+    assert!(disabled.get("secret").is_none());
+    let before = receiver.all().len();
+    api.create("acme", json!({"name": "after"})).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.all().len(), before, "a disabled webhook sent {:?}", kinds(&receiver.all()));
+    let (status, _) = api.call("DELETE", "/v1/workspaces/acme/webhook", None).await;
+    assert_eq!(status, StatusCode::OK, "disabling twice changes nothing");
+    let (status, body) = api.call("DELETE", "/v1/workspaces/never/webhook", None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_is_validated_and_workspace_scoped() {
+    let receiver = Receiver::start();
+    let api = api();
+    let (status, body) =
+        api.call("PUT", "/v1/workspaces/acme/webhook", Some(json!({"url": "ftp://x/"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request");
+    assert!(body["message"].as_str().unwrap().contains("url"), "{body}");
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/v1/workspaces/acme/webhook",
+            Some(json!({"url": receiver.url, "events": ["key.exploded"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().unwrap().contains("events"), "{body}");
+    let (status, _) = api.call("GET", "/v1/workspaces/acme/webhook", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was configured");
+
+    // An admin key limited to `acme` cannot see or configure `other`'s webhook.
+    let (_, limited) = api
+        .create("_ledger", json!({"name": "acme admin", "scopes": ["ledger:admin"], "resources": ["acme"]}))
+        .await;
+    api.set_webhook("other", json!({"url": receiver.url})).await;
+    for (method, uri, body) in [
+        ("PUT", "/v1/workspaces/other/webhook", Some(json!({"url": receiver.url}))),
+        ("GET", "/v1/workspaces/other/webhook", None),
+        ("DELETE", "/v1/workspaces/other/webhook", None),
+        ("GET", "/v1/workspaces/other/webhook/deliveries", None),
+    ] {
+        let (status, answer) = api.call_as(&limited, method, uri, body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
+        assert!(answer.get("url").is_none());
+    }
+    let (status, _) = api.call("GET", "/v1/workspaces/other/webhook", None).await;
+    assert_eq!(status, StatusCode::OK, "`other`'s webhook is untouched");
+    let (status, answer) =
+        api.call_as(&limited, "PUT", "/v1/workspaces/acme/webhook", Some(json!({"url": receiver.url}))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // Without `ledger:admin`, 403.
+    let (_, reader) = api
+        .create("_ledger", json!({"name": "reader", "scopes": ["ledger:keys:read"], "resources": ["acme"]}))
+        .await;
+    let (status, _) = api.call_as(&reader, "GET", "/v1/workspaces/acme/webhook", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
