@@ -101,6 +101,9 @@ pub struct Engine {
     pepper: Pepper,
     usage_durability: Durability,
     projected: watch::Receiver<u64>,
+    /// The seq an audit read waits for (see [`Self::wait_for_projections`]): the projector
+    /// applies what it holds at once instead of waiting for more.
+    projection_demand: Arc<AtomicU64>,
     projector: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     projections_db: Arc<redb::Database>,
     counters: EngineCounters,
@@ -201,9 +204,11 @@ impl Engine {
         let state = Arc::new(RwLock::new(state));
         let (events_tx, events_rx) = std::sync::mpsc::channel::<CommittedEvents>();
         let (projected_tx, projected_rx) = watch::channel(applied);
+        let projection_demand = Arc::new(AtomicU64::new(0));
+        let demand = projection_demand.clone();
         let projector = std::thread::Builder::new()
             .name("keyledger-projector".into())
-            .spawn(move || run_projector(projections, events_rx, projected_tx))
+            .spawn(move || run_projector(projections, events_rx, projected_tx, &demand))
             .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?;
         let sequencer = crate::sequencer::LedgerSequencer {
             state: state.clone(),
@@ -217,6 +222,7 @@ impl Engine {
             pepper: secrets.pepper,
             usage_durability: options.usage_durability,
             projected: projected_rx,
+            projection_demand,
             projector: std::sync::Mutex::new(Some(projector)),
             projections_db,
             counters: EngineCounters::default(),
@@ -570,6 +576,7 @@ impl Engine {
         // Everything already written (a verify in `batched` mode answers before its fsync,
         // which follows within the sync window): the projector sees it once durable.
         let target = self.reader.len();
+        self.projection_demand.fetch_max(target, Ordering::AcqRel);
         let mut projected = self.projected.clone();
         tokio::time::timeout(timeout, projected.wait_for(|applied| *applied >= target))
             .await
@@ -605,27 +612,68 @@ fn unexpected(reply: Reply) -> LedgerError {
     LedgerError::Internal(format!("unexpected reply kind {:?}", std::mem::discriminant(&reply)))
 }
 
-/// Folds durable batches into redb until the writer hangs up (at shutdown).
+/// The longest the projector holds durable events before applying them when no audit read
+/// waits: one redb transaction then folds many writer batches, so aggregates merge in memory
+/// and index inserts share the leaf pages they copy.
+const PROJECTION_LAG: Duration = Duration::from_millis(100);
+/// How often the projector looks for a waiting audit read while it holds events.
+const PROJECTION_POLL: Duration = Duration::from_millis(2);
+/// The most events one projection transaction applies.
+const PROJECTION_MAX_EVENTS: usize = 65_536;
+
+/// Folds durable batches into redb until the writer hangs up (at shutdown). Batches are
+/// gathered for up to [`PROJECTION_LAG`], or until `demand` (an audit read's barrier) asks
+/// for events already received.
 fn run_projector(
     mut projections: Projections,
     events: std::sync::mpsc::Receiver<CommittedEvents>,
     applied: watch::Sender<u64>,
+    demand: &AtomicU64,
 ) {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut last_persist = Instant::now();
-    while let Ok(first) = events.recv() {
-        let mut batch: Vec<keyledger_core::Event> = first.as_ref().clone();
-        while let Ok(more) = events.try_recv() {
-            batch.extend(more.iter().cloned());
-            if batch.len() > 65_536 {
+    let mut open = true;
+    let mut pending: Vec<CommittedEvents> = Vec::new();
+    while open {
+        match events.recv() {
+            Ok(first) => pending.push(first),
+            Err(_) => break,
+        }
+        let mut held = pending.iter().map(|b| b.len()).sum::<usize>();
+        let deadline = Instant::now() + PROJECTION_LAG;
+        loop {
+            let received = pending.last().and_then(|b| b.last()).map_or(0, |e| e.seq + 1);
+            if held >= PROJECTION_MAX_EVENTS || demand.load(Ordering::Acquire) > *applied.borrow() && received > *applied.borrow() {
                 break;
             }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match events.recv_timeout((deadline - now).min(PROJECTION_POLL)) {
+                Ok(more) => {
+                    held += more.len();
+                    pending.push(more);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
         }
-        let Some(last) = batch.last().map(|e| e.seq) else { continue };
-        if let Err(error) = projections.apply(&batch) {
+        let batches: Vec<&[keyledger_core::Event]> = pending.iter().map(|b| b.as_slice()).collect();
+        let Some(last) = batches.iter().rev().find_map(|b| b.last()).map(|e| e.seq) else {
+            pending.clear();
+            continue;
+        };
+        if let Err(error) = projections.apply_batches(&batches) {
             // The log stays the truth; the projection is rebuilt from it on the next start.
             tracing::error!(%error, "projection update failed; projections will be caught up from the log on restart");
             return;
         }
+        drop(batches);
+        pending.clear();
         applied.send_replace(last + 1);
         if last_persist.elapsed() > Duration::from_secs(1) {
             let _ = projections.persist();

@@ -56,8 +56,8 @@ from_redb!(
 pub trait Projection: Send {
     /// Stable name, used as the cursor's key.
     fn name(&self) -> &'static str;
-    /// Applies `events` (consecutive, in seq order) within `txn`.
-    fn apply(&mut self, txn: &WriteTransaction, events: &[Event]) -> Result<(), ProjectionError>;
+    /// Applies `batches` (their events consecutive, in seq order) within `txn`.
+    fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError>;
     /// Removes every row, before a rebuild.
     fn clear(&mut self, txn: &WriteTransaction) -> Result<(), ProjectionError>;
 }
@@ -70,15 +70,15 @@ impl Projection for RegistryProjection {
         "registry"
     }
 
-    fn apply(&mut self, txn: &WriteTransaction, events: &[Event]) -> Result<(), ProjectionError> {
+    fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError> {
+        let events = || batches.iter().flat_map(|b| b.iter());
         let mut keys = txn.open_table(KEYS)?;
         let mut last_used = txn.open_table(LAST_USED)?;
         // Records changed by lifecycle events are loaded into a small state, the events are
         // applied with the one state-transition function, and the rows written back. Keys
         // that were only used get just their last-use row updated.
         let mut partial = LedgerState::default();
-        let lifecycle: BTreeSet<KeyId> = events
-            .iter()
+        let lifecycle: BTreeSet<KeyId> = events()
             .filter(|e| !e.payload.kind().is_usage())
             .filter_map(|e| e.payload.key_id())
             .collect();
@@ -91,7 +91,7 @@ impl Projection for RegistryProjection {
         }
         let mut used_only: std::collections::BTreeMap<KeyId, LastUsed> = std::collections::BTreeMap::new();
         let mut policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
-        for event in events {
+        for event in events() {
             match &event.payload {
                 Payload::Used(usage) if !partial.keys.contains_key(&usage.key_id) => {
                     let entry = match used_only.entry(usage.key_id) {
@@ -184,6 +184,14 @@ impl Projections {
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
+        if !crate::audit::layout_is_current(&txn)? {
+            // Written by a version with another audit layout: drop the audit tables and let
+            // the catch-up below rebuild them from the log (the other projections keep their
+            // rows and cursors).
+            tracing::warn!("the audit indexes have an older layout; rebuilding them from the log");
+            crate::audit::delete_tables(&txn)?;
+            txn.open_table(CURSORS)?.remove(crate::audit::AuditProjection.name())?;
+        }
         create_tables(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -213,7 +221,17 @@ impl Projections {
     /// Applies consecutive events to every projection that has not seen them, in one
     /// transaction together with the new cursors.
     pub fn apply(&mut self, events: &[Event]) -> Result<(), ProjectionError> {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else { return Ok(()) };
+        self.apply_batches(&[events])
+    }
+
+    /// [`Self::apply`] for several batches whose events are consecutive, in one transaction
+    /// (the projector gathers the writer's batches this way).
+    pub fn apply_batches(&mut self, batches: &[&[Event]]) -> Result<(), ProjectionError> {
+        let (Some(first), Some(last)) =
+            (batches.iter().find_map(|b| b.first()), batches.iter().rev().find_map(|b| b.last()))
+        else {
+            return Ok(());
+        };
         let mut txn = self.db.begin_write()?;
         // Projections are rebuildable from the log: a crash may lose the latest commits,
         // never consistency, so commits need not be fsynced one by one.
@@ -225,8 +243,19 @@ impl Projections {
                 if cursor > last.seq {
                     continue;
                 }
-                let skip = cursor.saturating_sub(first.seq) as usize;
-                projection.apply(&txn, &events[skip..])?;
+                let unseen: Vec<&[Event]> = if cursor <= first.seq {
+                    batches.to_vec()
+                } else {
+                    batches
+                        .iter()
+                        .filter_map(|b| {
+                            let start = b.first()?.seq;
+                            let skip = usize::try_from(cursor.saturating_sub(start)).unwrap_or(usize::MAX);
+                            b.get(skip..).filter(|rest| !rest.is_empty())
+                        })
+                        .collect()
+                };
+                projection.apply(&txn, &unseen)?;
                 cursors.insert(projection.name(), last.seq + 1)?;
             }
         }
