@@ -863,7 +863,7 @@ fn render(
     };
     let _ = writeln!(
         out,
-        "- Run with `{command}`{kind}: {} keep-alive HTTP/1.1 connections (closed loop), {:.1} s warm-up then {:.1} s measured per row, {} keys; `keyledger serve` with default flags (`batched` usage durability, `info` request logging to a file); {:.0} s in all.",
+        "- Run with `{command}`{kind}: {} keep-alive HTTP/1.1 connections (closed loop), {:.1} s warm-up then {:.1} s measured per row, {} keys; `keyledger serve` with default flags (`batched` usage durability, the default `info` log filter, stderr to a file); {:.0} s in all.",
         plan.connections,
         plan.warmup.as_secs_f64(),
         plan.measure.as_secs_f64(),
@@ -937,7 +937,7 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "- The server's request log (`info`, one line per request) grew to {:.1} MB over the run.",
+        "- The server's log on stderr (`info`: a line per request except successful verifications) grew to {:.1} MB over the run.",
         report.server_log_bytes as f64 / 1e6
     );
     let _ = writeln!(out);
