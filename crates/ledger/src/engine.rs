@@ -643,7 +643,9 @@ fn run_projector(
         let deadline = Instant::now() + PROJECTION_LAG;
         loop {
             let received = pending.last().and_then(|b| b.last()).map_or(0, |e| e.seq + 1);
-            if held >= PROJECTION_MAX_EVENTS || demand.load(Ordering::Acquire) > *applied.borrow() && received > *applied.borrow() {
+            if held >= PROJECTION_MAX_EVENTS
+                || demand.load(Ordering::Acquire) > *applied.borrow() && received > *applied.borrow()
+            {
                 break;
             }
             let now = Instant::now();

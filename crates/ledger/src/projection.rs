@@ -78,10 +78,8 @@ impl Projection for RegistryProjection {
         // applied with the one state-transition function, and the rows written back. Keys
         // that were only used get just their last-use row updated.
         let mut partial = LedgerState::default();
-        let lifecycle: BTreeSet<KeyId> = events()
-            .filter(|e| !e.payload.kind().is_usage())
-            .filter_map(|e| e.payload.key_id())
-            .collect();
+        let lifecycle: BTreeSet<KeyId> =
+            events().filter(|e| !e.payload.kind().is_usage()).filter_map(|e| e.payload.key_id()).collect();
         for key_id in &lifecycle {
             if let Some(row) = keys.get(key_id.as_bytes().as_slice())? {
                 let mut record = decode_record(row.value())?;

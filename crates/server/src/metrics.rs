@@ -83,8 +83,11 @@ pub fn record_request(route: &str, method: &Method, status: u16, seconds: f64) {
         requests: HashMap::new(),
     });
     let counter = metrics.requests.entry((method.clone(), status)).or_insert_with(|| {
-        let labels =
-            [("route", route.to_owned()), ("method", method.as_str().to_owned()), ("status", status.to_string())];
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.as_str().to_owned()),
+            ("status", status.to_string()),
+        ];
         metrics::counter!("keyledger_http_requests_total", &labels)
     });
     counter.increment(1);

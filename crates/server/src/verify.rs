@@ -284,7 +284,8 @@ async fn decide(
                     request_id: request_id.to_string(),
                 };
                 let mut response = (StatusCode::OK, Json(body)).into_response();
-                for (name, value) in [("x-keyledger-key-id", &*key_id), ("x-keyledger-workspace", key.workspace.as_str())]
+                for (name, value) in
+                    [("x-keyledger-key-id", &*key_id), ("x-keyledger-workspace", key.workspace.as_str())]
                 {
                     if let Ok(value) = HeaderValue::from_str(value) {
                         response.headers_mut().insert(name, value);

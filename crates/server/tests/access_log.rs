@@ -87,11 +87,16 @@ fn line_of<'a>(lines: &'a [String], request_id: &str) -> Option<&'a String> {
 fn successful_verifications_are_logged_only_at_debug() {
     let (lines, secret, allowed, denied) = run("info");
     assert!(
-        lines.iter().any(|l| l.contains("INFO") && l.contains("route=/v1/workspaces/{ws}/keys") && l.contains("status=201")),
+        lines.iter().any(|l| l.contains("INFO")
+            && l.contains("route=/v1/workspaces/{ws}/keys")
+            && l.contains("status=201")),
         "the admin call has its line: {lines:#?}"
     );
     let line = line_of(&lines, &denied).expect("a denied verification has its line");
-    assert!(line.contains("INFO") && line.contains("route=/v1/verify") && line.contains("status=403"), "{line}");
+    assert!(
+        line.contains("INFO") && line.contains("route=/v1/verify") && line.contains("status=403"),
+        "{line}"
+    );
     assert!(line_of(&lines, &allowed).is_none(), "a successful verification logged at info: {lines:#?}");
     assert!(lines.iter().all(|l| !l.contains(&secret)), "a secret in the log");
 }
@@ -100,7 +105,10 @@ fn successful_verifications_are_logged_only_at_debug() {
 fn the_verify_access_line_comes_back_with_a_debug_filter() {
     let (lines, secret, allowed, denied) = run("info,keyledger_server::request_id=debug");
     let line = line_of(&lines, &allowed).expect("the successful verification has its line");
-    assert!(line.contains("DEBUG") && line.contains("route=/v1/verify") && line.contains("status=200"), "{line}");
+    assert!(
+        line.contains("DEBUG") && line.contains("route=/v1/verify") && line.contains("status=200"),
+        "{line}"
+    );
     assert!(line_of(&lines, &denied).is_some_and(|l| l.contains("INFO")));
     assert!(lines.iter().all(|l| !l.contains(&secret)), "a secret in the log");
 }

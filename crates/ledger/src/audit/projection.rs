@@ -269,13 +269,13 @@ impl<'t> Writer<'t> {
 
     fn flush(mut self) -> Result<(), ProjectionError> {
         // Every row key holds a seq, so no two rows of a batch share a key.
-        self.key_events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.key_events.sort_unstable_by_key(|row| row.0);
         let mut key_events = self.txn.open_table(KEY_EVENTS)?;
         for (key, value) in &self.key_events {
             key_events.insert(key, value)?;
         }
         drop(key_events);
-        self.src_events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.src_events.sort_unstable_by_key(|row| row.0);
         let mut src_events = self.txn.open_table(SRC_EVENTS)?;
         for (key, value) in &self.src_events {
             src_events.insert(key, value)?;
