@@ -41,11 +41,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const BEGIN_MARKER: &str = "<!-- load:begin -->";
 const END_MARKER: &str = "<!-- load:end -->";
 /// The CI guard against a gross regression. Issue 7 suggests half its ≥ 0.6 target, but
-/// verify measures 0.2× the bare server on a quiet 2-core machine today (0.3–0.5× under
-/// contention, when the bare server slows down more than keyledger; see
-/// docs/benchmarks.md), so that would fail every run; 0.10 is half of today's figure and
-/// still catches a verify path that got twice as slow. Raise it as verify gets faster.
-pub const CI_MIN_RATIO: f64 = 0.10;
+/// verify measures 0.29–0.50× the bare server on this 2-core machine after the projector and
+/// HTTP-path work of docs/benchmarks.md (the lowest figure when the machine is quiet and the
+/// bare server speeds up most), so that would flake; 0.15 is about half of the lowest figure
+/// measured, and still catches a verify path that got twice as slow.
+pub const CI_MIN_RATIO: f64 = 0.15;
 /// Issue 7's targets.
 const TARGET_RATIO: f64 = 0.6;
 const TARGET_P99_RATIO: f64 = 1.5;
@@ -219,7 +219,7 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
         for row in [&report.verify_json, &report.verify_forward] {
             if row.ratio < CI_MIN_RATIO {
                 bail!(
-                    "load smoke: {} throughput is {:.2}× the bare server's (< {CI_MIN_RATIO}, half of issue 7's target) in each of {} attempts",
+                    "load smoke: {} throughput is {:.2}× the bare server's (< {CI_MIN_RATIO}, the CI floor) in each of {} attempts",
                     row.name,
                     row.ratio,
                     row.attempts
@@ -863,7 +863,7 @@ fn render(
     };
     let _ = writeln!(
         out,
-        "- Run with `{command}`{kind}: {} keep-alive HTTP/1.1 connections (closed loop), {:.1} s warm-up then {:.1} s measured per row, {} keys; `keyledger serve` with default flags (`batched` usage durability, `info` request logging to a file); {:.0} s in all.",
+        "- Run with `{command}`{kind}: {} keep-alive HTTP/1.1 connections (closed loop), {:.1} s warm-up then {:.1} s measured per row, {} keys; `keyledger serve` with default flags (`batched` usage durability, the default `info` log filter, stderr to a file); {:.0} s in all.",
         plan.connections,
         plan.warmup.as_secs_f64(),
         plan.measure.as_secs_f64(),
@@ -937,7 +937,7 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "- The server's request log (`info`, one line per request) grew to {:.1} MB over the run.",
+        "- The server's log on stderr (`info`: a line per request except successful verifications) grew to {:.1} MB over the run.",
         report.server_log_bytes as f64 / 1e6
     );
     let _ = writeln!(out);

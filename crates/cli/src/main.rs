@@ -143,6 +143,11 @@ struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, env = "KEYLEDGER_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
+    /// Log filter on stderr: a level (`warn`, `info`, `debug`…) or tracing directives, e.g.
+    /// `info,keyledger_server::request_id=debug` to also log every successful verification.
+    /// Without it, RUST_LOG, else `info`.
+    #[arg(long, env = "KEYLEDGER_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -186,12 +191,15 @@ fn init(data_dir: PathBuf, origin: Option<String>) -> Result<ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let filter = match &args.log_level {
+        Some(directives) => tracing_subscriber::EnvFilter::try_new(directives)
+            .with_context(|| format!("--log-level {directives:?} is not a log filter"))?,
+        None => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    };
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        );
+        .with_env_filter(filter);
     match args.log_format {
         LogFormat::Human => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),

@@ -103,6 +103,9 @@ pub struct Engine {
     pepper: Pepper,
     usage_durability: Durability,
     projected: watch::Receiver<u64>,
+    /// The seq an audit read waits for (see [`Self::wait_for_projections`]): the projector
+    /// applies what it holds at once instead of waiting for more.
+    projection_demand: Arc<AtomicU64>,
     projector: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     projections_db: crate::projection::ProjectionsDb,
     webhooks: crate::webhook::WebhookService,
@@ -205,16 +208,17 @@ impl Engine {
         let state = Arc::new(RwLock::new(state));
         let (events_tx, events_rx) = std::sync::mpsc::channel::<CommittedEvents>();
         let (projected_tx, projected_rx) = watch::channel(applied);
+        let projection_demand = Arc::new(AtomicU64::new(0));
         let sequencer = crate::sequencer::LedgerSequencer {
             state: state.clone(),
             projections_db: projections_db.clone(),
         };
         let writer = log.start(sequencer, options.writer.clone(), Some(events_tx));
         let projector = {
-            let (reader, committed) = (reader.clone(), writer.committed());
+            let (reader, committed, demand) = (reader.clone(), writer.committed(), projection_demand.clone());
             std::thread::Builder::new()
                 .name("keyledger-projector".into())
-                .spawn(move || run_projector(projections, events_rx, projected_tx, reader, committed))
+                .spawn(move || run_projector(projections, events_rx, projected_tx, reader, committed, &demand))
                 .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?
         };
         let webhook_counters = Arc::new(crate::webhook::WebhookCounters::default());
@@ -245,6 +249,7 @@ impl Engine {
             pepper: secrets.pepper,
             usage_durability: options.usage_durability,
             projected: projected_rx,
+            projection_demand,
             projector: std::sync::Mutex::new(Some(projector)),
             projections_db,
             webhooks,
@@ -654,6 +659,7 @@ impl Engine {
         // Everything already written (a verify in `batched` mode answers before its fsync,
         // which follows within the sync window): the projector sees it once durable.
         let target = self.reader.len();
+        self.projection_demand.fetch_max(target, Ordering::AcqRel);
         let mut projected = self.projected.clone();
         tokio::time::timeout(timeout, projected.wait_for(|applied| *applied >= target))
             .await
@@ -692,7 +698,18 @@ fn unexpected(reply: Reply) -> LedgerError {
     LedgerError::Internal(format!("unexpected reply kind {:?}", std::mem::discriminant(&reply)))
 }
 
-/// Folds durable batches into redb until the writer hangs up (at shutdown).
+/// The longest the projector holds durable events before applying them when no audit read
+/// waits: one redb transaction then folds many writer batches, so aggregates merge in memory
+/// and index inserts share the leaf pages they copy.
+const PROJECTION_LAG: Duration = Duration::from_millis(100);
+/// How often the projector looks for a waiting audit read while it holds events.
+const PROJECTION_POLL: Duration = Duration::from_millis(2);
+/// The most events one projection transaction applies.
+const PROJECTION_MAX_EVENTS: usize = 65_536;
+
+/// Folds durable batches into redb until the writer hangs up (at shutdown). Batches are
+/// gathered for up to [`PROJECTION_LAG`], or until `demand` (an audit read's barrier) asks
+/// for events already received.
 ///
 /// If redb fails (e.g. the disk is full), the projector does not stop: it reopens the
 /// database with backoff (100 ms doubling to 5 s) and catches up from the log up to the
@@ -705,12 +722,16 @@ fn run_projector(
     applied: watch::Sender<u64>,
     log: LogReader,
     committed: watch::Receiver<u64>,
+    demand: &AtomicU64,
 ) {
+    use std::sync::mpsc::RecvTimeoutError;
     const RETRY_INITIAL: Duration = Duration::from_millis(100);
     const RETRY_MAX: Duration = Duration::from_secs(5);
     let mut last_persist = Instant::now();
     let mut broken: Option<Duration> = None;
-    loop {
+    let mut open = true;
+    let mut pending: Vec<CommittedEvents> = Vec::new();
+    while open {
         if let Some(delay) = broken {
             let end = *committed.borrow();
             let repaired =
@@ -726,30 +747,57 @@ fn run_projector(
                     tracing::error!(%error, retry_in_ms = delay.as_millis() as u64, "projections still cannot be written");
                     // Batches arriving meanwhile are covered by the next catch-up.
                     match events.recv_timeout(delay) {
-                        Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
                     broken = Some((delay * 2).min(RETRY_MAX));
                 }
             }
             continue;
         }
-        let Ok(first) = events.recv() else { break };
-        let mut batch: Vec<keyledger_core::Event> = first.as_ref().clone();
-        while let Ok(more) = events.try_recv() {
-            batch.extend(more.iter().cloned());
-            if batch.len() > 65_536 {
+        match events.recv() {
+            Ok(first) => pending.push(first),
+            Err(_) => break,
+        }
+        let mut held = pending.iter().map(|b| b.len()).sum::<usize>();
+        let deadline = Instant::now() + PROJECTION_LAG;
+        loop {
+            let received = pending.last().and_then(|b| b.last()).map_or(0, |e| e.seq + 1);
+            if held >= PROJECTION_MAX_EVENTS
+                || demand.load(Ordering::Acquire) > *applied.borrow() && received > *applied.borrow()
+            {
                 break;
             }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match events.recv_timeout((deadline - now).min(PROJECTION_POLL)) {
+                Ok(more) => {
+                    held += more.len();
+                    pending.push(more);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
         }
-        let Some(last) = batch.last().map(|e| e.seq) else { continue };
-        let result = projections.apply(&batch).and_then(|()| {
+        let batches: Vec<&[keyledger_core::Event]> = pending.iter().map(|b| b.as_slice()).collect();
+        let Some(last) = batches.iter().rev().find_map(|b| b.last()).map(|e| e.seq) else {
+            pending.clear();
+            continue;
+        };
+        let result = projections.apply_batches(&batches).and_then(|()| {
             if last_persist.elapsed() > Duration::from_secs(1) {
                 last_persist = Instant::now();
                 projections.persist()?;
             }
             Ok(())
         });
+        drop(batches);
+        pending.clear();
         match result {
             Ok(()) => {
                 applied.send_replace(last + 1);

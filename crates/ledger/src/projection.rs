@@ -71,8 +71,8 @@ from_redb!(
 pub trait Projection: Send {
     /// Stable name, used as the cursor's key.
     fn name(&self) -> &'static str;
-    /// Applies `events` (consecutive, in seq order) within `txn`.
-    fn apply(&mut self, txn: &WriteTransaction, events: &[Event]) -> Result<(), ProjectionError>;
+    /// Applies `batches` (their events consecutive, in seq order) within `txn`.
+    fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError>;
     /// Removes every row, before a rebuild.
     fn clear(&mut self, txn: &WriteTransaction) -> Result<(), ProjectionError>;
 }
@@ -85,18 +85,16 @@ impl Projection for RegistryProjection {
         "registry"
     }
 
-    fn apply(&mut self, txn: &WriteTransaction, events: &[Event]) -> Result<(), ProjectionError> {
+    fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError> {
+        let events = || batches.iter().flat_map(|b| b.iter());
         let mut keys = txn.open_table(KEYS)?;
         let mut last_used = txn.open_table(LAST_USED)?;
         // Records changed by lifecycle events are loaded into a small state, the events are
         // applied with the one state-transition function, and the rows written back. Keys
         // that were only used get just their last-use row updated.
         let mut partial = LedgerState::default();
-        let lifecycle: BTreeSet<KeyId> = events
-            .iter()
-            .filter(|e| !e.payload.kind().is_usage())
-            .filter_map(|e| e.payload.key_id())
-            .collect();
+        let lifecycle: BTreeSet<KeyId> =
+            events().filter(|e| !e.payload.kind().is_usage()).filter_map(|e| e.payload.key_id()).collect();
         for key_id in &lifecycle {
             if let Some(row) = keys.get(key_id.as_bytes().as_slice())? {
                 let mut record = decode_record(row.value())?;
@@ -106,7 +104,7 @@ impl Projection for RegistryProjection {
         }
         let mut used_only: std::collections::BTreeMap<KeyId, LastUsed> = std::collections::BTreeMap::new();
         let mut policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
-        for event in events {
+        for event in events() {
             match &event.payload {
                 Payload::Used(usage) if !partial.keys.contains_key(&usage.key_id) => {
                     let entry = match used_only.entry(usage.key_id) {
@@ -296,7 +294,17 @@ impl Projections {
     /// Applies consecutive events to every projection that has not seen them, in one
     /// transaction together with the new cursors.
     pub fn apply(&mut self, events: &[Event]) -> Result<(), ProjectionError> {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else { return Ok(()) };
+        self.apply_batches(&[events])
+    }
+
+    /// [`Self::apply`] for several batches whose events are consecutive, in one transaction
+    /// (the projector gathers the writer's batches this way).
+    pub fn apply_batches(&mut self, batches: &[&[Event]]) -> Result<(), ProjectionError> {
+        let (Some(first), Some(last)) =
+            (batches.iter().find_map(|b| b.first()), batches.iter().rev().find_map(|b| b.last()))
+        else {
+            return Ok(());
+        };
         let mut txn = self.db.get()?.begin_write()?;
         // Projections are rebuildable from the log: a crash may lose the latest commits,
         // never consistency, so commits need not be fsynced one by one.
@@ -315,8 +323,19 @@ impl Projections {
                         first: first.seq,
                     });
                 }
-                let skip = cursor.saturating_sub(first.seq) as usize;
-                projection.apply(&txn, &events[skip..])?;
+                let unseen: Vec<&[Event]> = if cursor == first.seq {
+                    batches.to_vec()
+                } else {
+                    batches
+                        .iter()
+                        .filter_map(|b| {
+                            let start = b.first()?.seq;
+                            let skip = usize::try_from(cursor.saturating_sub(start)).unwrap_or(usize::MAX);
+                            b.get(skip..).filter(|rest| !rest.is_empty())
+                        })
+                        .collect()
+                };
+                projection.apply(&txn, &unseen)?;
                 cursors.insert(projection.name(), last.seq + 1)?;
             }
         }
@@ -377,6 +396,14 @@ impl Projections {
 fn open_database(path: &Path) -> Result<Database, ProjectionError> {
     let db = Database::create(path)?;
     let txn = db.begin_write()?;
+    if !crate::audit::layout_is_current(&txn)? {
+        // Written by a version with another audit layout: drop the audit tables and let the
+        // catch-up rebuild them from the log (the other projections keep their rows and
+        // cursors).
+        tracing::warn!("the audit indexes have an older layout; rebuilding them from the log");
+        crate::audit::delete_tables(&txn)?;
+        txn.open_table(CURSORS)?.remove(crate::audit::AuditProjection.name())?;
+    }
     create_tables(&txn)?;
     txn.commit()?;
     Ok(db)

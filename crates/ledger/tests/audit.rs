@@ -763,16 +763,12 @@ async fn lookups_are_recorded_without_the_candidate_and_seen_by_queries() {
     engine.shutdown().await;
 }
 
-/// Size and speed on a larger synthetic log (run with `--ignored --nocapture`;
-/// `AUDIT_BENCH_USES` sets the hot key's uses, default 200 000).
-#[test]
-#[ignore]
-fn audit_index_size_and_speed() {
-    let uses: u64 = std::env::var("AUDIT_BENCH_USES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    let init = init(&dir);
-    let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
+/// Initialises `dir` and appends `uses` uses of one new key (over 30 days from now, from 7
+/// /24s, 4 user agents, 50 paths; the `i`th with gateway request id `gateway_id(i)`) straight
+/// to its log. Returns the key and the bytes of the events written.
+fn write_hot_key_uses(dir: &Path, uses: u64, gateway_id: impl Fn(u64) -> String) -> (KeyId, u64) {
+    let init = init(dir);
+    let secrets = keyledger_ledger::datadir::load(dir).unwrap();
     let events_dir = dir.join(keyledger_ledger::datadir::LOG_DIR).join("events");
     let (mut segments, _) =
         SegmentLog::open(OsStorage::shared(), &events_dir, SegmentOptions::default()).unwrap();
@@ -789,8 +785,15 @@ fn audit_index_size_and_speed() {
     };
     let rid = g.rid();
     let hot = g.create(None, ws("acme"), None, rid);
-    let step = 30 * DAY / uses as i64;
+    let step = 30 * DAY / uses.max(1) as i64;
     let mut written = 0u64;
+    let mut flush = |g: &mut Generator| {
+        let bytes: Vec<Vec<u8>> = g.events.iter().map(encode_event).collect();
+        written += bytes.iter().map(|b| b.len() as u64).sum::<u64>();
+        let records: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+        segments.append_batch(&records).unwrap();
+        g.events.clear();
+    };
     for i in 0..uses {
         g.at = g.at.plus_micros(step);
         let context = UsageContext {
@@ -798,27 +801,104 @@ fn audit_index_size_and_speed() {
             user_agent: Some(AGENTS[(i % 4) as usize].into()),
             method: Some("GET".into()),
             path: Some(format!("/v1/orders/{}", i % 50)),
-            request_id: Some(format!("gw-{i:012}")),
+            request_id: Some(gateway_id(i)),
             scopes: vec![],
             resource: None,
         };
         let rid = g.rid();
         g.push(Actor::Verifier, rid, Payload::Used(Usage { key_id: hot, workspace: ws("acme"), context }));
         if g.events.len() >= 5000 {
-            let bytes: Vec<Vec<u8>> = g.events.iter().map(encode_event).collect();
-            written += bytes.iter().map(|b| b.len() as u64).sum::<u64>();
-            let records: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
-            segments.append_batch(&records).unwrap();
-            g.events.clear();
+            flush(&mut g);
         }
     }
-    let bytes: Vec<Vec<u8>> = g.events.iter().map(encode_event).collect();
-    written += bytes.iter().map(|b| b.len() as u64).sum::<u64>();
-    let records: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
-    segments.append_batch(&records).unwrap();
+    flush(&mut g);
     segments.sync().unwrap();
     segments.close().unwrap();
+    (hot, written)
+}
 
+/// The request index is bucketed by seq (65,536 seqs a bucket): an id used in several
+/// buckets is found in each, and keyledger's own ids are found in any bucket.
+#[test]
+fn request_ids_are_found_across_index_buckets() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let uses = 70_000;
+    // Each id is used 14 times, 5,000 uses apart: in both buckets.
+    write_hot_key_uses(&dir, uses, |i| format!("gw-{:06}", i % 5_000));
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert!(runtime.block_on(engine.wait_for_projections(Duration::from_secs(60))));
+    let events = all_events(&engine);
+    assert!(events.len() as u64 > 65_536 + 1_000);
+    let mut by_gateway: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for event in &events {
+        if let Some((_, _, context)) = usage_parts(event) {
+            by_gateway.entry(context.request_id.clone().unwrap()).or_default().push(event.seq);
+        }
+    }
+    let mut across = 0;
+    for (id, seqs) in by_gateway.iter().step_by(97) {
+        let got: Vec<u64> = engine.audit().request_events(id).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(&got, seqs, "gateway request {id}");
+        across += usize::from(seqs.iter().any(|s| *s < 65_536) && seqs.iter().any(|s| *s >= 65_536));
+    }
+    assert!(across > 10, "only {across} sampled ids span two buckets");
+    for seq in [0, 65_535, 65_536, 65_537, events.len() as u64 - 1] {
+        let own = events[seq as usize].request_id.to_string();
+        let got: Vec<u64> = engine.audit().request_events(&own).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(got, vec![seq], "own request {own}");
+    }
+    engine.shutdown_blocking();
+}
+
+/// A projections file written with the first audit layout (variable-width rows, 16-byte
+/// request keys, no `layout` row) opens: its audit tables are dropped and rebuilt from the
+/// log, and answer as before.
+#[test]
+fn an_older_audit_layout_is_rebuilt_from_the_log_on_open() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    build(&dir, 0x5eed_0004, 400);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    assert!(runtime.block_on(engine.wait_for_projections(Duration::from_secs(10))));
+    let expected = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
+    let last = engine.log().event(engine.log().len() - 1).unwrap();
+    engine.shutdown_blocking();
+    drop(engine);
+    {
+        let db = redb::Database::create(dir.join(keyledger_ledger::datadir::PROJECTIONS_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        for name in audit::TABLE_NAMES {
+            txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new(name)).unwrap();
+        }
+        let meta = redb::TableDefinition::<&str, u64>::new("audit_meta");
+        txn.open_table(meta).unwrap().insert("next_key_no", 2).unwrap();
+        let events = redb::TableDefinition::<&[u8], &[u8]>::new("audit_key_events");
+        txn.open_table(events).unwrap().insert([0u8; 13].as_slice(), [0u8; 9].as_slice()).unwrap();
+        let requests = redb::TableDefinition::<&[u8], ()>::new("audit_requests");
+        txn.open_table(requests).unwrap().insert([7u8; 16].as_slice(), ()).unwrap();
+        txn.commit().unwrap();
+    }
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    assert!(runtime.block_on(engine.wait_for_projections(Duration::from_secs(10))));
+    let reopened = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
+    assert!(reopened == expected, "the rebuilt audit tables differ from the original ones");
+    let found = engine.audit().request_events(&last.request_id.to_string()).unwrap();
+    assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![last.seq]);
+    engine.shutdown_blocking();
+}
+
+/// Size and speed on a larger synthetic log (run with `--ignored --nocapture`;
+/// `AUDIT_BENCH_USES` sets the hot key's uses, default 200 000).
+#[test]
+#[ignore]
+fn audit_index_size_and_speed() {
+    let uses: u64 = std::env::var("AUDIT_BENCH_USES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let (hot, written) = write_hot_key_uses(&dir, uses, |i| format!("gw-{i:012}"));
     let projections_file = dir.join(keyledger_ledger::datadir::PROJECTIONS_FILE);
     let before = std::fs::metadata(&projections_file).unwrap().len();
     let opened = std::time::Instant::now();

@@ -8,12 +8,15 @@
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use keyledger_core::Timestamp;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{OnceLock, RwLock};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -40,11 +43,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 /// The route template a request matched, carried out to the outer middleware.
 #[derive(Clone)]
-pub struct RouteTemplate(pub String);
+pub struct RouteTemplate(pub MatchedPath);
 
 /// Inner (route) layer: remembers which route template matched.
 pub async fn remember_route(request: Request, next: Next) -> Response {
-    let template = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let template = request.extensions().get::<MatchedPath>().cloned();
     let mut response = next.run(request).await;
     if let Some(template) = template {
         response.extensions_mut().insert(RouteTemplate(template));
@@ -52,15 +55,54 @@ pub async fn remember_route(request: Request, next: Next) -> Response {
     response
 }
 
+/// The request metrics of one route template, registered once (label strings are built
+/// and looked up in the registry only the first time a route, method and status is seen).
+struct RouteMetrics {
+    seconds: Histogram,
+    requests: HashMap<(Method, u16), Counter>,
+}
+
+static ROUTES: OnceLock<RwLock<HashMap<Box<str>, RouteMetrics>>> = OnceLock::new();
+
 /// Counts a finished request.
-pub fn record_request(route: &str, method: &str, status: u16, seconds: f64) {
-    let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
-    metrics::counter!("keyledger_http_requests_total", &labels).increment(1);
-    metrics::histogram!("keyledger_http_request_seconds", "route" => route.to_owned()).record(seconds);
+pub fn record_request(route: &str, method: &Method, status: u16, seconds: f64) {
+    let routes = ROUTES.get_or_init(Default::default);
+    {
+        let known = routes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(metrics) = known.get(route)
+            && let Some(counter) = metrics.requests.get(&(method.clone(), status))
+        {
+            counter.increment(1);
+            metrics.seconds.record(seconds);
+            return;
+        }
+    }
+    let mut known = routes.write().unwrap_or_else(|e| e.into_inner());
+    let metrics = known.entry(route.into()).or_insert_with(|| RouteMetrics {
+        seconds: metrics::histogram!("keyledger_http_request_seconds", "route" => route.to_owned()),
+        requests: HashMap::new(),
+    });
+    let counter = metrics.requests.entry((method.clone(), status)).or_insert_with(|| {
+        let labels = [
+            ("route", route.to_owned()),
+            ("method", method.as_str().to_owned()),
+            ("status", status.to_string()),
+        ];
+        metrics::counter!("keyledger_http_requests_total", &labels)
+    });
+    counter.increment(1);
+    metrics.seconds.record(seconds);
 }
 
 /// Counts a verification by outcome (`allowed`, `denied`, `unknown`, `unavailable`) and reason.
 pub fn record_verification(outcome: &'static str, reason: &'static str) {
+    if (outcome, reason) == ("allowed", "ok") {
+        static ALLOWED: OnceLock<Counter> = OnceLock::new();
+        ALLOWED
+            .get_or_init(|| metrics::counter!("keyledger_verifications_total", "outcome" => "allowed", "reason" => "ok"))
+            .increment(1);
+        return;
+    }
     metrics::counter!("keyledger_verifications_total", "outcome" => outcome, "reason" => reason).increment(1);
 }
 

@@ -3,6 +3,13 @@
 //!
 //! A caller's `X-Request-Id` is never used as keyledger's id; verification keeps it as
 //! context (the gateway's request id).
+//!
+//! It also writes the access log: one line per request at `info`, except a successful
+//! verification (2xx on `/v1/verify…`), whose line is at `debug`. Each of those is already
+//! recorded as a `used` event (with keyledger's request id) in the event log and counted in
+//! `/metrics`, and at gateway rates formatting and writing the line cost more than the
+//! verification itself. `--log-level info,keyledger_server::request_id=debug` brings it
+//! back.
 
 use crate::error::{ApiError, from_status};
 use axum::extract::Request;
@@ -20,15 +27,13 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     let id = RequestId::generate(Timestamp::now().millis());
     request.extensions_mut().insert(CurrentRequest(id));
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
+    let path = uri.path();
     let started = Instant::now();
     let mut response = next.run(request).await;
     let id_text = id.to_string();
-    let route = response
-        .extensions()
-        .get::<crate::metrics::RouteTemplate>()
-        .map_or("unmatched", |r| r.0.as_str())
-        .to_owned();
+    let route = response.extensions_mut().remove::<crate::metrics::RouteTemplate>();
+    let route = route.as_ref().map_or("unmatched", |r| r.0.as_str());
     let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
         let status = response.status();
         let is_json = response
@@ -36,7 +41,7 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         (status.is_client_error() || status.is_server_error())
-            .then(|| if is_json { None } else { Some(from_status(status, method.as_str(), &path)) })?
+            .then(|| if is_json { None } else { Some(from_status(status, method.as_str(), path)) })?
     });
     if let Some(error) = error {
         let headers = std::mem::take(response.headers_mut());
@@ -50,20 +55,26 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id_text) {
         response.headers_mut().insert("request-id", value);
     }
-    crate::metrics::record_request(
-        &route,
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    tracing::info!(
-        request_id = %id_text,
-        route = %route,
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let status = response.status();
+    let elapsed = started.elapsed();
+    crate::metrics::record_request(route, &method, status.as_u16(), elapsed.as_secs_f64());
+    macro_rules! access_line {
+        ($level:ident) => {
+            tracing::$level!(
+                request_id = %id_text,
+                route = %route,
+                method = %method,
+                path = %path,
+                status = status.as_u16(),
+                micros = elapsed.as_micros() as u64,
+                "request"
+            )
+        };
+    }
+    if status.is_success() && route.starts_with("/v1/verify") {
+        access_line!(debug);
+    } else {
+        access_line!(info);
+    }
     response
 }

@@ -165,6 +165,20 @@ pub async fn verify(
     response
 }
 
+/// The answer to a successful verification (`crate::openapi::Verified` documents it),
+/// serialized straight from the key record.
+#[derive(serde::Serialize)]
+struct Verified<'a> {
+    valid: bool,
+    key_id: &'a str,
+    workspace: &'a str,
+    environment: &'a str,
+    scopes: &'a [String],
+    owner: Option<&'a str>,
+    expires_at: Option<String>,
+    request_id: String,
+}
+
 fn denial(error: ApiError) -> Response {
     error.with_extra(json!({"valid": false})).into_response()
 }
@@ -258,22 +272,22 @@ async fn decide(
             Ok(()) => {
                 crate::metrics::record_verification("allowed", "ok");
                 let key = &verdict.key;
-                let body = json!({
-                    "valid": true,
-                    "key_id": key.key_id.to_string(),
-                    "workspace": key.workspace.as_str(),
-                    "environment": key.environment.as_str(),
-                    "scopes": key.scopes,
-                    "owner": key.owner,
-                    "expires_at": key.expires_at.map(|t| t.to_rfc3339()),
-                    "request_id": request_id.to_string(),
-                });
+                let key_id = key.key_id.to_string();
+                let body = Verified {
+                    valid: true,
+                    key_id: &key_id,
+                    workspace: key.workspace.as_str(),
+                    environment: key.environment.as_str(),
+                    scopes: &key.scopes,
+                    owner: key.owner.as_deref(),
+                    expires_at: key.expires_at.map(|t| t.to_rfc3339()),
+                    request_id: request_id.to_string(),
+                };
                 let mut response = (StatusCode::OK, Json(body)).into_response();
-                for (name, value) in [
-                    ("x-keyledger-key-id", key.key_id.to_string()),
-                    ("x-keyledger-workspace", key.workspace.to_string()),
-                ] {
-                    if let Ok(value) = HeaderValue::from_str(&value) {
+                for (name, value) in
+                    [("x-keyledger-key-id", &*key_id), ("x-keyledger-workspace", key.workspace.as_str())]
+                {
+                    if let Ok(value) = HeaderValue::from_str(value) {
                         response.headers_mut().insert(name, value);
                     }
                 }

@@ -133,6 +133,9 @@ async fn metrics_count_verifications_and_show_no_secret() {
         "keyledger_log_events",
         "keyledger_log_batch_events_bucket",
         r#"route="/v1/workspaces/{ws}/keys""#,
+        r#"keyledger_http_requests_total{route="/v1/verify",method="GET",status="200"}"#,
+        r#"keyledger_http_requests_total{route="/v1/verify",method="GET",status="401"}"#,
+        r#"keyledger_http_request_seconds_count{route="/v1/verify"}"#,
     ] {
         assert!(text.contains(expected), "metrics lack {expected}:\n{text}");
     }

@@ -11,23 +11,34 @@
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `audit_meta` | counter name | u64 |
+//! | `audit_meta` | counter name (and `layout`, [`LAYOUT_VERSION`]) | u64 |
 //! | `audit_key_nos` | key id (16) | key_no u32 |
 //! | `audit_key_ids` | key_no u32 | key id (16) |
 //! | `audit_strings` | dim (1) ‖ bytes | id u32 (from 1) |
 //! | `audit_string_values` | dim (1) ‖ id (4) | bytes |
-//! | `audit_key_events` | key_no (4) ‖ class (1: 0 lifecycle, 1 usage) ‖ seq (8) | lifecycle: kind (1) ‖ at (8); usage: flags (1) ‖ at (8) ‖ ip id (4) ‖ ua id (4) ‖ path id (4) |
+//! | `audit_key_events` | key_no (4) ‖ class (1: 0 lifecycle, 1 usage) ‖ seq (8) | lifecycle: kind (1) ‖ at (8) ‖ 12 zero bytes; usage: flags (1) ‖ at (8) ‖ ip id (4) ‖ ua id (4) ‖ path id (4) |
 //! | `audit_key_agg` | key_no (4) ‖ dim (1) ‖ day (4) ‖ value id (4) | [`Agg`] (24) |
 //! | `audit_key_first` | key_no (4) ‖ dim (1) ‖ value id (4) | first at (8) |
 //! | `audit_src_agg` | ip (16) ‖ key_no (4) ‖ day (4) | [`Agg`] (24) |
 //! | `audit_src_events` | ip (16) ‖ key_no (4) ‖ seq (8) | flags (1) ‖ at (8) |
-//! | `audit_requests` | h8(request id) ‖ seq (8) | () |
+//! | `audit_requests` | seq bucket (4: seq >> 16) ‖ h4(request id) ‖ seq low bits (2) | () |
 //! | `audit_timelines` | workspace ‖ 0x00 ‖ key id (16) | postcard([`Timeline`]) |
 //!
 //! Dimensions: 0 = all uses (value 0), 1 = source address (interned as its 16-byte
 //! IPv6/IPv4-mapped form), 2 = user agent, 3 = path. Days are UTC days since the epoch.
-//! Request ids are hashed (BLAKE3, 8 bytes, domain-separated for keyledger's and the
+//! Request ids are hashed (BLAKE3, 4 bytes, domain-separated for keyledger's and the
 //! gateway's ids); a hit is confirmed against the event itself.
+//!
+//! **Layout choices for the write path** (the projector folds every `used` event into these
+//! tables, so their cost is per verification). The per-event tables (`audit_key_events`,
+//! `audit_src_events`, `audit_requests`) have fixed-width keys and values, so redb stores no
+//! per-entry offsets. Request ids are random, so an index keyed by their hash alone turns
+//! every verification into an insert at a random place of an ever-growing B-tree (a leaf
+//! page copied and rebuilt per insert); keying it by seq bucket first confines a batch's
+//! inserts to the last bucket's few hundred leaves, at the price of a lookup probing every
+//! bucket (about 150 short range reads at 10 million events). [`LAYOUT_VERSION`] names this
+//! layout: a projections file written with another one has its audit tables dropped and
+//! rebuilt from the log when it is opened ([`layout_is_current`]).
 
 mod projection;
 mod query;
@@ -49,12 +60,20 @@ pub(crate) const KEY_NOS: TableDefinition<&[u8], u32> = TableDefinition::new("au
 pub(crate) const KEY_IDS: TableDefinition<u32, &[u8]> = TableDefinition::new("audit_key_ids");
 pub(crate) const STRINGS: TableDefinition<&[u8], u32> = TableDefinition::new("audit_strings");
 pub(crate) const STRING_VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_string_values");
-pub(crate) const KEY_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_key_events");
+pub(crate) const KEY_EVENTS: TableDefinition<&[u8; 13], &[u8; 21]> = TableDefinition::new("audit_key_events");
 pub(crate) const KEY_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_key_agg");
 pub(crate) const KEY_FIRST: TableDefinition<&[u8], i64> = TableDefinition::new("audit_key_first");
 pub(crate) const SRC_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_src_agg");
-pub(crate) const SRC_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_src_events");
-pub(crate) const REQUESTS: TableDefinition<&[u8], ()> = TableDefinition::new("audit_requests");
+pub(crate) const SRC_EVENTS: TableDefinition<&[u8; 28], &[u8; 9]> = TableDefinition::new("audit_src_events");
+pub(crate) const REQUESTS: TableDefinition<&[u8; 10], ()> = TableDefinition::new("audit_requests");
+
+/// The version of the table layouts above, stored in `audit_meta` under `layout`. Version 1
+/// (no `layout` row) had variable-width per-event tables and `h8(request id) ‖ seq` request
+/// keys.
+pub const LAYOUT_VERSION: u64 = 2;
+pub(crate) const LAYOUT: &str = "layout";
+/// Seqs per bucket of `audit_requests` (as a shift).
+pub(crate) const REQUEST_BUCKET_BITS: u32 = 16;
 pub(crate) const TIMELINES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_timelines");
 
 pub(crate) const CLASS_LIFECYCLE: u8 = 0;
@@ -85,9 +104,26 @@ pub const TABLE_NAMES: [&str; 12] = [
     "audit_timelines",
 ];
 
-/// Creates every audit table (idempotent), so readers never meet a missing one.
+/// True if the audit tables in `txn` are absent or written with [`LAYOUT_VERSION`]; false if
+/// they must be dropped ([`delete_tables`]) and rebuilt from the log. Call before
+/// [`create_tables`], which fails on tables of another layout.
+pub fn layout_is_current(txn: &WriteTransaction) -> Result<bool, ProjectionError> {
+    let exists = txn.list_tables()?.any(|t| t.name() == META.name());
+    if !exists {
+        return Ok(true);
+    }
+    Ok(txn.open_table(META)?.get(LAYOUT)?.map(|v| v.value()) == Some(LAYOUT_VERSION))
+}
+
+/// Creates every audit table (idempotent), so readers never meet a missing one, and records
+/// the layout version in a new `audit_meta`.
 pub fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
-    txn.open_table(META)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        if meta.get(LAYOUT)?.is_none() {
+            meta.insert(LAYOUT, LAYOUT_VERSION)?;
+        }
+    }
     txn.open_table(KEY_NOS)?;
     txn.open_table(KEY_IDS)?;
     txn.open_table(STRINGS)?;
@@ -102,20 +138,12 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
     Ok(())
 }
 
-/// Deletes every audit table (before a rebuild).
+/// Deletes every audit table (before a rebuild), whatever layout it was written with.
 pub fn delete_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
-    txn.delete_table(META)?;
-    txn.delete_table(KEY_NOS)?;
-    txn.delete_table(KEY_IDS)?;
-    txn.delete_table(STRINGS)?;
-    txn.delete_table(STRING_VALUES)?;
-    txn.delete_table(KEY_EVENTS)?;
-    txn.delete_table(KEY_AGG)?;
-    txn.delete_table(KEY_FIRST)?;
-    txn.delete_table(SRC_AGG)?;
-    txn.delete_table(SRC_EVENTS)?;
-    txn.delete_table(REQUESTS)?;
-    txn.delete_table(TIMELINES)?;
+    for name in TABLE_NAMES {
+        // Deleting goes by name only, so this also removes tables of an older layout.
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new(name))?;
+    }
     Ok(())
 }
 
@@ -135,9 +163,9 @@ pub fn first_use_from(
     let mut end = start;
     end[20..].copy_from_slice(&[0xff; 8]);
     let table = db.open_table(SRC_EVENTS)?;
-    let mut rows = table.range(start.as_slice()..=end.as_slice())?;
+    let mut rows = table.range::<&[u8; 28]>(&start..=&end)?;
     match rows.next() {
-        Some(row) => Ok(Some(be_u64(&row?.0.value()[20..28]))),
+        Some(row) => Ok(Some(be_u64(&row?.0.value()[20..]))),
         None => Ok(None),
     }
 }
@@ -167,12 +195,12 @@ pub fn dump(db: &impl ReadableDatabase) -> Result<Vec<TableDump>, ProjectionErro
     rows!(KEY_IDS, |k: u32| k.to_be_bytes().to_vec(), bytes);
     rows!(STRINGS, bytes, |v: u32| v.to_be_bytes().to_vec());
     rows!(STRING_VALUES, bytes, bytes);
-    rows!(KEY_EVENTS, bytes, bytes);
+    rows!(KEY_EVENTS, |k: &[u8; 13]| k.to_vec(), |v: &[u8; 21]| v.to_vec());
     rows!(KEY_AGG, bytes, bytes);
     rows!(KEY_FIRST, bytes, |v: i64| v.to_be_bytes().to_vec());
     rows!(SRC_AGG, bytes, bytes);
-    rows!(SRC_EVENTS, bytes, bytes);
-    rows!(REQUESTS, bytes, |_: ()| Vec::new());
+    rows!(SRC_EVENTS, |k: &[u8; 28]| k.to_vec(), |v: &[u8; 9]| v.to_vec());
+    rows!(REQUESTS, |k: &[u8; 10]| k.to_vec(), |_: ()| Vec::new());
     rows!(TIMELINES, bytes, bytes);
     Ok(out)
 }
@@ -221,13 +249,28 @@ pub(crate) fn day_start(day: u32) -> Timestamp {
 }
 
 /// The hashed key of a keyledger request id or a gateway's request id.
-pub(crate) fn request_hash(gateway: bool, id: &[u8]) -> [u8; 8] {
+pub(crate) fn request_hash(gateway: bool, id: &[u8]) -> [u8; 4] {
     let mut hasher = blake3::Hasher::new();
     hasher.update(if gateway { b"keyledger audit gateway request\0" } else { b"keyledger audit request\0" });
     hasher.update(id);
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..4]);
     out
+}
+
+/// The `audit_requests` row of a request id hash at `seq`.
+pub(crate) fn request_key(hash: [u8; 4], seq: u64) -> [u8; 10] {
+    let bucket = u32::try_from(seq >> REQUEST_BUCKET_BITS).unwrap_or(u32::MAX);
+    let mut key = [0u8; 10];
+    key[..4].copy_from_slice(&bucket.to_be_bytes());
+    key[4..8].copy_from_slice(&hash);
+    key[8..].copy_from_slice(&((seq & 0xffff) as u16).to_be_bytes());
+    key
+}
+
+/// The seq of an `audit_requests` row.
+pub(crate) fn request_seq(key: &[u8; 10]) -> u64 {
+    (u64::from(be_u32(&key[..4])) << REQUEST_BUCKET_BITS) | u64::from(u16::from_be_bytes([key[8], key[9]]))
 }
 
 pub(crate) fn kind_code(kind: EventKind) -> u8 {
@@ -309,4 +352,25 @@ pub(crate) fn be_u64(bytes: &[u8]) -> u64 {
 
 pub(crate) fn be_i64(bytes: &[u8]) -> i64 {
     be_u64(bytes) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_keys_give_back_their_seq_and_sort_by_bucket_first() {
+        let hashes = [[0u8; 4], [0xff; 4], request_hash(true, b"gw-1"), request_hash(false, b"gw-1")];
+        let seqs = [0, 1, 0xfffe, 0xffff, 0x1_0000, 0x1_0001, 0x1234_5678, (1 << 48) - 1];
+        for hash in hashes {
+            for seq in seqs {
+                assert_eq!(request_seq(&request_key(hash, seq)), seq, "seq {seq:#x}");
+            }
+        }
+        // Every key of a bucket sorts before every key of the next one, so a batch's inserts
+        // stay within the last bucket.
+        assert!(request_key([0xff; 4], 0xffff) < request_key([0; 4], 0x1_0000));
+        assert!(request_key([1; 4], 5) < request_key([1; 4], 6));
+        assert_ne!(request_hash(true, b"req_x"), request_hash(false, b"req_x"));
+    }
 }

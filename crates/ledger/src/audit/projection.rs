@@ -14,9 +14,9 @@ impl Projection for AuditProjection {
         "audit"
     }
 
-    fn apply(&mut self, txn: &WriteTransaction, events: &[Event]) -> Result<(), ProjectionError> {
+    fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError> {
         let mut writer = Writer::open(txn)?;
-        for event in events {
+        for event in batches.iter().flat_map(|b| b.iter()) {
             writer.event(event)?;
         }
         writer.flush()
@@ -36,25 +36,29 @@ fn corrupt(what: &str) -> ProjectionError {
     ProjectionError::Corrupt(what.to_owned())
 }
 
-/// One batch's writes: rows go straight to their tables, aggregates are summed in memory
-/// and merged with the stored rows once at the end.
+/// One batch's writes. Aggregates are summed in memory and merged with the stored rows once
+/// at the end; the per-event rows are collected too and inserted in key order at the end, so
+/// that consecutive inserts land in the same (already copied) leaf pages instead of random
+/// ones.
 struct Writer<'t> {
     meta: Table<'t, &'static str, u64>,
     key_nos: Table<'t, &'static [u8], u32>,
     key_ids: Table<'t, u32, &'static [u8]>,
     strings: Table<'t, &'static [u8], u32>,
     string_values: Table<'t, &'static [u8], &'static [u8]>,
-    key_events: Table<'t, &'static [u8], &'static [u8]>,
     key_agg: Table<'t, &'static [u8], &'static [u8]>,
     key_first: Table<'t, &'static [u8], i64>,
     src_agg: Table<'t, &'static [u8], &'static [u8]>,
-    src_events: Table<'t, &'static [u8], &'static [u8]>,
-    requests: Table<'t, &'static [u8], ()>,
     timelines: Table<'t, &'static [u8], &'static [u8]>,
+    txn: &'t WriteTransaction,
     next_key_no: u32,
     next_string: [u32; 4],
     key_cache: HashMap<KeyId, u32>,
-    string_cache: HashMap<(u8, Vec<u8>), u32>,
+    /// Per dimension: value bytes → interned id.
+    string_cache: [HashMap<Vec<u8>, u32>; 4],
+    key_events: Vec<([u8; 13], [u8; 21])>,
+    src_events: Vec<([u8; 28], [u8; 9])>,
+    requests: Vec<[u8; 10]>,
     key_agg_delta: BTreeMap<[u8; 13], Agg>,
     key_first_delta: BTreeMap<[u8; 9], i64>,
     src_agg_delta: BTreeMap<[u8; 24], Agg>,
@@ -83,17 +87,18 @@ impl<'t> Writer<'t> {
             key_ids: txn.open_table(KEY_IDS)?,
             strings: txn.open_table(STRINGS)?,
             string_values: txn.open_table(STRING_VALUES)?,
-            key_events: txn.open_table(KEY_EVENTS)?,
             key_agg: txn.open_table(KEY_AGG)?,
             key_first: txn.open_table(KEY_FIRST)?,
             src_agg: txn.open_table(SRC_AGG)?,
-            src_events: txn.open_table(SRC_EVENTS)?,
-            requests: txn.open_table(REQUESTS)?,
             timelines: txn.open_table(TIMELINES)?,
+            txn,
             next_key_no,
             next_string,
             key_cache: HashMap::new(),
-            string_cache: HashMap::new(),
+            string_cache: Default::default(),
+            key_events: Vec::new(),
+            src_events: Vec::new(),
+            requests: Vec::new(),
             key_agg_delta: BTreeMap::new(),
             key_first_delta: BTreeMap::new(),
             src_agg_delta: BTreeMap::new(),
@@ -121,8 +126,7 @@ impl<'t> Writer<'t> {
     }
 
     fn intern(&mut self, dim: u8, bytes: &[u8]) -> Result<u32, ProjectionError> {
-        let cache_key = (dim, bytes.to_vec());
-        if let Some(id) = self.string_cache.get(&cache_key) {
+        if let Some(id) = self.string_cache[usize::from(dim)].get(bytes) {
             return Ok(*id);
         }
         let mut key = Vec::with_capacity(bytes.len() + 1);
@@ -143,20 +147,16 @@ impl<'t> Writer<'t> {
                 id
             }
         };
-        self.string_cache.insert(cache_key, id);
+        self.string_cache[usize::from(dim)].insert(bytes.to_vec(), id);
         Ok(id)
     }
 
-    fn index_request(&mut self, gateway: bool, id: &[u8], seq: u64) -> Result<(), ProjectionError> {
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&request_hash(gateway, id));
-        key[8..].copy_from_slice(&seq.to_be_bytes());
-        self.requests.insert(key.as_slice(), ())?;
-        Ok(())
+    fn index_request(&mut self, gateway: bool, id: &[u8], seq: u64) {
+        self.requests.push(request_key(request_hash(gateway, id), seq));
     }
 
     fn event(&mut self, event: &Event) -> Result<(), ProjectionError> {
-        self.index_request(false, event.request_id.as_bytes(), event.seq)?;
+        self.index_request(false, event.request_id.as_bytes(), event.seq);
         match &event.payload {
             Payload::Used(u) => self.usage(event, u.key_id, true, &u.context),
             Payload::Denied(d) => self.usage(event, d.key_id, false, &d.context),
@@ -167,10 +167,10 @@ impl<'t> Writer<'t> {
                 row[..4].copy_from_slice(&key_no.to_be_bytes());
                 row[4] = CLASS_LIFECYCLE;
                 row[5..].copy_from_slice(&event.seq.to_be_bytes());
-                let mut value = [0u8; 9];
+                let mut value = [0u8; 21];
                 value[0] = kind_code(payload.kind());
-                value[1..].copy_from_slice(&event.at.micros().to_be_bytes());
-                self.key_events.insert(row.as_slice(), value.as_slice())?;
+                value[1..9].copy_from_slice(&event.at.micros().to_be_bytes());
+                self.key_events.push((row, value));
                 self.timeline(event, key_id)
             }
         }
@@ -228,7 +228,7 @@ impl<'t> Writer<'t> {
         value[9..13].copy_from_slice(&ip_id.to_be_bytes());
         value[13..17].copy_from_slice(&ua_id.to_be_bytes());
         value[17..21].copy_from_slice(&path_id.to_be_bytes());
-        self.key_events.insert(row.as_slice(), value.as_slice())?;
+        self.key_events.push((row, value));
 
         let day = day_of(at).to_be_bytes();
         let one = Agg::one(allowed, at);
@@ -257,15 +257,36 @@ impl<'t> Writer<'t> {
             let mut src_key = [0u8; 28];
             src_key[..20].copy_from_slice(&agg_key[..20]);
             src_key[20..].copy_from_slice(&event.seq.to_be_bytes());
-            self.src_events.insert(src_key.as_slice(), &value[..9])?;
+            let mut src_value = [0u8; 9];
+            src_value.copy_from_slice(&value[..9]);
+            self.src_events.push((src_key, src_value));
         }
         if let Some(request) = &context.request_id {
-            self.index_request(true, request.as_bytes(), event.seq)?;
+            self.index_request(true, request.as_bytes(), event.seq);
         }
         Ok(())
     }
 
     fn flush(mut self) -> Result<(), ProjectionError> {
+        // Every row key holds a seq, so no two rows of a batch share a key.
+        self.key_events.sort_unstable_by_key(|row| row.0);
+        let mut key_events = self.txn.open_table(KEY_EVENTS)?;
+        for (key, value) in &self.key_events {
+            key_events.insert(key, value)?;
+        }
+        drop(key_events);
+        self.src_events.sort_unstable_by_key(|row| row.0);
+        let mut src_events = self.txn.open_table(SRC_EVENTS)?;
+        for (key, value) in &self.src_events {
+            src_events.insert(key, value)?;
+        }
+        drop(src_events);
+        self.requests.sort_unstable();
+        let mut requests = self.txn.open_table(REQUESTS)?;
+        for key in &self.requests {
+            requests.insert(key, ())?;
+        }
+        drop(requests);
         for (key, mut agg) in std::mem::take(&mut self.key_agg_delta) {
             if let Some(old) = self.key_agg.get(key.as_slice())? {
                 agg.merge(&Agg::decode(old.value())?);

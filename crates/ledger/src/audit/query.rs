@@ -201,12 +201,9 @@ impl<'a> AuditQueries<'a> {
         for (a, b) in split.edges {
             let from = key_prefix(key_no, CLASS_USAGE, a);
             let to = key_prefix(key_no, CLASS_USAGE, b);
-            for row in events.range(from.as_slice()..to.as_slice())? {
+            for row in events.range::<&[u8; 13]>(&from..&to)? {
                 let (_, v) = row?;
                 let v = v.value();
-                if v.len() != 21 {
-                    return Err(ProjectionError::Corrupt("audit usage row".into()));
-                }
                 let one = Agg::one(v[0] & FLAG_ALLOWED != 0, Timestamp(be_i64(&v[1..9])));
                 let ids = [0, be_u32(&v[9..13]), be_u32(&v[13..17]), be_u32(&v[17..21])];
                 for &dim in dims {
@@ -310,7 +307,7 @@ impl<'a> AuditQueries<'a> {
         for &class in classes {
             let from = key_prefix(key_no, class, lo);
             let to = key_prefix(key_no, class, hi);
-            for row in table.range(from.as_slice()..to.as_slice())?.take(limit + 1) {
+            for row in table.range::<&[u8; 13]>(&from..&to)?.take(limit + 1) {
                 let (k, _) = row?;
                 seqs.push(be_u64(&k.value()[5..13]));
             }
@@ -345,7 +342,7 @@ impl<'a> AuditQueries<'a> {
             let table = txn.open_table(KEY_EVENTS)?;
             let from = key_prefix(key_no, CLASS_LIFECYCLE, 0);
             let to = key_prefix(key_no, CLASS_LIFECYCLE, end);
-            for row in table.range(from.as_slice()..to.as_slice())? {
+            for row in table.range::<&[u8; 13]>(&from..&to)? {
                 let (k, v) = row?;
                 let seq = be_u64(&k.value()[5..13]);
                 if revoked_seq.is_none()
@@ -410,14 +407,17 @@ impl<'a> AuditQueries<'a> {
             candidates.push((request_hash(false, own.as_bytes()), true));
         }
         let mut found = BTreeMap::new();
-        for (hash, is_own) in candidates {
-            let mut from = [0u8; 16];
-            from[..8].copy_from_slice(&hash);
-            let mut to = [0xffu8; 16];
-            to[..8].copy_from_slice(&hash);
-            for row in table.range(from.as_slice()..=to.as_slice())? {
+        let buckets = end.div_ceil(1 << REQUEST_BUCKET_BITS);
+        let rows = candidates.into_iter().flat_map(|(hash, is_own)| {
+            (0..buckets).map(move |bucket| {
+                let first = bucket << REQUEST_BUCKET_BITS;
+                (request_key(hash, first), request_key(hash, first | 0xffff), is_own)
+            })
+        });
+        for (from, to, is_own) in rows {
+            for row in table.range::<&[u8; 10]>(&from..=&to)? {
                 let (k, _) = row?;
-                let seq = be_u64(&k.value()[8..16]);
+                let seq = request_seq(k.value());
                 if seq >= end || found.contains_key(&seq) {
                     continue;
                 }
@@ -483,7 +483,7 @@ impl<'a> AuditQueries<'a> {
                 from[20..].copy_from_slice(&a.to_be_bytes());
                 let mut to = from;
                 to[20..].copy_from_slice(&b.to_be_bytes());
-                for row in events.range(from.as_slice()..to.as_slice())? {
+                for row in events.range::<&[u8; 28]>(&from..&to)? {
                     let (_, v) = row?;
                     let v = v.value();
                     let one = Agg::one(v[0] & FLAG_ALLOWED != 0, Timestamp(be_i64(&v[1..9])));

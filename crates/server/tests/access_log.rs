@@ -1,0 +1,114 @@
+//! The access log: one `info` line per request with keyledger's request id, except
+//! successful verifications, which are logged at `debug` (each is already a `used` event in
+//! the log) and come back with `keyledger_server::request_id=debug`.
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use keyledger_ledger::{Engine, EngineOptions};
+use keyledger_server::{AppState, ServerConfig, router};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+
+/// Captures formatted log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap().lines().map(str::to_owned).collect()
+    }
+}
+
+/// Creates a key, verifies it successfully and with a missing scope, under `filter`; returns
+/// the request lines, the secret, and the `request-id`s of the two verifications.
+fn run(filter: &str) -> (Vec<String>, String, String, String) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let init = Engine::init(&path, EngineOptions::default()).unwrap();
+    let admin = init.admin_key.expose().to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (secret, allowed, denied) = runtime.block_on(async {
+        let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+        let app = router(AppState::new(engine.clone(), ServerConfig::default()))
+            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+        let create = Request::post("/v1/workspaces/acme/keys")
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"name": "k", "scopes": ["read"]}"#))
+            .unwrap();
+        let response = app.clone().oneshot(create).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let secret = body["secret"].as_str().unwrap().to_owned();
+        let mut ids = Vec::new();
+        for (scope, status) in [("read", StatusCode::OK), ("write", StatusCode::FORBIDDEN)] {
+            let verify = Request::get(format!("/v1/verify?scope={scope}"))
+                .header("x-api-key", &secret)
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(verify).await.unwrap();
+            assert_eq!(response.status(), status);
+            ids.push(response.headers()["request-id"].to_str().unwrap().to_owned());
+        }
+        engine.shutdown().await;
+        (secret, ids.remove(0), ids.remove(0))
+    });
+    let lines = captured.lines().into_iter().filter(|l| l.contains(" request request_id=")).collect();
+    (lines, secret, allowed, denied)
+}
+
+fn line_of<'a>(lines: &'a [String], request_id: &str) -> Option<&'a String> {
+    lines.iter().find(|l| l.contains(&format!("request_id={request_id} ")))
+}
+
+#[test]
+fn successful_verifications_are_logged_only_at_debug() {
+    let (lines, secret, allowed, denied) = run("info");
+    assert!(
+        lines.iter().any(|l| l.contains("INFO")
+            && l.contains("route=/v1/workspaces/{ws}/keys")
+            && l.contains("status=201")),
+        "the admin call has its line: {lines:#?}"
+    );
+    let line = line_of(&lines, &denied).expect("a denied verification has its line");
+    assert!(
+        line.contains("INFO") && line.contains("route=/v1/verify") && line.contains("status=403"),
+        "{line}"
+    );
+    assert!(line_of(&lines, &allowed).is_none(), "a successful verification logged at info: {lines:#?}");
+    assert!(lines.iter().all(|l| !l.contains(&secret)), "a secret in the log");
+}
+
+#[test]
+fn the_verify_access_line_comes_back_with_a_debug_filter() {
+    let (lines, secret, allowed, denied) = run("info,keyledger_server::request_id=debug");
+    let line = line_of(&lines, &allowed).expect("the successful verification has its line");
+    assert!(
+        line.contains("DEBUG") && line.contains("route=/v1/verify") && line.contains("status=200"),
+        "{line}"
+    );
+    assert!(line_of(&lines, &denied).is_some_and(|l| l.contains("INFO")));
+    assert!(lines.iter().all(|l| !l.contains(&secret)), "a secret in the log");
+}
