@@ -263,9 +263,11 @@ fn projections_reopen_in_place_catch_up_to_a_bound_and_refuse_gaps() {
     );
     assert!(Arc::ptr_eq(&handle.get().unwrap(), &held), "given back to readers");
     drop(held);
-    let old = Arc::as_ptr(&handle.get().unwrap());
+    // A weak handle keeps the old allocation's address from being reused by the new one.
+    let old = Arc::downgrade(&handle.get().unwrap());
     projections.reopen(std::time::Duration::from_secs(5)).unwrap();
-    assert_ne!(Arc::as_ptr(&handle.get().unwrap()), old, "readers see the reopened database");
+    assert!(old.upgrade().is_none(), "the old database was closed");
+    assert!(!std::ptr::eq(Arc::as_ptr(&handle.get().unwrap()), old.as_ptr()), "readers see the reopened database");
     assert_eq!(projections.load_state().unwrap(), before, "committed rows survive the reopen");
 
     let mut ahead = reader.event(reader.len() - 1).unwrap();
