@@ -30,7 +30,9 @@
 //!
 //! `KEYLEDGER_CRASH_ROUNDS` raises the number of rounds (default [`DEFAULT_ROUNDS`]);
 //! `KEYLEDGER_CRASH_SEED` replays a seed (the seed is printed; thread interleaving still
-//! varies). Run with `--nocapture` to see the per-round figures.
+//! varies). Run with `--nocapture` to see the per-round figures; the last line
+//! (`crash-figures: {…}`) has the totals as JSON. `cargo xtask crash --rounds N` runs this
+//! test in release mode with many rounds and collects that line.
 
 use keyledger_e2e::{Ledger, Server, log_verify};
 use serde_json::{Value, json};
@@ -41,6 +43,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const DEFAULT_ROUNDS: u64 = 8;
+/// The prefix of the last line on stderr: the run's figures as one JSON object.
+const FIGURES_PREFIX: &str = "crash-figures: ";
 const WORKSPACE: &str = "crash";
 /// The contract's batched sync window (§5).
 const SYNC_WINDOW: Duration = Duration::from_millis(10);
@@ -99,7 +103,9 @@ impl Http {
         };
         let mut response = response.ok()?;
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().ok()?;
+        // The one listing of every key of every round passes ureq's 10 MB default after
+        // about 80 rounds of `cargo xtask crash`.
+        let text = response.body_mut().with_config().limit(1 << 30).read_to_string().ok()?;
         let body = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -675,4 +681,26 @@ fn sigkill_under_mixed_load_loses_nothing_acknowledged() {
     }
     assert!(totals.creates > 0 && totals.verifications > 0, "the load did nothing: {totals:?}");
     eprintln!("crash test survived {} rounds in {:?}: {totals:?}", totals.rounds, test_started.elapsed());
+    // One machine-readable line, collected by `cargo xtask crash`.
+    let figures = json!({
+        "seed": seed,
+        "seconds": test_started.elapsed().as_secs_f64(),
+        "rounds": totals.rounds,
+        "strict_rounds": totals.strict_rounds,
+        "keys": lock(&model).keys.len(),
+        "creates": totals.creates,
+        "rotations": totals.rotations,
+        "revocations": totals.revocations,
+        "verifications": totals.verifications,
+        "acknowledged_verifications": totals.acknowledged_verifications,
+        "allowed": totals.allowed,
+        "unanswered": totals.unanswered,
+        "linearizability_checked": totals.linearizability_checked,
+        "usage_checked": totals.usage_checked,
+        "batched_lost": totals.batched_lost,
+        "presence_checks": totals.presence_checks,
+        "get_checks": totals.get_checks,
+        "revoked_verified_after_restart": totals.revoked_verified_after_restart,
+    });
+    eprintln!("{FIGURES_PREFIX}{figures}");
 }

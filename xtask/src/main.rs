@@ -10,6 +10,8 @@
 //! - `bare [--listen ADDR]`: that bare reference server (see [`bare`]).
 //! - `fuzz [--seconds N] [--smoke] [--target T]...`: runs the cargo-fuzz targets of `fuzz/`
 //!   for a set time each, failing on any crash (see [`fuzz`]).
+//! - `crash [--rounds N] [--seed S]`: the SIGKILL crash test of `tests/crash.rs` in release
+//!   mode with many rounds, ending with its figures (see [`crash`]).
 //! - `test`: the whole test suite, also on a fresh machine: installs the gateways and the
 //!   browsers the end-to-end tests drive, runs `cargo test --workspace`, then the console's
 //!   browser tests (Chromium and Firefox). This is the README's test command, and `.ci/run` calls it.
@@ -19,6 +21,7 @@
 
 mod bare;
 mod bench;
+mod crash;
 mod fuzz;
 mod genlog;
 mod load;
@@ -60,6 +63,12 @@ commands:
         executions per target. Installs cargo-fuzz if it is missing.
         --smoke        10 s per target (what CI runs)
         --target T     only this target (repeatable)
+  crash [--rounds N] [--seed S]
+        the SIGKILL crash test (tests/crash.rs) in release mode with N rounds (default 50;
+        `cargo test` runs 8): mixed load, kill -9, log verify, restart, every acknowledged
+        operation checked; prints the figures (rounds, operations checked, losses); the
+        whole output goes to target/crash-logs/
+        --seed S       replay the test's random choices (thread interleaving still varies)
   test  the whole test suite on a fresh machine: install the gateways and the browsers the
         end-to-end tests drive (scripts/install-*.sh; needs root), cargo test --workspace,
         then the console's browser tests (node --test tests/console/: Chromium and Firefox)
@@ -108,6 +117,10 @@ fn main() -> Result<()> {
             load::run(&workspace_root(), options)
         }
         "bare" => bare::run(rest),
+        "crash" => {
+            let options = crash::parse(rest).map_err(|e| anyhow::anyhow!("{e:#}\n\n{USAGE}"))?;
+            crash::run(&workspace_root(), options)
+        }
         "fuzz" => {
             let options = fuzz::parse(rest).map_err(|e| anyhow::anyhow!("{e:#}\n\n{USAGE}"))?;
             fuzz::run(&workspace_root(), options)

@@ -123,6 +123,11 @@ struct ServeArgs {
     /// Longest time a request may take before it answers 408, in seconds.
     #[arg(long, env = "KEYLEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     request_timeout_secs: u64,
+    /// Longest wait for a request's headers on a connection, in seconds, counted from its
+    /// opening or its previous response: a client that sends them slower (slow loris), or
+    /// an idle keep-alive connection, is disconnected.
+    #[arg(long, env = "KEYLEDGER_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    header_read_timeout_secs: u64,
     /// Failed (401/403) verifications allowed per client address and minute; beyond that,
     /// verify answers 429 with Retry-After until the address's budget refills. 0 = off (the
     /// default: a trusted gateway funnels many clients through one address).
@@ -227,6 +232,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         trusted_proxies: args.trusted_proxies,
         body_limit: args.body_limit,
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
         throttle_failed_verifications: args.throttle_failed_verifications,
         ..keyledger_server::ServerConfig::default()
     };

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod request_id;
 pub mod throttle;
+mod transport;
 pub mod verify;
 pub mod views;
 pub mod webhooks;
@@ -50,7 +51,14 @@ pub struct ServerConfig {
     pub throttle_failed_verifications: u32,
     /// Largest URI plus headers of a request, in bytes; larger answers 431 (see [`throttle`]).
     pub max_header_bytes: usize,
+    /// Longest wait for a request's head (request line and headers) on a connection, from
+    /// its opening or its previous response; then the connection is closed. Bounds slow-loris
+    /// clients and idle keep-alive connections (see `transport`).
+    pub header_read_timeout: std::time::Duration,
 }
+
+/// [`ServerConfig::header_read_timeout`] unless configured.
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -61,6 +69,7 @@ impl Default for ServerConfig {
             request_timeout: std::time::Duration::from_secs(30),
             throttle_failed_verifications: 0,
             max_header_bytes: throttle::DEFAULT_MAX_HEADER_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -184,15 +193,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then stops the engine cleanly.
+/// Serves the API on `listener` until `shutdown` resolves, lets open requests finish,
+/// then stops the engine cleanly. Connections that do not deliver a request head within
+/// [`ServerConfig::header_read_timeout`] are closed (see `transport`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let header_read_timeout = state.config.header_read_timeout;
+    transport::serve_http(listener, router(state), header_read_timeout, shutdown).await;
     engine.shutdown().await;
     Ok(())
 }
@@ -225,8 +236,13 @@ pub async fn serve_tls(
         });
     }
     let engine = state.engine.clone();
+    let header_read_timeout = state.config.header_read_timeout;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum_server::bind_rustls(address, config).handle(handle).serve(app).await?;
+    let mut server =
+        axum_server::bind_rustls(address, config).handle(handle).first_request_timeout(header_read_timeout);
+    // axum-server's builder has a timer; its HTTP/1 header timeout is off unless set.
+    server.http_builder().http1().header_read_timeout(header_read_timeout);
+    server.serve(app).await?;
     engine.shutdown().await;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Abuse (issue 8 §4), in-process like `api.rs` and over a real socket for header limits:
 //! unknown-key and bad-checksum floods append nothing and are counted; per-source
 //! throttling of failed verifications (off by default) answers 429 with `Retry-After`;
-//! oversized headers answer 431, never crash.
+//! oversized headers answer 431, never crash; over a real socket, a client dribbling its
+//! request head (slow loris) and idle connections are cut off after the header-read
+//! timeout while others are served.
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
@@ -329,4 +332,166 @@ async fn oversized_headers_over_a_real_socket_are_4xx_not_a_crash() {
     assert_eq!(status, 200, "{text}");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// A server on a real loopback socket (`keyledger_server::serve`), stopped by [`Live::stop`].
+struct Live {
+    address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    api: Api,
+}
+
+impl Live {
+    async fn start(config: ServerConfig) -> Live {
+        let api = api(config.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(keyledger_server::serve(
+            listener,
+            AppState::new(api.engine.clone(), config),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Live { address, stop, server, api }
+    }
+
+    /// Stops the server; it must stop cleanly even with slow or idle connections around.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let stopped = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        stopped.expect("the server did not stop").unwrap().unwrap();
+    }
+}
+
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Allowed lateness of the cut-off (timer granularity, scheduling on a loaded machine).
+const CUT_MARGIN: Duration = Duration::from_millis(1500);
+/// Allowed earliness (the server's clock starts a little before the client's).
+const CUT_EARLY: Duration = Duration::from_millis(150);
+
+/// Waits until the server closes `stream` (EOF or reset), at most `limit`; returns what the
+/// server sent before closing, or `None` if the connection is still open.
+async fn until_closed(stream: &mut tokio::net::tcp::OwnedReadHalf, limit: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut received)).await {
+        Ok(_) => Some(received),
+        Err(_) => None,
+    }
+}
+
+fn assert_cut_in_time(what: &str, waited: Duration) {
+    assert!(
+        waited + CUT_EARLY >= HEADER_TIMEOUT,
+        "{what} was closed after {waited:?}, before the {HEADER_TIMEOUT:?} header timeout"
+    );
+    assert!(
+        waited <= HEADER_TIMEOUT + CUT_MARGIN,
+        "{what} was closed after {waited:?}, long after the {HEADER_TIMEOUT:?} header timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dribbling_its_headers_is_cut_off_while_others_are_served() {
+    let live =
+        Live::start(ServerConfig { header_read_timeout: HEADER_TIMEOUT, ..ServerConfig::default() }).await;
+    let address = live.address;
+
+    // The slow loris: a request head that never ends, one byte every 200 ms (so a limit on
+    // the time between bytes would never fire; only one on the whole head does).
+    let opened = Instant::now();
+    let (mut slow_read, mut slow_write) = tokio::net::TcpStream::connect(address).await.unwrap().into_split();
+    let dribbler = tokio::spawn(async move {
+        let head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ";
+        for byte in head.iter().chain(std::iter::repeat(&b'a')) {
+            if slow_write.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    // Meanwhile other connections are served, including one whose head arrives in pieces
+    // but within the timeout.
+    let mut served = 0;
+    while opened.elapsed() + Duration::from_millis(600) < HEADER_TIMEOUT {
+        let (status, text) =
+            raw_status(address, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        assert_eq!(status, 200, "{text}");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut pieces = tokio::net::TcpStream::connect(address).await.unwrap();
+    pieces.write_all(b"GET /healthz HTTP/1.1\r\nho").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pieces.write_all(b"st: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    pieces.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(served >= 3, "only {served} requests served beside the slow client");
+
+    let received = until_closed(&mut slow_read, HEADER_TIMEOUT + CUT_MARGIN).await;
+    let waited = opened.elapsed();
+    let received = received.unwrap_or_else(|| panic!("the slow client is still connected after {waited:?}"));
+    assert_cut_in_time("the slow client", waited);
+    assert!(received.is_empty(), "the slow client got an answer: {}", String::from_utf8_lossy(&received));
+    dribbler.abort();
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_keep_alive_connections_are_closed_after_the_header_timeout() {
+    let live =
+        Live::start(ServerConfig { header_read_timeout: HEADER_TIMEOUT, ..ServerConfig::default() }).await;
+
+    // A connection that never sends anything.
+    let opened = Instant::now();
+    let (mut silent, _silent_write) =
+        tokio::net::TcpStream::connect(live.address).await.unwrap().into_split();
+
+    // A keep-alive connection: two requests answered on it, then it idles.
+    let (mut read, mut write) = tokio::net::TcpStream::connect(live.address).await.unwrap().into_split();
+    let mut buffer = Vec::new();
+    for _ in 0..2 {
+        write.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let before = buffer.len();
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n =
+                tokio::time::timeout(Duration::from_secs(5), read.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(n > 0, "the keep-alive connection was closed after one response");
+            buffer.extend_from_slice(&chunk[..n]);
+            if buffer[before..].ends_with(b"}") {
+                break;
+            }
+        }
+        assert!(buffer[before..].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer));
+    }
+    let idle_since = Instant::now();
+
+    let received = until_closed(&mut silent, HEADER_TIMEOUT + CUT_MARGIN).await;
+    assert_eq!(received.as_deref(), Some(&b""[..]), "the silent connection is open or got an answer");
+    assert_cut_in_time("the silent connection", opened.elapsed());
+
+    let received = until_closed(&mut read, HEADER_TIMEOUT + CUT_MARGIN).await;
+    assert_eq!(received.as_deref(), Some(&b""[..]), "the idle keep-alive connection is still open");
+    assert_cut_in_time("the idle keep-alive connection", idle_since.elapsed());
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_address_still_reaches_verify_over_a_real_socket() {
+    // `serve` supplies ConnectInfo itself: a verification over TCP records the peer.
+    let live = Live::start(ServerConfig::default()).await;
+    let key = live.api.key("acme", &["read"]).await;
+    let request = format!(
+        "GET /v1/verify?scope=read HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n"
+    );
+    let (status, text) = raw_status(live.address, request.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    let listed = live.api.admin("GET", "/v1/workspaces/acme/keys", None).await;
+    assert_eq!(listed.body["keys"][0]["last_used_ip"], "127.0.0.1", "{}", listed.text);
+    live.stop().await;
 }
