@@ -218,7 +218,9 @@ impl Engine {
             let (reader, committed, demand) = (reader.clone(), writer.committed(), projection_demand.clone());
             std::thread::Builder::new()
                 .name("keyledger-projector".into())
-                .spawn(move || run_projector(projections, events_rx, projected_tx, reader, committed, &demand))
+                .spawn(move || {
+                    run_projector(projections, events_rx, projected_tx, reader, committed, &demand)
+                })
                 .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?
         };
         let webhook_counters = Arc::new(crate::webhook::WebhookCounters::default());

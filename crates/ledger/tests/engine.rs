@@ -267,7 +267,10 @@ fn projections_reopen_in_place_catch_up_to_a_bound_and_refuse_gaps() {
     let old = Arc::downgrade(&handle.get().unwrap());
     projections.reopen(std::time::Duration::from_secs(5)).unwrap();
     assert!(old.upgrade().is_none(), "the old database was closed");
-    assert!(!std::ptr::eq(Arc::as_ptr(&handle.get().unwrap()), old.as_ptr()), "readers see the reopened database");
+    assert!(
+        !std::ptr::eq(Arc::as_ptr(&handle.get().unwrap()), old.as_ptr()),
+        "readers see the reopened database"
+    );
     assert_eq!(projections.load_state().unwrap(), before, "committed rows survive the reopen");
 
     let mut ahead = reader.event(reader.len() - 1).unwrap();
