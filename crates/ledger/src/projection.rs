@@ -10,7 +10,9 @@
 use crate::state::{KeyRecord, LastUsed, LedgerState, record_use};
 use keyledger_core::{Event, KeyId, Payload, Policy, WorkspaceId};
 use keyledger_log::LogReader;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -93,7 +95,7 @@ impl Projection for RegistryProjection {
         let mut policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
         for event in events {
             match &event.payload {
-                Payload::Used(usage) if !partial.keys.contains_key(&usage.key_id) => {
+                Payload::Used(usage) if partial.view(&usage.key_id).is_none() => {
                     let entry = match used_only.entry(usage.key_id) {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::btree_map::Entry::Vacant(e) => {
@@ -110,13 +112,13 @@ impl Projection for RegistryProjection {
                 _ => partial.apply(event),
             }
         }
-        for record in partial.keys.values() {
-            let mut stored = record.clone();
+        for key in partial.keys() {
+            let mut stored = key.record();
             let usage = std::mem::take(&mut stored.last_used);
             let bytes =
                 postcard::to_allocvec(&stored).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-            keys.insert(record.key_id.as_bytes().as_slice(), bytes.as_slice())?;
-            used_only.insert(record.key_id, usage);
+            keys.insert(stored.key_id.as_bytes().as_slice(), bytes.as_slice())?;
+            used_only.insert(stored.key_id, usage);
         }
         for (key_id, usage) in &used_only {
             let bytes = postcard::to_allocvec(usage).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
@@ -153,11 +155,13 @@ fn read_last_used(
     key_id: &KeyId,
 ) -> Result<LastUsed, ProjectionError> {
     match table.get(key_id.as_bytes().as_slice())? {
-        Some(row) => {
-            postcard::from_bytes(row.value()).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}")))
-        }
+        Some(row) => decode_last_used(row.value()),
         None => Ok(LastUsed::default()),
     }
+}
+
+fn decode_last_used(bytes: &[u8]) -> Result<LastUsed, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}")))
 }
 
 fn decode_record(bytes: &[u8]) -> Result<KeyRecord, ProjectionError> {
@@ -292,12 +296,24 @@ pub fn load_state_read_only(path: &Path) -> Result<LedgerState, ProjectionError>
 
 pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, ProjectionError> {
     let txn = db.begin_read()?;
-    let mut state = LedgerState::default();
+    let keys = txn.open_table(KEYS)?;
+    let mut state = LedgerState::with_capacity(usize::try_from(keys.len()?).unwrap_or(0));
+    // Both tables are keyed by key id: walk them side by side (one pass over each B-tree)
+    // rather than looking up every key's last use.
     let last_used = txn.open_table(LAST_USED)?;
-    for row in txn.open_table(KEYS)?.iter()? {
-        let (_, value) = row?;
+    let mut uses = last_used.iter()?.peekable();
+    for row in keys.iter()? {
+        let (id, value) = row?;
         let mut record = decode_record(value.value())?;
-        record.last_used = read_last_used(&last_used, &record.key_id)?;
+        let id = id.value();
+        while let Some(skipped) = uses.next_if(|u| u.as_ref().map_or(true, |(k, _)| k.value() < id)) {
+            skipped?;
+        }
+        if let Some((_, usage)) =
+            uses.next_if(|u| u.as_ref().is_ok_and(|(k, _)| k.value() == id)).transpose()?
+        {
+            record.last_used = decode_last_used(usage.value())?;
+        }
         state.insert(record);
     }
     for row in txn.open_table(POLICIES)?.iter()? {
