@@ -254,13 +254,13 @@ fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(
     }
 }
 
-/// Checks a new key of `workspace` against its policy, counting `live_after` live keys
-/// once it exists.
+/// Checks a new key of `workspace` against its policy, counting `live_after()` live keys
+/// once it exists (counted only under a `max_active_keys` policy: it walks the workspace).
 fn check_policy(
     policy: &Policy,
     secret: &IssuedSecret,
     expires_at: Option<Timestamp>,
-    live_after: usize,
+    live_after: impl FnOnce() -> usize,
     now: Timestamp,
 ) -> Result<(), LedgerError> {
     let expected_prefix = policy.key_prefix.clone().unwrap_or_else(keyledger_core::KeyPrefix::default_prefix);
@@ -270,7 +270,7 @@ fn check_policy(
         )));
     }
     if let Some(max) = policy.max_active_keys
-        && live_after > max as usize
+        && live_after() > max as usize
     {
         return Err(LedgerError::Conflict(format!(
             "policy max_active_keys: the workspace may hold at most {max} active keys"
@@ -340,7 +340,7 @@ fn create(
             return Err(LedgerError::invalid("expires_at", "must be in the future"));
         }
         check_not_wider(state, caller, &workspace, &spec)?;
-        let live_after = state.live_count(&workspace, now) + 1;
+        let live_after = || state.live_count(&workspace, now) + 1;
         check_policy(&state.policy(&workspace), &secret, expires_at, live_after, now)?;
     }
     if state.view_by_hash(&secret.hash).is_some() || state.view(&secret.key_id).is_some() {
@@ -381,9 +381,9 @@ fn rotate(
     }
     let new_expiry = old.lifetime.map(|l| now.plus_micros(l.max(0)));
     // The old key stays live during an overlap: count it.
-    let live_now = state.live_count(&old.workspace, now);
     let old_counted = usize::from(old.is_live(now));
-    let live_after = live_now + 1 - if overlap == 0 { old_counted } else { 0 };
+    let live_after =
+        || state.live_count(&old.workspace, now) + 1 - if overlap == 0 { old_counted } else { 0 };
     check_policy(&state.policy(&old.workspace), &secret, new_expiry, live_after, now)?;
     let spec = KeySpec {
         name: old.name.clone(),
