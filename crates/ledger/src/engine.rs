@@ -40,6 +40,9 @@ pub struct EngineOptions {
     pub usage_durability: Durability,
     pub writer: WriterOptions,
     pub storage: Arc<dyn Storage>,
+    /// redb's page cache for the projections, in bytes (see
+    /// [`crate::projection::DEFAULT_CACHE_BYTES`]).
+    pub projection_cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +51,7 @@ impl Default for EngineOptions {
             usage_durability: Durability::Written,
             writer: WriterOptions::default(),
             storage: OsStorage::shared(),
+            projection_cache_bytes: crate::projection::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -189,7 +193,10 @@ impl Engine {
             );
         }
         let reader = log.reader();
-        let mut projections = Projections::open(&dir.join(datadir::PROJECTIONS_FILE))?;
+        let mut projections = Projections::open_with_cache(
+            &dir.join(datadir::PROJECTIONS_FILE),
+            options.projection_cache_bytes,
+        )?;
         if projections.cursor()? > reader.len() {
             tracing::warn!("projections are ahead of the log; rebuilding them from the log");
             projections.rebuild(&reader)?;

@@ -184,9 +184,20 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
     crate::audit::create_tables(txn)
 }
 
+/// Default size of redb's page cache for the projections (read cache and write buffer
+/// together). redb's own default, 1 GiB, would let a long-running server's memory grow by
+/// that much as the audit indexes are written and read, whatever its number of keys; the
+/// operating system's page cache still holds the file.
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 impl Projections {
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
-        let db = Database::create(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Self::open`] with a redb page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, ProjectionError> {
+        let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
         let txn = db.begin_write()?;
         create_tables(&txn)?;
         txn.commit()?;
