@@ -1,7 +1,9 @@
-//! `cargo xtask bench`: runs the criterion benchmarks and writes their figures into
-//! `docs/benchmarks.md`.
+//! `cargo xtask bench`: every figure of issue 7, written into `docs/benchmarks.md`: the
+//! criterion benchmarks (below), then the HTTP load test (`cargo xtask load`, its own
+//! table) and the scale figures on generated logs ([`crate::scale_bench`], its own table).
+//! Each part can be skipped (`--no-criterion`, `--no-load`, `--no-scale`).
 //!
-//! Steps:
+//! Criterion steps:
 //! 1. unless `--report-only`, runs `cargo bench -p keyledger-core -p keyledger-log
 //!    -p keyledger-ledger --bench '*'` (only the criterion targets, so libtest never sees
 //!    criterion's flags), with shorter times under `--quick`;
@@ -34,11 +36,58 @@ const END_MARKER: &str = "<!-- bench:end -->";
 /// Directory (under the criterion home) of the benches' own side files.
 const EXTRA_DIR: &str = "keyledger-extra";
 
+/// Events of the main scale log unless `--scale-events` says otherwise.
+const DEFAULT_SCALE_EVENTS: u64 = 1_000_000;
+
 /// What `cargo xtask bench` was asked to do.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub quick: bool,
     pub report_only: bool,
+    pub criterion: bool,
+    pub load: bool,
+    pub scale: bool,
+    pub scale_events: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            quick: false,
+            report_only: false,
+            criterion: true,
+            load: true,
+            scale: true,
+            scale_events: DEFAULT_SCALE_EVENTS,
+        }
+    }
+}
+
+/// Parses `bench`'s flags.
+pub fn parse(args: &[String]) -> Result<Options> {
+    let mut options = Options::default();
+    let mut flags = args.iter();
+    while let Some(flag) = flags.next() {
+        match flag.as_str() {
+            "--quick" => options.quick = true,
+            "--report-only" => options.report_only = true,
+            "--no-criterion" => options.criterion = false,
+            "--no-load" => options.load = false,
+            "--no-scale" => options.scale = false,
+            "--scale-events" => {
+                let value = flags.next().context("`--scale-events` needs a value")?;
+                options.scale_events = value.replace('_', "").parse().context("--scale-events")?;
+                if options.scale_events == 0 {
+                    bail!("--scale-events must be positive");
+                }
+            }
+            other => bail!("unknown option `{other}` for `bench`"),
+        }
+    }
+    if options.report_only {
+        (options.load, options.scale) = (false, false);
+    }
+    Ok(options)
 }
 
 /// A benchmark group: the package and bench target it lives in, and what one iteration is.
@@ -123,8 +172,32 @@ impl Measured {
     }
 }
 
-/// Runs the benchmarks (unless `report_only`) and refreshes `docs/benchmarks.md`.
+/// Runs every selected part, each refreshing its table of `docs/benchmarks.md`.
 pub fn run(root: &Path, options: Options) -> Result<()> {
+    if options.criterion {
+        run_criterion(root, options)?;
+    }
+    if options.load {
+        let mut command = crate::cargo();
+        command.args(["run", "--quiet", "--release", "--package", "xtask", "--", "load"]);
+        if options.quick {
+            command.arg("--quick");
+        }
+        crate::run_step(root, command)?;
+    }
+    if options.scale {
+        let sizes = if options.quick {
+            crate::scale_bench::Sizes::quick()
+        } else {
+            crate::scale_bench::Sizes::full(options.scale_events)
+        };
+        crate::scale_bench::run(root, sizes, options.quick)?;
+    }
+    Ok(())
+}
+
+/// Runs the criterion benchmarks (unless `report_only`) and refreshes their table.
+fn run_criterion(root: &Path, options: Options) -> Result<()> {
     let home = criterion_home(root);
     let started = SystemTime::now();
     if !options.report_only {
@@ -431,7 +504,7 @@ fn format_rate(per_second: f64, unit: &str) -> String {
 }
 
 /// `1234567.8` as `1,234,568`.
-fn group_digits(value: f64) -> String {
+pub(crate) fn group_digits(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
@@ -444,7 +517,7 @@ fn group_digits(value: f64) -> String {
 }
 
 /// The current UTC date and time, `YYYY-MM-DD HH:MM UTC`, from the system clock.
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
@@ -467,7 +540,13 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Replaces the marked section of `doc` (creating the file, or the markers, if missing).
 fn write_section(doc: &Path, section: &str) -> Result<()> {
-    let block = format!("{BEGIN_MARKER}\n{section}{END_MARKER}");
+    write_marked_section(doc, BEGIN_MARKER, END_MARKER, section)
+}
+
+/// Replaces everything between `begin` and `end` in `doc` with `section` (creating the
+/// file, or appending the markers, if missing).
+pub(crate) fn write_marked_section(doc: &Path, begin: &str, end: &str, section: &str) -> Result<()> {
+    let block = format!("{begin}\n{section}{end}");
     let current = match std::fs::read_to_string(doc) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -475,12 +554,12 @@ fn write_section(doc: &Path, section: &str) -> Result<()> {
         }
         Err(error) => return Err(error).with_context(|| format!("cannot read {}", doc.display())),
     };
-    let updated = match (current.find(BEGIN_MARKER), current.find(END_MARKER)) {
-        (Some(begin), Some(end)) if begin < end => {
-            format!("{}{block}{}", &current[..begin], &current[end + END_MARKER.len()..])
+    let updated = match (current.find(begin), current.find(end)) {
+        (Some(at), Some(until)) if at < until => {
+            format!("{}{block}{}", &current[..at], &current[until + end.len()..])
         }
         (None, None) => format!("{}\n\n{block}\n", current.trim_end()),
-        _ => bail!("{} has misplaced `{BEGIN_MARKER}` / `{END_MARKER}` markers", doc.display()),
+        _ => bail!("{} has misplaced `{begin}` / `{end}` markers", doc.display()),
     };
     if let Some(parent) = doc.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;

@@ -64,6 +64,10 @@ const PATHS: [&str; 10] = [
     "/v1/export",
 ];
 
+/// Creates waiting at once: each waits for its fsync, so many in flight share each fsync
+/// (a million keys in minutes rather than an hour).
+const CREATES_IN_FLIGHT: usize = 1024;
+
 pub fn run(options: Options) -> Result<()> {
     if options.keys == 0 || options.events == 0 {
         bail!("--events and --keys must be positive");
@@ -131,7 +135,7 @@ async fn generate(engine: Arc<Engine>, options: &Options, workspaces: u64) -> Re
             },
         };
         creates.spawn(async move { engine.create(Caller::system(), workspace, spec).await });
-        if creates.len() >= 64 {
+        if creates.len() >= CREATES_IN_FLIGHT {
             let (record, secret) = creates.join_next().await.context("create task")???;
             keys.push((record.key_id, secret));
         }

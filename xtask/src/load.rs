@@ -23,7 +23,7 @@
 //! [`CI_MIN_RATIO`] of the bare server's (best of three attempts, so a noisy neighbour
 //! cannot fail it, but a gross regression does).
 
-mod generator;
+pub(crate) mod generator;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -232,7 +232,7 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
 }
 
 /// The target directory cargo builds into.
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
@@ -254,14 +254,20 @@ async fn interrupted() -> &'static str {
 /// A child process in its own process group, stopped (the whole group: SIGTERM, then
 /// SIGKILL after 10 s) when dropped. It runs under `timeout` when available, so it stops
 /// by itself after `lifetime` even if this harness is killed outright.
-struct Process {
+pub(crate) struct Process {
     name: String,
     child: Child,
     stopped: bool,
 }
 
 impl Process {
-    fn spawn(name: &str, program: &Path, args: &[&str], lifetime: Duration, stderr: Stdio) -> Result<Self> {
+    pub(crate) fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        lifetime: Duration,
+        stderr: Stdio,
+    ) -> Result<Self> {
         let mut command = if has_timeout() {
             let mut command = Command::new("timeout");
             command.arg("--kill-after=5").arg(format!("{}s", lifetime.as_secs().max(1))).arg(program);
@@ -283,13 +289,20 @@ impl Process {
             .status();
     }
 
+    /// The id of the program itself (not of the `timeout` wrapping it), once it runs.
+    pub(crate) fn program_pid(&self) -> u32 {
+        let id = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        children.split_whitespace().next().and_then(|pid| pid.parse().ok()).unwrap_or(id)
+    }
+
     /// Whether it has exited (and how), without waiting.
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// Stops the process group: SIGTERM, up to 10 s for a clean stop, then SIGKILL.
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn stop(&mut self) -> Option<std::process::ExitStatus> {
         if self.stopped {
             return self.exited();
         }
@@ -327,7 +340,7 @@ fn has_timeout() -> bool {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
     Ok(listener.local_addr()?.port())
 }
@@ -467,7 +480,7 @@ impl Keyledger {
 }
 
 /// The last lines of a log file, for error messages.
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let mut text = String::new();
     let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text));
     let lines: Vec<&str> = text.lines().collect();
@@ -1000,7 +1013,7 @@ fn micros(us: u64) -> String {
     if us < 1_000 { format!("{us} µs") } else { format!("{:.2} ms", us as f64 / 1e3) }
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())

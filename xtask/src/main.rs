@@ -2,9 +2,11 @@
 //! `.cargo/config.toml`).
 //!
 //! Commands:
-//! - `bench [--quick] [--report-only]`: runs the criterion benchmarks of keyledger-core,
-//!   keyledger-log and keyledger-ledger, then refreshes the results table in
-//!   `docs/benchmarks.md` (see [`bench`]).
+//! - `bench [--quick] [--report-only] [--scale-events N] [--no-criterion|--no-load|--no-scale]`:
+//!   every figure of issue 7 in one command: the criterion benchmarks of keyledger-core,
+//!   keyledger-log and keyledger-ledger, the HTTP load test ([`load`]) and the scale figures
+//!   on generated logs ([`scale_bench`]), each written into its table of `docs/benchmarks.md`
+//!   (see [`bench`]).
 //! - `load [--quick|--ci] [--seconds S] [--connections C] [--keys K]`: the HTTP load test
 //!   against the real `keyledger` binary, with ratios to a bare axum server (see [`load`]).
 //! - `bare [--listen ADDR]`: that bare reference server (see [`bare`]).
@@ -26,6 +28,7 @@ mod fuzz;
 mod genlog;
 mod load;
 mod scale;
+mod scale_bench;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -35,10 +38,17 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  bench [--quick] [--report-only]
-        run the criterion benchmarks and refresh the table in docs/benchmarks.md
-        --quick        shorter warm-up and measurement (0.5 s / 1 s) for a smoke run
-        --report-only  do not run anything; rebuild the table from the results on disk
+  bench [--quick] [--report-only] [--scale-events N] [--no-criterion] [--no-load] [--no-scale]
+        every figure of issue 7, each table of docs/benchmarks.md refreshed: the criterion
+        benchmarks, then `load`, then the scale figures (gen-log + scale + keyledger serve
+        startup and peak RSS with 100,000 and 1,000,000 keys) on logs generated under
+        target/xtask-bench/ (removed afterwards)
+        --quick          smoke run: short criterion times, `load --quick`, small logs
+        --report-only    criterion: do not run; rebuild its table from the results on disk
+                         (implies --no-load --no-scale)
+        --scale-events N events of the main scale log (default 1000000; 10000000 for the
+                         full table: allow about 15 minutes more and 6 GB of disk)
+        --no-criterion, --no-load, --no-scale   skip that part
   gen-log --data-dir D --events N --keys K [--hot-share F] [--workspaces W]
         write a realistic log of N events over K keys straight through the engine (in
         release mode); key 0 gets F (default 0.1) of the traffic
@@ -84,14 +94,7 @@ fn main() -> Result<()> {
     };
     match command.as_str() {
         "bench" => {
-            let mut options = bench::Options::default();
-            for flag in rest {
-                match flag.as_str() {
-                    "--quick" => options.quick = true,
-                    "--report-only" => options.report_only = true,
-                    other => bail!("unknown option `{other}` for `bench`\n\n{USAGE}"),
-                }
-            }
+            let options = bench::parse(rest).map_err(|e| anyhow::anyhow!("{e:#}\n\n{USAGE}"))?;
             bench::run(&workspace_root(), options)
         }
         "gen-log" => gen_log(rest),

@@ -41,8 +41,9 @@ pub fn run(data_dir: PathBuf) -> Result<()> {
     // The busiest key, and a verification of it: startup ends at the first verify answered.
     let (hot, workspace) = {
         let registry = engine.registry();
-        let hot = registry.keys.values().max_by_key(|k| k.last_used.count).context("no keys")?.clone();
-        (hot.clone(), hot.workspace.clone())
+        let hot = registry.keys().max_by_key(|k| k.last_used().count).context("no keys")?.record();
+        let workspace = hot.workspace.clone();
+        (hot, workspace)
     };
     let first_verify = runtime.block_on(engine.verify(
         RequestId::generate(Timestamp::now().millis()),
@@ -54,7 +55,7 @@ pub fn run(data_dir: PathBuf) -> Result<()> {
     let startup_ms = started.elapsed().as_secs_f64() * 1e3;
     let rss_open_mb = proc_status_kb("VmRSS:").saturating_sub(rss_before) as f64 / 1024.0;
     let events = engine.log().len();
-    let keys = engine.registry().keys.len();
+    let keys = engine.registry().len();
     runtime.block_on(engine.wait_for_projections(std::time::Duration::from_secs(60)));
 
     let audit = engine.audit();
@@ -75,7 +76,10 @@ pub fn run(data_dir: PathBuf) -> Result<()> {
     let hygiene_ms = time_ms(3, || {
         let registry = engine.registry();
         let cutoff = now.plus_micros(-90 * 86_400_000_000);
-        Ok(registry.workspace_keys(&workspace).filter(|k| k.last_used.at.is_none_or(|t| t < cutoff)).count())
+        Ok(registry
+            .workspace_keys(&workspace)
+            .filter(|k| k.last_used().at.is_none_or(|t| t < cutoff))
+            .count())
     })?;
 
     // Export everything to a file, then verify it offline.

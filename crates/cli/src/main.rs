@@ -120,6 +120,10 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "KEYLEDGER_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
+    /// redb's page cache for the projections (audit indexes, registry rows), in MiB: memory
+    /// the server may hold beyond its registry. More speeds up audit writes and queries.
+    #[arg(long, env = "KEYLEDGER_PROJECTION_CACHE_MB", default_value_t = 256)]
+    projection_cache_mb: usize,
     /// Longest time a request may take before it answers 408, in seconds.
     #[arg(long, env = "KEYLEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     request_timeout_secs: u64,
@@ -219,6 +223,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             checkpoint_every: Duration::from_secs(args.checkpoint_interval_secs.max(1)),
             ..WriterOptions::default()
         },
+        projection_cache_bytes: args.projection_cache_mb.max(1).saturating_mul(1 << 20),
         ..EngineOptions::default()
     };
     if !keyledger_ledger::datadir::is_initialised(&args.data_dir) {

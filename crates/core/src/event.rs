@@ -29,7 +29,7 @@ pub struct Event {
 }
 
 /// Who caused an event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Actor {
     /// keyledger itself (init, expiry sightings, recovery).
     System,

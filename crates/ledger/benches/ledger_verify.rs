@@ -2,7 +2,8 @@
 //!
 //! Run with `cargo bench -p keyledger-ledger --bench ledger_verify [-- <filter>]`. Benchmark ids:
 //! - `ledger/decide`: the in-memory decision [`decide`] for an active key that passes every
-//!   check (scope, resource, environment, workspace): the longest path through it.
+//!   check (scope, resource, environment, workspace): the longest path through it, on the
+//!   key as the registry holds it (a `KeyView` of its compact slot).
 //! - `engine_verify/batched/{1,64}`: [`Engine::verify`] of valid keys in batched mode
 //!   (`used` events written, fsynced within the window) on a data dir holding
 //!   [`KEYS`] keys, from 1 or 64 concurrent tasks on one tokio worker thread. One criterion
@@ -17,7 +18,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use keyledger_core::{Actor, Environment, KeyHash, KeyId, RequestId, Timestamp, UsageContext, WorkspaceId};
 use keyledger_ledger::state::decide;
 use keyledger_ledger::{
-    Caller, Engine, EngineOptions, Expiry, KeyRecord, KeySpec, LastUsed, VerifyOutcome, VerifyRequirements,
+    Caller, Engine, EngineOptions, Expiry, KeyRecord, KeySpec, LastUsed, LedgerState, VerifyOutcome,
+    VerifyRequirements,
 };
 use keyledger_log::WriterStats;
 use std::hint::black_box;
@@ -88,12 +90,15 @@ fn active_record() -> KeyRecord {
 
 fn decide_benches(c: &mut Criterion) {
     let record = active_record();
+    let mut state = LedgerState::default();
+    state.insert(record.clone());
+    let key = state.view(&record.key_id).expect("the key was just inserted");
     let wants = requirements();
     let now = Timestamp::now();
-    assert_eq!(decide(&record, &wants, now), Ok(()), "the benchmarked key must be allowed");
+    assert_eq!(decide(&key, &wants, now), Ok(()), "the benchmarked key must be allowed");
     let mut group = c.benchmark_group("ledger");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("decide", |b| b.iter(|| decide(black_box(&record), black_box(&wants), now)));
+    group.bench_function("decide", |b| b.iter(|| decide(black_box(&key), black_box(&wants), now)));
     group.finish();
 }
 

@@ -42,10 +42,10 @@ pub fn check_projections(
         replay.apply(&decode_event(&bytes).map_err(|e| unreadable(&e))?);
     }
     let up_to = stored.applied.saturating_sub(1);
-    let mut ids: Vec<_> = replay.keys.keys().chain(stored.keys.keys()).copied().collect();
+    let mut ids: Vec<_> = replay.keys().chain(stored.keys()).map(|k| k.key_id()).collect();
     ids.sort();
     ids.dedup();
-    if let Some(id) = ids.into_iter().find(|id| replay.keys.get(id) != stored.keys.get(id)) {
+    if let Some(id) = ids.into_iter().find(|id| replay.key(id) != stored.key(id)) {
         return Err(ProjectionCheckError::Differs { what: format!("key {id}"), up_to });
     }
     if replay.policies != stored.policies {

@@ -41,6 +41,9 @@ pub struct EngineOptions {
     pub writer: WriterOptions,
     pub storage: Arc<dyn Storage>,
     pub webhooks: crate::webhook::WebhookOptions,
+    /// redb's page cache for the projections, in bytes (see
+    /// [`crate::projection::DEFAULT_CACHE_BYTES`]).
+    pub projection_cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +53,7 @@ impl Default for EngineOptions {
             writer: WriterOptions::default(),
             storage: OsStorage::shared(),
             webhooks: crate::webhook::WebhookOptions::default(),
+            projection_cache_bytes: crate::projection::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -196,7 +200,10 @@ impl Engine {
             );
         }
         let reader = log.reader();
-        let mut projections = Projections::open(&dir.join(datadir::PROJECTIONS_FILE))?;
+        let mut projections = Projections::open_with_cache(
+            &dir.join(datadir::PROJECTIONS_FILE),
+            options.projection_cache_bytes,
+        )?;
         if projections.cursor()? > reader.len() {
             tracing::warn!("projections are ahead of the log; rebuilding them from the log");
             projections.rebuild(&reader)?;
@@ -408,8 +415,8 @@ impl Engine {
     ) -> Result<(KeyRecord, KeyRecord, Secret), LedgerError> {
         let (workspace, environment) = {
             let state = self.read_state();
-            let key = state.key(&key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))?;
-            (key.workspace.clone(), key.environment)
+            let key = state.view(&key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))?;
+            (key.workspace().clone(), key.environment())
         };
         let (secret, issued) = self.issue_secret(&workspace, environment)?;
         match self.submit(Command::Rotate { caller, key_id, overlap, secret: issued, idempotency }).await? {
@@ -515,7 +522,7 @@ impl Engine {
             return None;
         }
         let hash = self.pepper.hash(presented);
-        let found = self.read_state().by_hash.get(&hash).copied();
+        let found = self.read_state().id_by_hash(&hash);
         if found.is_none() {
             self.counters.verify_unknown.fetch_add(1, Ordering::Relaxed);
         }
@@ -529,35 +536,39 @@ impl Engine {
         }
         let hash = self.pepper.hash(presented);
         let state = self.read_state();
-        let key = state.key_by_hash(&hash).ok_or(AuthError::Unknown)?;
-        if !key.hash.ct_eq(&hash) {
+        let key = state.view_by_hash(&hash).ok_or(AuthError::Unknown)?;
+        if !key.hash().ct_eq(&hash) {
             return Err(AuthError::Unknown);
         }
         match key.status(Timestamp::now()) {
             KeyStatus::Revoked => Err(AuthError::Revoked),
             KeyStatus::Expired => Err(AuthError::Expired),
             KeyStatus::Disabled => Err(AuthError::Disabled),
-            KeyStatus::Active if !key.workspace.is_ledger() => Err(AuthError::NotAdmin),
-            KeyStatus::Active => Ok(key.clone()),
+            KeyStatus::Active if !key.workspace().is_ledger() => Err(AuthError::NotAdmin),
+            KeyStatus::Active => Ok(key.record()),
         }
     }
 
     /// Finds the key a candidate secret is (or was), by its keyed hash.
     pub fn find_by_secret(&self, candidate: &str) -> Option<KeyRecord> {
         let hash = self.pepper.hash(candidate);
-        self.read_state().key_by_hash(&hash).cloned()
+        self.read_state().key_by_hash(&hash)
     }
 
     // ----- reads ----------------------------------------------------------------------
 
     pub fn key(&self, key_id: &KeyId) -> Option<KeyRecord> {
-        self.read_state().key(key_id).cloned()
+        self.read_state().key(key_id)
     }
 
     /// A workspace's keys whose status at `now` passes `filter`, oldest first.
     pub fn keys(&self, workspace: &WorkspaceId, filter: impl Fn(KeyStatus) -> bool) -> Vec<KeyRecord> {
         let now = Timestamp::now();
-        self.read_state().workspace_keys(workspace).filter(|k| filter(k.status(now))).cloned().collect()
+        self.read_state()
+            .workspace_keys(workspace)
+            .filter(|k| filter(k.status(now)))
+            .map(|k| k.record())
+            .collect()
     }
 
     /// What an idempotent request with this id did, if it ran within the last 24 hours.
@@ -578,7 +589,7 @@ impl Engine {
     pub fn workspaces(&self) -> Vec<WorkspaceId> {
         let state = self.read_state();
         let mut all: Vec<WorkspaceId> =
-            state.by_workspace.keys().chain(state.policies.keys()).cloned().collect();
+            state.workspaces_with_keys().chain(state.policies.keys()).cloned().collect();
         all.sort();
         all.dedup();
         all

@@ -17,7 +17,9 @@
 use crate::state::{KeyRecord, LastUsed, LedgerState, record_use};
 use keyledger_core::{Event, KeyId, Payload, Policy, WorkspaceId};
 use keyledger_log::LogReader;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -106,7 +108,7 @@ impl Projection for RegistryProjection {
         let mut policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
         for event in events() {
             match &event.payload {
-                Payload::Used(usage) if !partial.keys.contains_key(&usage.key_id) => {
+                Payload::Used(usage) if partial.view(&usage.key_id).is_none() => {
                     let entry = match used_only.entry(usage.key_id) {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::btree_map::Entry::Vacant(e) => {
@@ -132,13 +134,13 @@ impl Projection for RegistryProjection {
                 _ => partial.apply(event),
             }
         }
-        for record in partial.keys.values() {
-            let mut stored = record.clone();
+        for key in partial.keys() {
+            let mut stored = key.record();
             let usage = std::mem::take(&mut stored.last_used);
             let bytes =
                 postcard::to_allocvec(&stored).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-            keys.insert(record.key_id.as_bytes().as_slice(), bytes.as_slice())?;
-            used_only.insert(record.key_id, usage);
+            keys.insert(stored.key_id.as_bytes().as_slice(), bytes.as_slice())?;
+            used_only.insert(stored.key_id, usage);
         }
         for (key_id, usage) in &used_only {
             let bytes = postcard::to_allocvec(usage).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
@@ -188,11 +190,13 @@ fn read_last_used(
     key_id: &KeyId,
 ) -> Result<LastUsed, ProjectionError> {
     match table.get(key_id.as_bytes().as_slice())? {
-        Some(row) => {
-            postcard::from_bytes(row.value()).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}")))
-        }
+        Some(row) => decode_last_used(row.value()),
         None => Ok(LastUsed::default()),
     }
+}
+
+fn decode_last_used(bytes: &[u8]) -> Result<LastUsed, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}")))
 }
 
 fn decode_record(bytes: &[u8]) -> Result<KeyRecord, ProjectionError> {
@@ -227,6 +231,8 @@ impl ProjectionsDb {
 pub struct Projections {
     db: ProjectionsDb,
     path: PathBuf,
+    /// redb's page cache, in bytes (kept for reopening).
+    cache_bytes: usize,
     list: Vec<Box<dyn Projection>>,
 }
 
@@ -241,11 +247,24 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
     crate::audit::create_tables(txn)
 }
 
+/// Default size of redb's page cache for the projections (read cache and write buffer
+/// together). redb's own default, 1 GiB, would let a long-running server's memory grow by
+/// that much as the audit indexes are written and read, whatever its number of keys (the
+/// operating system's page cache holds the file either way). Measured on a 1M-event
+/// catch-up: 256 MiB projects within ~13% of 1 GiB's speed, 128 MiB takes 1.7× as long.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
 impl Projections {
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Self::open`] with a redb page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, ProjectionError> {
         Ok(Self {
-            db: ProjectionsDb::new(open_database(path)?),
+            db: ProjectionsDb::new(open_database(path, cache_bytes)?),
             path: path.to_owned(),
+            cache_bytes,
             list: vec![Box::new(RegistryProjection), Box::new(crate::audit::AuditProjection)],
         })
     }
@@ -270,7 +289,7 @@ impl Projections {
             }
             drop(old);
         }
-        match open_database(&self.path) {
+        match open_database(&self.path, self.cache_bytes) {
             Ok(db) => {
                 self.db.put(Arc::new(db));
                 Ok(())
@@ -393,8 +412,8 @@ impl Projections {
 }
 
 /// Opens (creating if missing) the database and every table.
-fn open_database(path: &Path) -> Result<Database, ProjectionError> {
-    let db = Database::create(path)?;
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, ProjectionError> {
+    let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
     let txn = db.begin_write()?;
     if !crate::audit::layout_is_current(&txn)? {
         // Written by a version with another audit layout: drop the audit tables and let the
@@ -423,12 +442,24 @@ pub fn load_state_read_only(path: &Path) -> Result<LedgerState, ProjectionError>
 
 pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, ProjectionError> {
     let txn = db.begin_read()?;
-    let mut state = LedgerState::default();
+    let keys = txn.open_table(KEYS)?;
+    let mut state = LedgerState::with_capacity(usize::try_from(keys.len()?).unwrap_or(0));
+    // Both tables are keyed by key id: walk them side by side (one pass over each B-tree)
+    // rather than looking up every key's last use.
     let last_used = txn.open_table(LAST_USED)?;
-    for row in txn.open_table(KEYS)?.iter()? {
-        let (_, value) = row?;
+    let mut uses = last_used.iter()?.peekable();
+    for row in keys.iter()? {
+        let (id, value) = row?;
         let mut record = decode_record(value.value())?;
-        record.last_used = read_last_used(&last_used, &record.key_id)?;
+        let id = id.value();
+        while let Some(skipped) = uses.next_if(|u| u.as_ref().map_or(true, |(k, _)| k.value() < id)) {
+            skipped?;
+        }
+        if let Some((_, usage)) =
+            uses.next_if(|u| u.as_ref().is_ok_and(|(k, _)| k.value() == id)).transpose()?
+        {
+            record.last_used = decode_last_used(usage.value())?;
+        }
         state.insert(record);
     }
     for row in txn.open_table(POLICIES)?.iter()? {

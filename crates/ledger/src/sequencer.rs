@@ -86,12 +86,12 @@ impl Sequencer for LedgerSequencer {
         let now = batch.now();
         match command {
             Command::Verify { request_id, key_id, wants, context } => {
-                let Some(key) = state.key(&key_id) else {
+                let Some(key) = state.view(&key_id) else {
                     return Err(LedgerError::NotFound("unknown key".into()));
                 };
-                let outcome = decide(key, &wants, now);
-                let workspace = key.workspace.clone();
-                if outcome == Err(DenyReason::Expired) && !key.expiry_recorded {
+                let outcome = decide(&key, &wants, now);
+                let workspace = key.workspace().clone();
+                if outcome == Err(DenyReason::Expired) && !key.expiry_recorded() {
                     // A lifecycle event: durable before the answer, like every other.
                     let payload = Payload::Expired(KeyRef { key_id, workspace: workspace.clone() });
                     emit(&mut state, batch, &Actor::System, request_id, payload);
@@ -104,10 +104,7 @@ impl Sequencer for LedgerSequencer {
                     }
                 };
                 let seq = emit(&mut state, batch, &Actor::Verifier, request_id, payload);
-                let key = state
-                    .key(&key_id)
-                    .cloned()
-                    .ok_or_else(|| LedgerError::Internal("key vanished".into()))?;
+                let key = state.key(&key_id).ok_or_else(|| LedgerError::Internal("key vanished".into()))?;
                 Ok(Reply::Verdict(Box::new(Verdict { key, outcome, seq })))
             }
             Command::Create { caller, workspace, spec, secret, idempotency } => {
@@ -135,7 +132,7 @@ impl Sequencer for LedgerSequencer {
                         Payload::Revoked(Revoked { key_id, workspace: key.workspace.clone(), reason });
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
                 }
-                Ok(Reply::Key(Box::new(find(&state, &key_id)?.clone())))
+                Ok(Reply::Key(Box::new(find(&state, &key_id)?)))
             }
             Command::RevokeAll { caller, workspace, reason, idempotency } => {
                 check_actor(&state, &caller, now)?;
@@ -143,8 +140,8 @@ impl Sequencer for LedgerSequencer {
                 let own_key = caller.admin_key();
                 let targets: Vec<KeyId> = state
                     .workspace_keys(&workspace)
-                    .filter(|k| k.revoked_at.is_none() && Some(k.key_id) != own_key)
-                    .map(|k| k.key_id)
+                    .filter(|k| !k.is_revoked() && Some(k.key_id()) != own_key)
+                    .map(|k| k.key_id())
                     .collect();
                 for key_id in &targets {
                     let payload = Payload::Revoked(Revoked {
@@ -190,7 +187,7 @@ impl Sequencer for LedgerSequencer {
                         Payload::Enabled(KeyRef { key_id, workspace }),
                     );
                 }
-                Ok(Reply::Key(Box::new(find(&state, &key_id)?.clone())))
+                Ok(Reply::Key(Box::new(find(&state, &key_id)?)))
             }
             Command::SetWebhook { caller, workspace, config } => {
                 check_actor(&state, &caller, now)?;
@@ -275,7 +272,7 @@ fn record_idempotency(
     }
 }
 
-fn find<'a>(state: &'a LedgerState, key_id: &KeyId) -> Result<&'a KeyRecord, LedgerError> {
+fn find(state: &LedgerState, key_id: &KeyId) -> Result<KeyRecord, LedgerError> {
     state.key(key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))
 }
 
@@ -283,8 +280,8 @@ fn find<'a>(state: &'a LedgerState, key_id: &KeyId) -> Result<&'a KeyRecord, Led
 /// command from a key revoked a moment earlier is refused.
 fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(), LedgerError> {
     let Some(key_id) = caller.admin_key() else { return Ok(()) };
-    let key = state.key(&key_id).ok_or(LedgerError::Unauthorized(AuthError::Unknown))?;
-    if !key.workspace.is_ledger() {
+    let key = state.view(&key_id).ok_or(LedgerError::Unauthorized(AuthError::Unknown))?;
+    if !key.workspace().is_ledger() {
         return Err(LedgerError::Unauthorized(AuthError::NotAdmin));
     }
     match key.status(now) {
@@ -295,13 +292,13 @@ fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(
     }
 }
 
-/// Checks a new key of `workspace` against its policy, counting `live_after` live keys
-/// once it exists.
+/// Checks a new key of `workspace` against its policy, counting `live_after()` live keys
+/// once it exists (counted only under a `max_active_keys` policy: it walks the workspace).
 fn check_policy(
     policy: &Policy,
     secret: &IssuedSecret,
     expires_at: Option<Timestamp>,
-    live_after: usize,
+    live_after: impl FnOnce() -> usize,
     now: Timestamp,
 ) -> Result<(), LedgerError> {
     let expected_prefix = policy.key_prefix.clone().unwrap_or_else(keyledger_core::KeyPrefix::default_prefix);
@@ -311,7 +308,7 @@ fn check_policy(
         )));
     }
     if let Some(max) = policy.max_active_keys
-        && live_after > max as usize
+        && live_after() > max as usize
     {
         return Err(LedgerError::Conflict(format!(
             "policy max_active_keys: the workspace may hold at most {max} active keys"
@@ -343,15 +340,15 @@ fn check_not_wider(
     spec: &KeySpec,
 ) -> Result<(), LedgerError> {
     let (Some(admin), true) = (caller.admin_key(), workspace.is_ledger()) else { return Ok(()) };
-    let Some(admin) = state.key(&admin) else { return Ok(()) };
-    if let Some(scope) = spec.scopes.iter().find(|s| admin.scopes.binary_search(s).is_err()) {
+    let Some(admin) = state.view(&admin) else { return Ok(()) };
+    let (scopes, resources) = (admin.scopes(), admin.resources());
+    if let Some(scope) = spec.scopes.iter().find(|s| scopes.binary_search(s).is_err()) {
         return Err(LedgerError::Forbidden(format!(
             "cannot grant scope `{scope}`, which the calling admin key lacks"
         )));
     }
-    if !admin.resources.is_empty()
-        && (spec.resources.is_empty()
-            || spec.resources.iter().any(|r| admin.resources.binary_search(r).is_err()))
+    if !resources.is_empty()
+        && (spec.resources.is_empty() || spec.resources.iter().any(|r| resources.binary_search(r).is_err()))
     {
         return Err(LedgerError::Forbidden(
             "cannot grant access to workspaces beyond the calling admin key's resources".into(),
@@ -381,10 +378,10 @@ fn create(
             return Err(LedgerError::invalid("expires_at", "must be in the future"));
         }
         check_not_wider(state, caller, &workspace, &spec)?;
-        let live_after = state.live_count(&workspace, now) + 1;
+        let live_after = || state.live_count(&workspace, now) + 1;
         check_policy(&state.policy(&workspace), &secret, expires_at, live_after, now)?;
     }
-    if state.by_hash.contains_key(&secret.hash) || state.keys.contains_key(&secret.key_id) {
+    if state.view_by_hash(&secret.hash).is_some() || state.view(&secret.key_id).is_some() {
         return Err(LedgerError::Internal("generated key collides with an existing one".into()));
     }
     let key_id = secret.key_id;
@@ -404,7 +401,7 @@ fn create(
         rotated_from,
     });
     emit(state, batch, &caller.actor, caller.request_id, payload);
-    find(state, &key_id).cloned()
+    find(state, &key_id)
 }
 
 fn rotate(
@@ -416,15 +413,15 @@ fn rotate(
     secret: IssuedSecret,
     now: Timestamp,
 ) -> CommandResult {
-    let old = find(state, &key_id)?.clone();
+    let old = find(state, &key_id)?;
     if old.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be rotated")));
     }
     let new_expiry = old.lifetime.map(|l| now.plus_micros(l.max(0)));
     // The old key stays live during an overlap: count it.
-    let live_now = state.live_count(&old.workspace, now);
     let old_counted = usize::from(old.is_live(now));
-    let live_after = live_now + 1 - if overlap == 0 { old_counted } else { 0 };
+    let live_after =
+        || state.live_count(&old.workspace, now) + 1 - if overlap == 0 { old_counted } else { 0 };
     check_policy(&state.policy(&old.workspace), &secret, new_expiry, live_after, now)?;
     let spec = KeySpec {
         name: old.name.clone(),
@@ -444,8 +441,8 @@ fn rotate(
         emit(state, batch, &caller.actor, caller.request_id, Payload::Revoked(revoked));
     }
     Ok(Reply::Rotation {
-        key: Box::new(find(state, &new.key_id)?.clone()),
-        previous: Box::new(find(state, &key_id)?.clone()),
+        key: Box::new(find(state, &new.key_id)?),
+        previous: Box::new(find(state, &key_id)?),
     })
 }
 
@@ -457,7 +454,7 @@ fn update(
     changes: KeyChanges,
     now: Timestamp,
 ) -> CommandResult {
-    let key = find(state, &key_id)?.clone();
+    let key = find(state, &key_id)?;
     if key.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
     }
@@ -510,5 +507,5 @@ fn update(
         });
         emit(state, batch, &caller.actor, caller.request_id, payload);
     }
-    Ok(Reply::Key(Box::new(find(state, &key_id)?.clone())))
+    Ok(Reply::Key(Box::new(find(state, &key_id)?)))
 }

@@ -4,14 +4,32 @@
 //! verify path reads, the redb projection that persists it, and the replay that
 //! `log verify` compares them with. Applying the same events in the same order always gives
 //! the same state.
+//!
+//! **Memory.** The registry holds every key ever issued, in memory, for the life of the
+//! server, so its cost per key decides how many keys one server can hold (issue 7: one
+//! million active keys in less than 600 MB). Keys are therefore not kept as [`KeyRecord`]s
+//! (≈ 1 KB each with their hash-map buckets and a dozen small heap strings) but in a compact
+//! slot of fixed-size fields (≈ 190 bytes): the values many keys share (workspace, prefix,
+//! scope and resource lists, owner, creator) are interned once and referred to by a `u32`;
+//! the key's own texts (hint, name, metadata) are packed into one allocation; the fields few
+//! keys ever set (revocation and disable reasons, rotation links) live in a box of their own.
+//! Both lookup indexes (by key id, by keyed hash) are open-addressing tables of `u32` slot
+//! numbers, 5 bytes per bucket.
+//!
+//! A [`KeyView`] reads a key in place: the verify decision ([`decide`]), policies and
+//! listings use it without allocating. [`KeyView::record`] (or [`LedgerState::key`])
+//! materialises the full [`KeyRecord`] for an answer.
 
+use hashbrown::HashTable;
 use keyledger_core::{
     Actor, DenyReason, Environment, Event, KeyHash, KeyId, KeyPrefix, Payload, Policy, Timestamp,
     UsageContext, WorkspaceId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A key's status as the API reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,10 +49,23 @@ impl KeyStatus {
             KeyStatus::Disabled => "disabled",
         }
     }
+
+    /// Revoked beats expired beats disabled.
+    fn of(revoked: bool, expires_at: Option<Timestamp>, disabled: bool, now: Timestamp) -> Self {
+        if revoked {
+            KeyStatus::Revoked
+        } else if expires_at.is_some_and(|t| t <= now) {
+            KeyStatus::Expired
+        } else if disabled {
+            KeyStatus::Disabled
+        } else {
+            KeyStatus::Active
+        }
+    }
 }
 
 /// When and from where a key was last used, and how often.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastUsed {
     pub at: Option<Timestamp>,
     pub ip: Option<IpAddr>,
@@ -73,17 +104,9 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    /// Status at instant `now`: revoked beats disabled beats expired.
+    /// Status at instant `now`: revoked beats expired beats disabled.
     pub fn status(&self, now: Timestamp) -> KeyStatus {
-        if self.revoked_at.is_some() {
-            KeyStatus::Revoked
-        } else if self.is_expired(now) {
-            KeyStatus::Expired
-        } else if self.disabled.is_some() {
-            KeyStatus::Disabled
-        } else {
-            KeyStatus::Active
-        }
+        KeyStatus::of(self.revoked_at.is_some(), self.expires_at, self.disabled.is_some(), now)
     }
 
     pub fn is_expired(&self, now: Timestamp) -> bool {
@@ -107,46 +130,350 @@ pub struct VerifyRequirements {
 
 /// The verification decision for a known key at `now`, in the contract's order:
 /// revoked, expired, (disabled), then scope, resource, environment and workspace.
-pub fn decide(record: &KeyRecord, wants: &VerifyRequirements, now: Timestamp) -> Result<(), DenyReason> {
-    if record.revoked_at.is_some() {
+pub fn decide(key: &KeyView<'_>, wants: &VerifyRequirements, now: Timestamp) -> Result<(), DenyReason> {
+    if key.is_revoked() {
         return Err(DenyReason::Revoked);
     }
-    if record.is_expired(now) {
+    if key.is_expired(now) {
         return Err(DenyReason::Expired);
     }
-    if record.disabled.is_some() {
+    if key.is_disabled() {
         return Err(DenyReason::Disabled);
     }
+    let scopes = key.scopes();
     for scope in &wants.scopes {
-        if record.scopes.binary_search(scope).is_err() {
+        if scopes.binary_search(scope).is_err() {
             return Err(DenyReason::MissingScope(scope.clone()));
         }
     }
+    let resources = key.resources();
     if let Some(resource) = &wants.resource
-        && !record.resources.is_empty()
-        && record.resources.binary_search(resource).is_err()
+        && !resources.is_empty()
+        && resources.binary_search(resource).is_err()
     {
         return Err(DenyReason::ResourceNotAllowed(resource.clone()));
     }
     if let Some(environment) = wants.environment
-        && environment != record.environment
+        && environment != key.environment()
     {
         return Err(DenyReason::EnvironmentMismatch(environment));
     }
     if let Some(workspace) = &wants.workspace
-        && workspace != &record.workspace
+        && workspace != key.workspace()
     {
         return Err(DenyReason::WorkspaceMismatch(workspace.clone()));
     }
     Ok(())
 }
 
-/// The whole registry: keys by id and by hash, workspaces' keys and policies.
+/// A number standing for an interned value, or for a key's slot.
+type Sym = u32;
+/// `owner` of a key without one.
+const NO_OWNER: Sym = Sym::MAX;
+
+/// A count as a [`Sym`]. A registry with 2^32 keys or interned values would need terabytes
+/// of memory, so the saturation is never reached in practice.
+fn sym(n: usize) -> Sym {
+    Sym::try_from(n).unwrap_or(Sym::MAX)
+}
+
+/// Each distinct value stored once (shared by the list and the index), referred to by a
+/// [`Sym`]. Values are never removed: they come from events, which are never removed either.
+#[derive(Clone, Debug)]
+struct Interner<T> {
+    values: Vec<Arc<T>>,
+    index: HashMap<Arc<T>, Sym>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Self { values: Vec::new(), index: HashMap::new() }
+    }
+}
+
+impl<T: Eq + Hash + Clone> Interner<T> {
+    fn intern(&mut self, value: &T) -> Sym {
+        if let Some(&id) = self.index.get(value) {
+            return id;
+        }
+        let id = sym(self.values.len());
+        let shared = Arc::new(value.clone());
+        self.values.push(shared.clone());
+        self.index.insert(shared, id);
+        id
+    }
+
+    /// The value of `id`. Every `Sym` a slot holds came from [`Self::intern`] on the same
+    /// state, and values are never removed, so the index is always in bounds.
+    fn get(&self, id: Sym) -> &T {
+        &self.values[id as usize]
+    }
+}
+
+// Bits of `Slot::flags`: which optional fields are set, and the key's boolean state.
+const HAS_EXPIRY: u8 = 1;
+const HAS_LIFETIME: u8 = 1 << 1;
+const REVOKED: u8 = 1 << 2;
+const DISABLED: u8 = 1 << 3;
+const EXPIRY_RECORDED: u8 = 1 << 4;
+const USED: u8 = 1 << 5;
+
+/// One key in memory (see the module docs).
+#[derive(Clone, Debug)]
+struct Slot {
+    key_id: KeyId,
+    hash: KeyHash,
+    created_at: i64,
+    /// Valid when the flag `HAS_EXPIRY` is set; likewise `lifetime` (`HAS_LIFETIME`),
+    /// `revoked_at` (`REVOKED`) and `last_used_at` (`USED`).
+    expires_at: i64,
+    lifetime: i64,
+    revoked_at: i64,
+    last_used_at: i64,
+    use_count: u64,
+    last_ip: Option<IpAddr>,
+    workspace: Sym,
+    prefix: Sym,
+    scopes: Sym,
+    resources: Sym,
+    owner: Sym,
+    created_by: Sym,
+    /// `hint ‖ name ‖ metadata`.
+    text: Box<str>,
+    hint_len: u32,
+    name_len: u32,
+    flags: u8,
+    environment: Environment,
+    rare: Option<Box<Rare>>,
+}
+
+/// The fields few keys ever set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Rare {
+    revoked_reason: Option<String>,
+    disabled_reason: Option<String>,
+    rotated_from: Option<KeyId>,
+    rotated_to: Option<KeyId>,
+}
+
+impl Slot {
+    fn flag(&self, bit: u8) -> bool {
+        self.flags & bit != 0
+    }
+
+    fn set_flag(&mut self, bit: u8, on: bool) {
+        if on {
+            self.flags |= bit;
+        } else {
+            self.flags &= !bit;
+        }
+    }
+
+    /// The optional time stored in `value` under `bit`.
+    fn time(&self, bit: u8, value: i64) -> Option<Timestamp> {
+        self.flag(bit).then_some(Timestamp(value))
+    }
+
+    fn set_expires_at(&mut self, at: Option<Timestamp>) {
+        self.set_flag(HAS_EXPIRY, at.is_some());
+        self.expires_at = at.map_or(0, Timestamp::micros);
+    }
+
+    fn set_lifetime(&mut self, lifetime: Option<i64>) {
+        self.set_flag(HAS_LIFETIME, lifetime.is_some());
+        self.lifetime = lifetime.unwrap_or(0);
+    }
+
+    fn text_part(&self, from: usize, to: usize) -> &str {
+        self.text.get(from..to).unwrap_or_default()
+    }
+
+    fn hint(&self) -> &str {
+        self.text_part(0, self.hint_len as usize)
+    }
+
+    fn name(&self) -> &str {
+        self.text_part(self.hint_len as usize, (self.hint_len + self.name_len) as usize)
+    }
+
+    fn metadata(&self) -> &str {
+        self.text_part((self.hint_len + self.name_len) as usize, self.text.len())
+    }
+
+    fn set_text(&mut self, hint: &str, name: &str, metadata: &str) {
+        self.text = [hint, name, metadata].concat().into_boxed_str();
+        self.hint_len = sym(hint.len());
+        self.name_len = sym(name.len());
+    }
+
+    fn last_used(&self) -> LastUsed {
+        LastUsed { at: self.time(USED, self.last_used_at), ip: self.last_ip, count: self.use_count }
+    }
+
+    fn set_last_used(&mut self, last: LastUsed) {
+        self.set_flag(USED, last.at.is_some());
+        self.last_used_at = last.at.map_or(0, Timestamp::micros);
+        self.last_ip = last.ip;
+        self.use_count = last.count;
+    }
+
+    fn rare(&self) -> &Rare {
+        static NONE: Rare =
+            Rare { revoked_reason: None, disabled_reason: None, rotated_from: None, rotated_to: None };
+        self.rare.as_deref().unwrap_or(&NONE)
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+}
+
+/// A key of the registry, read in place (cheap to copy; allocates nothing until
+/// [`KeyView::record`]).
+#[derive(Clone, Copy)]
+pub struct KeyView<'a> {
+    state: &'a LedgerState,
+    slot: &'a Slot,
+}
+
+impl std::fmt::Debug for KeyView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyView").field("key_id", &self.slot.key_id).finish_non_exhaustive()
+    }
+}
+
+impl<'a> KeyView<'a> {
+    pub fn key_id(&self) -> KeyId {
+        self.slot.key_id
+    }
+
+    pub fn hash(&self) -> &'a KeyHash {
+        &self.slot.hash
+    }
+
+    pub fn workspace(&self) -> &'a WorkspaceId {
+        self.state.workspaces.get(self.slot.workspace)
+    }
+
+    pub fn environment(&self) -> Environment {
+        self.slot.environment
+    }
+
+    pub fn scopes(&self) -> &'a [String] {
+        self.state.lists.get(self.slot.scopes)
+    }
+
+    pub fn resources(&self) -> &'a [String] {
+        self.state.lists.get(self.slot.resources)
+    }
+
+    pub fn owner(&self) -> Option<&'a str> {
+        (self.slot.owner != NO_OWNER).then(|| self.state.owners.get(self.slot.owner).as_str())
+    }
+
+    pub fn name(&self) -> &'a str {
+        self.slot.name()
+    }
+
+    pub fn created_at(&self) -> Timestamp {
+        Timestamp(self.slot.created_at)
+    }
+
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.slot.time(HAS_EXPIRY, self.slot.expires_at)
+    }
+
+    pub fn lifetime(&self) -> Option<i64> {
+        self.slot.flag(HAS_LIFETIME).then_some(self.slot.lifetime)
+    }
+
+    pub fn revoked_at(&self) -> Option<Timestamp> {
+        self.slot.time(REVOKED, self.slot.revoked_at)
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.slot.flag(REVOKED)
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.slot.flag(DISABLED)
+    }
+
+    /// An `expired` event has been recorded for this key.
+    pub fn expiry_recorded(&self) -> bool {
+        self.slot.flag(EXPIRY_RECORDED)
+    }
+
+    pub fn rotated_to(&self) -> Option<KeyId> {
+        self.slot.rare().rotated_to
+    }
+
+    pub fn last_used(&self) -> LastUsed {
+        self.slot.last_used()
+    }
+
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at().is_some_and(|t| t <= now)
+    }
+
+    /// Counts against `max_active_keys`: neither revoked nor expired.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        !self.is_revoked() && !self.is_expired(now)
+    }
+
+    pub fn status(&self, now: Timestamp) -> KeyStatus {
+        KeyStatus::of(self.is_revoked(), self.expires_at(), self.is_disabled(), now)
+    }
+
+    /// The full record, materialised.
+    pub fn record(&self) -> KeyRecord {
+        let (slot, state) = (self.slot, self.state);
+        let rare = slot.rare();
+        KeyRecord {
+            key_id: slot.key_id,
+            workspace: self.workspace().clone(),
+            name: slot.name().to_owned(),
+            hash: slot.hash,
+            hint: slot.hint().to_owned(),
+            prefix: state.prefixes.get(slot.prefix).clone(),
+            environment: slot.environment,
+            scopes: self.scopes().to_vec(),
+            resources: self.resources().to_vec(),
+            owner: self.owner().map(str::to_owned),
+            metadata: slot.metadata().to_owned(),
+            created_at: self.created_at(),
+            created_by: state.actors.get(slot.created_by).clone(),
+            expires_at: self.expires_at(),
+            lifetime: self.lifetime(),
+            revoked_at: self.revoked_at(),
+            revoked_reason: rare.revoked_reason.clone(),
+            rotated_from: rare.rotated_from,
+            rotated_to: rare.rotated_to,
+            disabled: self.is_disabled().then(|| rare.disabled_reason.clone()),
+            expiry_recorded: self.expiry_recorded(),
+            last_used: self.last_used(),
+        }
+    }
+}
+
+/// The whole registry: keys (by id, by keyed hash, by workspace), policies, idempotency
+/// records. See the module docs for the layout.
+#[derive(Clone, Debug, Default)]
 pub struct LedgerState {
-    pub keys: HashMap<KeyId, KeyRecord>,
-    pub by_hash: HashMap<KeyHash, KeyId>,
-    pub by_workspace: BTreeMap<WorkspaceId, BTreeSet<KeyId>>,
+    slots: Vec<Slot>,
+    /// Slot numbers, hashed by key id (SipHash with a random key: ids are partly guessable).
+    by_id: HashTable<Sym>,
+    id_hasher: RandomState,
+    /// Slot numbers, hashed by the keyed hash's first 8 bytes (uniform and unknowable
+    /// without the pepper, so no further hashing is needed).
+    by_hash: HashTable<Sym>,
+    by_workspace: BTreeMap<WorkspaceId, BTreeSet<KeyId>>,
+    workspaces: Interner<WorkspaceId>,
+    prefixes: Interner<KeyPrefix>,
+    /// Scope and resource lists.
+    lists: Interner<Vec<String>>,
+    owners: Interner<String>,
+    actors: Interner<Actor>,
     pub policies: BTreeMap<WorkspaceId, Policy>,
     /// Webhooks by workspace, as their latest `webhook_set` left them.
     pub webhooks: BTreeMap<WorkspaceId, Webhook>,
@@ -179,6 +506,21 @@ impl Webhook {
     }
 }
 
+/// Two registries are equal when they hold the same keys (field for field), policies,
+/// webhooks, idempotency records and cursor, whatever order their keys were loaded in.
+impl PartialEq for LedgerState {
+    fn eq(&self, other: &Self) -> bool {
+        self.applied == other.applied
+            && self.policies == other.policies
+            && self.webhooks == other.webhooks
+            && self.idempotency == other.idempotency
+            && self.slots.len() == other.slots.len()
+            && self.keys().all(|k| other.view(&k.key_id()).is_some_and(|o| o.record() == k.record()))
+    }
+}
+
+impl Eq for LedgerState {}
+
 /// What an idempotent request did, so that a retry can be answered without repeating it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotentResult {
@@ -187,22 +529,92 @@ pub struct IdempotentResult {
     pub key_ids: Vec<KeyId>,
 }
 
+fn hash_of_keyed_hash(hash: &KeyHash) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = hash.0;
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
+}
+
 impl LedgerState {
-    pub fn key(&self, key_id: &KeyId) -> Option<&KeyRecord> {
-        self.keys.get(key_id)
+    /// An empty registry with room for `keys` keys (no rehashing while loading them).
+    pub fn with_capacity(keys: usize) -> Self {
+        let mut state = Self::default();
+        state.slots.reserve_exact(keys);
+        state.by_id = HashTable::with_capacity(keys);
+        state.by_hash = HashTable::with_capacity(keys);
+        state
     }
 
-    pub fn key_by_hash(&self, hash: &KeyHash) -> Option<&KeyRecord> {
-        self.by_hash.get(hash).and_then(|id| self.keys.get(id))
+    /// Keys in the registry (revoked and expired ones included).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn slot_of(&self, key_id: &KeyId) -> Option<Sym> {
+        let slots = &self.slots;
+        let eq = |s: &Sym| slots.get(*s as usize).is_some_and(|slot| slot.key_id == *key_id);
+        self.by_id.find(self.id_hasher.hash_one(key_id), eq).copied()
+    }
+
+    fn slot_of_hash(&self, hash: &KeyHash) -> Option<Sym> {
+        let slots = &self.slots;
+        let eq = |s: &Sym| slots.get(*s as usize).is_some_and(|slot| slot.hash == *hash);
+        self.by_hash.find(hash_of_keyed_hash(hash), eq).copied()
+    }
+
+    fn view_of(&self, slot: Option<Sym>) -> Option<KeyView<'_>> {
+        Some(KeyView { state: self, slot: self.slots.get(slot? as usize)? })
+    }
+
+    fn slot_mut(&mut self, key_id: &KeyId) -> Option<&mut Slot> {
+        let at = self.slot_of(key_id)?;
+        self.slots.get_mut(at as usize)
+    }
+
+    /// A key, read in place.
+    pub fn view(&self, key_id: &KeyId) -> Option<KeyView<'_>> {
+        self.view_of(self.slot_of(key_id))
+    }
+
+    /// The key whose secret has this keyed hash, read in place.
+    pub fn view_by_hash(&self, hash: &KeyHash) -> Option<KeyView<'_>> {
+        self.view_of(self.slot_of_hash(hash))
+    }
+
+    /// The id of the key whose secret has this keyed hash (the verify path's lookup).
+    pub fn id_by_hash(&self, hash: &KeyHash) -> Option<KeyId> {
+        self.view_by_hash(hash).map(|k| k.key_id())
+    }
+
+    /// A key's full record.
+    pub fn key(&self, key_id: &KeyId) -> Option<KeyRecord> {
+        self.view(key_id).map(|k| k.record())
+    }
+
+    pub fn key_by_hash(&self, hash: &KeyHash) -> Option<KeyRecord> {
+        self.view_by_hash(hash).map(|k| k.record())
+    }
+
+    /// Every key, in the order they were created (or loaded).
+    pub fn keys(&self) -> impl Iterator<Item = KeyView<'_>> + '_ {
+        self.slots.iter().map(|slot| KeyView { state: self, slot })
     }
 
     pub fn policy(&self, workspace: &WorkspaceId) -> Policy {
         self.policies.get(workspace).cloned().unwrap_or_default()
     }
 
+    /// Workspaces holding at least one key.
+    pub fn workspaces_with_keys(&self) -> impl Iterator<Item = &WorkspaceId> + '_ {
+        self.by_workspace.keys()
+    }
+
     /// Keys of a workspace, oldest first (ids are time-ordered).
-    pub fn workspace_keys<'a>(&'a self, workspace: &WorkspaceId) -> impl Iterator<Item = &'a KeyRecord> + 'a {
-        self.by_workspace.get(workspace).into_iter().flatten().filter_map(|id| self.keys.get(id))
+    pub fn workspace_keys<'a>(&'a self, workspace: &WorkspaceId) -> impl Iterator<Item = KeyView<'a>> + 'a {
+        self.by_workspace.get(workspace).into_iter().flatten().filter_map(|id| self.view(id))
     }
 
     pub fn live_count(&self, workspace: &WorkspaceId, now: Timestamp) -> usize {
@@ -211,9 +623,75 @@ impl LedgerState {
 
     /// Inserts or replaces a record (used when loading a persisted projection).
     pub fn insert(&mut self, record: KeyRecord) {
-        self.by_hash.insert(record.hash, record.key_id);
-        self.by_workspace.entry(record.workspace.clone()).or_default().insert(record.key_id);
-        self.keys.insert(record.key_id, record);
+        let rare = Rare {
+            revoked_reason: record.revoked_reason,
+            disabled_reason: record.disabled.clone().flatten(),
+            rotated_from: record.rotated_from,
+            rotated_to: record.rotated_to,
+        };
+        let mut slot = Slot {
+            key_id: record.key_id,
+            hash: record.hash,
+            created_at: record.created_at.micros(),
+            expires_at: 0,
+            lifetime: 0,
+            revoked_at: record.revoked_at.map_or(0, Timestamp::micros),
+            last_used_at: 0,
+            use_count: 0,
+            last_ip: None,
+            workspace: self.workspaces.intern(&record.workspace),
+            prefix: self.prefixes.intern(&record.prefix),
+            scopes: self.lists.intern(&record.scopes),
+            resources: self.lists.intern(&record.resources),
+            owner: record.owner.as_ref().map_or(NO_OWNER, |o| self.owners.intern(o)),
+            created_by: self.actors.intern(&record.created_by),
+            text: Box::default(),
+            hint_len: 0,
+            name_len: 0,
+            flags: 0,
+            environment: record.environment,
+            rare: (rare != Rare::default()).then(|| Box::new(rare)),
+        };
+        slot.set_text(&record.hint, &record.name, &record.metadata);
+        slot.set_expires_at(record.expires_at);
+        slot.set_lifetime(record.lifetime);
+        slot.set_flag(REVOKED, record.revoked_at.is_some());
+        slot.set_flag(DISABLED, record.disabled.is_some());
+        slot.set_flag(EXPIRY_RECORDED, record.expiry_recorded);
+        slot.set_last_used(record.last_used);
+        self.by_workspace.entry(record.workspace).or_default().insert(record.key_id);
+        self.place(slot);
+    }
+
+    /// Stores `slot`, replacing the slot of the same key id if there is one.
+    fn place(&mut self, slot: Slot) {
+        let hash_key = hash_of_keyed_hash(&slot.hash);
+        let existing = self.slot_of(&slot.key_id);
+        let Self { slots, by_id, by_hash, id_hasher, .. } = self;
+        if let Some(at) = existing {
+            let old_hash = slots.get(at as usize).map(|s| s.hash);
+            if old_hash != Some(slot.hash) {
+                if let Some(old) = old_hash
+                    && let Ok(entry) = by_hash.find_entry(hash_of_keyed_hash(&old), |s| *s == at)
+                {
+                    entry.remove();
+                }
+                by_hash.insert_unique(hash_key, at, |s| {
+                    slots.get(*s as usize).map_or(0, |s| hash_of_keyed_hash(&s.hash))
+                });
+            }
+            if let Some(stored) = slots.get_mut(at as usize) {
+                *stored = slot;
+            }
+            return;
+        }
+        let at = sym(slots.len());
+        let id_hash = id_hasher.hash_one(slot.key_id);
+        slots.push(slot);
+        let rehash_id = |s: &Sym| slots.get(*s as usize).map_or(0, |s| id_hasher.hash_one(s.key_id));
+        by_id.insert_unique(id_hash, at, rehash_id);
+        let rehash_hash = |s: &Sym| slots.get(*s as usize).map_or(0, |s| hash_of_keyed_hash(&s.hash));
+        by_hash.insert_unique(hash_key, at, rehash_hash);
     }
 
     /// Applies one event. Events must come in seq order; an event about an unknown key is
@@ -247,67 +725,82 @@ impl LedgerState {
                 last_used: LastUsed::default(),
             }),
             Payload::Used(u) => {
-                if let Some(key) = self.keys.get_mut(&u.key_id) {
-                    record_use(&mut key.last_used, at, &u.context);
+                if let Some(key) = self.slot_mut(&u.key_id) {
+                    let mut last = key.last_used();
+                    record_use(&mut last, at, &u.context);
+                    key.set_last_used(last);
                 }
             }
             Payload::Denied(_) => {}
             Payload::Rotated(r) => {
-                if let Some(key) = self.keys.get_mut(&r.key_id) {
-                    key.rotated_to = Some(r.rotated_to);
+                if let Some(key) = self.slot_mut(&r.key_id) {
+                    key.rare_mut().rotated_to = Some(r.rotated_to);
                     if let Some(until) = r.valid_until {
-                        key.expires_at = Some(key.expires_at.map_or(until, |e| e.min(until)));
+                        let current = key.time(HAS_EXPIRY, key.expires_at);
+                        key.set_expires_at(Some(current.map_or(until, |e| e.min(until))));
                     }
                 }
             }
             Payload::Revoked(r) => {
-                if let Some(key) = self.keys.get_mut(&r.key_id)
-                    && key.revoked_at.is_none()
+                if let Some(key) = self.slot_mut(&r.key_id)
+                    && !key.flag(REVOKED)
                 {
-                    key.revoked_at = Some(at);
-                    key.revoked_reason = r.reason.clone();
+                    key.set_flag(REVOKED, true);
+                    key.revoked_at = at.micros();
+                    if r.reason.is_some() {
+                        key.rare_mut().revoked_reason = r.reason.clone();
+                    }
                 }
             }
             Payload::Expired(k) => {
-                if let Some(key) = self.keys.get_mut(&k.key_id) {
-                    key.expiry_recorded = true;
+                if let Some(key) = self.slot_mut(&k.key_id) {
+                    key.set_flag(EXPIRY_RECORDED, true);
                 }
             }
             Payload::PolicySet(p) => {
                 self.policies.insert(p.workspace.clone(), p.policy.clone());
             }
             Payload::Updated(u) => {
-                if let Some(key) = self.keys.get_mut(&u.key_id) {
-                    if let Some(name) = &u.name {
-                        key.name = name.clone();
+                let owner = u.owner.as_ref().map(|o| o.as_ref().map_or(NO_OWNER, |o| self.owners.intern(o)));
+                let scopes = u.scopes.as_ref().map(|s| self.lists.intern(s));
+                let resources = u.resources.as_ref().map(|r| self.lists.intern(r));
+                if let Some(key) = self.slot_mut(&u.key_id) {
+                    if u.name.is_some() || u.metadata.is_some() {
+                        let hint = key.hint().to_owned();
+                        let name = u.name.clone().unwrap_or_else(|| key.name().to_owned());
+                        let metadata = u.metadata.clone().unwrap_or_else(|| key.metadata().to_owned());
+                        key.set_text(&hint, &name, &metadata);
                     }
-                    if let Some(owner) = &u.owner {
-                        key.owner = owner.clone();
-                    }
-                    if let Some(metadata) = &u.metadata {
-                        key.metadata = metadata.clone();
+                    if let Some(owner) = owner {
+                        key.owner = owner;
                     }
                     if let Some(expires_at) = u.expires_at {
-                        key.expires_at = expires_at;
-                        key.lifetime = expires_at.map(|e| e.micros().saturating_sub(key.created_at.micros()));
-                        key.expiry_recorded = false;
+                        key.set_expires_at(expires_at);
+                        key.set_lifetime(expires_at.map(|e| e.micros().saturating_sub(key.created_at)));
+                        key.set_flag(EXPIRY_RECORDED, false);
                     }
-                    if let Some(scopes) = &u.scopes {
-                        key.scopes = scopes.clone();
+                    if let Some(scopes) = scopes {
+                        key.scopes = scopes;
                     }
-                    if let Some(resources) = &u.resources {
-                        key.resources = resources.clone();
+                    if let Some(resources) = resources {
+                        key.resources = resources;
                     }
                 }
             }
             Payload::Disabled(d) => {
-                if let Some(key) = self.keys.get_mut(&d.key_id) {
-                    key.disabled = Some(d.reason.clone());
+                if let Some(key) = self.slot_mut(&d.key_id) {
+                    key.set_flag(DISABLED, true);
+                    if d.reason.is_some() || key.rare.is_some() {
+                        key.rare_mut().disabled_reason = d.reason.clone();
+                    }
                 }
             }
             Payload::Enabled(k) => {
-                if let Some(key) = self.keys.get_mut(&k.key_id) {
-                    key.disabled = None;
+                if let Some(key) = self.slot_mut(&k.key_id) {
+                    key.set_flag(DISABLED, false);
+                    if let Some(rare) = key.rare.as_deref_mut() {
+                        rare.disabled_reason = None;
+                    }
                 }
             }
             Payload::Lookup(_) => {}
@@ -341,4 +834,230 @@ pub fn record_use(last: &mut LastUsed, at: Timestamp, context: &UsageContext) {
     last.at = Some(at);
     last.ip = context.ip;
     last.count += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(n: u8) -> KeyRecord {
+        KeyRecord {
+            key_id: KeyId::from_bytes([n; 16]),
+            workspace: "acme".parse().unwrap(),
+            name: format!("service {n}"),
+            hash: KeyHash([n; 32]),
+            hint: "kl_live_…abcd".into(),
+            prefix: "kl".parse().unwrap(),
+            environment: Environment::Live,
+            scopes: vec!["read".into(), "write".into()],
+            resources: vec![],
+            owner: Some("team-a".into()),
+            metadata: "{}".into(),
+            created_at: Timestamp(1_000),
+            created_by: Actor::System,
+            expires_at: None,
+            lifetime: None,
+            revoked_at: None,
+            revoked_reason: None,
+            rotated_from: None,
+            rotated_to: None,
+            disabled: None,
+            expiry_recorded: false,
+            last_used: LastUsed::default(),
+        }
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "[a-zé… {}\":0-9]{0,12}"
+    }
+
+    prop_compose! {
+        fn any_record()(
+            n in any::<u8>(),
+            name in text(), hint in text(), metadata in text(),
+            test_env in any::<bool>(),
+            scopes in proptest::collection::vec("[a-z:]{1,6}", 0..3),
+            resources in proptest::collection::vec("[a-z]{1,6}", 0..3),
+            owner in proptest::option::of(text()),
+            created_at in any::<i64>(),
+            admin in proptest::option::of(any::<u8>()),
+            expires_at in proptest::option::of(any::<i64>()),
+            lifetime in proptest::option::of(any::<i64>()),
+            revoked_at in proptest::option::of(any::<i64>()),
+            revoked_reason in proptest::option::of(text()),
+            rotated_from in proptest::option::of(any::<u8>()),
+            rotated_to in proptest::option::of(any::<u8>()),
+            disabled in proptest::option::of(proptest::option::of(text())),
+            expiry_recorded in any::<bool>(),
+            used_at in proptest::option::of(any::<i64>()),
+            ip in proptest::option::of(any::<[u8; 4]>()),
+            count in any::<u64>(),
+        ) -> KeyRecord {
+            KeyRecord {
+                key_id: KeyId::from_bytes([n; 16]),
+                workspace: if n % 2 == 0 { WorkspaceId::ledger() } else { "acme".parse().unwrap() },
+                name,
+                hash: KeyHash([n; 32]),
+                hint,
+                prefix: "kl".parse().unwrap(),
+                environment: if test_env { Environment::Test } else { Environment::Live },
+                scopes,
+                resources,
+                owner,
+                metadata,
+                created_at: Timestamp(created_at),
+                created_by: admin.map_or(Actor::System, |a| Actor::Admin(KeyId::from_bytes([a; 16]))),
+                expires_at: expires_at.map(Timestamp),
+                lifetime,
+                revoked_at: revoked_at.map(Timestamp),
+                revoked_reason,
+                rotated_from: rotated_from.map(|r| KeyId::from_bytes([r; 16])),
+                rotated_to: rotated_to.map(|r| KeyId::from_bytes([r; 16])),
+                disabled,
+                expiry_recorded,
+                last_used: LastUsed {
+                    at: used_at.map(Timestamp),
+                    ip: ip.map(IpAddr::from),
+                    count,
+                },
+            }
+        }
+    }
+
+    proptest! {
+        /// The compact slot loses nothing: every field of every record comes back as stored.
+        #[test]
+        fn a_record_comes_back_exactly_as_inserted(records in proptest::collection::vec(any_record(), 1..8)) {
+            let mut state = LedgerState::default();
+            let mut expected = BTreeMap::new();
+            for record in records {
+                expected.insert(record.key_id, record.clone());
+                state.insert(record);
+            }
+            prop_assert_eq!(state.len(), expected.len());
+            for (id, record) in &expected {
+                prop_assert_eq!(state.key(id), Some(record.clone()));
+                prop_assert_eq!(state.key_by_hash(&record.hash), Some(record.clone()));
+                let view = state.view(id).unwrap();
+                prop_assert_eq!(view.status(Timestamp(0)), record.status(Timestamp(0)));
+                prop_assert_eq!(view.is_live(Timestamp(0)), record.is_live(Timestamp(0)));
+            }
+        }
+    }
+
+    #[test]
+    fn shared_values_are_stored_once() {
+        let mut state = LedgerState::default();
+        for n in 0..100 {
+            state.insert(record(n));
+        }
+        assert_eq!(state.len(), 100);
+        assert_eq!(state.lists.values.len(), 2, "the scope list and the empty resource list, once each");
+        assert_eq!(state.owners.values.len(), 1);
+        assert_eq!(state.workspaces.values.len(), 1);
+        assert_eq!(state.workspace_keys(&"acme".parse().unwrap()).count(), 100);
+    }
+
+    #[test]
+    fn a_slot_stays_small() {
+        // The registry's cost per key (issue 7: 1M keys < 600 MB): a slot plus ~10 bytes of
+        // index buckets, ~25 bytes of workspace index and its packed texts.
+        assert!(std::mem::size_of::<Slot>() <= 192, "Slot is {} bytes", std::mem::size_of::<Slot>());
+    }
+
+    #[test]
+    fn reinserting_a_key_replaces_it_and_its_hash() {
+        let mut state = LedgerState::default();
+        state.insert(record(1));
+        state.insert(record(2));
+        let mut changed = record(1);
+        changed.hash = KeyHash([9; 32]);
+        changed.name = "renamed".into();
+        state.insert(changed.clone());
+        assert_eq!(state.len(), 2);
+        assert_eq!(state.key(&changed.key_id), Some(changed.clone()));
+        assert_eq!(state.id_by_hash(&KeyHash([9; 32])), Some(changed.key_id));
+        assert_eq!(state.id_by_hash(&KeyHash([1; 32])), None, "the old hash no longer finds it");
+        assert_eq!(state.id_by_hash(&KeyHash([2; 32])), Some(KeyId::from_bytes([2; 16])));
+    }
+
+    fn event(seq: u64, at: i64, payload: Payload) -> Event {
+        Event {
+            seq,
+            at: Timestamp(at),
+            actor: Actor::System,
+            request_id: keyledger_core::RequestId::from_bytes([0; 16]),
+            payload,
+        }
+    }
+
+    #[test]
+    fn updates_disables_and_uses_change_only_their_fields() {
+        let mut state = LedgerState::default();
+        let mut expected = record(3);
+        state.insert(expected.clone());
+        let (key_id, workspace) = (expected.key_id, expected.workspace.clone());
+        let payload = Payload::Updated(keyledger_core::Updated {
+            key_id,
+            workspace: workspace.clone(),
+            name: Some("new name".into()),
+            owner: Some(None),
+            metadata: None,
+            expires_at: Some(Some(Timestamp(5_000))),
+            scopes: Some(vec!["read".into()]),
+            resources: Some(vec!["orders".into()]),
+        });
+        state.apply(&event(0, 2_000, payload));
+        expected.name = "new name".into();
+        expected.owner = None;
+        expected.expires_at = Some(Timestamp(5_000));
+        expected.lifetime = Some(4_000);
+        expected.scopes = vec!["read".into()];
+        expected.resources = vec!["orders".into()];
+        assert_eq!(state.key(&key_id), Some(expected.clone()));
+
+        let reason = Some("paused".to_string());
+        let disabled =
+            keyledger_core::Disabled { key_id, workspace: workspace.clone(), reason: reason.clone() };
+        state.apply(&event(1, 2_100, Payload::Disabled(disabled)));
+        expected.disabled = Some(reason);
+        assert_eq!(state.key(&key_id), Some(expected.clone()));
+        let enabled = keyledger_core::KeyRef { key_id, workspace: workspace.clone() };
+        state.apply(&event(2, 2_200, Payload::Enabled(enabled)));
+        expected.disabled = None;
+        assert_eq!(state.key(&key_id), Some(expected.clone()));
+
+        let context = UsageContext { ip: Some(IpAddr::from([10, 0, 0, 1])), ..Default::default() };
+        let usage = keyledger_core::Usage { key_id, workspace: workspace.clone(), context };
+        state.apply(&event(3, 2_300, Payload::Used(usage)));
+        expected.last_used =
+            LastUsed { at: Some(Timestamp(2_300)), ip: Some(IpAddr::from([10, 0, 0, 1])), count: 1 };
+        assert_eq!(state.key(&key_id), Some(expected.clone()));
+        assert_eq!(state.applied, 4);
+
+        let revoked = keyledger_core::Revoked { key_id, workspace, reason: Some("leaked".into()) };
+        state.apply(&event(4, 2_400, Payload::Revoked(revoked)));
+        expected.revoked_at = Some(Timestamp(2_400));
+        expected.revoked_reason = Some("leaked".into());
+        assert_eq!(state.key(&key_id), Some(expected));
+        let wants = VerifyRequirements::default();
+        assert_eq!(decide(&state.view(&key_id).unwrap(), &wants, Timestamp(2_500)), Err(DenyReason::Revoked));
+    }
+
+    #[test]
+    fn equality_ignores_load_order() {
+        let (mut a, mut b) = (LedgerState::default(), LedgerState::default());
+        for n in 0..5 {
+            a.insert(record(n));
+        }
+        for n in (0..5).rev() {
+            b.insert(record(n));
+        }
+        assert_eq!(a, b);
+        let mut c = record(4);
+        c.name = "other".into();
+        b.insert(c);
+        assert_ne!(a, b);
+    }
 }

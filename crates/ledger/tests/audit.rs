@@ -86,10 +86,9 @@ impl Generator {
     fn random_key(&mut self) -> Option<KeyId> {
         let keys: Vec<KeyId> = self
             .state
-            .keys
-            .values()
-            .filter(|k| !k.workspace.is_ledger())
-            .map(|k| k.key_id)
+            .keys()
+            .filter(|k| !k.workspace().is_ledger())
+            .map(|k| k.key_id())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -150,7 +149,7 @@ impl Generator {
                 return;
             }
         };
-        let record = self.state.key(&key).unwrap().clone();
+        let record = self.state.key(&key).unwrap();
         let workspace = record.workspace.clone();
         match roll {
             8..=10 if record.revoked_at.is_none() => {
@@ -236,7 +235,7 @@ impl Generator {
                     scopes: if self.rng.below(10) == 0 { vec!["admin".into()] } else { vec!["read".into()] },
                     ..Default::default()
                 };
-                let outcome = decide(&record, &wants, self.at);
+                let outcome = decide(&self.state.view(&key).unwrap(), &wants, self.at);
                 if outcome == Err(keyledger_core::DenyReason::Expired) && !record.expiry_recorded {
                     self.push(
                         Actor::System,
@@ -518,7 +517,8 @@ fn check_active_at(engine: &Engine, events: &[Event], workspace: &WorkspaceId, a
     let expected: Vec<Row> = replay
         .workspace_keys(workspace)
         .filter(|k| k.status(at) == KeyStatus::Active)
-        .map(|k| (k.key_id, k.expires_at, k.name.clone(), k.scopes.clone(), k.rotated_to))
+        .map(|k| k.record())
+        .map(|k| (k.key_id, k.expires_at, k.name, k.scopes, k.rotated_to))
         .collect();
     let got: Vec<_> = engine
         .audit()

@@ -33,6 +33,19 @@
 //! to hold past it. A failed write is never visible: readers and [`SegmentLog::len`] only ever
 //! see whole batches whose write completed.
 //!
+//! **Sealed segments.** When the log rolls to a new segment, the full one is fsynced and then
+//! *sealed*: its record count, length and sparse index are written next to it in
+//! `seg-<first seq>.idx` (CRC-protected). [`SegmentLog::open`] takes a sealed segment's index
+//! from that file instead of reading the whole segment, after checking that the file still
+//! has the sealed length and that the frames after its last indexed offset (at most
+//! `index_stride` of them) are intact and end in a commit mark; only the last segment, the
+//! one a crash can have left torn, is always read in full. So a restart reads O(segment)
+//! bytes, not the whole log. Damage inside a sealed segment is then found by the reads that
+//! cross it (every read checks the frame's CRC and fails with [`SegmentError::Corrupt`]) and
+//! by `log verify` ([`SegmentLog::inspect`] ignores the index files and checks every frame),
+//! not by `open`; it is never cut off. A missing, stale or damaged index file only costs a
+//! full read of its segment, after which `open` writes it anew.
+//!
 //! **Reads.** [`SegmentReader`] (cheap to clone, `Send + Sync`) reads concurrently with the
 //! writer through positional reads. Memory stays small however long the log: the index keeps
 //! the byte offset of every `index_stride`-th record (default 32) of each segment, and a read
@@ -40,7 +53,9 @@
 //!
 //! Frame format, little-endian: `len: u32 | crc32c: u32 | flags: u8 | record[len]`, where the
 //! CRC covers `flags ‖ record`, flags bit 0 is the commit mark and the other bits must be 0.
-//! Files are named `seg-<first seq, 20 digits>.log`.
+//! Files are named `seg-<first seq, 20 digits>.log`; a sealed segment's index file
+//! `seg-<first seq>.idx` is `"klsegix1" | first_seq | records | end | stride | count: u64 |
+//! offsets: u64 × count | crc32c: u32` (little-endian; the CRC covers everything before it).
 
 use crate::storage::{Storage, StorageFile};
 use std::fmt;
@@ -162,6 +177,11 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Seg
 /// The file name of the segment whose first record is `first_seq`.
 pub fn segment_file_name(first_seq: u64) -> String {
     format!("seg-{first_seq:020}.log")
+}
+
+/// The file name of the index of the sealed segment whose first record is `first_seq`.
+pub fn index_file_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.idx")
 }
 
 /// The first seq of a segment file name, or `None` if it is not one.
@@ -585,6 +605,8 @@ struct Scanned {
     damage: Option<(u64, Damage)>,
     /// Whether committed data follows the damage in this segment.
     resumes: bool,
+    /// Taken from the segment's index file rather than read.
+    from_index: bool,
 }
 
 impl Scanned {
@@ -645,7 +667,134 @@ fn scan_segment(
         }
         _ => false,
     };
-    Ok(Scanned { first_seq, path, file, file_len, records, end, sparse, uncommitted, damage, resumes })
+    Ok(Scanned {
+        first_seq,
+        path,
+        file,
+        file_len,
+        records,
+        end,
+        sparse,
+        uncommitted,
+        damage,
+        resumes,
+        from_index: false,
+    })
+}
+
+const INDEX_MAGIC: &[u8; 8] = b"klsegix1";
+
+/// The bytes of a sealed segment's index file (format in the module docs).
+fn encode_index(first_seq: u64, records: u64, end: u64, stride: u64, sparse: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(INDEX_MAGIC.len() + 8 * (5 + sparse.len()) + 4);
+    out.extend_from_slice(INDEX_MAGIC);
+    for value in [first_seq, records, end, stride, sparse.len() as u64].iter().chain(sparse) {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+    out
+}
+
+/// `(first_seq, records, end, stride, sparse)` of an index file, if it is intact.
+fn decode_index(bytes: &[u8]) -> Option<(u64, u64, u64, u64, Vec<u64>)> {
+    let (body, crc) = bytes.split_last_chunk::<4>()?;
+    if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
+        return None;
+    }
+    let words = body.strip_prefix(INDEX_MAGIC)?;
+    if !words.len().is_multiple_of(8) {
+        return None;
+    }
+    let mut values = words.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    let (first_seq, records, end, stride, count) =
+        (values.next()?, values.next()?, values.next()?, values.next()?, values.next()?);
+    let sparse: Vec<u64> = values.collect();
+    (sparse.len() as u64 == count).then_some((first_seq, records, end, stride, sparse))
+}
+
+/// A sealed segment as its index file describes it, if the index is intact and still
+/// matches the segment: same length, and the frames after the last indexed offset are valid
+/// and end in a commit mark exactly at the recorded end. `None` means "read it in full".
+fn load_sealed(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: PathBuf,
+    first_seq: u64,
+    options: &SegmentOptions,
+) -> Result<Option<Scanned>, SegmentError> {
+    let index_path = dir.join(index_file_name(first_seq));
+    let bytes = match storage.open_read(&index_path) {
+        Ok(file) => {
+            let len = file.len().map_err(io_err("stat", &index_path))?;
+            let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            file.read_exact_at(&mut bytes, 0).map_err(io_err("read", &index_path))?;
+            bytes
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_err("open", &index_path)(error)),
+    };
+    let Some((indexed_first, records, end, stride, sparse)) = decode_index(&bytes) else { return Ok(None) };
+    let file: Arc<dyn StorageFile> = storage.open_read(&path).map_err(io_err("open", &path))?.into();
+    let file_len = file.len().map_err(io_err("stat", &path))?;
+    let consistent = indexed_first == first_seq
+        && stride == options.index_stride
+        && end == file_len
+        && records > 0
+        && sparse.len() as u64 == records.div_ceil(stride)
+        && sparse.first() == Some(&0)
+        && sparse.windows(2).all(|w| w[0] < w[1])
+        && sparse.last().is_some_and(|&last| last < end);
+    if !consistent {
+        return Ok(None);
+    }
+    let Some(&last_indexed) = sparse.last() else { return Ok(None) };
+    let path: Arc<Path> = path.into();
+    let tail_seq = first_seq + (sparse.len() as u64 - 1) * stride;
+    let mut cursor = FrameCursor::new(file.clone(), path.clone(), last_indexed, end, tail_seq, 64 << 10);
+    let mut last_flags = 0;
+    loop {
+        match cursor.next_frame()? {
+            Step::Frame(frame) => last_flags = frame.flags,
+            Step::End => break,
+            Step::Damaged { .. } => return Ok(None),
+        }
+    }
+    if cursor.seq != first_seq + records || last_flags & FLAG_COMMIT == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Scanned {
+        first_seq,
+        path,
+        file,
+        file_len,
+        records,
+        end,
+        sparse,
+        uncommitted: 0,
+        damage: None,
+        resumes: false,
+        from_index: true,
+    }))
+}
+
+/// Writes the index file of a sealed (complete, fsynced) segment. It is an optimisation: a
+/// failure is reported and costs only a full read of the segment at the next open.
+fn write_sealed_index(storage: &dyn Storage, dir: &Path, segment: &SegIndex, stride: u64) {
+    let path = dir.join(index_file_name(segment.first_seq));
+    let bytes = encode_index(segment.first_seq, segment.records, segment.end, stride, &segment.sparse);
+    let written = (|| {
+        match storage.remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        let mut file = storage.open_append(&path)?;
+        file.append(&bytes)?;
+        file.sync_data()
+    })();
+    if let Err(error) = written {
+        tracing::warn!(index = %path.display(), %error, "cannot write a sealed segment's index; the next open reads the segment in full");
+    }
 }
 
 /// What recovery decided: the segments kept, the cut, the files to remove.
@@ -676,6 +825,7 @@ fn plan_recovery(
     for name in names {
         match parse_segment_file_name(&name) {
             Some(first) => firsts.push(first),
+            None if name.starts_with("seg-") && name.ends_with(".idx") => {}
             None => {
                 tracing::warn!(dir = %dir.display(), file = %name, "ignoring a file that is not a segment")
             }
@@ -683,8 +833,19 @@ fn plan_recovery(
     }
     firsts.sort_unstable();
     let mut scanned = Vec::with_capacity(firsts.len());
+    let last = firsts.last().copied();
     for first in firsts {
-        scanned.push(scan_segment(storage, dir.join(segment_file_name(first)), first, options)?);
+        let path = dir.join(segment_file_name(first));
+        // `open` (create) trusts sealed segments' index files; `inspect` checks every frame.
+        let sealed = if create && Some(first) != last {
+            load_sealed(storage, dir, path.clone(), first, options)?
+        } else {
+            None
+        };
+        scanned.push(match sealed {
+            Some(sealed) => sealed,
+            None => scan_segment(storage, path, first, options)?,
+        });
     }
 
     // The last segment holding committed data (or damage followed by committed data).
@@ -790,7 +951,7 @@ fn recover(
     dir: &Path,
     options: &SegmentOptions,
     limit: Option<u64>,
-) -> Result<(Vec<Scanned>, Option<Active>, Recovery), SegmentError> {
+) -> Result<(Vec<Scanned>, Option<Active>, Recovery, Vec<u64>), SegmentError> {
     let mut plan = plan_recovery(storage, dir, options, true)?;
     if let Some(limit) = limit {
         limit_plan(&mut plan, limit, options)?;
@@ -820,11 +981,22 @@ fn recover(
     for segment in &plan.removed {
         tracing::warn!(segment = %segment.path.display(), "removing a trailing segment without committed records");
         storage.remove_file(&segment.path).map_err(io_err("remove", &segment.path))?;
+        let index = dir.join(index_file_name(segment.first_seq));
+        match storage.remove_file(&index) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_err("remove", &index)(error)),
+        }
     }
     if !plan.removed.is_empty() {
         storage.sync_dir(dir).map_err(io_err("fsync directory", dir))?;
     }
-    Ok((plan.kept, active, plan.recovery))
+    // First seqs of the sealed segments that were read in full, not from an index file.
+    let unindexed: Vec<u64> = match plan.kept.split_last() {
+        Some((_, sealed)) => sealed.iter().filter(|s| !s.from_index).map(|s| s.first_seq).collect(),
+        None => Vec::new(),
+    };
+    Ok((plan.kept, active, plan.recovery, unindexed))
 }
 
 fn build_shared(kept: Vec<Scanned>, options: &SegmentOptions) -> Arc<Shared> {
@@ -901,8 +1073,13 @@ impl SegmentLog {
         options: SegmentOptions,
     ) -> Result<(Self, Recovery), SegmentError> {
         let options = SegmentOptions { index_stride: options.index_stride.max(1), ..options };
-        let (kept, active, recovery) = recover(&*storage, dir, &options, None)?;
+        let (kept, active, recovery, unindexed) = recover(&*storage, dir, &options, None)?;
         let shared = build_shared(kept, &options);
+        // Sealed segments read in full (a log from before index files, or a stale index):
+        // index them so that the next open does not read them again.
+        for segment in read_lock(&shared.index).segments.iter().filter(|s| unindexed.contains(&s.first_seq)) {
+            write_sealed_index(&*storage, dir, segment, options.index_stride);
+        }
         let log = Self {
             storage,
             dir: dir.to_path_buf(),
@@ -935,7 +1112,7 @@ impl SegmentLog {
         self.active = None;
         self.poisoned = true;
         let result = recover(&*self.storage, &self.dir, &self.options, limit);
-        let (kept, active, recovery) = match result {
+        let (kept, active, recovery, _unindexed) = match result {
             Ok(recovered) => recovered,
             Err(error) => {
                 // Whatever the reopen fsynced or cut may not have reached the disk.
@@ -1036,14 +1213,20 @@ impl SegmentLog {
         {
             return Ok(());
         }
-        if let Some(mut old) = self.active.take()
-            && old.dirty
-        {
-            if let Err(error) = old.file.sync_data() {
-                self.sync_failed = true;
-                return Err(io_err("fsync", &old.path)(error));
+        if let Some(mut old) = self.active.take() {
+            if old.dirty {
+                if let Err(error) = old.file.sync_data() {
+                    self.sync_failed = true;
+                    return Err(io_err("fsync", &old.path)(error));
+                }
+                self.durable = self.next_seq;
             }
-            self.durable = self.next_seq;
+            if let Some(sealed) = read_lock(&self.shared.index).segments.last()
+                && sealed.first_seq == old.first_seq
+                && sealed.records > 0
+            {
+                write_sealed_index(&*self.storage, &self.dir, sealed, self.options.index_stride);
+            }
         }
         let path: Arc<Path> = self.dir.join(segment_file_name(self.next_seq)).into();
         let file = self.storage.open_append(&path).map_err(io_err("create", &path))?;
@@ -1195,7 +1378,19 @@ mod tests {
     }
 
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files_ending(dir, ".log")
+    }
+
+    fn index_files(dir: &Path) -> Vec<PathBuf> {
+        files_ending(dir, ".idx")
+    }
+
+    fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
         files.sort();
         files
     }
@@ -1442,6 +1637,8 @@ mod tests {
         reader.iter_located(seq).next().unwrap().unwrap()
     }
 
+    /// A log read in full (no index files: as written before they existed, or with every
+    /// index lost): damage anywhere before the last commit mark fails `open`.
     #[test]
     fn corruption_in_the_middle_is_an_error_not_a_cut() {
         let options = opts(400, 4);
@@ -1465,6 +1662,9 @@ mod tests {
                 damage
             };
             flip_byte(&target.segment, target.offset + delta);
+            for index in index_files(dir.path()) {
+                fs::remove_file(index).unwrap();
+            }
             let lens: Vec<u64> =
                 segment_files(dir.path()).iter().map(|f| fs::metadata(f).unwrap().len()).collect();
             let err = SegmentLog::open(os(), dir.path(), options.clone()).unwrap_err();
@@ -1487,6 +1687,84 @@ mod tests {
                 Err(SegmentError::Corrupt { seq: bad, .. }) if bad == seq
             ));
         }
+    }
+
+    #[test]
+    fn sealed_segments_are_indexed_and_not_read_again_on_open() {
+        let options = opts(400, 4);
+        let batches = [3, 5, 2, 6, 4, 7, 1, 3, 8, 2, 5, 6];
+        let total: u64 = batches.iter().sum();
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), options.clone(), &batches);
+        let segments = segment_files(dir.path());
+        assert!(segments.len() >= 3, "the test needs sealed segments");
+        assert_eq!(index_files(dir.path()).len(), segments.len() - 1, "every sealed segment is indexed");
+
+        // Damage the body of seq 1, in the first (sealed) segment, before its last indexed
+        // offset: the index is trusted, so open succeeds, the reads that cross the damage fail,
+        // and a full check (what `log verify` runs) names it.
+        let target = locate(dir.path(), &options, 1);
+        flip_byte(&target.segment, target.offset + FRAME_HEADER_LEN as u64 + 1);
+        let (log, recovery) = SegmentLog::open(os(), dir.path(), options.clone()).unwrap();
+        assert_eq!(recovery.records, total);
+        let reader = log.reader();
+        assert!(matches!(reader.read(1), Err(SegmentError::Corrupt { seq: 1, .. })));
+        assert_eq!(reader.read(total - 1).unwrap(), record(total - 1), "the rest reads fine");
+        assert!(matches!(
+            SegmentLog::inspect(os(), dir.path(), options.clone()),
+            Err(SegmentError::Corrupt { seq: 1, .. })
+        ));
+        drop(log);
+
+        // Without its index the segment is read in full: open names the damage, cuts nothing.
+        fs::remove_file(dir.path().join(index_file_name(0))).unwrap();
+        assert!(matches!(
+            SegmentLog::open(os(), dir.path(), options.clone()),
+            Err(SegmentError::Corrupt { seq: 1, .. })
+        ));
+
+        // A damaged or stale index is ignored (the segment read in full) and rewritten.
+        flip_byte(&target.segment, target.offset + FRAME_HEADER_LEN as u64 + 1);
+        let second = index_files(dir.path())[0].clone();
+        flip_byte(&second, 12);
+        let (log, _) = SegmentLog::open(os(), dir.path(), options.clone()).unwrap();
+        check_all(&log.reader(), total);
+        drop(log);
+        assert_eq!(
+            index_files(dir.path()).len(),
+            segments.len() - 1,
+            "missing and damaged indexes rewritten"
+        );
+        let first = fs::read(dir.path().join(index_file_name(0))).unwrap();
+        assert!(decode_index(&first).is_some());
+        assert!(decode_index(&fs::read(&second).unwrap()).is_some());
+    }
+
+    #[test]
+    fn an_index_that_does_not_match_its_segment_is_not_used() {
+        let options = opts(400, 4);
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path(), options.clone(), &[3, 5, 2, 6, 4, 7, 1, 3]);
+        let segments = segment_files(dir.path());
+        let index = dir.path().join(index_file_name(0));
+        let (_, records, end, stride, sparse) = decode_index(&fs::read(&index).unwrap()).unwrap();
+        assert!(
+            load_sealed(&OsStorage::new(), dir.path(), segments[0].clone(), 0, &options).unwrap().is_some()
+        );
+        // An index (with a valid CRC) off by one record, with as many indexed offsets: only
+        // the tail check, which counts the frames after the last indexed offset, can refuse it.
+        let claimed = if records % stride == 1 { records + 1 } else { records - 1 };
+        assert_eq!(claimed.div_ceil(stride), records.div_ceil(stride));
+        fs::write(&index, encode_index(0, claimed, end, stride, &sparse)).unwrap();
+        let sealed = load_sealed(&OsStorage::new(), dir.path(), segments[0].clone(), 0, &options).unwrap();
+        assert!(sealed.is_none());
+        // Another stride than the log's: not used either.
+        let other = SegmentOptions { index_stride: 8, ..options.clone() };
+        let sealed = load_sealed(&OsStorage::new(), dir.path(), segments[0].clone(), 0, &other).unwrap();
+        assert!(sealed.is_none());
+        // Either way open reads the segment and sees every record.
+        let (log, recovery) = SegmentLog::open(os(), dir.path(), options).unwrap();
+        check_all(&log.reader(), recovery.records);
     }
 
     #[test]

@@ -244,11 +244,11 @@ async fn sources_for(state: &AppState, admin: &Admin, source: &str, query: &Quer
         stats
             .iter()
             .filter_map(|s| {
-                let key = registry.key(&s.key_id)?;
-                admin.can_see(&key.workspace).then(|| {
+                let key = registry.view(&s.key_id)?;
+                admin.can_see(key.workspace()).then(|| {
                     json!({
                         "key_id": s.key_id.to_string(),
-                        "workspace": key.workspace.as_str(),
+                        "workspace": key.workspace().as_str(),
                         "first_seen": s.first_seen.to_rfc3339(),
                         "last_seen": s.last_seen.to_rfc3339(),
                         "count": s.count,
@@ -349,7 +349,8 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
         if !matches!(key.status(now), KeyStatus::Active | KeyStatus::Disabled) {
             continue;
         }
-        let view = key_view(key, now);
+        let key = key.record();
+        let view = key_view(&key, now);
         match key.last_used.at {
             None => never_used.push(view.clone()),
             Some(at) if at.micros() < now.micros().saturating_sub(unused_for) => unused.push(view.clone()),

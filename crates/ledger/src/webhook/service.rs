@@ -266,7 +266,7 @@ fn scan_expiring(shared: &Shared) -> Result<(), ProjectionError> {
             .filter(|(_, webhook)| webhook.wants("key.expiring"))
             .flat_map(|(workspace, _)| state.workspace_keys(workspace))
             .filter(|key| key.status(now) == KeyStatus::Active)
-            .filter_map(|key| key.expires_at.filter(|at| *at <= horizon).map(|at| (key.clone(), at)))
+            .filter_map(|key| key.expires_at().filter(|at| *at <= horizon).map(|at| (key.record(), at)))
             .collect()
     };
     let mut queued = false;
