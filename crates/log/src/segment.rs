@@ -951,7 +951,7 @@ fn recover(
     dir: &Path,
     options: &SegmentOptions,
     limit: Option<u64>,
-) -> Result<(Vec<Scanned>, Option<Active>, Recovery, Vec<u64>), SegmentError> {
+) -> Result<Recovered, SegmentError> {
     let mut plan = plan_recovery(storage, dir, options, true)?;
     if let Some(limit) = limit {
         limit_plan(&mut plan, limit, options)?;
@@ -991,12 +991,21 @@ fn recover(
     if !plan.removed.is_empty() {
         storage.sync_dir(dir).map_err(io_err("fsync directory", dir))?;
     }
-    // First seqs of the sealed segments that were read in full, not from an index file.
     let unindexed: Vec<u64> = match plan.kept.split_last() {
         Some((_, sealed)) => sealed.iter().filter(|s| !s.from_index).map(|s| s.first_seq).collect(),
         None => Vec::new(),
     };
-    Ok((plan.kept, active, plan.recovery, unindexed))
+    Ok(Recovered { kept: plan.kept, active, recovery: plan.recovery, unindexed })
+}
+
+/// What [`recover`] found and kept.
+struct Recovered {
+    kept: Vec<Scanned>,
+    /// The segment to append to, cut to its last committed batch.
+    active: Option<Active>,
+    recovery: Recovery,
+    /// First seqs of the sealed segments that were read in full, not from an index file.
+    unindexed: Vec<u64>,
 }
 
 fn build_shared(kept: Vec<Scanned>, options: &SegmentOptions) -> Arc<Shared> {
@@ -1073,7 +1082,7 @@ impl SegmentLog {
         options: SegmentOptions,
     ) -> Result<(Self, Recovery), SegmentError> {
         let options = SegmentOptions { index_stride: options.index_stride.max(1), ..options };
-        let (kept, active, recovery, unindexed) = recover(&*storage, dir, &options, None)?;
+        let Recovered { kept, active, recovery, unindexed } = recover(&*storage, dir, &options, None)?;
         let shared = build_shared(kept, &options);
         // Sealed segments read in full (a log from before index files, or a stale index):
         // index them so that the next open does not read them again.
@@ -1112,7 +1121,7 @@ impl SegmentLog {
         self.active = None;
         self.poisoned = true;
         let result = recover(&*self.storage, &self.dir, &self.options, limit);
-        let (kept, active, recovery, _unindexed) = match result {
+        let Recovered { kept, active, recovery, .. } = match result {
             Ok(recovered) => recovered,
             Err(error) => {
                 // Whatever the reopen fsynced or cut may not have reached the disk.
