@@ -2156,13 +2156,21 @@ mod tests {
             segment_size in 64u64..1024,
             stride in 1u64..9,
             cut_fraction in 0.0f64..=1.0,
-            garbage in proptest::collection::vec(any::<u8>(), 0..40),
+            mut garbage in proptest::collection::vec(any::<u8>(), 0..40),
         ) {
             let options = opts(segment_size, stride);
             let dir = tempfile::tempdir().unwrap();
             let (sizes, last) = build(dir.path(), options.clone(), &batches);
-            let len = fs::metadata(&last).unwrap().len();
+            let original = fs::read(&last).unwrap();
+            let len = original.len() as u64;
             let keep = (len as f64 * (1.0 - cut_fraction)).round() as u64;
+            // Garbage that starts with the very byte that was cut could put a batch back
+            // whole; make it differ so the cut batch is really damaged.
+            if let (Some(first), Some(&cut_byte)) = (garbage.first_mut(), original.get(keep as usize))
+                && *first == cut_byte
+            {
+                *first ^= 0xff;
+            }
             cut(&last, keep);
             append_bytes(&last, &garbage);
             // Batches fully inside the kept bytes survive, earlier segments entirely.
