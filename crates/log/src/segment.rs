@@ -1343,12 +1343,20 @@ impl SegmentLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{FaultyStorage, OsStorage};
+    use crate::storage::{FaultSwitch, FaultyStorage, OsStorage};
     use proptest::prelude::*;
     use std::fs;
 
     fn os() -> Arc<dyn Storage> {
         Arc::new(OsStorage)
+    }
+
+    /// A log over [`FaultyStorage`], and the switch that injects its faults.
+    fn faulty_log(dir: &Path, options: SegmentOptions) -> (SegmentLog, Arc<FaultSwitch>) {
+        let storage = FaultyStorage::new();
+        let switch = storage.switch();
+        let (log, _) = SegmentLog::open(Arc::new(storage), dir, options).unwrap();
+        (log, switch)
     }
 
     fn opts(segment_size: u64, index_stride: u64) -> SegmentOptions {
@@ -1844,10 +1852,7 @@ mod tests {
     #[test]
     fn write_failure_poisons_and_shows_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) =
-            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
         append(&mut log, 3);
         log.sync().unwrap();
         switch.set_fail_writes(true);
@@ -1869,10 +1874,7 @@ mod tests {
     #[test]
     fn fsync_failure_poisons_and_is_not_retried() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) =
-            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
         append(&mut log, 3);
         switch.set_fail_sync(true);
         let syncs = switch.syncs();
@@ -1888,9 +1890,7 @@ mod tests {
     #[test]
     fn fsync_failure_when_rolling_poisons() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) = SegmentLog::open(Arc::new(storage), dir.path(), opts(1, 4)).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), opts(1, 4));
         append(&mut log, 3);
         switch.set_fail_sync(true);
         assert!(log.append_batch(&[b"next segment"]).is_err());
@@ -1901,10 +1901,7 @@ mod tests {
     #[test]
     fn short_write_poisons_and_recovery_removes_the_partial_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) =
-            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
         append(&mut log, 4);
         let reader = log.reader();
         let bytes = log.bytes_on_disk();
@@ -1934,10 +1931,7 @@ mod tests {
     #[test]
     fn disk_full_midway_through_a_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) =
-            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
         append(&mut log, 4);
         switch.set_space_left(Some(30));
         let big = vec![1u8; 100];
@@ -1951,10 +1945,7 @@ mod tests {
     #[test]
     fn reopen_after_a_failed_fsync_cuts_to_the_durable_length() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) =
-            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
         append(&mut log, 3);
         log.sync().unwrap();
         let bytes = log.bytes_on_disk();
@@ -1980,9 +1971,7 @@ mod tests {
     #[test]
     fn reopen_after_a_failed_fsync_removes_a_segment_past_the_durable_length() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) = SegmentLog::open(Arc::new(storage), dir.path(), opts(1, 4)).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), opts(1, 4));
         append(&mut log, 3);
         log.sync().unwrap();
         append(&mut log, 2); // rolls: a second segment starting at record 3
@@ -2005,10 +1994,7 @@ mod tests {
     #[test]
     fn reopen_after_a_failed_write_keeps_complete_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) =
-            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
         append(&mut log, 4);
         switch.set_short_write(true);
         assert!(log.append_batch(&[b"torn", b"batch"]).is_err());
@@ -2039,10 +2025,7 @@ mod tests {
     #[test]
     fn a_failed_reopen_distrusts_the_unsynced_tail_next_time() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) =
-            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
         append(&mut log, 2);
         log.sync().unwrap();
         append(&mut log, 3);
@@ -2060,10 +2043,7 @@ mod tests {
     #[test]
     fn one_fdatasync_per_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FaultyStorage::new();
-        let switch = storage.switch();
-        let (mut log, _) =
-            SegmentLog::open(Arc::new(storage), dir.path(), SegmentOptions::default()).unwrap();
+        let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
         append(&mut log, 1); // creates the segment: one directory fsync
         let (syncs, writes) = (switch.syncs(), switch.writes());
         for _ in 0..5 {
