@@ -711,14 +711,23 @@ fn unexpected(reply: Reply) -> LedgerError {
     LedgerError::Internal(format!("unexpected reply kind {:?}", std::mem::discriminant(&reply)))
 }
 
-/// The longest the projector holds durable events before applying them when no audit read
-/// waits: one redb transaction then folds many writer batches, so aggregates merge in memory
-/// and index inserts share the leaf pages they copy.
-const PROJECTION_LAG: Duration = Duration::from_millis(100);
+/// The longest the projector holds durable usage events before applying them when no audit
+/// read waits: one redb transaction then folds many writer batches, so aggregates merge in
+/// memory and index inserts share the leaf pages they copy (a key's rows are appended to the
+/// same leaf once a second instead of once per writer batch), and each (durable) commit
+/// costs one fsync a second. Lifecycle events are applied at once.
+const PROJECTION_LAG: Duration = Duration::from_millis(1000);
 /// How often the projector looks for a waiting audit read while it holds events.
 const PROJECTION_POLL: Duration = Duration::from_millis(2);
 /// The most events one projection transaction applies.
-const PROJECTION_MAX_EVENTS: usize = 65_536;
+const PROJECTION_MAX_EVENTS: usize = 131_072;
+
+/// True if the batch has an event other than a use or a denial: those are applied at
+/// once, so that key reads, webhooks and other projection readers see a lifecycle change
+/// without the usage lag.
+fn has_lifecycle(batch: &CommittedEvents) -> bool {
+    batch.iter().any(|e| !e.payload.kind().is_usage())
+}
 
 /// Folds durable batches into redb until the writer hangs up (at shutdown). Batches are
 /// gathered for up to [`PROJECTION_LAG`], or until `demand` (an audit read's barrier) asks
@@ -740,7 +749,6 @@ fn run_projector(
     use std::sync::mpsc::RecvTimeoutError;
     const RETRY_INITIAL: Duration = Duration::from_millis(100);
     const RETRY_MAX: Duration = Duration::from_secs(5);
-    let mut last_persist = Instant::now();
     let mut broken: Option<Duration> = None;
     let mut open = true;
     let mut pending: Vec<CommittedEvents> = Vec::new();
@@ -754,7 +762,6 @@ fn run_projector(
                     tracing::warn!(events = next, "projections reopened and caught up with the log");
                     applied.send_replace(next);
                     broken = None;
-                    last_persist = Instant::now();
                 }
                 Err(error) => {
                     tracing::error!(%error, retry_in_ms = delay.as_millis() as u64, "projections still cannot be written");
@@ -773,10 +780,12 @@ fn run_projector(
             Err(_) => break,
         }
         let mut held = pending.iter().map(|b| b.len()).sum::<usize>();
+        let mut urgent = pending.iter().any(has_lifecycle);
         let deadline = Instant::now() + PROJECTION_LAG;
         loop {
             let received = pending.last().and_then(|b| b.last()).map_or(0, |e| e.seq + 1);
             if held >= PROJECTION_MAX_EVENTS
+                || urgent
                 || demand.load(Ordering::Acquire) > *applied.borrow() && received > *applied.borrow()
             {
                 break;
@@ -788,6 +797,7 @@ fn run_projector(
             match events.recv_timeout((deadline - now).min(PROJECTION_POLL)) {
                 Ok(more) => {
                     held += more.len();
+                    urgent |= has_lifecycle(&more);
                     pending.push(more);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -802,13 +812,7 @@ fn run_projector(
             pending.clear();
             continue;
         };
-        let result = projections.apply_batches(&batches).and_then(|()| {
-            if last_persist.elapsed() > Duration::from_secs(1) {
-                last_persist = Instant::now();
-                projections.persist()?;
-            }
-            Ok(())
-        });
+        let result = projections.apply_batches(&batches);
         drop(batches);
         pending.clear();
         match result {

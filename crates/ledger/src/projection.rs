@@ -247,6 +247,10 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
     crate::audit::create_tables(txn)
 }
 
+/// Events per transaction when catching up from the log (each transaction is a durable
+/// commit, see [`Projections::apply_batches`]).
+const CATCH_UP_CHUNK: u64 = 65_536;
+
 /// Default size of redb's page cache for the projections (read cache and write buffer
 /// together). redb's own default, 1 GiB, would let a long-running server's memory grow by
 /// that much as the audit indexes are written and read, whatever its number of keys (the
@@ -325,9 +329,11 @@ impl Projections {
             return Ok(());
         };
         let mut txn = self.db.get()?.begin_write()?;
-        // Projections are rebuildable from the log: a crash may lose the latest commits,
-        // never consistency, so commits need not be fsynced one by one.
-        txn.set_durability(redb::Durability::None)?;
+        // Durable, although the projections are rebuildable from the log: redb reuses the
+        // pages a transaction replaces only after a durable commit, so non-durable commits
+        // grew the file by every leaf they rewrote until the next one. The projector commits
+        // about once a second, so this costs about one fsync a second.
+        txn.set_durability(redb::Durability::Immediate)?;
         {
             let mut cursors = txn.open_table(CURSORS)?;
             for projection in &mut self.list {
@@ -379,10 +385,10 @@ impl Projections {
     /// length, so that only durable events are projected) and makes it durable.
     pub fn catch_up_to(&mut self, log: &LogReader, end: u64) -> Result<u64, ProjectionError> {
         let mut next = self.cursor()?;
-        let mut chunk = Vec::with_capacity(8192);
+        let mut chunk = Vec::with_capacity(CATCH_UP_CHUNK as usize);
         while next < end {
             chunk.clear();
-            for event in log.events_from(next).take(8192.min(end - next) as usize) {
+            for event in log.events_from(next).take(CATCH_UP_CHUNK.min(end - next) as usize) {
                 chunk.push(event.map_err(|e| ProjectionError::Log(e.to_string()))?);
             }
             let Some(last) = chunk.last() else { break };
