@@ -44,6 +44,8 @@ pub struct EngineOptions {
     /// redb's page cache for the projections, in bytes (see
     /// [`crate::projection::DEFAULT_CACHE_BYTES`]).
     pub projection_cache_bytes: usize,
+    /// Durable batches the writer may queue for the projector (see [`run_projector`]).
+    pub projector_queue_batches: usize,
 }
 
 impl Default for EngineOptions {
@@ -54,6 +56,7 @@ impl Default for EngineOptions {
             storage: OsStorage::shared(),
             webhooks: crate::webhook::WebhookOptions::default(),
             projection_cache_bytes: crate::projection::DEFAULT_CACHE_BYTES,
+            projector_queue_batches: 1024,
         }
     }
 }
@@ -213,7 +216,8 @@ impl Engine {
         let projections_db = projections.database();
         let applied = state.applied;
         let state = Arc::new(RwLock::new(state));
-        let (events_tx, events_rx) = std::sync::mpsc::channel::<CommittedEvents>();
+        let (events_tx, events_rx) =
+            std::sync::mpsc::sync_channel::<CommittedEvents>(options.projector_queue_batches.max(1));
         let (projected_tx, projected_rx) = watch::channel(applied);
         let projection_demand = Arc::new(AtomicU64::new(0));
         let sequencer = crate::sequencer::LedgerSequencer {
@@ -722,6 +726,30 @@ const PROJECTION_POLL: Duration = Duration::from_millis(2);
 /// The most events one projection transaction applies.
 const PROJECTION_MAX_EVENTS: usize = 131_072;
 
+/// How long an idle projector waits before it compares the projections with the log's
+/// durable length (batches the writer skipped are read from the log).
+const PROJECTION_IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// Applies the durable events before `end` from the log (the batches the writer did not
+/// hand over). False if the projections could not be written.
+fn catch_up_from_log(
+    projections: &mut Projections,
+    log: &LogReader,
+    end: u64,
+    applied: &watch::Sender<u64>,
+) -> bool {
+    match projections.catch_up_to(log, end) {
+        Ok(next) => {
+            applied.send_replace(next);
+            true
+        }
+        Err(error) => {
+            tracing::error!(%error, "projection catch-up from the log failed; reopening the projections");
+            false
+        }
+    }
+}
+
 /// True if the batch has an event other than a use or a denial: those are applied at
 /// once, so that key reads, webhooks and other projection readers see a lifecycle change
 /// without the usage lag.
@@ -736,7 +764,12 @@ fn has_lifecycle(batch: &CommittedEvents) -> bool {
 /// If redb fails (e.g. the disk is full), the projector does not stop: it reopens the
 /// database with backoff (100 ms doubling to 5 s) and catches up from the log up to the
 /// writer's durable length, then resumes with the batches queued meanwhile (events already
-/// applied are skipped by the cursors; a gap is refused). Readers meanwhile get
+/// applied are skipped by the cursors).
+///
+/// The writer's channel is bounded and the writer never waits for it: when it is full, a
+/// batch is skipped. The projector notices the gap (a batch starting past what it expects,
+/// or, when idle, a durable length past it) and reads the missing events from the log, so
+/// its memory is bounded by the channel and [`PROJECTION_MAX_EVENTS`] whatever the load. Readers meanwhile get
 /// [`ProjectionError::Reopening`] or the last snapshot; the log stays the truth.
 fn run_projector(
     mut projections: Projections,
@@ -752,6 +785,7 @@ fn run_projector(
     let mut broken: Option<Duration> = None;
     let mut open = true;
     let mut pending: Vec<CommittedEvents> = Vec::new();
+    let mut carried: Option<CommittedEvents> = None;
     while open {
         if let Some(delay) = broken {
             let end = *committed.borrow();
@@ -775,10 +809,32 @@ fn run_projector(
             }
             continue;
         }
-        match events.recv() {
-            Ok(first) => pending.push(first),
-            Err(_) => break,
+        // The next seq the projections expect: what is applied, or what is held to apply.
+        let expected = *applied.borrow();
+        let first = match carried.take() {
+            Some(batch) => batch,
+            None => match events.recv_timeout(PROJECTION_IDLE_CHECK) {
+                Ok(batch) => batch,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Nothing handed over for a while: durable events beyond the projections
+                    // are batches the writer skipped (full channel); read them from the log.
+                    let end = *committed.borrow();
+                    if end > expected && !catch_up_from_log(&mut projections, &log, end, &applied) {
+                        broken = Some(RETRY_INITIAL);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        if let Some(start) = first.first().map(|e| e.seq)
+            && start > expected
+            && !catch_up_from_log(&mut projections, &log, start, &applied)
+        {
+            broken = Some(RETRY_INITIAL);
+            continue;
         }
+        pending.push(first);
         let mut held = pending.iter().map(|b| b.len()).sum::<usize>();
         let mut urgent = pending.iter().any(has_lifecycle);
         let deadline = Instant::now() + PROJECTION_LAG;
@@ -795,6 +851,12 @@ fn run_projector(
                 break;
             }
             match events.recv_timeout((deadline - now).min(PROJECTION_POLL)) {
+                Ok(more) if more.first().is_some_and(|e| e.seq > received) => {
+                    // The writer skipped batches in between: apply what is held, then read
+                    // the gap from the log before this one.
+                    carried = Some(more);
+                    break;
+                }
                 Ok(more) => {
                     held += more.len();
                     urgent |= has_lifecycle(&more);

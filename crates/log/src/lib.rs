@@ -126,12 +126,13 @@ impl Log {
         }
     }
 
-    /// Hands the log to its writer thread. `subscriber` receives every durable batch.
+    /// Hands the log to its writer thread. `subscriber` receives the durable batches, in seq
+    /// order, those that find its channel full excepted (see [`writer`]'s guarantees).
     pub fn start<S: Sequencer>(
         self,
         sequencer: S,
         options: WriterOptions,
-        subscriber: Option<std::sync::mpsc::Sender<CommittedEvents>>,
+        subscriber: Option<std::sync::mpsc::SyncSender<CommittedEvents>>,
     ) -> WriterHandle<S> {
         let last_at = match self.segments.len() {
             0 => keyledger_core::Timestamp::default(),

@@ -21,9 +21,12 @@
 //!   page cache), rewinds the [`Sequencer`] to the records that remain, hands subscribers the
 //!   records the reopen made durable, and only then accepts appends again; a failed attempt
 //!   leaves it poisoned until the next one;
-//! - subscribers receive events only once durable, in seq order, each exactly once, and a
+//! - subscribers receive events only once durable, in seq order, each at most once, and a
 //!   recovery never cuts below what they received: no seq is ever given to two events a
-//!   subscriber sees.
+//!   subscriber sees. The hand-off never blocks the writer: a batch that finds the
+//!   subscriber's bounded channel full is not handed over (counted in
+//!   [`WriterStats::handoffs_skipped`]); the subscriber sees the gap in seqs and reads those
+//!   durable events from the log, so a slow subscriber costs re-reads, never unbounded memory.
 //!
 //! The state machine: `healthy --failed write/fsync/checkpoint--> poisoned --probe + reopen
 //! succeed--> healthy`; `poisoned --attempt fails--> poisoned` (next attempt after the
@@ -35,7 +38,7 @@ use crate::tree::TreeWriter;
 use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event};
 use keyledger_verify::merkle::leaf_hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -161,6 +164,9 @@ pub struct WriterStats {
     pub recovery_attempts: AtomicU64,
     /// Successful recoveries (the writer accepts appends again).
     pub recoveries: AtomicU64,
+    /// Durable batches not handed to the subscriber because its channel was full (it reads
+    /// them from the log).
+    pub handoffs_skipped: AtomicU64,
 }
 
 type ReplySender<S> = oneshot::Sender<Result<<S as Sequencer>::Reply, LogError>>;
@@ -271,7 +277,7 @@ struct Writer<S: Sequencer> {
     healthy: Arc<AtomicBool>,
     failure: Option<String>,
     committed: watch::Sender<u64>,
-    subscriber: Option<Sender<CommittedEvents>>,
+    subscriber: Option<SyncSender<CommittedEvents>>,
     stats: Arc<WriterStats>,
     /// Events written but not yet fsynced.
     unsynced: Vec<Event>,
@@ -297,7 +303,7 @@ pub(crate) fn spawn<S: Sequencer>(
     last_at: Timestamp,
     sequencer: S,
     options: WriterOptions,
-    subscriber: Option<Sender<CommittedEvents>>,
+    subscriber: Option<SyncSender<CommittedEvents>>,
 ) -> WriterHandle<S> {
     let (tx, rx) = std::sync::mpsc::channel();
     let healthy = Arc::new(AtomicBool::new(true));
@@ -491,10 +497,8 @@ impl<S: Sequencer> Writer<S> {
                 self.unsynced_since = None;
                 let events = std::mem::take(&mut self.unsynced);
                 self.committed.send_replace(self.parts.tree.size());
-                if let (Some(subscriber), false) = (&self.subscriber, events.is_empty())
-                    && subscriber.send(Arc::new(events)).is_err()
-                {
-                    self.subscriber = None;
+                if !events.is_empty() {
+                    self.hand_over(events);
                 }
                 for (reply, answer) in waiting {
                     let _ = reply.send(Ok(answer));
@@ -591,6 +595,19 @@ impl<S: Sequencer> Writer<S> {
         }
     }
 
+    /// Hands durable events to the subscriber without ever waiting for it (see the module
+    /// docs: a full channel skips the batch, which the subscriber reads from the log).
+    fn hand_over(&mut self, events: Vec<Event>) {
+        let Some(subscriber) = &self.subscriber else { return };
+        match subscriber.try_send(Arc::new(events)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.handoffs_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => self.subscriber = None,
+        }
+    }
+
     /// Reopens the log from disk as a restart would, and resynchronises the sequencer and
     /// the subscribers with it. Returns what the segment recovery cut.
     fn recover(&mut self) -> Result<crate::segment::Recovery, String> {
@@ -619,11 +636,7 @@ impl<S: Sequencer> Writer<S> {
                 events.push(event);
             }
             self.committed.send_replace(len);
-            if let Some(subscriber) = &self.subscriber
-                && subscriber.send(Arc::new(events)).is_err()
-            {
-                self.subscriber = None;
-            }
+            self.hand_over(events);
         }
         Ok(cut)
     }

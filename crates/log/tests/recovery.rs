@@ -81,6 +81,11 @@ fn options() -> WriterOptions {
 }
 
 fn start(options: WriterOptions) -> Fixture {
+    start_with_queue(options, 4096)
+}
+
+/// [`start`] with a subscriber channel of `queue` batches.
+fn start_with_queue(options: WriterOptions, queue: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let switch = FaultSwitch::new();
     let signer = signer();
@@ -93,7 +98,7 @@ fn start(options: WriterOptions) -> Fixture {
     };
     let log = Log::open(config).unwrap();
     let (applied, rewinds) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
-    let (tx, committed) = std::sync::mpsc::channel();
+    let (tx, committed) = std::sync::mpsc::sync_channel(queue);
     let sequencer = Counting { applied: applied.clone(), rewinds: rewinds.clone() };
     let writer = log.start(sequencer, options, Some(tx));
     Fixture { dir, switch, verifier, writer, applied, rewinds, committed, seen: Vec::new() }
@@ -300,4 +305,40 @@ fn checkpoints_resume_after_a_recovery() {
         .expect("a checkpoint after the recovery");
     assert_eq!(checkpoint.size, 6);
     assert_eq!(f.finish(), 6);
+}
+
+/// A subscriber that does not keep up never stalls the writer: batches that find its
+/// channel full are skipped (and counted), the ones it gets are still durable, in order and
+/// never repeated, and what it missed is in the log.
+#[test]
+fn a_full_subscriber_channel_skips_batches_without_blocking_the_writer() {
+    let fixture = start_with_queue(options(), 2);
+    fixture.append_ok(0..50);
+    let skipped = fixture.writer.stats().handoffs_skipped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(skipped >= 40, "50 synced appends, a channel of 2 never read: {skipped} skipped");
+    let mut received = Vec::new();
+    while let Ok(events) = fixture.committed.try_recv() {
+        received.extend(events.iter().map(|e| e.seq));
+    }
+    assert!(!received.is_empty() && received.windows(2).all(|w| w[0] < w[1]), "{received:?}");
+    fixture.append_ok(50..53);
+    let mut after = Vec::new();
+    while let Ok(events) = fixture.committed.try_recv() {
+        after.extend(events.iter().map(|e| e.seq));
+    }
+    assert_eq!(after.first(), Some(&50), "a drained channel receives the next batch again");
+    fixture.writer.shutdown_blocking();
+    let reader = Log::open(LogConfig {
+        dir: fixture.dir.path().join("log"),
+        storage: OsStorage::shared(),
+        signer: signer(),
+        origin: ORIGIN.into(),
+    })
+    .unwrap()
+    .reader();
+    assert_eq!(reader.len(), 53, "every skipped batch is in the log");
+    assert_eq!(
+        (0..53).map(|seq| tag_of(&reader.event(seq).unwrap())).collect::<Vec<_>>(),
+        (0..53).collect::<Vec<_>>()
+    );
 }

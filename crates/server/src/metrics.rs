@@ -116,6 +116,8 @@ pub async fn render(State(state): State<AppState>) -> Response {
     metrics::counter!("keyledger_log_fsyncs_total").absolute(stats.fsyncs.load(Ordering::Relaxed));
     metrics::counter!("keyledger_log_batches_total").absolute(stats.batches.load(Ordering::Relaxed));
     metrics::counter!("keyledger_log_checkpoints_total").absolute(stats.checkpoints.load(Ordering::Relaxed));
+    metrics::counter!("keyledger_log_handoffs_skipped_total")
+        .absolute(stats.handoffs_skipped.load(Ordering::Relaxed));
     metrics::counter!("keyledger_verify_rejected_total", "reason" => "malformed")
         .absolute(counters.verify_malformed.load(Ordering::Relaxed));
     metrics::counter!("keyledger_verify_rejected_total", "reason" => "unknown")
