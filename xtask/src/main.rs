@@ -92,6 +92,10 @@ fn main() -> Result<()> {
         eprint!("{USAGE}");
         bail!("no command given");
     };
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     match command.as_str() {
         "bench" => {
             let options = bench::parse(rest).map_err(|e| anyhow::anyhow!("{e:#}\n\n{USAGE}"))?;
