@@ -1,7 +1,9 @@
 //! The JSON form of an event, as the API, exports and the offline verifier show it.
 //!
-//! One function, [`event_json`], defines it, so that an export line and the verifier's
-//! decoding of that line's `raw` bytes are compared against the very same mapping.
+//! One function, [`event_json`], defines it. Export lines are defined from it too
+//! (`keyledger_verify::export::line_value`); the export's hot path writes the same bytes
+//! without building a `Value` (`keyledger_verify::export::write_event_line`, tested
+//! against the definition on every kind), and the producer and the verifier share it.
 //! The keyed hash of a `created` event is deliberately left out.
 
 use crate::event::*;

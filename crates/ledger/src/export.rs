@@ -12,13 +12,13 @@ use crate::engine::Engine;
 use crate::error::LedgerError;
 use ed25519_dalek::SigningKey;
 use keyledger_core::json::{actor_text, event_json};
-use keyledger_core::{Event, Timestamp, WorkspaceId, encode_event};
+use keyledger_core::{Event, Timestamp, WorkspaceId};
 use keyledger_log::checkpoint::StoredCheckpoint;
 use keyledger_log::proof::NodeSource;
 use keyledger_log::tree::{TreeError, TreeReader};
 use keyledger_log::{LogReader, OpenError};
 use keyledger_verify::export::{
-    FORMAT_VERSION, canonical_json, hashes_json, line_value, manifest_line, sign_manifest,
+    FORMAT_VERSION, LinesHasher, hashes_json, manifest_line, sign_manifest, write_event_line,
 };
 use keyledger_verify::merkle::Hash;
 use keyledger_verify::note::VerifierKey;
@@ -219,21 +219,25 @@ impl ExportPlan {
         Ok(Self { request, anchor, origin, start, end, signing_key })
     }
 
-    /// The events of the range that pass the workspace filter, in seq order.
-    fn events<'a>(&'a self, log: &'a LogReader) -> impl Iterator<Item = Result<Event, ExportError>> + 'a {
+    /// The events of the range that pass the workspace filter, in seq order, each with its
+    /// stored bytes.
+    fn events<'a>(
+        &'a self,
+        log: &'a LogReader,
+    ) -> impl Iterator<Item = Result<(Event, Vec<u8>), ExportError>> + 'a {
         let mut expected = self.start;
-        log.events_from(self.start)
-            .map(move |event| {
-                let event = event?;
+        log.records_from(self.start)
+            .map(move |record| {
+                let (event, raw) = record?;
                 if event.seq != expected {
                     return Err(ExportError::Gap { expected, found: event.seq });
                 }
                 expected += 1;
-                Ok(event)
+                Ok((event, raw))
             })
-            .take_while(|r| r.as_ref().map_or(true, |e| e.seq < self.end))
+            .take_while(|r| r.as_ref().map_or(true, |(e, _)| e.seq < self.end))
             .filter(|r| match (r, &self.request.workspace) {
-                (Ok(event), Some(ws)) => event.payload.workspace() == ws,
+                (Ok((event, _)), Some(ws)) => event.payload.workspace() == ws,
                 _ => true,
             })
     }
@@ -250,18 +254,19 @@ impl ExportPlan {
         let size = self.anchor.size;
         let tree = log.tree();
         let filtered = self.request.workspace.is_some();
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = LinesHasher::new();
         let mut stats = ExportStats::default();
         let mut first_at = None;
         let mut last_at = None;
-        for event in self.events(log) {
-            let event = event?;
-            // decode_event accepts only bytes that re-encode to themselves, so this is
-            // exactly the stored record.
-            let raw = encode_event(&event);
+        let mut line = String::new();
+        for record in self.events(log) {
+            // The stored record; decoding accepted only the canonical encoding, so it is
+            // exactly what `encode_event` writes for this event.
+            let (event, raw) = record?;
             let proof =
                 if filtered { Some(tree.inclusion_proof(event.seq, size).map_err(tree_err)?) } else { None };
-            let mut line = canonical_json(&line_value(&event, &raw, proof.as_deref()));
+            line.clear();
+            write_event_line(&event, &raw, proof.as_deref(), &mut line);
             line.push('\n');
             hasher.update(line.as_bytes());
             out.write_all(line.as_bytes())?;
@@ -303,7 +308,7 @@ impl ExportPlan {
             },
             "filtered": filtered,
             "lines": stats.lines,
-            "lines_hash": hex::encode(hasher.finalize().as_bytes()),
+            "lines_hash": hex::encode(hasher.finalize()),
             "checkpoint": {
                 "note": self.anchor.note,
                 "size": size,
@@ -328,8 +333,8 @@ impl ExportPlan {
         out.write_all(CSV_COLUMNS.join(",").as_bytes())?;
         out.write_all(b"\r\n")?;
         let mut row = String::new();
-        for event in self.events(log) {
-            let event = event?;
+        for record in self.events(log) {
+            let (event, _) = record?;
             csv_row(&event, &mut row);
             out.write_all(row.as_bytes())?;
             stats.lines += 1;

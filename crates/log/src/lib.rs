@@ -212,6 +212,19 @@ impl LogReader {
         )
     }
 
+    /// Like [`Self::events_from`], with each event's stored bytes (`0x01 ‖ postcard`), which
+    /// re-encode from the event exactly (decoding accepts only the canonical encoding).
+    pub fn records_from(&self, from: u64) -> impl Iterator<Item = Result<(Event, Vec<u8>), OpenError>> + '_ {
+        let end = self.len();
+        self.events.iter(from).take_while(move |r| r.as_ref().map_or(true, |(seq, _)| *seq < end)).map(
+            |record| {
+                let (seq, bytes) = record?;
+                let event = decode_event(&bytes).map_err(|source| OpenError::Decode { seq, source })?;
+                Ok((event, bytes))
+            },
+        )
+    }
+
     pub fn tree(&self) -> &TreeReader {
         &self.tree
     }

@@ -24,8 +24,8 @@ use crate::note::{Checkpoint, VerifierKey, open_checkpoint};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signature, Signer, SigningKey};
-use keyledger_core::json::event_json;
-use keyledger_core::{Event, Timestamp, decode_event};
+use keyledger_core::json::{actor_text, event_json, metadata_json, policy_json};
+use keyledger_core::{Actor, Event, Payload, Timestamp, UsageContext, decode_event};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::io::BufRead;
@@ -125,8 +125,13 @@ pub fn canonical_json(value: &Value) -> String {
     out
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Appends the canonical JSON text of `value` to `out` (see [`canonical_json`]).
+pub fn write_canonical(value: &Value, out: &mut String) {
     match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_json_str(s, out),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -139,29 +144,82 @@ fn write_canonical(value: &Value, out: &mut String) {
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            // A `BTreeMap` already iterates in byte order; an insertion-ordered map may not.
+            if !entries.is_sorted_by(|a, b| a.0.as_bytes() <= b.0.as_bytes()) {
+                entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            }
             out.push('{');
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&scalar_json(&Value::String(key.clone())));
+                write_json_str(key, out);
                 out.push(':');
                 write_canonical(item, out);
             }
             out.push('}');
         }
-        scalar => out.push_str(&scalar_json(scalar)),
     }
 }
 
-fn scalar_json(value: &Value) -> String {
-    // Serializing a scalar `Value` to a string cannot fail.
-    serde_json::to_string(value).unwrap_or_default()
+fn write_number(n: &serde_json::Number, out: &mut String) {
+    use std::fmt::Write as _;
+    if let Some(u) = n.as_u64() {
+        let _ = write!(out, "{u}");
+    } else if let Some(i) = n.as_i64() {
+        let _ = write!(out, "{i}");
+    } else {
+        // Serializing a number to a string cannot fail.
+        out.push_str(&serde_json::to_string(n).unwrap_or_default());
+    }
+}
+
+/// Appends `text` as a JSON string, escaped exactly as `serde_json` escapes it.
+pub fn write_json_str(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let bytes = text.as_bytes();
+    // Most strings need no escape: one branch-free pass to tell.
+    if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x09 => "\\t",
+            0x0a => "\\n",
+            0x0c => "\\f",
+            0x0d => "\\r",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so a char boundary.
+        out.push_str(&text[start..i]);
+        if short.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// The value of an export line for `event` stored as `raw`, with an inclusion proof in a
-/// filtered export.
+/// filtered export. This is the definition; [`write_event_line`] writes the same text
+/// faster.
 pub fn line_value(event: &Event, raw: &[u8], inclusion_proof: Option<&[Hash]>) -> Value {
     let mut value = event_json(event);
     if let Value::Object(object) = &mut value {
@@ -172,6 +230,212 @@ pub fn line_value(event: &Event, raw: &[u8], inclusion_proof: Option<&[Hash]>) -
         }
     }
     value
+}
+
+/// A member value for [`write_object`], borrowed where it can be.
+enum Member<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    Str(&'a str),
+    String(String),
+    /// Shown with `Display` (ids, addresses, timestamps), then escaped if it needs it.
+    Display(&'a dyn std::fmt::Display),
+    OptStr(Option<&'a str>),
+    Strs(&'a [String]),
+    /// Already canonical JSON text.
+    Json(String),
+    Hashes(&'a [Hash]),
+    Base64(&'a [u8]),
+    Hex(&'a [u8; 32]),
+}
+
+/// Appends the canonical JSON object of `members` (keys unique) to `out`: keys sorted by
+/// their bytes, each value written as `serde_json` would write its `Value`.
+fn write_object(members: &mut [(&str, Member<'_>)], out: &mut String) {
+    members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push('{');
+    for (i, (key, member)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_str(key, out);
+        out.push(':');
+        match member {
+            Member::Null | Member::OptStr(None) => out.push_str("null"),
+            Member::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Member::U64(n) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{n}");
+            }
+            Member::Str(s) | Member::OptStr(Some(s)) => write_json_str(s, out),
+            Member::String(s) => write_json_str(s, out),
+            Member::Display(value) => {
+                use std::fmt::Write as _;
+                let start = out.len();
+                let _ = write!(out, "\"{value}\"");
+                if out.as_bytes()[start + 1..out.len() - 1].iter().any(|&b| needs_escape(b)) {
+                    let text = out[start + 1..out.len() - 1].to_owned();
+                    out.truncate(start);
+                    write_json_str(&text, out);
+                }
+            }
+            Member::Strs(items) => {
+                out.push('[');
+                for (j, item) in items.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    write_json_str(item, out);
+                }
+                out.push(']');
+            }
+            Member::Json(text) => out.push_str(text),
+            Member::Hashes(hashes) => {
+                out.push('[');
+                for (j, hash) in hashes.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    push_hex(hash, out);
+                }
+                out.push(']');
+            }
+            Member::Base64(bytes) => {
+                // Base64 needs no escaping.
+                out.push('"');
+                STANDARD.encode_string(bytes, out);
+                out.push('"');
+            }
+            Member::Hex(hash) => push_hex(hash, out),
+        }
+    }
+    out.push('}');
+}
+
+fn push_hex(hash: &[u8; 32], out: &mut String) {
+    let mut digits = [0u8; 64];
+    // 64 is exactly twice 32: this cannot fail.
+    let _ = hex::encode_to_slice(hash, &mut digits);
+    out.push('"');
+    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+    out.push('"');
+}
+
+fn opt_display<T: std::fmt::Display>(value: &Option<T>) -> Member<'_> {
+    value.as_ref().map_or(Member::Null, |v| Member::Display(v))
+}
+
+fn opt_time(value: Option<Timestamp>) -> Member<'static> {
+    value.map_or(Member::Null, |t| Member::String(t.to_rfc3339()))
+}
+
+fn context_text(context: &UsageContext) -> String {
+    let mut out = String::with_capacity(160);
+    write_object(
+        &mut [
+            ("ip", opt_display(&context.ip)),
+            ("user_agent", Member::OptStr(context.user_agent.as_deref())),
+            ("method", Member::OptStr(context.method.as_deref())),
+            ("path", Member::OptStr(context.path.as_deref())),
+            ("request_id", Member::OptStr(context.request_id.as_deref())),
+            ("scopes", Member::Strs(&context.scopes)),
+            ("resource", Member::OptStr(context.resource.as_deref())),
+        ],
+        &mut out,
+    );
+    out
+}
+
+fn value_text(value: &Value) -> String {
+    canonical_json(value)
+}
+
+/// Appends the export line of `event` stored as `raw` (without its `\n`) to `out`: exactly
+/// `canonical_json(&line_value(event, raw, inclusion_proof))`, without building the
+/// `Value` (the export's hot path, in the producer and the verifier). The member mapping
+/// mirrors [`keyledger_core::json::event_json`]; a test compares the two on every kind.
+///
+/// Returns the leaf hash of `raw` (the line's `leaf_hash`).
+pub fn write_event_line(
+    event: &Event,
+    raw: &[u8],
+    inclusion_proof: Option<&[Hash]>,
+    out: &mut String,
+) -> Hash {
+    let payload = &event.payload;
+    let leaf = leaf_hash(raw);
+    let key_id = payload.key_id();
+    let mut members: Vec<(&str, Member<'_>)> = Vec::with_capacity(20);
+    members.extend([
+        ("seq", Member::U64(event.seq)),
+        ("at", Member::String(event.at.to_rfc3339())),
+        ("kind", Member::Str(payload.kind().as_str())),
+        ("workspace", Member::Str(payload.workspace().as_str())),
+        ("key_id", opt_display(&key_id)),
+        ("actor", actor_member(&event.actor)),
+        ("request_id", Member::Display(&event.request_id)),
+        ("raw", Member::Base64(raw)),
+        ("leaf_hash", Member::Hex(&leaf)),
+    ]);
+    if let Some(proof) = inclusion_proof {
+        members.push(("inclusion_proof", Member::Hashes(proof)));
+    }
+    match payload {
+        Payload::Created(e) => members.extend([
+            ("name", Member::Str(&e.name)),
+            ("hint", Member::Str(&e.hint)),
+            ("environment", Member::Str(e.environment.as_str())),
+            ("scopes", Member::Strs(&e.scopes)),
+            ("resources", Member::Strs(&e.resources)),
+            ("owner", Member::OptStr(e.owner.as_deref())),
+            ("metadata", Member::Json(value_text(&metadata_json(&e.metadata)))),
+            ("expires_at", opt_time(e.expires_at)),
+            ("rotated_from", opt_display(&e.rotated_from)),
+        ]),
+        Payload::Used(e) => members.push(("context", Member::Json(context_text(&e.context)))),
+        Payload::Denied(e) => members.extend([
+            ("reason", Member::Str(e.reason.code())),
+            ("detail", Member::String(e.reason.message())),
+            ("context", Member::Json(context_text(&e.context))),
+        ]),
+        Payload::Rotated(e) => members.extend([
+            ("rotated_to", Member::Display(&e.rotated_to)),
+            ("valid_until", opt_time(e.valid_until)),
+        ]),
+        Payload::Revoked(e) => members.push(("reason", Member::OptStr(e.reason.as_deref()))),
+        Payload::Disabled(e) => members.push(("reason", Member::OptStr(e.reason.as_deref()))),
+        Payload::Expired(_) | Payload::Enabled(_) => {}
+        Payload::PolicySet(e) => {
+            members.push(("policy", Member::Json(value_text(&policy_json(&e.policy)))));
+        }
+        Payload::Lookup(e) => members.push(("found", opt_display(&e.found))),
+        Payload::WebhookSet(e) => members.extend([
+            ("url", Member::Str(&e.url)),
+            ("events", Member::Strs(&e.events)),
+            ("enabled", Member::Bool(e.enabled)),
+        ]),
+        // Rare kinds with nested or optional members: through the `Value` of record.
+        Payload::Idempotency(_) | Payload::Updated(_) => {
+            let value = event_json(event);
+            let nested = match payload {
+                Payload::Idempotency(_) => "key_ids",
+                _ => "changes",
+            };
+            let text = value.get(nested).map(value_text).unwrap_or_default();
+            members.push((nested, Member::Json(text)));
+        }
+    }
+    write_object(&mut members, out);
+    leaf
+}
+
+/// [`actor_text`] as a member.
+fn actor_member(actor: &Actor) -> Member<'_> {
+    match actor {
+        Actor::System | Actor::Verifier => Member::String(actor_text(actor)),
+        Actor::Admin(key) => Member::Display(key),
+    }
 }
 
 /// A list of hashes as a JSON array of lowercase hex strings.
@@ -200,6 +464,41 @@ pub fn manifest_line(manifest: Map<String, Value>) -> String {
     let mut wrapper = Map::new();
     wrapper.insert("manifest".into(), Value::Object(manifest));
     canonical_json(&Value::Object(wrapper))
+}
+
+/// BLAKE3 of the export's event lines (`lines_hash`), fed in large blocks: the same hash
+/// as updating line by line, but BLAKE3 hashes a long input several chunks at a time
+/// (SIMD) where short updates go one 64-byte block after another.
+#[derive(Default)]
+pub struct LinesHasher {
+    hasher: blake3::Hasher,
+    pending: Vec<u8>,
+}
+
+impl LinesHasher {
+    const BLOCK: usize = 64 << 10;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        if self.pending.len() + bytes.len() > Self::BLOCK && !self.pending.is_empty() {
+            self.hasher.update(&self.pending);
+            self.pending.clear();
+        }
+        if bytes.len() >= Self::BLOCK {
+            self.hasher.update(bytes);
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
+    }
+
+    pub fn finalize(&self) -> Hash {
+        let mut hasher = self.hasher.clone();
+        hasher.update(&self.pending);
+        *hasher.finalize().as_bytes()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,14 +584,28 @@ fn parse_hashes(value: &Value) -> Option<Vec<Hash>> {
     items.iter().map(|v| v.as_str().and_then(parse_hash)).collect()
 }
 
-/// What one event line contributes, once checked on its own.
+/// What one event line contributes, once checked on its own: the event its `raw` bytes
+/// decode to (the line is exactly its rendering), its leaf hash and inclusion proof.
 struct CheckedLine {
-    seq: u64,
-    at: Timestamp,
-    at_text: String,
-    workspace: String,
+    event: Event,
     leaf: Hash,
     proof: Option<Vec<Hash>>,
+}
+
+impl CheckedLine {
+    fn seq(&self) -> u64 {
+        self.event.seq
+    }
+    fn at(&self) -> Timestamp {
+        self.event.at
+    }
+    /// The line's `at` member (the line was rebuilt from the event, so this is its text).
+    fn at_text(&self) -> String {
+        self.event.at.to_rfc3339()
+    }
+    fn workspace(&self) -> &str {
+        self.event.payload.workspace().as_str()
+    }
 }
 
 /// The first member where two JSON objects differ, for error messages.
@@ -325,37 +638,49 @@ fn first_difference(found: &Value, expected: &Value) -> String {
 /// The fast path of [`check_event_line`]: a valid line is exactly the canonical JSON
 /// rebuilt from its own `raw`, so take `raw` straight from the text (in canonical form its
 /// top-level member is the last `"raw":"`: the members sorted after it hold no objects),
-/// rebuild, and compare bytes. `None` means "not proven this way": the full check decides
-/// (and explains).
-fn check_event_line_fast(text: &[u8]) -> Option<CheckedLine> {
+/// rebuild it with [`write_event_line`] (without a proof first when line 1 had none, the
+/// unfiltered case), and compare bytes. `None` means "not proven this way": the full check
+/// decides (and explains).
+fn check_event_line_fast(text: &[u8], scratch: &mut Scratch, expect_proof: bool) -> Option<CheckedLine> {
     const MARKER: &[u8] = b"\"raw\":\"";
     let start = text.windows(MARKER.len()).rposition(|w| w == MARKER)? + MARKER.len();
     let length = text[start..].iter().position(|&b| b == b'"')?;
-    let raw = STANDARD.decode(&text[start..start + length]).ok()?;
-    let event = decode_event(&raw).ok()?;
-    let proof = match text.windows(19).any(|w| w == b"\"inclusion_proof\":[") {
-        false => None,
-        true => {
-            let value: Value = serde_json::from_slice(text).ok()?;
-            Some(parse_hashes(value.get("inclusion_proof")?)?)
+    scratch.raw.clear();
+    STANDARD.decode_vec(&text[start..start + length], &mut scratch.raw).ok()?;
+    let event = decode_event(&scratch.raw).ok()?;
+    // Lines without a proof (unfiltered exports) are rebuilt without one first; a line
+    // with a proof is parsed for it.
+    if !expect_proof {
+        scratch.line.clear();
+        let leaf = write_event_line(&event, &scratch.raw, None, &mut scratch.line);
+        if scratch.line.as_bytes() == text {
+            return Some(CheckedLine { event, leaf, proof: None });
         }
-    };
-    let expected = line_value(&event, &raw, proof.as_deref());
-    if canonical_json(&expected).as_bytes() != text {
+    }
+    let value: Value = serde_json::from_slice(text).ok()?;
+    let proof = parse_hashes(value.get("inclusion_proof")?)?;
+    scratch.line.clear();
+    let leaf = write_event_line(&event, &scratch.raw, Some(&proof), &mut scratch.line);
+    if scratch.line.as_bytes() != text {
         return None;
     }
-    Some(CheckedLine {
-        seq: event.seq,
-        at: event.at,
-        at_text: event.at.to_rfc3339(),
-        workspace: event.payload.workspace().as_str().to_owned(),
-        leaf: leaf_hash(&raw),
-        proof,
-    })
+    Some(CheckedLine { event, leaf, proof: Some(proof) })
 }
 
-fn check_event_line(number: u64, text: &[u8]) -> Result<CheckedLine, ExportError> {
-    if let Some(checked) = check_event_line_fast(text) {
+/// Buffers reused from line to line by the fast path.
+#[derive(Default)]
+struct Scratch {
+    raw: Vec<u8>,
+    line: String,
+}
+
+fn check_event_line(
+    number: u64,
+    text: &[u8],
+    scratch: &mut Scratch,
+    expect_proof: bool,
+) -> Result<CheckedLine, ExportError> {
+    if let Some(checked) = check_event_line_fast(text, scratch, expect_proof) {
         return Ok(checked);
     }
     let value: Value =
@@ -385,15 +710,7 @@ fn check_event_line(number: u64, text: &[u8]) -> Result<CheckedLine, ExportError
     if canonical_json(&expected).as_bytes() != text {
         return Err(line_err(number, first_difference(&value, &expected)));
     }
-    let at_text = event.at.to_rfc3339();
-    Ok(CheckedLine {
-        seq: event.seq,
-        at: event.at,
-        at_text,
-        workspace: event.payload.workspace().as_str().to_owned(),
-        leaf: leaf_hash(&raw),
-        proof,
-    })
+    Ok(CheckedLine { leaf: leaf_hash(&raw), event, proof })
 }
 
 /// Reads one line (with its `\n`) into `buf`; `Ok(false)` at end of input.
@@ -418,7 +735,7 @@ struct Seen {
     lines: u64,
     first: Option<CheckedLine>,
     last_seq: Option<u64>,
-    last_at: Option<(Timestamp, String)>,
+    last_at: Option<Timestamp>,
     /// Line number and workspace of the first line whose workspace differs from line 1's.
     other_workspace: Option<(u64, String)>,
     /// Whether lines carry inclusion proofs (decided by line 1).
@@ -427,13 +744,15 @@ struct Seen {
     range: Option<CompactRange>,
     /// Filtered: (line, seq, leaf, proof) to check against the anchor.
     included: Vec<(u64, u64, Hash, Vec<Hash>)>,
-    hasher: blake3::Hasher,
+    hasher: LinesHasher,
+    scratch: Scratch,
 }
 
 impl Seen {
     fn add(&mut self, number: u64, text_with_newline: &[u8]) -> Result<(), ExportError> {
         let text = &text_with_newline[..text_with_newline.len().saturating_sub(1)];
-        let line = check_event_line(number, text)?;
+        let line = check_event_line(number, text, &mut self.scratch, self.proofs == Some(true))?;
+        let (seq, at) = (line.seq(), line.at());
         let has_proof = line.proof.is_some();
         match self.proofs {
             None => self.proofs = Some(has_proof),
@@ -450,56 +769,56 @@ impl Seen {
             _ => {}
         }
         if let Some(previous) = self.last_seq {
-            if line.seq <= previous {
+            if seq <= previous {
                 return Err(line_err(
                     number,
-                    format!(
-                        "seq {} does not follow seq {previous} (lines duplicated or out of order)",
-                        line.seq
-                    ),
+                    format!("seq {seq} does not follow seq {previous} (lines duplicated or out of order)"),
                 ));
             }
-            if !has_proof && line.seq != previous + 1 {
+            if !has_proof && seq != previous + 1 {
                 return Err(line_err(
                     number,
                     format!(
-                        "seq {} follows seq {previous}: {} missing from an unfiltered export",
-                        line.seq,
-                        if line.seq == previous + 2 {
+                        "seq {seq} follows seq {previous}: {} missing from an unfiltered export",
+                        if seq == previous + 2 {
                             format!("seq {} is", previous + 1)
                         } else {
-                            format!("seqs {}..={} are", previous + 1, line.seq - 1)
+                            format!("seqs {}..={} are", previous + 1, seq - 1)
                         }
                     ),
                 ));
             }
         }
-        if let Some((previous, text)) = &self.last_at
-            && line.at < *previous
+        if let Some(previous) = self.last_at
+            && at < previous
         {
             return Err(line_err(
                 number,
-                format!("at {} is earlier than the previous line's {text}", line.at_text),
+                format!(
+                    "at {} is earlier than the previous line's {}",
+                    line.at_text(),
+                    previous.to_rfc3339()
+                ),
             ));
         }
         match &self.first {
-            Some(first) if first.workspace != line.workspace && self.other_workspace.is_none() => {
-                self.other_workspace = Some((number, line.workspace.clone()));
+            Some(first) if first.workspace() != line.workspace() && self.other_workspace.is_none() => {
+                self.other_workspace = Some((number, line.workspace().to_owned()));
             }
             _ => {}
         }
         if has_proof {
             if let Some(proof) = &line.proof {
-                self.included.push((number, line.seq, line.leaf, proof.clone()));
+                self.included.push((number, seq, line.leaf, proof.clone()));
             }
         } else {
-            let range = self.range.get_or_insert_with(|| CompactRange::starting_at(line.seq));
+            let range = self.range.get_or_insert_with(|| CompactRange::starting_at(seq));
             range.push(0, line.leaf).ok_or_else(|| line_err(number, "seq is out of range"))?;
         }
         self.hasher.update(text_with_newline);
         self.lines += 1;
-        self.last_seq = Some(line.seq);
-        self.last_at = Some((line.at, line.at_text.clone()));
+        self.last_seq = Some(seq);
+        self.last_at = Some(at);
         if self.first.is_none() {
             self.first = Some(line);
         }
@@ -693,7 +1012,7 @@ fn check_manifest(
     let last_seq = range.opt_u64("last_seq")?;
     let first_at = range.opt_str("from")?;
     let last_at = range.opt_str("to")?;
-    let seen_first_seq = seen.first.as_ref().map(|f| f.seq);
+    let seen_first_seq = seen.first.as_ref().map(CheckedLine::seq);
     let show = |seq: Option<u64>| seq.map_or("none".to_owned(), |s| s.to_string());
     if first_seq != seen_first_seq {
         let reason = format!(
@@ -711,9 +1030,9 @@ fn check_manifest(
         );
         return Err(if seen.lines > 0 { line_err(seen.lines, reason) } else { bad(reason) });
     }
-    let seen_first_at = seen.first.as_ref().map(|f| f.at_text.as_str());
-    let seen_last_at = seen.last_at.as_ref().map(|(_, t)| t.as_str());
-    if first_at != seen_first_at || last_at != seen_last_at {
+    let seen_first_at = seen.first.as_ref().map(CheckedLine::at_text);
+    let seen_last_at = seen.last_at.map(Timestamp::to_rfc3339);
+    if first_at != seen_first_at.as_deref() || last_at != seen_last_at.as_deref() {
         return Err(bad("`range.from`/`range.to` are not the times of the first and last lines".into()));
     }
     if let Some(last) = last_seq
@@ -740,22 +1059,23 @@ fn check_manifest(
         });
     }
     if let (Some(ws), Some(first)) = (workspace, &seen.first) {
-        if first.workspace != ws {
-            return Err(line_err(1, format!("workspace {} is not the filter's {ws}", first.workspace)));
+        if first.workspace() != ws {
+            return Err(line_err(1, format!("workspace {} is not the filter's {ws}", first.workspace())));
         }
         if let Some((n, other)) = &seen.other_workspace {
             return Err(line_err(*n, format!("workspace {other} is not the filter's {ws}")));
         }
     }
-    if let (Some(first), Some(last), Some((last_time, last_text))) =
-        (&seen.first, seen.last_seq, &seen.last_at)
-    {
+    if let (Some(first), Some(last), Some(last_time)) = (&seen.first, seen.last_seq, seen.last_at) {
         match filter_bound(&filters, "from")? {
-            Some(Bound::Seq(s)) if first.seq < s => {
-                return Err(line_err(1, format!("seq {} is before the filter's from={s}", first.seq)));
+            Some(Bound::Seq(s)) if first.seq() < s => {
+                return Err(line_err(1, format!("seq {} is before the filter's from={s}", first.seq())));
             }
-            Some(Bound::Time(t, text)) if first.at < t => {
-                return Err(line_err(1, format!("at {} is before the filter's from={text}", first.at_text)));
+            Some(Bound::Time(t, text)) if first.at() < t => {
+                return Err(line_err(
+                    1,
+                    format!("at {} is before the filter's from={text}", first.at_text()),
+                ));
             }
             _ => {}
         }
@@ -763,10 +1083,10 @@ fn check_manifest(
             Some(Bound::Seq(s)) if last >= s => {
                 return Err(line_err(seen.lines, format!("seq {last} is not before the filter's to={s}")));
             }
-            Some(Bound::Time(t, text)) if *last_time >= t => {
+            Some(Bound::Time(t, text)) if last_time >= t => {
                 return Err(line_err(
                     seen.lines,
-                    format!("at {last_text} is not before the filter's to={text}"),
+                    format!("at {} is not before the filter's to={text}", last_time.to_rfc3339()),
                 ));
             }
             _ => {}
@@ -855,7 +1175,7 @@ fn check_manifest(
     if lines != seen.lines {
         return Err(bad(format!("`lines` says {lines} event lines, the export has {}", seen.lines)));
     }
-    if m.hash("lines_hash")? != *seen.hasher.finalize().as_bytes() {
+    if m.hash("lines_hash")? != seen.hasher.finalize() {
         return Err(bad("`lines_hash` does not match the lines (a line was altered)".into()));
     }
 
@@ -961,6 +1281,156 @@ mod tests {
             canonical_json(&value),
             "{\"a\":{\"A\":18446744073709551615,\"z\":\"x\\n\\u0001\\\"é—/\"},\"b\":[1,null,true]}"
         );
+    }
+
+    /// One event of every kind, free-text members set to `text`.
+    fn every_kind(text: &str) -> Vec<Event> {
+        use keyledger_core::*;
+        let key = |n: u8| KeyId::from_bytes([n; 16]);
+        let ws: WorkspaceId = "acme".parse().unwrap();
+        let context = UsageContext {
+            ip: Some("2001:db8::7".parse().unwrap()),
+            user_agent: Some(text.into()),
+            method: Some("GET".into()),
+            path: Some(format!("/v1/{text}")),
+            request_id: Some(text.into()),
+            scopes: vec![text.into(), "read".into()],
+            resource: Some(text.into()),
+        };
+        let metadata = serde_json::json!({"z": text, "a": [1, null, {"k": text}]}).to_string();
+        let payloads = vec![
+            Payload::Created(Created {
+                key_id: key(1),
+                workspace: ws.clone(),
+                name: text.into(),
+                hash: KeyHash([0xab; 32]),
+                hint: "kl_live_…abcd".into(),
+                prefix: "kl".parse().unwrap(),
+                environment: Environment::Test,
+                scopes: vec![text.into()],
+                resources: vec![],
+                owner: Some(text.into()),
+                metadata: metadata.clone(),
+                expires_at: Some(Timestamp(1)),
+                rotated_from: Some(key(3)),
+            }),
+            Payload::Used(Usage { key_id: key(1), workspace: ws.clone(), context: context.clone() }),
+            Payload::Used(Usage { key_id: key(1), workspace: ws.clone(), context: UsageContext::default() }),
+            Payload::Denied(Denial {
+                key_id: key(1),
+                workspace: ws.clone(),
+                reason: DenyReason::MissingScope(text.into()),
+                context,
+            }),
+            Payload::Rotated(Rotated {
+                key_id: key(1),
+                workspace: ws.clone(),
+                rotated_to: key(2),
+                valid_until: Some(Timestamp(-5)),
+            }),
+            Payload::Revoked(Revoked { key_id: key(1), workspace: ws.clone(), reason: Some(text.into()) }),
+            Payload::Revoked(Revoked { key_id: key(1), workspace: ws.clone(), reason: None }),
+            Payload::Expired(KeyRef { key_id: key(1), workspace: ws.clone() }),
+            Payload::PolicySet(PolicySet {
+                workspace: ws.clone(),
+                policy: Policy {
+                    max_active_keys: Some(1),
+                    require_expiry: true,
+                    max_lifetime: Some(60_000_000),
+                    key_prefix: Some("ac".parse().unwrap()),
+                },
+            }),
+            Payload::Updated(Updated {
+                key_id: key(1),
+                workspace: ws.clone(),
+                name: Some(text.into()),
+                owner: Some(None),
+                metadata: Some(metadata),
+                expires_at: Some(Some(Timestamp(7))),
+                scopes: Some(vec![text.into()]),
+                resources: None,
+            }),
+            Payload::Disabled(Disabled { key_id: key(1), workspace: ws.clone(), reason: Some(text.into()) }),
+            Payload::Enabled(KeyRef { key_id: key(1), workspace: ws.clone() }),
+            Payload::Lookup(Lookup { workspace: ws.clone(), found: Some(key(1)) }),
+            Payload::Lookup(Lookup { workspace: ws.clone(), found: None }),
+            Payload::Idempotency(IdempotencyRecord {
+                id: [0x11; 32],
+                fingerprint: [0x22; 32],
+                workspace: ws.clone(),
+                key_ids: vec![key(1), key(2)],
+            }),
+            Payload::WebhookSet(WebhookSet {
+                workspace: ws,
+                url: format!("https://h/{text}"),
+                events: vec![text.into()],
+                enabled: false,
+            }),
+        ];
+        let actors = [Actor::System, Actor::Verifier, Actor::Admin(key(9))];
+        payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| Event {
+                seq: 300 + i as u64,
+                at: Timestamp(1_700_000_000_123_456 + i as i64),
+                actor: actors[i % 3].clone(),
+                request_id: RequestId::from_bytes([7; 16]),
+                payload,
+            })
+            .collect()
+    }
+
+    fn assert_fast_line_is_the_definition(text: &str) {
+        let proof = leaves(3);
+        for event in every_kind(text) {
+            let raw = keyledger_core::encode_event(&event);
+            for inclusion_proof in [None, Some(&proof[..])] {
+                let mut line = String::from("kept ");
+                let leaf = write_event_line(&event, &raw, inclusion_proof, &mut line);
+                let expected = canonical_json(&line_value(&event, &raw, inclusion_proof));
+                assert_eq!(line.strip_prefix("kept "), Some(expected.as_str()), "{:?}", event.payload.kind());
+                assert_eq!(leaf, leaf_hash(&raw));
+            }
+        }
+    }
+
+    #[test]
+    fn write_event_line_is_the_canonical_json_of_line_value() {
+        assert_fast_line_is_the_definition("plain");
+        assert_fast_line_is_the_definition("");
+        assert_fast_line_is_the_definition("q\"b\\s/\u{8}\t\n\u{c}\r\u{0}\u{1f}\u{7f}é—😀 \u{2028}");
+    }
+
+    #[test]
+    fn json_strings_are_escaped_like_serde_json() {
+        let all: String = (0u32..0x90).filter_map(char::from_u32).chain(['é', '\u{2028}', '😀']).collect();
+        for text in [all.as_str(), "", "x", "\"", "\\\\", "a\u{1}b"] {
+            let mut out = String::new();
+            write_json_str(text, &mut out);
+            assert_eq!(out, serde_json::to_string(text).unwrap());
+        }
+    }
+
+    #[test]
+    fn lines_hash_does_not_depend_on_how_lines_are_fed() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut hasher = LinesHasher::new();
+        for piece in data.chunks(613).chain([&data[..0]]) {
+            hasher.update(piece);
+        }
+        hasher.update(&data[..100_000]);
+        let mut whole = data.clone();
+        whole.extend_from_slice(&data[..100_000]);
+        assert_eq!(hasher.finalize(), *blake3::hash(&whole).as_bytes());
+        assert_eq!(LinesHasher::new().finalize(), *blake3::hash(b"").as_bytes());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn write_event_line_matches_the_definition_on_any_text(text in "\\PC*|[\\x00-\\x7f]{0,40}") {
+            assert_fast_line_is_the_definition(&text);
+        }
     }
 
     #[test]
