@@ -688,6 +688,8 @@ impl Engine {
         if let Some(projector) = projector {
             let _ = tokio::task::spawn_blocking(move || projector.join()).await;
         }
+        let db = self.projections_db.clone();
+        let _ = tokio::task::spawn_blocking(move || compact_projections(&db)).await;
     }
 
     pub fn shutdown_blocking(&self) {
@@ -697,6 +699,20 @@ impl Engine {
         if let Some(projector) = projector {
             let _ = projector.join();
         }
+        compact_projections(&self.projections_db);
+    }
+}
+
+/// Compacts the projections once the projector has stopped (see
+/// [`crate::projection::ProjectionsDb::compact`]). A failure loses nothing: the file stays as
+/// it was, or redb repairs it on the next open.
+fn compact_projections(db: &crate::projection::ProjectionsDb) {
+    let started = Instant::now();
+    match db.compact(Duration::from_secs(2)) {
+        Ok(compacted) => {
+            tracing::info!(compacted, ms = started.elapsed().as_millis() as u64, "projections compacted")
+        }
+        Err(error) => tracing::warn!(%error, "could not compact the projections at shutdown"),
     }
 }
 
