@@ -38,10 +38,15 @@ impl Golden {
                 created.body["secret"].as_str().unwrap().to_owned(),
             ));
         }
-        for (_, secret) in &secrets {
-            for scopes in [json!(["read"]), json!([])] {
-                let verified = client.post("/v1/verify", "unused", &json!({"key": secret, "scopes": scopes}));
-                assert!(verified.status == 200 || verified.status == 403, "{}", verified.dump());
+        // Enough verifications for more than 32 events, so that the tree stores nodes at
+        // levels 4 and 5 (lower levels are not stored).
+        for _ in 0..6 {
+            for (_, secret) in &secrets {
+                for scopes in [json!(["read"]), json!([])] {
+                    let verified =
+                        client.post("/v1/verify", "unused", &json!({"key": secret, "scopes": scopes}));
+                    assert!(verified.status == 200 || verified.status == 403, "{}", verified.dump());
+                }
             }
         }
         let revoked = client.post(&format!("/v1/keys/{}/revoke", secrets[2].0), admin, &json!({}));
@@ -55,7 +60,7 @@ impl Golden {
         // Sanity: the untouched ledger verifies, and its log is what the cases below assume.
         let clean = golden.ledger.log_verify();
         assert!(clean.success(), "the untampered log must verify:\n{}\n{}", clean.stdout, clean.stderr);
-        assert!(events >= 10, "expected ten events or more, found {events}");
+        assert!(events >= 32, "expected 32 events or more, found {events}");
         let frames = golden.event_frames(&golden.ledger.data_dir);
         assert_eq!(frames.len() as u64, events, "one frame per event");
         for (seq, frame) in frames.iter().enumerate() {
@@ -159,33 +164,35 @@ fn flipped_event_payload_byte_with_recomputed_crc_names_its_seq() {
 }
 
 #[test]
-fn flipped_stored_leaf_hash_names_its_seq() {
+fn flipped_node_of_the_lowest_stored_level_names_its_first_seq() {
     let golden = Golden::build();
-    let k = golden.events / 3;
     let dir = golden.copy("leaf");
-    let path = dir.join("log/tree/level-00.hash");
+    // Leaves and levels 1-3 are not stored (they are recomputed from the events); level 4
+    // is the lowest on disk. Node (level 4, index 1) covers events 16 to 31.
+    assert!(!dir.join("log/tree/level-00.hash").exists(), "leaf hashes are not stored");
+    let path = dir.join("log/tree/level-04.hash");
     let mut bytes = std::fs::read(&path).unwrap();
-    assert_eq!(bytes.len() as u64, golden.events * 32, "level 0 holds one hash per event after a clean stop");
-    bytes[k as usize * 32 + 7] ^= 0x80;
+    assert_eq!(bytes.len() as u64, golden.events / 16 * 32, "level 4 is complete after a clean stop");
+    bytes[32 + 7] ^= 0x80;
     std::fs::write(&path, &bytes).unwrap();
     let stderr = verify_fails(&dir);
-    assert_names_seq(&stderr, k);
-    assert!(stderr.contains("level 0"), "{stderr}");
+    assert_names_seq(&stderr, 16);
+    assert!(stderr.contains("level 4"), "{stderr}");
 }
 
 #[test]
 fn flipped_stored_inner_node_names_its_first_seq() {
     let golden = Golden::build();
-    let j = 2u64; // node (level 1, index 2) covers events 4 and 5
     let dir = golden.copy("node");
-    let path = dir.join("log/tree/level-01.hash");
+    // Node (level 5, index 0) covers events 0 to 31.
+    let path = dir.join("log/tree/level-05.hash");
     let mut bytes = std::fs::read(&path).unwrap();
-    assert_eq!(bytes.len() as u64, golden.events / 2 * 32);
-    bytes[j as usize * 32] ^= 0x01;
+    assert_eq!(bytes.len() as u64, golden.events / 32 * 32);
+    bytes[0] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
     let stderr = verify_fails(&dir);
-    assert_names_seq(&stderr, 2 * j);
-    assert!(stderr.contains("level 1"), "{stderr}");
+    assert_names_seq(&stderr, 0);
+    assert!(stderr.contains("level 5"), "{stderr}");
 }
 
 #[test]

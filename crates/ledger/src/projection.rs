@@ -66,7 +66,8 @@ from_redb!(
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
-    redb::SetDurabilityError
+    redb::SetDurabilityError,
+    redb::CompactionError
 );
 
 /// A view of the log maintained in redb.
@@ -216,6 +217,34 @@ impl ProjectionsDb {
     /// The current database, or [`ProjectionError::Reopening`] while it is being reopened.
     pub fn get(&self) -> Result<Arc<Database>, ProjectionError> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or(ProjectionError::Reopening)
+    }
+
+    /// Compacts the file at a clean stop, once nothing writes to it any more: redb moves the
+    /// pages at the end of the file into free ones and trims it. The projector's durable
+    /// transactions copy every page they change, so a running database also holds about
+    /// twice the pages one transaction touches as free space (a number of keys' worth, not of
+    /// events); this returns it to the file system. Readers get
+    /// [`ProjectionError::Reopening`] meanwhile. Returns false, changing nothing, if a reader
+    /// still holds the database after `wait`.
+    pub fn compact(&self, wait: Duration) -> Result<bool, ProjectionError> {
+        let Some(mut shared) = self.take() else { return Ok(false) };
+        let deadline = Instant::now() + wait;
+        let mut db = loop {
+            match Arc::try_unwrap(shared) {
+                Ok(db) => break db,
+                Err(still_shared) if Instant::now() > deadline => {
+                    self.put(still_shared);
+                    return Ok(false);
+                }
+                Err(still_shared) => {
+                    shared = still_shared;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        let result = db.compact();
+        self.put(Arc::new(db));
+        Ok(result?)
     }
 
     fn take(&self) -> Option<Arc<Database>> {
@@ -492,4 +521,65 @@ pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState,
     }
     state.applied = txn.open_table(CURSORS)?.get("registry")?.map(|v| v.value()).unwrap_or(0);
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILLER: TableDefinition<u64, &[u8]> = TableDefinition::new("filler");
+    const KEPT: TableDefinition<u64, &[u8]> = TableDefinition::new("kept");
+
+    /// A database whose first half is free pages: a table written, another after it, the
+    /// first one deleted.
+    fn database_with_a_hole(path: &Path) -> ProjectionsDb {
+        let db = Database::create(path).unwrap();
+        for table in [FILLER, KEPT] {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut rows = txn.open_table(table).unwrap();
+                for i in 0..4_000u64 {
+                    rows.insert(i, [i as u8; 1000].as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(FILLER).unwrap();
+        txn.commit().unwrap();
+        ProjectionsDb::new(db)
+    }
+
+    fn kept_rows(db: &ProjectionsDb) -> u64 {
+        db.get().unwrap().begin_read().unwrap().open_table(KEPT).unwrap().len().unwrap()
+    }
+
+    #[test]
+    fn compacting_returns_the_free_pages_and_keeps_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.redb");
+        let db = database_with_a_hole(&path);
+        let before = std::fs::metadata(&path).unwrap().len();
+        assert!(before > 8_000_000, "{before}");
+        assert!(db.compact(Duration::from_secs(1)).unwrap());
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after < before * 6 / 10, "{before} -> {after}");
+        assert_eq!(kept_rows(&db), 4_000);
+    }
+
+    #[test]
+    fn compacting_waits_for_readers_then_gives_up_changing_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.redb");
+        let db = database_with_a_hole(&path);
+        let before = std::fs::metadata(&path).unwrap().len();
+        let reader = db.get().unwrap();
+        assert!(!db.compact(Duration::from_millis(50)).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
+        // The database is back in its slot, for the reader and for everyone else.
+        assert_eq!(kept_rows(&db), 4_000);
+        drop(reader);
+        assert!(db.compact(Duration::from_millis(50)).unwrap());
+        assert!(std::fs::metadata(&path).unwrap().len() < before);
+    }
 }

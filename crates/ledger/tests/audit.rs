@@ -890,6 +890,39 @@ fn an_older_audit_layout_is_rebuilt_from_the_log_on_open() {
     engine.shutdown_blocking();
 }
 
+/// A projections file written with audit layout 2 (`audit_src_events` keyed by the 16-byte
+/// address) opens: its audit tables are dropped and rebuilt from the log in layout 3.
+#[test]
+fn audit_layout_2_is_rebuilt_from_the_log_on_open() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    build(&dir, 0x5eed_0005, 400);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    assert!(runtime.block_on(engine.wait_for_projections(Duration::from_secs(10))));
+    let expected = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
+    engine.shutdown_blocking();
+    drop(engine);
+    {
+        let db = redb::Database::create(dir.join(keyledger_ledger::datadir::PROJECTIONS_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta = redb::TableDefinition::<&str, u64>::new("audit_meta");
+        txn.open_table(meta).unwrap().insert("layout", 2).unwrap();
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_src_events")).unwrap();
+        let old = redb::TableDefinition::<&[u8; 28], &[u8; 9]>::new("audit_src_events");
+        txn.open_table(old).unwrap().insert(&[1u8; 28], &[1u8; 9]).unwrap();
+        txn.commit().unwrap();
+    }
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    assert!(runtime.block_on(engine.wait_for_projections(Duration::from_secs(10))));
+    let reopened = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
+    assert!(reopened == expected, "the rebuilt audit tables differ from the original ones");
+    let layout = reopened.iter().find(|(name, _)| name == "audit_meta").unwrap();
+    assert!(layout.1.contains(&(b"layout".to_vec(), audit::LAYOUT_VERSION.to_be_bytes().to_vec())));
+    assert_eq!(audit::LAYOUT_VERSION, 3);
+    engine.shutdown_blocking();
+}
+
 /// Size and speed on a larger synthetic log (run with `--ignored --nocapture`;
 /// `AUDIT_BENCH_USES` sets the hot key's uses, default 200 000).
 #[test]

@@ -21,7 +21,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_grou
 use ed25519_dalek::SigningKey;
 use keyledger_core::{Actor, KeyId, Payload, RequestId, Usage, UsageContext, WorkspaceId};
 use keyledger_log::storage::OsStorage;
-use keyledger_log::tree::{TreeError, TreeReader, TreeWriter};
+use keyledger_log::tree::{LeafSource, TreeError, TreeReader, TreeWriter};
 use keyledger_log::verify::verify_log;
 use keyledger_log::{Batch, Durability, Log, LogConfig, Sequencer, WriterHandle, WriterOptions, WriterStats};
 use keyledger_verify::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
@@ -253,8 +253,9 @@ fn synthetic_leaf(index: u64) -> Hash {
 
 fn build_proof_tree() -> ProofTree {
     let dir = tempfile::tempdir().expect("temp dir");
-    let no_log = |seq| Err(TreeError::OutOfRange { level: 0, index: seq, size: 0 });
-    let mut writer = TreeWriter::open(dir.path(), 0, no_log).expect("open tree store");
+    let leaves: std::sync::Arc<dyn LeafSource> =
+        std::sync::Arc::new(|seq: u64| -> Result<Hash, TreeError> { Ok(synthetic_leaf(seq)) });
+    let mut writer = TreeWriter::open(dir.path(), 0, leaves).expect("open tree store");
     let chunk = 65_536u64;
     for start in (0..PROOF_TREE_SIZE).step_by(chunk as usize) {
         let leaves: Vec<Hash> = (start..(start + chunk).min(PROOF_TREE_SIZE)).map(synthetic_leaf).collect();

@@ -84,11 +84,8 @@ impl Log {
     pub fn open(config: LogConfig) -> Result<Self, OpenError> {
         let (segments, recovery) =
             SegmentLog::open(config.storage.clone(), &config.dir.join("events"), Default::default())?;
-        let tree = TreeWriter::open(
-            &config.dir.join("tree"),
-            segments.len(),
-            leaf_reader(segments.reader(), config.dir.join("events")),
-        )?;
+        let leaves = Arc::new(SegmentLeaves { reader: segments.reader(), dir: config.dir.join("events") });
+        let tree = TreeWriter::open(&config.dir.join("tree"), segments.len(), leaves)?;
         let verifier = config.signer.verifier();
         let checkpoints = CheckpointStore::open(
             config.storage.clone(),
@@ -144,18 +141,28 @@ impl Log {
     }
 }
 
-/// The leaf hash of each record of `reader`, for [`TreeWriter::open`] and
-/// [`TreeWriter::reopen`].
-pub(crate) fn leaf_reader(
+/// The leaf hashes of the log's records, read from its segments: what the tree recomputes on
+/// open and the nodes it does not store ([`tree::LOWEST_STORED_LEVEL`]).
+struct SegmentLeaves {
     reader: SegmentReader,
-    events_dir: PathBuf,
-) -> impl FnMut(u64) -> Result<Hash, TreeError> {
-    move |seq| {
-        reader.read(seq).map(|bytes| leaf_hash(&bytes)).map_err(|e| TreeError::Io {
+    dir: PathBuf,
+}
+
+impl tree::LeafSource for SegmentLeaves {
+    fn leaves(&self, start: u64, out: &mut [Hash]) -> Result<(), TreeError> {
+        let error = |e: SegmentError| TreeError::Io {
             op: "read event",
-            path: events_dir.clone(),
+            path: self.dir.clone(),
             source: std::io::Error::other(e.to_string()),
-        })
+        };
+        let mut records = self.reader.iter(start);
+        for (seq, slot) in (start..).zip(out.iter_mut()) {
+            match records.next() {
+                Some(record) => *slot = leaf_hash(&record.map_err(error)?.1),
+                None => return Err(TreeError::OutOfRange { level: 0, index: seq, size: seq }),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,8 +2,12 @@
 //! the log.
 //!
 //! Level `l` holds, in `tree/level-LL.hash`, the hash of every *complete* aligned subtree of
-//! `2^l` leaves, in order, 32 bytes each: level 0 is the leaf hashes. A tree of `n` leaves
-//! therefore has `n >> l` hashes at level `l`, and about `2n` hashes in all.
+//! `2^l` leaves, in order, 32 bytes each. A tree of `n` leaves has `n >> l` hashes at level
+//! `l`. Only the levels from [`LOWEST_STORED_LEVEL`] up are stored (about `n / 8` hashes in
+//! all, 4 bytes per leaf): a node below that level covers at most 8 leaves and is recomputed
+//! from the records themselves (a leaf hash is the hash of the stored record bytes) through
+//! the [`LeafSource`] when a proof or a root needs it (a root rehashes at most 15 records, a
+//! proof at most 30). Files of lower levels left by an older version are deleted on open.
 //!
 //! The files are derived data: they are written after each batch (page cache) but only
 //! fsynced when the writer records a checkpoint or stops, after which `tree/state` records
@@ -39,9 +43,31 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Tre
 const HASH_LEN: u64 = 32;
 const STATE_FILE: &str = "state";
 
+/// The lowest level stored in a file: the nodes of levels `0..LOWEST_STORED_LEVEL` (leaves
+/// and subtrees of up to 8 leaves) are recomputed from the records when needed.
+pub const LOWEST_STORED_LEVEL: u32 = 4;
+
+/// The leaf hashes of the log's records, for the nodes that are not stored. Only asked for
+/// records of the published tree (and, on open, for records the log holds).
+pub trait LeafSource: Send + Sync {
+    /// Fills `out` with the leaf hashes of records `start .. start + out.len()`.
+    fn leaves(&self, start: u64, out: &mut [Hash]) -> Result<(), TreeError>;
+}
+
+impl<F: Fn(u64) -> Result<Hash, TreeError> + Send + Sync> LeafSource for F {
+    fn leaves(&self, start: u64, out: &mut [Hash]) -> Result<(), TreeError> {
+        for (seq, slot) in (start..).zip(out.iter_mut()) {
+            *slot = self(seq)?;
+        }
+        Ok(())
+    }
+}
+
 struct Levels {
     dir: PathBuf,
+    /// The open files of levels `LOWEST_STORED_LEVEL..`, lowest first.
     files: RwLock<Vec<Arc<File>>>,
+    leaves: Arc<dyn LeafSource>,
 }
 
 /// The file holding level `level` of the tree stored in `dir`.
@@ -49,18 +75,24 @@ pub fn level_path(dir: &Path, level: usize) -> PathBuf {
     dir.join(format!("level-{level:02}.hash"))
 }
 
+/// `level - LOWEST_STORED_LEVEL`, the position of a stored level among the files.
+fn slot(level: usize) -> usize {
+    level - LOWEST_STORED_LEVEL as usize
+}
+
 impl Levels {
     fn path(&self, level: usize) -> PathBuf {
         level_path(&self.dir, level)
     }
 
+    /// The file of a stored level (`level >= LOWEST_STORED_LEVEL`).
     fn file(&self, level: usize) -> Result<Arc<File>, TreeError> {
-        if let Some(file) = self.files.read().unwrap_or_else(|e| e.into_inner()).get(level) {
+        if let Some(file) = self.files.read().unwrap_or_else(|e| e.into_inner()).get(slot(level)) {
             return Ok(file.clone());
         }
         let mut files = self.files.write().unwrap_or_else(|e| e.into_inner());
-        while files.len() <= level {
-            let path = self.path(files.len());
+        while files.len() <= slot(level) {
+            let path = self.path(files.len() + LOWEST_STORED_LEVEL as usize);
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -70,10 +102,24 @@ impl Levels {
                 .map_err(io_err("open", &path))?;
             files.push(Arc::new(file));
         }
-        Ok(files[level].clone())
+        Ok(files[slot(level)].clone())
     }
 
+    /// Node `(level, index)`: read from its file, or, below [`LOWEST_STORED_LEVEL`], hashed
+    /// from the leaves it covers.
     fn read(&self, level: usize, index: u64) -> Result<Hash, TreeError> {
+        if level < LOWEST_STORED_LEVEL as usize {
+            let mut nodes = [[0u8; 32]; 1 << (LOWEST_STORED_LEVEL - 1)];
+            let mut width = 1usize << level;
+            self.leaves.leaves(index << level, &mut nodes[..width])?;
+            while width > 1 {
+                width /= 2;
+                for i in 0..width {
+                    nodes[i] = node_hash(&nodes[2 * i], &nodes[2 * i + 1]);
+                }
+            }
+            return Ok(nodes[0]);
+        }
         let file = self.file(level)?;
         let mut hash = [0u8; 32];
         file.read_exact_at(&mut hash, index * HASH_LEN).map_err(io_err("read", &self.path(level)))?;
@@ -132,11 +178,6 @@ impl TreeReader {
         }
         crate::proof::consistency_proof(self, size1, size2)
     }
-
-    /// A stored node, for `log verify` (which checks every one).
-    pub fn stored_node(&self, level: u32, index: u64) -> Result<Hash, TreeError> {
-        self.levels.read(level as usize, index)
-    }
 }
 
 impl NodeSource for TreeReader {
@@ -156,24 +197,32 @@ pub struct TreeWriter {
     levels: Arc<Levels>,
     size: Arc<AtomicU64>,
     frontier: Frontier,
-    /// Hashes written so far per level (may run ahead of the published size).
+    /// Hashes written so far per stored level, lowest first (may run ahead of the published
+    /// size).
     counts: Vec<u64>,
 }
 
 impl TreeWriter {
     /// Opens the store in `dir` for a log of `log_len` records, recomputing whatever the
-    /// files do not hold durably from `leaf_of(seq)` (the leaf hash of record `seq`).
-    pub fn open(
-        dir: &Path,
-        log_len: u64,
-        mut leaf_of: impl FnMut(u64) -> Result<Hash, TreeError>,
-    ) -> Result<Self, TreeError> {
+    /// files do not hold durably from `leaves` (the leaf hashes of the records), which
+    /// readers also use for the levels that are not stored.
+    pub fn open(dir: &Path, log_len: u64, leaves: Arc<dyn LeafSource>) -> Result<Self, TreeError> {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-        let levels = Arc::new(Levels { dir: dir.to_owned(), files: RwLock::new(Vec::new()) });
+        // Levels below the lowest stored one were stored by older versions: derived data
+        // nothing reads any more.
+        for level in 0..LOWEST_STORED_LEVEL as usize {
+            let path = level_path(dir, level);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TreeError::Io { op: "remove", path, source: e }),
+            }
+        }
+        let levels = Arc::new(Levels { dir: dir.to_owned(), files: RwLock::new(Vec::new()), leaves });
         let trusted = read_state(dir)?.min(log_len);
         // Cut every level to what the trusted size implies; the rest is recomputed below.
         let mut counts = Vec::new();
-        for level in 0..64usize {
+        for level in LOWEST_STORED_LEVEL as usize..64 {
             let keep = trusted >> level;
             let path = levels.path(level);
             if keep == 0 && !path.exists() {
@@ -185,7 +234,7 @@ impl TreeWriter {
                 if len < keep * HASH_LEN {
                     // The state file promised more than is there: the files are not ours to
                     // trust, so rebuild everything from the log.
-                    return Self::rebuild(dir, levels, log_len, leaf_of);
+                    return Self::rebuild(dir, levels, log_len);
                 }
                 file.set_len(keep * HASH_LEN).map_err(io_err("truncate", &path))?;
             }
@@ -197,31 +246,26 @@ impl TreeWriter {
         let frontier =
             Frontier::from_parts(trusted, peaks).map_err(|_| TreeError::BadState(dir.join(STATE_FILE)))?;
         let mut writer = TreeWriter { levels, size, frontier, counts };
-        let mut leaves = Vec::with_capacity(4096);
-        for seq in trusted..log_len {
-            leaves.push(leaf_of(seq)?);
-            if leaves.len() == 4096 {
-                writer.append_leaves(&leaves)?;
-                leaves.clear();
-            }
+        let mut leaves = vec![[0u8; 32]; 4096];
+        let mut seq = trusted;
+        while seq < log_len {
+            let n = (log_len - seq).min(leaves.len() as u64) as usize;
+            writer.levels.leaves.leaves(seq, &mut leaves[..n])?;
+            writer.append_leaves(&leaves[..n])?;
+            seq += n as u64;
         }
-        writer.append_leaves(&leaves)?;
         writer.publish();
         Ok(writer)
     }
 
-    fn rebuild(
-        dir: &Path,
-        levels: Arc<Levels>,
-        log_len: u64,
-        leaf_of: impl FnMut(u64) -> Result<Hash, TreeError>,
-    ) -> Result<Self, TreeError> {
+    fn rebuild(dir: &Path, levels: Arc<Levels>, log_len: u64) -> Result<Self, TreeError> {
         for file in levels.files.read().unwrap_or_else(|e| e.into_inner()).iter() {
             file.set_len(0).map_err(io_err("truncate", dir))?;
         }
         write_state(dir, 0)?;
+        let leaves = levels.leaves.clone();
         drop(levels);
-        Self::open(dir, log_len, leaf_of)
+        Self::open(dir, log_len, leaves)
     }
 
     pub fn reader(&self) -> TreeReader {
@@ -236,16 +280,12 @@ impl TreeWriter {
 
     /// Reopens the store in place for a log of `log_len` records, exactly as
     /// [`TreeWriter::open`] would after a restart (nodes past the fsynced `tree/state` are
-    /// cut and recomputed from `leaf_of`), and makes readers see the reopened files. Readers
-    /// see at most the smaller of the old size and the trusted size meanwhile; on an error
-    /// the writer must not be used again before a successful reopen.
-    pub fn reopen(
-        &mut self,
-        log_len: u64,
-        leaf_of: impl FnMut(u64) -> Result<Hash, TreeError>,
-    ) -> Result<(), TreeError> {
+    /// cut and recomputed from the leaf source), and makes readers see the reopened files.
+    /// Readers see at most the smaller of the old size and the trusted size meanwhile; on an
+    /// error the writer must not be used again before a successful reopen.
+    pub fn reopen(&mut self, log_len: u64) -> Result<(), TreeError> {
         self.hide_after(read_state(&self.levels.dir).unwrap_or(0).min(log_len));
-        let fresh = Self::open(&self.levels.dir, log_len, leaf_of)?;
+        let fresh = Self::open(&self.levels.dir, log_len, self.levels.leaves.clone())?;
         let files = std::mem::take(&mut *fresh.levels.files.write().unwrap_or_else(|e| e.into_inner()));
         *self.levels.files.write().unwrap_or_else(|e| e.into_inner()) = files;
         self.frontier = fresh.frontier;
@@ -259,46 +299,43 @@ impl TreeWriter {
         if leaves.is_empty() {
             return Ok(());
         }
-        // Collect the new complete nodes per level, then write each level once.
+        // Collect the new complete nodes per stored level, then write each level once.
         let mut new_nodes: Vec<Vec<u8>> = Vec::new();
         for leaf in leaves {
             let before = self.frontier.size();
-            self.frontier.push(*leaf);
-            // Leaf `before` completes one node at every level l where bit l..0 of before+1 are 0.
+            // Leaf `before` completes one node at every level l where bits l..0 of before+1
+            // are 0; the left sibling of each is a peak of the frontier before the push (the
+            // peak of bit l is preceded by one peak per lower set bit, and those are all set).
+            let peaks = self.frontier.peaks();
             let mut node = *leaf;
             let mut level = 0usize;
             loop {
-                if new_nodes.len() <= level {
-                    new_nodes.push(Vec::new());
+                if level >= LOWEST_STORED_LEVEL as usize {
+                    if new_nodes.len() <= slot(level) {
+                        new_nodes.resize_with(slot(level) + 1, Vec::new);
+                    }
+                    new_nodes[slot(level)].extend_from_slice(&node);
                 }
-                new_nodes[level].extend_from_slice(&node);
-                let index = (before >> level) as usize;
-                if index.is_multiple_of(2) {
+                if (before >> level) & 1 == 0 {
                     break;
                 }
-                // The left sibling is either among this call's new nodes or stored.
-                let pending = &new_nodes[level];
-                let left = if pending.len() >= 64 {
-                    let at = pending.len() - 64;
-                    pending[at..at + 32].try_into().unwrap_or([0; 32])
-                } else {
-                    self.levels.read(level, (before >> level) - 1)?
-                };
-                node = node_hash(&left, &node);
+                node = node_hash(&peaks[peaks.len() - 1 - level], &node);
                 level += 1;
             }
+            self.frontier.push(*leaf);
         }
-        for (level, bytes) in new_nodes.iter().enumerate() {
+        for (at, bytes) in new_nodes.iter().enumerate() {
             if bytes.is_empty() {
                 continue;
             }
-            while self.counts.len() <= level {
+            let level = at + LOWEST_STORED_LEVEL as usize;
+            while self.counts.len() <= at {
                 self.counts.push(0);
             }
             let file = self.levels.file(level)?;
-            file.write_all_at(bytes, self.counts[level] * HASH_LEN)
+            file.write_all_at(bytes, self.counts[at] * HASH_LEN)
                 .map_err(io_err("write", &self.levels.path(level)))?;
-            self.counts[level] += bytes.len() as u64 / HASH_LEN;
+            self.counts[at] += bytes.len() as u64 / HASH_LEN;
         }
         Ok(())
     }
@@ -320,7 +357,8 @@ impl TreeWriter {
 
     /// Makes the files durable and records the size they are complete for.
     pub fn sync(&self) -> Result<(), TreeError> {
-        for (level, file) in self.levels.files.read().unwrap_or_else(|e| e.into_inner()).iter().enumerate() {
+        for (at, file) in self.levels.files.read().unwrap_or_else(|e| e.into_inner()).iter().enumerate() {
+            let level = at + LOWEST_STORED_LEVEL as usize;
             file.sync_data().map_err(io_err("fsync", &self.levels.path(level)))?;
         }
         write_state(&self.levels.dir, self.frontier.size())
@@ -374,32 +412,117 @@ fn write_state(dir: &Path, size: u64) -> Result<(), TreeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proof::MemoryNodes;
     use keyledger_verify::merkle::{leaf_hash, root_from_leaves, verify_consistency, verify_inclusion};
+    use proptest::prelude::*;
+    use std::sync::atomic::AtomicUsize;
 
     fn leaves(n: u64) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&i.to_le_bytes())).collect()
     }
 
-    #[test]
-    fn stored_nodes_give_roots_and_proofs_for_every_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let all = leaves(70);
-        let mut writer = TreeWriter::open(dir.path(), 0, |_| unreachable!()).unwrap();
-        for chunk in all.chunks(7) {
-            writer.append_leaves(chunk).unwrap();
+    /// A leaf source over `all` that counts the leaves it hands out.
+    fn source(all: &[Hash], reads: Arc<AtomicUsize>) -> Arc<dyn LeafSource> {
+        let all = all.to_vec();
+        Arc::new(move |seq: u64| {
+            reads.fetch_add(1, Ordering::Relaxed);
+            all.get(seq as usize).copied().ok_or(TreeError::OutOfRange { level: 0, index: seq, size: 0 })
+        })
+    }
+
+    fn no_leaves() -> Arc<dyn LeafSource> {
+        Arc::new(|_: u64| -> Result<Hash, TreeError> { unreachable!("no leaf may be read") })
+    }
+
+    /// A store over `all`, appended in chunks of `chunk` leaves.
+    fn store(dir: &Path, all: &[Hash], chunk: usize) -> TreeWriter {
+        let mut writer = TreeWriter::open(dir, 0, source(all, Arc::default())).unwrap();
+        for part in all.chunks(chunk.max(1)) {
+            writer.append_leaves(part).unwrap();
             writer.publish();
         }
+        writer
+    }
+
+    fn level_files(dir: &Path) -> Vec<usize> {
+        (0..64).filter(|level| level_path(dir, *level).exists()).collect()
+    }
+
+    #[test]
+    fn proofs_are_those_of_a_full_store_at_every_size_around_the_unstored_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = leaves(70);
+        let writer = store(dir.path(), &all, 7);
         let reader = writer.reader();
         assert_eq!(writer.root(), root_from_leaves(&all));
+        // Levels 4 (4 nodes of 16 leaves), 5 and 6 are stored; nothing below.
+        assert_eq!(level_files(dir.path()), vec![4, 5, 6]);
         for size in 0..=70u64 {
+            let full = MemoryNodes::from_leaves(&all[..size as usize]);
             let root = reader.root_at(size).unwrap();
             assert_eq!(root, root_from_leaves(&all[..size as usize]), "size {size}");
-            for index in (0..size).step_by(5) {
+            for index in 0..size {
                 let proof = reader.inclusion_proof(index, size).unwrap();
+                assert_eq!(
+                    proof,
+                    crate::proof::inclusion_proof(&full, index, size).unwrap(),
+                    "{index} {size}"
+                );
                 verify_inclusion(index, size, &all[index as usize], &proof, &root).unwrap();
             }
-            let proof = reader.consistency_proof(size / 2, size).unwrap();
-            verify_consistency(size / 2, size, &reader.root_at(size / 2).unwrap(), &root, &proof).unwrap();
+            for size1 in 0..=size {
+                let proof = reader.consistency_proof(size1, size).unwrap();
+                assert_eq!(
+                    proof,
+                    crate::proof::consistency_proof(&full, size1, size).unwrap(),
+                    "{size1} {size}"
+                );
+                verify_consistency(size1, size, &reader.root_at(size1).unwrap(), &root, &proof).unwrap();
+            }
+        }
+        // Every node, stored or recomputed, is the full store's.
+        let full = MemoryNodes::from_leaves(&all);
+        for level in 0..7u32 {
+            for index in 0..(70u64 >> level) {
+                assert_eq!(
+                    reader.node(level, index).unwrap(),
+                    full.node(level, index).unwrap(),
+                    "({level}, {index})"
+                );
+            }
+        }
+        assert!(reader.node(0, 70).is_err() && reader.node(4, 4).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn random_proofs_are_those_of_a_full_store(
+            size in 1u64..3000,
+            chunk in 1usize..600,
+            picks in proptest::collection::vec((any::<u64>(), any::<u64>()), 8),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let all = leaves(size);
+            let writer = store(dir.path(), &all, chunk);
+            let reader = writer.reader();
+            let full = MemoryNodes::from_leaves(&all);
+            prop_assert_eq!(writer.root(), full.root());
+            for (a, b) in picks {
+                let n = 1 + b % size;
+                let m = a % (n + 1);
+                let index = a % n;
+                prop_assert_eq!(reader.root_at(n).unwrap(), crate::proof::subtree_root(&full, 0, n).unwrap());
+                prop_assert_eq!(
+                    reader.inclusion_proof(index, n).unwrap(),
+                    crate::proof::inclusion_proof(&full, index, n).unwrap()
+                );
+                prop_assert_eq!(
+                    reader.consistency_proof(m, n).unwrap(),
+                    crate::proof::consistency_proof(&full, m, n).unwrap()
+                );
+            }
         }
     }
 
@@ -408,32 +531,72 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let all = leaves(100);
         {
-            let mut writer = TreeWriter::open(dir.path(), 0, |_| unreachable!()).unwrap();
+            let mut writer = TreeWriter::open(dir.path(), 0, source(&all, Arc::default())).unwrap();
             writer.append_leaves(&all[..40]).unwrap();
             writer.sync().unwrap();
             writer.append_leaves(&all[40..77]).unwrap();
-            // no sync: as after a crash, the files may hold anything past 40
-            let level0 = dir.path().join("level-00.hash");
-            let file = OpenOptions::new().write(true).open(level0).unwrap();
-            file.write_all_at(&[0xee; 64], 45 * 32).unwrap();
+            // no sync: as after a crash, the files may hold anything past 40 (level 4: past
+            // its second node)
+            let level4 = dir.path().join("level-04.hash");
+            let file = OpenOptions::new().write(true).open(level4).unwrap();
+            file.write_all_at(&[0xee; 64], 2 * 32).unwrap();
         }
-        let writer = TreeWriter::open(dir.path(), 100, |seq| Ok(all[seq as usize])).unwrap();
+        let writer = TreeWriter::open(dir.path(), 100, source(&all, Arc::default())).unwrap();
         assert_eq!(writer.size(), 100);
         assert_eq!(writer.root(), root_from_leaves(&all));
         assert_eq!(writer.reader().root_at(100).unwrap(), root_from_leaves(&all));
         assert_eq!(writer.reader().root_at(63).unwrap(), root_from_leaves(&all[..63]));
+        assert_eq!(writer.reader().root_at(48).unwrap(), root_from_leaves(&all[..48]));
     }
 
     #[test]
-    fn clean_reopen_reads_no_leaves() {
+    fn a_level_file_shorter_than_the_state_rebuilds_the_tree() {
         let dir = tempfile::tempdir().unwrap();
-        let all = leaves(33);
-        {
-            let mut writer = TreeWriter::open(dir.path(), 0, |_| unreachable!()).unwrap();
-            writer.append_leaves(&all).unwrap();
-            writer.sync().unwrap();
-        }
-        let writer = TreeWriter::open(dir.path(), 33, |_| panic!("a clean reopen must not rehash")).unwrap();
+        let all = leaves(100);
+        store(dir.path(), &all, 100).sync().unwrap();
+        std::fs::write(dir.path().join("level-05.hash"), [0u8; 32]).unwrap();
+        let writer = TreeWriter::open(dir.path(), 100, source(&all, Arc::default())).unwrap();
+        assert_eq!(writer.reader().root_at(100).unwrap(), root_from_leaves(&all));
+        assert_eq!(std::fs::metadata(dir.path().join("level-05.hash")).unwrap().len(), 3 * 32);
+    }
+
+    #[test]
+    fn clean_reopen_rehashes_only_the_peaks_below_the_stored_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        // 47 = 32 + 8 + 4 + 2 + 1: peaks at levels 5 (stored) and 3, 2, 1, 0 (15 leaves).
+        let all = leaves(47);
+        store(dir.path(), &all, 10).sync().unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let writer = TreeWriter::open(dir.path(), 47, source(&all, reads.clone())).unwrap();
         assert_eq!(writer.root(), root_from_leaves(&all));
+        assert_eq!(reads.load(Ordering::Relaxed), 15);
+        // A size that is a multiple of 16 has no peak below level 4.
+        let all = leaves(48);
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path(), &all, 10).sync().unwrap();
+        let writer = TreeWriter::open(dir.path(), 48, no_leaves()).unwrap();
+        assert_eq!(writer.root(), root_from_leaves(&all));
+    }
+
+    #[test]
+    fn level_files_of_an_older_version_below_the_stored_levels_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = leaves(64);
+        store(dir.path(), &all, 64).sync().unwrap();
+        // What an older version stored: every level from 0, all consistent.
+        let full = MemoryNodes::from_leaves(&all);
+        for level in 0..LOWEST_STORED_LEVEL {
+            let bytes: Vec<u8> =
+                (0..(64u64 >> level)).flat_map(|index| full.node(level, index).unwrap()).collect();
+            std::fs::write(level_path(dir.path(), level as usize), bytes).unwrap();
+        }
+        assert_eq!(level_files(dir.path()), vec![0, 1, 2, 3, 4, 5, 6]);
+        let mut writer = TreeWriter::open(dir.path(), 64, no_leaves()).unwrap();
+        assert_eq!(level_files(dir.path()), vec![4, 5, 6]);
+        assert_eq!(writer.root(), root_from_leaves(&all));
+        let more = leaves(80);
+        writer.append_leaves(&more[64..]).unwrap();
+        writer.publish();
+        assert_eq!(writer.root(), root_from_leaves(&more));
     }
 }

@@ -8,7 +8,7 @@
 use crate::checkpoint::decode_record;
 use crate::segment::{SegmentError, SegmentLog, SegmentOptions};
 use crate::storage::Storage;
-use crate::tree::{level_path, read_state};
+use crate::tree::{LOWEST_STORED_LEVEL, level_path, read_state};
 use keyledger_core::decode_event;
 use keyledger_verify::merkle::{Frontier, Hash, leaf_hash};
 use keyledger_verify::note::VerifierKey;
@@ -196,11 +196,15 @@ fn compare_completed_nodes(
 ) -> Result<(), LogVerifyError> {
     // Recompute the nodes completed by this leaf: the leaf itself, then its parent for every
     // trailing one-bit of `seq` (peaks of the frontier are the left siblings, right to left).
+    // Levels below the lowest stored one are not on disk (nor read if an older version left
+    // them there): they are the leaves and their first parents, recomputed here anyway.
     let peaks = frontier.peaks();
     let mut node = leaf;
     let mut level = 0u32;
     loop {
-        compare_one(levels, tree_dir, level, seq >> level, node)?;
+        if level >= LOWEST_STORED_LEVEL {
+            compare_one(levels, tree_dir, level, seq >> level, node)?;
+        }
         if (seq >> level) & 1 == 0 {
             return Ok(());
         }
@@ -217,14 +221,15 @@ fn compare_one(
     index: u64,
     node: Hash,
 ) -> Result<(), LogVerifyError> {
-    while levels.len() <= level as usize {
-        let path = level_path(tree_dir, levels.len());
+    let at = (level - LOWEST_STORED_LEVEL) as usize;
+    while levels.len() <= at {
+        let path = level_path(tree_dir, levels.len() + LOWEST_STORED_LEVEL as usize);
         levels.push(StoredLevel {
             reader: File::open(path).ok().map(|f| BufReader::with_capacity(1 << 16, f)),
         });
     }
     let mut stored = [0u8; 32];
-    let readable = levels[level as usize].reader.as_mut().is_some_and(|r| r.read_exact(&mut stored).is_ok());
+    let readable = levels[at].reader.as_mut().is_some_and(|r| r.read_exact(&mut stored).is_ok());
     if !readable || stored != node {
         return Err(LogVerifyError::Node { level, index, first_seq: index << level });
     }

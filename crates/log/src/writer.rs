@@ -657,8 +657,7 @@ impl WriterParts {
         if len < floor {
             return Err(crate::segment::SegmentError::Lost { durable: floor, found: len }.into());
         }
-        let events_dir = self.segments.dir().to_owned();
-        self.tree.reopen(len, crate::leaf_reader(self.segments.reader(), events_dir))?;
+        self.tree.reopen(len)?;
         self.checkpoints.reopen()?;
         crate::check_checkpoint(&self.tree, self.checkpoints.latest())?;
         Ok(cut)

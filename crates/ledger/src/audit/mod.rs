@@ -20,7 +20,7 @@
 //! | `audit_key_agg` | key_no (4) ‖ dim (1) ‖ day (4) ‖ value id (4) | [`Agg`] (24) |
 //! | `audit_key_first` | key_no (4) ‖ dim (1) ‖ value id (4) | first at (8) |
 //! | `audit_src_agg` | ip (16) ‖ key_no (4) ‖ day (4) | [`Agg`] (24) |
-//! | `audit_src_events` | ip (16) ‖ key_no (4) ‖ seq (8) | flags (1) ‖ at (8) |
+//! | `audit_src_events` | ip id (4) ‖ key_no (4) ‖ seq (8) | flags (1) ‖ at (8) |
 //! | `audit_requests` | seq bucket (4: seq >> 16) ‖ h4(request id) ‖ seq low bits (2) | () |
 //! | `audit_timelines` | workspace ‖ 0x00 ‖ key id (16) | postcard([`Timeline`]) |
 //!
@@ -64,13 +64,14 @@ pub(crate) const KEY_EVENTS: TableDefinition<&[u8; 13], &[u8; 21]> = TableDefini
 pub(crate) const KEY_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_key_agg");
 pub(crate) const KEY_FIRST: TableDefinition<&[u8], i64> = TableDefinition::new("audit_key_first");
 pub(crate) const SRC_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_src_agg");
-pub(crate) const SRC_EVENTS: TableDefinition<&[u8; 28], &[u8; 9]> = TableDefinition::new("audit_src_events");
+pub(crate) const SRC_EVENTS: TableDefinition<&[u8; 16], &[u8; 9]> = TableDefinition::new("audit_src_events");
 pub(crate) const REQUESTS: TableDefinition<&[u8; 10], ()> = TableDefinition::new("audit_requests");
 
 /// The version of the table layouts above, stored in `audit_meta` under `layout`. Version 1
 /// (no `layout` row) had variable-width per-event tables and `h8(request id) ‖ seq` request
-/// keys.
-pub const LAYOUT_VERSION: u64 = 2;
+/// keys; version 2 keyed `audit_src_events` by the 16-byte address instead of its interned
+/// id.
+pub const LAYOUT_VERSION: u64 = 3;
 pub(crate) const LAYOUT: &str = "layout";
 /// Seqs per bucket of `audit_requests` (as a shift).
 pub(crate) const REQUEST_BUCKET_BITS: u32 = 16;
@@ -148,7 +149,7 @@ pub fn delete_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
 }
 
 /// The seq of `key_id`'s first verification (allowed or denied) from `ip`, from the
-/// `audit_src_events` index: one key lookup and the first row of one range.
+/// `audit_src_events` index: two key lookups and the first row of one range.
 pub fn first_use_from(
     db: &redb::ReadTransaction,
     key_id: keyledger_core::KeyId,
@@ -157,17 +158,37 @@ pub fn first_use_from(
     let Some(key_no) = db.open_table(KEY_NOS)?.get(key_id.as_bytes().as_slice())?.map(|v| v.value()) else {
         return Ok(None);
     };
-    let mut start = [0u8; 28];
-    start[..16].copy_from_slice(&ip_key(ip));
-    start[16..20].copy_from_slice(&key_no.to_be_bytes());
-    let mut end = start;
-    end[20..].copy_from_slice(&[0xff; 8]);
+    let Some(ip_id) = source_id(&db.open_table(STRINGS)?, &ip_key(ip))? else {
+        return Ok(None);
+    };
+    let start = src_event_key(ip_id, key_no, 0);
+    let end = src_event_key(ip_id, key_no, u64::MAX);
     let table = db.open_table(SRC_EVENTS)?;
-    let mut rows = table.range::<&[u8; 28]>(&start..=&end)?;
+    let mut rows = table.range::<&[u8; 16]>(&start..=&end)?;
     match rows.next() {
-        Some(row) => Ok(Some(be_u64(&row?.0.value()[20..]))),
+        Some(row) => Ok(Some(be_u64(&row?.0.value()[8..]))),
         None => Ok(None),
     }
+}
+
+/// The interned id of a 16-byte address (`audit_strings`, dimension source), if it was seen.
+pub(crate) fn source_id(
+    strings: &impl ReadableTable<&'static [u8], u32>,
+    ip: &[u8; 16],
+) -> Result<Option<u32>, ProjectionError> {
+    let mut key = [0u8; 17];
+    key[0] = DIM_SOURCE;
+    key[1..].copy_from_slice(ip);
+    Ok(strings.get(key.as_slice())?.map(|v| v.value()))
+}
+
+/// The `audit_src_events` key of a use of `key_no` from address `ip_id` at `seq`.
+pub(crate) fn src_event_key(ip_id: u32, key_no: u32, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..4].copy_from_slice(&ip_id.to_be_bytes());
+    key[4..8].copy_from_slice(&key_no.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// A table's name and its rows as bytes.
@@ -199,7 +220,7 @@ pub fn dump(db: &impl ReadableDatabase) -> Result<Vec<TableDump>, ProjectionErro
     rows!(KEY_AGG, bytes, bytes);
     rows!(KEY_FIRST, bytes, |v: i64| v.to_be_bytes().to_vec());
     rows!(SRC_AGG, bytes, bytes);
-    rows!(SRC_EVENTS, |k: &[u8; 28]| k.to_vec(), |v: &[u8; 9]| v.to_vec());
+    rows!(SRC_EVENTS, |k: &[u8; 16]| k.to_vec(), |v: &[u8; 9]| v.to_vec());
     rows!(REQUESTS, |k: &[u8; 10]| k.to_vec(), |_: ()| Vec::new());
     rows!(TIMELINES, bytes, bytes);
     Ok(out)

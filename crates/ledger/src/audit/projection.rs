@@ -57,7 +57,7 @@ struct Writer<'t> {
     /// Per dimension: value bytes → interned id.
     string_cache: [HashMap<Vec<u8>, u32>; 4],
     key_events: Vec<([u8; 13], [u8; 21])>,
-    src_events: Vec<([u8; 28], [u8; 9])>,
+    src_events: Vec<([u8; 16], [u8; 9])>,
     requests: Vec<[u8; 10]>,
     key_agg_delta: BTreeMap<[u8; 13], Agg>,
     key_first_delta: BTreeMap<[u8; 9], i64>,
@@ -254,9 +254,7 @@ impl<'t> Writer<'t> {
             agg_key[16..20].copy_from_slice(&key_no.to_be_bytes());
             agg_key[20..].copy_from_slice(&day);
             self.src_agg_delta.entry(agg_key).and_modify(|a| a.merge(&one)).or_insert(one);
-            let mut src_key = [0u8; 28];
-            src_key[..20].copy_from_slice(&agg_key[..20]);
-            src_key[20..].copy_from_slice(&event.seq.to_be_bytes());
+            let src_key = src_event_key(ip_id, key_no, event.seq);
             let mut src_value = [0u8; 9];
             src_value.copy_from_slice(&value[..9]);
             self.src_events.push((src_key, src_value));

@@ -475,15 +475,26 @@ impl<'a> AuditQueries<'a> {
             }
         }
         let events = txn.open_table(SRC_EVENTS)?;
+        let strings = txn.open_table(STRINGS)?;
+        let mut ip_ids: BTreeMap<[u8; 16], u32> = BTreeMap::new();
         for pair in &edge_pairs {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&pair[..16]);
+            let ip_id = match ip_ids.get(&ip) {
+                Some(id) => *id,
+                None => {
+                    let id = source_id(&strings, &ip)?.ok_or_else(|| {
+                        ProjectionError::Corrupt("an aggregated address is not interned".into())
+                    })?;
+                    ip_ids.insert(ip, id);
+                    id
+                }
+            };
             let key_no = be_u32(&pair[16..20]);
             for &(a, b) in &split.edges {
-                let mut from = [0u8; 28];
-                from[..20].copy_from_slice(pair);
-                from[20..].copy_from_slice(&a.to_be_bytes());
-                let mut to = from;
-                to[20..].copy_from_slice(&b.to_be_bytes());
-                for row in events.range::<&[u8; 28]>(&from..&to)? {
+                let from = src_event_key(ip_id, key_no, a);
+                let to = src_event_key(ip_id, key_no, b);
+                for row in events.range::<&[u8; 16]>(&from..&to)? {
                     let (_, v) = row?;
                     let v = v.value();
                     let one = Agg::one(v[0] & FLAG_ALLOWED != 0, Timestamp(be_i64(&v[1..9])));
