@@ -90,23 +90,6 @@ pub struct EngineCounters {
     pub verify_unknown: AtomicU64,
 }
 
-/// The niceness of the projector thread (Linux `setpriority` of that thread alone; the
-/// request path keeps 0). The projector folds durable events into redb in long bursts;
-/// at nice 0 on a small machine those bursts take whole cores from the runtime threads that
-/// answer verifications, which shows as tail latency. Its work is never on a request's path
-/// (audit reads wait for it with [`Engine::wait_for_projections`], which is unchanged), and
-/// an idle core still runs it at full speed.
-pub const PROJECTOR_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority to `nice`; a failure (e.g. a sandbox that
-/// forbids it) is logged and changes nothing else.
-fn lower_priority(thread: &str, nice: i32) {
-    let tid = rustix::thread::gettid();
-    if let Err(error) = rustix::process::setpriority_process(Some(tid), nice) {
-        tracing::debug!(thread, %error, "cannot lower the thread's priority");
-    }
-}
-
 /// The outcome of a verification, for the API.
 #[derive(Debug, Clone)]
 pub enum VerifyOutcome {
@@ -243,7 +226,6 @@ impl Engine {
             std::thread::Builder::new()
                 .name("keyledger-projector".into())
                 .spawn(move || {
-                    lower_priority("projector", PROJECTOR_NICE);
                     run_projector(projections, events_rx, projected_tx, reader, committed, &demand)
                 })
                 .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?
