@@ -84,12 +84,18 @@ impl QueryPairs {
     }
 }
 
+impl QueryPairs {
+    /// The pairs of a query string (none for no query).
+    pub fn parse(query: Option<&str>) -> Self {
+        QueryPairs(form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or("");
-        Ok(QueryPairs(form_urlencoded::parse(query.as_bytes()).into_owned().collect()))
+        Ok(QueryPairs::parse(parts.uri.query()))
     }
 }
 

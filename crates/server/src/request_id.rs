@@ -12,7 +12,7 @@
 //! back.
 
 use crate::error::{ApiError, from_status};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,14 +23,20 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug)]
 pub struct CurrentRequest(pub RequestId);
 
-pub async fn middleware(mut request: Request, next: Next) -> Response {
+/// The outermost layer. It also applies the header size cap
+/// ([`crate::throttle::header_size_refusal`]) before anything else runs: one layer instead
+/// of two on every request.
+pub async fn middleware(State(max_header_bytes): State<usize>, mut request: Request, next: Next) -> Response {
     let id = RequestId::generate(Timestamp::now().millis());
     request.extensions_mut().insert(CurrentRequest(id));
     let method = request.method().clone();
     let uri = request.uri().clone();
     let path = uri.path();
     let started = Instant::now();
-    let mut response = next.run(request).await;
+    let mut response = match crate::throttle::header_size_refusal(&request, max_header_bytes) {
+        None => next.run(request).await,
+        Some(refused) => refused,
+    };
     let id_text = id.to_string();
     let route = response.extensions_mut().remove::<crate::metrics::RouteTemplate>();
     let route = route.as_ref().map_or("unmatched", |r| r.0.as_str());

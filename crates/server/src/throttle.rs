@@ -30,14 +30,14 @@
 //! # Header size
 //!
 //! hyper refuses requests whose head exceeds its read buffer (~400 KB) or that have more
-//! than 100 headers, with a bare 431. Below that, [`header_limit`] refuses a request whose
+//! than 100 headers, with a bare 431. Below that, [`header_size_refusal`] (checked by the
+//! request-id layer, [`crate::request_id::middleware`]) refuses a request whose
 //! URI and headers together exceed [`crate::ServerConfig::max_header_bytes`] (default
 //! [`DEFAULT_MAX_HEADER_BYTES`]) with 431 in the contract's error shape, before any handler.
 
 use crate::error::{ApiError, ErrorCode};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::collections::HashMap;
@@ -183,16 +183,33 @@ pub fn throttled(retry_after: u64) -> Response {
     response
 }
 
-/// Middleware: 431 when the URI and headers exceed the configured size.
-pub async fn header_limit(State(limit): State<usize>, request: Request, next: Next) -> Response {
-    let size = request.uri().to_string().len()
+/// The 431 answer when the request's URI (as displayed) and headers (name, value and 4 bytes
+/// of separators each) exceed `limit` bytes; `None` when they fit.
+pub fn header_size_refusal(request: &Request, limit: usize) -> Option<Response> {
+    let size = displayed_len(request.uri())
         + request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>();
     if size > limit {
-        return ApiError::new(ErrorCode::InvalidRequest, format!("the request headers exceed {limit} bytes"))
-            .with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-            .into_response();
+        return Some(
+            ApiError::new(ErrorCode::InvalidRequest, format!("the request headers exceed {limit} bytes"))
+                .with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                .into_response(),
+        );
     }
-    next.run(request).await
+    None
+}
+
+/// `value.to_string().len()` without building the string.
+fn displayed_len(value: &impl std::fmt::Display) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = std::fmt::Write::write_fmt(&mut count, format_args!("{value}"));
+    count.0
 }
 
 #[cfg(test)]
@@ -202,6 +219,14 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn measures_a_uri_as_displayed() {
+        for text in ["/v1/verify?scope=read", "/", "http://example.com:8080/a/b?c=d", "/x%20y"] {
+            let uri: axum::http::Uri = text.parse().unwrap();
+            assert_eq!(displayed_len(&uri), uri.to_string().len(), "{text}");
+        }
     }
 
     #[test]

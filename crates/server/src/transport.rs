@@ -13,7 +13,7 @@
 //!   idle keep-alive connection is closed after the same timeout (the idle limit);
 //! - bodies are not covered here: the request timeout (408) bounds a request once its head
 //!   has arrived, and the header size cap (431) bounds the head's size
-//!   ([`crate::throttle::header_limit`]).
+//!   ([`crate::throttle::header_size_refusal`]).
 //!
 //! [`serve_http`] keeps what `axum::serve` gave: `ConnectInfo<SocketAddr>` for every
 //! request, accept errors that do not stop the server, and graceful shutdown (no new
@@ -53,6 +53,8 @@ pub(crate) async fn serve_http(
             },
             () = &mut shutdown => break,
         };
+        // Answers are written whole; never hold one back for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));

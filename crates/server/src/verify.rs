@@ -12,8 +12,9 @@ use crate::error::{ApiError, ErrorCode};
 use crate::extract::QueryPairs;
 use crate::forwarded::client_ip;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use keyledger_core::{DenyReason, Environment, RequestId, UsageContext, WorkspaceId, validate};
@@ -131,19 +132,29 @@ pub fn fuzz_verify_body(bytes: &[u8]) -> bool {
         && keyledger_core::Secret::check(&body.key).is_ok()
 }
 
-/// Handles every form of verification (axum extractors are its arguments).
-#[allow(clippy::too_many_arguments)]
-pub async fn verify(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: QueryPairs,
-    request: axum::Extension<crate::request_id::CurrentRequest>,
-    body: Bytes,
-) -> Response {
-    let request_id = request.0.0;
+/// Handles every form of verification. It takes the request whole rather than through
+/// extractors, which would clone its method, URI and headers and parse its query string
+/// even in JSON mode; the body is read under the configured limit, as the `Bytes`
+/// extractor would under [`axum::extract::DefaultBodyLimit`]. Its routes are outside
+/// [`crate::metrics::remember_route`]: it puts the route template on its answer itself.
+pub async fn verify(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let route = parts.extensions.get::<MatchedPath>().cloned();
+    let mut response = verify_parts(state, parts, body).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(crate::metrics::RouteTemplate(route));
+    }
+    response
+}
+
+async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response {
+    // The extractor, not the extension alone: tests supply the peer through `MockConnectInfo`.
+    let peer = match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &state).await {
+        Ok(ConnectInfo(peer)) => peer,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let request_id = crate::current_request(&parts);
+    let Parts { method, uri, headers, .. } = parts;
     // Throttling (off by default) is decided before any parsing, lookup or append.
     let throttle = state.throttle.clone().map(|throttle| {
         let config = &state.config;
@@ -154,7 +165,11 @@ pub async fn verify(
     {
         return crate::throttle::throttled(retry_after);
     }
-    let response = match decide(&state, peer, method, uri, headers, query, request_id, body).await {
+    let body = match axum::body::to_bytes(body, state.config.body_limit).await {
+        Ok(body) => body,
+        Err(error) => return body_error(&error).into_response(),
+    };
+    let response = match decide(&state, peer, method, uri, headers, request_id, body).await {
         Ok(response) | Err(response) => response,
     };
     if let Some((throttle, source)) = &throttle
@@ -179,6 +194,19 @@ struct Verified<'a> {
     request_id: String,
 }
 
+/// Why a body could not be read: over the limit (413, as the `Bytes` extractor answers), or
+/// the client went away mid-body (400).
+fn body_error(error: &axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return crate::error::from_status(StatusCode::PAYLOAD_TOO_LARGE, "POST", "/v1/verify");
+        }
+        source = cause.source();
+    }
+    ApiError::new(ErrorCode::InvalidRequest, "the request body could not be read")
+}
+
 fn denial(error: ApiError) -> Response {
     error.with_extra(json!({"valid": false})).into_response()
 }
@@ -190,7 +218,6 @@ async fn decide(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    query: QueryPairs,
     request_id: RequestId,
     body: Bytes,
 ) -> Result<Response, Response> {
@@ -223,6 +250,7 @@ async fn decide(
         // In the path-suffix form (Envoy ext_authz appends the original path and query),
         // the query string is the original request's: it is recorded with the path, and the
         // requirements come only from `x-keyledger-require-*` headers.
+        let query = QueryPairs::parse(uri.query());
         let suffix =
             uri.path().strip_prefix("/v1/verify").filter(|s| s.len() > 1).map(|path| match uri.query() {
                 Some(q) => format!("{path}?{q}"),
