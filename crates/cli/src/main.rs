@@ -18,12 +18,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// mimalloc instead of glibc's malloc: under verify load glibc's allocator was ~15 % of the
-/// server's CPU (`malloc_consolidate`, `_int_free` across the runtime, writer and projector
-/// threads; docs/benchmarks.md, "The request path, second pass").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "keyledger", version, about = "A self-hosted, tamper-evident ledger of API keys.")]
 struct Cli {
