@@ -691,27 +691,28 @@ impl Engine {
         let stop_webhooks = self.webhooks.stopper();
         let _ = tokio::task::spawn_blocking(stop_webhooks).await;
         self.writer.shutdown().await;
-        let projector = self.projector.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(projector) = projector {
-            let _ = tokio::task::spawn_blocking(move || projector.join()).await;
-        }
-        let (db, path) = (self.projections_db.clone(), self.data_dir.join(datadir::PROJECTIONS_FILE));
-        let at_open = self.projections_len_at_open;
-        let _ = tokio::task::spawn_blocking(move || compact_projections(&db, &path, at_open)).await;
+        let _ = tokio::task::spawn_blocking(self.projector_stopper()).await;
     }
 
     pub fn shutdown_blocking(&self) {
         (self.webhooks.stopper())();
         self.writer.shutdown_blocking();
+        (self.projector_stopper())();
+    }
+
+    /// What stops the projections once the writer has stopped (so the projector has seen its
+    /// last batch): joins the projector thread, then compacts the file if it grew enough
+    /// ([`compact_projections`]). Blocking; the async shutdown runs it on a blocking thread.
+    fn projector_stopper(&self) -> impl FnOnce() + Send + 'static {
         let projector = self.projector.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(projector) = projector {
-            let _ = projector.join();
+        let (db, path) = (self.projections_db.clone(), self.data_dir.join(datadir::PROJECTIONS_FILE));
+        let at_open = self.projections_len_at_open;
+        move || {
+            if let Some(projector) = projector {
+                let _ = projector.join();
+            }
+            compact_projections(&db, &path, at_open);
         }
-        compact_projections(
-            &self.projections_db,
-            &self.data_dir.join(datadir::PROJECTIONS_FILE),
-            self.projections_len_at_open,
-        );
     }
 }
 
