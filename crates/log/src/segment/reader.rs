@@ -45,7 +45,7 @@ pub struct LocatedRecord {
     pub bytes: Vec<u8>,
 }
 
-/// Concurrent read access to the committed records of a [`SegmentLog`]. Cheap to clone.
+/// Concurrent read access to the committed records of a [`SegmentLog`](super::SegmentLog). Cheap to clone.
 #[derive(Clone)]
 pub struct SegmentReader {
     pub(super) shared: Arc<Shared>,
