@@ -27,7 +27,7 @@ use keyledger_ledger::{
     Caller, Engine, EngineOptions, Expiry, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements,
 };
 use keyledger_log::Durability;
-use keyledger_log::storage::{FaultSwitch, FaultyStorage, OsStorage};
+use keyledger_log::storage::{Fault, FaultSwitch, FaultyStorage, OsStorage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,29 +82,6 @@ fn assert_unavailable<T: std::fmt::Debug>(what: &str, result: Result<T, LedgerEr
     match result {
         Err(LedgerError::Unavailable(_)) => {}
         other => panic!("{what}: expected LedgerError::Unavailable (fail closed), got {other:?}"),
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    /// Every append fails with `ENOSPC` before writing anything.
-    FailWrites,
-    /// Every fsync fails with `EIO`.
-    FailSync,
-    /// Every append writes half its bytes, then fails with `EIO`.
-    ShortWrite,
-    /// The disk fills up: 40 more bytes fit, then `ENOSPC` (mid-frame).
-    DiskFills,
-}
-
-impl Fault {
-    fn switch_on(self, switch: &FaultSwitch) {
-        match self {
-            Fault::FailWrites => switch.set_fail_writes(true),
-            Fault::FailSync => switch.set_fail_sync(true),
-            Fault::ShortWrite => switch.set_short_write(true),
-            Fault::DiskFills => switch.set_space_left(Some(40)),
-        }
     }
 }
 

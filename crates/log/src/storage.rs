@@ -3,7 +3,8 @@
 //! [`crate::segment`] never touches `std::fs` directly: it goes through the small [`Storage`] and
 //! [`StorageFile`] traits below, so that tests (and the crash / disk-full suites built on them)
 //! can substitute [`FaultyStorage`], which fails writes, fsyncs or tears a write in half on
-//! command, at run time, through a shared [`FaultSwitch`].
+//! command, at run time, through a shared [`FaultSwitch`]. [`Fault`] names the faults the
+//! fault suites switch on, so that the engine and the server are tested against one list.
 //!
 //! [`OsStorage`] is the real implementation: plain files, positional reads
 //! (`pread`, via [`std::os::unix::fs::FileExt`]) so many reader threads can share one handle,
@@ -265,6 +266,41 @@ impl FaultSwitch {
     }
 }
 
+/// One way a disk fails, as tests switch it on through a [`FaultSwitch`].
+///
+/// The fault suites of the engine and the HTTP server both run over [`FaultyStorage`] and
+/// take their faults from this one list, so they cover the same faults with the same meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every append fails with `ENOSPC` before writing anything.
+    FailWrites,
+    /// Every fsync (file or directory) fails with `EIO`.
+    FailSync,
+    /// Every append writes half its bytes, then fails with `EIO`.
+    ShortWrite,
+    /// The disk fills up: [`Fault::DISK_FILLS_AFTER`] more bytes fit, then appends fail with
+    /// `ENOSPC` (inside the first frame of a batch of records longer than 31 bytes).
+    DiskFills,
+}
+
+impl Fault {
+    /// Every fault, in a fixed order.
+    pub const ALL: [Fault; 4] = [Fault::FailWrites, Fault::FailSync, Fault::ShortWrite, Fault::DiskFills];
+
+    /// The bytes that still fit once [`Fault::DiskFills`] is switched on.
+    pub const DISK_FILLS_AFTER: u64 = 40;
+
+    /// Switches this fault on in `switch` (and no other; [`FaultSwitch::clear`] turns it off).
+    pub fn switch_on(self, switch: &FaultSwitch) {
+        match self {
+            Fault::FailWrites => switch.set_fail_writes(true),
+            Fault::FailSync => switch.set_fail_sync(true),
+            Fault::ShortWrite => switch.set_short_write(true),
+            Fault::DiskFills => switch.set_space_left(Some(Self::DISK_FILLS_AFTER)),
+        }
+    }
+}
+
 /// [`OsStorage`] with injectable faults, for tests.
 #[derive(Debug, Clone)]
 pub struct FaultyStorage {
@@ -362,5 +398,47 @@ impl Storage for FaultyStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.inner.remove_file(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a switched-on fault does to a 100-byte append and to an fsync: bytes that reached
+    /// the file, the append's errno, and the fsync's errno.
+    fn effect(fault: Fault) -> (u64, Option<i32>, Option<i32>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let mut file = storage.open_append(&dir.path().join("f")).unwrap();
+        fault.switch_on(&storage.switch());
+        let append = file.append(&[7u8; 100]).err().and_then(|e| e.raw_os_error());
+        let sync = file.sync_data().err().and_then(|e| e.raw_os_error());
+        (file.len().unwrap(), append, sync)
+    }
+
+    #[test]
+    fn each_fault_fails_the_way_it_is_documented() {
+        const EIO: Option<i32> = Some(5);
+        const ENOSPC: Option<i32> = Some(28);
+        assert_eq!(effect(Fault::FailWrites), (0, ENOSPC, None));
+        assert_eq!(effect(Fault::FailSync), (100, None, EIO));
+        assert_eq!(effect(Fault::ShortWrite), (50, EIO, None));
+        assert_eq!(effect(Fault::DiskFills), (Fault::DISK_FILLS_AFTER, ENOSPC, None));
+    }
+
+    #[test]
+    fn clear_turns_every_fault_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let switch = storage.switch();
+        let mut file = storage.open_append(&dir.path().join("f")).unwrap();
+        for fault in Fault::ALL {
+            fault.switch_on(&switch);
+        }
+        switch.clear();
+        file.append(&[7u8; 100]).unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(file.len().unwrap(), 100);
     }
 }

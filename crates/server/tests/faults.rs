@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use keyledger_ledger::{Engine, EngineOptions};
 use keyledger_log::Durability;
-use keyledger_log::storage::{FaultSwitch, FaultyStorage};
+use keyledger_log::storage::{Fault, FaultSwitch, FaultyStorage};
 use keyledger_server::{AppState, ServerConfig, router};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -107,25 +107,6 @@ fn assert_error(answer: &Answer, status: StatusCode, code: &str, what: &str) {
 fn assert_verify_unavailable(answer: &Answer, what: &str) {
     assert_error(answer, StatusCode::SERVICE_UNAVAILABLE, "unavailable", what);
     assert_eq!(answer.body["valid"], false, "{what}: {}", answer.dump());
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    FailWrites,
-    FailSync,
-    ShortWrite,
-    DiskFills,
-}
-
-impl Fault {
-    fn switch_on(self, switch: &FaultSwitch) {
-        match self {
-            Fault::FailWrites => switch.set_fail_writes(true),
-            Fault::FailSync => switch.set_fail_sync(true),
-            Fault::ShortWrite => switch.set_short_write(true),
-            Fault::DiskFills => switch.set_space_left(Some(40)),
-        }
-    }
 }
 
 async fn wait_unhealthy(engine: &Engine, what: &str) {
@@ -260,7 +241,7 @@ async fn a_full_disk_answers_503_and_reads_keep_working() {
 /// succeed; everything acknowledged before is still there, refused calls left no trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_by_itself_when_space_returns() {
-    for fault in [Fault::FailWrites, Fault::FailSync, Fault::ShortWrite, Fault::DiskFills] {
+    for fault in Fault::ALL {
         recovers_from(fault).await;
     }
 }
