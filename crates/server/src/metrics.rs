@@ -5,6 +5,12 @@
 //! would carry key ids), verifications by outcome and reason, unknown/malformed key
 //! attempts, the writer's batch sizes, write/fsync latencies and events per fsync, log size
 //! and checkpoint age. Never a secret, hash or hint.
+//!
+//! Every label value comes from a closed set, so no caller can grow `/metrics`: a route is
+//! a route template or `unmatched`, a method one of the nine standard methods or `other`,
+//! a status a code of 100 to 999, and every other label a `&'static str` of this crate.
+//! Every metric has HELP text (see [`describe`]), so `promtool check metrics` accepts the
+//! page. The closed sets are listed in docs/operations.md (Metrics).
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
@@ -37,8 +43,75 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .install_recorder()
                 .ok()
+                .inspect(|_| describe())
         })
         .as_ref()
+}
+
+/// The HELP text of every metric keyledger records, those of `keyledger-log`'s writer too
+/// (a description belongs to the recorder, which is installed here). A metric without one
+/// fails `promtool check metrics`.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "keyledger_http_requests_total",
+        "HTTP requests answered, by route template, method and status"
+    );
+    describe_histogram!(
+        "keyledger_http_request_seconds",
+        Unit::Seconds,
+        "HTTP request latency, by route template"
+    );
+    describe_counter!("keyledger_verifications_total", "Verifications of known keys, by outcome and reason");
+    describe_counter!(
+        "keyledger_verify_rejected_total",
+        "Verifications of keys that matched nothing (malformed or unknown); nothing appended"
+    );
+    describe_gauge!("keyledger_log_events", "Events in the log");
+    describe_counter!("keyledger_log_fsyncs_total", "fsyncs of the log");
+    describe_counter!("keyledger_log_batches_total", "Batches written to the log");
+    describe_counter!("keyledger_log_checkpoints_total", "Checkpoints signed");
+    describe_counter!(
+        "keyledger_log_handoffs_skipped_total",
+        "Durable batches not handed to the projector because its queue was full"
+    );
+    describe_counter!("keyledger_webhook_deliveries_total", "Webhook deliveries, by outcome");
+    describe_counter!(
+        "keyledger_webhook_failed_attempts_total",
+        "Webhook attempts answered non-2xx or not answered"
+    );
+    describe_gauge!("keyledger_log_healthy", "1, or 0 while the log writer is poisoned");
+    describe_gauge!("keyledger_checkpoint_age_seconds", Unit::Seconds, "Age of the latest checkpoint");
+    describe_gauge!("keyledger_checkpoint_size", "Tree size of the latest checkpoint");
+    describe_histogram!("keyledger_log_write_seconds", Unit::Seconds, "Latency of a batch write to the log");
+    describe_histogram!("keyledger_log_batch_events", "Events per batch written to the log");
+    describe_histogram!("keyledger_log_fsync_seconds", Unit::Seconds, "Latency of an fsync of the log");
+    describe_histogram!("keyledger_log_events_per_fsync", "Events made durable by one fsync");
+    describe_counter!(
+        "keyledger_log_failures_total",
+        "Failed log writes, fsyncs or checkpoints (each poisons the writer)"
+    );
+    describe_counter!(
+        "keyledger_log_recoveries_total",
+        "Recoveries of the log writer after which appends were accepted again"
+    );
+}
+
+/// The `method` label: a standard method by name, anything else (hyper accepts any token
+/// as an extension method) as `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::PATCH, "PATCH"),
+    ];
+    STANDARD.iter().find(|(m, _)| m == method).map_or("other", |(_, name)| name)
 }
 
 /// The route template a request matched, carried out to the outer middleware.
@@ -57,20 +130,23 @@ pub async fn remember_route(request: Request, next: Next) -> Response {
 
 /// The request metrics of one route template, registered once (label strings are built
 /// and looked up in the registry only the first time a route, method and status is seen).
+/// Bounded: routes are the router's templates and `unmatched`, methods [`method_label`]'s
+/// ten values, statuses 100 to 999 (all `http::StatusCode` can hold).
 struct RouteMetrics {
     seconds: Histogram,
-    requests: HashMap<(Method, u16), Counter>,
+    requests: HashMap<(&'static str, u16), Counter>,
 }
 
 static ROUTES: OnceLock<RwLock<HashMap<Box<str>, RouteMetrics>>> = OnceLock::new();
 
 /// Counts a finished request.
 pub fn record_request(route: &str, method: &Method, status: u16, seconds: f64) {
+    let method = method_label(method);
     let routes = ROUTES.get_or_init(Default::default);
     {
         let known = routes.read().unwrap_or_else(|e| e.into_inner());
         if let Some(metrics) = known.get(route)
-            && let Some(counter) = metrics.requests.get(&(method.clone(), status))
+            && let Some(counter) = metrics.requests.get(&(method, status))
         {
             counter.increment(1);
             metrics.seconds.record(seconds);
@@ -82,19 +158,17 @@ pub fn record_request(route: &str, method: &Method, status: u16, seconds: f64) {
         seconds: metrics::histogram!("keyledger_http_request_seconds", "route" => route.to_owned()),
         requests: HashMap::new(),
     });
-    let counter = metrics.requests.entry((method.clone(), status)).or_insert_with(|| {
-        let labels = [
-            ("route", route.to_owned()),
-            ("method", method.as_str().to_owned()),
-            ("status", status.to_string()),
-        ];
+    let counter = metrics.requests.entry((method, status)).or_insert_with(|| {
+        let labels =
+            [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
         metrics::counter!("keyledger_http_requests_total", &labels)
     });
     counter.increment(1);
     metrics.seconds.record(seconds);
 }
 
-/// Counts a verification by outcome (`allowed`, `denied`, `unknown`, `unavailable`) and reason.
+/// Counts a verification by outcome (`allowed`, `denied`, `throttled`) and reason (`ok`, a
+/// deny reason code, `rate_limited`): `&'static str`s, so never a caller's text.
 pub fn record_verification(outcome: &'static str, reason: &'static str) {
     if (outcome, reason) == ("allowed", "ok") {
         static ALLOWED: OnceLock<Counter> = OnceLock::new();
@@ -139,4 +213,21 @@ pub async fn render(State(state): State<AppState>) -> Response {
     }
     let text = handle().map(|h| h.render()).unwrap_or_default();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_method_label_is_a_standard_method_or_other() {
+        for name in ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] {
+            let method = Method::from_bytes(name.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), name);
+        }
+        for name in ["get", "BREW", "PROPFIND", "ZRCZWNIZLSOWYSACLFREY"] {
+            let method = Method::from_bytes(name.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), "other", "{name}");
+        }
+    }
 }

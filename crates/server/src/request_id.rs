@@ -10,8 +10,12 @@
 //! `/metrics`, and at gateway rates formatting and writing the line cost more than the
 //! verification itself. `--log-level info,keyledger_server::request_id=debug` brings it
 //! back.
+//!
+//! Neither the log line nor an error body written here repeats a path segment that holds a
+//! secret ([`crate::redact`]): people paste secrets where key ids belong.
 
 use crate::error::{ApiError, from_status};
+use crate::redact;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
@@ -46,8 +50,13 @@ pub async fn middleware(State(max_header_bytes): State<usize>, mut request: Requ
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-        (status.is_client_error() || status.is_server_error())
-            .then(|| if is_json { None } else { Some(from_status(status, method.as_str(), path)) })?
+        (status.is_client_error() || status.is_server_error()).then(|| {
+            if is_json {
+                None
+            } else {
+                Some(from_status(status, redact::echo(method.as_str()), &redact::path(path)))
+            }
+        })?
     });
     if let Some(error) = error {
         let headers = std::mem::take(response.headers_mut());
@@ -69,8 +78,8 @@ pub async fn middleware(State(max_header_bytes): State<usize>, mut request: Requ
             tracing::$level!(
                 request_id = %id_text,
                 route = %route,
-                method = %method,
-                path = %path,
+                method = %redact::echo(method.as_str()),
+                path = %redact::path(path),
                 status = status.as_u16(),
                 micros = elapsed.as_micros() as u64,
                 "request"
