@@ -18,7 +18,7 @@ use keyledger_log::proof::NodeSource;
 use keyledger_log::tree::{TreeError, TreeReader};
 use keyledger_log::{LogReader, OpenError};
 use keyledger_verify::export::{
-    FORMAT_VERSION, LinesHasher, hashes_json, manifest_line, sign_manifest, write_event_line,
+    FORMAT_VERSION, LinesHasher, hashes_json, line_value, manifest_line, sign_manifest, write_event_line,
 };
 use keyledger_verify::merkle::Hash;
 use keyledger_verify::note::VerifierKey;
@@ -283,6 +283,14 @@ impl ExportPlan {
             }),
             _ => Value::Null,
         };
+        let edges = if !filtered && self.has_time_bound() {
+            Some(json!({
+                "before": self.neighbour(log, self.start.checked_sub(1))?,
+                "after": self.neighbour(log, (self.end < size).then_some(self.end))?,
+            }))
+        } else {
+            None
+        };
         let consistency_from = match self.request.consistency_from {
             Some(m) => json!({
                 "size": m,
@@ -320,12 +328,38 @@ impl ExportPlan {
         let Value::Object(mut manifest) = manifest else {
             return Err(ExportError::Tree("manifest is not an object".into()));
         };
+        if let Some(edges) = edges {
+            manifest.insert("edges".into(), edges);
+        }
         sign_manifest(&mut manifest, &self.signing_key);
         let mut line = manifest_line(manifest);
         line.push('\n');
         out.write_all(line.as_bytes())?;
         out.flush()?;
         Ok(stats)
+    }
+
+    /// Whether `from` or `to` is a time: the server resolved it, so the manifest carries
+    /// the events just outside the range to prove it did so rightly.
+    fn has_time_bound(&self) -> bool {
+        [self.request.from, self.request.to].iter().any(|b| matches!(b, Some(Bound::Time(_))))
+    }
+
+    /// The event at `seq` as a range edge of the manifest (`null` for `None`): its line
+    /// form with an inclusion proof in the anchor's tree (docs/export-format.md, section 5).
+    fn neighbour(&self, log: &LogReader, seq: Option<u64>) -> Result<Value, ExportError> {
+        let Some(seq) = seq else {
+            return Ok(Value::Null);
+        };
+        let (event, raw) = match log.records_from(seq).next() {
+            Some(record) => record?,
+            None => return Err(ExportError::Gap { expected: seq, found: log.len() }),
+        };
+        if event.seq != seq {
+            return Err(ExportError::Gap { expected: seq, found: event.seq });
+        }
+        let proof = log.tree().inclusion_proof(seq, self.anchor.size).map_err(tree_err)?;
+        Ok(line_value(&event, &raw, Some(&proof)))
     }
 
     fn write_csv(&self, log: &LogReader, mut out: impl Write) -> Result<ExportStats, ExportError> {

@@ -82,6 +82,42 @@ pub struct ExportSummary {
     pub checkpoint_root: Hash,
     /// The size of the trusted checkpoint the anchor was proven to extend.
     pub trusted_size: Option<u64>,
+    /// What the export proves about the events it does not hold.
+    pub completeness: Completeness,
+}
+
+/// What a valid export proves about the events of its range that it does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completeness {
+    /// A filtered export: each line is an event of the signed log, at its seq; events of
+    /// the workspace may be missing.
+    LinesIncluded,
+    /// An unfiltered export holding every event of the requested range: the lines are
+    /// contiguous leaves of the signed tree and both ends of the range are proved (by
+    /// seq bounds, or for a time bound by the signed event just outside it).
+    Complete,
+    /// An unfiltered export with a time bound but without the events just outside its
+    /// range (written before those were added): the lines are contiguous leaves of the
+    /// signed tree, but events just before the first line (`start_proved` false) or after
+    /// the last (`end_proved` false) may belong to the time window.
+    InteriorOnly { start_proved: bool, end_proved: bool },
+}
+
+impl Completeness {
+    /// The summary's words for it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Completeness::LinesIncluded => "each line proven in the tree",
+            Completeness::Complete => "complete range (no event missing)",
+            Completeness::InteriorOnly { start_proved: true, end_proved: false } => {
+                "interior contiguous; range end not proved"
+            }
+            Completeness::InteriorOnly { start_proved: false, end_proved: true } => {
+                "interior contiguous; range start not proved"
+            }
+            Completeness::InteriorOnly { .. } => "interior contiguous; range edges not proved",
+        }
+    }
 }
 
 impl fmt::Display for ExportSummary {
@@ -93,10 +129,9 @@ impl fmt::Display for ExportSummary {
         if let (Some(from), Some(to)) = (&self.first_at, &self.last_at) {
             write!(f, " ({from} .. {to})")?;
         }
-        match (&self.workspace, self.filtered) {
-            (Some(ws), _) => write!(f, ", workspace {ws} (each line proven in the tree)")?,
-            (None, _) if self.lines > 0 => write!(f, ", complete range (no event missing)")?,
-            _ => {}
+        match &self.workspace {
+            Some(ws) => write!(f, ", workspace {ws} ({})", self.completeness.describe())?,
+            None => write!(f, ", {}", self.completeness.describe())?,
         }
         write!(
             f,
@@ -1132,6 +1167,34 @@ fn check_manifest(
         }
     }
 
+    // Time bounds were resolved by the server: the signed events just outside the range
+    // prove that it resolved them rightly.
+    let edges = m.object("edges", "edges.")?;
+    let completeness = if filtered {
+        if edges.is_some() {
+            return Err(bad("`edges` is only for unfiltered exports".into()));
+        }
+        Completeness::LinesIncluded
+    } else {
+        let from = filter_bound(&filters, "from")?;
+        let to = filter_bound(&filters, "to")?;
+        match edges {
+            Some(edges) => {
+                check_edges(&edges, from, to, first_seq.zip(last_seq), &anchor)?;
+                Completeness::Complete
+            }
+            None => {
+                let start_proved = !matches!(from, Some(Bound::Time(..)));
+                let end_proved = !matches!(to, Some(Bound::Time(..)));
+                if start_proved && end_proved {
+                    Completeness::Complete
+                } else {
+                    Completeness::InteriorOnly { start_proved, end_proved }
+                }
+            }
+        }
+    };
+
     // 5. The lines are leaves of the anchor's tree.
     if filtered {
         for (n, seq, leaf, proof) in &seen.included {
@@ -1236,7 +1299,124 @@ fn check_manifest(
         checkpoint_size: anchor.size,
         checkpoint_root: anchor.root,
         trusted_size,
+        completeness,
     })
+}
+
+/// Checks the manifest's `edges` of an unfiltered export: `before` and `after` are the
+/// events just outside the range (or `null` at the start or end of the anchor's tree),
+/// each exactly the line form of its `raw` with an inclusion proof in the anchor; they
+/// touch the lines (or each other, for an empty export); and each lies outside the
+/// requested bound on its side. With the log's times never decreasing, no event of the
+/// requested range is then missing.
+fn check_edges(
+    edges: &Fields<'_>,
+    from: Option<Bound>,
+    to: Option<Bound>,
+    lines: Option<(u64, u64)>,
+    anchor: &Checkpoint,
+) -> Result<(), ExportError> {
+    let bad = |reason: String| ExportError::Manifest { line: edges.line, reason };
+    let before = check_edge(edges, "before", anchor)?;
+    let after = check_edge(edges, "after", anchor)?;
+    // An included seq is below the anchor's size, so `seq + 1` cannot overflow.
+    let start = before.as_ref().map_or(0, |(seq, _)| seq + 1);
+    let end = after.as_ref().map_or(anchor.size, |(seq, _)| *seq);
+    match lines {
+        Some((first, last)) => {
+            if start != first {
+                return Err(bad(format!(
+                    "`edges.before` ends the log before seq {start}, but the first line is seq {first}: the edges must touch the lines (lines missing or added at the start)"
+                )));
+            }
+            if end != last + 1 {
+                return Err(bad(format!(
+                    "`edges.after` resumes the log at seq {end}, but the last line is seq {last}: the edges must touch the lines (lines missing or added at the end)"
+                )));
+            }
+        }
+        None if start != end => {
+            return Err(bad(format!("the export has no lines, but its edges leave seqs {start}..{end} out")));
+        }
+        None => {}
+    }
+    let size = anchor.size;
+    match from {
+        Some(Bound::Time(t, text)) => {
+            if let Some((seq, at)) = before
+                && at >= t
+            {
+                return Err(bad(format!(
+                    "`edges.before` (seq {seq}) is at {}, inside the window from={text}: an event at the start of the window is missing",
+                    at.to_rfc3339()
+                )));
+            }
+        }
+        Some(Bound::Seq(s)) if start != s.min(size) => {
+            return Err(bad(format!("the edges start the range at seq {start}, not at from={s}")));
+        }
+        None if start != 0 => {
+            return Err(bad(format!("the edges start the range at seq {start}, not at the log's start")));
+        }
+        _ => {}
+    }
+    match to {
+        Some(Bound::Time(t, text)) => {
+            if let Some((seq, at)) = after
+                && at < t
+            {
+                return Err(bad(format!(
+                    "`edges.after` (seq {seq}) is at {}, inside the window to={text}: an event at the end of the window is missing",
+                    at.to_rfc3339()
+                )));
+            }
+        }
+        Some(Bound::Seq(s)) if end != start.max(s.min(size)) => {
+            return Err(bad(format!("the edges end the range before seq {end}, not at to={s}")));
+        }
+        None if end != size => {
+            return Err(bad(format!(
+                "the edges end the range before seq {end}, not at the checkpoint's size {size}"
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One range edge (`edges.before` or `edges.after`): `None` for `null`, else the seq and
+/// time of the event it holds, once its line form and inclusion proof are checked.
+fn check_edge(
+    edges: &Fields<'_>,
+    member: &str,
+    anchor: &Checkpoint,
+) -> Result<Option<(u64, Timestamp)>, ExportError> {
+    let value = edges.get(member)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    let object = value.as_object().ok_or_else(|| edges.err(member, "is not an object or null"))?;
+    let raw = object
+        .get("raw")
+        .and_then(Value::as_str)
+        .and_then(|text| STANDARD.decode(text).ok())
+        .ok_or_else(|| edges.err(member, "has no `raw` in standard padded base64"))?;
+    let event = decode_event(&raw)
+        .map_err(|e| edges.err(member, &format!("holds no canonical event encoding: {e}")))?;
+    let proof = object
+        .get("inclusion_proof")
+        .and_then(parse_hashes)
+        .ok_or_else(|| edges.err(member, "has no `inclusion_proof` of at most 64 lowercase hex hashes"))?;
+    let expected = line_value(&event, &raw, Some(&proof));
+    if *value != expected {
+        return Err(
+            edges.err(member, &format!("is not what its `raw` says: {}", first_difference(value, &expected)))
+        );
+    }
+    verify_inclusion(event.seq, anchor.size, &leaf_hash(&raw), &proof, &anchor.root).map_err(|e| {
+        edges.err(member, &format!("(seq {}) is not included in the checkpoint: {e}", event.seq))
+    })?;
+    Ok(Some((event.seq, event.at)))
 }
 
 #[cfg(test)]
