@@ -137,9 +137,8 @@ fn shortened(
         "consistency": consistency.iter().map(hex::encode).collect::<Vec<_>>(),
     });
     edit(&mut manifest);
-    let verifier = keyledger_ledger::datadir::load(data).unwrap().signer.verifier();
-    let key = keyledger_ledger::export::load_signing_key(data, &verifier).unwrap();
-    sign_manifest(&mut manifest, &key);
+    let signer = keyledger_ledger::datadir::load(data).unwrap().signer;
+    sign_manifest(&mut manifest, &signer);
     format!("{body}{}\n", keyledger_verify::export::manifest_line(manifest))
 }
 

@@ -9,9 +9,9 @@
 use super::MANIFEST_SIGNATURE_CONTEXT;
 use super::canonical::{canonical_json, needs_escape, write_json_str};
 use crate::merkle::{Hash, leaf_hash};
+use crate::note::NoteSigner;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{Signer, SigningKey};
 use keyledger_core::json::{actor_text, event_json, metadata_json, policy_json};
 use keyledger_core::{Actor, Event, Payload, Timestamp, UsageContext};
 use serde_json::{Map, Value};
@@ -252,9 +252,10 @@ pub fn manifest_message(manifest: &Map<String, Value>) -> Vec<u8> {
     message
 }
 
-/// Signs a manifest in place (sets `signature`) with the log's Ed25519 key.
-pub fn sign_manifest(manifest: &mut Map<String, Value>, key: &SigningKey) {
-    let signature = key.sign(&manifest_message(manifest));
+/// Signs a manifest in place (sets `signature`) with the log's Ed25519 key, over
+/// [`manifest_message`].
+pub fn sign_manifest(manifest: &mut Map<String, Value>, signer: &NoteSigner) {
+    let signature = signer.sign_raw(&manifest_message(manifest));
     manifest.insert("signature".into(), Value::String(STANDARD.encode(signature.to_bytes())));
 }
 
