@@ -439,44 +439,11 @@ pub fn verify_consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing as rfc;
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
-    }
-
-    /// PATH(m, D[n]) straight from RFC 9162 section 2.1.3.1.
-    fn naive_path(m: usize, d: &[Hash]) -> Vec<Hash> {
-        if d.len() <= 1 {
-            return Vec::new();
-        }
-        let k = split_point(d.len() as u64) as usize;
-        if m < k {
-            let mut p = naive_path(m, &d[..k]);
-            p.push(root_from_leaves(&d[k..]));
-            p
-        } else {
-            let mut p = naive_path(m - k, &d[k..]);
-            p.push(root_from_leaves(&d[..k]));
-            p
-        }
-    }
-
-    /// SUBPROOF(m, D[n], b) straight from RFC 9162 section 2.1.4.1.
-    fn naive_subproof(m: usize, d: &[Hash], b: bool) -> Vec<Hash> {
-        if m == d.len() {
-            return if b { Vec::new() } else { vec![root_from_leaves(d)] };
-        }
-        let k = split_point(d.len() as u64) as usize;
-        if m <= k {
-            let mut p = naive_subproof(m, &d[..k], b);
-            p.push(root_from_leaves(&d[k..]));
-            p
-        } else {
-            let mut p = naive_subproof(m - k, &d[k..], false);
-            p.push(root_from_leaves(&d[..k]));
-            p
-        }
     }
 
     fn flip(mut h: Hash, bit: usize) -> Hash {
@@ -567,7 +534,7 @@ mod tests {
             let tree = &d[..n];
             let root = root_from_leaves(tree);
             for m in 0..n {
-                let path = naive_path(m, tree);
+                let path = rfc::path(m, tree);
                 assert_eq!(
                     verify_inclusion(m as u64, n as u64, &tree[m], &path, &root),
                     Ok(()),
@@ -575,7 +542,7 @@ mod tests {
                 );
             }
             for m in 0..=n {
-                let proof = if m == 0 { Vec::new() } else { naive_subproof(m, tree, true) };
+                let proof = rfc::proof(m, tree);
                 let old_root = root_from_leaves(&tree[..m]);
                 assert_eq!(
                     verify_consistency(m as u64, n as u64, &old_root, &root, &proof),
@@ -593,7 +560,7 @@ mod tests {
             let tree = &d[..n];
             let root = root_from_leaves(tree);
             for m in 0..n {
-                let path = naive_path(m, tree);
+                let path = rfc::path(m, tree);
                 let (idx, size) = (m as u64, n as u64);
                 assert!(verify_inclusion(idx, size, &flip(tree[m], 3), &path, &root).is_err());
                 assert!(verify_inclusion(idx, size, &tree[m], &path, &flip(root, 9)).is_err());
@@ -619,7 +586,7 @@ mod tests {
                 }
             }
             for m in 1..n {
-                let proof = naive_subproof(m, tree, true);
+                let proof = rfc::proof(m, tree);
                 let old_root = root_from_leaves(&tree[..m]);
                 let (s1, s2) = (m as u64, n as u64);
                 assert!(verify_consistency(s1, s2, &flip(old_root, 1), &root, &proof).is_err());
