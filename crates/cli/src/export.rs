@@ -8,7 +8,7 @@
 
 use crate::client::{ClientError, exit};
 use clap::{Args, Subcommand, ValueEnum};
-use keyledger_verify::export::{ExportSummary, verify_export};
+use keyledger_verify::export::{Completeness, ExportSummary, verify_export};
 use keyledger_verify::note::VerifierKey;
 use serde_json::{Value, json};
 use std::io::{BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
@@ -155,6 +155,8 @@ fn summary_json(summary: &ExportSummary) -> Value {
         "checkpoint_size": summary.checkpoint_size,
         "checkpoint_root": hex::encode(summary.checkpoint_root),
         "trusted_checkpoint_size": summary.trusted_size,
+        "complete_range": summary.completeness == Completeness::Complete,
+        "proves": summary.completeness.describe(),
     })
 }
 

@@ -26,7 +26,7 @@ use keyledger_log::storage::{OsStorage, Storage};
 use keyledger_log::{
     CommittedEvents, Durability, Log, LogConfig, LogReader, OpenError, WriterHandle, WriterOptions,
 };
-use keyledger_verify::note::VerifierKey;
+use keyledger_verify::note::{NoteSigner, VerifierKey};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -121,6 +121,9 @@ pub struct Engine {
     webhook_counters: Arc<crate::webhook::WebhookCounters>,
     counters: EngineCounters,
     data_dir: PathBuf,
+    /// The log's signing key (the log signs checkpoints with its own copy): exports sign
+    /// their manifests with it.
+    signer: Arc<NoteSigner>,
     _lock: DirLock,
 }
 
@@ -194,9 +197,10 @@ impl Engine {
         let log = Log::open(LogConfig {
             dir: dir.join(datadir::LOG_DIR),
             storage: options.storage.clone(),
-            signer: secrets.signer,
+            signer: secrets.signer.clone(),
             origin: secrets.origin,
         })?;
+        let signer = Arc::new(secrets.signer);
         if log.recovery().truncated_records > 0 || log.recovery().truncated_bytes > 0 {
             tracing::warn!(
                 records = log.recovery().truncated_records,
@@ -272,6 +276,7 @@ impl Engine {
             webhook_counters,
             counters: EngineCounters::default(),
             data_dir: dir.to_owned(),
+            signer,
             _lock: lock,
         })
     }
@@ -286,6 +291,11 @@ impl Engine {
 
     pub fn public_key(&self) -> &VerifierKey {
         self.reader.verifier()
+    }
+
+    /// The log's signer, for what is signed with the log's key besides checkpoints.
+    pub(crate) fn signer(&self) -> &Arc<NoteSigner> {
+        &self.signer
     }
 
     /// The projections' database, for audit queries (read transactions only).

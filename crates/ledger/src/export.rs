@@ -7,25 +7,21 @@
 //! [`keyledger_verify::export::verify_export`], which shares its line and manifest
 //! encoding with this module; the CSV form is a flat, unsigned convenience.
 
-use crate::datadir;
 use crate::engine::Engine;
 use crate::error::LedgerError;
-use ed25519_dalek::SigningKey;
 use keyledger_core::json::{actor_text, event_json};
 use keyledger_core::{Event, Timestamp, WorkspaceId};
 use keyledger_log::checkpoint::StoredCheckpoint;
-use keyledger_log::proof::NodeSource;
-use keyledger_log::tree::{TreeError, TreeReader};
+use keyledger_log::tree::TreeError;
 use keyledger_log::{LogReader, OpenError};
 use keyledger_verify::export::{
-    FORMAT_VERSION, LinesHasher, hashes_json, manifest_line, sign_manifest, write_event_line,
+    FORMAT_VERSION, LinesHasher, hashes_json, line_value, manifest_line, sign_manifest, write_event_line,
 };
-use keyledger_verify::merkle::Hash;
-use keyledger_verify::note::VerifierKey;
+use keyledger_verify::note::NoteSigner;
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// One end of an export range: a seq, or an instant (the first event at or after it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,8 +113,6 @@ pub enum ExportError {
     Log(#[from] OpenError),
     #[error("the log's tree: {0}")]
     Tree(String),
-    #[error("the log's signing key: {0}")]
-    Key(String),
     #[error("the log skips from seq {expected} to {found}")]
     Gap { expected: u64, found: u64 },
     #[error("writing the export: {0}")]
@@ -133,45 +127,6 @@ impl From<TreeError> for ExportError {
 
 fn tree_err(error: impl std::fmt::Display) -> ExportError {
     ExportError::Tree(error.to_string())
-}
-
-/// Loads the log's Ed25519 key from a data dir (the manifest is signed with it), checking
-/// the file's mode like the engine does and that it is the key of `expected`.
-pub fn load_signing_key(data_dir: &Path, expected: &VerifierKey) -> Result<SigningKey, ExportError> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-    let path = data_dir.join(datadir::SIGNING_KEY_FILE);
-    let key_err = |what: String| ExportError::Key(format!("{}: {what}", path.display()));
-    let mut file = std::fs::File::open(&path).map_err(|e| key_err(e.to_string()))?;
-    let mode = file.metadata().map_err(|e| key_err(e.to_string()))?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(key_err(format!("mode {:o} lets others read a secret", mode & 0o777)));
-    }
-    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(32));
-    file.read_to_end(&mut bytes).map_err(|e| key_err(e.to_string()))?;
-    let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
-        bytes.as_slice().try_into().map_err(|_| key_err("expected 32 bytes".into()))?,
-    );
-    let key = SigningKey::from_bytes(&seed);
-    if key.verifying_key() != *expected.public_key() {
-        return Err(key_err("not the key the log signs with".into()));
-    }
-    Ok(key)
-}
-
-/// The peaks of the tree of `size` leaves (the roots of its perfect subtrees, left to
-/// right), read from the stored nodes: the node at `(level, start >> level)` for each set
-/// bit `level` of `size`, from the highest.
-pub fn peaks(tree: &TreeReader, size: u64) -> Result<Vec<Hash>, TreeError> {
-    let mut peaks = Vec::with_capacity(size.count_ones() as usize);
-    let mut start = 0u64;
-    for level in (0..64u32).rev() {
-        if size & (1u64 << level) != 0 {
-            peaks.push(tree.node(level, start >> level)?);
-            start += 1u64 << level;
-        }
-    }
-    Ok(peaks)
 }
 
 /// What was written.
@@ -189,21 +144,20 @@ pub struct ExportPlan {
     pub origin: String,
     pub start: u64,
     pub end: u64,
-    signing_key: SigningKey,
+    signer: Arc<NoteSigner>,
 }
 
 impl ExportPlan {
     /// Signs (if needed) a checkpoint covering every event so far and resolves the range.
     pub async fn prepare(engine: &Engine, request: ExportRequest) -> Result<Self, ExportError> {
-        let signing_key = load_signing_key(engine.data_dir(), engine.public_key())?;
         let anchor = engine.checkpoint_now().await?;
-        Self::new(engine.log(), signing_key, anchor, request)
+        Self::new(engine.log(), engine.signer().clone(), anchor, request)
     }
 
     /// Resolves `request` against an anchor checkpoint of `log`.
     pub fn new(
         log: &LogReader,
-        signing_key: SigningKey,
+        signer: Arc<NoteSigner>,
         anchor: StoredCheckpoint,
         request: ExportRequest,
     ) -> Result<Self, ExportError> {
@@ -216,7 +170,7 @@ impl ExportPlan {
         let start = request.from.map(|b| b.resolve(log, size)).transpose()?.unwrap_or(0);
         let end = request.to.map(|b| b.resolve(log, size)).transpose()?.unwrap_or(size).max(start);
         let origin = log.verifier().name().unwrap_or_default().to_owned();
-        Ok(Self { request, anchor, origin, start, end, signing_key })
+        Ok(Self { request, anchor, origin, start, end, signer })
     }
 
     /// The events of the range that pass the workspace filter, in seq order, each with its
@@ -278,10 +232,18 @@ impl ExportPlan {
         }
         let range_proof = match (filtered, stats.first_seq, stats.last_seq) {
             (false, Some(first), Some(last)) => json!({
-                "left_peaks": hashes_json(&peaks(tree, first)?),
+                "left_peaks": hashes_json(&tree.peaks(first)?),
                 "consistency": hashes_json(&tree.consistency_proof(last + 1, size).map_err(tree_err)?),
             }),
             _ => Value::Null,
+        };
+        let edges = if !filtered && self.has_time_bound() {
+            Some(json!({
+                "before": self.neighbour(log, self.start.checked_sub(1))?,
+                "after": self.neighbour(log, (self.end < size).then_some(self.end))?,
+            }))
+        } else {
+            None
         };
         let consistency_from = match self.request.consistency_from {
             Some(m) => json!({
@@ -320,12 +282,38 @@ impl ExportPlan {
         let Value::Object(mut manifest) = manifest else {
             return Err(ExportError::Tree("manifest is not an object".into()));
         };
-        sign_manifest(&mut manifest, &self.signing_key);
+        if let Some(edges) = edges {
+            manifest.insert("edges".into(), edges);
+        }
+        sign_manifest(&mut manifest, &self.signer);
         let mut line = manifest_line(manifest);
         line.push('\n');
         out.write_all(line.as_bytes())?;
         out.flush()?;
         Ok(stats)
+    }
+
+    /// Whether `from` or `to` is a time: the server resolved it, so the manifest carries
+    /// the events just outside the range to prove it did so rightly.
+    fn has_time_bound(&self) -> bool {
+        [self.request.from, self.request.to].iter().any(|b| matches!(b, Some(Bound::Time(_))))
+    }
+
+    /// The event at `seq` as a range edge of the manifest (`null` for `None`): its line
+    /// form with an inclusion proof in the anchor's tree (docs/export-format.md, section 5).
+    fn neighbour(&self, log: &LogReader, seq: Option<u64>) -> Result<Value, ExportError> {
+        let Some(seq) = seq else {
+            return Ok(Value::Null);
+        };
+        let (event, raw) = match log.records_from(seq).next() {
+            Some(record) => record?,
+            None => return Err(ExportError::Gap { expected: seq, found: log.len() }),
+        };
+        if event.seq != seq {
+            return Err(ExportError::Gap { expected: seq, found: event.seq });
+        }
+        let proof = log.tree().inclusion_proof(seq, self.anchor.size).map_err(tree_err)?;
+        Ok(line_value(&event, &raw, Some(&proof)))
     }
 
     fn write_csv(&self, log: &LogReader, mut out: impl Write) -> Result<ExportStats, ExportError> {

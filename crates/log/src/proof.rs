@@ -253,6 +253,7 @@ mod tests {
     use keyledger_verify::merkle::{
         Frontier, leaf_hash, root_from_leaves, verify_consistency, verify_inclusion,
     };
+    use keyledger_verify::testing as rfc;
     use proptest::prelude::*;
     use std::cell::Cell;
 
@@ -272,53 +273,6 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(format!("event {i}").as_bytes())).collect()
-    }
-
-    fn naive_split(n: usize) -> usize {
-        let mut k = 1;
-        while k * 2 < n {
-            k *= 2;
-        }
-        k
-    }
-
-    /// PATH(m, D[n]), straight from RFC 9162 section 2.1.3.1.
-    fn naive_path(m: usize, d: &[Hash]) -> Vec<Hash> {
-        if d.len() <= 1 {
-            return Vec::new();
-        }
-        let k = naive_split(d.len());
-        if m < k {
-            let mut p = naive_path(m, &d[..k]);
-            p.push(root_from_leaves(&d[k..]));
-            p
-        } else {
-            let mut p = naive_path(m - k, &d[k..]);
-            p.push(root_from_leaves(&d[..k]));
-            p
-        }
-    }
-
-    /// PROOF(m, D[n]) = SUBPROOF(m, D[n], true), straight from RFC 9162 section 2.1.4.1
-    /// (with the empty proof for m == 0, which the RFC leaves undefined).
-    fn naive_proof(m: usize, d: &[Hash]) -> Vec<Hash> {
-        if m == 0 { Vec::new() } else { naive_subproof(m, d, true) }
-    }
-
-    fn naive_subproof(m: usize, d: &[Hash], b: bool) -> Vec<Hash> {
-        if m == d.len() {
-            return if b { Vec::new() } else { vec![root_from_leaves(d)] };
-        }
-        let k = naive_split(d.len());
-        if m <= k {
-            let mut p = naive_subproof(m, &d[..k], b);
-            p.push(root_from_leaves(&d[k..]));
-            p
-        } else {
-            let mut p = naive_subproof(m - k, &d[k..], false);
-            p.push(root_from_leaves(&d[..k]));
-            p
-        }
     }
 
     fn flip(mut h: Hash, bit: usize) -> Hash {
@@ -351,7 +305,7 @@ mod tests {
         let counting = Counting { inner: nodes, reads: Cell::new(0) };
         let proof = inclusion_proof(&counting, m as u64, n as u64).expect("in range");
         assert!(counting.reads.get() <= read_bound(n), "reads for {m} in {n}");
-        assert_eq!(proof, naive_path(m, tree), "inclusion {m} in {n}");
+        assert_eq!(proof, rfc::path(m, tree), "inclusion {m} in {n}");
         let (idx, size) = (m as u64, n as u64);
         assert_eq!(verify_inclusion(idx, size, &d[m], &proof, &root), Ok(()));
         assert!(verify_inclusion(idx, size, &flip(d[m], m), &proof, &root).is_err());
@@ -377,7 +331,7 @@ mod tests {
         let counting = Counting { inner: nodes, reads: Cell::new(0) };
         let proof = consistency_proof(&counting, m as u64, n as u64).expect("ordered");
         assert!(counting.reads.get() <= read_bound(n), "reads for {m} -> {n}");
-        assert_eq!(proof, naive_proof(m, tree), "consistency {m} -> {n}");
+        assert_eq!(proof, rfc::proof(m, tree), "consistency {m} -> {n}");
         let (s1, s2) = (m as u64, n as u64);
         assert_eq!(verify_consistency(s1, s2, &old_root, &root, &proof), Ok(()));
         assert!(verify_consistency(s1, s2, &flip(old_root, m), &root, &proof).is_err());

@@ -141,6 +141,25 @@ impl TreeReader {
         self.size.load(Ordering::Acquire)
     }
 
+    /// The peaks of the tree of the first `size` leaves (any size up to the published one):
+    /// the roots of its perfect subtrees, left to right, one per set bit of `size`, largest
+    /// first. For bit `level`, from the highest, it is the node `(level, start >> level)`,
+    /// where `start` is the sum of the higher set bits.
+    pub fn peaks(&self, size: u64) -> Result<Vec<Hash>, TreeError> {
+        if size > self.size() {
+            return Err(TreeError::OutOfRange { level: 0, index: size, size: self.size() });
+        }
+        let mut peaks = Vec::with_capacity(size.count_ones() as usize);
+        let mut start = 0u64;
+        for level in (0..64u32).rev() {
+            if size & (1u64 << level) != 0 {
+                peaks.push(self.levels.read(level as usize, start >> level)?);
+                start += 1u64 << level;
+            }
+        }
+        Ok(peaks)
+    }
+
     /// Root of the tree of the first `size` leaves (any size up to the published one).
     pub fn root_at(&self, size: u64) -> Result<Hash, TreeError> {
         if size > self.size() {
@@ -242,7 +261,7 @@ impl TreeWriter {
         }
         let size = Arc::new(AtomicU64::new(trusted));
         let reader = TreeReader { levels: levels.clone(), size: size.clone() };
-        let peaks = peaks_of(&reader, trusted)?;
+        let peaks = reader.peaks(trusted)?;
         let frontier =
             Frontier::from_parts(trusted, peaks).map_err(|_| TreeError::BadState(dir.join(STATE_FILE)))?;
         let mut writer = TreeWriter { levels, size, frontier, counts };
@@ -363,19 +382,6 @@ impl TreeWriter {
         }
         write_state(&self.levels.dir, self.frontier.size())
     }
-}
-
-/// The roots of the perfect subtrees making up a tree of `size` leaves, left to right.
-fn peaks_of(reader: &TreeReader, size: u64) -> Result<Vec<Hash>, TreeError> {
-    let mut peaks = Vec::new();
-    let mut start = 0u64;
-    for level in (0..64u32).rev() {
-        if size & (1u64 << level) != 0 {
-            peaks.push(reader.levels.read(level as usize, start >> level)?);
-            start += 1u64 << level;
-        }
-    }
-    Ok(peaks)
 }
 
 /// The number of leaves the stored files are known (fsynced) to be complete for.

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use http_body_util::BodyExt;
 use keyledger_core::{Environment, RequestId, Timestamp, UsageContext, WorkspaceId};
-use keyledger_ledger::export::{Bound, ExportFormat, ExportPlan, ExportRequest, load_signing_key};
+use keyledger_ledger::export::{Bound, ExportFormat, ExportPlan, ExportRequest};
 use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec, VerifyRequirements};
 use keyledger_server::{AppState, ServerConfig, router};
 use keyledger_verify::export::{ExportError, manifest_line, sign_manifest, verify_export};
@@ -86,8 +86,9 @@ impl Fixture {
         self.engine.public_key().clone()
     }
 
-    fn signing_key(&self) -> SigningKey {
-        load_signing_key(self.engine.data_dir(), self.engine.public_key()).unwrap()
+    /// The log's own signer, as a malicious operator holding `signing.key` has it.
+    fn signing_key(&self) -> NoteSigner {
+        keyledger_ledger::datadir::load(self.engine.data_dir()).unwrap().signer
     }
 
     fn checkpoint(&self) -> String {
@@ -113,7 +114,7 @@ fn manifest(export: &str) -> Map<String, Value> {
 }
 
 /// Replaces the manifest with `edit(manifest)`, re-signed with `key`.
-fn resign(export: &str, key: &SigningKey, edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+fn resign(export: &str, key: &NoteSigner, edit: impl FnOnce(&mut Map<String, Value>)) -> String {
     let mut all = lines(export);
     let mut m = manifest(export);
     edit(&mut m);
@@ -243,7 +244,8 @@ fn every_tampering_is_rejected_naming_the_line() {
     assert!(f.verify("").is_err());
 
     // The manifest re-signed with another key.
-    let other = SigningKey::from_bytes(&[42; 32]);
+    let other_key = SigningKey::from_bytes(&[42; 32]);
+    let other = NoteSigner::new("other", other_key.clone()).unwrap();
     let error = f.verify(&resign(&export, &other, |_| {})).unwrap_err();
     assert!(error.to_string().contains("signature"), "{error}");
     assert_eq!(error.line(), Some(n as u64));
@@ -257,7 +259,7 @@ fn every_tampering_is_rejected_naming_the_line() {
     let size = m["checkpoint"]["size"].as_u64().unwrap();
     let root: [u8; 32] =
         hex::decode(m["checkpoint"]["root_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
-    let foreign = NoteSigner::new(&origin, other.clone()).unwrap();
+    let foreign = NoteSigner::new(&origin, other_key).unwrap();
     let foreign_note = sign_checkpoint(&Checkpoint::new(origin.clone(), size, root), &foreign).unwrap();
     let error = f
         .verify(&resign(&export, &f.signing_key(), |m| {
@@ -346,7 +348,7 @@ fn trusted_checkpoints_are_extended_and_forks_are_caught() {
     assert!(summary.checkpoint_size > old.size);
 
     // A fork: the same key signed a different tree of the trusted size.
-    let signer = NoteSigner::new(&old.origin, f.signing_key()).unwrap();
+    let signer = f.signing_key();
     let forked = sign_checkpoint(&Checkpoint::new(old.origin.clone(), old.size, [7; 32]), &signer).unwrap();
     let error = verify_export(export.as_bytes(), &f.key(), Some(&forked)).unwrap_err();
     assert!(matches!(error, ExportError::Trusted(_)), "{error}");
@@ -520,7 +522,7 @@ fn documented_example_is_exact() {
     }))
     .unwrap();
     let message = manifest_message(&manifest);
-    sign_manifest(&mut manifest, &seed);
+    sign_manifest(&mut manifest, &signer);
     let export = format!("{line}\n{}\n", manifest_line(manifest.clone()));
     let key = signer.verifier();
     let summary = verify_export(export.as_bytes(), &key, None).unwrap();

@@ -7,3 +7,5 @@
 pub mod export;
 pub mod merkle;
 pub mod note;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -94,6 +94,14 @@ pub enum ProofError {
     /// The second tree's root recomputed from a consistency proof differs from the one given.
     #[error("recomputed root of the second tree does not match its expected root")]
     SecondRootMismatch,
+    /// A subtree was appended to a compact range where it cannot start.
+    #[error("a subtree of 2^{level} leaves cannot start at leaf {at}")]
+    Misaligned {
+        /// The subtree's level.
+        level: u32,
+        /// The leaf where it would start.
+        at: u64,
+    },
     /// A frontier's peak count does not match its size.
     #[error("a tree of size {size} has {expected} peaks, got {actual}")]
     PeakCount {
@@ -154,15 +162,22 @@ pub fn root_from_leaves(leaves: &[Hash]) -> Hash {
     }
 }
 
-/// The compact range of a tree: the roots of its perfect subtrees ("peaks"), left to
-/// right, one per set bit of its size, largest first.
+/// A compact range `[begin, size)` of a Merkle tree: the roots of the maximal aligned
+/// perfect subtrees ("peaks") covering it, left to right. Starting at leaf 0 (the usual
+/// case) it is the frontier of the tree of `size` leaves: one peak per set bit of its
+/// size, largest first, from which the tree's root follows. Starting elsewhere it is a
+/// piece of a tree that can be appended to the frontier it continues ([`Frontier::append`]),
+/// which is how an export's lines are proven to be a contiguous run of leaves.
 ///
 /// Appending a leaf merges equal-sized peaks like a binary counter, so [`Frontier::push`]
 /// costs amortised O(1) hashes, and [`Frontier::root`] folds at most 64 peaks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Frontier {
+    begin: u64,
     size: u64,
     peaks: Vec<Hash>,
+    /// The level of each peak (a peak of level `l` is the root of `2^l` leaves).
+    levels: Vec<u32>,
 }
 
 impl Frontier {
@@ -170,6 +185,13 @@ impl Frontier {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty range starting at leaf `begin`, to which leaves `begin, begin + 1, …` are
+    /// then appended.
+    #[must_use]
+    pub fn starting_at(begin: u64) -> Self {
+        Self { begin, size: begin, ..Self::default() }
     }
 
     /// Rebuilds a frontier from a stored size and its peaks (largest subtree first).
@@ -182,7 +204,8 @@ impl Frontier {
         if peaks.len() != expected as usize {
             return Err(ProofError::PeakCount { size, expected, actual: peaks.len() });
         }
-        Ok(Self { size, peaks })
+        let levels = (0..u64::BITS).rev().filter(|l| size & (1u64 << l) != 0).collect();
+        Ok(Self { begin: 0, size, peaks, levels })
     }
 
     /// Appends a leaf hash.
@@ -191,30 +214,70 @@ impl Frontier {
     ///
     /// If the tree already holds `u64::MAX` leaves (unreachable by appending).
     pub fn push(&mut self, leaf: Hash) {
-        let new_size = self.size.checked_add(1).expect("a Merkle tree cannot hold more than u64::MAX leaves");
-        let mut carry = leaf;
-        let mut pending = self.size;
-        // Each trailing one bit of the old size is a peak of the same size as `carry`.
-        while pending & 1 == 1 {
-            let Some(left) = self.peaks.pop() else {
-                // Unreachable: the invariant peaks.len() == size.count_ones() holds.
+        self.push_subtree(0, leaf).expect("a Merkle tree cannot hold more than u64::MAX leaves");
+    }
+
+    /// Appends the root of the aligned perfect subtree of `2^level` leaves that starts at
+    /// leaf `size()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProofError::Misaligned`] if no such subtree starts there (or it would pass leaf
+    /// `u64::MAX`); the range is then unchanged.
+    pub fn push_subtree(&mut self, level: u32, hash: Hash) -> Result<(), ProofError> {
+        let misaligned = ProofError::Misaligned { level, at: self.size };
+        let width = 1u64.checked_shl(level).filter(|_| level < u64::BITS).ok_or(misaligned.clone())?;
+        if !self.size.is_multiple_of(width) {
+            return Err(misaligned);
+        }
+        let new_size = self.size.checked_add(width).ok_or(misaligned)?;
+        let (mut level, mut carry) = (level, hash);
+        // Merge with the left sibling while it is the last peak (same level, and the
+        // carry is a right child: an odd index at its level).
+        while self.levels.last() == Some(&level) && (self.size >> level) & 1 == 1 {
+            let (Some(left), Some(_)) = (self.peaks.pop(), self.levels.pop()) else {
                 break;
             };
             carry = node_hash(&left, &carry);
-            pending >>= 1;
+            level += 1;
         }
         self.peaks.push(carry);
+        self.levels.push(level);
         self.size = new_size;
+        Ok(())
     }
 
-    /// The number of leaves.
+    /// Appends the range `other`, which must start where this one ends.
+    ///
+    /// # Errors
+    ///
+    /// [`ProofError::Misaligned`] if `other` does not start at `size()` or one of its
+    /// subtrees cannot follow; the range may then be partly extended.
+    pub fn append(&mut self, other: &Frontier) -> Result<(), ProofError> {
+        if other.begin != self.size {
+            return Err(ProofError::Misaligned { level: 0, at: other.begin });
+        }
+        for (&level, hash) in other.levels.iter().zip(&other.peaks) {
+            self.push_subtree(level, *hash)?;
+        }
+        Ok(())
+    }
+
+    /// The first leaf of the range (0 for the frontier of a whole tree).
+    #[must_use]
+    pub fn begin(&self) -> u64 {
+        self.begin
+    }
+
+    /// The number of leaves up to the end of the range (the tree's size for a frontier).
     #[must_use]
     pub fn size(&self) -> u64 {
         self.size
     }
 
     /// The tree's root: the peaks folded right to left with [`node_hash`], or
-    /// [`empty_root`] for an empty tree. Equals [`root_from_leaves`] of the same leaves.
+    /// [`empty_root`] for an empty tree. Equals [`root_from_leaves`] of the same leaves
+    /// when the range starts at leaf 0.
     #[must_use]
     pub fn root(&self) -> Hash {
         let mut peaks = self.peaks.iter().rev();
@@ -376,44 +439,11 @@ pub fn verify_consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing as rfc;
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
-    }
-
-    /// PATH(m, D[n]) straight from RFC 9162 section 2.1.3.1.
-    fn naive_path(m: usize, d: &[Hash]) -> Vec<Hash> {
-        if d.len() <= 1 {
-            return Vec::new();
-        }
-        let k = split_point(d.len() as u64) as usize;
-        if m < k {
-            let mut p = naive_path(m, &d[..k]);
-            p.push(root_from_leaves(&d[k..]));
-            p
-        } else {
-            let mut p = naive_path(m - k, &d[k..]);
-            p.push(root_from_leaves(&d[..k]));
-            p
-        }
-    }
-
-    /// SUBPROOF(m, D[n], b) straight from RFC 9162 section 2.1.4.1.
-    fn naive_subproof(m: usize, d: &[Hash], b: bool) -> Vec<Hash> {
-        if m == d.len() {
-            return if b { Vec::new() } else { vec![root_from_leaves(d)] };
-        }
-        let k = split_point(d.len() as u64) as usize;
-        if m <= k {
-            let mut p = naive_subproof(m, &d[..k], b);
-            p.push(root_from_leaves(&d[k..]));
-            p
-        } else {
-            let mut p = naive_subproof(m - k, &d[k..], false);
-            p.push(root_from_leaves(&d[..k]));
-            p
-        }
     }
 
     fn flip(mut h: Hash, bit: usize) -> Hash {
@@ -463,6 +493,30 @@ mod tests {
     }
 
     #[test]
+    fn a_range_starting_anywhere_appends_to_the_frontier_before_it() {
+        let all = leaves(40);
+        for first in 0..20usize {
+            for last in first..30usize {
+                let mut left = Frontier::new();
+                all[..first].iter().for_each(|leaf| left.push(*leaf));
+                let mut range = Frontier::starting_at(first as u64);
+                all[first..=last].iter().for_each(|leaf| range.push(*leaf));
+                assert_eq!(range.begin(), first as u64);
+                let mut tree = Frontier::from_parts(first as u64, left.peaks().to_vec()).unwrap();
+                tree.append(&range).unwrap();
+                assert_eq!(tree.root(), root_from_leaves(&all[..=last]), "{first}..={last}");
+                assert_eq!(tree.size(), last as u64 + 1);
+            }
+        }
+        let mut unaligned = Frontier::starting_at(1);
+        assert_eq!(unaligned.push_subtree(1, [0; 32]), Err(ProofError::Misaligned { level: 1, at: 1 }));
+        assert!(unaligned.push_subtree(64, [0; 32]).is_err());
+        assert!(Frontier::new().append(&Frontier::starting_at(3)).is_err());
+        let mut full = Frontier::starting_at(u64::MAX);
+        assert!(full.push_subtree(0, [0; 32]).is_err());
+    }
+
+    #[test]
     fn frontier_from_parts_checks_peak_count() {
         assert_eq!(Frontier::from_parts(0, vec![]), Ok(Frontier::new()));
         assert_eq!(
@@ -480,7 +534,7 @@ mod tests {
             let tree = &d[..n];
             let root = root_from_leaves(tree);
             for m in 0..n {
-                let path = naive_path(m, tree);
+                let path = rfc::path(m, tree);
                 assert_eq!(
                     verify_inclusion(m as u64, n as u64, &tree[m], &path, &root),
                     Ok(()),
@@ -488,7 +542,7 @@ mod tests {
                 );
             }
             for m in 0..=n {
-                let proof = if m == 0 { Vec::new() } else { naive_subproof(m, tree, true) };
+                let proof = rfc::proof(m, tree);
                 let old_root = root_from_leaves(&tree[..m]);
                 assert_eq!(
                     verify_consistency(m as u64, n as u64, &old_root, &root, &proof),
@@ -506,7 +560,7 @@ mod tests {
             let tree = &d[..n];
             let root = root_from_leaves(tree);
             for m in 0..n {
-                let path = naive_path(m, tree);
+                let path = rfc::path(m, tree);
                 let (idx, size) = (m as u64, n as u64);
                 assert!(verify_inclusion(idx, size, &flip(tree[m], 3), &path, &root).is_err());
                 assert!(verify_inclusion(idx, size, &tree[m], &path, &flip(root, 9)).is_err());
@@ -532,7 +586,7 @@ mod tests {
                 }
             }
             for m in 1..n {
-                let proof = naive_subproof(m, tree, true);
+                let proof = rfc::proof(m, tree);
                 let old_root = root_from_leaves(&tree[..m]);
                 let (s1, s2) = (m as u64, n as u64);
                 assert!(verify_consistency(s1, s2, &flip(old_root, 1), &root, &proof).is_err());

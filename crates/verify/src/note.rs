@@ -385,6 +385,13 @@ impl NoteSigner {
         }
         Ok(note)
     }
+
+    /// The raw Ed25519 signature of `message`. Crate-private: a caller must put a context
+    /// string in front of what it signs so that it can never pass for a note signature
+    /// (the export manifest does).
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> ed25519_dalek::Signature {
+        self.key.sign(message)
+    }
 }
 
 /// One parsed signature line: key name, key id, signature bytes (≥ 1 byte).
