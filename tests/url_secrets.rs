@@ -86,3 +86,71 @@ fn a_secret_in_the_url_is_neither_answered_nor_logged() {
     assert!(!logs.contains(&encoded), "the server logged the percent-encoded secret:\n{logs}");
     assert!(logs.contains("[redacted]"), "no access line shows the redacted path:\n{logs}");
 }
+
+/// Gateways forward what their clients sent: a secret in the original request's query
+/// string or headers must not be recorded in the usage event (which is kept for ever and
+/// exported), whichever verify mode carried it.
+#[test]
+fn a_secret_in_a_forwarded_request_is_not_recorded() {
+    let ledger = Ledger::init();
+    let server = ledger.serve(&[]);
+    let http = server.client();
+    let admin = ledger.admin_key.as_str();
+    let issue = |name: &str| {
+        let created = http.post("/v1/workspaces/acme/keys", admin, &json!({"name": name}));
+        assert_eq!(created.status, 201, "{}", created.dump());
+        (
+            created.body["key_id"].as_str().expect("key_id").to_owned(),
+            created.body["secret"].as_str().expect("secret").to_owned(),
+        )
+    };
+    let (key_id, key) = issue("caller");
+    let (_, leaked) = issue("pasted into a URL");
+    let encoded = leaked.replace('_', "%5F");
+
+    let bearer = format!("Bearer {key}");
+    let forwarded = format!("/orders?api_key={leaked}&page=2");
+    let agent = format!("script ({leaked})");
+    let resp = http.send(
+        "GET",
+        "/v1/verify",
+        &[
+            ("authorization", bearer.as_str()),
+            ("x-forwarded-uri", forwarded.as_str()),
+            ("user-agent", agent.as_str()),
+        ],
+        None,
+    );
+    assert_eq!(resp.status, 200, "forward-auth: {}", resp.dump());
+    let suffix = format!("/v1/verify/orders?token={encoded}");
+    let resp = http.send("GET", &suffix, &[("authorization", bearer.as_str())], None);
+    assert_eq!(resp.status, 200, "path-suffix form: {}", resp.dump());
+    let body = json!({"key": key, "context": {"path": format!("/orders/{leaked}"), "request_id": leaked}});
+    let resp = http.send("POST", "/v1/verify", &[], Some(&body));
+    assert_eq!(resp.status, 200, "JSON mode: {}", resp.dump());
+
+    let events = http.get(&format!("/v1/keys/{key_id}/events?kind=usage"), admin);
+    assert_eq!(events.status, 200, "{}", events.dump());
+    let dump = events.dump();
+    assert_eq!(events.body["events"].as_array().map(Vec::len), Some(3), "{dump}");
+    assert!(!dump.contains(&leaked) && !dump.contains(&encoded), "an event holds the secret: {dump}");
+    assert!(dump.contains("/orders?api_key=[redacted]&page=2"), "the path around it is kept: {dump}");
+
+    // Nor is it anywhere in the data dir's bytes (log, tree, projections).
+    drop(server.stop());
+    let mut files = vec![ledger.data_dir.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).expect("read_dir").map(|e| e.expect("entry").path()));
+        } else {
+            let bytes = std::fs::read(&path).expect("read");
+            for needle in [leaked.as_bytes(), encoded.as_bytes()] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
+        }
+    }
+}

@@ -42,6 +42,29 @@ pub fn path(path: &str) -> Cow<'_, str> {
     Cow::Owned(segments.join("/"))
 }
 
+/// `text` with each word that holds a secret replaced by [`REDACTED`], for free text that is
+/// recorded for ever (a usage event's path, user agent, method, request id): a gateway
+/// forwards `/orders?api_key=kl_live_…` as sent. A word is a run of the characters a secret
+/// is written with (ASCII letters, digits, `_`, and `%` for its percent-encoded form), so the
+/// path and query names around a secret stay readable.
+pub fn words(text: &str) -> Cow<'_, str> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '%';
+    if !text.split(|c: char| !is_word(c)).any(holds_secret) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(end);
+        out.push_str(echo(word));
+        let separator = tail.chars().next().map_or(0, char::len_utf8);
+        out.push_str(&tail[..separator]);
+        rest = &tail[separator..];
+    }
+    Cow::Owned(out)
+}
+
 /// A key secret is `<prefix>_<env>_<43 base62><6 base62 check>` (docs/architecture.md):
 /// every lowercase letter may start one, its prefix and environment are short, and its
 /// length is then fixed. So each start costs a bounded look-ahead and at most one checksum.
@@ -123,6 +146,18 @@ mod tests {
             assert!(!holds_secret(text), "{text}");
             assert_eq!(echo(text), text);
         }
+    }
+
+    #[test]
+    fn only_the_words_holding_a_secret_are_replaced() {
+        let secret = secret();
+        let s = secret.expose();
+        let encoded = s.replace('_', "%5F");
+        assert_eq!(words(&format!("/orders?api_key={s}&page=2")), "/orders?api_key=[redacted]&page=2");
+        assert_eq!(words(&format!("/a/{encoded}/b")), "/a/[redacted]/b");
+        assert_eq!(words(&format!("curl/8 ({s}) é")), "curl/8 ([redacted]) é");
+        assert!(matches!(words("/orders?api_key=kl_live_short&é=ü"), Cow::Borrowed(_)));
+        assert_eq!(words(""), "");
     }
 
     #[test]

@@ -290,6 +290,7 @@ async fn decide(
         };
         (key, wants, context)
     };
+    let context = without_secrets(context);
     let outcome =
         state.engine.verify(request_id, &key, wants, context).await.map_err(|e| denial(e.into()))?;
     match outcome {
@@ -334,4 +335,19 @@ async fn decide(
             }
         },
     }
+}
+
+/// The context a gateway sends is recorded in the log for ever, and a gateway forwards what
+/// its client sent: a secret pasted into a query string (`/orders?api_key=kl_live_…`) or a
+/// header is replaced by `[redacted]` before the event is decided, so no event, export or
+/// audit answer holds it (see docs/security.md, Secrets in URLs).
+fn without_secrets(mut context: UsageContext) -> UsageContext {
+    for field in [&mut context.user_agent, &mut context.method, &mut context.path, &mut context.request_id] {
+        if let Some(text) = field.as_mut()
+            && let std::borrow::Cow::Owned(clean) = crate::redact::words(text)
+        {
+            *text = clean;
+        }
+    }
+    context
 }
