@@ -19,6 +19,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod request_id;
+pub mod secret_body;
 pub mod throttle;
 mod transport;
 pub mod verify;
