@@ -142,6 +142,11 @@ struct ServeArgs {
         value_name = "PER_MINUTE"
     )]
     throttle_failed_verifications: u32,
+    /// Let webhooks be delivered to loopback, private (RFC 1918, CGNAT, unique-local) and
+    /// link-local addresses, for receivers on the internal network. Off, such destinations
+    /// are refused; cloud metadata endpoints are refused either way (docs/webhooks.md).
+    #[arg(long, env = "KEYLEDGER_WEBHOOK_ALLOW_PRIVATE")]
+    webhook_allow_private: bool,
     /// PEM certificate chain: serve HTTPS directly (with --tls-key), for deployments
     /// without a TLS-terminating proxy in front.
     #[arg(long, env = "KEYLEDGER_TLS_CERT", requires = "tls_key")]
@@ -224,6 +229,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             ..WriterOptions::default()
         },
         projection_cache_bytes: args.projection_cache_mb.max(1).saturating_mul(1 << 20),
+        webhooks: keyledger_ledger::WebhookOptions {
+            allow_private: args.webhook_allow_private,
+            ..keyledger_ledger::WebhookOptions::default()
+        },
         ..EngineOptions::default()
     };
     if !keyledger_ledger::datadir::is_initialised(&args.data_dir) {

@@ -39,6 +39,8 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--checkpoint-interval-secs", "1"])
+            // The webhook test's receiver is on loopback.
+            .arg("--webhook-allow-private")
             .env_remove("KEYLEDGER_DATA_DIR")
             .env_remove("KEYLEDGER_LISTEN")
             .stdin(Stdio::null())

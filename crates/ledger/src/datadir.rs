@@ -87,7 +87,10 @@ fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     file.sync_all().map_err(io_err("fsync", path))
 }
 
-fn read_secret_file(path: &Path) -> Result<[u8; 32], DataDirError> {
+/// Reads a 32-byte secret file straight into a buffer that is zeroed on drop: no other copy
+/// of the secret is left behind (no growable buffer that reallocates, no array returned by
+/// value).
+fn read_secret_file(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>, DataDirError> {
     let mut file = File::open(path).map_err(io_err("open", path))?;
     let mode = file.metadata().map_err(io_err("stat", path))?.permissions().mode();
     if mode & 0o077 != 0 {
@@ -96,12 +99,18 @@ fn read_secret_file(path: &Path) -> Result<[u8; 32], DataDirError> {
             message: format!("mode {:o} lets others read a secret; run `chmod 600` on it", mode & 0o777),
         });
     }
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    file.read_to_end(&mut bytes).map_err(io_err("read", path))?;
-    bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| DataDirError::Invalid { path: path.to_owned(), message: "expected 32 bytes".into() })
+    let wrong_length =
+        || DataDirError::Invalid { path: path.to_owned(), message: "expected 32 bytes".into() };
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    file.read_exact(secret.as_mut()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => wrong_length(),
+        _ => io_err("read", path)(e),
+    })?;
+    let mut extra = zeroize::Zeroizing::new([0u8; 1]);
+    if file.read(extra.as_mut()).map_err(io_err("read", path))? != 0 {
+        return Err(wrong_length());
+    }
+    Ok(secret)
 }
 
 /// The checkpoint origin of a new log, derived from its public key.
@@ -159,11 +168,11 @@ pub fn load(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
             message: format!("unknown format {}", identity.format),
         });
     }
-    let seed = zeroize::Zeroizing::new(read_secret_file(&dir.join(SIGNING_KEY_FILE))?);
+    let seed = read_secret_file(&dir.join(SIGNING_KEY_FILE))?;
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     let signer = NoteSigner::new(&identity.origin, signing)
         .map_err(|e| DataDirError::Invalid { path: dir.join(IDENTITY_FILE), message: e.to_string() })?;
-    let pepper = Pepper::from_bytes(read_secret_file(&dir.join(PEPPER_FILE))?);
+    let pepper = Pepper::from_bytes(*read_secret_file(&dir.join(PEPPER_FILE))?);
     Ok(DataDirSecrets { origin: identity.origin, signer, pepper })
 }
 
@@ -228,5 +237,34 @@ pub(crate) fn check_initialisable(dir: &Path) -> Result<(), DataDirError> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(DataDirError::Io { op: "read", path: dir.to_owned(), source: e }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+
+    #[test]
+    fn a_secret_file_is_read_into_a_zeroizing_buffer_of_exactly_32_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pepper.key");
+        let bytes: Vec<u8> = (1..=32).collect();
+        write_secret_file(&path, &bytes).unwrap();
+        let secret = read_secret_file(&path).unwrap();
+        // The only copy handed out is zeroed on drop.
+        zeroed_on_drop(&secret);
+        assert_eq!(&secret[..], &bytes[..]);
+        for (name, length) in [("short.key", 31), ("long.key", 33), ("empty.key", 0)] {
+            let path = dir.path().join(name);
+            write_secret_file(&path, &vec![7; length]).unwrap();
+            match read_secret_file(&path) {
+                Err(DataDirError::Invalid { message, .. }) => {
+                    assert_eq!(message, "expected 32 bytes", "{name}")
+                }
+                other => panic!("{name}: {:?}", other.map(|_| "read")),
+            }
+        }
     }
 }

@@ -624,6 +624,7 @@ impl Engine {
         events: Vec<String>,
     ) -> Result<(crate::state::Webhook, Secret), LedgerError> {
         crate::webhook::validate_url(&url)?;
+        crate::webhook::check_destination(&url, self.webhooks.destination_rule())?;
         let events = crate::webhook::validate_events(events)?;
         let command =
             Command::SetWebhook { caller, workspace: workspace.clone(), config: Some((url, events)) };
@@ -634,6 +635,12 @@ impl Engine {
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Where this engine delivers webhooks (`--webhook-allow-private`; see
+    /// [`crate::webhook::destination`]).
+    pub fn webhook_destination_rule(&self) -> crate::webhook::DestinationRule {
+        self.webhooks.destination_rule()
     }
 
     /// Disables a workspace's webhook; its undelivered deliveries are cancelled.

@@ -8,7 +8,8 @@
 use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::ApiError;
-use crate::extract::{JsonBody, QueryPairs, path_param};
+use crate::extract::{QueryPairs, path_param};
+use crate::secret_body::SecretJson;
 use crate::views::key_view;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -381,7 +382,8 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
     }))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+/// Zeroed on drop, like the request bytes it was parsed from ([`SecretJson`]).
+#[derive(Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupBody {
     secret: String,
@@ -394,12 +396,12 @@ pub struct LookupBody {
 pub async fn lookup(
     State(state): State<AppState>,
     admin: Admin,
-    JsonBody(body): JsonBody<LookupBody>,
+    SecretJson(body): SecretJson<LookupBody>,
 ) -> Answer {
     admin.require(scope::AUDIT_READ)?;
     let engine = &state.engine;
     let found = engine.find_by_secret(&body.secret);
-    drop(body);
+    drop(body); // zeroes the candidate
     engine.record_lookup(admin.caller.clone(), found.as_ref()).await?;
     let Some(key) = found.filter(|k| admin.can_see(&k.workspace)) else {
         return Err(ApiError::not_found("no key has this secret"));

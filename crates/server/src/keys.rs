@@ -5,7 +5,7 @@ use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJson, QueryPairs, double_option, path_param};
-use crate::views::{key_view, key_view_with_secret, policy_view};
+use crate::views::{RotationView, WithSecret, key_view, key_view_with_secret, policy_view, rotation_view};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -125,7 +125,7 @@ pub async fn create(
     tag: Option<Extension<IdempotencyTag>>,
     Path(workspace): Path<String>,
     JsonBody(body): JsonBody<CreateKey>,
-) -> Answer {
+) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
     let workspace = parse_workspace(&workspace)?;
     allow_write(&admin, &workspace)?;
     let spec = key_spec(&workspace, body)?;
@@ -247,7 +247,7 @@ pub async fn rotate(
     tag: Option<Extension<IdempotencyTag>>,
     Path(key_id): Path<String>,
     OptionalJson(body): OptionalJson<RotateKey>,
-) -> Answer {
+) -> Result<(StatusCode, Json<RotationView>), ApiError> {
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     let overlap = match body.overlap.as_deref() {
@@ -259,12 +259,7 @@ pub async fn rotate(
     let (new, previous, secret) =
         state.engine.rotate_idempotent(admin.caller, key.key_id, overlap, tag).await?;
     let now = Timestamp::now();
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({ "key": key_view_with_secret(&new, &secret, now), "previous": key_view(&previous, now) }),
-        ),
-    ))
+    Ok((StatusCode::CREATED, Json(rotation_view(&new, &secret, &previous, now))))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]

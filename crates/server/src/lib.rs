@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod redact;
 pub mod request_id;
+pub mod secret_body;
 pub mod throttle;
 mod transport;
 pub mod verify;

@@ -1,8 +1,13 @@
-//! JSON views of the engine's records, as contract §4 shapes them.
+//! JSON views of the engine's records, as `docs/api.md` shapes them.
+//!
+//! A view that carries an issued secret ([`WithSecret`]) never copies the secret into a
+//! `serde_json::Value`, whose strings are freed without being zeroed: it holds it as a
+//! [`Secret`] (zeroed on drop) and writes it straight into the response body.
 
 use keyledger_core::json::{metadata_json, policy_json};
 use keyledger_core::{Policy, Secret, Timestamp, json::actor_text};
 use keyledger_ledger::KeyRecord;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 fn time(t: Option<Timestamp>) -> Value {
@@ -36,13 +41,46 @@ pub fn key_view(key: &KeyRecord, now: Timestamp) -> Value {
     })
 }
 
-/// A KeyView plus the secret: only in the one create/rotate response that issues it.
-pub fn key_view_with_secret(key: &KeyRecord, secret: &Secret, now: Timestamp) -> Value {
-    let mut view = key_view(key, now);
-    if let Some(object) = view.as_object_mut() {
-        object.insert("secret".into(), Value::String(secret.expose().to_owned()));
+/// A JSON object plus `"secret"`, its last field, serialised from a [`Secret`]: the secret
+/// is never in a `serde_json::Value` and is zeroed when this is dropped.
+pub struct WithSecret {
+    view: Value,
+    secret: Secret,
+}
+
+impl WithSecret {
+    /// `view` (an object, never holding a secret) with `secret` added.
+    pub fn new(view: Value, secret: &Secret) -> Self {
+        Self { view, secret: secret.clone() }
     }
-    view
+}
+
+impl Serialize for WithSecret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = self.view.as_object();
+        let mut map = serializer.serialize_map(Some(fields.map_or(0, |f| f.len()) + 1))?;
+        for (name, value) in fields.into_iter().flatten() {
+            map.serialize_entry(name, value)?;
+        }
+        map.serialize_entry("secret", self.secret.expose())?;
+        map.end()
+    }
+}
+
+/// A KeyView plus the secret: only in the one create/rotate response that issues it.
+pub fn key_view_with_secret(key: &KeyRecord, secret: &Secret, now: Timestamp) -> WithSecret {
+    WithSecret::new(key_view(key, now), secret)
+}
+
+/// The answer of a rotation: the new key with its secret, and the previous key.
+#[derive(serde::Serialize)]
+pub struct RotationView {
+    key: WithSecret,
+    previous: Value,
+}
+
+pub fn rotation_view(new: &KeyRecord, secret: &Secret, previous: &KeyRecord, now: Timestamp) -> RotationView {
+    RotationView { key: key_view_with_secret(new, secret, now), previous: key_view(previous, now) }
 }
 
 pub fn policy_view(workspace: &str, policy: &Policy) -> Value {
@@ -51,4 +89,25 @@ pub fn policy_view(workspace: &str, policy: &Policy) -> Value {
         object.insert("workspace".into(), Value::String(workspace.to_owned()));
     }
     view
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyledger_core::{Environment, KeyPrefix};
+
+    fn holds_zeroed_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+
+    #[test]
+    fn an_issued_secret_is_serialised_from_a_zeroizing_type_never_from_a_value() {
+        let secret = Secret::generate(&KeyPrefix::default_prefix(), Environment::Live).unwrap();
+        let view = json!({"key_id": "key_x", "name": "ci"});
+        let issued = WithSecret::new(view.clone(), &secret);
+        // The secret is held as a `Secret` (zeroed on drop), not copied into the view.
+        holds_zeroed_on_drop(&issued.secret);
+        assert!(!issued.view.to_string().contains(secret.expose()));
+        // On the wire: the same object as before, with `secret` last.
+        let text = serde_json::to_string(&issued).unwrap();
+        assert_eq!(text, format!(r#"{{"key_id":"key_x","name":"ci","secret":"{}"}}"#, secret.expose()));
+    }
 }

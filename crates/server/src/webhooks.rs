@@ -6,10 +6,11 @@ use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryPairs, path_param};
+use crate::views::WithSecret;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use keyledger_core::{Secret, WorkspaceId, json::actor_text};
+use keyledger_core::{WorkspaceId, json::actor_text};
 use keyledger_ledger::Webhook;
 use keyledger_ledger::webhook::Attempt;
 use serde::Deserialize;
@@ -27,19 +28,15 @@ pub struct SetWebhook {
     events: Vec<String>,
 }
 
-fn webhook_view(workspace: &WorkspaceId, webhook: &Webhook, secret: Option<&Secret>) -> Value {
-    let mut view = json!({
+fn webhook_view(workspace: &WorkspaceId, webhook: &Webhook) -> Value {
+    json!({
         "workspace": workspace.as_str(),
         "url": webhook.url,
         "events": webhook.events,
         "enabled": webhook.enabled,
         "updated_at": webhook.set_at.to_rfc3339(),
         "updated_by": actor_text(&webhook.set_by),
-    });
-    if let (Some(secret), Some(object)) = (secret, view.as_object_mut()) {
-        object.insert("secret".into(), Value::String(secret.expose().to_owned()));
-    }
-    view
+    })
 }
 
 fn attempt_view(attempt: &Attempt) -> Value {
@@ -72,25 +69,29 @@ pub async fn set(
     admin: Admin,
     Path(workspace): Path<String>,
     JsonBody(body): JsonBody<SetWebhook>,
-) -> Answer {
+) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
     let workspace = admin_workspace(&admin, &workspace)?;
+    // A well-formed URL whose host is a refused destination is unprocessable (422), unlike a
+    // malformed one (400, from the engine); see docs/webhooks.md, "Destinations".
+    keyledger_ledger::webhook::check_destination(&body.url, state.engine.webhook_destination_rule())
+        .map_err(|error| ApiError::from(error).with_status(StatusCode::UNPROCESSABLE_ENTITY))?;
     let (webhook, secret) =
         state.engine.set_webhook(admin.caller, workspace.clone(), body.url, body.events).await?;
-    Ok((StatusCode::OK, Json(webhook_view(&workspace, &webhook, Some(&secret)))))
+    Ok((StatusCode::OK, Json(WithSecret::new(webhook_view(&workspace, &webhook), &secret))))
 }
 
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/webhook", tag = "webhooks", description = "The workspace's webhook, never its secret (`ledger:admin`).", params(("ws" = String, Path, description = "Workspace id")), responses((status = 200, description = "The webhook", body = crate::openapi::WebhookView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no webhook was ever configured, or a workspace the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn show(State(state): State<AppState>, admin: Admin, Path(workspace): Path<String>) -> Answer {
     let workspace = admin_workspace(&admin, &workspace)?;
     let webhook = state.engine.webhook(&workspace).ok_or_else(|| not_configured(&workspace))?;
-    Ok((StatusCode::OK, Json(webhook_view(&workspace, &webhook, None))))
+    Ok((StatusCode::OK, Json(webhook_view(&workspace, &webhook))))
 }
 
 #[utoipa::path(delete, path = "/v1/workspaces/{ws}/webhook", tag = "webhooks", description = "Disable the workspace's webhook (`ledger:admin`): nothing more is sent and undelivered deliveries are cancelled. Repeating it changes nothing.", params(("ws" = String, Path, description = "Workspace id")), responses((status = 200, description = "The disabled webhook", body = crate::openapi::WebhookView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no webhook was ever configured, or a workspace the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn disable(State(state): State<AppState>, admin: Admin, Path(workspace): Path<String>) -> Answer {
     let workspace = admin_workspace(&admin, &workspace)?;
     let webhook = state.engine.disable_webhook(admin.caller, workspace.clone()).await?;
-    Ok((StatusCode::OK, Json(webhook_view(&workspace, &webhook, None))))
+    Ok((StatusCode::OK, Json(webhook_view(&workspace, &webhook))))
 }
 
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/webhook/deliveries", tag = "webhooks", description = "The workspace's most recent delivery attempts, newest first, and how many deliveries wait (`ledger:admin`).", params(("ws" = String, Path, description = "Workspace id"), ("limit" = Option<u32>, Query, description = "Attempts to list, default 100, at most 1000")), responses((status = 200, description = "Delivery attempts", body = crate::openapi::WebhookDeliveries), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no webhook was ever configured, or a workspace the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]

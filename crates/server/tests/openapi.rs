@@ -307,10 +307,14 @@ async fn responses_conform_to_the_documented_schemas() {
             webhook,
             "/v1/workspaces/acme/webhook",
             a,
-            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["key.revoked"]})),
+            Some(json!({"url": "https://hooks.invalid/hook", "events": ["key.revoked"]})),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
+    // A loopback destination is refused (422; docs/webhooks.md, "Destinations").
+    let url = json!({"url": "http://127.0.0.1:9/hook"});
+    let (s, _) = h.call("PUT", webhook, "/v1/workspaces/acme/webhook", a, Some(url)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     h.call("PUT", webhook, "/v1/workspaces/acme/webhook", a, Some(json!({"url": "hook"}))).await;
     h.call("GET", webhook, "/v1/workspaces/acme/webhook", a, None).await;
     h.call("GET", webhook, "/v1/workspaces/nowhere/webhook", a, None).await;

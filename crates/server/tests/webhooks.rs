@@ -121,6 +121,8 @@ fn fast() -> WebhookOptions {
         max_delay: Duration::from_secs(2),
         timeout: Duration::from_secs(2),
         expiring_scan_interval: Duration::from_millis(100),
+        // The receivers of these tests are on loopback (`--webhook-allow-private`).
+        allow_private: true,
         ..WebhookOptions::default()
     }
 }
@@ -548,4 +550,117 @@ async fn configuration_is_validated_and_workspace_scoped() {
         .await;
     let (status, _) = api.call_as(&reader, "GET", "/v1/workspaces/acme/webhook", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+// ----- destinations (docs/security.md, "Webhook destinations") --------------------------
+
+/// Webhook options of a deployment without `--webhook-allow-private`.
+fn strict() -> WebhookOptions {
+    WebhookOptions { allow_private: false, ..fast() }
+}
+
+/// A listener on loopback that only counts the connections it accepts.
+fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_and_metadata_destinations_are_refused_at_configuration() {
+    let (dir, path, admin) = init();
+    let api = open(dir, &path, &admin, strict());
+    let (port, connections) = counting_listener();
+    for url in [
+        format!("http://127.0.0.1:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://192.168.1.1/".to_owned(),
+        "http://100.64.0.1/".to_owned(),
+        "http://0.0.0.0/".to_owned(),
+        "http://[::1]/".to_owned(),
+        "http://[fd00::1]/".to_owned(),
+        "http://[fe80::1]/".to_owned(),
+        "http://[::ffff:127.0.0.1]/".to_owned(),
+        "http://[fd00:ec2::254]/".to_owned(),
+        "http://100.100.100.200/".to_owned(),
+        "http://metadata.google.internal/computeMetadata/v1/".to_owned(),
+    ] {
+        let (status, body) = api.call("PUT", "/v1/workspaces/acme/webhook", Some(json!({"url": url}))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{url}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("`url`"), "{url}: {body}");
+        assert!(body["request_id"].as_str().unwrap().starts_with("req_"), "{body}");
+    }
+    let (status, _) = api.call("GET", "/v1/workspaces/acme/webhook", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was configured");
+    // A syntactically bad URL is still a 400, as before.
+    let (status, _) = api.call("PUT", "/v1/workspaces/acme/webhook", Some(json!({"url": "ftp://x/"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    api.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_loopback_is_refused_when_connecting_and_never_reached() {
+    let (dir, path, admin) = init();
+    let api = open(dir, &path, &admin, strict());
+    let (port, connections) = counting_listener();
+    // Names are resolved by the sender on every attempt, so the check cannot be dodged by a
+    // name that resolves elsewhere at configuration time (DNS rebinding). `2130706433` is
+    // 127.0.0.1 in the decimal form the system resolver accepts.
+    for (workspace, url) in
+        [("acme", format!("http://localhost:{port}/hook")), ("beta", format!("http://2130706433:{port}/"))]
+    {
+        api.set_webhook(workspace, json!({"url": url, "events": ["key.created"]})).await;
+        api.create(workspace, json!({"name": "ci"})).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for workspace in ["acme", "beta"] {
+        let attempt = loop {
+            let list = api.deliveries(workspace).await;
+            if let Some(attempt) = list["attempts"].as_array().unwrap().first() {
+                break attempt.clone();
+            }
+            assert!(Instant::now() < deadline, "no attempt recorded for {workspace}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(attempt["error"], "refused destination", "{workspace}: {attempt}");
+        assert!(attempt["status"].is_null(), "{attempt}");
+        assert_eq!(attempt["outcome"], "retrying", "{attempt}");
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "a refused destination was reached");
+    api.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_failures_are_recorded_as_a_class_without_the_os_error() {
+    let api = api();
+    // A closed port on loopback (allowed here, as with `--webhook-allow-private`).
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    api.set_webhook("acme", json!({"url": format!("http://127.0.0.1:{closed}/"), "events": ["key.created"]}))
+        .await;
+    api.create("acme", json!({"name": "ci"})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let attempt = loop {
+        let list = api.deliveries("acme").await;
+        if let Some(attempt) = list["attempts"].as_array().unwrap().first() {
+            break attempt.clone();
+        }
+        assert!(Instant::now() < deadline, "no attempt recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(attempt["error"], "connection failed", "{attempt}");
+    api.engine.shutdown().await;
 }

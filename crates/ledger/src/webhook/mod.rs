@@ -15,9 +15,11 @@
 //! the pepper ([`keyledger_core::Pepper::webhook_secret`]), and never reaches a payload, a
 //! record, a log line or an error. Payloads never carry a secret or a hash.
 
+pub mod destination;
 pub mod outbox;
 pub(crate) mod service;
 
+pub use destination::{DestinationRule, Refusal};
 pub use outbox::{Attempt, AttemptOutcome, DeliveryList};
 pub(crate) use service::WebhookService;
 
@@ -74,6 +76,10 @@ pub struct WebhookOptions {
     pub max_pending_per_workspace: u64,
     /// How long attempt records are kept for the deliveries listing.
     pub attempt_retention: Duration,
+    /// Deliver to loopback, private and link-local addresses too (`--webhook-allow-private`;
+    /// see [`destination`]). Off by default: a workspace admin must not reach the internal
+    /// network through keyledger.
+    pub allow_private: bool,
 }
 
 impl Default for WebhookOptions {
@@ -89,6 +95,7 @@ impl Default for WebhookOptions {
             expiring_scan_interval: Duration::from_secs(60),
             max_pending_per_workspace: 10_000,
             attempt_retention: Duration::from_secs(7 * 24 * 3600),
+            allow_private: false,
         }
     }
 }
@@ -98,6 +105,11 @@ impl WebhookOptions {
     pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
         self.first_retry.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// Where deliveries may go.
+    pub fn destination_rule(&self) -> DestinationRule {
+        DestinationRule { allow_private: self.allow_private }
     }
 }
 
@@ -137,6 +149,20 @@ pub fn validate_url(url: &str) -> Result<(), LedgerError> {
         return bad("must name a host");
     }
     Ok(())
+}
+
+/// Checks where a well-formed webhook URL leads (see [`destination`]): `Err` names the
+/// refused host's class, `Ok` for an allowed host and for a URL [`validate_url`] refuses
+/// (whose error comes from there). Literal addresses and metadata names only: names are
+/// resolved and checked by the sender when it connects.
+pub fn check_destination(url: &str, rule: DestinationRule) -> Result<(), LedgerError> {
+    if validate_url(url).is_err() {
+        return Ok(());
+    }
+    let Some(host) = url.parse::<ureq::http::Uri>().ok().and_then(|u| u.host().map(str::to_owned)) else {
+        return Ok(());
+    };
+    rule.check_host(&host).map_err(|refusal| LedgerError::invalid("url", format!("`{host}` {refusal}")))
 }
 
 /// Checks and normalises (sorted, deduplicated) subscribed types; empty means all.
@@ -302,6 +328,31 @@ mod tests {
             }
         }
         assert!(validate_url(&format!("https://e.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
+    }
+
+    #[test]
+    fn destinations_are_checked_on_literal_hosts_naming_the_field() {
+        let strict = DestinationRule { allow_private: false };
+        for refused in [
+            "http://127.0.0.1:8080/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/",
+            "http://[::1]/",
+            "http://[fd00::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://metadata.google.internal/",
+        ] {
+            match check_destination(refused, strict) {
+                Err(LedgerError::Invalid(e)) => assert_eq!(e.field, "url", "{refused}"),
+                other => panic!("{refused:?} gave {other:?}"),
+            }
+        }
+        for allowed in ["https://example.com/hook", "http://93.184.215.14/", "ftp://127.0.0.1/"] {
+            assert!(check_destination(allowed, strict).is_ok(), "{allowed}");
+        }
+        let open = DestinationRule { allow_private: true };
+        assert!(check_destination("http://127.0.0.1:8080/x", open).is_ok());
+        assert!(check_destination("http://169.254.169.254/", open).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Neither holds a lock another component waits for while doing I/O: the registry's read
 //! lock is taken only to copy a workspace's configuration.
 
+use super::destination::{GuardedResolver, RefusedDestination};
 use super::outbox::{Attempt, AttemptOutcome, Outbox, Pending};
 use super::{WebhookCounters, WebhookOptions, expiring_notification, notifications_for, sign};
 use crate::projection::ProjectionError;
@@ -139,6 +140,11 @@ impl WebhookService {
 
     pub(crate) fn outbox(&self) -> &Outbox {
         &self.shared.outbox
+    }
+
+    /// Where deliveries may go.
+    pub(crate) fn destination_rule(&self) -> super::DestinationRule {
+        self.shared.options.destination_rule()
     }
 
     /// What stops both threads (an attempt under way finishes first, within its timeout)
@@ -294,14 +300,21 @@ fn scan_expiring(shared: &Shared) -> Result<(), ProjectionError> {
 }
 
 fn send_loop(shared: &Shared, pepper: &Pepper) {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // A redirect is a failure: the signature was made for the configured URL only.
-            .max_redirects(0)
-            .timeout_global(Some(shared.options.timeout))
-            .user_agent(concat!("keyledger-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build(),
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        // A redirect is a failure: the signature was made for the configured URL only, and
+        // a redirect could lead to a refused destination.
+        .max_redirects(0)
+        // Connect directly, never through a proxy from the environment: the resolver below
+        // must see, check and pick the very address connected to (see `destination`).
+        .proxy(None)
+        .timeout_global(Some(shared.options.timeout))
+        .user_agent(concat!("keyledger-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let agent = ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        GuardedResolver::new(shared.options.destination_rule()),
     );
     while !shared.signal.stopped() {
         let wait = match shared.outbox.first_due() {
@@ -386,8 +399,7 @@ fn attempt(
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (status, error) = match result {
         Ok(response) => (Some(response.status().as_u16()), None),
-        // ureq's errors name the host and the cause, never the request's headers.
-        Err(error) => (None, Some(transport_error(&error))),
+        Err(error) => (None, Some(transport_error(&error).to_owned())),
     };
     if status.is_some_and(|s| (200..300).contains(&s)) {
         shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -418,15 +430,35 @@ fn attempt(
     )
 }
 
-/// A short, secret-free description of a transport failure.
-fn transport_error(error: &ureq::Error) -> String {
+/// The class of a transport failure, as the deliveries list shows it (`docs/webhooks.md`).
+/// Never the OS error or ureq's text: a workspace admin reads it, and "connection refused"
+/// against "timed out" would tell a closed port from a filtered one.
+fn transport_error(error: &ureq::Error) -> &'static str {
     match error {
-        ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::Io(e) => format!("connection failed: {}", e.kind()),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection failed".into(),
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "TLS handshake failed".into(),
-        ureq::Error::BadUri(_) | ureq::Error::Http(_) => "invalid URL".into(),
-        other => format!("request failed: {other}"),
+        ureq::Error::Other(e) if e.is::<RefusedDestination>() => "refused destination",
+        ureq::Error::Timeout(_) => "timed out",
+        ureq::Error::HostNotFound => "host not found",
+        ureq::Error::Io(_) | ureq::Error::ConnectionFailed => "connection failed",
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) | ureq::Error::TlsRequired => {
+            "TLS failed"
+        }
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => "invalid URL",
+        _ => "request failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_are_reported_as_classes_without_os_text() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(transport_error(&ureq::Error::Io(refused)), "connection failed");
+        assert_eq!(transport_error(&ureq::Error::Io(reset)), "connection failed");
+        assert_eq!(transport_error(&ureq::Error::Timeout(ureq::Timeout::Connect)), "timed out");
+        assert_eq!(transport_error(&ureq::Error::Other(Box::new(RefusedDestination))), "refused destination");
+        assert_eq!(transport_error(&ureq::Error::Other("os error 111".into())), "request failed");
     }
 }
