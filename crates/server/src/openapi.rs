@@ -192,7 +192,10 @@ pub struct ProofView {
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
-    pub log_size: u64,
+    /// Events in the log (every tenant's): only to an admin key holding `ledger:audit:read`,
+    /// or to anyone with `--healthz-details`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_size: Option<u64>,
 }
 
 /// Where a verification came from, as recorded on `used`/`denied` events.
