@@ -51,7 +51,7 @@ impl Golden {
         }
         let revoked = client.post(&format!("/v1/keys/{}/revoke", secrets[2].0), admin, &json!({}));
         assert_eq!(revoked.status, 200, "{}", revoked.dump());
-        let health = client.send("GET", "/healthz", &[], None);
+        let health = client.get("/healthz", admin);
         let events = health.body["log_size"]
             .as_u64()
             .unwrap_or_else(|| panic!("healthz lacks log_size: {}", health.dump()));

@@ -147,6 +147,21 @@ struct ServeArgs {
     /// are refused; cloud metadata endpoints are refused either way (docs/webhooks.md).
     #[arg(long, env = "KEYLEDGER_WEBHOOK_ALLOW_PRIVATE")]
     webhook_allow_private: bool,
+    /// Failed admin authentications (a presented key that is unknown, revoked, disabled,
+    /// expired or not a `_ledger` key) allowed per client address and minute; beyond that,
+    /// every admin request from the address that presents a key answers 429 with
+    /// Retry-After until its budget refills. 0 = off.
+    #[arg(
+        long,
+        env = "KEYLEDGER_THROTTLE_FAILED_ADMIN_AUTH",
+        default_value_t = keyledger_server::throttle::DEFAULT_ADMIN_AUTH_FAILURES,
+        value_name = "PER_MINUTE"
+    )]
+    throttle_failed_admin_auth: u32,
+    /// Show the log size on /healthz to anyone (by default only to admin keys holding
+    /// ledger:audit:read: it counts every tenant's traffic).
+    #[arg(long, env = "KEYLEDGER_HEALTHZ_DETAILS")]
+    healthz_details: bool,
     /// PEM certificate chain: serve HTTPS directly (with --tls-key), for deployments
     /// without a TLS-terminating proxy in front.
     #[arg(long, env = "KEYLEDGER_TLS_CERT", requires = "tls_key")]
@@ -248,6 +263,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
         throttle_failed_verifications: args.throttle_failed_verifications,
+        throttle_failed_admin_auth: args.throttle_failed_admin_auth,
+        healthz_details: args.healthz_details,
         ..keyledger_server::ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

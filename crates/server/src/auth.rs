@@ -4,14 +4,21 @@
 //! `Authorization: Api-Key K` or `x-api-key: K`. Its scopes say what it may do; its
 //! `resources` are the workspaces it may act on (empty = all). Anything the caller may not
 //! see answers 404, exactly as if it did not exist.
+//!
+//! Failed authentications are throttled per source (see [`crate::throttle`]): a source that
+//! has spent its budget gets 429 before the key it presents is looked at, so a guess is
+//! never answered.
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::extract::FromRequestParts;
+use crate::forwarded::client_ip;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use keyledger_core::{Actor, WorkspaceId};
 use keyledger_ledger::{Caller, KeyRecord};
+use std::net::{IpAddr, SocketAddr};
 
 /// The scopes of keyledger's API.
 pub mod scope {
@@ -35,15 +42,51 @@ pub struct Admin {
 }
 
 impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = presented_key(&parts.headers)
-            .ok_or_else(|| ApiError::from(keyledger_ledger::AuthError::Unknown))?;
-        let key = state.engine.authenticate_admin(presented)?;
-        let request_id = crate::current_request(parts);
-        Ok(Admin { caller: Caller { actor: Actor::Admin(key.key_id), request_id }, key })
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        authenticate(parts, state).await
     }
+}
+
+/// Authenticates the admin key `parts` present, under the per-source throttle: 401 (no key,
+/// or one that is unknown, revoked, disabled or expired), 403 (not a `_ledger` key) or 429
+/// (this source failed too often; decided before the key is looked at).
+pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Admin, Response> {
+    let unknown = || ApiError::from(keyledger_ledger::AuthError::Unknown).into_response();
+    if presented_key(&parts.headers).is_none() {
+        return Err(unknown());
+    }
+    let throttle = match &state.admin_throttle {
+        Some(throttle) => source(parts, state).await.map(|source| (throttle, source)),
+        None => None,
+    };
+    if let Some((throttle, source)) = throttle
+        && let Err(retry_after) = throttle.check(source)
+    {
+        return Err(crate::throttle::admin_throttled(retry_after));
+    }
+    let presented = presented_key(&parts.headers).ok_or_else(unknown)?;
+    match state.engine.authenticate_admin(presented) {
+        Ok(key) => {
+            let request_id = crate::current_request(parts);
+            Ok(Admin { caller: Caller { actor: Actor::Admin(key.key_id), request_id }, key })
+        }
+        Err(error) => {
+            if let Some((throttle, source)) = throttle {
+                throttle.charge(source);
+            }
+            Err(ApiError::from(error).into_response())
+        }
+    }
+}
+
+/// The client address a request is throttled by (as verify records it), if known.
+async fn source(parts: &mut Parts, state: &AppState) -> Option<IpAddr> {
+    // The extractor, not the extension alone: tests supply the peer through `MockConnectInfo`.
+    let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await.ok()?;
+    let config = &state.config;
+    Some(client_ip(&parts.headers, peer.ip(), &config.trusted_proxies, config.trust_forwarded_for))
 }
 
 impl Admin {

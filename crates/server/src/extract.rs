@@ -1,6 +1,7 @@
 //! Request extractors that fail in the contract's error shape, naming the field.
 
 use crate::error::{ApiError, ErrorCode};
+use axum::RequestExt;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -44,23 +45,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// A JSON body that may be absent (then `T::default()`).
+/// A JSON body that may be absent (then `T::default()`). Read like every body, under
+/// [`axum::extract::DefaultBodyLimit`] (the router sets it to
+/// [`crate::ServerConfig::body_limit`]): a body is refused with 413 as soon as it passes the
+/// limit, and the rest of it is never buffered.
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the limit"))?;
+        let (parts, body) = request.with_limited_body().into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| body_error(&e))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
         let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         JsonBody::<T>::from_request(request, state).await.map(|JsonBody(v)| OptionalJson(v))
     }
+}
+
+/// Why a body could not be read: over the limit (413 `payload_too_large`), or the client
+/// went away mid-body (400).
+pub fn body_error(error: &axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return ApiError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the limit");
+        }
+        source = cause.source();
+    }
+    ApiError::new(ErrorCode::InvalidRequest, "the request body could not be read")
 }
 
 /// The query string as ordered name/value pairs (repeated names kept, e.g. `scope`).

@@ -1,37 +1,69 @@
-//! `Idempotency-Key` on the POSTs that create keys (create, rotate, revoke-all).
+//! `Idempotency-Key` on the POSTs that create keys (create, rotate, revoke-all), as
+//! docs/api.md ("Idempotency") describes.
 //!
-//! A retry with the same admin key, the same `Idempotency-Key` and the same request (method,
-//! path, body) within 24 hours gets the original response replayed, byte for byte, with
-//! `idempotent-replayed: true`, and creates nothing. The same `Idempotency-Key` with a
-//! different request answers 409. A request still in flight answers 409 to its twin.
+//! A retry by the same admin key (the same key id, in whichever header form), with the same
+//! `Idempotency-Key` and the same request (method, path, body) within 24 hours gets the
+//! original response replayed, byte for byte, with `idempotent-replayed: true`, and creates
+//! nothing. The same `Idempotency-Key` with a different request answers 409. A request still
+//! in flight answers 409 to its twin.
 //!
-//! The original response can contain a key's secret, so replays are kept **only in memory**
-//! (zeroed when evicted) and never written to disk. What *is* durable is the fact that the
-//! request was carried out: an `idempotency` event (hashes and the resulting key ids) is
-//! appended in the same batch as the request's own events. So after a restart a retry is
-//! still never carried out twice; it answers 409 with the key ids it produced, since the
-//! secret cannot be shown again. Only successful (2xx) responses are kept; a failed request
-//! can be retried.
+//! # A replay is decided after authentication and authorisation
+//!
+//! The original response can hold a secret, so it is served again only to a caller who could
+//! carry the request out now. The middleware authenticates the key first (a key that no longer
+//! authenticates gets exactly the answer it would get without the header: 401 for revoked,
+//! disabled or expired keys, 429 when its source is throttled), and a replay runs the handler
+//! itself, under the request's idempotency tag: the handler makes its usual scope and
+//! workspace checks (403, 404), and the writer re-checks the admin key and then refuses the
+//! request as already carried out (`check_idempotency`, 409). Only that refusal, for a request
+//! recorded with this very fingerprint, is turned into the stored response. Whatever else the
+//! handler answers is the answer, so a replay can never do more than a fresh request could.
+//!
+//! # Memory only, and bounded
+//!
+//! Replays are kept **only in memory** (zeroed when dropped) and never written to disk. What
+//! *is* durable is the fact that the request was carried out: an `idempotency` event (hashes
+//! and the resulting key ids) is appended in the same batch as the request's own events. So
+//! after a restart, or when the response was not kept, a retry is still never carried out
+//! twice; it answers 409 with the key ids it produced, since the secret cannot be shown again.
+//! Only successful (2xx) responses of at most [`MAX_REPLAY_BYTES`] are kept, at most
+//! [`CAPACITY`] entries and [`MAX_CACHED_BYTES`] of bodies in all; a response that does not
+//! fit is answered but not kept. A failed request can be retried.
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use keyledger_core::KeyId;
+use keyledger_ledger::IdempotencyTag;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 const TTL: Duration = Duration::from_secs(24 * 3600);
-const CAPACITY: usize = 100_000;
+/// Most entries (in flight or done) kept at once.
+pub const CAPACITY: usize = 100_000;
+/// Largest response kept for replay, in bytes (a create answer is about 1 KiB, a rotate's
+/// twice that; a revoke-all of many keys may be larger, and is then answered but not kept).
+pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
+/// Most bytes of response bodies kept in all.
+pub const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
 const MAX_KEY_LEN: usize = 255;
+
+#[derive(Clone)]
+struct Stored {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Zeroizing<Vec<u8>>,
+}
 
 enum Outcome {
     InFlight,
-    Done { status: StatusCode, content_type: Option<HeaderValue>, body: Zeroizing<Vec<u8>> },
+    Done(Stored),
 }
 
 struct Entry {
@@ -40,20 +72,92 @@ struct Entry {
     outcome: Outcome,
 }
 
-/// Replays of recent idempotent requests, keyed by (hash of the caller's credential, key).
+/// The caller's admin key id and its `Idempotency-Key`.
+type EntryId = (KeyId, String);
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<EntryId, Entry>,
+    /// Sum of the stored bodies' lengths.
+    bytes: usize,
+}
+
+impl Entries {
+    fn remove(&mut self, id: &EntryId) {
+        if let Some(Entry { outcome: Outcome::Done(stored), .. }) = self.map.remove(id) {
+            self.bytes -= stored.body.len();
+        }
+    }
+
+    fn forget_expired(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.map.retain(|_, entry| {
+            let keep = now.duration_since(entry.stored_at) < TTL;
+            if let (false, Outcome::Done(stored)) = (keep, &entry.outcome) {
+                freed += stored.body.len();
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    /// Turns the in-flight entry `id` into a replay of `stored`, if it fits; else forgets it.
+    fn complete(&mut self, id: &EntryId, stored: Stored, now: Instant) {
+        let len = stored.body.len();
+        if self.bytes + len > MAX_CACHED_BYTES {
+            self.forget_expired(now);
+        }
+        let fits = self.bytes + len <= MAX_CACHED_BYTES;
+        match self.map.get_mut(id) {
+            Some(entry) if fits && matches!(entry.outcome, Outcome::InFlight) => {
+                self.bytes += len;
+                entry.outcome = Outcome::Done(stored);
+                entry.stored_at = now;
+            }
+            _ => self.remove(id),
+        }
+    }
+}
+
+/// Replays of recent idempotent requests, keyed by (admin key id, `Idempotency-Key`).
 #[derive(Default)]
 pub struct IdempotencyCache {
-    entries: Mutex<HashMap<([u8; 32], String), Entry>>,
+    entries: Mutex<Entries>,
 }
 
 impl IdempotencyCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<([u8; 32], String), Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Entries kept (in flight or done).
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    /// Whether no entry is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of response bodies kept.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
 fn conflict(message: &str) -> Response {
     ApiError::new(ErrorCode::Conflict, message).into_response()
+}
+
+/// What the cache says about a request before it runs.
+enum Before {
+    /// Not seen: carry it out (an in-flight entry now stands for it).
+    Fresh,
+    /// Done before with this fingerprint: run the handler's checks, then replay this.
+    Replay(Stored),
+    /// Answer this at once.
+    Answer(Response),
 }
 
 /// The middleware, layered on the idempotent routes only.
@@ -73,21 +177,16 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
             .into_response();
         }
     };
-    // Scope by the credential without keeping it: a hash of whatever authenticates the call.
-    let mut credential = blake3::Hasher::new();
-    for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
-        if let Some(value) = request.headers().get(name) {
-            credential.update(name.as_bytes()).update(b"\0").update(value.as_bytes()).update(b"\0");
-        }
-    }
-    let scope = *credential.finalize().as_bytes();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // Who asks, before anything is looked up: a key that does not authenticate (or a
+    // throttled source) gets the same answer as without the header.
+    let admin = match crate::auth::authenticate(&mut parts, &state).await {
+        Ok(admin) => admin,
+        Err(refusal) => return refusal,
+    };
     let bytes = match axum::body::to_bytes(body, state.config.body_limit).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            return ApiError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the limit")
-                .into_response();
-        }
+        Err(error) => return crate::extract::body_error(&error).into_response(),
     };
     let fingerprint = *blake3::Hasher::new()
         .update(parts.method.as_str().as_bytes())
@@ -97,82 +196,139 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         .update(&bytes)
         .finalize()
         .as_bytes();
-    let tag = keyledger_ledger::IdempotencyTag {
-        id: *blake3::Hasher::new().update(&scope).update(key.as_bytes()).finalize().as_bytes(),
+    let key_id = admin.key.key_id;
+    let tag = IdempotencyTag {
+        id: *blake3::Hasher::new()
+            .update(b"keyledger idempotency by key id\0")
+            .update(key_id.as_bytes())
+            .update(key.as_bytes())
+            .finalize()
+            .as_bytes(),
         fingerprint,
     };
-    // A request carried out before (possibly by an earlier run of keyledger): never again.
-    if let Some(done) = state.engine.idempotent_result(&tag.id)
-        && !state.idempotency.lock().contains_key(&(scope, key.clone()))
-    {
-        if done.fingerprint != fingerprint {
-            return conflict("this Idempotency-Key was used with a different request");
-        }
-        let key_ids: Vec<String> = done.key_ids.iter().map(ToString::to_string).collect();
-        return ApiError::new(
-            ErrorCode::Conflict,
-            "this request was already carried out under its Idempotency-Key; a secret is shown only once, so the original answer cannot be replayed",
-        )
-        .with_extra(serde_json::json!({ "key_ids": key_ids }))
-        .into_response();
-    }
-    let id = (scope, key);
-    {
-        let mut entries = state.idempotency.lock();
-        let now = Instant::now();
-        if entries.len() >= CAPACITY {
-            entries.retain(|_, e| now.duration_since(e.stored_at) < TTL);
-        }
-        match entries.get(&id) {
-            Some(entry) if now.duration_since(entry.stored_at) >= TTL => {
-                entries.remove(&id);
-            }
-            Some(entry) if entry.fingerprint != fingerprint => {
-                return conflict("this Idempotency-Key was used with a different request");
-            }
-            Some(Entry { outcome: Outcome::InFlight, .. }) => {
-                return conflict("a request with this Idempotency-Key is still being processed");
-            }
-            Some(Entry { outcome: Outcome::Done { status, content_type, body }, .. }) => {
-                let mut response = Response::new(Body::from(body.to_vec()));
-                *response.status_mut() = *status;
-                if let Some(content_type) = content_type {
-                    response.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
-                }
-                response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return response;
-            }
-            None => {}
-        }
-        if entries.len() >= CAPACITY {
-            return ApiError::new(ErrorCode::Unavailable, "too many idempotent requests in flight")
-                .into_response();
-        }
-        entries.insert(id.clone(), Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight });
-    }
+    let id = (key_id, key);
+    let before = look_up(&state, &id, fingerprint);
+    let before = match before {
+        Before::Answer(response) => return response,
+        Before::Fresh => None,
+        Before::Replay(stored) => Some(stored),
+    };
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(tag);
     let response = next.run(request).await;
-    if !response.status().is_success() {
-        state.idempotency.lock().remove(&id);
+    let status = response.status();
+    if status == StatusCode::CONFLICT && already_carried_out(&state, &tag) {
+        // The handler's checks passed and the writer refused the request as done: the
+        // caller may have what it got the first time.
+        return match before {
+            Some(stored) => replay(&stored),
+            None => {
+                state.idempotency.lock().remove(&id);
+                carried_out_without_replay(&state, &tag)
+            }
+        };
+    }
+    if !status.is_success() {
+        if before.is_none() {
+            state.idempotency.lock().remove(&id);
+        }
+        return response;
+    }
+    // Carried out now (a new request, or a replay whose record the writer had forgotten).
+    keep(&state, &id, fingerprint, before.is_some(), response).await
+}
+
+/// The cache's view of request `id` with `fingerprint`; registers it as in flight if new.
+fn look_up(state: &AppState, id: &EntryId, fingerprint: [u8; 32]) -> Before {
+    let mut entries = state.idempotency.lock();
+    let now = Instant::now();
+    if entries.map.len() >= CAPACITY {
+        entries.forget_expired(now);
+    }
+    match entries.map.get(id) {
+        Some(entry) if now.duration_since(entry.stored_at) >= TTL => entries.remove(id),
+        Some(entry) if entry.fingerprint != fingerprint => {
+            return Before::Answer(conflict("this Idempotency-Key was used with a different request"));
+        }
+        Some(Entry { outcome: Outcome::InFlight, .. }) => {
+            return Before::Answer(conflict("a request with this Idempotency-Key is still being processed"));
+        }
+        Some(Entry { outcome: Outcome::Done(stored), .. }) => return Before::Replay(stored.clone()),
+        None => {}
+    }
+    if entries.map.len() >= CAPACITY {
+        return Before::Answer(
+            ApiError::new(ErrorCode::Unavailable, "too many idempotent requests in flight").into_response(),
+        );
+    }
+    entries.map.insert(id.clone(), Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight });
+    Before::Fresh
+}
+
+/// Whether the log records the request of `tag` as carried out, with this very request.
+fn already_carried_out(state: &AppState, tag: &IdempotencyTag) -> bool {
+    state.engine.idempotent_result(&tag.id).is_some_and(|done| done.fingerprint == tag.fingerprint)
+}
+
+fn replay(stored: &Stored) -> Response {
+    let mut response = Response::new(Body::from(stored.body.to_vec()));
+    *response.status_mut() = stored.status;
+    if let Some(content_type) = &stored.content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+    }
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// 409 naming the key ids a request produced, when its response is not (or no longer) kept.
+fn carried_out_without_replay(state: &AppState, tag: &IdempotencyTag) -> Response {
+    let key_ids: Vec<String> = state
+        .engine
+        .idempotent_result(&tag.id)
+        .map(|done| done.key_ids.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    ApiError::new(
+        ErrorCode::Conflict,
+        "this request was already carried out under its Idempotency-Key; a secret is shown only once, so the original answer cannot be replayed",
+    )
+    .with_extra(serde_json::json!({ "key_ids": key_ids }))
+    .into_response()
+}
+
+/// Answers a successful `response` and keeps it for replays if it is small enough. A
+/// response of unknown or too large a size is passed on as it is, never buffered.
+async fn keep(
+    state: &AppState,
+    id: &EntryId,
+    fingerprint: [u8; 32],
+    was_replay: bool,
+    response: Response,
+) -> Response {
+    let fits = response.body().size_hint().upper().is_some_and(|n| n <= MAX_REPLAY_BYTES as u64);
+    if !fits {
+        if !was_replay {
+            state.idempotency.lock().remove(id);
+        }
         return response;
     }
     let (parts, body) = response.into_parts();
-    let body = match axum::body::to_bytes(body, usize::MAX).await {
+    let body = match axum::body::to_bytes(body, MAX_REPLAY_BYTES).await {
         Ok(body) => Zeroizing::new(body.to_vec()),
         Err(_) => {
-            state.idempotency.lock().remove(&id);
+            state.idempotency.lock().remove(id);
             return ApiError::new(ErrorCode::Internal, "internal error").into_response();
         }
     };
-    let stored = Outcome::Done {
-        status: parts.status,
-        content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-        body: body.clone(),
-    };
-    if let Some(entry) = state.idempotency.lock().get_mut(&id) {
-        entry.outcome = stored;
-        entry.stored_at = Instant::now();
+    let stored =
+        Stored { status: parts.status, content_type: parts.headers.get(header::CONTENT_TYPE).cloned(), body };
+    let answer = Response::from_parts(parts, Body::from(stored.body.to_vec()));
+    let now = Instant::now();
+    let mut entries = state.idempotency.lock();
+    if was_replay {
+        // The earlier entry stood for a request the writer no longer remembers.
+        entries.remove(id);
+        entries.map.insert(id.clone(), Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight });
     }
-    Response::from_parts(parts, Body::from(body.to_vec()))
+    entries.complete(id, stored, now);
+    answer
 }

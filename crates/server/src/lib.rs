@@ -51,6 +51,13 @@ pub struct ServerConfig {
     /// Failed (401/403) verifications allowed per source address and minute before verify
     /// answers 429 `rate_limited`; 0 = off, the default (see [`throttle`]).
     pub throttle_failed_verifications: u32,
+    /// Failed admin authentications allowed per source address and minute before every
+    /// admin request from it that presents a key answers 429 `rate_limited`; 0 = off.
+    /// Default [`throttle::DEFAULT_ADMIN_AUTH_FAILURES`] (see [`throttle`]).
+    pub throttle_failed_admin_auth: u32,
+    /// `/healthz` shows the log size to anyone, not only to admin keys holding
+    /// `ledger:audit:read`.
+    pub healthz_details: bool,
     /// Largest URI plus headers of a request, in bytes; larger answers 431 (see [`throttle`]).
     pub max_header_bytes: usize,
     /// Longest wait for a request's head (request line and headers) on a connection, from
@@ -70,6 +77,8 @@ impl Default for ServerConfig {
             body_limit: 64 * 1024,
             request_timeout: std::time::Duration::from_secs(30),
             throttle_failed_verifications: 0,
+            throttle_failed_admin_auth: throttle::DEFAULT_ADMIN_AUTH_FAILURES,
+            healthz_details: false,
             max_header_bytes: throttle::DEFAULT_MAX_HEADER_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
@@ -84,12 +93,15 @@ pub struct AppState {
     pub idempotency: Arc<idempotency::IdempotencyCache>,
     /// Per-source throttling of failed verifications, when configured.
     pub throttle: Option<Arc<throttle::FailureThrottle>>,
+    /// Per-source throttling of failed admin authentications, unless turned off.
+    pub admin_throttle: Option<Arc<throttle::FailureThrottle>>,
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
         let throttle = throttle::FailureThrottle::new(config.throttle_failed_verifications).map(Arc::new);
-        Self { engine, config: Arc::new(config), idempotency: Arc::default(), throttle }
+        let admin_throttle = throttle::FailureThrottle::new(config.throttle_failed_admin_auth).map(Arc::new);
+        Self { engine, config: Arc::new(config), idempotency: Arc::default(), throttle, admin_throttle }
     }
 }
 
@@ -102,10 +114,34 @@ pub fn current_request(parts: &Parts) -> RequestId {
         .unwrap_or_else(|| RequestId::generate(Timestamp::now().millis()))
 }
 
-async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+/// `/healthz`: to a stranger only whether the service is up. The log size counts every
+/// tenant's traffic, so it goes only to an admin key holding `ledger:audit:read`, or to
+/// anyone with [`ServerConfig::healthz_details`]. A presented key is authenticated (and
+/// throttled) as on every admin route.
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let (mut parts, _) = request.into_parts();
+    let mut details = state.config.healthz_details;
+    if auth::presented_key(&parts.headers).is_some() {
+        let admin = match auth::authenticate(&mut parts, &state).await {
+            Ok(admin) => admin,
+            Err(refusal) => return refusal,
+        };
+        if let Err(refusal) = admin.require(auth::scope::AUDIT_READ) {
+            return refusal.into_response();
+        }
+        details = true;
+    }
     if state.engine.is_healthy() {
-        axum::Json(serde_json::json!({"status": "ok", "log_size": state.engine.log().len()})).into_response()
+        let body = if details {
+            serde_json::json!({"status": "ok", "log_size": state.engine.log().len()})
+        } else {
+            serde_json::json!({"status": "ok"})
+        };
+        axum::Json(body).into_response()
     } else {
         error::ApiError::new(
             error::ErrorCode::Unavailable,
@@ -116,7 +152,7 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
 }
 
 /// Liveness and log health (documentation of `/healthz`).
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "Serving; the log is writable", body = openapi::Health), (status = 503, description = "The log cannot be written (unavailable)", body = openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security((), ("bearer" = []), ("x_api_key" = [])), description = "No key needed. With an admin key holding `ledger:audit:read` (or with `--healthz-details`) the answer also has `log_size`; a presented key is checked as on every admin route.", responses((status = 200, description = "Serving; the log is writable", body = openapi::Health), (status = 401, description = "a presented key is malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key)", body = openapi::ErrorBody), (status = 403, description = "the presented key lacks `ledger:audit:read` or is not a `_ledger` key (forbidden)", body = openapi::ErrorBody), (status = 429, description = "too many failed admin authentications from this source (rate_limited)", body = openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may try a key again"))), (status = 503, description = "The log cannot be written (unavailable)", body = openapi::ErrorBody)))]
 pub fn health_doc() {}
 
 /// Prometheus metrics (documentation of `/metrics`).

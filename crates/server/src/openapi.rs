@@ -192,7 +192,10 @@ pub struct ProofView {
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
-    pub log_size: u64,
+    /// Events in the log (every tenant's): only to an admin key holding `ledger:audit:read`,
+    /// or to anyone with `--healthz-details`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_size: Option<u64>,
 }
 
 /// Where a verification came from, as recorded on `used`/`denied` events.
@@ -384,7 +387,8 @@ pub struct LookupAnswer {
 }
 
 /// Answers every operation may give whatever its annotation says: 431 (URI and headers
-/// over the limit, see [`crate::throttle`]); and, for operations with a JSON request body,
+/// over the limit, see [`crate::throttle`]); 429 for admin operations (failed admin
+/// authentications throttled per source); and, for operations with a JSON request body,
 /// the framework's rejections of it (400, 413, 415 without `Content-Type: application/json`,
 /// 422 for a body that does not match the schema). Found missing by schemathesis.
 struct CommonResponses;
@@ -408,6 +412,10 @@ impl Modify for CommonResponses {
             ("415", error("the body is not `Content-Type: application/json` (invalid_request)")),
             ("422", error("the body does not match the schema (invalid_request)")),
         ];
+        let throttled = [(
+            "429",
+            error("too many failed admin authentications from this address (rate_limited); see Retry-After"),
+        )];
         for item in openapi.paths.paths.values_mut() {
             for operation in [
                 &mut item.get,
@@ -423,7 +431,9 @@ impl Modify for CommonResponses {
             .flatten()
             {
                 let extra = if operation.request_body.is_some() { &with_body[..] } else { &[] };
-                for (status, response) in always.iter().chain(extra) {
+                // Operations under the document's security (admin keys) are throttled.
+                let admin = if operation.security.is_none() { &throttled[..] } else { &[] };
+                for (status, response) in always.iter().chain(extra).chain(admin) {
                     operation
                         .responses
                         .responses

@@ -1,5 +1,6 @@
-//! Abuse limits of the HTTP layer (issue 8 §4): per-source throttling of failed
-//! verifications, and a cap on the size of a request's headers.
+//! Abuse limits of the HTTP layer (docs/security.md, "Slow clients and oversized requests"): per-source throttling
+//! of failed verifications and of failed admin authentications, and a cap on the size of a
+//! request's headers.
 //!
 //! # Throttling failed verifications
 //!
@@ -23,7 +24,19 @@
 //! because of one client's mistakes. Turn it on when clients reach keyledger directly, or
 //! when the gateway's forwarded address is trusted.
 //!
-//! Memory is bounded: at most [`MAX_SOURCES`] buckets are kept. A full table first forgets
+//! # Throttling failed admin authentications
+//!
+//! The same token buckets, in a table of their own, guard keyledger's own API
+//! (`--throttle-failed-admin-auth PER_MINUTE`, default [`DEFAULT_ADMIN_AUTH_FAILURES`], 0 =
+//! off). A request that presents a key which does not authenticate as an admin key (unknown,
+//! malformed, revoked, disabled, expired, or not a `_ledger` key) takes a token; a request
+//! that presents no key at all is no guess and takes none. A source with no token left gets
+//! 429 `rate_limited` with `Retry-After` for every request that presents a key, valid or
+//! not, before the key is looked at (see [`crate::auth`]). It is on by default: admin
+//! clients are few, and a correct key never fails, so a generous budget costs them nothing
+//! while it turns guessing into a crawl.
+//!
+//! Memory is bounded: at most [`MAX_SOURCES`] buckets are kept (per table). A full table first forgets
 //! the buckets that have refilled (they are equivalent to no bucket), then arbitrary ones
 //! (which lets an attacker with very many addresses reset some buckets, never grow memory).
 //!
@@ -47,6 +60,9 @@ use std::time::Instant;
 
 /// Most source buckets kept at once (~64 bytes each).
 pub const MAX_SOURCES: usize = 65_536;
+
+/// Failed admin authentications allowed per source and minute unless configured.
+pub const DEFAULT_ADMIN_AUTH_FAILURES: u32 = 10;
 
 /// Default cap on a request's URI plus headers, in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -178,6 +194,18 @@ pub fn throttled(retry_after: u64) -> Response {
         format!("too many failed verifications from this address; retry after {retry_after} s"),
     )
     .with_extra(json!({"valid": false}))
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+/// The answer to an admin request from a source with too many failed authentications:
+/// 429 `rate_limited` with `Retry-After`.
+pub fn admin_throttled(retry_after: u64) -> Response {
+    let mut response = ApiError::new(
+        ErrorCode::RateLimited,
+        format!("too many failed admin authentications from this address; retry after {retry_after} s"),
+    )
     .into_response();
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response

@@ -1,0 +1,259 @@
+//! Hardening of the admin API through the real binary (docs/security.md, "Request bounds"):
+//! idempotent replays only to a still valid and still authorised admin key, request bodies
+//! refused without being buffered, failed admin authentications throttled per source, and a
+//! `/healthz` that tells strangers only that the service is up.
+
+use keyledger_e2e::{Client, Ledger, Resp, Server};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+struct Env {
+    ledger: Ledger,
+    server: Server,
+    http: Client,
+}
+
+impl Env {
+    fn start(extra: &[&str]) -> Env {
+        let ledger = Ledger::init();
+        let server = ledger.serve(extra);
+        let http = server.client();
+        Env { ledger, server, http }
+    }
+
+    fn root(&self) -> &str {
+        &self.ledger.admin_key
+    }
+
+    /// Creates an admin key (workspace `_ledger`) with the root key; returns (id, secret).
+    fn admin_key(&self, scopes: &[&str], resources: &[&str]) -> (String, String) {
+        let body = json!({"name": "admin", "scopes": scopes, "resources": resources});
+        let resp = self.http.post("/v1/workspaces/_ledger/keys", self.root(), &body);
+        assert_eq!(resp.status, 201, "{}", resp.dump());
+        (text(&resp.body, "key_id"), text(&resp.body, "secret"))
+    }
+
+    fn idempotent_post(&self, path: &str, key: &str, idempotency_key: &str, body: &Value) -> Resp {
+        let headers = [("authorization", &*format!("Bearer {key}")), ("idempotency-key", idempotency_key)];
+        self.http.send("POST", path, &headers, Some(body))
+    }
+}
+
+fn text(value: &Value, field: &str) -> String {
+    value[field].as_str().unwrap_or_else(|| panic!("`{field}` is not a string in {value}")).to_owned()
+}
+
+fn assert_error(resp: &Resp, status: u16, code: &str) {
+    assert_eq!(resp.status, status, "{}", resp.dump());
+    assert_eq!(resp.body["error"], code, "{}", resp.dump());
+    assert!(resp.body["message"].is_string() && resp.body["request_id"].is_string(), "{}", resp.dump());
+}
+
+const WRITER: &[&str] = &["ledger:keys:write", "ledger:keys:read"];
+
+#[test]
+fn a_revoked_admin_key_cannot_replay_a_create() {
+    let env = Env::start(&[]);
+    let (admin_id, admin) = env.admin_key(WRITER, &[]);
+    let path = "/v1/workspaces/acme/keys";
+    let body = json!({"name": "svc-a"});
+    let first = env.idempotent_post(path, &admin, "idem-42", &body);
+    assert_eq!(first.status, 201, "{}", first.dump());
+    let replay = env.idempotent_post(path, &admin, "idem-42", &body);
+    assert_eq!(replay.status, 201, "a valid key still gets its replay: {}", replay.dump());
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body["secret"], first.body["secret"]);
+
+    let revoked = env.http.post(&format!("/v1/keys/{admin_id}/revoke"), env.root(), &json!({}));
+    assert_eq!(revoked.status, 200, "{}", revoked.dump());
+    let after = env.idempotent_post(path, &admin, "idem-42", &body);
+    assert_error(&after, 401, "invalid_api_key");
+    assert!(!after.dump().contains(first.body["secret"].as_str().unwrap()), "{}", after.dump());
+}
+
+#[test]
+fn a_disabled_admin_key_cannot_replay_a_rotate() {
+    let env = Env::start(&[]);
+    let (admin_id, admin) = env.admin_key(WRITER, &[]);
+    let created = env.http.post("/v1/workspaces/acme/keys", env.root(), &json!({"name": "svc"}));
+    assert_eq!(created.status, 201, "{}", created.dump());
+    let path = format!("/v1/keys/{}/rotate", text(&created.body, "key_id"));
+    let body = json!({"overlap": "1h"});
+    let first = env.idempotent_post(&path, &admin, "rot-1", &body);
+    assert_eq!(first.status, 201, "{}", first.dump());
+
+    let disabled = env.http.post(&format!("/v1/keys/{admin_id}/disable"), env.root(), &json!({}));
+    assert_eq!(disabled.status, 200, "{}", disabled.dump());
+    let after = env.idempotent_post(&path, &admin, "rot-1", &body);
+    assert_error(&after, 401, "invalid_api_key");
+    let secret = first.body["key"]["secret"].as_str().expect("rotate answers the new secret");
+    assert!(!after.dump().contains(secret), "{}", after.dump());
+
+    // Enabled again, the key is what it was: the replay is served once more.
+    let enabled = env.http.post(&format!("/v1/keys/{admin_id}/enable"), env.root(), &json!({}));
+    assert_eq!(enabled.status, 200, "{}", enabled.dump());
+    let replay = env.idempotent_post(&path, &admin, "rot-1", &body);
+    assert_eq!(replay.status, 201, "{}", replay.dump());
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+}
+
+#[test]
+fn a_replay_needs_the_authority_of_the_original_request() {
+    let env = Env::start(&[]);
+    let (admin_id, admin) = env.admin_key(WRITER, &["a", "b"]);
+    let path = "/v1/workspaces/b/keys";
+    let body = json!({"name": "svc-b"});
+    let first = env.idempotent_post(path, &admin, "idem-b", &body);
+    assert_eq!(first.status, 201, "{}", first.dump());
+
+    // The same key presented in another header form is the same caller.
+    let headers = [("x-api-key", admin.as_str()), ("idempotency-key", "idem-b")];
+    let other_form = env.http.send("POST", path, &headers, Some(&body));
+    assert_eq!(other_form.status, 201, "{}", other_form.dump());
+    assert_eq!(other_form.header("idempotent-replayed"), Some("true"), "{}", other_form.dump());
+    assert_eq!(other_form.body["secret"], first.body["secret"]);
+
+    // Narrowed to workspace a, the key may no longer see b: the replay answers as a new
+    // request would (404), without the secret.
+    let narrowed = env.http.patch(&format!("/v1/keys/{admin_id}"), env.root(), &json!({"resources": ["a"]}));
+    assert_eq!(narrowed.status, 200, "{}", narrowed.dump());
+    let after = env.idempotent_post(path, &admin, "idem-b", &body);
+    assert_error(&after, 404, "not_found");
+    assert!(!after.dump().contains(first.body["secret"].as_str().unwrap()), "{}", after.dump());
+
+    // Another admin key with the same Idempotency-Key is another request altogether.
+    let (_, other) = env.admin_key(WRITER, &[]);
+    let fresh = env.idempotent_post(path, &other, "idem-b", &body);
+    assert_eq!(fresh.status, 201, "{}", fresh.dump());
+    assert_eq!(fresh.header("idempotent-replayed"), None);
+    assert_ne!(fresh.body["secret"], first.body["secret"]);
+}
+
+/// The peak resident set of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM value");
+    kib * 1024
+}
+
+/// Sends `POST path` with a `Content-Length: size` body of zeros over a raw connection, as
+/// far as the server reads it; returns the status line of the answer, if one came.
+fn post_huge_body(server: &Server, path: &str, key: &str, size: usize) -> Option<String> {
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("write the head");
+    let mut reader = stream.try_clone().expect("clone the stream");
+    let answer = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+            if buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&buffer).lines().next().map(str::to_owned)
+    });
+    let zeros = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let n = zeros.len().min(size - sent);
+        if stream.write_all(&zeros[..n]).is_err() {
+            break; // the server has answered and closed: the rest is not read
+        }
+        sent += n;
+    }
+    answer.join().expect("reader thread")
+}
+
+#[test]
+fn a_refused_body_is_never_buffered() {
+    let env = Env::start(&[]);
+    // A `_ledger` key with no scope at all is enough to reach the body of a revoke.
+    let (_, nobody) = env.admin_key(&[], &["zz"]);
+    let path = format!("/v1/keys/{}/revoke", env.ledger.admin_key_id);
+    let small = env.http.post(&path, &nobody, &json!({"reason": "x".repeat(100 * 1024)}));
+    assert_error(&small, 413, "payload_too_large");
+
+    let pid = env.server.pid();
+    let before = peak_rss(pid);
+    let size = 64 << 20;
+    let status = post_huge_body(&env.server, &path, &nobody, size);
+    let after = peak_rss(pid);
+    assert!(
+        after.saturating_sub(before) < 16 << 20,
+        "a refused 64 MiB body grew the server's peak memory from {before} to {after} bytes"
+    );
+    let status = status.expect("the server answers before closing");
+    assert!(status.contains(" 413 "), "{status}");
+    // The server still serves, and its own revoke was not carried out.
+    let root = env.http.get(&format!("/v1/keys/{}", env.ledger.admin_key_id), env.root());
+    assert_eq!(root.status, 200, "{}", root.dump());
+    assert_eq!(root.body["status"], "active", "{}", root.dump());
+}
+
+#[test]
+fn healthz_tells_strangers_only_that_the_service_is_up() {
+    let env = Env::start(&[]);
+    let stranger = env.http.send("GET", "/healthz", &[], None);
+    assert_eq!(stranger.status, 200, "{}", stranger.dump());
+    assert_eq!(stranger.body, json!({"status": "ok"}));
+
+    let admin = env.http.get("/healthz", env.root());
+    assert_eq!(admin.status, 200, "{}", admin.dump());
+    assert_eq!(admin.body["status"], "ok");
+    assert!(admin.body["log_size"].as_u64().is_some_and(|n| n > 0), "{}", admin.dump());
+
+    // A key without `ledger:audit:read` sees no more than a stranger would have.
+    let (_, writer) = env.admin_key(WRITER, &[]);
+    let refused = env.http.get("/healthz", &writer);
+    assert_error(&refused, 403, "forbidden");
+    // A wrong key is refused like on every admin route.
+    let wrong = env.http.get("/healthz", "kl_live_0000000000000000000000000000000000000000000000000");
+    assert_eq!(wrong.status, 401, "{}", wrong.dump());
+
+    let detailed = Env::start(&["--healthz-details"]);
+    let open = detailed.http.send("GET", "/healthz", &[], None);
+    assert_eq!(open.status, 200, "{}", open.dump());
+    assert!(open.body["log_size"].as_u64().is_some(), "{}", open.dump());
+}
+
+#[test]
+fn failed_admin_authentications_are_throttled_per_source() {
+    let env = Env::start(&[]);
+    let wrong_keys: Vec<String> = (0..20).map(|i| format!("kl_live_wrong{i:0>44}")).collect();
+    let statuses: Vec<u16> =
+        wrong_keys.iter().map(|key| env.http.get("/v1/workspaces/acme/keys", key).status).collect();
+    let limited =
+        statuses.iter().position(|&s| s == 429).unwrap_or_else(|| panic!("never 429: {statuses:?}"));
+    assert!(limited >= 5, "{statuses:?}");
+    assert!(statuses[..limited].iter().all(|&s| s == 401), "{statuses:?}");
+    assert!(statuses[limited..].iter().all(|&s| s == 429), "{statuses:?}");
+
+    // Once throttled, the source gets 429 before any key is looked at, a valid one included.
+    let valid = env.http.get("/v1/workspaces/acme/keys", env.root());
+    assert_error(&valid, 429, "rate_limited");
+    let retry_after: u64 = valid.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=60).contains(&retry_after), "{}", valid.dump());
+
+    // Verification has its own budget (off by default) and is not affected.
+    let verify = env.http.send("POST", "/v1/verify", &[], Some(&json!({"key": wrong_keys[0]})));
+    assert_eq!(verify.status, 401, "{}", verify.dump());
+
+    // Off with 0.
+    let off = Env::start(&["--throttle-failed-admin-auth", "0"]);
+    for key in &wrong_keys {
+        assert_eq!(off.http.get("/v1/workspaces/acme/keys", key).status, 401);
+    }
+    assert_eq!(off.http.get("/v1/workspaces/acme/keys", off.root()).status, 200);
+}
