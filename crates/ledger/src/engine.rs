@@ -86,6 +86,27 @@ pub struct InitOutcome {
 pub const ADMIN_SCOPES: [&str; 5] =
     ["ledger:admin", "ledger:audit:read", "ledger:export", "ledger:keys:read", "ledger:keys:write"];
 
+/// What a revoke-all did: the keys it revoked, and how many unrevoked keys of the workspace
+/// it left alone (the caller's own, keys it does not dominate, the last full admin key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedAll {
+    pub key_ids: Vec<KeyId>,
+    pub skipped: usize,
+}
+
+/// A key holding every admin scope over every workspace, without expiry.
+fn full_admin_spec(name: &str) -> KeySpec {
+    KeySpec {
+        name: name.into(),
+        scopes: ADMIN_SCOPES.iter().map(|s| s.to_string()).collect(),
+        resources: Vec::new(),
+        environment: keyledger_core::Environment::Live,
+        owner: None,
+        metadata: "{}".into(),
+        expiry: Expiry::Never,
+    }
+}
+
 /// Counters kept by the engine (exported as metrics).
 #[derive(Default, Debug)]
 pub struct EngineCounters {
@@ -146,15 +167,7 @@ impl Engine {
         let built = (|| {
             datadir::create_files(&staging, origin)?;
             let engine = Engine::open(&staging, options)?;
-            let spec = KeySpec {
-                name: "init admin key".into(),
-                scopes: ADMIN_SCOPES.iter().map(|s| s.to_string()).collect(),
-                resources: Vec::new(),
-                environment: keyledger_core::Environment::Live,
-                owner: None,
-                metadata: "{}".into(),
-                expiry: Expiry::Never,
-            };
+            let spec = full_admin_spec("init admin key");
             let (record, secret) = engine.create_blocking(Caller::system(), WorkspaceId::ledger(), spec)?;
             let public_key = engine.public_key().to_string();
             engine.shutdown_blocking();
@@ -450,7 +463,7 @@ impl Engine {
         workspace: WorkspaceId,
         reason: Option<String>,
     ) -> Result<Vec<KeyId>, LedgerError> {
-        self.revoke_all_idempotent(caller, workspace, reason, None).await
+        Ok(self.revoke_all_idempotent(caller, workspace, reason, None).await?.key_ids)
     }
 
     /// [`Self::revoke_all`] under an idempotency tag (see [`Self::create_idempotent`]).
@@ -460,12 +473,12 @@ impl Engine {
         workspace: WorkspaceId,
         reason: Option<String>,
         idempotency: Option<IdempotencyTag>,
-    ) -> Result<Vec<KeyId>, LedgerError> {
+    ) -> Result<RevokedAll, LedgerError> {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
         match self.submit(Command::RevokeAll { caller, workspace, reason, idempotency }).await? {
-            Reply::RevokedAll(ids) => Ok(ids),
+            Reply::RevokedAll { key_ids, skipped } => Ok(RevokedAll { key_ids, skipped }),
             other => Err(unexpected(other)),
         }
     }
