@@ -199,6 +199,29 @@ impl Engine {
         })
     }
 
+    /// Break-glass recovery (`keyledger admin recover`, docs/operations.md): opens the data
+    /// dir offline (refused while a server holds its lock), issues a new full admin key, and
+    /// records its `created` event with the actor `recovery`, so the log shows every use.
+    /// Workspace policies of `_ledger` do not apply to it: it is the way back, not a key like
+    /// others.
+    pub fn recover(dir: &Path, options: EngineOptions) -> Result<InitOutcome, EngineError> {
+        let engine = Engine::open(dir, options)?;
+        let issued = engine.create_blocking(
+            Caller::recovery(),
+            WorkspaceId::ledger(),
+            full_admin_spec("recovery admin key"),
+        );
+        let log_public_key = engine.public_key().to_string();
+        engine.shutdown_blocking();
+        let (record, secret) = issued?;
+        Ok(InitOutcome {
+            data_dir: dir.to_owned(),
+            admin_key: secret,
+            admin_key_id: record.key_id,
+            log_public_key,
+        })
+    }
+
     /// Opens an initialised data dir: recovers the log, loads the registry from its
     /// projection (no full replay), catches up from the log, and starts the writer.
     pub fn open(dir: &Path, options: EngineOptions) -> Result<Self, EngineError> {
