@@ -1,10 +1,11 @@
-//! The `keyledger` command (contract §2): `init`, `serve`, and offline `log verify`.
+//! The `keyledger` command: `init`, `serve`, and offline `log verify` and `admin recover`.
 #![forbid(unsafe_code)]
 
 mod admin;
 mod audit;
 mod client;
 mod export;
+mod recover;
 mod table;
 
 use anyhow::{Context, Result};
@@ -43,6 +44,11 @@ enum Command {
     Log {
         #[command(subcommand)]
         command: LogCommand,
+    },
+    /// Offline administration of a stopped server's data dir: `admin recover`.
+    Admin {
+        #[command(subcommand)]
+        command: recover::AdminCommand,
     },
     /// Manage the API keys of a running server.
     Keys(admin::KeysArgs),
@@ -187,6 +193,7 @@ fn main() -> ExitCode {
         Command::Log { command: LogCommand::Verify { data_dir } } => log_verify(data_dir),
         Command::Log { command: LogCommand::Checkpoint(args) } => Ok(admin::run_checkpoint(args)),
         Command::Log { command: LogCommand::PublicKey(args) } => Ok(admin::run_public_key(args)),
+        Command::Admin { command } => recover::run(command),
         Command::Keys(args) => Ok(admin::run_keys(args)),
         Command::Policy(args) => Ok(admin::run_policy(args)),
         Command::Webhook(args) => Ok(admin::run_webhook(args)),

@@ -248,6 +248,27 @@ mod tests {
         }
     }
 
+    /// The actor's tag in the envelope (after seq and time): one byte per variant, in
+    /// declaration order, so adding `Recovery` at the end left the other encodings alone.
+    #[test]
+    fn every_actor_has_pinned_bytes() {
+        let event = |actor: Actor| Event { actor, ..examples()[4].1.clone() };
+        let pinned = [
+            (Actor::System, "00"),
+            (Actor::Admin(key(9)), "0109090909090909090909090909090909"),
+            (Actor::Verifier, "02"),
+            (Actor::Recovery, "03"),
+        ];
+        for (actor, tag) in pinned {
+            let event = event(actor.clone());
+            let bytes = hex::encode(encode_event(&event));
+            assert_eq!(&bytes[..22], "01ac028089818283898506", "{actor:?}");
+            assert_eq!(&bytes[22..22 + tag.len()], tag, "encoding of {actor:?} changed");
+            assert_eq!(decode_event(&encode_event(&event)).unwrap(), event);
+        }
+        assert_eq!(crate::json::actor_text(&Actor::Recovery), "recovery");
+    }
+
     #[test]
     fn rejects_non_canonical_and_foreign_bytes() {
         let bytes = encode_event(&examples()[0].1);

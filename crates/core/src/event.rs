@@ -31,12 +31,14 @@ pub struct Event {
 /// Who caused an event.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Actor {
-    /// keyledger itself (init, expiry sightings, recovery).
+    /// keyledger itself (init, expiry sightings).
     System,
     /// An admin key of workspace `_ledger`.
     Admin(KeyId),
     /// An unauthenticated verification caller (a gateway or service).
     Verifier,
+    /// The offline break-glass `keyledger admin recover`, run by whoever holds the data dir.
+    Recovery,
 }
 
 /// What happened.

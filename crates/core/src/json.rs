@@ -13,11 +13,12 @@ fn opt<T: ToString>(value: &Option<T>) -> Value {
     value.as_ref().map_or(Value::Null, |v| Value::String(v.to_string()))
 }
 
-/// The JSON text form of an actor: `system`, `verifier` or the admin key's id.
+/// The JSON text form of an actor: `system`, `verifier`, `recovery` or the admin key's id.
 pub fn actor_text(actor: &Actor) -> String {
     match actor {
         Actor::System => "system".into(),
         Actor::Verifier => "verifier".into(),
+        Actor::Recovery => "recovery".into(),
         Actor::Admin(key) => key.to_string(),
     }
 }

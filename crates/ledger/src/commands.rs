@@ -23,6 +23,11 @@ impl Caller {
         Self { actor: Actor::System, request_id: RequestId::generate(Timestamp::now().millis()) }
     }
 
+    /// The offline break-glass recovery (`keyledger admin recover`), recorded as such.
+    pub fn recovery() -> Self {
+        Self { actor: Actor::Recovery, request_id: RequestId::generate(Timestamp::now().millis()) }
+    }
+
     pub fn admin_key(&self) -> Option<KeyId> {
         match self.actor {
             Actor::Admin(key) => Some(key),
@@ -160,7 +165,12 @@ pub enum Reply {
         key: Box<KeyRecord>,
         previous: Box<KeyRecord>,
     },
-    RevokedAll(Vec<KeyId>),
+    /// The keys a revoke-all revoked, and how many unrevoked keys of the workspace it left
+    /// alone (the caller's own, keys it does not dominate, the last full admin key).
+    RevokedAll {
+        key_ids: Vec<KeyId>,
+        skipped: usize,
+    },
     Policy(Policy),
     Verdict(Box<Verdict>),
     /// The seq of a recorded event.

@@ -86,6 +86,27 @@ pub struct InitOutcome {
 pub const ADMIN_SCOPES: [&str; 5] =
     ["ledger:admin", "ledger:audit:read", "ledger:export", "ledger:keys:read", "ledger:keys:write"];
 
+/// What a revoke-all did: the keys it revoked, and how many unrevoked keys of the workspace
+/// it left alone (the caller's own, keys it does not dominate, the last full admin key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedAll {
+    pub key_ids: Vec<KeyId>,
+    pub skipped: usize,
+}
+
+/// A key holding every admin scope over every workspace, without expiry.
+fn full_admin_spec(name: &str) -> KeySpec {
+    KeySpec {
+        name: name.into(),
+        scopes: ADMIN_SCOPES.iter().map(|s| s.to_string()).collect(),
+        resources: Vec::new(),
+        environment: keyledger_core::Environment::Live,
+        owner: None,
+        metadata: "{}".into(),
+        expiry: Expiry::Never,
+    }
+}
+
 /// Counters kept by the engine (exported as metrics).
 #[derive(Default, Debug)]
 pub struct EngineCounters {
@@ -149,15 +170,7 @@ impl Engine {
         let built = (|| {
             datadir::create_files(&staging, origin)?;
             let engine = Engine::open(&staging, options)?;
-            let spec = KeySpec {
-                name: "init admin key".into(),
-                scopes: ADMIN_SCOPES.iter().map(|s| s.to_string()).collect(),
-                resources: Vec::new(),
-                environment: keyledger_core::Environment::Live,
-                owner: None,
-                metadata: "{}".into(),
-                expiry: Expiry::Never,
-            };
+            let spec = full_admin_spec("init admin key");
             let (record, secret) = engine.create_blocking(Caller::system(), WorkspaceId::ledger(), spec)?;
             let public_key = engine.public_key().to_string();
             engine.shutdown_blocking();
@@ -181,6 +194,29 @@ impl Engine {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
         }
+        Ok(InitOutcome {
+            data_dir: dir.to_owned(),
+            admin_key: secret,
+            admin_key_id: record.key_id,
+            log_public_key,
+        })
+    }
+
+    /// Break-glass recovery (`keyledger admin recover`, docs/operations.md): opens the data
+    /// dir offline (refused while a server holds its lock), issues a new full admin key, and
+    /// records its `created` event with the actor `recovery`, so the log shows every use.
+    /// Workspace policies of `_ledger` do not apply to it: it is the way back, not a key like
+    /// others.
+    pub fn recover(dir: &Path, options: EngineOptions) -> Result<InitOutcome, EngineError> {
+        let engine = Engine::open(dir, options)?;
+        let issued = engine.create_blocking(
+            Caller::recovery(),
+            WorkspaceId::ledger(),
+            full_admin_spec("recovery admin key"),
+        );
+        let log_public_key = engine.public_key().to_string();
+        engine.shutdown_blocking();
+        let (record, secret) = issued?;
         Ok(InitOutcome {
             data_dir: dir.to_owned(),
             admin_key: secret,
@@ -460,7 +496,7 @@ impl Engine {
         workspace: WorkspaceId,
         reason: Option<String>,
     ) -> Result<Vec<KeyId>, LedgerError> {
-        self.revoke_all_idempotent(caller, workspace, reason, None).await
+        Ok(self.revoke_all_idempotent(caller, workspace, reason, None).await?.key_ids)
     }
 
     /// [`Self::revoke_all`] under an idempotency tag (see [`Self::create_idempotent`]).
@@ -470,12 +506,12 @@ impl Engine {
         workspace: WorkspaceId,
         reason: Option<String>,
         idempotency: Option<IdempotencyTag>,
-    ) -> Result<Vec<KeyId>, LedgerError> {
+    ) -> Result<RevokedAll, LedgerError> {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
         match self.submit(Command::RevokeAll { caller, workspace, reason, idempotency }).await? {
-            Reply::RevokedAll(ids) => Ok(ids),
+            Reply::RevokedAll { key_ids, skipped } => Ok(RevokedAll { key_ids, skipped }),
             other => Err(unexpected(other)),
         }
     }

@@ -3,6 +3,7 @@
 //! - [`engine`]: the entry point ([`Engine`]): open a data dir, issue, verify, rotate,
 //!   revoke, police and read keys.
 //! - [`sequencer`]: the writer-thread half that validates commands and emits events.
+//! - [`authority`]: which admin key may do what to which key, decided on the writer thread.
 //! - [`state`]: the registry and the one function that applies an event to it.
 //! - [`projection`]: redb-persisted projections with cursors, catch-up and rebuild.
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
@@ -11,6 +12,7 @@
 
 pub mod audit;
 pub mod audit_check;
+pub mod authority;
 pub mod commands;
 pub mod datadir;
 pub mod engine;
@@ -22,7 +24,7 @@ pub mod state;
 pub mod webhook;
 
 pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec, Verdict};
-pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, VerifyOutcome};
+pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
 pub use error::{AuthError, LedgerError};
 pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements, Webhook};
 pub use webhook::{WebhookCounters, WebhookOptions};

@@ -9,7 +9,11 @@
 //!
 //! Each event is applied to the shared [`LedgerState`] as soon as it is pushed, under the
 //! state's write lock, so readers never see a half-applied command.
+//!
+//! Who may do what to which key is decided by [`crate::authority`], called here for every
+//! command that issues or changes a key, so no handler can forget it.
 
+use crate::authority::{Authority, Target, is_full_admin, is_last_full_admin, keep_last_full_admin};
 use crate::commands::{
     Caller, Command, CommandResult, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict,
 };
@@ -109,15 +113,27 @@ impl Sequencer for LedgerSequencer {
             }
             Command::Create { caller, workspace, spec, secret, idempotency } => {
                 check_actor(&state, &caller, now)?;
+                let authority = Authority::of(&state, &caller)?;
                 check_idempotency(&state, idempotency.as_ref(), now)?;
-                let key = create(&mut state, batch, &caller, workspace.clone(), spec, secret, None, now)?;
+                let key = create(
+                    &mut state,
+                    batch,
+                    &caller,
+                    &authority,
+                    workspace.clone(),
+                    spec,
+                    secret,
+                    None,
+                    now,
+                )?;
                 record_idempotency(&mut state, batch, &caller, idempotency, workspace, vec![key.key_id]);
                 Ok(Reply::Key(Box::new(key)))
             }
             Command::Rotate { caller, key_id, overlap, secret, idempotency } => {
                 check_actor(&state, &caller, now)?;
+                let authority = Authority::of(&state, &caller)?;
                 check_idempotency(&state, idempotency.as_ref(), now)?;
-                let reply = rotate(&mut state, batch, &caller, key_id, overlap, secret, now)?;
+                let reply = rotate(&mut state, batch, &caller, &authority, key_id, overlap, secret, now)?;
                 if let Reply::Rotation { key, .. } = &reply {
                     let (workspace, new_key) = (key.workspace.clone(), key.key_id);
                     record_idempotency(&mut state, batch, &caller, idempotency, workspace, vec![new_key]);
@@ -126,8 +142,10 @@ impl Sequencer for LedgerSequencer {
             }
             Command::Revoke { caller, key_id, reason } => {
                 check_actor(&state, &caller, now)?;
-                let key = find(&state, &key_id)?;
+                let authority = Authority::of(&state, &caller)?;
+                let key = act_on(&state, &authority, &key_id, "revoke")?;
                 if key.revoked_at.is_none() {
+                    keep_last_full_admin(&state, &key_id, now, "revoking")?;
                     let payload =
                         Payload::Revoked(Revoked { key_id, workspace: key.workspace.clone(), reason });
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
@@ -136,13 +154,10 @@ impl Sequencer for LedgerSequencer {
             }
             Command::RevokeAll { caller, workspace, reason, idempotency } => {
                 check_actor(&state, &caller, now)?;
+                let authority = Authority::of(&state, &caller)?;
+                authority.write_keys_of(&workspace)?;
                 check_idempotency(&state, idempotency.as_ref(), now)?;
-                let own_key = caller.admin_key();
-                let targets: Vec<KeyId> = state
-                    .workspace_keys(&workspace)
-                    .filter(|k| !k.is_revoked() && Some(k.key_id()) != own_key)
-                    .map(|k| k.key_id())
-                    .collect();
+                let (targets, skipped) = revoke_all_targets(&state, &authority, &workspace, now);
                 for key_id in &targets {
                     let payload = Payload::Revoked(Revoked {
                         key_id: *key_id,
@@ -152,10 +167,11 @@ impl Sequencer for LedgerSequencer {
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
                 }
                 record_idempotency(&mut state, batch, &caller, idempotency, workspace, targets.clone());
-                Ok(Reply::RevokedAll(targets))
+                Ok(Reply::RevokedAll { key_ids: targets, skipped })
             }
             Command::SetPolicy { caller, workspace, policy } => {
                 check_actor(&state, &caller, now)?;
+                Authority::of(&state, &caller)?.configure(&workspace)?;
                 if state.policy(&workspace) != policy || !state.policies.contains_key(&workspace) {
                     let payload = Payload::PolicySet(PolicySet { workspace, policy: policy.clone() });
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
@@ -164,11 +180,13 @@ impl Sequencer for LedgerSequencer {
             }
             Command::Update { caller, key_id, changes } => {
                 check_actor(&state, &caller, now)?;
-                update(&mut state, batch, &caller, key_id, changes, now)
+                let authority = Authority::of(&state, &caller)?;
+                update(&mut state, batch, &caller, &authority, key_id, changes, now)
             }
             Command::SetDisabled { caller, key_id, disabled, reason } => {
                 check_actor(&state, &caller, now)?;
-                let key = find(&state, &key_id)?;
+                let authority = Authority::of(&state, &caller)?;
+                let key = act_on(&state, &authority, &key_id, if disabled { "disable" } else { "enable" })?;
                 if key.revoked_at.is_some() {
                     return Err(LedgerError::Conflict(
                         "the key is revoked; revocation is irreversible".into(),
@@ -176,6 +194,7 @@ impl Sequencer for LedgerSequencer {
                 }
                 let workspace = key.workspace.clone();
                 if disabled && key.disabled.is_none() {
+                    keep_last_full_admin(&state, &key_id, now, "disabling")?;
                     let payload = Payload::Disabled(Disabled { key_id, workspace, reason });
                     emit(&mut state, batch, &caller.actor, caller.request_id, payload);
                 } else if !disabled && key.disabled.is_some() {
@@ -191,6 +210,7 @@ impl Sequencer for LedgerSequencer {
             }
             Command::SetWebhook { caller, workspace, config } => {
                 check_actor(&state, &caller, now)?;
+                Authority::of(&state, &caller)?.configure(&workspace)?;
                 let previous = state.webhooks.get(&workspace);
                 let set = match (config, previous) {
                     (Some((url, events)), _) => keyledger_core::WebhookSet {
@@ -276,6 +296,54 @@ fn find(state: &LedgerState, key_id: &KeyId) -> Result<KeyRecord, LedgerError> {
     state.key(key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))
 }
 
+/// The key `key_id`, if the caller may `verb` it (see [`crate::authority`]).
+fn act_on(
+    state: &LedgerState,
+    authority: &Authority,
+    key_id: &KeyId,
+    verb: &str,
+) -> Result<KeyRecord, LedgerError> {
+    let view = state.view(key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))?;
+    authority.act_on(Target::of(&view), verb)?;
+    Ok(view.record())
+}
+
+/// The unrevoked keys of `workspace` a revoke-all revokes, and how many it leaves alone:
+/// the caller's own key, keys the caller does not dominate, and the last active full admin
+/// key (docs/security.md).
+fn revoke_all_targets(
+    state: &LedgerState,
+    authority: &Authority,
+    workspace: &WorkspaceId,
+    now: Timestamp,
+) -> (Vec<KeyId>, usize) {
+    let own_key = authority.key_id();
+    let mut targets = Vec::new();
+    let mut skipped = 0;
+    // Full admin keys that stay active whatever this revoke-all does.
+    let mut full_kept = state
+        .workspace_keys(workspace)
+        .filter(|k| k.status(now) == crate::state::KeyStatus::Active)
+        .filter(|k| is_full_admin(k.workspace(), k.scopes(), k.resources()))
+        .filter(|k| Some(k.key_id()) == own_key || !authority.dominates(Target::of(k)))
+        .count();
+    for key in state.workspace_keys(workspace).filter(|k| !k.is_revoked()) {
+        let full = key.status(now) == crate::state::KeyStatus::Active
+            && is_full_admin(key.workspace(), key.scopes(), key.resources());
+        let spared = Some(key.key_id()) == own_key || !authority.dominates(Target::of(&key));
+        if spared {
+            skipped += 1;
+        } else if full && full_kept == 0 {
+            // Every other full admin key goes: this one must remain.
+            full_kept += 1;
+            skipped += 1;
+        } else {
+            targets.push(key.key_id());
+        }
+    }
+    (targets, skipped)
+}
+
 /// An admin caller must still hold a usable admin key when its command is sequenced: a
 /// command from a key revoked a moment earlier is refused.
 fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(), LedgerError> {
@@ -332,36 +400,12 @@ fn check_policy(
     Ok(())
 }
 
-/// An admin key may only issue `_ledger` keys within its own powers.
-fn check_not_wider(
-    state: &LedgerState,
-    caller: &Caller,
-    workspace: &WorkspaceId,
-    spec: &KeySpec,
-) -> Result<(), LedgerError> {
-    let (Some(admin), true) = (caller.admin_key(), workspace.is_ledger()) else { return Ok(()) };
-    let Some(admin) = state.view(&admin) else { return Ok(()) };
-    let (scopes, resources) = (admin.scopes(), admin.resources());
-    if let Some(scope) = spec.scopes.iter().find(|s| scopes.binary_search(s).is_err()) {
-        return Err(LedgerError::Forbidden(format!(
-            "cannot grant scope `{scope}`, which the calling admin key lacks"
-        )));
-    }
-    if !resources.is_empty()
-        && (spec.resources.is_empty() || spec.resources.iter().any(|r| resources.binary_search(r).is_err()))
-    {
-        return Err(LedgerError::Forbidden(
-            "cannot grant access to workspaces beyond the calling admin key's resources".into(),
-        ));
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn create(
     state: &mut LedgerState,
     batch: &mut Batch,
     caller: &Caller,
+    authority: &Authority,
     workspace: WorkspaceId,
     spec: KeySpec,
     secret: IssuedSecret,
@@ -377,9 +421,15 @@ fn create(
         if expires_at.is_some_and(|at| at <= now) {
             return Err(LedgerError::invalid("expires_at", "must be in the future"));
         }
-        check_not_wider(state, caller, &workspace, &spec)?;
-        let live_after = || state.live_count(&workspace, now) + 1;
-        check_policy(&state.policy(&workspace), &secret, expires_at, live_after, now)?;
+        let target =
+            Target { key_id: None, workspace: &workspace, scopes: &spec.scopes, resources: &spec.resources };
+        authority.issue(target, expires_at)?;
+        // The break-glass recovery is the way back, not a key like others: no policy of
+        // `_ledger` may stand in its way (docs/operations.md).
+        if caller.actor != Actor::Recovery {
+            let live_after = || state.live_count(&workspace, now) + 1;
+            check_policy(&state.policy(&workspace), &secret, expires_at, live_after, now)?;
+        }
     }
     if state.view_by_hash(&secret.hash).is_some() || state.view(&secret.key_id).is_some() {
         return Err(LedgerError::Internal("generated key collides with an existing one".into()));
@@ -404,20 +454,26 @@ fn create(
     find(state, &key_id)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rotate(
     state: &mut LedgerState,
     batch: &mut Batch,
     caller: &Caller,
+    authority: &Authority,
     key_id: KeyId,
     overlap: i64,
     secret: IssuedSecret,
     now: Timestamp,
 ) -> CommandResult {
-    let old = find(state, &key_id)?;
+    // The successor inherits the old key's scopes and resources: whoever may rotate it may
+    // issue them. It inherits a full admin key's powers too, so a rotation never removes the
+    // last one. Its expiry must still respect the caller's.
+    let old = act_on(state, authority, &key_id, "rotate")?;
     if old.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be rotated")));
     }
     let new_expiry = old.lifetime.map(|l| now.plus_micros(l.max(0)));
+    authority.limit_expiry(new_expiry)?;
     // The old key stays live during an overlap: count it.
     let old_counted = usize::from(old.is_live(now));
     let live_after =
@@ -432,7 +488,8 @@ fn rotate(
         metadata: old.metadata.clone(),
         expiry: new_expiry.map_or(Expiry::Never, Expiry::At),
     };
-    let new = create(state, batch, caller, old.workspace.clone(), spec, secret, Some(key_id), now)?;
+    let new =
+        create(state, batch, caller, authority, old.workspace.clone(), spec, secret, Some(key_id), now)?;
     let valid_until = (overlap > 0).then(|| now.plus_micros(overlap));
     let rotated = Rotated { key_id, workspace: old.workspace.clone(), rotated_to: new.key_id, valid_until };
     emit(state, batch, &caller.actor, caller.request_id, Payload::Rotated(rotated));
@@ -450,11 +507,12 @@ fn update(
     state: &mut LedgerState,
     batch: &mut Batch,
     caller: &Caller,
+    authority: &Authority,
     key_id: KeyId,
     changes: KeyChanges,
     now: Timestamp,
 ) -> CommandResult {
-    let key = find(state, &key_id)?;
+    let key = act_on(state, authority, &key_id, "change")?;
     if key.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
     }
@@ -486,6 +544,19 @@ fn update(
             && expires_at.is_none_or(|at| at.micros().saturating_sub(now.micros()) > max)
         {
             return Err(LedgerError::Conflict("policy max_lifetime: the new expiry is too far away".into()));
+        }
+    }
+    if let Some(expires_at) = changes.expires_at {
+        authority.limit_expiry(expires_at)?;
+    }
+    if is_last_full_admin(state, &key_id, now) {
+        let scopes = changes.scopes.as_ref().unwrap_or(&key.scopes);
+        let resources = changes.resources.as_ref().unwrap_or(&key.resources);
+        if !is_full_admin(&key.workspace, scopes, resources) {
+            keep_last_full_admin(state, &key_id, now, "narrowing")?;
+        }
+        if changes.expires_at.is_some_and(|e| e.is_some()) {
+            keep_last_full_admin(state, &key_id, now, "giving an expiry to")?;
         }
     }
     let changed = changes.name.as_ref().is_some_and(|n| *n != key.name)

@@ -325,9 +325,10 @@ pub async fn revoke_all(
     let workspace = parse_workspace(&workspace)?;
     allow_write(&admin, &workspace)?;
     let tag = tag.map(|Extension(t)| t);
-    let ids = state.engine.revoke_all_idempotent(admin.caller, workspace, body.reason, tag).await?;
-    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    ok(json!({ "revoked": ids.len(), "key_ids": ids }))
+    let done = state.engine.revoke_all_idempotent(admin.caller, workspace, body.reason, tag).await?;
+    let ids: Vec<String> = done.key_ids.iter().map(ToString::to_string).collect();
+    // `skipped`: keys left alone, which the calling key does not dominate (docs/security.md).
+    ok(json!({ "revoked": ids.len(), "key_ids": ids, "skipped": done.skipped }))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]

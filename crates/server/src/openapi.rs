@@ -85,6 +85,9 @@ pub struct Rotation {
 pub struct RevokedAll {
     pub revoked: u64,
     pub key_ids: Vec<String>,
+    /// Unrevoked keys left alone: in `_ledger`, the calling key, keys it does not dominate
+    /// and the last full admin key (docs/security.md).
+    pub skipped: u64,
 }
 
 #[derive(Serialize, ToSchema)]

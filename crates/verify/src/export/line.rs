@@ -232,7 +232,7 @@ pub fn write_event_line(
 /// [`actor_text`] as a member.
 fn actor_member(actor: &Actor) -> Member<'_> {
     match actor {
-        Actor::System | Actor::Verifier => Member::String(actor_text(actor)),
+        Actor::System | Actor::Verifier | Actor::Recovery => Member::String(actor_text(actor)),
         Actor::Admin(key) => Member::Display(key),
     }
 }
@@ -393,14 +393,14 @@ mod tests {
                 enabled: false,
             }),
         ];
-        let actors = [Actor::System, Actor::Verifier, Actor::Admin(key(9))];
+        let actors = [Actor::System, Actor::Verifier, Actor::Admin(key(9)), Actor::Recovery];
         payloads
             .into_iter()
             .enumerate()
             .map(|(i, payload)| Event {
                 seq: 300 + i as u64,
                 at: Timestamp(1_700_000_000_123_456 + i as i64),
-                actor: actors[i % 3].clone(),
+                actor: actors[i % actors.len()].clone(),
                 request_id: RequestId::from_bytes([7; 16]),
                 payload,
             })

@@ -1,0 +1,237 @@
+//! The authority rule: which admin key may do what to which key. Decided here, once, on the
+//! writer thread, for every command that issues or changes a key (see docs/security.md,
+//! "Who may act on which key").
+//!
+//! HTTP handlers check scopes and visibility too, but only as an early answer: what they
+//! read may be stale, and a handler can be forgotten. The sequencer calls this module for
+//! every key command against the registry as it is when the command is sequenced, so the
+//! rule holds whatever path a command took.
+//!
+//! The rule, for a caller that is an admin key (keyledger itself, at `init`, and the
+//! offline `admin recover` are not restricted):
+//!
+//! * **Visibility.** A key of a workspace outside the caller's resources answers 404, as if
+//!   it did not exist (empty resources = every workspace).
+//! * **Scopes of the command.** Writing keys needs `ledger:keys:write`; writing `_ledger`
+//!   keys, policies and webhooks also needs `ledger:admin`.
+//! * **Domination.** A `_ledger` key may be issued, rotated, changed, disabled, enabled or
+//!   revoked only by a caller holding every scope it holds and whose resources cover its
+//!   resources (a key with empty resources, reaching every workspace, is covered only by a
+//!   caller with empty resources). A workspace key's scopes are the application's, not
+//!   keyledger's: covering its workspace suffices.
+//! * **Expiry.** A caller with an expiry never gives a key (its own included) an expiry
+//!   later than its own, nor none at all.
+//!
+//! And one rule for every caller: the last active key holding every admin scope over every
+//! workspace (a *full* admin key) cannot be revoked, disabled, given an expiry or narrowed,
+//! so there is always a way to act. If it is lost anyway (its secret forgotten, or it
+//! expired), `keyledger admin recover` issues a new one (docs/operations.md).
+
+use crate::commands::Caller;
+use crate::engine::ADMIN_SCOPES;
+use crate::error::LedgerError;
+use crate::state::{KeyStatus, KeyView, LedgerState};
+use keyledger_core::{KeyId, Timestamp, WorkspaceId};
+
+/// Scope needed to write keys.
+const KEYS_WRITE: &str = "ledger:keys:write";
+/// Scope needed, besides [`KEYS_WRITE`], to write `_ledger` keys, policies and webhooks.
+const ADMIN: &str = "ledger:admin";
+
+/// What a key is, as far as authority goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub key_id: Option<KeyId>,
+    pub workspace: &'a WorkspaceId,
+    /// Sorted, as the registry keeps them.
+    pub scopes: &'a [String],
+    /// Sorted; empty = every workspace.
+    pub resources: &'a [String],
+}
+
+impl<'a> Target<'a> {
+    pub fn of(key: &KeyView<'a>) -> Self {
+        Target {
+            key_id: Some(key.key_id()),
+            workspace: key.workspace(),
+            scopes: key.scopes(),
+            resources: key.resources(),
+        }
+    }
+}
+
+/// The powers of the caller of one command, read from the registry at sequencing time.
+#[derive(Clone, Debug)]
+pub struct Authority {
+    /// `None`: keyledger itself (init, recovery), which no rule restricts.
+    admin: Option<Powers>,
+}
+
+#[derive(Clone, Debug)]
+struct Powers {
+    key_id: KeyId,
+    scopes: Vec<String>,
+    resources: Vec<String>,
+    expires_at: Option<Timestamp>,
+}
+
+impl Authority {
+    /// The caller's powers. An admin caller must be known (the sequencer has already checked
+    /// that its key is active).
+    pub fn of(state: &LedgerState, caller: &Caller) -> Result<Self, LedgerError> {
+        let Some(key_id) = caller.admin_key() else { return Ok(Authority { admin: None }) };
+        let key = state.view(&key_id).ok_or(LedgerError::Unauthorized(crate::error::AuthError::Unknown))?;
+        Ok(Authority {
+            admin: Some(Powers {
+                key_id,
+                scopes: key.scopes().to_vec(),
+                resources: key.resources().to_vec(),
+                expires_at: key.expires_at(),
+            }),
+        })
+    }
+
+    /// The calling admin key, if the caller is one.
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.admin.as_ref().map(|p| p.key_id)
+    }
+
+    /// 404 for a workspace outside the caller's resources, exactly as for an absent one.
+    pub fn see_workspace(&self, workspace: &WorkspaceId) -> Result<(), LedgerError> {
+        match &self.admin {
+            Some(p) if !covers_workspace(&p.resources, workspace) => {
+                Err(LedgerError::NotFound(format!("no workspace {workspace}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// 403 unless the caller holds `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), LedgerError> {
+        match &self.admin {
+            Some(p) if !holds(&p.scopes, scope) => {
+                Err(LedgerError::Forbidden(format!("this admin key lacks the scope `{scope}`")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Policies and webhooks of `workspace`: visible, and `ledger:admin`.
+    pub fn configure(&self, workspace: &WorkspaceId) -> Result<(), LedgerError> {
+        self.see_workspace(workspace)?;
+        self.require(ADMIN)
+    }
+
+    /// Writing the keys of `workspace` at all (revoke-all): visible, and the write scopes.
+    pub fn write_keys_of(&self, workspace: &WorkspaceId) -> Result<(), LedgerError> {
+        self.see_workspace(workspace)?;
+        self.write_scopes(workspace)
+    }
+
+    /// May the caller issue a key like `target` expiring at `expires_at`?
+    pub fn issue(&self, target: Target<'_>, expires_at: Option<Timestamp>) -> Result<(), LedgerError> {
+        self.see_workspace(target.workspace)?;
+        self.write_scopes(target.workspace)?;
+        self.dominate(target, "issue")?;
+        self.limit_expiry(expires_at)
+    }
+
+    /// May the caller act on the existing key `target` (rotate, change, disable, enable,
+    /// revoke)? 404 if it may not see it, 403 naming what it lacks otherwise.
+    pub fn act_on(&self, target: Target<'_>, verb: &str) -> Result<(), LedgerError> {
+        if let (Some(p), Some(key_id)) = (&self.admin, target.key_id)
+            && !covers_workspace(&p.resources, target.workspace)
+        {
+            return Err(LedgerError::NotFound(format!("no key {key_id}")));
+        }
+        self.write_scopes(target.workspace)?;
+        self.dominate(target, verb)
+    }
+
+    /// Whether [`Self::act_on`] would allow it, for revoke-all's choice of keys.
+    pub fn dominates(&self, target: Target<'_>) -> bool {
+        self.act_on(target, "revoke").is_ok()
+    }
+
+    /// 403 if the caller has an expiry and `expires_at` is later, or none.
+    pub fn limit_expiry(&self, expires_at: Option<Timestamp>) -> Result<(), LedgerError> {
+        let Some(Powers { expires_at: Some(own), .. }) = &self.admin else { return Ok(()) };
+        match expires_at {
+            Some(at) if at <= *own => Ok(()),
+            _ => Err(LedgerError::Forbidden(format!(
+                "this admin key expires at {}; it cannot give a key a later expiry, or none",
+                own.to_rfc3339()
+            ))),
+        }
+    }
+
+    fn write_scopes(&self, workspace: &WorkspaceId) -> Result<(), LedgerError> {
+        self.require(KEYS_WRITE)?;
+        if workspace.is_ledger() {
+            self.require(ADMIN)?;
+        }
+        Ok(())
+    }
+
+    fn dominate(&self, target: Target<'_>, verb: &str) -> Result<(), LedgerError> {
+        let (Some(p), true) = (&self.admin, target.workspace.is_ledger()) else { return Ok(()) };
+        let which = target.key_id.map_or_else(|| "a key".to_owned(), |id| format!("key {id}"));
+        if let Some(scope) = target.scopes.iter().find(|s| !holds(&p.scopes, s)) {
+            return Err(LedgerError::Forbidden(format!(
+                "cannot {verb} {which}: it holds the scope `{scope}`, which this admin key lacks"
+            )));
+        }
+        if !covers_resources(&p.resources, target.resources) {
+            return Err(LedgerError::Forbidden(format!(
+                "cannot {verb} {which}: it reaches workspaces beyond this admin key's resources"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn holds(scopes: &[String], scope: &str) -> bool {
+    scopes.iter().any(|s| s == scope)
+}
+
+/// Empty resources cover every workspace.
+fn covers_workspace(resources: &[String], workspace: &WorkspaceId) -> bool {
+    resources.is_empty() || resources.iter().any(|r| r == workspace.as_str())
+}
+
+/// `mine` covers `theirs` if it reaches every workspace `theirs` reaches.
+fn covers_resources(mine: &[String], theirs: &[String]) -> bool {
+    mine.is_empty() || (!theirs.is_empty() && theirs.iter().all(|r| holds(mine, r)))
+}
+
+/// A `_ledger` key holding every admin scope over every workspace.
+pub fn is_full_admin(workspace: &WorkspaceId, scopes: &[String], resources: &[String]) -> bool {
+    workspace.is_ledger() && resources.is_empty() && ADMIN_SCOPES.iter().all(|s| holds(scopes, s))
+}
+
+/// Whether `key_id` is the only active full admin key at `now`.
+pub fn is_last_full_admin(state: &LedgerState, key_id: &KeyId, now: Timestamp) -> bool {
+    let active_full = |k: &KeyView<'_>| {
+        k.status(now) == KeyStatus::Active && is_full_admin(k.workspace(), k.scopes(), k.resources())
+    };
+    let Some(key) = state.view(key_id) else { return false };
+    active_full(&key)
+        && !state.workspace_keys(&WorkspaceId::ledger()).any(|k| k.key_id() != *key_id && active_full(&k))
+}
+
+/// 409 if `key_id` is the last active full admin key, which the command would `undo`.
+pub fn keep_last_full_admin(
+    state: &LedgerState,
+    key_id: &KeyId,
+    now: Timestamp,
+    undo: &str,
+) -> Result<(), LedgerError> {
+    if is_last_full_admin(state, key_id, now) {
+        return Err(LedgerError::Conflict(format!(
+            "key {key_id} is the last active admin key holding every admin scope over all workspaces; \
+             {undo} it would leave no key able to administer keyledger. Issue another such key first \
+             (or see `keyledger admin recover` in docs/operations.md)"
+        )));
+    }
+    Ok(())
+}
