@@ -114,15 +114,15 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
 }
 
 /// Liveness and log health (documentation of `/healthz`).
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "Serving; the log is writable", body = openapi::Health), (status = 503, description = "The log cannot be written (unavailable)", body = openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", summary = "Health check", description = "Liveness and log health: 200 while the log can be written, 503 while it cannot (keyledger then fails closed). No authentication.", tag = "operations", security(()), responses((status = 200, description = "Serving; the log is writable", body = openapi::Health), (status = 503, description = "The log cannot be written (unavailable)", body = openapi::ErrorBody)))]
 pub fn health_doc() {}
 
 /// Prometheus metrics (documentation of `/metrics`).
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format: verifications by outcome, append latency, batch sizes, log size, checkpoint age, HTTP requests by route. Never a secret.", content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", summary = "Prometheus metrics", description = "Prometheus metrics in the text format. No authentication, and never a secret.", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format: verifications by outcome, append latency, batch sizes, log size, checkpoint age, HTTP requests by route. Never a secret.", content_type = "text/plain", body = String)))]
 pub fn metrics_doc() {}
 
 /// This document (documentation of `/openapi.json`).
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()), responses((status = 200, description = "The OpenAPI 3 document of this API", content_type = "application/json", body = Object)))]
+#[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApiDocument", summary = "OpenAPI document", description = "This OpenAPI 3.1 document. No authentication.", tag = "operations", security(()), responses((status = 200, description = "The OpenAPI 3 document of this API", content_type = "application/json", body = Object)))]
 pub fn openapi_doc() {}
 
 async fn openapi_json() -> axum::Json<serde_json::Value> {

@@ -90,6 +90,8 @@ pub struct RevokedAll {
 #[derive(Serialize, ToSchema)]
 pub struct PolicyView {
     pub workspace: String,
+    /// At most this many active keys; null = no limit.
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub max_active_keys: Option<u32>,
     pub require_expiry: bool,
     /// A duration such as `90d`.
