@@ -444,6 +444,8 @@ async fn verify_by_post_documents_the_body_as_optional_as_the_server_takes_it() 
     let body = &doc["paths"]["/v1/verify"]["post"]["requestBody"];
     assert!(body.is_object(), "JSON mode's body is documented");
     assert_ne!(body["required"], true, "POST /v1/verify without a body is forward-auth mode: {body}");
+    let schema = &body["content"]["application/json"]["schema"];
+    assert_eq!(schema["$ref"], "#/components/schemas/VerifyBody", "a JSON `null` is no body: {schema}");
     let (app, admin, _dir) = fresh_app();
     let (s, key) = send(
         &app,
