@@ -1,7 +1,9 @@
-//! Field rules of contract §3, shared by every command that takes the fields.
+//! Field rules of keys and workspace policies (docs/api.md), shared by every command that
+//! takes the fields.
 //!
 //! Each check returns a [`FieldError`] naming the offending field, which the API turns into
-//! `invalid_request` with that name.
+//! `invalid_request` with that name. The bounds here are the ones `/openapi.json` documents
+//! (`crates/server/tests/openapi.rs` checks that the server takes exactly those).
 
 use serde_json::Value;
 
@@ -27,6 +29,11 @@ pub const MAX_RESOURCE_CHARS: usize = 256;
 pub const MAX_OWNER_CHARS: usize = 200;
 pub const MAX_METADATA_BYTES: usize = 4096;
 pub const MAX_REASON_CHARS: usize = 500;
+/// The smallest `max_active_keys` a policy may set (0 would forbid every key: unset it).
+pub const MIN_ACTIVE_KEYS_LIMIT: u32 = 1;
+/// The largest `max_active_keys` a policy may set: the largest `int32`, so that every
+/// client generated from the OpenAPI document can hold it.
+pub const MAX_ACTIVE_KEYS_LIMIT: u32 = i32::MAX as u32;
 
 fn no_control_chars(field: &str, text: &str) -> Result<(), FieldError> {
     if text.chars().any(char::is_control) {
@@ -82,6 +89,19 @@ pub fn reason(text: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Checks a policy's `max_active_keys` and returns it as the policy holds it.
+pub fn max_active_keys(value: u64) -> Result<u32, FieldError> {
+    u32::try_from(value)
+        .ok()
+        .filter(|n| (MIN_ACTIVE_KEYS_LIMIT..=MAX_ACTIVE_KEYS_LIMIT).contains(n))
+        .ok_or_else(|| {
+            FieldError::new(
+                "max_active_keys",
+                format!("must be from {MIN_ACTIVE_KEYS_LIMIT} to {MAX_ACTIVE_KEYS_LIMIT}"),
+            )
+        })
+}
+
 /// Checks that metadata is a JSON object of at most 4 KiB and returns its canonical text
 /// (keys sorted, no insignificant white space).
 pub fn metadata(value: &Value) -> Result<String, FieldError> {
@@ -122,6 +142,15 @@ mod tests {
         assert!(scopes(&["x".repeat(129)]).is_err());
         assert!(scopes(&["has space".into()]).is_err());
         assert!(resources(&[String::new()]).is_err());
+    }
+
+    #[test]
+    fn max_active_keys_is_a_positive_int32() {
+        assert_eq!(max_active_keys(1), Ok(1));
+        assert_eq!(max_active_keys(2_147_483_647), Ok(2_147_483_647));
+        for bad in [0, 2_147_483_648, u64::from(u32::MAX), u64::from(u32::MAX) + 1, u64::MAX] {
+            assert_eq!(max_active_keys(bad).unwrap_err().field, "max_active_keys", "{bad}");
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn hashes(list: &[[u8; 32]]) -> Value {
     json!({ "hashes": list.iter().map(hex::encode).collect::<Vec<_>>() })
 }
 
-#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "integrity", description = "The latest signed checkpoint (`ledger:audit:read`).", responses((status = 200, description = "The checkpoint and its C2SP signed note", body = crate::openapi::CheckpointView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no checkpoint signed yet", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/log/checkpoint", operation_id = "getCheckpoint", summary = "Get the latest signed checkpoint", tag = "integrity", description = "The latest signed checkpoint (`ledger:audit:read`).", responses((status = 200, description = "The checkpoint and its C2SP signed note", body = crate::openapi::CheckpointView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no checkpoint signed yet", body = crate::openapi::ErrorBody)))]
 pub async fn checkpoint(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
     admin.require(scope::AUDIT_READ)?;
     let checkpoint = state
@@ -43,7 +43,7 @@ pub async fn checkpoint(State(state): State<AppState>, admin: Admin) -> Result<J
     })))
 }
 
-#[utoipa::path(get, path = "/v1/log/public-key", tag = "integrity", description = "The log's Ed25519 public key as a C2SP verifier key (`ledger:audit:read`).", responses((status = 200, description = "The public key", body = crate::openapi::PublicKeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/log/public-key", operation_id = "getPublicKey", summary = "Get the log's public key", tag = "integrity", description = "The log's Ed25519 public key as a C2SP verifier key (`ledger:audit:read`).", responses((status = 200, description = "The public key", body = crate::openapi::PublicKeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody)))]
 pub async fn public_key(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
     admin.require(scope::AUDIT_READ)?;
     let key = state.engine.public_key();
@@ -55,7 +55,7 @@ pub async fn public_key(State(state): State<AppState>, admin: Admin) -> Result<J
     })))
 }
 
-#[utoipa::path(get, path = "/v1/log/proofs/inclusion", tag = "integrity", description = "RFC 9162 inclusion proof of event `seq` in the tree of `size` events (`ledger:audit:read`).", params(("seq" = u64, Query, description = "Event seq"), ("size" = u64, Query, description = "Tree size")), responses((status = 200, description = "The proof", body = crate::openapi::ProofView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/log/proofs/inclusion", operation_id = "getInclusionProof", summary = "Get an inclusion proof", tag = "integrity", description = "RFC 9162 inclusion proof of event `seq` in the tree of `size` events (`ledger:audit:read`).", params(("seq" = u64, Query, description = "Event seq"), ("size" = u64, Query, description = "Tree size")), responses((status = 200, description = "The proof", body = crate::openapi::ProofView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn inclusion(
     State(state): State<AppState>,
     admin: Admin,
@@ -68,7 +68,7 @@ pub async fn inclusion(
     Ok(Json(hashes(&proof)))
 }
 
-#[utoipa::path(get, path = "/v1/log/proofs/consistency", tag = "integrity", description = "RFC 9162 consistency proof between tree sizes `from` and `to` (`ledger:audit:read`).", params(("from" = u64, Query, description = "Older size"), ("to" = u64, Query, description = "Newer size")), responses((status = 200, description = "The proof", body = crate::openapi::ProofView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/log/proofs/consistency", operation_id = "getConsistencyProof", summary = "Get a consistency proof", tag = "integrity", description = "RFC 9162 consistency proof between tree sizes `from` and `to` (`ledger:audit:read`).", params(("from" = u64, Query, description = "Older size"), ("to" = u64, Query, description = "Newer size")), responses((status = 200, description = "The proof", body = crate::openapi::ProofView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
 pub async fn consistency(
     State(state): State<AppState>,
     admin: Admin,

@@ -93,6 +93,8 @@ pub struct RevokedAll {
 #[derive(Serialize, ToSchema)]
 pub struct PolicyView {
     pub workspace: String,
+    /// At most this many active keys; null = no limit.
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub max_active_keys: Option<u32>,
     pub require_expiry: bool,
     /// A duration such as `90d`.
@@ -448,6 +450,26 @@ impl Modify for CommonResponses {
     }
 }
 
+/// `POST /v1/verify` takes a JSON body (JSON mode) or none (forward-auth mode, see
+/// docs/api.md "Verify"). utoipa writes an optional body as `oneOf: [null, …]`, which says a
+/// JSON `null` is accepted (it is not, and generated clients then send it); so the body is
+/// annotated as required and made optional here.
+struct OptionalVerifyBody;
+
+impl Modify for OptionalVerifyBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let body = openapi
+            .paths
+            .paths
+            .get_mut("/v1/verify")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|operation| operation.request_body.as_mut());
+        if let Some(body) = body {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -469,7 +491,7 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "keyledger", description = "A self-hosted, tamper-evident ledger of API keys (contract v1)."),
-    modifiers(&Security, &CommonResponses),
+    modifiers(&Security, &CommonResponses, &OptionalVerifyBody),
     security(("bearer" = []), ("x_api_key" = [])),
     paths(
         crate::health_doc,

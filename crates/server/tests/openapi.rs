@@ -345,3 +345,190 @@ async fn responses_conform_to_the_documented_schemas() {
     h.call("GET", "/healthz", "/healthz", None, None).await;
     assert!(h.checked >= 35, "only {} responses were checked", h.checked);
 }
+
+/// Every operation of the document, as `(METHOD, path, operation)`.
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            out.push((method.to_uppercase(), path.clone(), operation));
+        }
+    }
+    out
+}
+
+/// What a generated SDK shows its users: method names from `operationId`, doc strings from
+/// `summary` and `description`. Ids are lowerCamelCase verbs, one per operation; the texts
+/// speak to API users, not of Rust items.
+#[test]
+fn operations_have_sdk_friendly_ids_and_texts() {
+    let doc = keyledger_server::openapi::document();
+    let mut seen = BTreeSet::new();
+    for (method, path, operation) in operations(&doc) {
+        let id = operation["operationId"].as_str().unwrap_or_default();
+        let camel = id.starts_with(|c: char| c.is_ascii_lowercase())
+            && id.len() > 1
+            && id.chars().all(|c| c.is_ascii_alphabetic());
+        assert!(camel, "{method} {path}: operationId `{id}` is not ^[a-z][a-zA-Z]+$");
+        assert!(seen.insert(id.to_owned()), "{method} {path}: operationId `{id}` is used twice");
+        let summary = operation["summary"].as_str().unwrap_or_default();
+        assert!(!summary.trim().is_empty(), "{method} {path}: no summary");
+        assert!(!summary.contains('\n'), "{method} {path}: the summary is one line: {summary:?}");
+        for text in [summary, operation["description"].as_str().unwrap_or_default()] {
+            for internal in ["[`", "documentation only", "documentation of", "_doc"] {
+                assert!(
+                    !text.to_lowercase().contains(internal),
+                    "{method} {path}: `{internal}` in a text meant for API users: {text:?}"
+                );
+            }
+        }
+    }
+    let id = |method: &str, path: &str| doc["paths"][path][method]["operationId"].as_str().map(str::to_owned);
+    for (method, path, expected) in [
+        ("post", "/v1/workspaces/{ws}/keys", "createKey"),
+        ("get", "/v1/workspaces/{ws}/keys", "listKeys"),
+        ("get", "/v1/keys/{key_id}", "getKey"),
+        ("patch", "/v1/keys/{key_id}", "updateKey"),
+        ("post", "/v1/keys/{key_id}/rotate", "rotateKey"),
+        ("post", "/v1/keys/{key_id}/revoke", "revokeKey"),
+        ("post", "/v1/keys/{key_id}/disable", "disableKey"),
+        ("post", "/v1/keys/{key_id}/enable", "enableKey"),
+        ("post", "/v1/workspaces/{ws}/keys/revoke-all", "revokeAllKeys"),
+        ("get", "/v1/workspaces/{ws}/policy", "getPolicy"),
+        ("put", "/v1/workspaces/{ws}/policy", "setPolicy"),
+        ("post", "/v1/verify", "verifyKey"),
+        ("get", "/v1/verify", "verifyKeyForwardAuth"),
+        ("get", "/v1/keys/{key_id}/events", "getKeyEvents"),
+        ("get", "/v1/audit/keys/{key_id}/compromise", "getCompromiseReport"),
+        ("post", "/v1/audit/lookup", "lookupSecret"),
+        ("get", "/healthz", "getHealth"),
+        ("get", "/metrics", "getMetrics"),
+    ] {
+        assert_eq!(id(method, path).as_deref(), Some(expected), "{method} {path}");
+    }
+}
+
+/// A router over a fresh data dir and its init admin key.
+fn fresh_app() -> (axum::Router, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let init = {
+        let path = path.clone();
+        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
+    };
+    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let app = router(AppState::new(engine, ServerConfig::default()))
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+    (app, init.admin_key.expose().to_owned(), dir)
+}
+
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    auth: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request =
+        Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {auth}"));
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Forward-auth mode is a POST without a body: the document must not require one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_by_post_documents_the_body_as_optional_as_the_server_takes_it() {
+    let doc = keyledger_server::openapi::document();
+    let body = &doc["paths"]["/v1/verify"]["post"]["requestBody"];
+    assert!(body.is_object(), "JSON mode's body is documented");
+    assert_ne!(body["required"], true, "POST /v1/verify without a body is forward-auth mode: {body}");
+    let schema = &body["content"]["application/json"]["schema"];
+    assert_eq!(schema["$ref"], "#/components/schemas/VerifyBody", "a JSON `null` is no body: {schema}");
+    let (app, admin, _dir) = fresh_app();
+    let (s, key) = send(
+        &app,
+        "POST",
+        "/v1/workspaces/acme/keys",
+        &admin,
+        Some(json!({"name": "fa", "scopes": ["read"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{key}");
+    let secret = key["secret"].as_str().unwrap();
+    let (s, verified) = send(&app, "POST", "/v1/verify?scope=read", secret, None).await;
+    assert_eq!(s, StatusCode::OK, "{verified}");
+    assert_eq!(verified["valid"], true);
+    let (s, body) = send(&app, "POST", "/v1/verify", secret, Some(json!({"key": secret}))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
+
+/// The documented bounds of an integer schema: `minimum`/`maximum`, else those its `format`
+/// implies (what a generated client or a fuzzer takes as valid).
+fn integer_bounds(schema: &Value) -> (i64, i64) {
+    let implied = match schema["format"].as_str() {
+        Some("int32") => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => (i64::MIN, i64::MAX),
+    };
+    (schema["minimum"].as_i64().unwrap_or(implied.0), schema["maximum"].as_i64().unwrap_or(implied.1))
+}
+
+/// `PUT …/policy` takes exactly the `max_active_keys` the document allows: the bounds
+/// themselves are accepted, one past either is refused with 422 naming the field, and a
+/// refused policy changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_max_active_keys_is_bounded_as_documented() {
+    let doc = keyledger_server::openapi::document();
+    let schema = &doc["components"]["schemas"]["SetPolicy"]["properties"]["max_active_keys"];
+    let (min, max) = integer_bounds(schema);
+    assert!(max < i64::MAX, "max_active_keys has a documented maximum: {schema}");
+    let view = &doc["components"]["schemas"]["PolicyView"]["properties"]["max_active_keys"];
+    assert_eq!(integer_bounds(view), (min, max), "the policy shows what it takes: {view}");
+    let (app, admin, _dir) = fresh_app();
+    let uri = "/v1/workspaces/acme/policy";
+    for good in [min, max] {
+        let (s, body) = send(&app, "PUT", uri, &admin, Some(json!({"max_active_keys": good}))).await;
+        assert_eq!(s, StatusCode::OK, "{good}: {body}");
+        assert_eq!(body["max_active_keys"], good);
+    }
+    for bad in [min - 1, max + 1, -1, i64::from(u32::MAX) + 1] {
+        let (s, body) = send(&app, "PUT", uri, &admin, Some(json!({"max_active_keys": bad}))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        assert!(body["message"].as_str().unwrap().contains("max_active_keys"), "names the field: {body}");
+        let (_, policy) = send(&app, "GET", uri, &admin, None).await;
+        assert_eq!(policy["max_active_keys"], max, "a refused policy changes nothing: {policy}");
+    }
+}
+
+/// The `limit` query parameters take exactly the documented range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_parameters_are_bounded_as_documented() {
+    let doc = keyledger_server::openapi::document();
+    let (app, admin, _dir) = fresh_app();
+    let (_, key) = send(&app, "POST", "/v1/workspaces/acme/keys", &admin, Some(json!({"name": "l"}))).await;
+    let key_id = key["key_id"].as_str().unwrap();
+    for (template, uri) in [
+        ("/v1/keys/{key_id}/events", format!("/v1/keys/{key_id}/events")),
+        ("/v1/workspaces/{ws}/webhook/deliveries", "/v1/workspaces/acme/webhook/deliveries".to_owned()),
+    ] {
+        let parameters = doc["paths"][template]["get"]["parameters"].as_array().unwrap();
+        let limit = parameters.iter().find(|p| p["name"] == "limit").unwrap();
+        let (min, max) = integer_bounds(&limit["schema"]);
+        assert!(max < i64::MAX, "{template}: `limit` has a documented maximum: {limit}");
+        for good in [min, max] {
+            let (s, body) = send(&app, "GET", &format!("{uri}?limit={good}"), &admin, None).await;
+            assert!(s == StatusCode::OK || s == StatusCode::NOT_FOUND, "{template} limit={good}: {s} {body}");
+        }
+        for bad in [min - 1, max + 1] {
+            let (s, body) = send(&app, "GET", &format!("{uri}?limit={bad}"), &admin, None).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{template} limit={bad}: {body}");
+            assert!(body["message"].as_str().unwrap().contains("limit"), "{body}");
+        }
+    }
+}
