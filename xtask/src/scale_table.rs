@@ -1,5 +1,5 @@
-//! The scale table of docs/benchmarks.md, the last part of `cargo xtask bench`: issue 7's
-//! figures that need a big log, measured on logs generated for the run. It drives the other
+//! The scale table of docs/benchmarks.md, the last part of `cargo xtask bench`: the targets
+//! of docs/benchmarks.md that need a big log, measured on logs generated for the run. It drives the other
 //! commands: `gen-log` writes each log, `scale` ([`crate::scale_measure`], one log, JSON out)
 //! times the queries on it, `keyledger serve` is started on it for startup and memory; this
 //! module turns their figures into the table, each row with its target.
