@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: every figure of issue 7, written into `docs/benchmarks.md`: the
 //! criterion benchmarks (below), then the HTTP load test (`cargo xtask load`, its own
-//! table) and the scale figures on generated logs ([`crate::scale_bench`], its own table).
+//! table) and the scale figures on generated logs ([`crate::scale_table`], its own table).
 //! Each part can be skipped (`--no-criterion`, `--no-load`, `--no-scale`).
 //!
 //! Criterion steps:
@@ -19,20 +19,20 @@
 //!
 //! Figures are reported as measured; a missed target is shown as missed.
 
+use crate::report::{Section, commit_description, group_digits, machine_description, utc_now, write_section};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Packages whose benchmarks `cargo xtask bench` runs.
 const PACKAGES: [&str; 3] = ["keyledger-core", "keyledger-log", "keyledger-ledger"];
 /// Criterion flags of `--quick`: enough to smoke-test the benchmarks, not to quote figures.
 const QUICK_ARGS: [&str; 4] = ["--warm-up-time", "0.5", "--measurement-time", "1"];
-const BEGIN_MARKER: &str = "<!-- bench:begin -->";
-const END_MARKER: &str = "<!-- bench:end -->";
+/// Where the criterion table lives in docs/benchmarks.md.
+const SECTION: Section = Section { begin: "<!-- bench:begin -->", end: "<!-- bench:end -->", heading: None };
 /// Directory (under the criterion home) of the benches' own side files.
 const EXTRA_DIR: &str = "keyledger-extra";
 
@@ -187,11 +187,11 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
     }
     if options.scale {
         let sizes = if options.quick {
-            crate::scale_bench::Sizes::quick()
+            crate::scale_table::Sizes::quick()
         } else {
-            crate::scale_bench::Sizes::full(options.scale_events)
+            crate::scale_table::Sizes::full(options.scale_events)
         };
-        crate::scale_bench::run(root, sizes, options.quick)?;
+        crate::scale_table::run(root, sizes, options.quick)?;
     }
     Ok(())
 }
@@ -227,7 +227,7 @@ fn run_criterion(root: &Path, options: Options) -> Result<()> {
         render_section(&measured, &extras, &machine_description(), &commit_description(root), options);
     print!("{section}");
     let doc = root.join("docs/benchmarks.md");
-    write_section(&doc, &section)?;
+    write_section(&doc, &SECTION, &section)?;
     eprintln!("xtask: wrote {}", doc.display());
     Ok(())
 }
@@ -237,9 +237,7 @@ fn criterion_home(root: &Path) -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         return root.join(home);
     }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    target.join("criterion")
+    crate::process::target_dir(root).join("criterion")
 }
 
 /// Every `new/` result under `home` (written after `fresh_since`, when given), by id.
@@ -323,53 +321,6 @@ fn collect_extras(dir: &Path) -> Result<BTreeMap<String, Value>> {
         }
     }
     Ok(extras)
-}
-
-/// `N CPUs (nproc), <model>, <memory>`.
-pub(crate) fn machine_description() -> String {
-    let cpus = command_output("nproc", &[]).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or_else(|_| "?".into(), |n| n.get().to_string())
-    });
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok()
-        })
-        .map_or_else(|| "unknown memory".into(), |kib| format!("{:.1} GiB RAM", kib / 1024.0 / 1024.0));
-    format!("{cpus} CPUs (`nproc`), {model}, {memory}")
-}
-
-/// `git rev-parse --short HEAD`, noting uncommitted changes to tracked files.
-pub(crate) fn commit_description(root: &Path) -> String {
-    let git = |args: &[&str]| {
-        let mut full = vec!["-C", root.to_str().unwrap_or(".")];
-        full.extend_from_slice(args);
-        command_output("git", &full)
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(commit) => {
-            let dirty =
-                git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("`{commit}` plus uncommitted changes in the working tree")
-            } else {
-                format!("`{commit}`")
-            }
-        }
-        None => "unknown (not a git checkout)".into(),
-    }
-}
-
-/// The trimmed stdout of a successful command.
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).output().ok()?;
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// The markdown between the markers: heading, context lines and the table.
@@ -503,95 +454,15 @@ fn format_rate(per_second: f64, unit: &str) -> String {
     }
 }
 
-/// `1234567.8` as `1,234,568`.
-pub(crate) fn group_digits(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-/// The current UTC date and time, `YYYY-MM-DD HH:MM UTC`, from the system clock.
-pub(crate) fn utc_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", of_day / 3600, of_day % 3600 / 60)
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Replaces the marked section of `doc` (creating the file, or the markers, if missing).
-fn write_section(doc: &Path, section: &str) -> Result<()> {
-    write_marked_section(doc, BEGIN_MARKER, END_MARKER, section)
-}
-
-/// Replaces everything between `begin` and `end` in `doc` with `section` (creating the
-/// file, or appending the markers, if missing).
-pub(crate) fn write_marked_section(doc: &Path, begin: &str, end: &str, section: &str) -> Result<()> {
-    let block = format!("{begin}\n{section}{end}");
-    let current = match std::fs::read_to_string(doc) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            "# Benchmarks\n\nFigures written by `cargo xtask bench`.\n\n".to_owned()
-        }
-        Err(error) => return Err(error).with_context(|| format!("cannot read {}", doc.display())),
-    };
-    let updated = match (current.find(begin), current.find(end)) {
-        (Some(at), Some(until)) if at < until => {
-            format!("{}{block}{}", &current[..at], &current[until + end.len()..])
-        }
-        (None, None) => format!("{}\n\n{block}\n", current.trim_end()),
-        _ => bail!("{} has misplaced `{begin}` / `{end}` markers", doc.display()),
-    };
-    if let Some(parent) = doc.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    std::fs::write(doc, updated).with_context(|| format!("cannot write {}", doc.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dates_and_digits() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(group_digits(1_234_567.8), "1,234,568");
-        assert_eq!(group_digits(999.0), "999");
+    fn durations_and_rates_are_formatted() {
         assert_eq!(format_nanos(14_208.0), "14.21 µs");
-    }
-
-    #[test]
-    fn section_is_replaced_between_markers_only() {
-        let dir = std::env::temp_dir().join(format!("xtask-bench-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let doc = dir.join("benchmarks.md");
-        std::fs::write(&doc, format!("intro\n{BEGIN_MARKER}\nold\n{END_MARKER}\noutro\n")).unwrap();
-        write_section(&doc, "new\n").unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&doc).unwrap(),
-            format!("intro\n{BEGIN_MARKER}\nnew\n{END_MARKER}\noutro\n")
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(format_nanos(812.34), "812.3 ns");
+        assert_eq!(format_rate(744_657.2, "events"), "744,657 events/s");
+        assert_eq!(format_rate(2_500_000.0, "checks"), "2.50 M checks/s");
     }
 }

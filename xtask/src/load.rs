@@ -22,24 +22,31 @@
 //! Fails if a usage event is lost; under `--ci` also if a verify mode's throughput is below
 //! [`CI_MIN_RATIO`] of the bare server's (best of three attempts, so a noisy neighbour
 //! cannot fail it, but a gross regression does).
+//!
+//! The servers run as [`crate::process::Process`]es; the table goes through
+//! [`crate::report`], like the other tables of docs/benchmarks.md.
 
 pub(crate) mod generator;
 
+use crate::process::{Process, free_port, tail, target_dir};
+use crate::report::{
+    Section, commit_description, group_digits, load_average, machine_description, utc_now, write_section,
+};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use generator::{MakeRequest, Outcome, Plan};
 use hyper::Method;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-const BEGIN_MARKER: &str = "<!-- load:begin -->";
-const END_MARKER: &str = "<!-- load:end -->";
+/// Where the load table lives in docs/benchmarks.md.
+const SECTION: Section =
+    Section { begin: "<!-- load:begin -->", end: "<!-- load:end -->", heading: Some("## HTTP load test") };
 /// The CI guard against a gross regression. Issue 7 suggests half its ≥ 0.6 target, but
 /// verify measures 0.29–0.50× the bare server on this 2-core machine after the projector and
 /// HTTP-path work of docs/benchmarks.md (the lowest figure when the machine is quiet and the
@@ -194,7 +201,7 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
         eprintln!("xtask: load smoke took {:.1} s (build excluded)", started.elapsed().as_secs_f64());
     } else {
         let doc = root.join("docs/benchmarks.md");
-        write_section(&doc, &section)?;
+        write_section(&doc, &SECTION, &section)?;
         eprintln!("xtask: wrote {}", doc.display());
     }
     let usage = &report.usage;
@@ -231,11 +238,6 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
     Ok(())
 }
 
-/// The target directory cargo builds into.
-pub(crate) fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
-}
-
 /// Resolves on SIGINT or SIGTERM, naming it.
 async fn interrupted() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
@@ -249,108 +251,14 @@ async fn interrupted() -> &'static str {
     }
 }
 
-// ----- child processes ------------------------------------------------------------------
-
-/// A child process in its own process group, stopped (the whole group: SIGTERM, then
-/// SIGKILL after 10 s) when dropped. It runs under `timeout` when available, so it stops
-/// by itself after `lifetime` even if this harness is killed outright.
-pub(crate) struct Process {
-    name: String,
-    child: Child,
-    stopped: bool,
-}
-
-impl Process {
-    pub(crate) fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[&str],
-        lifetime: Duration,
-        stderr: Stdio,
-    ) -> Result<Self> {
-        let mut command = if has_timeout() {
-            let mut command = Command::new("timeout");
-            command.arg("--kill-after=5").arg(format!("{}s", lifetime.as_secs().max(1))).arg(program);
-            command
-        } else {
-            Command::new(program)
-        };
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).process_group(0);
-        let child = command.spawn().with_context(|| format!("cannot start {}", program.display()))?;
-        Ok(Self { name: name.to_owned(), child, stopped: false })
-    }
-
-    fn signal_group(&self, signal: &str) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args([signal, "--", &group])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    /// The id of the program itself (not of the `timeout` wrapping it), once it runs.
-    pub(crate) fn program_pid(&self) -> u32 {
-        let id = self.child.id();
-        let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
-        children.split_whitespace().next().and_then(|pid| pid.parse().ok()).unwrap_or(id)
-    }
-
-    /// Whether it has exited (and how), without waiting.
-    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// Stops the process group: SIGTERM, up to 10 s for a clean stop, then SIGKILL.
-    pub(crate) fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        if self.stopped {
-            return self.exited();
-        }
-        self.stopped = true;
-        self.signal_group("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.exited() {
-                // The group may still hold a straggler (the server under `timeout`).
-                self.signal_group("-KILL");
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("xtask: {} did not stop within 10 s of SIGTERM; killing it", self.name);
-        self.signal_group("-KILL");
-        let _ = self.child.kill();
-        self.child.wait().ok()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn has_timeout() -> bool {
-    Command::new("timeout")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A loopback port nobody listens on right now.
-pub(crate) fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
-}
+// ----- the servers under test -----------------------------------------------------------
 
 /// Starts `xtask bare` (this very binary) and reads the address it bound.
 fn start_bare(lifetime: Duration) -> Result<(Process, SocketAddr)> {
     let me = std::env::current_exe().context("cannot find the xtask binary")?;
     let mut process =
         Process::spawn("bare server", &me, &["bare", "--listen", "127.0.0.1:0"], lifetime, Stdio::inherit())?;
-    let stdout = process.child.stdout.take().context("bare server stdout")?;
+    let stdout = process.take_stdout().context("bare server stdout")?;
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -477,14 +385,6 @@ impl Keyledger {
             other => bail!("keyledger serve did not stop cleanly ({other:?}):\n{}", tail(&self.log_path)),
         }
     }
-}
-
-/// The last lines of a log file, for error messages.
-pub(crate) fn tail(path: &Path) -> String {
-    let mut text = String::new();
-    let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text));
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -861,12 +761,9 @@ fn render(
     let plan = options.plan();
     let _ = writeln!(out, "### Load test of {}", utc_now());
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "- Machine: {}; the load generator and both servers share it.",
-        crate::bench::machine_description()
-    );
-    let _ = writeln!(out, "- Commit: {}.", crate::bench::commit_description(root));
+    let _ =
+        writeln!(out, "- Machine: {}; the load generator and both servers share it.", machine_description());
+    let _ = writeln!(out, "- Commit: {}.", commit_description(root));
     let kind = if options.ci {
         " (CI smoke: not for quoting)"
     } else if options.quick {
@@ -1013,56 +910,6 @@ fn micros(us: u64) -> String {
     if us < 1_000 { format!("{us} µs") } else { format!("{:.2} ms", us as f64 / 1e3) }
 }
 
-pub(crate) fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// `1234567.8` as `1,234,568`.
-fn group_digits(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-/// The current UTC date and time, `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // H. Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", of_day / 3600, of_day % 3600 / 60)
-}
-
-/// Replaces the marked section of `doc` (appending a section with the markers if missing).
-fn write_section(doc: &Path, section: &str) -> Result<()> {
-    let block = format!("{BEGIN_MARKER}\n{section}{END_MARKER}");
-    let current = std::fs::read_to_string(doc).with_context(|| format!("cannot read {}", doc.display()))?;
-    let updated = match (current.find(BEGIN_MARKER), current.find(END_MARKER)) {
-        (Some(begin), Some(end)) if begin < end => {
-            format!("{}{block}{}", &current[..begin], &current[end + END_MARKER.len()..])
-        }
-        (None, None) => format!("{}\n\n## HTTP load test\n\n{block}\n", current.trim_end()),
-        _ => bail!("{} has misplaced `{BEGIN_MARKER}` / `{END_MARKER}` markers", doc.display()),
-    };
-    std::fs::write(doc, updated).with_context(|| format!("cannot write {}", doc.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1085,18 +932,5 @@ mod tests {
         assert_eq!(full.command(), "cargo xtask load --seconds 5 --connections 16");
         assert!(parse(&args("--seconds 0")).is_err());
         assert!(parse(&args("--bogus")).is_err());
-        assert_eq!(group_digits(1_234_567.8), "1,234,568");
-    }
-
-    #[test]
-    fn section_is_replaced_between_markers_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let doc = dir.path().join("benchmarks.md");
-        std::fs::write(&doc, format!("intro\n{BEGIN_MARKER}\nold\n{END_MARKER}\noutro\n")).unwrap();
-        write_section(&doc, "new\n").unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&doc).unwrap(),
-            format!("intro\n{BEGIN_MARKER}\nnew\n{END_MARKER}\noutro\n")
-        );
     }
 }

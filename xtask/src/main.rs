@@ -5,8 +5,11 @@
 //! - `bench [--quick] [--report-only] [--scale-events N] [--no-criterion|--no-load|--no-scale]`:
 //!   every figure of issue 7 in one command: the criterion benchmarks of keyledger-core,
 //!   keyledger-log and keyledger-ledger, the HTTP load test ([`load`]) and the scale figures
-//!   on generated logs ([`scale_bench`]), each written into its table of `docs/benchmarks.md`
+//!   on generated logs ([`scale_table`]), each written into its table of `docs/benchmarks.md`
 //!   (see [`bench`]).
+//! - `gen-log --data-dir D --events N --keys K`, `scale --data-dir D`: write a realistic log
+//!   through the engine (see [`genlog`]); time the queries on one such log, as JSON (see
+//!   [`scale_measure`]). `bench` runs both, and renders their figures (see [`scale_table`]).
 //! - `load [--quick|--ci] [--seconds S] [--connections C] [--keys K]`: the HTTP load test
 //!   against the real `keyledger` binary, with ratios to a bare axum server (see [`load`]).
 //! - `bare [--listen ADDR]`: that bare reference server (see [`bare`]).
@@ -27,8 +30,10 @@ mod crash;
 mod fuzz;
 mod genlog;
 mod load;
-mod scale;
-mod scale_bench;
+mod process;
+mod report;
+mod scale_measure;
+mod scale_table;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -109,7 +114,7 @@ fn main() -> Result<()> {
                 return run_step(&workspace_root(), command);
             }
             match rest {
-                [flag, dir] if flag == "--data-dir" => scale::run(PathBuf::from(dir)),
+                [flag, dir] if flag == "--data-dir" => scale_measure::run(PathBuf::from(dir)),
                 _ => bail!("usage: cargo xtask scale --data-dir D"),
             }
         }

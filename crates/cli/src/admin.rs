@@ -6,34 +6,14 @@
 //! Failures print `keyledger: <code>: <message>` on stderr and exit with the class's code
 //! (see [`crate::client::exit`]): usage 2, auth 3, not found 4, server 5, transport 6.
 
-use crate::client::{Checkpoint, Client, ClientError};
+use crate::client::{Checkpoint, ClientError};
+use crate::connection::{Connection, emit, emit_json, finish};
 use crate::table::{self, Style};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// How to reach the server; accepted before or after the subcommand.
-#[derive(Args, Clone)]
-pub struct Connection {
-    /// Base URL of the keyledger server.
-    #[arg(long, env = "KEYLEDGER_URL", default_value = "http://127.0.0.1:7878", global = true)]
-    url: String,
-    /// Admin key (a key of workspace `_ledger`). Prefer the environment variable: a
-    /// command-line argument is visible to other users of the machine.
-    #[arg(long, env = "KEYLEDGER_ADMIN_KEY", hide_env_values = true, global = true, value_name = "KEY")]
-    admin_key: Option<String>,
-    /// Print the server's JSON instead of a human view.
-    #[arg(long, global = true)]
-    json: bool,
-}
-
-impl Connection {
-    fn client(&self) -> Result<Client, ClientError> {
-        Client::new(&self.url, self.admin_key.as_deref().unwrap_or(""))
-    }
-}
 
 /// `keyledger keys …`
 #[derive(Args)]
@@ -259,27 +239,6 @@ fn json_object(text: &str) -> Result<Value, String> {
         Ok(value @ Value::Object(_)) => Ok(value),
         Ok(_) => Err("expected a JSON object such as '{\"team\":\"payments\"}'".to_owned()),
         Err(e) => Err(format!("not JSON: {e}")),
-    }
-}
-
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
-fn emit(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
-}
-
-fn emit_json(value: &Value) {
-    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
-    emit(&format!("{text}\n"));
-}
-
-fn finish(result: Result<(), ClientError>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("keyledger: {error}");
-            ExitCode::from(error.exit_code())
-        }
     }
 }
 

@@ -12,27 +12,13 @@
 //! lands in shell history or a process listing.
 
 use crate::client::{Client, ClientError, EventsQuery};
+use crate::connection::{Connection, emit, emit_json, finish};
 use crate::table::{self, Cell, Style};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
-
-/// How to reach the server; accepted before or after the subcommand (as for `keys`).
-#[derive(Args, Clone)]
-struct Connection {
-    /// Base URL of the keyledger server.
-    #[arg(long, env = "KEYLEDGER_URL", default_value = "http://127.0.0.1:7878", global = true)]
-    url: String,
-    /// Admin key (a key of workspace `_ledger` with `ledger:audit:read`). Prefer the
-    /// environment variable: a command-line argument is visible to other users.
-    #[arg(long, env = "KEYLEDGER_ADMIN_KEY", hide_env_values = true, global = true, value_name = "KEY")]
-    admin_key: Option<String>,
-    /// Print the server's JSON instead of a human view.
-    #[arg(long, global = true)]
-    json: bool,
-}
 
 /// `keyledger audit …`
 #[derive(Args)]
@@ -169,31 +155,8 @@ fn source(text: &str) -> Result<String, String> {
     }
 }
 
-impl Connection {
-    fn client(&self) -> Result<Client, ClientError> {
-        Client::new(&self.url, self.admin_key.as_deref().unwrap_or(""))
-    }
-}
-
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
-fn emit(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
-}
-
-fn emit_json(value: &Value) {
-    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
-    emit(&format!("{text}\n"));
-}
-
 pub fn run(args: AuditArgs) -> ExitCode {
-    match audit(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("keyledger: {error}");
-            ExitCode::from(error.exit_code())
-        }
-    }
+    finish(audit(args))
 }
 
 fn audit(args: AuditArgs) -> Result<(), ClientError> {

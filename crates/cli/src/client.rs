@@ -12,7 +12,17 @@
 
 use serde_json::Value;
 use std::fmt;
+use std::io::Read;
 use std::time::Duration;
+
+/// How long any request may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a JSON request may take in all, answer included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a streamed answer ([`Client::get_stream`]) may take to start: the server may
+/// work for a while before its first byte (an export's range and proofs). Reading the body
+/// has no overall limit: a large export may take longer than any fixed bound.
+const STREAM_START_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Exit codes of the admin commands, one per error class.
 pub mod exit {
@@ -170,6 +180,38 @@ impl Checkpoint {
     }
 }
 
+/// The body of a streamed answer (see [`Client::get_stream`]), read chunk by chunk.
+pub struct Download {
+    reader: ureq::BodyReader<'static>,
+    /// `GET <url>`, for errors.
+    what: String,
+    /// Only to redact it from errors.
+    admin_key: String,
+}
+
+impl fmt::Debug for Download {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Download").field("what", &self.what).finish_non_exhaustive()
+    }
+}
+
+impl Download {
+    /// Reads the next bytes of the body into `buffer`: `Ok(0)` at its end. A connection cut
+    /// before the end (fewer bytes than announced, a broken chunk) is a transport error.
+    pub fn read(&mut self, buffer: &mut [u8]) -> Result<usize, ClientError> {
+        loop {
+            match self.reader.read(buffer) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let error = ClientError::Transport(format!("{}: the download was cut: {e}", self.what));
+                    return Err(error.redacted(&self.admin_key));
+                }
+            }
+        }
+    }
+}
+
 /// An HTTP method of the admin API.
 #[derive(Clone, Copy, Debug)]
 enum Method {
@@ -224,8 +266,8 @@ impl Client {
             .http_status_as_error(false)
             // Never follow a redirect: it would carry the admin key elsewhere.
             .max_redirects(0)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
             .user_agent(concat!("keyledger-cli/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Client { base_url, admin_key: admin_key.to_owned(), agent: ureq::Agent::new_with_config(config) })
@@ -307,6 +349,35 @@ impl Client {
                 method_name(method)
             ))
         })
+    }
+
+    /// A GET whose 2xx answer is read as a stream, in chunks (an export, which can be far
+    /// bigger than memory): the body of a non-2xx answer becomes a [`ClientError`] as for
+    /// every other request. `query` values are percent-encoded.
+    pub fn get_stream(&self, path: &str, query: &[(&str, &str)]) -> Result<Download, ClientError> {
+        let url = format!("{}{path}", self.base_url);
+        let what = format!("GET {url}");
+        let mut request = self
+            .agent
+            .get(&url)
+            .header("authorization", &format!("Bearer {}", self.admin_key))
+            .config()
+            .timeout_global(None)
+            .timeout_recv_response(Some(STREAM_START_TIMEOUT))
+            .build();
+        for (name, value) in query {
+            request = request.query(*name, *value);
+        }
+        let mut response = request
+            .call()
+            .map_err(|e| ClientError::Transport(format!("{what}: {e}")).redacted(&self.admin_key))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(ClientError::from_response(status, &body).redacted(&self.admin_key));
+        }
+        let reader = response.into_body().into_reader();
+        Ok(Download { reader, what, admin_key: self.admin_key.clone() })
     }
 
     /// `POST /v1/workspaces/{ws}/keys` → KeyView plus `secret`.
@@ -678,6 +749,90 @@ mod tests {
         let error = client.get_key("key_x").expect_err("no server");
         assert_eq!(error.exit_code(), exit::TRANSPORT, "{error}");
         assert!(!error.to_string().contains(KEY));
+    }
+
+    /// A server on loopback that answers one request with `answer` (raw HTTP) and hands
+    /// back the request's head.
+    fn answer_once(answer: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            while reader.read_line(&mut head).expect("read") > 2 {}
+            let mut stream = reader.into_inner();
+            stream.write_all(answer).expect("write");
+            head
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn streamed_gets_read_the_body_in_chunks() {
+        let (url, server) = answer_once(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/jsonl\r\ncontent-length: 12\r\nconnection: close\r\n\r\nline1\nline2\n",
+        );
+        let client = Client::new(&url, KEY).expect("client");
+        let mut download = client
+            .get_stream("/v1/export", &[("from", "2026-01-01T00:00:00+01:00"), ("format", "jsonl")])
+            .expect("2xx");
+        let (mut body, mut chunk) = (Vec::new(), [0u8; 5]);
+        loop {
+            let n = download.read(&mut chunk).expect("read");
+            if n == 0 {
+                break;
+            }
+            assert!(n <= chunk.len());
+            body.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(body, b"line1\nline2\n");
+        assert!(!format!("{download:?}").contains(KEY));
+        let head = server.join().expect("server");
+        assert!(
+            head.starts_with(
+                "GET /v1/export?from=2026-01-01T00%3A00%3A00%2B01%3A00&format=jsonl HTTP/1.1\r\n"
+            ),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("authorization: bearer {}\r\n", KEY.to_ascii_lowercase())),
+            "{head}"
+        );
+    }
+
+    #[test]
+    fn streamed_gets_turn_error_answers_and_cuts_into_client_errors() {
+        let body =
+            format!(r#"{{"error":"forbidden","message":"{KEY} lacks ledger:export","request_id":"req_1"}}"#);
+        let answer = format!(
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (url, server) = answer_once(answer.leak().as_bytes());
+        let error = Client::new(&url, KEY).expect("client").get_stream("/v1/export", &[]).expect_err("403");
+        server.join().expect("server");
+        assert_eq!(error.exit_code(), exit::AUTH, "{error}");
+        assert_eq!(error.to_string(), "forbidden: [redacted] lacks ledger:export");
+
+        // Ten bytes announced, four sent, then the connection closes.
+        let (url, server) =
+            answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nline");
+        let mut download =
+            Client::new(&url, KEY).expect("client").get_stream("/v1/export", &[]).expect("2xx");
+        server.join().expect("server");
+        let mut chunk = [0u8; 64];
+        let error = loop {
+            match download.read(&mut chunk) {
+                Ok(0) => panic!("a cut download read to its end"),
+                Ok(_) => continue,
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.exit_code(), exit::TRANSPORT, "{error}");
+        assert!(error.to_string().contains("the download was cut"), "{error}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! input (unreadable file, malformed public key); and for `create` the admin client's
 //! codes (3 auth, 4 not found, 5 server, 6 transport; see [`crate::client::exit`]).
 
-use crate::client::{ClientError, exit};
+use crate::client::{Client, ClientError, exit};
+use crate::connection::finish;
 use clap::{Args, Subcommand, ValueEnum};
 use keyledger_verify::export::{Completeness, ExportSummary, verify_export};
 use keyledger_verify::note::VerifierKey;
@@ -89,13 +90,7 @@ struct VerifyArgs {
 
 pub fn run(args: ExportArgs) -> ExitCode {
     match args.command {
-        ExportCommand::Create(args) => match create(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("keyledger: {error}");
-                ExitCode::from(error.exit_code())
-            }
-        },
+        ExportCommand::Create(args) => finish(create(&args)),
         ExportCommand::Verify(args) => verify(&args),
     }
 }
@@ -211,59 +206,35 @@ fn verify(args: &VerifyArgs) -> ExitCode {
 }
 
 fn create(args: &CreateArgs) -> Result<(), ClientError> {
-    let admin_key = args.admin_key.as_deref().unwrap_or("").trim().to_owned();
-    // Validates the URL and the key the same way every admin command does.
-    crate::client::Client::new(&args.url, &admin_key)?;
-    let base = args.url.trim().trim_end_matches('/');
-    let url = format!("{base}/v1/export");
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(Duration::from_secs(300)))
-        .user_agent(concat!("keyledger-cli/", env!("CARGO_PKG_VERSION")))
-        .build();
-    let agent = ureq::Agent::new_with_config(config);
-    let mut request = agent.get(&url).header("authorization", &format!("Bearer {admin_key}"));
+    let client = Client::new(&args.url, args.admin_key.as_deref().unwrap_or(""))?;
     let format = match args.format {
         Format::Jsonl => "jsonl",
         Format::Csv => "csv",
     };
     let consistency_from = args.consistency_from.map(|m| m.to_string());
-    for (name, value) in [
+    let query: Vec<(&str, &str)> = [
         ("from", args.from.as_deref()),
         ("to", args.to.as_deref()),
         ("workspace", args.workspace.as_deref()),
         ("format", Some(format)),
         ("consistency_from", consistency_from.as_deref()),
-    ] {
-        if let Some(value) = value {
-            request = request.query(name, value);
-        }
-    }
-    let redact = |text: String| crate::client::redact(text, &admin_key);
-    let transport = |e: &dyn std::fmt::Display| ClientError::Transport(redact(format!("GET {url}: {e}")));
-    let mut response = request.call().map_err(|e| transport(&e))?;
-    let status = response.status().as_u16();
-    if !(200..300).contains(&status) {
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        return Err(ClientError::from_response(status, &redact(body)));
-    }
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, value?)))
+    .collect();
+    let mut download = client.get_stream("/v1/export", &query)?;
     let partial = partial_path(&args.out);
     let written = (|| {
         let mut file = std::fs::File::create(&partial)
             .map_err(|e| ClientError::Usage(format!("cannot create {}: {e}", partial.display())))?;
         let bar = progress_bar(None, "downloading");
-        let mut reader = response.body_mut().as_reader();
         let mut buffer = vec![0u8; 1 << 16];
         let mut total = 0u64;
         loop {
-            let n = match reader.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(transport(&format!("the download was cut: {e}"))),
-            };
+            let n = download.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
             file.write_all(&buffer[..n])
                 .map_err(|e| ClientError::Usage(format!("cannot write {}: {e}", partial.display())))?;
             total += n as u64;

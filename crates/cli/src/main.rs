@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod client;
+mod connection;
 mod export;
 mod recover;
 mod table;

@@ -2,6 +2,9 @@
 //! history, on a log written by `gen-log`: startup to first verify, the compromise report
 //! of the busiest key, a source lookup, `active_at`, hygiene, export and its offline
 //! verification, `log verify`; plus memory and bytes on disk per event. Prints JSON.
+//!
+//! It measures one log in this process and writes no table: [`crate::scale_table`] runs it
+//! on the logs it generates and renders the figures into docs/benchmarks.md.
 
 use anyhow::{Context, Result};
 use keyledger_core::{RequestId, Timestamp, UsageContext};

@@ -1,5 +1,8 @@
-//! The scale half of `cargo xtask bench`: issue 7's figures that need a big log, measured on
-//! logs generated for the run and written into docs/benchmarks.md.
+//! The scale table of docs/benchmarks.md, the last part of `cargo xtask bench`: the targets
+//! of docs/benchmarks.md that need a big log, measured on logs generated for the run. It drives the other
+//! commands: `gen-log` writes each log, `scale` ([`crate::scale_measure`], one log, JSON out)
+//! times the queries on it, `keyledger serve` is started on it for startup and memory; this
+//! module turns their figures into the table, each row with its target.
 //!
 //! Steps (release builds; every generated data dir lives under `target/xtask-bench/` and is
 //! removed at the end, whatever happens):
@@ -16,7 +19,10 @@
 //!
 //! `--quick` shrinks every log (a smoke run of the harness, not for quoting).
 
-use crate::load::{Process, free_port, tail};
+use crate::process::{Process, free_port, tail, target_dir};
+use crate::report::{
+    Section, commit_description, group_digits, load_average, machine_description, utc_now, write_section,
+};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -26,8 +32,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BEGIN_MARKER: &str = "<!-- scale:begin -->";
-const END_MARKER: &str = "<!-- scale:end -->";
+/// Where the scale table lives in docs/benchmarks.md.
+const SECTION: Section = Section { begin: "<!-- scale:begin -->", end: "<!-- scale:end -->", heading: None };
 
 /// Sizes of the logs the scale figures are measured on.
 #[derive(Debug, Clone, Copy)]
@@ -91,15 +97,15 @@ pub fn run(root: &Path, sizes: Sizes, quick: bool) -> Result<()> {
     let mut build = crate::cargo();
     build.args(["build", "--release", "--package", "keyledger", "--package", "xtask"]);
     crate::run_step(root, build)?;
-    let release = crate::load::target_dir(root).join("release");
+    let release = target_dir(root).join("release");
     let (xtask, keyledger) = (release.join("xtask"), release.join("keyledger"));
-    let work = crate::load::target_dir(root).join("xtask-bench");
+    let work = target_dir(root).join("xtask-bench");
     let _cleanup = RemoveOnDrop(work.clone());
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("cannot clear {}", work.display()))?;
     }
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
-    let load_before = crate::load::load_average();
+    let load_before = load_average();
     let started = Instant::now();
 
     let main = work.join("main");
@@ -121,12 +127,12 @@ pub fn run(root: &Path, sizes: Sizes, quick: bool) -> Result<()> {
     let many_served = serve(&keyledger, &many, 1)?;
     remove(&many)?;
 
-    let load_after = crate::load::load_average();
+    let load_after = load_average();
     let rows = rows(&main_scale, served, &one_scale, many_served, sizes, [&main_args, &one_args, &many_args]);
     let section = render(&rows, quick, &load_before, &load_after, started.elapsed(), root);
     print!("{section}");
     let doc = root.join("docs/benchmarks.md");
-    crate::bench::write_marked_section(&doc, BEGIN_MARKER, END_MARKER, &section)?;
+    write_section(&doc, &SECTION, &section)?;
     eprintln!("xtask: wrote {}", doc.display());
     Ok(())
 }
@@ -253,7 +259,7 @@ fn rows(
     sizes: Sizes,
     args: [&[String]; 3],
 ) -> Vec<Row> {
-    let group = crate::bench::group_digits;
+    let group = group_digits;
     let [main_args, one_args, many_args] = args.map(|a| a.join(" "));
     let gen_scale = |args: &str| {
         format!("`cargo xtask gen-log --data-dir D {args}` then `cargo xtask scale --data-dir D`")
@@ -403,14 +409,10 @@ fn render(
     root: &Path,
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "### Scale figures of {}", crate::bench::utc_now());
+    let _ = writeln!(out, "### Scale figures of {}", utc_now());
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "- Machine: {}; shared with other work while measuring.",
-        crate::bench::machine_description()
-    );
-    let _ = writeln!(out, "- Commit: {}.", crate::bench::commit_description(root));
+    let _ = writeln!(out, "- Machine: {}; shared with other work while measuring.", machine_description());
+    let _ = writeln!(out, "- Commit: {}.", commit_description(root));
     let how = if quick {
         "`cargo xtask bench --quick` (small logs: a smoke run of the harness, not for quoting)"
     } else {

@@ -1,0 +1,60 @@
+//! What the admin commands of a running server share (`keys`, `policy`, `webhook`, `log`,
+//! `audit`): how to reach the server and authenticate ([`Connection`], the same flags and
+//! environment variables everywhere), how an answer reaches stdout ([`emit`],
+//! [`emit_json`]), and how a failure ends the command ([`finish`], also `export create`'s).
+//!
+//! The admin key is read from `--admin-key` or `KEYLEDGER_ADMIN_KEY`; clap never shows the
+//! environment variable's value (`hide_env_values`), and [`Client`] keeps it out of its
+//! `Debug` output and errors.
+
+use crate::client::{Client, ClientError};
+use clap::Args;
+use serde_json::Value;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// How to reach the server; accepted before or after the subcommand.
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// Base URL of the keyledger server.
+    #[arg(long, env = "KEYLEDGER_URL", default_value = "http://127.0.0.1:7878", global = true)]
+    pub(crate) url: String,
+    /// Admin key (a key of workspace `_ledger` with the scopes the command needs). Prefer the
+    /// environment variable: a command-line argument is visible to other users of the machine.
+    #[arg(long, env = "KEYLEDGER_ADMIN_KEY", hide_env_values = true, global = true, value_name = "KEY")]
+    pub(crate) admin_key: Option<String>,
+    /// Print the server's JSON instead of a human view.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+impl Connection {
+    /// A client of the server, or a usage error if the URL or the admin key is unusable.
+    pub(crate) fn client(&self) -> Result<Client, ClientError> {
+        Client::new(&self.url, self.admin_key.as_deref().unwrap_or(""))
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+pub(crate) fn emit(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
+/// Writes `value` as pretty JSON and a newline to stdout (see [`emit`]).
+pub(crate) fn emit_json(value: &Value) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    emit(&format!("{text}\n"));
+}
+
+/// The exit of a command: 0, or `keyledger: <code>: <message>` on stderr and the error
+/// class's exit code (see [`crate::client::exit`]).
+pub(crate) fn finish(result: Result<(), ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keyledger: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
