@@ -5,6 +5,7 @@
 //! - [`sequencer`]: the writer-thread half that validates commands and emits events.
 //! - [`state`]: the registry and the one function that applies an event to it.
 //! - [`projection`]: redb-persisted projections with cursors, catch-up and rebuild.
+//! - [`projector`]: the thread that folds the writer's durable batches into them.
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
 //! - [`webhook`]: signed webhook notifications, their outbox and delivery threads.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod projection;
+pub mod projector;
 pub mod sequencer;
 pub mod state;
 pub mod webhook;

@@ -262,6 +262,8 @@ pub struct Projections {
     path: PathBuf,
     /// redb's page cache, in bytes (kept for reopening).
     cache_bytes: usize,
+    /// The file's size when it was first opened (the projector's compaction policy).
+    len_at_open: u64,
     list: Vec<Box<dyn Projection>>,
 }
 
@@ -294,10 +296,12 @@ impl Projections {
 
     /// [`Self::open`] with a redb page cache of `cache_bytes`.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, ProjectionError> {
+        let db = ProjectionsDb::new(open_database(path, cache_bytes)?);
         Ok(Self {
-            db: ProjectionsDb::new(open_database(path, cache_bytes)?),
+            db,
             path: path.to_owned(),
             cache_bytes,
+            len_at_open: std::fs::metadata(path).map_or(0, |m| m.len()),
             list: vec![Box::new(RegistryProjection), Box::new(crate::audit::AuditProjection)],
         })
     }
@@ -306,6 +310,17 @@ impl Projections {
     /// every read transaction a consistent snapshot).
     pub fn database(&self) -> ProjectionsDb {
         self.db.clone()
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The size of the file when it was opened (after its tables were created), before
+    /// anything was applied.
+    pub fn len_at_open(&self) -> u64 {
+        self.len_at_open
     }
 
     /// Reopens the database after a storage error (see the module docs), waiting up to
