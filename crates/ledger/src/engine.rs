@@ -17,7 +17,7 @@ use crate::commands::{
 };
 use crate::datadir::{self, DataDirError, DirLock};
 use crate::error::{AuthError, LedgerError};
-use crate::projection::{ProjectionError, Projections};
+use crate::projection::{Projection, ProjectionError, Projections, RegistryProjection};
 use crate::projector::{Feed, Projector};
 use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements};
 use keyledger_core::{
@@ -72,6 +72,12 @@ pub enum EngineError {
     Projection(#[from] ProjectionError),
     #[error(transparent)]
     Command(#[from] LedgerError),
+}
+
+/// The projections an engine keeps in `projections.redb`, in the order each batch is applied
+/// to them: the registry, then the audit indexes.
+pub fn projection_list() -> Vec<Box<dyn Projection>> {
+    vec![Box::new(RegistryProjection), Box::new(crate::audit::AuditProjection)]
 }
 
 /// What `init` produced. The admin secret is shown once, here.
@@ -205,8 +211,11 @@ impl Engine {
         }
         let reader = log.reader();
         let projections_file = dir.join(datadir::PROJECTIONS_FILE);
-        let mut projections =
-            Projections::open_with_cache(&projections_file, options.projection_cache_bytes)?;
+        let mut projections = Projections::open_with_cache(
+            &projections_file,
+            options.projection_cache_bytes,
+            projection_list(),
+        )?;
         if projections.cursor()? > reader.len() {
             tracing::warn!("projections are ahead of the log; rebuilding them from the log");
             projections.rebuild(&reader)?;
