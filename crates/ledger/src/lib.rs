@@ -11,7 +11,6 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod audit_check;
 pub mod commands;
 pub mod datadir;
 pub mod engine;

@@ -21,10 +21,12 @@
 //! materialises the full [`KeyRecord`] for an answer.
 
 use hashbrown::HashTable;
+use keyledger_core::decode_event;
 use keyledger_core::{
     Actor, DenyReason, Environment, Event, KeyHash, KeyId, KeyPrefix, Payload, Policy, Timestamp,
     UsageContext, WorkspaceId,
 };
+use keyledger_log::segment::SegmentReader;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -834,6 +836,29 @@ pub fn record_use(last: &mut LastUsed, at: Timestamp, context: &UsageContext) {
     last.at = Some(at);
     last.ip = context.ip;
     last.count += 1;
+}
+
+/// Why [`LedgerState::replay`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Read(#[from] keyledger_log::segment::SegmentError),
+    #[error(transparent)]
+    Decode(#[from] keyledger_core::DecodeError),
+}
+
+impl LedgerState {
+    /// Applies the log's events from [`Self::applied`] up to `end` (exclusive), in seq order,
+    /// through [`Self::apply`]: the one replay loop, behind both the writer's rewind after a
+    /// failure and `log verify`'s comparison. Stops early at the end of `log`.
+    pub fn replay(&mut self, log: &SegmentReader, end: u64) -> Result<(), ReplayError> {
+        let count = usize::try_from(end.saturating_sub(self.applied)).unwrap_or(usize::MAX);
+        for record in log.iter(self.applied).take(count) {
+            let (_, bytes) = record?;
+            self.apply(&decode_event(&bytes)?);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,10 @@
 //! new database in the slot. The caller then catches up from the log.
 //!
 //! - [`registry`]: the key registry as rows ([`RegistryProjection`]), and loading it back.
+//! - [`registry_check`]: `log verify`'s check that those rows equal a replay of the log.
 
 pub mod registry;
+pub mod registry_check;
 
 pub(crate) use registry::load_state_from;
 pub use registry::{RegistryProjection, load_state_read_only};
