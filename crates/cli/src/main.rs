@@ -353,7 +353,7 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
         }
     };
     // Projections: compared with a replay of the same (read-only) log.
-    match keyledger_ledger::audit_check::check_projections(&data_dir, &log_dir, storage) {
+    match keyledger_ledger::projection::registry_check::check_registry(&data_dir, &log_dir, storage) {
         Ok(compared) => {
             println!(
                 "log intact: {} events, {} checkpoints verified, root {}, projections equal a replay of {compared} events ({:.2}s)",

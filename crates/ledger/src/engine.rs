@@ -17,7 +17,8 @@ use crate::commands::{
 };
 use crate::datadir::{self, DataDirError, DirLock};
 use crate::error::{AuthError, LedgerError};
-use crate::projection::{ProjectionError, Projections};
+use crate::projection::{Projection, ProjectionError, Projections, RegistryProjection};
+use crate::projector::{Feed, Projector};
 use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements};
 use keyledger_core::{
     KeyId, KeyPrefix, Pepper, Policy, RequestId, Secret, Timestamp, UsageContext, WorkspaceId, validate,
@@ -30,7 +31,7 @@ use keyledger_verify::note::{NoteSigner, VerifierKey};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// How an engine runs.
@@ -44,7 +45,7 @@ pub struct EngineOptions {
     /// redb's page cache for the projections, in bytes (see
     /// [`crate::projection::DEFAULT_CACHE_BYTES`]).
     pub projection_cache_bytes: usize,
-    /// Durable batches the writer may queue for the projector (see [`run_projector`]).
+    /// Durable batches the writer may queue for the projector (see [`crate::projector`]).
     pub projector_queue_batches: usize,
 }
 
@@ -71,6 +72,12 @@ pub enum EngineError {
     Projection(#[from] ProjectionError),
     #[error(transparent)]
     Command(#[from] LedgerError),
+}
+
+/// The projections an engine keeps in `projections.redb`, in the order each batch is applied
+/// to them: the registry, then the audit indexes.
+pub fn projection_list() -> Vec<Box<dyn Projection>> {
+    vec![Box::new(RegistryProjection), Box::new(crate::audit::AuditProjection)]
 }
 
 /// What `init` produced. The admin secret is shown once, here.
@@ -134,10 +141,8 @@ pub struct Engine {
     /// The seq an audit read waits for (see [`Self::wait_for_projections`]): the projector
     /// applies what it holds at once instead of waiting for more.
     projection_demand: Arc<AtomicU64>,
-    projector: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    projector: Projector,
     projections_db: crate::projection::ProjectionsDb,
-    /// The size of `projections.redb` when it was opened (see [`should_compact`]).
-    projections_len_at_open: u64,
     webhooks: crate::webhook::WebhookService,
     webhook_counters: Arc<crate::webhook::WebhookCounters>,
     counters: EngineCounters,
@@ -246,9 +251,11 @@ impl Engine {
         }
         let reader = log.reader();
         let projections_file = dir.join(datadir::PROJECTIONS_FILE);
-        let mut projections =
-            Projections::open_with_cache(&projections_file, options.projection_cache_bytes)?;
-        let projections_len_at_open = file_len(&projections_file);
+        let mut projections = Projections::open_with_cache(
+            &projections_file,
+            options.projection_cache_bytes,
+            projection_list(),
+        )?;
         if projections.cursor()? > reader.len() {
             tracing::warn!("projections are ahead of the log; rebuilding them from the log");
             projections.rebuild(&reader)?;
@@ -267,15 +274,14 @@ impl Engine {
             projections_db: projections_db.clone(),
         };
         let writer = log.start(sequencer, options.writer.clone(), Some(events_tx));
-        let projector = {
-            let (reader, committed, demand) = (reader.clone(), writer.committed(), projection_demand.clone());
-            std::thread::Builder::new()
-                .name("keyledger-projector".into())
-                .spawn(move || {
-                    run_projector(projections, events_rx, projected_tx, reader, committed, &demand)
-                })
-                .map_err(|e| LedgerError::Internal(format!("cannot start the projector: {e}")))?
+        let feed = Feed {
+            events: events_rx,
+            applied: projected_tx,
+            log: reader.clone(),
+            committed: writer.committed(),
+            demand: projection_demand.clone(),
         };
+        let projector = Projector::start(projections, feed)?;
         let webhook_counters = Arc::new(crate::webhook::WebhookCounters::default());
         let sources = crate::webhook::service::Sources {
             state: state.clone(),
@@ -305,9 +311,8 @@ impl Engine {
             usage_durability: options.usage_durability,
             projected: projected_rx,
             projection_demand,
-            projector: std::sync::Mutex::new(Some(projector)),
+            projector,
             projections_db,
-            projections_len_at_open,
             webhooks,
             webhook_counters,
             counters: EngineCounters::default(),
@@ -744,63 +749,13 @@ impl Engine {
         let stop_webhooks = self.webhooks.stopper();
         let _ = tokio::task::spawn_blocking(stop_webhooks).await;
         self.writer.shutdown().await;
-        let _ = tokio::task::spawn_blocking(self.projector_stopper()).await;
+        let _ = tokio::task::spawn_blocking(self.projector.stopper()).await;
     }
 
     pub fn shutdown_blocking(&self) {
         (self.webhooks.stopper())();
         self.writer.shutdown_blocking();
-        (self.projector_stopper())();
-    }
-
-    /// What stops the projections once the writer has stopped (so the projector has seen its
-    /// last batch): joins the projector thread, then compacts the file if it grew enough
-    /// ([`compact_projections`]). Blocking; the async shutdown runs it on a blocking thread.
-    fn projector_stopper(&self) -> impl FnOnce() + Send + 'static {
-        let projector = self.projector.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (db, path) = (self.projections_db.clone(), self.data_dir.join(datadir::PROJECTIONS_FILE));
-        let at_open = self.projections_len_at_open;
-        move || {
-            if let Some(projector) = projector {
-                let _ = projector.join();
-            }
-            compact_projections(&db, &path, at_open);
-        }
-    }
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-/// Growth of `projections.redb` since it was opened below which a clean stop does not compact
-/// it (see [`should_compact`]).
-const COMPACT_AFTER_GROWTH: u64 = 64 << 20;
-
-/// Whether a clean stop compacts `projections.redb`: only if the file grew by at least
-/// [`COMPACT_AFTER_GROWTH`] and an eighth since it was opened. Free pages come from the
-/// projector's writes, and a compaction walks the whole file whether or not it finds pages
-/// to move (5.5 s for a 1.5 GB file on a loaded 2-core VM), so a stop after little indexing
-/// skips it.
-fn should_compact(len_at_open: u64, len_now: u64) -> bool {
-    len_now.saturating_sub(len_at_open) >= COMPACT_AFTER_GROWTH.max(len_at_open / 8)
-}
-
-/// Compacts the projections once the projector has stopped, if they grew enough (see
-/// [`should_compact`] and [`crate::projection::ProjectionsDb::compact`]). A failure loses
-/// nothing: the file stays as it was, or redb repairs it on the next open.
-fn compact_projections(db: &crate::projection::ProjectionsDb, path: &Path, len_at_open: u64) {
-    let len_now = file_len(path);
-    if !should_compact(len_at_open, len_now) {
-        tracing::debug!(len_at_open, len_now, "projections grew little since the start; not compacting");
-        return;
-    }
-    let started = Instant::now();
-    match db.compact(Duration::from_secs(2)) {
-        Ok(compacted) => {
-            tracing::info!(compacted, ms = started.elapsed().as_millis() as u64, "projections compacted")
-        }
-        Err(error) => tracing::warn!(%error, "could not compact the projections at shutdown"),
+        (self.projector.stopper())();
     }
 }
 
@@ -813,201 +768,4 @@ fn expect_key(reply: Reply) -> Result<KeyRecord, LedgerError> {
 
 fn unexpected(reply: Reply) -> LedgerError {
     LedgerError::Internal(format!("unexpected reply kind {:?}", std::mem::discriminant(&reply)))
-}
-
-/// The longest the projector holds durable usage events before applying them when no audit
-/// read waits: one redb transaction then folds many writer batches, so aggregates merge in
-/// memory and index inserts share the leaf pages they copy (a key's rows are appended to the
-/// same leaf once a second instead of once per writer batch), and each (durable) commit
-/// costs one fsync a second. Lifecycle events are applied at once.
-const PROJECTION_LAG: Duration = Duration::from_millis(1000);
-/// How often the projector looks for a waiting audit read while it holds events.
-const PROJECTION_POLL: Duration = Duration::from_millis(2);
-/// The most events one projection transaction applies.
-const PROJECTION_MAX_EVENTS: usize = 131_072;
-
-/// How long an idle projector waits before it compares the projections with the log's
-/// durable length (batches the writer skipped are read from the log).
-const PROJECTION_IDLE_CHECK: Duration = Duration::from_millis(50);
-
-/// Applies the durable events before `end` from the log (the batches the writer did not
-/// hand over). False if the projections could not be written.
-fn catch_up_from_log(
-    projections: &mut Projections,
-    log: &LogReader,
-    end: u64,
-    applied: &watch::Sender<u64>,
-) -> bool {
-    match projections.catch_up_to(log, end) {
-        Ok(next) => {
-            applied.send_replace(next);
-            true
-        }
-        Err(error) => {
-            tracing::error!(%error, "projection catch-up from the log failed; reopening the projections");
-            false
-        }
-    }
-}
-
-/// True if the batch has an event other than a use or a denial: those are applied at
-/// once, so that key reads, webhooks and other projection readers see a lifecycle change
-/// without the usage lag.
-fn has_lifecycle(batch: &CommittedEvents) -> bool {
-    batch.iter().any(|e| !e.payload.kind().is_usage())
-}
-
-/// Folds durable batches into redb until the writer hangs up (at shutdown). Batches are
-/// gathered for up to [`PROJECTION_LAG`], or until `demand` (an audit read's barrier) asks
-/// for events already received.
-///
-/// If redb fails (e.g. the disk is full), the projector does not stop: it reopens the
-/// database with backoff (100 ms doubling to 5 s) and catches up from the log up to the
-/// writer's durable length, then resumes with the batches queued meanwhile (events already
-/// applied are skipped by the cursors).
-///
-/// The writer's channel is bounded and the writer never waits for it: when it is full, a
-/// batch is skipped. The projector notices the gap (a batch starting past what it expects,
-/// or, when idle, a durable length past it) and reads the missing events from the log, so
-/// its memory is bounded by the channel and [`PROJECTION_MAX_EVENTS`] whatever the load. Readers meanwhile get
-/// [`ProjectionError::Reopening`] or the last snapshot; the log stays the truth.
-fn run_projector(
-    mut projections: Projections,
-    events: std::sync::mpsc::Receiver<CommittedEvents>,
-    applied: watch::Sender<u64>,
-    log: LogReader,
-    committed: watch::Receiver<u64>,
-    demand: &AtomicU64,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    const RETRY_INITIAL: Duration = Duration::from_millis(100);
-    const RETRY_MAX: Duration = Duration::from_secs(5);
-    let mut broken: Option<Duration> = None;
-    let mut open = true;
-    let mut pending: Vec<CommittedEvents> = Vec::new();
-    let mut carried: Option<CommittedEvents> = None;
-    while open {
-        if let Some(delay) = broken {
-            let end = *committed.borrow();
-            let repaired =
-                projections.reopen(Duration::from_secs(10)).and_then(|()| projections.catch_up_to(&log, end));
-            match repaired {
-                Ok(next) => {
-                    tracing::warn!(events = next, "projections reopened and caught up with the log");
-                    applied.send_replace(next);
-                    broken = None;
-                }
-                Err(error) => {
-                    tracing::error!(%error, retry_in_ms = delay.as_millis() as u64, "projections still cannot be written");
-                    // Batches arriving meanwhile are covered by the next catch-up.
-                    match events.recv_timeout(delay) {
-                        Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                    broken = Some((delay * 2).min(RETRY_MAX));
-                }
-            }
-            continue;
-        }
-        // The next seq the projections expect: what is applied, or what is held to apply.
-        let expected = *applied.borrow();
-        let first = match carried.take() {
-            Some(batch) => batch,
-            None => match events.recv_timeout(PROJECTION_IDLE_CHECK) {
-                Ok(batch) => batch,
-                Err(RecvTimeoutError::Timeout) => {
-                    // Nothing handed over for a while: durable events beyond the projections
-                    // are batches the writer skipped (full channel); read them from the log.
-                    let end = *committed.borrow();
-                    if end > expected && !catch_up_from_log(&mut projections, &log, end, &applied) {
-                        broken = Some(RETRY_INITIAL);
-                    }
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-        };
-        if let Some(start) = first.first().map(|e| e.seq)
-            && start > expected
-            && !catch_up_from_log(&mut projections, &log, start, &applied)
-        {
-            broken = Some(RETRY_INITIAL);
-            continue;
-        }
-        pending.push(first);
-        let mut held = pending.iter().map(|b| b.len()).sum::<usize>();
-        let mut urgent = pending.iter().any(has_lifecycle);
-        let deadline = Instant::now() + PROJECTION_LAG;
-        loop {
-            let received = pending.last().and_then(|b| b.last()).map_or(0, |e| e.seq + 1);
-            if held >= PROJECTION_MAX_EVENTS
-                || urgent
-                || demand.load(Ordering::Acquire) > *applied.borrow() && received > *applied.borrow()
-            {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match events.recv_timeout((deadline - now).min(PROJECTION_POLL)) {
-                Ok(more) if more.first().is_some_and(|e| e.seq > received) => {
-                    // The writer skipped batches in between: apply what is held, then read
-                    // the gap from the log before this one.
-                    carried = Some(more);
-                    break;
-                }
-                Ok(more) => {
-                    held += more.len();
-                    urgent |= has_lifecycle(&more);
-                    pending.push(more);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        let batches: Vec<&[keyledger_core::Event]> = pending.iter().map(|b| b.as_slice()).collect();
-        let Some(last) = batches.iter().rev().find_map(|b| b.last()).map(|e| e.seq) else {
-            pending.clear();
-            continue;
-        };
-        let result = projections.apply_batches(&batches);
-        drop(batches);
-        pending.clear();
-        match result {
-            Ok(()) => {
-                applied.send_replace(last + 1);
-            }
-            Err(error) => {
-                tracing::error!(%error, "projection update failed; reopening the projections and catching up from the log");
-                broken = Some(RETRY_INITIAL);
-            }
-        }
-    }
-    if let Err(error) = projections.persist() {
-        tracing::error!(%error, "could not persist projections at shutdown; they catch up from the log on the next start");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_clean_stop_compacts_only_after_enough_growth() {
-        const MIB: u64 = 1 << 20;
-        // A fresh file that indexing grew: compacted.
-        assert!(should_compact(0, 300 * MIB));
-        assert!(should_compact(MIB, 65 * MIB));
-        // Little growth, in absolute terms or relative to a large file: left alone.
-        assert!(!should_compact(0, 63 * MIB));
-        assert!(!should_compact(1500 * MIB, 1500 * MIB));
-        assert!(!should_compact(1500 * MIB, 1600 * MIB));
-        assert!(should_compact(1500 * MIB, 1700 * MIB));
-        // A file that shrank (or vanished) is never compacted.
-        assert!(!should_compact(300 * MIB, 0));
-    }
 }

@@ -6,12 +6,12 @@
 //! - [`authority`]: which admin key may do what to which key, decided on the writer thread.
 //! - [`state`]: the registry and the one function that applies an event to it.
 //! - [`projection`]: redb-persisted projections with cursors, catch-up and rebuild.
+//! - [`projector`]: the thread that folds the writer's durable batches into them.
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
 //! - [`webhook`]: signed webhook notifications, their outbox and delivery threads.
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod audit_check;
 pub mod authority;
 pub mod commands;
 pub mod datadir;
@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod projection;
+pub mod projector;
 pub mod sequencer;
 pub mod state;
 pub mod webhook;

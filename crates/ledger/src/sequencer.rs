@@ -51,13 +51,7 @@ impl LedgerSequencer {
                 LedgerState::default()
             }
         };
-        for record in log.iter(state.applied) {
-            let (seq, bytes) = record.map_err(|e| e.to_string())?;
-            if seq >= records {
-                break;
-            }
-            state.apply(&keyledger_core::decode_event(&bytes).map_err(|e| e.to_string())?);
-        }
+        state.replay(log, records).map_err(|e| e.to_string())?;
         Ok(state)
     }
 }

@@ -11,6 +11,7 @@ use keyledger_core::{
     Rotated, Secret, Timestamp, Updated, Usage, UsageContext, WorkspaceId, encode_event,
 };
 use keyledger_ledger::audit::{self, KindFilter, ValueStat};
+use keyledger_ledger::engine::projection_list;
 use keyledger_ledger::projection::Projections;
 use keyledger_ledger::state::decide;
 use keyledger_ledger::{Caller, Engine, EngineOptions, KeyStatus, LedgerState, VerifyRequirements};
@@ -640,7 +641,7 @@ fn run_scenario(seed: u64, steps: usize) {
     }
     // Rebuild into a fresh file equals the incremental state.
     let fresh = parent.path().join("fresh.redb");
-    let mut rebuilt = Projections::open(&fresh).unwrap();
+    let mut rebuilt = Projections::open(&fresh, projection_list()).unwrap();
     rebuilt.rebuild(engine.log()).unwrap();
     let live = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
     let again = audit::dump(rebuilt.database().get().unwrap().as_ref()).unwrap();
@@ -939,7 +940,7 @@ fn audit_index_size_and_speed() {
     let index_time = opened.elapsed();
     let after = std::fs::metadata(&projections_file).unwrap().len();
     let fresh = parent.path().join("fresh.redb");
-    let mut rebuilt = Projections::open(&fresh).unwrap();
+    let mut rebuilt = Projections::open(&fresh, projection_list()).unwrap();
     rebuilt.rebuild(engine.log()).unwrap();
     drop(rebuilt);
     let rebuilt_size = std::fs::metadata(&fresh).unwrap().len();

@@ -1,6 +1,7 @@
 //! Engine behaviour through its public API, on real data dirs.
 
 use keyledger_core::{DenyReason, Environment, RequestId, Timestamp, UsageContext, WorkspaceId};
+use keyledger_ledger::engine::projection_list;
 use keyledger_ledger::projection::{ProjectionError, Projections};
 use keyledger_ledger::{
     Caller, Engine, EngineOptions, Expiry, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements,
@@ -183,7 +184,8 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
     engine.shutdown().await;
     drop(engine);
 
-    let incremental = Projections::open(&dir.join("projections.redb")).unwrap().load_state().unwrap();
+    let incremental =
+        Projections::open(&dir.join("projections.redb"), projection_list()).unwrap().load_state().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let log = {
         let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
@@ -195,7 +197,7 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
         })
         .unwrap()
     };
-    let mut rebuilt = Projections::open(&scratch.path().join("p.redb")).unwrap();
+    let mut rebuilt = Projections::open(&scratch.path().join("p.redb"), projection_list()).unwrap();
     rebuilt.rebuild(&log.reader()).unwrap();
     let rebuilt = rebuilt.load_state().unwrap();
     assert_eq!(rebuilt.applied, log.len());
@@ -252,7 +254,7 @@ fn projections_reopen_in_place_catch_up_to_a_bound_and_refuse_gaps() {
     let reader = log.reader();
     assert_eq!(reader.len(), 4);
 
-    let mut projections = Projections::open(&parent.path().join("p.redb")).unwrap();
+    let mut projections = Projections::open(&parent.path().join("p.redb"), projection_list()).unwrap();
     assert_eq!(projections.catch_up_to(&reader, 1).unwrap(), 1, "stops at the bound");
     assert_eq!(projections.cursor().unwrap(), 1);
     let before = projections.load_state().unwrap();

@@ -8,7 +8,7 @@
 //! fault cleared, and the data dir reopened with real storage: everything acknowledged
 //! before (and during) the fault is there, the log verifies
 //! ([`keyledger_log::verify::verify_log`]) and the projections equal a replay
-//! ([`keyledger_ledger::audit_check::check_projections`]).
+//! ([`keyledger_ledger::projection::registry_check::check_registry`]).
 //!
 //! One documented exception: with `batched` usage durability, a verify answers once its
 //! usage event is *written*, before the fsync (contract §5). So when only fsync fails, the
@@ -149,8 +149,9 @@ fn check_offline(dir: &Path, verifier: &keyledger_verify::note::VerifierKey, lab
     let log_dir = dir.join(keyledger_ledger::datadir::LOG_DIR);
     let report = keyledger_log::verify::verify_log(OsStorage::shared(), &log_dir, verifier, &mut |_, _| {})
         .unwrap_or_else(|e| panic!("{label}: the log does not verify: {e}"));
-    let compared = keyledger_ledger::audit_check::check_projections(dir, &log_dir, OsStorage::shared())
-        .unwrap_or_else(|e| panic!("{label}: projections differ from a replay: {e}"));
+    let compared =
+        keyledger_ledger::projection::registry_check::check_registry(dir, &log_dir, OsStorage::shared())
+            .unwrap_or_else(|e| panic!("{label}: projections differ from a replay: {e}"));
     assert_eq!(compared, report.events, "{label}: projections cover {compared} of {} events", report.events);
     report.events
 }

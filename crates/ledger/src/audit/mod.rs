@@ -38,7 +38,7 @@
 //! inserts to the last bucket's few hundred leaves, at the price of a lookup probing every
 //! bucket (about 150 short range reads at 10 million events). [`LAYOUT_VERSION`] names this
 //! layout: a projections file written with another one has its audit tables dropped and
-//! rebuilt from the log when it is opened ([`layout_is_current`]).
+//! rebuilt from the log when it is opened (in [`AuditProjection`]'s `prepare`).
 
 mod projection;
 mod query;

@@ -1,7 +1,7 @@
 //! The projection that maintains the audit tables (see the module docs for the layouts).
 
 use super::*;
-use crate::projection::Projection;
+use crate::projection::{Prepared, Projection};
 use keyledger_core::{Event, KeyId, Payload, UsageContext};
 use redb::Table;
 use std::collections::{BTreeMap, HashMap};
@@ -12,6 +12,21 @@ pub struct AuditProjection;
 impl Projection for AuditProjection {
     fn name(&self) -> &'static str {
         "audit"
+    }
+
+    /// Creates the audit tables; a file written with another [`LAYOUT_VERSION`] has them
+    /// dropped first, and the catch-up rebuilds them from the log (the other projections
+    /// keep their rows and cursors).
+    fn prepare(&mut self, txn: &WriteTransaction) -> Result<Prepared, ProjectionError> {
+        let prepared = if layout_is_current(txn)? {
+            Prepared::Current
+        } else {
+            tracing::warn!("the audit indexes have an older layout; rebuilding them from the log");
+            delete_tables(txn)?;
+            Prepared::Reset
+        };
+        create_tables(txn)?;
+        Ok(prepared)
     }
 
     fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError> {

@@ -7,37 +7,37 @@
 //! Because projections hold nothing the log does not, any of them can be dropped and
 //! rebuilt from seq 0; `tests/` prove the rebuild equals the incremental state.
 //!
+//! The runner knows no projection by name: the engine, which composes them, passes the list
+//! in. Each projection creates and migrates its own tables in [`Projection::prepare`]; one
+//! that must drop its rows (a layout it cannot migrate) has its cursor reset, and the
+//! catch-up rebuilds it from the log while the others keep theirs.
+//!
 //! After an I/O error (a full disk) redb refuses every later operation on that database,
 //! reads included, until it is reopened. The database therefore sits in a replaceable
 //! [`ProjectionsDb`] slot: [`Projections::reopen`] empties the slot (readers get
 //! [`ProjectionError::Reopening`]), waits for the readers in flight, reopens the file (redb
 //! repairs it if needed; committed rows are never lost, only uncommitted ones) and puts the
 //! new database in the slot. The caller then catches up from the log.
+//!
+//! - [`registry`]: the key registry as rows ([`RegistryProjection`]), and loading it back.
+//! - [`registry_check`]: `log verify`'s check that those rows equal a replay of the log.
 
-use crate::state::{KeyRecord, LastUsed, LedgerState, record_use};
-use keyledger_core::{Event, KeyId, Payload, Policy, WorkspaceId};
+pub mod registry;
+pub mod registry_check;
+
+pub(crate) use registry::load_state_from;
+pub use registry::{RegistryProjection, load_state_read_only};
+
+use crate::state::LedgerState;
+use keyledger_core::Event;
 use keyledger_log::LogReader;
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
-use std::collections::BTreeSet;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// projection name → next seq to apply.
-const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("projection_cursors");
-/// key id (16 bytes) → postcard(KeyRecord).
-const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_keys");
-/// workspace → postcard(Policy).
-const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_policies");
-/// key id → postcard(LastUsed): kept apart so a `used` event rewrites a few bytes, not the
-/// whole key record.
-const LAST_USED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_last_used");
-/// workspace → postcard(Webhook).
-const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_webhooks");
-/// idempotency id (32 bytes) → postcard(IdempotentResult).
-const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_idempotency");
+pub(crate) const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("projection_cursors");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -70,138 +70,29 @@ from_redb!(
     redb::CompactionError
 );
 
+/// What [`Projection::prepare`] did to a projection's rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// Its tables exist in the current layout (created now if they were missing).
+    Current,
+    /// Its rows were dropped (written in a layout it cannot migrate): its cursor is reset, so
+    /// the next catch-up rebuilds it from the log.
+    Reset,
+}
+
 /// A view of the log maintained in redb.
 pub trait Projection: Send {
     /// Stable name, used as the cursor's key.
     fn name(&self) -> &'static str;
+    /// Creates this projection's tables if they are missing and migrates them if another
+    /// version wrote them, so that readers never meet a missing table. Runs in the
+    /// transaction that opens (or reopens, or rebuilds) the database, before anything is
+    /// applied.
+    fn prepare(&mut self, txn: &WriteTransaction) -> Result<Prepared, ProjectionError>;
     /// Applies `batches` (their events consecutive, in seq order) within `txn`.
     fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError>;
     /// Removes every row, before a rebuild.
     fn clear(&mut self, txn: &WriteTransaction) -> Result<(), ProjectionError>;
-}
-
-/// The key registry as rows: one record per key, one policy per workspace.
-pub struct RegistryProjection;
-
-impl Projection for RegistryProjection {
-    fn name(&self) -> &'static str {
-        "registry"
-    }
-
-    fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError> {
-        let events = || batches.iter().flat_map(|b| b.iter());
-        let mut keys = txn.open_table(KEYS)?;
-        let mut last_used = txn.open_table(LAST_USED)?;
-        // Records changed by lifecycle events are loaded into a small state, the events are
-        // applied with the one state-transition function, and the rows written back. Keys
-        // that were only used get just their last-use row updated.
-        let mut partial = LedgerState::default();
-        let lifecycle: BTreeSet<KeyId> =
-            events().filter(|e| !e.payload.kind().is_usage()).filter_map(|e| e.payload.key_id()).collect();
-        for key_id in &lifecycle {
-            if let Some(row) = keys.get(key_id.as_bytes().as_slice())? {
-                let mut record = decode_record(row.value())?;
-                record.last_used = read_last_used(&last_used, key_id)?;
-                partial.insert(record);
-            }
-        }
-        let mut used_only: std::collections::BTreeMap<KeyId, LastUsed> = std::collections::BTreeMap::new();
-        let mut policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
-        for event in events() {
-            match &event.payload {
-                Payload::Used(usage) if partial.view(&usage.key_id).is_none() => {
-                    let entry = match used_only.entry(usage.key_id) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            e.insert(read_last_used(&last_used, &usage.key_id)?)
-                        }
-                    };
-                    record_use(entry, event.at, &usage.context);
-                    partial.applied = event.seq + 1;
-                }
-                Payload::PolicySet(p) => {
-                    policies_changed.insert(p.workspace.clone());
-                    partial.apply(event);
-                }
-                Payload::WebhookSet(w) => {
-                    // The previous configuration decides `since_seq`: load it first.
-                    if !partial.webhooks.contains_key(&w.workspace)
-                        && let Some(row) = txn.open_table(WEBHOOKS)?.get(w.workspace.as_str())?
-                    {
-                        partial.webhooks.insert(w.workspace.clone(), decode_webhook(row.value())?);
-                    }
-                    partial.apply(event);
-                }
-                _ => partial.apply(event),
-            }
-        }
-        for key in partial.keys() {
-            let mut stored = key.record();
-            let usage = std::mem::take(&mut stored.last_used);
-            let bytes =
-                postcard::to_allocvec(&stored).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-            keys.insert(stored.key_id.as_bytes().as_slice(), bytes.as_slice())?;
-            used_only.insert(stored.key_id, usage);
-        }
-        for (key_id, usage) in &used_only {
-            let bytes = postcard::to_allocvec(usage).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-            last_used.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
-        }
-        if !partial.idempotency.is_empty() {
-            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
-            for (id, result) in &partial.idempotency {
-                let bytes =
-                    postcard::to_allocvec(result).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-                idempotency.insert(id.as_slice(), bytes.as_slice())?;
-            }
-        }
-        if !partial.webhooks.is_empty() {
-            let mut webhooks = txn.open_table(WEBHOOKS)?;
-            for (workspace, webhook) in &partial.webhooks {
-                let bytes =
-                    postcard::to_allocvec(webhook).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-                webhooks.insert(workspace.as_str(), bytes.as_slice())?;
-            }
-        }
-        let mut policies = txn.open_table(POLICIES)?;
-        for workspace in policies_changed {
-            let bytes = postcard::to_allocvec(&partial.policy(&workspace))
-                .map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-            policies.insert(workspace.as_str(), bytes.as_slice())?;
-        }
-        Ok(())
-    }
-
-    fn clear(&mut self, txn: &WriteTransaction) -> Result<(), ProjectionError> {
-        txn.delete_table(KEYS)?;
-        txn.delete_table(POLICIES)?;
-        txn.delete_table(LAST_USED)?;
-        txn.delete_table(IDEMPOTENCY)?;
-        txn.delete_table(WEBHOOKS)?;
-        Ok(())
-    }
-}
-
-fn decode_webhook(bytes: &[u8]) -> Result<crate::state::Webhook, ProjectionError> {
-    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("webhook: {e}")))
-}
-
-fn read_last_used(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    key_id: &KeyId,
-) -> Result<LastUsed, ProjectionError> {
-    match table.get(key_id.as_bytes().as_slice())? {
-        Some(row) => decode_last_used(row.value()),
-        None => Ok(LastUsed::default()),
-    }
-}
-
-fn decode_last_used(bytes: &[u8]) -> Result<LastUsed, ProjectionError> {
-    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}")))
-}
-
-fn decode_record(bytes: &[u8]) -> Result<KeyRecord, ProjectionError> {
-    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("key record: {e}")))
 }
 
 /// The shared, replaceable handle of the projections database (see the module docs).
@@ -262,18 +153,21 @@ pub struct Projections {
     path: PathBuf,
     /// redb's page cache, in bytes (kept for reopening).
     cache_bytes: usize,
+    /// The file's size when it was first opened (the projector's compaction policy).
+    len_at_open: u64,
     list: Vec<Box<dyn Projection>>,
 }
 
-/// Creates every table of every projection (a no-op for those that exist).
-fn create_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
-    txn.open_table(CURSORS)?;
-    txn.open_table(KEYS)?;
-    txn.open_table(POLICIES)?;
-    txn.open_table(LAST_USED)?;
-    txn.open_table(IDEMPOTENCY)?;
-    txn.open_table(WEBHOOKS)?;
-    crate::audit::create_tables(txn)
+/// Creates the cursor table and lets every projection create or migrate its own tables;
+/// removes the cursor of each projection that dropped its rows.
+fn prepare_all(txn: &WriteTransaction, list: &mut [Box<dyn Projection>]) -> Result<(), ProjectionError> {
+    let mut cursors = txn.open_table(CURSORS)?;
+    for projection in list {
+        if projection.prepare(txn)? == Prepared::Reset {
+            cursors.remove(projection.name())?;
+        }
+    }
+    Ok(())
 }
 
 /// Events per transaction when catching up from the log (each transaction is a durable
@@ -288,17 +182,25 @@ const CATCH_UP_CHUNK: u64 = 65_536;
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 impl Projections {
-    pub fn open(path: &Path) -> Result<Self, ProjectionError> {
-        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    /// Opens (creating if missing) the database at `path` and prepares every projection of
+    /// `list` in it (see [`Projection::prepare`]).
+    pub fn open(path: &Path, list: Vec<Box<dyn Projection>>) -> Result<Self, ProjectionError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES, list)
     }
 
     /// [`Self::open`] with a redb page cache of `cache_bytes`.
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, ProjectionError> {
+    pub fn open_with_cache(
+        path: &Path,
+        cache_bytes: usize,
+        mut list: Vec<Box<dyn Projection>>,
+    ) -> Result<Self, ProjectionError> {
+        let db = ProjectionsDb::new(open_database(path, cache_bytes, &mut list)?);
         Ok(Self {
-            db: ProjectionsDb::new(open_database(path, cache_bytes)?),
+            db,
             path: path.to_owned(),
             cache_bytes,
-            list: vec![Box::new(RegistryProjection), Box::new(crate::audit::AuditProjection)],
+            len_at_open: std::fs::metadata(path).map_or(0, |m| m.len()),
+            list,
         })
     }
 
@@ -306,6 +208,17 @@ impl Projections {
     /// every read transaction a consistent snapshot).
     pub fn database(&self) -> ProjectionsDb {
         self.db.clone()
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The size of the file when it was opened (after its tables were created), before
+    /// anything was applied.
+    pub fn len_at_open(&self) -> u64 {
+        self.len_at_open
     }
 
     /// Reopens the database after a storage error (see the module docs), waiting up to
@@ -322,7 +235,7 @@ impl Projections {
             }
             drop(old);
         }
-        match open_database(&self.path, self.cache_bytes) {
+        match open_database(&self.path, self.cache_bytes, &mut self.list) {
             Ok(db) => {
                 self.db.put(Arc::new(db));
                 Ok(())
@@ -435,97 +348,35 @@ impl Projections {
             projection.clear(&txn)?;
         }
         txn.delete_table(CURSORS)?;
-        create_tables(&txn)?;
+        prepare_all(&txn, &mut self.list)?;
         txn.commit()?;
         self.catch_up(log)
     }
 
-    /// Loads the persisted registry into memory (no replay).
+    /// Loads the persisted registry into memory (no replay); the list must hold the
+    /// [`RegistryProjection`].
     pub fn load_state(&self) -> Result<LedgerState, ProjectionError> {
         load_state_from(self.db.get()?.as_ref())
     }
 }
 
-/// Opens (creating if missing) the database and every table.
-fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, ProjectionError> {
+/// Opens (creating if missing) the database and prepares every projection's tables.
+fn open_database(
+    path: &Path,
+    cache_bytes: usize,
+    list: &mut [Box<dyn Projection>],
+) -> Result<Database, ProjectionError> {
     let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
     let txn = db.begin_write()?;
-    if !crate::audit::layout_is_current(&txn)? {
-        // Written by a version with another audit layout: drop the audit tables and let the
-        // catch-up rebuild them from the log (the other projections keep their rows and
-        // cursors).
-        tracing::warn!("the audit indexes have an older layout; rebuilding them from the log");
-        crate::audit::delete_tables(&txn)?;
-        txn.open_table(CURSORS)?.remove(crate::audit::AuditProjection.name())?;
-    }
-    create_tables(&txn)?;
+    prepare_all(&txn, list)?;
     txn.commit()?;
     Ok(db)
-}
-
-/// Loads the registry of a projections file for `log verify`. The file is opened read-only
-/// when it was closed cleanly; after a crash redb must first repair its allocator state,
-/// which only a writable open does (the same repair the server's next start would make;
-/// the rows and cursors are not changed by it, and the log is never touched).
-pub fn load_state_read_only(path: &Path) -> Result<LedgerState, ProjectionError> {
-    match redb::ReadOnlyDatabase::open(path) {
-        Ok(db) => load_state_from(&db),
-        Err(redb::DatabaseError::RepairAborted) => load_state_from(&Database::open(path)?),
-        Err(other) => Err(other.into()),
-    }
-}
-
-pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, ProjectionError> {
-    let txn = db.begin_read()?;
-    let keys = txn.open_table(KEYS)?;
-    let mut state = LedgerState::with_capacity(usize::try_from(keys.len()?).unwrap_or(0));
-    // Both tables are keyed by key id: walk them side by side (one pass over each B-tree)
-    // rather than looking up every key's last use.
-    let last_used = txn.open_table(LAST_USED)?;
-    let mut uses = last_used.iter()?.peekable();
-    for row in keys.iter()? {
-        let (id, value) = row?;
-        let mut record = decode_record(value.value())?;
-        let id = id.value();
-        while let Some(skipped) = uses.next_if(|u| u.as_ref().map_or(true, |(k, _)| k.value() < id)) {
-            skipped?;
-        }
-        if let Some((_, usage)) =
-            uses.next_if(|u| u.as_ref().is_ok_and(|(k, _)| k.value() == id)).transpose()?
-        {
-            record.last_used = decode_last_used(usage.value())?;
-        }
-        state.insert(record);
-    }
-    for row in txn.open_table(POLICIES)?.iter()? {
-        let (workspace, value) = row?;
-        let workspace: WorkspaceId =
-            workspace.value().parse().map_err(|_| ProjectionError::Corrupt("policy workspace".into()))?;
-        let policy: Policy = postcard::from_bytes(value.value())
-            .map_err(|e| ProjectionError::Corrupt(format!("policy: {e}")))?;
-        state.policies.insert(workspace, policy);
-    }
-    for row in txn.open_table(WEBHOOKS)?.iter()? {
-        let (workspace, value) = row?;
-        let workspace: WorkspaceId =
-            workspace.value().parse().map_err(|_| ProjectionError::Corrupt("webhook workspace".into()))?;
-        state.webhooks.insert(workspace, decode_webhook(value.value())?);
-    }
-    for row in txn.open_table(IDEMPOTENCY)?.iter()? {
-        let (id, value) = row?;
-        let id: [u8; 32] =
-            id.value().try_into().map_err(|_| ProjectionError::Corrupt("idempotency id".into()))?;
-        let result = postcard::from_bytes(value.value())
-            .map_err(|e| ProjectionError::Corrupt(format!("idempotency: {e}")))?;
-        state.idempotency.insert(id, result);
-    }
-    state.applied = txn.open_table(CURSORS)?.get("registry")?.map(|v| v.value()).unwrap_or(0);
-    Ok(state)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     const FILLER: TableDefinition<u64, &[u8]> = TableDefinition::new("filler");
     const KEPT: TableDefinition<u64, &[u8]> = TableDefinition::new("kept");

@@ -3,33 +3,34 @@
 //! Everything that knows "what a key is now" derives from here: the in-memory registry the
 //! verify path reads, the redb projection that persists it, and the replay that
 //! `log verify` compares them with. Applying the same events in the same order always gives
-//! the same state.
+//! the same state, and [`LedgerState::replay`] is the one loop that feeds the log's events
+//! to it.
 //!
-//! **Memory.** The registry holds every key ever issued, in memory, for the life of the
-//! server, so its cost per key decides how many keys one server can hold (issue 7: one
-//! million active keys in less than 600 MB). Keys are therefore not kept as [`KeyRecord`]s
-//! (≈ 1 KB each with their hash-map buckets and a dozen small heap strings) but in a compact
-//! slot of fixed-size fields (≈ 190 bytes): the values many keys share (workspace, prefix,
-//! scope and resource lists, owner, creator) are interned once and referred to by a `u32`;
-//! the key's own texts (hint, name, metadata) are packed into one allocation; the fields few
-//! keys ever set (revocation and disable reasons, rotation links) live in a box of their own.
-//! Both lookup indexes (by key id, by keyed hash) are open-addressing tables of `u32` slot
-//! numbers, 5 bytes per bucket.
-//!
-//! A [`KeyView`] reads a key in place: the verify decision ([`decide`]), policies and
-//! listings use it without allocating. [`KeyView::record`] (or [`LedgerState::key`])
-//! materialises the full [`KeyRecord`] for an answer.
+//! This file holds the vocabulary (a key's [`KeyRecord`] and [`KeyStatus`], and [`decide`],
+//! the verification order) and the registry itself, with its indexes and `apply`. How a key
+//! is held in memory is the concern of `slots.rs` (a compact slot of interned values, a
+//! fifth of a [`KeyRecord`]); how it is read in place, that of `view.rs` ([`KeyView`]).
+//! [`KeyView::record`] (or [`LedgerState::key`]) materialises the full [`KeyRecord`] for an
+//! answer.
+
+mod slots;
+mod view;
+
+pub use view::KeyView;
+
+use slots::{DISABLED, EXPIRY_RECORDED, HAS_EXPIRY, Interner, NO_OWNER, REVOKED, Rare, Slot, Sym, sym};
 
 use hashbrown::HashTable;
+use keyledger_core::decode_event;
 use keyledger_core::{
     Actor, DenyReason, Environment, Event, KeyHash, KeyId, KeyPrefix, Payload, Policy, Timestamp,
     UsageContext, WorkspaceId,
 };
+use keyledger_log::segment::SegmentReader;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// A key's status as the API reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,296 +165,6 @@ pub fn decide(key: &KeyView<'_>, wants: &VerifyRequirements, now: Timestamp) -> 
         return Err(DenyReason::WorkspaceMismatch(workspace.clone()));
     }
     Ok(())
-}
-
-/// A number standing for an interned value, or for a key's slot.
-type Sym = u32;
-/// `owner` of a key without one.
-const NO_OWNER: Sym = Sym::MAX;
-
-/// A count as a [`Sym`]. A registry with 2^32 keys or interned values would need terabytes
-/// of memory, so the saturation is never reached in practice.
-fn sym(n: usize) -> Sym {
-    Sym::try_from(n).unwrap_or(Sym::MAX)
-}
-
-/// Each distinct value stored once (shared by the list and the index), referred to by a
-/// [`Sym`]. Values are never removed: they come from events, which are never removed either.
-#[derive(Clone, Debug)]
-struct Interner<T> {
-    values: Vec<Arc<T>>,
-    index: HashMap<Arc<T>, Sym>,
-}
-
-impl<T> Default for Interner<T> {
-    fn default() -> Self {
-        Self { values: Vec::new(), index: HashMap::new() }
-    }
-}
-
-impl<T: Eq + Hash + Clone> Interner<T> {
-    fn intern(&mut self, value: &T) -> Sym {
-        if let Some(&id) = self.index.get(value) {
-            return id;
-        }
-        let id = sym(self.values.len());
-        let shared = Arc::new(value.clone());
-        self.values.push(shared.clone());
-        self.index.insert(shared, id);
-        id
-    }
-
-    /// The value of `id`. Every `Sym` a slot holds came from [`Self::intern`] on the same
-    /// state, and values are never removed, so the index is always in bounds.
-    fn get(&self, id: Sym) -> &T {
-        &self.values[id as usize]
-    }
-}
-
-// Bits of `Slot::flags`: which optional fields are set, and the key's boolean state.
-const HAS_EXPIRY: u8 = 1;
-const HAS_LIFETIME: u8 = 1 << 1;
-const REVOKED: u8 = 1 << 2;
-const DISABLED: u8 = 1 << 3;
-const EXPIRY_RECORDED: u8 = 1 << 4;
-const USED: u8 = 1 << 5;
-
-/// One key in memory (see the module docs).
-#[derive(Clone, Debug)]
-struct Slot {
-    key_id: KeyId,
-    hash: KeyHash,
-    created_at: i64,
-    /// Valid when the flag `HAS_EXPIRY` is set; likewise `lifetime` (`HAS_LIFETIME`),
-    /// `revoked_at` (`REVOKED`) and `last_used_at` (`USED`).
-    expires_at: i64,
-    lifetime: i64,
-    revoked_at: i64,
-    last_used_at: i64,
-    use_count: u64,
-    last_ip: Option<IpAddr>,
-    workspace: Sym,
-    prefix: Sym,
-    scopes: Sym,
-    resources: Sym,
-    owner: Sym,
-    created_by: Sym,
-    /// `hint ‖ name ‖ metadata`.
-    text: Box<str>,
-    hint_len: u32,
-    name_len: u32,
-    flags: u8,
-    environment: Environment,
-    rare: Option<Box<Rare>>,
-}
-
-/// The fields few keys ever set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Rare {
-    revoked_reason: Option<String>,
-    disabled_reason: Option<String>,
-    rotated_from: Option<KeyId>,
-    rotated_to: Option<KeyId>,
-}
-
-impl Slot {
-    fn flag(&self, bit: u8) -> bool {
-        self.flags & bit != 0
-    }
-
-    fn set_flag(&mut self, bit: u8, on: bool) {
-        if on {
-            self.flags |= bit;
-        } else {
-            self.flags &= !bit;
-        }
-    }
-
-    /// The optional time stored in `value` under `bit`.
-    fn time(&self, bit: u8, value: i64) -> Option<Timestamp> {
-        self.flag(bit).then_some(Timestamp(value))
-    }
-
-    fn set_expires_at(&mut self, at: Option<Timestamp>) {
-        self.set_flag(HAS_EXPIRY, at.is_some());
-        self.expires_at = at.map_or(0, Timestamp::micros);
-    }
-
-    fn set_lifetime(&mut self, lifetime: Option<i64>) {
-        self.set_flag(HAS_LIFETIME, lifetime.is_some());
-        self.lifetime = lifetime.unwrap_or(0);
-    }
-
-    fn text_part(&self, from: usize, to: usize) -> &str {
-        self.text.get(from..to).unwrap_or_default()
-    }
-
-    fn hint(&self) -> &str {
-        self.text_part(0, self.hint_len as usize)
-    }
-
-    fn name(&self) -> &str {
-        self.text_part(self.hint_len as usize, (self.hint_len + self.name_len) as usize)
-    }
-
-    fn metadata(&self) -> &str {
-        self.text_part((self.hint_len + self.name_len) as usize, self.text.len())
-    }
-
-    fn set_text(&mut self, hint: &str, name: &str, metadata: &str) {
-        self.text = [hint, name, metadata].concat().into_boxed_str();
-        self.hint_len = sym(hint.len());
-        self.name_len = sym(name.len());
-    }
-
-    fn last_used(&self) -> LastUsed {
-        LastUsed { at: self.time(USED, self.last_used_at), ip: self.last_ip, count: self.use_count }
-    }
-
-    fn set_last_used(&mut self, last: LastUsed) {
-        self.set_flag(USED, last.at.is_some());
-        self.last_used_at = last.at.map_or(0, Timestamp::micros);
-        self.last_ip = last.ip;
-        self.use_count = last.count;
-    }
-
-    fn rare(&self) -> &Rare {
-        static NONE: Rare =
-            Rare { revoked_reason: None, disabled_reason: None, rotated_from: None, rotated_to: None };
-        self.rare.as_deref().unwrap_or(&NONE)
-    }
-
-    fn rare_mut(&mut self) -> &mut Rare {
-        self.rare.get_or_insert_with(Default::default)
-    }
-}
-
-/// A key of the registry, read in place (cheap to copy; allocates nothing until
-/// [`KeyView::record`]).
-#[derive(Clone, Copy)]
-pub struct KeyView<'a> {
-    state: &'a LedgerState,
-    slot: &'a Slot,
-}
-
-impl std::fmt::Debug for KeyView<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyView").field("key_id", &self.slot.key_id).finish_non_exhaustive()
-    }
-}
-
-impl<'a> KeyView<'a> {
-    pub fn key_id(&self) -> KeyId {
-        self.slot.key_id
-    }
-
-    pub fn hash(&self) -> &'a KeyHash {
-        &self.slot.hash
-    }
-
-    pub fn workspace(&self) -> &'a WorkspaceId {
-        self.state.workspaces.get(self.slot.workspace)
-    }
-
-    pub fn environment(&self) -> Environment {
-        self.slot.environment
-    }
-
-    pub fn scopes(&self) -> &'a [String] {
-        self.state.lists.get(self.slot.scopes)
-    }
-
-    pub fn resources(&self) -> &'a [String] {
-        self.state.lists.get(self.slot.resources)
-    }
-
-    pub fn owner(&self) -> Option<&'a str> {
-        (self.slot.owner != NO_OWNER).then(|| self.state.owners.get(self.slot.owner).as_str())
-    }
-
-    pub fn name(&self) -> &'a str {
-        self.slot.name()
-    }
-
-    pub fn created_at(&self) -> Timestamp {
-        Timestamp(self.slot.created_at)
-    }
-
-    pub fn expires_at(&self) -> Option<Timestamp> {
-        self.slot.time(HAS_EXPIRY, self.slot.expires_at)
-    }
-
-    pub fn lifetime(&self) -> Option<i64> {
-        self.slot.flag(HAS_LIFETIME).then_some(self.slot.lifetime)
-    }
-
-    pub fn revoked_at(&self) -> Option<Timestamp> {
-        self.slot.time(REVOKED, self.slot.revoked_at)
-    }
-
-    pub fn is_revoked(&self) -> bool {
-        self.slot.flag(REVOKED)
-    }
-
-    pub fn is_disabled(&self) -> bool {
-        self.slot.flag(DISABLED)
-    }
-
-    /// An `expired` event has been recorded for this key.
-    pub fn expiry_recorded(&self) -> bool {
-        self.slot.flag(EXPIRY_RECORDED)
-    }
-
-    pub fn rotated_to(&self) -> Option<KeyId> {
-        self.slot.rare().rotated_to
-    }
-
-    pub fn last_used(&self) -> LastUsed {
-        self.slot.last_used()
-    }
-
-    pub fn is_expired(&self, now: Timestamp) -> bool {
-        self.expires_at().is_some_and(|t| t <= now)
-    }
-
-    /// Counts against `max_active_keys`: neither revoked nor expired.
-    pub fn is_live(&self, now: Timestamp) -> bool {
-        !self.is_revoked() && !self.is_expired(now)
-    }
-
-    pub fn status(&self, now: Timestamp) -> KeyStatus {
-        KeyStatus::of(self.is_revoked(), self.expires_at(), self.is_disabled(), now)
-    }
-
-    /// The full record, materialised.
-    pub fn record(&self) -> KeyRecord {
-        let (slot, state) = (self.slot, self.state);
-        let rare = slot.rare();
-        KeyRecord {
-            key_id: slot.key_id,
-            workspace: self.workspace().clone(),
-            name: slot.name().to_owned(),
-            hash: slot.hash,
-            hint: slot.hint().to_owned(),
-            prefix: state.prefixes.get(slot.prefix).clone(),
-            environment: slot.environment,
-            scopes: self.scopes().to_vec(),
-            resources: self.resources().to_vec(),
-            owner: self.owner().map(str::to_owned),
-            metadata: slot.metadata().to_owned(),
-            created_at: self.created_at(),
-            created_by: state.actors.get(slot.created_by).clone(),
-            expires_at: self.expires_at(),
-            lifetime: self.lifetime(),
-            revoked_at: self.revoked_at(),
-            revoked_reason: rare.revoked_reason.clone(),
-            rotated_from: rare.rotated_from,
-            rotated_to: rare.rotated_to,
-            disabled: self.is_disabled().then(|| rare.disabled_reason.clone()),
-            expiry_recorded: self.expiry_recorded(),
-            last_used: self.last_used(),
-        }
-    }
 }
 
 /// The whole registry: keys (by id, by keyed hash, by workspace), policies, idempotency
@@ -836,6 +547,29 @@ pub fn record_use(last: &mut LastUsed, at: Timestamp, context: &UsageContext) {
     last.count += 1;
 }
 
+/// Why [`LedgerState::replay`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Read(#[from] keyledger_log::segment::SegmentError),
+    #[error(transparent)]
+    Decode(#[from] keyledger_core::DecodeError),
+}
+
+impl LedgerState {
+    /// Applies the log's events from [`Self::applied`] up to `end` (exclusive), in seq order,
+    /// through [`Self::apply`]: the one replay loop, behind both the writer's rewind after a
+    /// failure and `log verify`'s comparison. Stops early at the end of `log`.
+    pub fn replay(&mut self, log: &SegmentReader, end: u64) -> Result<(), ReplayError> {
+        let count = usize::try_from(end.saturating_sub(self.applied)).unwrap_or(usize::MAX);
+        for record in log.iter(self.applied).take(count) {
+            let (_, bytes) = record?;
+            self.apply(&decode_event(&bytes)?);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -957,13 +691,6 @@ mod tests {
         assert_eq!(state.owners.values.len(), 1);
         assert_eq!(state.workspaces.values.len(), 1);
         assert_eq!(state.workspace_keys(&"acme".parse().unwrap()).count(), 100);
-    }
-
-    #[test]
-    fn a_slot_stays_small() {
-        // The registry's cost per key (issue 7: 1M keys < 600 MB): a slot plus ~10 bytes of
-        // index buckets, ~25 bytes of workspace index and its packed texts.
-        assert!(std::mem::size_of::<Slot>() <= 192, "Slot is {} bytes", std::mem::size_of::<Slot>());
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! The registry projection: the key registry as redb rows (one record per key, its last
+//! use apart, one policy and one webhook per workspace, the idempotency records), and
+//! loading those rows back into a [`LedgerState`] at start-up and for `log verify`.
+//!
+//! It folds events with [`LedgerState::apply`], the one state-transition function (keys
+//! that were only used get just their last-use row, through the same [`record_use`]), so
+//! the rows always equal a replay of the log up to its cursor.
+
+use super::{CURSORS, Prepared, Projection, ProjectionError};
+use crate::state::{KeyRecord, LastUsed, LedgerState, record_use};
+use keyledger_core::{Event, KeyId, Payload, Policy, WorkspaceId};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// key id (16 bytes) → postcard(KeyRecord).
+const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_keys");
+/// workspace → postcard(Policy).
+const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_policies");
+/// key id → postcard(LastUsed): kept apart so a `used` event rewrites a few bytes, not the
+/// whole key record.
+const LAST_USED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_last_used");
+/// workspace → postcard(Webhook).
+const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_webhooks");
+/// idempotency id (32 bytes) → postcard(IdempotentResult).
+const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_idempotency");
+
+/// The key registry as rows: one record per key, one policy per workspace.
+pub struct RegistryProjection;
+
+impl Projection for RegistryProjection {
+    fn name(&self) -> &'static str {
+        "registry"
+    }
+
+    fn prepare(&mut self, txn: &WriteTransaction) -> Result<Prepared, ProjectionError> {
+        txn.open_table(KEYS)?;
+        txn.open_table(POLICIES)?;
+        txn.open_table(LAST_USED)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(WEBHOOKS)?;
+        Ok(Prepared::Current)
+    }
+
+    fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError> {
+        let events = || batches.iter().flat_map(|b| b.iter());
+        let mut keys = txn.open_table(KEYS)?;
+        let mut last_used = txn.open_table(LAST_USED)?;
+        // Records changed by lifecycle events are loaded into a small state, the events are
+        // applied with the one state-transition function, and the rows written back. Keys
+        // that were only used get just their last-use row updated.
+        let mut partial = LedgerState::default();
+        let lifecycle: BTreeSet<KeyId> =
+            events().filter(|e| !e.payload.kind().is_usage()).filter_map(|e| e.payload.key_id()).collect();
+        for key_id in &lifecycle {
+            if let Some(row) = keys.get(key_id.as_bytes().as_slice())? {
+                let mut record = decode_record(row.value())?;
+                record.last_used = read_last_used(&last_used, key_id)?;
+                partial.insert(record);
+            }
+        }
+        let mut used_only: std::collections::BTreeMap<KeyId, LastUsed> = std::collections::BTreeMap::new();
+        let mut policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
+        for event in events() {
+            match &event.payload {
+                Payload::Used(usage) if partial.view(&usage.key_id).is_none() => {
+                    let entry = match used_only.entry(usage.key_id) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(read_last_used(&last_used, &usage.key_id)?)
+                        }
+                    };
+                    record_use(entry, event.at, &usage.context);
+                    partial.applied = event.seq + 1;
+                }
+                Payload::PolicySet(p) => {
+                    policies_changed.insert(p.workspace.clone());
+                    partial.apply(event);
+                }
+                Payload::WebhookSet(w) => {
+                    // The previous configuration decides `since_seq`: load it first.
+                    if !partial.webhooks.contains_key(&w.workspace)
+                        && let Some(row) = txn.open_table(WEBHOOKS)?.get(w.workspace.as_str())?
+                    {
+                        partial.webhooks.insert(w.workspace.clone(), decode_webhook(row.value())?);
+                    }
+                    partial.apply(event);
+                }
+                _ => partial.apply(event),
+            }
+        }
+        for key in partial.keys() {
+            let mut stored = key.record();
+            let usage = std::mem::take(&mut stored.last_used);
+            let bytes =
+                postcard::to_allocvec(&stored).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            keys.insert(stored.key_id.as_bytes().as_slice(), bytes.as_slice())?;
+            used_only.insert(stored.key_id, usage);
+        }
+        for (key_id, usage) in &used_only {
+            let bytes = postcard::to_allocvec(usage).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            last_used.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
+        }
+        if !partial.idempotency.is_empty() {
+            let mut idempotency = txn.open_table(IDEMPOTENCY)?;
+            for (id, result) in &partial.idempotency {
+                let bytes =
+                    postcard::to_allocvec(result).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                idempotency.insert(id.as_slice(), bytes.as_slice())?;
+            }
+        }
+        if !partial.webhooks.is_empty() {
+            let mut webhooks = txn.open_table(WEBHOOKS)?;
+            for (workspace, webhook) in &partial.webhooks {
+                let bytes =
+                    postcard::to_allocvec(webhook).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                webhooks.insert(workspace.as_str(), bytes.as_slice())?;
+            }
+        }
+        let mut policies = txn.open_table(POLICIES)?;
+        for workspace in policies_changed {
+            let bytes = postcard::to_allocvec(&partial.policy(&workspace))
+                .map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            policies.insert(workspace.as_str(), bytes.as_slice())?;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, txn: &WriteTransaction) -> Result<(), ProjectionError> {
+        txn.delete_table(KEYS)?;
+        txn.delete_table(POLICIES)?;
+        txn.delete_table(LAST_USED)?;
+        txn.delete_table(IDEMPOTENCY)?;
+        txn.delete_table(WEBHOOKS)?;
+        Ok(())
+    }
+}
+
+fn decode_webhook(bytes: &[u8]) -> Result<crate::state::Webhook, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("webhook: {e}")))
+}
+
+fn read_last_used(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key_id: &KeyId,
+) -> Result<LastUsed, ProjectionError> {
+    match table.get(key_id.as_bytes().as_slice())? {
+        Some(row) => decode_last_used(row.value()),
+        None => Ok(LastUsed::default()),
+    }
+}
+
+fn decode_last_used(bytes: &[u8]) -> Result<LastUsed, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("last used: {e}")))
+}
+
+fn decode_record(bytes: &[u8]) -> Result<KeyRecord, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("key record: {e}")))
+}
+
+/// Loads the registry of a projections file for `log verify`. The file is opened read-only
+/// when it was closed cleanly; after a crash redb must first repair its allocator state,
+/// which only a writable open does (the same repair the server's next start would make;
+/// the rows and cursors are not changed by it, and the log is never touched).
+pub fn load_state_read_only(path: &Path) -> Result<LedgerState, ProjectionError> {
+    match redb::ReadOnlyDatabase::open(path) {
+        Ok(db) => load_state_from(&db),
+        Err(redb::DatabaseError::RepairAborted) => load_state_from(&Database::open(path)?),
+        Err(other) => Err(other.into()),
+    }
+}
+
+pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState, ProjectionError> {
+    let txn = db.begin_read()?;
+    let keys = txn.open_table(KEYS)?;
+    let mut state = LedgerState::with_capacity(usize::try_from(keys.len()?).unwrap_or(0));
+    // Both tables are keyed by key id: walk them side by side (one pass over each B-tree)
+    // rather than looking up every key's last use.
+    let last_used = txn.open_table(LAST_USED)?;
+    let mut uses = last_used.iter()?.peekable();
+    for row in keys.iter()? {
+        let (id, value) = row?;
+        let mut record = decode_record(value.value())?;
+        let id = id.value();
+        while let Some(skipped) = uses.next_if(|u| u.as_ref().map_or(true, |(k, _)| k.value() < id)) {
+            skipped?;
+        }
+        if let Some((_, usage)) =
+            uses.next_if(|u| u.as_ref().is_ok_and(|(k, _)| k.value() == id)).transpose()?
+        {
+            record.last_used = decode_last_used(usage.value())?;
+        }
+        state.insert(record);
+    }
+    for row in txn.open_table(POLICIES)?.iter()? {
+        let (workspace, value) = row?;
+        let workspace: WorkspaceId =
+            workspace.value().parse().map_err(|_| ProjectionError::Corrupt("policy workspace".into()))?;
+        let policy: Policy = postcard::from_bytes(value.value())
+            .map_err(|e| ProjectionError::Corrupt(format!("policy: {e}")))?;
+        state.policies.insert(workspace, policy);
+    }
+    for row in txn.open_table(WEBHOOKS)?.iter()? {
+        let (workspace, value) = row?;
+        let workspace: WorkspaceId =
+            workspace.value().parse().map_err(|_| ProjectionError::Corrupt("webhook workspace".into()))?;
+        state.webhooks.insert(workspace, decode_webhook(value.value())?);
+    }
+    for row in txn.open_table(IDEMPOTENCY)?.iter()? {
+        let (id, value) = row?;
+        let id: [u8; 32] =
+            id.value().try_into().map_err(|_| ProjectionError::Corrupt("idempotency id".into()))?;
+        let result = postcard::from_bytes(value.value())
+            .map_err(|e| ProjectionError::Corrupt(format!("idempotency: {e}")))?;
+        state.idempotency.insert(id, result);
+    }
+    state.applied = txn.open_table(CURSORS)?.get("registry")?.map(|v| v.value()).unwrap_or(0);
+    Ok(state)
+}
