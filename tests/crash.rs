@@ -1,4 +1,5 @@
-//! Crash tests through the real binary (issue 8 §1, contract §5 "Durability").
+//! Crash tests through the real binary (docs/security.md, "Crashes (SIGKILL under load)";
+//! docs/operations.md, "Durability").
 //!
 //! Each round starts `keyledger serve` on one data dir shared by all rounds (strict usage
 //! durability in every other round), drives a mixed load from several threads (verifiers,
@@ -46,7 +47,7 @@ const DEFAULT_ROUNDS: u64 = 8;
 /// The prefix of the last line on stderr: the run's figures as one JSON object.
 const FIGURES_PREFIX: &str = "crash-figures: ";
 const WORKSPACE: &str = "crash";
-/// The contract's batched sync window (§5).
+/// The batched sync window (docs/operations.md, "Durability").
 const SYNC_WINDOW: Duration = Duration::from_millis(10);
 /// Time allowed on top of the window for the fsync itself and thread scheduling.
 const FSYNC_ALLOWANCE: Duration = Duration::from_millis(100);

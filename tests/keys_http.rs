@@ -1,4 +1,5 @@
-//! The keys API and `/v1/verify` over real HTTP against the real binary (contract §3, §4).
+//! The keys API and `/v1/verify` over real HTTP against the real binary (docs/api.md, "Keys" and
+//! "Verify").
 
 use keyledger_e2e::{Client, Ledger, Resp, Server, files_under, frames, poll};
 use serde_json::{Value, json};

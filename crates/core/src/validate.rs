@@ -1,4 +1,5 @@
-//! Field rules of contract §3, shared by every command that takes the fields.
+//! Field rules of a key (docs/api.md, "Keys: the secret and its fields"), shared by every
+//! command that takes the fields.
 //!
 //! Each check returns a [`FieldError`] naming the offending field, which the API turns into
 //! `invalid_request` with that name.

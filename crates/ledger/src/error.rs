@@ -2,7 +2,7 @@
 
 use keyledger_core::validate::FieldError;
 
-/// Why an authentication failed (contract §4: 401 codes).
+/// Why an authentication failed (the 401 codes of docs/api.md, "Errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing, malformed or unknown API key")]

@@ -1,5 +1,5 @@
-//! Model-based property test of the engine against the contract (§3–§4: keys, rotation,
-//! revocation, policies, verification).
+//! Model-based property test of the engine against docs/api.md ("Keys: the secret and its
+//! fields", "Keys", "Verify": keys, rotation, revocation, policies, verification).
 //!
 //! proptest generates random sequences of commands (create, verify, rotate, revoke,
 //! revoke-all, set policy, disable/enable, update, and a short real sleep so that keys with
@@ -212,7 +212,8 @@ struct MKey {
     environment: Environment,
     created_at: Timestamp,
     expires_at: Option<Timestamp>,
-    /// The lifetime the key was issued with; a rotation's new key inherits it (§4).
+    /// The lifetime the key was issued with; a rotation's new key inherits it (docs/api.md,
+    /// "Keys").
     lifetime: Option<i64>,
     revoked_at: Option<Timestamp>,
     revoked_reason: Option<String>,
@@ -392,7 +393,8 @@ impl Model {
     }
 
     /// A create or rotate issuing a key of lifetime `lifetime` (from now), leaving
-    /// `live_after` live keys in the workspace: does it keep the policy? (§4: 409 if not.)
+    /// `live_after` live keys in the workspace: does it keep the policy? (docs/api.md, "Keys":
+    /// 409 if not.)
     fn policy_allows(&self, ws: usize, lifetime: Option<i64>, live_after: usize) -> bool {
         let policy = self.policy(ws);
         if policy.max_active_keys.is_some_and(|max| live_after > max as usize) {
@@ -1015,10 +1017,10 @@ fn engine_agrees_with_the_contract_model() {
 
 // ----- focused regressions ---------------------------------------------------------------
 
-/// Contract §4: "The new key inherits … lifetime." A key rotated with an overlap has its
-/// `expires_at` cut to the end of the overlap; that is not its lifetime. Rotating it a
-/// second time (allowed: it is not revoked) must give the new key the lifetime the key was
-/// issued with, not `valid_until - created_at`.
+/// docs/api.md, "Keys": rotation copies the old key's lifetime to the new key. A key rotated
+/// with an overlap has its `expires_at` cut to the end of the overlap; that is not its
+/// lifetime. Rotating it a second time (allowed: it is not revoked) must give the new key the
+/// lifetime the key was issued with, not `valid_until - created_at`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_rotation_inherits_the_issued_lifetime_not_the_overlap() {
     let parent = tempfile::tempdir().unwrap();
