@@ -72,7 +72,7 @@ fn assert_request_id(resp: &Resp) {
     }
 }
 
-/// The contract's error shape: `{"error", "message", "request_id"}` (plus, for verify,
+/// The error shape of docs/api.md: `{"error", "message", "request_id"}` (plus, for verify,
 /// `"valid": false` and a `reason`), with `status` and `code`.
 fn assert_error(resp: &Resp, status: u16, code: &str) {
     assert_eq!(resp.status, status, "{}", resp.dump());

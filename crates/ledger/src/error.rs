@@ -1,4 +1,4 @@
-//! The engine's typed errors. Each maps to one error code of the contract.
+//! The engine's typed errors. Each maps to one error code of docs/api.md, "Errors".
 
 use keyledger_core::validate::FieldError;
 

@@ -4,7 +4,7 @@
 //! proptest generates random sequences of commands (create, verify, rotate, revoke,
 //! revoke-all, set policy, disable/enable, update, and a short real sleep so that keys with
 //! one-second expiries do expire). Each step runs against a real engine on a fresh data dir
-//! and against a small in-test model of the contract's rules; after every step the two must
+//! and against a small in-test model of the rules of docs/api.md; after every step the two must
 //! agree on the answer (Ok, or which error kind, or which deny reason) and on the exact
 //! events appended to the log (kinds and key ids, in order). At the end every key's status,
 //! use count and lifecycle fields and the log length must agree.
@@ -201,7 +201,7 @@ fn ws(i: usize) -> WorkspaceId {
 
 // ----- the model -------------------------------------------------------------------------
 
-/// What the contract says a key is.
+/// What docs/api.md says a key is.
 #[derive(Clone, Debug)]
 struct MKey {
     id: KeyId,
@@ -247,7 +247,8 @@ impl MKey {
         }
     }
 
-    /// The contract's decision order: revoked, expired, disabled, scope, resource.
+    /// The decision order of `LedgerState::decide` (docs/architecture.md): revoked, expired,
+    /// disabled, scope, resource.
     fn decide(&self, scopes: &[String], resource: Option<&str>, now: Timestamp) -> Result<(), DenyReason> {
         if self.revoked_at.is_some() {
             return Err(DenyReason::Revoked);
@@ -459,7 +460,7 @@ impl Model {
     }
 
     /// Applies `step` at instant `now`, checking the engine's `answer` and the events it
-    /// appended against the contract. On a mismatch the model is left half-updated: the
+    /// appended against docs/api.md. On a mismatch the model is left half-updated: the
     /// caller works on a clone.
     fn apply(
         &mut self,

@@ -1,4 +1,4 @@
-//! The contract's error model: every error answers
+//! The error model of docs/api.md, "Errors": every error answers
 //! `{"error": CODE, "message": TEXT, "request_id": ID}` with the matching status.
 //!
 //! Handlers return [`ApiError`]. Its response carries the code and message in an extension;

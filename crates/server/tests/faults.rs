@@ -81,7 +81,7 @@ impl Api {
     }
 }
 
-/// The contract's error shape with `code`, the body's request id equal to the header's.
+/// The error shape of docs/api.md with `code`, the body's request id equal to the header's.
 fn assert_error(answer: &Answer, status: StatusCode, code: &str, what: &str) {
     assert_eq!(answer.status, status, "{what}: {}", answer.dump());
     let body = &answer.body;
