@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# OpenAPI-driven API fuzzing (issue 8 §3): schemathesis against the real `keyledger` binary.
+# OpenAPI-driven API fuzzing: schemathesis against the real `keyledger` binary.
 #
 # Builds the binary, initialises a throwaway data dir, serves it on a free loopback port and
 # runs schemathesis over every operation of /openapi.json with the init admin key as bearer

@@ -1,7 +1,7 @@
 //! `keyledger serve --header-read-timeout-secs` through the real binary: a client that
 //! dribbles its request head is disconnected after the configured time, while the server
-//! keeps serving others (issue 8 §4; the in-process details are in
-//! `crates/server/tests/abuse.rs` and `tls.rs`).
+//! keeps serving others (docs/security.md, "Slow clients and oversized requests"; the in-process
+//! details are in `crates/server/tests/abuse.rs` and `tls.rs`).
 
 use keyledger_e2e::Ledger;
 use std::io::{Read, Write};

@@ -1,4 +1,5 @@
-//! Crash tests through the real binary (issue 8 §1, contract §5 "Durability").
+//! Crash tests through the real binary (docs/security.md, "Crashes (SIGKILL under load)";
+//! docs/operations.md, "Durability").
 //!
 //! Each round starts `keyledger serve` on one data dir shared by all rounds (strict usage
 //! durability in every other round), drives a mixed load from several threads (verifiers,
@@ -19,12 +20,12 @@
 //!    (revocation is linearizable across the crash);
 //! 4. usage: every acknowledged verification of a known key (200, and the 401/403 denials) is
 //!    present as a usage event (`GET /v1/keys/{id}/events?kind=usage`, matched by keyledger's
-//!    request id). In `strict` rounds none may be missing. In `batched` rounds the contract
-//!    allows losing the sync window: usage events are written before verify answers and
-//!    fsynced within 10 ms, so only a power cut can lose them, and at most those answered in
-//!    the last 10 ms. A SIGKILL is not a power cut (the page cache survives), so the expected
-//!    loss is 0; the test tolerates only verifications answered within
-//!    [`BATCHED_WINDOW`] (10 ms + [`FSYNC_ALLOWANCE`] for the fsync itself and scheduling)
+//!    request id). In `strict` rounds none may be missing. In `batched` rounds
+//!    docs/operations.md ("Durability") allows losing the sync window: usage events are
+//!    written before verify answers and fsynced within 10 ms, so only a power cut can lose
+//!    them, and at most those answered in the last 10 ms. A SIGKILL is not a power cut (the
+//!    page cache survives), so the expected loss is 0; the test tolerates only verifications
+//!    answered within [`BATCHED_WINDOW`] (10 ms + [`FSYNC_ALLOWANCE`] for the fsync itself and scheduling)
 //!    before the kill, and reports how many were lost;
 //! 5. the server stops cleanly (SIGTERM) and `keyledger log verify` passes again.
 //!
@@ -46,7 +47,7 @@ const DEFAULT_ROUNDS: u64 = 8;
 /// The prefix of the last line on stderr: the run's figures as one JSON object.
 const FIGURES_PREFIX: &str = "crash-figures: ";
 const WORKSPACE: &str = "crash";
-/// The contract's batched sync window (§5).
+/// The batched sync window (docs/operations.md, "Durability").
 const SYNC_WINDOW: Duration = Duration::from_millis(10);
 /// Time allowed on top of the window for the fsync itself and thread scheduling.
 const FSYNC_ALLOWANCE: Duration = Duration::from_millis(100);

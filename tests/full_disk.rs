@@ -1,4 +1,4 @@
-//! A real full disk, end to end through the binary (issue 8 §2).
+//! A real full disk, end to end through the binary (docs/operations.md, "Failure behaviour").
 //!
 //! A 16 MiB tmpfs is mounted (tests run as root; if the mount is refused the test prints
 //! `skipped: cannot mount tmpfs` and passes), a data dir is initialised and served on it,

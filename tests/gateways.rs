@@ -1,5 +1,6 @@
-//! Real gateways in front of the real keyledger binary (issue 9): nginx with `auth_request`
-//! and Caddy with `forward_auth`, each in front of a tiny echo backend, all on loopback.
+//! Real gateways in front of the real keyledger binary (docs/gateways.md): nginx with
+//! `auth_request` and Caddy with `forward_auth`, each in front of a tiny echo backend, all on
+//! loopback.
 //!
 //! The gateways run from the exact templates under `tests/gateways/` (docs/gateways.md shows
 //! them) in a private temp dir, in the foreground, as the current user. They are installed

@@ -1,4 +1,5 @@
-//! The keys API and `/v1/verify` over real HTTP against the real binary (contract §3, §4).
+//! The keys API and `/v1/verify` over real HTTP against the real binary (docs/api.md, "Keys" and
+//! "Verify").
 
 use keyledger_e2e::{Client, Ledger, Resp, Server, files_under, frames, poll};
 use serde_json::{Value, json};
@@ -71,7 +72,7 @@ fn assert_request_id(resp: &Resp) {
     }
 }
 
-/// The contract's error shape: `{"error", "message", "request_id"}` (plus, for verify,
+/// The error shape of docs/api.md: `{"error", "message", "request_id"}` (plus, for verify,
 /// `"valid": false` and a `reason`), with `status` and `code`.
 fn assert_error(resp: &Resp, status: u16, code: &str) {
     assert_eq!(resp.status, status, "{}", resp.dump());

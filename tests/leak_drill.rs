@@ -1,9 +1,9 @@
-//! The leak drill through the real binary (contract §4 "Audit"): a key is used by its
-//! service from known addresses with a known user agent; at T_leak its secret leaks and is
-//! used from a new address with a new user agent; the key is revoked; the attacker keeps
-//! trying. The compromise report since T_leak must flag exactly the new source and agent,
-//! count allowed, denied and after-revocation attempts; the lookup of the leaked secret
-//! must find the key. Then the log verifies offline and a signed export verifies.
+//! The leak drill through the real binary (docs/api.md, "Audit"; docs/security.md, "Leak runbook"):
+//! a key is used by its service from known addresses with a known user agent; at T_leak its secret
+//! leaks and is used from a new address with a new user agent; the key is revoked; the attacker
+//! keeps trying. The compromise report since T_leak must flag exactly the new source and agent,
+//! count allowed, denied and after-revocation attempts; the lookup of the leaked secret must find
+//! the key. Then the log verifies offline and a signed export verifies.
 
 use keyledger_core::Timestamp;
 use keyledger_e2e::{Client, Ledger, Resp, Run, Server, keyledger, keyledger_bin, path_str};

@@ -1,4 +1,5 @@
-//! Tamper evidence of the data dir, through the real binary (contract §2 `log verify`, §5).
+//! Tamper evidence of the data dir, through the real binary (docs/log-format.md; docs/operations.md,
+//! "`keyledger log verify`").
 //!
 //! Each test builds a small ledger with `keyledger serve` (keys created, verified, revoked;
 //! a checkpoint every few events), stops it cleanly, damages one thing on disk, and checks
@@ -331,9 +332,9 @@ fn event_deleted_from_the_middle_names_its_seq() {
     }
     std::fs::write(golden.event_segment(&dir), frames::encode(&frames_now)).unwrap();
     let stderr = verify_fails(&dir);
-    // BUG (product, contract §2 "the first bad sequence number"): verify compares the event
-    // count with the latest checkpoint before scanning the events, so it reports
-    // "FAILED at seq {N-1}: … events from seq {N-1} on are missing" (the end of the log)
+    // BUG (product; docs/operations.md, "`keyledger log verify`": it names the first bad seq):
+    // verify compares the event count with the latest checkpoint before scanning the events, so it
+    // reports "FAILED at seq {N-1}: … events from seq {N-1} on are missing" (the end of the log)
     // instead of seq k, where position k now holds event k+1.
     assert_names_seq(&stderr, k);
 }
@@ -393,9 +394,9 @@ fn second_init_refuses_and_changes_nothing_and_secrets_are_private() {
 
 #[test]
 fn raw_flip_in_the_last_checkpoint_is_not_counted_as_verified() {
-    // A damaged frame at the very end of the checkpoint log is indistinguishable from a
-    // checkpoint write torn by a crash, which must not fail verification (contract §5); but
-    // verify must not count it as a verified checkpoint either.
+    // A damaged frame at the very end of the checkpoint log is indistinguishable from a checkpoint
+    // write torn by a crash, which must not fail verification (docs/log-format.md, "Durability and
+    // failure, as seen on disk"); but verify must not count it as a verified checkpoint either.
     let golden = Golden::build();
     let dir = golden.copy("checkpoint-last");
     let (segment, records) = checkpoints(&dir);

@@ -1,5 +1,5 @@
-//! Where a request carries its API key (contract §4), as one rule shared by the server and
-//! the tower middleware, so the two can never disagree about which header wins.
+//! Where a request carries its API key (docs/api.md, "Authentication"), as one rule shared by
+//! the server and the tower middleware, so the two can never disagree about which header wins.
 //!
 //! `Authorization: Bearer K` or `Authorization: Api-Key K` (schemes case-insensitive), else
 //! `x-api-key: K`. An `Authorization` header with any other scheme means *no key*: it is not

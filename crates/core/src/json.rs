@@ -49,7 +49,7 @@ pub fn metadata_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
-/// The contract's Event object.
+/// The JSON form of an event (docs/log-format.md, "JSON form of an event").
 pub fn event_json(event: &Event) -> Value {
     let payload = &event.payload;
     let mut object = Map::new();

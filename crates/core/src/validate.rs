@@ -1,5 +1,5 @@
-//! Field rules of keys and workspace policies (docs/api.md), shared by every command that
-//! takes the fields.
+//! Field rules of keys and workspace policies (docs/api.md, "Keys: the secret and its
+//! fields"), shared by every command that takes the fields.
 //!
 //! Each check returns a [`FieldError`] naming the offending field, which the API turns into
 //! `invalid_request` with that name. The bounds here are the ones `/openapi.json` documents

@@ -1,8 +1,8 @@
-//! The engine's typed errors. Each maps to one error code of the contract.
+//! The engine's typed errors. Each maps to one error code of docs/api.md, "Errors".
 
 use keyledger_core::validate::FieldError;
 
-/// Why an authentication failed (contract §4: 401 codes).
+/// Why an authentication failed (the 401 codes of docs/api.md, "Errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing, malformed or unknown API key")]

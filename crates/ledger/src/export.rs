@@ -1,4 +1,4 @@
-//! The producer of exports (contract §6; format in `docs/export-format.md`).
+//! The producer of exports (format in docs/export-format.md).
 //!
 //! [`ExportPlan::prepare`] takes a signed checkpoint covering everything appended so far
 //! (the *anchor*), resolves the requested range to seqs inside it, and

@@ -1,4 +1,5 @@
-//! Storage faults under the engine (issue 8 §2): an [`Engine`] over [`FaultyStorage`].
+//! Storage faults under the engine (docs/security.md, "Storage faults"): an [`Engine`] over
+//! [`FaultyStorage`].
 //!
 //! After some acknowledged operations a fault is switched on: writes fail (`ENOSPC`), fsync
 //! fails (`EIO`), writes are torn in half (short write), or the disk fills up mid-batch.
@@ -10,12 +11,11 @@
 //! ([`keyledger_log::verify::verify_log`]) and the projections equal a replay
 //! ([`keyledger_ledger::projection::registry_check::check_registry`]).
 //!
-//! One documented exception: with `batched` usage durability, a verify answers once its
-//! usage event is *written*, before the fsync (contract §5). So when only fsync fails, the
-//! first verify after the fault may still answer (its use is written, the fsync that
-//! follows within the window fails and poisons the log); every call after that failure is
-//! refused. The test accepts that one answer, and checks its use is in the log after the
-//! reopen.
+//! One documented exception: with `batched` usage durability, a verify answers once its usage event
+//! is *written*, before the fsync (docs/operations.md, "Durability"). So when only fsync fails, the
+//! first verify after the fault may still answer (its use is written, the fsync that follows within
+//! the window fails and poisons the log); every call after that failure is refused. The test
+//! accepts that one answer, and checks its use is in the log after the reopen.
 //!
 //! Also: a torn tail (garbage or a half frame appended to the last segment of a closed data
 //! dir) is cut on reopen, back to the last complete batch, and the log verifies.

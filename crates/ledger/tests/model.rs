@@ -1,10 +1,10 @@
-//! Model-based property test of the engine against the contract (§3–§4: keys, rotation,
-//! revocation, policies, verification).
+//! Model-based property test of the engine against docs/api.md ("Keys: the secret and its
+//! fields", "Keys", "Verify": keys, rotation, revocation, policies, verification).
 //!
 //! proptest generates random sequences of commands (create, verify, rotate, revoke,
 //! revoke-all, set policy, disable/enable, update, and a short real sleep so that keys with
 //! one-second expiries do expire). Each step runs against a real engine on a fresh data dir
-//! and against a small in-test model of the contract's rules; after every step the two must
+//! and against a small in-test model of the rules of docs/api.md; after every step the two must
 //! agree on the answer (Ok, or which error kind, or which deny reason) and on the exact
 //! events appended to the log (kinds and key ids, in order). At the end every key's status,
 //! use count and lifecycle fields and the log length must agree.
@@ -201,7 +201,7 @@ fn ws(i: usize) -> WorkspaceId {
 
 // ----- the model -------------------------------------------------------------------------
 
-/// What the contract says a key is.
+/// What docs/api.md says a key is.
 #[derive(Clone, Debug)]
 struct MKey {
     id: KeyId,
@@ -212,7 +212,8 @@ struct MKey {
     environment: Environment,
     created_at: Timestamp,
     expires_at: Option<Timestamp>,
-    /// The lifetime the key was issued with; a rotation's new key inherits it (§4).
+    /// The lifetime the key was issued with; a rotation's new key inherits it (docs/api.md,
+    /// "Keys").
     lifetime: Option<i64>,
     revoked_at: Option<Timestamp>,
     revoked_reason: Option<String>,
@@ -246,7 +247,8 @@ impl MKey {
         }
     }
 
-    /// The contract's decision order: revoked, expired, disabled, scope, resource.
+    /// The decision order of `LedgerState::decide` (docs/architecture.md): revoked, expired,
+    /// disabled, scope, resource.
     fn decide(&self, scopes: &[String], resource: Option<&str>, now: Timestamp) -> Result<(), DenyReason> {
         if self.revoked_at.is_some() {
             return Err(DenyReason::Revoked);
@@ -392,7 +394,8 @@ impl Model {
     }
 
     /// A create or rotate issuing a key of lifetime `lifetime` (from now), leaving
-    /// `live_after` live keys in the workspace: does it keep the policy? (§4: 409 if not.)
+    /// `live_after` live keys in the workspace: does it keep the policy? (docs/api.md, "Keys":
+    /// 409 if not.)
     fn policy_allows(&self, ws: usize, lifetime: Option<i64>, live_after: usize) -> bool {
         let policy = self.policy(ws);
         if policy.max_active_keys.is_some_and(|max| live_after > max as usize) {
@@ -457,7 +460,7 @@ impl Model {
     }
 
     /// Applies `step` at instant `now`, checking the engine's `answer` and the events it
-    /// appended against the contract. On a mismatch the model is left half-updated: the
+    /// appended against docs/api.md. On a mismatch the model is left half-updated: the
     /// caller works on a clone.
     fn apply(
         &mut self,
@@ -1015,10 +1018,10 @@ fn engine_agrees_with_the_contract_model() {
 
 // ----- focused regressions ---------------------------------------------------------------
 
-/// Contract §4: "The new key inherits … lifetime." A key rotated with an overlap has its
-/// `expires_at` cut to the end of the overlap; that is not its lifetime. Rotating it a
-/// second time (allowed: it is not revoked) must give the new key the lifetime the key was
-/// issued with, not `valid_until - created_at`.
+/// docs/api.md, "Keys": rotation copies the old key's lifetime to the new key. A key rotated
+/// with an overlap has its `expires_at` cut to the end of the overlap; that is not its
+/// lifetime. Rotating it a second time (allowed: it is not revoked) must give the new key the
+/// lifetime the key was issued with, not `valid_until - created_at`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_rotation_inherits_the_issued_lifetime_not_the_overlap() {
     let parent = tempfile::tempdir().unwrap();

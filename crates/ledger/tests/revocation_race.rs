@@ -1,6 +1,6 @@
-//! Revocation is linearizable (contract §3: "once a revoke call has returned, no
-//! verification of that key succeeds, on any code path"), and every verification of a known
-//! key appends exactly one event (§4).
+//! Revocation is linearizable (docs/api.md, "Keys: the secret and its fields": once a revoke
+//! call has returned, no verification of that key succeeds, on any code path), and every
+//! verification of a known key appends exactly one event (docs/api.md, "Verify").
 //!
 //! Each round creates a key, lets 8 verifier tasks hammer `Engine::verify` for it on a
 //! multi-thread runtime, and after a short random delay cuts it off: by `revoke`, by

@@ -1,5 +1,6 @@
-//! Revoke-all during creates (issue 8 §6): a key created concurrently with a workspace's
-//! revoke-all is either in that revoke-all's set or created strictly after it, never half.
+//! Revoke-all during creates (docs/security.md, "Revoke-all during creates"): a key created
+//! concurrently with a workspace's revoke-all is either in that revoke-all's set or created
+//! strictly after it, never half.
 //!
 //! [`CREATORS`] tasks create keys in one workspace as fast as the engine acknowledges them,
 //! [`VERIFIERS`] tasks verify acknowledged keys all the while, and one task runs

@@ -1,4 +1,5 @@
-//! Self-recovery of the log writer (issue 8 §2), over [`FaultyStorage`] on real files.
+//! Self-recovery of the log writer (docs/operations.md, "Failure behaviour"), over
+//! [`FaultyStorage`] on real files.
 //!
 //! A failed write, fsync or short write poisons the writer: every command is refused. Once
 //! the fault clears, the writer recovers by itself (no restart): it reopens the log from

@@ -1,4 +1,4 @@
-//! Audit routes (contract §4 "Audit"): a key's events, the leak report, request ids,
+//! Audit routes (docs/api.md, "Audit"): a key's events, the leak report, request ids,
 //! sources, the active set at an instant, hygiene, and leaked-secret lookup.
 //!
 //! Every route needs `ledger:audit:read`; anything outside the admin key's workspaces

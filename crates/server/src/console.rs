@@ -1,5 +1,6 @@
-//! The web console (issue 10): a small plain-JS single page, embedded in the binary at
-//! build time and served at `/console` (the page) and `/console/{file}` (its assets).
+//! The web console (docs/decisions/0005-console-plain-js.md): a small plain-JS single page,
+//! embedded in the binary at build time and served at `/console` (the page) and `/console/{file}`
+//! (its assets).
 //!
 //! The console holds no power of its own: it signs in with an admin key (kept in the
 //! tab's `sessionStorage` only) and calls the public admin API with

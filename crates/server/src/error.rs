@@ -1,4 +1,4 @@
-//! The contract's error model: every error answers
+//! The error model of docs/api.md, "Errors": every error answers
 //! `{"error": CODE, "message": TEXT, "request_id": ID}` with the matching status.
 //!
 //! Handlers return [`ApiError`]. Its response carries the code and message in an extension;
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use keyledger_ledger::{AuthError, LedgerError};
 use serde_json::{Value, json};
 
-/// The error codes of contract §4.
+/// The error codes of docs/api.md, "Errors".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     Unauthorized,
@@ -24,8 +24,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     Unavailable,
     Internal,
-    /// An extension of contract §4: too many failed verifications from one source (429,
-    /// with `Retry-After`; see [`crate::throttle`]).
+    /// Too many failed admin authentications or (when turned on) failed verifications from one
+    /// source (429, with `Retry-After`; see [`crate::throttle`]).
     RateLimited,
 }
 

@@ -1,5 +1,5 @@
-//! `GET /v1/export` (contract §4 "Export", §6): a streamed, signed JSONL export (or a flat
-//! CSV) of a range of the log.
+//! `GET /v1/export` (docs/api.md, "Export"; format in docs/export-format.md): a streamed,
+//! signed JSONL export (or a flat CSV) of a range of the log.
 //!
 //! The export is produced by [`keyledger_ledger::export`] in a blocking task that writes
 //! 64 KiB chunks into a bounded channel; the response body streams from that channel, so

@@ -1,4 +1,4 @@
-//! Request extractors that fail in the contract's error shape, naming the field.
+//! Request extractors that fail in the error shape of docs/api.md, naming the field.
 
 use crate::error::{ApiError, ErrorCode};
 use axum::RequestExt;

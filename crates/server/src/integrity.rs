@@ -1,5 +1,5 @@
 //! Integrity routes: the signed checkpoint, the log's public key, and Merkle proofs
-//! (contract §4 "Integrity"; proof shapes of RFC 9162 §2.1.3 and §2.1.4).
+//! (docs/api.md, "Integrity"; proof shapes of RFC 9162 §2.1.3 and §2.1.4).
 
 use crate::AppState;
 use crate::auth::{Admin, scope};

@@ -1,5 +1,5 @@
 //! Key lifecycle routes: create, list, show, update, rotate, revoke, revoke-all,
-//! disable/enable, and workspace policies (contract §4 "Keys").
+//! disable/enable, and workspace policies (docs/api.md, "Keys").
 
 use crate::AppState;
 use crate::auth::{Admin, scope};
@@ -65,7 +65,8 @@ fn parse_expiry(expires_at: Option<&str>, expires_in: Option<&str>) -> Result<Ex
     }
 }
 
-/// Validates the fields of a new key (contract §3), naming the first bad one.
+/// Validates the fields of a new key (docs/api.md, "Keys: the secret and its fields"), naming the
+/// first bad one.
 fn key_spec(workspace: &WorkspaceId, body: CreateKey) -> Result<KeySpec, ApiError> {
     validate::name(&body.name)?;
     validate::scopes(&body.scopes)?;

@@ -1,8 +1,8 @@
 //! keyledger's HTTP API over the engine, as a library so tests can drive it in-process.
 //!
-//! [`router`] builds the axum router of contract §4; [`serve`] runs it until a shutdown
+//! [`router`] builds the axum router of docs/api.md; [`serve`] runs it until a shutdown
 //! signal, then stops the engine cleanly (pending appends flushed, final checkpoint).
-//! Every response carries `request-id`; every error has the contract's shape
+//! Every response carries `request-id`; every error has the shape of docs/api.md
 //! ([`error`], [`request_id`]).
 #![forbid(unsafe_code)]
 

@@ -46,7 +46,7 @@
 //! than 100 headers, with a bare 431. Below that, [`header_size_refusal`] (checked by the
 //! request-id layer, [`crate::request_id::middleware`]) refuses a request whose
 //! URI and headers together exceed [`crate::ServerConfig::max_header_bytes`] (default
-//! [`DEFAULT_MAX_HEADER_BYTES`]) with 431 in the contract's error shape, before any handler.
+//! [`DEFAULT_MAX_HEADER_BYTES`]) with 431 in the error shape of docs/api.md, before any handler.
 
 use crate::error::{ApiError, ErrorCode};
 use axum::extract::Request;

@@ -14,7 +14,7 @@ fn time(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
 }
 
-/// The contract's KeyView. Never the secret, never its hash.
+/// The KeyView of docs/api.md, "Keys". Never the secret, never its hash.
 pub fn key_view(key: &KeyRecord, now: Timestamp) -> Value {
     json!({
         "key_id": key.key_id.to_string(),

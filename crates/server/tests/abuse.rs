@@ -1,9 +1,9 @@
-//! Abuse (issue 8 §4), in-process like `api.rs` and over a real socket for header limits:
-//! unknown-key and bad-checksum floods append nothing and are counted; per-source
-//! throttling of failed verifications (off by default) answers 429 with `Retry-After`;
-//! oversized headers answer 431, never crash; over a real socket, a client dribbling its
-//! request head (slow loris) and idle connections are cut off after the header-read
-//! timeout while others are served.
+//! Abuse (docs/security.md, "Slow clients and oversized requests"), in-process like `api.rs` and
+//! over a real socket for header limits: unknown-key and bad-checksum floods append nothing and are
+//! counted; per-source throttling of failed verifications (off by default) answers 429 with
+//! `Retry-After`; oversized headers answer 431, never crash; over a real socket, a client dribbling
+//! its request head (slow loris) and idle connections are cut off after the header-read timeout
+//! while others are served.
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;

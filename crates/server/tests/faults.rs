@@ -1,7 +1,7 @@
-//! Storage faults through the HTTP API, in-process (issue 8 §2): the engine runs over
-//! [`FaultyStorage`]; once writes, fsyncs or the disk fail, every call that must append
-//! answers 503 `unavailable` in the contract's error shape, verify included (with
-//! `"valid": false`: fail closed, no 200 without a recorded use), reads keep answering,
+//! Storage faults through the HTTP API, in-process (docs/security.md, "Storage faults"): the
+//! engine runs over [`FaultyStorage`]; once writes, fsyncs or the disk fail, every call that
+//! must append answers 503 `unavailable` in the error shape of docs/api.md, verify included
+//! (with `"valid": false`: fail closed, no 200 without a recorded use), reads keep answering,
 //! and `/healthz` answers 503. After a restart on healthy storage nothing acknowledged is
 //! lost.
 
@@ -81,7 +81,7 @@ impl Api {
     }
 }
 
-/// The contract's error shape with `code`, the body's request id equal to the header's.
+/// The error shape of docs/api.md with `code`, the body's request id equal to the header's.
 fn assert_error(answer: &Answer, status: StatusCode, code: &str, what: &str) {
     assert_eq!(answer.status, status, "{what}: {}", answer.dump());
     let body = &answer.body;
@@ -148,8 +148,8 @@ async fn fault_case(fault: Fault, durability: Durability) {
     fault.switch_on(&switch);
 
     if fault == Fault::FailSync && durability == Durability::Written {
-        // Batched verify answers once its use is written, before the fsync (contract §5):
-        // a lifecycle call meets the failing fsync first.
+        // Batched verify answers once its use is written, before the fsync
+        // (docs/operations.md, "Durability"): a lifecycle call meets the failing fsync first.
         let create =
             api.call("POST", "/v1/workspaces/acme/keys", Some(admin), Some(json!({"name": "c"}))).await;
         assert_error(&create, StatusCode::SERVICE_UNAVAILABLE, "unavailable", &format!("{what}: create"));
@@ -235,10 +235,10 @@ async fn a_full_disk_answers_503_and_reads_keep_working() {
     fault_case(Fault::DiskFills, Durability::Synced).await;
 }
 
-/// Issue 8 §2: keyledger "recovers by itself when space returns". While the disk refuses
-/// writes, every append answers 503 and `/healthz` 503; once it takes writes again the
-/// writer reopens the log from disk (no restart), `/healthz` answers 200 and appends
-/// succeed; everything acknowledged before is still there, refused calls left no trace.
+/// docs/operations.md, "Failure behaviour": keyledger recovers by itself when the disk does. While
+/// the disk refuses writes, every append answers 503 and `/healthz` 503; once it takes writes again
+/// the writer reopens the log from disk (no restart), `/healthz` answers 200 and appends succeed;
+/// everything acknowledged before is still there, refused calls left no trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_by_itself_when_space_returns() {
     for fault in Fault::ALL {

@@ -1,4 +1,4 @@
-//! The HTTP client of keyledger's `POST /v1/verify` (JSON mode, contract §4).
+//! The HTTP client of keyledger's `POST /v1/verify` (JSON mode, docs/api.md, "Verify").
 //!
 //! One verification is one request; nothing is cached. Everything that is not a clear
 //! verdict (connection refused, timeout, a 5xx, an answer that does not parse) is a
@@ -145,7 +145,7 @@ fn verify_uri(base: &str) -> Result<Uri, Error> {
     format!("http://{authority}{prefix}/v1/verify").parse().map_err(|_| Error::InvalidUrl)
 }
 
-/// The 200 answer (contract §4), unknown fields ignored.
+/// The 200 answer (docs/api.md, "Verify"), unknown fields ignored.
 #[derive(Deserialize)]
 struct Allowed {
     valid: bool,

@@ -24,10 +24,10 @@ impl fmt::Debug for PresentedKey {
     }
 }
 
-/// Takes the key out of `headers` the way keyledger reads it
-/// ([`keyledger_core::credentials`], contract §4). The header that carried the key is
-/// removed, so that nothing behind the middleware can log or forward it. `None` (and nothing
-/// removed) when no non-empty key was presented.
+/// Takes the key out of `headers` the way keyledger reads it ([`keyledger_core::credentials`];
+/// docs/api.md, "Authentication"). The header that carried the key is removed, so that nothing
+/// behind the middleware can log or forward it. `None` (and nothing removed) when no non-empty key
+/// was presented.
 pub(crate) fn take_presented_key(headers: &mut HeaderMap) -> Option<PresentedKey> {
     let value = |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
     let (key, header) = presented_key(value(AUTHORIZATION.as_str()), value("x-api-key"))?;

@@ -269,7 +269,7 @@ fn denied<B>(denial: Denial) -> Response<ResponseBody<B>> {
     response
 }
 
-/// An answer of the middleware itself, in the contract's error shape, under a fresh
+/// An answer of the middleware itself, in the error shape of docs/api.md, under a fresh
 /// request id (also in the `request-id` header, and in the log line of a failure).
 fn local_error<B>(status: StatusCode, code: &str, message: &str, denial: bool) -> Response<ResponseBody<B>> {
     let request_id = RequestId::generate(Timestamp::now().millis()).to_string();

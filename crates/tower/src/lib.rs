@@ -4,9 +4,9 @@
 //! [`KeyledgerLayer`] in front of its routes. For each request the layer:
 //!
 //! 1. takes the key from `Authorization: Bearer K`, `Authorization: Api-Key K` or
-//!    `x-api-key: K` exactly as keyledger reads it (contract §4), and **removes that header**
-//!    so nothing behind the layer can log or forward the secret. No key → 401
-//!    `unauthorized` without a call to keyledger;
+//!    `x-api-key: K` exactly as keyledger reads it (docs/api.md, "Authentication"), and
+//!    **removes that header** so nothing behind the layer can log or forward the secret. No
+//!    key → 401 `unauthorized` without a call to keyledger;
 //! 2. calls keyledger's `POST /v1/verify` (JSON mode) with the route's required scopes (and
 //!    resource, environment, workspace if set) and the request's context: method, path
 //!    (without the query), client address, `User-Agent` and `x-request-id`. keyledger records

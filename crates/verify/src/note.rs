@@ -1,6 +1,6 @@
 //! C2SP signed notes and transparency-log checkpoints, Ed25519 only.
 //!
-//! keyledger publishes its Merkle tree heads as checkpoints (contract §5): a
+//! keyledger publishes its Merkle tree heads (docs/log-format.md, "Checkpoints"): a
 //! [C2SP tlog-checkpoint](https://c2sp.org/tlog-checkpoint) body (origin, tree
 //! size, base64 root hash) signed as a [C2SP signed note](https://c2sp.org/signed-note)
 //! with the log's Ed25519 key. Using the ecosystem's format means the log's
