@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: every figure of issue 7, written into `docs/benchmarks.md`: the
+//! `cargo xtask bench`: every performance figure, written into `docs/benchmarks.md`: the
 //! criterion benchmarks (below), then the HTTP load test (`cargo xtask load`, its own
 //! table) and the scale figures on generated logs ([`crate::scale_table`], its own table).
 //! Each part can be skipped (`--no-criterion`, `--no-load`, `--no-scale`).
@@ -143,7 +143,7 @@ const EXPECTED: &[Expected] = &[
         id: "log_verify/200k_events",
         checks: &[
             Check::RateAtLeast { per_second: 300_000.0, label: "≥ 300,000 events/s" },
-            Check::RateAtLeast { per_second: 500_000.0, label: "issue 7: ≥ 500,000 events/s" },
+            Check::RateAtLeast { per_second: 500_000.0, label: "performance target: ≥ 500,000 events/s" },
         ],
     },
     Expected { id: "ledger/decide", checks: &[Check::MeanAtMost { nanos: 2_000.0, label: "≤ 2 µs" }] },
@@ -401,15 +401,18 @@ fn check_verdict(check: Check, result: &Measured) -> String {
         }
         Check::RateAtLeast { per_second, label } => match result.per_second() {
             Some(rate) if rate >= per_second => {
-                if label.starts_with("issue") {
-                    format!("{}: met", issue_of(label))
+                if label.starts_with("performance target") {
+                    format!("{}: met", target_of(label))
                 } else {
                     "met".into()
                 }
             }
             Some(rate) => {
-                let prefix =
-                    if label.starts_with("issue") { format!("{}: ", issue_of(label)) } else { String::new() };
+                let prefix = if label.starts_with("performance target") {
+                    format!("{}: ", target_of(label))
+                } else {
+                    String::new()
+                };
                 format!("{prefix}**missed** ({} < {})", group_digits(rate), group_digits(per_second))
             }
             None => "no throughput recorded".into(),
@@ -417,8 +420,8 @@ fn check_verdict(check: Check, result: &Measured) -> String {
     }
 }
 
-/// "issue 7" from "issue 7: …".
-fn issue_of(label: &str) -> &str {
+/// "performance target" from "performance target: …".
+fn target_of(label: &str) -> &str {
     label.split(':').next().unwrap_or(label)
 }
 

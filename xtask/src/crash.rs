@@ -1,5 +1,5 @@
 //! `cargo xtask crash [--rounds N] [--seed S]`: the long run of the SIGKILL crash test
-//! (`tests/crash.rs`, issue 8 §1). `cargo test` runs that test with a few rounds; this runs
+//! (`tests/crash.rs`). `cargo test` runs that test with a few rounds; this runs
 //! it in release mode with many (default [`DEFAULT_ROUNDS`]), echoes its per-round lines,
 //! keeps the whole output in `target/crash-logs/`, and ends with a table of the figures
 //! the test reports on its last line (`crash-figures: {…}`): rounds survived, operations

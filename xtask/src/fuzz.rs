@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz [--seconds N] [--smoke] [--target T]...`: runs the cargo-fuzz targets of
-//! `fuzz/` (issue 8 §3) one after the other, each for a set time, and fails on any crash.
+//! `fuzz/` one after the other, each for a set time, and fails on any crash.
 //!
 //! - cargo-fuzz is installed (`cargo install cargo-fuzz --locked`) if it is missing, and the
 //!   targets run on stable Rust with `RUSTC_BOOTSTRAP=1` (cargo-fuzz passes nightly flags).

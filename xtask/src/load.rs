@@ -1,4 +1,4 @@
-//! `cargo xtask load`: the HTTP load test of issue 7, against the real `keyledger` binary
+//! `cargo xtask load`: the HTTP load test (docs/benchmarks.md), against the real `keyledger` binary
 //! on loopback, with a bare axum server as the reference.
 //!
 //! Steps (every process and file is cleaned up on every exit path: success, error,

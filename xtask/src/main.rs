@@ -3,7 +3,7 @@
 //!
 //! Commands:
 //! - `bench [--quick] [--report-only] [--scale-events N] [--no-criterion|--no-load|--no-scale]`:
-//!   every figure of issue 7 in one command: the criterion benchmarks of keyledger-core,
+//!   every performance figure (docs/benchmarks.md) in one command: the criterion benchmarks of keyledger-core,
 //!   keyledger-log and keyledger-ledger, the HTTP load test ([`load`]) and the scale figures
 //!   on generated logs ([`scale_table`]), each written into its table of `docs/benchmarks.md`
 //!   (see [`bench`]).
@@ -44,7 +44,7 @@ usage: cargo xtask <command>
 
 commands:
   bench [--quick] [--report-only] [--scale-events N] [--no-criterion] [--no-load] [--no-scale]
-        every figure of issue 7, each table of docs/benchmarks.md refreshed: the criterion
+        every performance figure, each table of docs/benchmarks.md refreshed: the criterion
         benchmarks, then `load`, then the scale figures (gen-log + scale + keyledger serve
         startup and peak RSS with 100,000 and 1,000,000 keys) on logs generated under
         target/xtask-bench/ (removed afterwards)

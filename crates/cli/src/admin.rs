@@ -1,4 +1,4 @@
-//! The admin client commands of a running server (contract §2): `keyledger keys …`,
+//! The admin client commands of a running server (docs/api.md): `keyledger keys …`,
 //! `keyledger policy …`, `keyledger webhook …`, `keyledger log checkpoint|public-key`, and shell
 //! completions.
 //!

@@ -1,4 +1,4 @@
-//! `keyledger audit …`: the audit endpoints of a running server (contract §4 "Audit"):
+//! `keyledger audit …`: the audit endpoints of a running server (docs/api.md, "Audit"):
 //! a key's events, the leak report, request ids, sources, the keys valid at an instant,
 //! hygiene, and the lookup of a leaked secret.
 //!

@@ -1,8 +1,8 @@
-//! A typed, blocking HTTP client for keyledger's admin API (contract §4).
+//! A typed, blocking HTTP client for keyledger's admin API (docs/api.md).
 //!
 //! [`Client`] speaks HTTP or HTTPS (rustls, Mozilla's roots) through a `ureq` agent, authenticates with
 //! `Authorization: Bearer <admin key>`, and turns every non-2xx answer into a
-//! [`ClientError`] parsed from the contract's error body
+//! [`ClientError`] parsed from the API's error body (docs/api.md, "Errors")
 //! `{"error": CODE, "message": TEXT, "request_id": ID}`. Each error class has its own exit
 //! code ([`ClientError::exit_code`]).
 //!
@@ -70,7 +70,7 @@ impl ClientError {
         }
     }
 
-    /// Classifies a non-2xx answer from its status and body. A body in the contract's shape
+    /// Classifies a non-2xx answer from its status and body. A body in the API's error shape
     /// gives the code and message; anything else (a proxy's HTML page…) is summarised.
     pub fn from_response(status: u16, body: &str) -> Self {
         let parsed: Option<Value> = serde_json::from_str(body).ok();
@@ -97,7 +97,7 @@ impl ClientError {
         }
     }
 
-    /// The contract's error code of this error (`usage` and `transport` for local ones).
+    /// The API's error code of this error (`usage` and `transport` for local ones).
     #[cfg(test)]
     pub fn code(&self) -> &str {
         match self {
@@ -479,7 +479,7 @@ impl Client {
     }
 }
 
-// audit endpoints (contract §4 "Audit"), used by `keyledger audit …`
+// audit endpoints (docs/api.md, "Audit"), used by `keyledger audit …`
 
 /// `path?name=value&…` with every value percent-encoded (so the `+` of a time offset stays
 /// a `+`, and a CIDR's `/` cannot be mistaken for a path); absent values are left out.

@@ -1,5 +1,5 @@
 //! `keyledger export create` (download an export from a running server) and
-//! `keyledger export verify` (check one offline, contract §6; format in
+//! `keyledger export verify` (check one offline; format in
 //! `docs/export-format.md`).
 //!
 //! Exit codes: 0 valid / written; 1 the export is invalid; 2 bad command line or local

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 /// How an engine runs.
 #[derive(Clone)]
 pub struct EngineOptions {
-    /// Durability of `used`/`denied` events: `Written` is the contract's `batched`.
+    /// Durability of `used`/`denied` events: `Written` is `--usage-durability=batched` (docs/operations.md).
     pub usage_durability: Durability,
     pub writer: WriterOptions,
     pub storage: Arc<dyn Storage>,

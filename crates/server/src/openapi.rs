@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 pub struct ErrorBody {
     /// One of unauthorized, invalid_api_key, expired_api_key, forbidden, not_found,
     /// invalid_request, conflict, payload_too_large, unavailable, internal; and, as an
-    /// extension of the contract, rate_limited (429 from verify when throttling is on).
+    /// extension of the API, rate_limited (429 from verify when throttling is on).
     pub error: String,
     pub message: String,
     pub request_id: String,

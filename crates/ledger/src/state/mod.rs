@@ -129,7 +129,7 @@ pub struct VerifyRequirements {
     pub workspace: Option<WorkspaceId>,
 }
 
-/// The verification decision for a known key at `now`, in the contract's order:
+/// The verification decision for a known key at `now`, in the order docs/api.md gives:
 /// revoked, expired, (disabled), then scope, resource, environment and workspace.
 pub fn decide(key: &KeyView<'_>, wants: &VerifyRequirements, now: Timestamp) -> Result<(), DenyReason> {
     if key.is_revoked() {
