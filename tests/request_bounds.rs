@@ -240,11 +240,12 @@ fn failed_admin_authentications_are_throttled_per_source() {
     assert!(statuses[..limited].iter().all(|&s| s == 401), "{statuses:?}");
     assert!(statuses[limited..].iter().all(|&s| s == 429), "{statuses:?}");
 
-    // Once throttled, the source gets 429 before any key is looked at, a valid one included.
-    let valid = env.http.get("/v1/workspaces/acme/keys", env.root());
-    assert_error(&valid, 429, "rate_limited");
-    let retry_after: u64 = valid.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
-    assert!((1..=60).contains(&retry_after), "{}", valid.dump());
+    // Once throttled, the source's failed authentications answer 429 with `Retry-After`
+    // (a valid key still gets in: `a_valid_admin_key_is_never_throttled_by_failures_from_its_source`).
+    let throttled = env.http.get("/v1/workspaces/acme/keys", &wrong_keys[0]);
+    assert_error(&throttled, 429, "rate_limited");
+    let retry_after: u64 = throttled.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=60).contains(&retry_after), "{}", throttled.dump());
 
     // Verification has its own budget (off by default) and is not affected.
     let verify = env.http.send("POST", "/v1/verify", &[], Some(&json!({"key": wrong_keys[0]})));
@@ -256,4 +257,29 @@ fn failed_admin_authentications_are_throttled_per_source() {
         assert_eq!(off.http.get("/v1/workspaces/acme/keys", key).status, 401);
     }
     assert_eq!(off.http.get("/v1/workspaces/acme/keys", off.root()).status, 200);
+}
+
+#[test]
+fn a_valid_admin_key_is_never_throttled_by_failures_from_its_source() {
+    // A stranger behind the same proxy address spends the source's whole budget...
+    let env = Env::start(&["--throttle-failed-admin-auth", "3"]);
+    let (_, admin) = env.admin_key(&["ledger:keys:write", "ledger:keys:read"], &[]);
+    let wrong = |i: usize| format!("kl_live_stranger{i:0>41}");
+    let statuses: Vec<u16> =
+        (0..6).map(|i| env.http.get("/v1/workspaces/acme/keys", &wrong(i)).status).collect();
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
+
+    // ...and every admin of that address still gets in, an emergency revoke included.
+    let listed = env.http.get("/v1/workspaces/acme/keys", env.root());
+    assert_eq!(listed.status, 200, "{}", listed.dump());
+    let created =
+        env.http.post("/v1/workspaces/acme/keys", &admin, &json!({"name": "leaked", "scopes": ["read"]}));
+    assert_eq!(created.status, 201, "{}", created.dump());
+    let leaked = text(&created.body, "key_id");
+    let revoked =
+        env.http.post(&format!("/v1/keys/{leaked}/revoke"), &admin, &json!({"reason": "compromised"}));
+    assert_eq!(revoked.status, 200, "{}", revoked.dump());
+
+    // A valid key does not refill the budget: the stranger's next guess is still refused.
+    assert_error(&env.http.get("/v1/workspaces/acme/keys", &wrong(6)), 429, "rate_limited");
 }

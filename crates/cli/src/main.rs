@@ -156,8 +156,8 @@ struct ServeArgs {
     webhook_allow_private: bool,
     /// Failed admin authentications (a presented key that is unknown, revoked, disabled,
     /// expired or not a `_ledger` key) allowed per client address and minute; beyond that,
-    /// every admin request from the address that presents a key answers 429 with
-    /// Retry-After until its budget refills. 0 = off.
+    /// each further failed authentication from the address answers 429 with Retry-After
+    /// until its budget refills. A valid admin key is always served. 0 = off.
     #[arg(
         long,
         env = "KEYLEDGER_THROTTLE_FAILED_ADMIN_AUTH",

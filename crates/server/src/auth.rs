@@ -5,9 +5,13 @@
 //! `resources` are the workspaces it may act on (empty = all). Anything the caller may not
 //! see answers 404, exactly as if it did not exist.
 //!
-//! Failed authentications are throttled per source (see [`crate::throttle`]): a source that
-//! has spent its budget gets 429 before the key it presents is looked at, so a guess is
-//! never answered.
+//! Failed authentications are throttled per source (see [`crate::throttle`] and
+//! docs/security.md, "Request bounds"). The key is always looked at first, and a key that
+//! authenticates is always accepted: a source that has spent its budget gets 429 only in
+//! place of a failed authentication, so a stranger sharing an address (a proxy, a NAT) can
+//! slow guesses and log noise from it but never lock its admins out. The lookup is a keyed
+//! hash and one map probe whatever the answer, so deciding the throttle after it reveals
+//! nothing by timing.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -49,36 +53,28 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// Authenticates the admin key `parts` present, under the per-source throttle: 401 (no key,
-/// or one that is unknown, revoked, disabled or expired), 403 (not a `_ledger` key) or 429
-/// (this source failed too often; decided before the key is looked at).
+/// Authenticates the admin key `parts` present: 401 (no key, or one that is unknown,
+/// revoked, disabled or expired) or 403 (not a `_ledger` key), answered as 429 instead when
+/// this source has failed too often. A key that authenticates is never refused here.
 pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Admin, Response> {
     let unknown = || ApiError::from(keyledger_ledger::AuthError::Unknown).into_response();
-    if presented_key(&parts.headers).is_none() {
-        return Err(unknown());
-    }
-    let throttle = match &state.admin_throttle {
-        Some(throttle) => source(parts, state).await.map(|source| (throttle, source)),
-        None => None,
-    };
-    if let Some((throttle, source)) = throttle
-        && let Err(retry_after) = throttle.check(source)
-    {
-        return Err(crate::throttle::admin_throttled(retry_after));
-    }
     let presented = presented_key(&parts.headers).ok_or_else(unknown)?;
-    match state.engine.authenticate_admin(presented) {
+    let error = match state.engine.authenticate_admin(presented) {
         Ok(key) => {
             let request_id = crate::current_request(parts);
-            Ok(Admin { caller: Caller { actor: Actor::Admin(key.key_id), request_id }, key })
+            return Ok(Admin { caller: Caller { actor: Actor::Admin(key.key_id), request_id }, key });
         }
-        Err(error) => {
-            if let Some((throttle, source)) = throttle {
-                throttle.charge(source);
-            }
-            Err(ApiError::from(error).into_response())
+        Err(error) => error,
+    };
+    if let Some(throttle) = &state.admin_throttle
+        && let Some(source) = source(parts, state).await
+    {
+        if let Err(retry_after) = throttle.check(source) {
+            return Err(crate::throttle::admin_throttled(retry_after));
         }
+        throttle.charge(source);
     }
+    Err(ApiError::from(error).into_response())
 }
 
 /// The client address a request is throttled by (as verify records it), if known.

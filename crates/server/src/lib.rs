@@ -51,8 +51,9 @@ pub struct ServerConfig {
     /// Failed (401/403) verifications allowed per source address and minute before verify
     /// answers 429 `rate_limited`; 0 = off, the default (see [`throttle`]).
     pub throttle_failed_verifications: u32,
-    /// Failed admin authentications allowed per source address and minute before every
-    /// admin request from it that presents a key answers 429 `rate_limited`; 0 = off.
+    /// Failed admin authentications allowed per source address and minute before its
+    /// further failed authentications answer 429 `rate_limited` (a valid key is always
+    /// served); 0 = off.
     /// Default [`throttle::DEFAULT_ADMIN_AUTH_FAILURES`] (see [`throttle`]).
     pub throttle_failed_admin_auth: u32,
     /// `/healthz` shows the log size to anyone, not only to admin keys holding

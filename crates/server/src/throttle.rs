@@ -31,10 +31,13 @@
 //! off). A request that presents a key which does not authenticate as an admin key (unknown,
 //! malformed, revoked, disabled, expired, or not a `_ledger` key) takes a token; a request
 //! that presents no key at all is no guess and takes none. A source with no token left gets
-//! 429 `rate_limited` with `Retry-After` for every request that presents a key, valid or
-//! not, before the key is looked at (see [`crate::auth`]). It is on by default: admin
-//! clients are few, and a correct key never fails, so a generous budget costs them nothing
-//! while it turns guessing into a crawl.
+//! 429 `rate_limited` with `Retry-After` in place of each further failed authentication; a
+//! key that authenticates is always accepted, whatever its source's budget (see
+//! [`crate::auth`]). So a stranger behind the same proxy or NAT address can never lock the
+//! admins of that address out, and forging `X-Forwarded-For` (with `--trust-forwarded-for`
+//! and no `--trusted-proxy`) only buys fresh budgets for guesses that cannot succeed
+//! against 256-bit secrets anyway. It is on by default: it costs a correct key nothing,
+//! and it slows enumeration and keeps failed-authentication noise out of the logs.
 //!
 //! Memory is bounded: at most [`MAX_SOURCES`] buckets are kept (per table). A full table first forgets
 //! the buckets that have refilled (they are equivalent to no bucket), then arbitrary ones

@@ -168,7 +168,7 @@ async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response
     }
     let body = match axum::body::to_bytes(body, state.config.body_limit).await {
         Ok(body) => body,
-        Err(error) => return body_error(&error).into_response(),
+        Err(error) => return crate::extract::body_error(&error).into_response(),
     };
     let response = match decide(&state, peer, method, uri, headers, request_id, body).await {
         Ok(response) | Err(response) => response,
@@ -193,19 +193,6 @@ struct Verified<'a> {
     owner: Option<&'a str>,
     expires_at: Option<String>,
     request_id: String,
-}
-
-/// Why a body could not be read: over the limit (413, as the `Bytes` extractor answers), or
-/// the client went away mid-body (400).
-fn body_error(error: &axum::Error) -> ApiError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = source {
-        if cause.is::<http_body_util::LengthLimitError>() {
-            return crate::error::from_status(StatusCode::PAYLOAD_TOO_LARGE, "POST", "/v1/verify");
-        }
-        source = cause.source();
-    }
-    ApiError::new(ErrorCode::InvalidRequest, "the request body could not be read")
 }
 
 fn denial(error: ApiError) -> Response {

@@ -7,10 +7,12 @@
 //! destinations (`--webhook-allow-private`), an address is refused when it is loopback,
 //! private (RFC 1918, CGNAT 100.64/10, unique-local fc00::/7, site-local fec0::/10),
 //! link-local, documentation or benchmarking space, or the IPv4 address embedded in an
-//! IPv4-mapped, IPv4-compatible, NAT64 or 6to4 IPv6 address that would be refused. Whatever
-//! the operator allows, keyledger never delivers to an unspecified, multicast, broadcast or
-//! reserved address, nor to a cloud metadata endpoint (169.254.169.254, fd00:ec2::254,
-//! 100.100.100.200, `metadata.google.internal`).
+//! IPv4-mapped, IPv4-translated, IPv4-compatible, NAT64 or 6to4 IPv6 address that would be
+//! refused. Whatever the operator allows, keyledger never delivers to an unspecified,
+//! multicast, broadcast or reserved address, to a Teredo (2001::/32) or local-use NAT64
+//! (64:ff9b:1::/48) address, whose IPv4 destination cannot be checked, nor to a cloud
+//! metadata endpoint (169.254.169.254, fd00:ec2::254, 100.100.100.200,
+//! `metadata.google.internal`).
 //!
 //! The rule is checked twice: on the URL when a webhook is configured (literal addresses
 //! and the metadata names; no DNS lookup on the request path), and by the sender on every
@@ -48,6 +50,10 @@ pub enum Refusal {
     /// Unspecified, multicast, broadcast or reserved: not a destination at all.
     #[error("is not a unicast destination address")]
     NotUnicast,
+    /// Teredo or local-use NAT64: the IPv4 address it reaches cannot be checked (obfuscated,
+    /// or placed where the operator's prefix length says): never allowed.
+    #[error("is a tunnelled IPv6 address (Teredo or local-use NAT64) whose destination cannot be checked")]
+    Tunnel,
 }
 
 /// What the sender may connect to.
@@ -125,10 +131,15 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
     if ip.is_loopback() {
         return Some(Refusal::Internal);
     }
+    let s = ip.segments();
+    let teredo = s[0] == 0x2001 && s[1] == 0; // 2001::/32
+    let local_nat64 = s[..3] == [0x64, 0xff9b, 1]; // 64:ff9b:1::/48
+    if teredo || local_nat64 {
+        return Some(Refusal::Tunnel);
+    }
     if let Some(v4) = embedded_v4(ip) {
         return classify_v4(v4);
     }
-    let s = ip.segments();
     let internal = ip.is_unique_local() // fc00::/7
         || ip.is_unicast_link_local() // fe80::/10
         || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated), fec0::/10
@@ -138,7 +149,9 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Refusal> {
 }
 
 /// The IPv4 address an IPv6 address stands for or routes to: IPv4-mapped (::ffff:0:0/96),
-/// IPv4-compatible (::/96, deprecated), NAT64 (64:ff9b::/96) and 6to4 (2002::/16).
+/// IPv4-translated (::ffff:0:0:0/96), IPv4-compatible (::/96, deprecated), NAT64
+/// (64:ff9b::/96) and 6to4 (2002::/16). Teredo and local-use NAT64 are refused before this
+/// is asked (see [`Refusal::Tunnel`]).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let o = ip.octets();
@@ -146,7 +159,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return Some(v4);
     }
-    if s[..6] == [0; 6] {
+    if s[..6] == [0; 6] || s[..6] == [0, 0, 0, 0, 0xffff, 0] {
         return Some(tail);
     }
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
@@ -278,6 +291,20 @@ mod tests {
         ("ff02::1", false, false),
         ("::ffff:0.0.0.0", false, false),
         ("::ffff:224.0.0.1", false, false),
+        // IPv4-translated (::ffff:0:0:0/96): the embedded address decides.
+        ("::ffff:0:808:808", true, true),
+        ("::ffff:0:127.0.0.1", false, true),
+        ("::ffff:0:10.0.0.1", false, true),
+        ("::ffff:0:169.254.169.254", false, false),
+        // Local-use NAT64 (64:ff9b:1::/48) and Teredo (2001::/32): where the IPv4 address
+        // they reach sits depends on the operator's prefix or is obfuscated: never.
+        ("64:ff9b:1::808:808", false, false),
+        ("64:ff9b:1::7f00:1", false, false),
+        ("64:ff9b:1:7f00:0:100::", false, false),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", false, false),
+        ("2001::1", false, false),
+        // A neighbour of Teredo stays public.
+        ("2001:4860:4860::8888", true, true),
     ];
 
     #[test]

@@ -432,13 +432,15 @@ fn attempt(
 
 /// The class of a transport failure, as the deliveries list shows it (`docs/webhooks.md`).
 /// Never the OS error or ureq's text: a workspace admin reads it, and "connection refused"
-/// against "timed out" would tell a closed port from a filtered one.
+/// against "timed out" would tell a closed port from a filtered one. So every failure to
+/// get an answer is "connection failed": refused, reset, unreachable, and every timeout.
+/// A timeout after the connection was made is not told apart: the agent has one global
+/// timeout, and ureq reports the same `Timeout` for it whichever phase ran out.
 fn transport_error(error: &ureq::Error) -> &'static str {
     match error {
         ureq::Error::Other(e) if e.is::<RefusedDestination>() => "refused destination",
-        ureq::Error::Timeout(_) => "timed out",
         ureq::Error::HostNotFound => "host not found",
-        ureq::Error::Io(_) | ureq::Error::ConnectionFailed => "connection failed",
+        ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Timeout(_) => "connection failed",
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) | ureq::Error::TlsRequired => {
             "TLS failed"
         }
@@ -453,11 +455,21 @@ mod tests {
 
     #[test]
     fn transport_failures_are_reported_as_classes_without_os_text() {
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        assert_eq!(transport_error(&ureq::Error::Io(refused)), "connection failed");
-        assert_eq!(transport_error(&ureq::Error::Io(reset)), "connection failed");
-        assert_eq!(transport_error(&ureq::Error::Timeout(ureq::Timeout::Connect)), "timed out");
+        // A closed port (refused), a filtered one (no answer until the timeout) and an
+        // unreachable network are one class: the class never tells them apart.
+        use std::io::ErrorKind::{
+            ConnectionRefused, ConnectionReset, HostUnreachable, NetworkUnreachable, TimedOut,
+        };
+        for kind in [ConnectionRefused, ConnectionReset, HostUnreachable, NetworkUnreachable, TimedOut] {
+            let error = ureq::Error::Io(std::io::Error::from(kind));
+            assert_eq!(transport_error(&error), "connection failed", "{kind:?}");
+        }
+        assert_eq!(transport_error(&ureq::Error::ConnectionFailed), "connection failed");
+        // ureq's global timeout does not say which phase ran out: every timeout is the same
+        // class as a refusal.
+        for timeout in [ureq::Timeout::Connect, ureq::Timeout::Global, ureq::Timeout::RecvResponse] {
+            assert_eq!(transport_error(&ureq::Error::Timeout(timeout)), "connection failed", "{timeout:?}");
+        }
         assert_eq!(transport_error(&ureq::Error::Other(Box::new(RefusedDestination))), "refused destination");
         assert_eq!(transport_error(&ureq::Error::Other("os error 111".into())), "request failed");
     }
