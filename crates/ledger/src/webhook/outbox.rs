@@ -84,7 +84,8 @@ pub struct Attempt {
     pub at: Timestamp,
     /// The receiver's HTTP status, if it answered.
     pub status: Option<u16>,
-    /// Why it failed without an answer (connection refused, timeout…), or was cancelled.
+    /// Why it failed without an answer (a failure class such as `connection failed` or
+    /// `refused destination`, never OS error text), or that it was cancelled.
     pub error: Option<String>,
     pub duration_ms: u64,
     pub outcome: AttemptOutcome,
