@@ -48,7 +48,7 @@ impl Env {
     }
 
     fn log_size(&self) -> u64 {
-        // The log size is shown to an admin key with `ledger:audit:read` only.
+        // `log_size` is shown only to a key holding `ledger:audit:read` (docs/security.md).
         let health = self.http.get("/healthz", self.root());
         health.body["log_size"].as_u64().expect("healthz log_size")
     }
@@ -253,4 +253,57 @@ fn admin_recover_issues_a_full_admin_key_offline_and_the_log_shows_it() {
     server.stop();
     let verify = ledger.log_verify();
     assert!(verify.success(), "log verify at the end: {}{}", verify.stdout, verify.stderr);
+}
+
+/// A rotation's overlap gives the old key an expiry: it is no survivor. Revoking the new
+/// key would leave only a key that lapses within the hour.
+#[test]
+fn a_key_in_a_rotation_overlap_does_not_count_as_the_surviving_full_admin_key() {
+    let env = Env::start();
+    let resp =
+        env.http.post(&format!("/v1/keys/{}/rotate", env.root_id()), env.root(), &json!({"overlap": "1h"}));
+    assert_eq!(resp.status, 201, "{}", resp.dump());
+    let new_id = text(&resp.body["key"], "key_id");
+    let resp = env.http.post(&format!("/v1/keys/{new_id}/revoke"), env.root(), &json!({}));
+    assert_error(&resp, 409, "conflict");
+    assert!(resp.body["message"].as_str().unwrap().contains("last"), "says why: {}", resp.dump());
+    assert_eq!(env.key(&new_id)["status"], "active");
+}
+
+/// Two full keys: giving each an expiry in turn would leave none that lasts.
+#[test]
+fn full_admin_keys_cannot_all_be_given_an_expiry_one_after_the_other() {
+    let env = Env::start();
+    let (other_id, other) = env.create("_ledger", json!({"name": "second full", "scopes": ALL_SCOPES}));
+    let resp = env.http.patch(&format!("/v1/keys/{other_id}"), env.root(), &json!({"expires_in": "1h"}));
+    assert_eq!(resp.status, 200, "the init key lasts: {}", resp.dump());
+    let root = env.root_id().to_owned();
+    for (method, path, body) in [
+        ("PATCH", format!("/v1/keys/{root}"), json!({"expires_in": "30m"})),
+        ("PATCH", format!("/v1/keys/{root}"), json!({"scopes": ["ledger:keys:read"]})),
+        ("POST", format!("/v1/keys/{root}/revoke"), json!({})),
+        ("POST", format!("/v1/keys/{root}/disable"), json!({})),
+    ] {
+        let auth = format!("Bearer {other}");
+        let resp = env.http.send(method, &path, &[("authorization", &auth)], Some(&body));
+        assert_error(&resp, 409, "conflict");
+    }
+    let root = env.key(&root);
+    assert_eq!(root["status"], "active", "{root}");
+    assert!(root["expires_at"].is_null(), "{root}");
+}
+
+/// A full key that expires is no survivor of its own revoke-all: one full key without
+/// expiry is left alone.
+#[test]
+fn an_expiring_full_key_cannot_revoke_every_lasting_full_key() {
+    let env = Env::start();
+    let (_, short) =
+        env.create("_ledger", json!({"name": "one hour", "scopes": ALL_SCOPES, "expires_in": "1h"}));
+    let resp = env.http.post("/v1/workspaces/_ledger/keys/revoke-all", &short, &json!({"reason": "coup"}));
+    assert_eq!(resp.status, 200, "{}", resp.dump());
+    assert_eq!(resp.body["revoked"], 0, "{}", resp.dump());
+    // Left alone: the caller itself and the init key, the only full key without expiry.
+    assert_eq!(resp.body["skipped"], 2, "{}", resp.dump());
+    assert_eq!(env.key(env.root_id())["status"], "active");
 }

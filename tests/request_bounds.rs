@@ -283,3 +283,69 @@ fn a_valid_admin_key_is_never_throttled_by_failures_from_its_source() {
     // A valid key does not refill the budget: the stranger's next guess is still refused.
     assert_error(&env.http.get("/v1/workspaces/acme/keys", &wrong(6)), 429, "rate_limited");
 }
+
+const ALL_SCOPES: &[&str] =
+    &["ledger:keys:read", "ledger:keys:write", "ledger:audit:read", "ledger:export", "ledger:admin"];
+
+/// A rotation replayed after its caller was narrowed must not hand back the full-admin
+/// secret: the authority rule runs before the replay (docs/security.md, "Request bounds").
+#[test]
+fn a_narrowed_admin_key_cannot_replay_a_rotate_of_a_stronger_key() {
+    let env = Env::start(&[]);
+    let (admin_id, admin) = env.admin_key(ALL_SCOPES, &[]);
+    let path = format!("/v1/keys/{}/rotate", env.ledger.admin_key_id);
+    let body = json!({"overlap": "1h"});
+    let first = env.idempotent_post(&path, &admin, "rot-full", &body);
+    assert_eq!(first.status, 201, "{}", first.dump());
+    let secret = first.body["key"]["secret"].as_str().expect("rotate answers the new secret").to_owned();
+
+    let narrowed = env.http.patch(
+        &format!("/v1/keys/{admin_id}"),
+        env.root(),
+        &json!({"scopes": ["ledger:keys:write", "ledger:admin"]}),
+    );
+    assert_eq!(narrowed.status, 200, "{}", narrowed.dump());
+    let after = env.idempotent_post(&path, &admin, "rot-full", &body);
+    assert_error(&after, 403, "forbidden");
+    assert!(!after.dump().contains(&secret), "{}", after.dump());
+}
+
+/// A create of a key without expiry, replayed after its caller was given an expiry, must
+/// not hand back the secret: a key with an expiry may not issue a key without one.
+#[test]
+fn an_admin_key_given_an_expiry_cannot_replay_a_create_of_a_key_without_one() {
+    let env = Env::start(&[]);
+    let (admin_id, admin) = env.admin_key(ALL_SCOPES, &[]);
+    let path = "/v1/workspaces/_ledger/keys";
+    let body = json!({"name": "forever", "scopes": ["ledger:keys:read"]});
+    let first = env.idempotent_post(path, &admin, "create-forever", &body);
+    assert_eq!(first.status, 201, "{}", first.dump());
+    let secret = text(&first.body, "secret");
+    // An honest retry is still answered with the same key.
+    let replay = env.idempotent_post(path, &admin, "create-forever", &body);
+    assert_eq!(replay.status, 201, "{}", replay.dump());
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+
+    let expiring = env.http.patch(&format!("/v1/keys/{admin_id}"), env.root(), &json!({"expires_in": "1h"}));
+    assert_eq!(expiring.status, 200, "{}", expiring.dump());
+    let after = env.idempotent_post(path, &admin, "create-forever", &body);
+    assert_error(&after, 403, "forbidden");
+    assert!(!after.dump().contains(&secret), "{}", after.dump());
+}
+
+/// An honest retry of a create whose `expires_at` has passed meanwhile is still replayed:
+/// "must be in the future" is not checked before a replay.
+#[test]
+fn a_replay_is_served_even_when_the_requested_expiry_has_passed() {
+    let env = Env::start(&[]);
+    let (_, admin) = env.admin_key(WRITER, &[]);
+    let path = "/v1/workspaces/acme/keys";
+    let soon = keyledger_core::Timestamp::now().plus_micros(2_000_000).to_rfc3339();
+    let body = json!({"name": "short", "expires_at": soon});
+    let first = env.idempotent_post(path, &admin, "create-short", &body);
+    assert_eq!(first.status, 201, "{}", first.dump());
+    std::thread::sleep(Duration::from_secs(3));
+    let replay = env.idempotent_post(path, &admin, "create-short", &body);
+    assert_eq!(replay.status, 201, "{}", replay.dump());
+    assert_eq!(replay.body["secret"], first.body["secret"]);
+}

@@ -22,9 +22,10 @@
 //! * **Expiry.** A caller with an expiry never gives a key (its own included) an expiry
 //!   later than its own, nor none at all.
 //!
-//! And one rule for every caller: the last active key holding every admin scope over every
-//! workspace (a *full* admin key) cannot be revoked, disabled, given an expiry or narrowed,
-//! so there is always a way to act. If it is lost anyway (its secret forgotten, or it
+//! And one rule for every caller: the last active key without expiry holding every admin
+//! scope over every workspace (a *lasting full* admin key) cannot be revoked, disabled,
+//! given an expiry or narrowed, so there is always a way to act. A full key that will
+//! expire (a rotation's overlap gives the old key one) does not count: it would lapse. If it is lost anyway (its secret forgotten, or it
 //! expired), `keyledger admin recover` issues a new one (docs/operations.md).
 
 use crate::commands::Caller;
@@ -209,17 +210,27 @@ pub fn is_full_admin(workspace: &WorkspaceId, scopes: &[String], resources: &[St
     workspace.is_ledger() && resources.is_empty() && ADMIN_SCOPES.iter().all(|s| holds(scopes, s))
 }
 
-/// Whether `key_id` is the only active full admin key at `now`.
-pub fn is_last_full_admin(state: &LedgerState, key_id: &KeyId, now: Timestamp) -> bool {
-    let active_full = |k: &KeyView<'_>| {
-        k.status(now) == KeyStatus::Active && is_full_admin(k.workspace(), k.scopes(), k.resources())
-    };
-    let Some(key) = state.view(key_id) else { return false };
-    active_full(&key)
-        && !state.workspace_keys(&WorkspaceId::ledger()).any(|k| k.key_id() != *key_id && active_full(&k))
+/// A full admin key that lasts: active at `now` (not disabled, revoked or expired) and
+/// without expiry. Only such a key counts as a survivor for the no-lockout rule: one that
+/// will expire (a rotation's overlap gives the old key an expiry) would leave nothing able
+/// to act once it lapses.
+pub fn is_lasting_full_admin(key: &KeyView<'_>, now: Timestamp) -> bool {
+    key.status(now) == KeyStatus::Active
+        && key.expires_at().is_none()
+        && is_full_admin(key.workspace(), key.scopes(), key.resources())
 }
 
-/// 409 if `key_id` is the last active full admin key, which the command would `undo`.
+/// Whether `key_id` is the only lasting full admin key at `now` (see
+/// [`is_lasting_full_admin`]).
+pub fn is_last_full_admin(state: &LedgerState, key_id: &KeyId, now: Timestamp) -> bool {
+    let Some(key) = state.view(key_id) else { return false };
+    is_lasting_full_admin(&key, now)
+        && !state
+            .workspace_keys(&WorkspaceId::ledger())
+            .any(|k| k.key_id() != *key_id && is_lasting_full_admin(&k, now))
+}
+
+/// 409 if `key_id` is the last lasting full admin key, which the command would `undo`.
 pub fn keep_last_full_admin(
     state: &LedgerState,
     key_id: &KeyId,
@@ -228,7 +239,7 @@ pub fn keep_last_full_admin(
 ) -> Result<(), LedgerError> {
     if is_last_full_admin(state, key_id, now) {
         return Err(LedgerError::Conflict(format!(
-            "key {key_id} is the last active admin key holding every admin scope over all workspaces; \
+            "key {key_id} is the last active admin key without expiry holding every admin scope over all workspaces; \
              {undo} it would leave no key able to administer keyledger. Issue another such key first \
              (or see `keyledger admin recover` in docs/operations.md)"
         )));

@@ -13,7 +13,9 @@
 //! Who may do what to which key is decided by [`crate::authority`], called here for every
 //! command that issues or changes a key, so no handler can forget it.
 
-use crate::authority::{Authority, Target, is_full_admin, is_last_full_admin, keep_last_full_admin};
+use crate::authority::{
+    Authority, Target, is_full_admin, is_last_full_admin, is_lasting_full_admin, keep_last_full_admin,
+};
 use crate::commands::{
     Caller, Command, CommandResult, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict,
 };
@@ -108,6 +110,17 @@ impl Sequencer for LedgerSequencer {
             Command::Create { caller, workspace, spec, secret, idempotency } => {
                 check_actor(&state, &caller, now)?;
                 let authority = Authority::of(&state, &caller)?;
+                // The authority rule first, so that a replay never hands a secret to a
+                // caller that could no longer issue the key (docs/security.md, "Request
+                // bounds"). "Must be in the future" is left to `create`: an honest retry
+                // whose `expires_at` has passed meanwhile still gets its replay.
+                let target = Target {
+                    key_id: None,
+                    workspace: &workspace,
+                    scopes: &spec.scopes,
+                    resources: &spec.resources,
+                };
+                authority.issue(target, expiry_at(spec.expiry, now))?;
                 check_idempotency(&state, idempotency.as_ref(), now)?;
                 let key = create(
                     &mut state,
@@ -126,6 +139,9 @@ impl Sequencer for LedgerSequencer {
             Command::Rotate { caller, key_id, overlap, secret, idempotency } => {
                 check_actor(&state, &caller, now)?;
                 let authority = Authority::of(&state, &caller)?;
+                // As for a create: the caller must still be allowed to rotate the key,
+                // and to give the successor its expiry, before a replay is considered.
+                may_rotate(&state, &authority, &key_id, now)?;
                 check_idempotency(&state, idempotency.as_ref(), now)?;
                 let reply = rotate(&mut state, batch, &caller, &authority, key_id, overlap, secret, now)?;
                 if let Reply::Rotation { key, .. } = &reply {
@@ -303,7 +319,7 @@ fn act_on(
 }
 
 /// The unrevoked keys of `workspace` a revoke-all revokes, and how many it leaves alone:
-/// the caller's own key, keys the caller does not dominate, and the last active full admin
+/// the caller's own key, keys the caller does not dominate, and the last lasting full admin
 /// key (docs/security.md).
 fn revoke_all_targets(
     state: &LedgerState,
@@ -314,16 +330,15 @@ fn revoke_all_targets(
     let own_key = authority.key_id();
     let mut targets = Vec::new();
     let mut skipped = 0;
-    // Full admin keys that stay active whatever this revoke-all does.
+    // Lasting full admin keys (active, without expiry) that stay whatever this revoke-all
+    // does. A key that will expire is no survivor, the caller's own included.
     let mut full_kept = state
         .workspace_keys(workspace)
-        .filter(|k| k.status(now) == crate::state::KeyStatus::Active)
-        .filter(|k| is_full_admin(k.workspace(), k.scopes(), k.resources()))
+        .filter(|k| is_lasting_full_admin(k, now))
         .filter(|k| Some(k.key_id()) == own_key || !authority.dominates(Target::of(k)))
         .count();
     for key in state.workspace_keys(workspace).filter(|k| !k.is_revoked()) {
-        let full = key.status(now) == crate::state::KeyStatus::Active
-            && is_full_admin(key.workspace(), key.scopes(), key.resources());
+        let full = is_lasting_full_admin(&key, now);
         let spared = Some(key.key_id()) == own_key || !authority.dominates(Target::of(&key));
         if spared {
             skipped += 1;
@@ -394,6 +409,15 @@ fn check_policy(
     Ok(())
 }
 
+/// When a key issued at `now` with `expiry` expires.
+fn expiry_at(expiry: Expiry, now: Timestamp) -> Option<Timestamp> {
+    match expiry {
+        Expiry::Never => None,
+        Expiry::At(at) => Some(at),
+        Expiry::In(micros) => Some(now.plus_micros(micros)),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn create(
     state: &mut LedgerState,
@@ -406,11 +430,7 @@ fn create(
     rotated_from: Option<KeyId>,
     now: Timestamp,
 ) -> Result<KeyRecord, LedgerError> {
-    let expires_at = match spec.expiry {
-        Expiry::Never => None,
-        Expiry::At(at) => Some(at),
-        Expiry::In(micros) => Some(now.plus_micros(micros)),
-    };
+    let expires_at = expiry_at(spec.expiry, now);
     if rotated_from.is_none() {
         if expires_at.is_some_and(|at| at <= now) {
             return Err(LedgerError::invalid("expires_at", "must be in the future"));
@@ -448,6 +468,20 @@ fn create(
     find(state, &key_id)
 }
 
+/// The key `key_id` and its successor's expiry, if the caller may rotate it: it may act on
+/// the key and give the successor (which inherits the key's lifetime) that expiry.
+fn may_rotate(
+    state: &LedgerState,
+    authority: &Authority,
+    key_id: &KeyId,
+    now: Timestamp,
+) -> Result<(KeyRecord, Option<Timestamp>), LedgerError> {
+    let old = act_on(state, authority, key_id, "rotate")?;
+    let new_expiry = old.lifetime.map(|l| now.plus_micros(l.max(0)));
+    authority.limit_expiry(new_expiry)?;
+    Ok((old, new_expiry))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn rotate(
     state: &mut LedgerState,
@@ -462,12 +496,10 @@ fn rotate(
     // The successor inherits the old key's scopes and resources: whoever may rotate it may
     // issue them. It inherits a full admin key's powers too, so a rotation never removes the
     // last one. Its expiry must still respect the caller's.
-    let old = act_on(state, authority, &key_id, "rotate")?;
+    let (old, new_expiry) = may_rotate(state, authority, &key_id, now)?;
     if old.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be rotated")));
     }
-    let new_expiry = old.lifetime.map(|l| now.plus_micros(l.max(0)));
-    authority.limit_expiry(new_expiry)?;
     // The old key stays live during an overlap: count it.
     let old_counted = usize::from(old.is_live(now));
     let live_after =

@@ -332,3 +332,91 @@ async fn keep(
     entries.complete(id, stored, now);
     answer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MAX_REPLAY_BYTES;
+    use crate::{AppState, ServerConfig, router};
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use keyledger_core::{Actor, Environment, RequestId, Timestamp};
+    use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec};
+    use serde_json::Value;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    /// A response larger than [`MAX_REPLAY_BYTES`] is answered in full but not kept: the
+    /// cache holds nothing for it, and a retry is not carried out again but answers 409
+    /// naming the keys the request revoked (docs/api.md, "Idempotency").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_response_over_the_replay_bound_is_answered_but_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let init = {
+            let path = path.clone();
+            std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
+        };
+        let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+        // Each revoked key id costs about 33 bytes of the answer: 2,100 of them exceed 64 KiB.
+        let mut creates = tokio::task::JoinSet::new();
+        for _ in 0..2_100 {
+            let (engine, admin) = (engine.clone(), init.admin_key_id);
+            creates.spawn(async move {
+                let caller = Caller {
+                    actor: Actor::Admin(admin),
+                    request_id: RequestId::generate(Timestamp::now().millis()),
+                };
+                let spec = KeySpec {
+                    name: "svc".into(),
+                    scopes: vec![],
+                    resources: vec![],
+                    environment: Environment::Live,
+                    owner: None,
+                    metadata: "{}".into(),
+                    expiry: Expiry::Never,
+                };
+                engine.create(caller, "acme".parse().unwrap(), spec).await.map(drop)
+            });
+        }
+        while let Some(created) = creates.join_next().await {
+            created.unwrap().unwrap();
+        }
+        let state = AppState::new(engine, ServerConfig::default());
+        let app = router(state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+        let auth = format!("Bearer {}", init.admin_key.expose());
+        let call = |app: axum::Router| {
+            let auth = auth.clone();
+            async move {
+                let request = Request::builder()
+                    .method("POST")
+                    .uri("/v1/workspaces/acme/keys/revoke-all")
+                    .header("authorization", auth)
+                    .header("idempotency-key", "revoke-everything")
+                    .header("content-type", "application/json")
+                    .body(Body::from(r#"{"reason": "leak"}"#))
+                    .unwrap();
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                (status, bytes.len(), serde_json::from_slice::<Value>(&bytes).unwrap())
+            }
+        };
+
+        let (status, len, first) = call(app.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert!(len > MAX_REPLAY_BYTES, "the answer ({len} bytes) must exceed the bound");
+        assert_eq!(first["revoked"], 2_100);
+        assert!(state.idempotency.is_empty(), "a response over the bound is not kept");
+        assert_eq!(state.idempotency.bytes(), 0);
+
+        let (status, _, retry) = call(app).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{retry}");
+        assert_eq!(retry["error"], "conflict");
+        assert!(retry["message"].as_str().unwrap().contains("already carried out"), "{retry}");
+        assert_eq!(retry["key_ids"], first["key_ids"], "the retry names what the request revoked");
+        assert!(state.idempotency.is_empty());
+    }
+}

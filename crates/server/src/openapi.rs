@@ -86,7 +86,7 @@ pub struct RevokedAll {
     pub revoked: u64,
     pub key_ids: Vec<String>,
     /// Unrevoked keys left alone: in `_ledger`, the calling key, keys it does not dominate
-    /// and the last full admin key (docs/security.md).
+    /// and the last full admin key without expiry (docs/security.md).
     pub skipped: u64,
 }
 
