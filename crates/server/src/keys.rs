@@ -241,7 +241,24 @@ pub struct RotateKey {
     overlap: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/keys/{key_id}/rotate", operation_id = "rotateKey", summary = "Rotate a key", tag = "keys", description = "Replace a key by a new one inheriting its fields (`ledger:keys:write`). Overlap 0 revokes the old key in the same step.", request_body = crate::keys::RotateKey, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")), responses((status = 201, description = "The new key (with its secret) and the previous one", body = crate::openapi::Rotation), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, is not a `_ledger` key, or may not act on this key: for a `_ledger` key it lacks one of the key's scopes or does not cover its resources; or it would give a key a later expiry than its own, or none (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "the key is revoked, a policy refuses it, or the Idempotency-Key was used with a different body or its request already carried out without a kept answer (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post,
+    path = "/v1/keys/{key_id}/rotate",
+    operation_id = "rotateKey",
+    summary = "Rotate a key",
+    tag = "keys",
+    description = "Replace a key by a new one inheriting its fields (`ledger:keys:write`). Overlap 0 revokes the old key in the same step.",
+    request_body = crate::keys::RotateKey,
+    params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters"),
+    ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")),
+    responses((status = 201, description = "The new key (with its secret) and the previous one", body = crate::openapi::Rotation),
+    (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody),
+    (status = 403, description = "the admin key lacks the scope, is not a `_ledger` key, or may not act on this key: for a `_ledger` key it lacks one of the key's scopes or does not cover its resources; or it would give a key a later expiry than its own, or none (forbidden)", body = crate::openapi::ErrorBody),
+    (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody),
+    (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody),
+    (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody),
+    (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody),
+    (status = 409, description = "the key is revoked, a policy refuses it, or the Idempotency-Key was used with a different body or its request already carried out without a kept answer (conflict)", body = crate::openapi::ErrorBody),
+    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub async fn rotate(
     State(state): State<AppState>,
     admin: Admin,

@@ -52,20 +52,112 @@ pub struct ContextBody {
 
 /// The OpenAPI operation of forward-auth verification by GET (nginx `auth_request`, Traefik
 /// ForwardAuth). [`verify`] serves every method and path form.
-#[utoipa::path(get, path = "/v1/verify", operation_id = "verifyKeyForwardAuth", summary = "Verify a key (forward-auth mode)", tag = "verify", security(()), description = "Forward-auth mode: the key from the headers, requirements from the query (or the x-keyledger-require-* headers). Appends one `used` or `denied` event for a known key.", params(("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Resource the request is for"), ("environment" = Option<String>, Query, description = "Required environment: live or test"), ("workspace" = Option<String>, Query, description = "Required workspace"), ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"), ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"), ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"), ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid; also headers x-keyledger-key-id and x-keyledger-workspace", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get,
+    path = "/v1/verify",
+    operation_id = "verifyKeyForwardAuth",
+    summary = "Verify a key (forward-auth mode)",
+    tag = "verify",
+    security(()),
+    description = "Forward-auth mode: the key from the headers, requirements from the query (or the x-keyledger-require-* headers). Appends one `used` or `denied` event for a known key.",
+    params(("scope" = Option<Vec<String>>, Query, description = "Required scope (repeatable: all are required)"),
+    ("resource" = Option<String>, Query, description = "Resource the request is for"),
+    ("environment" = Option<String>, Query, description = "Required environment: live or test"),
+    ("workspace" = Option<String>, Query, description = "Required workspace"),
+    ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"),
+    ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"),
+    ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"),
+    ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"),
+    ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"),
+    ("x-api-key" = Option<String>, Header, description = "The key"),
+    ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"),
+    ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"),
+    ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")),
+    responses((status = 200, description = "Valid; also headers x-keyledger-key-id and x-keyledger-workspace", body = crate::openapi::Verified),
+    (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))),
+    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub fn verify_get_doc() {}
 
 /// The OpenAPI operation of verification by POST: JSON mode, or forward-auth mode without a
 /// body. Served by [`verify`].
-#[utoipa::path(post, path = "/v1/verify", operation_id = "verifyKey", summary = "Verify a key", tag = "verify", security(()), description = "JSON mode: the key, the requirements and the context in a JSON body. Without a body (or without `Content-Type: application/json`) this is forward-auth mode, as `GET /v1/verify`: the key from the headers, requirements from the query (or the x-keyledger-require-* headers). Appends one `used` or `denied` event for a known key.", request_body(content = VerifyBody, description = "JSON mode's request; absent in forward-auth mode", content_type = "application/json"), params(("scope" = Option<Vec<String>>, Query, description = "Forward-auth mode only: required scope (repeatable: all are required)"), ("resource" = Option<String>, Query, description = "Forward-auth mode only: resource the request is for"), ("environment" = Option<String>, Query, description = "Forward-auth mode only: required environment, live or test"), ("workspace" = Option<String>, Query, description = "Forward-auth mode only: required workspace"), ("Authorization" = Option<String>, Header, description = "Forward-auth mode only: `Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "Forward-auth mode only: the key")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post,
+    path = "/v1/verify",
+    operation_id = "verifyKey",
+    summary = "Verify a key",
+    tag = "verify",
+    security(()),
+    description = "JSON mode: the key, the requirements and the context in a JSON body. Without a body (or without `Content-Type: application/json`) this is forward-auth mode, as `GET /v1/verify`: the key from the headers, requirements from the query (or the x-keyledger-require-* headers). Appends one `used` or `denied` event for a known key.",
+    request_body(content = VerifyBody,
+    description = "JSON mode's request; absent in forward-auth mode",
+    content_type = "application/json"),
+    params(("scope" = Option<Vec<String>>, Query, description = "Forward-auth mode only: required scope (repeatable: all are required)"),
+    ("resource" = Option<String>, Query, description = "Forward-auth mode only: resource the request is for"),
+    ("environment" = Option<String>, Query, description = "Forward-auth mode only: required environment, live or test"),
+    ("workspace" = Option<String>, Query, description = "Forward-auth mode only: required workspace"),
+    ("Authorization" = Option<String>, Header, description = "Forward-auth mode only: `Bearer K` or `Api-Key K`"),
+    ("x-api-key" = Option<String>, Header, description = "Forward-auth mode only: the key")),
+    responses((status = 200, description = "Valid", body = crate::openapi::Verified),
+    (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody),
+    (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody),
+    (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody),
+    (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))),
+    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub fn verify_post_doc() {}
 
 /// The OpenAPI operation of Envoy ext_authz HTTP mode. Served by [`verify`].
-#[utoipa::path(get, path = "/v1/verify/{path}", operation_id = "verifyKeyForwardAuthWithPath", summary = "Verify a key (Envoy ext_authz)", tag = "verify", security(()), description = "Forward-auth mode for Envoy ext_authz, which appends the original path and query (both recorded); requirements come from the x-keyledger-require-* headers; any method is accepted.", params(("path" = String, Path, description = "The original request path, recorded in the usage event"), ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"), ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"), ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"), ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get,
+    path = "/v1/verify/{path}",
+    operation_id = "verifyKeyForwardAuthWithPath",
+    summary = "Verify a key (Envoy ext_authz)",
+    tag = "verify",
+    security(()),
+    description = "Forward-auth mode for Envoy ext_authz, which appends the original path and query (both recorded); requirements come from the x-keyledger-require-* headers; any method is accepted.",
+    params(("path" = String, Path, description = "The original request path, recorded in the usage event"),
+    ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"),
+    ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"),
+    ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"),
+    ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"),
+    ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"),
+    ("x-api-key" = Option<String>, Header, description = "The key"),
+    ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"),
+    ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"),
+    ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")),
+    responses((status = 200, description = "Valid", body = crate::openapi::Verified),
+    (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))),
+    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub fn verify_suffix_doc() {}
 
 /// The OpenAPI operation of the suffix form by POST. Served by [`verify`].
-#[utoipa::path(post, path = "/v1/verify/{path}", operation_id = "verifyKeyForwardAuthWithPathPost", summary = "Verify a key (Envoy ext_authz, POST)", tag = "verify", security(()), description = "Forward-auth mode for Envoy ext_authz, which appends the original path and query (both recorded); requirements come from the x-keyledger-require-* headers; any method is accepted.", params(("path" = String, Path, description = "The original request path, recorded in the usage event"), ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"), ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"), ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"), ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"), ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"), ("x-api-key" = Option<String>, Header, description = "The key"), ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"), ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"), ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")), responses((status = 200, description = "Valid", body = crate::openapi::Verified), (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody), (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody), (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post,
+    path = "/v1/verify/{path}",
+    operation_id = "verifyKeyForwardAuthWithPathPost",
+    summary = "Verify a key (Envoy ext_authz, POST)",
+    tag = "verify",
+    security(()),
+    description = "Forward-auth mode for Envoy ext_authz, which appends the original path and query (both recorded); requirements come from the x-keyledger-require-* headers; any method is accepted.",
+    params(("path" = String, Path, description = "The original request path, recorded in the usage event"),
+    ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"),
+    ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"),
+    ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"),
+    ("x-keyledger-require-workspace" = Option<String>, Header, description = "Required workspace"),
+    ("Authorization" = Option<String>, Header, description = "`Bearer K` or `Api-Key K`"),
+    ("x-api-key" = Option<String>, Header, description = "The key"),
+    ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"),
+    ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"),
+    ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")),
+    responses((status = 200, description = "Valid", body = crate::openapi::Verified),
+    (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody),
+    (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))),
+    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
 pub fn verify_suffix_post_doc() {}
 
 fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
