@@ -27,7 +27,7 @@
 #[cfg(doc)]
 use super::SegmentLog;
 use super::frame::{FLAG_COMMIT, FrameCursor, Step};
-use super::recovery::Scanned;
+use super::scanned::Scanned;
 use super::{SegmentError, SegmentOptions, io_err};
 use crate::storage::{Storage, StorageFile};
 use std::io;

@@ -52,6 +52,7 @@ mod frame;
 mod index;
 mod reader;
 mod recovery;
+mod scanned;
 #[cfg(test)]
 mod tests;
 

@@ -19,8 +19,9 @@
 
 #[cfg(doc)]
 use super::SegmentLog;
-use super::frame::{Damage, FLAG_COMMIT, FrameCursor, Step, chain_reaches_commit};
+use super::frame::{FLAG_COMMIT, FrameCursor, Step, chain_reaches_commit};
 use super::index::{index_file_name, load_sealed};
+use super::scanned::Scanned;
 use super::{
     Active, Recovery, SegmentError, SegmentOptions, io_err, parse_segment_file_name, segment_file_name,
 };
@@ -28,41 +29,6 @@ use crate::storage::{Storage, StorageFile};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// The result of scanning one segment file during recovery.
-pub(super) struct Scanned {
-    pub(super) first_seq: u64,
-    pub(super) path: Arc<Path>,
-    pub(super) file: Arc<dyn StorageFile>,
-    pub(super) file_len: u64,
-    /// Committed records and their byte length.
-    pub(super) records: u64,
-    pub(super) end: u64,
-    pub(super) sparse: Vec<u64>,
-    /// Valid frames after the last commit mark (before any damage).
-    pub(super) uncommitted: u64,
-    /// The first bad frame.
-    pub(super) damage: Option<(u64, Damage)>,
-    /// Whether committed data follows the damage in this segment.
-    pub(super) resumes: bool,
-    /// Taken from the segment's index file rather than read.
-    pub(super) from_index: bool,
-}
-
-impl Scanned {
-    /// The first problem in this segment, as `(offset, seq, damage)`.
-    fn problem(&self) -> Option<(u64, u64, Damage)> {
-        match self.damage {
-            Some((offset, damage)) => {
-                Some((offset, self.first_seq + self.records + self.uncommitted, damage))
-            }
-            None if self.uncommitted > 0 => {
-                Some((self.end, self.first_seq + self.records, Damage::MissingCommitMark))
-            }
-            None => None,
-        }
-    }
-}
 
 fn scan_segment(
     storage: &dyn Storage,
