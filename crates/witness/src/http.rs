@@ -36,6 +36,20 @@ pub fn router(witness: Arc<Witness>) -> Router {
         .with_state(witness)
 }
 
+/// Serves the witness on `listener` until `shutdown` completes, then finishes the requests
+/// in flight.
+///
+/// # Errors
+///
+/// The listener's I/O errors.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    witness: Arc<Witness>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(witness)).with_graceful_shutdown(shutdown).await
+}
+
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let id = RequestId::generate(u64::try_from(now_ms).unwrap_or(u64::MAX)).to_string();

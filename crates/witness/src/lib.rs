@@ -19,6 +19,6 @@ pub mod request;
 pub mod store;
 pub mod witness;
 
-pub use http::router;
+pub use http::{router, serve};
 pub use store::{Store, StoreError};
 pub use witness::{AddError, LogConfig, OpenError, Witness};
