@@ -35,6 +35,9 @@ use tokio::sync::Mutex;
 use crate::request::{AddCheckpoint, MalformedRequest};
 use crate::store::{Store, StoreError};
 
+/// Longest part of an unknown origin echoed in an error: the request chose it.
+const MAX_ECHOED_ORIGIN: usize = 100;
+
 /// A log the witness follows: its origin and the keys it signs checkpoints with.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -50,7 +53,7 @@ pub enum AddError {
     /// The body is not a well-formed request or checkpoint note (400).
     #[error("{0}")]
     Malformed(String),
-    /// No log with this origin is witnessed here (404).
+    /// No log with this origin is witnessed here (404); the origin, cut to 100 characters.
     #[error("this witness does not follow a log with origin {0:?}")]
     UnknownOrigin(String),
     /// No valid signature by a key trusted for the origin, or a bad one (403).
@@ -199,10 +202,9 @@ impl Witness {
         let request = AddCheckpoint::parse(body)?;
         let (text, checkpoint) = cosignature::unverified_checkpoint(request.note)
             .map_err(|e| AddError::Malformed(e.to_string()))?;
-        let log = self
-            .logs
-            .get(&checkpoint.origin)
-            .ok_or_else(|| AddError::UnknownOrigin(checkpoint.origin.clone()))?;
+        let log = self.logs.get(&checkpoint.origin).ok_or_else(|| {
+            AddError::UnknownOrigin(checkpoint.origin.chars().take(MAX_ECHOED_ORIGIN).collect())
+        })?;
         verify_log_signature(request.note, &log.keys)?;
         if request.old_size > checkpoint.size {
             return Err(AddError::OldSizeTooLarge { old: request.old_size, size: checkpoint.size });

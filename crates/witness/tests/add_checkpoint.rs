@@ -239,6 +239,13 @@ async fn unknown_origin_is_404_and_untrusted_or_bad_signatures_are_403() {
     let err = w.add_checkpoint(&body(0, &[], &note)).await.unwrap_err();
     assert!(matches!(err, AddError::UnknownOrigin(_)));
     assert_eq!(err.status(), 404);
+    // An unknown origin is echoed only in part: a request cannot make a 60 KiB error.
+    let long = "o".repeat(60_000);
+    let signer = NoteSigner::new("x", SigningKey::from_bytes(&[1; 32])).unwrap();
+    let note = sign_checkpoint(&Checkpoint::new(long, 0, merkle::empty_root()), &signer).unwrap();
+    let err = w.add_checkpoint(&body(0, &[], &note)).await.unwrap_err();
+    assert!(matches!(err, AddError::UnknownOrigin(_)));
+    assert!(err.to_string().len() < 200, "{} bytes", err.to_string().len());
     // The right origin signed by a key the witness does not trust.
     let (n3, _) = tree(3, "", &s.log);
     let (_, by_stranger) = tree(3, "", &log_signer(2));
