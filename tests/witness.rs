@@ -60,9 +60,14 @@ impl WitnessProcess {
 
     /// `POST /add-checkpoint`: status, content type, body.
     fn add_checkpoint(&self, body: &str) -> (u16, String, String) {
+        self.request("POST", "/add-checkpoint", body)
+    }
+
+    /// One HTTP/1.1 request: status, content type, body.
+    fn request(&self, method: &str, path: &str, body: &str) -> (u16, String, String) {
         let mut stream = TcpStream::connect(self.addr).unwrap();
         let head = format!(
-            "POST /add-checkpoint HTTP/1.1\r\nhost: witness\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: witness\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         );
         stream.write_all(head.as_bytes()).unwrap();
@@ -189,6 +194,14 @@ fn a_witness_cosigns_a_real_logs_checkpoints_and_keeps_its_state() {
     let (status, _, line) = witness.add_checkpoint(&format!("old {size1}\n{proof_lines}\n{note2}"));
     assert_eq!(status, 200, "{line}\n{}", witness.logs());
     python_verifies(&vkey, &note2, &line);
+
+    // Monitors read the same cosigned checkpoint from the witness.
+    let origin = note2.split('\n').next().unwrap();
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(origin.as_bytes()));
+    let (status, _, served) = witness.request("GET", &format!("/{hash}/checkpoint"), "");
+    assert_eq!(status, 200, "{served}");
+    assert!(served.ends_with(&line), "{served}");
+    python_verifies(&vkey, &served, &line);
 
     // A stale old size: 409 with the witness's size.
     let (status, content_type, body) =

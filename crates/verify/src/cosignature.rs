@@ -365,5 +365,26 @@ pub fn unverified_checkpoint(note: &str) -> Result<(String, Checkpoint), NoteErr
     Ok((text.to_owned(), Checkpoint::parse_body(text)?))
 }
 
+/// The signature lines of `note` that carry the name and key id of one of `keys`, each
+/// with its final newline, in the note's order. They are not verified here: call this on a
+/// note [`crate::note::open`] accepted for those keys, which checked every such line. A
+/// witness keeps these lines, the log's signatures it verified, next to its cosignature.
+///
+/// # Errors
+///
+/// A malformed note.
+pub fn signature_lines_by(note: &str, keys: &[note::VerifierKey]) -> Result<String, NoteError> {
+    let (text, lines) = note::parse_note(note)?;
+    // Every line is one of the note's own, after the text and its blank line: find each
+    // by walking the signature block in step with the parsed lines.
+    let block = &note[text.len() + 1..];
+    Ok(block
+        .split_inclusive('\n')
+        .zip(&lines)
+        .filter(|(_, parsed)| keys.iter().any(|key| key.matches(parsed.name, parsed.key_id)))
+        .map(|(line, _)| line)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests;

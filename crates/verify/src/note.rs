@@ -231,7 +231,7 @@ impl VerifierKey {
     }
 
     /// Whether a signature line with this name and key id is to be checked against this key.
-    fn matches(&self, name: &str, key_id: [u8; 4]) -> bool {
+    pub(crate) fn matches(&self, name: &str, key_id: [u8; 4]) -> bool {
         match &self.identity {
             Some(id) => id.name == name && id.key_id == key_id,
             None => ed25519_key_id(name, &self.key) == key_id,

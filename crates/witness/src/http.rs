@@ -1,4 +1,7 @@
-//! The HTTP face of the witness: `POST /add-checkpoint` of C2SP tlog-witness.
+//! The HTTP face of the witness: `POST /add-checkpoint` of C2SP tlog-witness, and its
+//! monitoring path `GET /<origin hash>/checkpoint` (the latest cosigned checkpoint of the log
+//! whose origin has this lowercase hex SHA-256, with the log's signatures and the
+//! witness's cosignature; 404 before the first).
 //!
 //! Answers exactly as the spec says: 200 with the cosignature line(s) (`text/plain`), 409
 //! with the latest cosigned size and a newline as `text/x.tlog.size`, and 400/403/404/422
@@ -13,10 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use keyledger_core::ids::RequestId;
 
 use crate::request::MAX_REQUEST_BYTES;
@@ -32,6 +35,7 @@ pub const TLOG_SIZE_CONTENT_TYPE: &str = "text/x.tlog.size";
 pub fn router(witness: Arc<Witness>) -> Router {
     Router::new()
         .route("/add-checkpoint", post(add_checkpoint).fallback(method_not_allowed))
+        .route("/{origin_hash}/checkpoint", get(latest_checkpoint))
         .fallback(not_found)
         .with_state(witness)
 }
@@ -78,6 +82,17 @@ async fn method_not_allowed() -> Response {
     );
     response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
     response
+}
+
+async fn latest_checkpoint(State(witness): State<Arc<Witness>>, Path(origin_hash): Path<String>) -> Response {
+    match witness.latest_note(&origin_hash).await {
+        Some(note) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response(),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this witness has cosigned no checkpoint of a log with this origin hash",
+        ),
+    }
 }
 
 async fn add_checkpoint(State(witness): State<Arc<Witness>>, request: Request) -> Response {

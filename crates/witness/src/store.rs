@@ -4,7 +4,8 @@
 //! W/                      mode 0700
 //!   witness.key           the Ed25519 seed, 32 bytes, mode 0600
 //!   witness.vkey          the witness's public key, `<name>+<key id>+<base64(0x04 ‖ key)>`
-//!   logs/<sha256(origin)> the text of the latest cosigned checkpoint of that log
+//!   logs/<sha256(origin)> the latest cosigned checkpoint of that log: its note with the
+//!                         log's signatures the witness verified and its own cosignature
 //! ```
 //!
 //! Guarantees: a checkpoint is durable before [`Store::save`] returns: it is written to a
@@ -20,7 +21,7 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use keyledger_verify::cosignature::{Cosigner, WitnessKey};
+use keyledger_verify::cosignature::{self, Cosigner, WitnessKey};
 use keyledger_verify::note::Checkpoint;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
@@ -28,8 +29,8 @@ use zeroize::Zeroizing;
 const KEY_FILE: &str = "witness.key";
 const VKEY_FILE: &str = "witness.vkey";
 const LOGS_DIR: &str = "logs";
-/// Largest state file read back (a checkpoint text is far smaller).
-const MAX_STATE_BYTES: u64 = 64 << 10;
+/// Largest state file read back: the note parser's own limit.
+const MAX_STATE_BYTES: u64 = keyledger_verify::note::MAX_NOTE_BYTES as u64;
 
 /// Why the witness directory cannot be created, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// identifier the tlog-witness monitoring path uses), so any origin is a safe file name.
 pub fn origin_file_name(origin: &str) -> String {
     hex::encode(Sha256::digest(origin.as_bytes()))
+}
+
+/// The latest checkpoint cosigned for a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Latest {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Its note as the witness serves it to monitors: the checkpoint text, the log's
+    /// signature lines the witness verified, and the witness's cosignature.
+    pub note: String,
 }
 
 /// An open witness directory.
@@ -184,32 +195,33 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// I/O errors; [`StoreError::Invalid`] if the file is not a checkpoint of `origin`.
-    pub fn load(&self, origin: &str) -> Result<Option<Checkpoint>, StoreError> {
+    /// I/O errors; [`StoreError::Invalid`] if the file is not a checkpoint note of `origin`.
+    pub fn load(&self, origin: &str) -> Result<Option<Latest>, StoreError> {
         let path = self.state_path(origin);
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("open", &path)(e)),
         };
-        let mut text = String::new();
-        file.take(MAX_STATE_BYTES + 1).read_to_string(&mut text).map_err(io("read", &path))?;
-        let checkpoint = Checkpoint::parse_body(&text).map_err(|e| invalid(&path, e.to_string()))?;
+        let mut note = String::new();
+        file.take(MAX_STATE_BYTES + 1).read_to_string(&mut note).map_err(io("read", &path))?;
+        let (_, checkpoint) =
+            cosignature::unverified_checkpoint(&note).map_err(|e| invalid(&path, e.to_string()))?;
         if checkpoint.origin != origin {
             return Err(invalid(
                 &path,
                 format!("holds a checkpoint of {:?}, not of {origin:?}", checkpoint.origin),
             ));
         }
-        Ok(Some(checkpoint))
+        Ok(Some(Latest { checkpoint, note }))
     }
 
-    /// Durably replaces the latest checkpoint of its origin with `checkpoint`.
+    /// Durably replaces the latest checkpoint of its origin with `latest`.
     ///
     /// # Errors
     ///
     /// I/O errors. The previous checkpoint stays in place unless the rename happened.
-    pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        write_atomic(&self.state_path(&checkpoint.origin), checkpoint.body().as_bytes())
+    pub fn save(&self, latest: &Latest) -> Result<(), StoreError> {
+        write_atomic(&self.state_path(&latest.checkpoint.origin), latest.note.as_bytes())
     }
 }

@@ -29,11 +29,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use keyledger_verify::cosignature::{self, Cosigner, WitnessKey};
 use keyledger_verify::merkle::{self, ProofError};
-use keyledger_verify::note::{self, Checkpoint, NoteError, VerifierKey};
+use keyledger_verify::note::{self, NoteError, VerifierKey};
 use tokio::sync::Mutex;
 
 use crate::request::{AddCheckpoint, MalformedRequest};
-use crate::store::{Store, StoreError};
+use crate::store::{Latest, Store, StoreError, origin_file_name};
 
 /// Longest part of an unknown origin echoed in an error: the request chose it.
 const MAX_ECHOED_ORIGIN: usize = 100;
@@ -120,7 +120,7 @@ struct Log {
     keys: Vec<VerifierKey>,
     /// The latest cosigned checkpoint, `None` before the first. Held across the check and
     /// the save: this lock is what serialises one origin's requests.
-    latest: Mutex<Option<Checkpoint>>,
+    latest: Mutex<Option<Latest>>,
 }
 
 /// Why the witness cannot start.
@@ -143,6 +143,8 @@ pub struct Witness {
     cosigner: Cosigner,
     store: Arc<Store>,
     logs: HashMap<String, Log>,
+    /// The monitoring path's origin hash (`store::origin_file_name`) of each log's origin.
+    by_hash: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Witness {
@@ -174,11 +176,13 @@ impl Witness {
             merged.entry(log.origin).or_default().extend(log.keys);
         }
         let mut table = HashMap::new();
+        let mut by_hash = HashMap::new();
         for (origin, keys) in merged {
             let latest = store.load(&origin)?;
+            by_hash.insert(origin_file_name(&origin), origin.clone());
             table.insert(origin, Log { keys, latest: Mutex::new(latest) });
         }
-        Ok(Self { cosigner, store: Arc::new(store), logs: table })
+        Ok(Self { cosigner, store: Arc::new(store), logs: table, by_hash })
     }
 
     /// The witness's public key.
@@ -190,7 +194,15 @@ impl Witness {
     /// origin, `Some(0)` before the first).
     pub async fn latest_size(&self, origin: &str) -> Option<u64> {
         let log = self.logs.get(origin)?;
-        Some(log.latest.lock().await.as_ref().map_or(0, |c| c.size))
+        Some(log.latest.lock().await.as_ref().map_or(0, |l| l.checkpoint.size))
+    }
+
+    /// The note of the latest checkpoint cosigned for the log whose origin has this
+    /// lowercase hex SHA-256 (the tlog-witness monitoring path), with the log's signatures
+    /// the witness verified and its cosignature; `None` if there is none.
+    pub async fn latest_note(&self, origin_hash: &str) -> Option<String> {
+        let log = self.logs.get(self.by_hash.get(origin_hash)?)?;
+        log.latest.lock().await.as_ref().map(|l| l.note.clone())
     }
 
     /// Handles an `add-checkpoint` request body and returns the cosignature line(s).
@@ -212,7 +224,7 @@ impl Witness {
 
         let mut latest = log.latest.lock().await;
         let (current_size, current_root) =
-            latest.as_ref().map_or((0, merkle::empty_root()), |c| (c.size, c.root));
+            latest.as_ref().map_or((0, merkle::empty_root()), |l| (l.checkpoint.size, l.checkpoint.root));
         if request.old_size != current_size {
             return Err(AddError::Conflict { old: request.old_size, current: current_size });
         }
@@ -229,18 +241,27 @@ impl Witness {
             );
             return Err(AddError::Inconsistent(e));
         }
+        // Cosigned before it is saved, returned only after: the stored note carries the
+        // very line the client receives.
+        let line =
+            self.cosigner.cosign(&text, now_seconds()).map_err(|e| AddError::Malformed(e.to_string()))?;
+        let log_lines = cosignature::signature_lines_by(request.note, &log.keys)
+            .map_err(|e| AddError::Malformed(e.to_string()))?;
+        // Room for the cosignature within the note parser's limit on signature lines.
+        let log_lines: String = log_lines.split_inclusive('\n').take(note::MAX_SIGNATURES - 1).collect();
+        let size = checkpoint.size;
+        let new = Latest { note: format!("{text}\n{log_lines}{line}"), checkpoint };
+        // Never save a state that would not load again (the witness would refuse to start).
+        cosignature::unverified_checkpoint(&new.note).map_err(|e| AddError::Malformed(e.to_string()))?;
         let store = Arc::clone(&self.store);
-        let to_save = checkpoint.clone();
+        let to_save = new.clone();
         tokio::task::spawn_blocking(move || store.save(&to_save))
             .await
             .map_err(|e| {
                 AddError::Storage(StoreError::Invalid { path: "logs".into(), message: e.to_string() })
             })?
             .map_err(AddError::Storage)?;
-        let size = checkpoint.size;
-        *latest = Some(checkpoint);
-        let line =
-            self.cosigner.cosign(&text, now_seconds()).map_err(|e| AddError::Malformed(e.to_string()))?;
+        *latest = Some(new);
         drop(latest);
         tracing::info!(size, "cosigned a checkpoint");
         Ok(line)

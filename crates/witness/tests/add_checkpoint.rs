@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use keyledger_log::proof::{MemoryNodes, consistency_proof};
 use keyledger_verify::cosignature::{WitnessKey, verify_cosignatures};
 use keyledger_verify::merkle::{self, Hash};
-use keyledger_verify::note::{Checkpoint, NoteSigner, sign_checkpoint};
+use keyledger_verify::note::{Checkpoint, NoteSigner, open_checkpoint, sign_checkpoint};
 use keyledger_witness::store::origin_file_name;
 use keyledger_witness::{AddError, LogConfig, Store, Witness};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -276,9 +276,12 @@ async fn state_survives_a_restart_and_is_written_atomically() {
         let (n8, note8) = tree(8, "", &s.log);
         w.add_checkpoint(&extend(&n8, 0, &note8)).await.unwrap();
     }
+    // The state file is the cosigned note: the log's signature and the witness's.
     let state = s.dir.join("logs").join(origin_file_name(ORIGIN));
     let (n8, _) = tree(8, "", &s.log);
-    assert_eq!(std::fs::read_to_string(&state).unwrap(), Checkpoint::new(ORIGIN, 8, n8.root()).body());
+    let stored = std::fs::read_to_string(&state).unwrap();
+    assert_eq!(open_checkpoint(&stored, &s.log.verifier()).unwrap(), Checkpoint::new(ORIGIN, 8, n8.root()));
+    assert_eq!(verify_cosignatures(&stored, std::slice::from_ref(&s.vkey)).unwrap().len(), 1);
     // No temporary file is left behind.
     assert_eq!(std::fs::read_dir(s.dir.join("logs")).unwrap().count(), 1);
 
@@ -326,6 +329,49 @@ async fn concurrent_requests_for_one_origin_are_serialised() {
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert!(conflicts.iter().all(|&c| c == winners[0]), "{conflicts:?} vs {winners:?}");
     assert_eq!(w.latest_size(ORIGIN).await, Some(winners[0]));
+}
+
+#[tokio::test]
+async fn monitors_read_the_latest_cosigned_checkpoint() {
+    let s = setup();
+    let w = s.open();
+    let hash = origin_file_name(ORIGIN);
+    assert_eq!(hash, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ORIGIN.as_bytes())));
+    assert_eq!(w.latest_note(&hash).await, None);
+    // A note with a stranger's signature and two lines by the log: the stranger's is not kept.
+    let (n5, note5) = tree(5, "", &s.log);
+    let stranger = NoteSigner::new("someone.else", SigningKey::from_bytes(&[9; 32])).unwrap();
+    let text = &note5[..note5.rfind("\n\n").unwrap() + 1];
+    let log_line = note5.rsplit_once("\n\n").unwrap().1;
+    let stranger_line = stranger.sign(text).unwrap();
+    let stranger_line = stranger_line.rsplit_once("\n\n").unwrap().1;
+    let submitted = format!("{text}\n{stranger_line}{log_line}");
+    let line = w.add_checkpoint(&extend(&n5, 0, &submitted)).await.unwrap();
+    let served = w.latest_note(&hash).await.unwrap();
+    assert_eq!(served, format!("{text}\n{log_line}{line}"));
+    assert_eq!(open_checkpoint(&served, &s.log.verifier()).unwrap().size, 5);
+    python_check(&s.vkey, &served, &line);
+    assert_eq!(w.latest_note(&"0".repeat(64)).await, None);
+    assert_eq!(w.latest_note("").await, None);
+    // And after a restart.
+    drop(w);
+    assert_eq!(s.open().latest_note(&hash).await.unwrap(), served);
+}
+
+#[tokio::test]
+async fn a_note_with_the_most_log_signatures_still_loads_after_cosigning() {
+    let s = setup();
+    let w = s.open();
+    let (n3, note3) = tree(3, "", &s.log);
+    let log_line = note3.rsplit_once("\n\n").unwrap().1;
+    let text = &note3[..note3.rfind("\n\n").unwrap() + 1];
+    let full = format!("{text}\n{}", log_line.repeat(keyledger_verify::note::MAX_SIGNATURES));
+    w.add_checkpoint(&extend(&n3, 0, &full)).await.unwrap();
+    drop(w);
+    let w = s.open();
+    assert_eq!(w.latest_size(ORIGIN).await, Some(3));
+    let served = w.latest_note(&origin_file_name(ORIGIN)).await.unwrap();
+    assert_eq!(verify_cosignatures(&served, std::slice::from_ref(&s.vkey)).unwrap().len(), 1);
 }
 
 #[test]
@@ -419,6 +465,18 @@ async fn over_http_the_spec_status_codes_and_bodies() {
     let huge = vec![b'a'; keyledger_witness::request::MAX_REQUEST_BYTES + 1];
     let (status, _, _) = http(addr, "POST", "/add-checkpoint", &huge).await;
     assert_eq!(status, 413);
+
+    // The monitoring path serves what was cosigned.
+    let (status, _, served) =
+        http(addr, "GET", &format!("/{}/checkpoint", origin_file_name(ORIGIN)), b"").await;
+    assert_eq!(status, 200);
+    let served = String::from_utf8(served).unwrap();
+    assert!(
+        served.starts_with(&note5[..note5.rfind("\n\n").unwrap()]) && served.ends_with(&line),
+        "{served}"
+    );
+    let (status, _, _) = http(addr, "GET", &format!("/{}/checkpoint", "ab".repeat(32)), b"").await;
+    assert_eq!(status, 404);
 
     // Nothing above changed the state; the right request still extends it.
     let (status, _, _) = http(addr, "POST", "/add-checkpoint", &extend(&n7, 5, &note7)).await;

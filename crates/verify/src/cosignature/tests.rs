@@ -288,6 +288,23 @@ fn unverified_checkpoint_reads_the_claimed_origin() {
     assert!(unverified_checkpoint(&cp.body()).is_err());
 }
 
+#[test]
+fn signature_lines_by_picks_the_lines_of_the_given_keys() {
+    let log = NoteSigner::new("example.com/behind-the-sofa", SigningKey::from_bytes(&[1; 32])).unwrap();
+    let other = NoteSigner::new("other", SigningKey::from_bytes(&[2; 32])).unwrap();
+    let note = log_note(SPEC_TEXT);
+    let log_line = note.rsplit_once("\n\n").unwrap().1.to_owned();
+    let other_line = other.sign(SPEC_TEXT).unwrap().rsplit_once("\n\n").unwrap().1.to_owned();
+    let cosig = cosigner("w", 50).cosign(SPEC_TEXT, 1).unwrap();
+    let mixed = format!("{SPEC_TEXT}\n{other_line}{log_line}{cosig}{log_line}");
+    assert_eq!(signature_lines_by(&mixed, &[log.verifier()]).unwrap(), format!("{log_line}{log_line}"));
+    assert_eq!(signature_lines_by(&mixed, &[other.verifier()]).unwrap(), other_line);
+    let bare = note::VerifierKey::bare(*log.verifier().public_key()).unwrap();
+    assert_eq!(signature_lines_by(&mixed, &[bare]).unwrap(), format!("{log_line}{log_line}"));
+    assert_eq!(signature_lines_by(&mixed, &[]).unwrap(), "");
+    assert!(signature_lines_by(SPEC_TEXT, &[log.verifier()]).is_err());
+}
+
 proptest! {
     #[test]
     fn verification_never_panics(s in any::<String>(), tail in "[a-zA-Z0-9/+=\u{2014} \n]{0,120}") {
