@@ -8,6 +8,7 @@ mod connection;
 mod export;
 mod recover;
 mod table;
+mod witness;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -63,6 +64,11 @@ enum Command {
     /// Ask a running server what happened: a key's events, a leak report, request ids,
     /// sources, the keys valid at an instant, hygiene, and which key a leaked secret is.
     Audit(audit::AuditArgs),
+    /// Run an auditor's own C2SP tlog-witness: `witness init`, `witness serve`.
+    Witness {
+        #[command(subcommand)]
+        command: witness::WitnessCommand,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -200,6 +206,7 @@ fn main() -> ExitCode {
         Command::Webhook(args) => Ok(admin::run_webhook(args)),
         Command::Export(args) => Ok(export::run(args)),
         Command::Audit(args) => Ok(audit::run(args)),
+        Command::Witness { command } => witness::run(command),
         Command::Completions { shell } => Ok(admin::completions(shell)),
     };
     match result {

@@ -1,9 +1,11 @@
 //! The offline verifier of keyledger: Merkle proofs ([`merkle`]), signed checkpoints ([`note`]),
+//! witness cosignatures ([`cosignature`]),
 //! and exports ([`export`]).
 //!
 //! It has few dependencies so that an auditor can build it and read it alone, without the
 //! server, its storage or its runtime.
 #![forbid(unsafe_code)]
+pub mod cosignature;
 pub mod export;
 pub mod merkle;
 pub mod note;

@@ -61,10 +61,10 @@ pub const MAX_NOTE_BYTES: usize = 1 << 20;
 pub const MAX_SIGNATURES: usize = 100;
 
 /// Prefix of every signature line: em dash (U+2014) and a space.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 
 /// Longest key name echoed back inside an error message.
-const MAX_ECHOED_NAME: usize = 64;
+pub(crate) const MAX_ECHOED_NAME: usize = 64;
 
 /// Why a note, key or checkpoint was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,7 +112,7 @@ pub enum NoteError {
 
 /// Checks the C2SP key-name rules: non-empty, no '+', no Unicode whitespace,
 /// and (so it can appear in a note at all) no ASCII control character.
-fn check_key_name(name: &str) -> Result<(), NoteError> {
+pub(crate) fn check_key_name(name: &str) -> Result<(), NoteError> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.contains('+') {
@@ -128,7 +128,7 @@ fn check_key_name(name: &str) -> Result<(), NoteError> {
 }
 
 /// `SHA-256(name ‖ 0x0A ‖ typed_key)[..4]`, the spec's recommended key id.
-fn key_hash(name: &str, typed_key: &[u8]) -> [u8; 4] {
+pub(crate) fn key_hash(name: &str, typed_key: &[u8]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update([b'\n']);
@@ -151,7 +151,7 @@ fn check_not_weak(key: &VerifyingKey) -> Result<(), NoteError> {
     Ok(())
 }
 
-fn decode_public_key(bytes: &[u8]) -> Result<VerifyingKey, NoteError> {
+pub(crate) fn decode_public_key(bytes: &[u8]) -> Result<VerifyingKey, NoteError> {
     let arr: [u8; 32] = bytes.try_into().map_err(|_| NoteError::InvalidPublicKey("not 32 bytes"))?;
     let key =
         VerifyingKey::from_bytes(&arr).map_err(|_| NoteError::InvalidPublicKey("not a valid curve point"))?;
@@ -231,7 +231,7 @@ impl VerifierKey {
     }
 
     /// Whether a signature line with this name and key id is to be checked against this key.
-    fn matches(&self, name: &str, key_id: [u8; 4]) -> bool {
+    pub(crate) fn matches(&self, name: &str, key_id: [u8; 4]) -> bool {
         match &self.identity {
             Some(id) => id.name == name && id.key_id == key_id,
             None => ed25519_key_id(name, &self.key) == key_id,
@@ -275,32 +275,10 @@ impl FromStr for VerifierKey {
         {
             return Self::bare(decode_public_key(&raw)?);
         }
-        let (name, rest) = s.split_once('+').ok_or(NoteError::MalformedVerifierKey(
-            "expected <name>+<key id>+<base64 key> or a bare base64 32-byte Ed25519 key",
-        ))?;
-        let (hash16, key64) = rest
-            .split_once('+')
-            .ok_or(NoteError::MalformedVerifierKey("missing '+' between key id and key"))?;
-        check_key_name(name)?;
-        if hash16.len() != 8 || !hash16.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(NoteError::MalformedVerifierKey("key id is not 8 hexadecimal digits"));
-        }
-        let mut stated = [0u8; 4];
-        hex::decode_to_slice(hash16, &mut stated)
-            .map_err(|_| NoteError::MalformedVerifierKey("key id is not 8 hexadecimal digits"))?;
-        let typed = STANDARD
-            .decode(key64)
-            .map_err(|_| NoteError::MalformedVerifierKey("key is not standard padded base64"))?;
+        let (name, typed) = parse_vkey(s)?;
         let Some((&alg, raw)) = typed.split_first() else {
             return Err(NoteError::MalformedVerifierKey("key is empty"));
         };
-        let computed = key_hash(name, &typed);
-        if computed != stated {
-            return Err(NoteError::KeyIdMismatch {
-                stated: hex::encode(stated),
-                computed: hex::encode(computed),
-            });
-        }
         if alg != ALG_ED25519 {
             return Err(NoteError::UnsupportedKeyType(alg));
         }
@@ -309,10 +287,43 @@ impl FromStr for VerifierKey {
     }
 }
 
+/// Splits a named verifier key `<name>+<8 hex key id>+<base64(type ‖ key)>` into its name
+/// and typed key bytes, checking the name and that the stated key id is the one computed
+/// from them. The one vkey parser, shared with the cosignature keys (`crate::cosignature`),
+/// which differ only in their type byte.
+pub(crate) fn parse_vkey(s: &str) -> Result<(&str, Vec<u8>), NoteError> {
+    let (name, rest) = s.split_once('+').ok_or(NoteError::MalformedVerifierKey(
+        "expected <name>+<key id>+<base64 key> or a bare base64 32-byte Ed25519 key",
+    ))?;
+    let (hash16, key64) =
+        rest.split_once('+').ok_or(NoteError::MalformedVerifierKey("missing '+' between key id and key"))?;
+    check_key_name(name)?;
+    if hash16.len() != 8 || !hash16.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(NoteError::MalformedVerifierKey("key id is not 8 hexadecimal digits"));
+    }
+    let mut stated = [0u8; 4];
+    hex::decode_to_slice(hash16, &mut stated)
+        .map_err(|_| NoteError::MalformedVerifierKey("key id is not 8 hexadecimal digits"))?;
+    let typed = STANDARD
+        .decode(key64)
+        .map_err(|_| NoteError::MalformedVerifierKey("key is not standard padded base64"))?;
+    if typed.is_empty() {
+        return Err(NoteError::MalformedVerifierKey("key is empty"));
+    }
+    let computed = key_hash(name, &typed);
+    if computed != stated {
+        return Err(NoteError::KeyIdMismatch {
+            stated: hex::encode(stated),
+            computed: hex::encode(computed),
+        });
+    }
+    Ok((name, typed))
+}
+
 /// Checks a note text: non-empty, ends in a newline, no control character other
 /// than newline. Empty lines are allowed (the spec permits them; notes split at
 /// the *last* blank line).
-fn check_text(body: &str) -> Result<(), NoteError> {
+pub(crate) fn check_text(body: &str) -> Result<(), NoteError> {
     if body.len() > MAX_NOTE_BYTES {
         return Err(NoteError::NoteTooLarge { size: body.len(), max: MAX_NOTE_BYTES });
     }
@@ -395,10 +406,10 @@ impl NoteSigner {
 }
 
 /// One parsed signature line: key name, key id, signature bytes (≥ 1 byte).
-struct SigLine<'a> {
-    name: &'a str,
-    key_id: [u8; 4],
-    sig: Vec<u8>,
+pub(crate) struct SigLine<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) key_id: [u8; 4],
+    pub(crate) sig: Vec<u8>,
 }
 
 fn parse_sig_line(line: &str, number: usize) -> Result<SigLine<'_>, NoteError> {
@@ -426,30 +437,9 @@ fn parse_sig_line(line: &str, number: usize) -> Result<SigLine<'_>, NoteError> {
 /// ignored. At least one line must match `key` (see [`VerifierKey`] for what
 /// matching means for named and bare keys) and every matching line must verify.
 pub fn open(note: &str, key: &VerifierKey) -> Result<String, NoteError> {
-    if note.len() > MAX_NOTE_BYTES {
-        return Err(NoteError::NoteTooLarge { size: note.len(), max: MAX_NOTE_BYTES });
-    }
-    if note.chars().any(|c| c < ' ' && c != '\n') {
-        return Err(NoteError::MalformedNote("contains a control character other than newline"));
-    }
-    let split =
-        note.rfind("\n\n").ok_or(NoteError::MalformedNote("no blank line between text and signatures"))?;
-    // `split` is the index of an ASCII newline, so both slices are on char boundaries.
-    let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
-    let Some(sigs) = sigs.strip_suffix('\n') else {
-        return Err(NoteError::MalformedNote(if sigs.is_empty() {
-            "no signature lines"
-        } else {
-            "last signature line does not end with a newline"
-        }));
-    };
-
+    let (text, lines) = parse_note(note)?;
     let mut verified = false;
-    for (index, line) in sigs.split('\n').enumerate() {
-        if index >= MAX_SIGNATURES {
-            return Err(NoteError::TooManySignatures { max: MAX_SIGNATURES });
-        }
-        let parsed = parse_sig_line(line, index + 1)?;
+    for parsed in lines {
         if !key.matches(parsed.name, parsed.key_id) {
             continue;
         }
@@ -468,6 +458,38 @@ pub fn open(note: &str, key: &VerifierKey) -> Result<String, NoteError> {
         return Err(NoteError::NoSignatureByKey { key: key.to_string() });
     }
     Ok(text.to_owned())
+}
+
+/// Splits a note into its text (final newline included) and its parsed signature lines,
+/// checking only the structure: size, control characters, the blank line, 1 to
+/// [`MAX_SIGNATURES`] well-formed lines. The one parser of the note format, shared by
+/// [`open`] and the cosignature verifier (`crate::cosignature`).
+pub(crate) fn parse_note(note: &str) -> Result<(&str, Vec<SigLine<'_>>), NoteError> {
+    if note.len() > MAX_NOTE_BYTES {
+        return Err(NoteError::NoteTooLarge { size: note.len(), max: MAX_NOTE_BYTES });
+    }
+    if note.chars().any(|c| c < ' ' && c != '\n') {
+        return Err(NoteError::MalformedNote("contains a control character other than newline"));
+    }
+    let split =
+        note.rfind("\n\n").ok_or(NoteError::MalformedNote("no blank line between text and signatures"))?;
+    // `split` is the index of an ASCII newline, so both slices are on char boundaries.
+    let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
+    let Some(sigs) = sigs.strip_suffix('\n') else {
+        return Err(NoteError::MalformedNote(if sigs.is_empty() {
+            "no signature lines"
+        } else {
+            "last signature line does not end with a newline"
+        }));
+    };
+    let mut lines = Vec::new();
+    for (index, line) in sigs.split('\n').enumerate() {
+        if index >= MAX_SIGNATURES {
+            return Err(NoteError::TooManySignatures { max: MAX_SIGNATURES });
+        }
+        lines.push(parse_sig_line(line, index + 1)?);
+    }
+    Ok((text, lines))
 }
 
 /// A transparency-log checkpoint (C2SP tlog-checkpoint note text).
