@@ -6,6 +6,7 @@ mod audit;
 mod client;
 mod connection;
 mod export;
+mod proof;
 mod recover;
 mod table;
 
@@ -63,6 +64,8 @@ enum Command {
     /// Ask a running server what happened: a key's events, a leak report, request ids,
     /// sources, the keys valid at an instant, hygiene, and which key a leaked secret is.
     Audit(audit::AuditArgs),
+    /// Verify offline the proof of one event written by `keyledger audit prove`.
+    Proof(proof::ProofArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -200,6 +203,7 @@ fn main() -> ExitCode {
         Command::Webhook(args) => Ok(admin::run_webhook(args)),
         Command::Export(args) => Ok(export::run(args)),
         Command::Audit(args) => Ok(audit::run(args)),
+        Command::Proof(args) => Ok(proof::run(args)),
         Command::Completions { shell } => Ok(admin::completions(shell)),
     };
     match result {
