@@ -104,5 +104,18 @@ fn audit_prove_writes_a_bundle_that_proof_verify_checks_offline() {
     assert!(prove(&seq).success());
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().nth(2), Some(format!("index {seq}").as_str()));
     assert_eq!(prove("999999").status.code(), Some(4));
+
+    // A request that wrote several events is refused, listing their seqs.
+    for name in ["one", "two"] {
+        let created = http.post("/v1/workspaces/beta/keys", &ledger.admin_key, &json!({"name": name}));
+        assert_eq!(created.status, 201, "{}", created.dump());
+    }
+    let revoked = http.post("/v1/workspaces/beta/keys/revoke-all", &ledger.admin_key, &json!({}));
+    assert_eq!(revoked.status, 200, "{}", revoked.dump());
+    let before = std::fs::read(&out).unwrap();
+    let run = prove(revoked.header("request-id").unwrap());
+    assert_eq!(run.status.code(), Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("has 2 events (seq "), "{}", run.stderr);
+    assert_eq!(std::fs::read(&out).unwrap(), before, "a refused prove wrote the file");
     server.stop();
 }
