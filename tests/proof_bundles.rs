@@ -104,6 +104,8 @@ fn audit_prove_writes_a_bundle_that_proof_verify_checks_offline() {
     assert!(prove(&seq).success());
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().nth(2), Some(format!("index {seq}").as_str()));
     assert_eq!(prove("999999").status.code(), Some(4));
+    let run = keyledger(&["audit", "prove", "0", "--out", path_str(&out), "--wait", "18446744073709551615"]);
+    assert_eq!(run.status.code(), Some(2), "an absurd --wait must be a usage error: {}", run.stderr);
 
     // A request that wrote several events is refused, listing their seqs.
     for name in ["one", "two"] {

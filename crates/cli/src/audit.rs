@@ -84,8 +84,9 @@ enum AuditCommand {
         /// Where to write the bundle (written to FILE.partial, renamed when complete).
         #[arg(long, short)]
         out: std::path::PathBuf,
-        /// How long to wait, in seconds, for a signed checkpoint that covers the event.
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        /// How long to wait, in seconds (at most 3600), for a signed checkpoint that covers
+        /// the event.
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
         wait: u64,
     },
     /// Which key a leaked secret is (or was), with its whole-life report. The candidate is
