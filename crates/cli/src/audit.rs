@@ -1,6 +1,7 @@
 //! `keyledger audit …`: the audit endpoints of a running server (docs/api.md, "Audit"):
 //! a key's events, the leak report, request ids, sources, the keys valid at an instant,
-//! hygiene, and the lookup of a leaked secret.
+//! hygiene, the lookup of a leaked secret, and offline proofs of one event (`prove`,
+//! built in [`crate::proof`]).
 //!
 //! Same options and exit codes as `keyledger keys`: `--url`/`KEYLEDGER_URL`,
 //! `--admin-key`/`KEYLEDGER_ADMIN_KEY`, `--json` for the server's JSON; failures print
@@ -71,6 +72,22 @@ enum AuditCommand {
         /// "Old" means created longer ago than this (default 90d).
         #[arg(long, value_parser = positive_duration)]
         older_than: Option<String>,
+    },
+    /// Write an offline proof of one event (a C2SP tlog-proof bundle, docs/proof-bundles.md):
+    /// its bytes, its inclusion proof and the signed checkpoint, cosignatures included.
+    /// Check it anywhere with `keyledger proof verify FILE --public-key KEY`.
+    Prove {
+        /// An event seq, or a request id whose trace holds exactly one event (a request
+        /// with several events is refused with their seqs: prove them one by one).
+        #[arg(value_name = "EVENT_SEQ|REQUEST_ID")]
+        target: String,
+        /// Where to write the bundle (written to FILE.partial, renamed when complete).
+        #[arg(long, short)]
+        out: std::path::PathBuf,
+        /// How long to wait, in seconds (at most 3600), for a signed checkpoint that covers
+        /// the event.
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+        wait: u64,
     },
     /// Which key a leaked secret is (or was), with its whole-life report. The candidate is
     /// read from standard input, never from the command line:
@@ -198,6 +215,10 @@ fn audit(args: AuditArgs) -> Result<(), ClientError> {
             let labels = (unused_for.as_deref().unwrap_or("90d"), older_than.as_deref().unwrap_or("90d"));
             show(&answer, &|answer| hygiene_view(answer, labels, now, style));
         }
+        AuditCommand::Prove { target, out, wait } => {
+            let written = crate::proof::prove(&client, &target, &out, std::time::Duration::from_secs(wait))?;
+            show(&written, &prove_view);
+        }
         AuditCommand::Lookup { .. } => {
             let secret = secret.unwrap_or_default();
             let answer = client.lookup(&secret)?;
@@ -294,6 +315,18 @@ fn candidate(text: &str) -> Result<String, ClientError> {
 }
 
 // ---- human views ----
+
+fn prove_view(written: &Value) -> String {
+    format!(
+        "wrote the proof of event {} ({}) in the checkpoint of {} events to {}; check it with `keyledger proof verify {} --public-key {}`\n",
+        number(written, "seq"),
+        text(written, "kind"),
+        number(written, "checkpoint_size"),
+        text(written, "out"),
+        text(written, "out"),
+        text(written, "public_key"),
+    )
+}
 
 fn text<'a>(value: &'a Value, field: &str) -> &'a str {
     value.get(field).and_then(Value::as_str).unwrap_or("")

@@ -477,6 +477,17 @@ impl Client {
     pub fn public_key(&self) -> Result<Value, ClientError> {
         self.send(Method::Get, "/v1/log/public-key", &[], None)
     }
+
+    /// `GET /v1/log/entries/{seq}` → `{"seq", "raw" (base64), "leaf_hash"}`.
+    pub fn log_entry(&self, seq: u64) -> Result<Value, ClientError> {
+        self.send(Method::Get, &format!("/v1/log/entries/{seq}"), &[], None)
+    }
+
+    /// `GET /v1/log/proofs/inclusion?seq=&size=` → `{"hashes": [hex, …]}`.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Value, ClientError> {
+        let (seq, size) = (seq.to_string(), size.to_string());
+        self.send(Method::Get, "/v1/log/proofs/inclusion", &[("seq", &seq), ("size", &size)], None)
+    }
 }
 
 // audit endpoints (docs/api.md, "Audit"), used by `keyledger audit …`

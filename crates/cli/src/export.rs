@@ -1,6 +1,7 @@
 //! `keyledger export create` (download an export from a running server) and
 //! `keyledger export verify` (check one offline; format in
-//! `docs/export-format.md`).
+//! `docs/export-format.md`), which with `--witness` also requires witness cosignatures of
+//! the anchor checkpoint (the [`WitnessArgs`] it shares with `keyledger proof verify`).
 //!
 //! Exit codes: 0 valid / written; 1 the export is invalid; 2 bad command line or local
 //! input (unreadable file, malformed public key); and for `create` the admin client's
@@ -9,7 +10,8 @@
 use crate::client::{Client, ClientError, exit};
 use crate::connection::finish;
 use clap::{Args, Subcommand, ValueEnum};
-use keyledger_verify::export::{Completeness, ExportSummary, verify_export};
+use keyledger_verify::cosignature::{Quorum, WitnessKey};
+use keyledger_verify::export::{Completeness, ExportSummary, verify_export_witnessed};
 use keyledger_verify::note::VerifierKey;
 use serde_json::{Value, json};
 use std::io::{BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
@@ -83,9 +85,50 @@ struct VerifyArgs {
     /// export's anchor must extend it.
     #[arg(long, value_name = "FILE")]
     trusted_checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    witnesses: WitnessArgs,
     /// Print a JSON summary instead of a sentence.
     #[arg(long)]
     json: bool,
+}
+
+/// The witness policy of an offline verification (`export verify`, `proof verify`).
+#[derive(Args)]
+pub(crate) struct WitnessArgs {
+    /// A witness you trust: its verifier key (`name+id+base64`, signature type 0x04), or a
+    /// file holding it. Repeatable. The checkpoint must carry valid cosignatures of
+    /// `--witness-quorum` of them.
+    #[arg(long = "witness", value_name = "VKEY")]
+    witnesses: Vec<String>,
+    /// How many of the `--witness` keys must have cosigned the checkpoint (default: all).
+    #[arg(long, value_name = "K", requires = "witnesses")]
+    witness_quorum: Option<usize>,
+}
+
+impl WitnessArgs {
+    /// The quorum to require, or `None` without `--witness`; a usage message if a key is
+    /// malformed, listed twice, or the quorum is out of range.
+    pub(crate) fn quorum(&self) -> Result<Option<Quorum>, String> {
+        if self.witnesses.is_empty() {
+            return Ok(None);
+        }
+        let keys = self.witnesses.iter().map(|text| witness_key(text)).collect::<Result<Vec<_>, _>>()?;
+        let k = self.witness_quorum.unwrap_or(keys.len());
+        Quorum::new(keys, k).map(Some).map_err(|e| format!("--witness-quorum: {e}"))
+    }
+}
+
+/// Parses a witness key given inline or in a file.
+fn witness_key(text: &str) -> Result<WitnessKey, String> {
+    match text.trim().parse::<WitnessKey>() {
+        Ok(key) => Ok(key),
+        Err(inline) => match std::fs::read_to_string(text) {
+            Ok(contents) => {
+                contents.trim().parse().map_err(|e| format!("{text} does not hold a witness key: {e}"))
+            }
+            Err(_) => Err(format!("--witness: {inline}")),
+        },
+    }
 }
 
 pub fn run(args: ExportArgs) -> ExitCode {
@@ -95,13 +138,13 @@ pub fn run(args: ExportArgs) -> ExitCode {
     }
 }
 
-fn usage(message: String) -> ExitCode {
+pub(crate) fn usage(message: String) -> ExitCode {
     eprintln!("keyledger: usage: {message}");
     ExitCode::from(exit::USAGE)
 }
 
 /// Parses a public key given inline or in a file.
-fn public_key(text: &str) -> Result<VerifierKey, String> {
+pub(crate) fn public_key(text: &str) -> Result<VerifierKey, String> {
     match text.trim().parse::<VerifierKey>() {
         Ok(key) => Ok(key),
         Err(inline) => match std::fs::read_to_string(text) {
@@ -152,12 +195,17 @@ fn summary_json(summary: &ExportSummary) -> Value {
         "trusted_checkpoint_size": summary.trusted_size,
         "complete_range": summary.completeness == Completeness::Complete,
         "proves": summary.completeness.describe(),
+        "cosigned_by": summary.cosigned.iter().map(|c| c.witness.to_string()).collect::<Vec<_>>(),
     })
 }
 
 fn verify(args: &VerifyArgs) -> ExitCode {
     let key = match public_key(&args.public_key) {
         Ok(key) => key,
+        Err(message) => return usage(message),
+    };
+    let witnesses = match args.witnesses.quorum() {
+        Ok(witnesses) => witnesses,
         Err(message) => return usage(message),
     };
     let trusted = match &args.trusted_checkpoint {
@@ -169,7 +217,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     };
     let started = std::time::Instant::now();
     let (result, bar) = if args.file.as_os_str() == "-" {
-        (verify_export(std::io::stdin().lock(), &key, trusted.as_deref()), None)
+        (verify_export_witnessed(std::io::stdin().lock(), &key, trusted.as_deref(), witnesses.as_ref()), None)
     } else {
         let file = match std::fs::File::open(&args.file) {
             Ok(file) => file,
@@ -181,7 +229,15 @@ fn verify(args: &VerifyArgs) -> ExitCode {
             Some(bar) => Box::new(bar.wrap_read(file)),
             None => Box::new(file),
         };
-        (verify_export(BufReader::with_capacity(1 << 20, reader), &key, trusted.as_deref()), bar)
+        (
+            verify_export_witnessed(
+                BufReader::with_capacity(1 << 20, reader),
+                &key,
+                trusted.as_deref(),
+                witnesses.as_ref(),
+            ),
+            bar,
+        )
     };
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -6,6 +6,7 @@ mod audit;
 mod client;
 mod connection;
 mod export;
+mod proof;
 mod recover;
 mod table;
 mod witness;
@@ -69,6 +70,8 @@ enum Command {
         #[command(subcommand)]
         command: witness::WitnessCommand,
     },
+    /// Verify offline the proof of one event written by `keyledger audit prove`.
+    Proof(proof::ProofArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -207,6 +210,7 @@ fn main() -> ExitCode {
         Command::Export(args) => Ok(export::run(args)),
         Command::Audit(args) => Ok(audit::run(args)),
         Command::Witness { command } => witness::run(command),
+        Command::Proof(args) => Ok(proof::run(args)),
         Command::Completions { shell } => Ok(admin::completions(shell)),
     };
     match result {

@@ -272,6 +272,8 @@ impl ExportPlan {
             "lines": stats.lines,
             "lines_hash": hex::encode(hasher.finalize()),
             "checkpoint": {
+                // Verbatim, with any witness cosignature lines the anchor carries
+                // (docs/export-format.md, "Witness cosignatures").
                 "note": self.anchor.note,
                 "size": size,
                 "root_hash": hex::encode(self.anchor.root),

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod console;
+pub mod entries;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -204,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/public-key", get(integrity::public_key))
         .route("/v1/log/proofs/inclusion", get(integrity::inclusion))
         .route("/v1/log/proofs/consistency", get(integrity::consistency))
+        .route("/v1/log/entries/{seq}", get(entries::entry))
         // export routes
         .route("/v1/export", get(export::export))
         // end export routes

@@ -520,6 +520,7 @@ impl Modify for Security {
         crate::integrity::public_key,
         crate::integrity::inclusion,
         crate::integrity::consistency,
+        crate::entries::entry,
         crate::audit::key_events,
         crate::audit::compromise,
         crate::audit::request,

@@ -342,6 +342,9 @@ async fn responses_conform_to_the_documented_schemas() {
     h.call("GET", "/v1/log/proofs/inclusion", "/v1/log/proofs/inclusion?seq=0&size=2", a, None).await;
     h.call("GET", "/v1/log/proofs/consistency", "/v1/log/proofs/consistency?from=1&to=2", a, None).await;
     h.call("GET", "/v1/log/proofs/inclusion", "/v1/log/proofs/inclusion?seq=5&size=2", a, None).await;
+    h.call("GET", "/v1/log/entries/{seq}", "/v1/log/entries/0", a, None).await;
+    h.call("GET", "/v1/log/entries/{seq}", "/v1/log/entries/99999", a, None).await;
+    h.call("GET", "/v1/log/entries/{seq}", "/v1/log/entries/-1", a, None).await;
     h.call("GET", "/healthz", "/healthz", None, None).await;
     assert!(h.checked >= 35, "only {} responses were checked", h.checked);
 }

@@ -1,5 +1,5 @@
 //! The offline verifier of keyledger: Merkle proofs ([`merkle`]), signed checkpoints ([`note`]),
-//! witness cosignatures ([`cosignature`]),
+//! witness cosignatures ([`cosignature`]), offline proof bundles of one event ([`proof_bundle`]),
 //! and exports ([`export`]).
 //!
 //! It has few dependencies so that an auditor can build it and read it alone, without the
@@ -9,5 +9,6 @@ pub mod cosignature;
 pub mod export;
 pub mod merkle;
 pub mod note;
+pub mod proof_bundle;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

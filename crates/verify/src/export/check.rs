@@ -5,6 +5,7 @@
 use super::canonical::canonical_json;
 use super::line::{LinesHasher, line_value, manifest_message, write_event_line};
 use super::{Completeness, ExportError, ExportSummary, FORMAT_VERSION, MAX_LINE_BYTES};
+use crate::cosignature::Quorum;
 use crate::merkle::{Frontier, Hash, leaf_hash, verify_consistency, verify_inclusion};
 use crate::note::{Checkpoint, VerifierKey, open_checkpoint};
 use base64::Engine as _;
@@ -359,9 +360,26 @@ fn filter_bound(fields: &Fields<'_>, member: &str) -> Result<Option<Bound>, Expo
 ///
 /// The first problem found, naming the 1-based line it is on where there is one.
 pub fn verify_export(
+    reader: impl BufRead,
+    key: &VerifierKey,
+    trusted: Option<&str>,
+) -> Result<ExportSummary, ExportError> {
+    verify_export_witnessed(reader, key, trusted, None)
+}
+
+/// [`verify_export`], and with `witnesses` also that at least their quorum validly
+/// cosigned the anchor checkpoint ([`Quorum::check`] on the manifest's checkpoint note;
+/// docs/export-format.md, "Witness cosignatures"). The trusted witnesses that did are in
+/// [`ExportSummary::cosigned`].
+///
+/// # Errors
+///
+/// Those of [`verify_export`]; a quorum that is not met is a manifest error.
+pub fn verify_export_witnessed(
     mut reader: impl BufRead,
     key: &VerifierKey,
     trusted: Option<&str>,
+    witnesses: Option<&Quorum>,
 ) -> Result<ExportSummary, ExportError> {
     let trusted = match trusted {
         Some(note) => Some(
@@ -406,7 +424,7 @@ pub fn verify_export(
             "the last line ({number}) is not a manifest: the export is truncated"
         )));
     }
-    check_manifest(number, text, &seen, key, trusted.as_ref())
+    check_manifest(number, text, &seen, key, trusted.as_ref(), witnesses)
 }
 
 fn check_manifest(
@@ -415,6 +433,7 @@ fn check_manifest(
     seen: &Seen,
     key: &VerifierKey,
     trusted: Option<&Checkpoint>,
+    witnesses: Option<&Quorum>,
 ) -> Result<ExportSummary, ExportError> {
     let bad = |reason: String| ExportError::Manifest { line, reason };
     let value: Value = serde_json::from_slice(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
@@ -451,6 +470,13 @@ fn check_manifest(
     if cp.u64("size")? != anchor.size || cp.hash("root_hash")? != anchor.root {
         return Err(bad("`checkpoint.size`/`root_hash` differ from the signed note".into()));
     }
+    // Cosignature lines are signature lines by other keys: opening the note ignored them.
+    let cosigned = match witnesses {
+        Some(quorum) => quorum
+            .check(cp.str("note")?)
+            .map_err(|e| bad(format!("witness cosignatures of the checkpoint: {e}")))?,
+        None => Vec::new(),
+    };
     let origin = m.str("origin")?;
     if origin != anchor.origin {
         return Err(bad(format!("`origin` {origin:?} differs from the checkpoint's {:?}", anchor.origin)));
@@ -713,6 +739,7 @@ fn check_manifest(
         checkpoint_root: anchor.root,
         trusted_size,
         completeness,
+        cosigned,
     })
 }
 

@@ -13,7 +13,9 @@
 //! export, that they are *all* the leaves of their range (a compact range of the lines
 //! folded into the manifest's `left_peaks`, then a consistency proof to the checkpoint,
 //! and for a time-bounded range the signed events just outside it).
-//! With a trusted checkpoint saved earlier, it also checks that the anchor extends it.
+//! With a trusted checkpoint saved earlier, it also checks that the anchor extends it, and
+//! with a witness quorum ([`verify_export_witnessed`]) that enough trusted witnesses
+//! cosigned the anchor.
 //!
 //! The module is split by concept: `canonical` (canonical JSON), `line` (the line and
 //! manifest encoding shared with the producer) and `check` (the verifier). This file holds
@@ -28,11 +30,12 @@ mod check;
 mod line;
 
 pub use canonical::{canonical_json, write_canonical, write_json_str};
-pub use check::verify_export;
+pub use check::{verify_export, verify_export_witnessed};
 pub use line::{
     LinesHasher, hashes_json, line_value, manifest_line, manifest_message, sign_manifest, write_event_line,
 };
 
+use crate::cosignature::Cosigned;
 use crate::merkle::Hash;
 use std::fmt;
 
@@ -90,6 +93,9 @@ pub struct ExportSummary {
     pub trusted_size: Option<u64>,
     /// What the export proves about the events it does not hold.
     pub completeness: Completeness,
+    /// The trusted witnesses that validly cosigned the anchor checkpoint (empty unless a
+    /// witness quorum was asked for).
+    pub cosigned: Vec<Cosigned>,
 }
 
 /// What a valid export proves about the events of its range that it does not hold.
@@ -148,6 +154,10 @@ impl fmt::Display for ExportSummary {
         )?;
         if let Some(size) = self.trusted_size {
             write!(f, "; consistent with the trusted checkpoint of {size} events")?;
+        }
+        if !self.cosigned.is_empty() {
+            let names: Vec<&str> = self.cosigned.iter().map(|c| c.witness.name()).collect();
+            write!(f, "; cosigned by {}", names.join(", "))?;
         }
         Ok(())
     }

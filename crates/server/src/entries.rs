@@ -1,0 +1,72 @@
+//! `GET /v1/log/entries/{seq}` (docs/api.md, "Integrity"): one event's stored bytes and
+//! leaf hash, so that a client can build an offline proof of it (`keyledger audit prove`,
+//! docs/proof-bundles.md) together with the checkpoint and the inclusion proof.
+//!
+//! An event of any workspace is readable here, so the route requires `ledger:audit:read`
+//! on an admin key over all workspaces (no `resources`), like the tlog entry bundles. The
+//! bytes are exactly what the log stores and hashes; the leaf hash comes from
+//! `keyledger_verify::merkle`, the one definition of the tree hash.
+
+use crate::AppState;
+use crate::auth::{Admin, scope};
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::{Path, State};
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+/// One entry of the log.
+#[derive(Serialize, ToSchema)]
+pub struct EntryView {
+    /// The event's seq (its leaf index).
+    pub seq: u64,
+    /// Standard base64 of the event's stored bytes (docs/log-format.md).
+    pub raw: String,
+    /// Hex of the leaf hash of those bytes.
+    pub leaf_hash: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/log/entries/{seq}",
+    operation_id = "getLogEntry",
+    summary = "Get one event's stored bytes",
+    tag = "integrity",
+    description = "The stored bytes of event `seq` (base64) and their leaf hash (`ledger:audit:read`, on an admin key over all workspaces).",
+    params(("seq" = u64, Path, description = "Event seq")),
+    responses(
+        (status = 200, description = "The entry", body = EntryView),
+        (status = 400, description = "`seq` is not a non-negative integer (invalid_request)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "the admin key lacks the scope, is limited to some workspaces, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "no event with this seq yet (not_found)", body = crate::openapi::ErrorBody)
+    )
+)]
+pub async fn entry(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(seq): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    admin.require(scope::AUDIT_READ)?;
+    if !admin.key.resources.is_empty() {
+        return Err(ApiError::forbidden(
+            "log entries hold every workspace's events: this needs an admin key over all workspaces",
+        ));
+    }
+    let seq: u64 = seq.parse().map_err(|_| ApiError::invalid("seq", "must be a non-negative integer"))?;
+    let log = state.engine.log();
+    if seq >= log.len() {
+        return Err(ApiError::not_found(format!("no event {seq}: the log holds {} events", log.len())));
+    }
+    let raw = log.raw(seq).map_err(|error| {
+        tracing::error!(%error, seq, "cannot read a log entry");
+        ApiError::new(crate::error::ErrorCode::Internal, "internal error")
+    })?;
+    Ok(Json(json!({
+        "seq": seq,
+        "raw": base64::engine::general_purpose::STANDARD.encode(&raw),
+        "leaf_hash": hex::encode(keyledger_verify::merkle::leaf_hash(&raw)),
+    })))
+}
