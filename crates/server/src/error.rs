@@ -196,3 +196,34 @@ impl From<keyledger_core::validate::FieldError> for ApiError {
         ApiError::new(ErrorCode::InvalidRequest, error.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fields_an_error_adds_are_merged_into_the_one_error_body() {
+        let error = ApiError::new(ErrorCode::InvalidApiKey, "the key is revoked")
+            .with_extra(serde_json::json!({"valid": false}))
+            .with_extra(serde_json::json!({"reason": "revoked"}))
+            .with_fields(ErrorExtra { key_ids: Some(vec!["key_x".into()]), ..Default::default() });
+        let body = serde_json::to_value(error.body("req_1")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "invalid_api_key",
+                "message": "the key is revoked",
+                "request_id": "req_1",
+                "valid": false,
+                "reason": "revoked",
+                "key_ids": ["key_x"],
+            })
+        );
+        // Without added fields the body has exactly the three of docs/api.md, "Errors".
+        let plain = serde_json::to_value(ApiError::not_found("no key").body("req_2")).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"error": "not_found", "message": "no key", "request_id": "req_2"})
+        );
+    }
+}
