@@ -9,27 +9,26 @@ use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::{QueryPairs, path_param};
+use crate::schema::*;
 use crate::secret_body::SecretJson;
-use crate::views::key_view;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use keyledger_core::json::{actor_text, event_json};
+use keyledger_core::json::actor_text;
 use keyledger_core::time::parse_duration;
 use keyledger_core::{KeyId, Timestamp, WorkspaceId};
-use keyledger_ledger::audit::{self, KindFilter, ValueStat};
+use keyledger_ledger::audit::{self, KindFilter};
 use keyledger_ledger::projection::ProjectionError;
 use keyledger_ledger::{Engine, KeyRecord, KeyStatus};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::time::Duration;
 
-type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+type Answer<T> = Result<(StatusCode, Json<T>), ApiError>;
 
 const PROJECTION_WAIT: Duration = Duration::from_secs(5);
 
-fn ok(value: Value) -> Answer {
+fn ok<T>(value: T) -> Answer<T> {
     Ok((StatusCode::OK, Json(value)))
 }
 
@@ -42,10 +41,6 @@ fn index_error(error: ProjectionError) -> ApiError {
         ),
         _ => ApiError::new(crate::error::ErrorCode::Internal, "internal error"),
     }
-}
-
-fn time(t: Option<Timestamp>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
 }
 
 fn parse_time(field: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
@@ -76,66 +71,46 @@ fn visible_key(engine: &Engine, admin: &Admin, text: &str) -> Result<KeyRecord, 
     engine.key(&key_id).filter(|k| admin.can_see(&k.workspace)).ok_or_else(not_found)
 }
 
-fn value_stats(stats: &[ValueStat]) -> Value {
-    Value::Array(
-        stats
-            .iter()
-            .map(|s| {
-                json!({
-                    "value": s.value,
-                    "first_seen": s.first_seen.to_rfc3339(),
-                    "last_seen": s.last_seen.to_rfc3339(),
-                    "count": s.count,
-                    "allowed": s.allowed,
-                    "denied": s.denied,
-                    "new_since": s.new_since,
-                })
-            })
-            .collect(),
-    )
-}
-
 /// The leak report of `key` over `[since, until)`.
 fn report(
     engine: &Engine,
     key: &KeyRecord,
     since: Option<Timestamp>,
     until: Timestamp,
-) -> Result<Value, ApiError> {
+) -> Result<CompromiseReport, ApiError> {
     let data = engine.audit().compromise(key, since, Some(until)).map_err(index_error)?;
-    let now = Timestamp::now();
-    let after = &data.after_revocation;
-    Ok(json!({
-        "key": key_view(key, now),
-        "lifecycle": data.lifecycle.iter().map(event_json).collect::<Vec<_>>(),
-        "window": {"since": time(since), "until": until.to_rfc3339()},
-        "uses": {
-            "allowed": data.uses.allowed,
-            "denied": data.uses.denied,
-            "first": time(data.uses.first),
-            "last": time(data.uses.last),
-        },
-        "sources": value_stats(&data.sources),
-        "user_agents": value_stats(&data.user_agents),
-        "paths": data.paths.iter().map(|p| json!({"value": p.value, "count": p.count})).collect::<Vec<_>>(),
-        "after_revocation": {
-            "since": time(after.since),
-            "count": after.count,
-            "first": time(after.first),
-            "last": time(after.last),
-            "sources": value_stats(&after.sources),
-        },
-    }))
+    Ok(CompromiseReport::new(KeyView::new(key, Timestamp::now()), &data, since, until))
 }
 
 /// `GET /v1/keys/{key_id}/events?kind=&from=&to=&limit=&cursor=`
-#[utoipa::path(get, path = "/v1/keys/{key_id}/events", operation_id = "getKeyEvents", summary = "List a key's events", tag = "audit", description = "A key's events, oldest first, from the audit index (`ledger:audit:read`).", params(("key_id" = String, Path, description = "Key id"), ("kind" = Option<String>, Query, description = "lifecycle, usage or all (default)"), ("from" = Option<String>, Query, description = "RFC 3339: events at or after"), ("to" = Option<String>, Query, description = "RFC 3339: events before"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100, at most 1000"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "A page of events", body = crate::openapi::EventList), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{key_id}/events",
+    operation_id = "getKeyEvents",
+    summary = "List a key's events",
+    tag = "audit",
+    description = "A key's events, oldest first, from the audit index (`ledger:audit:read`).",
+    params(
+        ("key_id" = String, Path, description = "Key id"),
+        ("kind" = Option<String>, Query, description = "lifecycle, usage or all (default)"),
+        ("from" = Option<String>, Query, description = "RFC 3339: events at or after"),
+        ("to" = Option<String>, Query, description = "RFC 3339: events before"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, default 100, at most 1000"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = EventList),
+        AdminErrors,
+        InvalidParameter,
+        (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = ErrorBody)
+    )
+)]
 pub async fn key_events(
     State(state): State<AppState>,
     admin: Admin,
     Path(key_id): Path<String>,
     query: QueryPairs,
-) -> Answer {
+) -> Answer<EventList> {
     query.only(&["kind", "from", "to", "limit", "cursor"])?;
     begin(&state, &admin).await?;
     let key = visible_key(&state.engine, &admin, &key_id)?;
@@ -162,20 +137,41 @@ pub async fn key_events(
         .transpose()?;
     let (events, next) =
         state.engine.audit().key_events(&key.key_id, filter, from, to, cursor, limit).map_err(index_error)?;
-    ok(json!({
-        "events": events.iter().map(event_json).collect::<Vec<_>>(),
-        "next_cursor": next.map(|n| n.to_string()),
-    }))
+    ok(EventList {
+        events: events.iter().map(EventView::new).collect(),
+        next_cursor: next.map(|n| n.to_string()),
+    })
 }
 
 /// `GET /v1/audit/keys/{key_id}/compromise?since=&until=`
-#[utoipa::path(get, path = "/v1/audit/keys/{key_id}/compromise", operation_id = "getCompromiseReport", summary = "Get a key's compromise report", tag = "audit", description = "The leak report: what the key did in [since, until), from which addresses and agents (new ones flagged), and attempts after revocation or expiry (`ledger:audit:read`).", params(("key_id" = String, Path, description = "Key id"), ("since" = Option<String>, Query, description = "RFC 3339: start of the window (when the leak may have begun)"), ("until" = Option<String>, Query, description = "RFC 3339: end of the window, default now")), responses((status = 200, description = "The report", body = crate::openapi::CompromiseReport), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/audit/keys/{key_id}/compromise",
+    operation_id = "getCompromiseReport",
+    summary = "Get a key's compromise report",
+    tag = "audit",
+    description = concat!(
+        "The leak report: what the key did in [since, until), from which addresses and agents ",
+        "(new ones flagged), and attempts after revocation or expiry (`ledger:audit:read`)."
+    ),
+    params(
+        ("key_id" = String, Path, description = "Key id"),
+        ("since" = Option<String>, Query, description = "RFC 3339: start of the window (when the leak may have begun)"),
+        ("until" = Option<String>, Query, description = "RFC 3339: end of the window, default now")
+    ),
+    responses(
+        (status = 200, description = "The report", body = CompromiseReport),
+        AdminErrors,
+        InvalidParameter,
+        (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = ErrorBody)
+    )
+)]
 pub async fn compromise(
     State(state): State<AppState>,
     admin: Admin,
     Path(key_id): Path<String>,
     query: QueryPairs,
-) -> Answer {
+) -> Answer<CompromiseReport> {
     query.only(&["since", "until"])?;
     begin(&state, &admin).await?;
     let key = visible_key(&state.engine, &admin, &key_id)?;
@@ -188,8 +184,30 @@ pub async fn compromise(
 }
 
 /// `GET /v1/audit/requests/{request_id}`
-#[utoipa::path(get, path = "/v1/audit/requests/{request_id}", operation_id = "getRequestTrace", summary = "Trace a request id", tag = "audit", description = "The event(s) and key behind a request id: keyledger's `req_…` or the gateway's `context.request_id` (`ledger:audit:read`).", params(("request_id" = String, Path, description = "Request id")), responses((status = 200, description = "The events and keys", body = crate::openapi::RequestTrace), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody)))]
-pub async fn request(State(state): State<AppState>, admin: Admin, Path(request_id): Path<String>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/audit/requests/{request_id}",
+    operation_id = "getRequestTrace",
+    summary = "Trace a request id",
+    tag = "audit",
+    description = concat!(
+        "The event(s) and key behind a request id: keyledger's `req_…` or the gateway's ",
+        "`context.request_id` (`ledger:audit:read`)."
+    ),
+    params(
+        ("request_id" = String, Path, description = "Request id")
+    ),
+    responses(
+        (status = 200, description = "The events and keys", body = RequestTrace),
+        AdminErrors,
+        (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = ErrorBody)
+    )
+)]
+pub async fn request(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(request_id): Path<String>,
+) -> Answer<RequestTrace> {
     begin(&state, &admin).await?;
     let engine = &state.engine;
     let events: Vec<_> = engine
@@ -211,14 +229,14 @@ pub async fn request(State(state): State<AppState>, admin: Admin, Path(request_i
         ids.dedup();
         ids
     };
-    let keys: Vec<Value> =
-        key_ids.iter().filter_map(|id| engine.key(id)).map(|k| key_view(&k, now)).collect();
-    ok(json!({
-        "request_id": request_id,
-        "events": events.iter().map(event_json).collect::<Vec<_>>(),
-        "key": keys.first().cloned().unwrap_or(Value::Null),
-        "keys": keys,
-    }))
+    let keys: Vec<KeyView> =
+        key_ids.iter().filter_map(|id| engine.key(id)).map(|k| KeyView::new(&k, now)).collect();
+    ok(RequestTrace {
+        request_id,
+        events: events.iter().map(EventView::new).collect(),
+        key: keys.first().cloned(),
+        keys,
+    })
 }
 
 /// Parses `ip` or `ip/prefix` into an inclusive 16-byte key range.
@@ -240,50 +258,97 @@ fn parse_source(text: &str) -> Result<([u8; 16], [u8; 16]), ApiError> {
     audit::cidr_range(ip, prefix).ok_or_else(bad)
 }
 
-async fn sources_for(state: &AppState, admin: &Admin, source: &str, query: &QueryPairs) -> Answer {
+async fn sources_for(
+    state: &AppState,
+    admin: &Admin,
+    source: &str,
+    query: &QueryPairs,
+) -> Answer<SourceKeys> {
     begin(state, admin).await?;
     let (low, high) = parse_source(source)?;
     let from = parse_time("from", query.get("from"))?;
     let to = parse_time("to", query.get("to"))?;
     let stats = state.engine.audit().sources(low, high, from, to).map_err(index_error)?;
-    let keys: Vec<Value> = {
+    let keys = {
         let registry = state.engine.registry();
         stats
             .iter()
             .filter_map(|s| {
                 let key = registry.view(&s.key_id)?;
-                admin.can_see(key.workspace()).then(|| {
-                    json!({
-                        "key_id": s.key_id.to_string(),
-                        "workspace": key.workspace().as_str(),
-                        "first_seen": s.first_seen.to_rfc3339(),
-                        "last_seen": s.last_seen.to_rfc3339(),
-                        "count": s.count,
-                        "allowed": s.allowed,
-                        "denied": s.denied,
-                    })
+                admin.can_see(key.workspace()).then(|| SourceKey {
+                    key_id: s.key_id.to_string(),
+                    workspace: key.workspace().as_str().to_owned(),
+                    first_seen: s.first_seen.to_rfc3339(),
+                    last_seen: s.last_seen.to_rfc3339(),
+                    count: s.count,
+                    allowed: s.allowed,
+                    denied: s.denied,
                 })
             })
             .collect()
     };
-    ok(json!({"source": source, "keys": keys}))
+    ok(SourceKeys { source: source.to_owned(), keys })
 }
 
 /// `GET /v1/audit/sources/{ip_or_cidr}?from=&to=` (a CIDR's `/` sent as `%2F`).
-#[utoipa::path(get, path = "/v1/audit/sources/{source}", operation_id = "listKeysBySource", summary = "List the keys used from an address or network", tag = "audit", description = "Keys used from an address or CIDR network (send a CIDR's `/` as `%2F`) (`ledger:audit:read`).", params(("source" = String, Path, description = "IP address or CIDR, e.g. 203.0.113.0%2F24"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")), responses((status = 200, description = "The keys seen from it", body = crate::openapi::SourceKeys), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/audit/sources/{source}",
+    operation_id = "listKeysBySource",
+    summary = "List the keys used from an address or network",
+    tag = "audit",
+    description = concat!(
+        "Keys used from an address or CIDR network (send a CIDR's `/` as `%2F`) ",
+        "(`ledger:audit:read`)."
+    ),
+    params(
+        ("source" = String, Path, description = "IP address or CIDR, e.g. 203.0.113.0%2F24"),
+        ("from" = Option<String>, Query, description = "RFC 3339"),
+        ("to" = Option<String>, Query, description = "RFC 3339")
+    ),
+    responses(
+        (status = 200, description = "The keys seen from it", body = SourceKeys),
+        AdminErrors,
+        InvalidParameter
+    )
+)]
 pub async fn sources(
     State(state): State<AppState>,
     admin: Admin,
     Path(source): Path<String>,
     query: QueryPairs,
-) -> Answer {
+) -> Answer<SourceKeys> {
     query.only(&["from", "to"])?;
     sources_for(&state, &admin, &source, &query).await
 }
 
 /// `GET /v1/audit/sources?cidr=&from=&to=` (the same, the network in the query).
-#[utoipa::path(get, path = "/v1/audit/sources", operation_id = "listKeysBySourceQuery", summary = "List the keys used from an address or network (query form)", tag = "audit", description = "The same as `/v1/audit/sources/{source}`, with the address or network in `cidr` (`ledger:audit:read`).", params(("cidr" = String, Query, description = "IP address or CIDR network"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339")), responses((status = 200, description = "The keys seen from it", body = crate::openapi::SourceKeys), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
-pub async fn sources_query(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/audit/sources",
+    operation_id = "listKeysBySourceQuery",
+    summary = "List the keys used from an address or network (query form)",
+    tag = "audit",
+    description = concat!(
+        "The same as `/v1/audit/sources/{source}`, with the address or network in `cidr` ",
+        "(`ledger:audit:read`)."
+    ),
+    params(
+        ("cidr" = String, Query, description = "IP address or CIDR network"),
+        ("from" = Option<String>, Query, description = "RFC 3339"),
+        ("to" = Option<String>, Query, description = "RFC 3339")
+    ),
+    responses(
+        (status = 200, description = "The keys seen from it", body = SourceKeys),
+        AdminErrors,
+        InvalidParameter
+    )
+)]
+pub async fn sources_query(
+    State(state): State<AppState>,
+    admin: Admin,
+    query: QueryPairs,
+) -> Answer<SourceKeys> {
     query.only(&["cidr", "ip", "from", "to"])?;
     let source = query
         .get("cidr")
@@ -294,40 +359,59 @@ pub async fn sources_query(State(state): State<AppState>, admin: Admin, query: Q
 }
 
 /// `GET /v1/audit/keys?workspace=W&active_at=T`: the keys valid at T, as they stood then.
-#[utoipa::path(get, path = "/v1/audit/keys", operation_id = "listKeysActiveAt", summary = "List the keys valid at an instant", tag = "audit", description = "The keys that were valid at instant T, reconstructed from the log (`ledger:audit:read`).", params(("workspace" = String, Query, description = "Workspace"), ("active_at" = Option<String>, Query, description = "RFC 3339 instant, default now")), responses((status = 200, description = "The keys as they stood", body = crate::openapi::ActiveKeys), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
-pub async fn active_keys(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/audit/keys",
+    operation_id = "listKeysActiveAt",
+    summary = "List the keys valid at an instant",
+    tag = "audit",
+    description = "The keys that were valid at instant T, reconstructed from the log (`ledger:audit:read`).",
+    params(
+        ("workspace" = String, Query, description = "Workspace"),
+        ("active_at" = Option<String>, Query, description = "RFC 3339 instant, default now")
+    ),
+    responses(
+        (status = 200, description = "The keys as they stood", body = ActiveKeys),
+        AdminErrors,
+        InvalidParameter,
+        (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = ErrorBody)
+    )
+)]
+pub async fn active_keys(
+    State(state): State<AppState>,
+    admin: Admin,
+    query: QueryPairs,
+) -> Answer<ActiveKeys> {
     query.only(&["workspace", "active_at"])?;
     let workspace = parse_workspace(&query)?;
     admin.workspace(&workspace)?;
     begin(&state, &admin).await?;
     let at = parse_time("active_at", query.get("active_at"))?.unwrap_or_else(Timestamp::now);
-    let keys: Vec<Value> = state
+    let keys = state
         .engine
         .audit()
         .active_at(&workspace, at)
         .map_err(index_error)?
         .into_iter()
-        .map(|(t, s)| {
-            json!({
-                "key_id": t.key_id.to_string(),
-                "workspace": t.workspace.as_str(),
-                "name": s.name,
-                "hint": t.hint,
-                "scopes": s.scopes,
-                "resources": s.resources,
-                "environment": t.environment.as_str(),
-                "owner": s.owner,
-                "status": s.status(at).as_str(),
-                "created_at": t.created_at.to_rfc3339(),
-                "created_by": actor_text(&t.created_by),
-                "expires_at": time(s.expires_at),
-                "revoked_at": time(s.revoked_at),
-                "rotated_from": t.rotated_from.map(|k| k.to_string()),
-                "rotated_to": s.rotated_to.map(|k| k.to_string()),
-            })
+        .map(|(t, s)| KeyAtInstant {
+            key_id: t.key_id.to_string(),
+            workspace: t.workspace.as_str().to_owned(),
+            status: s.status(at).as_str().to_owned(),
+            name: s.name,
+            hint: t.hint,
+            scopes: s.scopes,
+            resources: s.resources,
+            environment: t.environment.as_str().to_owned(),
+            owner: s.owner,
+            created_at: t.created_at.to_rfc3339(),
+            created_by: actor_text(&t.created_by),
+            expires_at: s.expires_at.map(|t| t.to_rfc3339()),
+            revoked_at: s.revoked_at.map(|t| t.to_rfc3339()),
+            rotated_from: t.rotated_from.map(|k| k.to_string()),
+            rotated_to: s.rotated_to.map(|k| k.to_string()),
         })
         .collect();
-    ok(json!({"workspace": workspace.as_str(), "active_at": at.to_rfc3339(), "keys": keys}))
+    ok(ActiveKeys { workspace: workspace.as_str().to_owned(), active_at: at.to_rfc3339(), keys })
 }
 
 fn parse_age(query: &QueryPairs, field: &str) -> Result<i64, ApiError> {
@@ -339,8 +423,29 @@ fn parse_age(query: &QueryPairs, field: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /v1/audit/hygiene?workspace=W&unused_for=90d&older_than=90d`, over live keys.
-#[utoipa::path(get, path = "/v1/audit/hygiene", operation_id = "getKeyHygiene", summary = "Get a workspace's key hygiene report", tag = "audit", description = "Keys never used, unused for a while, without expiry, old, or expiring within 7 days (`ledger:audit:read`).", params(("workspace" = String, Query, description = "Workspace"), ("unused_for" = Option<String>, Query, description = "Duration, default 90d"), ("older_than" = Option<String>, Query, description = "Duration, default 90d")), responses((status = 200, description = "The hygiene report", body = crate::openapi::Hygiene), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
-pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/audit/hygiene",
+    operation_id = "getKeyHygiene",
+    summary = "Get a workspace's key hygiene report",
+    tag = "audit",
+    description = concat!(
+        "Keys never used, unused for a while, without expiry, old, or expiring within 7 days ",
+        "(`ledger:audit:read`)."
+    ),
+    params(
+        ("workspace" = String, Query, description = "Workspace"),
+        ("unused_for" = Option<String>, Query, description = "Duration, default 90d"),
+        ("older_than" = Option<String>, Query, description = "Duration, default 90d")
+    ),
+    responses(
+        (status = 200, description = "The hygiene report", body = Hygiene),
+        AdminErrors,
+        InvalidParameter,
+        (status = 404, description = "no such key, request, or workspace visible to the admin key (not_found)", body = ErrorBody)
+    )
+)]
+pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPairs) -> Answer<Hygiene> {
     query.only(&["workspace", "unused_for", "older_than"])?;
     let workspace = parse_workspace(&query)?;
     admin.workspace(&workspace)?;
@@ -357,7 +462,7 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
             continue;
         }
         let key = key.record();
-        let view = key_view(&key, now);
+        let view = KeyView::new(&key, now);
         match key.last_used.at {
             None => never_used.push(view.clone()),
             Some(at) if at.micros() < now.micros().saturating_sub(unused_for) => unused.push(view.clone()),
@@ -372,14 +477,14 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
             old.push(view);
         }
     }
-    ok(json!({
-        "workspace": workspace.as_str(),
-        "never_used": never_used,
-        "unused": unused,
-        "no_expiry": no_expiry,
-        "older_than": old,
-        "expiring_within_7d": expiring,
-    }))
+    ok(Hygiene {
+        workspace: workspace.as_str().to_owned(),
+        never_used,
+        unused,
+        no_expiry,
+        older_than: old,
+        expiring_within_7d: expiring,
+    })
 }
 
 /// Zeroed on drop, like the request bytes it was parsed from ([`SecretJson`]).
@@ -392,12 +497,29 @@ pub struct LookupBody {
 /// `POST /v1/audit/lookup` `{"secret"}`: which key a leaked secret is (or was), with its
 /// whole-life report. The candidate is only hashed: never stored, logged or echoed. Exactly
 /// one `lookup` event records who asked and what was found.
-#[utoipa::path(post, path = "/v1/audit/lookup", operation_id = "lookupSecret", summary = "Look up a leaked secret", tag = "audit", description = "Is a leaked candidate secret one of ours? Hashed with the pepper, never stored or logged; a `lookup` event records that a lookup happened (`ledger:audit:read`).", request_body = crate::audit::LookupBody, responses((status = 200, description = "The key and its compromise report", body = crate::openapi::LookupAnswer), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "not a key, never was, or not visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the lookup record cannot be appended (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/audit/lookup",
+    operation_id = "lookupSecret",
+    summary = "Look up a leaked secret",
+    tag = "audit",
+    description = concat!(
+        "Is a leaked candidate secret one of ours? Hashed with the pepper, never stored or ",
+        "logged; a `lookup` event records that a lookup happened (`ledger:audit:read`)."
+    ),
+    request_body = crate::audit::LookupBody,
+    responses(
+        (status = 200, description = "The key and its compromise report", body = LookupAnswer),
+        AdminErrors,
+        (status = 404, description = "not a key, never was, or not visible to the admin key (not_found)", body = ErrorBody),
+        (status = 503, description = "the lookup record cannot be appended (unavailable)", body = ErrorBody)
+    )
+)]
 pub async fn lookup(
     State(state): State<AppState>,
     admin: Admin,
     SecretJson(body): SecretJson<LookupBody>,
-) -> Answer {
+) -> Answer<LookupAnswer> {
     admin.require(scope::AUDIT_READ)?;
     let engine = &state.engine;
     let found = engine.find_by_secret(&body.secret);
@@ -409,10 +531,10 @@ pub async fn lookup(
     begin(&state, &admin).await?;
     let key = engine.key(&key.key_id).unwrap_or(key);
     let now = Timestamp::now();
-    ok(json!({
-        "key_id": key.key_id.to_string(),
-        "workspace": key.workspace.as_str(),
-        "status": key.status(now).as_str(),
-        "report": report(engine, &key, None, now)?,
-    }))
+    ok(LookupAnswer {
+        key_id: key.key_id.to_string(),
+        workspace: key.workspace.as_str().to_owned(),
+        status: key.status(now).as_str().to_owned(),
+        report: report(engine, &key, None, now)?,
+    })
 }

@@ -18,7 +18,10 @@ const APP_JS: &str = include_str!("../console/app.js");
 const APP_CSS: &str = include_str!("../console/app.css");
 
 /// The Content-Security-Policy of every console response.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+pub const CONTENT_SECURITY_POLICY: &str = concat!(
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; ",
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+);
 
 /// The embedded asset named `file`, with its content type.
 fn asset(file: &str) -> Option<(&'static str, &'static str)> {
@@ -67,15 +70,60 @@ pub async fn file(Path(file): Path<String>) -> Response {
 }
 
 /// The web console's page (documentation of `/console`).
-#[utoipa::path(get, path = "/console", operation_id = "getConsole", summary = "Web console", tag = "console", security(()), description = "The web console: a single HTML page (assets embedded in the binary). It signs in with an admin key held in the tab's sessionStorage and calls this API with `Authorization: Bearer`. Served with a strict Content-Security-Policy, `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`.", responses((status = 200, description = "The console's HTML page", content_type = "text/html", body = String)))]
+#[utoipa::path(
+    get,
+    path = "/console",
+    operation_id = "getConsole",
+    summary = "Web console",
+    tag = "console",
+    security(()),
+    description = concat!(
+        "The web console: a single HTML page (assets embedded in the binary). It signs in with ",
+        "an admin key held in the tab's sessionStorage and calls this API with `Authorization: ",
+        "Bearer`. Served with a strict Content-Security-Policy, `X-Frame-Options: DENY`, ",
+        "`X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`."
+    ),
+    responses(
+        (status = 200, description = "The console's HTML page", content_type = "text/html", body = String)
+    )
+)]
 pub fn console_doc() {}
 
 /// The same page at `/console/` (documentation only).
-#[utoipa::path(get, path = "/console/", operation_id = "getConsoleWithSlash", summary = "Web console (trailing slash)", tag = "console", security(()), description = "The web console, as at `/console`.", responses((status = 200, description = "The console's HTML page", content_type = "text/html", body = String)))]
+#[utoipa::path(
+    get,
+    path = "/console/",
+    operation_id = "getConsoleWithSlash",
+    summary = "Web console (trailing slash)",
+    tag = "console",
+    security(()),
+    description = "The web console, as at `/console`.",
+    responses(
+        (status = 200, description = "The console's HTML page", content_type = "text/html", body = String)
+    )
+)]
 pub fn console_slash_doc() {}
 
 /// An asset of the web console (documentation of `/console/{file}`).
-#[utoipa::path(get, path = "/console/{file}", operation_id = "getConsoleAsset", summary = "Web console asset", tag = "console", security(()), description = "A static asset of the web console (`app.js`, `app.css`), with the same security headers as the page.", params(("file" = String, Path, description = "Asset name: `app.js` or `app.css`")), responses((status = 200, description = "The asset (text/javascript or text/css)", content_type = "text/plain", body = String), (status = 404, description = "No such asset", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/console/{file}",
+    operation_id = "getConsoleAsset",
+    summary = "Web console asset",
+    tag = "console",
+    security(()),
+    description = concat!(
+        "A static asset of the web console (`app.js`, `app.css`), with the same security headers ",
+        "as the page."
+    ),
+    params(
+        ("file" = String, Path, description = "Asset name: `app.js` or `app.css`")
+    ),
+    responses(
+        (status = 200, description = "The asset (text/javascript or text/css)", content_type = "text/plain", body = String),
+        (status = 404, description = "No such asset", body = crate::schema::ErrorBody)
+    )
+)]
 pub fn console_file_doc() {}
 
 #[cfg(test)]

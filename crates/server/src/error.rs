@@ -6,10 +6,11 @@
 //! the request id. Framework rejections (bad JSON, bad path, unknown route, wrong method,
 //! body too large) are turned into the same shape there, so no error escapes the model.
 
+use crate::schema::{ErrorBody, ErrorExtra};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyledger_ledger::{AuthError, LedgerError};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The error codes of docs/api.md, "Errors".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,18 +64,18 @@ impl ErrorCode {
     }
 }
 
-/// An error answer. `extra` fields are merged into the body (e.g. `"valid": false`).
+/// An error answer. `extra` fields are added to the body (e.g. `"valid": false`).
 #[derive(Clone, Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
-    pub extra: Option<Value>,
+    pub extra: ErrorExtra,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status: code.status(), code, message: message.into(), extra: None }
+        Self { status: code.status(), code, message: message.into(), extra: ErrorExtra::default() }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -82,11 +83,18 @@ impl ApiError {
         self
     }
 
-    /// Adds fields to the body (merged with any added before).
+    /// Adds the optional fields of [`ErrorBody`] that `extra` sets (over any added before).
+    pub fn with_fields(mut self, extra: ErrorExtra) -> Self {
+        self.extra.merge(extra);
+        self
+    }
+
+    /// Adds fields to the body (over any added before): `valid`, `reason` or `key_ids`, the
+    /// optional fields of [`ErrorBody`]; the error model has no others, so any other is left out.
     pub fn with_extra(mut self, extra: Value) -> Self {
-        match (&mut self.extra, extra) {
-            (Some(Value::Object(existing)), Value::Object(more)) => existing.extend(more),
-            (slot, extra) => *slot = Some(extra),
+        match serde_json::from_value::<ErrorExtra>(extra) {
+            Ok(more) => self.extra.merge(more),
+            Err(error) => tracing::error!(%error, "an error's extra fields are not those of the error model"),
         }
         self
     }
@@ -104,15 +112,16 @@ impl ApiError {
     }
 
     /// The body, given the request id.
-    pub fn body(&self, request_id: &str) -> Value {
-        let mut body =
-            json!({"error": self.code.as_str(), "message": self.message, "request_id": request_id});
-        if let (Some(Value::Object(extra)), Some(object)) = (&self.extra, body.as_object_mut()) {
-            for (k, v) in extra {
-                object.insert(k.clone(), v.clone());
-            }
+    pub fn body(&self, request_id: &str) -> ErrorBody {
+        let ErrorExtra { valid, reason, key_ids } = self.extra.clone();
+        ErrorBody {
+            error: self.code.as_str(),
+            message: self.message.clone(),
+            request_id: request_id.to_owned(),
+            valid,
+            reason,
+            key_ids,
         }
-        body
     }
 }
 
@@ -185,5 +194,36 @@ pub fn from_status(status: StatusCode, method: &str, path: &str) -> ApiError {
 impl From<keyledger_core::validate::FieldError> for ApiError {
     fn from(error: keyledger_core::validate::FieldError) -> Self {
         ApiError::new(ErrorCode::InvalidRequest, error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fields_an_error_adds_are_merged_into_the_one_error_body() {
+        let error = ApiError::new(ErrorCode::InvalidApiKey, "the key is revoked")
+            .with_extra(serde_json::json!({"valid": false}))
+            .with_extra(serde_json::json!({"reason": "revoked"}))
+            .with_fields(ErrorExtra { key_ids: Some(vec!["key_x".into()]), ..Default::default() });
+        let body = serde_json::to_value(error.body("req_1")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "invalid_api_key",
+                "message": "the key is revoked",
+                "request_id": "req_1",
+                "valid": false,
+                "reason": "revoked",
+                "key_ids": ["key_x"],
+            })
+        );
+        // Without added fields the body has exactly the three of docs/api.md, "Errors".
+        let plain = serde_json::to_value(ApiError::not_found("no key").body("req_2")).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"error": "not_found", "message": "no key", "request_id": "req_2"})
+        );
     }
 }

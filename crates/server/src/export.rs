@@ -11,6 +11,7 @@ use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::QueryPairs;
+use crate::schema::{AdminErrors, ErrorBody, InvalidParameter};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
@@ -81,7 +82,32 @@ fn export_error(error: ExportError) -> ApiError {
 }
 
 /// `GET /v1/export?from=&to=&workspace=&format=jsonl|csv&consistency_from=`
-#[utoipa::path(get, path = "/v1/export", operation_id = "exportLog", summary = "Export the log", tag = "export", description = "A signed, streamed export (`ledger:export`): JSONL lines (event JSON + raw + leaf_hash) ending with a signed manifest anchored to a checkpoint (docs/export-format.md), or flat unsigned CSV. An admin key limited to some workspaces must pass `workspace`.", params(("from" = Option<String>, Query, description = "First event: a seq or an RFC 3339 time (inclusive)"), ("to" = Option<String>, Query, description = "End: a seq or an RFC 3339 time (exclusive)"), ("workspace" = Option<String>, Query, description = "Only this workspace (a filtered export: each line carries an inclusion proof)"), ("format" = Option<String>, Query, description = "jsonl (default) or csv"), ("consistency_from" = Option<u64>, Query, description = "Also prove the anchor extends the tree of this older size")), responses((status = 200, description = "The export, streamed: JSONL (the default) or, with `format=csv`, CSV", content((String = "application/x-ndjson"), (String = "text/csv"))), (status = 401, description = "missing, malformed, unknown, revoked, disabled or expired admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "workspace not visible to the admin key (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a parameter is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 503, description = "no checkpoint can be signed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/export",
+    operation_id = "exportLog",
+    summary = "Export the log",
+    tag = "export",
+    description = concat!(
+        "A signed, streamed export (`ledger:export`): JSONL lines (event JSON + raw + leaf_hash) ",
+        "ending with a signed manifest anchored to a checkpoint (docs/export-format.md), or flat ",
+        "unsigned CSV. An admin key limited to some workspaces must pass `workspace`."
+    ),
+    params(
+        ("from" = Option<String>, Query, description = "First event: a seq or an RFC 3339 time (inclusive)"),
+        ("to" = Option<String>, Query, description = "End: a seq or an RFC 3339 time (exclusive)"),
+        ("workspace" = Option<String>, Query, description = "Only this workspace (a filtered export: each line carries an inclusion proof)"),
+        ("format" = Option<String>, Query, description = "jsonl (default) or csv"),
+        ("consistency_from" = Option<u64>, Query, description = "Also prove the anchor extends the tree of this older size")
+    ),
+    responses(
+        (status = 200, description = "The export, streamed: JSONL (the default) or, with `format=csv`, CSV", content((String = "application/x-ndjson"), (String = "text/csv"))),
+        AdminErrors,
+        InvalidParameter,
+        (status = 404, description = "workspace not visible to the admin key (not_found)", body = ErrorBody),
+        (status = 503, description = "no checkpoint can be signed (unavailable)", body = ErrorBody)
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     admin: Admin,

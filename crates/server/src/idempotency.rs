@@ -291,7 +291,7 @@ fn carried_out_without_replay(state: &AppState, tag: &IdempotencyTag) -> Respons
         ErrorCode::Conflict,
         "this request was already carried out under its Idempotency-Key; a secret is shown only once, so the original answer cannot be replayed",
     )
-    .with_extra(serde_json::json!({ "key_ids": key_ids }))
+    .with_fields(crate::schema::ErrorExtra { key_ids: Some(key_ids), ..Default::default() })
     .into_response()
 }
 

@@ -5,11 +5,11 @@ use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::QueryPairs;
+use crate::schema::*;
 use axum::Json;
 use axum::extract::State;
 use base64::Engine as _;
 use keyledger_log::proof::ProofGenError;
-use serde_json::{Value, json};
 
 fn number(query: &QueryPairs, name: &str) -> Result<u64, ApiError> {
     let text = query.get(name).ok_or_else(|| ApiError::invalid(name, "is required"))?;
@@ -23,60 +23,120 @@ fn proof_error<E: std::fmt::Display>(error: ProofGenError<E>) -> ApiError {
     }
 }
 
-fn hashes(list: &[[u8; 32]]) -> Value {
-    json!({ "hashes": list.iter().map(hex::encode).collect::<Vec<_>>() })
-}
-
-#[utoipa::path(get, path = "/v1/log/checkpoint", operation_id = "getCheckpoint", summary = "Get the latest signed checkpoint", tag = "integrity", description = "The latest signed checkpoint (`ledger:audit:read`).", responses((status = 200, description = "The checkpoint and its C2SP signed note", body = crate::openapi::CheckpointView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no checkpoint signed yet", body = crate::openapi::ErrorBody)))]
-pub async fn checkpoint(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/log/checkpoint",
+    operation_id = "getCheckpoint",
+    summary = "Get the latest signed checkpoint",
+    tag = "integrity",
+    description = "The latest signed checkpoint (`ledger:audit:read`).",
+    responses(
+        (status = 200, description = "The checkpoint and its C2SP signed note", body = CheckpointView),
+        AdminErrors,
+        (status = 404, description = "no checkpoint signed yet", body = ErrorBody)
+    )
+)]
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    admin: Admin,
+) -> Result<Json<CheckpointView>, ApiError> {
     admin.require(scope::AUDIT_READ)?;
     let checkpoint = state
         .engine
         .log()
         .latest_checkpoint()
         .ok_or_else(|| ApiError::not_found("no checkpoint has been signed yet"))?;
-    Ok(Json(json!({
-        "size": checkpoint.size,
-        "root_hash": hex::encode(checkpoint.root),
-        "timestamp": checkpoint.timestamp.to_rfc3339(),
-        "note": checkpoint.note,
-    })))
+    Ok(Json(CheckpointView {
+        size: checkpoint.size,
+        root_hash: hex::encode(checkpoint.root),
+        timestamp: checkpoint.timestamp.to_rfc3339(),
+        note: checkpoint.note.clone(),
+    }))
 }
 
-#[utoipa::path(get, path = "/v1/log/public-key", operation_id = "getPublicKey", summary = "Get the log's public key", tag = "integrity", description = "The log's Ed25519 public key as a C2SP verifier key (`ledger:audit:read`).", responses((status = 200, description = "The public key", body = crate::openapi::PublicKeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody)))]
-pub async fn public_key(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/log/public-key",
+    operation_id = "getPublicKey",
+    summary = "Get the log's public key",
+    tag = "integrity",
+    description = "The log's Ed25519 public key as a C2SP verifier key (`ledger:audit:read`).",
+    responses(
+        (status = 200, description = "The public key", body = PublicKeyView),
+        AdminErrors
+    )
+)]
+pub async fn public_key(
+    State(state): State<AppState>,
+    admin: Admin,
+) -> Result<Json<PublicKeyView>, ApiError> {
     admin.require(scope::AUDIT_READ)?;
     let key = state.engine.public_key();
-    Ok(Json(json!({
-        "algorithm": "ed25519",
-        "public_key": key.to_string(),
-        "public_key_base64": base64::engine::general_purpose::STANDARD.encode(key.public_key().as_bytes()),
-        "origin": key.name(),
-    })))
+    Ok(Json(PublicKeyView {
+        algorithm: "ed25519",
+        public_key: key.to_string(),
+        public_key_base64: base64::engine::general_purpose::STANDARD.encode(key.public_key().as_bytes()),
+        origin: key.name().map(str::to_owned),
+    }))
 }
 
-#[utoipa::path(get, path = "/v1/log/proofs/inclusion", operation_id = "getInclusionProof", summary = "Get an inclusion proof", tag = "integrity", description = "RFC 9162 inclusion proof of event `seq` in the tree of `size` events (`ledger:audit:read`).", params(("seq" = u64, Query, description = "Event seq"), ("size" = u64, Query, description = "Tree size")), responses((status = 200, description = "The proof", body = crate::openapi::ProofView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/log/proofs/inclusion",
+    operation_id = "getInclusionProof",
+    summary = "Get an inclusion proof",
+    tag = "integrity",
+    description = concat!(
+        "RFC 9162 inclusion proof of event `seq` in the tree of `size` events ",
+        "(`ledger:audit:read`)."
+    ),
+    params(
+        ("seq" = u64, Query, description = "Event seq"),
+        ("size" = u64, Query, description = "Tree size")
+    ),
+    responses(
+        (status = 200, description = "The proof", body = ProofView),
+        AdminErrors,
+        InvalidParameter
+    )
+)]
 pub async fn inclusion(
     State(state): State<AppState>,
     admin: Admin,
     query: QueryPairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProofView>, ApiError> {
     admin.require(scope::AUDIT_READ)?;
     query.only(&["seq", "size"])?;
     let (seq, size) = (number(&query, "seq")?, number(&query, "size")?);
     let proof = state.engine.log().tree().inclusion_proof(seq, size).map_err(proof_error)?;
-    Ok(Json(hashes(&proof)))
+    Ok(Json(ProofView::new(&proof)))
 }
 
-#[utoipa::path(get, path = "/v1/log/proofs/consistency", operation_id = "getConsistencyProof", summary = "Get a consistency proof", tag = "integrity", description = "RFC 9162 consistency proof between tree sizes `from` and `to` (`ledger:audit:read`).", params(("from" = u64, Query, description = "Older size"), ("to" = u64, Query, description = "Newer size")), responses((status = 200, description = "The proof", body = crate::openapi::ProofView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/log/proofs/consistency",
+    operation_id = "getConsistencyProof",
+    summary = "Get a consistency proof",
+    tag = "integrity",
+    description = "RFC 9162 consistency proof between tree sizes `from` and `to` (`ledger:audit:read`).",
+    params(
+        ("from" = u64, Query, description = "Older size"),
+        ("to" = u64, Query, description = "Newer size")
+    ),
+    responses(
+        (status = 200, description = "The proof", body = ProofView),
+        AdminErrors,
+        InvalidParameter
+    )
+)]
 pub async fn consistency(
     State(state): State<AppState>,
     admin: Admin,
     query: QueryPairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProofView>, ApiError> {
     admin.require(scope::AUDIT_READ)?;
     query.only(&["from", "to"])?;
     let (from, to) = (number(&query, "from")?, number(&query, "to")?);
     let proof = state.engine.log().tree().consistency_proof(from, to).map_err(proof_error)?;
-    Ok(Json(hashes(&proof)))
+    Ok(Json(ProofView::new(&proof)))
 }

@@ -5,7 +5,7 @@ use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJson, QueryPairs, double_option, path_param};
-use crate::views::{RotationView, WithSecret, key_view, key_view_with_secret, policy_view, rotation_view};
+use crate::schema::*;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -15,9 +15,9 @@ use keyledger_ledger::{ADMIN_SCOPES, Expiry, IdempotencyTag, KeyChanges, KeyReco
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-type Answer = Result<(StatusCode, Json<Value>), ApiError>;
+type Answer<T> = Result<(StatusCode, Json<T>), ApiError>;
 
-fn ok(value: Value) -> Answer {
+fn ok<T>(value: T) -> Answer<T> {
     Ok((StatusCode::OK, Json(value)))
 }
 
@@ -119,29 +119,68 @@ fn visible_key(state: &AppState, admin: &Admin, key_id: &str) -> Result<KeyRecor
         .ok_or_else(|| ApiError::not_found(format!("no key {key_id}")))
 }
 
-#[utoipa::path(post, path = "/v1/workspaces/{ws}/keys", operation_id = "createKey", summary = "Issue a key", tag = "keys", description = "Issue a key (`ledger:keys:write`; `_ledger` keys also need `ledger:admin`). The secret is in this response only.", request_body = crate::keys::CreateKey, params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")), responses((status = 201, description = "The key and its secret", body = crate::openapi::IssuedKey), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "a policy or state rule refuses it (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/keys",
+    operation_id = "createKey",
+    summary = "Issue a key",
+    tag = "keys",
+    description = concat!(
+        "Issue a key (`ledger:keys:write`; `_ledger` keys also need `ledger:admin`). The secret ",
+        "is in this response only."
+    ),
+    request_body = crate::keys::CreateKey,
+    params(
+        ("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")
+    ),
+    responses(
+        (status = 201, description = "The key and its secret", body = IssuedKey),
+        AdminErrors,
+        KeyNotFound,
+        Unavailable,
+        (status = 409, description = "a policy or state rule refuses it (conflict)", body = ErrorBody)
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     admin: Admin,
     tag: Option<Extension<IdempotencyTag>>,
     Path(workspace): Path<String>,
     JsonBody(body): JsonBody<CreateKey>,
-) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
+) -> Answer<IssuedKey> {
     let workspace = parse_workspace(&workspace)?;
     allow_write(&admin, &workspace)?;
     let spec = key_spec(&workspace, body)?;
     let tag = tag.map(|Extension(t)| t);
     let (key, secret) = state.engine.create_idempotent(admin.caller, workspace, spec, tag).await?;
-    Ok((StatusCode::CREATED, Json(key_view_with_secret(&key, &secret, Timestamp::now()))))
+    Ok((StatusCode::CREATED, Json(IssuedKey::new(&key, &secret, Timestamp::now()))))
 }
 
-#[utoipa::path(get, path = "/v1/workspaces/{ws}/keys", operation_id = "listKeys", summary = "List a workspace's keys", tag = "keys", description = "List a workspace's keys (`ledger:keys:read`).", params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"), ("status" = Option<String>, Query, description = "active, revoked, expired, disabled or all (default)")), responses((status = 200, description = "The keys, oldest first", body = crate::openapi::KeyList), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/keys",
+    operation_id = "listKeys",
+    summary = "List a workspace's keys",
+    tag = "keys",
+    description = "List a workspace's keys (`ledger:keys:read`).",
+    params(
+        ("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"),
+        ("status" = Option<String>, Query, description = "active, revoked, expired, disabled or all (default)")
+    ),
+    responses(
+        (status = 200, description = "The keys, oldest first", body = KeyList),
+        AdminErrors,
+        KeyNotFound,
+        InvalidParameter
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     admin: Admin,
     Path(workspace): Path<String>,
     query: QueryPairs,
-) -> Answer {
+) -> Answer<KeyList> {
     query.only(&["status"])?;
     let workspace = parse_workspace(&workspace)?;
     admin.allow(scope::KEYS_READ, &workspace)?;
@@ -159,20 +198,39 @@ pub async fn list(
         }
     };
     let now = Timestamp::now();
-    let keys: Vec<Value> = state
+    let keys = state
         .engine
         .keys(&workspace, |status| wanted.is_none_or(|w| w == status))
         .iter()
-        .map(|k| key_view(k, now))
+        .map(|k| KeyView::new(k, now))
         .collect();
-    ok(json!({ "keys": keys }))
+    ok(KeyList { keys })
 }
 
-#[utoipa::path(get, path = "/v1/keys/{key_id}", operation_id = "getKey", summary = "Get a key", tag = "keys", description = "Show a key (`ledger:keys:read`).", params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody)))]
-pub async fn show(State(state): State<AppState>, admin: Admin, Path(key_id): Path<String>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{key_id}",
+    operation_id = "getKey",
+    summary = "Get a key",
+    tag = "keys",
+    description = "Show a key (`ledger:keys:read`).",
+    params(
+        ("key_id" = String, Path, description = "Key id, `key_` + 26 characters")
+    ),
+    responses(
+        (status = 200, description = "The key", body = KeyView),
+        AdminErrors,
+        KeyNotFound
+    )
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(key_id): Path<String>,
+) -> Answer<KeyView> {
     let key = visible_key(&state, &admin, &key_id)?;
     admin.require(scope::KEYS_READ)?;
-    ok(key_view(&key, Timestamp::now()))
+    ok(KeyView::new(&key, Timestamp::now()))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -189,13 +247,37 @@ pub struct UpdateKey {
     resources: Option<Vec<String>>,
 }
 
-#[utoipa::path(patch, path = "/v1/keys/{key_id}", operation_id = "updateKey", summary = "Update a key", tag = "keys", description = "Change name, owner, metadata or expiry; narrow scopes and resources (`ledger:keys:write`). Appends an `updated` event.", request_body = crate::keys::UpdateKey, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, is not a `_ledger` key, or may not act on this key: for a `_ledger` key it lacks one of the key's scopes or does not cover its resources; or it would give a key a later expiry than its own, or none (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "the key is revoked, a policy refuses the change, or it would revoke, disable, narrow or give an expiry to the last active full admin key without expiry (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    patch,
+    path = "/v1/keys/{key_id}",
+    operation_id = "updateKey",
+    summary = "Update a key",
+    tag = "keys",
+    description = concat!(
+        "Change name, owner, metadata or expiry; narrow scopes and resources ",
+        "(`ledger:keys:write`). Appends an `updated` event."
+    ),
+    request_body = crate::keys::UpdateKey,
+    params(
+        ("key_id" = String, Path, description = "Key id, `key_` + 26 characters")
+    ),
+    responses(
+        (status = 200, description = "The key", body = KeyView),
+        AuthorityErrors,
+        KeyNotFound,
+        Unavailable,
+        (status = 409, description = concat!(
+            "the key is revoked, a policy refuses the change, or it would revoke, disable, narrow or ",
+            "give an expiry to the last active full admin key without expiry (conflict)"
+        ), body = ErrorBody)
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     admin: Admin,
     Path(key_id): Path<String>,
     JsonBody(body): JsonBody<UpdateKey>,
-) -> Answer {
+) -> Answer<KeyView> {
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     if let Some(name) = &body.name {
@@ -232,7 +314,7 @@ pub async fn update(
         resources: body.resources.map(validate::normalize),
     };
     let key = state.engine.update(admin.caller, key.key_id, changes).await?;
-    ok(key_view(&key, Timestamp::now()))
+    ok(KeyView::new(&key, Timestamp::now()))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -241,31 +323,39 @@ pub struct RotateKey {
     overlap: Option<String>,
 }
 
-#[utoipa::path(post,
+#[utoipa::path(
+    post,
     path = "/v1/keys/{key_id}/rotate",
     operation_id = "rotateKey",
     summary = "Rotate a key",
     tag = "keys",
-    description = "Replace a key by a new one inheriting its fields (`ledger:keys:write`). Overlap 0 revokes the old key in the same step.",
+    description = concat!(
+        "Replace a key by a new one inheriting its fields (`ledger:keys:write`). Overlap 0 ",
+        "revokes the old key in the same step."
+    ),
     request_body = crate::keys::RotateKey,
-    params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters"),
-    ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")),
-    responses((status = 201, description = "The new key (with its secret) and the previous one", body = crate::openapi::Rotation),
-    (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody),
-    (status = 403, description = "the admin key lacks the scope, is not a `_ledger` key, or may not act on this key: for a `_ledger` key it lacks one of the key's scopes or does not cover its resources; or it would give a key a later expiry than its own, or none (forbidden)", body = crate::openapi::ErrorBody),
-    (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody),
-    (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody),
-    (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody),
-    (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody),
-    (status = 409, description = "the key is revoked, a policy refuses it, or the Idempotency-Key was used with a different body or its request already carried out without a kept answer (conflict)", body = crate::openapi::ErrorBody),
-    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+    params(
+        ("key_id" = String, Path, description = "Key id, `key_` + 26 characters"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")
+    ),
+    responses(
+        (status = 201, description = "The new key (with its secret) and the previous one", body = Rotation),
+        AuthorityErrors,
+        KeyNotFound,
+        Unavailable,
+        (status = 409, description = concat!(
+            "the key is revoked, a policy refuses it, or the Idempotency-Key was used with a ",
+            "different body or its request already carried out without a kept answer (conflict)"
+        ), body = ErrorBody)
+    )
+)]
 pub async fn rotate(
     State(state): State<AppState>,
     admin: Admin,
     tag: Option<Extension<IdempotencyTag>>,
     Path(key_id): Path<String>,
     OptionalJson(body): OptionalJson<RotateKey>,
-) -> Result<(StatusCode, Json<RotationView>), ApiError> {
+) -> Answer<Rotation> {
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     let overlap = match body.overlap.as_deref() {
@@ -277,7 +367,9 @@ pub async fn rotate(
     let (new, previous, secret) =
         state.engine.rotate_idempotent(admin.caller, key.key_id, overlap, tag).await?;
     let now = Timestamp::now();
-    Ok((StatusCode::CREATED, Json(rotation_view(&new, &secret, &previous, now))))
+    let rotation =
+        Rotation { key: IssuedKey::new(&new, &secret, now), previous: KeyView::new(&previous, now) };
+    Ok((StatusCode::CREATED, Json(rotation)))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -286,36 +378,102 @@ pub struct Reason {
     reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/keys/{key_id}/revoke", operation_id = "revokeKey", summary = "Revoke a key", tag = "keys", description = "Revoke a key: immediate and irreversible; repeating it returns the same revocation (`ledger:keys:write`).", request_body = crate::keys::Reason, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The revoked key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, is not a `_ledger` key, or may not act on this key: for a `_ledger` key it lacks one of the key's scopes or does not cover its resources; or it would give a key a later expiry than its own, or none (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "it would revoke, disable, narrow or give an expiry to the last active full admin key without expiry (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{key_id}/revoke",
+    operation_id = "revokeKey",
+    summary = "Revoke a key",
+    tag = "keys",
+    description = concat!(
+        "Revoke a key: immediate and irreversible; repeating it returns the same revocation ",
+        "(`ledger:keys:write`)."
+    ),
+    request_body = crate::keys::Reason,
+    params(
+        ("key_id" = String, Path, description = "Key id, `key_` + 26 characters")
+    ),
+    responses(
+        (status = 200, description = "The revoked key", body = KeyView),
+        AuthorityErrors,
+        KeyNotFound,
+        Unavailable,
+        (status = 409, description = concat!(
+            "it would revoke, disable, narrow or give an expiry to the last active full admin key ",
+            "without expiry (conflict)"
+        ), body = ErrorBody)
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     admin: Admin,
     Path(key_id): Path<String>,
     OptionalJson(body): OptionalJson<Reason>,
-) -> Answer {
+) -> Answer<KeyView> {
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     let key = state.engine.revoke(admin.caller, key.key_id, body.reason).await?;
-    ok(key_view(&key, Timestamp::now()))
+    ok(KeyView::new(&key, Timestamp::now()))
 }
 
-#[utoipa::path(post, path = "/v1/keys/{key_id}/disable", operation_id = "disableKey", summary = "Suspend a key", tag = "keys", description = "Suspend a key reversibly (`ledger:keys:write`); it verifies as invalid_api_key until enabled.", request_body = crate::keys::Reason, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, is not a `_ledger` key, or may not act on this key: for a `_ledger` key it lacks one of the key's scopes or does not cover its resources; or it would give a key a later expiry than its own, or none (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "the key is revoked, or it would revoke, disable, narrow or give an expiry to the last active full admin key without expiry (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{key_id}/disable",
+    operation_id = "disableKey",
+    summary = "Suspend a key",
+    tag = "keys",
+    description = concat!(
+        "Suspend a key reversibly (`ledger:keys:write`); it verifies as invalid_api_key until ",
+        "enabled."
+    ),
+    request_body = crate::keys::Reason,
+    params(
+        ("key_id" = String, Path, description = "Key id, `key_` + 26 characters")
+    ),
+    responses(
+        (status = 200, description = "The key", body = KeyView),
+        AuthorityErrors,
+        KeyNotFound,
+        Unavailable,
+        (status = 409, description = concat!(
+            "the key is revoked, or it would revoke, disable, narrow or give an expiry to the last ",
+            "active full admin key without expiry (conflict)"
+        ), body = ErrorBody)
+    )
+)]
 pub async fn disable(
     State(state): State<AppState>,
     admin: Admin,
     Path(key_id): Path<String>,
     OptionalJson(body): OptionalJson<Reason>,
-) -> Answer {
+) -> Answer<KeyView> {
     set_disabled(state, admin, key_id, true, body.reason).await
 }
 
-#[utoipa::path(post, path = "/v1/keys/{key_id}/enable", operation_id = "enableKey", summary = "Lift a key's suspension", tag = "keys", description = "Lift a suspension (`ledger:keys:write`).", request_body = crate::keys::Reason, params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")), responses((status = 200, description = "The key", body = crate::openapi::KeyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, is not a `_ledger` key, or may not act on this key: for a `_ledger` key it lacks one of the key's scopes or does not cover its resources; or it would give a key a later expiry than its own, or none (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "the key is revoked (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{key_id}/enable",
+    operation_id = "enableKey",
+    summary = "Lift a key's suspension",
+    tag = "keys",
+    description = "Lift a suspension (`ledger:keys:write`).",
+    request_body = crate::keys::Reason,
+    params(
+        ("key_id" = String, Path, description = "Key id, `key_` + 26 characters")
+    ),
+    responses(
+        (status = 200, description = "The key", body = KeyView),
+        AuthorityErrors,
+        KeyNotFound,
+        Unavailable,
+        (status = 409, description = "the key is revoked (conflict)", body = ErrorBody)
+    )
+)]
 pub async fn enable(
     State(state): State<AppState>,
     admin: Admin,
     Path(key_id): Path<String>,
     OptionalJson(body): OptionalJson<Reason>,
-) -> Answer {
+) -> Answer<KeyView> {
     set_disabled(state, admin, key_id, false, body.reason).await
 }
 
@@ -325,28 +483,53 @@ async fn set_disabled(
     key_id: String,
     disabled: bool,
     reason: Option<String>,
-) -> Answer {
+) -> Answer<KeyView> {
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     let key = state.engine.set_disabled(admin.caller, key.key_id, disabled, reason).await?;
-    ok(key_view(&key, Timestamp::now()))
+    ok(KeyView::new(&key, Timestamp::now()))
 }
 
-#[utoipa::path(post, path = "/v1/workspaces/{ws}/keys/revoke-all", operation_id = "revokeAllKeys", summary = "Revoke every key of a workspace", tag = "keys", description = "Emergency: revoke every key of a workspace in one step (`ledger:keys:write`). In `_ledger`, the calling admin key is spared.", request_body = crate::keys::Reason, params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"), ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")), responses((status = 200, description = "How many keys were revoked, and which", body = crate::openapi::RevokedAll), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 409, description = "the Idempotency-Key was used with a different body, or its first request is still running (conflict)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/keys/revoke-all",
+    operation_id = "revokeAllKeys",
+    summary = "Revoke every key of a workspace",
+    tag = "keys",
+    description = concat!(
+        "Emergency: revoke every key of a workspace in one step (`ledger:keys:write`). In ",
+        "`_ledger`, the calling admin key is spared."
+    ),
+    request_body = crate::keys::Reason,
+    params(
+        ("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body within 24 h replays the original response")
+    ),
+    responses(
+        (status = 200, description = "How many keys were revoked, and which", body = RevokedAll),
+        AdminErrors,
+        KeyNotFound,
+        Unavailable,
+        (status = 409, description = concat!(
+            "the Idempotency-Key was used with a different body, or its first request is still ",
+            "running (conflict)"
+        ), body = ErrorBody)
+    )
+)]
 pub async fn revoke_all(
     State(state): State<AppState>,
     admin: Admin,
     tag: Option<Extension<IdempotencyTag>>,
     Path(workspace): Path<String>,
     OptionalJson(body): OptionalJson<Reason>,
-) -> Answer {
+) -> Answer<RevokedAll> {
     let workspace = parse_workspace(&workspace)?;
     allow_write(&admin, &workspace)?;
     let tag = tag.map(|Extension(t)| t);
     let done = state.engine.revoke_all_idempotent(admin.caller, workspace, body.reason, tag).await?;
     let ids: Vec<String> = done.key_ids.iter().map(ToString::to_string).collect();
     // `skipped`: keys left alone, which the calling key does not dominate (docs/security.md).
-    ok(json!({ "revoked": ids.len(), "key_ids": ids, "skipped": done.skipped }))
+    ok(RevokedAll { revoked: ids.len() as u64, key_ids: ids, skipped: done.skipped as u64 })
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -370,24 +553,57 @@ fn max_active_keys<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
         .transpose()
 }
 
-#[utoipa::path(get, path = "/v1/workspaces/{ws}/policy", operation_id = "getPolicy", summary = "Get a workspace's policy", tag = "policies", description = "A workspace's policy (`ledger:keys:read`).", params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`")), responses((status = 200, description = "The policy", body = crate::openapi::PolicyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/policy",
+    operation_id = "getPolicy",
+    summary = "Get a workspace's policy",
+    tag = "policies",
+    description = "A workspace's policy (`ledger:keys:read`).",
+    params(
+        ("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`")
+    ),
+    responses(
+        (status = 200, description = "The policy", body = PolicyView),
+        AdminErrors,
+        KeyNotFound,
+        InvalidParameter
+    )
+)]
 pub async fn get_policy(
     State(state): State<AppState>,
     admin: Admin,
     Path(workspace): Path<String>,
-) -> Answer {
+) -> Answer<PolicyView> {
     let workspace = parse_workspace(&workspace)?;
     admin.allow(scope::KEYS_READ, &workspace)?;
-    ok(policy_view(workspace.as_str(), &state.engine.policy(&workspace)))
+    ok(PolicyView::new(workspace.as_str(), &state.engine.policy(&workspace)))
 }
 
-#[utoipa::path(put, path = "/v1/workspaces/{ws}/policy", operation_id = "setPolicy", summary = "Set a workspace's policy", tag = "policies", description = "Replace a workspace's policy (`ledger:admin`).", request_body = crate::keys::SetPolicy, params(("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`")), responses((status = 200, description = "The policy", body = crate::openapi::PolicyView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no such key or workspace, or one the admin key may not see (not_found)", body = crate::openapi::ErrorBody), (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody), (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody), (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody), (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(
+    put,
+    path = "/v1/workspaces/{ws}/policy",
+    operation_id = "setPolicy",
+    summary = "Set a workspace's policy",
+    tag = "policies",
+    description = "Replace a workspace's policy (`ledger:admin`).",
+    request_body = crate::keys::SetPolicy,
+    params(
+        ("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`")
+    ),
+    responses(
+        (status = 200, description = "The policy", body = PolicyView),
+        AdminErrors,
+        KeyNotFound,
+        Unavailable
+    )
+)]
 pub async fn put_policy(
     State(state): State<AppState>,
     admin: Admin,
     Path(workspace): Path<String>,
     JsonBody(body): JsonBody<SetPolicy>,
-) -> Answer {
+) -> Answer<PolicyView> {
     let workspace = parse_workspace(&workspace)?;
     admin.allow(scope::ADMIN, &workspace)?;
     let max_lifetime = match body.max_lifetime.as_deref() {
@@ -412,5 +628,5 @@ pub async fn put_policy(
         key_prefix,
     };
     let policy = state.engine.set_policy(admin.caller, workspace.clone(), policy).await?;
-    ok(policy_view(workspace.as_str(), &policy))
+    ok(PolicyView::new(workspace.as_str(), &policy))
 }

@@ -21,11 +21,11 @@ pub mod metrics;
 pub mod openapi;
 pub mod redact;
 pub mod request_id;
+pub mod schema;
 pub mod secret_body;
 pub mod throttle;
 mod transport;
 pub mod verify;
-pub mod views;
 pub mod webhooks;
 
 use axum::Router;
@@ -138,12 +138,8 @@ async fn healthz(
         details = true;
     }
     if state.engine.is_healthy() {
-        let body = if details {
-            serde_json::json!({"status": "ok", "log_size": state.engine.log().len()})
-        } else {
-            serde_json::json!({"status": "ok"})
-        };
-        axum::Json(body).into_response()
+        let log_size = details.then(|| state.engine.log().len());
+        axum::Json(schema::Health { status: "ok", log_size }).into_response()
     } else {
         error::ApiError::new(
             error::ErrorCode::Unavailable,
@@ -154,15 +150,67 @@ async fn healthz(
 }
 
 /// Liveness and log health (documentation of `/healthz`).
-#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", summary = "Health check", description = "Liveness and log health: 200 while the log can be written, 503 while it cannot (keyledger then fails closed). No key needed. With an admin key holding `ledger:audit:read` (or when the server runs with `--healthz-details`) the answer also has `log_size`; a presented key is checked as on every admin route.", tag = "operations", security((), ("bearer" = []), ("x_api_key" = [])), responses((status = 200, description = "Serving; the log is writable", body = openapi::Health), (status = 401, description = "a presented key is malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key)", body = openapi::ErrorBody), (status = 403, description = "the presented key lacks `ledger:audit:read` or is not a `_ledger` key (forbidden)", body = openapi::ErrorBody), (status = 429, description = "too many failed admin authentications from this source (rate_limited)", body = openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may try a key again"))), (status = 503, description = "The log cannot be written (unavailable)", body = openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "getHealth",
+    summary = "Health check",
+    description = concat!(
+        "Liveness and log health: 200 while the log can be written, 503 while it cannot ",
+        "(keyledger then fails closed). No key needed. With an admin key holding ",
+        "`ledger:audit:read` (or when the server runs with `--healthz-details`) the answer also ",
+        "has `log_size`; a presented key is checked as on every admin route."
+    ),
+    tag = "operations",
+    security((), ("bearer" = []), ("x_api_key" = [])),
+    responses(
+        (status = 200, description = "Serving; the log is writable", body = schema::Health),
+        (status = 401, description = concat!(
+            "a presented key is malformed, unknown (unauthorized), revoked or disabled ",
+            "(invalid_api_key) or expired (expired_api_key)"
+        ), body = schema::ErrorBody),
+        (status = 403,
+            description = "the presented key lacks `ledger:audit:read` or is not a `_ledger` key (forbidden)",
+            body = schema::ErrorBody),
+        (status = 429, description = "too many failed admin authentications from this source (rate_limited)",
+            body = schema::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until this source may try a key again"))),
+        schema::Unavailable
+    )
+)]
 pub fn health_doc() {}
 
 /// Prometheus metrics (documentation of `/metrics`).
-#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", summary = "Prometheus metrics", description = "Prometheus metrics in the text format. No authentication, and never a secret.", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format: verifications by outcome, append latency, batch sizes, log size, checkpoint age, HTTP requests by route. Never a secret.", content_type = "text/plain", body = String)))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "getMetrics",
+    summary = "Prometheus metrics",
+    description = "Prometheus metrics in the text format. No authentication, and never a secret.",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = concat!(
+            "Prometheus text format: verifications by outcome, append latency, batch sizes, log ",
+            "size, checkpoint age, HTTP requests by route. Never a secret."
+        ), content_type = "text/plain", body = String)
+    )
+)]
 pub fn metrics_doc() {}
 
 /// This document (documentation of `/openapi.json`).
-#[utoipa::path(get, path = "/openapi.json", operation_id = "getOpenApiDocument", summary = "OpenAPI document", description = "This OpenAPI 3.1 document. No authentication.", tag = "operations", security(()), responses((status = 200, description = "The OpenAPI 3 document of this API", content_type = "application/json", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "getOpenApiDocument",
+    summary = "OpenAPI document",
+    description = "This OpenAPI 3.1 document. No authentication.",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "The OpenAPI 3 document of this API", content_type = "application/json", body = Object)
+    )
+)]
 pub fn openapi_doc() {}
 
 async fn openapi_json() -> axum::Json<serde_json::Value> {

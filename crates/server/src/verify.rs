@@ -11,6 +11,7 @@ use crate::auth::presented_key;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::QueryPairs;
 use crate::forwarded::client_ip;
+use crate::schema::Verified;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
@@ -72,12 +73,12 @@ pub struct ContextBody {
     ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"),
     ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"),
     ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")),
-    responses((status = 200, description = "Valid; also headers x-keyledger-key-id and x-keyledger-workspace", body = crate::openapi::Verified),
-    (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))),
-    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+    responses(
+        (status = 200, description = "Valid; also headers x-keyledger-key-id and x-keyledger-workspace", body = crate::schema::Verified),
+        crate::schema::VerifyDenials,
+        crate::schema::InvalidRequirement
+    )
+)]
 pub fn verify_get_doc() {}
 
 /// The OpenAPI operation of verification by POST: JSON mode, or forward-auth mode without a
@@ -88,7 +89,12 @@ pub fn verify_get_doc() {}
     summary = "Verify a key",
     tag = "verify",
     security(()),
-    description = "JSON mode: the key, the requirements and the context in a JSON body. Without a body (or without `Content-Type: application/json`) this is forward-auth mode, as `GET /v1/verify`: the key from the headers, requirements from the query (or the x-keyledger-require-* headers). Appends one `used` or `denied` event for a known key.",
+    description = concat!(
+        "JSON mode: the key, the requirements and the context in a JSON body. Without a body (or ",
+        "without `Content-Type: application/json`) this is forward-auth mode, as `GET /v1/verify`: ",
+        "the key from the headers, requirements from the query (or the x-keyledger-require-* ",
+        "headers). Appends one `used` or `denied` event for a known key."
+    ),
     request_body(content = VerifyBody,
     description = "JSON mode's request; absent in forward-auth mode",
     content_type = "application/json"),
@@ -98,14 +104,11 @@ pub fn verify_get_doc() {}
     ("workspace" = Option<String>, Query, description = "Forward-auth mode only: required workspace"),
     ("Authorization" = Option<String>, Header, description = "Forward-auth mode only: `Bearer K` or `Api-Key K`"),
     ("x-api-key" = Option<String>, Header, description = "Forward-auth mode only: the key")),
-    responses((status = 200, description = "Valid", body = crate::openapi::Verified),
-    (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 400, description = "a field is invalid; the message names it (invalid_request)", body = crate::openapi::ErrorBody),
-    (status = 422, description = "the body does not match the schema (invalid_request)", body = crate::openapi::ErrorBody),
-    (status = 413, description = "the body exceeds the limit (payload_too_large)", body = crate::openapi::ErrorBody),
-    (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))),
-    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+    responses(
+        (status = 200, description = "Valid", body = crate::schema::Verified),
+        crate::schema::VerifyDenials
+    )
+)]
 pub fn verify_post_doc() {}
 
 /// The OpenAPI operation of Envoy ext_authz HTTP mode. Served by [`verify`].
@@ -126,12 +129,12 @@ pub fn verify_post_doc() {}
     ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"),
     ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"),
     ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")),
-    responses((status = 200, description = "Valid", body = crate::openapi::Verified),
-    (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))),
-    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+    responses(
+        (status = 200, description = "Valid", body = crate::schema::Verified),
+        crate::schema::VerifyDenials,
+        crate::schema::InvalidRequirement
+    )
+)]
 pub fn verify_suffix_doc() {}
 
 /// The OpenAPI operation of the suffix form by POST. Served by [`verify`].
@@ -152,12 +155,12 @@ pub fn verify_suffix_doc() {}
     ("X-Forwarded-Uri" = Option<String>, Header, description = "Original path (recorded)"),
     ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (recorded)"),
     ("X-Request-Id" = Option<String>, Header, description = "The gateway's request id (recorded as context)")),
-    responses((status = 200, description = "Valid", body = crate::openapi::Verified),
-    (status = 401, description = "malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) key; body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 403, description = "scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 400, description = "a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`", body = crate::openapi::ErrorBody),
-    (status = 429, description = "too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds until this source may verify again"))),
-    (status = 503, description = "the log cannot be written; keyledger fails closed (unavailable)", body = crate::openapi::ErrorBody)))]
+    responses(
+        (status = 200, description = "Valid", body = crate::schema::Verified),
+        crate::schema::VerifyDenials,
+        crate::schema::InvalidRequirement
+    )
+)]
 pub fn verify_suffix_post_doc() {}
 
 fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
@@ -271,20 +274,6 @@ async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response
         throttle.charge(*source);
     }
     response
-}
-
-/// The answer to a successful verification (`crate::openapi::Verified` documents it),
-/// serialized straight from the key record.
-#[derive(serde::Serialize)]
-struct Verified<'a> {
-    valid: bool,
-    key_id: &'a str,
-    workspace: &'a str,
-    environment: &'a str,
-    scopes: &'a [String],
-    owner: Option<&'a str>,
-    expires_at: Option<String>,
-    request_id: String,
 }
 
 fn denial(error: ApiError) -> Response {
