@@ -520,6 +520,8 @@ impl Modify for Security {
         crate::integrity::public_key,
         crate::integrity::inclusion,
         crate::integrity::consistency,
+        crate::tiles::checkpoint_doc,
+        crate::tiles::tile_doc,
         crate::audit::key_events,
         crate::audit::compromise,
         crate::audit::request,
