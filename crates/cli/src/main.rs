@@ -178,6 +178,11 @@ struct ServeArgs {
     /// ledger:audit:read: it counts every tenant's traffic).
     #[arg(long, env = "KEYLEDGER_HEALTHZ_DETAILS")]
     healthz_details: bool,
+    /// Serve /checkpoint and the tlog hash tiles (/tile/<L>/…) to anyone, without a key
+    /// (docs/api.md, "Tiles"). Entry bundles (/tile/entries/…) always need an admin key
+    /// holding ledger:audit:read over all workspaces.
+    #[arg(long, env = "KEYLEDGER_PUBLIC_LOG")]
+    public_log: bool,
     /// PEM certificate chain: serve HTTPS directly (with --tls-key), for deployments
     /// without a TLS-terminating proxy in front.
     #[arg(long, env = "KEYLEDGER_TLS_CERT", requires = "tls_key")]
@@ -284,6 +289,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         throttle_failed_verifications: args.throttle_failed_verifications,
         throttle_failed_admin_auth: args.throttle_failed_admin_auth,
         healthz_details: args.healthz_details,
+        public_log: args.public_log,
         ..keyledger_server::ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -125,6 +125,34 @@ impl Levels {
         file.read_exact_at(&mut hash, index * HASH_LEN).map_err(io_err("read", &self.path(level)))?;
         Ok(hash)
     }
+
+    /// Nodes `(level, start ..)` into `out`: one positional read of a stored level, or,
+    /// below [`LOWEST_STORED_LEVEL`], the leaves they cover read in one run and hashed up.
+    fn read_run(&self, level: usize, start: u64, out: &mut [Hash]) -> Result<(), TreeError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if level < LOWEST_STORED_LEVEL as usize {
+            let mut leaves = vec![[0u8; 32]; out.len() << level];
+            self.leaves.leaves(start << level, &mut leaves)?;
+            let mut width = leaves.len();
+            while width > out.len() {
+                width /= 2;
+                for i in 0..width {
+                    leaves[i] = node_hash(&leaves[2 * i], &leaves[2 * i + 1]);
+                }
+            }
+            out.copy_from_slice(&leaves[..out.len()]);
+            return Ok(());
+        }
+        let file = self.file(level)?;
+        let mut bytes = vec![0u8; out.len() * HASH_LEN as usize];
+        file.read_exact_at(&mut bytes, start * HASH_LEN).map_err(io_err("read", &self.path(level)))?;
+        for (slot, hash) in out.iter_mut().zip(bytes.chunks_exact(HASH_LEN as usize)) {
+            slot.copy_from_slice(hash);
+        }
+        Ok(())
+    }
 }
 
 /// Read access to the stored nodes, shareable across threads. Only nodes of the published
@@ -158,6 +186,22 @@ impl TreeReader {
             }
         }
         Ok(peaks)
+    }
+
+    /// The run of nodes `(level, start)`, `(level, start + 1)`, … `(level, start + out.len() - 1)`
+    /// of the published tree, into `out`: the hashes of consecutive complete subtrees of
+    /// `2^level` leaves, as a tlog tile serves them. A stored level is one read; below
+    /// [`LOWEST_STORED_LEVEL`] the covered leaves are read in one run and hashed up (at most
+    /// `out.len() * 8` records). Every node must be complete in the published tree.
+    pub fn nodes(&self, level: u32, start: u64, out: &mut [Hash]) -> Result<(), TreeError> {
+        let size = self.size();
+        let end = start.checked_add(out.len() as u64);
+        match end {
+            Some(end) if level < 64 && end <= size >> level => {
+                self.levels.read_run(level as usize, start, out)
+            }
+            _ => Err(TreeError::OutOfRange { level, index: end.unwrap_or(u64::MAX).saturating_sub(1), size }),
+        }
     }
 
     /// Root of the tree of the first `size` leaves (any size up to the published one).
@@ -498,6 +542,41 @@ mod tests {
             }
         }
         assert!(reader.node(0, 70).is_err() && reader.node(4, 4).is_err());
+    }
+
+    #[test]
+    fn runs_of_nodes_are_the_nodes_one_by_one_at_every_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = leaves(600);
+        let writer = store(dir.path(), &all, 50);
+        let reader = writer.reader();
+        let full = MemoryNodes::from_leaves(&all);
+        for level in 0..10u32 {
+            let count = 600u64 >> level;
+            for (start, len) in [(0, count), (1, count.saturating_sub(1)), (count / 3, count / 2), (count, 0)]
+            {
+                let mut run = vec![[0u8; 32]; len as usize];
+                reader.nodes(level, start, &mut run).unwrap();
+                for (i, hash) in run.iter().enumerate() {
+                    assert_eq!(
+                        *hash,
+                        full.node(level, start + i as u64).unwrap(),
+                        "({level}, {start} + {i})"
+                    );
+                }
+            }
+            // One node past the complete ones, or a run that overflows, is out of range.
+            let mut one = [[0u8; 32]; 1];
+            assert!(matches!(reader.nodes(level, count, &mut one), Err(TreeError::OutOfRange { .. })));
+            assert!(matches!(reader.nodes(level, u64::MAX, &mut one), Err(TreeError::OutOfRange { .. })));
+        }
+        let mut one = [[0u8; 32]; 1];
+        assert!(matches!(reader.nodes(64, 0, &mut one), Err(TreeError::OutOfRange { .. })));
+        // Leaves past the published size are not visible.
+        writer.hide_after(300);
+        let mut run = vec![[0u8; 32]; 2];
+        assert!(reader.nodes(8, 0, &mut run).is_err());
+        reader.nodes(8, 0, &mut run[..1]).unwrap();
     }
 
     proptest! {

@@ -10,23 +10,10 @@
 use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::ApiError;
+use crate::schema::EntryView;
 use axum::Json;
 use axum::extract::{Path, State};
 use base64::Engine as _;
-use serde::Serialize;
-use serde_json::{Value, json};
-use utoipa::ToSchema;
-
-/// One entry of the log.
-#[derive(Serialize, ToSchema)]
-pub struct EntryView {
-    /// The event's seq (its leaf index).
-    pub seq: u64,
-    /// Standard base64 of the event's stored bytes (docs/log-format.md).
-    pub raw: String,
-    /// Hex of the leaf hash of those bytes.
-    pub leaf_hash: String,
-}
 
 #[utoipa::path(
     get,
@@ -38,17 +25,17 @@ pub struct EntryView {
     params(("seq" = u64, Path, description = "Event seq")),
     responses(
         (status = 200, description = "The entry", body = EntryView),
-        (status = 400, description = "`seq` is not a non-negative integer (invalid_request)", body = crate::openapi::ErrorBody),
-        (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "the admin key lacks the scope, is limited to some workspaces, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no event with this seq yet (not_found)", body = crate::openapi::ErrorBody)
+        (status = 400, description = "`seq` is not a non-negative integer (invalid_request)", body = crate::schema::ErrorBody),
+        (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::schema::ErrorBody),
+        (status = 403, description = "the admin key lacks the scope, is limited to some workspaces, or is not a `_ledger` key (forbidden)", body = crate::schema::ErrorBody),
+        (status = 404, description = "no event with this seq yet (not_found)", body = crate::schema::ErrorBody)
     )
 )]
 pub async fn entry(
     State(state): State<AppState>,
     admin: Admin,
     Path(seq): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EntryView>, ApiError> {
     admin.require(scope::AUDIT_READ)?;
     if !admin.key.resources.is_empty() {
         return Err(ApiError::forbidden(
@@ -64,9 +51,9 @@ pub async fn entry(
         tracing::error!(%error, seq, "cannot read a log entry");
         ApiError::new(crate::error::ErrorCode::Internal, "internal error")
     })?;
-    Ok(Json(json!({
-        "seq": seq,
-        "raw": base64::engine::general_purpose::STANDARD.encode(&raw),
-        "leaf_hash": hex::encode(keyledger_verify::merkle::leaf_hash(&raw)),
-    })))
+    Ok(Json(EntryView {
+        seq,
+        raw: base64::engine::general_purpose::STANDARD.encode(&raw),
+        leaf_hash: hex::encode(keyledger_verify::merkle::leaf_hash(&raw)),
+    }))
 }

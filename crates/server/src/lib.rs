@@ -24,6 +24,7 @@ pub mod request_id;
 pub mod schema;
 pub mod secret_body;
 pub mod throttle;
+pub mod tiles;
 mod transport;
 pub mod verify;
 pub mod webhooks;
@@ -66,6 +67,9 @@ pub struct ServerConfig {
     /// its opening or its previous response; then the connection is closed. Bounds slow-loris
     /// clients and idle keep-alive connections (see `transport`).
     pub header_read_timeout: std::time::Duration,
+    /// `/checkpoint` and the hash tiles are served without a key (`serve --public-log`);
+    /// entry bundles always need one (see [`tiles`]).
+    pub public_log: bool,
 }
 
 /// [`ServerConfig::header_read_timeout`] unless configured.
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             healthz_details: false,
             max_header_bytes: throttle::DEFAULT_MAX_HEADER_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            public_log: false,
         }
     }
 }
@@ -254,6 +259,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/proofs/inclusion", get(integrity::inclusion))
         .route("/v1/log/proofs/consistency", get(integrity::consistency))
         .route("/v1/log/entries/{seq}", get(entries::entry))
+        .route("/checkpoint", get(tiles::checkpoint))
+        .route("/tile/{*path}", get(tiles::tile))
         // export routes
         .route("/v1/export", get(export::export))
         // end export routes

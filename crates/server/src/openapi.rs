@@ -140,6 +140,8 @@ impl Modify for Security {
         crate::integrity::inclusion,
         crate::integrity::consistency,
         crate::entries::entry,
+        crate::tiles::checkpoint_doc,
+        crate::tiles::tile_doc,
         crate::audit::key_events,
         crate::audit::compromise,
         crate::audit::request,

@@ -34,3 +34,14 @@ impl ProofView {
         Self { hashes: hashes.iter().map(hex::encode).collect() }
     }
 }
+
+/// One entry of the log.
+#[derive(Serialize, ToSchema)]
+pub struct EntryView {
+    /// The event's seq (its leaf index).
+    pub seq: u64,
+    /// Standard base64 of the event's stored bytes (docs/log-format.md).
+    pub raw: String,
+    /// Hex of the leaf hash of those bytes.
+    pub leaf_hash: String,
+}
