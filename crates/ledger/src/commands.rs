@@ -6,9 +6,9 @@
 
 use crate::error::LedgerError;
 use crate::state::{KeyRecord, VerifyRequirements};
+use crate::verdict::Verdict;
 use keyledger_core::{
-    Actor, DenyReason, Environment, KeyHash, KeyId, KeyPrefix, Policy, RequestId, Timestamp, UsageContext,
-    WorkspaceId,
+    Actor, Environment, KeyHash, KeyId, KeyPrefix, Policy, RequestId, Timestamp, UsageContext, WorkspaceId,
 };
 
 /// Who asks, under which request id.
@@ -147,14 +147,6 @@ pub enum Command {
         workspace: WorkspaceId,
         found: Option<KeyId>,
     },
-}
-
-/// What a verification of a known key decided, as recorded in the log.
-#[derive(Clone, Debug)]
-pub struct Verdict {
-    pub key: KeyRecord,
-    pub outcome: Result<(), DenyReason>,
-    pub seq: u64,
 }
 
 /// The answer to a command. Large records are boxed: replies cross a channel per command.

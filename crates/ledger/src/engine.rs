@@ -12,14 +12,13 @@
 //! - A verification sequenced after a revoke sees the revoke (the sequencer decides it).
 //! - Nothing but the writer thread appends to the log.
 
-use crate::commands::{
-    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict,
-};
+use crate::commands::{Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Reply};
 use crate::datadir::{self, DataDirError, DirLock};
 use crate::error::{AuthError, LedgerError};
 use crate::projection::{Projection, ProjectionError, Projections, RegistryProjection};
 use crate::projector::{Feed, Projector};
 use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements};
+use crate::verdict::Verdict;
 use keyledger_core::{
     KeyId, KeyPrefix, Pepper, Policy, RequestId, Secret, Timestamp, UsageContext, WorkspaceId, validate,
 };

@@ -16,11 +16,10 @@
 use crate::authority::{
     Authority, Target, is_full_admin, is_last_full_admin, is_lasting_full_admin, keep_last_full_admin,
 };
-use crate::commands::{
-    Caller, Command, CommandResult, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict,
-};
+use crate::commands::{Caller, Command, CommandResult, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply};
 use crate::error::{AuthError, LedgerError};
 use crate::state::{KeyRecord, KeyStatus, LedgerState, decide};
+use crate::verdict::Verdict;
 use keyledger_core::{
     Actor, Created, Denial, DenyReason, Disabled, KeyId, KeyRef, Payload, Policy, PolicySet, Revoked,
     Rotated, Timestamp, Updated, Usage, WorkspaceId,
@@ -104,7 +103,10 @@ impl Sequencer for LedgerSequencer {
                     }
                 };
                 let seq = emit(&mut state, batch, &Actor::Verifier, request_id, payload);
-                let key = state.key(&key_id).ok_or_else(|| LedgerError::Internal("key vanished".into()))?;
+                let key = state
+                    .view(&key_id)
+                    .ok_or_else(|| LedgerError::Internal("key vanished".into()))?
+                    .verified();
                 Ok(Reply::Verdict(Box::new(Verdict { key, outcome, seq })))
             }
             Command::Create { caller, workspace, spec, secret, idempotency } => {

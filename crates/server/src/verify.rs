@@ -388,7 +388,7 @@ async fn decide(
                     workspace: key.workspace.as_str(),
                     environment: key.environment.as_str(),
                     scopes: &key.scopes,
-                    owner: key.owner.as_deref(),
+                    owner: key.owner.as_deref().map(String::as_str),
                     expires_at: key.expires_at.map(|t| t.to_rfc3339()),
                     request_id: request_id.to_string(),
                 };
