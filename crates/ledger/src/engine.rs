@@ -120,7 +120,9 @@ pub struct EngineCounters {
 /// The outcome of a verification, for the API.
 #[derive(Debug, Clone)]
 pub enum VerifyOutcome {
-    /// Malformed key, bad checksum, or unknown: no event.
+    /// Missing, not of keyledger's form, or a bad checksum: no lookup, no event.
+    Malformed,
+    /// Well-formed, but no key of this ledger: no event.
     Unknown,
     /// A known key: allowed or denied, recorded at `seq`.
     Known(Verdict),
@@ -555,7 +557,10 @@ impl Engine {
         wants: VerifyRequirements,
         context: UsageContext,
     ) -> Result<VerifyOutcome, LedgerError> {
-        let Some(key_id) = self.lookup(presented) else { return Ok(VerifyOutcome::Unknown) };
+        let key_id = match self.lookup(presented) {
+            Ok(key_id) => key_id,
+            Err(outcome) => return Ok(outcome),
+        };
         let verdict = self
             .run(self.usage_durability, |reply| Command::Verify { request_id, key_id, wants, context, reply })
             .await?;
@@ -563,17 +568,19 @@ impl Engine {
     }
 
     /// Checksum, keyed hash, registry lookup: the part of verification that needs no log.
-    fn lookup(&self, presented: &str) -> Option<KeyId> {
+    /// A key that matches nothing is its outcome ([`VerifyOutcome::Malformed`] or
+    /// [`VerifyOutcome::Unknown`]).
+    fn lookup(&self, presented: &str) -> Result<KeyId, VerifyOutcome> {
         if Secret::check(presented).is_err() {
             self.counters.verify_malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(VerifyOutcome::Malformed);
         }
         let hash = self.pepper.hash(presented);
         let found = self.read_state().id_by_hash(&hash);
-        if found.is_none() {
+        found.ok_or_else(|| {
             self.counters.verify_unknown.fetch_add(1, Ordering::Relaxed);
-        }
-        found
+            VerifyOutcome::Unknown
+        })
     }
 
     /// Authenticates an admin key (workspace `_ledger`). Appends nothing.
