@@ -290,13 +290,22 @@ impl Outcome {
 }
 
 /// A verification request, parsed and checked: the presented key, what it must allow, and
-/// the context its usage event records.
+/// the context its usage event records. Its `Debug` never shows the key.
 #[doc(hidden)]
-#[derive(Debug)]
 pub struct VerifyRequest {
     pub key: String,
     pub wants: VerifyRequirements,
     pub context: UsageContext,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key", &"[redacted]")
+            .field("wants", &self.wants)
+            .field("context", &self.context)
+            .finish()
+    }
 }
 
 /// The answer to a successful verification (`crate::openapi::Verified` documents it),
@@ -549,6 +558,15 @@ mod tests {
             parse(Method::GET, "/v1/verify?environment=prod", &none, "").unwrap_err(),
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn a_parsed_request_never_shows_its_key() {
+        let body = r#"{"key": "kl_live_supersecretvalue"}"#;
+        let request = parse(Method::POST, "/v1/verify", &json_headers(), body).unwrap();
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
     }
 
     #[test]
