@@ -1,21 +1,33 @@
 //! The admin and verify APIs' JSON request bodies: every body type the server deserializes
-//! (`CreateKey`, `UpdateKey`, `RotateKey`, `Reason`, `SetPolicy`, `LookupBody`, `VerifyBody`
-//! with the checks verify runs before its lookup), then the field validators the handlers
-//! apply, fed from any JSON object. Never panics.
+//! (`CreateKey`, `UpdateKey`, `RotateKey`, `Reason`, `SetPolicy`, `LookupBody`), verify's own
+//! parser (`verify::parse_request`, the very function the handler calls before its lookup)
+//! on the input as a JSON body and as a forward-auth query string, then the field
+//! validators the handlers apply, fed from any JSON object. Never panics.
 #![no_main]
 
 use keyledger_core::time::parse_duration;
 use keyledger_core::{Environment, KeyId, KeyPrefix, Timestamp, WorkspaceId, validate};
 use keyledger_server::{audit, keys, verify};
 use libfuzzer_sys::fuzz_target;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Method, Uri};
 use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr};
 
 fn strings(value: &Value) -> Option<Vec<String>> {
     value.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect()
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = verify::fuzz_verify_body(data);
+    let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut json = HeaderMap::new();
+    json.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let _ = verify::parse_request(&Method::POST, &Uri::from_static("/v1/verify"), &json, data, client);
+    if let Ok(query) = std::str::from_utf8(data)
+        && let Ok(uri) = format!("/v1/verify?{query}").parse::<Uri>()
+    {
+        let _ = verify::parse_request(&Method::GET, &uri, &HeaderMap::new(), b"", client);
+    }
     let _ = serde_json::from_slice::<keys::CreateKey>(data);
     let _ = serde_json::from_slice::<keys::UpdateKey>(data);
     let _ = serde_json::from_slice::<keys::RotateKey>(data);

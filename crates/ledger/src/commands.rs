@@ -3,13 +3,20 @@
 //! A command carries everything the writer thread needs to decide it against the current
 //! state (secrets are already reduced to their keyed hash and hint). Pure field validation
 //! happens before a command is built; state-dependent rules are checked by the sequencer.
+//!
+//! Each command also carries its own [`Responder`], typed for its answer (a create answers
+//! a [`KeyRecord`], a verification a [`Verdict`], …): the sequencer answers through it, and
+//! the engine reads the answer with [`Answer::take`] only once the log's writer has
+//! acknowledged the command, so a caller never sees an answer whose events are not as
+//! durable as it asked, and never an answer of another kind.
 
 use crate::error::LedgerError;
-use crate::state::{KeyRecord, VerifyRequirements};
+use crate::state::{KeyRecord, VerifyRequirements, Webhook};
+use crate::verdict::Verdict;
 use keyledger_core::{
-    Actor, DenyReason, Environment, KeyHash, KeyId, KeyPrefix, Policy, RequestId, Timestamp, UsageContext,
-    WorkspaceId,
+    Actor, Environment, KeyHash, KeyId, KeyPrefix, Policy, RequestId, Timestamp, UsageContext, WorkspaceId,
 };
+use tokio::sync::oneshot;
 
 /// Who asks, under which request id.
 #[derive(Clone, Debug)]
@@ -86,6 +93,53 @@ pub struct KeyChanges {
     pub resources: Option<Vec<String>>,
 }
 
+/// Where the sequencer puts a command's answer (see the module docs).
+#[derive(Debug)]
+pub struct Responder<T>(oneshot::Sender<Result<T, LedgerError>>);
+
+/// The engine's side of a [`Responder`].
+#[derive(Debug)]
+pub struct Answer<T>(oneshot::Receiver<Result<T, LedgerError>>);
+
+/// A responder and the answer it fills.
+pub fn responder<T>() -> (Responder<T>, Answer<T>) {
+    let (sender, receiver) = oneshot::channel();
+    (Responder(sender), Answer(receiver))
+}
+
+impl<T> Responder<T> {
+    /// Answers the command. An engine that stopped waiting simply never reads it.
+    pub fn send(self, answer: Result<T, LedgerError>) {
+        let _ = self.0.send(answer);
+    }
+}
+
+impl<T> Answer<T> {
+    /// The sequencer's answer, read after the writer acknowledged the command: the
+    /// sequencer answers every command it sequences before the writer acknowledges it, so
+    /// the answer is there. Without one (a sequencer that did not run), an internal error.
+    pub fn take(mut self) -> Result<T, LedgerError> {
+        self.0.try_recv().unwrap_or_else(|_| {
+            Err(LedgerError::Internal("the writer acknowledged an unanswered command".into()))
+        })
+    }
+}
+
+/// What a rotation answers: the new key, and the rotated one as the rotation left it.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    pub key: KeyRecord,
+    pub previous: KeyRecord,
+}
+
+/// What a revoke-all did: the keys it revoked, and how many unrevoked keys of the workspace
+/// it left alone (the caller's own, keys it does not dominate, the last full admin key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedAll {
+    pub key_ids: Vec<KeyId>,
+    pub skipped: usize,
+}
+
 #[derive(Debug)]
 pub enum Command {
     Create {
@@ -94,6 +148,7 @@ pub enum Command {
         spec: KeySpec,
         secret: IssuedSecret,
         idempotency: Option<IdempotencyTag>,
+        reply: Responder<KeyRecord>,
     },
     Rotate {
         caller: Caller,
@@ -101,81 +156,59 @@ pub enum Command {
         overlap: i64,
         secret: IssuedSecret,
         idempotency: Option<IdempotencyTag>,
+        reply: Responder<Rotation>,
     },
     Revoke {
         caller: Caller,
         key_id: KeyId,
         reason: Option<String>,
+        reply: Responder<KeyRecord>,
     },
     RevokeAll {
         caller: Caller,
         workspace: WorkspaceId,
         reason: Option<String>,
         idempotency: Option<IdempotencyTag>,
+        reply: Responder<RevokedAll>,
     },
     SetPolicy {
         caller: Caller,
         workspace: WorkspaceId,
         policy: Policy,
+        reply: Responder<Policy>,
     },
     Update {
         caller: Caller,
         key_id: KeyId,
         changes: KeyChanges,
+        reply: Responder<KeyRecord>,
     },
     SetDisabled {
         caller: Caller,
         key_id: KeyId,
         disabled: bool,
         reason: Option<String>,
+        reply: Responder<KeyRecord>,
     },
     Verify {
         request_id: RequestId,
         key_id: KeyId,
         wants: VerifyRequirements,
         context: UsageContext,
+        reply: Responder<Verdict>,
     },
     /// Configures (`Some(url, events)`) or disables (`None`) a workspace's webhook.
     SetWebhook {
         caller: Caller,
         workspace: WorkspaceId,
         config: Option<(String, Vec<String>)>,
+        reply: Responder<Webhook>,
     },
     /// Records that an admin looked up a candidate leaked secret (never the candidate).
     RecordLookup {
         caller: Caller,
         workspace: WorkspaceId,
         found: Option<KeyId>,
+        reply: Responder<u64>,
     },
 }
-
-/// What a verification of a known key decided, as recorded in the log.
-#[derive(Clone, Debug)]
-pub struct Verdict {
-    pub key: KeyRecord,
-    pub outcome: Result<(), DenyReason>,
-    pub seq: u64,
-}
-
-/// The answer to a command. Large records are boxed: replies cross a channel per command.
-#[derive(Debug)]
-pub enum Reply {
-    Key(Box<KeyRecord>),
-    Rotation {
-        key: Box<KeyRecord>,
-        previous: Box<KeyRecord>,
-    },
-    /// The keys a revoke-all revoked, and how many unrevoked keys of the workspace it left
-    /// alone (the caller's own, keys it does not dominate, the last full admin key).
-    RevokedAll {
-        key_ids: Vec<KeyId>,
-        skipped: usize,
-    },
-    Policy(Policy),
-    Verdict(Box<Verdict>),
-    /// The seq of a recorded event.
-    Recorded(u64),
-    Webhook(Box<crate::state::Webhook>),
-}
-
-pub type CommandResult = Result<Reply, LedgerError>;

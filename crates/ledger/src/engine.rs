@@ -13,13 +13,15 @@
 //! - Nothing but the writer thread appends to the log.
 
 use crate::commands::{
-    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict,
+    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Responder, Rotation,
+    responder,
 };
 use crate::datadir::{self, DataDirError, DirLock};
 use crate::error::{AuthError, LedgerError};
 use crate::projection::{Projection, ProjectionError, Projections, RegistryProjection};
 use crate::projector::{Feed, Projector};
 use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements};
+use crate::verdict::Verdict;
 use keyledger_core::{
     KeyId, KeyPrefix, Pepper, Policy, RequestId, Secret, Timestamp, UsageContext, WorkspaceId, validate,
 };
@@ -93,13 +95,7 @@ pub struct InitOutcome {
 pub const ADMIN_SCOPES: [&str; 5] =
     ["ledger:admin", "ledger:audit:read", "ledger:export", "ledger:keys:read", "ledger:keys:write"];
 
-/// What a revoke-all did: the keys it revoked, and how many unrevoked keys of the workspace
-/// it left alone (the caller's own, keys it does not dominate, the last full admin key).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RevokedAll {
-    pub key_ids: Vec<KeyId>,
-    pub skipped: usize,
-}
+pub use crate::commands::RevokedAll;
 
 /// A key holding every admin scope over every workspace, without expiry.
 fn full_admin_spec(name: &str) -> KeySpec {
@@ -124,10 +120,12 @@ pub struct EngineCounters {
 /// The outcome of a verification, for the API.
 #[derive(Debug, Clone)]
 pub enum VerifyOutcome {
-    /// Malformed key, bad checksum, or unknown: no event.
+    /// Missing, not of keyledger's form, or a bad checksum: no lookup, no event.
+    Malformed,
+    /// Well-formed, but no key of this ledger: no event.
     Unknown,
     /// A known key: allowed or denied, recorded at `seq`.
-    Known(Box<Verdict>),
+    Known(Verdict),
 }
 
 /// A running engine over one data dir.
@@ -377,8 +375,21 @@ impl Engine {
 
     // ----- commands -------------------------------------------------------------------
 
-    async fn submit(&self, command: Command) -> Result<Reply, LedgerError> {
-        self.writer.submit(command, Durability::Synced).await?
+    /// Submits the command `command` builds around its responder, at `durability`, and
+    /// returns its answer once the writer acknowledged it.
+    async fn run<T>(
+        &self,
+        durability: Durability,
+        command: impl FnOnce(Responder<T>) -> Command,
+    ) -> Result<T, LedgerError> {
+        let (reply, answer) = responder();
+        self.writer.submit(command(reply), durability).await?;
+        answer.take()
+    }
+
+    /// A lifecycle command: answered once its events are fsynced.
+    async fn submit<T>(&self, command: impl FnOnce(Responder<T>) -> Command) -> Result<T, LedgerError> {
+        self.run(Durability::Synced, command).await
     }
 
     fn issue_secret(
@@ -396,16 +407,6 @@ impl Engine {
             prefix,
         };
         Ok((secret, issued))
-    }
-
-    fn create_command(
-        &self,
-        caller: Caller,
-        workspace: WorkspaceId,
-        spec: KeySpec,
-    ) -> Result<(Secret, Command), LedgerError> {
-        let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
-        Ok((secret, Command::Create { caller, workspace, spec, secret: issued, idempotency: None }))
     }
 
     /// Issues a key. Returns its record and the secret (the only time it exists outside
@@ -428,14 +429,11 @@ impl Engine {
         spec: KeySpec,
         idempotency: Option<IdempotencyTag>,
     ) -> Result<(KeyRecord, Secret), LedgerError> {
-        let (secret, mut command) = self.create_command(caller, workspace, spec)?;
-        if let Command::Create { idempotency: tag, .. } = &mut command {
-            *tag = idempotency;
-        }
-        match self.submit(command).await? {
-            Reply::Key(record) => Ok((*record, secret)),
-            other => Err(unexpected(other)),
-        }
+        let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
+        let record = self
+            .submit(|reply| Command::Create { caller, workspace, spec, secret: issued, idempotency, reply })
+            .await?;
+        Ok((record, secret))
     }
 
     /// [`Self::create`] for synchronous callers (init, generators); not from async code.
@@ -445,11 +443,11 @@ impl Engine {
         workspace: WorkspaceId,
         spec: KeySpec,
     ) -> Result<(KeyRecord, Secret), LedgerError> {
-        let (secret, command) = self.create_command(caller, workspace, spec)?;
-        match self.writer.submit_blocking(command, Durability::Synced)?? {
-            Reply::Key(record) => Ok((*record, secret)),
-            other => Err(unexpected(other)),
-        }
+        let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
+        let (reply, answer) = responder();
+        let command = Command::Create { caller, workspace, spec, secret: issued, idempotency: None, reply };
+        self.writer.submit_blocking(command, Durability::Synced)?;
+        Ok((answer.take()?, secret))
     }
 
     /// Rotates a key: a new key inheriting its fields, the old one revoked now
@@ -477,10 +475,10 @@ impl Engine {
             (key.workspace().clone(), key.environment())
         };
         let (secret, issued) = self.issue_secret(&workspace, environment)?;
-        match self.submit(Command::Rotate { caller, key_id, overlap, secret: issued, idempotency }).await? {
-            Reply::Rotation { key, previous } => Ok((*key, *previous, secret)),
-            other => Err(unexpected(other)),
-        }
+        let Rotation { key, previous } = self
+            .submit(|reply| Command::Rotate { caller, key_id, overlap, secret: issued, idempotency, reply })
+            .await?;
+        Ok((key, previous, secret))
     }
 
     pub async fn revoke(
@@ -492,7 +490,7 @@ impl Engine {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
-        expect_key(self.submit(Command::Revoke { caller, key_id, reason }).await?)
+        self.submit(|reply| Command::Revoke { caller, key_id, reason, reply }).await
     }
 
     pub async fn revoke_all(
@@ -515,10 +513,7 @@ impl Engine {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
-        match self.submit(Command::RevokeAll { caller, workspace, reason, idempotency }).await? {
-            Reply::RevokedAll { key_ids, skipped } => Ok(RevokedAll { key_ids, skipped }),
-            other => Err(unexpected(other)),
-        }
+        self.submit(|reply| Command::RevokeAll { caller, workspace, reason, idempotency, reply }).await
     }
 
     pub async fn set_policy(
@@ -527,10 +522,7 @@ impl Engine {
         workspace: WorkspaceId,
         policy: Policy,
     ) -> Result<Policy, LedgerError> {
-        match self.submit(Command::SetPolicy { caller, workspace, policy }).await? {
-            Reply::Policy(policy) => Ok(policy),
-            other => Err(unexpected(other)),
-        }
+        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, reply }).await
     }
 
     pub async fn update(
@@ -539,7 +531,7 @@ impl Engine {
         key_id: KeyId,
         changes: KeyChanges,
     ) -> Result<KeyRecord, LedgerError> {
-        expect_key(self.submit(Command::Update { caller, key_id, changes }).await?)
+        self.submit(|reply| Command::Update { caller, key_id, changes, reply }).await
     }
 
     pub async fn set_disabled(
@@ -552,7 +544,7 @@ impl Engine {
         if let Some(reason) = &reason {
             validate::reason(reason)?;
         }
-        expect_key(self.submit(Command::SetDisabled { caller, key_id, disabled, reason }).await?)
+        self.submit(|reply| Command::SetDisabled { caller, key_id, disabled, reason, reply }).await
     }
 
     /// Verifies a presented key. Malformed, mis-checksummed and unknown keys are refused
@@ -565,26 +557,30 @@ impl Engine {
         wants: VerifyRequirements,
         context: UsageContext,
     ) -> Result<VerifyOutcome, LedgerError> {
-        let Some(key_id) = self.lookup(presented) else { return Ok(VerifyOutcome::Unknown) };
-        let command = Command::Verify { request_id, key_id, wants, context };
-        match self.writer.submit(command, self.usage_durability).await?? {
-            Reply::Verdict(verdict) => Ok(VerifyOutcome::Known(verdict)),
-            other => Err(unexpected(other)),
-        }
+        let key_id = match self.lookup(presented) {
+            Ok(key_id) => key_id,
+            Err(outcome) => return Ok(outcome),
+        };
+        let verdict = self
+            .run(self.usage_durability, |reply| Command::Verify { request_id, key_id, wants, context, reply })
+            .await?;
+        Ok(VerifyOutcome::Known(verdict))
     }
 
     /// Checksum, keyed hash, registry lookup: the part of verification that needs no log.
-    fn lookup(&self, presented: &str) -> Option<KeyId> {
+    /// A key that matches nothing is its outcome ([`VerifyOutcome::Malformed`] or
+    /// [`VerifyOutcome::Unknown`]).
+    fn lookup(&self, presented: &str) -> Result<KeyId, VerifyOutcome> {
         if Secret::check(presented).is_err() {
             self.counters.verify_malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(VerifyOutcome::Malformed);
         }
         let hash = self.pepper.hash(presented);
         let found = self.read_state().id_by_hash(&hash);
-        if found.is_none() {
+        found.ok_or_else(|| {
             self.counters.verify_unknown.fetch_add(1, Ordering::Relaxed);
-        }
-        found
+            VerifyOutcome::Unknown
+        })
     }
 
     /// Authenticates an admin key (workspace `_ledger`). Appends nothing.
@@ -667,15 +663,12 @@ impl Engine {
         crate::webhook::validate_url(&url)?;
         crate::webhook::check_destination(&url, self.webhooks.destination_rule())?;
         let events = crate::webhook::validate_events(events)?;
-        let command =
-            Command::SetWebhook { caller, workspace: workspace.clone(), config: Some((url, events)) };
-        match self.submit(command).await? {
-            Reply::Webhook(webhook) => {
-                let secret = self.pepper.webhook_secret(workspace.as_str(), webhook.set_seq);
-                Ok((*webhook, secret))
-            }
-            other => Err(unexpected(other)),
-        }
+        let config = Some((url, events));
+        let webhook = self
+            .submit(|reply| Command::SetWebhook { caller, workspace: workspace.clone(), config, reply })
+            .await?;
+        let secret = self.pepper.webhook_secret(workspace.as_str(), webhook.set_seq);
+        Ok((webhook, secret))
     }
 
     /// Where this engine delivers webhooks (`--webhook-allow-private`; see
@@ -690,10 +683,7 @@ impl Engine {
         caller: Caller,
         workspace: WorkspaceId,
     ) -> Result<crate::state::Webhook, LedgerError> {
-        match self.submit(Command::SetWebhook { caller, workspace, config: None }).await? {
-            Reply::Webhook(webhook) => Ok(*webhook),
-            other => Err(unexpected(other)),
-        }
+        self.submit(|reply| Command::SetWebhook { caller, workspace, config: None, reply }).await
     }
 
     /// A workspace's webhook configuration (never its secret).
@@ -722,11 +712,8 @@ impl Engine {
     /// found; never the candidate. Returns the event's seq.
     pub async fn record_lookup(&self, caller: Caller, found: Option<&KeyRecord>) -> Result<u64, LedgerError> {
         let workspace = found.map_or_else(WorkspaceId::ledger, |k| k.workspace.clone());
-        let command = Command::RecordLookup { caller, workspace, found: found.map(|k| k.key_id) };
-        match self.submit(command).await? {
-            Reply::Recorded(seq) => Ok(seq),
-            other => Err(unexpected(other)),
-        }
+        let found = found.map(|k| k.key_id);
+        self.submit(|reply| Command::RecordLookup { caller, workspace, found, reply }).await
     }
 
     // ----- end audit ----
@@ -757,15 +744,4 @@ impl Engine {
         self.writer.shutdown_blocking();
         (self.projector.stopper())();
     }
-}
-
-fn expect_key(reply: Reply) -> Result<KeyRecord, LedgerError> {
-    match reply {
-        Reply::Key(record) => Ok(*record),
-        other => Err(unexpected(other)),
-    }
-}
-
-fn unexpected(reply: Reply) -> LedgerError {
-    LedgerError::Internal(format!("unexpected reply kind {:?}", std::mem::discriminant(&reply)))
 }

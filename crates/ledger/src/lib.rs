@@ -5,6 +5,7 @@
 //! - [`sequencer`]: the writer-thread half that validates commands and emits events.
 //! - [`authority`]: which admin key may do what to which key, decided on the writer thread.
 //! - [`state`]: the registry and the one function that applies an event to it.
+//! - [`verdict`]: what a verification of a known key answers.
 //! - [`projection`]: redb-persisted projections with cursors, catch-up and rebuild.
 //! - [`projector`]: the thread that folds the writer's durable batches into them.
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
@@ -22,10 +23,12 @@ pub mod projection;
 pub mod projector;
 pub mod sequencer;
 pub mod state;
+pub mod verdict;
 pub mod webhook;
 
-pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec, Verdict};
+pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec};
 pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
 pub use error::{AuthError, LedgerError};
 pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements, Webhook};
+pub use verdict::{Verdict, VerifiedKey};
 pub use webhook::{WebhookCounters, WebhookOptions};

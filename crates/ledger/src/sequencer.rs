@@ -17,13 +17,14 @@ use crate::authority::{
     Authority, Target, is_full_admin, is_last_full_admin, is_lasting_full_admin, keep_last_full_admin,
 };
 use crate::commands::{
-    Caller, Command, CommandResult, Expiry, IssuedSecret, KeyChanges, KeySpec, Reply, Verdict,
+    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, RevokedAll, Rotation,
 };
 use crate::error::{AuthError, LedgerError};
-use crate::state::{KeyRecord, KeyStatus, LedgerState, decide};
+use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements, Webhook, decide};
+use crate::verdict::Verdict;
 use keyledger_core::{
-    Actor, Created, Denial, DenyReason, Disabled, KeyId, KeyRef, Payload, Policy, PolicySet, Revoked,
-    Rotated, Timestamp, Updated, Usage, WorkspaceId,
+    Actor, Created, Denial, DenyReason, Disabled, KeyId, KeyRef, Payload, Policy, PolicySet, RequestId,
+    Revoked, Rotated, Timestamp, Updated, Usage, UsageContext, WorkspaceId,
 };
 use keyledger_log::{Batch, Sequencer};
 use std::sync::{Arc, RwLock};
@@ -73,7 +74,8 @@ fn emit(
 
 impl Sequencer for LedgerSequencer {
     type Command = Command;
-    type Reply = CommandResult;
+    /// Each command carries its own typed responder (see [`crate::commands`]).
+    type Reply = ();
 
     fn rewind(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<(), String> {
         let state = self.rebuild(log, records)?;
@@ -81,182 +83,253 @@ impl Sequencer for LedgerSequencer {
         Ok(())
     }
 
-    fn sequence(&mut self, command: Command, batch: &mut Batch) -> CommandResult {
+    /// Decides `command` and hands its answer to the command's own responder; the engine
+    /// reads it once the writer has acknowledged the command (its events as durable as
+    /// asked).
+    fn sequence(&mut self, command: Command, batch: &mut Batch) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *state;
         let now = batch.now();
         match command {
-            Command::Verify { request_id, key_id, wants, context } => {
-                let Some(key) = state.view(&key_id) else {
-                    return Err(LedgerError::NotFound("unknown key".into()));
-                };
-                let outcome = decide(&key, &wants, now);
-                let workspace = key.workspace().clone();
-                if outcome == Err(DenyReason::Expired) && !key.expiry_recorded() {
-                    // A lifecycle event: durable before the answer, like every other.
-                    let payload = Payload::Expired(KeyRef { key_id, workspace: workspace.clone() });
-                    emit(&mut state, batch, &Actor::System, request_id, payload);
-                    batch.require_sync();
-                }
-                let payload = match &outcome {
-                    Ok(()) => Payload::Used(Usage { key_id, workspace, context }),
-                    Err(reason) => {
-                        Payload::Denied(Denial { key_id, workspace, reason: reason.clone(), context })
-                    }
-                };
-                let seq = emit(&mut state, batch, &Actor::Verifier, request_id, payload);
-                let key = state.key(&key_id).ok_or_else(|| LedgerError::Internal("key vanished".into()))?;
-                Ok(Reply::Verdict(Box::new(Verdict { key, outcome, seq })))
+            Command::Verify { request_id, key_id, wants, context, reply } => {
+                reply.send(verify(state, batch, request_id, key_id, &wants, context, now))
             }
-            Command::Create { caller, workspace, spec, secret, idempotency } => {
-                check_actor(&state, &caller, now)?;
-                let authority = Authority::of(&state, &caller)?;
-                // The authority rule first, so that a replay never hands a secret to a
-                // caller that could no longer issue the key (docs/security.md, "Request
-                // bounds"). "Must be in the future" is left to `create`: an honest retry
-                // whose `expires_at` has passed meanwhile still gets its replay.
-                let target = Target {
-                    key_id: None,
-                    workspace: &workspace,
-                    scopes: &spec.scopes,
-                    resources: &spec.resources,
-                };
-                authority.issue(target, expiry_at(spec.expiry, now))?;
-                check_idempotency(&state, idempotency.as_ref(), now)?;
-                let key = create(
-                    &mut state,
-                    batch,
-                    &caller,
-                    &authority,
-                    workspace.clone(),
-                    spec,
-                    secret,
-                    None,
-                    now,
-                )?;
-                record_idempotency(&mut state, batch, &caller, idempotency, workspace, vec![key.key_id]);
-                Ok(Reply::Key(Box::new(key)))
+            Command::Create { caller, workspace, spec, secret, idempotency, reply } => {
+                reply.send(create_key(state, batch, &caller, workspace, spec, secret, idempotency, now))
             }
-            Command::Rotate { caller, key_id, overlap, secret, idempotency } => {
-                check_actor(&state, &caller, now)?;
-                let authority = Authority::of(&state, &caller)?;
-                // As for a create: the caller must still be allowed to rotate the key,
-                // and to give the successor its expiry, before a replay is considered.
-                may_rotate(&state, &authority, &key_id, now)?;
-                check_idempotency(&state, idempotency.as_ref(), now)?;
-                let reply = rotate(&mut state, batch, &caller, &authority, key_id, overlap, secret, now)?;
-                if let Reply::Rotation { key, .. } = &reply {
-                    let (workspace, new_key) = (key.workspace.clone(), key.key_id);
-                    record_idempotency(&mut state, batch, &caller, idempotency, workspace, vec![new_key]);
-                }
-                Ok(reply)
+            Command::Rotate { caller, key_id, overlap, secret, idempotency, reply } => {
+                reply.send(rotate_key(state, batch, &caller, key_id, overlap, secret, idempotency, now))
             }
-            Command::Revoke { caller, key_id, reason } => {
-                check_actor(&state, &caller, now)?;
-                let authority = Authority::of(&state, &caller)?;
-                let key = act_on(&state, &authority, &key_id, "revoke")?;
-                if key.revoked_at.is_none() {
-                    keep_last_full_admin(&state, &key_id, now, "revoking")?;
-                    let payload =
-                        Payload::Revoked(Revoked { key_id, workspace: key.workspace.clone(), reason });
-                    emit(&mut state, batch, &caller.actor, caller.request_id, payload);
-                }
-                Ok(Reply::Key(Box::new(find(&state, &key_id)?)))
+            Command::Revoke { caller, key_id, reason, reply } => {
+                reply.send(revoke(state, batch, &caller, key_id, reason, now))
             }
-            Command::RevokeAll { caller, workspace, reason, idempotency } => {
-                check_actor(&state, &caller, now)?;
-                let authority = Authority::of(&state, &caller)?;
-                authority.write_keys_of(&workspace)?;
-                check_idempotency(&state, idempotency.as_ref(), now)?;
-                let (targets, skipped) = revoke_all_targets(&state, &authority, &workspace, now);
-                for key_id in &targets {
-                    let payload = Payload::Revoked(Revoked {
-                        key_id: *key_id,
-                        workspace: workspace.clone(),
-                        reason: reason.clone(),
-                    });
-                    emit(&mut state, batch, &caller.actor, caller.request_id, payload);
-                }
-                record_idempotency(&mut state, batch, &caller, idempotency, workspace, targets.clone());
-                Ok(Reply::RevokedAll { key_ids: targets, skipped })
+            Command::RevokeAll { caller, workspace, reason, idempotency, reply } => {
+                reply.send(revoke_all(state, batch, &caller, workspace, reason, idempotency, now))
             }
-            Command::SetPolicy { caller, workspace, policy } => {
-                check_actor(&state, &caller, now)?;
-                Authority::of(&state, &caller)?.configure(&workspace)?;
-                if state.policy(&workspace) != policy || !state.policies.contains_key(&workspace) {
-                    let payload = Payload::PolicySet(PolicySet { workspace, policy: policy.clone() });
-                    emit(&mut state, batch, &caller.actor, caller.request_id, payload);
-                }
-                Ok(Reply::Policy(policy))
+            Command::SetPolicy { caller, workspace, policy, reply } => {
+                reply.send(set_policy(state, batch, &caller, workspace, policy, now))
             }
-            Command::Update { caller, key_id, changes } => {
-                check_actor(&state, &caller, now)?;
-                let authority = Authority::of(&state, &caller)?;
-                update(&mut state, batch, &caller, &authority, key_id, changes, now)
+            Command::Update { caller, key_id, changes, reply } => {
+                let answer = check_actor(state, &caller, now)
+                    .and_then(|()| Authority::of(state, &caller))
+                    .and_then(|authority| update(state, batch, &caller, &authority, key_id, changes, now));
+                reply.send(answer)
             }
-            Command::SetDisabled { caller, key_id, disabled, reason } => {
-                check_actor(&state, &caller, now)?;
-                let authority = Authority::of(&state, &caller)?;
-                let key = act_on(&state, &authority, &key_id, if disabled { "disable" } else { "enable" })?;
-                if key.revoked_at.is_some() {
-                    return Err(LedgerError::Conflict(
-                        "the key is revoked; revocation is irreversible".into(),
-                    ));
-                }
-                let workspace = key.workspace.clone();
-                if disabled && key.disabled.is_none() {
-                    keep_last_full_admin(&state, &key_id, now, "disabling")?;
-                    let payload = Payload::Disabled(Disabled { key_id, workspace, reason });
-                    emit(&mut state, batch, &caller.actor, caller.request_id, payload);
-                } else if !disabled && key.disabled.is_some() {
-                    emit(
-                        &mut state,
-                        batch,
-                        &caller.actor,
-                        caller.request_id,
-                        Payload::Enabled(KeyRef { key_id, workspace }),
-                    );
-                }
-                Ok(Reply::Key(Box::new(find(&state, &key_id)?)))
+            Command::SetDisabled { caller, key_id, disabled, reason, reply } => {
+                reply.send(set_disabled(state, batch, &caller, key_id, disabled, reason, now))
             }
-            Command::SetWebhook { caller, workspace, config } => {
-                check_actor(&state, &caller, now)?;
-                Authority::of(&state, &caller)?.configure(&workspace)?;
-                let previous = state.webhooks.get(&workspace);
-                let set = match (config, previous) {
-                    (Some((url, events)), _) => keyledger_core::WebhookSet {
-                        workspace: workspace.clone(),
-                        url,
-                        events,
-                        enabled: true,
-                    },
-                    (None, None) => {
-                        return Err(LedgerError::NotFound(format!("no webhook for workspace {workspace}")));
-                    }
-                    // Disabling a disabled webhook changes nothing.
-                    (None, Some(old)) if !old.enabled => return Ok(Reply::Webhook(Box::new(old.clone()))),
-                    (None, Some(old)) => keyledger_core::WebhookSet {
-                        workspace: workspace.clone(),
-                        url: old.url.clone(),
-                        events: old.events.clone(),
-                        enabled: false,
-                    },
-                };
-                emit(&mut state, batch, &caller.actor, caller.request_id, Payload::WebhookSet(set));
-                let webhook = state
-                    .webhooks
-                    .get(&workspace)
-                    .cloned()
-                    .ok_or_else(|| LedgerError::Internal("webhook vanished".into()))?;
-                Ok(Reply::Webhook(Box::new(webhook)))
+            Command::SetWebhook { caller, workspace, config, reply } => {
+                reply.send(set_webhook(state, batch, &caller, workspace, config, now))
             }
-            Command::RecordLookup { caller, workspace, found } => {
-                check_actor(&state, &caller, now)?;
-                let payload = Payload::Lookup(keyledger_core::Lookup { workspace, found });
-                let seq = emit(&mut state, batch, &caller.actor, caller.request_id, payload);
-                Ok(Reply::Recorded(seq))
+            Command::RecordLookup { caller, workspace, found, reply } => {
+                let answer = check_actor(state, &caller, now).map(|()| {
+                    let payload = Payload::Lookup(keyledger_core::Lookup { workspace, found });
+                    emit(state, batch, &caller.actor, caller.request_id, payload)
+                });
+                reply.send(answer)
             }
         }
     }
+}
+
+/// Decides a verification of a known key and records it: one `used` or `denied` event
+/// (after an `expired` one the first time an expired key is presented).
+fn verify(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    request_id: RequestId,
+    key_id: KeyId,
+    wants: &VerifyRequirements,
+    context: UsageContext,
+    now: Timestamp,
+) -> Result<Verdict, LedgerError> {
+    let Some(key) = state.view(&key_id) else {
+        return Err(LedgerError::NotFound("unknown key".into()));
+    };
+    let outcome = decide(&key, wants, now);
+    let workspace = key.workspace().clone();
+    if outcome == Err(DenyReason::Expired) && !key.expiry_recorded() {
+        // A lifecycle event: durable before the answer, like every other.
+        let payload = Payload::Expired(KeyRef { key_id, workspace: workspace.clone() });
+        emit(state, batch, &Actor::System, request_id, payload);
+        batch.require_sync();
+    }
+    let payload = match &outcome {
+        Ok(()) => Payload::Used(Usage { key_id, workspace, context }),
+        Err(reason) => Payload::Denied(Denial { key_id, workspace, reason: reason.clone(), context }),
+    };
+    let seq = emit(state, batch, &Actor::Verifier, request_id, payload);
+    let key = state.view(&key_id).ok_or_else(|| LedgerError::Internal("key vanished".into()))?.verified();
+    Ok(Verdict { key, outcome, seq })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create_key(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    workspace: WorkspaceId,
+    spec: KeySpec,
+    secret: IssuedSecret,
+    idempotency: Option<IdempotencyTag>,
+    now: Timestamp,
+) -> Result<KeyRecord, LedgerError> {
+    check_actor(state, caller, now)?;
+    let authority = Authority::of(state, caller)?;
+    // The authority rule first, so that a replay never hands a secret to a caller that
+    // could no longer issue the key (docs/security.md, "Request bounds"). "Must be in the
+    // future" is left to `create`: an honest retry whose `expires_at` has passed meanwhile
+    // still gets its replay.
+    let target =
+        Target { key_id: None, workspace: &workspace, scopes: &spec.scopes, resources: &spec.resources };
+    authority.issue(target, expiry_at(spec.expiry, now))?;
+    check_idempotency(state, idempotency.as_ref(), now)?;
+    let key = create(state, batch, caller, &authority, workspace.clone(), spec, secret, None, now)?;
+    record_idempotency(state, batch, caller, idempotency, workspace, vec![key.key_id]);
+    Ok(key)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rotate_key(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    key_id: KeyId,
+    overlap: i64,
+    secret: IssuedSecret,
+    idempotency: Option<IdempotencyTag>,
+    now: Timestamp,
+) -> Result<Rotation, LedgerError> {
+    check_actor(state, caller, now)?;
+    let authority = Authority::of(state, caller)?;
+    // As for a create: the caller must still be allowed to rotate the key, and to give the
+    // successor its expiry, before a replay is considered.
+    may_rotate(state, &authority, &key_id, now)?;
+    check_idempotency(state, idempotency.as_ref(), now)?;
+    let rotation = rotate(state, batch, caller, &authority, key_id, overlap, secret, now)?;
+    let (workspace, new_key) = (rotation.key.workspace.clone(), rotation.key.key_id);
+    record_idempotency(state, batch, caller, idempotency, workspace, vec![new_key]);
+    Ok(rotation)
+}
+
+fn revoke(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    key_id: KeyId,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Result<KeyRecord, LedgerError> {
+    check_actor(state, caller, now)?;
+    let authority = Authority::of(state, caller)?;
+    let key = act_on(state, &authority, &key_id, "revoke")?;
+    if key.revoked_at.is_none() {
+        keep_last_full_admin(state, &key_id, now, "revoking")?;
+        let payload = Payload::Revoked(Revoked { key_id, workspace: key.workspace.clone(), reason });
+        emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+    find(state, &key_id)
+}
+
+fn revoke_all(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    workspace: WorkspaceId,
+    reason: Option<String>,
+    idempotency: Option<IdempotencyTag>,
+    now: Timestamp,
+) -> Result<RevokedAll, LedgerError> {
+    check_actor(state, caller, now)?;
+    let authority = Authority::of(state, caller)?;
+    authority.write_keys_of(&workspace)?;
+    check_idempotency(state, idempotency.as_ref(), now)?;
+    let (targets, skipped) = revoke_all_targets(state, &authority, &workspace, now);
+    for key_id in &targets {
+        let payload = Payload::Revoked(Revoked {
+            key_id: *key_id,
+            workspace: workspace.clone(),
+            reason: reason.clone(),
+        });
+        emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+    record_idempotency(state, batch, caller, idempotency, workspace, targets.clone());
+    Ok(RevokedAll { key_ids: targets, skipped })
+}
+
+fn set_policy(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    workspace: WorkspaceId,
+    policy: Policy,
+    now: Timestamp,
+) -> Result<Policy, LedgerError> {
+    check_actor(state, caller, now)?;
+    Authority::of(state, caller)?.configure(&workspace)?;
+    if state.policy(&workspace) != policy || !state.policies.contains_key(&workspace) {
+        let payload = Payload::PolicySet(PolicySet { workspace, policy: policy.clone() });
+        emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+    Ok(policy)
+}
+
+fn set_disabled(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    key_id: KeyId,
+    disabled: bool,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Result<KeyRecord, LedgerError> {
+    check_actor(state, caller, now)?;
+    let authority = Authority::of(state, caller)?;
+    let key = act_on(state, &authority, &key_id, if disabled { "disable" } else { "enable" })?;
+    if key.revoked_at.is_some() {
+        return Err(LedgerError::Conflict("the key is revoked; revocation is irreversible".into()));
+    }
+    let workspace = key.workspace.clone();
+    if disabled && key.disabled.is_none() {
+        keep_last_full_admin(state, &key_id, now, "disabling")?;
+        let payload = Payload::Disabled(Disabled { key_id, workspace, reason });
+        emit(state, batch, &caller.actor, caller.request_id, payload);
+    } else if !disabled && key.disabled.is_some() {
+        let payload = Payload::Enabled(KeyRef { key_id, workspace });
+        emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+    find(state, &key_id)
+}
+
+fn set_webhook(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    workspace: WorkspaceId,
+    config: Option<(String, Vec<String>)>,
+    now: Timestamp,
+) -> Result<Webhook, LedgerError> {
+    check_actor(state, caller, now)?;
+    Authority::of(state, caller)?.configure(&workspace)?;
+    let previous = state.webhooks.get(&workspace);
+    let set = match (config, previous) {
+        (Some((url, events)), _) => {
+            keyledger_core::WebhookSet { workspace: workspace.clone(), url, events, enabled: true }
+        }
+        (None, None) => {
+            return Err(LedgerError::NotFound(format!("no webhook for workspace {workspace}")));
+        }
+        // Disabling a disabled webhook changes nothing.
+        (None, Some(old)) if !old.enabled => return Ok(old.clone()),
+        (None, Some(old)) => keyledger_core::WebhookSet {
+            workspace: workspace.clone(),
+            url: old.url.clone(),
+            events: old.events.clone(),
+            enabled: false,
+        },
+    };
+    emit(state, batch, &caller.actor, caller.request_id, Payload::WebhookSet(set));
+    state.webhooks.get(&workspace).cloned().ok_or_else(|| LedgerError::Internal("webhook vanished".into()))
 }
 
 /// How long an idempotent request is remembered.
@@ -266,7 +339,7 @@ pub const IDEMPOTENCY_WINDOW_MICROS: i64 = 24 * 3600 * 1_000_000;
 /// effects must never happen twice, whatever a front end's cache knows.
 fn check_idempotency(
     state: &LedgerState,
-    tag: Option<&crate::commands::IdempotencyTag>,
+    tag: Option<&IdempotencyTag>,
     now: Timestamp,
 ) -> Result<(), LedgerError> {
     let Some(tag) = tag else { return Ok(()) };
@@ -287,7 +360,7 @@ fn record_idempotency(
     state: &mut LedgerState,
     batch: &mut Batch,
     caller: &Caller,
-    tag: Option<crate::commands::IdempotencyTag>,
+    tag: Option<IdempotencyTag>,
     workspace: WorkspaceId,
     key_ids: Vec<KeyId>,
 ) {
@@ -492,7 +565,7 @@ fn rotate(
     overlap: i64,
     secret: IssuedSecret,
     now: Timestamp,
-) -> CommandResult {
+) -> Result<Rotation, LedgerError> {
     // The successor inherits the old key's scopes and resources: whoever may rotate it may
     // issue them. It inherits a full admin key's powers too, so a rotation never removes the
     // last one. Its expiry must still respect the caller's.
@@ -523,10 +596,7 @@ fn rotate(
         let revoked = Revoked { key_id, workspace: old.workspace.clone(), reason: Some("rotated".into()) };
         emit(state, batch, &caller.actor, caller.request_id, Payload::Revoked(revoked));
     }
-    Ok(Reply::Rotation {
-        key: Box::new(find(state, &new.key_id)?),
-        previous: Box::new(find(state, &key_id)?),
-    })
+    Ok(Rotation { key: find(state, &new.key_id)?, previous: find(state, &key_id)? })
 }
 
 fn update(
@@ -537,7 +607,7 @@ fn update(
     key_id: KeyId,
     changes: KeyChanges,
     now: Timestamp,
-) -> CommandResult {
+) -> Result<KeyRecord, LedgerError> {
     let key = act_on(state, authority, &key_id, "change")?;
     if key.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
@@ -604,5 +674,5 @@ fn update(
         });
         emit(state, batch, &caller.actor, caller.request_id, payload);
     }
-    Ok(Reply::Key(Box::new(find(state, &key_id)?)))
+    find(state, &key_id)
 }

@@ -38,7 +38,7 @@ async fn verify(engine: &Engine, secret: &str, scopes: &[&str]) -> Result<(), Op
     let wants =
         VerifyRequirements { scopes: scopes.iter().map(|s| s.to_string()).collect(), ..Default::default() };
     match engine.verify(rid(), secret, wants, UsageContext::default()).await.unwrap() {
-        VerifyOutcome::Unknown => Err(None),
+        VerifyOutcome::Malformed | VerifyOutcome::Unknown => Err(None),
         VerifyOutcome::Known(verdict) => verdict.outcome.map_err(Some),
     }
 }

@@ -225,8 +225,8 @@ async fn fault_case(fault: Fault, durability: Durability) {
         &format!("{label}: revoke-all"),
         engine.revoke_all(caller.clone(), acme(), None).await,
     );
-    // A presented key that is not ours needs no append: still refused as unknown.
-    assert!(matches!(verify(&engine, "kl_live_nope").await, Ok(VerifyOutcome::Unknown)), "{label}");
+    // A presented key that is not ours needs no append: still refused as malformed.
+    assert!(matches!(verify(&engine, "kl_live_nope").await, Ok(VerifyOutcome::Malformed)), "{label}");
 
     // Reads keep working and show exactly the acknowledged state.
     let now = Timestamp::now();

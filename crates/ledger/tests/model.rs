@@ -22,7 +22,7 @@ use keyledger_core::{
 };
 use keyledger_ledger::{
     Caller, Engine, EngineOptions, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus, LedgerError,
-    VerifyOutcome, VerifyRequirements,
+    VerifiedKey, VerifyOutcome, VerifyRequirements,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -412,6 +412,17 @@ impl Model {
         true
     }
 
+    /// A verdict shows the key's id, workspace, environment, scopes and expiry as modelled.
+    fn check_verified(&self, i: usize, key: &VerifiedKey) -> Result<(), String> {
+        let k = &self.keys[i];
+        ensure!(key.key_id == k.id, "verdict key: key id {} != model {}", key.key_id, k.id);
+        ensure!(*key.workspace == ws(k.ws), "verdict key: workspace {}", key.workspace);
+        ensure!(*key.scopes == k.scopes, "verdict key: scopes {:?} != model {:?}", key.scopes, k.scopes);
+        ensure!(key.environment == k.environment, "verdict key: environment");
+        ensure!(key.expires_at == k.expires_at, "verdict key: expires_at {:?}", key.expires_at);
+        Ok(())
+    }
+
     fn check_record(&self, i: usize, record: &KeyRecord, what: &str) -> Result<(), String> {
         let k = &self.keys[i];
         ensure!(record.key_id == k.id, "{what}: key id {} != model {}", record.key_id, k.id);
@@ -543,7 +554,7 @@ impl Model {
                             "verdict seq {} is not the usage event's {last:?}",
                             verdict.seq
                         );
-                        self.check_record(*i, &verdict.key, "verdict key")?;
+                        self.check_verified(*i, &verdict.key)?;
                     }
                 }
             }

@@ -13,6 +13,7 @@
 //! page. The closed sets are listed in docs/operations.md (Metrics).
 
 use crate::AppState;
+use crate::verify::Outcome;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
@@ -167,17 +168,32 @@ pub fn record_request(route: &str, method: &Method, status: u16, seconds: f64) {
     metrics.seconds.record(seconds);
 }
 
-/// Counts a verification by outcome (`allowed`, `denied`, `throttled`) and reason (`ok`, a
-/// deny reason code, `rate_limited`): `&'static str`s, so never a caller's text.
-pub fn record_verification(outcome: &'static str, reason: &'static str) {
-    if (outcome, reason) == ("allowed", "ok") {
-        static ALLOWED: OnceLock<Counter> = OnceLock::new();
-        ALLOWED
+/// Counts a verification by its outcome: a known key's in `keyledger_verifications_total`
+/// by outcome (`allowed`, `denied`, `throttled`) and reason (`ok`, a deny reason code,
+/// `rate_limited`), a key that matched nothing in `keyledger_verify_rejected_total` by
+/// reason (`malformed`, `unknown`). Every label is a `&'static str`, never a caller's text.
+pub(crate) fn record_verification(outcome: &Outcome) {
+    static ALLOWED: OnceLock<Counter> = OnceLock::new();
+    match outcome {
+        Outcome::Allowed => ALLOWED
             .get_or_init(|| metrics::counter!("keyledger_verifications_total", "outcome" => "allowed", "reason" => "ok"))
-            .increment(1);
-        return;
+            .increment(1),
+        Outcome::Denied(reason) => {
+            metrics::counter!("keyledger_verifications_total", "outcome" => "denied", "reason" => *reason)
+                .increment(1)
+        }
+        Outcome::Throttled => {
+            metrics::counter!("keyledger_verifications_total", "outcome" => "throttled", "reason" => "rate_limited")
+                .increment(1)
+        }
+        Outcome::Malformed => rejected("malformed").increment(1),
+        Outcome::Unknown => rejected("unknown").increment(1),
     }
-    metrics::counter!("keyledger_verifications_total", "outcome" => outcome, "reason" => reason).increment(1);
+}
+
+/// `keyledger_verify_rejected_total{reason}`.
+fn rejected(reason: &'static str) -> Counter {
+    metrics::counter!("keyledger_verify_rejected_total", "reason" => reason)
 }
 
 /// `GET /metrics`.
@@ -185,17 +201,15 @@ pub async fn render(State(state): State<AppState>) -> Response {
     use axum::response::IntoResponse;
     let engine = &state.engine;
     let stats = engine.writer_stats();
-    let counters = engine.counters();
     metrics::gauge!("keyledger_log_events").set(engine.log().len() as f64);
     metrics::counter!("keyledger_log_fsyncs_total").absolute(stats.fsyncs.load(Ordering::Relaxed));
     metrics::counter!("keyledger_log_batches_total").absolute(stats.batches.load(Ordering::Relaxed));
     metrics::counter!("keyledger_log_checkpoints_total").absolute(stats.checkpoints.load(Ordering::Relaxed));
     metrics::counter!("keyledger_log_handoffs_skipped_total")
         .absolute(stats.handoffs_skipped.load(Ordering::Relaxed));
-    metrics::counter!("keyledger_verify_rejected_total", "reason" => "malformed")
-        .absolute(counters.verify_malformed.load(Ordering::Relaxed));
-    metrics::counter!("keyledger_verify_rejected_total", "reason" => "unknown")
-        .absolute(counters.verify_unknown.load(Ordering::Relaxed));
+    // Listed from the first page on, at 0 until a key matches nothing.
+    rejected("malformed").increment(0);
+    rejected("unknown").increment(0);
     let webhooks = engine.webhook_counters();
     metrics::counter!("keyledger_webhook_deliveries_total", "outcome" => "delivered")
         .absolute(webhooks.delivered.load(Ordering::Relaxed));

@@ -191,7 +191,6 @@ fn group(source: IpAddr) -> IpAddr {
 
 /// The answer to a throttled verification: 429 `rate_limited`, `valid: false`, `Retry-After`.
 pub fn throttled(retry_after: u64) -> Response {
-    crate::metrics::record_verification("throttled", "rate_limited");
     let mut response = ApiError::new(
         ErrorCode::RateLimited,
         format!("too many failed verifications from this address; retry after {retry_after} s"),

@@ -13,16 +13,16 @@ use crate::extract::QueryPairs;
 use crate::forwarded::client_ip;
 use crate::schema::Verified;
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use keyledger_core::{DenyReason, Environment, RequestId, UsageContext, WorkspaceId, validate};
-use keyledger_ledger::{VerifyOutcome, VerifyRequirements};
+use keyledger_ledger::{LedgerError, VerifyOutcome, VerifyRequirements};
 use serde::Deserialize;
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 const MAX_CONTEXT_CHARS: usize = 2048;
 
@@ -209,25 +209,6 @@ fn requirements(
     Ok(VerifyRequirements { scopes, resource: bounded("resource", resource)?, environment, workspace })
 }
 
-/// Parses and checks a JSON-mode body as [`verify`] does, up to (not including) the lookup;
-/// true if it would reach the lookup. For the `request_bodies` fuzz target only.
-#[doc(hidden)]
-pub fn fuzz_verify_body(bytes: &[u8]) -> bool {
-    let Ok(body) = serde_json::from_slice::<VerifyBody>(bytes) else { return false };
-    let context = body.context;
-    requirements(body.scopes, body.resource, body.environment, body.workspace).is_ok()
-        && context.ip.as_deref().is_none_or(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-        && [
-            ("context.user_agent", context.user_agent),
-            ("context.method", context.method),
-            ("context.path", context.path),
-            ("context.request_id", context.request_id),
-        ]
-        .into_iter()
-        .all(|(field, value)| bounded(field, value).is_ok())
-        && keyledger_core::Secret::check(&body.key).is_ok()
-}
-
 /// Handles every form of verification. It takes the request whole rather than through
 /// extractors, which would clone its method, URI and headers and parse its query string
 /// even in JSON mode; the body is read under the configured limit, as the `Bytes`
@@ -251,50 +232,125 @@ async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response
     };
     let request_id = crate::current_request(&parts);
     let Parts { method, uri, headers, .. } = parts;
+    let config = &state.config;
+    // The client as verify records it, and as the throttle counts it.
+    let client = client_ip(&headers, peer.ip(), &config.trusted_proxies, config.trust_forwarded_for);
     // Throttling (off by default) is decided before any parsing, lookup or append.
-    let throttle = state.throttle.clone().map(|throttle| {
-        let config = &state.config;
-        (throttle, client_ip(&headers, peer.ip(), &config.trusted_proxies, config.trust_forwarded_for))
-    });
-    if let Some((throttle, source)) = &throttle
-        && let Err(retry_after) = throttle.check(*source)
+    if let Some(throttle) = &state.throttle
+        && let Err(retry_after) = throttle.check(client)
     {
+        Outcome::Throttled.record();
         return crate::throttle::throttled(retry_after);
     }
-    let body = match axum::body::to_bytes(body, state.config.body_limit).await {
+    let body = match axum::body::to_bytes(body, config.body_limit).await {
         Ok(body) => body,
         Err(error) => return crate::extract::body_error(&error).into_response(),
     };
-    let response = match decide(&state, peer, method, uri, headers, request_id, body).await {
-        Ok(response) | Err(response) => response,
+    let request = match parse_request(&method, &uri, &headers, &body, client) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
     };
-    if let Some((throttle, source)) = &throttle
-        && matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+    let (outcome, response) = match decide(&state, request, request_id).await {
+        Ok(decided) => decided,
+        // The log cannot be written: no verification took place.
+        Err(error) => return denial(error.into()),
+    };
+    outcome.record();
+    if let Some(throttle) = &state.throttle
+        && outcome.is_failure()
     {
-        throttle.charge(*source);
+        throttle.charge(client);
     }
     response
+}
+
+/// How a verification that got past parsing ended: the one fact the metrics count and
+/// the failure throttle charges (docs/operations.md, Metrics; [`crate::throttle`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The key is missing, or not of keyledger's form (bad checksum included): no lookup.
+    Malformed,
+    /// A well-formed key that matches no key of this ledger: nothing appended.
+    Unknown,
+    /// A known key, allowed (a `used` event).
+    Allowed,
+    /// A known key, denied (a `denied` event) for the reason of this code.
+    Denied(&'static str),
+    /// Refused before parsing: the source has no failure left (429).
+    Throttled,
+}
+
+impl Outcome {
+    /// Counts this outcome in `/metrics`.
+    pub(crate) fn record(&self) {
+        crate::metrics::record_verification(self);
+    }
+
+    /// Whether it takes one of the source's failure tokens: every 401 and 403 answer.
+    pub(crate) fn is_failure(&self) -> bool {
+        matches!(self, Self::Malformed | Self::Unknown | Self::Denied(_))
+    }
+}
+
+/// A verification request, parsed and checked: the presented key, what it must allow, and
+/// the context its usage event records. Its `Debug` never shows the key.
+#[doc(hidden)]
+pub struct VerifyRequest {
+    pub key: String,
+    pub wants: VerifyRequirements,
+    pub context: UsageContext,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key", &"[redacted]")
+            .field("wants", &self.wants)
+            .field("context", &self.context)
+            .finish()
+    }
 }
 
 fn denial(error: ApiError) -> Response {
     error.with_extra(json!({"valid": false})).into_response()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn decide(
-    state: &AppState,
-    peer: SocketAddr,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    request_id: RequestId,
-    body: Bytes,
-) -> Result<Response, Response> {
+/// The complete answer refusing a request [`parse_request`] could not accept (boxed: the
+/// refusal is the rare path, and the request the common one).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(response: Response) -> Self {
+        Self(Box::new(response))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+/// Parses a verification request in either mode (JSON body, or forward-auth from the
+/// query, headers and path), checking every field; `client` is the source address verify
+/// records in forward-auth mode. Reads no state: a refusal is the complete answer (400 or
+/// 422 `invalid_request`), and nothing is looked up or appended. Public (doc-hidden) so the
+/// `request_bodies` fuzz target runs these very checks.
+#[doc(hidden)]
+pub fn parse_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    client: IpAddr,
+) -> Result<VerifyRequest, Refusal> {
     let is_json =
         headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let json_mode = method == Method::POST && is_json && !body.iter().all(u8::is_ascii_whitespace);
     let (key, wants, context) = if json_mode {
-        let body: VerifyBody = serde_json::from_slice(&body).map_err(|e| {
+        let body: VerifyBody = serde_json::from_slice(body).map_err(|e| {
             ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")).into_response()
         })?;
         let wants =
@@ -331,11 +387,11 @@ async fn decide(
             query.only(&["scope", "resource", "environment", "workspace"]).map_err(denial)?;
         }
         let mut scopes = if suffix.is_some() { Vec::new() } else { query.all("scope") };
-        scopes.extend(required_from_headers(&headers, "x-keyledger-require-scope"));
+        scopes.extend(required_from_headers(headers, "x-keyledger-require-scope"));
         let single = |name: &str, header: &str| {
-            from_query(name).or_else(|| required_from_headers(&headers, header).into_iter().next())
+            from_query(name).or_else(|| required_from_headers(headers, header).into_iter().next())
         };
-        let key = presented_key(&headers).unwrap_or("").to_owned();
+        let key = presented_key(headers).unwrap_or("").to_owned();
         let wants = requirements(
             validate::normalize(scopes),
             single("resource", "x-keyledger-require-resource"),
@@ -344,31 +400,36 @@ async fn decide(
         )
         .map_err(denial)?;
         let context = UsageContext {
-            ip: Some(client_ip(
-                &headers,
-                peer.ip(),
-                &state.config.trusted_proxies,
-                state.config.trust_forwarded_for,
-            )),
-            user_agent: header_text(&headers, "user-agent"),
-            method: header_text(&headers, "x-forwarded-method"),
-            path: header_text(&headers, "x-forwarded-uri").or(suffix),
-            request_id: header_text(&headers, "x-request-id"),
+            ip: Some(client),
+            user_agent: header_text(headers, "user-agent"),
+            method: header_text(headers, "x-forwarded-method"),
+            path: header_text(headers, "x-forwarded-uri").or(suffix),
+            request_id: header_text(headers, "x-request-id"),
             scopes: wants.scopes.clone(),
             resource: wants.resource.clone(),
         };
         (key, wants, context)
     };
-    let context = without_secrets(context);
-    let outcome =
-        state.engine.verify(request_id, &key, wants, context).await.map_err(|e| denial(e.into()))?;
-    match outcome {
-        VerifyOutcome::Unknown => {
-            Err(denial(ApiError::new(ErrorCode::Unauthorized, "missing, malformed or unknown API key")))
-        }
+    Ok(VerifyRequest { key, wants, context: without_secrets(context) })
+}
+
+/// Looks the parsed request's key up and has the engine decide it (recording a `used` or
+/// `denied` event for a known key): its outcome and answer, or the engine's error.
+async fn decide(
+    state: &AppState,
+    request: VerifyRequest,
+    request_id: RequestId,
+) -> Result<(Outcome, Response), LedgerError> {
+    let VerifyRequest { key, wants, context } = request;
+    let unknown = |outcome| {
+        let error = ApiError::new(ErrorCode::Unauthorized, "missing, malformed or unknown API key");
+        Ok((outcome, denial(error)))
+    };
+    match state.engine.verify(request_id, &key, wants, context).await? {
+        VerifyOutcome::Malformed => unknown(Outcome::Malformed),
+        VerifyOutcome::Unknown => unknown(Outcome::Unknown),
         VerifyOutcome::Known(verdict) => match verdict.outcome {
             Ok(()) => {
-                crate::metrics::record_verification("allowed", "ok");
                 let key = &verdict.key;
                 let key_id = key.key_id.to_string();
                 let body = Verified {
@@ -377,7 +438,7 @@ async fn decide(
                     workspace: key.workspace.as_str(),
                     environment: key.environment.as_str(),
                     scopes: &key.scopes,
-                    owner: key.owner.as_deref(),
+                    owner: key.owner.as_deref().map(String::as_str),
                     expires_at: key.expires_at.map(|t| t.to_rfc3339()),
                     request_id: request_id.to_string(),
                 };
@@ -389,18 +450,17 @@ async fn decide(
                         response.headers_mut().insert(name, value);
                     }
                 }
-                Ok(response)
+                Ok((Outcome::Allowed, response))
             }
             Err(reason) => {
-                crate::metrics::record_verification("denied", reason.code());
                 let code = match reason {
                     DenyReason::Revoked | DenyReason::Disabled => ErrorCode::InvalidApiKey,
                     DenyReason::Expired => ErrorCode::ExpiredApiKey,
                     _ => ErrorCode::Forbidden,
                 };
-                Err(denial(
-                    ApiError::new(code, reason.message()).with_extra(json!({"reason": reason.code()})),
-                ))
+                let error =
+                    ApiError::new(code, reason.message()).with_extra(json!({"reason": reason.code()}));
+                Ok((Outcome::Denied(reason.code()), denial(error)))
             }
         },
     }
@@ -419,4 +479,92 @@ fn without_secrets(mut context: UsageContext) -> UsageContext {
         }
     }
     context
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+
+    fn json_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers
+    }
+
+    fn parse(
+        method: Method,
+        uri: &str,
+        headers: &HeaderMap,
+        body: &str,
+    ) -> Result<VerifyRequest, StatusCode> {
+        let uri: Uri = uri.parse().unwrap();
+        parse_request(&method, &uri, headers, body.as_bytes(), CLIENT).map_err(|r| r.into_response().status())
+    }
+
+    #[test]
+    fn a_json_body_gives_the_key_requirements_and_its_own_context() {
+        let body = r#"{"key": "k", "scopes": ["write", "read"], "environment": "live",
+            "context": {"ip": "203.0.113.1", "path": "/orders"}}"#;
+        let request = parse(Method::POST, "/v1/verify", &json_headers(), body).unwrap();
+        assert_eq!(request.key, "k");
+        assert_eq!(request.wants.scopes, ["write", "read"]);
+        assert_eq!(request.wants.environment, Some(Environment::Live));
+        assert_eq!(request.context.ip, Some("203.0.113.1".parse().unwrap()), "the body's ip, not the client");
+        assert_eq!(request.context.path.as_deref(), Some("/orders"));
+    }
+
+    #[test]
+    fn forward_auth_takes_the_query_headers_and_client() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_static("k"));
+        headers.insert("x-keyledger-require-scope", HeaderValue::from_static("write, admin"));
+        let request = parse(Method::GET, "/v1/verify?scope=read&workspace=acme", &headers, "").unwrap();
+        assert_eq!(request.key, "k");
+        assert_eq!(request.wants.scopes, ["admin", "read", "write"]);
+        assert_eq!(request.wants.workspace, Some("acme".parse().unwrap()));
+        assert_eq!(request.context.ip, Some(CLIENT));
+    }
+
+    #[test]
+    fn bad_fields_are_refused_before_any_lookup() {
+        let headers = json_headers();
+        assert_eq!(parse(Method::POST, "/v1/verify", &headers, "{").unwrap_err(), StatusCode::BAD_REQUEST);
+        let unknown_field = r#"{"key": "k", "color": "red"}"#;
+        assert!(parse(Method::POST, "/v1/verify", &headers, unknown_field).is_err());
+        let bad_ip = r#"{"key": "k", "context": {"ip": "nope"}}"#;
+        assert_eq!(parse(Method::POST, "/v1/verify", &headers, bad_ip).unwrap_err(), StatusCode::BAD_REQUEST);
+        let long =
+            format!(r#"{{"key": "k", "context": {{"path": "{}"}}}}"#, "a".repeat(MAX_CONTEXT_CHARS + 1));
+        assert_eq!(parse(Method::POST, "/v1/verify", &headers, &long).unwrap_err(), StatusCode::BAD_REQUEST);
+        let none = HeaderMap::new();
+        assert_eq!(
+            parse(Method::GET, "/v1/verify?colour=red", &none, "").unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse(Method::GET, "/v1/verify?environment=prod", &none, "").unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn a_parsed_request_never_shows_its_key() {
+        let body = r#"{"key": "kl_live_supersecretvalue"}"#;
+        let request = parse(Method::POST, "/v1/verify", &json_headers(), body).unwrap();
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
+    fn only_401_and_403_outcomes_charge_the_throttle() {
+        for outcome in [Outcome::Malformed, Outcome::Unknown, Outcome::Denied("missing_scope")] {
+            assert!(outcome.is_failure(), "{outcome:?}");
+        }
+        for outcome in [Outcome::Allowed, Outcome::Throttled] {
+            assert!(!outcome.is_failure(), "{outcome:?}");
+        }
+    }
 }

@@ -574,6 +574,7 @@ impl LedgerState {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     fn record(n: u8) -> KeyRecord {
         KeyRecord {
@@ -676,8 +677,28 @@ mod tests {
                 let view = state.view(id).unwrap();
                 prop_assert_eq!(view.status(Timestamp(0)), record.status(Timestamp(0)));
                 prop_assert_eq!(view.is_live(Timestamp(0)), record.is_live(Timestamp(0)));
+                let verified = view.verified();
+                prop_assert_eq!(verified.key_id, record.key_id);
+                prop_assert_eq!(&*verified.workspace, &record.workspace);
+                prop_assert_eq!(verified.environment, record.environment);
+                prop_assert_eq!(&*verified.scopes, &record.scopes);
+                prop_assert_eq!(verified.owner.as_deref(), record.owner.as_ref());
+                prop_assert_eq!(verified.expires_at, record.expires_at);
             }
         }
+    }
+
+    #[test]
+    fn a_verified_key_shares_the_interned_values() {
+        let mut state = LedgerState::default();
+        state.insert(record(1));
+        let verified = state.view(&KeyId::from_bytes([1; 16])).unwrap().verified();
+        assert!(
+            Arc::ptr_eq(&verified.scopes, &state.lists.values[0]),
+            "the scope list is shared, not copied"
+        );
+        assert!(Arc::ptr_eq(&verified.workspace, &state.workspaces.values[0]));
+        assert!(Arc::ptr_eq(verified.owner.as_ref().unwrap(), &state.owners.values[0]));
     }
 
     #[test]

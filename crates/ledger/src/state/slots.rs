@@ -66,6 +66,11 @@ impl<T: Eq + Hash + Clone> Interner<T> {
     pub(super) fn get(&self, id: Sym) -> &T {
         &self.values[id as usize]
     }
+
+    /// The value of `id`, shared rather than copied (see [`Self::get`] for the bounds).
+    pub(super) fn shared(&self, id: Sym) -> Arc<T> {
+        Arc::clone(&self.values[id as usize])
+    }
 }
 
 // Bits of `Slot::flags`: which optional fields are set, and the key's boolean state.

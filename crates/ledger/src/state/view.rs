@@ -2,12 +2,14 @@
 //!
 //! The verify path's decision ([`super::decide`]), policies and listings read keys through
 //! it, so they allocate nothing; only [`KeyView::record`] materialises a full
-//! [`KeyRecord`] (for an answer). **Guarantee:** a view reads the same values the
+//! [`KeyRecord`] (for an answer), and [`KeyView::verified`] shares the few fields a verify
+//! answer shows. **Guarantee:** a view reads the same values the
 //! materialised record holds (the registry's property test compares them on arbitrary
 //! records).
 
 use super::slots::{DISABLED, EXPIRY_RECORDED, HAS_EXPIRY, HAS_LIFETIME, NO_OWNER, REVOKED, Slot};
 use super::{KeyRecord, KeyStatus, LastUsed, LedgerState};
+use crate::verdict::VerifiedKey;
 use keyledger_core::{Environment, KeyHash, KeyId, Timestamp, WorkspaceId};
 
 /// A key of the registry, read in place (cheap to copy; allocates nothing until
@@ -105,6 +107,20 @@ impl<'a> KeyView<'a> {
 
     pub fn status(&self, now: Timestamp) -> KeyStatus {
         KeyStatus::of(self.is_revoked(), self.expires_at(), self.is_disabled(), now)
+    }
+
+    /// What a verify answer shows of the key, sharing the registry's interned values (see
+    /// [`crate::verdict`]): no string is copied.
+    pub fn verified(&self) -> VerifiedKey {
+        let (slot, state) = (self.slot, self.state);
+        VerifiedKey {
+            key_id: slot.key_id,
+            workspace: state.workspaces.shared(slot.workspace),
+            environment: slot.environment,
+            scopes: state.lists.shared(slot.scopes),
+            owner: (slot.owner != NO_OWNER).then(|| state.owners.shared(slot.owner)),
+            expires_at: self.expires_at(),
+        }
     }
 
     /// The full record, materialised.

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 /// A successful verification.
-// Serialised straight from the key record, borrowing its fields.
+// Serialised straight from the verdict, borrowing its fields.
 #[derive(Serialize, ToSchema)]
 pub struct Verified<'a> {
     pub valid: bool,
