@@ -9,6 +9,7 @@
 //! - [`projector`]: the thread that folds the writer's durable batches into them.
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
 //! - [`webhook`]: signed webhook notifications, their outbox and delivery threads.
+//! - [`witness`]: submitting checkpoints to witnesses and keeping their cosignatures.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -23,9 +24,11 @@ pub mod projector;
 pub mod sequencer;
 pub mod state;
 pub mod webhook;
+pub mod witness;
 
 pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec, Verdict};
 pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
 pub use error::{AuthError, LedgerError};
 pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements, Webhook};
 pub use webhook::{WebhookCounters, WebhookOptions};
+pub use witness::{WitnessOptions, WitnessPolicy};

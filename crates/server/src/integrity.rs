@@ -27,7 +27,7 @@ fn hashes(list: &[[u8; 32]]) -> Value {
     json!({ "hashes": list.iter().map(hex::encode).collect::<Vec<_>>() })
 }
 
-#[utoipa::path(get, path = "/v1/log/checkpoint", operation_id = "getCheckpoint", summary = "Get the latest signed checkpoint", tag = "integrity", description = "The latest signed checkpoint (`ledger:audit:read`).", responses((status = 200, description = "The checkpoint and its C2SP signed note", body = crate::openapi::CheckpointView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no checkpoint signed yet", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/log/checkpoint", operation_id = "getCheckpoint", summary = "Get the latest signed checkpoint", tag = "integrity", description = "The latest signed checkpoint (`ledger:audit:read`), with the cosignatures of the witnesses that cosigned it, each witness's status and any fork alarm.", responses((status = 200, description = "The checkpoint, its C2SP signed note (with cosignature lines when witnessed) and its witnessing", body = crate::openapi::CheckpointView), (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::openapi::ErrorBody), (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::openapi::ErrorBody), (status = 404, description = "no checkpoint signed yet", body = crate::openapi::ErrorBody)))]
 pub async fn checkpoint(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
     admin.require(scope::AUDIT_READ)?;
     let checkpoint = state
@@ -35,11 +35,37 @@ pub async fn checkpoint(State(state): State<AppState>, admin: Admin) -> Result<J
         .log()
         .latest_checkpoint()
         .ok_or_else(|| ApiError::not_found("no checkpoint has been signed yet"))?;
+    let view = state.engine.witness_view();
+    // The cosignatures are served only when they are of this very checkpoint
+    // (docs/api.md, "Integrity").
+    let cosigned = view.cosigned.filter(|c| c.size == checkpoint.size && c.root == checkpoint.root);
+    let (note, witnesses, quorum_met) = match cosigned {
+        Some(c) => (c.note, c.witnesses, c.quorum_met),
+        None => (checkpoint.note, Vec::new(), view.quorum == 0),
+    };
+    let status: Vec<Value> = view
+        .statuses
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "acknowledged_size": s.acknowledged_size,
+                "last_error": s.last_error,
+                "last_success": s.last_success.map(|t| t.to_rfc3339()),
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "size": checkpoint.size,
         "root_hash": hex::encode(checkpoint.root),
         "timestamp": checkpoint.timestamp.to_rfc3339(),
-        "note": checkpoint.note,
+        "note": note,
+        "cosignatures": witnesses.len(),
+        "witnesses": witnesses,
+        "quorum": view.quorum,
+        "quorum_met": quorum_met,
+        "fork_alarm": view.fork_alarm.map(|a| a.to_json()),
+        "witness_status": status,
     })))
 }
 
