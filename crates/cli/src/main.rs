@@ -431,3 +431,36 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
 fn hex_root(root: &[u8; 32]) -> String {
     root.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["keyledger", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(args) => Ok(args),
+            _ => unreachable!("serve parses as serve"),
+        }
+    }
+
+    // A witness vkey (cosignature/v1) of the all-zero seed's key, named w.example.
+    const VKEY: &str = "w.example+5eda88e9+BDtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop";
+
+    #[test]
+    fn witness_flags_are_checked_before_anything_starts() {
+        let bad_key = serve_args(&["--witness", "w.example+00000000+AAAA=https://w.example/"]);
+        assert!(bad_key.is_err());
+        let no_url = serve_args(&["--witness", VKEY]);
+        assert!(no_url.is_err());
+        let quorum_alone = serve_args(&["--witness-quorum", "1"]);
+        assert!(quorum_alone.is_err());
+        let too_many =
+            serve_args(&["--witness", &format!("{VKEY}=https://w.example/"), "--witness-quorum", "2"]);
+        assert!(witness_policy(&too_many.unwrap()).is_err());
+        let policy =
+            witness_policy(&serve_args(&["--witness", &format!("{VKEY}=https://w.example/")]).unwrap());
+        assert_eq!(policy.unwrap().unwrap().witnesses().len(), 1);
+    }
+}
