@@ -332,11 +332,14 @@ async fn a_409_with_a_smaller_size_is_answered_by_resending_from_that_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_witness_ahead_of_the_log_raises_a_fork_alarm_metric_and_webhook() {
-    let witness = FakeWitness::start("ahead.example", 4, Mode::Claims(1_000_000), 0).await;
+    let witness = FakeWitness::start("ahead.example", 4, Mode::Honest, 0).await;
     let api = api(vec![witness.witness()], None);
     let (status, answer, _) =
         api.call("PUT", "/v1/workspaces/acme/webhook", Some(json!({"url": "http://127.0.0.1:9/hook"}))).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
+    // Only once the webhook exists does the witness claim a larger tree (an alarm is
+    // announced to the webhooks configured when it is raised).
+    witness.state.lock().unwrap().mode = Mode::Claims(1_000_000);
     api.create("acme").await;
     let view = api.wait_for("a fork alarm", |v| !v["fork_alarm"].is_null()).await;
     let alarm = &view["fork_alarm"];
