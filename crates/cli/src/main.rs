@@ -198,6 +198,46 @@ struct ServeArgs {
     /// Without it, RUST_LOG, else `info`.
     #[arg(long, env = "KEYLEDGER_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
+    /// A witness every new checkpoint is submitted to (C2SP tlog-witness), as its
+    /// cosignature/v1 verifier key, `=`, and its base URL; repeatable
+    /// (docs/operations.md, "Witnesses").
+    #[arg(
+        long = "witness",
+        env = "KEYLEDGER_WITNESSES",
+        value_delimiter = ',',
+        value_name = "NAME+KEYID+VKEY=URL",
+        value_parser = parse_witness,
+        conflicts_with = "witness_policy"
+    )]
+    witnesses: Vec<keyledger_ledger::witness::Witness>,
+    /// A C2SP tlog-policy file naming the witnesses (`witness NAME VKEY URL`) and the
+    /// quorum (`quorum K|NAME|none`), instead of --witness.
+    #[arg(long, env = "KEYLEDGER_WITNESS_POLICY", value_name = "FILE")]
+    witness_policy: Option<PathBuf>,
+    /// How many --witness witnesses must cosign a checkpoint (default: all of them).
+    #[arg(long, env = "KEYLEDGER_WITNESS_QUORUM", value_name = "K", requires = "witnesses")]
+    witness_quorum: Option<usize>,
+}
+
+fn parse_witness(text: &str) -> Result<keyledger_ledger::witness::Witness, String> {
+    keyledger_ledger::witness::Witness::parse_flag(text).map_err(|e| e.to_string())
+}
+
+/// The witness policy of `serve`'s flags, checked before anything is opened.
+fn witness_policy(args: &ServeArgs) -> Result<Option<keyledger_ledger::WitnessPolicy>> {
+    if let Some(path) = &args.witness_policy {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the witness policy {}", path.display()))?;
+        let policy = keyledger_ledger::WitnessPolicy::parse(&text)
+            .with_context(|| format!("invalid witness policy {}", path.display()))?;
+        return Ok(Some(policy));
+    }
+    if args.witnesses.is_empty() {
+        return Ok(None);
+    }
+    keyledger_ledger::WitnessPolicy::new(args.witnesses.clone(), args.witness_quorum)
+        .map(Some)
+        .context("invalid --witness / --witness-quorum")
 }
 
 fn main() -> ExitCode {
@@ -257,6 +297,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         LogFormat::Human => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
     }
+    let witnesses = witness_policy(&args)?;
     let options = EngineOptions {
         usage_durability: match args.usage_durability {
             UsageDurability::Batched => Durability::Written,
@@ -271,6 +312,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         webhooks: keyledger_ledger::WebhookOptions {
             allow_private: args.webhook_allow_private,
             ..keyledger_ledger::WebhookOptions::default()
+        },
+        witnesses: keyledger_ledger::WitnessOptions {
+            policy: witnesses,
+            ..keyledger_ledger::WitnessOptions::default()
         },
         ..EngineOptions::default()
     };
@@ -402,4 +447,37 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
 
 fn hex_root(root: &[u8; 32]) -> String {
     root.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["keyledger", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(args) => Ok(args),
+            _ => unreachable!("serve parses as serve"),
+        }
+    }
+
+    // A witness vkey (cosignature/v1) of the all-zero seed's key, named w.example.
+    const VKEY: &str = "w.example+5eda88e9+BDtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop";
+
+    #[test]
+    fn witness_flags_are_checked_before_anything_starts() {
+        let bad_key = serve_args(&["--witness", "w.example+00000000+AAAA=https://w.example/"]);
+        assert!(bad_key.is_err());
+        let no_url = serve_args(&["--witness", VKEY]);
+        assert!(no_url.is_err());
+        let quorum_alone = serve_args(&["--witness-quorum", "1"]);
+        assert!(quorum_alone.is_err());
+        let too_many =
+            serve_args(&["--witness", &format!("{VKEY}=https://w.example/"), "--witness-quorum", "2"]);
+        assert!(witness_policy(&too_many.unwrap()).is_err());
+        let policy =
+            witness_policy(&serve_args(&["--witness", &format!("{VKEY}=https://w.example/")]).unwrap());
+        assert_eq!(policy.unwrap().unwrap().witnesses().len(), 1);
+    }
 }

@@ -44,6 +44,8 @@ pub struct EngineOptions {
     pub writer: WriterOptions,
     pub storage: Arc<dyn Storage>,
     pub webhooks: crate::webhook::WebhookOptions,
+    /// The witnesses checkpoints are submitted to (docs/operations.md, "Witnesses").
+    pub witnesses: crate::witness::WitnessOptions,
     /// redb's page cache for the projections, in bytes (see
     /// [`crate::projection::DEFAULT_CACHE_BYTES`]).
     pub projection_cache_bytes: usize,
@@ -58,6 +60,7 @@ impl Default for EngineOptions {
             writer: WriterOptions::default(),
             storage: OsStorage::shared(),
             webhooks: crate::webhook::WebhookOptions::default(),
+            witnesses: crate::witness::WitnessOptions::default(),
             projection_cache_bytes: crate::projection::DEFAULT_CACHE_BYTES,
             projector_queue_batches: 1024,
         }
@@ -143,6 +146,7 @@ pub struct Engine {
     projections_db: crate::projection::ProjectionsDb,
     webhooks: crate::webhook::WebhookService,
     webhook_counters: Arc<crate::webhook::WebhookCounters>,
+    witnesses: crate::witness::service::WitnessService,
     counters: EngineCounters,
     data_dir: PathBuf,
     /// The log's signing key (the log signs checkpoints with its own copy): exports sign
@@ -301,6 +305,29 @@ impl Engine {
                 return Err(error.into());
             }
         };
+        let announcer = webhooks.announcer();
+        let witnesses = crate::witness::service::WitnessService::start(
+            options.witnesses.clone(),
+            reader.clone(),
+            dir.join(datadir::LOG_DIR),
+            Box::new(move |alarm| {
+                let subject = format!(
+                    "{}\0{}\0{}\0{:?}",
+                    alarm.witness, alarm.kind, alarm.log_size, alarm.witness_size
+                );
+                announcer.announce(subject.as_bytes(), &alarm.to_json());
+            }),
+        );
+        let witnesses = match witnesses {
+            Ok(witnesses) => witnesses,
+            Err(error) => {
+                (webhooks.stopper())();
+                writer.shutdown_blocking();
+                return Err(
+                    ProjectionError::Log(format!("cannot start the witness submitters: {error}")).into()
+                );
+            }
+        };
         Ok(Self {
             state,
             writer,
@@ -313,6 +340,7 @@ impl Engine {
             projections_db,
             webhooks,
             webhook_counters,
+            witnesses,
             counters: EngineCounters::default(),
             data_dir: dir.to_owned(),
             signer,
@@ -353,6 +381,31 @@ impl Engine {
 
     pub fn webhook_counters(&self) -> &crate::webhook::WebhookCounters {
         &self.webhook_counters
+    }
+
+    /// What the witnesses cosigned, their status and any fork alarm (docs/api.md,
+    /// "Integrity").
+    pub fn witness_view(&self) -> crate::witness::WitnessView {
+        self.witnesses.view()
+    }
+
+    /// Each configured witness's counters, for metrics.
+    pub fn witness_counters(&self) -> Vec<crate::witness::WitnessCountersView> {
+        self.witnesses.counters()
+    }
+
+    /// The latest checkpoint's note, with the witnesses' cosignature lines when they
+    /// cosigned that very checkpoint (what `GET /checkpoint` and `GET /v1/log/checkpoint`
+    /// serve).
+    pub fn latest_checkpoint_note(&self) -> Option<String> {
+        let checkpoint = self.reader.latest_checkpoint()?;
+        Some(
+            self.witnesses
+                .view()
+                .cosigned
+                .filter(|c| c.size == checkpoint.size && c.root == checkpoint.root)
+                .map_or(checkpoint.note, |c| c.note),
+        )
     }
 
     pub fn writer_stats(&self) -> &keyledger_log::WriterStats {
@@ -733,6 +786,7 @@ impl Engine {
 
     /// Drains pending appends, writes a final checkpoint, persists projections and stops.
     pub async fn shutdown(&self) {
+        let _ = tokio::task::spawn_blocking(self.witnesses.stopper()).await;
         let stop_webhooks = self.webhooks.stopper();
         let _ = tokio::task::spawn_blocking(stop_webhooks).await;
         self.writer.shutdown().await;
@@ -740,6 +794,7 @@ impl Engine {
     }
 
     pub fn shutdown_blocking(&self) {
+        (self.witnesses.stopper())();
         (self.webhooks.stopper())();
         self.writer.shutdown_blocking();
         (self.projector.stopper())();

@@ -10,6 +10,7 @@
 //! - [`projector`]: the thread that folds the writer's durable batches into them.
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
 //! - [`webhook`]: signed webhook notifications, their outbox and delivery threads.
+//! - [`witness`]: submitting checkpoints to witnesses and keeping their cosignatures.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -25,6 +26,7 @@ pub mod sequencer;
 pub mod state;
 pub mod verdict;
 pub mod webhook;
+pub mod witness;
 
 pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec};
 pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
@@ -32,3 +34,4 @@ pub use error::{AuthError, LedgerError};
 pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements, Webhook};
 pub use verdict::{Verdict, VerifiedKey};
 pub use webhook::{WebhookCounters, WebhookOptions};
+pub use witness::{WitnessOptions, WitnessPolicy};

@@ -127,3 +127,65 @@ impl CheckpointStore {
         Ok(())
     }
 }
+
+/// The file, in the log's directory, holding the latest cosigned checkpoint: the log's
+/// note followed by witness cosignature lines (docs/log-format.md, "Cosigned checkpoint").
+pub const COSIGNED_FILE: &str = "cosigned-checkpoint";
+
+/// Largest cosigned checkpoint file read back (a note with 32 cosignatures is ~4 KiB).
+const MAX_COSIGNED_BYTES: u64 = 64 * 1024;
+
+/// Stores `note` (a checkpoint note with its cosignature lines) as the latest cosigned
+/// checkpoint in `log_dir`, atomically: a temporary file is written and fsynced, renamed
+/// over the previous one, and the directory is fsynced. A crash leaves the old or the new
+/// file, never a mix.
+pub fn store_cosigned(log_dir: &Path, note: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = log_dir.join(COSIGNED_FILE);
+    let temp = log_dir.join(format!("{COSIGNED_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(note.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, &path)?;
+    std::fs::File::open(log_dir)?.sync_all()
+}
+
+/// The latest cosigned checkpoint stored in `log_dir`, if any. Unchecked: the caller
+/// verifies the log's signature and every cosignature before trusting it.
+pub fn load_cosigned(log_dir: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read as _;
+    let file = match std::fs::File::open(log_dir.join(COSIGNED_FILE)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_COSIGNED_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_COSIGNED_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "cosigned checkpoint file too large",
+        ));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "cosigned checkpoint is not UTF-8"))
+}
+
+#[cfg(test)]
+mod cosigned_tests {
+    use super::*;
+
+    #[test]
+    fn the_cosigned_checkpoint_is_replaced_atomically_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_cosigned(dir.path()).unwrap(), None);
+        store_cosigned(dir.path(), "first\n").unwrap();
+        store_cosigned(dir.path(), "second\n").unwrap();
+        assert_eq!(load_cosigned(dir.path()).unwrap().as_deref(), Some("second\n"));
+        assert!(!dir.path().join(format!("{COSIGNED_FILE}.tmp")).exists());
+        std::fs::write(dir.path().join(COSIGNED_FILE), vec![b'a'; 70 * 1024]).unwrap();
+        assert!(load_cosigned(dir.path()).is_err());
+    }
+}

@@ -978,6 +978,17 @@ function copyButton(getText, label) {
 
 function commands(lines) { return h('pre', { class: 'commands' }, h('code', {}, lines.join('\n'))); }
 
+// The red banner of a fork alarm (docs/operations.md, "Witnesses"): a witness has seen
+// another view of this log. Text only, built with h(), never HTML from the server.
+function forkAlarmBanner(alarm) {
+  if (!alarm) return null;
+  const claim = alarm.kind === 'witness_ahead'
+    ? `says it cosigned size ${alarm.witness_size}, larger than this log's ${alarm.log_size}`
+    : `returned a cosignature that does not match this log's checkpoint of size ${alarm.log_size}`;
+  return h('div', { class: 'alert fork-alarm', role: 'alert', id: 'fork-alarm' },
+    h('strong', {}, 'Fork alarm: '), `witness ${alarm.witness} ${claim} (${alarm.detected_at}). Someone may have shown it another view of this log; see docs/operations.md, "Witnesses".`);
+}
+
 async function viewIntegrity() {
   const view = beginView('Integrity');
   let checkpoint = null, publicKey = null, checkpointError = null;
@@ -1017,12 +1028,16 @@ async function viewIntegrity() {
   });
   view.render(
     h('h1', {}, 'Integrity'),
+    forkAlarmBanner(checkpoint && checkpoint.fork_alarm),
     h('p', {}, 'keyledger keeps its history as an append-only log hashed into a Merkle tree (RFC 9162 with BLAKE3). Checkpoints of the tree are signed with the log\'s Ed25519 key, so anyone holding the public key can check an export without trusting this server.'),
     section('Current checkpoint', checkpoint
       ? [definitions([
         ['Log size', h('span', { id: 'log-size' }, `${checkpoint.size} events`)],
         ['Root hash', h('code', { class: 'wrap', id: 'root-hash' }, checkpoint.root_hash)],
         ['Signed', timeEl(checkpoint.timestamp, { abs: true })],
+        ['Witness cosignatures', h('span', { id: 'cosignatures' }, (checkpoint.witnesses ?? []).length
+          ? `${checkpoint.cosignatures} (${checkpoint.witnesses.join(', ')})${checkpoint.quorum_met ? '' : ' — quorum not met'}`
+          : `${checkpoint.cosignatures ?? 0}`)],
       ]), h('h3', {}, 'Signed note'), h('pre', { class: 'note', id: 'checkpoint-note' }, checkpoint.note)]
       : h('p', { class: 'muted' }, checkpointError ? checkpointError.message : 'No checkpoint yet.')),
     section('Log public key', definitions([

@@ -29,9 +29,9 @@ fn proof_error<E: std::fmt::Display>(error: ProofGenError<E>) -> ApiError {
     operation_id = "getCheckpoint",
     summary = "Get the latest signed checkpoint",
     tag = "integrity",
-    description = "The latest signed checkpoint (`ledger:audit:read`).",
+    description = "The latest signed checkpoint (`ledger:audit:read`), with the cosignatures of the witnesses that cosigned it, each witness's status and any fork alarm.",
     responses(
-        (status = 200, description = "The checkpoint and its C2SP signed note", body = CheckpointView),
+        (status = 200, description = "The checkpoint, its C2SP signed note (with cosignature lines when witnessed) and its witnessing", body = CheckpointView),
         AdminErrors,
         (status = 404, description = "no checkpoint signed yet", body = ErrorBody)
     )
@@ -46,11 +46,42 @@ pub async fn checkpoint(
         .log()
         .latest_checkpoint()
         .ok_or_else(|| ApiError::not_found("no checkpoint has been signed yet"))?;
+    let view = state.engine.witness_view();
+    // The cosignatures are served only when they are of this very checkpoint
+    // (docs/api.md, "Integrity").
+    let cosigned = view.cosigned.filter(|c| c.size == checkpoint.size && c.root == checkpoint.root);
+    let (note, witnesses, quorum_met) = match cosigned {
+        Some(c) => (c.note, c.witnesses, c.quorum_met),
+        None => (checkpoint.note, Vec::new(), view.quorum == 0),
+    };
+    let witness_status = view
+        .statuses
+        .iter()
+        .map(|s| WitnessStatusView {
+            name: s.name.clone(),
+            acknowledged_size: s.acknowledged_size,
+            last_error: s.last_error.map(str::to_owned),
+            last_success: s.last_success.map(|t| t.to_rfc3339()),
+        })
+        .collect();
     Ok(Json(CheckpointView {
         size: checkpoint.size,
         root_hash: hex::encode(checkpoint.root),
         timestamp: checkpoint.timestamp.to_rfc3339(),
-        note: checkpoint.note.clone(),
+        note,
+        cosignatures: witnesses.len() as u64,
+        witnesses,
+        quorum: view.quorum as u64,
+        quorum_met,
+        fork_alarm: view.fork_alarm.map(|a| ForkAlarmView {
+            witness: a.witness.clone(),
+            kind: a.kind.to_string(),
+            log_size: a.log_size,
+            log_root_hash: hex::encode(a.log_root),
+            witness_size: a.witness_size,
+            detected_at: a.detected_at.to_rfc3339(),
+        }),
+        witness_status,
     }))
 }
 

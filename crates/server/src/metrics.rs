@@ -81,6 +81,15 @@ fn describe() {
         "keyledger_webhook_failed_attempts_total",
         "Webhook attempts answered non-2xx or not answered"
     );
+    describe_counter!(
+        "keyledger_witness_cosignatures_total",
+        "Valid witness cosignatures received, by witness"
+    );
+    describe_counter!(
+        "keyledger_witness_submission_failures_total",
+        "Failed checkpoint submissions to witnesses, by witness and class"
+    );
+    describe_counter!("keyledger_witness_fork_alarms_total", "Fork alarms raised, by witness");
     describe_gauge!("keyledger_log_healthy", "1, or 0 while the log writer is poisoned");
     describe_gauge!("keyledger_checkpoint_age_seconds", Unit::Seconds, "Age of the latest checkpoint");
     describe_gauge!("keyledger_checkpoint_size", "Tree size of the latest checkpoint");
@@ -219,6 +228,18 @@ pub async fn render(State(state): State<AppState>) -> Response {
         .absolute(webhooks.dropped.load(Ordering::Relaxed));
     metrics::counter!("keyledger_webhook_failed_attempts_total")
         .absolute(webhooks.failed_attempts.load(Ordering::Relaxed));
+    // Witness labels are names from the server's configuration only (bounded).
+    for witness in engine.witness_counters() {
+        let name = witness.witness;
+        metrics::counter!("keyledger_witness_cosignatures_total", "witness" => name.clone())
+            .absolute(witness.cosignatures);
+        metrics::counter!("keyledger_witness_fork_alarms_total", "witness" => name.clone())
+            .absolute(witness.fork_alarms);
+        for (class, count) in witness.failures {
+            metrics::counter!("keyledger_witness_submission_failures_total", "witness" => name.clone(), "class" => class)
+                .absolute(count);
+        }
+    }
     metrics::gauge!("keyledger_log_healthy").set(if engine.is_healthy() { 1.0 } else { 0.0 });
     if let Some(checkpoint) = engine.log().latest_checkpoint() {
         let age = (Timestamp::now().micros() - checkpoint.timestamp.micros()) as f64 / 1e6;

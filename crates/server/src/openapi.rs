@@ -169,6 +169,8 @@ impl Modify for Security {
         WebhookDeliveries,
         Verified,
         CheckpointView,
+        ForkAlarmView,
+        WitnessStatusView,
         PublicKeyView,
         ProofView,
         Health,

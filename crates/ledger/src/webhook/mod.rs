@@ -33,7 +33,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Every notification type, in the order the docs list them.
-pub const TYPES: [&str; 12] = [
+pub const TYPES: [&str; 13] = [
     "key.created",
     "key.rotated",
     "key.revoked",
@@ -46,6 +46,7 @@ pub const TYPES: [&str; 12] = [
     "key.revoked_used",
     "key.expiring",
     "webhook.updated",
+    "log.fork_alarm",
 ];
 
 /// How long before its expiry an active key is announced by `key.expiring`.

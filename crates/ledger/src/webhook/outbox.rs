@@ -211,7 +211,8 @@ impl Outbox {
         Ok(queued)
     }
 
-    /// Queues a `key.expiring` notification unless this key and expiry were announced.
+    /// Queues a once-only notification (`key.expiring` of a key and expiry,
+    /// `log.fork_alarm` of an alarm) unless its marker records it as queued.
     pub fn enqueue_expiring(
         &self,
         notification: &Notification,

@@ -142,6 +142,11 @@ impl WebhookService {
         &self.shared.outbox
     }
 
+    /// What queues `log.fork_alarm` notifications (see [`AlarmAnnouncer`]).
+    pub(crate) fn announcer(&self) -> AlarmAnnouncer {
+        AlarmAnnouncer(self.shared.clone())
+    }
+
     /// Where deliveries may go.
     pub(crate) fn destination_rule(&self) -> super::DestinationRule {
         self.shared.options.destination_rule()
@@ -168,6 +173,47 @@ impl Drop for WebhookService {
     fn drop(&mut self) {
         // An engine dropped without shutdown must not leave its threads polling forever.
         self.shared.signal.stop();
+    }
+}
+
+/// Queues a `log.fork_alarm` notification for every workspace whose enabled webhook wants
+/// it (docs/webhooks.md). An alarm is queued at most once per workspace: its subject makes
+/// the delivery id and the marker that records it as queued.
+pub(crate) struct AlarmAnnouncer(Arc<Shared>);
+
+impl AlarmAnnouncer {
+    pub(crate) fn announce(&self, subject: &[u8], data: &serde_json::Value) {
+        let mut queued = false;
+        for (workspace, webhook) in self.0.webhooks() {
+            if !webhook.wants("log.fork_alarm") {
+                continue;
+            }
+            let notification = super::notification(
+                &workspace,
+                "log.fork_alarm",
+                subject,
+                Timestamp::now(),
+                None,
+                data.clone(),
+            );
+            let mut marker = [0u8; 24];
+            let digest = blake3::hash(format!("keyledger fork alarm\0{}", notification.id).as_bytes());
+            marker.copy_from_slice(&digest.as_bytes()[..24]);
+            let mut dropped = 0;
+            match self.0.outbox.enqueue_expiring(
+                &notification,
+                &marker,
+                self.0.options.max_pending_per_workspace,
+                &mut dropped,
+            ) {
+                Ok(q) => queued |= q,
+                Err(error) => tracing::error!(%error, %workspace, "could not queue the fork alarm webhook"),
+            }
+            note_dropped(&self.0, dropped);
+        }
+        if queued {
+            self.0.signal.notify();
+        }
     }
 }
 

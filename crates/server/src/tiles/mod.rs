@@ -78,11 +78,10 @@ pub async fn checkpoint(State(state): State<AppState>, request: Request) -> Resp
         Ok(()) => {}
         Err(refusal) => return refusal,
     }
-    match latest(&state) {
-        Ok(checkpoint) => {
-            answer(checkpoint.note.into_bytes(), "text/plain; charset=utf-8", public, SHORT_CACHE)
-        }
-        Err(error) => error.into_response(),
+    // With witnesses, the note carries their cosignature lines (docs/witness.md).
+    match state.engine.latest_checkpoint_note() {
+        Some(note) => answer(note.into_bytes(), "text/plain; charset=utf-8", public, SHORT_CACHE),
+        None => ApiError::not_found("no checkpoint has been signed yet").into_response(),
     }
 }
 

@@ -1,0 +1,585 @@
+//! The witness submitters: one thread per configured witness, each submitting the log's
+//! latest checkpoint with `add-checkpoint` whenever that witness has not cosigned it yet.
+//!
+//! A submitter only reads the latest stored checkpoint (a cheap clone), so the writer never
+//! waits for it, and an older checkpoint still pending is simply superseded by the newer
+//! one. Its state is one acknowledged size, a failure count and a retry time. The
+//! cosignatures of the latest checkpoint any witness cosigned are kept in memory and on
+//! disk ([`keyledger_log::checkpoint::store_cosigned`]), and reloaded at start.
+
+use super::policy::{Witness, WitnessPolicy};
+use super::{FAILURE_CLASSES, WitnessOptions};
+use base64::Engine as _;
+use keyledger_core::Timestamp;
+use keyledger_log::LogReader;
+use keyledger_log::checkpoint::{StoredCheckpoint, load_cosigned, store_cosigned};
+use keyledger_verify::cosignature::{CosignatureError, verify_cosignatures};
+use keyledger_verify::merkle::Hash;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Largest witness answer read (a few signature lines are expected).
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+
+/// Resubmissions after a 409 within one round before it counts as a failure.
+const MAX_CONFLICT_RESENDS: u32 = 2;
+
+/// Evidence that a witness has seen another view of this log (docs/operations.md,
+/// "Witnesses").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkAlarm {
+    /// The configured witness that showed it.
+    pub witness: String,
+    /// `witness_ahead` (409 with a size larger than the log's) or `foreign_cosignature` (a
+    /// line under the witness's own key that does not verify over the log's checkpoint).
+    pub kind: &'static str,
+    /// The checkpoint keyledger submitted.
+    pub log_size: u64,
+    pub log_root: Hash,
+    /// The size the witness claims to have cosigned (`witness_ahead`).
+    pub witness_size: Option<u64>,
+    pub detected_at: Timestamp,
+}
+
+impl ForkAlarm {
+    /// The alarm as JSON (the API's `fork_alarm` and the `log.fork_alarm` webhook's data).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "witness": self.witness,
+            "kind": self.kind,
+            "log_size": self.log_size,
+            "log_root_hash": hex::encode(self.log_root),
+            "witness_size": self.witness_size,
+            "detected_at": self.detected_at.to_rfc3339(),
+        })
+    }
+}
+
+/// What one witness did last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessStatus {
+    pub name: String,
+    /// The size the witness last cosigned for this log (or reported in a 409), if known.
+    pub acknowledged_size: Option<u64>,
+    /// The class of the last failed submission (one of [`FAILURE_CLASSES`] or
+    /// `fork_alarm`), cleared by a success.
+    pub last_error: Option<&'static str>,
+    pub last_success: Option<Timestamp>,
+}
+
+/// The latest checkpoint any witness cosigned, with its cosignatures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CosignedCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    /// The log's note followed by the cosignature lines, in the configured order.
+    pub note: String,
+    /// The witnesses whose cosignature it carries.
+    pub witnesses: Vec<String>,
+    /// Whether they meet the quorum.
+    pub quorum_met: bool,
+}
+
+/// Everything the API shows about witnessing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WitnessView {
+    pub cosigned: Option<CosignedCheckpoint>,
+    pub statuses: Vec<WitnessStatus>,
+    pub fork_alarm: Option<ForkAlarm>,
+    /// Cosignatures the quorum asks for (0: none, or no witnesses configured).
+    pub quorum: usize,
+}
+
+/// One witness's counters, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessCountersView {
+    pub witness: String,
+    pub cosignatures: u64,
+    pub failures: Vec<(&'static str, u64)>,
+    pub fork_alarms: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    cosignatures: AtomicU64,
+    failures: [AtomicU64; FAILURE_CLASSES.len()],
+    fork_alarms: AtomicU64,
+}
+
+struct CosignedSet {
+    size: u64,
+    root: Hash,
+    note: String,
+    lines: Vec<Option<String>>,
+}
+
+impl CosignedSet {
+    fn text(&self) -> String {
+        let mut text = self.note.clone();
+        self.lines.iter().flatten().for_each(|line| text.push_str(line));
+        text
+    }
+}
+
+struct State {
+    set: Option<CosignedSet>,
+    statuses: Vec<WitnessStatus>,
+    fork_alarm: Option<ForkAlarm>,
+    /// The last alarm per witness (its kind and the witness's claimed size), so the same
+    /// answer repeated, for this or later checkpoints, alarms once; a cosignature clears it.
+    last_alarm: Vec<Option<(&'static str, Option<u64>)>>,
+}
+
+/// Called once per new fork alarm (the engine queues the webhook).
+pub(crate) type AlarmSink = Box<dyn Fn(&ForkAlarm) + Send + Sync>;
+
+struct Shared {
+    policy: WitnessPolicy,
+    options: WitnessOptions,
+    reader: LogReader,
+    log_dir: PathBuf,
+    state: Mutex<State>,
+    /// Held while the cosigned file is written, so writes land in the order they were made.
+    persist: Mutex<()>,
+    counters: Vec<Counters>,
+    stop: Mutex<bool>,
+    stopped: Condvar,
+    sink: AlarmSink,
+}
+
+enum Submission {
+    Cosigned(String),
+    Conflict(u64),
+    Foreign,
+    Failed(&'static str),
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `timeout` or until stopped; true once stopping.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) =
+            self.stopped.wait_timeout_while(guard, timeout, |stop| !*stop).unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+
+    fn cosigned(&self, index: usize, checkpoint: &StoredCheckpoint, line: String) {
+        self.counters[index].cosignatures.fetch_add(1, Ordering::Relaxed);
+        let _persist = self.persist.lock().unwrap_or_else(|e| e.into_inner());
+        let text = {
+            let mut state = self.lock();
+            let status = &mut state.statuses[index];
+            status.acknowledged_size = Some(checkpoint.size);
+            status.last_error = None;
+            status.last_success = Some(Timestamp::now());
+            state.last_alarm[index] = None;
+            match &mut state.set {
+                Some(set) if set.size == checkpoint.size && set.root == checkpoint.root => {
+                    set.lines[index] = Some(line);
+                }
+                Some(set) if set.size > checkpoint.size => return,
+                _ => {
+                    let mut lines = vec![None; self.policy.witnesses().len()];
+                    lines[index] = Some(line);
+                    state.set = Some(CosignedSet {
+                        size: checkpoint.size,
+                        root: checkpoint.root,
+                        note: checkpoint.note.clone(),
+                        lines,
+                    });
+                }
+            }
+            state.set.as_ref().map(CosignedSet::text).unwrap_or_default()
+        };
+        if let Err(error) = store_cosigned(&self.log_dir, &text) {
+            tracing::error!(%error, "could not store the cosigned checkpoint; it is served from memory");
+        }
+    }
+
+    fn failed(&self, index: usize, class: &'static str) {
+        if let Some(slot) = FAILURE_CLASSES.iter().position(|c| *c == class) {
+            self.counters[index].failures[slot].fetch_add(1, Ordering::Relaxed);
+        }
+        self.lock().statuses[index].last_error = Some(class);
+    }
+
+    fn alarm(
+        &self,
+        index: usize,
+        kind: &'static str,
+        checkpoint: &StoredCheckpoint,
+        witness_size: Option<u64>,
+    ) {
+        let witness = self.policy.witnesses()[index].name().to_owned();
+        let alarm = ForkAlarm {
+            witness,
+            kind,
+            log_size: checkpoint.size,
+            log_root: checkpoint.root,
+            witness_size,
+            detected_at: Timestamp::now(),
+        };
+        {
+            let mut state = self.lock();
+            state.statuses[index].last_error = Some("fork_alarm");
+            let key = Some((kind, witness_size));
+            if state.last_alarm[index] == key {
+                return;
+            }
+            state.last_alarm[index] = key;
+            state.fork_alarm = Some(alarm.clone());
+        }
+        self.counters[index].fork_alarms.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            witness = %alarm.witness,
+            kind,
+            log_size = alarm.log_size,
+            log_root = %hex::encode(alarm.log_root),
+            witness_size,
+            "FORK ALARM: a witness has seen another view of this log"
+        );
+        (self.sink)(&alarm);
+    }
+}
+
+/// The running submitters of an engine (none without a witness policy).
+pub(crate) struct WitnessService {
+    shared: Option<Arc<Shared>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// Reads back the stored cosigned checkpoint if it is of the log's latest checkpoint,
+/// keeping only the lines that verify under a configured witness's key.
+fn load_set(reader: &LogReader, log_dir: &std::path::Path, policy: &WitnessPolicy) -> Option<CosignedSet> {
+    let text = match load_cosigned(log_dir) {
+        Ok(text) => text?,
+        Err(error) => {
+            tracing::warn!(%error, "ignoring the stored cosigned checkpoint");
+            return None;
+        }
+    };
+    let checkpoint = reader.latest_checkpoint()?;
+    let rest = text.strip_prefix(checkpoint.note.as_str())?;
+    let mut lines = vec![None; policy.witnesses().len()];
+    for line in rest.split_inclusive('\n') {
+        let note = format!("{}{line}", checkpoint.note);
+        for (index, witness) in policy.witnesses().iter().enumerate() {
+            if verify_cosignatures(&note, std::slice::from_ref(&witness.key)).is_ok_and(|c| !c.is_empty()) {
+                lines[index].get_or_insert_with(|| line.to_owned());
+            }
+        }
+    }
+    if lines.iter().all(Option::is_none) {
+        return None;
+    }
+    Some(CosignedSet { size: checkpoint.size, root: checkpoint.root, note: checkpoint.note, lines })
+}
+
+impl WitnessService {
+    pub(crate) fn start(
+        options: WitnessOptions,
+        reader: LogReader,
+        log_dir: PathBuf,
+        sink: AlarmSink,
+    ) -> std::io::Result<Self> {
+        let Some(policy) = options.policy.clone() else {
+            return Ok(Self { shared: None, threads: Mutex::new(Vec::new()) });
+        };
+        let set = load_set(&reader, &log_dir, &policy);
+        let statuses = policy
+            .witnesses()
+            .iter()
+            .enumerate()
+            .map(|(index, w)| WitnessStatus {
+                name: w.name().to_owned(),
+                acknowledged_size: set.as_ref().filter(|s| s.lines[index].is_some()).map(|s| s.size),
+                last_error: None,
+                last_success: None,
+            })
+            .collect();
+        let count = policy.witnesses().len();
+        let shared = Arc::new(Shared {
+            counters: (0..count).map(|_| Counters::default()).collect(),
+            policy,
+            options,
+            reader,
+            log_dir,
+            state: Mutex::new(State { set, statuses, fork_alarm: None, last_alarm: vec![None; count] }),
+            persist: Mutex::new(()),
+            stop: Mutex::new(false),
+            stopped: Condvar::new(),
+            sink,
+        });
+        let service = Self { shared: Some(shared.clone()), threads: Mutex::new(Vec::new()) };
+        for index in 0..count {
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("keyledger-witness-{index}"))
+                .spawn(move || submit_loop(&shared, index));
+            match thread {
+                Ok(thread) => service.threads.lock().unwrap_or_else(|e| e.into_inner()).push(thread),
+                Err(error) => {
+                    (service.stopper())();
+                    return Err(error);
+                }
+            }
+        }
+        Ok(service)
+    }
+
+    /// What the API shows.
+    pub(crate) fn view(&self) -> WitnessView {
+        let Some(shared) = &self.shared else { return WitnessView::default() };
+        let state = shared.lock();
+        let cosigned = state.set.as_ref().map(|set| {
+            let indexes: Vec<usize> = (0..set.lines.len()).filter(|i| set.lines[*i].is_some()).collect();
+            CosignedCheckpoint {
+                size: set.size,
+                root: set.root,
+                note: set.text(),
+                witnesses: indexes.iter().map(|i| shared.policy.witnesses()[*i].name().to_owned()).collect(),
+                quorum_met: shared.policy.met_by(&indexes),
+            }
+        });
+        WitnessView {
+            cosigned,
+            statuses: state.statuses.clone(),
+            fork_alarm: state.fork_alarm.clone(),
+            quorum: shared.policy.required(),
+        }
+    }
+
+    /// Each configured witness's counters.
+    pub(crate) fn counters(&self) -> Vec<WitnessCountersView> {
+        let Some(shared) = &self.shared else { return Vec::new() };
+        shared
+            .policy
+            .witnesses()
+            .iter()
+            .zip(&shared.counters)
+            .map(|(witness, counters)| WitnessCountersView {
+                witness: witness.name().to_owned(),
+                cosignatures: counters.cosignatures.load(Ordering::Relaxed),
+                failures: FAILURE_CLASSES
+                    .iter()
+                    .zip(&counters.failures)
+                    .map(|(class, n)| (*class, n.load(Ordering::Relaxed)))
+                    .collect(),
+                fork_alarms: counters.fork_alarms.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// What stops the submitters (a request under way finishes first, within its
+    /// timeout); blocking, so async callers run it on a blocking thread.
+    pub(crate) fn stopper(&self) -> impl FnOnce() + Send + 'static {
+        if let Some(shared) = &self.shared {
+            *shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            shared.stopped.notify_all();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for WitnessService {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            *shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            shared.stopped.notify_all();
+        }
+    }
+}
+
+fn submit_loop(shared: &Shared, index: usize) {
+    let witness = &shared.policy.witnesses()[index];
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(shared.options.timeout))
+        .user_agent(concat!("keyledger-witness-client/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let (mut acked, mut done) = {
+        let state = shared.lock();
+        match &state.set {
+            Some(set) if set.lines[index].is_some() => (set.size, Some((set.size, set.root))),
+            _ => (0, None),
+        }
+    };
+    let mut failures = 0u32;
+    let mut next_try = Instant::now();
+    loop {
+        let poll = shared.options.poll_interval;
+        let checkpoint = shared.reader.latest_checkpoint();
+        let due =
+            checkpoint.as_ref().filter(|c| done != Some((c.size, c.root)) && Instant::now() >= next_try);
+        if let Some(checkpoint) = due {
+            if acked > checkpoint.size {
+                acked = 0;
+            }
+            let mut resends = 0;
+            let failure = loop {
+                match submit(&agent, witness, &shared.reader, checkpoint, acked) {
+                    Submission::Cosigned(line) => {
+                        acked = checkpoint.size;
+                        done = Some((checkpoint.size, checkpoint.root));
+                        shared.cosigned(index, checkpoint, line);
+                        break None;
+                    }
+                    Submission::Conflict(size) if size > checkpoint.size => {
+                        shared.alarm(index, "witness_ahead", checkpoint, Some(size));
+                        break Some("fork_alarm");
+                    }
+                    Submission::Conflict(size) if size != acked && resends < MAX_CONFLICT_RESENDS => {
+                        resends += 1;
+                        acked = size;
+                        shared.lock().statuses[index].acknowledged_size = Some(size);
+                    }
+                    Submission::Conflict(_) => break Some("conflict"),
+                    Submission::Foreign => {
+                        shared.alarm(index, "foreign_cosignature", checkpoint, None);
+                        break Some("fork_alarm");
+                    }
+                    Submission::Failed(class) => break Some(class),
+                }
+            };
+            match failure {
+                None => failures = 0,
+                Some(class) => {
+                    if class != "fork_alarm" {
+                        shared.failed(index, class);
+                    }
+                    failures = failures.saturating_add(1);
+                    let delay = shared.options.backoff(failures);
+                    next_try = Instant::now() + delay;
+                    tracing::warn!(
+                        witness = witness.name(),
+                        class,
+                        size = checkpoint.size,
+                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "witness submission failed; will retry"
+                    );
+                }
+            }
+        }
+        if shared.wait(poll) {
+            return;
+        }
+    }
+}
+
+/// One `add-checkpoint` request for `checkpoint`, with a consistency proof from `old`.
+fn submit(
+    agent: &ureq::Agent,
+    witness: &Witness,
+    reader: &LogReader,
+    checkpoint: &StoredCheckpoint,
+    old: u64,
+) -> Submission {
+    let proof = if old == 0 || old == checkpoint.size {
+        Vec::new()
+    } else {
+        match reader.tree().consistency_proof(old, checkpoint.size) {
+            Ok(proof) => proof,
+            Err(_) => return Submission::Conflict(0),
+        }
+    };
+    let mut body = format!("old {old}\n");
+    for hash in &proof {
+        body.push_str(&base64::engine::general_purpose::STANDARD.encode(hash));
+        body.push('\n');
+    }
+    body.push('\n');
+    body.push_str(&checkpoint.note);
+    let url = format!("{}/add-checkpoint", witness.url);
+    let mut response =
+        match agent.post(&url).header("content-type", "text/plain; charset=utf-8").send(body.as_bytes()) {
+            Ok(response) => response,
+            Err(ureq::Error::Timeout(_)) => return Submission::Failed("timeout"),
+            Err(_) => return Submission::Failed("connection_failed"),
+        };
+    let status = response.status().as_u16();
+    let size_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().starts_with("text/x.tlog.size"));
+    let text = match status {
+        200 | 409 => match response.body_mut().with_config().limit(MAX_RESPONSE_BYTES).read_to_string() {
+            Ok(text) => text,
+            Err(ureq::Error::Timeout(_)) => return Submission::Failed("timeout"),
+            Err(_) => return Submission::Failed("bad_response"),
+        },
+        403 => return Submission::Failed("forbidden"),
+        404 => return Submission::Failed("unknown_log"),
+        422 => return Submission::Failed("unprocessable"),
+        500..=599 => return Submission::Failed("server_error"),
+        _ => return Submission::Failed("unexpected_status"),
+    };
+    if status == 409 {
+        return match parse_size(&text).filter(|_| size_type) {
+            Some(size) => Submission::Conflict(size),
+            None => Submission::Failed("bad_response"),
+        };
+    }
+    cosignature_from(witness, checkpoint, &text)
+}
+
+/// `<decimal>\n`, canonical (no sign, no leading zero).
+fn parse_size(text: &str) -> Option<u64> {
+    let digits = text.strip_suffix('\n')?;
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+    {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The witness's valid cosignature line over `checkpoint` from a 200 answer's lines.
+fn cosignature_from(witness: &Witness, checkpoint: &StoredCheckpoint, text: &str) -> Submission {
+    let mut valid = None;
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') || !line.starts_with("\u{2014} ") {
+            return Submission::Failed("bad_response");
+        }
+        let note = format!("{}{line}", checkpoint.note);
+        match verify_cosignatures(&note, std::slice::from_ref(&witness.key)) {
+            Ok(found) if !found.is_empty() => {
+                valid.get_or_insert_with(|| line.to_owned());
+            }
+            // Another key's line: ignored (tlog-witness).
+            Ok(_) => {}
+            // The witness's own key id over something that is not this checkpoint.
+            Err(CosignatureError::BadCosignature { .. }) => return Submission::Foreign,
+            Err(_) => return Submission::Failed("bad_response"),
+        }
+    }
+    valid.map_or(Submission::Failed("bad_response"), Submission::Cosigned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_canonical_decimals_with_a_newline() {
+        assert_eq!(parse_size("0\n"), Some(0));
+        assert_eq!(parse_size("42\n"), Some(42));
+        for bad in ["", "42", "042\n", "-1\n", "+1\n", " 1\n", "1\n\n", "99999999999999999999\n"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
+}
