@@ -1,5 +1,5 @@
 //! The offline verifier of keyledger: Merkle proofs ([`merkle`]), signed checkpoints ([`note`]),
-//! and exports ([`export`]).
+//! the log-format transition note ([`transition`]), and exports ([`export`]).
 //!
 //! It has few dependencies so that an auditor can build it and read it alone, without the
 //! server, its storage or its runtime.
@@ -9,3 +9,4 @@ pub mod merkle;
 pub mod note;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod transition;
