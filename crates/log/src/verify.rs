@@ -262,8 +262,17 @@ pub fn verify_log(
     {
         return Err(LogVerifyError::Missing { events: total, covered: t.size, what: "the transition note" });
     }
-    // Every checkpoint whose size the events reached was matched above.
-    debug_assert!(format1.next == format1.checkpoints.len() && current.next == current.checkpoints.len());
+    // Every checkpoint was matched above (their sizes are in order and reached); a checkpoint
+    // left over would be one no tree was compared with.
+    for roots in [&format1, &current] {
+        if let Some(&(index, _, size)) = roots.checkpoints.get(roots.next) {
+            return Err(LogVerifyError::Checkpoint {
+                index: index.unwrap_or(0),
+                reason: format!("its size {size} was never compared with the events' tree"),
+                first_bad_seq: None,
+            });
+        }
+    }
     if tree_size > total {
         return Err(LogVerifyError::Missing { events: total, covered: tree_size, what: "the stored tree" });
     }

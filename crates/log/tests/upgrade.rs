@@ -100,9 +100,14 @@ fn a_format_1_log_upgrades_keeps_its_events_and_verifies_both_trees() {
     assert_eq!(prepared.transition, expected);
     let note = std::fs::read_to_string(log_dir.join("checkpoints").join(TRANSITION_FILE)).unwrap();
     assert_eq!(open_transition(&note, &signer().verifier()), Ok(expected));
-    // Until the format switches, it is still a valid format-1 log.
+    // Until the format switches (a crash here), it is still a valid format-1 log, and the
+    // upgrade can run again: it writes the same note.
     verify_log(OsStorage::shared(), &log_dir, &signer().verifier(), TreeHash::Blake3, &mut |_, _| {})
         .unwrap();
+    let again = prepare(OsStorage::shared(), &log_dir, &signer(), &mut |_, _| {}).unwrap();
+    assert_eq!(again.transition, prepared.transition);
+    assert_eq!(std::fs::read_to_string(log_dir.join("checkpoints").join(TRANSITION_FILE)).unwrap(), note);
+    assert!(!log_dir.join("checkpoints").join("transition.note.tmp").exists());
 
     // The first open as format 2 recomputes the tree and signs a SHA-256 checkpoint.
     let log = Log::open(config(&log_dir, TreeHash::Rfc6962)).unwrap();
