@@ -150,9 +150,12 @@ fn unfiltered_export_verifies_and_describes_itself() {
             "range",
             "range_proof",
             "signature",
+            "tree_hash",
             "version"
         ]
     );
+    assert_eq!(m["tree_hash"], "sha256", "a format-2 log's export names its SHA-256 tree");
+    assert_eq!(summary.tree_hash, keyledger_verify::merkle::TreeHash::Rfc6962);
     assert_eq!(m["range_proof"]["left_peaks"].as_array().unwrap().len(), 2, "peaks of size 3");
     assert_eq!(m["filters"]["from"], 3);
     // Every range shape verifies, including the whole log and an empty range.
