@@ -3,7 +3,10 @@
 //! an admin key (docs/api.md, "Tiles").
 
 use keyledger_e2e::Ledger;
-use keyledger_verify::merkle::{Hash, leaf_hash, root_from_leaves};
+use keyledger_verify::merkle::{Hash, TreeHash};
+
+/// The tree of every log keyledger writes (format 2): RFC 6962, SHA-256.
+const TREE: TreeHash = TreeHash::Rfc6962;
 use keyledger_verify::note::{VerifierKey, open_checkpoint};
 use serde_json::json;
 use std::time::Duration;
@@ -60,7 +63,7 @@ fn a_public_log_is_mirrored_from_its_tiles_and_entry_bundles_stay_private() {
         assert_eq!(tile.len() as u64, width * 32);
         leaves.extend(tile.chunks_exact(32).map(|h| Hash::try_from(h).unwrap()));
     }
-    assert_eq!(root_from_leaves(&leaves), checkpoint.root);
+    assert_eq!(TREE.root_from_leaves(&leaves), checkpoint.root);
     // Nothing beyond the checkpointed tree.
     let (status, _, _) = fetch(&agent, &format!("{}/tile/0/{:03}", server.url, size / 256 + 1), None);
     assert_eq!(status, 404);
@@ -78,7 +81,7 @@ fn a_public_log_is_mirrored_from_its_tiles_and_entry_bundles_stay_private() {
     while !bundle.is_empty() {
         let len = usize::from(u16::from_be_bytes([bundle[0], bundle[1]]));
         let entry: Vec<u8> = bundle.drain(..2 + len).skip(2).collect();
-        assert_eq!(leaf_hash(&entry), leaves[seq], "entry {seq}");
+        assert_eq!(TREE.leaf(&entry), leaves[seq], "entry {seq}");
         assert_eq!(keyledger_core::decode_event(&entry).unwrap().seq, seq as u64);
         seq += 1;
     }

@@ -106,7 +106,13 @@ pub fn run(data_dir: PathBuf) -> Result<()> {
 
     let log_started = Instant::now();
     let storage = keyledger_log::storage::OsStorage::shared();
-    keyledger_log::verify::verify_log(storage, &data_dir.join("log"), &public_key, &mut |_, _| {})?;
+    keyledger_log::verify::verify_log(
+        storage,
+        &data_dir.join("log"),
+        &public_key,
+        keyledger_verify::merkle::TreeHash::Rfc6962,
+        &mut |_, _| {},
+    )?;
     let log_verify_s = log_started.elapsed().as_secs_f64();
 
     let bytes = crate::dir_size(&data_dir);

@@ -1,4 +1,5 @@
-//! The `keyledger` command: `init`, `serve`, and offline `log verify` and `admin recover`.
+//! The `keyledger` command: `init`, `serve`, and offline `log verify`, `log upgrade` and
+//! `admin recover`.
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -9,6 +10,7 @@ mod export;
 mod proof;
 mod recover;
 mod table;
+mod upgrade;
 mod witness;
 
 use anyhow::{Context, Result};
@@ -84,6 +86,14 @@ enum LogCommand {
     /// Re-hash the whole log, check every checkpoint signature and that the projections
     /// equal a replay. Run with the server stopped. Exits non-zero naming the first bad seq.
     Verify {
+        #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
+        data_dir: PathBuf,
+    },
+    /// Convert a format-1 data dir (BLAKE3 tree) to log format 2 (RFC 6962 SHA-256 tree):
+    /// verifies the whole log, signs a transition note binding the old root to the new one,
+    /// rebuilds the tree and signs a new checkpoint. Run with the server stopped; a log that
+    /// does not verify is refused and nothing changes.
+    Upgrade {
         #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
         data_dir: PathBuf,
     },
@@ -246,6 +256,7 @@ fn main() -> ExitCode {
         Command::Init { data_dir, origin } => init(data_dir, origin),
         Command::Serve(args) => serve(args),
         Command::Log { command: LogCommand::Verify { data_dir } } => log_verify(data_dir),
+        Command::Log { command: LogCommand::Upgrade { data_dir } } => log_upgrade(data_dir),
         Command::Log { command: LogCommand::Checkpoint(args) } => Ok(admin::run_checkpoint(args)),
         Command::Log { command: LogCommand::PublicKey(args) } => Ok(admin::run_public_key(args)),
         Command::Admin { command } => recover::run(command),
@@ -376,13 +387,9 @@ async fn shutdown_signal() {
     }
 }
 
-fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
-    let _lock =
-        keyledger_ledger::datadir::lock(&data_dir).context("stop the server before verifying its log")?;
-    let secrets = keyledger_ledger::datadir::load(&data_dir)?;
-    let verifier = secrets.signer.verifier();
-    let storage = keyledger_log::storage::OsStorage::shared();
-    let bar = std::io::stderr().is_terminal().then(|| {
+/// A progress bar on stderr when it is a terminal.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -391,7 +398,32 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
-    });
+    })
+}
+
+fn log_upgrade(data_dir: PathBuf) -> Result<ExitCode> {
+    let bar = progress_bar();
+    let mut progress = |done: u64, total: u64| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let result = upgrade::run(&data_dir, &mut progress);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    result
+}
+
+fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
+    let _lock =
+        keyledger_ledger::datadir::lock(&data_dir).context("stop the server before verifying its log")?;
+    // Either format is verified (a format-1 data dir before its upgrade).
+    let secrets = keyledger_ledger::datadir::load_any_format(&data_dir)?;
+    let verifier = secrets.signer.verifier();
+    let storage = keyledger_log::storage::OsStorage::shared();
+    let bar = progress_bar();
     let mut progress = |done: u64, total: u64| {
         if let Some(bar) = &bar {
             bar.set_length(total);
@@ -400,7 +432,13 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
     };
     let started = std::time::Instant::now();
     let log_dir = data_dir.join(keyledger_ledger::datadir::LOG_DIR);
-    let report = keyledger_log::verify::verify_log(storage.clone(), &log_dir, &verifier, &mut progress);
+    let report = keyledger_log::verify::verify_log(
+        storage.clone(),
+        &log_dir,
+        &verifier,
+        secrets.tree_hash,
+        &mut progress,
+    );
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -418,12 +456,25 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
     match keyledger_ledger::projection::registry_check::check_registry(&data_dir, &log_dir, storage) {
         Ok(compared) => {
             println!(
-                "log intact: {} events, {} checkpoints verified, root {}, projections equal a replay of {compared} events ({:.2}s)",
+                "log intact: {} events, {} checkpoints verified, log format {} ({} tree), root {}, projections equal a replay of {compared} events ({:.2}s)",
                 report.events,
                 report.checkpoints,
+                report.tree_hash.log_format(),
+                report.tree_hash.name(),
                 hex_root(&report.root),
                 started.elapsed().as_secs_f64()
             );
+            if let Some(size) = report.transition_size {
+                println!(
+                    "upgraded from format 1 at {size} events: the transition note's signature and both of its roots verified"
+                );
+            }
+            if report.tree_hash != keyledger_verify::merkle::TreeHash::Rfc6962 {
+                println!(
+                    "note: this is a format-1 log; run `keyledger log upgrade --data-dir {}` before serving it",
+                    data_dir.display()
+                );
+            }
             if report.torn_checkpoint_bytes > 0 {
                 println!(
                     "note: {} bytes of an unfinished checkpoint write will be cut at the next start",

@@ -4,7 +4,7 @@
 use keyledger_ledger::export::{Bound, ExportPlan, ExportRequest};
 use keyledger_ledger::{Engine, EngineOptions};
 use keyledger_verify::export::{Completeness, LinesHasher, line_value, sign_manifest, verify_export};
-use keyledger_verify::merkle::{Frontier, leaf_hash};
+use keyledger_verify::merkle::Frontier;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -119,9 +119,10 @@ fn shortened(
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap();
     let (first, last) = (parse(lines[0]), parse(lines[lines.len() - 1]));
     let (first_seq, last_seq) = (first["seq"].as_u64().unwrap(), last["seq"].as_u64().unwrap());
-    let mut left = Frontier::new();
+    let hash = engine.log().tree_hash();
+    let mut left = Frontier::new(hash);
     for record in engine.log().records_from(0).take(first_seq as usize) {
-        left.push(leaf_hash(&record.unwrap().1));
+        left.push(hash.leaf(&record.unwrap().1));
     }
     let size = manifest["checkpoint"]["size"].as_u64().unwrap();
     let consistency = engine.log().tree().consistency_proof(last_seq + 1, size).unwrap();
@@ -203,7 +204,7 @@ fn time_bounded_export_proves_its_edges_or_says_it_does_not() {
         let raw = engine.log().records_from(dropped_seq).next().unwrap().unwrap().1;
         let event = engine.log().event(dropped_seq).unwrap();
         let proof = engine.log().tree().inclusion_proof(dropped_seq, plan.anchor.size).unwrap();
-        let neighbour = line_value(&event, &raw, Some(&proof));
+        let neighbour = line_value(&event, &raw, Some(&proof), engine.log().tree_hash());
         let forged = shortened(&data, &engine, &export, drop_first, |m| {
             m["edges"][if drop_first { "before" } else { "after" }] = neighbour;
         });

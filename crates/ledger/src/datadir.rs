@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! D/                  mode 0700
-//!   identity.json     format version, log origin, creation time (marks D as initialised)
+//!   identity.json     log format, log origin, creation time (marks D as initialised)
 //!   signing.key       Ed25519 seed of the log's checkpoint key   (0600)
 //!   pepper.key        32-byte key of the keyed BLAKE3 hash         (0600)
 //!   log/              the event log (events/, tree/, checkpoints/)
@@ -13,8 +13,15 @@
 //! `init` builds everything in a sibling temporary directory and renames it into place, so
 //! a data dir is either fully initialised or absent: a failed or repeated `init` changes
 //! nothing.
+//!
+//! The identity's `format` is the log format (docs/log-format.md): new data dirs are format
+//! 2 (an RFC 6962 SHA-256 tree). A format-1 data dir (BLAKE3 tree) is never reinterpreted:
+//! [`load`], which everything that writes to the data dir goes through, refuses it and
+//! names `keyledger log upgrade`; only [`load_any_format`] (for `log verify` and `log
+//! upgrade`) reads it, and [`set_format`] is the upgrade's last, atomic step.
 
 use keyledger_core::{Pepper, Timestamp};
+use keyledger_verify::merkle::TreeHash;
 use keyledger_verify::note::NoteSigner;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -30,7 +37,8 @@ pub const PROJECTIONS_FILE: &str = "projections.redb";
 /// The webhook outbox (not a projection: it remembers what was sent; see `webhook::outbox`).
 pub const WEBHOOKS_FILE: &str = "webhooks.redb";
 const LOCK_FILE: &str = "LOCK";
-const FORMAT: u32 = 1;
+/// The log format of new data dirs, and the only one that is served and written.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -42,6 +50,12 @@ pub enum DataDirError {
     NotInitialised(PathBuf),
     #[error("{0} is in use by another keyledger process")]
     Locked(PathBuf),
+    #[error(
+        "{} holds a format-1 log (BLAKE3 tree), which this version neither serves nor changes: stop keyledger and run `keyledger log upgrade --data-dir {}` to convert it to format 2 (docs/operations.md, \"Upgrading a format-1 data dir\")",
+        .0.display(),
+        .0.display()
+    )]
+    NeedsUpgrade(PathBuf),
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{op} {path}: {source}")]
@@ -64,11 +78,16 @@ pub struct DataDirSecrets {
     pub origin: String,
     pub signer: NoteSigner,
     pub pepper: Pepper,
+    /// How the log's tree is hashed: the identity's log format.
+    pub tree_hash: TreeHash,
 }
 
 impl std::fmt::Debug for DataDirSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataDirSecrets").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("DataDirSecrets")
+            .field("origin", &self.origin)
+            .field("tree_hash", &self.tree_hash)
+            .finish_non_exhaustive()
     }
 }
 
@@ -153,8 +172,18 @@ fn getrandom(buf: &mut [u8], dir: &Path) -> Result<(), DataDirError> {
     })
 }
 
-/// Loads the secrets of an initialised data dir, refusing looser-than-0600 secret files.
+/// Loads the secrets of an initialised data dir of the current log format ([`FORMAT`]),
+/// refusing looser-than-0600 secret files, and a format-1 data dir with
+/// [`DataDirError::NeedsUpgrade`].
 pub fn load(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
+    let secrets = load_any_format(dir)?;
+    if secrets.tree_hash.log_format() != FORMAT {
+        return Err(DataDirError::NeedsUpgrade(dir.to_owned()));
+    }
+    Ok(secrets)
+}
+
+fn read_identity(dir: &Path) -> Result<(Identity, PathBuf), DataDirError> {
     let identity_path = dir.join(IDENTITY_FILE);
     if !identity_path.exists() {
         return Err(DataDirError::NotInitialised(dir.to_owned()));
@@ -162,18 +191,41 @@ pub fn load(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
     let text = std::fs::read_to_string(&identity_path).map_err(io_err("read", &identity_path))?;
     let identity: Identity = serde_json::from_str(&text)
         .map_err(|e| DataDirError::Invalid { path: identity_path.clone(), message: e.to_string() })?;
-    if identity.format != FORMAT {
+    Ok((identity, identity_path))
+}
+
+/// [`load`] for the tools that read a log of any known format (`log verify`) or convert it
+/// (`log upgrade`): `tree_hash` says which format it is.
+pub fn load_any_format(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
+    let (identity, identity_path) = read_identity(dir)?;
+    let Some(tree_hash) = TreeHash::of_log_format(identity.format) else {
         return Err(DataDirError::Invalid {
             path: identity_path,
             message: format!("unknown format {}", identity.format),
         });
-    }
+    };
     let seed = read_secret_file(&dir.join(SIGNING_KEY_FILE))?;
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     let signer = NoteSigner::new(&identity.origin, signing)
         .map_err(|e| DataDirError::Invalid { path: dir.join(IDENTITY_FILE), message: e.to_string() })?;
     let pepper = Pepper::from_bytes(*read_secret_file(&dir.join(PEPPER_FILE))?);
-    Ok(DataDirSecrets { origin: identity.origin, signer, pepper })
+    Ok(DataDirSecrets { origin: identity.origin, signer, pepper, tree_hash })
+}
+
+/// Sets the identity's log format to `format`, atomically: the new identity is written
+/// beside, fsynced and renamed over the old one, and the directory fsynced, so a crash
+/// leaves either identity whole. The last step of `keyledger log upgrade`.
+pub fn set_format(dir: &Path, format: u32) -> Result<(), DataDirError> {
+    let (mut identity, path) = read_identity(dir)?;
+    identity.format = format;
+    let text = serde_json::to_string_pretty(&identity)
+        .map_err(|e| DataDirError::Invalid { path: path.clone(), message: e.to_string() })?;
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(text.as_bytes()).map_err(io_err("write", &tmp))?;
+    file.sync_all().map_err(io_err("fsync", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))
 }
 
 /// An exclusive lock on a data dir, released on drop.
@@ -245,6 +297,38 @@ mod tests {
     use super::*;
 
     fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+
+    #[test]
+    fn new_data_dirs_are_format_2_and_a_format_1_dir_is_only_read_by_the_log_tools() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        create_files(&dir, Some("example.org/log")).unwrap();
+        let identity = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
+        assert!(identity.contains("\"format\": 2"), "{identity}");
+        assert_eq!(load(&dir).unwrap().tree_hash, TreeHash::Rfc6962);
+
+        set_format(&dir, 1).unwrap();
+        match load(&dir) {
+            Err(error @ DataDirError::NeedsUpgrade(_)) => {
+                let message = error.to_string();
+                let command = format!("keyledger log upgrade --data-dir {}", dir.display());
+                assert!(message.contains(&command), "{message}");
+                assert!(message.contains("format-1"), "{message}");
+            }
+            other => panic!("a format-1 dir must be refused, got {other:?}"),
+        }
+        let secrets = load_any_format(&dir).unwrap();
+        assert_eq!((secrets.tree_hash, secrets.origin.as_str()), (TreeHash::Blake3, "example.org/log"));
+
+        set_format(&dir, 3).unwrap();
+        match load_any_format(&dir) {
+            Err(DataDirError::Invalid { message, .. }) => assert_eq!(message, "unknown format 3"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.join(format!("{IDENTITY_FILE}.tmp")).exists(), "the identity is renamed into place");
+        set_format(&dir, 2).unwrap();
+        assert_eq!(load(&dir).unwrap().tree_hash, TreeHash::Rfc6962);
+    }
 
     #[test]
     fn a_secret_file_is_read_into_a_zeroizing_buffer_of_exactly_32_bytes() {

@@ -242,6 +242,7 @@ impl Engine {
             storage: options.storage.clone(),
             signer: secrets.signer.clone(),
             origin: secrets.origin,
+            tree_hash: secrets.tree_hash,
         })?;
         let signer = Arc::new(secrets.signer);
         if log.recovery().truncated_records > 0 || log.recovery().truncated_bytes > 0 {

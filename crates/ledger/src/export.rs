@@ -15,7 +15,8 @@ use keyledger_log::checkpoint::StoredCheckpoint;
 use keyledger_log::tree::TreeError;
 use keyledger_log::{LogReader, OpenError};
 use keyledger_verify::export::{
-    FORMAT_VERSION, LinesHasher, hashes_json, line_value, manifest_line, sign_manifest, write_event_line,
+    FORMAT_VERSION, LinesHasher, TREE_HASH_MEMBER, hashes_json, line_value, manifest_line, sign_manifest,
+    write_event_line,
 };
 use keyledger_verify::note::NoteSigner;
 use serde_json::{Value, json};
@@ -220,7 +221,7 @@ impl ExportPlan {
             let proof =
                 if filtered { Some(tree.inclusion_proof(event.seq, size).map_err(tree_err)?) } else { None };
             line.clear();
-            write_event_line(&event, &raw, proof.as_deref(), &mut line);
+            write_event_line(&event, &raw, proof.as_deref(), log.tree_hash(), &mut line);
             line.push('\n');
             hasher.update(line.as_bytes());
             out.write_all(line.as_bytes())?;
@@ -257,6 +258,7 @@ impl ExportPlan {
         let manifest = json!({
             "version": FORMAT_VERSION,
             "origin": self.origin,
+            TREE_HASH_MEMBER: log.tree_hash().name(),
             "range": {
                 "first_seq": stats.first_seq,
                 "last_seq": stats.last_seq,
@@ -315,7 +317,7 @@ impl ExportPlan {
             return Err(ExportError::Gap { expected: seq, found: event.seq });
         }
         let proof = log.tree().inclusion_proof(seq, self.anchor.size).map_err(tree_err)?;
-        Ok(line_value(&event, &raw, Some(&proof)))
+        Ok(line_value(&event, &raw, Some(&proof), log.tree_hash()))
     }
 
     fn write_csv(&self, log: &LogReader, mut out: impl Write) -> Result<ExportStats, ExportError> {

@@ -194,6 +194,7 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
             storage: keyledger_log::storage::OsStorage::shared(),
             signer: secrets.signer,
             origin: secrets.origin,
+            tree_hash: secrets.tree_hash,
         })
         .unwrap()
     };
@@ -248,6 +249,7 @@ fn projections_reopen_in_place_catch_up_to_a_bound_and_refuse_gaps() {
             storage: keyledger_log::storage::OsStorage::shared(),
             signer: secrets.signer,
             origin: secrets.origin,
+            tree_hash: secrets.tree_hash,
         })
         .unwrap()
     };

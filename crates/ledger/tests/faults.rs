@@ -28,6 +28,7 @@ use keyledger_ledger::{
 };
 use keyledger_log::Durability;
 use keyledger_log::storage::{Fault, FaultSwitch, FaultyStorage, OsStorage};
+use keyledger_verify::merkle::TreeHash;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,8 +148,14 @@ async fn reopen_and_check(case: &Case, acked: &Acknowledged, label: &str) -> u64
 /// `log verify` (the library half of it): the log and the projections.
 fn check_offline(dir: &Path, verifier: &keyledger_verify::note::VerifierKey, label: &str) -> u64 {
     let log_dir = dir.join(keyledger_ledger::datadir::LOG_DIR);
-    let report = keyledger_log::verify::verify_log(OsStorage::shared(), &log_dir, verifier, &mut |_, _| {})
-        .unwrap_or_else(|e| panic!("{label}: the log does not verify: {e}"));
+    let report = keyledger_log::verify::verify_log(
+        OsStorage::shared(),
+        &log_dir,
+        verifier,
+        TreeHash::Rfc6962,
+        &mut |_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("{label}: the log does not verify: {e}"));
     let compared =
         keyledger_ledger::projection::registry_check::check_registry(dir, &log_dir, OsStorage::shared())
             .unwrap_or_else(|e| panic!("{label}: projections differ from a replay: {e}"));
@@ -421,9 +428,14 @@ async fn a_torn_tail_is_cut_back_to_the_last_complete_batch() {
 
         // `log verify` on the torn data dir: passes, and reports the tail it will cut.
         let log_dir = case.dir.join(keyledger_ledger::datadir::LOG_DIR);
-        let report =
-            keyledger_log::verify::verify_log(OsStorage::shared(), &log_dir, &verifier, &mut |_, _| {})
-                .unwrap_or_else(|e| panic!("{name}: a torn tail fails `log verify`: {e}"));
+        let report = keyledger_log::verify::verify_log(
+            OsStorage::shared(),
+            &log_dir,
+            &verifier,
+            TreeHash::Rfc6962,
+            &mut |_, _| {},
+        )
+        .unwrap_or_else(|e| panic!("{name}: a torn tail fails `log verify`: {e}"));
         assert_eq!(report.events, events, "{name}");
         assert_eq!(report.torn_tail_bytes, garbage.len() as u64, "{name}: torn tail reported");
 

@@ -24,7 +24,7 @@ use keyledger_log::storage::OsStorage;
 use keyledger_log::tree::{LeafSource, TreeError, TreeReader, TreeWriter};
 use keyledger_log::verify::verify_log;
 use keyledger_log::{Batch, Durability, Log, LogConfig, Sequencer, WriterHandle, WriterOptions, WriterStats};
-use keyledger_verify::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+use keyledger_verify::merkle::{Hash, TreeHash, verify_consistency, verify_inclusion};
 use keyledger_verify::note::{NoteSigner, VerifierKey};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -99,8 +99,13 @@ fn use_key(task: u64, n: u64) -> UseKey {
 fn open_log(dir: &Path) -> (Log, VerifierKey) {
     let signer = NoteSigner::new(ORIGIN, SigningKey::from_bytes(&[7; 32])).expect("valid key name");
     let verifier = signer.verifier();
-    let config =
-        LogConfig { dir: dir.to_owned(), storage: OsStorage::shared(), signer, origin: ORIGIN.into() };
+    let config = LogConfig {
+        dir: dir.to_owned(),
+        storage: OsStorage::shared(),
+        signer,
+        origin: ORIGIN.into(),
+        tree_hash: TreeHash::Rfc6962,
+    };
     (Log::open(config).expect("open the benchmark log"), verifier)
 }
 
@@ -248,14 +253,14 @@ struct ProofTree {
 }
 
 fn synthetic_leaf(index: u64) -> Hash {
-    leaf_hash(&index.to_le_bytes())
+    TreeHash::Rfc6962.leaf(&index.to_le_bytes())
 }
 
 fn build_proof_tree() -> ProofTree {
     let dir = tempfile::tempdir().expect("temp dir");
     let leaves: std::sync::Arc<dyn LeafSource> =
         std::sync::Arc::new(|seq: u64| -> Result<Hash, TreeError> { Ok(synthetic_leaf(seq)) });
-    let mut writer = TreeWriter::open(dir.path(), 0, leaves).expect("open tree store");
+    let mut writer = TreeWriter::open(dir.path(), TreeHash::Rfc6962, 0, leaves).expect("open tree store");
     let chunk = 65_536u64;
     for start in (0..PROOF_TREE_SIZE).step_by(chunk as usize) {
         let leaves: Vec<Hash> = (start..(start + chunk).min(PROOF_TREE_SIZE)).map(synthetic_leaf).collect();
@@ -281,11 +286,18 @@ fn proof_tree(slot: &mut Option<ProofTree>) -> &ProofTree {
         let tree = build_proof_tree();
         // Sanity: what is benchmarked is a valid proof.
         let proof = tree.reader.inclusion_proof(123_456, PROOF_TREE_SIZE).expect("inclusion proof");
-        verify_inclusion(123_456, PROOF_TREE_SIZE, &synthetic_leaf(123_456), &proof, &tree.root)
-            .expect("inclusion proof verifies");
+        verify_inclusion(
+            TreeHash::Rfc6962,
+            123_456,
+            PROOF_TREE_SIZE,
+            &synthetic_leaf(123_456),
+            &proof,
+            &tree.root,
+        )
+        .expect("inclusion proof verifies");
         let old_root = tree.reader.root_at(654_321).expect("old root");
         let proof = tree.reader.consistency_proof(654_321, PROOF_TREE_SIZE).expect("consistency proof");
-        verify_consistency(654_321, PROOF_TREE_SIZE, &old_root, &tree.root, &proof)
+        verify_consistency(TreeHash::Rfc6962, 654_321, PROOF_TREE_SIZE, &old_root, &tree.root, &proof)
             .expect("consistency proof verifies");
         tree
     })
@@ -339,7 +351,8 @@ fn verify_log_benches(c: &mut Criterion) {
         let (dir, verifier) = fixture.get_or_insert_with(build_verify_log);
         b.iter(|| {
             let report =
-                verify_log(OsStorage::shared(), dir.path(), verifier, &mut |_, _| {}).expect("log verifies");
+                verify_log(OsStorage::shared(), dir.path(), verifier, TreeHash::Rfc6962, &mut |_, _| {})
+                    .expect("log verifies");
             assert_eq!(report.events, VERIFY_LOG_EVENTS);
             report
         })

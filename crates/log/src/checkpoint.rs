@@ -7,13 +7,19 @@
 //! Guarantee: the store only signs a size at or beyond the last one it signed, and the
 //! writer only signs the root of the tree it is extending; at startup the latest checkpoint
 //! is checked against the recovered tree, so the log never signs two inconsistent views.
+//!
+//! A log upgraded from format 1 also keeps its transition note here
+//! ([`TRANSITION_FILE`], docs/log-format.md, "The transition note"): the checkpoints
+//! stored before it commit to BLAKE3 roots, and the note binds the last of those trees to
+//! its SHA-256 root, which the checkpoints after it extend.
 
 use crate::segment::{SegmentError, SegmentLog};
 use crate::storage::Storage;
 use keyledger_core::Timestamp;
-use keyledger_verify::merkle::Hash;
+use keyledger_verify::merkle::{Hash, TreeHash};
 use keyledger_verify::note::{Checkpoint, NoteSigner, VerifierKey, open_checkpoint, sign_checkpoint};
-use std::path::Path;
+use keyledger_verify::transition::{Transition, open_transition};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 /// A checkpoint as stored: what it commits to, when it was signed, and the note itself.
@@ -36,6 +42,32 @@ pub enum CheckpointError {
     Regression { size: u64, signed: u64 },
     #[error("cannot sign: {0}")]
     Sign(String),
+    #[error("transition note {path}: {reason}")]
+    Transition { path: PathBuf, reason: String },
+}
+
+/// The transition note's file name, in the checkpoint directory.
+pub const TRANSITION_FILE: &str = "transition.note";
+
+/// The transition note of the log whose checkpoints are in `dir`, checked against `key`:
+/// `None` if the log was never upgraded (it began in format 2, or is still format 1).
+pub fn read_transition(dir: &Path, key: &VerifierKey) -> Result<Option<Transition>, CheckpointError> {
+    let path = dir.join(TRANSITION_FILE);
+    let error = |reason: String| CheckpointError::Transition { path: path.clone(), reason };
+    match std::fs::read_to_string(&path) {
+        Ok(note) => open_transition(&note, key).map(Some).map_err(|e| error(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(error(e.to_string())),
+    }
+}
+
+/// Whether `checkpoint` was signed over the format-1 (BLAKE3) tree before the log's upgrade
+/// recorded in `transition`: all of them are at or below its size, and one at its size has
+/// its BLAKE3 root. (The checkpoints signed after it are of the SHA-256 tree, and never
+/// smaller.)
+pub fn predates(checkpoint: &StoredCheckpoint, transition: &Transition) -> bool {
+    checkpoint.size < transition.size
+        || (checkpoint.size == transition.size && checkpoint.root == transition.blake3_root)
 }
 
 /// The last stored checkpoint, checked.
@@ -70,6 +102,8 @@ pub(crate) struct CheckpointStore {
     signer: NoteSigner,
     origin: String,
     latest: Arc<RwLock<Option<StoredCheckpoint>>>,
+    /// The upgrade from format 1, read once at open (only for a SHA-256 tree).
+    transition: Option<Transition>,
 }
 
 impl CheckpointStore {
@@ -78,10 +112,20 @@ impl CheckpointStore {
         dir: &Path,
         signer: NoteSigner,
         origin: String,
+        tree_hash: TreeHash,
     ) -> Result<Self, CheckpointError> {
         let (segments, _recovery) = SegmentLog::open(storage, dir, Default::default())?;
         let latest = read_latest(&segments, &signer.verifier())?;
-        Ok(Self { segments, signer, origin, latest: Arc::new(RwLock::new(latest)) })
+        let transition = match tree_hash {
+            TreeHash::Rfc6962 => read_transition(dir, &signer.verifier())?,
+            TreeHash::Blake3 => None,
+        };
+        Ok(Self { segments, signer, origin, latest: Arc::new(RwLock::new(latest)), transition })
+    }
+
+    /// The upgrade from format 1 this log went through, if any.
+    pub fn transition(&self) -> Option<&Transition> {
+        self.transition.as_ref()
     }
 
     /// Reopens the store in place after a failure (see [`SegmentLog::reopen`]) and re-reads

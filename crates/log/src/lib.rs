@@ -3,11 +3,13 @@
 //! The log is three stores kept in step by one writer thread:
 //! - [`segment`]: the events' bytes in CRC-framed, append-only segment files (the source of
 //!   truth; a torn last batch is cut on recovery);
-//! - [`tree`]: the Merkle tree's node hashes (RFC 9162 with BLAKE3), for O(log n) proofs;
+//! - [`tree`]: the Merkle tree's node hashes (RFC 6962 / RFC 9162: SHA-256 in log format 2,
+//!   BLAKE3 in format 1), for O(log n) proofs;
 //! - [`checkpoint`]: Ed25519-signed C2SP checkpoints of the tree.
 //!
 //! [`Log::open`] recovers all three and checks them against each other; [`Log::start`] hands
 //! the log to the [`writer`], the only code that appends. [`LogReader`] reads concurrently.
+//! [`verify`] checks a log offline; [`upgrade`] prepares a format-1 log for format 2.
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
@@ -15,12 +17,13 @@ pub mod proof;
 pub mod segment;
 pub mod storage;
 pub mod tree;
+pub mod upgrade;
 pub mod verify;
 pub mod writer;
 
 use checkpoint::{CheckpointError, CheckpointStore, StoredCheckpoint};
 use keyledger_core::{DecodeError, Event, decode_event};
-use keyledger_verify::merkle::{Hash, leaf_hash};
+use keyledger_verify::merkle::{Hash, TreeHash};
 use keyledger_verify::note::{NoteSigner, VerifierKey};
 use segment::{SegmentError, SegmentLog, SegmentReader};
 use std::path::{Path, PathBuf};
@@ -50,6 +53,10 @@ pub enum OpenError {
         "the log's tree at size {size} does not match its signed checkpoint: the log was altered; refusing to continue"
     )]
     CheckpointMismatch { size: u64 },
+    #[error(
+        "the log's tree at size {size} does not match the SHA-256 root of its signed transition note: the log was altered; refusing to continue"
+    )]
+    TransitionMismatch { size: u64 },
 }
 
 /// Where the log lives and how it signs.
@@ -59,6 +66,9 @@ pub struct LogConfig {
     pub signer: NoteSigner,
     /// The checkpoint origin line (also the verifier key's name).
     pub origin: String,
+    /// How the tree is hashed: [`TreeHash::Rfc6962`] for log format 2, the only format that
+    /// is written; [`TreeHash::Blake3`] only to read a format-1 log (docs/log-format.md).
+    pub tree_hash: TreeHash,
 }
 
 /// What recovery found.
@@ -80,20 +90,33 @@ pub struct Log {
 
 impl Log {
     /// Opens (or creates) the log under `config.dir`, cuts a torn tail, brings the tree up
-    /// to the log and checks both against the latest signed checkpoint.
+    /// to the log (recomputing it if its files hold another hash) and checks both against
+    /// the latest signed checkpoint, and against the transition note of a log upgraded from
+    /// format 1. If that upgrade signed no SHA-256 checkpoint yet (a crash right after it),
+    /// one is signed now, so the latest checkpoint is always of the tree being extended.
     pub fn open(config: LogConfig) -> Result<Self, OpenError> {
+        let hash = config.tree_hash;
         let (segments, recovery) =
             SegmentLog::open(config.storage.clone(), &config.dir.join("events"), Default::default())?;
-        let leaves = Arc::new(SegmentLeaves { reader: segments.reader(), dir: config.dir.join("events") });
-        let tree = TreeWriter::open(&config.dir.join("tree"), segments.len(), leaves)?;
+        let leaves =
+            Arc::new(SegmentLeaves { reader: segments.reader(), dir: config.dir.join("events"), hash });
+        let tree = TreeWriter::open(&config.dir.join("tree"), hash, segments.len(), leaves)?;
         let verifier = config.signer.verifier();
-        let checkpoints = CheckpointStore::open(
+        let mut checkpoints = CheckpointStore::open(
             config.storage.clone(),
             &config.dir.join("checkpoints"),
             config.signer,
             config.origin,
+            hash,
         )?;
-        check_checkpoint(&tree, checkpoints.latest())?;
+        check_checkpoint(&tree, &checkpoints)?;
+        if let Some(transition) = checkpoints.transition() {
+            let latest = checkpoints.latest();
+            if latest.is_none_or(|latest| checkpoint::predates(&latest, transition)) {
+                tree.sync()?;
+                checkpoints.sign_and_store(tree.size(), tree.root())?;
+            }
+        }
         let report = RecoveryReport {
             events: segments.len(),
             truncated_bytes: recovery.truncated_bytes,
@@ -146,6 +169,7 @@ impl Log {
 struct SegmentLeaves {
     reader: SegmentReader,
     dir: PathBuf,
+    hash: TreeHash,
 }
 
 impl tree::LeafSource for SegmentLeaves {
@@ -158,7 +182,7 @@ impl tree::LeafSource for SegmentLeaves {
         let mut records = self.reader.iter(start);
         for (seq, slot) in (start..).zip(out.iter_mut()) {
             match records.next() {
-                Some(record) => *slot = leaf_hash(&record.map_err(error)?.1),
+                Some(record) => *slot = self.hash.leaf(&record.map_err(error)?.1),
                 None => return Err(TreeError::OutOfRange { level: 0, index: seq, size: seq }),
             }
         }
@@ -166,13 +190,27 @@ impl tree::LeafSource for SegmentLeaves {
     }
 }
 
-/// Refuses a tree that is shorter than the latest signed checkpoint or disagrees with it.
-pub(crate) fn check_checkpoint(tree: &TreeWriter, latest: Option<StoredCheckpoint>) -> Result<(), OpenError> {
-    if let Some(latest) = latest {
+/// Refuses a tree that is shorter than the latest signed checkpoint or disagrees with it,
+/// or, in a log upgraded from format 1, disagrees with the SHA-256 root of its transition
+/// note. A latest checkpoint signed before the upgrade commits to a BLAKE3 root, which the
+/// SHA-256 tree cannot be compared with: the transition note, signed when that checkpoint
+/// was checked, stands for it.
+pub(crate) fn check_checkpoint(tree: &TreeWriter, checkpoints: &CheckpointStore) -> Result<(), OpenError> {
+    let transition = checkpoints.transition();
+    if let Some(transition) = transition {
+        if transition.size > tree.size() {
+            return Err(OpenError::ShorterThanCheckpoint { len: tree.size(), size: transition.size });
+        }
+        if tree.reader().root_at(transition.size)? != transition.sha256_root {
+            return Err(OpenError::TransitionMismatch { size: transition.size });
+        }
+    }
+    if let Some(latest) = checkpoints.latest() {
         if latest.size > tree.size() {
             return Err(OpenError::ShorterThanCheckpoint { len: tree.size(), size: latest.size });
         }
-        if tree.reader().root_at(latest.size)? != latest.root {
+        let before_upgrade = transition.is_some_and(|t| checkpoint::predates(&latest, t));
+        if !before_upgrade && tree.reader().root_at(latest.size)? != latest.root {
             return Err(OpenError::CheckpointMismatch { size: latest.size });
         }
     }
@@ -234,6 +272,11 @@ impl LogReader {
 
     pub fn tree(&self) -> &TreeReader {
         &self.tree
+    }
+
+    /// How the tree is hashed (SHA-256 for every log that is written: format 2).
+    pub fn tree_hash(&self) -> TreeHash {
+        self.tree.tree_hash()
     }
 
     pub fn latest_checkpoint(&self) -> Option<StoredCheckpoint> {

@@ -4,15 +4,19 @@
 //! proof never rehashes the log: [`inclusion_proof`] and [`consistency_proof`] each read
 //! O(log n) stored nodes, and only hash to combine the few that cover an incomplete
 //! right edge ([`subtree_root`]). The proofs are exactly RFC 9162's `PATH(m, D[n])`
-//! (section 2.1.3.1) and `PROOF(m, D[n])` (section 2.1.4.1), with the BLAKE3 hashing of
+//! (section 2.1.3.1) and `PROOF(m, D[n])` (section 2.1.4.1), hashed as the source's
+//! [`TreeHash`] says (SHA-256 in log format 2) by the one implementation of
 //! [`keyledger_verify::merkle`], whose verifiers check them.
 
-use keyledger_verify::merkle::{Hash, empty_root, node_hash};
+use keyledger_verify::merkle::{Hash, TreeHash};
 
 /// A store of the hashes of complete, aligned subtrees of the log's tree.
 pub trait NodeSource {
     /// Why a node could not be read.
     type Error;
+
+    /// How the tree's nodes are hashed.
+    fn tree_hash(&self) -> TreeHash;
 
     /// The hash of the perfect subtree covering leaves `[index << level, (index + 1) << level)`:
     /// at level 0 the leaf hashes, at level `l` the node hash of nodes `2 * index` and
@@ -51,7 +55,7 @@ fn split_point(n: u64) -> u64 {
 }
 
 /// The Merkle tree hash `MTH(D[start:end])` of the leaves `[start, end)`, computed from
-/// stored nodes. An empty range (`end <= start`) gives [`empty_root`].
+/// stored nodes. An empty range (`end <= start`) gives the empty root.
 ///
 /// # Cost and precondition
 ///
@@ -68,8 +72,9 @@ fn split_point(n: u64) -> u64 {
 ///
 /// Any error of the source.
 pub fn subtree_root<S: NodeSource + ?Sized>(src: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
+    let hash = src.tree_hash();
     if end <= start {
-        return Ok(empty_root());
+        return Ok(hash.empty_root());
     }
     let len = end - start;
     if len.is_power_of_two() && start.is_multiple_of(len) {
@@ -81,7 +86,7 @@ pub fn subtree_root<S: NodeSource + ?Sized>(src: &S, start: u64, end: u64) -> Re
         let half = len / 2;
         let left = subtree_root(src, start, start + half)?;
         let right = subtree_root(src, start + half, end)?;
-        return Ok(node_hash(&left, &right));
+        return Ok(hash.node(&left, &right));
     }
     // Split off the aligned perfect subtrees, largest first, then fold right to left.
     let mut parts = Vec::with_capacity(len.count_ones() as usize);
@@ -94,9 +99,9 @@ pub fn subtree_root<S: NodeSource + ?Sized>(src: &S, start: u64, end: u64) -> Re
         remaining -= size;
     }
     let mut parts = parts.into_iter().rev();
-    let mut root = parts.next().unwrap_or_else(empty_root);
+    let mut root = parts.next().unwrap_or_else(|| hash.empty_root());
     for left in parts {
-        root = node_hash(&left, &root);
+        root = hash.node(&left, &root);
     }
     Ok(root)
 }
@@ -187,8 +192,9 @@ pub fn consistency_proof<S: NodeSource + ?Sized>(
 
 /// Every complete node of a tree, level by level, held in memory: `levels[0]` are the
 /// leaf hashes and `levels[l][i]` the root of leaves `[i << l, (i + 1) << l)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryNodes {
+    hash: TreeHash,
     levels: Vec<Vec<Hash>>,
 }
 
@@ -203,19 +209,20 @@ pub struct NodeOutOfRange {
 }
 
 impl MemoryNodes {
-    /// Builds every level of complete nodes over `leaves` (about `2 * leaves.len()` hashes).
+    /// Builds every level of complete nodes over `leaves` (about `2 * leaves.len()` hashes),
+    /// hashed with `hash`.
     #[must_use]
-    pub fn from_leaves(leaves: &[Hash]) -> Self {
+    pub fn from_leaves(hash: TreeHash, leaves: &[Hash]) -> Self {
         let mut levels = vec![leaves.to_vec()];
         loop {
             let below = &levels[levels.len() - 1];
             if below.len() < 2 {
                 break;
             }
-            let above = below.chunks_exact(2).map(|pair| node_hash(&pair[0], &pair[1])).collect();
+            let above = below.chunks_exact(2).map(|pair| hash.node(&pair[0], &pair[1])).collect();
             levels.push(above);
         }
-        Self { levels }
+        Self { hash, levels }
     }
 
     /// The number of leaves.
@@ -230,13 +237,17 @@ impl MemoryNodes {
         match subtree_root(self, 0, self.size()) {
             Ok(root) => root,
             // Unreachable: every aligned node of [0, size) is held.
-            Err(_) => empty_root(),
+            Err(_) => self.hash.empty_root(),
         }
     }
 }
 
 impl NodeSource for MemoryNodes {
     type Error = NodeOutOfRange;
+
+    fn tree_hash(&self) -> TreeHash {
+        self.hash
+    }
 
     fn node(&self, level: u32, index: u64) -> Result<Hash, NodeOutOfRange> {
         self.levels
@@ -250,9 +261,7 @@ impl NodeSource for MemoryNodes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyledger_verify::merkle::{
-        Frontier, leaf_hash, root_from_leaves, verify_consistency, verify_inclusion,
-    };
+    use keyledger_verify::merkle::{Frontier, verify_consistency, verify_inclusion};
     use keyledger_verify::testing as rfc;
     use proptest::prelude::*;
     use std::cell::Cell;
@@ -265,14 +274,20 @@ mod tests {
 
     impl NodeSource for Counting<'_> {
         type Error = NodeOutOfRange;
+        fn tree_hash(&self) -> TreeHash {
+            self.inner.tree_hash()
+        }
         fn node(&self, level: u32, index: u64) -> Result<Hash, NodeOutOfRange> {
             self.reads.set(self.reads.get() + 1);
             self.inner.node(level, index)
         }
     }
 
+    /// The tree hash of log format 2, which these tests generate proofs for.
+    const H: TreeHash = TreeHash::Rfc6962;
+
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(format!("event {i}").as_bytes())).collect()
+        (0..n).map(|i| H.leaf(format!("event {i}").as_bytes())).collect()
     }
 
     fn flip(mut h: Hash, bit: usize) -> Hash {
@@ -301,25 +316,25 @@ mod tests {
     /// the verifier, the read bound, and tampering.
     fn check_inclusion(d: &[Hash], nodes: &MemoryNodes, m: usize, n: usize) {
         let tree = &d[..n];
-        let root = root_from_leaves(tree);
+        let root = H.root_from_leaves(tree);
         let counting = Counting { inner: nodes, reads: Cell::new(0) };
         let proof = inclusion_proof(&counting, m as u64, n as u64).expect("in range");
         assert!(counting.reads.get() <= read_bound(n), "reads for {m} in {n}");
-        assert_eq!(proof, rfc::path(m, tree), "inclusion {m} in {n}");
+        assert_eq!(proof, rfc::path(H, m, tree), "inclusion {m} in {n}");
         let (idx, size) = (m as u64, n as u64);
-        assert_eq!(verify_inclusion(idx, size, &d[m], &proof, &root), Ok(()));
-        assert!(verify_inclusion(idx, size, &flip(d[m], m), &proof, &root).is_err());
-        assert!(verify_inclusion(idx, size, &d[m], &proof, &flip(root, n)).is_err());
+        assert_eq!(verify_inclusion(H, idx, size, &d[m], &proof, &root), Ok(()));
+        assert!(verify_inclusion(H, idx, size, &flip(d[m], m), &proof, &root).is_err());
+        assert!(verify_inclusion(H, idx, size, &d[m], &proof, &flip(root, n)).is_err());
         if n > 1 {
             let other = (m + 1 + m % (n - 1)) % n;
             assert_ne!(other, m);
-            assert!(verify_inclusion(other as u64, size, &d[m], &proof, &root).is_err());
+            assert!(verify_inclusion(H, other as u64, size, &d[m], &proof, &root).is_err());
         }
         if !proof.is_empty() {
             let mut bad = proof.clone();
             let j = (m * 7) % bad.len();
             bad[j] = flip(bad[j], m + j);
-            assert!(verify_inclusion(idx, size, &d[m], &bad, &root).is_err());
+            assert!(verify_inclusion(H, idx, size, &d[m], &bad, &root).is_err());
         }
     }
 
@@ -327,23 +342,23 @@ mod tests {
     /// verifier, the read bound, and tampering.
     fn check_consistency(d: &[Hash], nodes: &MemoryNodes, m: usize, n: usize) {
         let tree = &d[..n];
-        let (old_root, root) = (root_from_leaves(&d[..m]), root_from_leaves(tree));
+        let (old_root, root) = (H.root_from_leaves(&d[..m]), H.root_from_leaves(tree));
         let counting = Counting { inner: nodes, reads: Cell::new(0) };
         let proof = consistency_proof(&counting, m as u64, n as u64).expect("ordered");
         assert!(counting.reads.get() <= read_bound(n), "reads for {m} -> {n}");
-        assert_eq!(proof, rfc::proof(m, tree), "consistency {m} -> {n}");
+        assert_eq!(proof, rfc::proof(H, m, tree), "consistency {m} -> {n}");
         let (s1, s2) = (m as u64, n as u64);
-        assert_eq!(verify_consistency(s1, s2, &old_root, &root, &proof), Ok(()));
-        assert!(verify_consistency(s1, s2, &flip(old_root, m), &root, &proof).is_err());
+        assert_eq!(verify_consistency(H, s1, s2, &old_root, &root, &proof), Ok(()));
+        assert!(verify_consistency(H, s1, s2, &flip(old_root, m), &root, &proof).is_err());
         if m != 0 {
             // (The empty tree is a prefix of every tree, whatever its root.)
-            assert!(verify_consistency(s1, s2, &old_root, &flip(root, n), &proof).is_err());
+            assert!(verify_consistency(H, s1, s2, &old_root, &flip(root, n), &proof).is_err());
         }
         if !proof.is_empty() {
             let mut bad = proof.clone();
             let j = (m + n) % bad.len();
             bad[j] = flip(bad[j], n + j);
-            assert!(verify_consistency(s1, s2, &old_root, &root, &bad).is_err());
+            assert!(verify_consistency(H, s1, s2, &old_root, &root, &bad).is_err());
         }
     }
 
@@ -351,7 +366,7 @@ mod tests {
     fn edge_sizes_match_the_rfc_and_verify() {
         let sizes = edge_sizes();
         let d = leaves(*sizes.last().expect("non-empty"));
-        let nodes = MemoryNodes::from_leaves(&d);
+        let nodes = MemoryNodes::from_leaves(H, &d);
         for &n in &sizes {
             for m in 0..n {
                 check_inclusion(&d, &nodes, m, n);
@@ -365,7 +380,7 @@ mod tests {
     #[test]
     fn small_trees_match_the_rfc_exhaustively() {
         let d = leaves(70);
-        let nodes = MemoryNodes::from_leaves(&d);
+        let nodes = MemoryNodes::from_leaves(H, &d);
         for n in 0..=d.len() {
             for m in 0..n {
                 check_inclusion(&d, &nodes, m, n);
@@ -378,7 +393,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_rejected() {
-        let nodes = MemoryNodes::from_leaves(&leaves(5));
+        let nodes = MemoryNodes::from_leaves(H, &leaves(5));
         assert_eq!(inclusion_proof(&nodes, 5, 5), Err(ProofGenError::IndexOutOfRange { index: 5, size: 5 }));
         assert_eq!(inclusion_proof(&nodes, 0, 0), Err(ProofGenError::IndexOutOfRange { index: 0, size: 0 }));
         assert_eq!(
@@ -398,27 +413,27 @@ mod tests {
     #[test]
     fn subtree_root_handles_every_range() {
         let d = leaves(40);
-        let nodes = MemoryNodes::from_leaves(&d);
+        let nodes = MemoryNodes::from_leaves(H, &d);
         for start in 0..=d.len() {
             for end in start..=d.len() {
                 assert_eq!(
                     subtree_root(&nodes, start as u64, end as u64),
-                    Ok(root_from_leaves(&d[start..end])),
+                    Ok(H.root_from_leaves(&d[start..end])),
                     "[{start}, {end})"
                 );
             }
         }
-        assert_eq!(subtree_root(&nodes, 7, 3), Ok(empty_root()));
+        assert_eq!(subtree_root(&nodes, 7, 3), Ok(H.empty_root()));
     }
 
     #[test]
     fn memory_nodes_and_frontier_agree_with_root_from_leaves() {
         let d = leaves(300);
-        let mut frontier = Frontier::new();
+        let mut frontier = Frontier::new(H);
         for n in 0..=d.len() {
-            let expected = root_from_leaves(&d[..n]);
+            let expected = H.root_from_leaves(&d[..n]);
             assert_eq!(frontier.root(), expected, "frontier {n}");
-            let nodes = MemoryNodes::from_leaves(&d[..n]);
+            let nodes = MemoryNodes::from_leaves(H, &d[..n]);
             assert_eq!(nodes.size(), n as u64);
             assert_eq!(nodes.root(), expected, "memory nodes {n}");
             if let Some(leaf) = d.get(n) {
@@ -432,13 +447,13 @@ mod tests {
     fn rfc_9162_seven_leaf_example() {
         let d = leaves(7);
         let [a, b, c, d_, e, f, j] = [d[0], d[1], d[2], d[3], d[4], d[5], d[6]];
-        let g = node_hash(&a, &b);
-        let h = node_hash(&c, &d_);
-        let i = node_hash(&e, &f);
-        let k = node_hash(&g, &h);
-        let l = node_hash(&i, &j);
-        let root = node_hash(&k, &l);
-        let nodes = MemoryNodes::from_leaves(&d);
+        let g = H.node(&a, &b);
+        let h = H.node(&c, &d_);
+        let i = H.node(&e, &f);
+        let k = H.node(&g, &h);
+        let l = H.node(&i, &j);
+        let root = H.node(&k, &l);
+        let nodes = MemoryNodes::from_leaves(H, &d);
         assert_eq!(nodes.root(), root);
 
         assert_eq!(inclusion_proof(&nodes, 0, 7), Ok(vec![b, h, l]));
@@ -450,12 +465,12 @@ mod tests {
         assert_eq!(consistency_proof(&nodes, 4, 7), Ok(vec![l]));
         assert_eq!(consistency_proof(&nodes, 6, 7), Ok(vec![i, j, k]));
 
-        let root3 = node_hash(&g, &c);
-        let root6 = node_hash(&k, &i);
-        assert_eq!(verify_consistency(3, 7, &root3, &root, &[c, d_, g, l]), Ok(()));
-        assert_eq!(verify_consistency(4, 7, &k, &root, &[l]), Ok(()));
-        assert_eq!(verify_consistency(6, 7, &root6, &root, &[i, j, k]), Ok(()));
-        assert_eq!(verify_inclusion(0, 7, &a, &[b, h, l], &root), Ok(()));
+        let root3 = H.node(&g, &c);
+        let root6 = H.node(&k, &i);
+        assert_eq!(verify_consistency(H, 3, 7, &root3, &root, &[c, d_, g, l]), Ok(()));
+        assert_eq!(verify_consistency(H, 4, 7, &k, &root, &[l]), Ok(()));
+        assert_eq!(verify_consistency(H, 6, 7, &root6, &root, &[i, j, k]), Ok(()));
+        assert_eq!(verify_inclusion(H, 0, 7, &a, &[b, h, l], &root), Ok(()));
     }
 
     proptest! {
@@ -468,7 +483,7 @@ mod tests {
             old_seed in any::<usize>(),
         ) {
             let d = leaves(size);
-            let nodes = MemoryNodes::from_leaves(&d);
+            let nodes = MemoryNodes::from_leaves(H, &d);
             check_inclusion(&d, &nodes, index_seed % size, size);
             check_consistency(&d, &nodes, old_seed % (size + 1), size);
         }
@@ -482,7 +497,7 @@ mod tests {
         ) {
             // The source holds more leaves than the tree the proof is about.
             let d = leaves(stored);
-            let nodes = MemoryNodes::from_leaves(&d);
+            let nodes = MemoryNodes::from_leaves(H, &d);
             let size = 1 + size_seed % stored;
             check_inclusion(&d, &nodes, index_seed % size, size);
             check_consistency(&d, &nodes, old_seed % (size + 1), size);

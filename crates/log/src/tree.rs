@@ -9,6 +9,12 @@
 //! the [`LeafSource`] when a proof or a root needs it (a root rehashes at most 15 records, a
 //! proof at most 30). Files of lower levels left by an older version are deleted on open.
 //!
+//! The nodes are hashed as the log's format says ([`TreeHash`]: SHA-256 in format 2), and
+//! `tree/hash` names that hash (no file: BLAKE3, as format 1 wrote it). Opened with another
+//! hash than the files hold, the store forgets them and recomputes every node, so a log
+//! upgraded to format 2 (docs/log-format.md, "Upgrading a format-1 log") gets its SHA-256
+//! tree on its first open, and a crash in the middle leaves nothing to trust but the events.
+//!
 //! The files are derived data: they are written after each batch (page cache) but only
 //! fsynced when the writer records a checkpoint or stops, after which `tree/state` records
 //! the size they are known to be complete for. On open, everything past that size is cut
@@ -17,7 +23,7 @@
 //! that differs.
 
 use crate::proof::NodeSource;
-use keyledger_verify::merkle::{Frontier, Hash, node_hash};
+use keyledger_verify::merkle::{Frontier, Hash, TreeHash};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -34,6 +40,8 @@ pub enum TreeError {
     OutOfRange { level: u32, index: u64, size: u64 },
     #[error("tree state file {0} is malformed")]
     BadState(PathBuf),
+    #[error("tree hash file {0} names no known hash")]
+    BadHash(PathBuf),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TreeError + 'a {
@@ -42,6 +50,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Tre
 
 const HASH_LEN: u64 = 32;
 const STATE_FILE: &str = "state";
+/// Names the hash the level files hold ([`TreeHash::name`]); absent in a format-1 tree.
+const HASH_FILE: &str = "hash";
 
 /// The lowest level stored in a file: the nodes of levels `0..LOWEST_STORED_LEVEL` (leaves
 /// and subtrees of up to 8 leaves) are recomputed from the records when needed.
@@ -65,6 +75,7 @@ impl<F: Fn(u64) -> Result<Hash, TreeError> + Send + Sync> LeafSource for F {
 
 struct Levels {
     dir: PathBuf,
+    hash: TreeHash,
     /// The open files of levels `LOWEST_STORED_LEVEL..`, lowest first.
     files: RwLock<Vec<Arc<File>>>,
     leaves: Arc<dyn LeafSource>,
@@ -115,7 +126,7 @@ impl Levels {
             while width > 1 {
                 width /= 2;
                 for i in 0..width {
-                    nodes[i] = node_hash(&nodes[2 * i], &nodes[2 * i + 1]);
+                    nodes[i] = self.hash.node(&nodes[2 * i], &nodes[2 * i + 1]);
                 }
             }
             return Ok(nodes[0]);
@@ -139,7 +150,7 @@ impl Levels {
             while width > out.len() {
                 width /= 2;
                 for i in 0..width {
-                    leaves[i] = node_hash(&leaves[2 * i], &leaves[2 * i + 1]);
+                    leaves[i] = self.hash.node(&leaves[2 * i], &leaves[2 * i + 1]);
                 }
             }
             out.copy_from_slice(&leaves[..out.len()]);
@@ -164,6 +175,11 @@ pub struct TreeReader {
 }
 
 impl TreeReader {
+    /// How the nodes are hashed.
+    pub fn tree_hash(&self) -> TreeHash {
+        self.levels.hash
+    }
+
     /// Leaves in the published tree.
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
@@ -245,6 +261,9 @@ impl TreeReader {
 
 impl NodeSource for TreeReader {
     type Error = TreeError;
+    fn tree_hash(&self) -> TreeHash {
+        self.levels.hash
+    }
     fn node(&self, level: u32, index: u64) -> Result<Hash, TreeError> {
         let size = self.size();
         if level >= 64 || index >= (size >> level) {
@@ -266,11 +285,23 @@ pub struct TreeWriter {
 }
 
 impl TreeWriter {
-    /// Opens the store in `dir` for a log of `log_len` records, recomputing whatever the
-    /// files do not hold durably from `leaves` (the leaf hashes of the records), which
-    /// readers also use for the levels that are not stored.
-    pub fn open(dir: &Path, log_len: u64, leaves: Arc<dyn LeafSource>) -> Result<Self, TreeError> {
+    /// Opens the store in `dir`, hashed with `hash`, for a log of `log_len` records,
+    /// recomputing whatever the files do not hold durably from `leaves` (the leaf hashes of
+    /// the records, which must be hashed with `hash` too), which readers also use for the
+    /// levels that are not stored. Files holding another hash are recomputed entirely.
+    pub fn open(
+        dir: &Path,
+        hash: TreeHash,
+        log_len: u64,
+        leaves: Arc<dyn LeafSource>,
+    ) -> Result<Self, TreeError> {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        if read_hash(dir)? != hash {
+            // Untrust every stored node first (durably), then name the new hash: a crash
+            // in between leaves the old name and nothing trusted, so this runs again.
+            write_state(dir, 0)?;
+            write_hash(dir, hash)?;
+        }
         // Levels below the lowest stored one were stored by older versions: derived data
         // nothing reads any more.
         for level in 0..LOWEST_STORED_LEVEL as usize {
@@ -281,7 +312,7 @@ impl TreeWriter {
                 Err(e) => return Err(TreeError::Io { op: "remove", path, source: e }),
             }
         }
-        let levels = Arc::new(Levels { dir: dir.to_owned(), files: RwLock::new(Vec::new()), leaves });
+        let levels = Arc::new(Levels { dir: dir.to_owned(), hash, files: RwLock::new(Vec::new()), leaves });
         let trusted = read_state(dir)?.min(log_len);
         // Cut every level to what the trusted size implies; the rest is recomputed below.
         let mut counts = Vec::new();
@@ -306,8 +337,8 @@ impl TreeWriter {
         let size = Arc::new(AtomicU64::new(trusted));
         let reader = TreeReader { levels: levels.clone(), size: size.clone() };
         let peaks = reader.peaks(trusted)?;
-        let frontier =
-            Frontier::from_parts(trusted, peaks).map_err(|_| TreeError::BadState(dir.join(STATE_FILE)))?;
+        let frontier = Frontier::from_parts(hash, trusted, peaks)
+            .map_err(|_| TreeError::BadState(dir.join(STATE_FILE)))?;
         let mut writer = TreeWriter { levels, size, frontier, counts };
         let mut leaves = vec![[0u8; 32]; 4096];
         let mut seq = trusted;
@@ -326,9 +357,9 @@ impl TreeWriter {
             file.set_len(0).map_err(io_err("truncate", dir))?;
         }
         write_state(dir, 0)?;
-        let leaves = levels.leaves.clone();
+        let (hash, leaves) = (levels.hash, levels.leaves.clone());
         drop(levels);
-        Self::open(dir, log_len, leaves)
+        Self::open(dir, hash, log_len, leaves)
     }
 
     pub fn reader(&self) -> TreeReader {
@@ -348,7 +379,7 @@ impl TreeWriter {
     /// error the writer must not be used again before a successful reopen.
     pub fn reopen(&mut self, log_len: u64) -> Result<(), TreeError> {
         self.hide_after(read_state(&self.levels.dir).unwrap_or(0).min(log_len));
-        let fresh = Self::open(&self.levels.dir, log_len, self.levels.leaves.clone())?;
+        let fresh = Self::open(&self.levels.dir, self.levels.hash, log_len, self.levels.leaves.clone())?;
         let files = std::mem::take(&mut *fresh.levels.files.write().unwrap_or_else(|e| e.into_inner()));
         *self.levels.files.write().unwrap_or_else(|e| e.into_inner()) = files;
         self.frontier = fresh.frontier;
@@ -382,7 +413,7 @@ impl TreeWriter {
                 if (before >> level) & 1 == 0 {
                     break;
                 }
-                node = node_hash(&peaks[peaks.len() - 1 - level], &node);
+                node = self.levels.hash.node(&peaks[peaks.len() - 1 - level], &node);
                 level += 1;
             }
             self.frontier.push(*leaf);
@@ -406,6 +437,11 @@ impl TreeWriter {
     /// Makes every appended leaf visible to readers.
     pub fn publish(&self) {
         self.size.store(self.frontier.size(), Ordering::Release);
+    }
+
+    /// How the nodes are hashed.
+    pub fn tree_hash(&self) -> TreeHash {
+        self.levels.hash
     }
 
     /// Leaves appended (published or not).
@@ -447,6 +483,27 @@ pub fn read_state(dir: &Path) -> Result<u64, TreeError> {
     }
 }
 
+/// The hash the level files in `dir` hold: named in `tree/hash`, BLAKE3 without it (a
+/// format-1 tree, written before the file existed).
+pub fn read_hash(dir: &Path) -> Result<TreeHash, TreeError> {
+    let path = dir.join(HASH_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.strip_suffix('\n').and_then(TreeHash::from_name).ok_or(TreeError::BadHash(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TreeHash::Blake3),
+        Err(e) => Err(TreeError::Io { op: "read", path, source: e }),
+    }
+}
+
+fn write_hash(dir: &Path, hash: TreeHash) -> Result<(), TreeError> {
+    let path = dir.join(HASH_FILE);
+    let tmp = dir.join("hash.tmp");
+    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all_at(format!("{}\n", hash.name()).as_bytes(), 0).map_err(io_err("write", &tmp))?;
+    file.sync_data().map_err(io_err("fsync", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))
+}
+
 fn write_state(dir: &Path, size: u64) -> Result<(), TreeError> {
     let path = dir.join(STATE_FILE);
     let tmp = dir.join("state.tmp");
@@ -463,12 +520,15 @@ fn write_state(dir: &Path, size: u64) -> Result<(), TreeError> {
 mod tests {
     use super::*;
     use crate::proof::MemoryNodes;
-    use keyledger_verify::merkle::{leaf_hash, root_from_leaves, verify_consistency, verify_inclusion};
+    use keyledger_verify::merkle::{verify_consistency, verify_inclusion};
     use proptest::prelude::*;
     use std::sync::atomic::AtomicUsize;
 
+    /// The tree hash of log format 2.
+    const H: TreeHash = TreeHash::Rfc6962;
+
     fn leaves(n: u64) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&i.to_le_bytes())).collect()
+        (0..n).map(|i| H.leaf(&i.to_le_bytes())).collect()
     }
 
     /// A leaf source over `all` that counts the leaves it hands out.
@@ -486,12 +546,44 @@ mod tests {
 
     /// A store over `all`, appended in chunks of `chunk` leaves.
     fn store(dir: &Path, all: &[Hash], chunk: usize) -> TreeWriter {
-        let mut writer = TreeWriter::open(dir, 0, source(all, Arc::default())).unwrap();
+        let mut writer = TreeWriter::open(dir, H, 0, source(all, Arc::default())).unwrap();
         for part in all.chunks(chunk.max(1)) {
             writer.append_leaves(part).unwrap();
             writer.publish();
         }
         writer
+    }
+
+    #[test]
+    fn files_of_another_hash_are_recomputed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<Vec<u8>> = (0..100u64).map(|i| i.to_le_bytes().to_vec()).collect();
+        let hashed = |hash: TreeHash| data.iter().map(|d| hash.leaf(d)).collect::<Vec<_>>();
+        let (old, new) = (hashed(TreeHash::Blake3), hashed(H));
+        let writer =
+            TreeWriter::open(dir.path(), TreeHash::Blake3, 100, source(&old, Arc::default())).unwrap();
+        writer.sync().unwrap();
+        drop(writer);
+        // No hash file: a format-1 tree, as versions before it wrote it.
+        assert!(!dir.path().join(HASH_FILE).exists());
+        assert_eq!(read_hash(dir.path()).unwrap(), TreeHash::Blake3);
+        assert_eq!(read_state(dir.path()).unwrap(), 100);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let writer = TreeWriter::open(dir.path(), H, 100, source(&new, reads.clone())).unwrap();
+        assert_eq!(reads.load(Ordering::Relaxed), 100, "every leaf is rehashed");
+        assert_eq!(writer.root(), H.root_from_leaves(&new));
+        assert_eq!(writer.reader().root_at(100).unwrap(), H.root_from_leaves(&new));
+        assert_eq!(writer.reader().root_at(37).unwrap(), H.root_from_leaves(&new[..37]));
+        assert_eq!(read_hash(dir.path()).unwrap(), H);
+        writer.sync().unwrap();
+        drop(writer);
+        // Reopened with the same hash, the synced files are trusted as they are.
+        let reads = Arc::new(AtomicUsize::new(0));
+        let writer = TreeWriter::open(dir.path(), H, 100, source(&new, reads.clone())).unwrap();
+        assert!(reads.load(Ordering::Relaxed) <= 4, "only the peak below the stored levels");
+        assert_eq!(writer.reader().root_at(64).unwrap(), H.root_from_leaves(&new[..64]));
+        std::fs::write(dir.path().join(HASH_FILE), "md5\n").unwrap();
+        assert!(matches!(read_hash(dir.path()), Err(TreeError::BadHash(_))));
     }
 
     fn level_files(dir: &Path) -> Vec<usize> {
@@ -504,13 +596,13 @@ mod tests {
         let all = leaves(70);
         let writer = store(dir.path(), &all, 7);
         let reader = writer.reader();
-        assert_eq!(writer.root(), root_from_leaves(&all));
+        assert_eq!(writer.root(), H.root_from_leaves(&all));
         // Levels 4 (4 nodes of 16 leaves), 5 and 6 are stored; nothing below.
         assert_eq!(level_files(dir.path()), vec![4, 5, 6]);
         for size in 0..=70u64 {
-            let full = MemoryNodes::from_leaves(&all[..size as usize]);
+            let full = MemoryNodes::from_leaves(H, &all[..size as usize]);
             let root = reader.root_at(size).unwrap();
-            assert_eq!(root, root_from_leaves(&all[..size as usize]), "size {size}");
+            assert_eq!(root, H.root_from_leaves(&all[..size as usize]), "size {size}");
             for index in 0..size {
                 let proof = reader.inclusion_proof(index, size).unwrap();
                 assert_eq!(
@@ -518,7 +610,7 @@ mod tests {
                     crate::proof::inclusion_proof(&full, index, size).unwrap(),
                     "{index} {size}"
                 );
-                verify_inclusion(index, size, &all[index as usize], &proof, &root).unwrap();
+                verify_inclusion(H, index, size, &all[index as usize], &proof, &root).unwrap();
             }
             for size1 in 0..=size {
                 let proof = reader.consistency_proof(size1, size).unwrap();
@@ -527,11 +619,11 @@ mod tests {
                     crate::proof::consistency_proof(&full, size1, size).unwrap(),
                     "{size1} {size}"
                 );
-                verify_consistency(size1, size, &reader.root_at(size1).unwrap(), &root, &proof).unwrap();
+                verify_consistency(H, size1, size, &reader.root_at(size1).unwrap(), &root, &proof).unwrap();
             }
         }
         // Every node, stored or recomputed, is the full store's.
-        let full = MemoryNodes::from_leaves(&all);
+        let full = MemoryNodes::from_leaves(H, &all);
         for level in 0..7u32 {
             for index in 0..(70u64 >> level) {
                 assert_eq!(
@@ -550,7 +642,7 @@ mod tests {
         let all = leaves(600);
         let writer = store(dir.path(), &all, 50);
         let reader = writer.reader();
-        let full = MemoryNodes::from_leaves(&all);
+        let full = MemoryNodes::from_leaves(H, &all);
         for level in 0..10u32 {
             let count = 600u64 >> level;
             for (start, len) in [(0, count), (1, count.saturating_sub(1)), (count / 3, count / 2), (count, 0)]
@@ -592,7 +684,7 @@ mod tests {
             let all = leaves(size);
             let writer = store(dir.path(), &all, chunk);
             let reader = writer.reader();
-            let full = MemoryNodes::from_leaves(&all);
+            let full = MemoryNodes::from_leaves(H, &all);
             prop_assert_eq!(writer.root(), full.root());
             for (a, b) in picks {
                 let n = 1 + b % size;
@@ -616,7 +708,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let all = leaves(100);
         {
-            let mut writer = TreeWriter::open(dir.path(), 0, source(&all, Arc::default())).unwrap();
+            let mut writer = TreeWriter::open(dir.path(), H, 0, source(&all, Arc::default())).unwrap();
             writer.append_leaves(&all[..40]).unwrap();
             writer.sync().unwrap();
             writer.append_leaves(&all[40..77]).unwrap();
@@ -626,12 +718,12 @@ mod tests {
             let file = OpenOptions::new().write(true).open(level4).unwrap();
             file.write_all_at(&[0xee; 64], 2 * 32).unwrap();
         }
-        let writer = TreeWriter::open(dir.path(), 100, source(&all, Arc::default())).unwrap();
+        let writer = TreeWriter::open(dir.path(), H, 100, source(&all, Arc::default())).unwrap();
         assert_eq!(writer.size(), 100);
-        assert_eq!(writer.root(), root_from_leaves(&all));
-        assert_eq!(writer.reader().root_at(100).unwrap(), root_from_leaves(&all));
-        assert_eq!(writer.reader().root_at(63).unwrap(), root_from_leaves(&all[..63]));
-        assert_eq!(writer.reader().root_at(48).unwrap(), root_from_leaves(&all[..48]));
+        assert_eq!(writer.root(), H.root_from_leaves(&all));
+        assert_eq!(writer.reader().root_at(100).unwrap(), H.root_from_leaves(&all));
+        assert_eq!(writer.reader().root_at(63).unwrap(), H.root_from_leaves(&all[..63]));
+        assert_eq!(writer.reader().root_at(48).unwrap(), H.root_from_leaves(&all[..48]));
     }
 
     #[test]
@@ -640,8 +732,8 @@ mod tests {
         let all = leaves(100);
         store(dir.path(), &all, 100).sync().unwrap();
         std::fs::write(dir.path().join("level-05.hash"), [0u8; 32]).unwrap();
-        let writer = TreeWriter::open(dir.path(), 100, source(&all, Arc::default())).unwrap();
-        assert_eq!(writer.reader().root_at(100).unwrap(), root_from_leaves(&all));
+        let writer = TreeWriter::open(dir.path(), H, 100, source(&all, Arc::default())).unwrap();
+        assert_eq!(writer.reader().root_at(100).unwrap(), H.root_from_leaves(&all));
         assert_eq!(std::fs::metadata(dir.path().join("level-05.hash")).unwrap().len(), 3 * 32);
     }
 
@@ -652,15 +744,15 @@ mod tests {
         let all = leaves(47);
         store(dir.path(), &all, 10).sync().unwrap();
         let reads = Arc::new(AtomicUsize::new(0));
-        let writer = TreeWriter::open(dir.path(), 47, source(&all, reads.clone())).unwrap();
-        assert_eq!(writer.root(), root_from_leaves(&all));
+        let writer = TreeWriter::open(dir.path(), H, 47, source(&all, reads.clone())).unwrap();
+        assert_eq!(writer.root(), H.root_from_leaves(&all));
         assert_eq!(reads.load(Ordering::Relaxed), 15);
         // A size that is a multiple of 16 has no peak below level 4.
         let all = leaves(48);
         let dir = tempfile::tempdir().unwrap();
         store(dir.path(), &all, 10).sync().unwrap();
-        let writer = TreeWriter::open(dir.path(), 48, no_leaves()).unwrap();
-        assert_eq!(writer.root(), root_from_leaves(&all));
+        let writer = TreeWriter::open(dir.path(), H, 48, no_leaves()).unwrap();
+        assert_eq!(writer.root(), H.root_from_leaves(&all));
     }
 
     #[test]
@@ -669,19 +761,19 @@ mod tests {
         let all = leaves(64);
         store(dir.path(), &all, 64).sync().unwrap();
         // What an older version stored: every level from 0, all consistent.
-        let full = MemoryNodes::from_leaves(&all);
+        let full = MemoryNodes::from_leaves(H, &all);
         for level in 0..LOWEST_STORED_LEVEL {
             let bytes: Vec<u8> =
                 (0..(64u64 >> level)).flat_map(|index| full.node(level, index).unwrap()).collect();
             std::fs::write(level_path(dir.path(), level as usize), bytes).unwrap();
         }
         assert_eq!(level_files(dir.path()), vec![0, 1, 2, 3, 4, 5, 6]);
-        let mut writer = TreeWriter::open(dir.path(), 64, no_leaves()).unwrap();
+        let mut writer = TreeWriter::open(dir.path(), H, 64, no_leaves()).unwrap();
         assert_eq!(level_files(dir.path()), vec![4, 5, 6]);
-        assert_eq!(writer.root(), root_from_leaves(&all));
+        assert_eq!(writer.root(), H.root_from_leaves(&all));
         let more = leaves(80);
         writer.append_leaves(&more[64..]).unwrap();
         writer.publish();
-        assert_eq!(writer.root(), root_from_leaves(&more));
+        assert_eq!(writer.root(), H.root_from_leaves(&more));
     }
 }

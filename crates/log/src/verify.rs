@@ -4,13 +4,19 @@
 //! seq = position), recomputes every leaf and node hash and compares the stored tree with
 //! them, and checks every stored checkpoint's signature and root. It changes nothing, and on
 //! failure names the first bad seq (or tree node, or checkpoint).
+//!
+//! The tree is hashed as the log's format says ([`TreeHash`]). In a log upgraded from
+//! format 1 it also opens the transition note (docs/log-format.md, "The transition note"),
+//! recomputes the BLAKE3 tree of the events it covers, and checks that note's two roots and
+//! every checkpoint signed before the upgrade against that BLAKE3 tree. A stored tree whose
+//! files name another hash is not compared: it is recomputed at the next start.
 
-use crate::checkpoint::decode_record;
+use crate::checkpoint::{TRANSITION_FILE, decode_record, read_transition};
 use crate::segment::{SegmentError, SegmentLog, SegmentOptions};
 use crate::storage::Storage;
-use crate::tree::{LOWEST_STORED_LEVEL, level_path, read_state};
+use crate::tree::{LOWEST_STORED_LEVEL, level_path, read_hash, read_state};
 use keyledger_core::decode_event;
-use keyledger_verify::merkle::{Frontier, Hash, leaf_hash};
+use keyledger_verify::merkle::{Frontier, Hash, TreeHash};
 use keyledger_verify::note::VerifierKey;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -28,6 +34,11 @@ pub struct LogVerifyReport {
     pub torn_tail_bytes: u64,
     /// The same for the checkpoint log (a checkpoint whose write a crash interrupted).
     pub torn_checkpoint_bytes: u64,
+    /// How the tree is hashed.
+    pub tree_hash: TreeHash,
+    /// The size at which the log was upgraded from format 1, if it was (its transition note
+    /// verified).
+    pub transition_size: Option<u64>,
 }
 
 /// The first thing found wrong.
@@ -76,12 +87,46 @@ struct StoredLevel {
     reader: Option<BufReader<File>>,
 }
 
-/// Verifies the log in `log_dir` against `verifier`. `progress(done, total)` is called
-/// periodically.
+/// Checkpoints of one tree hash, matched against that tree's roots as the events go by.
+struct Roots {
+    /// `(stored index, root, size)` in stored order; no index for the transition note.
+    checkpoints: Vec<(Option<u64>, Hash, u64)>,
+    next: usize,
+}
+
+impl Roots {
+    /// Checks every checkpoint of the frontier's size against its root.
+    fn check(&mut self, frontier: &Frontier) -> Result<(), LogVerifyError> {
+        while let Some(&(index, root, size)) = self.checkpoints.get(self.next) {
+            if size != frontier.size() {
+                break;
+            }
+            if root != frontier.root() {
+                let tree = frontier.tree_hash().name();
+                return Err(LogVerifyError::Checkpoint {
+                    index: index.unwrap_or(0),
+                    reason: match index {
+                        Some(_) => format!("its root does not match the events' {tree} tree at size {size}"),
+                        None => format!(
+                            "the transition note ({TRANSITION_FILE}): its {tree} root does not match the events' {tree} tree at size {size}"
+                        ),
+                    },
+                    first_bad_seq: Some(size.saturating_sub(1)),
+                });
+            }
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Verifies the log in `log_dir`, whose tree is hashed with `tree_hash`, against
+/// `verifier`. `progress(done, total)` is called periodically.
 pub fn verify_log(
     storage: Arc<dyn Storage>,
     log_dir: &Path,
     verifier: &VerifierKey,
+    tree_hash: TreeHash,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<LogVerifyReport, LogVerifyError> {
     let (events, recovery) =
@@ -105,8 +150,8 @@ pub fn verify_log(
             reason,
             first_bad_seq: None,
         })?;
-        if let Some((_, previous)) = checkpoints.last()
-            && checkpoint.size < *previous
+        if let Some(previous) = checkpoints.last().map(|c: &crate::checkpoint::StoredCheckpoint| c.size)
+            && checkpoint.size < previous
         {
             return Err(LogVerifyError::Checkpoint {
                 index,
@@ -114,33 +159,67 @@ pub fn verify_log(
                 first_bad_seq: None,
             });
         }
-        checkpoints.push((checkpoint.root, checkpoint.size));
+        checkpoints.push(checkpoint);
     }
 
-    // The stored tree is trusted (and so checked) up to the size recorded in its state file.
+    // An upgraded log: the checkpoints before the transition are of the BLAKE3 tree.
+    let transition = match tree_hash {
+        TreeHash::Rfc6962 => read_transition(&log_dir.join("checkpoints"), verifier).map_err(|e| {
+            LogVerifyError::Checkpoint { index: 0, reason: e.to_string(), first_bad_seq: None }
+        })?,
+        TreeHash::Blake3 => None,
+    };
+    let mut current = Roots { checkpoints: Vec::new(), next: 0 };
+    let mut format1 = Roots { checkpoints: Vec::new(), next: 0 };
+    for (index, checkpoint) in (0u64..).zip(&checkpoints) {
+        let entry = (Some(index), checkpoint.root, checkpoint.size);
+        match &transition {
+            // Every checkpoint before the first of the SHA-256 tree (beyond the transition's
+            // size, or at it with its SHA-256 root) is checked against the BLAKE3 tree.
+            Some(t)
+                if current.checkpoints.is_empty()
+                    && (checkpoint.size < t.size
+                        || (checkpoint.size == t.size && checkpoint.root != t.sha256_root)) =>
+            {
+                format1.checkpoints.push(entry)
+            }
+            _ => current.checkpoints.push(entry),
+        }
+    }
+    let transition_error = |reason: String| LogVerifyError::Checkpoint {
+        index: checkpoints.len() as u64,
+        reason: format!("the transition note ({TRANSITION_FILE}): {reason}"),
+        first_bad_seq: None,
+    };
+    // The transition's two roots are checkpoints of their trees at its size.
+    if let Some(t) = &transition {
+        if t.origin != verifier.name().unwrap_or(&t.origin) {
+            return Err(transition_error(format!("its origin {:?} is not the log's", t.origin)));
+        }
+        format1.checkpoints.push((None, t.blake3_root, t.size));
+        let at = current.checkpoints.partition_point(|&(_, _, size)| size < t.size);
+        current.checkpoints.insert(at, (None, t.sha256_root, t.size));
+    }
+
+    // The stored tree is trusted (and so checked) up to the size recorded in its state file,
+    // if its files hold this hash (else the next start recomputes them).
     let tree_dir = log_dir.join("tree");
-    let tree_size = read_state(&tree_dir).map_err(|e| LogVerifyError::Storage(e.to_string()))?;
+    let tree_size = match read_hash(&tree_dir) {
+        Ok(stored) if stored == tree_hash => {
+            read_state(&tree_dir).map_err(|e| LogVerifyError::Storage(e.to_string()))?
+        }
+        Ok(_) => 0,
+        Err(e) => return Err(LogVerifyError::Storage(e.to_string())),
+    };
     let mut levels: Vec<StoredLevel> = Vec::new();
 
-    let mut frontier = Frontier::default();
-    let mut next_checkpoint = 0usize;
-    let check_root = |frontier: &Frontier, next: &mut usize| -> Result<(), LogVerifyError> {
-        while let Some(&(root, size)) = checkpoints.get(*next) {
-            if size != frontier.size() {
-                break;
-            }
-            if root != frontier.root() {
-                return Err(LogVerifyError::Checkpoint {
-                    index: *next as u64,
-                    reason: format!("its root does not match the events' tree at size {size}"),
-                    first_bad_seq: Some(size.saturating_sub(1)),
-                });
-            }
-            *next += 1;
-        }
-        Ok(())
-    };
-    check_root(&frontier, &mut next_checkpoint)?;
+    let mut frontier = Frontier::new(tree_hash);
+    let mut old_frontier = Frontier::new(TreeHash::Blake3);
+    let format1_size = transition.as_ref().map_or(0, |t| t.size);
+    current.check(&frontier)?;
+    if transition.is_some() {
+        format1.check(&old_frontier)?;
+    }
     for record in events.iter(0) {
         let (seq, bytes) = record?;
         let event = decode_event(&bytes).map_err(|e| LogVerifyError::Event { seq, reason: e.to_string() })?;
@@ -153,26 +232,46 @@ pub fn verify_log(
                 ),
             });
         }
-        let leaf = leaf_hash(&bytes);
+        let leaf = tree_hash.leaf(&bytes);
         if seq < tree_size {
             compare_completed_nodes(&mut levels, &tree_dir, &frontier, leaf, seq)?;
         }
         frontier.push(leaf);
-        check_root(&frontier, &mut next_checkpoint)?;
+        current.check(&frontier)?;
+        if seq < format1_size {
+            old_frontier.push(TreeHash::Blake3.leaf(&bytes));
+            format1.check(&old_frontier)?;
+        }
         if seq % 65_536 == 0 {
             progress(seq, total);
         }
     }
     progress(total, total);
     // Only now, with every present event checked, can a shortfall be blamed on the end.
-    if let Some(&(_, size)) = checkpoints.last()
-        && size > total
+    if let Some(checkpoint) = checkpoints.last()
+        && checkpoint.size > total
     {
         return Err(LogVerifyError::Missing {
             events: total,
-            covered: size,
+            covered: checkpoint.size,
             what: "the latest signed checkpoint",
         });
+    }
+    if let Some(t) = &transition
+        && t.size > total
+    {
+        return Err(LogVerifyError::Missing { events: total, covered: t.size, what: "the transition note" });
+    }
+    // Every checkpoint was matched above (their sizes are in order and reached); a checkpoint
+    // left over would be one no tree was compared with.
+    for roots in [&format1, &current] {
+        if let Some(&(index, _, size)) = roots.checkpoints.get(roots.next) {
+            return Err(LogVerifyError::Checkpoint {
+                index: index.unwrap_or(0),
+                reason: format!("its size {size} was never compared with the events' tree"),
+                first_bad_seq: None,
+            });
+        }
     }
     if tree_size > total {
         return Err(LogVerifyError::Missing { events: total, covered: tree_size, what: "the stored tree" });
@@ -183,6 +282,8 @@ pub fn verify_log(
         root: frontier.root(),
         torn_tail_bytes: recovery.truncated_bytes,
         torn_checkpoint_bytes: checkpoint_recovery.truncated_bytes,
+        tree_hash,
+        transition_size: transition.map(|t| t.size),
     })
 }
 
@@ -209,7 +310,7 @@ fn compare_completed_nodes(
             return Ok(());
         }
         let left = peaks[peaks.len() - 1 - level as usize];
-        node = keyledger_verify::merkle::node_hash(&left, &node);
+        node = frontier.tree_hash().node(&left, &node);
         level += 1;
     }
 }

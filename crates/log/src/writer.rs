@@ -36,7 +36,6 @@ use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
 use crate::segment::SegmentLog;
 use crate::tree::TreeWriter;
 use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event};
-use keyledger_verify::merkle::leaf_hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -457,7 +456,8 @@ impl<S: Sequencer> Writer<S> {
         let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
         let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
         self.parts.segments.append_batch(&records).map_err(|e| e.to_string())?;
-        let leaves: Vec<_> = encoded.iter().map(|bytes| leaf_hash(bytes)).collect();
+        let hash = self.parts.tree.tree_hash();
+        let leaves: Vec<_> = encoded.iter().map(|bytes| hash.leaf(bytes)).collect();
         self.parts.tree.append_leaves(&leaves).map_err(|e| e.to_string())?;
         self.parts.tree.publish();
         Ok(())
@@ -659,7 +659,7 @@ impl WriterParts {
         }
         self.tree.reopen(len)?;
         self.checkpoints.reopen()?;
-        crate::check_checkpoint(&self.tree, self.checkpoints.latest())?;
+        crate::check_checkpoint(&self.tree, &self.checkpoints)?;
         Ok(cut)
     }
 }

@@ -17,6 +17,7 @@ use keyledger_log::verify::verify_log;
 use keyledger_log::{
     Batch, CommittedEvents, Durability, Log, LogConfig, LogError, Sequencer, WriterHandle, WriterOptions,
 };
+use keyledger_verify::merkle::TreeHash;
 use keyledger_verify::note::{NoteSigner, VerifierKey};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -96,6 +97,7 @@ fn start_with_queue(options: WriterOptions, queue: usize) -> Fixture {
         storage: Arc::new(FaultyStorage::with_switch(switch.clone())),
         signer,
         origin: ORIGIN.into(),
+        tree_hash: TreeHash::Rfc6962,
     };
     let log = Log::open(config).unwrap();
     let (applied, rewinds) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
@@ -155,11 +157,17 @@ impl Fixture {
         self.writer.shutdown_blocking();
         self.drain();
         let log_dir = self.dir.path().join("log");
-        let report = verify_log(OsStorage::shared(), &log_dir, &self.verifier, &mut |_, _| {})
-            .unwrap_or_else(|e| panic!("log verify fails after the recovery: {e}"));
+        let report =
+            verify_log(OsStorage::shared(), &log_dir, &self.verifier, TreeHash::Rfc6962, &mut |_, _| {})
+                .unwrap_or_else(|e| panic!("log verify fails after the recovery: {e}"));
         assert_eq!(report.events, self.seen.len() as u64, "the subscriber saw every durable event");
-        let config =
-            LogConfig { dir: log_dir, storage: OsStorage::shared(), signer: signer(), origin: ORIGIN.into() };
+        let config = LogConfig {
+            dir: log_dir,
+            storage: OsStorage::shared(),
+            signer: signer(),
+            origin: ORIGIN.into(),
+            tree_hash: TreeHash::Rfc6962,
+        };
         let log = Log::open(config).unwrap();
         assert_eq!(log.recovery().truncated_bytes, 0, "the self-recovery left nothing to cut");
         let reader = log.reader();
@@ -334,6 +342,7 @@ fn a_full_subscriber_channel_skips_batches_without_blocking_the_writer() {
         storage: OsStorage::shared(),
         signer: signer(),
         origin: ORIGIN.into(),
+        tree_hash: TreeHash::Rfc6962,
     })
     .unwrap()
     .reader();

@@ -54,6 +54,6 @@ pub async fn entry(
     Ok(Json(EntryView {
         seq,
         raw: base64::engine::general_purpose::STANDARD.encode(&raw),
-        leaf_hash: hex::encode(keyledger_verify::merkle::leaf_hash(&raw)),
+        leaf_hash: hex::encode(log.tree_hash().leaf(&raw)),
     }))
 }

@@ -150,9 +150,12 @@ fn unfiltered_export_verifies_and_describes_itself() {
             "range",
             "range_proof",
             "signature",
+            "tree_hash",
             "version"
         ]
     );
+    assert_eq!(m["tree_hash"], "sha256", "a format-2 log's export names its SHA-256 tree");
+    assert_eq!(summary.tree_hash, keyledger_verify::merkle::TreeHash::Rfc6962);
     assert_eq!(m["range_proof"]["left_peaks"].as_array().unwrap().len(), 2, "peaks of size 3");
     assert_eq!(m["filters"]["from"], 3);
     // Every range shape verifies, including the whole log and an empty range.
@@ -473,7 +476,7 @@ fn http_export_streams_and_enforces_scope_and_workspaces() {
 fn documented_example_is_exact() {
     use keyledger_core::{Actor, Event, KeyId, KeyRef, Payload, Revoked};
     use keyledger_verify::export::{canonical_json, line_value, manifest_message};
-    use keyledger_verify::merkle::{Frontier, leaf_hash};
+    use keyledger_verify::merkle::{Frontier, TreeHash};
     let ws: WorkspaceId = "acme".parse().unwrap();
     let events: Vec<Event> = (0..4u64)
         .map(|seq| Event {
@@ -496,14 +499,14 @@ fn documented_example_is_exact() {
         })
         .collect();
     let raws: Vec<Vec<u8>> = events.iter().map(keyledger_core::encode_event).collect();
-    let line = canonical_json(&line_value(&events[2], &raws[2], None));
-    let leaves: Vec<_> = raws.iter().map(|r| leaf_hash(r)).collect();
-    let mut tree = Frontier::new();
+    let line = canonical_json(&line_value(&events[2], &raws[2], None, TreeHash::Rfc6962));
+    let leaves: Vec<_> = raws.iter().map(|r| TreeHash::Rfc6962.leaf(r)).collect();
+    let mut tree = Frontier::new(TreeHash::Rfc6962);
     leaves.iter().for_each(|l| tree.push(*l));
     let seed = SigningKey::from_bytes(&[1; 32]);
     let signer = NoteSigner::new("example.org/log", seed.clone()).unwrap();
     let note = sign_checkpoint(&Checkpoint::new("example.org/log", 4, tree.root()), &signer).unwrap();
-    let nodes = keyledger_log::proof::MemoryNodes::from_leaves(&leaves);
+    let nodes = keyledger_log::proof::MemoryNodes::from_leaves(TreeHash::Rfc6962, &leaves);
     let consistency = keyledger_log::proof::consistency_proof(&nodes, 3, 4).unwrap();
     // The export of seq 2 (from=2, to=3) of this 4-event log.
     let mut hasher = blake3::Hasher::new();
@@ -511,13 +514,14 @@ fn documented_example_is_exact() {
     let mut manifest: Map<String, Value> = serde_json::from_value(serde_json::json!({
         "version": 1,
         "origin": "example.org/log",
+        "tree_hash": "sha256",
         "range": {"first_seq": 2, "last_seq": 2, "from": events[2].at.to_rfc3339(), "to": events[2].at.to_rfc3339()},
         "filters": {"workspace": null, "from": 2, "to": 3},
         "filtered": false,
         "lines": 1,
         "lines_hash": hex::encode(hasher.finalize().as_bytes()),
         "checkpoint": {"note": note, "size": 4, "root_hash": hex::encode(tree.root())},
-        "range_proof": {"left_peaks": [hex::encode(keyledger_verify::merkle::node_hash(&leaves[0], &leaves[1]))], "consistency": consistency.iter().map(hex::encode).collect::<Vec<_>>()},
+        "range_proof": {"left_peaks": [hex::encode(TreeHash::Rfc6962.node(&leaves[0], &leaves[1]))], "consistency": consistency.iter().map(hex::encode).collect::<Vec<_>>()},
         "consistency_from": null,
     }))
     .unwrap();

@@ -340,6 +340,7 @@ async fn recovers_from(fault: Fault) {
         keyledger_log::storage::OsStorage::shared(),
         &log_dir,
         &verifier,
+        keyledger_verify::merkle::TreeHash::Rfc6962,
         &mut |_, _| {},
     )
     .unwrap_or_else(|e| panic!("{what}: log verify after the recovery: {e}"));

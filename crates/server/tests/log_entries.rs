@@ -9,7 +9,7 @@ use base64::Engine as _;
 use http_body_util::BodyExt;
 use keyledger_ledger::{Engine, EngineOptions};
 use keyledger_server::{AppState, ServerConfig, router};
-use keyledger_verify::merkle::{Hash, leaf_hash, verify_inclusion};
+use keyledger_verify::merkle::{Hash, TreeHash, verify_inclusion};
 use keyledger_verify::note::open_checkpoint;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -72,12 +72,13 @@ async fn an_entry_is_the_stored_event_and_proves_into_the_checkpoint() {
         let raw = base64::engine::general_purpose::STANDARD.decode(entry["raw"].as_str().unwrap()).unwrap();
         assert_eq!(raw, engine.log().raw(seq).unwrap());
         assert_eq!(keyledger_core::decode_event(&raw).unwrap().seq, seq);
-        assert_eq!(hash(&entry["leaf_hash"]), leaf_hash(&raw));
+        assert_eq!(hash(&entry["leaf_hash"]), TreeHash::Rfc6962.leaf(&raw));
         let (_, proof) =
             call(&app, "GET", &format!("/v1/log/proofs/inclusion?seq={seq}&size={size}"), &admin, None).await;
         let proof: Vec<Hash> = proof["hashes"].as_array().unwrap().iter().map(hash).collect();
         let signed = open_checkpoint(checkpoint["note"].as_str().unwrap(), engine.public_key()).unwrap();
-        verify_inclusion(seq, size, &leaf_hash(&raw), &proof, &signed.root).unwrap();
+        verify_inclusion(TreeHash::Rfc6962, seq, size, &TreeHash::Rfc6962.leaf(&raw), &proof, &signed.root)
+            .unwrap();
     }
 
     // Bad input: a clear error body, nothing else.

@@ -9,7 +9,10 @@ use keyledger_core::{Environment, RequestId, Timestamp, UsageContext, WorkspaceI
 use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec, VerifyRequirements};
 use keyledger_log::proof::NodeSource;
 use keyledger_server::{AppState, ServerConfig, router};
-use keyledger_verify::merkle::{Frontier, Hash, leaf_hash, root_from_leaves};
+use keyledger_verify::merkle::{Frontier, Hash, TreeHash};
+
+/// The tree of every log keyledger writes (format 2): RFC 6962, SHA-256.
+const TREE: TreeHash = TreeHash::Rfc6962;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -191,19 +194,19 @@ async fn hash_tiles_are_the_stored_tree_and_rebuild_the_checkpoint_root() {
     assert_eq!(partial.len() as u64, width);
     leaves.extend(partial);
     for (seq, leaf) in leaves.iter().enumerate() {
-        assert_eq!(*leaf, leaf_hash(&log.engine.log().raw(seq as u64).unwrap()), "leaf {seq}");
+        assert_eq!(*leaf, TREE.leaf(&log.engine.log().raw(seq as u64).unwrap()), "leaf {seq}");
     }
-    assert_eq!(root_from_leaves(&leaves), log.engine.log().latest_checkpoint().unwrap().root);
+    assert_eq!(TREE.root_from_leaves(&leaves), log.engine.log().latest_checkpoint().unwrap().root);
 
     // Level 1: the roots of the full level-0 tiles (tree level 8), a partial tile of `full`.
     let level1 = hashes(&log.tile(&format!("1/000.p/{full}")).await);
     assert_eq!(level1.len() as u64, full);
     for (n, hash) in level1.iter().enumerate() {
         assert_eq!(*hash, tree.node(8, n as u64).unwrap());
-        assert_eq!(*hash, root_from_leaves(&leaves[n * 256..(n + 1) * 256]));
+        assert_eq!(*hash, TREE.root_from_leaves(&leaves[n * 256..(n + 1) * 256]));
     }
     // A client rebuilds the checkpoint's root from the level-1 tile and the partial level-0 one.
-    let mut frontier = Frontier::new();
+    let mut frontier = Frontier::new(TREE);
     for hash in &level1 {
         frontier.push_subtree(8, *hash).unwrap();
     }
@@ -251,7 +254,7 @@ async fn only_tiles_of_the_checkpointed_tree_are_served_and_partials_only_at_the
     let next = log.engine.checkpoint_now().await.unwrap().size;
     assert!(next >= size + 300);
     let tile = hashes(&log.tile("0/001").await);
-    assert_eq!(tile[0], leaf_hash(&log.engine.log().raw(256).unwrap()));
+    assert_eq!(tile[0], TREE.leaf(&log.engine.log().raw(256).unwrap()));
     log.get(&format!("/tile/0/002.p/{width}")).await.assert_error(StatusCode::NOT_FOUND, "not_found");
     log.tile(&format!("0/002.p/{}", next % 256)).await;
     log.tile("1/000.p/2").await;
@@ -274,7 +277,7 @@ async fn entry_bundles_hold_the_stored_events_behind_their_lengths() {
         assert_eq!(*entry, log.engine.log().raw(seq as u64).unwrap(), "entry {seq}");
         assert_eq!(decode_event(entry).unwrap().seq, seq as u64);
         // Each entry hashes to its leaf in the level-0 tile.
-        assert_eq!(leaf_hash(entry), log.engine.log().tree().node(0, seq as u64).unwrap());
+        assert_eq!(TREE.leaf(entry), log.engine.log().tree().node(0, seq as u64).unwrap());
     }
 }
 
@@ -412,7 +415,6 @@ async fn malformed_tile_paths_are_refused_naming_the_rule() {
 /// The independent `tlog_tiles` client mirrors the log over the tile API and computes the
 /// tree hash itself, checking every tile against the checkpoint's root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "passes once the tree hashes with SHA-256 (log format 2)"]
 async fn tlog_tiles_client_mirrors_the_log() {
     use tlog_tiles::tile::{Tile, TileHashReader, TileReader};
     use tlog_tiles::tlog::{Hash as TlogHash, record_hash, tree_hash};

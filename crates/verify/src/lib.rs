@@ -1,6 +1,6 @@
 //! The offline verifier of keyledger: Merkle proofs ([`merkle`]), signed checkpoints ([`note`]),
 //! witness cosignatures ([`cosignature`]), offline proof bundles of one event ([`proof_bundle`]),
-//! and exports ([`export`]).
+//! the log-format transition note ([`transition`]), and exports ([`export`]).
 //!
 //! It has few dependencies so that an auditor can build it and read it alone, without the
 //! server, its storage or its runtime.
@@ -12,3 +12,4 @@ pub mod note;
 pub mod proof_bundle;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod transition;

@@ -1,22 +1,32 @@
-//! Merkle tree hashing and proof verification: RFC 9162 section 2.1 with BLAKE3-256 in
-//! place of SHA-256.
+//! Merkle tree hashing and proof verification: RFC 6962 / RFC 9162 section 2.1, with the
+//! hash function a parameter ([`TreeHash`]).
 //!
 //! # Why this module exists
 //!
 //! keyledger's event log is an append-only Merkle tree. Everything an auditor needs to
 //! check it — that an event is in a signed tree ([`verify_inclusion`]) and that a later
 //! tree extends an earlier one without rewriting history ([`verify_consistency`]) — is
-//! here, in one small file depending only on `blake3` and `thiserror`, so it can be read
-//! and re-implemented independently. The server generates proofs with the same hashing
+//! here, in one small file depending only on `sha2`, `blake3` and `thiserror`, so it can be
+//! read and re-implemented independently. The server generates proofs with the same hashing
 //! (`keyledger-log`'s `proof` module); this module only checks them.
+//!
+//! # Which hash
+//!
+//! Log format 2 hashes exactly as RFC 6962 does, with SHA-256 ([`TreeHash::Rfc6962`]), so
+//! that standard transparency-log clients, tlog-tiles readers and witnesses can check it
+//! (docs/log-format.md, "Tree hashing"). Format 1 used BLAKE3 in the same construction
+//! ([`TreeHash::Blake3`]); it is kept only so that format-1 logs and old exports can still
+//! be verified, and upgraded (docs/decisions/0007-sha256-tree-for-interoperability.md).
+//! There is one implementation of the tree, its frontier and its proofs; only the three
+//! primitives below depend on the hash.
 //!
 //! # What it guarantees
 //!
-//! * Hashing is exactly RFC 9162 section 2.1 with `HASH = BLAKE3-256`:
-//!   * `MTH({}) = HASH()` ([`empty_root`]),
-//!   * `MTH({d0}) = HASH(0x00 || d0)` ([`leaf_hash`]),
+//! * Hashing is exactly RFC 9162 section 2.1 with `HASH` = SHA-256 (or, format 1, BLAKE3-256):
+//!   * `MTH({}) = HASH()` ([`TreeHash::empty_root`]),
+//!   * `MTH({d0}) = HASH(0x00 || d0)` ([`TreeHash::leaf`]),
 //!   * `MTH(D[n]) = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n]))` with `k` the largest power
-//!     of two smaller than `n` ([`node_hash`], [`root_from_leaves`]).
+//!     of two smaller than `n` ([`TreeHash::node`], [`TreeHash::root_from_leaves`]).
 //!
 //!   The distinct leaf/node prefixes keep a leaf from ever being confused with an
 //!   interior node (second-preimage resistance).
@@ -33,20 +43,23 @@
 //! # Example
 //!
 //! ```
-//! use keyledger_verify::merkle::{Frontier, leaf_hash, node_hash, verify_inclusion};
+//! use keyledger_verify::merkle::{Frontier, TreeHash, verify_inclusion};
 //!
-//! let leaves: Vec<_> = [&b"a"[..], b"b", b"c"].iter().map(|event| leaf_hash(event)).collect();
-//! let mut tree = Frontier::default();
+//! let hash = TreeHash::Rfc6962;
+//! let leaves: Vec<_> = [&b"a"[..], b"b", b"c"].iter().map(|event| hash.leaf(event)).collect();
+//! let mut tree = Frontier::new(hash);
 //! for leaf in &leaves {
 //!     tree.push(*leaf);
 //! }
 //! // In a 3-leaf tree, the audit path of leaf 2 is the root of leaves 0 and 1.
-//! let proof = [node_hash(&leaves[0], &leaves[1])];
-//! assert_eq!(verify_inclusion(2, 3, &leaves[2], &proof, &tree.root()), Ok(()));
-//! assert!(verify_inclusion(1, 3, &leaves[2], &proof, &tree.root()).is_err());
+//! let proof = [hash.node(&leaves[0], &leaves[1])];
+//! assert_eq!(verify_inclusion(hash, 2, 3, &leaves[2], &proof, &tree.root()), Ok(()));
+//! assert!(verify_inclusion(hash, 1, 3, &leaves[2], &proof, &tree.root()).is_err());
 //! ```
 
-/// A BLAKE3-256 digest: a leaf hash, an interior node hash or a tree root.
+use sha2::Digest as _;
+
+/// A 32-byte digest: a leaf hash, an interior node hash or a tree root.
 pub type Hash = [u8; 32];
 
 /// Domain-separation prefix of leaf hashes (RFC 9162 section 2.1.1).
@@ -114,52 +127,106 @@ pub enum ProofError {
     },
 }
 
-/// The hash of a leaf: `BLAKE3(0x00 || event_bytes)`.
-#[must_use]
-pub fn leaf_hash(event_bytes: &[u8]) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&[LEAF_PREFIX]);
-    hasher.update(event_bytes);
-    *hasher.finalize().as_bytes()
+/// The hash function of the tree: the one thing that differs between log formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TreeHash {
+    /// RFC 6962 exactly: SHA-256. Log format 2, and every export that says
+    /// `"tree_hash": "sha256"`.
+    Rfc6962,
+    /// The same construction with BLAKE3-256: log format 1, kept to verify and upgrade
+    /// format-1 logs and to verify old exports (those without a `tree_hash`).
+    Blake3,
 }
 
-/// The hash of an interior node: `BLAKE3(0x01 || left || right)`.
-#[must_use]
-pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&[NODE_PREFIX]);
-    hasher.update(left);
-    hasher.update(right);
-    *hasher.finalize().as_bytes()
-}
+impl TreeHash {
+    /// The name exports and tree files record: `sha256` or `blake3`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            TreeHash::Rfc6962 => "sha256",
+            TreeHash::Blake3 => "blake3",
+        }
+    }
 
-/// The root of the empty tree: BLAKE3 of the empty string.
-#[must_use]
-pub fn empty_root() -> Hash {
-    *blake3::hash(&[]).as_bytes()
+    /// The hash named `name` ([`Self::name`]), if any.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [TreeHash::Rfc6962, TreeHash::Blake3].into_iter().find(|hash| hash.name() == name)
+    }
+
+    /// The log format that hashes its tree this way: 2 for SHA-256, 1 for BLAKE3.
+    #[must_use]
+    pub fn log_format(self) -> u32 {
+        match self {
+            TreeHash::Rfc6962 => 2,
+            TreeHash::Blake3 => 1,
+        }
+    }
+
+    /// The tree hash of log format `format`, if it is one.
+    #[must_use]
+    pub fn of_log_format(format: u32) -> Option<Self> {
+        [TreeHash::Rfc6962, TreeHash::Blake3].into_iter().find(|hash| hash.log_format() == format)
+    }
+
+    /// `HASH(parts[0] || parts[1] || …)`.
+    fn digest(self, parts: &[&[u8]]) -> Hash {
+        match self {
+            TreeHash::Rfc6962 => {
+                let mut hasher = sha2::Sha256::new();
+                parts.iter().for_each(|part| hasher.update(part));
+                hasher.finalize().into()
+            }
+            TreeHash::Blake3 => {
+                let mut hasher = blake3::Hasher::new();
+                parts.iter().for_each(|part| {
+                    hasher.update(part);
+                });
+                *hasher.finalize().as_bytes()
+            }
+        }
+    }
+
+    /// The hash of a leaf: `HASH(0x00 || event_bytes)`.
+    #[must_use]
+    pub fn leaf(self, event_bytes: &[u8]) -> Hash {
+        self.digest(&[&[LEAF_PREFIX], event_bytes])
+    }
+
+    /// The hash of an interior node: `HASH(0x01 || left || right)`.
+    #[must_use]
+    pub fn node(self, left: &Hash, right: &Hash) -> Hash {
+        self.digest(&[&[NODE_PREFIX], left, right])
+    }
+
+    /// The root of the empty tree: the hash of the empty string.
+    #[must_use]
+    pub fn empty_root(self) -> Hash {
+        self.digest(&[])
+    }
+
+    /// The Merkle tree hash `MTH` of a list of leaf hashes, by the recursive definition of
+    /// RFC 9162 section 2.1.1 (this is the reference; [`Frontier`] computes the same value
+    /// incrementally).
+    #[must_use]
+    pub fn root_from_leaves(self, leaves: &[Hash]) -> Hash {
+        match leaves {
+            [] => self.empty_root(),
+            [leaf] => *leaf,
+            _ => {
+                // A slice never holds more than `u64::MAX` elements, and the split point is
+                // below its length, so both conversions are lossless.
+                let k = split_point(leaves.len() as u64) as usize;
+                self.node(&self.root_from_leaves(&leaves[..k]), &self.root_from_leaves(&leaves[k..]))
+            }
+        }
+    }
 }
 
 /// The largest power of two strictly smaller than `n`; `n` must be at least 2.
 fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1 << (u64::BITS - 1 - (n - 1).leading_zeros())
-}
-
-/// The Merkle tree hash `MTH` of a list of leaf hashes, by the recursive definition of
-/// RFC 9162 section 2.1.1 (this is the reference; [`Frontier`] computes the same value
-/// incrementally).
-#[must_use]
-pub fn root_from_leaves(leaves: &[Hash]) -> Hash {
-    match leaves {
-        [] => empty_root(),
-        [leaf] => *leaf,
-        _ => {
-            // A slice never holds more than `u64::MAX` elements, and the split point is
-            // below its length, so both conversions are lossless.
-            let k = split_point(leaves.len() as u64) as usize;
-            node_hash(&root_from_leaves(&leaves[..k]), &root_from_leaves(&leaves[k..]))
-        }
-    }
 }
 
 /// A compact range `[begin, size)` of a Merkle tree: the roots of the maximal aligned
@@ -171,8 +238,9 @@ pub fn root_from_leaves(leaves: &[Hash]) -> Hash {
 ///
 /// Appending a leaf merges equal-sized peaks like a binary counter, so [`Frontier::push`]
 /// costs amortised O(1) hashes, and [`Frontier::root`] folds at most 64 peaks.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frontier {
+    hash: TreeHash,
     begin: u64,
     size: u64,
     peaks: Vec<Hash>,
@@ -181,17 +249,17 @@ pub struct Frontier {
 }
 
 impl Frontier {
-    /// An empty tree.
+    /// An empty tree hashed with `hash`.
     #[must_use]
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(hash: TreeHash) -> Self {
+        Self::starting_at(hash, 0)
     }
 
     /// An empty range starting at leaf `begin`, to which leaves `begin, begin + 1, …` are
     /// then appended.
     #[must_use]
-    pub fn starting_at(begin: u64) -> Self {
-        Self { begin, size: begin, ..Self::default() }
+    pub fn starting_at(hash: TreeHash, begin: u64) -> Self {
+        Self { hash, begin, size: begin, peaks: Vec::new(), levels: Vec::new() }
     }
 
     /// Rebuilds a frontier from a stored size and its peaks (largest subtree first).
@@ -199,13 +267,13 @@ impl Frontier {
     /// # Errors
     ///
     /// [`ProofError::PeakCount`] if there is not exactly one peak per set bit of `size`.
-    pub fn from_parts(size: u64, peaks: Vec<Hash>) -> Result<Self, ProofError> {
+    pub fn from_parts(hash: TreeHash, size: u64, peaks: Vec<Hash>) -> Result<Self, ProofError> {
         let expected = size.count_ones();
         if peaks.len() != expected as usize {
             return Err(ProofError::PeakCount { size, expected, actual: peaks.len() });
         }
         let levels = (0..u64::BITS).rev().filter(|l| size & (1u64 << l) != 0).collect();
-        Ok(Self { begin: 0, size, peaks, levels })
+        Ok(Self { hash, begin: 0, size, peaks, levels })
     }
 
     /// Appends a leaf hash.
@@ -238,7 +306,7 @@ impl Frontier {
             let (Some(left), Some(_)) = (self.peaks.pop(), self.levels.pop()) else {
                 break;
             };
-            carry = node_hash(&left, &carry);
+            carry = self.hash.node(&left, &carry);
             level += 1;
         }
         self.peaks.push(carry);
@@ -247,14 +315,16 @@ impl Frontier {
         Ok(())
     }
 
-    /// Appends the range `other`, which must start where this one ends.
+    /// Appends the range `other`, which must start where this one ends and be hashed the
+    /// same way.
     ///
     /// # Errors
     ///
-    /// [`ProofError::Misaligned`] if `other` does not start at `size()` or one of its
-    /// subtrees cannot follow; the range may then be partly extended.
+    /// [`ProofError::Misaligned`] if `other` does not start at `size()`, is hashed with
+    /// another [`TreeHash`], or one of its subtrees cannot follow; the range may then be
+    /// partly extended.
     pub fn append(&mut self, other: &Frontier) -> Result<(), ProofError> {
-        if other.begin != self.size {
+        if other.begin != self.size || other.hash != self.hash {
             return Err(ProofError::Misaligned { level: 0, at: other.begin });
         }
         for (&level, hash) in other.levels.iter().zip(&other.peaks) {
@@ -275,16 +345,22 @@ impl Frontier {
         self.size
     }
 
-    /// The tree's root: the peaks folded right to left with [`node_hash`], or
-    /// [`empty_root`] for an empty tree. Equals [`root_from_leaves`] of the same leaves
+    /// The tree's root: the peaks folded right to left with [`TreeHash::node`], or
+    /// [`TreeHash::empty_root`] for an empty tree. Equals [`TreeHash::root_from_leaves`] of the same leaves
     /// when the range starts at leaf 0.
     #[must_use]
     pub fn root(&self) -> Hash {
         let mut peaks = self.peaks.iter().rev();
         let Some(&last) = peaks.next() else {
-            return empty_root();
+            return self.hash.empty_root();
         };
-        peaks.fold(last, |right, left| node_hash(left, &right))
+        peaks.fold(last, |right, left| self.hash.node(left, &right))
+    }
+
+    /// How the tree is hashed.
+    #[must_use]
+    pub fn tree_hash(&self) -> TreeHash {
+        self.hash
     }
 
     /// The peaks, largest (leftmost) subtree first.
@@ -311,6 +387,7 @@ fn shift_while_even(fn_: &mut u64, sn: &mut u64) {
 /// [`ProofError::ProofTooShort`] if the proof's length does not fit the tree shape;
 /// [`ProofError::RootMismatch`] if the recomputed root differs from `root`.
 pub fn verify_inclusion(
+    hash: TreeHash,
     index: u64,
     size: u64,
     leaf: &Hash,
@@ -331,12 +408,12 @@ pub fn verify_inclusion(
             return Err(ProofError::ProofTooLong);
         }
         if fn_ & 1 == 1 || fn_ == sn {
-            r = node_hash(p, &r);
+            r = hash.node(p, &r);
             if fn_ & 1 == 0 {
                 shift_while_even(&mut fn_, &mut sn);
             }
         } else {
-            r = node_hash(&r, p);
+            r = hash.node(&r, p);
         }
         fn_ >>= 1;
         sn >>= 1;
@@ -357,7 +434,7 @@ pub fn verify_inclusion(
 ///
 /// The cases the RFC leaves out are defined as follows: equal sizes need an empty proof
 /// and equal roots; an empty first tree is consistent with every tree given an empty
-/// proof, provided `root1` is [`empty_root`] (the only root an empty tree has).
+/// proof, provided `root1` is [`TreeHash::empty_root`] (the only root an empty tree has).
 ///
 /// # Errors
 ///
@@ -365,9 +442,10 @@ pub fn verify_inclusion(
 /// if the proof must be empty but is not; [`ProofError::ProofTooShort`] or
 /// [`ProofError::ProofTooLong`] if its length does not fit the two tree shapes;
 /// [`ProofError::RootMismatch`] if equal sizes have different roots (or an empty first
-/// tree a root other than [`empty_root`]); [`ProofError::FirstRootMismatch`] or
+/// tree a root other than the empty root); [`ProofError::FirstRootMismatch`] or
 /// [`ProofError::SecondRootMismatch`] if a recomputed root differs from the one given.
 pub fn verify_consistency(
+    hash: TreeHash,
     size1: u64,
     size2: u64,
     root1: &Hash,
@@ -381,7 +459,7 @@ pub fn verify_consistency(
         if !proof.is_empty() {
             return Err(ProofError::UnexpectedProof { len: proof.len() });
         }
-        if size1 == 0 && *root1 != empty_root() {
+        if size1 == 0 && *root1 != hash.empty_root() {
             return Err(ProofError::RootMismatch);
         }
         if size1 == size2 && root1 != root2 {
@@ -412,13 +490,13 @@ pub fn verify_consistency(
             return Err(ProofError::ProofTooLong);
         }
         if fn_ & 1 == 1 || fn_ == sn {
-            fr = node_hash(c, &fr);
-            sr = node_hash(c, &sr);
+            fr = hash.node(c, &fr);
+            sr = hash.node(c, &sr);
             if fn_ & 1 == 0 {
                 shift_while_even(&mut fn_, &mut sn);
             }
         } else {
-            sr = node_hash(&sr, c);
+            sr = hash.node(&sr, c);
         }
         fn_ >>= 1;
         sn >>= 1;
@@ -437,13 +515,22 @@ pub fn verify_consistency(
 }
 
 #[cfg(test)]
+mod tlog_cross_check;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing as rfc;
     use proptest::prelude::*;
 
-    fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+    const BOTH: [TreeHash; 2] = [TreeHash::Rfc6962, TreeHash::Blake3];
+
+    fn leaves(hash: TreeHash, n: usize) -> Vec<Hash> {
+        (0..n).map(|i| hash.leaf(&(i as u64).to_be_bytes())).collect()
+    }
+
+    fn sha256(bytes: &[u8]) -> Hash {
+        sha2::Sha256::digest(bytes).into()
     }
 
     fn flip(mut h: Hash, bit: usize) -> Hash {
@@ -453,196 +540,277 @@ mod tests {
 
     #[test]
     fn hashes_are_domain_separated() {
-        assert_eq!(leaf_hash(b"abc"), *blake3::hash(b"\x00abc").as_bytes());
-        let (a, b) = (leaf_hash(b"a"), leaf_hash(b"b"));
-        let mut concat = vec![0x01];
-        concat.extend_from_slice(&a);
-        concat.extend_from_slice(&b);
-        assert_eq!(node_hash(&a, &b), *blake3::hash(&concat).as_bytes());
-        assert_eq!(empty_root(), *blake3::hash(b"").as_bytes());
-        assert_ne!(leaf_hash(b""), empty_root());
-        assert_ne!(node_hash(&a, &b), node_hash(&b, &a));
+        let expected: [fn(&[u8]) -> Hash; 2] = [sha256, |bytes| *blake3::hash(bytes).as_bytes()];
+        for (hash, digest) in BOTH.into_iter().zip(expected) {
+            assert_eq!(hash.leaf(b"abc"), digest(b"\x00abc"));
+            let (a, b) = (hash.leaf(b"a"), hash.leaf(b"b"));
+            let mut concat = vec![0x01];
+            concat.extend_from_slice(&a);
+            concat.extend_from_slice(&b);
+            assert_eq!(hash.node(&a, &b), digest(&concat));
+            assert_eq!(hash.empty_root(), digest(b""));
+            assert_ne!(hash.leaf(b""), hash.empty_root());
+            assert_ne!(hash.node(&a, &b), hash.node(&b, &a));
+        }
+        assert_ne!(TreeHash::Rfc6962.leaf(b"a"), TreeHash::Blake3.leaf(b"a"));
+    }
+
+    #[test]
+    fn names_and_formats_round_trip() {
+        for hash in BOTH {
+            assert_eq!(TreeHash::from_name(hash.name()), Some(hash));
+            assert_eq!(TreeHash::of_log_format(hash.log_format()), Some(hash));
+        }
+        assert_eq!(TreeHash::Rfc6962.name(), "sha256");
+        assert_eq!(TreeHash::Rfc6962.log_format(), 2);
+        assert_eq!(TreeHash::from_name("SHA256"), None);
+        assert_eq!(TreeHash::of_log_format(3), None);
+    }
+
+    /// The RFC 6962 test vectors of the Certificate Transparency reference implementations
+    /// (the eight leaves and the roots of trees of 1 to 8 of them): an answer we did not
+    /// compute ourselves.
+    #[test]
+    fn rfc6962_known_answers() {
+        let hash = TreeHash::Rfc6962;
+        assert_eq!(
+            hex::encode(hash.empty_root()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex::encode(hash.leaf(b"")),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+        let data: [&[u8]; 8] = [
+            b"",
+            b"\x00",
+            b"\x10",
+            b"\x20\x21",
+            b"\x30\x31",
+            b"\x40\x41\x42\x43",
+            b"\x50\x51\x52\x53\x54\x55\x56\x57",
+            b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f",
+        ];
+        let roots = [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+            "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+            "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+            "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+            "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+        ];
+        let leaves: Vec<Hash> = data.iter().map(|d| hash.leaf(d)).collect();
+        let mut frontier = Frontier::new(hash);
+        for (n, expected) in roots.iter().enumerate() {
+            frontier.push(leaves[n]);
+            assert_eq!(hex::encode(frontier.root()), *expected, "size {}", n + 1);
+            assert_eq!(hex::encode(hash.root_from_leaves(&leaves[..=n])), *expected);
+        }
     }
 
     #[test]
     fn small_roots_follow_the_rfc_shape() {
-        let d = leaves(5);
-        assert_eq!(root_from_leaves(&[]), empty_root());
-        assert_eq!(root_from_leaves(&d[..1]), d[0]);
-        assert_eq!(root_from_leaves(&d[..2]), node_hash(&d[0], &d[1]));
-        assert_eq!(root_from_leaves(&d[..3]), node_hash(&node_hash(&d[0], &d[1]), &d[2]));
-        let four = node_hash(&node_hash(&d[0], &d[1]), &node_hash(&d[2], &d[3]));
-        assert_eq!(root_from_leaves(&d[..4]), four);
-        assert_eq!(root_from_leaves(&d), node_hash(&four, &d[4]));
+        for hash in BOTH {
+            let d = leaves(hash, 5);
+            assert_eq!(hash.root_from_leaves(&[]), hash.empty_root());
+            assert_eq!(hash.root_from_leaves(&d[..1]), d[0]);
+            assert_eq!(hash.root_from_leaves(&d[..2]), hash.node(&d[0], &d[1]));
+            assert_eq!(hash.root_from_leaves(&d[..3]), hash.node(&hash.node(&d[0], &d[1]), &d[2]));
+            let four = hash.node(&hash.node(&d[0], &d[1]), &hash.node(&d[2], &d[3]));
+            assert_eq!(hash.root_from_leaves(&d[..4]), four);
+            assert_eq!(hash.root_from_leaves(&d), hash.node(&four, &d[4]));
+        }
     }
 
     #[test]
     fn frontier_matches_root_from_leaves() {
-        let d = leaves(300);
-        let mut frontier = Frontier::new();
-        assert_eq!(frontier.root(), empty_root());
-        for (i, leaf) in d.iter().enumerate() {
-            frontier.push(*leaf);
-            let size = i as u64 + 1;
-            assert_eq!(frontier.size(), size);
-            assert_eq!(frontier.peaks().len(), size.count_ones() as usize);
-            assert_eq!(frontier.root(), root_from_leaves(&d[..=i]), "size {size}");
-            let rebuilt = Frontier::from_parts(size, frontier.peaks().to_vec());
-            assert_eq!(rebuilt.as_ref(), Ok(&frontier));
+        for hash in BOTH {
+            let d = leaves(hash, 300);
+            let mut frontier = Frontier::new(hash);
+            assert_eq!(frontier.root(), hash.empty_root());
+            for (i, leaf) in d.iter().enumerate() {
+                frontier.push(*leaf);
+                let size = i as u64 + 1;
+                assert_eq!(frontier.size(), size);
+                assert_eq!(frontier.peaks().len(), size.count_ones() as usize);
+                assert_eq!(frontier.root(), hash.root_from_leaves(&d[..=i]), "size {size}");
+                let rebuilt = Frontier::from_parts(hash, size, frontier.peaks().to_vec());
+                assert_eq!(rebuilt.as_ref(), Ok(&frontier));
+            }
         }
     }
 
     #[test]
     fn a_range_starting_anywhere_appends_to_the_frontier_before_it() {
-        let all = leaves(40);
-        for first in 0..20usize {
-            for last in first..30usize {
-                let mut left = Frontier::new();
-                all[..first].iter().for_each(|leaf| left.push(*leaf));
-                let mut range = Frontier::starting_at(first as u64);
-                all[first..=last].iter().for_each(|leaf| range.push(*leaf));
-                assert_eq!(range.begin(), first as u64);
-                let mut tree = Frontier::from_parts(first as u64, left.peaks().to_vec()).unwrap();
-                tree.append(&range).unwrap();
-                assert_eq!(tree.root(), root_from_leaves(&all[..=last]), "{first}..={last}");
-                assert_eq!(tree.size(), last as u64 + 1);
+        for hash in BOTH {
+            let all = leaves(hash, 40);
+            for first in 0..20usize {
+                for last in first..30usize {
+                    let mut left = Frontier::new(hash);
+                    all[..first].iter().for_each(|leaf| left.push(*leaf));
+                    let mut range = Frontier::starting_at(hash, first as u64);
+                    all[first..=last].iter().for_each(|leaf| range.push(*leaf));
+                    assert_eq!(range.begin(), first as u64);
+                    let mut tree = Frontier::from_parts(hash, first as u64, left.peaks().to_vec()).unwrap();
+                    tree.append(&range).unwrap();
+                    assert_eq!(tree.root(), hash.root_from_leaves(&all[..=last]), "{first}..={last}");
+                    assert_eq!(tree.size(), last as u64 + 1);
+                }
             }
+            let mut unaligned = Frontier::starting_at(hash, 1);
+            assert_eq!(unaligned.push_subtree(1, [0; 32]), Err(ProofError::Misaligned { level: 1, at: 1 }));
+            assert!(unaligned.push_subtree(64, [0; 32]).is_err());
+            assert!(Frontier::new(hash).append(&Frontier::starting_at(hash, 3)).is_err());
+            let mut full = Frontier::starting_at(hash, u64::MAX);
+            assert!(full.push_subtree(0, [0; 32]).is_err());
         }
-        let mut unaligned = Frontier::starting_at(1);
-        assert_eq!(unaligned.push_subtree(1, [0; 32]), Err(ProofError::Misaligned { level: 1, at: 1 }));
-        assert!(unaligned.push_subtree(64, [0; 32]).is_err());
-        assert!(Frontier::new().append(&Frontier::starting_at(3)).is_err());
-        let mut full = Frontier::starting_at(u64::MAX);
-        assert!(full.push_subtree(0, [0; 32]).is_err());
     }
 
     #[test]
     fn frontier_from_parts_checks_peak_count() {
-        assert_eq!(Frontier::from_parts(0, vec![]), Ok(Frontier::new()));
-        assert_eq!(
-            Frontier::from_parts(3, vec![[0; 32]]),
-            Err(ProofError::PeakCount { size: 3, expected: 2, actual: 1 })
-        );
-        assert!(Frontier::from_parts(u64::MAX, vec![[0; 32]; 64]).is_ok());
-        assert!(Frontier::from_parts(4, vec![[0; 32]; 2]).is_err());
+        for hash in BOTH {
+            assert_eq!(Frontier::from_parts(hash, 0, vec![]), Ok(Frontier::new(hash)));
+            assert_eq!(
+                Frontier::from_parts(hash, 3, vec![[0; 32]]),
+                Err(ProofError::PeakCount { size: 3, expected: 2, actual: 1 })
+            );
+            assert!(Frontier::from_parts(hash, u64::MAX, vec![[0; 32]; 64]).is_ok());
+            assert!(Frontier::from_parts(hash, 4, vec![[0; 32]; 2]).is_err());
+        }
     }
 
     #[test]
     fn verifiers_accept_rfc_proofs_exhaustively_for_small_trees() {
-        let d = leaves(40);
-        for n in 0..=d.len() {
-            let tree = &d[..n];
-            let root = root_from_leaves(tree);
-            for m in 0..n {
-                let path = rfc::path(m, tree);
-                assert_eq!(
-                    verify_inclusion(m as u64, n as u64, &tree[m], &path, &root),
-                    Ok(()),
-                    "inclusion {m} in {n}"
-                );
-            }
-            for m in 0..=n {
-                let proof = rfc::proof(m, tree);
-                let old_root = root_from_leaves(&tree[..m]);
-                assert_eq!(
-                    verify_consistency(m as u64, n as u64, &old_root, &root, &proof),
-                    Ok(()),
-                    "consistency {m} -> {n}"
-                );
+        for hash in BOTH {
+            let d = leaves(hash, 40);
+            for n in 0..=d.len() {
+                let tree = &d[..n];
+                let root = hash.root_from_leaves(tree);
+                for m in 0..n {
+                    let path = rfc::path(hash, m, tree);
+                    assert_eq!(
+                        verify_inclusion(hash, m as u64, n as u64, &tree[m], &path, &root),
+                        Ok(()),
+                        "inclusion {m} in {n}"
+                    );
+                }
+                for m in 0..=n {
+                    let proof = rfc::proof(hash, m, tree);
+                    let old_root = hash.root_from_leaves(&tree[..m]);
+                    assert_eq!(
+                        verify_consistency(hash, m as u64, n as u64, &old_root, &root, &proof),
+                        Ok(()),
+                        "consistency {m} -> {n}"
+                    );
+                }
             }
         }
     }
 
     #[test]
     fn verifiers_reject_tampering_for_small_trees() {
-        let d = leaves(20);
-        for n in 1..=d.len() {
-            let tree = &d[..n];
-            let root = root_from_leaves(tree);
-            for m in 0..n {
-                let path = rfc::path(m, tree);
-                let (idx, size) = (m as u64, n as u64);
-                assert!(verify_inclusion(idx, size, &flip(tree[m], 3), &path, &root).is_err());
-                assert!(verify_inclusion(idx, size, &tree[m], &path, &flip(root, 9)).is_err());
-                for other in (0..n).filter(|&o| o != m) {
-                    assert!(verify_inclusion(other as u64, size, &tree[m], &path, &root).is_err());
-                }
-                for j in 0..path.len() {
-                    let mut bad = path.clone();
-                    bad[j] = flip(bad[j], j);
-                    assert!(verify_inclusion(idx, size, &tree[m], &bad, &root).is_err());
-                }
-                let mut longer = path.clone();
-                longer.push(root);
-                assert_eq!(
-                    verify_inclusion(idx, size, &tree[m], &longer, &root),
-                    Err(ProofError::ProofTooLong)
-                );
-                if !path.is_empty() {
+        for hash in BOTH {
+            let d = leaves(hash, 20);
+            for n in 1..=d.len() {
+                let tree = &d[..n];
+                let root = hash.root_from_leaves(tree);
+                for m in 0..n {
+                    let path = rfc::path(hash, m, tree);
+                    let (idx, size) = (m as u64, n as u64);
+                    assert!(verify_inclusion(hash, idx, size, &flip(tree[m], 3), &path, &root).is_err());
+                    assert!(verify_inclusion(hash, idx, size, &tree[m], &path, &flip(root, 9)).is_err());
+                    for other in (0..n).filter(|&o| o != m) {
+                        assert!(verify_inclusion(hash, other as u64, size, &tree[m], &path, &root).is_err());
+                    }
+                    for j in 0..path.len() {
+                        let mut bad = path.clone();
+                        bad[j] = flip(bad[j], j);
+                        assert!(verify_inclusion(hash, idx, size, &tree[m], &bad, &root).is_err());
+                    }
+                    let mut longer = path.clone();
+                    longer.push(root);
                     assert_eq!(
-                        verify_inclusion(idx, size, &tree[m], &path[1..], &root),
-                        Err(ProofError::ProofTooShort)
+                        verify_inclusion(hash, idx, size, &tree[m], &longer, &root),
+                        Err(ProofError::ProofTooLong)
                     );
+                    if !path.is_empty() {
+                        assert_eq!(
+                            verify_inclusion(hash, idx, size, &tree[m], &path[1..], &root),
+                            Err(ProofError::ProofTooShort)
+                        );
+                    }
                 }
-            }
-            for m in 1..n {
-                let proof = rfc::proof(m, tree);
-                let old_root = root_from_leaves(&tree[..m]);
-                let (s1, s2) = (m as u64, n as u64);
-                assert!(verify_consistency(s1, s2, &flip(old_root, 1), &root, &proof).is_err());
-                assert!(verify_consistency(s1, s2, &old_root, &flip(root, 2), &proof).is_err());
-                assert!(verify_consistency(s2, s1, &root, &old_root, &proof).is_err());
-                for j in 0..proof.len() {
-                    let mut bad = proof.clone();
-                    bad[j] = flip(bad[j], j + 5);
-                    assert!(verify_consistency(s1, s2, &old_root, &root, &bad).is_err());
+                for m in 1..n {
+                    let proof = rfc::proof(hash, m, tree);
+                    let old_root = hash.root_from_leaves(&tree[..m]);
+                    let (s1, s2) = (m as u64, n as u64);
+                    assert!(verify_consistency(hash, s1, s2, &flip(old_root, 1), &root, &proof).is_err());
+                    assert!(verify_consistency(hash, s1, s2, &old_root, &flip(root, 2), &proof).is_err());
+                    assert!(verify_consistency(hash, s2, s1, &root, &old_root, &proof).is_err());
+                    for j in 0..proof.len() {
+                        let mut bad = proof.clone();
+                        bad[j] = flip(bad[j], j + 5);
+                        assert!(verify_consistency(hash, s1, s2, &old_root, &root, &bad).is_err());
+                    }
+                    let mut longer = proof.clone();
+                    longer.push(root);
+                    assert!(verify_consistency(hash, s1, s2, &old_root, &root, &longer).is_err());
+                    assert!(verify_consistency(hash, s1, s2, &old_root, &root, &proof[1..]).is_err());
                 }
-                let mut longer = proof.clone();
-                longer.push(root);
-                assert!(verify_consistency(s1, s2, &old_root, &root, &longer).is_err());
-                assert!(verify_consistency(s1, s2, &old_root, &root, &proof[1..]).is_err());
             }
         }
     }
 
     #[test]
     fn degenerate_consistency_cases() {
-        let r = leaf_hash(b"x");
-        let e = empty_root();
-        assert_eq!(verify_consistency(0, 0, &e, &e, &[]), Ok(()));
-        assert_eq!(verify_consistency(0, 9, &e, &r, &[]), Ok(()));
-        assert_eq!(verify_consistency(0, 9, &r, &r, &[]), Err(ProofError::RootMismatch));
-        assert_eq!(verify_consistency(0, 9, &e, &r, &[r]), Err(ProofError::UnexpectedProof { len: 1 }));
-        assert_eq!(verify_consistency(5, 5, &r, &r, &[]), Ok(()));
-        assert_eq!(verify_consistency(5, 5, &r, &e, &[]), Err(ProofError::RootMismatch));
-        assert_eq!(verify_consistency(5, 5, &r, &r, &[r]), Err(ProofError::UnexpectedProof { len: 1 }));
-        assert_eq!(
-            verify_consistency(6, 5, &r, &r, &[]),
-            Err(ProofError::SizesOutOfOrder { size1: 6, size2: 5 })
-        );
-        assert_eq!(verify_consistency(3, 5, &r, &r, &[]), Err(ProofError::ProofTooShort));
-        assert_eq!(
-            verify_inclusion(0, 0, &r, &[], &e),
-            Err(ProofError::IndexOutOfRange { index: 0, size: 0 })
-        );
-        assert_eq!(verify_inclusion(0, 1, &r, &[], &r), Ok(()));
+        for hash in BOTH {
+            let r = hash.leaf(b"x");
+            let e = hash.empty_root();
+            assert_eq!(verify_consistency(hash, 0, 0, &e, &e, &[]), Ok(()));
+            assert_eq!(verify_consistency(hash, 0, 9, &e, &r, &[]), Ok(()));
+            assert_eq!(verify_consistency(hash, 0, 9, &r, &r, &[]), Err(ProofError::RootMismatch));
+            assert_eq!(
+                verify_consistency(hash, 0, 9, &e, &r, &[r]),
+                Err(ProofError::UnexpectedProof { len: 1 })
+            );
+            assert_eq!(verify_consistency(hash, 5, 5, &r, &r, &[]), Ok(()));
+            assert_eq!(verify_consistency(hash, 5, 5, &r, &e, &[]), Err(ProofError::RootMismatch));
+            assert_eq!(
+                verify_consistency(hash, 5, 5, &r, &r, &[r]),
+                Err(ProofError::UnexpectedProof { len: 1 })
+            );
+            assert_eq!(
+                verify_consistency(hash, 6, 5, &r, &r, &[]),
+                Err(ProofError::SizesOutOfOrder { size1: 6, size2: 5 })
+            );
+            assert_eq!(verify_consistency(hash, 3, 5, &r, &r, &[]), Err(ProofError::ProofTooShort));
+            assert_eq!(
+                verify_inclusion(hash, 0, 0, &r, &[], &e),
+                Err(ProofError::IndexOutOfRange { index: 0, size: 0 })
+            );
+            assert_eq!(verify_inclusion(hash, 0, 1, &r, &[], &r), Ok(()));
+        }
     }
 
     #[test]
     fn extreme_sizes_do_not_panic() {
-        let h = leaf_hash(b"h");
-        let many = vec![h; 200];
-        for size in [1, 2, u64::MAX - 1, u64::MAX] {
-            for index in [0, 1, size / 2, size - 1, size, u64::MAX] {
-                for len in [0, 1, 63, 64, 65, 200] {
-                    let _ = verify_inclusion(index, size, &h, &many[..len], &h);
+        for hash in BOTH {
+            let h = hash.leaf(b"h");
+            let many = vec![h; 200];
+            for size in [1, 2, u64::MAX - 1, u64::MAX] {
+                for index in [0, 1, size / 2, size - 1, size, u64::MAX] {
+                    for len in [0, 1, 63, 64, 65, 200] {
+                        let _ = verify_inclusion(hash, index, size, &h, &many[..len], &h);
+                    }
                 }
             }
-        }
-        for s1 in [0, 1, 2, u64::MAX / 2 + 1, u64::MAX - 1, u64::MAX] {
-            for s2 in [0, 1, 3, u64::MAX - 1, u64::MAX] {
-                for len in [0, 1, 64, 65, 128, 200] {
-                    let _ = verify_consistency(s1, s2, &h, &h, &many[..len]);
+            for s1 in [0, 1, 2, u64::MAX / 2 + 1, u64::MAX - 1, u64::MAX] {
+                for s2 in [0, 1, 3, u64::MAX - 1, u64::MAX] {
+                    for len in [0, 1, 64, 65, 128, 200] {
+                        let _ = verify_consistency(hash, s1, s2, &h, &h, &many[..len]);
+                    }
                 }
             }
         }
@@ -659,7 +827,8 @@ mod tests {
             root in any::<[u8; 32]>(),
             proof in proptest::collection::vec(any::<[u8; 32]>(), 0..130),
         ) {
-            let result = verify_inclusion(index, size, &leaf, &proof, &root);
+            let hash = TreeHash::Rfc6962;
+            let result = verify_inclusion(hash, index, size, &leaf, &proof, &root);
             if index >= size {
                 prop_assert_eq!(result, Err(ProofError::IndexOutOfRange { index, size }));
             } else if !(proof.is_empty() && size == 1 && leaf == root) {
@@ -675,8 +844,9 @@ mod tests {
             root in any::<[u8; 32]>(),
             proof in proptest::collection::vec(any::<[u8; 32]>(), 0..16),
         ) {
+            let hash = TreeHash::Rfc6962;
             let index = index_seed % size;
-            let result = verify_inclusion(index, size, &leaf, &proof, &root);
+            let result = verify_inclusion(hash, index, size, &leaf, &proof, &root);
             prop_assert!(result.is_err() || (size == 1 && leaf == root));
         }
 
@@ -688,8 +858,9 @@ mod tests {
             root2 in any::<[u8; 32]>(),
             proof in proptest::collection::vec(any::<[u8; 32]>(), 0..130),
         ) {
-            let result = verify_consistency(size1, size2, &root1, &root2, &proof);
-            let empty_first = size1 == 0 && root1 == empty_root() && (size2 != 0 || root2 == root1);
+            let hash = TreeHash::Rfc6962;
+            let result = verify_consistency(hash, size1, size2, &root1, &root2, &proof);
+            let empty_first = size1 == 0 && root1 == hash.empty_root() && (size2 != 0 || root2 == root1);
             let equal_trees = size1 != 0 && size1 == size2 && root1 == root2;
             let trivially_ok = proof.is_empty() && (empty_first || equal_trees);
             if size1 > size2 {
@@ -707,8 +878,9 @@ mod tests {
             root2 in any::<[u8; 32]>(),
             proof in proptest::collection::vec(any::<[u8; 32]>(), 0..24),
         ) {
+            let hash = TreeHash::Rfc6962;
             let size1 = size1_seed % (size2 + 1);
-            let result = verify_consistency(size1, size2, &root1, &root2, &proof);
+            let result = verify_consistency(hash, size1, size2, &root1, &root2, &proof);
             prop_assert!(result.is_err() || (proof.is_empty() && size1 == size2 && root1 == root2));
         }
     }

@@ -561,7 +561,7 @@ impl Checkpoint {
     }
 }
 
-fn parse_size(line: &str) -> Result<u64, NoteError> {
+pub(crate) fn parse_size(line: &str) -> Result<u64, NoteError> {
     let bad = NoteError::MalformedCheckpoint;
     if line.is_empty() {
         return Err(bad("tree size line is empty"));

@@ -35,7 +35,7 @@
 //!   (and, for a named key, its origin is the key's name), the quorum of witnesses
 //!   validly cosigned it, `extra` decodes to the one canonical encoding of an event whose
 //!   seq is `index`, and the inclusion proof binds that event's leaf hash
-//!   ([`crate::merkle::leaf_hash`], the one place the tree hash is defined) to the
+//!   ([`crate::merkle::TreeHash`], the one place the tree hash is defined) to the
 //!   checkpoint's root.
 
 use base64::Engine as _;
@@ -265,9 +265,18 @@ pub fn verify_bundle(
     if event.seq != bundle.index {
         return Err(BundleError::SeqMismatch { index: bundle.index, seq: event.seq });
     }
-    let leaf_hash = merkle::leaf_hash(&raw);
-    merkle::verify_inclusion(bundle.index, checkpoint.size, &leaf_hash, &bundle.proof, &checkpoint.root)
-        .map_err(BundleError::Inclusion)?;
+    // A tlog-proof's hashes are SHA-256 (RFC 6962): the tree of log format 2.
+    let tree = merkle::TreeHash::Rfc6962;
+    let leaf_hash = tree.leaf(&raw);
+    merkle::verify_inclusion(
+        tree,
+        bundle.index,
+        checkpoint.size,
+        &leaf_hash,
+        &bundle.proof,
+        &checkpoint.root,
+    )
+    .map_err(BundleError::Inclusion)?;
     Ok(VerifiedBundle { event, raw, leaf_hash, checkpoint, cosigned })
 }
 

@@ -222,13 +222,16 @@ impl Witness {
             return Err(AddError::OldSizeTooLarge { old: request.old_size, size: checkpoint.size });
         }
 
+        // C2SP witnesses check RFC 6962 (SHA-256) trees, the tree of log format 2.
+        let tree = merkle::TreeHash::Rfc6962;
         let mut latest = log.latest.lock().await;
         let (current_size, current_root) =
-            latest.as_ref().map_or((0, merkle::empty_root()), |l| (l.checkpoint.size, l.checkpoint.root));
+            latest.as_ref().map_or((0, tree.empty_root()), |l| (l.checkpoint.size, l.checkpoint.root));
         if request.old_size != current_size {
             return Err(AddError::Conflict { old: request.old_size, current: current_size });
         }
         if let Err(e) = merkle::verify_consistency(
+            tree,
             current_size,
             checkpoint.size,
             &current_root,

@@ -25,12 +25,12 @@ fn log_signer(seed: u8) -> NoteSigner {
 }
 
 fn leaves(n: u64, salt: &str) -> Vec<Hash> {
-    (0..n).map(|i| merkle::leaf_hash(format!("{salt}{i}").as_bytes())).collect()
+    (0..n).map(|i| merkle::TreeHash::Rfc6962.leaf(format!("{salt}{i}").as_bytes())).collect()
 }
 
 /// A tree of `n` leaves, its signed checkpoint (by `signer`) and its nodes for proofs.
 fn tree(n: u64, salt: &str, signer: &NoteSigner) -> (MemoryNodes, String) {
-    let nodes = MemoryNodes::from_leaves(&leaves(n, salt));
+    let nodes = MemoryNodes::from_leaves(merkle::TreeHash::Rfc6962, &leaves(n, salt));
     let note = sign_checkpoint(&Checkpoint::new(ORIGIN, n, nodes.root()), signer).unwrap();
     (nodes, note)
 }
@@ -141,7 +141,7 @@ async fn first_checkpoint_then_extensions() {
 async fn a_checkpoint_with_extension_lines_and_foreign_signatures() {
     let s = setup();
     let w = s.open();
-    let nodes = MemoryNodes::from_leaves(&leaves(3, ""));
+    let nodes = MemoryNodes::from_leaves(merkle::TreeHash::Rfc6962, &leaves(3, ""));
     let mut cp = Checkpoint::new(ORIGIN, 3, nodes.root());
     cp.extensions.push("some extension".into());
     let note = sign_checkpoint(&cp, &s.log).unwrap();
@@ -202,7 +202,8 @@ async fn proofs_that_do_not_verify_are_refused() {
 async fn a_size_zero_checkpoint_must_have_the_empty_root() {
     let s = setup();
     let w = s.open();
-    let empty = sign_checkpoint(&Checkpoint::new(ORIGIN, 0, merkle::empty_root()), &s.log).unwrap();
+    let empty =
+        sign_checkpoint(&Checkpoint::new(ORIGIN, 0, merkle::TreeHash::Rfc6962.empty_root()), &s.log).unwrap();
     let line = w.add_checkpoint(&body(0, &[], &empty)).await.unwrap();
     assert_cosigned(&s, &empty, &line);
     let wrong = sign_checkpoint(&Checkpoint::new(ORIGIN, 0, [1; 32]), &s.log).unwrap();
@@ -235,14 +236,17 @@ async fn unknown_origin_is_404_and_untrusted_or_bad_signatures_are_403() {
     let w = s.open();
     // Another origin.
     let other = NoteSigner::new("log.example/b", SigningKey::from_bytes(&[1; 32])).unwrap();
-    let note = sign_checkpoint(&Checkpoint::new("log.example/b", 0, merkle::empty_root()), &other).unwrap();
+    let note =
+        sign_checkpoint(&Checkpoint::new("log.example/b", 0, merkle::TreeHash::Rfc6962.empty_root()), &other)
+            .unwrap();
     let err = w.add_checkpoint(&body(0, &[], &note)).await.unwrap_err();
     assert!(matches!(err, AddError::UnknownOrigin(_)));
     assert_eq!(err.status(), 404);
     // An unknown origin is echoed only in part: a request cannot make a 60 KiB error.
     let long = "o".repeat(60_000);
     let signer = NoteSigner::new("x", SigningKey::from_bytes(&[1; 32])).unwrap();
-    let note = sign_checkpoint(&Checkpoint::new(long, 0, merkle::empty_root()), &signer).unwrap();
+    let note =
+        sign_checkpoint(&Checkpoint::new(long, 0, merkle::TreeHash::Rfc6962.empty_root()), &signer).unwrap();
     let err = w.add_checkpoint(&body(0, &[], &note)).await.unwrap_err();
     assert!(matches!(err, AddError::UnknownOrigin(_)));
     assert!(err.to_string().len() < 200, "{} bytes", err.to_string().len());

@@ -4,9 +4,12 @@
 
 use super::canonical::canonical_json;
 use super::line::{LinesHasher, line_value, manifest_message, write_event_line};
-use super::{Completeness, ExportError, ExportSummary, FORMAT_VERSION, MAX_LINE_BYTES};
+use super::{
+    Completeness, ExportError, ExportSummary, FORMAT_VERSION, MAX_LINE_BYTES, TREE_HASH_MEMBER,
+    manifest_tree_hash,
+};
 use crate::cosignature::Quorum;
-use crate::merkle::{Frontier, Hash, leaf_hash, verify_consistency, verify_inclusion};
+use crate::merkle::{Frontier, Hash, TreeHash, verify_consistency, verify_inclusion};
 use crate::note::{Checkpoint, VerifierKey, open_checkpoint};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -92,7 +95,12 @@ fn first_difference(found: &Value, expected: &Value) -> String {
 /// rebuild it with [`write_event_line`] (without a proof first when line 1 had none, the
 /// unfiltered case), and compare bytes. `None` means "not proven this way": the full check
 /// decides (and explains).
-fn check_event_line_fast(text: &[u8], scratch: &mut Scratch, expect_proof: bool) -> Option<CheckedLine> {
+fn check_event_line_fast(
+    text: &[u8],
+    scratch: &mut Scratch,
+    expect_proof: bool,
+    hash: TreeHash,
+) -> Option<CheckedLine> {
     const MARKER: &[u8] = b"\"raw\":\"";
     let start = text.windows(MARKER.len()).rposition(|w| w == MARKER)? + MARKER.len();
     let length = text[start..].iter().position(|&b| b == b'"')?;
@@ -103,7 +111,7 @@ fn check_event_line_fast(text: &[u8], scratch: &mut Scratch, expect_proof: bool)
     // with a proof is parsed for it.
     if !expect_proof {
         scratch.line.clear();
-        let leaf = write_event_line(&event, &scratch.raw, None, &mut scratch.line);
+        let leaf = write_event_line(&event, &scratch.raw, None, hash, &mut scratch.line);
         if scratch.line.as_bytes() == text {
             return Some(CheckedLine { event, leaf, proof: None });
         }
@@ -111,7 +119,7 @@ fn check_event_line_fast(text: &[u8], scratch: &mut Scratch, expect_proof: bool)
     let value: Value = serde_json::from_slice(text).ok()?;
     let proof = parse_hashes(value.get("inclusion_proof")?)?;
     scratch.line.clear();
-    let leaf = write_event_line(&event, &scratch.raw, Some(&proof), &mut scratch.line);
+    let leaf = write_event_line(&event, &scratch.raw, Some(&proof), hash, &mut scratch.line);
     if scratch.line.as_bytes() != text {
         return None;
     }
@@ -130,8 +138,9 @@ fn check_event_line(
     text: &[u8],
     scratch: &mut Scratch,
     expect_proof: bool,
+    hash: TreeHash,
 ) -> Result<CheckedLine, ExportError> {
-    if let Some(checked) = check_event_line_fast(text, scratch, expect_proof) {
+    if let Some(checked) = check_event_line_fast(text, scratch, expect_proof, hash) {
         return Ok(checked);
     }
     let value: Value =
@@ -157,11 +166,11 @@ fn check_event_line(
             line_err(number, "`inclusion_proof` is not a list of at most 64 lowercase hex 32-byte hashes")
         })?),
     };
-    let expected = line_value(&event, &raw, proof.as_deref());
+    let expected = line_value(&event, &raw, proof.as_deref(), hash);
     if canonical_json(&expected).as_bytes() != text {
         return Err(line_err(number, first_difference(&value, &expected)));
     }
-    Ok(CheckedLine { leaf: leaf_hash(&raw), event, proof })
+    Ok(CheckedLine { leaf: hash.leaf(&raw), event, proof })
 }
 
 /// Reads one line (with its `\n`) into `buf`; `Ok(false)` at end of input.
@@ -191,6 +200,8 @@ struct Seen {
     other_workspace: Option<(u64, String)>,
     /// Whether lines carry inclusion proofs (decided by line 1).
     proofs: Option<bool>,
+    /// How the lines' `leaf_hash` is computed (decided by line 1; the manifest must agree).
+    tree_hash: Option<TreeHash>,
     /// Unfiltered: the compact range of the lines' leaves.
     range: Option<Frontier>,
     /// Filtered: (line, seq, leaf, proof) to check against the anchor.
@@ -202,7 +213,28 @@ struct Seen {
 impl Seen {
     fn add(&mut self, number: u64, text_with_newline: &[u8]) -> Result<(), ExportError> {
         let text = &text_with_newline[..text_with_newline.len().saturating_sub(1)];
-        let line = check_event_line(number, text, &mut self.scratch, self.proofs == Some(true))?;
+        let expect_proof = self.proofs == Some(true);
+        let line = match self.tree_hash {
+            Some(hash) => check_event_line(number, text, &mut self.scratch, expect_proof, hash)?,
+            // Line 1 shows how the tree is hashed: SHA-256 in an export of a format-2 log,
+            // BLAKE3 in an older one. The signed manifest must then say the same.
+            None => {
+                match check_event_line(number, text, &mut self.scratch, expect_proof, TreeHash::Rfc6962) {
+                    Ok(line) => {
+                        self.tree_hash = Some(TreeHash::Rfc6962);
+                        line
+                    }
+                    Err(error) => {
+                        let line =
+                            check_event_line(number, text, &mut self.scratch, expect_proof, TreeHash::Blake3)
+                                .map_err(|_| error)?;
+                        self.tree_hash = Some(TreeHash::Blake3);
+                        line
+                    }
+                }
+            }
+        };
+        let hash = self.tree_hash.unwrap_or(TreeHash::Rfc6962);
         let (seq, at) = (line.seq(), line.at());
         let has_proof = line.proof.is_some();
         match self.proofs {
@@ -263,7 +295,7 @@ impl Seen {
                 self.included.push((number, seq, line.leaf, proof.clone()));
             }
         } else {
-            let range = self.range.get_or_insert_with(|| Frontier::starting_at(seq));
+            let range = self.range.get_or_insert_with(|| Frontier::starting_at(hash, seq));
             range.push_subtree(0, line.leaf).map_err(|_| line_err(number, "seq is out of range"))?;
         }
         self.hasher.update(text_with_newline);
@@ -462,6 +494,26 @@ fn check_manifest(
     if version != FORMAT_VERSION {
         return Err(bad(format!("unsupported export format version {version}")));
     }
+    let tree_hash = match manifest.get(TREE_HASH_MEMBER) {
+        None => None,
+        Some(value) => {
+            Some(value.as_str().ok_or_else(|| bad(format!("`{TREE_HASH_MEMBER}` is not a string")))?)
+        }
+    };
+    let tree_hash = manifest_tree_hash(tree_hash)
+        .ok_or_else(|| bad(format!("`{TREE_HASH_MEMBER}` names no known tree hash (sha256 or blake3)")))?;
+    if let Some(lines) = seen.tree_hash
+        && lines != tree_hash
+    {
+        return Err(line_err(
+            1,
+            format!(
+                "`leaf_hash` is the {} leaf hash of `raw`, but the manifest says the tree hashes with {}",
+                lines.name(),
+                tree_hash.name()
+            ),
+        ));
+    }
 
     // 2. The anchor checkpoint.
     let cp = m.required("checkpoint", "checkpoint.")?;
@@ -621,7 +673,7 @@ fn check_manifest(
         let to = filter_bound(&filters, "to")?;
         match edges {
             Some(edges) => {
-                check_edges(&edges, from, to, first_seq.zip(last_seq), &anchor)?;
+                check_edges(&edges, from, to, first_seq.zip(last_seq), &anchor, tree_hash)?;
                 Completeness::Complete
             }
             None => {
@@ -639,7 +691,7 @@ fn check_manifest(
     // 5. The lines are leaves of the anchor's tree.
     if filtered {
         for (n, seq, leaf, proof) in &seen.included {
-            verify_inclusion(*seq, anchor.size, leaf, proof, &anchor.root).map_err(|e| {
+            verify_inclusion(tree_hash, *seq, anchor.size, leaf, proof, &anchor.root).map_err(|e| {
                 line_err(
                     *n,
                     format!("the inclusion proof of seq {seq} does not verify against the checkpoint: {e}"),
@@ -652,14 +704,14 @@ fn check_manifest(
             (Some(proof), Some(range), Some(first), Some(last)) => {
                 let peaks = proof.hashes("left_peaks")?;
                 let consistency = proof.hashes("consistency")?;
-                let mut tree = Frontier::from_parts(first, peaks).map_err(|_| {
+                let mut tree = Frontier::from_parts(tree_hash, first, peaks).map_err(|_| {
                     bad(format!(
                         "`range_proof.left_peaks` needs {} peaks for size {first}",
                         first.count_ones()
                     ))
                 })?;
                 tree.append(range).map_err(|_| bad("the range does not fit the tree".into()))?;
-                verify_consistency(last + 1, anchor.size, &tree.root(), &anchor.root, &consistency).map_err(
+                verify_consistency(tree_hash, last + 1, anchor.size, &tree.root(), &anchor.root, &consistency).map_err(
                     |e| {
                         bad(format!(
                             "the lines are not leaves {first}..={last} of the checkpoint's tree (an event is missing, added, reordered or altered): {e}"
@@ -715,12 +767,13 @@ fn check_manifest(
                         )));
                     }
                 };
-                verify_consistency(old.size, anchor.size, &old.root, &anchor.root, &proof).map_err(|e| {
-                    ExportError::Trusted(format!(
-                        "the export's anchor ({} events) does not extend it ({} events): {e}",
-                        anchor.size, old.size
-                    ))
-                })?;
+                verify_consistency(tree_hash, old.size, anchor.size, &old.root, &anchor.root, &proof)
+                    .map_err(|e| {
+                        ExportError::Trusted(format!(
+                            "the export's anchor ({} events) does not extend it ({} events): {e}",
+                            anchor.size, old.size
+                        ))
+                    })?;
             }
             Some(old.size)
         }
@@ -737,6 +790,7 @@ fn check_manifest(
         filtered,
         checkpoint_size: anchor.size,
         checkpoint_root: anchor.root,
+        tree_hash,
         trusted_size,
         completeness,
         cosigned,
@@ -755,10 +809,11 @@ fn check_edges(
     to: Option<Bound>,
     lines: Option<(u64, u64)>,
     anchor: &Checkpoint,
+    hash: TreeHash,
 ) -> Result<(), ExportError> {
     let bad = |reason: String| ExportError::Manifest { line: edges.line, reason };
-    let before = check_edge(edges, "before", anchor)?;
-    let after = check_edge(edges, "after", anchor)?;
+    let before = check_edge(edges, "before", anchor, hash)?;
+    let after = check_edge(edges, "after", anchor, hash)?;
     // An included seq is below the anchor's size, so `seq + 1` cannot overflow.
     let start = before.as_ref().map_or(0, |(seq, _)| seq + 1);
     let end = after.as_ref().map_or(anchor.size, |(seq, _)| *seq);
@@ -830,6 +885,7 @@ fn check_edge(
     edges: &Fields<'_>,
     member: &str,
     anchor: &Checkpoint,
+    hash: TreeHash,
 ) -> Result<Option<(u64, Timestamp)>, ExportError> {
     let value = edges.get(member)?;
     if value.is_null() {
@@ -847,13 +903,13 @@ fn check_edge(
         .get("inclusion_proof")
         .and_then(parse_hashes)
         .ok_or_else(|| edges.err(member, "has no `inclusion_proof` of at most 64 lowercase hex hashes"))?;
-    let expected = line_value(&event, &raw, Some(&proof));
+    let expected = line_value(&event, &raw, Some(&proof), hash);
     if *value != expected {
         return Err(
             edges.err(member, &format!("is not what its `raw` says: {}", first_difference(value, &expected)))
         );
     }
-    verify_inclusion(event.seq, anchor.size, &leaf_hash(&raw), &proof, &anchor.root).map_err(|e| {
+    verify_inclusion(hash, event.seq, anchor.size, &hash.leaf(&raw), &proof, &anchor.root).map_err(|e| {
         edges.err(member, &format!("(seq {}) is not included in the checkpoint: {e}", event.seq))
     })?;
     Ok(Some((event.seq, event.at)))
@@ -863,6 +919,109 @@ fn check_edge(
 mod tests {
     use super::*;
     use ed25519_dalek::SigningKey;
+
+    use crate::export::{LinesHasher, manifest_line, sign_manifest, write_event_line};
+    use crate::note::{Checkpoint, NoteSigner, sign_checkpoint};
+    use keyledger_core::{Actor, KeyId, KeyRef, Payload, RequestId, encode_event};
+
+    fn log_signer() -> NoteSigner {
+        NoteSigner::new("example.org/log", SigningKey::from_bytes(&[1; 32])).unwrap()
+    }
+
+    /// An unfiltered export of a whole 3-event log whose tree hashes with `lines_hash`,
+    /// its manifest's `tree_hash` member set to `member` (absent for `None`).
+    fn export(lines_hash: TreeHash, member: Option<&str>) -> String {
+        let signer = log_signer();
+        let mut text = String::new();
+        let mut hasher = LinesHasher::new();
+        let mut tree = Frontier::new(lines_hash);
+        let mut times = Vec::new();
+        for seq in 0..3u64 {
+            let event = Event {
+                seq,
+                at: Timestamp(1_700_000_000_000_000 + seq as i64),
+                actor: Actor::System,
+                request_id: RequestId::from_bytes([seq as u8 + 1; 16]),
+                payload: Payload::Expired(KeyRef {
+                    key_id: KeyId::from_bytes([7; 16]),
+                    workspace: "acme".parse().unwrap(),
+                }),
+            };
+            let mut line = String::new();
+            tree.push(write_event_line(&event, &encode_event(&event), None, lines_hash, &mut line));
+            line.push('\n');
+            hasher.update(line.as_bytes());
+            text.push_str(&line);
+            times.push(event.at.to_rfc3339());
+        }
+        let note = sign_checkpoint(&Checkpoint::new("example.org/log", 3, tree.root()), &signer).unwrap();
+        let mut manifest = serde_json::json!({
+            "version": 1,
+            "origin": "example.org/log",
+            "range": {"first_seq": 0, "last_seq": 2, "from": times[0], "to": times[2]},
+            "filters": {"workspace": null, "from": null, "to": null},
+            "filtered": false,
+            "lines": 3,
+            "lines_hash": hex::encode(hasher.finalize()),
+            "checkpoint": {"note": note, "size": 3, "root_hash": hex::encode(tree.root())},
+            "range_proof": {"left_peaks": [], "consistency": []},
+            "consistency_from": null,
+        });
+        if let Some(name) = member {
+            manifest[TREE_HASH_MEMBER] = name.into();
+        }
+        let Value::Object(mut manifest) = manifest else { unreachable!("an object") };
+        sign_manifest(&mut manifest, &signer);
+        text.push_str(&manifest_line(manifest));
+        text.push('\n');
+        text
+    }
+
+    #[test]
+    fn sha256_exports_and_format_1_exports_without_tree_hash_both_verify() {
+        let key = log_signer().verifier();
+        let summary =
+            verify_export(export(TreeHash::Rfc6962, Some("sha256")).as_bytes(), &key, None).unwrap();
+        assert_eq!((summary.lines, summary.tree_hash), (3, TreeHash::Rfc6962));
+        assert!(summary.to_string().contains("sha256 root"), "{summary}");
+        // An auditor's archive from before format 2: no `tree_hash`, BLAKE3 leaves.
+        let summary = verify_export(export(TreeHash::Blake3, None).as_bytes(), &key, None).unwrap();
+        assert_eq!((summary.lines, summary.tree_hash), (3, TreeHash::Blake3));
+        let summary = verify_export(export(TreeHash::Blake3, Some("blake3")).as_bytes(), &key, None).unwrap();
+        assert_eq!(summary.tree_hash, TreeHash::Blake3);
+    }
+
+    #[test]
+    fn a_manifest_must_name_the_hash_its_lines_use() {
+        let key = log_signer().verifier();
+        for (lines, member) in [
+            (TreeHash::Rfc6962, None),
+            (TreeHash::Rfc6962, Some("blake3")),
+            (TreeHash::Blake3, Some("sha256")),
+        ] {
+            let error = verify_export(export(lines, member).as_bytes(), &key, None).unwrap_err();
+            assert_eq!(error.line(), Some(1), "{error}");
+            assert!(error.to_string().contains("the manifest says the tree hashes with"), "{error}");
+        }
+        let error =
+            verify_export(export(TreeHash::Rfc6962, Some("SHA-256")).as_bytes(), &key, None).unwrap_err();
+        assert!(error.to_string().contains("names no known tree hash"), "{error}");
+    }
+
+    #[test]
+    fn a_line_hashed_otherwise_than_line_1_is_rejected() {
+        let key = log_signer().verifier();
+        let sha = export(TreeHash::Rfc6962, Some("sha256"));
+        let blake = export(TreeHash::Blake3, Some("sha256"));
+        // Line 2 of the BLAKE3 export in the SHA-256 one.
+        let mut lines: Vec<&str> = sha.lines().collect();
+        let other: Vec<&str> = blake.lines().collect();
+        lines[1] = other[1];
+        let mixed: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let error = verify_export(mixed.as_bytes(), &key, None).unwrap_err();
+        assert_eq!(error.line(), Some(2), "{error}");
+        assert!(error.to_string().contains("`leaf_hash` is not the hash of `raw`"), "{error}");
+    }
 
     #[test]
     fn garbage_never_panics() {

@@ -8,7 +8,7 @@
 
 use super::MANIFEST_SIGNATURE_CONTEXT;
 use super::canonical::{canonical_json, needs_escape, write_json_str};
-use crate::merkle::{Hash, leaf_hash};
+use crate::merkle::{Hash, TreeHash};
 use crate::note::NoteSigner;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -17,13 +17,14 @@ use keyledger_core::{Actor, Event, Payload, Timestamp, UsageContext};
 use serde_json::{Map, Value};
 
 /// The value of an export line for `event` stored as `raw`, with an inclusion proof in a
-/// filtered export. This is the definition; [`write_event_line`] writes the same text
+/// filtered export, in a log whose tree hashes with `hash` (the line's `leaf_hash` is
+/// `hash.leaf(raw)`). This is the definition; [`write_event_line`] writes the same text
 /// faster.
-pub fn line_value(event: &Event, raw: &[u8], inclusion_proof: Option<&[Hash]>) -> Value {
+pub fn line_value(event: &Event, raw: &[u8], inclusion_proof: Option<&[Hash]>, hash: TreeHash) -> Value {
     let mut value = event_json(event);
     if let Value::Object(object) = &mut value {
         object.insert("raw".into(), Value::String(STANDARD.encode(raw)));
-        object.insert("leaf_hash".into(), Value::String(hex::encode(leaf_hash(raw))));
+        object.insert("leaf_hash".into(), Value::String(hex::encode(hash.leaf(raw))));
         if let Some(proof) = inclusion_proof {
             object.insert("inclusion_proof".into(), hashes_json(proof));
         }
@@ -151,7 +152,7 @@ fn value_text(value: &Value) -> String {
 }
 
 /// Appends the export line of `event` stored as `raw` (without its `\n`) to `out`: exactly
-/// `canonical_json(&line_value(event, raw, inclusion_proof))`, without building the
+/// `canonical_json(&line_value(event, raw, inclusion_proof, hash))`, without building the
 /// `Value` (the export's hot path, in the producer and the verifier). The member mapping
 /// mirrors [`keyledger_core::json::event_json`]; a test compares the two on every kind.
 ///
@@ -160,10 +161,11 @@ pub fn write_event_line(
     event: &Event,
     raw: &[u8],
     inclusion_proof: Option<&[Hash]>,
+    hash: TreeHash,
     out: &mut String,
 ) -> Hash {
     let payload = &event.payload;
-    let leaf = leaf_hash(raw);
+    let leaf = hash.leaf(raw);
     let key_id = payload.key_id();
     let mut members: Vec<(&str, Member<'_>)> = Vec::with_capacity(20);
     members.extend([
@@ -306,7 +308,7 @@ mod tests {
     use crate::merkle::Hash;
 
     fn leaves(n: u64) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+        (0..n).map(|i| TreeHash::Rfc6962.leaf(&i.to_be_bytes())).collect()
     }
 
     /// One event of every kind, free-text members set to `text`.
@@ -412,11 +414,19 @@ mod tests {
         for event in every_kind(text) {
             let raw = keyledger_core::encode_event(&event);
             for inclusion_proof in [None, Some(&proof[..])] {
-                let mut line = String::from("kept ");
-                let leaf = write_event_line(&event, &raw, inclusion_proof, &mut line);
-                let expected = canonical_json(&line_value(&event, &raw, inclusion_proof));
-                assert_eq!(line.strip_prefix("kept "), Some(expected.as_str()), "{:?}", event.payload.kind());
-                assert_eq!(leaf, leaf_hash(&raw));
+                for hash in [TreeHash::Rfc6962, TreeHash::Blake3] {
+                    let mut line = String::from("kept ");
+                    let leaf = write_event_line(&event, &raw, inclusion_proof, hash, &mut line);
+                    let expected = canonical_json(&line_value(&event, &raw, inclusion_proof, hash));
+                    assert_eq!(
+                        line.strip_prefix("kept "),
+                        Some(expected.as_str()),
+                        "{:?}",
+                        event.payload.kind()
+                    );
+                    assert_eq!(leaf, hash.leaf(&raw));
+                    assert!(line.contains(&format!("\"leaf_hash\":\"{}\"", hex::encode(leaf))));
+                }
             }
         }
     }

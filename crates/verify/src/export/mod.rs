@@ -3,8 +3,11 @@
 //! An export is JSON Lines: one line per event, then one `{"manifest": {…}}` line. Every
 //! line is the canonical JSON ([`canonical_json`]) of its value followed by `\n`. An event
 //! line is the event's JSON form ([`keyledger_core::json::event_json`]) plus `raw` (standard
-//! base64 of the stored event bytes), `leaf_hash` (hex of `BLAKE3(0x00 ‖ raw)`) and, in a
-//! filtered export, `inclusion_proof` (hex hashes, RFC 9162, against the anchor checkpoint).
+//! base64 of the stored event bytes), `leaf_hash` (hex of the tree's leaf hash of `raw`:
+//! `SHA-256(0x00 ‖ raw)` in an export of a format-2 log, whose manifest says
+//! `"tree_hash": "sha256"`; `BLAKE3(0x00 ‖ raw)` in an export of a format-1 log, whose
+//! manifest has no `tree_hash`) and, in a filtered export, `inclusion_proof` (hex hashes,
+//! RFC 9162, against the anchor checkpoint).
 //!
 //! [`verify_export`] reads an export once, front to back, and checks everything the format
 //! promises: the manifest's Ed25519 signature, the signed checkpoint it is anchored to, that
@@ -36,7 +39,7 @@ pub use line::{
 };
 
 use crate::cosignature::Cosigned;
-use crate::merkle::Hash;
+use crate::merkle::{Hash, TreeHash};
 use std::fmt;
 
 /// The version of the export format this module reads and writes.
@@ -44,6 +47,19 @@ pub const FORMAT_VERSION: u64 = 1;
 
 /// What the manifest signature is computed over, before the canonical manifest JSON.
 pub const MANIFEST_SIGNATURE_CONTEXT: &[u8] = b"keyledger-export-manifest-v1\n";
+
+/// The manifest member naming the tree hash ([`TreeHash::name`]). An export without it was
+/// written by a format-1 log and hashes with BLAKE3, so archived exports stay verifiable.
+pub const TREE_HASH_MEMBER: &str = "tree_hash";
+
+/// The tree hash a manifest's `tree_hash` member (absent: `None`) names, if it names one.
+#[must_use]
+pub fn manifest_tree_hash(member: Option<&str>) -> Option<TreeHash> {
+    match member {
+        None => Some(TreeHash::Blake3),
+        Some(name) => TreeHash::from_name(name),
+    }
+}
 
 /// The longest line accepted (a 1 MiB event in base64 beside its JSON fits easily).
 pub const MAX_LINE_BYTES: usize = 8 << 20;
@@ -89,6 +105,8 @@ pub struct ExportSummary {
     pub filtered: bool,
     pub checkpoint_size: u64,
     pub checkpoint_root: Hash,
+    /// How the log's tree (and so `leaf_hash`, proofs and the anchor's root) is hashed.
+    pub tree_hash: TreeHash,
     /// The size of the trusted checkpoint the anchor was proven to extend.
     pub trusted_size: Option<u64>,
     /// What the export proves about the events it does not hold.
@@ -147,8 +165,9 @@ impl fmt::Display for ExportSummary {
         }
         write!(
             f,
-            "; anchored to the checkpoint of {} events, root {}, signed by {}",
+            "; anchored to the checkpoint of {} events, {} root {}, signed by {}",
             self.checkpoint_size,
+            self.tree_hash.name(),
             hex::encode(self.checkpoint_root),
             self.origin
         )?;
