@@ -13,6 +13,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod support;
+
+use support::{Api, DataDir};
+
 // ----- a receiver on loopback ----------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -122,10 +126,6 @@ fn fast() -> WebhookOptions {
         ..WebhookOptions::default()
     }
 }
-
-mod support;
-
-use support::{Api, DataDir};
 
 /// Opens `data` with `webhooks` as the engine's webhook options.
 fn open(data: &DataDir, webhooks: WebhookOptions) -> Api {
