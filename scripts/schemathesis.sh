@@ -20,39 +20,13 @@ budget=${SCHEMATHESIS_TIMEOUT_SECS:-900}
 venv=${SCHEMATHESIS_VENV:-target/schemathesis-venv}
 version=${SCHEMATHESIS_VERSION:-4.32.5}
 
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
-    echo "schemathesis.sh: installing schemathesis $version into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
-fi
+source scripts/lib/serve.sh
+serve_install_tool schemathesis.sh "$venv" schemathesis "$version"
 
 cargo build --quiet --bin keyledger
 bin=target/debug/keyledger
 
-work=$(mktemp -d)
-server=""
-cleanup() {
-    if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
-        kill -TERM "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$bin" init --data-dir "$work/data" >"$work/init.json"
-admin=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_key"])' "$work/init.json")
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-base="http://127.0.0.1:$port"
-
-"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --log-format json >"$work/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 1 100); do
-    if curl -fsS "$base/healthz" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$server" 2>/dev/null; then cat "$work/serve.log"; echo "schemathesis.sh: the server died" >&2; exit 1; fi
-    sleep 0.1
-done
-curl -fsS "$base/healthz" >/dev/null
+serve_start schemathesis.sh "$bin"
 
 # Some keys for the operations that need existing ones (schemathesis mostly sends random ids;
 # these make the positive paths reachable through the documented examples).
@@ -94,14 +68,4 @@ set +e
 run --report junit --report-junit-path "$root/target/schemathesis-report/junit.xml"
 status=$?
 set -e
-if ! kill -0 "$server" 2>/dev/null; then
-    echo "schemathesis.sh: the server is gone (crashed?); its log:" >&2
-    tail -50 "$work/serve.log" >&2
-    exit 1
-fi
-if grep -q '"level":"ERROR"' "$work/serve.log"; then
-    echo "schemathesis.sh: the server logged errors:" >&2
-    grep '"level":"ERROR"' "$work/serve.log" | head -20 >&2
-    status=1
-fi
-exit "$status"
+serve_finish "$status"

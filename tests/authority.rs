@@ -6,56 +6,30 @@
 //! full admin key. `keyledger admin recover` issues a new full admin key offline, and the log
 //! shows it.
 
-use keyledger_e2e::{Client, Ledger, Resp, Server, keyledger, path_str};
+use keyledger_e2e::{Env, Resp, keyledger, path_str, text};
 use serde_json::{Value, json};
 
 const ALL_SCOPES: [&str; 5] =
     ["ledger:keys:read", "ledger:keys:write", "ledger:audit:read", "ledger:export", "ledger:admin"];
 
-struct Env {
-    ledger: Ledger,
-    server: Server,
-    http: Client,
+/// Key creation as these tests do it, on top of [`Env`].
+trait CreateKeys {
+    /// Creates a key with the init admin key; asserts 201 and returns (id, secret).
+    fn create(&self, workspace: &str, body: Value) -> (String, String);
+    /// Creates a key with `admin`; asserts 201 and returns (id, secret).
+    fn create_with(&self, admin: &str, workspace: &str, body: Value) -> (String, String);
 }
 
-impl Env {
-    fn start() -> Env {
-        let ledger = Ledger::init();
-        let server = ledger.serve(&[]);
-        let http = server.client();
-        Env { ledger, server, http }
-    }
-
-    fn root(&self) -> &str {
-        &self.ledger.admin_key
-    }
-
-    fn root_id(&self) -> &str {
-        &self.ledger.admin_key_id
-    }
-
-    /// Creates a key with the init admin key; asserts 201 and returns (id, secret).
+impl CreateKeys for Env {
     fn create(&self, workspace: &str, body: Value) -> (String, String) {
-        let resp = self.http.post(&format!("/v1/workspaces/{workspace}/keys"), self.root(), &body);
+        self.create_with(self.root(), workspace, body)
+    }
+
+    fn create_with(&self, admin: &str, workspace: &str, body: Value) -> (String, String) {
+        let resp = self.http.post(&format!("/v1/workspaces/{workspace}/keys"), admin, &body);
         assert_eq!(resp.status, 201, "create {body}: {}", resp.dump());
         (text(&resp.body, "key_id"), text(&resp.body, "secret"))
     }
-
-    fn key(&self, key_id: &str) -> Value {
-        let resp = self.http.get(&format!("/v1/keys/{key_id}"), self.root());
-        assert_eq!(resp.status, 200, "{}", resp.dump());
-        resp.body
-    }
-
-    fn log_size(&self) -> u64 {
-        // `log_size` is shown only to a key holding `ledger:audit:read` (docs/security.md).
-        let health = self.http.get("/healthz", self.root());
-        health.body["log_size"].as_u64().expect("healthz log_size")
-    }
-}
-
-fn text(value: &Value, field: &str) -> String {
-    value[field].as_str().unwrap_or_else(|| panic!("`{field}` is not a string in {value}")).to_owned()
 }
 
 fn assert_error(resp: &Resp, status: u16, code: &str) {
@@ -69,7 +43,7 @@ fn assert_error(resp: &Resp, status: u16, code: &str) {
 /// scopes over every workspace.
 #[test]
 fn a_weaker_admin_key_cannot_rotate_a_stronger_one_into_its_own_hands() {
-    let env = Env::start();
+    let env = Env::start(&[]);
     let (_, weak) = env.create(
         "_ledger",
         json!({"name": "ledger-only", "scopes": ["ledger:keys:write", "ledger:admin"], "resources": ["_ledger"]}),
@@ -99,7 +73,7 @@ fn a_weaker_admin_key_cannot_rotate_a_stronger_one_into_its_own_hands() {
 /// Finding 2: an admin key created with `expires_in: 1h` removed its own expiry.
 #[test]
 fn an_admin_key_cannot_lift_or_extend_its_own_expiry_nor_outlive_itself() {
-    let env = Env::start();
+    let env = Env::start(&[]);
     let (short_id, short) =
         env.create("_ledger", json!({"name": "one hour", "scopes": ALL_SCOPES, "expires_in": "1h"}));
     let expires_at = text(&env.key(&short_id), "expires_at");
@@ -133,7 +107,7 @@ fn an_admin_key_cannot_lift_or_extend_its_own_expiry_nor_outlive_itself() {
 /// every stronger admin key.
 #[test]
 fn a_weaker_admin_key_cannot_revoke_disable_or_mass_revoke_stronger_ones() {
-    let env = Env::start();
+    let env = Env::start(&[]);
     let (_, weak) = env.create(
         "_ledger",
         json!({"name": "ledger-only", "scopes": ["ledger:keys:write", "ledger:admin"], "resources": ["_ledger"]}),
@@ -172,7 +146,7 @@ fn a_weaker_admin_key_cannot_revoke_disable_or_mass_revoke_stronger_ones() {
 /// Finding 7: the init key revoked itself, leaving nothing able to act.
 #[test]
 fn the_last_full_admin_key_cannot_be_removed() {
-    let env = Env::start();
+    let env = Env::start(&[]);
     let root = env.root_id().to_owned();
     let before = env.log_size();
     for (method, path, body) in [
@@ -199,19 +173,11 @@ fn the_last_full_admin_key_cannot_be_removed() {
     assert_eq!(resp.status, 200, "{}", resp.dump());
 }
 
-impl Env {
-    fn create_with(&self, admin: &str, workspace: &str, body: Value) -> (String, String) {
-        let resp = self.http.post(&format!("/v1/workspaces/{workspace}/keys"), admin, &body);
-        assert_eq!(resp.status, 201, "create {body}: {}", resp.dump());
-        (text(&resp.body, "key_id"), text(&resp.body, "secret"))
-    }
-}
-
 /// `keyledger admin recover`: refused while a server holds the data dir; offline it issues
 /// a new full admin key, recorded as `created` by `recovery`, and the log still verifies.
 #[test]
 fn admin_recover_issues_a_full_admin_key_offline_and_the_log_shows_it() {
-    let env = Env::start();
+    let env = Env::start(&[]);
     let dir = path_str(&env.ledger.data_dir).to_owned();
     let refused = keyledger(&["admin", "recover", "--data-dir", &dir]);
     assert!(!refused.success(), "recover must be refused while serve runs: {}", refused.stdout);
@@ -259,7 +225,7 @@ fn admin_recover_issues_a_full_admin_key_offline_and_the_log_shows_it() {
 /// key would leave only a key that lapses within the hour.
 #[test]
 fn a_key_in_a_rotation_overlap_does_not_count_as_the_surviving_full_admin_key() {
-    let env = Env::start();
+    let env = Env::start(&[]);
     let resp =
         env.http.post(&format!("/v1/keys/{}/rotate", env.root_id()), env.root(), &json!({"overlap": "1h"}));
     assert_eq!(resp.status, 201, "{}", resp.dump());
@@ -273,7 +239,7 @@ fn a_key_in_a_rotation_overlap_does_not_count_as_the_surviving_full_admin_key() 
 /// Two full keys: giving each an expiry in turn would leave none that lasts.
 #[test]
 fn full_admin_keys_cannot_all_be_given_an_expiry_one_after_the_other() {
-    let env = Env::start();
+    let env = Env::start(&[]);
     let (other_id, other) = env.create("_ledger", json!({"name": "second full", "scopes": ALL_SCOPES}));
     let resp = env.http.patch(&format!("/v1/keys/{other_id}"), env.root(), &json!({"expires_in": "1h"}));
     assert_eq!(resp.status, 200, "the init key lasts: {}", resp.dump());
@@ -297,7 +263,7 @@ fn full_admin_keys_cannot_all_be_given_an_expiry_one_after_the_other() {
 /// expiry is left alone.
 #[test]
 fn an_expiring_full_key_cannot_revoke_every_lasting_full_key() {
-    let env = Env::start();
+    let env = Env::start(&[]);
     let (_, short) =
         env.create("_ledger", json!({"name": "one hour", "scopes": ALL_SCOPES, "expires_in": "1h"}));
     let resp = env.http.post("/v1/workspaces/_ledger/keys/revoke-all", &short, &json!({"reason": "coup"}));

@@ -35,7 +35,7 @@
 //! (`crash-figures: {…}`) has the totals as JSON. `cargo xtask crash --rounds N` runs this
 //! test in release mode with many rounds and collects that line.
 
-use keyledger_e2e::{Ledger, Server, log_verify};
+use keyledger_e2e::{Ledger, Server, log_verify, text};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::process::Command;
@@ -214,10 +214,6 @@ impl Model {
 
 fn lock(model: &Mutex<Model>) -> std::sync::MutexGuard<'_, Model> {
     model.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn text(value: &Value, field: &str) -> String {
-    value[field].as_str().unwrap_or_else(|| panic!("`{field}` is not a string in {value}")).to_owned()
 }
 
 // ----- load -------------------------------------------------------------------------------

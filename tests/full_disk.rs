@@ -14,7 +14,7 @@
 //!
 //! The tmpfs is unmounted in all cases (a drop guard, after the server is killed).
 
-use keyledger_e2e::{Client, Resp, Server, keyledger, log_verify, path_str, poll};
+use keyledger_e2e::{Client, Resp, Server, keyledger, log_verify, path_str, poll, text};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,10 +75,6 @@ fn create(client: &Client, admin: &str, name: &str) -> Resp {
 
 fn verify(client: &Client, secret: &str) -> Resp {
     client.send("POST", "/v1/verify", &[], Some(&json!({"key": secret, "scopes": ["read"]})))
-}
-
-fn text(value: &Value, field: &str) -> String {
-    value[field].as_str().unwrap_or_else(|| panic!("no `{field}` in {value}")).to_owned()
 }
 
 fn assert_unavailable(resp: &Resp, what: &str) {

@@ -15,7 +15,7 @@
 //! - over `[::1]` it is an untrusted client: whatever `X-Forwarded-For` it sends, the
 //!   recorded source is its own address `::1`.
 
-use keyledger_e2e::{Client, Ledger, Resp, Server, poll};
+use keyledger_e2e::{Client, Ledger, Resp, Server, poll, text};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -318,10 +318,6 @@ impl Drop for Gateway {
 // ---------------------------------------------------------------------------------------
 // The scenario, the same for every gateway.
 // ---------------------------------------------------------------------------------------
-
-fn text(value: &Value, field: &str) -> String {
-    value[field].as_str().unwrap_or_else(|| panic!("`{field}` is not a string in {value}")).to_owned()
-}
 
 struct Keys {
     good: Value,

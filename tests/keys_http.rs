@@ -1,40 +1,25 @@
 //! The keys API and `/v1/verify` over real HTTP against the real binary (docs/api.md, "Keys" and
 //! "Verify").
 
-use keyledger_e2e::{Client, Ledger, Resp, Server, files_under, frames, poll};
+use keyledger_e2e::{Env, Resp, files_under, frames, poll, text};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// A fresh ledger with a running server.
-struct Env {
-    ledger: Ledger,
-    server: Server,
-    http: Client,
+/// What these tests do often, on top of [`Env`].
+trait KeysApi {
+    /// Creates a key; asserts 201 and returns the body (KeyView + secret).
+    fn create(&self, workspace: &str, body: Value) -> Value;
+    /// `POST /v1/verify` with `body` (JSON mode).
+    fn verify(&self, body: Value) -> Resp;
+    /// Forward-auth GET /v1/verify{suffix} with the given headers.
+    fn forward(&self, suffix: &str, headers: &[(&str, &str)]) -> Resp;
 }
 
-impl Env {
-    fn start(extra: &[&str]) -> Env {
-        let ledger = Ledger::init();
-        let server = ledger.serve(extra);
-        let http = server.client();
-        Env { ledger, server, http }
-    }
-
-    fn admin(&self) -> &str {
-        &self.ledger.admin_key
-    }
-
-    /// Creates a key; asserts 201 and returns the body (KeyView + secret).
+impl KeysApi for Env {
     fn create(&self, workspace: &str, body: Value) -> Value {
-        let resp = self.http.post(&format!("/v1/workspaces/{workspace}/keys"), self.admin(), &body);
+        let resp = self.http.post(&format!("/v1/workspaces/{workspace}/keys"), self.root(), &body);
         assert_eq!(resp.status, 201, "create {body}: {}", resp.dump());
         assert_request_id(&resp);
-        resp.body
-    }
-
-    fn key(&self, key_id: &str) -> Value {
-        let resp = self.http.get(&format!("/v1/keys/{key_id}"), self.admin());
-        assert_eq!(resp.status, 200, "{}", resp.dump());
         resp.body
     }
 
@@ -42,21 +27,9 @@ impl Env {
         self.http.send("POST", "/v1/verify", &[], Some(&body))
     }
 
-    /// Forward-auth GET /v1/verify{suffix} with the given headers.
     fn forward(&self, suffix: &str, headers: &[(&str, &str)]) -> Resp {
         self.http.send("GET", &format!("/v1/verify{suffix}"), headers, None)
     }
-
-    fn log_size(&self) -> u64 {
-        // The log size is shown only to an admin key holding `ledger:audit:read`.
-        let health = self.http.get("/healthz", self.admin());
-        assert_eq!(health.status, 200, "{}", health.dump());
-        health.body["log_size"].as_u64().expect("healthz log_size")
-    }
-}
-
-fn text(value: &Value, field: &str) -> String {
-    value[field].as_str().unwrap_or_else(|| panic!("`{field}` is not a string in {value}")).to_owned()
 }
 
 fn bearer(key: &str) -> String {
@@ -203,7 +176,7 @@ fn create_with_every_field_shows_the_secret_only_once() {
     assert!(!json_contains(&shown, &secret), "GET /v1/keys/{{id}} leaks the secret: {shown}");
     assert_eq!(shown["name"], "billing worker");
     for status in ["all", "active"] {
-        let list = env.http.get(&format!("/v1/workspaces/acme/keys?status={status}"), env.admin());
+        let list = env.http.get(&format!("/v1/workspaces/acme/keys?status={status}"), env.root());
         assert_eq!(list.status, 200, "{}", list.dump());
         let keys = list.body["keys"].as_array().expect("keys array");
         assert!(keys.iter().any(|k| k["key_id"] == key_id.as_str()), "{}", list.dump());
@@ -261,14 +234,14 @@ fn invalid_fields_are_named() {
     ];
     let before = env.log_size();
     for (body, field) in cases {
-        let resp = env.http.post("/v1/workspaces/acme/keys", env.admin(), &body);
+        let resp = env.http.post("/v1/workspaces/acme/keys", env.root(), &body);
         assert_invalid(&resp, field);
     }
     // Boundaries that are valid.
     env.create("acme", json!({"name": long(100), "scopes": many(64), "owner": "o", "metadata": {}}));
     assert_eq!(env.log_size(), before + 1, "refused creates append nothing");
     // A bad workspace id in the path.
-    let resp = env.http.post("/v1/workspaces/Not%20A%20Workspace/keys", env.admin(), &json!({"name": "a"}));
+    let resp = env.http.post("/v1/workspaces/Not%20A%20Workspace/keys", env.root(), &json!({"name": "a"}));
     assert!(resp.status == 400 || resp.status == 422 || resp.status == 404, "{}", resp.dump());
     assert_request_id(&resp);
 }
@@ -386,18 +359,18 @@ fn revoked_expired_and_disabled_keys_are_refused() {
     // Revoke: immediate, 401 invalid_api_key on every path; idempotent.
     let revokee_id = text(&revokee, "key_id");
     let revoked =
-        env.http.post(&format!("/v1/keys/{revokee_id}/revoke"), env.admin(), &json!({"reason": "leaked"}));
+        env.http.post(&format!("/v1/keys/{revokee_id}/revoke"), env.root(), &json!({"reason": "leaked"}));
     assert_eq!(revoked.status, 200, "{}", revoked.dump());
     assert_eq!(revoked.body["status"], "revoked");
     assert_eq!(revoked.body["revoked_reason"], "leaked");
     let revoked_at = text(&revoked.body, "revoked_at");
     let size = env.log_size();
     let again =
-        env.http.post(&format!("/v1/keys/{revokee_id}/revoke"), env.admin(), &json!({"reason": "again"}));
+        env.http.post(&format!("/v1/keys/{revokee_id}/revoke"), env.root(), &json!({"reason": "again"}));
     assert_eq!(again.status, 200, "{}", again.dump());
     assert_eq!(again.body["revoked_at"].as_str(), Some(revoked_at.as_str()), "the same revocation");
     assert_eq!(again.body["revoked_reason"], "leaked", "the first reason stands");
-    let empty = env.http.post_empty(&format!("/v1/keys/{revokee_id}/revoke"), env.admin());
+    let empty = env.http.post_empty(&format!("/v1/keys/{revokee_id}/revoke"), env.root());
     assert_eq!(empty.status, 200, "{}", empty.dump());
     assert_eq!(env.log_size(), size, "a repeated revoke appends nothing");
     let secret = text(&revokee, "secret");
@@ -406,18 +379,18 @@ fn revoked_expired_and_disabled_keys_are_refused() {
     assert_denied(&env.forward("", &[("authorization", header.as_str())]), 401, "invalid_api_key");
     assert_denied(&env.forward("", &[("x-api-key", secret.as_str())]), 401, "invalid_api_key");
     assert_eq!(env.key(&revokee_id)["status"], "revoked");
-    let rotate = env.http.post(&format!("/v1/keys/{revokee_id}/rotate"), env.admin(), &json!({}));
+    let rotate = env.http.post(&format!("/v1/keys/{revokee_id}/rotate"), env.root(), &json!({}));
     assert_error(&rotate, 409, "conflict");
 
     // Disable / enable.
     let toggled_id = text(&toggled, "key_id");
     let disabled =
-        env.http.post(&format!("/v1/keys/{toggled_id}/disable"), env.admin(), &json!({"reason": "audit"}));
+        env.http.post(&format!("/v1/keys/{toggled_id}/disable"), env.root(), &json!({"reason": "audit"}));
     assert_eq!(disabled.status, 200, "{}", disabled.dump());
     let refused = env.verify(json!({"key": toggled["secret"]}));
     assert_denied(&refused, 401, "invalid_api_key");
     assert!(refused.body["message"].as_str().unwrap().contains("disabled"), "{}", refused.dump());
-    let enabled = env.http.post_empty(&format!("/v1/keys/{toggled_id}/enable"), env.admin());
+    let enabled = env.http.post_empty(&format!("/v1/keys/{toggled_id}/enable"), env.root());
     assert_eq!(enabled.status, 200, "{}", enabled.dump());
     assert_eq!(enabled.body["status"], "active");
     assert_verified(&env.verify(json!({"key": toggled["secret"]})), &toggled_id, "acme");
@@ -430,7 +403,7 @@ fn revoked_expired_and_disabled_keys_are_refused() {
     let header = bearer(short["secret"].as_str().unwrap());
     assert_denied(&env.forward("", &[("authorization", header.as_str())]), 401, "expired_api_key");
     assert_eq!(env.key(&text(&short, "key_id"))["status"], "expired");
-    let expired_list = env.http.get("/v1/workspaces/acme/keys?status=expired", env.admin());
+    let expired_list = env.http.get("/v1/workspaces/acme/keys?status=expired", env.root());
     let ids: Vec<&str> =
         expired_list.body["keys"].as_array().unwrap().iter().map(|k| k["key_id"].as_str().unwrap()).collect();
     assert_eq!(ids, [short["key_id"].as_str().unwrap()], "{}", expired_list.dump());
@@ -445,7 +418,7 @@ fn rotation_with_and_without_overlap() {
                "owner": "bob", "metadata": {"k": "v"}, "expires_in": "30d"}),
     );
     let (old_id, old_secret) = (text(&old, "key_id"), text(&old, "secret"));
-    let rotated = env.http.post(&format!("/v1/keys/{old_id}/rotate"), env.admin(), &json!({"overlap": "0s"}));
+    let rotated = env.http.post(&format!("/v1/keys/{old_id}/rotate"), env.root(), &json!({"overlap": "0s"}));
     assert_eq!(rotated.status, 201, "{}", rotated.dump());
     let new = &rotated.body["key"];
     let previous = &rotated.body["previous"];
@@ -474,7 +447,7 @@ fn rotation_with_and_without_overlap() {
     );
 
     // With an overlap both stay valid.
-    let rotated = env.http.post(&format!("/v1/keys/{new_id}/rotate"), env.admin(), &json!({"overlap": "1h"}));
+    let rotated = env.http.post(&format!("/v1/keys/{new_id}/rotate"), env.root(), &json!({"overlap": "1h"}));
     assert_eq!(rotated.status, 201, "{}", rotated.dump());
     let newest = &rotated.body["key"];
     assert_eq!(rotated.body["previous"]["status"], "active");
@@ -486,9 +459,9 @@ fn rotation_with_and_without_overlap() {
         "acme",
     );
     // Rotating the already-revoked original: 409.
-    let resp = env.http.post(&format!("/v1/keys/{old_id}/rotate"), env.admin(), &json!({}));
+    let resp = env.http.post(&format!("/v1/keys/{old_id}/rotate"), env.root(), &json!({}));
     assert_error(&resp, 409, "conflict");
-    let resp = env.http.post(&format!("/v1/keys/{new_id}/rotate"), env.admin(), &json!({"overlap": "later"}));
+    let resp = env.http.post(&format!("/v1/keys/{new_id}/rotate"), env.root(), &json!({"overlap": "later"}));
     assert_invalid(&resp, "overlap");
 }
 
@@ -498,7 +471,7 @@ fn revoke_all_revokes_every_active_key_of_the_workspace_only() {
     let keys: Vec<Value> = (0..3).map(|i| env.create("burn", json!({"name": format!("k{i}")}))).collect();
     let bystander = env.create("other", json!({"name": "bystander"}));
     let resp =
-        env.http.post("/v1/workspaces/burn/keys/revoke-all", env.admin(), &json!({"reason": "incident 7"}));
+        env.http.post("/v1/workspaces/burn/keys/revoke-all", env.root(), &json!({"reason": "incident 7"}));
     assert_eq!(resp.status, 200, "{}", resp.dump());
     assert_eq!(resp.body["revoked"], 3);
     let mut ids: Vec<&str> =
@@ -516,7 +489,7 @@ fn revoke_all_revokes_every_active_key_of_the_workspace_only() {
         bystander["key_id"].as_str().unwrap(),
         "other",
     );
-    let again = env.http.post("/v1/workspaces/burn/keys/revoke-all", env.admin(), &json!({}));
+    let again = env.http.post("/v1/workspaces/burn/keys/revoke-all", env.root(), &json!({}));
     assert_eq!(again.status, 200, "{}", again.dump());
     assert_eq!(again.body["revoked"], 0, "nothing left to revoke: {}", again.dump());
 }
@@ -525,45 +498,44 @@ fn revoke_all_revokes_every_active_key_of_the_workspace_only() {
 fn workspace_policies_are_enforced() {
     let env = Env::start(&[]);
     let put = |ws: &str, body: Value| {
-        let resp = env.http.put(&format!("/v1/workspaces/{ws}/policy"), env.admin(), &body);
+        let resp = env.http.put(&format!("/v1/workspaces/{ws}/policy"), env.root(), &body);
         assert_eq!(resp.status, 200, "{}", resp.dump());
         resp.body
     };
     // max_active_keys 1.
     let policy = put("solo", json!({"max_active_keys": 1}));
     assert_eq!(policy["max_active_keys"], 1);
-    let got = env.http.get("/v1/workspaces/solo/policy", env.admin());
+    let got = env.http.get("/v1/workspaces/solo/policy", env.root());
     assert_eq!(got.status, 200, "{}", got.dump());
     assert_eq!(got.body["max_active_keys"], 1);
     let only = env.create("solo", json!({"name": "only"}));
     let only_id = text(&only, "key_id");
-    let second = env.http.post("/v1/workspaces/solo/keys", env.admin(), &json!({"name": "second"}));
+    let second = env.http.post("/v1/workspaces/solo/keys", env.root(), &json!({"name": "second"}));
     assert_error(&second, 409, "conflict");
     let overlapping =
-        env.http.post(&format!("/v1/keys/{only_id}/rotate"), env.admin(), &json!({"overlap": "1h"}));
+        env.http.post(&format!("/v1/keys/{only_id}/rotate"), env.root(), &json!({"overlap": "1h"}));
     assert_error(&overlapping, 409, "conflict");
     assert_verified(&env.verify(json!({"key": only["secret"]})), &only_id, "solo");
-    let swapped =
-        env.http.post(&format!("/v1/keys/{only_id}/rotate"), env.admin(), &json!({"overlap": "0s"}));
+    let swapped = env.http.post(&format!("/v1/keys/{only_id}/rotate"), env.root(), &json!({"overlap": "0s"}));
     assert_eq!(swapped.status, 201, "a rotation without overlap swaps: {}", swapped.dump());
     assert_eq!(swapped.body["previous"]["status"], "revoked");
-    let active = env.http.get("/v1/workspaces/solo/keys?status=active", env.admin());
+    let active = env.http.get("/v1/workspaces/solo/keys?status=active", env.root());
     let active: Vec<&str> =
         active.body["keys"].as_array().unwrap().iter().map(|k| k["key_id"].as_str().unwrap()).collect();
     assert_eq!(active, [swapped.body["key"]["key_id"].as_str().unwrap()]);
 
     // require_expiry.
     put("strict", json!({"require_expiry": true}));
-    let resp = env.http.post("/v1/workspaces/strict/keys", env.admin(), &json!({"name": "forever"}));
+    let resp = env.http.post("/v1/workspaces/strict/keys", env.root(), &json!({"name": "forever"}));
     assert_error(&resp, 409, "conflict");
     env.create("strict", json!({"name": "mortal", "expires_in": "1h"}));
 
     // max_lifetime.
     put("short", json!({"max_lifetime": "1d"}));
     let resp =
-        env.http.post("/v1/workspaces/short/keys", env.admin(), &json!({"name": "long", "expires_in": "2d"}));
+        env.http.post("/v1/workspaces/short/keys", env.root(), &json!({"name": "long", "expires_in": "2d"}));
     assert_error(&resp, 409, "conflict");
-    let resp = env.http.post("/v1/workspaces/short/keys", env.admin(), &json!({"name": "never"}));
+    let resp = env.http.post("/v1/workspaces/short/keys", env.root(), &json!({"name": "never"}));
     assert_error(&resp, 409, "conflict");
     env.create("short", json!({"name": "brief", "expires_in": "12h"}));
 
@@ -575,7 +547,7 @@ fn workspace_policies_are_enforced() {
     assert!(text(&prefixed, "hint").starts_with("ab_live_"));
     assert_verified(&env.verify(json!({"key": secret})), &text(&prefixed, "key_id"), "abws");
     let rotated =
-        env.http.post(&format!("/v1/keys/{}/rotate", text(&prefixed, "key_id")), env.admin(), &json!({}));
+        env.http.post(&format!("/v1/keys/{}/rotate", text(&prefixed, "key_id")), env.root(), &json!({}));
     assert_eq!(rotated.status, 201, "{}", rotated.dump());
     assert!(text(&rotated.body["key"], "secret").starts_with("ab_live_"));
 
@@ -586,7 +558,7 @@ fn workspace_policies_are_enforced() {
         (json!({"max_lifetime": "eventually"}), "max_lifetime"),
         (json!({"max_active_keys": 0}), "max_active_keys"),
     ] {
-        let resp = env.http.put("/v1/workspaces/abws/policy", env.admin(), &body);
+        let resp = env.http.put("/v1/workspaces/abws/policy", env.root(), &body);
         assert_invalid(&resp, field);
     }
 }
@@ -598,11 +570,11 @@ fn patch_updates_and_narrows_but_never_widens() {
         env.create("acme", json!({"name": "before", "scopes": ["read", "write"], "resources": ["a", "b"]}));
     let id = text(&key, "key_id");
     let path = format!("/v1/keys/{id}");
-    let renamed = env.http.patch(&path, env.admin(), &json!({"name": "after"}));
+    let renamed = env.http.patch(&path, env.root(), &json!({"name": "after"}));
     assert_eq!(renamed.status, 200, "{}", renamed.dump());
     assert_eq!(renamed.body["name"], "after");
     assert_eq!(env.key(&id)["name"], "after");
-    let narrowed = env.http.patch(&path, env.admin(), &json!({"scopes": ["read"], "resources": ["a"]}));
+    let narrowed = env.http.patch(&path, env.root(), &json!({"scopes": ["read"], "resources": ["a"]}));
     assert_eq!(narrowed.status, 200, "{}", narrowed.dump());
     assert_eq!(narrowed.body["scopes"], json!(["read"]));
     assert_eq!(narrowed.body["resources"], json!(["a"]));
@@ -611,14 +583,14 @@ fn patch_updates_and_narrows_but_never_widens() {
     assert_denied(&env.forward("?scope=write", &auth), 403, "forbidden");
     assert_denied(&env.forward("?resource=b", &auth), 403, "forbidden");
     assert_verified(&env.forward("?scope=read&resource=a", &auth), &id, "acme");
-    let widened = env.http.patch(&path, env.admin(), &json!({"scopes": ["read", "write"]}));
+    let widened = env.http.patch(&path, env.root(), &json!({"scopes": ["read", "write"]}));
     assert_invalid(&widened, "scopes");
-    let widened = env.http.patch(&path, env.admin(), &json!({"resources": []}));
+    let widened = env.http.patch(&path, env.root(), &json!({"resources": []}));
     assert_invalid(&widened, "resources");
-    let widened = env.http.patch(&path, env.admin(), &json!({"resources": ["a", "c"]}));
+    let widened = env.http.patch(&path, env.root(), &json!({"resources": ["a", "c"]}));
     assert_invalid(&widened, "resources");
     assert_eq!(env.key(&id)["scopes"], json!(["read"]), "a refused widening changes nothing");
-    let bad = env.http.patch(&path, env.admin(), &json!({"name": ""}));
+    let bad = env.http.patch(&path, env.root(), &json!({"name": ""}));
     assert_invalid(&bad, "name");
 }
 
@@ -757,6 +729,6 @@ fn admin_keys_are_scoped_by_scope_and_workspace() {
     assert_eq!(within.status, 201, "a narrower admin key may be minted: {}", within.dump());
     // _ledger keys only carry keyledger's scopes.
     let resp =
-        env.http.post("/v1/workspaces/_ledger/keys", env.admin(), &json!({"name": "x", "scopes": ["read"]}));
+        env.http.post("/v1/workspaces/_ledger/keys", env.root(), &json!({"name": "x", "scopes": ["read"]}));
     assert_invalid(&resp, "scopes");
 }

@@ -3,31 +3,20 @@
 //! refused without being buffered, failed admin authentications throttled per source, and a
 //! `/healthz` that tells strangers only that the service is up.
 
-use keyledger_e2e::{Client, Ledger, Resp, Server};
+use keyledger_e2e::{Env, Resp, Server, text};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-struct Env {
-    ledger: Ledger,
-    server: Server,
-    http: Client,
+/// What these tests do often, on top of [`Env`].
+trait AdminKeys {
+    /// Creates an admin key (workspace `_ledger`) with the root key; returns (id, secret).
+    fn admin_key(&self, scopes: &[&str], resources: &[&str]) -> (String, String);
+    fn idempotent_post(&self, path: &str, key: &str, idempotency_key: &str, body: &Value) -> Resp;
 }
 
-impl Env {
-    fn start(extra: &[&str]) -> Env {
-        let ledger = Ledger::init();
-        let server = ledger.serve(extra);
-        let http = server.client();
-        Env { ledger, server, http }
-    }
-
-    fn root(&self) -> &str {
-        &self.ledger.admin_key
-    }
-
-    /// Creates an admin key (workspace `_ledger`) with the root key; returns (id, secret).
+impl AdminKeys for Env {
     fn admin_key(&self, scopes: &[&str], resources: &[&str]) -> (String, String) {
         let body = json!({"name": "admin", "scopes": scopes, "resources": resources});
         let resp = self.http.post("/v1/workspaces/_ledger/keys", self.root(), &body);
@@ -39,10 +28,6 @@ impl Env {
         let headers = [("authorization", &*format!("Bearer {key}")), ("idempotency-key", idempotency_key)];
         self.http.send("POST", path, &headers, Some(body))
     }
-}
-
-fn text(value: &Value, field: &str) -> String {
-    value[field].as_str().unwrap_or_else(|| panic!("`{field}` is not a string in {value}")).to_owned()
 }
 
 fn assert_error(resp: &Resp, status: u16, code: &str) {

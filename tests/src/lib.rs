@@ -1,13 +1,16 @@
 //! Support for keyledger's end-to-end tests: they drive the real `keyledger` binary.
 //!
 //! - [`keyledger_bin`] builds the binary once per test process (`cargo build -p keyledger
-//!   --bin keyledger`, a no-op when it is fresh) and returns its path; [`cargo_bin`] does
-//!   the same for any binary of the workspace (e.g. `examples/axum-service`).
+//!   --bin keyledger`, a no-op when it is fresh) and returns its path ([`use_keyledger_bin`]
+//!   hands it one built already); [`cargo_bin`] does the same for any binary of the
+//!   workspace (e.g. `examples/axum-service`).
 //! - [`Ledger::init`] runs `keyledger init` in a fresh temporary directory.
 //! - [`Server`] runs `keyledger serve` on a free loopback port, waits for `/healthz`, and
 //!   stops it with SIGTERM (killing it if it is dropped still running).
 //! - [`Client`] is a tiny HTTP client that returns `(status, headers, JSON body)` and never
 //!   treats 4xx/5xx as errors.
+//! - [`Env`] is the three together: a fresh ledger, its server, a client for it.
+//! - [`receiver`] is a webhook receiver on loopback that keeps every JSON body it is sent.
 #![forbid(unsafe_code)]
 
 use serde_json::Value;
@@ -15,7 +18,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The workspace root (the parent of this package).
@@ -36,10 +39,18 @@ fn target_dir() -> PathBuf {
     }
 }
 
+static KEYLEDGER_BIN: OnceLock<PathBuf> = OnceLock::new();
+
 /// The `keyledger` binary, built (once per test process) with the profile of the tests.
 pub fn keyledger_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| cargo_bin("keyledger", "keyledger"))
+    KEYLEDGER_BIN.get_or_init(|| cargo_bin("keyledger", "keyledger"))
+}
+
+/// Makes [`keyledger_bin`] return `path` instead of building the binary: for the tests of the
+/// `keyledger` package itself, which cargo hands the binary it built
+/// (`CARGO_BIN_EXE_keyledger`). No effect once the binary was chosen.
+pub fn use_keyledger_bin(path: &Path) {
+    let _ = KEYLEDGER_BIN.set(path.to_path_buf());
 }
 
 /// Builds binary `bin` of workspace package `package` with the profile of the tests
@@ -397,6 +408,89 @@ impl Client {
     pub fn patch(&self, path: &str, key: &str, body: &Value) -> Resp {
         self.send("PATCH", path, &[("authorization", &format!("Bearer {key}"))], Some(body))
     }
+}
+
+/// A fresh ledger, `keyledger serve` on it, and a client for that server.
+pub struct Env {
+    /// Declared first: the server stops before the ledger's data dir is removed.
+    pub server: Server,
+    pub ledger: Ledger,
+    pub http: Client,
+}
+
+impl Env {
+    /// [`Ledger::init`], then [`Ledger::serve`] with `extra` flags.
+    pub fn start(extra: &[&str]) -> Env {
+        let ledger = Ledger::init();
+        let server = ledger.serve(extra);
+        let http = server.client();
+        Env { server, ledger, http }
+    }
+
+    /// The admin key `init` printed (a full admin key).
+    pub fn root(&self) -> &str {
+        &self.ledger.admin_key
+    }
+
+    /// The id of [`Env::root`].
+    pub fn root_id(&self) -> &str {
+        &self.ledger.admin_key_id
+    }
+
+    /// `GET /v1/keys/{key_id}` with the root key; asserts 200 and returns the key.
+    pub fn key(&self, key_id: &str) -> Value {
+        let resp = self.http.get(&format!("/v1/keys/{key_id}"), self.root());
+        assert_eq!(resp.status, 200, "{}", resp.dump());
+        resp.body
+    }
+
+    /// The log size `/healthz` reports, read with the root key (it is shown only to a key
+    /// holding `ledger:audit:read`, docs/security.md).
+    pub fn log_size(&self) -> u64 {
+        let health = self.http.get("/healthz", self.root());
+        assert_eq!(health.status, 200, "{}", health.dump());
+        health.body["log_size"].as_u64().expect("healthz log_size")
+    }
+}
+
+/// The string `field` of `value`; panics, naming both, if it is not a string.
+pub fn text(value: &Value, field: &str) -> String {
+    value[field].as_str().unwrap_or_else(|| panic!("`{field}` is not a string in {value}")).to_owned()
+}
+
+/// A webhook receiver on loopback: answers 200 to every request and keeps its body as JSON
+/// (`Value::Null` when it is not JSON). Returns its URL and the bodies received so far.
+pub fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let received = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Ok(clone) = stream.try_clone() else { continue };
+            let mut reader = BufReader::new(clone);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                received.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
 }
 
 /// Every file under `dir` (recursively), sorted.

@@ -3,168 +3,31 @@
 //! GETs with X-Forwarded-For and User-Agent), then every audit subcommand.
 
 use serde_json::Value;
-use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyledger");
+mod support;
 
-/// A running `keyledger serve`, stopped with SIGTERM when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    admin_key: String,
-    dir: tempfile::TempDir,
-    http: ureq::Agent,
-}
+use support::{Server, parse_json, stderr, stdout};
+
+/// `keyledger serve` with the flag these tests need: the "gateways" send `X-Forwarded-For`.
+const SERVE: &[&str] = &["--trust-forwarded-for"];
 
 impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = dir.path().join("data");
-        let init = Command::new(BIN)
-            .arg("init")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env_remove("KEYLEDGER_DATA_DIR")
-            .output()
-            .expect("run init");
-        assert!(init.status.success(), "init failed: {}", String::from_utf8_lossy(&init.stderr));
-        let init: Value = serde_json::from_slice(&init.stdout).expect("init prints JSON");
-        let admin_key = init["admin_key"].as_str().expect("admin_key").to_owned();
-
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--trust-forwarded-for"])
-            .env_remove("KEYLEDGER_DATA_DIR")
-            .env_remove("KEYLEDGER_LISTEN")
-            .env_remove("KEYLEDGER_TRUSTED_PROXIES")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn serve");
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build();
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            admin_key,
-            dir,
-            http: ureq::Agent::new_with_config(config),
-        };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let health = format!("{}/healthz", self.url);
-        loop {
-            if let Ok(response) = self.http.get(&health).call()
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server did not become healthy; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
-    }
-
-    fn command(&self, admin_key: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .env("KEYLEDGER_URL", &self.url)
-            .env("KEYLEDGER_ADMIN_KEY", admin_key)
-            .env("NO_COLOR", "1");
-        command
-    }
-
-    /// `keyledger ARGS` against this server, stdin closed.
-    fn cli(&self, args: &[&str]) -> Output {
-        self.command(&self.admin_key, args).stdin(Stdio::null()).output().expect("run keyledger")
-    }
-
-    /// `keyledger ARGS` with `input` on its stdin.
-    fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self
-            .command(&self.admin_key, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn keyledger");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(input.as_bytes()).expect("write stdin");
-        drop(stdin);
-        child.wait_with_output().expect("wait keyledger")
-    }
-
-    /// Runs `args` (plus `--json`), expects exit 0 and returns the printed JSON.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.push("--json");
-        parse_json(&args, &self.cli(&args))
-    }
-
     /// A forward-auth verification as a gateway sends it: `GET /v1/verify?scope=…` with the
     /// key, the client's address, its user agent and the original path. Returns the status.
     fn gateway(&self, secret: &str, ip: &str, agent: &str, path: &str, request_id: &str) -> u16 {
-        let response = self
-            .http
-            .get(format!("{}/v1/verify?scope=read", self.url))
-            .header("authorization", format!("Bearer {secret}"))
-            .header("x-forwarded-for", ip)
-            .header("user-agent", agent)
-            .header("x-forwarded-method", "GET")
-            .header("x-forwarded-uri", path)
-            .header("x-request-id", request_id)
-            .call()
-            .expect("verify answered");
-        response.status().as_u16()
+        let bearer = format!("Bearer {secret}");
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("x-forwarded-for", ip),
+            ("user-agent", agent),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", path),
+            ("x-request-id", request_id),
+        ];
+        self.http().send("GET", "/v1/verify?scope=read", &headers, None).status
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn parse_json(args: &[&str], output: &Output) -> Value {
-    assert_eq!(output.status.code(), Some(0), "{args:?} failed: {}", stderr(output));
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", stdout(output)))
 }
 
 fn kinds(events: &Value) -> Vec<String> {
@@ -197,7 +60,7 @@ const NEW_AGENT: &str = "python-requests/2.31";
 
 #[test]
 fn audit_subcommands_against_a_running_server() {
-    let server = Server::start();
+    let server = Server::start(SERVE);
     let created = server.json(&["keys", "create", "acme", "--name", "billing", "--scope", "read"]);
     let key_id = created["key_id"].as_str().expect("key_id").to_owned();
     let secret = created["secret"].as_str().expect("secret").to_owned();
@@ -361,7 +224,7 @@ fn audit_subcommands_against_a_running_server() {
 
 #[test]
 fn audit_errors_map_to_exit_codes() {
-    let server = Server::start();
+    let server = Server::start(SERVE);
     let unknown = "key_01jzzzzzzzzzzzzzzzzzzzzzzz";
     for args in [
         vec!["audit", "events", unknown],
@@ -393,7 +256,7 @@ fn audit_errors_map_to_exit_codes() {
     let invalid = server.cli(&["audit", "hygiene", "Not A Workspace"]);
     assert_eq!(invalid.status.code(), Some(5), "{}", stderr(&invalid));
     // Nobody listening: 6.
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = keyledger_e2e::free_port();
     let unreachable = server.cli(&["audit", "hygiene", "acme", "--url", &format!("http://127.0.0.1:{port}")]);
     assert_eq!(unreachable.status.code(), Some(6), "{}", stderr(&unreachable));
 }

@@ -2,130 +2,17 @@
 //! a free loopback port, driven through `keyledger keys|policy|log checkpoint`.
 
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyledger");
+mod support;
 
-/// A running `keyledger serve`, stopped with SIGTERM when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    admin_key: String,
-    _dir: tempfile::TempDir,
-}
+use support::{BIN, Server, stderr, stdout};
 
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = dir.path().join("data");
-        let init = Command::new(BIN)
-            .arg("init")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env_remove("KEYLEDGER_DATA_DIR")
-            .output()
-            .expect("run init");
-        assert!(init.status.success(), "init failed: {}", String::from_utf8_lossy(&init.stderr));
-        let init: Value = serde_json::from_slice(&init.stdout).expect("init prints JSON");
-        let admin_key = init["admin_key"].as_str().expect("admin_key").to_owned();
-
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--checkpoint-interval-secs", "1"])
-            // The webhook test's receiver is on loopback.
-            .arg("--webhook-allow-private")
-            .env_remove("KEYLEDGER_DATA_DIR")
-            .env_remove("KEYLEDGER_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn serve");
-        let server = Server { child, url: format!("http://127.0.0.1:{port}"), admin_key, _dir: dir };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let health = format!("{}/healthz", self.url);
-        loop {
-            if let Ok(response) = ureq::get(&health).call()
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server did not become healthy; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("serve.log")).unwrap_or_default()
-    }
-
-    /// `keyledger ARGS` against this server, with the admin key from the environment.
-    fn cli(&self, args: &[&str]) -> Output {
-        self.cli_with_key(&self.admin_key, args)
-    }
-
-    fn cli_with_key(&self, admin_key: &str, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("KEYLEDGER_URL", &self.url)
-            .env("KEYLEDGER_ADMIN_KEY", admin_key)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run keyledger")
-    }
-
-    /// Runs `args` (plus `--json`), expects success and returns the printed JSON.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.push("--json");
-        let output = self.cli(&args);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout))
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+/// `keyledger serve` with the flags these tests need: checkpoints every second, and private
+/// webhook destinations, since the webhook test's receiver is on loopback.
+const SERVE: &[&str] = &["--checkpoint-interval-secs", "1", "--webhook-allow-private"];
 
 fn ids(keys: &Value) -> Vec<String> {
     keys["keys"]
@@ -138,7 +25,7 @@ fn ids(keys: &Value) -> Vec<String> {
 
 #[test]
 fn keys_lifecycle_through_the_cli() {
-    let server = Server::start();
+    let server = Server::start(SERVE);
     let created = server.json(&[
         "keys",
         "create",
@@ -245,7 +132,7 @@ fn keys_lifecycle_through_the_cli() {
 
 #[test]
 fn errors_map_to_exit_codes_without_leaking_the_admin_key() {
-    let server = Server::start();
+    let server = Server::start(SERVE);
     let unknown = server.cli(&["keys", "show", "key_01jzzzzzzzzzzzzzzzzzzzzzzz", "--json"]);
     assert_eq!(unknown.status.code(), Some(4), "{}", stderr(&unknown));
     assert!(stderr(&unknown).starts_with("keyledger: not_found: "), "{}", stderr(&unknown));
@@ -258,7 +145,7 @@ fn errors_map_to_exit_codes_without_leaking_the_admin_key() {
     assert!(!stderr(&bad_key).contains(bogus) && !stdout(&bad_key).contains(bogus));
 
     // The same through --admin-key, against an unreachable server: transport, exit 6.
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = keyledger_e2e::free_port();
     let unreachable = server.cli(&[
         "keys",
         "list",
@@ -300,7 +187,7 @@ fn errors_map_to_exit_codes_without_leaking_the_admin_key() {
 
 #[test]
 fn policies_through_the_cli() {
-    let server = Server::start();
+    let server = Server::start(SERVE);
     let empty = server.json(&["policy", "get", "shop"]);
     assert_eq!(empty["workspace"], "shop");
     assert!(empty["max_active_keys"].is_null());
@@ -366,7 +253,7 @@ fn note_size(note: &str) -> u64 {
 
 #[test]
 fn log_checkpoint_saves_the_signed_note() {
-    let server = Server::start();
+    let server = Server::start(SERVE);
     server.json(&["keys", "create", "acme", "--name", "a"]);
 
     let json = checkpoint(&server, &["log", "checkpoint", "--json"]);
@@ -424,42 +311,10 @@ fn completions_are_generated() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
-/// A receiver on loopback that answers 200 to every POST and counts them.
-fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, count)
-}
-
 #[test]
 fn webhooks_through_the_cli_and_the_secret_stays_out_of_the_server_log() {
-    let server = Server::start();
-    let (url, received) = receiver();
+    let server = Server::start(SERVE);
+    let (url, received) = keyledger_e2e::receiver();
     let set = server.json(&["webhook", "set", "shop", "--endpoint", &url, "--event", "key.created"]);
     let secret = set["secret"].as_str().unwrap_or_else(|| panic!("no secret in {set}")).to_owned();
     assert!(secret.starts_with("whsec_"));
@@ -480,7 +335,7 @@ fn webhooks_through_the_cli_and_the_secret_stays_out_of_the_server_log() {
     };
     assert_eq!(deliveries["attempts"][0]["outcome"], "delivered", "{deliveries}");
     assert_eq!(deliveries["attempts"][0]["type"], "key.created");
-    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(received.lock().unwrap().len(), 1);
     let human = server.cli(&["webhook", "deliveries", "shop"]);
     assert!(
         stdout(&human).contains("key.created") && stdout(&human).contains("delivered"),

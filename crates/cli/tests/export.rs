@@ -10,6 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
 #[test]
 fn export_verify_accepts_a_valid_export_and_names_the_bad_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,7 +35,7 @@ fn export_verify_accepts_a_valid_export_and_names_the_bad_line() {
     std::fs::write(&trusted, &old.note).unwrap();
 
     let run = |file: &std::path::Path, extra: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        let output = Command::new(support::BIN)
             .args(["export", "verify"])
             .arg(file)
             .args(["--public-key", &key])
@@ -65,7 +67,7 @@ fn export_verify_accepts_a_valid_export_and_names_the_bad_line() {
 
     let (code, _, stderr) = run(&dir.path().join("missing.jsonl"), &[]);
     assert_eq!(code, Some(2), "{stderr}");
-    let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+    let output = Command::new(support::BIN)
         .args(["export", "verify"])
         .arg(&file)
         .args(["--public-key", "not-a-key"])
@@ -216,7 +218,7 @@ fn time_bounded_export_proves_its_edges_or_says_it_does_not() {
     let run = |text: &str| {
         let file = dir.path().join("time.jsonl");
         std::fs::write(&file, text).unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        let output = Command::new(support::BIN)
             .args(["export", "verify"])
             .arg(&file)
             .args(["--public-key", &key.to_string()])

@@ -22,6 +22,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod support;
+
+use support::{init, ws};
+
 const DAY: i64 = 86_400_000_000;
 
 struct Rng(u64);
@@ -39,10 +43,6 @@ impl Rng {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
-}
-
-fn ws(name: &str) -> WorkspaceId {
-    name.parse().unwrap()
 }
 
 const IPS: &[&str] = &[
@@ -252,11 +252,6 @@ impl Generator {
             }
         }
     }
-}
-
-fn init(dir: &Path) -> keyledger_ledger::InitOutcome {
-    let dir = dir.to_owned();
-    std::thread::spawn(move || Engine::init(&dir, EngineOptions::default()).unwrap()).join().unwrap()
 }
 
 /// Initialises `dir` and appends `steps` synthetic steps to its log. Returns the secrets.

@@ -14,14 +14,18 @@
 //!   workspaces (a key that will expire, e.g. one in a rotation overlap, is no survivor:
 //!   once it lapses nothing could act).
 
-use keyledger_core::{Actor, Environment, KeyId, RequestId, Timestamp, WorkspaceId};
+use keyledger_core::{Actor, KeyId, Timestamp, WorkspaceId};
 use keyledger_ledger::{
     ADMIN_SCOPES, Caller, Engine, EngineOptions, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus,
     LedgerError,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestRunner};
+use proptest::test_runner::TestRunner;
 use std::collections::BTreeMap;
+
+mod support;
+
+use support::rid;
 
 const MINUTE: i64 = 60 * 1_000_000;
 const WORKSPACES: [&str; 3] = ["_ledger", "acme", "beta"];
@@ -93,12 +97,8 @@ fn step() -> impl Strategy<Value = Step> {
     })
 }
 
-fn rid() -> RequestId {
-    RequestId::generate(Timestamp::now().millis())
-}
-
 fn ws(i: usize) -> WorkspaceId {
-    WORKSPACES[i].parse().unwrap()
+    support::ws(WORKSPACES[i])
 }
 
 fn scopes_of(ix: &[usize]) -> Vec<String> {
@@ -118,15 +118,7 @@ fn expiry_of(i: usize) -> Expiry {
 }
 
 fn spec(scopes: Vec<String>, resources: Vec<String>, expiry: Expiry) -> KeySpec {
-    KeySpec {
-        name: "k".into(),
-        scopes,
-        resources,
-        environment: Environment::Live,
-        owner: None,
-        metadata: "{}".into(),
-        expiry,
-    }
+    KeySpec { scopes, resources, expiry, ..support::spec("k", &[]) }
 }
 
 type Registry = BTreeMap<KeyId, KeyRecord>;
@@ -287,27 +279,13 @@ async fn run_case(engine: &Engine, root: KeyId, admins: &[AdminKey], steps: &[St
 #[test]
 fn no_command_gives_a_key_more_than_its_caller_had_and_a_lasting_full_admin_key_remains() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let defaults = ProptestConfig::default();
-    let config = ProptestConfig {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() { defaults.cases } else { 24 },
-        rng_seed: match std::env::var("PROPTEST_RNG_SEED").as_deref() {
-            Ok("random") => RngSeed::Random,
-            Ok(_) => defaults.rng_seed,
-            Err(_) => RngSeed::Fixed(0x6175_7468),
-        },
-        max_shrink_iters: 200,
-        failure_persistence: None,
-        ..defaults
-    };
+    let config = support::proptest_config(0x6175_7468, 200);
     let mut runner = TestRunner::new(config);
     let strategy = (proptest::collection::vec(admin_key(), 1..6), proptest::collection::vec(step(), 1..40));
     let result = runner.run(&strategy, |(admins, steps)| {
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("data");
-        let init_dir = dir.clone();
-        let outcome = std::thread::spawn(move || Engine::init(&init_dir, EngineOptions::default()).unwrap())
-            .join()
-            .unwrap();
+        let outcome = support::init(&dir);
         let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
         let verdict = runtime.block_on(async {
             let verdict = run_case(&engine, outcome.admin_key_id, &admins, &steps).await;

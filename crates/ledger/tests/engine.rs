@@ -1,38 +1,16 @@
 //! Engine behaviour through its public API, on real data dirs.
 
-use keyledger_core::{DenyReason, Environment, RequestId, Timestamp, UsageContext, WorkspaceId};
+use keyledger_core::{DenyReason, Timestamp, UsageContext};
 use keyledger_ledger::engine::projection_list;
 use keyledger_ledger::projection::{ProjectionError, Projections};
 use keyledger_ledger::{
-    Caller, Engine, EngineOptions, Expiry, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements,
+    Caller, Engine, EngineOptions, Expiry, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements,
 };
 use std::sync::Arc;
 
-fn spec(name: &str, scopes: &[&str]) -> KeySpec {
-    KeySpec {
-        name: name.into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        resources: vec![],
-        environment: Environment::Live,
-        owner: None,
-        metadata: "{}".into(),
-        expiry: Expiry::Never,
-    }
-}
+mod support;
 
-fn ws(name: &str) -> WorkspaceId {
-    name.parse().unwrap()
-}
-
-/// `Engine::init` is synchronous (it runs before any runtime in `serve`).
-fn init(dir: &std::path::Path) -> keyledger_ledger::InitOutcome {
-    let dir = dir.to_owned();
-    std::thread::spawn(move || Engine::init(&dir, EngineOptions::default()).unwrap()).join().unwrap()
-}
-
-fn rid() -> RequestId {
-    RequestId::generate(Timestamp::now().millis())
-}
+use support::{init, rid, spec, ws};
 
 async fn verify(engine: &Engine, secret: &str, scopes: &[&str]) -> Result<(), Option<DenyReason>> {
     let wants =

@@ -20,11 +20,9 @@
 //! Also: a torn tail (garbage or a half frame appended to the last segment of a closed data
 //! dir) is cut on reopen, back to the last complete batch, and the log verifies.
 
-use keyledger_core::{
-    Actor, DenyReason, Environment, KeyId, Payload, RequestId, Timestamp, UsageContext, WorkspaceId,
-};
+use keyledger_core::{Actor, DenyReason, KeyId, Payload, Timestamp, UsageContext, WorkspaceId};
 use keyledger_ledger::{
-    Caller, Engine, EngineOptions, Expiry, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements,
+    Caller, Engine, EngineOptions, KeySpec, KeyStatus, LedgerError, VerifyOutcome, VerifyRequirements,
 };
 use keyledger_log::Durability;
 use keyledger_log::storage::{Fault, FaultSwitch, FaultyStorage, OsStorage};
@@ -33,30 +31,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::{init, rid};
+
 fn spec(name: &str) -> KeySpec {
-    KeySpec {
-        name: name.into(),
-        scopes: vec!["read".into()],
-        resources: vec![],
-        environment: Environment::Live,
-        owner: None,
-        metadata: "{}".into(),
-        expiry: Expiry::Never,
-    }
+    support::spec(name, &["read"])
 }
 
 fn acme() -> WorkspaceId {
-    "acme".parse().unwrap()
-}
-
-fn rid() -> RequestId {
-    RequestId::generate(Timestamp::now().millis())
-}
-
-/// `Engine::init` is synchronous (it must not run on a runtime thread).
-fn init(dir: &Path) -> keyledger_ledger::InitOutcome {
-    let dir = dir.to_owned();
-    std::thread::spawn(move || Engine::init(&dir, EngineOptions::default()).unwrap()).join().unwrap()
+    support::ws("acme")
 }
 
 fn faulty(switch: &Arc<FaultSwitch>, durability: Durability) -> EngineOptions {

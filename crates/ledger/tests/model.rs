@@ -17,7 +17,7 @@
 //! candidates). The assertions are therefore exact and never depend on scheduling.
 
 use keyledger_core::{
-    Actor, DenyReason, Environment, Event, KeyId, KeyPrefix, Payload, Policy, RequestId, Secret, Timestamp,
+    Actor, DenyReason, Environment, Event, KeyId, KeyPrefix, Payload, Policy, Secret, Timestamp,
     UsageContext, WorkspaceId,
 };
 use keyledger_ledger::{
@@ -26,8 +26,12 @@ use keyledger_ledger::{
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestRunner};
+use proptest::test_runner::TestRunner;
 use std::time::Duration;
+
+mod support;
+
+use support::{init, rid};
 
 // ----- the universe the generator draws from --------------------------------------------
 
@@ -196,7 +200,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 fn ws(i: usize) -> WorkspaceId {
-    WORKSPACES[i].parse().unwrap()
+    support::ws(WORKSPACES[i])
 }
 
 // ----- the model -------------------------------------------------------------------------
@@ -710,10 +714,6 @@ impl Model {
 
 // ----- running a case --------------------------------------------------------------------
 
-fn rid() -> RequestId {
-    RequestId::generate(Timestamp::now().millis())
-}
-
 fn resolve(model: &Model, step: &Step, sleeps: &mut usize) -> Resolved {
     let key = |p: &KeyPick| -> Result<usize, KeyId> {
         match p {
@@ -977,29 +977,10 @@ fn cover(answer: &Answer, appended: &[Event]) {
     }
 }
 
-/// `Engine::init` is synchronous; it must not run inside a tokio runtime.
-fn init(dir: &std::path::Path) -> keyledger_ledger::InitOutcome {
-    let dir = dir.to_owned();
-    std::thread::spawn(move || Engine::init(&dir, EngineOptions::default()).unwrap()).join().unwrap()
-}
-
 #[test]
 fn engine_agrees_with_the_contract_model() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    // Deterministic by default (a fixed seed, 24 cases); `PROPTEST_CASES` and
-    // `PROPTEST_RNG_SEED` (a number, or `random`) explore further.
-    let defaults = ProptestConfig::default();
-    let config = ProptestConfig {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() { defaults.cases } else { 24 },
-        rng_seed: match std::env::var("PROPTEST_RNG_SEED").as_deref() {
-            Ok("random") => RngSeed::Random,
-            Ok(_) => defaults.rng_seed,
-            Err(_) => RngSeed::Fixed(DEFAULT_SEED),
-        },
-        max_shrink_iters: 300,
-        failure_persistence: None,
-        ..defaults
-    };
+    let config = support::proptest_config(DEFAULT_SEED, 300);
     let (config_cases, config_seed) = (config.cases, config.rng_seed);
     let mut runner = TestRunner::new(config);
     let strategy = proptest::collection::vec(step(), 1..60);
@@ -1040,15 +1021,7 @@ async fn a_second_rotation_inherits_the_issued_lifetime_not_the_overlap() {
     let outcome = init(&dir);
     let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
     let caller = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
-    let spec = |expiry| KeySpec {
-        name: "k".into(),
-        scopes: vec!["read".into()],
-        resources: vec![],
-        environment: Environment::Live,
-        owner: None,
-        metadata: "{}".into(),
-        expiry,
-    };
+    let spec = |expiry| KeySpec { expiry, ..support::spec("k", &["read"]) };
 
     // A key that never expires.
     let (key, _) = engine.create(caller.clone(), ws(0), spec(Expiry::Never)).await.unwrap();

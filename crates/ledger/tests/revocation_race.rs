@@ -14,14 +14,16 @@
 //! - **one event per verification**: the key's `used` and `denied` events in the log are
 //!   exactly the verdicts returned (same seqs), and its `use_count` is the number allowed.
 
-use keyledger_core::{
-    Actor, DenyReason, Environment, Event, KeyId, Payload, RequestId, Timestamp, UsageContext, WorkspaceId,
-};
-use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec, VerifyOutcome, VerifyRequirements};
+use keyledger_core::{Actor, DenyReason, Event, KeyId, Payload, UsageContext, WorkspaceId};
+use keyledger_ledger::{Caller, Engine, EngineOptions, KeySpec, VerifyOutcome, VerifyRequirements};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{Rng, init, rid};
 
 const ROUNDS: usize = 1_000;
 const VERIFIERS: usize = 8;
@@ -48,22 +50,6 @@ struct Observation {
     outcome: VerifyOutcome,
 }
 
-/// A tiny deterministic PRNG (xorshift64*) for the delays; no timing is asserted on.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[derive(Default, Debug)]
 struct Stats {
     verifications: usize,
@@ -79,26 +65,8 @@ struct Stats {
     overlapping_allowed: usize,
 }
 
-fn rid() -> RequestId {
-    RequestId::generate(Timestamp::now().millis())
-}
-
-/// `Engine::init` is synchronous; it must not run inside a tokio runtime.
-fn init(dir: &std::path::Path) -> keyledger_ledger::InitOutcome {
-    let dir = dir.to_owned();
-    std::thread::spawn(move || Engine::init(&dir, EngineOptions::default()).unwrap()).join().unwrap()
-}
-
 fn spec() -> KeySpec {
-    KeySpec {
-        name: "raced".into(),
-        scopes: vec!["read".into()],
-        resources: vec![],
-        environment: Environment::Live,
-        owner: None,
-        metadata: "{}".into(),
-        expiry: Expiry::Never,
-    }
+    support::spec("raced", &["read"])
 }
 
 fn wants() -> VerifyRequirements {

@@ -20,34 +20,25 @@
 //!   after the revoke-all covering its key returned succeeded.
 
 use keyledger_core::{
-    Actor, DenyReason, Environment, Event, KeyId, Payload, RequestId, Secret, Timestamp, UsageContext,
-    WorkspaceId,
+    Actor, DenyReason, Event, KeyId, Payload, RequestId, Secret, Timestamp, UsageContext, WorkspaceId,
 };
-use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec, VerifyOutcome, VerifyRequirements};
+use keyledger_ledger::{Caller, Engine, EngineOptions, KeySpec, VerifyOutcome, VerifyRequirements};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{Rng, rid};
 
 const CREATORS: usize = 8;
 const CREATES_PER_CREATOR: usize = 500;
 const VERIFIERS: usize = 4;
 const REVOKE_ALLS: usize = 10;
 
-fn rid() -> RequestId {
-    RequestId::generate(Timestamp::now().millis())
-}
-
 fn spec(n: usize) -> KeySpec {
-    KeySpec {
-        name: format!("storm-{n}"),
-        scopes: vec!["read".into()],
-        resources: vec![],
-        environment: Environment::Live,
-        owner: None,
-        metadata: "{}".into(),
-        expiry: Expiry::Never,
-    }
+    support::spec(&format!("storm-{n}"), &["read"])
 }
 
 /// One acknowledged create as its caller saw it.
@@ -74,26 +65,11 @@ struct Verification {
     outcome: Result<(), DenyReason>,
 }
 
-/// A tiny deterministic PRNG (xorshift64*) for picking keys; nothing is asserted on it.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_created_during_revoke_all_are_revoked_by_it_or_created_after_it() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("data");
-    let outcome = {
-        let dir = dir.clone();
-        std::thread::spawn(move || Engine::init(&dir, EngineOptions::default()).unwrap()).join().unwrap()
-    };
+    let outcome = support::init(&dir);
     let engine = Arc::new(Engine::open(&dir, EngineOptions::default()).unwrap());
     let admin = outcome.admin_key_id;
     let caller = move || Caller { actor: Actor::Admin(admin), request_id: rid() };
@@ -132,7 +108,7 @@ async fn keys_created_during_revoke_all_are_revoked_by_it_or_created_after_it() 
                     // Mostly recent keys: those are the ones racing the revoke-alls.
                     let len = creates.len();
                     (len > 0).then(|| {
-                        let back = rng.below(len.min(64));
+                        let back = rng.below(len.min(64) as u64) as usize;
                         let create = &creates[len - 1 - back];
                         (create.key_id, create.secret.clone())
                     })

@@ -5,46 +5,19 @@
 //! its request head (slow loris) and idle connections are cut off after the header-read timeout
 //! while others are served.
 
-use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use keyledger_core::{Environment, KeyPrefix, Secret};
-use keyledger_ledger::{Engine, EngineOptions};
-use keyledger_server::{AppState, ServerConfig, router};
-use serde_json::{Value, json};
+use keyledger_server::{AppState, ServerConfig};
+use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceExt;
 
-struct Api {
-    app: axum::Router,
-    engine: Arc<Engine>,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
+mod support;
 
-fn api(config: ServerConfig) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
-    let app = router(AppState::new(engine.clone(), config));
-    Api { app, engine, admin: init.admin_key.expose().to_owned(), _dir: dir }
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-    text: String,
-}
+use support::{Answer, Api, api};
 
 impl Api {
     /// A request from `peer` (the TCP client address axum would see).
@@ -56,30 +29,9 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<String>,
     ) -> Answer {
-        let mut request = Request::builder().method(method).uri(uri);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let mut request = request.body(body.map_or(Body::empty(), Body::from)).unwrap();
+        let mut request = support::request(method, uri, None, headers, body);
         request.extensions_mut().insert(ConnectInfo(SocketAddr::from((peer, 40_000))));
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.unwrap().to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-        }
-    }
-
-    async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> Answer {
-        let bearer = format!("Bearer {}", self.admin);
-        self.call([127, 0, 0, 1], method, uri, &[("authorization", &bearer)], body.map(|b| b.to_string()))
-            .await
+        self.send(request).await
     }
 
     /// Forward-auth verification of `key` from `peer`, with optional extra query.
@@ -293,13 +245,13 @@ async fn raw_status(address: SocketAddr, request: &[u8]) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_over_a_real_socket_are_4xx_not_a_crash() {
-    let Api { engine, _dir, .. } = api(ServerConfig::default());
+    let api = api(ServerConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(keyledger_server::serve(
         listener,
-        AppState::new(engine, ServerConfig::default()),
+        AppState::new(api.engine.clone(), ServerConfig::default()),
         async move {
             let _ = stopped.await;
         },

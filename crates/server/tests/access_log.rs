@@ -3,14 +3,14 @@
 //! the log) and come back with `keyledger_server::request_id=debug`.
 
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use keyledger_ledger::{Engine, EngineOptions};
-use keyledger_server::{AppState, ServerConfig, router};
-use std::net::SocketAddr;
+use keyledger_server::ServerConfig;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
+
+mod support;
 
 /// Captures formatted log output.
 #[derive(Clone, Default)]
@@ -43,15 +43,12 @@ fn run(filter: &str) -> (Vec<String>, String, String, String) {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = Engine::init(&path, EngineOptions::default()).unwrap();
-    let admin = init.admin_key.expose().to_owned();
+    let data = support::init();
+    let (path, admin) = (&data.path, &data.admin);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (secret, allowed, denied) = runtime.block_on(async {
-        let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
-        let app = router(AppState::new(engine.clone(), ServerConfig::default()))
-            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+        let engine = Arc::new(Engine::open(path, EngineOptions::default()).unwrap());
+        let app = support::app(engine.clone(), ServerConfig::default());
         let create = Request::post("/v1/workspaces/acme/keys")
             .header("authorization", format!("Bearer {admin}"))
             .header("content-type", "application/json")

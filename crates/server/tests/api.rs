@@ -1,36 +1,20 @@
 //! The HTTP layer driven in-process: idempotency, metrics, the error model.
 
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use keyledger_ledger::{Engine, EngineOptions};
-use keyledger_server::{AppState, ServerConfig, router};
+use keyledger_server::ServerConfig;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-struct Api {
-    app: axum::Router,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
+mod support;
 
-fn api(config: ServerConfig) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
-    let app =
-        router(AppState::new(engine, config)).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
-    Api { app, admin: init.admin_key.expose().to_owned(), _dir: dir }
-}
+use support::{Api, api};
 
 impl Api {
+    /// `method uri` with the init admin key, extra `headers` and a raw body.
     async fn call(
         &self,
         method: &str,
@@ -38,22 +22,10 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> (StatusCode, axum::http::HeaderMap, Value, String) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {}", self.admin));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_owned()))).unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null), text)
+        let answer = self
+            .send(support::request(method, uri, Some(&self.admin), headers, body.map(str::to_owned)))
+            .await;
+        (answer.status, answer.headers, answer.body, answer.text)
     }
 }
 
@@ -183,17 +155,9 @@ async fn framework_errors_answer_in_the_contract_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_retry_after_a_restart_creates_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    let admin = init.admin_key.expose().to_owned();
-    let serve = |engine: Arc<Engine>| {
-        router(AppState::new(engine, ServerConfig::default()))
-            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))))
-    };
+    let data = support::init();
+    let (path, admin) = (&data.path, &data.admin);
+    let serve = |engine: Arc<Engine>| support::app(engine, ServerConfig::default());
     let create = |body: &'static str| {
         Request::builder()
             .method("POST")
@@ -204,7 +168,7 @@ async fn an_idempotent_retry_after_a_restart_creates_nothing() {
             .body(Body::from(body))
             .unwrap()
     };
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let engine = Arc::new(Engine::open(path, EngineOptions::default()).unwrap());
     let first = serve(engine.clone()).oneshot(create(r#"{"name": "payments"}"#)).await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     let first: Value =
@@ -212,7 +176,7 @@ async fn an_idempotent_retry_after_a_restart_creates_nothing() {
     engine.shutdown().await;
     drop(engine);
 
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let engine = Arc::new(Engine::open(path, EngineOptions::default()).unwrap());
     let app = serve(engine.clone());
     let retry = app.clone().oneshot(create(r#"{"name": "payments"}"#)).await.unwrap();
     assert_eq!(retry.status(), StatusCode::CONFLICT);

@@ -1,28 +1,25 @@
 //! Exports end to end: produced by the engine (and over HTTP), verified offline, and
 //! rejected after every kind of tampering, naming the line.
 
-use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
-use http_body_util::BodyExt;
 use keyledger_core::{Environment, RequestId, Timestamp, UsageContext, WorkspaceId};
 use keyledger_ledger::export::{Bound, ExportFormat, ExportPlan, ExportRequest};
 use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec, VerifyRequirements};
-use keyledger_server::{AppState, ServerConfig, router};
+use keyledger_server::ServerConfig;
 use keyledger_verify::export::{ExportError, manifest_line, sign_manifest, verify_export};
 use keyledger_verify::note::{Checkpoint, NoteSigner, VerifierKey, sign_checkpoint};
 use serde_json::{Map, Value};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use tower::ServiceExt;
+
+mod support;
 
 struct Fixture {
     engine: Arc<Engine>,
     admin: String,
     rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 fn spec(name: &str, scopes: &[&str], resources: &[&str]) -> KeySpec {
@@ -39,10 +36,8 @@ fn spec(name: &str, scopes: &[&str], resources: &[&str]) -> KeySpec {
 
 /// A data dir with events in two workspaces: creations, uses and denials.
 fn fixture(uses: usize) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = Engine::init(&path, EngineOptions::default()).unwrap();
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let data = support::init();
+    let engine = Arc::new(Engine::open(&data.path, EngineOptions::default()).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut secrets = Vec::new();
     for ws in ["acme", "globex"] {
@@ -71,7 +66,7 @@ fn fixture(uses: usize) -> Fixture {
                 .unwrap();
         }
     });
-    Fixture { engine, admin: init.admin_key.expose().to_owned(), rt, _dir: dir }
+    Fixture { engine, admin: data.admin, rt, _dir: data.dir }
 }
 
 impl Fixture {
@@ -393,15 +388,9 @@ fn csv_is_flat_and_quoted() {
 }
 
 async fn get(app: &axum::Router, uri: &str, key: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let request = Request::builder()
-        .uri(uri)
-        .header("authorization", format!("Bearer {key}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, String::from_utf8(bytes.to_vec()).unwrap())
+    let answer = support::send(app, support::request("GET", uri, Some(key), &[], None)).await;
+    assert!(!answer.text.contains('\u{FFFD}'), "the body is not UTF-8");
+    (answer.status, answer.headers, answer.text)
 }
 
 #[test]
@@ -419,8 +408,7 @@ fn http_export_streams_and_enforces_scope_and_workspaces() {
         .engine
         .create_blocking(Caller::system(), WorkspaceId::ledger(), spec("reader", &["ledger:keys:read"], &[]))
         .unwrap();
-    let app = router(AppState::new(f.engine.clone(), ServerConfig::default()))
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+    let app = support::app(f.engine.clone(), ServerConfig::default());
     let key = f.key();
     f.rt.block_on(async {
         let (status, headers, body) = get(&app, "/v1/export", &f.admin).await;

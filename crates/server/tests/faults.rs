@@ -5,79 +5,27 @@
 //! and `/healthz` answers 503. After a restart on healthy storage nothing acknowledged is
 //! lost.
 
-use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use keyledger_ledger::{Engine, EngineOptions};
 use keyledger_log::Durability;
 use keyledger_log::storage::{Fault, FaultSwitch, FaultyStorage};
-use keyledger_server::{AppState, ServerConfig, router};
+use keyledger_server::ServerConfig;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceExt;
 
-struct Api {
-    app: axum::Router,
-    engine: Arc<Engine>,
-}
+mod support;
 
-struct Ledger {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    admin: String,
-}
+use support::{Answer, Api, DataDir};
 
-fn init() -> Ledger {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    Ledger { _dir: dir, path, admin: init.admin_key.expose().to_owned() }
-}
-
-fn open(path: &Path, options: EngineOptions) -> Api {
-    let engine = Arc::new(Engine::open(path, options).unwrap());
-    let app = router(AppState::new(engine.clone(), ServerConfig::default()))
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
-    Api { app, engine }
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Answer {
-    fn dump(&self) -> String {
-        format!("{} {}", self.status, self.body)
-    }
+/// Opens the data dir with `options`, served with the default configuration.
+fn open(ledger: &DataDir, options: EngineOptions) -> Api {
+    support::open(ledger, options, ServerConfig::default())
 }
 
 impl Api {
     async fn call(&self, method: &str, uri: &str, auth: Option<&str>, body: Option<Value>) -> Answer {
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(key) = auth {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.unwrap().to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        self.call_as(auth, method, uri, body).await
     }
 }
 
@@ -119,7 +67,7 @@ async fn wait_unhealthy(engine: &Engine, what: &str) {
 
 async fn fault_case(fault: Fault, durability: Durability) {
     let what = format!("{fault:?}/{durability:?}");
-    let ledger = init();
+    let ledger = support::init();
     let admin = ledger.admin.as_str();
     let switch = FaultSwitch::new();
     let options = EngineOptions {
@@ -127,7 +75,7 @@ async fn fault_case(fault: Fault, durability: Durability) {
         storage: Arc::new(FaultyStorage::with_switch(switch.clone())),
         ..EngineOptions::default()
     };
-    let api = open(&ledger.path, options);
+    let api = open(&ledger, options);
 
     // Acknowledged before the fault.
     let created = api
@@ -193,7 +141,7 @@ async fn fault_case(fault: Fault, durability: Durability) {
     api.engine.shutdown().await;
     drop(api);
     switch.clear();
-    let api = open(&ledger.path, EngineOptions::default());
+    let api = open(&ledger, EngineOptions::default());
     let health = api.call("GET", "/healthz", None, None).await;
     assert_eq!(health.status, StatusCode::OK, "{what}: {}", health.dump());
     let shown = api.call("GET", &format!("/v1/keys/{key_id}"), Some(admin), None).await;
@@ -248,14 +196,14 @@ async fn recovers_by_itself_when_space_returns() {
 
 async fn recovers_from(fault: Fault) {
     let what = format!("{fault:?}");
-    let ledger = init();
+    let ledger = support::init();
     let admin = ledger.admin.as_str();
     let switch = FaultSwitch::new();
     let options = EngineOptions {
         storage: Arc::new(FaultyStorage::with_switch(switch.clone())),
         ..EngineOptions::default()
     };
-    let api = open(&ledger.path, options);
+    let api = open(&ledger, options);
     let created = api
         .call("POST", "/v1/workspaces/acme/keys", Some(admin), Some(json!({"name": "a", "scopes": ["read"]})))
         .await;
@@ -327,7 +275,7 @@ async fn recovers_from(fault: Fault) {
     drop(api);
 
     // After a restart on real storage: the same state, and the log verifies.
-    let api = open(&ledger.path, EngineOptions::default());
+    let api = open(&ledger, EngineOptions::default());
     let shown = api.call("GET", &format!("/v1/keys/{key_id}"), Some(admin), None).await;
     assert_eq!(shown.body["status"], "active", "{what}: {}", shown.dump());
     let listed = api.call("GET", "/v1/workspaces/acme/keys", Some(admin), None).await;

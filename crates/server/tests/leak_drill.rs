@@ -2,62 +2,34 @@
 //! is revoked, is still tried; the audit endpoints must tell the story, and only to admins
 //! who may see it.
 
-use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use keyledger_core::{Payload, Timestamp};
-use keyledger_ledger::{Engine, EngineOptions};
-use keyledger_server::{AppState, ServerConfig, router};
+use keyledger_ledger::Engine;
+use keyledger_server::ServerConfig;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tower::ServiceExt;
 
-struct Api {
-    app: axum::Router,
-    engine: Arc<Engine>,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
+mod support;
+
+use support::Api;
 
 fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
-    let app = router(AppState::new(engine.clone(), ServerConfig::default()))
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
-    Api { app, engine, admin: init.admin_key.expose().to_owned(), _dir: dir }
+    support::api(ServerConfig::default())
 }
 
 impl Api {
-    async fn call_as(
+    async fn call_with(
         &self,
         admin: Option<&str>,
         method: &str,
         uri: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(admin) = admin {
-            request = request.header("authorization", format!("Bearer {admin}"));
-        }
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.unwrap().to_bytes();
-        (parts.status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let answer = self.call_as(admin, method, uri, body).await;
+        (answer.status, answer.body)
     }
 
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call_as(Some(&self.admin.clone()), method, uri, body).await
+        self.call_with(Some(&self.admin.clone()), method, uri, body).await
     }
 
     async fn create(&self, workspace: &str, body: Value) -> Value {
@@ -68,7 +40,7 @@ impl Api {
 
     async fn verify(&self, secret: &str, ip: &str, agent: &str, path: &str, gateway_id: &str) -> Value {
         let body = json!({"key": secret, "context": {"ip": ip, "user_agent": agent, "path": path, "method": "GET", "request_id": gateway_id}});
-        self.call_as(None, "POST", "/v1/verify", Some(body)).await.1
+        self.call_with(None, "POST", "/v1/verify", Some(body)).await.1
     }
 }
 
@@ -208,7 +180,7 @@ async fn leak_drill() {
         api.call("POST", "/v1/audit/lookup", Some(json!({"secret": "kl_live_nothing"}))).await;
     assert_eq!((status, missing["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
     let (status, _) = api
-        .call_as(Some(auditor_secret), "POST", "/v1/audit/lookup", Some(json!({"secret": other["secret"]})))
+        .call_with(Some(auditor_secret), "POST", "/v1/audit/lookup", Some(json!({"secret": other["secret"]})))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(count_lookups(&api.engine), lookups_before + 3);
@@ -219,25 +191,25 @@ async fn leak_drill() {
 
     // Visibility and scope.
     let (status, _) = api
-        .call_as(Some(auditor_secret), "GET", &format!("/v1/audit/keys/{other_id}/compromise"), None)
+        .call_with(Some(auditor_secret), "GET", &format!("/v1/audit/keys/{other_id}/compromise"), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) =
-        api.call_as(Some(auditor_secret), "GET", &format!("/v1/keys/{other_id}/events"), None).await;
+        api.call_with(Some(auditor_secret), "GET", &format!("/v1/keys/{other_id}/events"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = api.call_as(Some(auditor_secret), "GET", "/v1/audit/requests/gw-4", None).await;
+    let (status, _) = api.call_with(Some(auditor_secret), "GET", "/v1/audit/requests/gw-4", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, seen) =
-        api.call_as(Some(auditor_secret), "GET", "/v1/audit/sources/203.0.113.0%2F24", None).await;
+        api.call_with(Some(auditor_secret), "GET", "/v1/audit/sources/203.0.113.0%2F24", None).await;
     assert_eq!(seen["keys"].as_array().unwrap().len(), 1, "{seen}");
-    let (status, _) = api.call_as(Some(auditor_secret), "GET", "/v1/audit/keys?workspace=beta", None).await;
+    let (status, _) = api.call_with(Some(auditor_secret), "GET", "/v1/audit/keys?workspace=beta", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, ok) = api
-        .call_as(Some(auditor_secret), "GET", &format!("/v1/audit/keys/{leaky_id}/compromise"), None)
+        .call_with(Some(auditor_secret), "GET", &format!("/v1/audit/keys/{leaky_id}/compromise"), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{ok}");
     let (status, _) = api
-        .call_as(
+        .call_with(
             Some(reader["secret"].as_str().unwrap()),
             "GET",
             &format!("/v1/audit/keys/{leaky_id}/compromise"),

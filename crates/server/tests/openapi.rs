@@ -1,17 +1,14 @@
 //! Keeps `/openapi.json` true to the code: every route is documented, and real responses
 //! match the documented schemas exactly (no missing required field, no undocumented one).
 
-use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use keyledger_ledger::{Engine, EngineOptions};
-use keyledger_server::{AppState, ServerConfig, router};
+use axum::http::StatusCode;
+use keyledger_server::ServerConfig;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tower::ServiceExt;
+
+mod support;
+
+use support::{Answer, Api};
 
 /// `(METHOD, path)` of every `.route(` in the router's source, axum's `{*rest}` written
 /// as OpenAPI's `{rest}`.
@@ -135,10 +132,9 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 }
 
 struct Harness {
-    app: axum::Router,
+    api: Api,
     doc: Value,
     checked: usize,
-    _dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -152,18 +148,7 @@ impl Harness {
         auth: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(key) = auth {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let Answer { status, body: value, .. } = self.api.call_as(auth, method, uri, body).await;
         let operation = &self.doc["paths"][template][method.to_lowercase()];
         assert!(operation.is_object(), "{method} {template} is not documented");
         let documented = &operation["responses"][status.as_str()];
@@ -184,28 +169,12 @@ impl Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_conform_to_the_documented_schemas() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
-    let app = router(AppState::new(engine, ServerConfig::default()))
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
-    let (status, doc_value) = {
-        let response = app
-            .clone()
-            .oneshot(Request::builder().uri("/openapi.json").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice::<Value>(&bytes).unwrap())
-    };
-    assert_eq!(status, StatusCode::OK);
-    let admin = init.admin_key.expose().to_owned();
-    let mut h = Harness { app, doc: doc_value, checked: 0, _dir: dir };
+    let api = support::api(ServerConfig::default());
+    let answer = api.call_as(None, "GET", "/openapi.json", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.body.is_object(), "/openapi.json is not a JSON object: {}", answer.text);
+    let admin = api.admin.clone();
+    let mut h = Harness { api, doc: answer.body, checked: 0 };
     let a = Some(admin.as_str());
 
     let (s, created) = h
@@ -411,37 +380,10 @@ fn operations_have_sdk_friendly_ids_and_texts() {
     }
 }
 
-/// A router over a fresh data dir and its init admin key.
-fn fresh_app() -> (axum::Router, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
-    let app = router(AppState::new(engine, ServerConfig::default()))
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
-    (app, init.admin_key.expose().to_owned(), dir)
-}
-
-async fn send(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    auth: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request =
-        Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {auth}"));
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+/// Sends `method uri` with `Authorization: Bearer <auth>` and an optional JSON body.
+async fn send(api: &Api, method: &str, uri: &str, auth: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let answer = api.call_as(Some(auth), method, uri, body).await;
+    (answer.status, answer.body)
 }
 
 /// Forward-auth mode is a POST without a body: the document must not require one.
@@ -453,7 +395,8 @@ async fn verify_by_post_documents_the_body_as_optional_as_the_server_takes_it() 
     assert_ne!(body["required"], true, "POST /v1/verify without a body is forward-auth mode: {body}");
     let schema = &body["content"]["application/json"]["schema"];
     assert_eq!(schema["$ref"], "#/components/schemas/VerifyBody", "a JSON `null` is no body: {schema}");
-    let (app, admin, _dir) = fresh_app();
+    let app = support::api(ServerConfig::default());
+    let admin = app.admin.clone();
     let (s, key) = send(
         &app,
         "POST",
@@ -492,7 +435,8 @@ async fn policy_max_active_keys_is_bounded_as_documented() {
     assert!(max < i64::MAX, "max_active_keys has a documented maximum: {schema}");
     let view = &doc["components"]["schemas"]["PolicyView"]["properties"]["max_active_keys"];
     assert_eq!(integer_bounds(view), (min, max), "the policy shows what it takes: {view}");
-    let (app, admin, _dir) = fresh_app();
+    let app = support::api(ServerConfig::default());
+    let admin = app.admin.clone();
     let uri = "/v1/workspaces/acme/policy";
     for good in [min, max] {
         let (s, body) = send(&app, "PUT", uri, &admin, Some(json!({"max_active_keys": good}))).await;
@@ -513,7 +457,8 @@ async fn policy_max_active_keys_is_bounded_as_documented() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_parameters_are_bounded_as_documented() {
     let doc = keyledger_server::openapi::document();
-    let (app, admin, _dir) = fresh_app();
+    let app = support::api(ServerConfig::default());
+    let admin = app.admin.clone();
     let (_, key) = send(&app, "POST", "/v1/workspaces/acme/keys", &admin, Some(json!({"name": "l"}))).await;
     let key_id = key["key_id"].as_str().unwrap();
     for (template, uri) in [

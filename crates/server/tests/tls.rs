@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -18,17 +20,12 @@ struct Live {
     address: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 async fn start(config: ServerConfig) -> Live {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap();
-    }
-    let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
+    let data = support::init();
+    let engine = Arc::new(Engine::open(&data.path, EngineOptions::default()).unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (listening, address) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(serve_tls(
@@ -42,7 +39,7 @@ async fn start(config: ServerConfig) -> Live {
         Some(listening),
     ));
     let address = address.await.unwrap();
-    Live { address, stop, server, _dir: dir }
+    Live { address, stop, server, _dir: data.dir }
 }
 
 /// A blocking TLS connection to `address` that trusts only the fixture CA.

@@ -1,21 +1,21 @@
 //! Webhooks end to end: the HTTP API configures them, the engine's threads deliver signed
 //! notifications to a real receiver on loopback, retry, record, survive a restart.
 
-use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use hmac::{Hmac, Mac};
-use http_body_util::BodyExt;
-use keyledger_ledger::{Engine, EngineOptions, WebhookOptions};
-use keyledger_server::{AppState, ServerConfig, router};
+use keyledger_ledger::{EngineOptions, WebhookOptions};
+use keyledger_server::ServerConfig;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::TcpListener;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tower::ServiceExt;
+
+mod support;
+
+use support::{Api, DataDir};
 
 // ----- a receiver on loopback ----------------------------------------------------------
 
@@ -127,53 +127,29 @@ fn fast() -> WebhookOptions {
     }
 }
 
-struct Api {
-    app: axum::Router,
-    engine: Arc<Engine>,
-    admin: String,
-    path: PathBuf,
-    _dir: Arc<tempfile::TempDir>,
-}
-
-fn init() -> (Arc<tempfile::TempDir>, PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    (Arc::new(dir), path, init.admin_key.expose().to_owned())
-}
-
-fn open(dir: Arc<tempfile::TempDir>, path: &Path, admin: &str, webhooks: WebhookOptions) -> Api {
-    let options = EngineOptions { webhooks, ..EngineOptions::default() };
-    let engine = Arc::new(Engine::open(path, options).unwrap());
-    let app = router(AppState::new(engine.clone(), ServerConfig::default()))
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
-    Api { app, engine, admin: admin.to_owned(), path: path.to_owned(), _dir: dir }
+/// Opens `data` with `webhooks` as the engine's webhook options.
+fn open(data: &DataDir, webhooks: WebhookOptions) -> Api {
+    support::open(data, EngineOptions { webhooks, ..EngineOptions::default() }, ServerConfig::default())
 }
 
 fn api() -> Api {
-    let (dir, path, admin) = init();
-    open(dir, &path, &admin, fast())
+    open(&support::init(), fast())
 }
 
 impl Api {
-    async fn call_as(&self, key: &str, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request =
-            Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {key}"));
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    async fn call_with(
+        &self,
+        key: &str,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let answer = self.call_as(Some(key), method, uri, body).await;
+        (answer.status, answer.body)
     }
 
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call_as(&self.admin.clone(), method, uri, body).await
+        self.call_with(&self.admin.clone(), method, uri, body).await
     }
 
     async fn set_webhook(&self, workspace: &str, body: Value) -> String {
@@ -435,11 +411,11 @@ async fn failed_deliveries_are_retried_with_growing_delays_and_every_attempt_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_undelivered_notifications_and_resends_nothing_delivered() {
     let receiver = Receiver::start();
-    let (dir, path, admin) = init();
+    let data = support::init();
     let events = json!({"url": receiver.url, "events": ["key.created"]});
 
     // 1. A delivered notification.
-    let api = open(dir.clone(), &path, &admin, fast());
+    let api = open(&data, fast());
     let secret = api.set_webhook("acme", events).await;
     let (first, _) = api.create("acme", json!({"name": "first"})).await;
     receiver.wait_for("the first key", |all| all.len() == 1).await;
@@ -451,7 +427,7 @@ async fn a_restart_resumes_undelivered_notifications_and_resends_nothing_deliver
     drop(api);
 
     // 3. One sequenced while no dispatcher ran (as after a crash before dispatching it).
-    let api = open(dir.clone(), &path, &admin, WebhookOptions { enabled: false, ..fast() });
+    let api = open(&data, WebhookOptions { enabled: false, ..fast() });
     let (third, _) = api.create("acme", json!({"name": "third"})).await;
     api.engine.shutdown().await;
     drop(api);
@@ -459,7 +435,7 @@ async fn a_restart_resumes_undelivered_notifications_and_resends_nothing_deliver
     assert_eq!(receiver.all().len(), 2, "nothing is sent while webhooks are off");
 
     *receiver.default_status.lock().unwrap() = 200;
-    let api = open(dir, &path, &admin, fast());
+    let api = open(&data, fast());
     receiver.wait_for("the resumed deliveries", |all| all.len() >= 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let by_key: Vec<String> =
@@ -535,20 +511,21 @@ async fn configuration_is_validated_and_workspace_scoped() {
         ("DELETE", "/v1/workspaces/other/webhook", None),
         ("GET", "/v1/workspaces/other/webhook/deliveries", None),
     ] {
-        let (status, answer) = api.call_as(&limited, method, uri, body).await;
+        let (status, answer) = api.call_with(&limited, method, uri, body).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
         assert!(answer.get("url").is_none());
     }
     let (status, _) = api.call("GET", "/v1/workspaces/other/webhook", None).await;
     assert_eq!(status, StatusCode::OK, "`other`'s webhook is untouched");
-    let (status, answer) =
-        api.call_as(&limited, "PUT", "/v1/workspaces/acme/webhook", Some(json!({"url": receiver.url}))).await;
+    let (status, answer) = api
+        .call_with(&limited, "PUT", "/v1/workspaces/acme/webhook", Some(json!({"url": receiver.url})))
+        .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     // Without `ledger:admin`, 403.
     let (_, reader) = api
         .create("_ledger", json!({"name": "reader", "scopes": ["ledger:keys:read"], "resources": ["acme"]}))
         .await;
-    let (status, _) = api.call_as(&reader, "GET", "/v1/workspaces/acme/webhook", None).await;
+    let (status, _) = api.call_with(&reader, "GET", "/v1/workspaces/acme/webhook", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
@@ -576,8 +553,8 @@ fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_and_metadata_destinations_are_refused_at_configuration() {
-    let (dir, path, admin) = init();
-    let api = open(dir, &path, &admin, strict());
+    let data = support::init();
+    let api = open(&data, strict());
     let (port, connections) = counting_listener();
     for url in [
         format!("http://127.0.0.1:{port}/"),
@@ -611,8 +588,8 @@ async fn internal_and_metadata_destinations_are_refused_at_configuration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_resolves_to_loopback_is_refused_when_connecting_and_never_reached() {
-    let (dir, path, admin) = init();
-    let api = open(dir, &path, &admin, strict());
+    let data = support::init();
+    let api = open(&data, strict());
     let (port, connections) = counting_listener();
     // Names are resolved by the sender on every attempt, so the check cannot be dodged by a
     // name that resolves elsewhere at configuration time (DNS rebinding). `2130706433` is

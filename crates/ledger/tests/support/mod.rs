@@ -1,0 +1,76 @@
+//! What the ledger's integration tests share: initialising a data dir off the runtime, the
+//! small values every command needs (a request id, a workspace, a key spec), a deterministic
+//! PRNG for races, and the proptest configuration of the model tests.
+//!
+//! Every test binary declares `mod support;` and uses the part it needs.
+#![allow(dead_code)]
+
+use keyledger_core::{Environment, RequestId, Timestamp, WorkspaceId};
+use keyledger_ledger::{Engine, EngineOptions, Expiry, InitOutcome, KeySpec};
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+use std::path::Path;
+
+/// Initialises the data dir `dir`. `Engine::init` is synchronous (it runs before any runtime
+/// in `serve`) and must not run on a runtime thread, so it runs on a thread of its own.
+pub fn init(dir: &Path) -> InitOutcome {
+    let dir = dir.to_owned();
+    std::thread::spawn(move || Engine::init(&dir, EngineOptions::default()).unwrap()).join().unwrap()
+}
+
+/// A fresh request id.
+pub fn rid() -> RequestId {
+    RequestId::generate(Timestamp::now().millis())
+}
+
+/// The workspace `name` (which must be valid).
+pub fn ws(name: &str) -> WorkspaceId {
+    name.parse().unwrap()
+}
+
+/// A live key named `name` with `scopes`, no resources, no owner, no metadata, no expiry.
+pub fn spec(name: &str, scopes: &[&str]) -> KeySpec {
+    KeySpec {
+        name: name.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        resources: vec![],
+        environment: Environment::Live,
+        owner: None,
+        metadata: "{}".into(),
+        expiry: Expiry::Never,
+    }
+}
+
+/// A tiny deterministic PRNG (xorshift64*) for delays and picks in race tests; no test
+/// asserts on the numbers it gives.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`0` when `n` is `0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The proptest configuration of the model tests: deterministic by default (`seed`, 24
+/// cases); `PROPTEST_CASES` and `PROPTEST_RNG_SEED` (a number, or `random`) explore further.
+pub fn proptest_config(seed: u64, max_shrink_iters: u32) -> ProptestConfig {
+    let defaults = ProptestConfig::default();
+    ProptestConfig {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() { defaults.cases } else { 24 },
+        rng_seed: match std::env::var("PROPTEST_RNG_SEED").as_deref() {
+            Ok("random") => RngSeed::Random,
+            Ok(_) => defaults.rng_seed,
+            Err(_) => RngSeed::Fixed(seed),
+        },
+        max_shrink_iters,
+        failure_persistence: None,
+        ..defaults
+    }
+}
