@@ -523,9 +523,15 @@ impl Model {
                     expected.push(Ev::Created(record.key_id));
                 }
             }
-            (Resolved::Verify { known, scopes, resource, .. }, Answer::Verified(got)) => {
+            (Resolved::Verify { secret, known, scopes, resource }, Answer::Verified(got)) => {
                 let got = got.as_ref().map_err(|e| format!("verify failed: {e:?}"))?;
                 match known {
+                    // A string not of the key format (checksum included) is malformed; a
+                    // well-formed key that was never issued is unknown.
+                    None if Secret::check(secret).is_err() => ensure!(
+                        matches!(got, VerifyOutcome::Malformed),
+                        "expected Malformed, engine answered {got:?}"
+                    ),
                     None => ensure!(
                         matches!(got, VerifyOutcome::Unknown),
                         "expected Unknown, engine answered {got:?}"
