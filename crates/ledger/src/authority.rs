@@ -29,10 +29,13 @@
 //! expired), `keyledger admin recover` issues a new one (docs/operations.md).
 
 use crate::commands::Caller;
-use crate::engine::ADMIN_SCOPES;
 use crate::error::LedgerError;
 use crate::state::{KeyStatus, KeyView, LedgerState};
 use keyledger_core::{KeyId, Timestamp, WorkspaceId};
+
+/// Every scope of keyledger's own API.
+pub const ADMIN_SCOPES: [&str; 5] =
+    ["ledger:admin", "ledger:audit:read", "ledger:export", "ledger:keys:read", "ledger:keys:write"];
 
 /// Scope needed to write keys.
 const KEYS_WRITE: &str = "ledger:keys:write";

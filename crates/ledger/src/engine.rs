@@ -12,6 +12,7 @@
 //! - A verification sequenced after a revoke sees the revoke (the sequencer decides it).
 //! - Nothing but the writer thread appends to the log.
 
+use crate::authority::ADMIN_SCOPES;
 use crate::commands::{
     Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Responder, Rotation,
     responder,
@@ -93,10 +94,6 @@ pub struct InitOutcome {
     pub admin_key_id: KeyId,
     pub log_public_key: String,
 }
-
-/// Every scope of keyledger's own API.
-pub const ADMIN_SCOPES: [&str; 5] =
-    ["ledger:admin", "ledger:audit:read", "ledger:export", "ledger:keys:read", "ledger:keys:write"];
 
 pub use crate::commands::RevokedAll;
 

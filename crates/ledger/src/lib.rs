@@ -28,8 +28,9 @@ pub mod verdict;
 pub mod webhook;
 pub mod witness;
 
+pub use authority::ADMIN_SCOPES;
 pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec};
-pub use engine::{ADMIN_SCOPES, Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
+pub use engine::{Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
 pub use error::{AuthError, LedgerError};
 pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements, Webhook};
 pub use verdict::{Verdict, VerifiedKey};

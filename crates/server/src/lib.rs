@@ -19,6 +19,7 @@ pub mod integrity;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
+mod outcome;
 pub mod redact;
 pub mod request_id;
 pub mod schema;

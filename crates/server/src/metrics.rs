@@ -13,7 +13,7 @@
 //! page. The closed sets are listed in docs/operations.md (Metrics).
 
 use crate::AppState;
-use crate::verify::Outcome;
+use crate::outcome::Outcome;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;

@@ -11,6 +11,7 @@ use crate::auth::presented_key;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::QueryPairs;
 use crate::forwarded::client_ip;
+use crate::outcome::Outcome;
 use crate::schema::Verified;
 use axum::Json;
 use axum::body::Body;
@@ -239,7 +240,7 @@ async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response
     if let Some(throttle) = &state.throttle
         && let Err(retry_after) = throttle.check(client)
     {
-        Outcome::Throttled.record();
+        crate::metrics::record_verification(&Outcome::Throttled);
         return crate::throttle::throttled(retry_after);
     }
     let body = match axum::body::to_bytes(body, config.body_limit).await {
@@ -255,41 +256,13 @@ async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response
         // The log cannot be written: no verification took place.
         Err(error) => return denial(error.into()),
     };
-    outcome.record();
+    crate::metrics::record_verification(&outcome);
     if let Some(throttle) = &state.throttle
         && outcome.is_failure()
     {
         throttle.charge(client);
     }
     response
-}
-
-/// How a verification that got past parsing ended: the one fact the metrics count and
-/// the failure throttle charges (docs/operations.md, Metrics; [`crate::throttle`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The key is missing, or not of keyledger's form (bad checksum included): no lookup.
-    Malformed,
-    /// A well-formed key that matches no key of this ledger: nothing appended.
-    Unknown,
-    /// A known key, allowed (a `used` event).
-    Allowed,
-    /// A known key, denied (a `denied` event) for the reason of this code.
-    Denied(&'static str),
-    /// Refused before parsing: the source has no failure left (429).
-    Throttled,
-}
-
-impl Outcome {
-    /// Counts this outcome in `/metrics`.
-    pub(crate) fn record(&self) {
-        crate::metrics::record_verification(self);
-    }
-
-    /// Whether it takes one of the source's failure tokens: every 401 and 403 answer.
-    pub(crate) fn is_failure(&self) -> bool {
-        matches!(self, Self::Malformed | Self::Unknown | Self::Denied(_))
-    }
 }
 
 /// A verification request, parsed and checked: the presented key, what it must allow, and
