@@ -47,6 +47,9 @@ pub struct EngineOptions {
     pub webhooks: crate::webhook::WebhookOptions,
     /// The witnesses checkpoints are submitted to (docs/operations.md, "Witnesses").
     pub witnesses: crate::witness::WitnessOptions,
+    /// How long an export waits for the witnesses to cosign its anchor checkpoint
+    /// (docs/export-format.md, "Witness cosignatures"); unused without witnesses.
+    pub export_witness_wait: Duration,
     /// redb's page cache for the projections, in bytes (see
     /// [`crate::projection::DEFAULT_CACHE_BYTES`]).
     pub projection_cache_bytes: usize,
@@ -62,6 +65,7 @@ impl Default for EngineOptions {
             storage: OsStorage::shared(),
             webhooks: crate::webhook::WebhookOptions::default(),
             witnesses: crate::witness::WitnessOptions::default(),
+            export_witness_wait: Duration::from_secs(10),
             projection_cache_bytes: crate::projection::DEFAULT_CACHE_BYTES,
             projector_queue_batches: 1024,
         }
@@ -144,6 +148,7 @@ pub struct Engine {
     webhooks: crate::webhook::WebhookService,
     webhook_counters: Arc<crate::webhook::WebhookCounters>,
     witnesses: crate::witness::service::WitnessService,
+    export_witness_wait: Duration,
     counters: EngineCounters,
     data_dir: PathBuf,
     /// The log's signing key (the log signs checkpoints with its own copy): exports sign
@@ -339,6 +344,7 @@ impl Engine {
             webhooks,
             webhook_counters,
             witnesses,
+            export_witness_wait: options.export_witness_wait,
             counters: EngineCounters::default(),
             data_dir: dir.to_owned(),
             signer,
@@ -410,9 +416,18 @@ impl Engine {
         self.writer.stats()
     }
 
-    /// A signed checkpoint covering every event appended so far (signed now if needed).
+    /// A signed checkpoint covering every event appended so far (signed now if needed);
+    /// the witness submitters are woken to submit it at once.
     pub async fn checkpoint_now(&self) -> Result<keyledger_log::checkpoint::StoredCheckpoint, LedgerError> {
-        Ok(self.writer.checkpoint_now().await?)
+        let checkpoint = self.writer.checkpoint_now().await?;
+        self.witnesses.wake();
+        Ok(checkpoint)
+    }
+
+    /// A watch that changes whenever a witness cosignature is stored (`None` without
+    /// witnesses), and how long an export waits for its anchor's cosignatures.
+    pub(crate) fn witness_changes(&self) -> Option<(watch::Receiver<u64>, Duration)> {
+        self.witnesses.changes().map(|changes| (changes, self.export_witness_wait))
     }
 
     /// False once the log could not be written (the engine then refuses every append).

@@ -6,6 +6,11 @@
 //! one. Its state is one acknowledged size, a failure count and a retry time. The
 //! cosignatures of the latest checkpoint any witness cosigned are kept in memory and on
 //! disk ([`keyledger_log::checkpoint::store_cosigned`]), and reloaded at start.
+//!
+//! Between polls a submitter sleeps, but [`WitnessService::wake`] (called when a
+//! checkpoint is signed on demand, as for an export) makes it look at once; every new
+//! cosignature bumps a watch ([`WitnessService::changes`]) an export waits on
+//! (docs/export-format.md, "Witness cosignatures").
 
 use super::policy::{Witness, WitnessPolicy};
 use super::{FAILURE_CLASSES, WitnessOptions};
@@ -144,9 +149,19 @@ struct Shared {
     /// Held while the cosigned file is written, so writes land in the order they were made.
     persist: Mutex<()>,
     counters: Vec<Counters>,
-    stop: Mutex<bool>,
-    stopped: Condvar,
+    signal: Mutex<Signal>,
+    signalled: Condvar,
+    /// Bumped after each stored cosignature.
+    changes: tokio::sync::watch::Sender<u64>,
     sink: AlarmSink,
+}
+
+/// What a sleeping submitter is woken by.
+#[derive(Default)]
+struct Signal {
+    stop: bool,
+    /// Wake-ups so far; a submitter sleeping sees it change.
+    wakes: u64,
 }
 
 enum Submission {
@@ -161,12 +176,26 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits up to `timeout` or until stopped; true once stopping.
-    fn wait(&self, timeout: Duration) -> bool {
-        let guard = self.stop.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) =
-            self.stopped.wait_timeout_while(guard, timeout, |stop| !*stop).unwrap_or_else(|e| e.into_inner());
-        *guard
+    /// The wake-ups so far (see [`Self::wait`]).
+    fn wakes(&self) -> u64 {
+        self.signal.lock().unwrap_or_else(|e| e.into_inner()).wakes
+    }
+
+    /// Waits up to `timeout`, until stopped, or until woken after `wakes` (what
+    /// [`Self::wakes`] said before the caller last looked, so no wake-up is missed); true
+    /// once stopping.
+    fn wait(&self, timeout: Duration, wakes: u64) -> bool {
+        let guard = self.signal.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .signalled
+            .wait_timeout_while(guard, timeout, |s| !s.stop && s.wakes == wakes)
+            .unwrap_or_else(|e| e.into_inner());
+        guard.stop
+    }
+
+    fn signal(&self, change: impl FnOnce(&mut Signal)) {
+        change(&mut self.signal.lock().unwrap_or_else(|e| e.into_inner()));
+        self.signalled.notify_all();
     }
 
     fn cosigned(&self, index: usize, checkpoint: &StoredCheckpoint, line: String) {
@@ -200,6 +229,7 @@ impl Shared {
         if let Err(error) = store_cosigned(&self.log_dir, &text) {
             tracing::error!(%error, "could not store the cosigned checkpoint; it is served from memory");
         }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn failed(&self, index: usize, class: &'static str) {
@@ -312,8 +342,9 @@ impl WitnessService {
             log_dir,
             state: Mutex::new(State { set, statuses, fork_alarm: None, last_alarm: vec![None; count] }),
             persist: Mutex::new(()),
-            stop: Mutex::new(false),
-            stopped: Condvar::new(),
+            signal: Mutex::new(Signal::default()),
+            signalled: Condvar::new(),
+            changes: tokio::sync::watch::Sender::new(0),
             sink,
         });
         let service = Self { shared: Some(shared.clone()), threads: Mutex::new(Vec::new()) };
@@ -355,6 +386,19 @@ impl WitnessService {
         }
     }
 
+    /// Makes every submitter look for a new checkpoint now instead of at its next poll
+    /// (a submitter backing off after failures still waits for its retry time).
+    pub(crate) fn wake(&self) {
+        if let Some(shared) = &self.shared {
+            shared.signal(|s| s.wakes = s.wakes.wrapping_add(1));
+        }
+    }
+
+    /// A watch that changes after each stored cosignature; `None` without witnesses.
+    pub(crate) fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.shared.as_ref().map(|shared| shared.changes.subscribe())
+    }
+
     /// Each configured witness's counters.
     pub(crate) fn counters(&self) -> Vec<WitnessCountersView> {
         let Some(shared) = &self.shared else { return Vec::new() };
@@ -380,8 +424,7 @@ impl WitnessService {
     /// timeout); blocking, so async callers run it on a blocking thread.
     pub(crate) fn stopper(&self) -> impl FnOnce() + Send + 'static {
         if let Some(shared) = &self.shared {
-            *shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            shared.stopped.notify_all();
+            shared.signal(|s| s.stop = true);
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         move || {
@@ -395,8 +438,7 @@ impl WitnessService {
 impl Drop for WitnessService {
     fn drop(&mut self) {
         if let Some(shared) = &self.shared {
-            *shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            shared.stopped.notify_all();
+            shared.signal(|s| s.stop = true);
         }
     }
 }
@@ -421,6 +463,7 @@ fn submit_loop(shared: &Shared, index: usize) {
     let mut next_try = Instant::now();
     loop {
         let poll = shared.options.poll_interval;
+        let wakes = shared.wakes();
         let checkpoint = shared.reader.latest_checkpoint();
         let due =
             checkpoint.as_ref().filter(|c| done != Some((c.size, c.root)) && Instant::now() >= next_try);
@@ -473,7 +516,7 @@ fn submit_loop(shared: &Shared, index: usize) {
                 }
             }
         }
-        if shared.wait(poll) {
+        if shared.wait(poll, wakes) {
             return;
         }
     }
