@@ -14,11 +14,7 @@ mod support;
 
 #[test]
 fn export_verify_accepts_a_valid_export_and_names_the_bad_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    Engine::init(&data, EngineOptions::default()).unwrap();
-    let engine = Engine::open(&data, EngineOptions::default()).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let support::Local { dir, data: _, engine, rt } = support::local();
     let old = rt.block_on(engine.checkpoint_now()).unwrap();
     let plan = rt
         .block_on(ExportPlan::prepare(
@@ -34,20 +30,7 @@ fn export_verify_accepts_a_valid_export_and_names_the_bad_line() {
     let trusted = dir.path().join("checkpoint.note");
     std::fs::write(&trusted, &old.note).unwrap();
 
-    let run = |file: &std::path::Path, extra: &[&str]| {
-        let output = Command::new(support::BIN)
-            .args(["export", "verify"])
-            .arg(file)
-            .args(["--public-key", &key])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let run = |file: &std::path::Path, extra: &[&str]| support::export_verify(file, &key, extra);
     let (code, stdout, stderr) = run(&file, &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.starts_with("export valid: 1 events"), "{stdout}");

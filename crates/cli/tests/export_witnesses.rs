@@ -5,12 +5,12 @@
 
 use ed25519_dalek::SigningKey;
 use keyledger_ledger::export::{ExportPlan, ExportRequest};
-use keyledger_ledger::{Engine, EngineOptions};
 use keyledger_log::checkpoint::StoredCheckpoint;
 use keyledger_verify::cosignature::{CosignatureError, Cosigner, Quorum};
 use keyledger_verify::export::{ExportError, verify_export, verify_export_witnessed};
-use std::process::Command;
 use std::sync::Arc;
+
+mod support;
 
 fn witness(name: &str, seed: u8) -> Cosigner {
     Cosigner::new(name, SigningKey::from_bytes(&[seed; 32])).unwrap()
@@ -29,11 +29,7 @@ fn cosigned(checkpoint: &StoredCheckpoint, cosigners: &[&Cosigner]) -> StoredChe
 
 #[test]
 fn export_verify_requires_the_witness_quorum_of_the_anchor() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    Engine::init(&data, EngineOptions::default()).unwrap();
-    let engine = Engine::open(&data, EngineOptions::default()).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let support::Local { dir, data, engine, rt } = support::local();
     let checkpoint = rt.block_on(engine.checkpoint_now()).unwrap();
     let (w1, w2, stranger) =
         (witness("w1.example", 21), witness("w2.example", 22), witness("w3.example", 23));
@@ -72,20 +68,8 @@ fn export_verify_requires_the_witness_quorum_of_the_anchor() {
     std::fs::write(&file, &text).unwrap();
     let witness_file = dir.path().join("w2.vkey");
     std::fs::write(&witness_file, format!("{}\n", w2.witness_key())).unwrap();
-    let run = |extra: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
-            .args(["export", "verify"])
-            .arg(&file)
-            .args(["--public-key", &key.to_string()])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let public_key = key.to_string();
+    let run = |extra: &[&str]| support::export_verify(&file, &public_key, extra);
     let (w1_key, stranger_key) = (w1.witness_key().to_string(), stranger.witness_key().to_string());
     let (code, stdout, stderr) = run(&["--witness", &w1_key, "--witness", witness_file.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");

@@ -9,8 +9,7 @@
 //! writer poisoned and is retried with backoff. Throughout, the subscriber sees each durable
 //! event once, in order, and no seq it saw is ever given to another event.
 
-use ed25519_dalek::SigningKey;
-use keyledger_core::{Actor, Event, KeyId, Payload, RequestId, Usage, UsageContext, encode_event};
+use keyledger_core::{Event, encode_event};
 use keyledger_log::segment::SegmentReader;
 use keyledger_log::storage::{FaultSwitch, FaultyStorage, OsStorage};
 use keyledger_log::verify::verify_log;
@@ -18,12 +17,14 @@ use keyledger_log::{
     Batch, CommittedEvents, Durability, Log, LogConfig, LogError, Sequencer, WriterHandle, WriterOptions,
 };
 use keyledger_verify::merkle::TreeHash;
-use keyledger_verify::note::{NoteSigner, VerifierKey};
+use keyledger_verify::note::VerifierKey;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const ORIGIN: &str = "test.keyledger.invalid/log";
+mod support;
+
+use support::{ORIGIN, signer};
 
 /// Records one `used` event per command, tagged with the command's number in its request
 /// id. Its "state" is the number of events it has applied, which `rewind` resets to what
@@ -38,14 +39,7 @@ impl Sequencer for Counting {
     type Reply = u64;
 
     fn sequence(&mut self, tag: u64, batch: &mut Batch) -> u64 {
-        let mut request = [0u8; 16];
-        request[8..].copy_from_slice(&tag.to_be_bytes());
-        let usage = Usage {
-            key_id: KeyId::from_bytes([1; 16]),
-            workspace: "acme".parse().unwrap(),
-            context: UsageContext::default(),
-        };
-        let seq = batch.push(Actor::Verifier, RequestId::from_bytes(request), Payload::Used(usage)).seq;
+        let seq = support::push_usage(tag, batch);
         *self.applied.lock().unwrap() += 1;
         seq
     }
@@ -68,10 +62,6 @@ struct Fixture {
     committed: Receiver<CommittedEvents>,
     /// Every event the subscriber received, by seq.
     seen: Vec<Event>,
-}
-
-fn signer() -> NoteSigner {
-    NoteSigner::new(ORIGIN, SigningKey::from_bytes(&[7; 32])).unwrap()
 }
 
 fn options() -> WriterOptions {

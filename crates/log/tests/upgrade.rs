@@ -5,46 +5,20 @@
 //! transition, is refused.
 
 use ed25519_dalek::SigningKey;
-use keyledger_core::{Actor, KeyId, Payload, RequestId, Usage, UsageContext};
 use keyledger_log::checkpoint::TRANSITION_FILE;
-use keyledger_log::segment::{SegmentLog, SegmentOptions, SegmentReader};
+use keyledger_log::segment::{SegmentLog, SegmentOptions};
 use keyledger_log::storage::OsStorage;
 use keyledger_log::upgrade::{UpgradeError, prepare};
 use keyledger_log::verify::verify_log;
-use keyledger_log::{Batch, Durability, Log, LogConfig, OpenError, Sequencer, WriterOptions};
+use keyledger_log::{Durability, Log, LogConfig, OpenError, WriterOptions};
 use keyledger_verify::merkle::{Frontier, TreeHash};
 use keyledger_verify::note::{NoteSigner, open_checkpoint};
 use keyledger_verify::transition::{Transition, open_transition, sign_transition};
 use std::path::Path;
 
-const ORIGIN: &str = "test.keyledger.invalid/log";
+mod support;
 
-/// One `used` event per command.
-struct Usages;
-
-impl Sequencer for Usages {
-    type Command = u64;
-    type Reply = u64;
-
-    fn sequence(&mut self, tag: u64, batch: &mut Batch) -> u64 {
-        let mut request = [0u8; 16];
-        request[8..].copy_from_slice(&tag.to_be_bytes());
-        let usage = Usage {
-            key_id: KeyId::from_bytes([1; 16]),
-            workspace: "acme".parse().unwrap(),
-            context: UsageContext::default(),
-        };
-        batch.push(Actor::Verifier, RequestId::from_bytes(request), Payload::Used(usage)).seq
-    }
-
-    fn rewind(&mut self, _: &SegmentReader, _: u64) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-fn signer() -> NoteSigner {
-    NoteSigner::new(ORIGIN, SigningKey::from_bytes(&[7; 32])).unwrap()
-}
+use support::{ORIGIN, Usages, signer};
 
 fn config(dir: &Path, tree_hash: TreeHash) -> LogConfig {
     LogConfig {

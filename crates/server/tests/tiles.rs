@@ -1,93 +1,48 @@
 //! The C2SP tlog-tiles read API driven in-process: tile contents against the stored tree,
 //! the widths a checkpoint implies, entry bundles, access and caching (docs/api.md, "Tiles").
 
-use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
-use keyledger_core::{Environment, RequestId, Timestamp, UsageContext, WorkspaceId, decode_event};
-use keyledger_ledger::{Caller, Engine, EngineOptions, Expiry, KeySpec, VerifyRequirements};
+use axum::http::StatusCode;
+use keyledger_core::{RequestId, Timestamp, UsageContext, WorkspaceId, decode_event};
+use keyledger_ledger::{Caller, EngineOptions, VerifyRequirements};
 use keyledger_log::proof::NodeSource;
-use keyledger_server::{AppState, ServerConfig, router};
+use keyledger_server::ServerConfig;
 use keyledger_verify::merkle::{Frontier, Hash, TreeHash};
+use serde_json::json;
+use std::collections::HashMap;
+use support::{Answer, spec};
+
+mod support;
 
 /// The tree of every log keyledger writes (format 2): RFC 6962, SHA-256.
 const TREE: TreeHash = TreeHash::Rfc6962;
-use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tower::ServiceExt;
 
+/// The API over a log, and the secret of a key in `acme` that the log's events verified.
 struct Log {
-    app: axum::Router,
-    engine: Arc<Engine>,
-    admin: String,
+    api: support::Api,
     secret: String,
-    _dir: tempfile::TempDir,
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
+impl std::ops::Deref for Log {
+    type Target = support::Api;
 
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
-    }
-
-    fn assert_error(&self, status: StatusCode, code: &str) {
-        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
-        let body = self.json();
-        assert_eq!(body["error"], code, "{body}");
-        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-        assert!(body["request_id"].as_str().is_some_and(|r| r.starts_with("req_")), "{body}");
-    }
-}
-
-fn spec(name: &str, scopes: &[&str], resources: Vec<String>) -> KeySpec {
-    KeySpec {
-        name: name.into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        resources,
-        environment: Environment::Live,
-        owner: None,
-        metadata: "{}".into(),
-        expiry: Expiry::Never,
+    fn deref(&self) -> &support::Api {
+        &self.api
     }
 }
 
 /// A log of about `uses` events (a key in `acme` verified `uses` times), checkpointed.
 async fn log(uses: usize, config: ServerConfig) -> Log {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let (init, engine, secret) = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            let init = Engine::init(&path, EngineOptions::default()).unwrap();
-            let engine = Arc::new(Engine::open(&path, EngineOptions::default()).unwrap());
-            let acme: WorkspaceId = "acme".parse().unwrap();
-            let (_, secret) =
-                engine.create_blocking(Caller::system(), acme, spec("svc", &["read"], vec![])).unwrap();
-            (init, engine, secret.expose().to_owned())
-        })
-        .await
-        .unwrap()
-    };
-    let log = Log {
-        app: router(AppState::new(engine.clone(), config))
-            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9)))),
-        engine,
-        admin: init.admin_key.expose().to_owned(),
-        secret,
-        _dir: dir,
-    };
+    let api = support::open(&support::init(), EngineOptions::default(), config);
+    let engine = api.engine.clone();
+    let secret = tokio::task::spawn_blocking(move || {
+        let acme: WorkspaceId = "acme".parse().unwrap();
+        let (_, secret) =
+            engine.create_blocking(Caller::system(), acme, spec("svc", &["read"], vec![])).unwrap();
+        secret.expose().to_owned()
+    })
+    .await
+    .unwrap();
+    let log = Log { api, secret };
     log.uses(uses).await;
     log.engine.checkpoint_now().await.unwrap();
     log
@@ -103,17 +58,7 @@ impl Log {
     }
 
     async fn get_with(&self, uri: &str, key: Option<&str>) -> Answer {
-        let mut request = Request::builder().uri(uri);
-        if let Some(key) = key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        let response = self.app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
-        let (parts, body) = response.into_parts();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes().to_vec(),
-        }
+        self.api.send(support::request("GET", uri, key, &[], None)).await
     }
 
     async fn get(&self, uri: &str) -> Answer {
@@ -123,8 +68,8 @@ impl Log {
     /// A tile that must be served: its bytes.
     async fn tile(&self, path: &str) -> Vec<u8> {
         let answer = self.get(&format!("/tile/{path}")).await;
-        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", String::from_utf8_lossy(&answer.body));
-        answer.body
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text);
+        answer.bytes
     }
 
     fn checkpoint_size(&self) -> u64 {
@@ -133,18 +78,10 @@ impl Log {
 
     /// An admin key created through the API.
     async fn admin_key(&self, scopes: &[&str], resources: &[&str]) -> String {
-        let body = json!({"name": "auditor", "scopes": scopes, "resources": resources}).to_string();
-        let request = Request::builder()
-            .method("POST")
-            .uri("/v1/workspaces/_ledger/keys")
-            .header("authorization", format!("Bearer {}", self.admin))
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice::<Value>(&bytes).unwrap()["secret"].as_str().unwrap().to_owned()
+        let body = json!({"name": "auditor", "scopes": scopes, "resources": resources});
+        let answer = self.api.admin("POST", "/v1/workspaces/_ledger/keys", Some(body)).await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+        answer.body["secret"].as_str().unwrap().to_owned()
     }
 }
 
@@ -245,7 +182,7 @@ async fn only_tiles_of_the_checkpointed_tree_are_served_and_partials_only_at_the
     ] {
         let answer = log.get(&format!("/tile/{path}")).await;
         answer.assert_error(StatusCode::NOT_FOUND, "not_found");
-        assert!(answer.json()["message"].as_str().unwrap().contains(&format!("{size} events")), "{path}");
+        assert!(answer.body["message"].as_str().unwrap().contains(&format!("{size} events")), "{path}");
     }
     assert_eq!(log.tile(&format!("0/{:03}.p/{width}", full)).await.len() as u64, width * 32);
     assert_eq!(log.tile("1/000.p/1").await.len(), 32);
@@ -299,7 +236,7 @@ async fn an_event_too_long_for_a_bundle_is_refused_by_name_and_its_hash_tile_sti
     let size = log.engine.checkpoint_now().await.unwrap().size;
     let answer = log.get(&format!("/tile/entries/000.p/{size}")).await;
     answer.assert_error(StatusCode::NOT_FOUND, "not_found");
-    let message = answer.json()["message"].as_str().unwrap().to_owned();
+    let message = answer.body["message"].as_str().unwrap().to_owned();
     assert!(message.contains(&format!("event {seq} is {len} bytes")), "{message}");
     assert_eq!(log.tile(&format!("0/000.p/{size}")).await.len() as u64, size * 32);
 }
@@ -310,8 +247,8 @@ async fn the_checkpoint_is_the_signed_note_of_the_integrity_api() {
     let answer = log.get("/checkpoint").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.header("content-type"), "text/plain; charset=utf-8");
-    let note = log.get("/v1/log/checkpoint").await.json()["note"].as_str().unwrap().to_owned();
-    assert_eq!(String::from_utf8(answer.body).unwrap(), note);
+    let note = log.get("/v1/log/checkpoint").await.body["note"].as_str().unwrap().to_owned();
+    assert_eq!(String::from_utf8(answer.bytes).unwrap(), note);
     keyledger_verify::note::open(&note, log.engine.public_key()).unwrap();
 }
 
@@ -336,7 +273,7 @@ async fn tiles_need_an_audit_key_and_entry_bundles_one_over_every_workspace() {
     assert_eq!(log.get_with(&hash_tile, Some(&acme_auditor)).await.status, StatusCode::OK);
     let refused = log.get_with(&bundle, Some(&acme_auditor)).await;
     refused.assert_error(StatusCode::FORBIDDEN, "forbidden");
-    assert!(refused.json()["message"].as_str().unwrap().contains("every workspace"));
+    assert!(refused.body["message"].as_str().unwrap().contains("every workspace"));
     // Authentication comes before the path: a stranger learns nothing from a bad one.
     log.get_with("/tile/0/0000", None).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 }
@@ -406,7 +343,7 @@ async fn malformed_tile_paths_are_refused_naming_the_rule() {
     ] {
         let answer = log.get(&format!("/tile/{path}")).await;
         answer.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
-        assert!(answer.json()["message"].as_str().unwrap().contains("tile path"), "{path}");
+        assert!(answer.body["message"].as_str().unwrap().contains("tile path"), "{path}");
     }
     log.get("/tile/").await.assert_error(StatusCode::NOT_FOUND, "not_found");
     log.get("/tiles/0/000").await.assert_error(StatusCode::NOT_FOUND, "not_found");

@@ -2,23 +2,20 @@
 //! checkpoint to fake tlog-witness servers on loopback (axum, cosigning with the verify
 //! crate's `Cosigner`), and the API serves what they cosigned, their status and fork alarms.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use base64::Engine as _;
-use http_body_util::BodyExt;
 use keyledger_ledger::witness::{Witness, WitnessOptions, WitnessPolicy};
-use keyledger_ledger::{Engine, EngineOptions, WebhookOptions};
+use keyledger_ledger::{EngineOptions, WebhookOptions};
 use keyledger_log::WriterOptions;
-use keyledger_server::{AppState, ServerConfig, router};
+use keyledger_server::ServerConfig;
 use keyledger_verify::cosignature::{Cosigner, Quorum, unverified_checkpoint};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tower::ServiceExt;
+use support::Api;
+
+mod support;
 
 // ----- a fake witness ------------------------------------------------------------------
 
@@ -146,14 +143,6 @@ impl FakeWitness {
 
 // ----- keyledger in-process ------------------------------------------------------------
 
-struct Api {
-    app: axum::Router,
-    engine: Arc<Engine>,
-    admin: String,
-    path: PathBuf,
-    _dir: Arc<tempfile::TempDir>,
-}
-
 fn options(witnesses: Vec<Witness>, quorum: Option<usize>) -> EngineOptions {
     EngineOptions {
         writer: WriterOptions {
@@ -177,43 +166,16 @@ fn options(witnesses: Vec<Witness>, quorum: Option<usize>) -> EngineOptions {
     }
 }
 
-fn init() -> (Arc<tempfile::TempDir>, PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    let init = {
-        let path = path.clone();
-        std::thread::spawn(move || Engine::init(&path, EngineOptions::default()).unwrap()).join().unwrap()
-    };
-    (Arc::new(dir), path, init.admin_key.expose().to_owned())
-}
-
-fn open(dir: Arc<tempfile::TempDir>, path: &std::path::Path, admin: &str, options: EngineOptions) -> Api {
-    let engine = Arc::new(Engine::open(path, options).unwrap());
-    let app = router(AppState::new(engine.clone(), ServerConfig::default()))
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
-    Api { app, engine, admin: admin.to_owned(), path: path.to_owned(), _dir: dir }
-}
-
+/// A fresh data dir served with the engine `options` for `witnesses`.
 fn api(witnesses: Vec<Witness>, quorum: Option<usize>) -> Api {
-    let (dir, path, admin) = init();
-    open(dir, &path, &admin, options(witnesses, quorum))
+    support::open(&support::init(), options(witnesses, quorum), ServerConfig::default())
 }
 
 impl Api {
+    /// `method uri` as the init admin: the status, the body as JSON and as text.
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value, String) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {}", self.admin));
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), text)
+        let answer = self.admin(method, uri, body).await;
+        (answer.status, answer.body, answer.text)
     }
 
     async fn create(&self, workspace: &str) {
@@ -257,7 +219,8 @@ fn latest_size(api: &Api) -> u64 {
 async fn a_quorum_of_cosignatures_is_verified_stored_served_and_reloaded() {
     let a = FakeWitness::start("a.witness.example", 1, Mode::Honest, 0).await;
     let b = FakeWitness::start("b.witness.example", 2, Mode::Honest, 0).await;
-    let api = api(vec![a.witness(), b.witness()], None);
+    let data = support::init();
+    let api = support::open(&data, options(vec![a.witness(), b.witness()], None), ServerConfig::default());
     api.create("acme").await;
     let size = latest_size(&api);
     let view = api
@@ -288,12 +251,11 @@ async fn a_quorum_of_cosignatures_is_verified_stored_served_and_reloaded() {
     let served = api.engine.latest_checkpoint_note().unwrap();
     let stored_size = view["size"].as_u64().unwrap();
     api.engine.shutdown().await;
-    let Api { app, engine, admin, path, _dir } = api;
-    drop((app, engine));
+    drop(api);
     let gone = FakeWitness::start("a.witness.example", 1, Mode::Fail(503, 1000), 0).await;
     let mut gone_b = b.witness();
     gone_b.url = gone.url.clone();
-    let api = open(_dir, &path, &admin, options(vec![gone.witness(), gone_b], None));
+    let api = support::open(&data, options(vec![gone.witness(), gone_b], None), ServerConfig::default());
     let view = api.checkpoint().await;
     if view["size"].as_u64() == Some(stored_size) {
         assert_eq!(view["cosignatures"], 2, "{view:#}");

@@ -6,8 +6,10 @@
 //! Every test binary declares `mod support;` and uses the part it needs.
 #![allow(dead_code)]
 
+use keyledger_ledger::{Engine, EngineOptions};
 use serde_json::Value;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The `keyledger` binary cargo built for these tests.
@@ -99,4 +101,36 @@ pub fn parse_json(args: &[&str], output: &Output) -> Value {
     assert_eq!(output.status.code(), Some(0), "{args:?} failed: {}", stderr(output));
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", stdout(output)))
+}
+
+/// A data dir (`<dir>/data`) initialised and open as an engine in this process, with a
+/// runtime for the engine's async calls (these tests are synchronous). Files a test writes
+/// go in `dir`, removed when it drops.
+pub struct Local {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub engine: Engine,
+    pub rt: tokio::runtime::Runtime,
+}
+
+/// Initialises and opens a fresh data dir with default engine options.
+pub fn local() -> Local {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    Engine::init(&data, EngineOptions::default()).unwrap();
+    let engine = Engine::open(&data, EngineOptions::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    Local { dir, data, engine, rt }
+}
+
+/// `keyledger export verify FILE --public-key KEY EXTRA…`: its exit code, stdout and stderr.
+pub fn export_verify(file: &Path, public_key: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(BIN)
+        .args(["export", "verify"])
+        .arg(file)
+        .args(["--public-key", public_key])
+        .args(extra)
+        .output()
+        .unwrap();
+    (output.status.code(), stdout(&output), stderr(&output))
 }

@@ -11,7 +11,8 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
-use keyledger_ledger::{Engine, EngineOptions};
+use keyledger_core::Environment;
+use keyledger_ledger::{Engine, EngineOptions, Expiry, KeySpec};
 use keyledger_server::{AppState, ServerConfig, router};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -81,19 +82,48 @@ fn open_at(
     }
 }
 
-/// An answer as a test reads it: the body parsed as JSON (`Null` when it is not JSON) and
-/// as text.
+/// An answer as a test reads it: the body parsed as JSON (`Null` when it is not JSON), as
+/// text, and as the bytes served (tiles are binary).
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
     pub text: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Answer {
     /// Status and body, for assertion messages.
     pub fn dump(&self) -> String {
         format!("{} {}", self.status, self.body)
+    }
+
+    /// The value of header `name`, `""` when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+
+    /// Asserts a contract error: `status` and a body `{"error": code, "message",
+    /// "request_id"}` with a non-empty message and a `req_` request id.
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        let body = &self.body;
+        assert_eq!(body["error"], code, "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert!(body["request_id"].as_str().is_some_and(|r| r.starts_with("req_")), "{body}");
+    }
+}
+
+/// A key spec for a live key named `name` with `scopes` over `resources`, never expiring.
+pub fn spec(name: &str, scopes: &[&str], resources: Vec<String>) -> KeySpec {
+    KeySpec {
+        name: name.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        resources,
+        environment: Environment::Live,
+        owner: None,
+        metadata: "{}".into(),
+        expiry: Expiry::Never,
     }
 }
 
@@ -129,6 +159,7 @@ pub async fn send(app: &axum::Router, request: Request<Body>) -> Answer {
         headers: parts.headers,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         text: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes: bytes.to_vec(),
     }
 }
 
