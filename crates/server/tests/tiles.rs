@@ -91,6 +91,17 @@ fn hashes(tile: &[u8]) -> Vec<Hash> {
 }
 
 /// The 3-digit-group spelling of a tile index.
+/// The `hashes` of a proof answer, as tlog_tiles hashes.
+fn proof_hashes(answer: &Answer) -> Vec<tlog_tiles::tlog::Hash> {
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.body["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| tlog_tiles::tlog::Hash(hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap()))
+        .collect()
+}
+
 fn index(n: u64) -> String {
     let mut text = format!("{:03}", n % 1000);
     let mut rest = n / 1000;
@@ -354,7 +365,7 @@ async fn malformed_tile_paths_are_refused_naming_the_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tlog_tiles_client_mirrors_the_log() {
     use tlog_tiles::tile::{Tile, TileHashReader, TileReader};
-    use tlog_tiles::tlog::{Hash as TlogHash, record_hash, tree_hash};
+    use tlog_tiles::tlog::{record_hash, tree_hash};
 
     struct Mirror(HashMap<String, Vec<u8>>);
     impl TileReader for Mirror {
@@ -391,8 +402,45 @@ async fn tlog_tiles_client_mirrors_the_log() {
         }
     }
     let mirror = Mirror(mirror);
-    let reader = TileHashReader::new(size, TlogHash(checkpoint.root), &mirror);
-    assert_eq!(tree_hash(size, &reader).unwrap(), TlogHash(checkpoint.root));
+    // The checkpoint, as a stranger reads it: a C2SP signed note that Cloudflare's
+    // signed_note verifies under the log's published key, with a C2SP tlog-checkpoint body
+    // that tlog_tiles parses.
+    let served = log.get("/checkpoint").await;
+    assert_eq!(served.status, StatusCode::OK);
+    let note = signed_note::Note::from_bytes(&served.bytes).unwrap();
+    let vkey = log.engine.public_key().to_string();
+    let verifier = signed_note::StandardVerifier::new(&vkey).unwrap();
+    let (verified, _) = note.verify(&signed_note::VerifierList::new(vec![Box::new(verifier)])).unwrap();
+    assert_eq!(verified.len(), 1);
+    let body = tlog_tiles::checkpoint::Checkpoint::from_bytes(note.text()).unwrap();
+    assert_eq!((body.size(), body.hash().0), (size, checkpoint.root));
+    let root = *body.hash();
+    // The mirrored tiles give the signed root.
+    let reader = TileHashReader::new(size, root, &mirror);
+    assert_eq!(tree_hash(size, &reader).unwrap(), root);
+    // The server's inclusion and consistency proofs check with tlog_tiles against that root
+    // (and the older root it computes itself from the tiles).
+    for seq in [0, 1, 255, 256, size / 2, size - 1] {
+        let n = seq / 256;
+        let width = (size - n * 256).min(256);
+        let path = if width == 256 {
+            format!("entries/{}", index(n))
+        } else {
+            format!("entries/{}.p/{width}", index(n))
+        };
+        let entry = entries(&log.tile(&path).await).swap_remove((seq % 256) as usize);
+        let answer = log.get(&format!("/v1/log/proofs/inclusion?seq={seq}&size={size}")).await;
+        let proof = proof_hashes(&answer);
+        tlog_tiles::tlog::check_record(&proof, size, root, seq, record_hash(&entry))
+            .unwrap_or_else(|e| panic!("inclusion of {seq}: {e:?}"));
+    }
+    for old in [1, 7, 256, 300, size - 1] {
+        let old_root = tree_hash(old, &reader).unwrap();
+        let answer = log.get(&format!("/v1/log/proofs/consistency?from={old}&to={size}")).await;
+        let proof = proof_hashes(&answer);
+        tlog_tiles::tlog::check_tree(&proof, size, root, old, old_root)
+            .unwrap_or_else(|e| panic!("consistency {old} → {size}: {e:?}"));
+    }
     // Every entry hashes, by tlog_tiles's own record hash, to its leaf in the level-0 tiles.
     let bundle = entries(&log.tile("entries/000").await);
     let leaves = hashes(&mirror.0["0/000"]);

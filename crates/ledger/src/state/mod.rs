@@ -210,10 +210,17 @@ pub struct Webhook {
     pub since_seq: u64,
 }
 
+/// Notifications every enabled webhook receives whatever its subscription list: a fork
+/// alarm concerns every workspace of the log (docs/webhooks.md).
+pub const ALWAYS_DELIVERED: [&str; 1] = ["log.fork_alarm"];
+
 impl Webhook {
     /// Whether deliveries of `kind` are wanted now.
     pub fn wants(&self, kind: &str) -> bool {
-        self.enabled && (self.events.is_empty() || self.events.iter().any(|e| e == kind))
+        self.enabled
+            && (self.events.is_empty()
+                || ALWAYS_DELIVERED.contains(&kind)
+                || self.events.iter().any(|e| e == kind))
     }
 }
 
@@ -575,6 +582,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_fork_alarm_reaches_every_enabled_webhook_whatever_it_subscribes_to() {
+        let mut webhook = Webhook {
+            url: "https://hooks.example/k".into(),
+            events: vec!["key.revoked".into()],
+            enabled: true,
+            set_seq: 1,
+            set_at: Timestamp(1_000),
+            set_by: Actor::System,
+            since_seq: 1,
+        };
+        assert!(webhook.wants("key.revoked") && !webhook.wants("key.created"));
+        assert!(webhook.wants("log.fork_alarm"), "a fork alarm cannot be unsubscribed");
+        webhook.enabled = false;
+        assert!(!webhook.wants("log.fork_alarm") && !webhook.wants("key.revoked"));
+    }
 
     fn record(n: u8) -> KeyRecord {
         KeyRecord {

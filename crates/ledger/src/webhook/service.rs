@@ -176,8 +176,8 @@ impl Drop for WebhookService {
     }
 }
 
-/// Queues a `log.fork_alarm` notification for every workspace whose enabled webhook wants
-/// it (docs/webhooks.md). An alarm is queued at most once per workspace: its subject makes
+/// Queues a `log.fork_alarm` notification for every workspace with an enabled webhook,
+/// whatever types it subscribes to (docs/webhooks.md). An alarm is queued at most once per workspace: its subject makes
 /// the delivery id and the marker that records it as queued.
 pub(crate) struct AlarmAnnouncer(Arc<Shared>);
 
