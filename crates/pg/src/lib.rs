@@ -7,3 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod schema;
+
+#[cfg(feature = "testing")]
+pub mod testing;
