@@ -22,6 +22,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bott
 h3{font-size:15px;margin:16px 0 6px}
 .muted{color:var(--muted)}
 table{border-collapse:collapse;width:100%;margin:6px 0 12px;font-size:12.5px}
+.scroll{overflow-x:auto}
 th,td{border:1px solid var(--line);padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f2f4f7}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;word-break:break-all}
@@ -34,7 +35,7 @@ svg{display:block;max-width:100%;height:auto}
 svg text{font:11px system-ui,sans-serif;fill:var(--muted)}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 pre{white-space:pre-wrap;word-break:break-all;font-size:11px;background:#f6f8fa;padding:8px}
-@media print{body{max-width:none;padding:0;font-size:11px}h2{break-after:avoid}tr,.card,svg{break-inside:avoid}
+@media print{body{max-width:none;padding:0;font-size:11px}.scroll{overflow:visible}table{font-size:9.5px}h2{break-after:avoid}tr,.card,svg{break-inside:avoid}
 a{color:inherit;text-decoration:none}@page{size:A4;margin:14mm}}
 ";
 
@@ -80,7 +81,7 @@ fn table(out: &mut String, rows: &[Value], columns: &[(&str, &str, bool)], class
         out.push_str("<p class=\"muted\">None.</p>\n");
         return;
     }
-    out.push_str("<table><thead><tr>");
+    out.push_str("<div class=\"scroll\"><table><thead><tr>");
     for (_, heading, numeric) in columns {
         let _ = write!(out, "<th{}>{}</th>", if *numeric { " class=\"n\"" } else { "" }, esc(heading));
     }
@@ -97,7 +98,7 @@ fn table(out: &mut String, rows: &[Value], columns: &[(&str, &str, bool)], class
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</tbody></table>\n");
+    out.push_str("</tbody></table></div>\n");
 }
 
 /// Verifications and denials per day, stacked bars.
