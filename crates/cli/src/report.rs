@@ -24,6 +24,8 @@ use std::process::ExitCode;
 
 /// Entries per entry bundle (C2SP tlog-tiles).
 const TILE_WIDTH: u64 = 256;
+/// The largest report file read (a report of every key of a large ledger fits).
+const MAX_REPORT: u64 = 512 << 20;
 /// The largest response read into memory: a full entry bundle of the longest entries.
 const MAX_BODY: usize = 256 * (2 + 65_535);
 
@@ -274,6 +276,15 @@ fn verify(args: &VerifyArgs) -> ExitCode {
 
 fn check(args: &VerifyArgs) -> Result<(OpenedReport, Option<Checked>), Failure> {
     let key = public_key(&args.public_key).map_err(Failure::Usage)?;
+    let size = std::fs::metadata(&args.file)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?
+        .len();
+    if size > MAX_REPORT {
+        return Err(Failure::Usage(format!(
+            "{} is larger than {MAX_REPORT} bytes: not a report",
+            args.file.display()
+        )));
+    }
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
     let report =

@@ -101,7 +101,8 @@ pub async fn compliance(
     let request = ReportRequest { workspaces, from, to, unused_days };
     let report = produce(&state.engine, request).await.map_err(|error| match error {
         ReportError::Parameters(message) => {
-            ApiError::invalid(if message.contains("unused_days") { "unused_days" } else { "to" }, message)
+            let field = ["unused_days", "from"].into_iter().find(|f| message.contains(f)).unwrap_or("to");
+            ApiError::invalid(field, message)
         }
         ReportError::Ledger(error) => error.into(),
         other => {

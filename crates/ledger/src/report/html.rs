@@ -1,4 +1,4 @@
-//! The HTML form of a compliance report (docs/compliance.md, "The HTML report"): one
+//! The HTML form of a compliance report (docs/compliance.md, "The signed report"): one
 //! self-contained page — inline CSS and SVG, no script, no external asset — that prints
 //! well, and that embeds the signed report JSON
 //! ([`keyledger_verify::report::html_embed`]) so the page itself can be verified.
