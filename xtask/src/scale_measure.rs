@@ -1,6 +1,7 @@
 //! `cargo xtask scale --data-dir D`: times the operations whose cost must not grow with
 //! history, on a log written by `gen-log`: startup to first verify, the compromise report
-//! of the busiest key, a source lookup, `active_at`, hygiene, export and its offline
+//! of the busiest key, a source lookup, `active_at`, hygiene, the quarterly compliance
+//! report of a workspace, export and its offline
 //! verification, `log verify`; plus memory and bytes on disk per event. Prints JSON.
 //!
 //! It measures one log in this process and writes no table: [`crate::scale_table`] runs it
@@ -85,6 +86,17 @@ pub fn run(data_dir: PathBuf) -> Result<()> {
             .count())
     })?;
 
+    // The quarterly compliance report of the busiest key's workspace: one fold of the log up
+    // to a fresh checkpoint, signed (docs/compliance.md).
+    let quarter = keyledger_ledger::report::ReportRequest {
+        workspaces: Some(vec![workspace.clone()]),
+        from: now.plus_micros(-91 * 86_400_000_000),
+        to: now,
+        unused_days: 90,
+    };
+    let compliance_ms =
+        time_ms(1, || Ok(runtime.block_on(keyledger_ledger::report::produce(&engine, quarter.clone()))?))?;
+
     // Export everything to a file, then verify it offline.
     let export_path = data_dir.with_extension("export.jsonl");
     let plan = runtime.block_on(ExportPlan::prepare(&engine, ExportRequest::default()))?;
@@ -133,6 +145,7 @@ pub fn run(data_dir: PathBuf) -> Result<()> {
             "active_at_ms": active_at_ms,
             "active_at_keys": active,
             "hygiene_ms": hygiene_ms,
+            "compliance_report_quarter_ms": compliance_ms,
             "export_lines": stats.lines,
             "export_lines_per_s": stats.lines as f64 / export_s,
             "export_verify_lines_per_s": stats.lines as f64 / export_verify_s,

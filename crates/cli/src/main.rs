@@ -9,6 +9,7 @@ mod connection;
 mod export;
 mod proof;
 mod recover;
+mod report;
 mod table;
 mod upgrade;
 mod witness;
@@ -64,6 +65,8 @@ enum Command {
     Webhook(admin::WebhookArgs),
     /// Download a signed export from a running server, or verify one offline.
     Export(export::ExportArgs),
+    /// Download a signed compliance report, or verify one against the log.
+    Report(report::ReportArgs),
     /// Ask a running server what happened: a key's events, a leak report, request ids,
     /// sources, the keys valid at an instant, hygiene, and which key a leaked secret is.
     Audit(audit::AuditArgs),
@@ -264,6 +267,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => Ok(admin::run_policy(args)),
         Command::Webhook(args) => Ok(admin::run_webhook(args)),
         Command::Export(args) => Ok(export::run(args)),
+        Command::Report(args) => Ok(report::run(args)),
         Command::Audit(args) => Ok(audit::run(args)),
         Command::Witness { command } => witness::run(command),
         Command::Proof(args) => Ok(proof::run(args)),

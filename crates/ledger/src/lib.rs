@@ -11,6 +11,7 @@
 //! - [`datadir`]: the data dir's layout, secrets and `init`.
 //! - [`webhook`]: signed webhook notifications, their outbox and delivery threads.
 //! - [`witness`]: submitting checkpoints to witnesses and keeping their cosignatures.
+//! - [`report`]: signed compliance reports and their HTML page.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod export;
 pub mod projection;
 pub mod projector;
+pub mod report;
 pub mod sequencer;
 pub mod state;
 pub mod verdict;

@@ -622,6 +622,7 @@ async function viewKeys(ws) {
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'primary', id: 'create-key', onclick: () => createKeyDialog(ws, () => { keysState.status = 'all'; reload(); }) }, 'Create key'),
         link(['w', ws, 'policy'], 'Policy', { class: 'button' }),
+        link(['w', ws, 'reports'], 'Compliance report', { class: 'button', id: 'open-reports' }),
         h('button', { type: 'button', id: 'refresh', onclick: reload }, 'Refresh'),
         h('button', { type: 'button', class: 'danger', id: 'revoke-all', onclick: () => revokeAllDialog(ws, activeCount, reload) }, 'Revoke all…'))),
     h('div', { class: 'filters' }, field('Search', search), field('Status', status)),
@@ -1061,6 +1062,82 @@ async function viewIntegrity() {
       h('p', { class: 'muted' }, 'The export format is specified in docs/export-format.md, precisely enough to write an independent verifier.')));
 }
 
+// ---------------------------------------------------------------- compliance reports
+
+// The first day of the current calendar quarter and tomorrow, as YYYY-MM-DD (UTC).
+function quarterToDate() {
+  const now = new Date();
+  const start = new Date(Date.UTC(now.getUTCFullYear(), Math.floor(now.getUTCMonth() / 3) * 3, 1));
+  const end = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1));
+  return [start.toISOString().slice(0, 10), end.toISOString().slice(0, 10)];
+}
+
+function complianceQuery(ws, from, to, unusedDays, format) {
+  const q = new URLSearchParams({ workspace: ws, from, to, unused_days: unusedDays, format });
+  return `/v1/reports/compliance?${q}`;
+}
+
+// Downloads a report through the admin API (the key never goes into a URL) as a file.
+async function downloadCompliance(ws, from, to, unusedDays, format) {
+  const response = await api('GET', complianceQuery(ws, from, to, unusedDays, format), undefined, { raw: true });
+  const blob = await response.blob();
+  const url = URL.createObjectURL(blob);
+  const a = h('a', { href: url, download: `keyledger-compliance-${ws}-${from}-${to}.${format}`, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function complianceSummary(report) {
+  const f = report.figures;
+  const live = f.inventory.filter((k) => k.status === 'active' || k.status === 'disabled').length;
+  const card = (n, label) => h('div', { class: 'stat' }, h('span', { class: 'n' }, String(n)), h('span', { class: 'label' }, label));
+  return h('div', { id: 'compliance-summary' },
+    h('div', { class: 'summary' },
+      card(f.inventory.length, 'keys in the inventory'), card(live, 'live at the end'),
+      card(Object.values(f.lifecycle.counts).reduce((a, b) => a + b, 0), 'lifecycle events'),
+      card(f.exceptions.length, 'exceptions'), card(f.usage.used, 'verifications'), card(f.usage.denied, 'denials'),
+      card(f.break_glass.count, 'break-glass recoveries')),
+    table(['Exception', 'Keys'], Object.entries(f.exception_counts).map(([kind, n]) => h('tr', {}, h('th', { scope: 'row' }, kind.replaceAll('_', ' ')), h('td', { class: 'num' }, String(n)))), { caption: 'Exceptions by kind' }),
+    h('p', { class: 'muted small' }, `Computed from the first ${report.checkpoint.size} events of the log (root ${report.checkpoint.root_hash.slice(0, 16)}…) and signed with the log's key.`));
+}
+
+async function viewComplianceReports(ws) {
+  const view = beginView(`Compliance report of ${ws}`);
+  if (!WORKSPACE_RE.test(ws)) { view.render(h('h1', {}, 'No such workspace'), h('p', {}, 'That is not a workspace id.')); return; }
+  const [defaultFrom, defaultTo] = quarterToDate();
+  const from = h('input', { type: 'date', id: 'report-from', value: defaultFrom, required: true });
+  const to = h('input', { type: 'date', id: 'report-to', value: defaultTo, required: true });
+  const unused = h('input', { type: 'number', id: 'report-unused', min: 1, max: 3650, value: 90, required: true });
+  const result = h('div', { id: 'compliance-result', 'aria-live': 'polite' });
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const run = async (action) => {
+    error.hidden = true;
+    try { await action(); } catch (e) { error.textContent = e.describe ? e.describe() : String(e); error.hidden = false; }
+  };
+  const show = () => run(async () => {
+    result.replaceChildren(h('p', { class: 'muted' }, 'Computing…'));
+    const report = await api('GET', complianceQuery(ws, from.value, to.value, unused.value, 'json'));
+    result.replaceChildren(complianceSummary(report));
+  });
+  view.render(
+    h('div', { class: 'title-row' },
+      h('h1', {}, 'Compliance report of ', h('span', { class: 'mono', id: 'workspace-name' }, ws)),
+      h('div', { class: 'actions' }, link(['w', ws], 'Keys', { class: 'button' }))),
+    h('p', {}, 'Inventory, lifecycle with actors and request ids, exceptions and usage for a period, signed with the log’s key. ',
+      'Download the HTML to read or print it; ', h('code', {}, 'keyledger report verify'), ' checks it against the log (docs/compliance.md).'),
+    h('form', { class: 'filters', id: 'report-form', onsubmit: (event) => { event.preventDefault(); show(); } },
+      field('From (UTC, inclusive)', from), field('To (UTC, exclusive)', to), field('Unused after (days)', unused),
+      h('div', { class: 'actions' },
+        h('button', { type: 'submit', class: 'primary', id: 'report-show' }, 'Show summary'),
+        h('button', { type: 'button', id: 'report-download-html', onclick: () => run(() => downloadCompliance(ws, from.value, to.value, unused.value, 'html')) }, 'Download HTML'),
+        h('button', { type: 'button', id: 'report-download-json', onclick: () => run(() => downloadCompliance(ws, from.value, to.value, unused.value, 'json')) }, 'Download JSON'))),
+    error,
+    result);
+  show();
+}
+
 // ---------------------------------------------------------------- router
 
 const ROUTES = [
@@ -1068,6 +1145,7 @@ const ROUTES = [
   [/^\/workspaces$/, () => viewWorkspaces()],
   [/^\/w\/([^/]+)$/, (m) => viewKeys(m[1])],
   [/^\/w\/([^/]+)\/policy$/, (m) => viewPolicy(m[1])],
+  [/^\/w\/([^/]+)\/reports$/, (m) => viewComplianceReports(m[1])],
   [/^\/k\/([^/]+)$/, (m) => viewKey(m[1])],
   [/^\/k\/([^/]+)\/report$/, (m, params) => viewReport(m[1], params)],
   [/^\/integrity$/, () => viewIntegrity()],

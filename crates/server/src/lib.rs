@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod openapi;
 mod outcome;
 pub mod redact;
+pub mod reports;
 pub mod request_id;
 pub mod schema;
 pub mod secret_body;
@@ -265,6 +266,7 @@ pub fn router(state: AppState) -> Router {
         // export routes
         .route("/v1/export", get(export::export))
         // end export routes
+        .route("/v1/reports/compliance", get(reports::compliance))
         // console routes
         .route("/console", get(console::index))
         .route("/console/", get(console::index))

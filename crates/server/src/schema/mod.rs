@@ -11,6 +11,7 @@ pub mod errors;
 pub mod health;
 pub mod integrity;
 pub mod keys;
+pub mod reports;
 pub mod verify;
 pub mod webhooks;
 
@@ -19,6 +20,7 @@ pub use errors::*;
 pub use health::*;
 pub use integrity::*;
 pub use keys::*;
+pub use reports::*;
 pub use verify::*;
 pub use webhooks::*;
 
