@@ -170,6 +170,8 @@ pub struct Engine {
     signer: Arc<NoteSigner>,
     /// With a PostgreSQL store: the thread that wakes the writer on other nodes' appends.
     listener: std::sync::Mutex<Option<keyledger_pg::Listener>>,
+    /// With a PostgreSQL store: the `jobs` lease (webhook delivery, witness submission).
+    lease: std::sync::Mutex<Option<keyledger_pg::Lease>>,
     /// Whether the log is held in a shared store (PostgreSQL).
     shared: bool,
     _lock: DirLock,
@@ -372,6 +374,24 @@ impl Engine {
             demand: projection_demand.clone(),
         };
         let projector = Projector::start(projections, feed)?;
+        // One node at a time delivers webhooks and submits to witnesses: the lease holder.
+        let (gate, lease): (crate::JobGate, _) = match (&listener, &options.store) {
+            (Some(_), Some(url)) => {
+                let config = keyledger_pg::store::parse_config(url)?;
+                let node = keyledger_pg::lease::node_id();
+                match keyledger_pg::Lease::start(config, "jobs", node, keyledger_pg::LeaseTimes::default()) {
+                    Ok(lease) => {
+                        let holding = lease.holding();
+                        (Arc::new(move || holding.is_held()), Some(lease))
+                    }
+                    Err(error) => {
+                        writer.shutdown_blocking();
+                        return Err(ProjectionError::Log(format!("cannot start the lease: {error}")).into());
+                    }
+                }
+            }
+            _ => (Arc::new(|| true), None),
+        };
         let webhook_counters = Arc::new(crate::webhook::WebhookCounters::default());
         let sources = crate::webhook::service::Sources {
             state: state.clone(),
@@ -379,6 +399,7 @@ impl Engine {
             projections: projections_db.clone(),
             projected: projected_rx.clone(),
             pepper: secrets.pepper.clone(),
+            gate: gate.clone(),
         };
         let webhooks = crate::webhook::WebhookService::start(
             &dir.join(datadir::WEBHOOKS_FILE),
@@ -405,6 +426,7 @@ impl Engine {
                 );
                 announcer.announce(subject.as_bytes(), &alarm.to_json());
             }),
+            gate,
         );
         let witnesses = match witnesses {
             Ok(witnesses) => witnesses,
@@ -434,6 +456,7 @@ impl Engine {
             data_dir: dir.to_owned(),
             signer,
             listener: std::sync::Mutex::new(listener),
+            lease: std::sync::Mutex::new(lease),
             shared,
             _lock: lock,
         })
@@ -902,27 +925,42 @@ impl Engine {
 
     /// Drains pending appends, writes a final checkpoint, persists projections and stops.
     pub async fn shutdown(&self) {
-        self.stop_listener();
         let _ = tokio::task::spawn_blocking(self.witnesses.stopper()).await;
         let stop_webhooks = self.webhooks.stopper();
         let _ = tokio::task::spawn_blocking(stop_webhooks).await;
+        let _ = tokio::task::spawn_blocking(self.node_threads_stopper()).await;
         self.writer.shutdown().await;
         let _ = tokio::task::spawn_blocking(self.projector.stopper()).await;
     }
 
     pub fn shutdown_blocking(&self) {
-        self.stop_listener();
         (self.witnesses.stopper())();
         (self.webhooks.stopper())();
+        (self.node_threads_stopper())();
         self.writer.shutdown_blocking();
         (self.projector.stopper())();
     }
 
-    fn stop_listener(&self) {
+    /// What stops a PostgreSQL node's own threads (after its jobs stopped): the listener,
+    /// and the `jobs` lease, released so that another node takes over at once.
+    fn node_threads_stopper(&self) -> impl FnOnce() + Send + 'static {
         let listener = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut listener) = listener {
-            listener.stop();
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        move || {
+            if let Some(mut listener) = listener {
+                listener.stop();
+            }
+            if let Some(mut lease) = lease {
+                lease.stop();
+            }
         }
+    }
+
+    /// Whether this node may deliver webhooks and submit to witnesses now (always with the
+    /// embedded store; with PostgreSQL while it holds the `jobs` lease).
+    pub fn runs_jobs(&self) -> bool {
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        lease.as_ref().is_none_or(|lease| lease.holding().is_held())
     }
 }
 

@@ -8,12 +8,14 @@
 
 pub mod error;
 pub mod identity;
+pub mod lease;
 pub mod listener;
 pub mod schema;
 pub mod store;
 
 pub use error::PgError;
 pub use identity::Identity;
+pub use lease::{Holding, Lease, LeaseTimes};
 pub use listener::Listener;
 pub use store::PgStore;
 
