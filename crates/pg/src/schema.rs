@@ -21,12 +21,17 @@ const MIGRATION_LOCK: i64 = 0x6b65_796c_6564_6772;
 pub fn migrate(client: &mut postgres::Client) -> Result<i32, PgError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS keyledger_schema_version (
-            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-            version   integer NOT NULL
-        )",
-    )?;
+    // Checked first rather than `IF NOT EXISTS`, which logs a notice on every start.
+    let exists: bool =
+        tx.query_one("SELECT to_regclass('keyledger_schema_version') IS NOT NULL", &[])?.get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE keyledger_schema_version (
+                singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                version   integer NOT NULL
+            )",
+        )?;
+    }
     let found: i32 =
         tx.query_opt("SELECT version FROM keyledger_schema_version", &[])?.map_or(0, |row| row.get(0));
     if found > SCHEMA_VERSION {

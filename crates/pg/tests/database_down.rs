@@ -37,6 +37,9 @@ async fn a_stopped_database_fails_closed_and_the_node_recovers_by_itself() {
         assert!(node.log().len() >= length);
         assert!(!node.is_healthy());
     }
+    // Recovery attempts (100 ms, doubling) keep failing while the database is down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!a.is_healthy() && !b.is_healthy(), "a node recovered without its database");
 
     std::thread::scope(|s| s.spawn(|| ledger.cluster.start_server().unwrap()).join().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
