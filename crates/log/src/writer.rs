@@ -805,7 +805,7 @@ impl<S: Sequencer> Writer<S> {
             && (head.size != self.parts.tree.size() || head.root != self.parts.tree.root())
         {
             let error = StoreError::Diverged(format!(
-                "the store's head is {} events, this node's log {} events with another root",
+                "the store's head is {} events, this node's log {} events with another root; restart this node to rebuild its local mirror from the store",
                 head.size,
                 self.parts.tree.size()
             ));
