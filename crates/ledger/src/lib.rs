@@ -31,6 +31,12 @@ pub mod webhook;
 pub mod witness;
 
 pub use authority::ADMIN_SCOPES;
+
+/// Whether this node may run the jobs that run on one node at a time (webhook delivery and
+/// witness submission): always with the embedded store; with a PostgreSQL store only while
+/// this node holds the `jobs` lease (`keyledger_pg::lease`, docs/architecture.md, "The log
+/// store seam").
+pub(crate) type JobGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec};
 pub use engine::{Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
 pub use error::{AuthError, LedgerError};

@@ -1,12 +1,30 @@
-//! keyledger's PostgreSQL log store (docs/scaling.md, docs/operations.md "High availability").
+//! keyledger's PostgreSQL log store (docs/architecture.md, "The log store seam";
+//! docs/log-format.md, "PostgreSQL store"; docs/scaling.md, docs/operations.md "High
+//! availability").
 //!
 //! With `--store postgres://…` the database holds the log: the events' bytes, their leaf
 //! hashes, the tree's head and the signed checkpoints. Any number of nodes serve one ledger
 //! from it; the single writer of ADR 0004 becomes the row lock on the log head, taken by
 //! whichever node appends a batch.
+//!
+//! [`PgStore`] is the writer's shared store; [`schema`] migrates and refuses a newer schema;
+//! [`identity`] holds and checks which signing key and pepper the ledger has; [`Listener`]
+//! wakes a node's writer when another node appended; [`Lease`] lets one node at a time run
+//! the webhook and witness jobs.
 #![forbid(unsafe_code)]
 
+pub mod error;
+pub mod identity;
+pub mod lease;
+pub mod listener;
 pub mod schema;
+pub mod store;
+
+pub use error::PgError;
+pub use identity::Identity;
+pub use lease::{Holding, Lease, LeaseTimes};
+pub use listener::Listener;
+pub use store::PgStore;
 
 #[cfg(feature = "testing")]
 pub mod testing;

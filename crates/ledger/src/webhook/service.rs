@@ -81,6 +81,9 @@ pub struct Sources {
     pub projections: crate::projection::ProjectionsDb,
     pub projected: watch::Receiver<u64>,
     pub pepper: Pepper,
+    /// Deliveries are sent only while this says so (see [`crate::JobGate`]); every node
+    /// dispatches into its own outbox, so the node that takes over has every delivery.
+    pub(crate) gate: crate::JobGate,
 }
 
 impl WebhookService {
@@ -129,9 +132,10 @@ impl WebhookService {
             threads.push(spawned);
             let sender = shared.clone();
             let pepper = sources.pepper;
+            let gate = sources.gate;
             let spawned = std::thread::Builder::new()
                 .name("keyledger-webhook-send".into())
-                .spawn(move || send_loop(&sender, &pepper))
+                .spawn(move || send_loop(&sender, &pepper, &gate))
                 .map_err(|e| ProjectionError::Log(format!("cannot start the webhook sender: {e}")))?;
             threads.push(spawned);
         }
@@ -345,7 +349,7 @@ fn scan_expiring(shared: &Shared) -> Result<(), ProjectionError> {
     Ok(())
 }
 
-fn send_loop(shared: &Shared, pepper: &Pepper) {
+fn send_loop(shared: &Shared, pepper: &Pepper, gate: &crate::JobGate) {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         // A redirect is a failure: the signature was made for the configured URL only, and
@@ -363,6 +367,13 @@ fn send_loop(shared: &Shared, pepper: &Pepper) {
         GuardedResolver::new(shared.options.destination_rule()),
     );
     while !shared.signal.stopped() {
+        if !gate() {
+            // Another node delivers (it holds the lease).
+            if shared.signal.wait(shared.options.poll_interval) {
+                return;
+            }
+            continue;
+        }
         let wait = match shared.outbox.first_due() {
             Ok(None) => shared.options.poll_interval,
             Ok(Some(pending)) => {

@@ -154,6 +154,8 @@ struct Shared {
     /// Bumped after each stored cosignature.
     changes: tokio::sync::watch::Sender<u64>,
     sink: AlarmSink,
+    /// Checkpoints are submitted only while this says so (see [`crate::JobGate`]).
+    gate: crate::JobGate,
 }
 
 /// What a sleeping submitter is woken by.
@@ -317,6 +319,7 @@ impl WitnessService {
         reader: LogReader,
         log_dir: PathBuf,
         sink: AlarmSink,
+        gate: crate::JobGate,
     ) -> std::io::Result<Self> {
         let Some(policy) = options.policy.clone() else {
             return Ok(Self { shared: None, threads: Mutex::new(Vec::new()) });
@@ -346,6 +349,7 @@ impl WitnessService {
             signalled: Condvar::new(),
             changes: tokio::sync::watch::Sender::new(0),
             sink,
+            gate,
         });
         let service = Self { shared: Some(shared.clone()), threads: Mutex::new(Vec::new()) };
         for index in 0..count {
@@ -465,8 +469,9 @@ fn submit_loop(shared: &Shared, index: usize) {
         let poll = shared.options.poll_interval;
         let wakes = shared.wakes();
         let checkpoint = shared.reader.latest_checkpoint();
-        let due =
-            checkpoint.as_ref().filter(|c| done != Some((c.size, c.root)) && Instant::now() >= next_try);
+        let due = checkpoint
+            .as_ref()
+            .filter(|c| done != Some((c.size, c.root)) && Instant::now() >= next_try && (shared.gate)());
         if let Some(checkpoint) = due {
             if acked > checkpoint.size {
                 acked = 0;

@@ -1,0 +1,76 @@
+//! The database stopped: appends and verifications fail closed (503), reads keep working
+//! from the node's mirror, and the node recovers by itself when the database returns.
+use keyledger_core::UsageContext;
+use keyledger_ledger::{Caller, Engine, LedgerError, VerifyOutcome, VerifyRequirements};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{Ledger, rid, spec, verify, ws};
+
+fn admin(engine: &Engine, key: &str) -> Caller {
+    let admin = engine.authenticate_admin(key).unwrap();
+    Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_database_fails_closed_and_the_node_recovers_by_itself() {
+    let ledger = Ledger::new();
+    let init = ledger.init("a");
+    let a = ledger.open(&ledger.dir("a"));
+    let b = ledger.open(&ledger.node_dir("b", "a"));
+    let key = init.admin_key.expose().to_owned();
+    let (record, secret) = a.create(admin(&a, &key), ws("acme"), spec("k", &["read"])).await.unwrap();
+    assert_eq!(verify(&b, secret.expose()).await, Some(true));
+    let acknowledged = a.log().len().max(b.log().len());
+    let lengths = [a.log().len(), b.log().len()];
+
+    std::thread::scope(|s| s.spawn(|| ledger.cluster.stop().unwrap()).join().unwrap());
+    for (node, length) in [&a, &b].into_iter().zip(lengths) {
+        let answer =
+            node.verify(rid(), secret.expose(), VerifyRequirements::default(), UsageContext::default()).await;
+        assert!(matches!(answer, Err(LedgerError::Unavailable(_))), "verify fails closed: {answer:?}");
+        let answer = node.revoke(admin(node, &key), record.key_id, None).await;
+        assert!(matches!(answer, Err(LedgerError::Unavailable(_))), "revoke fails closed: {answer:?}");
+        // Reads are served from the node's mirror and registry.
+        assert!(node.key(&record.key_id).is_some());
+        assert!(node.log().len() >= length);
+        assert!(!node.is_healthy());
+    }
+    // Recovery attempts (100 ms, doubling) keep failing while the database is down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!a.is_healthy() && !b.is_healthy(), "a node recovered without its database");
+
+    std::thread::scope(|s| s.spawn(|| ledger.cluster.start_server().unwrap()).join().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in [&a, &b] {
+        loop {
+            let answer = node
+                .verify(rid(), secret.expose(), VerifyRequirements::default(), UsageContext::default())
+                .await;
+            match answer {
+                Ok(VerifyOutcome::Known(verdict)) => {
+                    assert!(verdict.outcome.is_ok());
+                    break;
+                }
+                Err(LedgerError::Unavailable(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => panic!("the node did not recover within 20 s: {other:?}"),
+            }
+        }
+        assert!(node.is_healthy());
+    }
+    // Nothing acknowledged was lost, and both nodes hold one history again.
+    a.revoke(admin(&a, &key), record.key_id, None).await.unwrap();
+    assert_eq!(verify(&b, secret.expose()).await, Some(false));
+    assert!(a.wait_for_projections(Duration::from_secs(5)).await);
+    assert!(b.wait_for_projections(Duration::from_secs(5)).await);
+    let size: i64 = ledger.sql(|c| c.query_one("SELECT size FROM keyledger_head", &[]).unwrap().get(0));
+    assert!(size as u64 >= acknowledged);
+    assert_eq!(a.log().len(), size as u64);
+    assert_eq!(b.log().len(), size as u64);
+    assert_eq!(a.log().root_at(size as u64).unwrap(), b.log().root_at(size as u64).unwrap());
+    a.shutdown().await;
+    b.shutdown().await;
+}
