@@ -28,7 +28,7 @@ pub mod verdict;
 pub mod webhook;
 pub mod witness;
 
-pub use authority::ADMIN_SCOPES;
+pub use authority::{ADMIN_SCOPES, INTROSPECT, LEDGER_SCOPES};
 pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeySpec};
 pub use engine::{Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
 pub use error::{AuthError, LedgerError};
