@@ -138,6 +138,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
+    /// Also serve Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`,
+    /// plaintext HTTP/2) on this address; off unless given (docs/gateways.md).
+    #[arg(long, env = "KEYLEDGER_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
     /// How durable a usage (`used`/`denied`) event is before verify answers.
     #[arg(long, env = "KEYLEDGER_USAGE_DURABILITY", value_enum, default_value = "batched")]
     usage_durability: UsageDurability,
@@ -373,6 +377,18 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let state = keyledger_server::AppState::new(engine, config);
+        if let Some(address) = args.grpc_listen {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (--grpc-listen)"))?;
+            tracing::info!(address = %listener.local_addr()?, "keyledger is serving gRPC ext_authz");
+            let grpc = keyledger_server::grpc::serve_grpc(listener, state.clone(), shutdown_signal());
+            tokio::spawn(async move {
+                if let Err(error) = grpc.await {
+                    tracing::error!(%error, "the gRPC ext_authz listener stopped");
+                }
+            });
+        }
         match (args.tls_cert, args.tls_key) {
             (Some(certificate), Some(key)) => {
                 tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "keyledger is serving HTTPS");

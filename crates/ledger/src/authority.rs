@@ -15,8 +15,8 @@
 //! * **Scopes of the command.** Writing keys needs `ledger:keys:write`; writing `_ledger`
 //!   keys, policies and webhooks also needs `ledger:admin`.
 //! * **Domination.** A `_ledger` key may be issued, rotated, changed, disabled, enabled or
-//!   revoked only by a caller holding every scope it holds and whose resources cover its
-//!   resources (a key with empty resources, reaching every workspace, is covered only by a
+//!   revoked only by a caller holding every scope it holds (except [`INTROSPECT`], which
+//!   grants nothing a caller could lack) and whose resources cover its resources (a key with empty resources, reaching every workspace, is covered only by a
 //!   caller with empty resources). A workspace key's scopes are the application's, not
 //!   keyledger's: covering its workspace suffices.
 //! * **Expiry.** A caller with an expiry never gives a key (its own included) an expiry
@@ -36,6 +36,24 @@ use keyledger_core::{KeyId, Timestamp, WorkspaceId};
 /// Every scope of keyledger's own API.
 pub const ADMIN_SCOPES: [&str; 5] =
     ["ledger:admin", "ledger:audit:read", "ledger:export", "ledger:keys:read", "ledger:keys:write"];
+
+/// The scope of RFC 7662 token introspection (`POST /oauth2/introspect`, docs/api.md). It
+/// lets a gateway ask what `/v1/verify` answers anyone, with the gateway's own credential
+/// checked first, and nothing else: no route of the admin API accepts it. It is therefore
+/// not one of [`ADMIN_SCOPES`] (a *full* admin key needs not hold it, and `init` does not
+/// give it), and domination ignores it: any caller that may write `_ledger` keys may issue
+/// a key holding it.
+pub const INTROSPECT: &str = "ledger:introspect";
+
+/// Every scope a `_ledger` key may hold: [`ADMIN_SCOPES`] and [`INTROSPECT`].
+pub const LEDGER_SCOPES: [&str; 6] = [
+    "ledger:admin",
+    "ledger:audit:read",
+    "ledger:export",
+    INTROSPECT,
+    "ledger:keys:read",
+    "ledger:keys:write",
+];
 
 /// Scope needed to write keys.
 const KEYS_WRITE: &str = "ledger:keys:write";
@@ -180,7 +198,7 @@ impl Authority {
     fn dominate(&self, target: Target<'_>, verb: &str) -> Result<(), LedgerError> {
         let (Some(p), true) = (&self.admin, target.workspace.is_ledger()) else { return Ok(()) };
         let which = target.key_id.map_or_else(|| "a key".to_owned(), |id| format!("key {id}"));
-        if let Some(scope) = target.scopes.iter().find(|s| !holds(&p.scopes, s)) {
+        if let Some(scope) = target.scopes.iter().find(|s| *s != INTROSPECT && !holds(&p.scopes, s)) {
             return Err(LedgerError::Forbidden(format!(
                 "cannot {verb} {which}: it holds the scope `{scope}`, which this admin key lacks"
             )));
@@ -248,4 +266,52 @@ pub fn keep_last_full_admin(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn powers(scopes: &[&str]) -> Authority {
+        Authority {
+            admin: Some(Powers {
+                key_id: KeyId::from_bytes([7; 16]),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                resources: Vec::new(),
+                expires_at: None,
+            }),
+        }
+    }
+
+    fn ledger_key<'a>(workspace: &'a WorkspaceId, scopes: &'a [String]) -> Target<'a> {
+        Target { key_id: None, workspace, scopes, resources: &[] }
+    }
+
+    #[test]
+    fn a_writer_of_ledger_keys_may_issue_an_introspection_key_without_holding_its_scope() {
+        let ledger = WorkspaceId::ledger();
+        let introspect = vec![INTROSPECT.to_owned()];
+        let full = powers(&ADMIN_SCOPES);
+        full.issue(ledger_key(&ledger, &introspect), None).expect("a full admin key issues it");
+        // Any other scope the caller lacks still blocks it.
+        let narrow = powers(&["ledger:admin", "ledger:keys:write"]);
+        let both = vec![INTROSPECT.to_owned(), "ledger:export".to_owned()];
+        assert!(narrow.issue(ledger_key(&ledger, &introspect), None).is_ok());
+        assert!(matches!(narrow.issue(ledger_key(&ledger, &both), None), Err(LedgerError::Forbidden(_))));
+    }
+
+    #[test]
+    fn the_introspection_scope_alone_writes_nothing_and_is_no_full_admin() {
+        let introspector = powers(&[INTROSPECT]);
+        let ledger = WorkspaceId::ledger();
+        let acme: WorkspaceId = "acme".parse().expect("workspace");
+        assert!(matches!(introspector.write_keys_of(&acme), Err(LedgerError::Forbidden(_))));
+        assert!(matches!(introspector.configure(&acme), Err(LedgerError::Forbidden(_))));
+        let introspect = vec![INTROSPECT.to_owned()];
+        assert!(introspector.issue(ledger_key(&ledger, &introspect), None).is_err());
+        let mut every: Vec<String> = LEDGER_SCOPES.iter().map(|s| s.to_string()).collect();
+        assert!(is_full_admin(&ledger, &every, &[]));
+        every.retain(|s| s != "ledger:admin");
+        assert!(!is_full_admin(&ledger, &every, &[]), "the introspection scope makes no key full");
+    }
 }

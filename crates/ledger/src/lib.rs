@@ -30,7 +30,7 @@ pub mod verdict;
 pub mod webhook;
 pub mod witness;
 
-pub use authority::ADMIN_SCOPES;
+pub use authority::{ADMIN_SCOPES, INTROSPECT, LEDGER_SCOPES};
 
 /// Whether this node may run the jobs that run on one node at a time (webhook delivery and
 /// witness submission): always with the embedded store; with a PostgreSQL store only while

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use keyledger_core::time::parse_duration;
 use keyledger_core::{Environment, KeyId, KeyPrefix, Policy, Timestamp, WorkspaceId, validate};
-use keyledger_ledger::{ADMIN_SCOPES, Expiry, IdempotencyTag, KeyChanges, KeyRecord, KeySpec, KeyStatus};
+use keyledger_ledger::{Expiry, IdempotencyTag, KeyChanges, KeyRecord, KeySpec, KeyStatus, LEDGER_SCOPES};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -82,7 +82,7 @@ fn key_spec(workspace: &WorkspaceId, body: CreateKey) -> Result<KeySpec, ApiErro
         }
     };
     if workspace.is_ledger() {
-        if let Some(scope) = body.scopes.iter().find(|s| !ADMIN_SCOPES.contains(&s.as_str())) {
+        if let Some(scope) = body.scopes.iter().find(|s| !LEDGER_SCOPES.contains(&s.as_str())) {
             return Err(ApiError::invalid("scopes", format!("`{scope}` is not a scope of keyledger's API")));
         }
         if let Some(resource) = body.resources.iter().find(|r| r.parse::<WorkspaceId>().is_err()) {

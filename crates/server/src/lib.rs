@@ -14,8 +14,10 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod forwarded;
+pub mod grpc;
 pub mod idempotency;
 pub mod integrity;
+pub mod introspect;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
@@ -256,6 +258,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/hygiene", get(audit::hygiene))
         .route("/v1/audit/lookup", post(audit::lookup))
         // end audit routes
+        .route("/oauth2/introspect", post(introspect::introspect))
         .route("/v1/log/checkpoint", get(integrity::checkpoint))
         .route("/v1/log/public-key", get(integrity::public_key))
         .route("/v1/log/proofs/inclusion", get(integrity::inclusion))

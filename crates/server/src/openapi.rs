@@ -100,6 +100,11 @@ impl Modify for Security {
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("keyledger API key").build(),
             ),
         );
+        // Only `POST /oauth2/introspect` takes it: an admin key as the password, any user.
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
         components.add_security_scheme(
             "x_api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
@@ -135,6 +140,7 @@ impl Modify for Security {
         crate::verify::verify_post_doc,
         crate::verify::verify_suffix_doc,
         crate::verify::verify_suffix_post_doc,
+        crate::introspect::introspect,
         crate::integrity::checkpoint,
         crate::integrity::public_key,
         crate::integrity::inclusion,
@@ -170,6 +176,8 @@ impl Modify for Security {
         WebhookAttempt,
         WebhookDeliveries,
         Verified,
+        Introspection,
+        crate::introspect::IntrospectForm,
         CheckpointView,
         ForkAlarmView,
         WitnessStatusView,

@@ -425,18 +425,20 @@ async fn decide(
                 }
                 Ok((Outcome::Allowed, response))
             }
-            Err(reason) => {
-                let code = match reason {
-                    DenyReason::Revoked | DenyReason::Disabled => ErrorCode::InvalidApiKey,
-                    DenyReason::Expired => ErrorCode::ExpiredApiKey,
-                    _ => ErrorCode::Forbidden,
-                };
-                let error =
-                    ApiError::new(code, reason.message()).with_extra(json!({"reason": reason.code()}));
-                Ok((Outcome::Denied(reason.code()), denial(error)))
-            }
+            Err(reason) => Ok((Outcome::Denied(reason.code()), denial(deny_error(reason)))),
         },
     }
+}
+
+/// The error answering a known key's denial for `reason`: one mapping for every path that
+/// verifies (this one, and Envoy's gRPC ext_authz in `crate::grpc`).
+pub(crate) fn deny_error(reason: DenyReason) -> ApiError {
+    let code = match reason {
+        DenyReason::Revoked | DenyReason::Disabled => ErrorCode::InvalidApiKey,
+        DenyReason::Expired => ErrorCode::ExpiredApiKey,
+        _ => ErrorCode::Forbidden,
+    };
+    ApiError::new(code, reason.message()).with_extra(json!({"reason": reason.code()}))
 }
 
 /// The context a gateway sends is recorded in the log for ever, and a gateway forwards what
