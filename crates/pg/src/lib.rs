@@ -28,3 +28,8 @@ pub use store::PgStore;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// How long a node may sit inside an append batch (holding the log head's lock) without
+/// talking to the database before the database ends its session: a frozen or partitioned
+/// node must not stall every other node (docs/operations.md, "High availability").
+pub const IDLE_IN_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

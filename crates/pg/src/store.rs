@@ -44,6 +44,16 @@ pub fn parse_config(url: &str) -> Result<Config, PgError> {
         config.connect_timeout(Duration::from_secs(5));
     }
     config.keepalives_idle(Duration::from_secs(5));
+    // A node frozen inside a batch holds the head's lock: the database ends its session
+    // after this long, so the other nodes go on and the frozen batch is never acknowledged.
+    let timeout =
+        format!("-c idle_in_transaction_session_timeout={}", crate::IDLE_IN_BATCH_TIMEOUT.as_millis());
+    let options = match config.get_options() {
+        Some(given) if given.contains("idle_in_transaction_session_timeout") => given.to_owned(),
+        Some(given) => format!("{given} {timeout}"),
+        None => timeout,
+    };
+    config.options(&options);
     Ok(config)
 }
 
