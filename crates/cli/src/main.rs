@@ -42,6 +42,11 @@ enum Command {
         /// public key). Default: `keyledger/<16 hex digits of the public key's hash>`.
         #[arg(long, env = "KEYLEDGER_ORIGIN")]
         origin: Option<String>,
+        /// Hold the ledger in this PostgreSQL database (`postgres://…` or `host=a,b …`):
+        /// creates its schema and identity; other nodes then `serve --store` with copies of
+        /// this data dir's signing.key and pepper.key (docs/operations.md).
+        #[arg(long, env = "KEYLEDGER_STORE", hide_env_values = true)]
+        store: Option<String>,
     },
     /// Run the HTTP service (initialising the data dir first if needed).
     Serve(ServeArgs),
@@ -123,6 +128,10 @@ struct ServeArgs {
     /// The data directory.
     #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
     data_dir: PathBuf,
+    /// Serve the ledger held in this PostgreSQL database (a node of it; the data dir holds
+    /// the node's keys, its local mirror of the log and its projections).
+    #[arg(long, env = "KEYLEDGER_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
@@ -253,7 +262,7 @@ fn witness_policy(args: &ServeArgs) -> Result<Option<keyledger_ledger::WitnessPo
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init { data_dir, origin } => init(data_dir, origin),
+        Command::Init { data_dir, origin, store } => init(data_dir, origin, store),
         Command::Serve(args) => serve(args),
         Command::Log { command: LogCommand::Verify { data_dir } } => log_verify(data_dir),
         Command::Log { command: LogCommand::Upgrade { data_dir } } => log_upgrade(data_dir),
@@ -287,10 +296,16 @@ fn init_json(outcome: &keyledger_ledger::InitOutcome) -> serde_json::Value {
     })
 }
 
-fn init(data_dir: PathBuf, origin: Option<String>) -> Result<ExitCode> {
-    let outcome = Engine::init_with_origin(&data_dir, EngineOptions::default(), origin.as_deref())
-        .context("init refused")?;
-    println!("{}", init_json(&outcome));
+fn init(data_dir: PathBuf, origin: Option<String>, store: Option<String>) -> Result<ExitCode> {
+    let held_in_store = store.is_some();
+    let options = EngineOptions { store, ..EngineOptions::default() };
+    let outcome = Engine::init_with_origin(&data_dir, options, origin.as_deref()).context("init refused")?;
+    let mut json = init_json(&outcome);
+    if held_in_store {
+        // The kind of store, never the connection string (it may hold a password).
+        json["store"] = "postgresql".into();
+    }
+    println!("{json}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -328,9 +343,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             policy: witnesses,
             ..keyledger_ledger::WitnessOptions::default()
         },
+        store: args.store.clone(),
         ..EngineOptions::default()
     };
-    if !keyledger_ledger::datadir::is_initialised(&args.data_dir) {
+    // A node of a PostgreSQL ledger is prepared from the database by `Engine::open`;
+    // the database itself is initialised only by `keyledger init --store`.
+    if args.store.is_none() && !keyledger_ledger::datadir::is_initialised(&args.data_dir) {
         let outcome =
             Engine::init(&args.data_dir, options.clone()).context("cannot initialise the data dir")?;
         println!("{}", init_json(&outcome));

@@ -10,6 +10,13 @@
 //!   LOCK              held by the process that owns D
 //! ```
 //!
+//! A node of a ledger held in PostgreSQL (`--store`) has the same layout: its `identity.json`
+//! says `"store": true` and names the database's identity, `log/` is its local mirror of the
+//! database's log (rebuildable), and `signing.key` and `pepper.key` are copies of the
+//! ledger's (docs/architecture.md, "The log store seam"). [`prepare_store_node`] writes that
+//! identity on a node's first start. Such a dir is never opened without `--store`, and a dir
+//! of the embedded store never with it: its log would be taken for a mirror.
+//!
 //! `init` builds everything in a sibling temporary directory and renames it into place, so
 //! a data dir is either fully initialised or absent: a failed or repeated `init` changes
 //! nothing.
@@ -56,6 +63,12 @@ pub enum DataDirError {
         .0.display()
     )]
     NeedsUpgrade(PathBuf),
+    #[error("{0} is a node of a ledger held in PostgreSQL: start it with --store (or KEYLEDGER_STORE)")]
+    StoreNode(PathBuf),
+    #[error(
+        "{0} holds a ledger of its own (the embedded store): it cannot become a node of a PostgreSQL ledger; copy it into the database with `keyledger store copy` instead"
+    )]
+    EmbeddedLedger(PathBuf),
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{op} {path}: {source}")]
@@ -71,6 +84,9 @@ struct Identity {
     format: u32,
     origin: String,
     created_at: String,
+    /// A node of a ledger held in PostgreSQL: `log/` is a mirror of the database's log.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    store: bool,
 }
 
 /// The secrets and names loaded from a data dir.
@@ -80,6 +96,8 @@ pub struct DataDirSecrets {
     pub pepper: Pepper,
     /// How the log's tree is hashed: the identity's log format.
     pub tree_hash: TreeHash,
+    /// Whether the data dir is a node of a ledger held in PostgreSQL.
+    pub store: bool,
 }
 
 impl std::fmt::Debug for DataDirSecrets {
@@ -140,7 +158,7 @@ fn origin_for(signing: &ed25519_dalek::SigningKey) -> String {
 
 /// Creates the data dir's files in `dir` (which must not exist), with the checkpoint origin
 /// `origin` or, when `None`, one derived from the new public key.
-pub(crate) fn create_files(dir: &Path, origin: Option<&str>) -> Result<(), DataDirError> {
+pub(crate) fn create_files(dir: &Path, origin: Option<&str>, store: bool) -> Result<(), DataDirError> {
     std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
@@ -154,6 +172,7 @@ pub(crate) fn create_files(dir: &Path, origin: Option<&str>) -> Result<(), DataD
         format: FORMAT,
         origin: origin.map_or_else(|| origin_for(&signing), str::to_owned),
         created_at: Timestamp::now().to_rfc3339(),
+        store,
     };
     let path = dir.join(IDENTITY_FILE);
     let text = serde_json::to_string_pretty(&identity)
@@ -209,7 +228,71 @@ pub fn load_any_format(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
     let signer = NoteSigner::new(&identity.origin, signing)
         .map_err(|e| DataDirError::Invalid { path: dir.join(IDENTITY_FILE), message: e.to_string() })?;
     let pepper = Pepper::from_bytes(*read_secret_file(&dir.join(PEPPER_FILE))?);
-    Ok(DataDirSecrets { origin: identity.origin, signer, pepper, tree_hash })
+    Ok(DataDirSecrets { origin: identity.origin, signer, pepper, tree_hash, store: identity.store })
+}
+
+/// Makes `dir` a node of the PostgreSQL ledger whose origin and log format are given, on its
+/// first start: writes its `identity.json` (marked as a store node) unless it has one; the
+/// dir must already hold the ledger's `signing.key` and `pepper.key` (checked against the
+/// database's identity by the engine). Refuses a dir of the embedded store and one that
+/// belongs to a ledger of another origin.
+pub fn prepare_store_node(dir: &Path, origin: &str, format: u32) -> Result<(), DataDirError> {
+    if is_initialised(dir) {
+        let (identity, path) = read_identity(dir)?;
+        if !identity.store {
+            return Err(DataDirError::EmbeddedLedger(dir.to_owned()));
+        }
+        if identity.origin != origin {
+            return Err(DataDirError::Invalid {
+                path,
+                message: format!(
+                    "this node belongs to the ledger {:?}, the database holds {origin:?}",
+                    identity.origin
+                ),
+            });
+        }
+        return Ok(());
+    }
+    for file in [SIGNING_KEY_FILE, PEPPER_FILE] {
+        if !dir.join(file).exists() {
+            return Err(DataDirError::Invalid {
+                path: dir.join(file),
+                message: "missing: copy it from the node that ran `keyledger init --store`".into(),
+            });
+        }
+    }
+    let identity = Identity {
+        format,
+        origin: origin.to_owned(),
+        created_at: Timestamp::now().to_rfc3339(),
+        store: true,
+    };
+    let path = dir.join(IDENTITY_FILE);
+    let text = serde_json::to_string_pretty(&identity)
+        .map_err(|e| DataDirError::Invalid { path: path.clone(), message: e.to_string() })?;
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(text.as_bytes()).map_err(io_err("write", &tmp))?;
+    file.sync_all().map_err(io_err("fsync", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync", dir))
+}
+
+/// Removes a store node's local mirror (its log files and projections), to rebuild them from
+/// the database: only ever called on a dir marked as a store node.
+pub(crate) fn remove_mirror(dir: &Path) -> Result<(), DataDirError> {
+    let log = dir.join(LOG_DIR);
+    match std::fs::remove_dir_all(&log) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DataDirError::Io { op: "remove", path: log, source: e }),
+    }
+    let projections = dir.join(PROJECTIONS_FILE);
+    match std::fs::remove_file(&projections) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DataDirError::Io { op: "remove", path: projections, source: e }),
+    }
 }
 
 /// Sets the identity's log format to `format`, atomically: the new identity is written
@@ -302,7 +385,7 @@ mod tests {
     fn new_data_dirs_are_format_2_and_a_format_1_dir_is_only_read_by_the_log_tools() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("data");
-        create_files(&dir, Some("example.org/log")).unwrap();
+        create_files(&dir, Some("example.org/log"), false).unwrap();
         let identity = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
         assert!(identity.contains("\"format\": 2"), "{identity}");
         assert_eq!(load(&dir).unwrap().tree_hash, TreeHash::Rfc6962);

@@ -11,6 +11,12 @@
 //!   (`batched`) or fsynced (`strict`).
 //! - A verification sequenced after a revoke sees the revoke (the sequencer decides it).
 //! - Nothing but the writer thread appends to the log.
+//!
+//! With [`EngineOptions::store`] the log is held in PostgreSQL and this engine is one node of
+//! the ledger (docs/architecture.md, "The log store seam"): the data dir holds the node's
+//! local mirror of the log and its projections, the writer appends under the database's
+//! lock and follows the other nodes' appends, and a verification decided on this node sees
+//! every revoke that returned on any node (the writer applies it before deciding).
 
 use crate::authority::ADMIN_SCOPES;
 use crate::commands::{
@@ -55,6 +61,9 @@ pub struct EngineOptions {
     pub projection_cache_bytes: usize,
     /// Durable batches the writer may queue for the projector (see [`crate::projector`]).
     pub projector_queue_batches: usize,
+    /// The PostgreSQL connection string of a ledger held in a database (`--store`); `None`:
+    /// the embedded store, the data dir holds the log.
+    pub store: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -68,6 +77,7 @@ impl Default for EngineOptions {
             export_witness_wait: Duration::from_secs(10),
             projection_cache_bytes: crate::projection::DEFAULT_CACHE_BYTES,
             projector_queue_batches: 1024,
+            store: None,
         }
     }
 }
@@ -82,6 +92,10 @@ pub enum EngineError {
     Projection(#[from] ProjectionError),
     #[error(transparent)]
     Command(#[from] LedgerError),
+    #[error(transparent)]
+    Store(#[from] keyledger_pg::PgError),
+    #[error(transparent)]
+    LogStore(#[from] keyledger_log::store::StoreError),
 }
 
 /// The projections an engine keeps in `projections.redb`, in the order each batch is applied
@@ -154,6 +168,10 @@ pub struct Engine {
     /// The log's signing key (the log signs checkpoints with its own copy): exports sign
     /// their manifests with it.
     signer: Arc<NoteSigner>,
+    /// With a PostgreSQL store: the thread that wakes the writer on other nodes' appends.
+    listener: std::sync::Mutex<Option<keyledger_pg::Listener>>,
+    /// Whether the log is held in a shared store (PostgreSQL).
+    shared: bool,
     _lock: DirLock,
 }
 
@@ -175,9 +193,31 @@ impl Engine {
             datadir::check_origin(origin)?;
         }
         datadir::check_initialisable(dir)?;
+        let mut store = match &options.store {
+            Some(url) => {
+                let mut store = keyledger_pg::PgStore::connect(url)?;
+                if store.identity()?.is_some() {
+                    return Err(keyledger_pg::PgError::AlreadyInitialised.into());
+                }
+                Some(store)
+            }
+            None => None,
+        };
         let staging = datadir::staging_path(dir);
         let built = (|| {
-            datadir::create_files(&staging, origin)?;
+            datadir::create_files(&staging, origin, store.is_some())?;
+            if let Some(store) = &mut store {
+                // The ledger's identity in the database: created once, refused if another
+                // init won the race.
+                let secrets = datadir::load(&staging)?;
+                let identity = keyledger_pg::Identity {
+                    origin: secrets.origin.clone(),
+                    log_format: datadir::FORMAT as i32,
+                    verifier_key: secrets.signer.verifier().to_string(),
+                    pepper_check: keyledger_pg::identity::pepper_check(&secrets.pepper),
+                };
+                store.create(&identity, secrets.tree_hash)?;
+            }
             let engine = Engine::open(&staging, options)?;
             let spec = full_admin_spec("init admin key");
             let (record, secret) = engine.create_blocking(Caller::system(), WorkspaceId::ledger(), spec)?;
@@ -238,14 +278,41 @@ impl Engine {
     /// projection (no full replay), catches up from the log, and starts the writer.
     pub fn open(dir: &Path, options: EngineOptions) -> Result<Self, EngineError> {
         let lock = datadir::lock(dir)?;
+        let mut store = match &options.store {
+            Some(url) => {
+                let mut store = keyledger_pg::PgStore::connect(url)?;
+                let identity = store.identity()?.ok_or(keyledger_pg::PgError::NotInitialised)?;
+                let format = u32::try_from(identity.log_format).map_err(|_| {
+                    keyledger_pg::PgError::LogFormat { found: identity.log_format, known: datadir::FORMAT }
+                })?;
+                datadir::prepare_store_node(dir, &identity.origin, format)?;
+                Some((store, identity))
+            }
+            None => None,
+        };
         let secrets = datadir::load(dir)?;
-        let log = Log::open(LogConfig {
+        match (&store, secrets.store) {
+            (None, true) => return Err(DataDirError::StoreNode(dir.to_owned()).into()),
+            (Some(_), false) => return Err(DataDirError::EmbeddedLedger(dir.to_owned()).into()),
+            (Some((_, identity)), true) => keyledger_pg::identity::check(
+                identity,
+                &secrets.signer.verifier().to_string(),
+                &secrets.pepper,
+                datadir::FORMAT,
+            )?,
+            (None, false) => {}
+        }
+        let log_config = || LogConfig {
             dir: dir.join(datadir::LOG_DIR),
             storage: options.storage.clone(),
             signer: secrets.signer.clone(),
-            origin: secrets.origin,
+            origin: secrets.origin.clone(),
             tree_hash: secrets.tree_hash,
-        })?;
+        };
+        let log = match &mut store {
+            None => Log::open(log_config())?,
+            Some((store, _)) => open_mirror(dir, log_config, store)?,
+        };
         let signer = Arc::new(secrets.signer);
         if log.recovery().truncated_records > 0 || log.recovery().truncated_bytes > 0 {
             tracing::warn!(
@@ -278,7 +345,25 @@ impl Engine {
             state: state.clone(),
             projections_db: projections_db.clone(),
         };
-        let writer = log.start(sequencer, options.writer.clone(), Some(events_tx));
+        let shared = store.is_some();
+        let (writer, listener) = match store {
+            None => (log.start(sequencer, options.writer.clone(), Some(events_tx)), None),
+            Some((store, _)) => {
+                let config = store.config().clone();
+                let writer =
+                    log.start_with_store(sequencer, options.writer.clone(), Some(events_tx), Box::new(store));
+                let waker = writer.clone();
+                match keyledger_pg::Listener::start(config, move || waker.wake()) {
+                    Ok(listener) => (writer, Some(listener)),
+                    Err(error) => {
+                        writer.shutdown_blocking();
+                        return Err(
+                            ProjectionError::Log(format!("cannot start the listener: {error}")).into()
+                        );
+                    }
+                }
+            }
+        };
         let feed = Feed {
             events: events_rx,
             applied: projected_tx,
@@ -348,6 +433,8 @@ impl Engine {
             counters: EngineCounters::default(),
             data_dir: dir.to_owned(),
             signer,
+            listener: std::sync::Mutex::new(listener),
+            shared,
             _lock: lock,
         })
     }
@@ -625,6 +712,18 @@ impl Engine {
     ) -> Result<VerifyOutcome, LedgerError> {
         let key_id = match self.lookup(presented) {
             Ok(key_id) => key_id,
+            // A key another node created moments ago: follow the database once, then look
+            // again (a verification never answers "unknown" for a key whose creation
+            // returned before it arrived).
+            Err(VerifyOutcome::Unknown) if self.shared => {
+                // Counted once, by the second look.
+                self.counters.verify_unknown.fetch_sub(1, Ordering::Relaxed);
+                self.writer.follow_now().await?;
+                match self.lookup(presented) {
+                    Ok(key_id) => key_id,
+                    Err(outcome) => return Ok(outcome),
+                }
+            }
             Err(outcome) => return Ok(outcome),
         };
         let verdict = self
@@ -789,6 +888,10 @@ impl Engine {
     pub async fn wait_for_projections(&self, timeout: Duration) -> bool {
         // Everything already written (a verify in `batched` mode answers before its fsync,
         // which follows within the sync window): the projector sees it once durable.
+        if self.shared {
+            // Another node's writes: follow the database first (one query).
+            let _ = tokio::time::timeout(timeout, self.writer.follow_now()).await;
+        }
         let target = self.reader.len();
         self.projection_demand.fetch_max(target, Ordering::AcqRel);
         let mut projected = self.projected.clone();
@@ -799,6 +902,7 @@ impl Engine {
 
     /// Drains pending appends, writes a final checkpoint, persists projections and stops.
     pub async fn shutdown(&self) {
+        self.stop_listener();
         let _ = tokio::task::spawn_blocking(self.witnesses.stopper()).await;
         let stop_webhooks = self.webhooks.stopper();
         let _ = tokio::task::spawn_blocking(stop_webhooks).await;
@@ -807,9 +911,42 @@ impl Engine {
     }
 
     pub fn shutdown_blocking(&self) {
+        self.stop_listener();
         (self.witnesses.stopper())();
         (self.webhooks.stopper())();
         self.writer.shutdown_blocking();
         (self.projector.stopper())();
     }
+
+    fn stop_listener(&self) {
+        let listener = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut listener) = listener {
+            listener.stop();
+        }
+    }
+}
+
+/// Opens a store node's local mirror and brings it up to the database; a mirror that cannot
+/// be opened or is not a prefix of the database's log (a failover that lost commits it had
+/// seen, a torn mirror after a power cut) is removed with the projections and rebuilt from
+/// the database.
+fn open_mirror(
+    dir: &Path,
+    config: impl Fn() -> LogConfig,
+    store: &mut keyledger_pg::PgStore,
+) -> Result<Log, EngineError> {
+    use keyledger_log::store::StoreError;
+    let reason = match Log::open(config()) {
+        Ok(mut log) => match log.follow_store(store) {
+            Ok(_) => return Ok(log),
+            Err(StoreError::Diverged(reason)) => reason,
+            Err(error) => return Err(error.into()),
+        },
+        Err(error) => error.to_string(),
+    };
+    tracing::warn!(%reason, "this node's local mirror does not match the database; rebuilding it from the database");
+    datadir::remove_mirror(dir)?;
+    let mut log = Log::open(config())?;
+    log.follow_store(store)?;
+    Ok(log)
 }

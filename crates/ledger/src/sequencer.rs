@@ -83,6 +83,17 @@ impl Sequencer for LedgerSequencer {
         Ok(())
     }
 
+    /// Another node's event, read from the shared store before this node decides anything
+    /// after it: applied exactly as a replay applies it, so the registry is current.
+    fn apply_foreign(&mut self, event: &keyledger_core::Event) -> Result<(), String> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.applied != event.seq {
+            return Err(format!("the registry is at {} but the next event is {}", state.applied, event.seq));
+        }
+        state.apply(event);
+        Ok(())
+    }
+
     /// Decides `command` and hands its answer to the command's own responder; the engine
     /// reads it once the writer has acknowledged the command (its events as durable as
     /// asked).

@@ -172,6 +172,44 @@ impl CheckpointStore {
     }
 }
 
+impl CheckpointStore {
+    /// Signs `(size, root)` without storing it (a shared store stores it first; see
+    /// [`crate::store`]).
+    pub fn sign_note(&self, size: u64, root: Hash) -> Result<String, CheckpointError> {
+        let checkpoint = Checkpoint { origin: self.origin.clone(), size, root, extensions: Vec::new() };
+        sign_checkpoint(&checkpoint, &self.signer).map_err(|e| CheckpointError::Sign(e.to_string()))
+    }
+
+    /// Stores a checkpoint note signed by this log's key (by this node or by another node of a
+    /// shared store), durably, after checking its signature. Never a smaller size than the
+    /// latest; the same size again is a no-op.
+    pub fn store_note(&mut self, note: &str) -> Result<StoredCheckpoint, CheckpointError> {
+        let checkpoint = open_checkpoint(note, &self.signer.verifier())
+            .map_err(|e| CheckpointError::Invalid { index: self.segments.len(), reason: e.to_string() })?;
+        if let Some(previous) = self.latest()
+            && previous.size >= checkpoint.size
+        {
+            if previous.size == checkpoint.size && previous.root == checkpoint.root {
+                return Ok(previous);
+            }
+            return Err(CheckpointError::Regression { size: checkpoint.size, signed: previous.size });
+        }
+        let timestamp = Timestamp::now();
+        let mut record = timestamp.0.to_le_bytes().to_vec();
+        record.extend_from_slice(note.as_bytes());
+        self.segments.append_batch(&[&record])?;
+        self.segments.sync()?;
+        let stored = StoredCheckpoint {
+            size: checkpoint.size,
+            root: checkpoint.root,
+            timestamp,
+            note: note.to_owned(),
+        };
+        *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some(stored.clone());
+        Ok(stored)
+    }
+}
+
 /// The file, in the log's directory, holding the latest cosigned checkpoint: the log's
 /// note followed by witness cosignature lines (docs/log-format.md, "Cosigned checkpoint").
 pub const COSIGNED_FILE: &str = "cosigned-checkpoint";

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod proof;
 pub mod segment;
 pub mod storage;
+pub mod store;
 pub mod tree;
 pub mod upgrade;
 pub mod verify;
@@ -146,6 +147,65 @@ impl Log {
         }
     }
 
+    /// Brings this log's files, the local mirror of a shared store, up to the store before
+    /// the writer starts: appends what the store holds past them, checks that they then are
+    /// the store's head (same size, same root), and stores the store's latest checkpoint
+    /// locally. [`store::StoreError::Diverged`] when the files are not a prefix of the
+    /// store's log (e.g. the database failed over and lost commits this node had seen): the
+    /// caller rebuilds the mirror from the store. Returns the records appended.
+    pub fn follow_store(&mut self, store: &mut dyn store::LogStore) -> Result<u64, store::StoreError> {
+        let io = |e: &dyn std::fmt::Display| store::StoreError::Unavailable(format!("local mirror: {e}"));
+        let start = self.tree.size();
+        let hash = self.tree.tree_hash();
+        let append = |log: &mut Self, records: Vec<Vec<u8>>| -> Result<(), store::StoreError> {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            log.segments.append_batch(&slices).map_err(|e| io(&e))?;
+            let leaves: Vec<Hash> = records.iter().map(|r| hash.leaf(r)).collect();
+            log.tree.append_leaves(&leaves).map_err(|e| io(&e))?;
+            log.tree.publish();
+            Ok(())
+        };
+        loop {
+            let records = store.follow(self.tree.size(), 4096)?;
+            let count = records.len();
+            append(self, records)?;
+            if count < 4096 {
+                break;
+            }
+        }
+        let foreign = store.begin(self.tree.size())?;
+        let result = append(self, foreign.records).and_then(|()| match foreign.head {
+            Some(head) if head.size != self.tree.size() || head.root != self.tree.root() => {
+                Err(store::StoreError::Diverged(format!(
+                    "the store holds {} events, this node's mirror {} events with another root",
+                    head.size,
+                    self.tree.size()
+                )))
+            }
+            _ => Ok(()),
+        });
+        store.abort();
+        result?;
+        self.segments.sync().map_err(|e| io(&e))?;
+        self.tree.sync().map_err(|e| io(&e))?;
+        if let Some(latest) = store.latest_checkpoint()? {
+            let root = self.tree.reader().root_at(latest.size).map_err(|e| io(&e))?;
+            if root != latest.root {
+                return Err(store::StoreError::Diverged(format!(
+                    "the store's checkpoint at size {} is not of this node's tree",
+                    latest.size
+                )));
+            }
+            if self.checkpoints.latest().is_none_or(|local| local.size < latest.size) {
+                self.checkpoints.store_note(&latest.note).map_err(|e| io(&e))?;
+            }
+        }
+        Ok(self.tree.size() - start)
+    }
+
     /// Hands the log to its writer thread. `subscriber` receives the durable batches, in seq
     /// order, those that find its channel full excepted (see [`writer`]'s guarantees).
     pub fn start<S: Sequencer>(
@@ -154,12 +214,28 @@ impl Log {
         options: WriterOptions,
         subscriber: Option<std::sync::mpsc::SyncSender<CommittedEvents>>,
     ) -> WriterHandle<S> {
+        self.start_with_store(sequencer, options, subscriber, Box::new(store::Embedded))
+    }
+
+    /// [`Self::start`] over a log store: [`store::Embedded`] (what `start` uses) or a shared
+    /// store, of which this log's files are then the local mirror.
+    pub fn start_with_store<S: Sequencer>(
+        self,
+        sequencer: S,
+        options: WriterOptions,
+        subscriber: Option<std::sync::mpsc::SyncSender<CommittedEvents>>,
+        store: Box<dyn store::LogStore>,
+    ) -> WriterHandle<S> {
         let last_at = match self.segments.len() {
             0 => keyledger_core::Timestamp::default(),
             len => self.reader().event(len - 1).map(|e| e.at).unwrap_or_default(),
         };
-        let parts =
-            writer::WriterParts { segments: self.segments, tree: self.tree, checkpoints: self.checkpoints };
+        let parts = writer::WriterParts {
+            segments: self.segments,
+            tree: self.tree,
+            checkpoints: self.checkpoints,
+            store,
+        };
         writer::spawn(parts, last_at, sequencer, options, subscriber)
     }
 }

@@ -449,6 +449,11 @@ impl TreeWriter {
         self.frontier.size()
     }
 
+    /// The compact range of every appended leaf (what a shared store keeps as its head).
+    pub fn frontier(&self) -> &Frontier {
+        &self.frontier
+    }
+
     /// The root over every appended leaf, O(log n) from the frontier.
     pub fn root(&self) -> Hash {
         self.frontier.root()

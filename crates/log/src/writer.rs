@@ -31,9 +31,23 @@
 //! The state machine: `healthy --failed write/fsync/checkpoint--> poisoned --probe + reopen
 //! succeed--> healthy`; `poisoned --attempt fails--> poisoned` (next attempt after the
 //! doubled delay). [`WriterHandle::is_healthy`] is false exactly while poisoned.
+//!
+//! With a shared [`LogStore`] (several nodes over one database, docs/architecture.md,
+//! "The log store seam") each batch is framed by the store: the writer begins it (taking
+//! the store's append lock), first appends to its local files and applies to the
+//! sequencer every record the other nodes appended, then sequences its own commands against
+//! that current state, commits the batch to the store and only then writes it to its local
+//! files. Both durabilities are answered after the store's commit. Between batches the
+//! writer follows the store (woken by [`WriterHandle::wake`], and every
+//! [`LogStore::follow_every`]) so that the local files and the projections track the log.
+//! Checkpoints are signed under the store's lock, only after checking that the store's
+//! latest checkpoint is of this very tree. A failed begin, commit or follow poisons the
+//! writer like a failed fsync; its recovery reconnects and follows the store, which also
+//! settles a commit whose outcome was unknown (its callers were refused).
 
 use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
 use crate::segment::SegmentLog;
+use crate::store::{LogStore, SharedCheckpoint, StoreError};
 use crate::tree::TreeWriter;
 use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,6 +92,14 @@ pub trait Sequencer: Send + 'static {
     fn rewind(&mut self, log: &crate::segment::SegmentReader, records: u64) -> Result<(), String> {
         let _ = (log, records);
         Ok(())
+    }
+
+    /// Applies an event another writer appended to a shared store (see [`crate::store`]),
+    /// before this writer decides anything after it. The default refuses: a sequencer that
+    /// cannot follow other writers cannot run over a shared store.
+    fn apply_foreign(&mut self, event: &Event) -> Result<(), String> {
+        let _ = event;
+        Err("this sequencer cannot follow other writers".into())
     }
 }
 
@@ -171,8 +193,14 @@ pub struct WriterStats {
 type ReplySender<S> = oneshot::Sender<Result<<S as Sequencer>::Reply, LogError>>;
 
 enum Message<S: Sequencer> {
-    Command { command: S::Command, durability: Durability, reply: ReplySender<S> },
+    Command {
+        command: S::Command,
+        durability: Durability,
+        reply: ReplySender<S>,
+    },
     Checkpoint(oneshot::Sender<Result<StoredCheckpoint, LogError>>),
+    /// Follow a shared store now (answered once followed, if a reply is given).
+    Follow(Option<oneshot::Sender<Result<(), LogError>>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -183,6 +211,8 @@ pub struct WriterHandle<S: Sequencer> {
     committed: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// A wake-up is queued and not yet taken: wake-ups coalesce into one.
+    follow_pending: Arc<AtomicBool>,
 }
 
 impl<S: Sequencer> Clone for WriterHandle<S> {
@@ -193,6 +223,7 @@ impl<S: Sequencer> Clone for WriterHandle<S> {
             committed: self.committed.clone(),
             stats: self.stats.clone(),
             thread: self.thread.clone(),
+            follow_pending: self.follow_pending.clone(),
         }
     }
 }
@@ -218,6 +249,24 @@ impl<S: Sequencer> WriterHandle<S> {
     pub async fn checkpoint_now(&self) -> Result<StoredCheckpoint, LogError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Message::Checkpoint(reply)).map_err(|_| LogError::Stopped)?;
+        answer.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Wakes the writer to follow a shared store (another node appended). Wake-ups that
+    /// arrive before the writer took the last one coalesce, so this never queues more than
+    /// one message.
+    pub fn wake(&self) {
+        if !self.follow_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Message::Follow(None));
+        }
+    }
+
+    /// Follows a shared store now and answers once this node's log holds everything the
+    /// store held when the writer took the request (a read's barrier on another node's
+    /// writes). Immediate with the embedded store.
+    pub async fn follow_now(&self) -> Result<(), LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Message::Follow(Some(reply))).map_err(|_| LogError::Stopped)?;
         answer.await.map_err(|_| LogError::Stopped)?
     }
 
@@ -267,7 +316,11 @@ pub(crate) struct WriterParts {
     pub segments: SegmentLog,
     pub tree: TreeWriter,
     pub checkpoints: CheckpointStore,
+    pub store: Box<dyn LogStore>,
 }
+
+/// Most records a follow reads from a shared store in one query.
+const FOLLOW_CHUNK: usize = 4096;
 
 struct Writer<S: Sequencer> {
     parts: WriterParts,
@@ -295,6 +348,9 @@ struct Writer<S: Sequencer> {
     /// The first seq of a batch whose write failed part-way (e.g. its events reached the
     /// segment but not the tree): its callers were refused, so the recovery cuts it.
     refused_from: Option<u64>,
+    /// When the writer last followed a shared store.
+    last_follow: Instant,
+    follow_pending: Arc<AtomicBool>,
 }
 
 pub(crate) fn spawn<S: Sequencer>(
@@ -328,12 +384,22 @@ pub(crate) fn spawn<S: Sequencer>(
         retry_at: None,
         failures_in_row: 0,
         refused_from: None,
+        last_follow: Instant::now(),
+        follow_pending: Arc::new(AtomicBool::new(false)),
     };
+    let follow_pending = writer.follow_pending.clone();
     let thread = std::thread::Builder::new()
         .name("keyledger-log-writer".into())
         .spawn(move || writer.run(rx))
         .expect("cannot start the log writer thread");
-    WriterHandle { tx, healthy, committed: committed_rx, stats, thread: Arc::new(Mutex::new(Some(thread))) }
+    WriterHandle {
+        tx,
+        healthy,
+        committed: committed_rx,
+        stats,
+        thread: Arc::new(Mutex::new(Some(thread))),
+        follow_pending,
+    }
 }
 
 impl<S: Sequencer> Writer<S> {
@@ -373,6 +439,20 @@ impl<S: Sequencer> Writer<S> {
                         };
                         let _ = reply.send(answer);
                     }
+                    Message::Follow(reply) => {
+                        if !commands.is_empty() {
+                            self.process(std::mem::take(&mut commands));
+                        }
+                        self.follow_pending.store(false, Ordering::Release);
+                        self.follow_store();
+                        if let Some(reply) = reply {
+                            let answer = match &self.failure {
+                                Some(reason) => Err(LogError::Unavailable(reason.clone())),
+                                None => Ok(()),
+                            };
+                            let _ = reply.send(answer);
+                        }
+                    }
                     Message::Shutdown(done) => {
                         shutdown = Some(done);
                         break;
@@ -387,6 +467,9 @@ impl<S: Sequencer> Writer<S> {
             }
             self.sync_if_due(false);
             self.checkpoint_if_due(false);
+            if self.parts.store.follow_every().is_some_and(|every| self.last_follow.elapsed() >= every) {
+                self.follow_store();
+            }
         }
         // Clean stop: everything durable, a final checkpoint, the tree files synced.
         self.sync_if_due(true);
@@ -400,11 +483,20 @@ impl<S: Sequencer> Writer<S> {
         let sync = self.unsynced_since.map(|t| t + self.options.sync_window);
         let checkpoint = (self.parts.tree.size() > self.last_checkpoint_size && self.failure.is_none())
             .then(|| self.last_checkpoint + self.options.checkpoint_every);
-        [sync, checkpoint, self.retry_at].into_iter().flatten().min()
+        let follow = self.parts.store.follow_every().map(|every| self.last_follow + every);
+        [sync, checkpoint, self.retry_at, follow].into_iter().flatten().min()
     }
 
     fn process(&mut self, commands: Vec<(S::Command, Durability, ReplySender<S>)>) {
         if let Some(reason) = &self.failure {
+            for (_, _, reply) in commands {
+                let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        let shared = self.parts.store.is_shared();
+        if shared && let Err(reason) = self.begin_shared() {
+            self.fail(reason.clone());
             for (_, _, reply) in commands {
                 let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
             }
@@ -424,11 +516,30 @@ impl<S: Sequencer> Writer<S> {
             let durability = if batch.sync_required { Durability::Synced } else { durability };
             answers.push((reply, answer, durability));
         }
+        if shared {
+            // Only what the store committed is written locally, and answered.
+            if let Err(reason) = self.commit_shared(batch.next_seq, &batch.events) {
+                self.fail(reason.clone());
+                for (reply, _, _) in answers {
+                    let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
+                }
+                return;
+            }
+        }
         if !batch.events.is_empty() {
             let started = Instant::now();
-            if let Err(reason) = self.write(&batch.events) {
+            let encoded: Vec<Vec<u8>> = batch.events.iter().map(encode_event).collect();
+            if let Err(reason) = self.write(&encoded) {
                 self.refused_from = Some(batch.next_seq);
                 self.fail(reason.clone());
+                if shared {
+                    // Committed to the store, so durable: answered. The recovery rebuilds
+                    // the local files from the store.
+                    for (reply, answer, _) in answers {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    return;
+                }
                 for (reply, _, _) in answers {
                     let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
                 }
@@ -443,6 +554,8 @@ impl<S: Sequencer> Writer<S> {
             self.unsynced_since.get_or_insert_with(Instant::now);
         }
         for (reply, answer, durability) in answers {
+            // A shared store's commit is its durability: nothing waits for the local fsync.
+            let durability = if shared { Durability::Written } else { durability };
             match durability {
                 Durability::Written => {
                     let _ = reply.send(Ok(answer));
@@ -452,8 +565,7 @@ impl<S: Sequencer> Writer<S> {
         }
     }
 
-    fn write(&mut self, events: &[Event]) -> Result<(), String> {
-        let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
+    fn write(&mut self, encoded: &[Vec<u8>]) -> Result<(), String> {
         let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
         self.parts.segments.append_batch(&records).map_err(|e| e.to_string())?;
         let hash = self.parts.tree.tree_hash();
@@ -508,6 +620,9 @@ impl<S: Sequencer> Writer<S> {
     }
 
     fn checkpoint_if_due(&mut self, force: bool) {
+        if self.parts.store.is_shared() {
+            return self.checkpoint_shared(force);
+        }
         let size = self.parts.tree.size();
         if self.failure.is_some() || size == self.last_checkpoint_size || self.unsynced_since.is_some() {
             return;
@@ -537,6 +652,7 @@ impl<S: Sequencer> Writer<S> {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         self.healthy.store(false, Ordering::Release);
         self.failure = Some(reason.clone());
+        self.parts.store.abort();
         self.schedule_retry();
         // After a failed fsync nothing past the last confirmed fsync is trusted: hide it from
         // readers now; the recovery cuts it.
@@ -620,6 +736,13 @@ impl<S: Sequencer> Writer<S> {
             .reopen(committed, self.refused_from)
             .map_err(|e| format!("reopening the log failed: {e}"))?;
         self.refused_from = None;
+        if self.parts.store.is_shared() {
+            // Reconnect, and learn from the store what was committed meanwhile (including
+            // a batch whose commit had an unknown outcome).
+            self.parts.store.reconnect().map_err(|e| e.to_string())?;
+            self.mirror_store()?;
+            self.last_follow = Instant::now();
+        }
         let len = self.parts.tree.size();
         let reader = self.parts.segments.reader();
         self.sequencer.rewind(&reader, len).map_err(|e| format!("rewinding the sequencer failed: {e}"))?;
@@ -661,5 +784,213 @@ impl WriterParts {
         self.checkpoints.reopen()?;
         crate::check_checkpoint(&self.tree, &self.checkpoints)?;
         Ok(cut)
+    }
+}
+
+/// The writer over a shared store (see the module docs and [`crate::store`]).
+impl<S: Sequencer> Writer<S> {
+    /// Begins a batch in the shared store and applies what the other nodes appended, then
+    /// checks that this node's tree is the store's head.
+    fn begin_shared(&mut self) -> Result<(), String> {
+        let foreign = match self.parts.store.begin(self.parts.tree.size()) {
+            Err(StoreError::Behind { .. }) => {
+                self.follow_records()?;
+                self.parts.store.begin(self.parts.tree.size())
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
+        self.apply_foreign(foreign.records)?;
+        if let Some(head) = foreign.head
+            && (head.size != self.parts.tree.size() || head.root != self.parts.tree.root())
+        {
+            let error = StoreError::Diverged(format!(
+                "the store's head is {} events, this node's log {} events with another root",
+                head.size,
+                self.parts.tree.size()
+            ));
+            return Err(error.to_string());
+        }
+        Ok(())
+    }
+
+    /// Commits the batch `events` (starting at `first`) to the shared store, ending the
+    /// batch (with no events it only releases the store's lock).
+    fn commit_shared(&mut self, first: u64, events: &[Event]) -> Result<(), String> {
+        let hash = self.parts.tree.tree_hash();
+        let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
+        let leaves: Vec<_> = encoded.iter().map(|bytes| hash.leaf(bytes)).collect();
+        let mut after = self.parts.tree.frontier().clone();
+        for leaf in &leaves {
+            after.push(*leaf);
+        }
+        let started = Instant::now();
+        let result = self.parts.store.commit(first, &encoded, &leaves, &after).map_err(|e| e.to_string());
+        metrics::histogram!("keyledger_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Appends records another node committed to the local files and applies them to the
+    /// sequencer; subscribers receive them with the next sync, like this node's own.
+    fn apply_foreign(&mut self, records: Vec<Vec<u8>>) -> Result<(), String> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let first = self.parts.tree.size();
+        let mut events = Vec::with_capacity(records.len());
+        for (seq, bytes) in (first..).zip(&records) {
+            let event = keyledger_core::decode_event(bytes).map_err(|e| format!("event {seq}: {e}"))?;
+            if event.seq != seq {
+                return Err(StoreError::Diverged(format!(
+                    "the store's record {seq} carries seq {}",
+                    event.seq
+                ))
+                .to_string());
+            }
+            events.push(event);
+        }
+        if let Err(reason) = self.write(&records) {
+            self.refused_from = Some(first);
+            return Err(reason);
+        }
+        for event in &events {
+            self.sequencer.apply_foreign(event)?;
+            self.last_at = self.last_at.max(event.at);
+        }
+        self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.unsynced.extend(events);
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Reads and applies everything the store holds past this node's log.
+    fn follow_records(&mut self) -> Result<(), String> {
+        loop {
+            let records =
+                self.parts.store.follow(self.parts.tree.size(), FOLLOW_CHUNK).map_err(|e| e.to_string())?;
+            let count = records.len();
+            self.apply_foreign(records)?;
+            if count < FOLLOW_CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Follows a shared store between batches: its records, then its latest checkpoint.
+    fn follow_store(&mut self) {
+        if !self.parts.store.is_shared() || self.failure.is_some() {
+            return;
+        }
+        self.last_follow = Instant::now();
+        let result = self.follow_records().and_then(|()| {
+            let latest = self.parts.store.latest_checkpoint().map_err(|e| e.to_string())?;
+            match latest {
+                Some(latest) if latest.size <= self.parts.tree.size() => self.mirror_checkpoint(&latest),
+                _ => Ok(()),
+            }
+        });
+        if let Err(reason) = result {
+            self.fail(reason);
+        }
+    }
+
+    /// During recovery: appends to the local files everything the store holds past them,
+    /// without the sequencer (which the recovery rewinds from the files next).
+    fn mirror_store(&mut self) -> Result<(), String> {
+        loop {
+            let records =
+                self.parts.store.follow(self.parts.tree.size(), FOLLOW_CHUNK).map_err(|e| e.to_string())?;
+            let count = records.len();
+            if count > 0 {
+                self.write(&records)?;
+            }
+            if count < FOLLOW_CHUNK {
+                return self.parts.segments.sync().map_err(|e| e.to_string());
+            }
+        }
+    }
+
+    /// Stores locally a checkpoint of the shared store, after checking it is of this
+    /// node's tree. A checkpoint of another root is a fork: refused, and the writer fails.
+    fn mirror_checkpoint(&mut self, checkpoint: &SharedCheckpoint) -> Result<(), String> {
+        let local = self.parts.checkpoints.latest().map_or(0, |c| c.size);
+        if checkpoint.size <= local && local > 0 {
+            return Ok(());
+        }
+        let root = self.parts.tree.reader().root_at(checkpoint.size).map_err(|e| e.to_string())?;
+        if root != checkpoint.root {
+            tracing::error!(
+                size = checkpoint.size,
+                "the store's checkpoint is not of this node's tree: a fork; refusing to go on"
+            );
+            return Err(StoreError::Diverged(format!(
+                "the store's checkpoint at size {} has another root than this node's tree",
+                checkpoint.size
+            ))
+            .to_string());
+        }
+        self.parts.tree.sync().map_err(|e| e.to_string())?;
+        self.parts.checkpoints.store_note(&checkpoint.note).map_err(|e| e.to_string())?;
+        self.last_checkpoint_size = checkpoint.size;
+        self.last_checkpoint = Instant::now().checked_sub(checkpoint.age).unwrap_or_else(Instant::now);
+        Ok(())
+    }
+
+    /// Signs a checkpoint for a shared store, under its lock: only when the store's latest
+    /// is older than the configured interval or size (or `force`), and only after checking
+    /// that the store's latest checkpoint is of this very tree.
+    fn checkpoint_shared(&mut self, force: bool) {
+        let size = self.parts.tree.size();
+        if self.failure.is_some() || size == self.last_checkpoint_size {
+            return;
+        }
+        let due = force
+            || size - self.last_checkpoint_size >= self.options.checkpoint_every_events
+            || self.last_checkpoint.elapsed() >= self.options.checkpoint_every;
+        if !due {
+            return;
+        }
+        if let Err(reason) = self.begin_shared() {
+            return self.fail(format!("checkpoint failed: {reason}"));
+        }
+        self.sync_if_due(true);
+        if self.failure.is_some() {
+            return;
+        }
+        let result = self.sign_shared(force);
+        let released = self.commit_shared(self.parts.tree.size(), &[]);
+        match result.and_then(|signed| released.map(|()| signed)) {
+            Ok(Some(note)) => match self.parts.checkpoints.store_note(&note) {
+                Ok(stored) => {
+                    self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    self.last_checkpoint = Instant::now();
+                    self.last_checkpoint_size = stored.size;
+                }
+                Err(error) => self.fail(format!("checkpoint failed: {error}")),
+            },
+            Ok(None) => {}
+            Err(reason) => self.fail(format!("checkpoint failed: {reason}")),
+        }
+    }
+
+    /// Inside a shared batch: checks the store's latest checkpoint against this tree, and
+    /// signs and stores a new one if due. Returns the new note, to store locally once the
+    /// batch committed.
+    fn sign_shared(&mut self, force: bool) -> Result<Option<String>, String> {
+        let size = self.parts.tree.size();
+        let latest = self.parts.store.latest_checkpoint().map_err(|e| e.to_string())?;
+        if let Some(latest) = &latest {
+            self.mirror_checkpoint(latest)?;
+            let recent = latest.age < self.options.checkpoint_every
+                && size - latest.size < self.options.checkpoint_every_events;
+            if latest.size == size || (recent && !force) {
+                return Ok(None);
+            }
+        }
+        let root = self.parts.tree.root();
+        self.parts.tree.sync().map_err(|e| e.to_string())?;
+        let note = self.parts.checkpoints.sign_note(size, root).map_err(|e| e.to_string())?;
+        self.parts.store.store_checkpoint(size, root, &note).map_err(|e| e.to_string())?;
+        Ok(Some(note))
     }
 }

@@ -6,7 +6,16 @@
 //! whichever node appends a batch.
 #![forbid(unsafe_code)]
 
+pub mod error;
+pub mod identity;
+pub mod listener;
 pub mod schema;
+pub mod store;
+
+pub use error::PgError;
+pub use identity::Identity;
+pub use listener::Listener;
+pub use store::PgStore;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,0 +1,268 @@
+//! [`PgStore`]: the log held in PostgreSQL, the writer's shared store
+//! (keyledger_log::store, docs/log-format.md "PostgreSQL store").
+//!
+//! A batch is one transaction: `BEGIN`, `SELECT … FROM keyledger_head FOR UPDATE` (the
+//! single-writer lock of ADR 0004, now a row lock), the records other nodes appended since
+//! this node's length, then the batch's events with their leaf hashes, the new head (size,
+//! root, frontier) and `NOTIFY keyledger_log` in one statement, and `COMMIT`. Nothing is
+//! acknowledged before the `COMMIT` returned; what a commit survives is PostgreSQL's to
+//! decide (`synchronous_commit`, synchronous standbys: docs/operations.md).
+//!
+//! A connection that fails is dropped; the writer's recovery calls
+//! [`LogStore::reconnect`], which opens a new one (a multi-host connection string with
+//! `target_session_attrs=read-write` then finds the new primary).
+
+use crate::error::{PgError, describe};
+use keyledger_log::store::{Foreign, Head, LogStore, SharedCheckpoint, StoreError};
+use keyledger_verify::merkle::{Frontier, Hash};
+use postgres::{Client, Config, NoTls};
+use std::time::Duration;
+
+/// Most records one batch's `begin` reads; a node further behind follows first.
+const BEGIN_LIMIT: u64 = 65_536;
+
+/// The PostgreSQL log store.
+pub struct PgStore {
+    config: Config,
+    client: Option<Client>,
+    in_batch: bool,
+    follow_every: Duration,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the connection string: it may hold a password.
+        f.debug_struct("PgStore").field("in_batch", &self.in_batch).finish_non_exhaustive()
+    }
+}
+
+/// Parses a connection string (URL or key=value, multi-host allowed) and sets the client's
+/// timeouts unless it sets them.
+pub fn parse_config(url: &str) -> Result<Config, PgError> {
+    let mut config: Config = url.parse().map_err(|e: postgres::Error| PgError::BadUrl(e.to_string()))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.keepalives_idle(Duration::from_secs(5));
+    Ok(config)
+}
+
+pub(crate) fn connect(config: &Config) -> Result<Client, PgError> {
+    config.connect(NoTls).map_err(|e| PgError::Connect(describe(&e)))
+}
+
+fn unavailable(error: postgres::Error) -> StoreError {
+    StoreError::Unavailable(describe(&error))
+}
+
+fn to_u64(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Diverged(format!("negative size {value}")))
+}
+
+fn to_hash(bytes: Vec<u8>) -> Result<Hash, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Diverged("a stored hash is not 32 bytes".into()))
+}
+
+impl PgStore {
+    /// Connects and brings the schema up to date ([`crate::schema::migrate`]).
+    pub fn connect(url: &str) -> Result<Self, PgError> {
+        let config = parse_config(url)?;
+        let mut client = connect(&config)?;
+        crate::schema::migrate(&mut client)?;
+        Ok(Self { config, client: Some(client), in_batch: false, follow_every: Duration::from_secs(1) })
+    }
+
+    /// The connection's configuration (for the listener's own connection).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The ledger's identity, if initialised.
+    pub fn identity(&mut self) -> Result<Option<crate::identity::Identity>, PgError> {
+        crate::identity::read(self.client_or_connect()?)
+    }
+
+    /// Creates the ledger's identity and empty head (see [`crate::identity::create`]).
+    pub fn create(
+        &mut self,
+        identity: &crate::identity::Identity,
+        hash: keyledger_verify::merkle::TreeHash,
+    ) -> Result<(), PgError> {
+        crate::identity::create(self.client_or_connect()?, identity, hash)
+    }
+
+    fn client_or_connect(&mut self) -> Result<&mut Client, PgError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = Some(connect(&self.config)?);
+        }
+        self.client.as_mut().ok_or_else(|| PgError::Connect("no connection".into()))
+    }
+
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        match self.client.as_mut() {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => Err(StoreError::Unavailable("the connection to the database is closed".into())),
+        }
+    }
+
+    /// Runs `op` on the connection; a failure that closed the connection drops it.
+    fn run<T>(
+        &mut self,
+        op: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let result = op(self.client()?);
+        if result.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        result.map_err(unavailable)
+    }
+}
+
+impl LogStore for PgStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn begin(&mut self, local_len: u64) -> Result<Foreign, StoreError> {
+        if self.in_batch {
+            self.abort();
+        }
+        self.run(|c| c.batch_execute("BEGIN"))?;
+        self.in_batch = true;
+        let row = self.run(|c| c.query_one("SELECT size, root FROM keyledger_head FOR UPDATE", &[]))?;
+        let head = Head { size: to_u64(row.get(0))?, root: to_hash(row.get(1))? };
+        if head.size <= local_len {
+            return Ok(Foreign { head: Some(head), records: Vec::new() });
+        }
+        if head.size - local_len > BEGIN_LIMIT {
+            self.abort();
+            return Err(StoreError::Behind { behind: head.size - local_len });
+        }
+        let (from, to) = (local_len as i64, head.size as i64);
+        let rows = self.run(|c| {
+            c.query(
+                "SELECT record FROM keyledger_events WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+                &[&from, &to],
+            )
+        })?;
+        if rows.len() as u64 != head.size - local_len {
+            return Err(StoreError::Diverged(format!(
+                "the head is at {} but the events from {local_len} stop after {}",
+                head.size,
+                rows.len()
+            )));
+        }
+        Ok(Foreign { head: Some(head), records: rows.into_iter().map(|row| row.get(0)).collect() })
+    }
+
+    fn commit(
+        &mut self,
+        first: u64,
+        records: &[Vec<u8>],
+        leaves: &[Hash],
+        after: &Frontier,
+    ) -> Result<(), StoreError> {
+        if !self.in_batch {
+            return Err(StoreError::Unavailable("commit without a batch".into()));
+        }
+        if !records.is_empty() {
+            let seqs: Vec<i64> = (first..).take(records.len()).map(|seq| seq as i64).collect();
+            let records: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            let leaves: Vec<&[u8]> = leaves.iter().map(|leaf| leaf.as_slice()).collect();
+            let frontier: Vec<u8> = after.peaks().concat();
+            let (size, root) = (after.size() as i64, after.root());
+            let notice = size.to_string();
+            self.run(|c| {
+                c.execute(
+                    "WITH appended AS (
+                        INSERT INTO keyledger_events (seq, record, leaf)
+                        SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])
+                     ), head AS (
+                        UPDATE keyledger_head SET size = $4, root = $5, frontier = $6
+                     )
+                     SELECT pg_notify('keyledger_log', $7)",
+                    &[&seqs, &records, &leaves, &size, &root.as_slice(), &frontier, &notice],
+                )
+            })?;
+        }
+        // An error from here on may hide a commit that happened: the writer refuses its
+        // callers and learns the outcome by following the store after reconnecting.
+        self.in_batch = false;
+        self.run(|c| c.batch_execute("COMMIT"))
+    }
+
+    fn abort(&mut self) {
+        if std::mem::take(&mut self.in_batch) {
+            let _ = self.run(|c| c.batch_execute("ROLLBACK"));
+        }
+    }
+
+    fn follow(&mut self, local_len: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (from, limit) = (local_len as i64, limit as i64);
+        let rows = self.run(|c| {
+            c.query(
+                "SELECT seq, record FROM keyledger_events WHERE seq >= $1 ORDER BY seq LIMIT $2",
+                &[&from, &limit],
+            )
+        })?;
+        let mut records = Vec::with_capacity(rows.len());
+        for (expected, row) in (local_len..).zip(rows) {
+            let seq: i64 = row.get(0);
+            if to_u64(seq)? != expected {
+                return Err(StoreError::Diverged(format!("the store has no event {expected}")));
+            }
+            records.push(row.get(1));
+        }
+        Ok(records)
+    }
+
+    fn follow_every(&self) -> Option<Duration> {
+        Some(self.follow_every)
+    }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<SharedCheckpoint>, StoreError> {
+        let row = self.run(|c| {
+            c.query_opt(
+                "SELECT size, root, note, EXTRACT(EPOCH FROM now() - signed_at)::float8
+                 FROM keyledger_checkpoints ORDER BY size DESC LIMIT 1",
+                &[],
+            )
+        })?;
+        let Some(row) = row else { return Ok(None) };
+        let age: f64 = row.get(3);
+        Ok(Some(SharedCheckpoint {
+            size: to_u64(row.get(0))?,
+            root: to_hash(row.get(1))?,
+            note: row.get(2),
+            age: Duration::try_from_secs_f64(age.max(0.0)).unwrap_or_default(),
+        }))
+    }
+
+    fn store_checkpoint(&mut self, size: u64, root: Hash, note: &str) -> Result<(), StoreError> {
+        let size = size as i64;
+        let inserted = self.run(|c| {
+            c.execute(
+                "INSERT INTO keyledger_checkpoints (size, root, note) VALUES ($1, $2, $3)
+                 ON CONFLICT (size) DO NOTHING",
+                &[&size, &root.as_slice(), &note],
+            )
+        })?;
+        if inserted == 1 {
+            return Ok(());
+        }
+        let row =
+            self.run(|c| c.query_one("SELECT root FROM keyledger_checkpoints WHERE size = $1", &[&size]))?;
+        if to_hash(row.get(0))? == root {
+            Ok(())
+        } else {
+            Err(StoreError::Diverged(format!("the store holds another root for size {size}")))
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        self.in_batch = false;
+        self.client = None;
+        self.client = Some(connect(&self.config).map_err(|e| StoreError::Unavailable(e.to_string()))?);
+        Ok(())
+    }
+}
