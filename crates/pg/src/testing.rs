@@ -5,6 +5,15 @@
 //! 127.0.0.1 at a free port. PostgreSQL refuses to run as root, so when the tests run as
 //! root the cluster runs as the `postgres` user. The cluster is stopped (immediate
 //! shutdown) and its directory removed on drop.
+//!
+//! The failover tests need more than one server: [`SyncPair::start`] runs a primary and a
+//! **synchronous** standby cloned from it with `pg_basebackup -R`, so a commit the primary
+//! acknowledges is already flushed on the standby (`synchronous_standby_names = '*'`,
+//! `synchronous_commit = on`). [`TestCluster::kill`] crashes a server the way a lost machine
+//! does (SIGKILL to the postmaster and every process of its session), [`TestCluster::promote`]
+//! turns the standby into the new primary, and [`SyncPair::url`] is the multi-host
+//! connection string (`host1:port1,host2:port2 … target_session_attrs=read-write`) with
+//! which clients find whichever of the two accepts writes.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -54,23 +63,39 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(55432)
 }
 
+/// A new, empty directory under the system's temp dir, owned by the user the servers run as.
+fn new_base() -> Result<PathBuf, String> {
+    let base = std::env::temp_dir().join(format!(
+        "keyledger-pg-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
+    if running_as_root() {
+        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&base).status();
+        if !status.is_ok_and(|s| s.success()) {
+            return Err(format!("cannot chown {} to postgres", base.display()));
+        }
+    }
+    Ok(base)
+}
+
+/// Sends `signal` (a name such as `KILL`) to process `target` (`-PGID` for a process group).
+fn signal(signal: &str, target: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(target)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl TestCluster {
     /// Creates and starts a cluster in a new directory under the system's temp dir.
     pub fn start() -> Result<Self, String> {
         let bin = bin_dir()?;
-        let base = std::env::temp_dir().join(format!(
-            "keyledger-pg-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
-        if running_as_root() {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&base).status();
-            if !status.is_ok_and(|s| s.success()) {
-                return Err(format!("cannot chown {} to postgres", base.display()));
-            }
-        }
-        let dir = base.join("data");
+        let dir = new_base()?.join("data");
         let output = pg_command(&bin.join("initdb"))
             .args(["-D"])
             .arg(&dir)
@@ -99,19 +124,23 @@ impl TestCluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// A client of database `database`, as the superuser.
+    pub fn connect(&self, database: &str) -> Result<postgres::Client, String> {
+        postgres::Client::connect(&self.url(database), postgres::NoTls).map_err(|e| format!("connect: {e}"))
+    }
+
     /// Creates a new, empty database and returns its connection string.
     pub fn create_database(&self, name: &str) -> Result<String, String> {
-        let mut client = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
-            .map_err(|e| format!("connect: {e}"))?;
-        client
+        self.connect("postgres")?
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .map_err(|e| format!("create database: {e}"))?;
         Ok(self.url(name))
     }
 
-    /// Starts the server (again, after [`Self::stop`]) and waits until it accepts connections.
+    /// Starts the server (again, after [`Self::stop`] or [`Self::kill`]) and waits until it
+    /// accepts connections.
     pub fn start_server(&self) -> Result<(), String> {
-        let log = self.dir.parent().unwrap_or(&self.dir).join("server.log");
+        let log = self.log_path();
         let options =
             format!("-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off", self.port, self.socket_dir());
         let status = pg_command(&self.bin.join("pg_ctl"))
@@ -124,11 +153,10 @@ impl TestCluster {
             .status()
             .map_err(|e| format!("pg_ctl start: {e}"))?;
         if !status.success() {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!("pg_ctl start failed: {log}"));
+            return Err(format!("pg_ctl start failed: {}", self.server_log()));
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        while postgres::Client::connect(&self.url("postgres"), postgres::NoTls).is_err() {
+        while self.connect("postgres").is_err() {
             if Instant::now() > deadline {
                 return Err("PostgreSQL did not accept connections within 30 s".into());
             }
@@ -150,6 +178,91 @@ impl TestCluster {
         if status.success() { Ok(()) } else { Err("pg_ctl stop failed".into()) }
     }
 
+    /// Crashes the server the way a lost machine does: SIGKILL to the postmaster and every
+    /// process of its session (`pg_ctl` starts it as a session leader, so its backends,
+    /// WAL sender and background workers are the process group of its pid). Nothing is
+    /// flushed or shut down cleanly; connections drop at once. The System V segment the
+    /// postmaster leaves behind is removed, as the kernel would on a real machine's death.
+    pub fn kill(&self) -> Result<(), String> {
+        let pid_file = std::fs::read_to_string(self.dir.join("postmaster.pid"))
+            .map_err(|e| format!("no postmaster.pid (is the server running?): {e}"))?;
+        let mut lines = pid_file.lines();
+        let pid: u32 = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("unreadable postmaster.pid: {pid_file:?}"))?;
+        // Line 7: the shared memory key and id.
+        let shmid = lines.nth(5).and_then(|l| l.split_whitespace().nth(1)).map(str::to_owned);
+        if !signal("KILL", &format!("-{pid}")) && !signal("KILL", &pid.to_string()) {
+            return Err(format!("cannot SIGKILL the postmaster {pid}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Self::alive(pid) {
+            if Instant::now() > deadline {
+                return Err(format!("the postmaster {pid} survived SIGKILL"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A zombie postmaster (its reaper may be slow) still answers kill(pid, 0), which
+        // would make the next start believe it runs: the lock file goes with the process.
+        let _ = std::fs::remove_file(self.dir.join("postmaster.pid"));
+        let sockets = PathBuf::from(self.socket_dir());
+        let _ = std::fs::remove_file(sockets.join(format!(".s.PGSQL.{}.lock", self.port)));
+        let _ = std::fs::remove_file(sockets.join(format!(".s.PGSQL.{}", self.port)));
+        if let Some(shmid) = shmid {
+            // Fails harmlessly once the last attached process is gone and the id is reused.
+            let _ = Command::new("ipcrm").args(["-m", &shmid]).stderr(Stdio::null()).status();
+        }
+        Ok(())
+    }
+
+    /// Whether `pid` is a live process (not a zombie waiting for its parent).
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`) and waits until it accepts writes.
+    pub fn promote(&self) -> Result<(), String> {
+        let status = pg_command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.dir)
+            .args(["-w", "-t", "30", "promote"])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("pg_ctl promote: {e}"))?;
+        if !status.success() {
+            return Err(format!("pg_ctl promote failed: {}", self.server_log()));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.in_recovery()? {
+            if Instant::now() > deadline {
+                return Err("the promoted standby still recovers after 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Whether the server is a standby (`pg_is_in_recovery()`).
+    pub fn in_recovery(&self) -> Result<bool, String> {
+        self.connect("postgres")?
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .map(|row| row.get(0))
+            .map_err(|e| format!("pg_is_in_recovery: {e}"))
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.parent().unwrap_or(&self.dir).join("server.log")
+    }
+
     fn socket_dir(&self) -> String {
         self.dir.parent().unwrap_or(&self.dir).display().to_string()
     }
@@ -161,5 +274,84 @@ impl Drop for TestCluster {
         if let Some(base) = self.dir.parent() {
             let _ = std::fs::remove_dir_all(base);
         }
+    }
+}
+
+/// A primary and a synchronous standby streaming from it, each a [`TestCluster`].
+pub struct SyncPair {
+    pub primary: TestCluster,
+    pub standby: TestCluster,
+}
+
+impl SyncPair {
+    /// Starts a primary, clones it with `pg_basebackup -R` into a standby that streams from
+    /// it, then makes the primary wait for that standby on every commit
+    /// (`synchronous_standby_names = '*'`, `synchronous_commit = on`). Returns once
+    /// `pg_stat_replication` shows the standby `streaming` and `sync`.
+    ///
+    /// Only the primary waits for a standby: the standby's own configuration names none, so
+    /// once promoted it accepts writes alone (a real deployment would attach a new standby).
+    pub fn start() -> Result<Self, String> {
+        let primary = TestCluster::start()?;
+        let dir = new_base()?.join("data");
+        let output = pg_command(&primary.bin.join("pg_basebackup"))
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string(), "-U", "postgres", "-D"])
+            .arg(&dir)
+            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
+            .output()
+            .map_err(|e| format!("pg_basebackup: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("pg_basebackup failed: {}", String::from_utf8_lossy(&output.stderr)));
+        }
+        let standby = TestCluster { dir, port: free_port(), bin: primary.bin.clone() };
+        standby.start_server()?;
+        let mut client = primary.connect("postgres")?;
+        // One statement each: ALTER SYSTEM refuses to run inside a transaction block.
+        for statement in [
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+            "ALTER SYSTEM SET synchronous_commit = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            client.batch_execute(statement).map_err(|e| format!("{statement}: {e:?}"))?;
+        }
+        drop(client);
+        let pair = Self { primary, standby };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let row = pair
+                .primary
+                .connect("postgres")?
+                .query(
+                    "SELECT 1 FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'",
+                    &[],
+                )
+                .map_err(|e| format!("pg_stat_replication: {e}"))?;
+            if !row.is_empty() {
+                return Ok(pair);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the standby is not a streaming synchronous standby after 30 s:\n{}",
+                    pair.standby.server_log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The multi-host connection string of database `database`: both servers, and
+    /// `target_session_attrs=read-write` so a client connects to whichever accepts writes.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{database}?target_session_attrs=read-write",
+            self.primary.port, self.standby.port
+        )
+    }
+
+    /// Creates a new, empty database on the primary (the standby replays it) and returns its
+    /// multi-host connection string ([`Self::url`]).
+    pub fn create_database(&self, name: &str) -> Result<String, String> {
+        self.primary.create_database(name)?;
+        Ok(self.url(name))
     }
 }
