@@ -150,11 +150,15 @@ pub(crate) fn create_files(dir: &Path, origin: Option<&str>) -> Result<(), DataD
     let mut pepper = zeroize::Zeroizing::new([0u8; 32]);
     getrandom(pepper.as_mut(), dir)?;
     write_secret_file(&dir.join(PEPPER_FILE), pepper.as_ref())?;
-    let identity = Identity {
-        format: FORMAT,
-        origin: origin.map_or_else(|| origin_for(&signing), str::to_owned),
-        created_at: Timestamp::now().to_rfc3339(),
-    };
+    write_identity(dir, &origin.map_or_else(|| origin_for(&signing), str::to_owned))
+}
+
+/// Writes the identity file of a format-2 data dir with checkpoint origin `origin`: the
+/// last step of `init`, and of `keyledger store copy` into a new data dir (whose key files
+/// it copies itself).
+pub fn write_identity(dir: &Path, origin: &str) -> Result<(), DataDirError> {
+    let identity =
+        Identity { format: FORMAT, origin: origin.to_owned(), created_at: Timestamp::now().to_rfc3339() };
     let path = dir.join(IDENTITY_FILE);
     let text = serde_json::to_string_pretty(&identity)
         .map_err(|e| DataDirError::Invalid { path: path.clone(), message: e.to_string() })?;

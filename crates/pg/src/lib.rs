@@ -6,7 +6,9 @@
 //! whichever node appends a batch.
 #![forbid(unsafe_code)]
 
+pub mod copy;
 pub mod schema;
+pub mod verify;
 
 #[cfg(feature = "testing")]
 pub mod testing;
