@@ -10,6 +10,7 @@ mod export;
 mod proof;
 mod recover;
 mod report;
+mod store;
 mod table;
 mod upgrade;
 mod witness;
@@ -75,6 +76,11 @@ enum Command {
     /// Ask a running server what happened: a key's events, a leak report, request ids,
     /// sources, the keys valid at an instant, hygiene, and which key a leaked secret is.
     Audit(audit::AuditArgs),
+    /// Move a ledger between a data dir and a PostgreSQL database: `store copy`.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Run an auditor's own C2SP tlog-witness: `witness init`, `witness serve`.
     Witness {
         #[command(subcommand)]
@@ -96,6 +102,10 @@ enum LogCommand {
     Verify {
         #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
         data_dir: PathBuf,
+        /// Verify the log a PostgreSQL database holds instead (a connection string); it may
+        /// run while nodes serve: it reads one consistent snapshot.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
     },
     /// Convert a format-1 data dir (BLAKE3 tree) to log format 2 (RFC 6962 SHA-256 tree):
     /// verifies the whole log, signs a transition note binding the old root to the new one,
@@ -271,7 +281,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init { data_dir, origin, store } => init(data_dir, origin, store),
         Command::Serve(args) => serve(args),
-        Command::Log { command: LogCommand::Verify { data_dir } } => log_verify(data_dir),
+        Command::Log { command: LogCommand::Verify { store: Some(url), .. } } => store::log_verify(&url),
+        Command::Log { command: LogCommand::Verify { data_dir, store: None } } => log_verify(data_dir),
         Command::Log { command: LogCommand::Upgrade { data_dir } } => log_upgrade(data_dir),
         Command::Log { command: LogCommand::Checkpoint(args) } => Ok(admin::run_checkpoint(args)),
         Command::Log { command: LogCommand::PublicKey(args) } => Ok(admin::run_public_key(args)),
@@ -282,6 +293,7 @@ fn main() -> ExitCode {
         Command::Export(args) => Ok(export::run(args)),
         Command::Report(args) => Ok(report::run(args)),
         Command::Audit(args) => Ok(audit::run(args)),
+        Command::Store { command } => store::run(command),
         Command::Witness { command } => witness::run(command),
         Command::Proof(args) => Ok(proof::run(args)),
         Command::Completions { shell } => Ok(admin::completions(shell)),

@@ -168,9 +168,16 @@ pub(crate) fn create_files(dir: &Path, origin: Option<&str>, store: bool) -> Res
     let mut pepper = zeroize::Zeroizing::new([0u8; 32]);
     getrandom(pepper.as_mut(), dir)?;
     write_secret_file(&dir.join(PEPPER_FILE), pepper.as_ref())?;
+    write_identity(dir, &origin.map_or_else(|| origin_for(&signing), str::to_owned), store)
+}
+
+/// Writes the identity file of a format-2 data dir with checkpoint origin `origin` (`store`:
+/// whether it is a node of a PostgreSQL store): the last step of `init`, and of
+/// `keyledger store copy` into a new data dir (whose key files it copies itself).
+pub fn write_identity(dir: &Path, origin: &str, store: bool) -> Result<(), DataDirError> {
     let identity = Identity {
         format: FORMAT,
-        origin: origin.map_or_else(|| origin_for(&signing), str::to_owned),
+        origin: origin.to_owned(),
         created_at: Timestamp::now().to_rfc3339(),
         store,
     };

@@ -222,16 +222,7 @@ pub fn verify_log(
     }
     for record in events.iter(0) {
         let (seq, bytes) = record?;
-        let event = decode_event(&bytes).map_err(|e| LogVerifyError::Event { seq, reason: e.to_string() })?;
-        if event.seq != seq {
-            return Err(LogVerifyError::Event {
-                seq,
-                reason: format!(
-                    "carries seq {} at position {seq}: an event was removed or inserted",
-                    event.seq
-                ),
-            });
-        }
+        check_record(seq, &bytes)?;
         let leaf = tree_hash.leaf(&bytes);
         if seq < tree_size {
             compare_completed_nodes(&mut levels, &tree_dir, &frontier, leaf, seq)?;
@@ -285,6 +276,20 @@ pub fn verify_log(
         tree_hash,
         transition_size: transition.map(|t| t.size),
     })
+}
+
+/// Checks the stored bytes of the event at position `seq`: they decode, in the one canonical
+/// encoding, to an event that carries `seq`. The same check for every store (the data dir's
+/// segments here, the database's rows in `keyledger-pg`'s verify).
+pub fn check_record(seq: u64, bytes: &[u8]) -> Result<keyledger_core::Event, LogVerifyError> {
+    let event = decode_event(bytes).map_err(|e| LogVerifyError::Event { seq, reason: e.to_string() })?;
+    if event.seq != seq {
+        return Err(LogVerifyError::Event {
+            seq,
+            reason: format!("carries seq {} at position {seq}: an event was removed or inserted", event.seq),
+        });
+    }
+    Ok(event)
 }
 
 /// Compares the nodes that leaf `seq` completes with the stored ones, level by level.

@@ -13,12 +13,14 @@
 //! the webhook and witness jobs.
 #![forbid(unsafe_code)]
 
+pub mod copy;
 pub mod error;
 pub mod identity;
 pub mod lease;
 pub mod listener;
 pub mod schema;
 pub mod store;
+pub mod verify;
 
 pub use error::PgError;
 pub use identity::Identity;

@@ -1,0 +1,130 @@
+//! `keyledger store copy`: a ledger moved from a data dir into PostgreSQL and back keeps its
+//! seqs, records, tree and signed checkpoints byte for byte; a non-empty target, a data dir
+//! a server holds, and key files of another ledger are refused, changing nothing.
+
+#[path = "copy_support/mod.rs"]
+mod support;
+
+use keyledger_e2e::{Server, keyledger, log_verify, path_str, snapshot};
+use keyledger_log::segment::{SegmentLog, SegmentOptions};
+use keyledger_log::storage::OsStorage;
+use std::path::Path;
+use support::{connect, copied_into_database, database, ledger_with_history, store_copy};
+
+/// Every record of the segment log in `dir`, in order.
+fn records(dir: &Path) -> Vec<Vec<u8>> {
+    let (reader, _) = SegmentLog::inspect(OsStorage::shared(), dir, SegmentOptions::default()).unwrap();
+    reader.iter(0).map(|r| r.unwrap().1).collect()
+}
+
+/// A digest of every row the database holds for the ledger.
+fn database_rows(url: &str) -> Vec<String> {
+    let mut db = connect(url);
+    [
+        "SELECT count(*)::text || md5(coalesce(string_agg(record || leaf, '' ORDER BY seq), '')) FROM keyledger_events",
+        "SELECT count(*)::text || md5(coalesce(string_agg(note, '' ORDER BY size), '')) FROM keyledger_checkpoints",
+        "SELECT count(*)::text || coalesce(string_agg(size::text || encode(root, 'hex'), ''), '') FROM keyledger_head",
+        "SELECT count(*)::text || coalesce(string_agg(origin || verifier_key, ''), '') FROM keyledger_identity",
+    ]
+    .iter()
+    .map(|query| db.query_one(*query, &[]).unwrap().get(0))
+    .collect()
+}
+
+#[test]
+fn a_ledger_copied_into_postgres_and_back_is_identical_and_verifies_everywhere() {
+    let source = ledger_with_history();
+    assert!(log_verify(&source.data_dir).success());
+    let (_cluster, url) = copied_into_database(&source, "copy");
+    let verified = keyledger(&["log", "verify", "--store", &url]);
+    assert!(verified.success(), "{}{}", verified.stdout, verified.stderr);
+
+    // The database holds the data dir's records and checkpoint notes exactly.
+    let source_log = source.data_dir.join("log");
+    let events = records(&source_log.join("events"));
+    let checkpoints = records(&source_log.join("checkpoints"));
+    let mut db = connect(&url);
+    let rows: Vec<Vec<u8>> = db
+        .query("SELECT record FROM keyledger_events ORDER BY seq", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, events);
+    let notes: Vec<String> = db
+        .query("SELECT note FROM keyledger_checkpoints ORDER BY size", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let source_notes: Vec<String> =
+        checkpoints.iter().map(|r| String::from_utf8(r[8..].to_vec()).unwrap()).collect();
+    assert_eq!(notes, source_notes);
+    assert!(notes.len() >= 3, "{notes:?}");
+
+    // Back into a new data dir: the same records, the same checkpoint records (signing times
+    // included), a log that verifies, and a server that knows the keys and the revocation.
+    let copy_root = tempfile::tempdir().unwrap();
+    let copy = copy_root.path().join("copy");
+    let run = store_copy(&url, path_str(&copy), &["--keys-from", path_str(&source.data_dir)]);
+    assert!(run.success(), "{}{}", run.stdout, run.stderr);
+    assert_eq!(records(&copy.join("log/events")), events);
+    assert_eq!(records(&copy.join("log/checkpoints")), checkpoints);
+    let verified = log_verify(&copy);
+    assert!(verified.success(), "{}{}", verified.stdout, verified.stderr);
+    let server = Server::start(&copy, &[]);
+    let http = server.client();
+    let active = http.send("POST", "/v1/verify", &[], Some(&serde_json::json!({"key": source.active.1})));
+    assert_eq!(active.status, 200, "{}", active.dump());
+    assert_eq!(active.body["key_id"], source.active.0.as_str());
+    let revoked = http.send("POST", "/v1/verify", &[], Some(&serde_json::json!({"key": source.revoked.1})));
+    assert_eq!(revoked.status, 401, "{}", revoked.dump());
+    server.stop();
+}
+
+#[test]
+fn a_non_empty_target_a_served_source_and_foreign_keys_are_refused_changing_nothing() {
+    let source = ledger_with_history();
+    let (_cluster, url) = copied_into_database(&source, "full");
+
+    // The database already holds a ledger.
+    let before = database_rows(&url);
+    let again = store_copy(path_str(&source.data_dir), &url, &[]);
+    assert!(!again.success());
+    assert!(again.stderr.contains("already holds a keyledger ledger"), "{}", again.stderr);
+    assert_eq!(database_rows(&url), before);
+
+    // The target data dir is not empty.
+    let taken = tempfile::tempdir().unwrap();
+    std::fs::write(taken.path().join("something"), b"mine").unwrap();
+    let listed = snapshot(taken.path());
+    let run = store_copy(&url, path_str(taken.path()), &["--keys-from", path_str(&source.data_dir)]);
+    assert!(!run.success());
+    assert!(run.stderr.contains("is not empty"), "{}", run.stderr);
+    assert_eq!(snapshot(taken.path()), listed);
+
+    // The key files of another ledger: refused, naming the signing key, no data dir left.
+    let other = ledger_with_history();
+    let target = taken.path().join("new");
+    let run = store_copy(&url, path_str(&target), &["--keys-from", path_str(&other.data_dir)]);
+    assert!(!run.success());
+    assert!(run.stderr.contains("signing.key is not the ledger's signing key"), "{}", run.stderr);
+    assert!(!target.exists());
+    // Its staging directory came and went beside the target: the entries are as they were.
+    let entries =
+        |listing: Vec<String>| listing.into_iter().filter(|e| !e.starts_with(' ')).collect::<Vec<_>>();
+    assert_eq!(entries(snapshot(taken.path())), entries(listed));
+
+    // A data dir a server holds is not copied.
+    let server = Server::start(&source.data_dir, &[]);
+    let (_other_cluster, empty) = database("empty");
+    let run = store_copy(path_str(&source.data_dir), &empty, &[]);
+    assert!(!run.success());
+    assert!(run.stderr.contains("stop the server"), "{}", run.stderr);
+    server.stop();
+    let tables: bool = connect(&empty)
+        .query_one("SELECT to_regclass('keyledger_identity') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(!tables, "a refused copy creates nothing");
+}
