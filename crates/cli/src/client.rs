@@ -571,6 +571,8 @@ pub mod audit_url {
 
     /// `POST /v1/audit/lookup` (the candidate secret goes in the body, never in a URL).
     pub const LOOKUP: &str = "/v1/audit/lookup";
+    /// `POST /v1/audit/lookup/bulk` (up to 500 candidates in the body).
+    pub const LOOKUP_BULK: &str = "/v1/audit/lookup/bulk";
 }
 
 impl Client {
@@ -624,6 +626,14 @@ impl Client {
     pub fn lookup(&self, secret: &str) -> Result<Value, ClientError> {
         let body = serde_json::json!({ "secret": secret });
         self.send(Method::Post, audit_url::LOOKUP, &[], Some(&body)).map_err(|e| e.redacted(secret))
+    }
+
+    /// `POST /v1/audit/lookup/bulk` for up to 500 candidates; the candidates never appear in
+    /// an error.
+    pub fn lookup_bulk(&self, secrets: &[&str]) -> Result<Value, ClientError> {
+        let body = serde_json::json!({ "secrets": secrets });
+        self.send(Method::Post, audit_url::LOOKUP_BULK, &[], Some(&body))
+            .map_err(|e| secrets.iter().fold(e, |e, secret| e.redacted(secret)))
     }
 }
 

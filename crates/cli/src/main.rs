@@ -10,6 +10,7 @@ mod export;
 mod proof;
 mod recover;
 mod report;
+mod scan;
 mod store;
 mod table;
 mod upgrade;
@@ -76,6 +77,10 @@ enum Command {
     /// Ask a running server what happened: a key's events, a leak report, request ids,
     /// sources, the keys valid at an instant, hygiene, and which key a leaked secret is.
     Audit(audit::AuditArgs),
+    /// Find keyledger keys in files and a git history, offline (by their checksum); with
+    /// --lookup ask the server which are keys, with --revoke revoke the active ones. Exits 1
+    /// when a live key was found (a pre-commit or CI check).
+    Scan(scan::ScanArgs),
     /// Move a ledger between a data dir and a PostgreSQL database: `store copy`.
     Store {
         #[command(subcommand)]
@@ -293,6 +298,7 @@ fn main() -> ExitCode {
         Command::Export(args) => Ok(export::run(args)),
         Command::Report(args) => Ok(report::run(args)),
         Command::Audit(args) => Ok(audit::run(args)),
+        Command::Scan(args) => Ok(scan::run(args)),
         Command::Store { command } => store::run(command),
         Command::Witness { command } => witness::run(command),
         Command::Proof(args) => Ok(proof::run(args)),

@@ -204,11 +204,11 @@ pub enum Command {
         config: Option<(String, Vec<String>)>,
         reply: Responder<Webhook>,
     },
-    /// Records that an admin looked up a candidate leaked secret (never the candidate).
-    RecordLookup {
+    /// Records that an admin looked up candidate leaked secrets (never a candidate): one
+    /// `lookup` event each, in one batch. Answers the last event's seq.
+    RecordLookups {
         caller: Caller,
-        workspace: WorkspaceId,
-        found: Option<KeyId>,
+        lookups: Vec<keyledger_core::Lookup>,
         reply: Responder<u64>,
     },
 }

@@ -899,9 +899,24 @@ impl Engine {
     /// Records (durably) that `caller` looked up a candidate leaked secret and what it
     /// found; never the candidate. Returns the event's seq.
     pub async fn record_lookup(&self, caller: Caller, found: Option<&KeyRecord>) -> Result<u64, LedgerError> {
-        let workspace = found.map_or_else(WorkspaceId::ledger, |k| k.workspace.clone());
-        let found = found.map(|k| k.key_id);
-        self.submit(|reply| Command::RecordLookup { caller, workspace, found, reply }).await
+        self.record_lookups(caller, &[found]).await
+    }
+
+    /// Records (durably, in one batch) one lookup per candidate of a bulk lookup, each with
+    /// what it found; never a candidate. `found` is not empty (the caller bounds it).
+    pub async fn record_lookups(
+        &self,
+        caller: Caller,
+        found: &[Option<&KeyRecord>],
+    ) -> Result<u64, LedgerError> {
+        let lookups = found
+            .iter()
+            .map(|key| keyledger_core::Lookup {
+                workspace: key.map_or_else(WorkspaceId::ledger, |k| k.workspace.clone()),
+                found: key.map(|k| k.key_id),
+            })
+            .collect();
+        self.submit(|reply| Command::RecordLookups { caller, lookups, reply }).await
     }
 
     // ----- end audit ----

@@ -132,10 +132,13 @@ impl Sequencer for LedgerSequencer {
             Command::SetWebhook { caller, workspace, config, reply } => {
                 reply.send(set_webhook(state, batch, &caller, workspace, config, now))
             }
-            Command::RecordLookup { caller, workspace, found, reply } => {
+            Command::RecordLookups { caller, lookups, reply } => {
                 let answer = check_actor(state, &caller, now).map(|()| {
-                    let payload = Payload::Lookup(keyledger_core::Lookup { workspace, found });
-                    emit(state, batch, &caller.actor, caller.request_id, payload)
+                    let mut last = 0;
+                    for lookup in lookups {
+                        last = emit(state, batch, &caller.actor, caller.request_id, Payload::Lookup(lookup));
+                    }
+                    last
                 });
                 reply.send(answer)
             }

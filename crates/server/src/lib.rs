@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bulk_lookup;
 pub mod console;
 pub mod entries;
 pub mod error;
@@ -257,6 +258,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/keys", get(audit::active_keys))
         .route("/v1/audit/hygiene", get(audit::hygiene))
         .route("/v1/audit/lookup", post(audit::lookup))
+        .route("/v1/audit/lookup/bulk", post(bulk_lookup::lookup_bulk))
         // end audit routes
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/v1/log/checkpoint", get(integrity::checkpoint))

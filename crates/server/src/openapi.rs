@@ -156,6 +156,7 @@ impl Modify for Security {
         crate::audit::active_keys,
         crate::audit::hygiene,
         crate::audit::lookup,
+        crate::bulk_lookup::lookup_bulk,
         crate::export::export,
         crate::reports::compliance,
         crate::console::console_doc,
@@ -200,6 +201,9 @@ impl Modify for Security {
         ActiveKeys,
         Hygiene,
         LookupAnswer,
+        crate::bulk_lookup::BulkLookupBody,
+        crate::bulk_lookup::BulkLookupAnswer,
+        crate::bulk_lookup::BulkLookupResult,
     ))
 )]
 pub struct ApiDoc;
