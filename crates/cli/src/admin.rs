@@ -11,7 +11,6 @@ use crate::connection::{Connection, emit, emit_json, finish};
 use crate::table::{self, Style};
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -413,28 +412,10 @@ fn update_body(update: UpdateArgs) -> Result<Value, ClientError> {
 
 /// Asks, on a terminal, to type the workspace name; refuses without a terminal.
 fn confirm_revoke_all(workspace: &str) -> Result<(), ClientError> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(ClientError::Usage(format!(
-            "refusing to revoke every key of `{workspace}` without confirmation: stdin is not a terminal, pass --yes"
-        )));
-    }
-    eprint!(
+    let question = format!(
         "This revokes EVERY active key of workspace `{workspace}`, immediately and irreversibly.\nType the workspace name to confirm: "
     );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| ClientError::Usage(format!("cannot read the confirmation: {e}")))?;
-    if answer.trim() == workspace {
-        Ok(())
-    } else {
-        Err(ClientError::Usage(
-            "the confirmation did not match the workspace name; nothing was revoked".into(),
-        ))
-    }
+    crate::connection::confirm(&question, workspace, &format!("revoke every key of `{workspace}`"))
 }
 
 pub fn run_policy(args: PolicyArgs) -> ExitCode {

@@ -10,7 +10,7 @@
 use crate::client::{Client, ClientError};
 use clap::Args;
 use serde_json::Value;
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 /// How to reach the server; accepted before or after the subcommand.
@@ -56,5 +56,31 @@ pub(crate) fn finish(result: Result<(), ClientError>) -> ExitCode {
             eprintln!("keyledger: {error}");
             ExitCode::from(error.exit_code())
         }
+    }
+}
+
+/// Asks `question` on the terminal and goes on only if the typed answer is `expected`.
+/// Without a terminal it refuses: the command's `--yes` is how a script confirms. `action`
+/// names what is refused (`revoke every key of `acme``) in both refusals.
+pub(crate) fn confirm(question: &str, expected: &str, action: &str) -> Result<(), ClientError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(ClientError::Usage(format!(
+            "refusing to {action} without confirmation: stdin is not a terminal, pass --yes"
+        )));
+    }
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| ClientError::Usage(format!("cannot read the confirmation: {e}")))?;
+    if answer.trim() == expected {
+        Ok(())
+    } else {
+        Err(ClientError::Usage(format!(
+            "the confirmation did not match; nothing was done (did not {action})"
+        )))
     }
 }

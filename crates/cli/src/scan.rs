@@ -21,7 +21,7 @@ use keyledger_core::Environment;
 use keyledger_core::scan::{Found, find_secrets};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -337,26 +337,10 @@ fn revoke(
 }
 
 fn confirm(count: usize) -> Result<(), ClientError> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(ClientError::Usage(
-            "refusing to revoke without confirmation: stdin is not a terminal, pass --yes".into(),
-        ));
-    }
-    eprint!(
+    let question = format!(
         "Revoke the {count} active key(s) found, immediately and irreversibly? Type `revoke` to confirm: "
     );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| ClientError::Usage(format!("cannot read the confirmation: {e}")))?;
-    if answer.trim() == "revoke" {
-        Ok(())
-    } else {
-        Err(ClientError::Usage("not confirmed; nothing was revoked".into()))
-    }
+    crate::connection::confirm(&question, "revoke", "revoke the keys found")
 }
 
 /// Prints the findings (never a secret): one line each, or a JSON array with `--json`.
