@@ -466,7 +466,7 @@ mod tests {
     }
 
     #[test]
-    fn every_issue_7_scale_figure_has_a_row_with_its_target() {
+    fn every_scale_figure_has_a_row_with_its_target() {
         let scale = serde_json::json!({
             "events": 1_000_000, "hot_key_uses": 99_000, "compromise_report_whole_life_ms": 12.0,
             "compromise_report_last_day_ms": 140.0, "source_lookup_single_ms": 0.4,
