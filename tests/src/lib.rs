@@ -579,6 +579,7 @@ pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<
 
 /// Frames of a segment file: `len u32 LE | crc32c u32 LE | flags u8 | record[len]`, the
 /// CRC covering `flags ‖ record`.
+pub mod cosignature;
 pub mod store;
 
 pub mod frames {
