@@ -15,6 +15,7 @@ pub mod event;
 pub mod ids;
 pub mod json;
 pub mod secret;
+pub mod sources;
 pub mod time;
 pub mod validate;
 
@@ -22,4 +23,5 @@ pub use codec::{DecodeError, EVENT_VERSION, decode_event, encode_event};
 pub use event::*;
 pub use ids::{IdError, KeyId, RequestId, WorkspaceId};
 pub use secret::{Environment, KeyFormatError, KeyHash, KeyPrefix, Pepper, Secret};
+pub use sources::{SourceError, SourceNet};
 pub use time::{Timestamp, parse_duration};
