@@ -195,6 +195,16 @@ mod tests {
                     enabled: true,
                 })),
             ),
+            (
+                EventKind::SourcesSet,
+                envelope(Payload::SourcesSet(SourcesSet {
+                    workspace: "acme".parse().unwrap(),
+                    key_id: Some(key(1)),
+                    sources: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+                    from_policy: false,
+                    require_on_live: false,
+                })),
+            ),
         ]
     }
 
@@ -229,6 +239,10 @@ mod tests {
             "0b111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222220461636d650101010101010101010101010101010101",
         ),
         (EventKind::WebhookSet, "0c0461636d650b68747470733a2f2f682f78010b6b65792e7265766f6b656401"),
+        (
+            EventKind::SourcesSet,
+            "0d0461636d65010101010101010101010101010101010102000a000000080120010db8000000000000000000000000200000",
+        ),
     ];
 
     #[test]

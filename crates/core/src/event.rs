@@ -57,6 +57,7 @@ pub enum Payload {
     Lookup(Lookup),
     Idempotency(IdempotencyRecord),
     WebhookSet(WebhookSet),
+    SourcesSet(SourcesSet),
 }
 
 /// The kind of an event, as the API names it.
@@ -76,6 +77,7 @@ pub enum EventKind {
     Lookup,
     Idempotency,
     WebhookSet,
+    SourcesSet,
 }
 
 impl EventKind {
@@ -94,6 +96,7 @@ impl EventKind {
             EventKind::Lookup => "lookup",
             EventKind::Idempotency => "idempotency",
             EventKind::WebhookSet => "webhook_set",
+            EventKind::SourcesSet => "sources_set",
         }
     }
 
@@ -164,6 +167,9 @@ pub enum DenyReason {
     ResourceNotAllowed(String),
     EnvironmentMismatch(Environment),
     WorkspaceMismatch(WorkspaceId),
+    /// The key's source allow-list does not hold the address it was presented from
+    /// (`None`: the source was unknown, which a list never allows).
+    SourceNotAllowed(Option<IpAddr>),
 }
 
 impl DenyReason {
@@ -177,6 +183,7 @@ impl DenyReason {
             DenyReason::ResourceNotAllowed(_) => "resource_not_allowed",
             DenyReason::EnvironmentMismatch(_) => "environment_mismatch",
             DenyReason::WorkspaceMismatch(_) => "workspace_mismatch",
+            DenyReason::SourceNotAllowed(_) => "source_not_allowed",
         }
     }
 
@@ -190,6 +197,8 @@ impl DenyReason {
             DenyReason::ResourceNotAllowed(r) => format!("the key may not access resource `{r}`"),
             DenyReason::EnvironmentMismatch(e) => format!("the key is not a `{e}` key"),
             DenyReason::WorkspaceMismatch(w) => format!("the key does not belong to workspace `{w}`"),
+            DenyReason::SourceNotAllowed(Some(ip)) => format!("the key may not be used from `{ip}`"),
+            DenyReason::SourceNotAllowed(None) => "the key may not be used from an unknown source".into(),
         }
     }
 }
@@ -285,6 +294,23 @@ pub struct WebhookSet {
     pub enabled: bool,
 }
 
+/// A source allow-list (docs/api.md, "Source allow-lists"), replacing the previous one
+/// whole. With `key_id`, the list of that key (appended right after its `Created` event at
+/// create and rotation, or by an update that narrows it); without, the workspace's policy
+/// for lists: the default copied into keys created without one, and whether `live` keys
+/// must have one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcesSet {
+    pub workspace: WorkspaceId,
+    pub key_id: Option<KeyId>,
+    /// Normalised, sorted, at most [`crate::sources::MAX_SOURCES`]; empty means any source.
+    pub sources: Vec<crate::sources::SourceNet>,
+    /// For a key: the list was copied from the workspace default.
+    pub from_policy: bool,
+    /// For a workspace: a `live` key may not be created or rotated without a list.
+    pub require_on_live: bool,
+}
+
 /// A reversible suspension of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disabled {
@@ -309,6 +335,7 @@ impl Payload {
             Payload::Lookup(_) => EventKind::Lookup,
             Payload::Idempotency(_) => EventKind::Idempotency,
             Payload::WebhookSet(_) => EventKind::WebhookSet,
+            Payload::SourcesSet(_) => EventKind::SourcesSet,
         }
     }
 
@@ -327,6 +354,7 @@ impl Payload {
             Payload::Lookup(e) => &e.workspace,
             Payload::Idempotency(e) => &e.workspace,
             Payload::WebhookSet(e) => &e.workspace,
+            Payload::SourcesSet(e) => &e.workspace,
         }
     }
 
@@ -344,6 +372,7 @@ impl Payload {
             Payload::Disabled(e) => Some(e.key_id),
             // An admin action, not an event of the key's life: found in `found`.
             Payload::Lookup(_) | Payload::Idempotency(_) => None,
+            Payload::SourcesSet(e) => e.key_id,
         }
     }
 }

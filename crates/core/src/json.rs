@@ -95,6 +95,14 @@ pub fn event_json(event: &Event) -> Value {
             put("events", json!(e.events));
             put("enabled", json!(e.enabled));
         }
+        Payload::SourcesSet(e) => {
+            put("sources", json!(e.sources.iter().map(ToString::to_string).collect::<Vec<_>>()));
+            if e.key_id.is_some() {
+                put("from_policy", json!(e.from_policy));
+            } else {
+                put("require_on_live", json!(e.require_on_live));
+            }
+        }
         Payload::Idempotency(e) => {
             put("key_ids", json!(e.key_ids.iter().map(ToString::to_string).collect::<Vec<_>>()));
         }

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod json;
 pub mod scan;
 pub mod secret;
+pub mod sources;
 pub mod time;
 pub mod validate;
 
@@ -23,4 +24,5 @@ pub use codec::{DecodeError, EVENT_VERSION, decode_event, encode_event};
 pub use event::*;
 pub use ids::{IdError, KeyId, RequestId, WorkspaceId};
 pub use secret::{Environment, KeyFormatError, KeyHash, KeyPrefix, Pepper, Secret};
+pub use sources::{SourceError, SourceNet};
 pub use time::{Timestamp, parse_duration};

@@ -85,6 +85,7 @@ fn active_record() -> KeyRecord {
         disabled: None,
         expiry_recorded: false,
         last_used: LastUsed::default(),
+        allowed_sources: None,
     }
 }
 

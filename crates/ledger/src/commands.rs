@@ -91,6 +91,8 @@ pub struct KeyChanges {
     pub expires_at: Option<Option<Timestamp>>,
     pub scopes: Option<Vec<String>>,
     pub resources: Option<Vec<String>>,
+    /// A narrower source allow-list (see [`crate::sources`]).
+    pub allowed_sources: Option<Vec<keyledger_core::SourceNet>>,
 }
 
 /// Where the sequencer puts a command's answer (see the module docs).
@@ -148,6 +150,8 @@ pub enum Command {
         spec: KeySpec,
         secret: IssuedSecret,
         idempotency: Option<IdempotencyTag>,
+        /// The key's source allow-list; `None` (or empty) takes the workspace default.
+        sources: Option<Vec<keyledger_core::SourceNet>>,
         reply: Responder<KeyRecord>,
     },
     Rotate {
@@ -175,6 +179,8 @@ pub enum Command {
         caller: Caller,
         workspace: WorkspaceId,
         policy: Policy,
+        /// The policy for source allow-lists; `None` leaves it as it is.
+        sources: Option<crate::state::SourcePolicy>,
         reply: Responder<Policy>,
     },
     Update {
@@ -195,6 +201,9 @@ pub enum Command {
         key_id: KeyId,
         wants: VerifyRequirements,
         context: UsageContext,
+        /// The address the source allow-list is checked against (see
+        /// [`crate::state::decide_with_source`]).
+        source: Option<std::net::IpAddr>,
         reply: Responder<Verdict>,
     },
     /// Configures (`Some(url, events)`) or disables (`None`) a workspace's webhook.

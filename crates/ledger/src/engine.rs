@@ -605,9 +605,30 @@ impl Engine {
         spec: KeySpec,
         idempotency: Option<IdempotencyTag>,
     ) -> Result<(KeyRecord, Secret), LedgerError> {
+        self.create_with_sources(caller, workspace, spec, idempotency, None).await
+    }
+
+    /// [`Self::create_idempotent`] with a source allow-list (`None` or empty: the workspace
+    /// default; see [`crate::sources`]).
+    pub async fn create_with_sources(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        spec: KeySpec,
+        idempotency: Option<IdempotencyTag>,
+        sources: Option<Vec<keyledger_core::SourceNet>>,
+    ) -> Result<(KeyRecord, Secret), LedgerError> {
         let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
         let record = self
-            .submit(|reply| Command::Create { caller, workspace, spec, secret: issued, idempotency, reply })
+            .submit(|reply| Command::Create {
+                caller,
+                workspace,
+                spec,
+                secret: issued,
+                idempotency,
+                sources,
+                reply,
+            })
             .await?;
         Ok((record, secret))
     }
@@ -621,7 +642,15 @@ impl Engine {
     ) -> Result<(KeyRecord, Secret), LedgerError> {
         let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
         let (reply, answer) = responder();
-        let command = Command::Create { caller, workspace, spec, secret: issued, idempotency: None, reply };
+        let command = Command::Create {
+            caller,
+            workspace,
+            spec,
+            secret: issued,
+            idempotency: None,
+            sources: None,
+            reply,
+        };
         self.writer.submit_blocking(command, Durability::Synced)?;
         Ok((answer.take()?, secret))
     }
@@ -698,7 +727,19 @@ impl Engine {
         workspace: WorkspaceId,
         policy: Policy,
     ) -> Result<Policy, LedgerError> {
-        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, reply }).await
+        self.set_policy_with_sources(caller, workspace, policy, None).await
+    }
+
+    /// [`Self::set_policy`] and, when `sources` is given, the workspace's policy for source
+    /// allow-lists, in one batch.
+    pub async fn set_policy_with_sources(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        policy: Policy,
+        sources: Option<crate::state::SourcePolicy>,
+    ) -> Result<Policy, LedgerError> {
+        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, sources, reply }).await
     }
 
     pub async fn update(
@@ -733,6 +774,21 @@ impl Engine {
         wants: VerifyRequirements,
         context: UsageContext,
     ) -> Result<VerifyOutcome, LedgerError> {
+        let source = context.ip;
+        self.verify_from(request_id, presented, wants, context, source).await
+    }
+
+    /// [`Self::verify`] with the source allow-list checked against `source` rather than
+    /// `context.ip` (JSON mode from a caller that is not a trusted proxy: the address it
+    /// states is recorded, its own is checked; docs/gateways.md, "Trusted proxies").
+    pub async fn verify_from(
+        &self,
+        request_id: RequestId,
+        presented: &str,
+        wants: VerifyRequirements,
+        context: UsageContext,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<VerifyOutcome, LedgerError> {
         let key_id = match self.lookup(presented) {
             Ok(key_id) => key_id,
             // A key another node created moments ago: follow the database once, then look
@@ -750,7 +806,14 @@ impl Engine {
             Err(outcome) => return Ok(outcome),
         };
         let verdict = self
-            .run(self.usage_durability, |reply| Command::Verify { request_id, key_id, wants, context, reply })
+            .run(self.usage_durability, |reply| Command::Verify {
+                request_id,
+                key_id,
+                wants,
+                context,
+                source,
+                reply,
+            })
             .await?;
         Ok(VerifyOutcome::Known(verdict))
     }

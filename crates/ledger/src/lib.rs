@@ -25,6 +25,7 @@ pub mod projection;
 pub mod projector;
 pub mod report;
 pub mod sequencer;
+pub mod sources;
 pub mod state;
 pub mod verdict;
 pub mod webhook;

@@ -20,7 +20,7 @@ use crate::commands::{
     Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, RevokedAll, Rotation,
 };
 use crate::error::{AuthError, LedgerError};
-use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements, Webhook, decide};
+use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements, Webhook, decide_with_source};
 use crate::verdict::Verdict;
 use keyledger_core::{
     Actor, Created, Denial, DenyReason, Disabled, KeyId, KeyRef, Payload, Policy, PolicySet, RequestId,
@@ -102,11 +102,13 @@ impl Sequencer for LedgerSequencer {
         let state = &mut *state;
         let now = batch.now();
         match command {
-            Command::Verify { request_id, key_id, wants, context, reply } => {
-                reply.send(verify(state, batch, request_id, key_id, &wants, context, now))
+            Command::Verify { request_id, key_id, wants, context, source, reply } => {
+                reply.send(verify(state, batch, request_id, key_id, &wants, context, source, now))
             }
-            Command::Create { caller, workspace, spec, secret, idempotency, reply } => {
-                reply.send(create_key(state, batch, &caller, workspace, spec, secret, idempotency, now))
+            Command::Create { caller, workspace, spec, secret, idempotency, sources, reply } => {
+                let answer =
+                    create_key(state, batch, &caller, workspace, spec, secret, idempotency, sources, now);
+                reply.send(answer)
             }
             Command::Rotate { caller, key_id, overlap, secret, idempotency, reply } => {
                 reply.send(rotate_key(state, batch, &caller, key_id, overlap, secret, idempotency, now))
@@ -117,8 +119,8 @@ impl Sequencer for LedgerSequencer {
             Command::RevokeAll { caller, workspace, reason, idempotency, reply } => {
                 reply.send(revoke_all(state, batch, &caller, workspace, reason, idempotency, now))
             }
-            Command::SetPolicy { caller, workspace, policy, reply } => {
-                reply.send(set_policy(state, batch, &caller, workspace, policy, now))
+            Command::SetPolicy { caller, workspace, policy, sources, reply } => {
+                reply.send(set_policy(state, batch, &caller, workspace, policy, sources, now))
             }
             Command::Update { caller, key_id, changes, reply } => {
                 let answer = check_actor(state, &caller, now)
@@ -148,6 +150,7 @@ impl Sequencer for LedgerSequencer {
 
 /// Decides a verification of a known key and records it: one `used` or `denied` event
 /// (after an `expired` one the first time an expired key is presented).
+#[allow(clippy::too_many_arguments)]
 fn verify(
     state: &mut LedgerState,
     batch: &mut Batch,
@@ -155,12 +158,13 @@ fn verify(
     key_id: KeyId,
     wants: &VerifyRequirements,
     context: UsageContext,
+    source: Option<std::net::IpAddr>,
     now: Timestamp,
 ) -> Result<Verdict, LedgerError> {
     let Some(key) = state.view(&key_id) else {
         return Err(LedgerError::NotFound("unknown key".into()));
     };
-    let outcome = decide(&key, wants, now);
+    let outcome = decide_with_source(&key, wants, source, now);
     let workspace = key.workspace().clone();
     if outcome == Err(DenyReason::Expired) && !key.expiry_recorded() {
         // A lifecycle event: durable before the answer, like every other.
@@ -186,6 +190,7 @@ fn create_key(
     spec: KeySpec,
     secret: IssuedSecret,
     idempotency: Option<IdempotencyTag>,
+    sources: Option<Vec<keyledger_core::SourceNet>>,
     now: Timestamp,
 ) -> Result<KeyRecord, LedgerError> {
     check_actor(state, caller, now)?;
@@ -198,7 +203,7 @@ fn create_key(
         Target { key_id: None, workspace: &workspace, scopes: &spec.scopes, resources: &spec.resources };
     authority.issue(target, expiry_at(spec.expiry, now))?;
     check_idempotency(state, idempotency.as_ref(), now)?;
-    let key = create(state, batch, caller, &authority, workspace.clone(), spec, secret, None, now)?;
+    let key = create(state, batch, caller, &authority, workspace.clone(), spec, secret, None, sources, now)?;
     record_idempotency(state, batch, caller, idempotency, workspace, vec![key.key_id]);
     Ok(key)
 }
@@ -277,13 +282,18 @@ fn set_policy(
     caller: &Caller,
     workspace: WorkspaceId,
     policy: Policy,
+    sources: Option<crate::state::SourcePolicy>,
     now: Timestamp,
 ) -> Result<Policy, LedgerError> {
     check_actor(state, caller, now)?;
     Authority::of(state, caller)?.configure(&workspace)?;
+    let sources_set = crate::sources::for_policy(state, &workspace, sources);
     if state.policy(&workspace) != policy || !state.policies.contains_key(&workspace) {
         let payload = Payload::PolicySet(PolicySet { workspace, policy: policy.clone() });
         emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+    if let Some(set) = sources_set {
+        emit(state, batch, &caller.actor, caller.request_id, Payload::SourcesSet(set));
     }
     Ok(policy)
 }
@@ -515,6 +525,7 @@ fn create(
     spec: KeySpec,
     secret: IssuedSecret,
     rotated_from: Option<KeyId>,
+    sources: Option<Vec<keyledger_core::SourceNet>>,
     now: Timestamp,
 ) -> Result<KeyRecord, LedgerError> {
     let expires_at = expiry_at(spec.expiry, now);
@@ -536,6 +547,15 @@ fn create(
         return Err(LedgerError::Internal("generated key collides with an existing one".into()));
     }
     let key_id = secret.key_id;
+    let sources = crate::sources::for_new_key(
+        state,
+        &caller.actor,
+        &workspace,
+        key_id,
+        spec.environment,
+        sources,
+        rotated_from,
+    )?;
     let payload = Payload::Created(Created {
         key_id,
         workspace,
@@ -552,6 +572,9 @@ fn create(
         rotated_from,
     });
     emit(state, batch, &caller.actor, caller.request_id, payload);
+    if let Some(set) = sources {
+        emit(state, batch, &caller.actor, caller.request_id, Payload::SourcesSet(set));
+    }
     find(state, &key_id)
 }
 
@@ -601,8 +624,18 @@ fn rotate(
         metadata: old.metadata.clone(),
         expiry: new_expiry.map_or(Expiry::Never, Expiry::At),
     };
-    let new =
-        create(state, batch, caller, authority, old.workspace.clone(), spec, secret, Some(key_id), now)?;
+    let new = create(
+        state,
+        batch,
+        caller,
+        authority,
+        old.workspace.clone(),
+        spec,
+        secret,
+        Some(key_id),
+        None,
+        now,
+    )?;
     let valid_until = (overlap > 0).then(|| now.plus_micros(overlap));
     let rotated = Rotated { key_id, workspace: old.workspace.clone(), rotated_to: new.key_id, valid_until };
     emit(state, batch, &caller.actor, caller.request_id, Payload::Rotated(rotated));
@@ -659,6 +692,7 @@ fn update(
     if let Some(expires_at) = changes.expires_at {
         authority.limit_expiry(expires_at)?;
     }
+    let sources_set = crate::sources::for_update(state, &key.workspace, key_id, changes.allowed_sources)?;
     if is_last_full_admin(state, &key_id, now) {
         let scopes = changes.scopes.as_ref().unwrap_or(&key.scopes);
         let resources = changes.resources.as_ref().unwrap_or(&key.resources);
@@ -687,6 +721,9 @@ fn update(
             resources: changes.resources,
         });
         emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+    if let Some(set) = sources_set {
+        emit(state, batch, &caller.actor, caller.request_id, Payload::SourcesSet(set));
     }
     find(state, &key_id)
 }

@@ -456,6 +456,7 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
     let soon = now.plus_micros(parse_duration("7d").unwrap_or_default());
     let (mut never_used, mut unused, mut no_expiry, mut old, mut expiring) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut no_allowed_sources = Vec::new();
     let registry = state.engine.registry();
     for key in registry.workspace_keys(&workspace) {
         if !matches!(key.status(now), KeyStatus::Active | KeyStatus::Disabled) {
@@ -463,6 +464,9 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
         }
         let key = key.record();
         let view = KeyView::new(&key, now);
+        if key.allowed_sources.is_none() {
+            no_allowed_sources.push(view.clone());
+        }
         match key.last_used.at {
             None => never_used.push(view.clone()),
             Some(at) if at.micros() < now.micros().saturating_sub(unused_for) => unused.push(view.clone()),
@@ -484,6 +488,7 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
         no_expiry,
         older_than: old,
         expiring_within_7d: expiring,
+        no_allowed_sources,
     })
 }
 

@@ -34,6 +34,9 @@ pub struct CreateKey {
     environment: Option<String>,
     owner: Option<String>,
     metadata: Option<Value>,
+    /// IP addresses and CIDR networks the key may be verified from (at most 64); absent or
+    /// empty: the workspace default, if any.
+    allowed_sources: Option<Vec<String>>,
 }
 
 fn parse_workspace(text: &str) -> Result<WorkspaceId, ApiError> {
@@ -147,13 +150,15 @@ pub async fn create(
     admin: Admin,
     tag: Option<Extension<IdempotencyTag>>,
     Path(workspace): Path<String>,
-    JsonBody(body): JsonBody<CreateKey>,
+    JsonBody(mut body): JsonBody<CreateKey>,
 ) -> Answer<IssuedKey> {
     let workspace = parse_workspace(&workspace)?;
     allow_write(&admin, &workspace)?;
+    let sources = body.allowed_sources.take();
     let spec = key_spec(&workspace, body)?;
+    let sources = sources.map(|list| crate::sources::parse_list("allowed_sources", &list)).transpose()?;
     let tag = tag.map(|Extension(t)| t);
-    let (key, secret) = state.engine.create_idempotent(admin.caller, workspace, spec, tag).await?;
+    let (key, secret) = state.engine.create_with_sources(admin.caller, workspace, spec, tag, sources).await?;
     Ok((StatusCode::CREATED, Json(IssuedKey::new(&key, &secret, Timestamp::now()))))
 }
 
@@ -245,6 +250,8 @@ pub struct UpdateKey {
     expires_in: Option<String>,
     scopes: Option<Vec<String>>,
     resources: Option<Vec<String>>,
+    /// A narrower source allow-list (it can only be narrowed, never widened or removed).
+    allowed_sources: Option<Vec<String>>,
 }
 
 #[utoipa::path(
@@ -312,6 +319,10 @@ pub async fn update(
         expires_at,
         scopes: body.scopes.map(validate::normalize),
         resources: body.resources.map(validate::normalize),
+        allowed_sources: body
+            .allowed_sources
+            .map(|list| crate::sources::parse_list("allowed_sources", &list))
+            .transpose()?,
     };
     let key = state.engine.update(admin.caller, key.key_id, changes).await?;
     ok(KeyView::new(&key, Timestamp::now()))
@@ -543,6 +554,12 @@ pub struct SetPolicy {
     require_expiry: bool,
     max_lifetime: Option<String>,
     key_prefix: Option<String>,
+    /// Source allow-list given to keys issued without one (IP addresses and CIDR networks).
+    #[serde(default)]
+    allowed_sources: Vec<String>,
+    /// A `live` key may only be created or rotated with a source allow-list (422 otherwise).
+    #[serde(default)]
+    require_allowed_sources: bool,
 }
 
 /// `max_active_keys` out of bounds is a body that does not match the documented schema:
@@ -577,7 +594,8 @@ pub async fn get_policy(
 ) -> Answer<PolicyView> {
     let workspace = parse_workspace(&workspace)?;
     admin.allow(scope::KEYS_READ, &workspace)?;
-    ok(PolicyView::new(workspace.as_str(), &state.engine.policy(&workspace)))
+    let view = PolicyView::new(workspace.as_str(), &state.engine.policy(&workspace));
+    ok(crate::sources::with_policy(view, &state.engine.registry(), &workspace))
 }
 
 #[utoipa::path(
@@ -627,6 +645,9 @@ pub async fn put_policy(
         max_lifetime,
         key_prefix,
     };
-    let policy = state.engine.set_policy(admin.caller, workspace.clone(), policy).await?;
-    ok(PolicyView::new(workspace.as_str(), &policy))
+    let sources = crate::sources::policy(&body.allowed_sources, body.require_allowed_sources)?;
+    let policy =
+        state.engine.set_policy_with_sources(admin.caller, workspace.clone(), policy, Some(sources)).await?;
+    let view = PolicyView::new(workspace.as_str(), &policy);
+    ok(crate::sources::with_policy(view, &state.engine.registry(), &workspace))
 }

@@ -28,6 +28,7 @@ pub mod reports;
 pub mod request_id;
 pub mod schema;
 pub mod secret_body;
+pub mod sources;
 pub mod throttle;
 pub mod tiles;
 mod transport;

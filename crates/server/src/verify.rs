@@ -251,7 +251,10 @@ async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(),
     };
-    let (outcome, response) = match decide(&state, request, request_id).await {
+    // JSON mode's `context.ip` is recorded as stated, but checked only from a trusted proxy.
+    let source =
+        crate::sources::checked_source(peer.ip(), &config.trusted_proxies, request.context.ip, client);
+    let (outcome, response) = match decide(&state, request, request_id, source).await {
         Ok(decided) => decided,
         // The log cannot be written: no verification took place.
         Err(error) => return denial(error.into()),
@@ -392,13 +395,14 @@ async fn decide(
     state: &AppState,
     request: VerifyRequest,
     request_id: RequestId,
+    source: IpAddr,
 ) -> Result<(Outcome, Response), LedgerError> {
     let VerifyRequest { key, wants, context } = request;
     let unknown = |outcome| {
         let error = ApiError::new(ErrorCode::Unauthorized, "missing, malformed or unknown API key");
         Ok((outcome, denial(error)))
     };
-    match state.engine.verify(request_id, &key, wants, context).await? {
+    match state.engine.verify_from(request_id, &key, wants, context, Some(source)).await? {
         VerifyOutcome::Malformed => unknown(Outcome::Malformed),
         VerifyOutcome::Unknown => unknown(Outcome::Unknown),
         VerifyOutcome::Known(verdict) => match verdict.outcome {

@@ -26,6 +26,10 @@ const LAST_USED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_
 const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_webhooks");
 /// idempotency id (32 bytes) → postcard(IdempotentResult).
 const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_idempotency");
+/// key id → postcard(KeySources), for keys with a source allow-list only.
+const KEY_SOURCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_key_sources");
+/// workspace → postcard(SourcePolicy).
+const SOURCE_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_source_policies");
 
 /// The key registry as rows: one record per key, one policy per workspace.
 pub struct RegistryProjection;
@@ -41,6 +45,8 @@ impl Projection for RegistryProjection {
         txn.open_table(LAST_USED)?;
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(WEBHOOKS)?;
+        txn.open_table(KEY_SOURCES)?;
+        txn.open_table(SOURCE_POLICIES)?;
         Ok(Prepared::Current)
     }
 
@@ -63,6 +69,8 @@ impl Projection for RegistryProjection {
         }
         let mut used_only: std::collections::BTreeMap<KeyId, LastUsed> = std::collections::BTreeMap::new();
         let mut policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
+        let mut sources_changed: BTreeSet<KeyId> = BTreeSet::new();
+        let mut source_policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
         for event in events() {
             match &event.payload {
                 Payload::Used(usage) if partial.view(&usage.key_id).is_none() => {
@@ -77,6 +85,14 @@ impl Projection for RegistryProjection {
                 }
                 Payload::PolicySet(p) => {
                     policies_changed.insert(p.workspace.clone());
+                    partial.apply(event);
+                }
+                // Each replaces the previous list or policy whole: nothing to load first.
+                Payload::SourcesSet(s) => {
+                    match s.key_id {
+                        Some(key_id) => sources_changed.insert(key_id),
+                        None => source_policies_changed.insert(s.workspace.clone()),
+                    };
                     partial.apply(event);
                 }
                 Payload::WebhookSet(w) => {
@@ -119,6 +135,28 @@ impl Projection for RegistryProjection {
                 webhooks.insert(workspace.as_str(), bytes.as_slice())?;
             }
         }
+        let corrupt = |e: postcard::Error| ProjectionError::Corrupt(e.to_string());
+        if !sources_changed.is_empty() {
+            let mut table = txn.open_table(KEY_SOURCES)?;
+            for key_id in sources_changed {
+                match partial.sources.key(&key_id) {
+                    Some(list) => {
+                        let bytes = postcard::to_allocvec(list).map_err(corrupt)?;
+                        table.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
+                    }
+                    None => {
+                        table.remove(key_id.as_bytes().as_slice())?;
+                    }
+                }
+            }
+        }
+        if !source_policies_changed.is_empty() {
+            let mut table = txn.open_table(SOURCE_POLICIES)?;
+            for workspace in source_policies_changed {
+                let bytes = postcard::to_allocvec(&partial.source_policy(&workspace)).map_err(corrupt)?;
+                table.insert(workspace.as_str(), bytes.as_slice())?;
+            }
+        }
         let mut policies = txn.open_table(POLICIES)?;
         for workspace in policies_changed {
             let bytes = postcard::to_allocvec(&partial.policy(&workspace))
@@ -134,6 +172,8 @@ impl Projection for RegistryProjection {
         txn.delete_table(LAST_USED)?;
         txn.delete_table(IDEMPOTENCY)?;
         txn.delete_table(WEBHOOKS)?;
+        txn.delete_table(KEY_SOURCES)?;
+        txn.delete_table(SOURCE_POLICIES)?;
         Ok(())
     }
 }
@@ -207,6 +247,24 @@ pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState,
         let workspace: WorkspaceId =
             workspace.value().parse().map_err(|_| ProjectionError::Corrupt("webhook workspace".into()))?;
         state.webhooks.insert(workspace, decode_webhook(value.value())?);
+    }
+    for row in txn.open_table(KEY_SOURCES)?.iter()? {
+        let (id, value) = row?;
+        let id: [u8; 16] =
+            id.value().try_into().map_err(|_| ProjectionError::Corrupt("source list key id".into()))?;
+        let list = postcard::from_bytes(value.value())
+            .map_err(|e| ProjectionError::Corrupt(format!("source list: {e}")))?;
+        state.sources.keys.insert(KeyId::from_bytes(id), list);
+    }
+    for row in txn.open_table(SOURCE_POLICIES)?.iter()? {
+        let (workspace, value) = row?;
+        let workspace: WorkspaceId = workspace
+            .value()
+            .parse()
+            .map_err(|_| ProjectionError::Corrupt("source policy workspace".into()))?;
+        let policy = postcard::from_bytes(value.value())
+            .map_err(|e| ProjectionError::Corrupt(format!("source policy: {e}")))?;
+        state.sources.policies.insert(workspace, policy);
     }
     for row in txn.open_table(IDEMPOTENCY)?.iter()? {
         let (id, value) = row?;

@@ -14,8 +14,10 @@
 //! answer.
 
 mod slots;
+mod sources;
 mod view;
 
+pub use sources::{KeySources, SourcePolicy, SourceRegistry, decide_with_source};
 pub use view::KeyView;
 
 use slots::{DISABLED, EXPIRY_RECORDED, HAS_EXPIRY, Interner, NO_OWNER, REVOKED, Rare, Slot, Sym, sym};
@@ -102,6 +104,10 @@ pub struct KeyRecord {
     /// An `expired` event has been recorded for this key.
     pub expiry_recorded: bool,
     pub last_used: LastUsed,
+    /// The key's source allow-list: held by the registry beside the key (`sources.rs`) and
+    /// persisted in its own table, so not part of the stored record.
+    #[serde(skip)]
+    pub allowed_sources: Option<KeySources>,
 }
 
 impl KeyRecord {
@@ -188,6 +194,8 @@ pub struct LedgerState {
     pub policies: BTreeMap<WorkspaceId, Policy>,
     /// Webhooks by workspace, as their latest `webhook_set` left them.
     pub webhooks: BTreeMap<WorkspaceId, Webhook>,
+    /// Source allow-lists of keys, and workspaces' policies for them.
+    pub sources: SourceRegistry,
     /// Idempotent requests carried out, by their id (see [`IdempotentResult`]).
     pub idempotency: HashMap<[u8; 32], IdempotentResult>,
     /// Events applied so far (the next seq expected).
@@ -232,6 +240,7 @@ impl PartialEq for LedgerState {
             && self.policies == other.policies
             && self.webhooks == other.webhooks
             && self.idempotency == other.idempotency
+            && self.sources == other.sources
             && self.slots.len() == other.slots.len()
             && self.keys().all(|k| other.view(&k.key_id()).is_some_and(|o| o.record() == k.record()))
     }
@@ -441,6 +450,7 @@ impl LedgerState {
                 disabled: None,
                 expiry_recorded: false,
                 last_used: LastUsed::default(),
+                allowed_sources: None,
             }),
             Payload::Used(u) => {
                 if let Some(key) = self.slot_mut(&u.key_id) {
@@ -538,6 +548,7 @@ impl LedgerState {
                 };
                 self.webhooks.insert(w.workspace.clone(), webhook);
             }
+            Payload::SourcesSet(set) => self.sources.apply(set),
             Payload::Idempotency(record) => {
                 let result =
                     IdempotentResult { fingerprint: record.fingerprint, at, key_ids: record.key_ids.clone() };
@@ -624,6 +635,7 @@ mod tests {
             disabled: None,
             expiry_recorded: false,
             last_used: LastUsed::default(),
+            allowed_sources: None,
         }
     }
 
@@ -680,6 +692,7 @@ mod tests {
                     ip: ip.map(IpAddr::from),
                     count,
                 },
+                allowed_sources: None,
             }
         }
     }

@@ -150,6 +150,7 @@ impl<'a> KeyView<'a> {
             disabled: self.is_disabled().then(|| rare.disabled_reason.clone()),
             expiry_recorded: self.expiry_recorded(),
             last_used: self.last_used(),
+            allowed_sources: self.allowed_sources().cloned(),
         }
     }
 }

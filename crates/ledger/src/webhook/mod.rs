@@ -246,6 +246,8 @@ fn lifecycle_type(payload: &Payload) -> Option<&'static str> {
         Payload::Updated(_) => "key.updated",
         Payload::PolicySet(_) => "policy.updated",
         Payload::WebhookSet(_) => "webhook.updated",
+        Payload::SourcesSet(e) if e.key_id.is_some() => "key.updated",
+        Payload::SourcesSet(_) => "policy.updated",
         Payload::Used(_) | Payload::Denied(_) | Payload::Lookup(_) | Payload::Idempotency(_) => return None,
     })
 }

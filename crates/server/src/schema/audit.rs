@@ -278,6 +278,9 @@ pub struct Hygiene {
     pub no_expiry: Vec<KeyView>,
     pub older_than: Vec<KeyView>,
     pub expiring_within_7d: Vec<KeyView>,
+    /// Active or disabled keys without a source allow-list (docs/api.md, "Source
+    /// allow-lists").
+    pub no_allowed_sources: Vec<KeyView>,
 }
 
 #[derive(Serialize, ToSchema)]

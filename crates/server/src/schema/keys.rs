@@ -46,6 +46,13 @@ pub struct KeyView {
     pub last_used_at: Option<String>,
     pub last_used_ip: Option<String>,
     pub use_count: u64,
+    /// The addresses and CIDR networks the key may be verified from; empty = any
+    /// (docs/api.md, "Source allow-lists").
+    #[schema(example = json!(["10.0.0.0/8"]))]
+    pub allowed_sources: Vec<String>,
+    /// Where the list came from: `key` (given to this key or a predecessor) or `policy`
+    /// (the workspace default when it was issued); null without a list.
+    pub allowed_sources_from: Option<String>,
 }
 
 impl KeyView {
@@ -73,6 +80,15 @@ impl KeyView {
             last_used_at: rfc3339(key.last_used.at),
             last_used_ip: key.last_used.ip.map(|ip| ip.to_string()),
             use_count: key.last_used.count,
+            allowed_sources: key
+                .allowed_sources
+                .iter()
+                .flat_map(|list| list.sources.iter().map(ToString::to_string))
+                .collect(),
+            allowed_sources_from: key
+                .allowed_sources
+                .as_ref()
+                .map(|list| if list.from_policy { "policy" } else { "key" }.to_owned()),
         }
     }
 }
@@ -129,6 +145,15 @@ pub struct PolicyView {
     /// A duration such as `90d`.
     pub max_lifetime: Option<String>,
     pub key_prefix: Option<String>,
+    /// The source allow-list given to keys issued without one; empty = none.
+    pub allowed_sources: Vec<String>,
+    /// Whether a `live` key may only be issued with an allow-list.
+    pub require_allowed_sources: bool,
+    /// Active `live` keys without an allow-list (issued before the requirement), at most
+    /// 100 ids.
+    pub allowed_sources_exceptions: Vec<String>,
+    /// How many such keys there are in all.
+    pub allowed_sources_exception_count: u64,
 }
 
 impl PolicyView {
@@ -139,6 +164,10 @@ impl PolicyView {
             require_expiry: policy.require_expiry,
             max_lifetime: policy.max_lifetime.map(format_duration),
             key_prefix: policy.key_prefix.as_ref().map(ToString::to_string),
+            allowed_sources: Vec::new(),
+            require_allowed_sources: false,
+            allowed_sources_exceptions: Vec::new(),
+            allowed_sources_exception_count: 0,
         }
     }
 }

@@ -216,6 +216,16 @@ pub fn write_event_line(
             ("events", Member::Strs(&e.events)),
             ("enabled", Member::Bool(e.enabled)),
         ]),
+        // Its members depend on whether it is about a key or a workspace: through the
+        // `Value` of record.
+        Payload::SourcesSet(_) => {
+            let value = event_json(event);
+            for name in ["sources", "from_policy", "require_on_live"] {
+                if let Some(member) = value.get(name) {
+                    members.push((name, Member::Json(value_text(member))));
+                }
+            }
+        }
         // Rare kinds with nested or optional members: through the `Value` of record.
         Payload::Idempotency(_) | Payload::Updated(_) => {
             let value = event_json(event);
@@ -389,10 +399,24 @@ mod tests {
                 key_ids: vec![key(1), key(2)],
             }),
             Payload::WebhookSet(WebhookSet {
-                workspace: ws,
+                workspace: ws.clone(),
                 url: format!("https://h/{text}"),
                 events: vec![text.into()],
                 enabled: false,
+            }),
+            Payload::SourcesSet(keyledger_core::SourcesSet {
+                workspace: ws.clone(),
+                key_id: Some(key(1)),
+                sources: vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()],
+                from_policy: true,
+                require_on_live: false,
+            }),
+            Payload::SourcesSet(keyledger_core::SourcesSet {
+                workspace: ws,
+                key_id: None,
+                sources: vec![],
+                from_policy: false,
+                require_on_live: true,
             }),
         ];
         let actors = [Actor::System, Actor::Verifier, Actor::Admin(key(9)), Actor::Recovery];

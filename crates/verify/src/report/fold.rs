@@ -273,6 +273,15 @@ impl ComplianceFold {
             Payload::Idempotency(_) => None,
             // The destination may carry a token in its URL: only the state is reported.
             Payload::WebhookSet(e) => Some(if e.enabled { "webhook set" } else { "webhook disabled" }.into()),
+            Payload::SourcesSet(e) => Some(match (e.key_id, e.sources.is_empty()) {
+                (Some(_), true) => "source allow-list removed".into(),
+                (Some(_), false) => format!("source allow-list set ({} networks)", e.sources.len()),
+                (None, _) => format!(
+                    "source policy set (default of {} networks, required on live keys: {})",
+                    e.sources.len(),
+                    e.require_on_live
+                ),
+            }),
         };
         if let (Some(detail), true) = (detail, in_period) {
             self.lifecycle_entry(event, detail);

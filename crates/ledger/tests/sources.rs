@@ -1,0 +1,213 @@
+//! Source allow-lists through the engine (docs/api.md, "Source allow-lists"): allowed and
+//! refused sources, the workspace default, narrowing-only updates, rotation, the
+//! `require_on_live` policy, and a rebuild from the log giving the same state.
+
+use keyledger_core::sources::parse_sources;
+use keyledger_core::{DenyReason, Environment, Payload, SourceNet, Timestamp, UsageContext};
+use keyledger_ledger::engine::projection_list;
+use keyledger_ledger::projection::Projections;
+use keyledger_ledger::state::SourcePolicy;
+use keyledger_ledger::{
+    Caller, Engine, EngineOptions, KeyChanges, LedgerError, VerifyOutcome, VerifyRequirements,
+};
+use std::net::IpAddr;
+
+mod support;
+
+use support::{init, rid, spec, ws};
+
+fn nets(list: &[&str]) -> Vec<SourceNet> {
+    parse_sources(list).unwrap()
+}
+
+async fn verify_from(engine: &Engine, secret: &str, ip: Option<&str>) -> Result<(), DenyReason> {
+    let context = UsageContext { ip: ip.map(|i| i.parse::<IpAddr>().unwrap()), ..Default::default() };
+    match engine.verify(rid(), secret, VerifyRequirements::default(), context).await.unwrap() {
+        VerifyOutcome::Known(verdict) => verdict.outcome,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+fn open(dir: &std::path::Path) -> Engine {
+    Engine::open(dir, EngineOptions::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_verified_only_from_its_sources_and_a_refusal_is_recorded() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = open(&dir);
+    let caller = Caller::system();
+    let (key, secret) = engine
+        .create_with_sources(
+            caller.clone(),
+            ws("acme"),
+            spec("ci", &["read"]),
+            None,
+            Some(nets(&["10.0.0.0/8", "2001:db8::/32"])),
+        )
+        .await
+        .unwrap();
+    let listed = key.allowed_sources.clone().unwrap();
+    assert_eq!(listed.sources, nets(&["10.0.0.0/8", "2001:db8::/32"]));
+    assert!(!listed.from_policy);
+
+    assert_eq!(verify_from(&engine, secret.expose(), Some("10.1.2.3")).await, Ok(()));
+    assert_eq!(verify_from(&engine, secret.expose(), Some("::ffff:10.1.2.3")).await, Ok(()));
+    assert_eq!(verify_from(&engine, secret.expose(), Some("2001:db8::7")).await, Ok(()));
+    let outside: IpAddr = "192.0.2.1".parse().unwrap();
+    assert_eq!(
+        verify_from(&engine, secret.expose(), Some("192.0.2.1")).await,
+        Err(DenyReason::SourceNotAllowed(Some(outside)))
+    );
+    assert_eq!(verify_from(&engine, secret.expose(), None).await, Err(DenyReason::SourceNotAllowed(None)));
+
+    // The refusal is a `denied` event with the reason and the address.
+    let log = engine.log();
+    match log.event(log.len() - 2).unwrap().payload {
+        Payload::Denied(d) => {
+            assert_eq!(d.reason, DenyReason::SourceNotAllowed(Some(outside)));
+            assert_eq!(d.context.ip, Some(outside));
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+
+    // Revoked beats the source check: a revoked key is reported as revoked from anywhere.
+    engine.revoke(caller.clone(), key.key_id, None).await.unwrap();
+    assert_eq!(verify_from(&engine, secret.expose(), Some("192.0.2.1")).await, Err(DenyReason::Revoked));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_is_inherited_updates_only_narrow_and_rotation_inherits() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = open(&dir);
+    let caller = Caller::system();
+    let default = SourcePolicy { default_sources: nets(&["10.0.0.0/8"]), require_on_live: false };
+    let policy = engine.policy(&ws("acme"));
+    engine.set_policy_with_sources(caller.clone(), ws("acme"), policy, Some(default)).await.unwrap();
+
+    let (key, secret) = engine.create(caller.clone(), ws("acme"), spec("inherits", &[])).await.unwrap();
+    let listed = key.allowed_sources.clone().unwrap();
+    assert_eq!((listed.sources, listed.from_policy), (nets(&["10.0.0.0/8"]), true));
+    assert!(verify_from(&engine, secret.expose(), Some("11.0.0.1")).await.is_err());
+    assert_eq!(verify_from(&engine, secret.expose(), Some("10.0.0.1")).await, Ok(()));
+    // Another workspace has no default.
+    let (free, _) = engine.create(caller.clone(), ws("other"), spec("free", &[])).await.unwrap();
+    assert!(free.allowed_sources.is_none());
+
+    let change = |list: &[&str]| KeyChanges { allowed_sources: Some(nets(list)), ..Default::default() };
+    for widening in [&["0.0.0.0/0"][..], &["10.0.0.0/8", "11.0.0.1"], &[]] {
+        let before = engine.log().len();
+        let refused = engine.update(caller.clone(), key.key_id, change(widening)).await;
+        assert!(
+            matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "allowed_sources"),
+            "{widening:?}: {refused:?}"
+        );
+        assert_eq!(engine.log().len(), before, "a refused update appended");
+    }
+    let narrowed = engine.update(caller.clone(), key.key_id, change(&["10.1.0.0/16"])).await.unwrap();
+    let listed = narrowed.allowed_sources.unwrap();
+    assert_eq!((listed.sources, listed.from_policy), (nets(&["10.1.0.0/16"]), false));
+    assert!(verify_from(&engine, secret.expose(), Some("10.2.0.1")).await.is_err());
+    // Restricting an unrestricted key narrows it.
+    let restricted = engine.update(caller.clone(), free.key_id, change(&["192.0.2.0/24"])).await.unwrap();
+    assert!(restricted.allowed_sources.is_some());
+
+    let (new, _, new_secret) = engine.rotate(caller.clone(), key.key_id, 0).await.unwrap();
+    assert_eq!(new.allowed_sources.unwrap().sources, nets(&["10.1.0.0/16"]), "rotation inherits the list");
+    assert!(verify_from(&engine, new_secret.expose(), Some("10.2.0.1")).await.is_err());
+    assert_eq!(verify_from(&engine, new_secret.expose(), Some("10.1.0.1")).await, Ok(()));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_can_require_a_list_on_live_keys() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = open(&dir);
+    let caller = Caller::system();
+    let (before_policy, _) = engine.create(caller.clone(), ws("acme"), spec("old", &[])).await.unwrap();
+    let required = SourcePolicy { default_sources: vec![], require_on_live: true };
+    let policy = engine.policy(&ws("acme"));
+    engine.set_policy_with_sources(caller.clone(), ws("acme"), policy, Some(required)).await.unwrap();
+
+    let len = engine.log().len();
+    let refused = engine.create(caller.clone(), ws("acme"), spec("bare", &[])).await;
+    assert!(matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "allowed_sources"), "{refused:?}");
+    let rotated = engine.rotate(caller.clone(), before_policy.key_id, 0).await;
+    assert!(matches!(&rotated, Err(LedgerError::Invalid(e)) if e.field == "allowed_sources"), "{rotated:?}");
+    assert_eq!(engine.log().len(), len, "refusals appended nothing");
+
+    let mut test_key = spec("test-env", &[]);
+    test_key.environment = Environment::Test;
+    engine.create(caller.clone(), ws("acme"), test_key).await.unwrap();
+    engine
+        .create_with_sources(caller.clone(), ws("acme"), spec("listed", &[]), None, Some(nets(&["10.0.0.1"])))
+        .await
+        .unwrap();
+    let (exceptions, count) =
+        keyledger_ledger::sources::exceptions(&engine.registry(), &ws("acme"), Timestamp::now(), 10);
+    assert_eq!((exceptions, count), (vec![before_policy.key_id], 1), "the key issued before the policy");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_survive_a_restart_and_a_rebuild_from_the_log() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = open(&dir);
+    let caller = Caller::system();
+    let default = SourcePolicy { default_sources: nets(&["10.0.0.0/8"]), require_on_live: true };
+    let policy = engine.policy(&ws("acme"));
+    engine.set_policy_with_sources(caller.clone(), ws("acme"), policy, Some(default)).await.unwrap();
+    let (a, secret) = engine.create(caller.clone(), ws("acme"), spec("a", &[])).await.unwrap();
+    let (b, _) = engine
+        .create_with_sources(
+            caller.clone(),
+            ws("acme"),
+            spec("b", &[]),
+            None,
+            Some(nets(&["::1", "192.0.2.0/24"])),
+        )
+        .await
+        .unwrap();
+    let change = KeyChanges { allowed_sources: Some(nets(&["192.0.2.0/25"])), ..Default::default() };
+    engine.update(caller.clone(), b.key_id, change).await.unwrap();
+    engine.rotate(caller.clone(), a.key_id, 60_000_000).await.unwrap();
+    let live = engine.registry().clone();
+    engine.shutdown().await;
+    drop(engine);
+
+    let incremental =
+        Projections::open(&dir.join("projections.redb"), projection_list()).unwrap().load_state().unwrap();
+    assert_eq!(incremental, live, "the persisted projection holds the lists");
+    assert_eq!(incremental.sources.keys.len(), 3);
+    let scratch = tempfile::tempdir().unwrap();
+    let log = {
+        let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
+        keyledger_log::Log::open(keyledger_log::LogConfig {
+            dir: dir.join("log"),
+            storage: keyledger_log::storage::OsStorage::shared(),
+            signer: secrets.signer,
+            origin: secrets.origin,
+            tree_hash: secrets.tree_hash,
+        })
+        .unwrap()
+    };
+    let mut rebuilt = Projections::open(&scratch.path().join("p.redb"), projection_list()).unwrap();
+    rebuilt.rebuild(&log.reader()).unwrap();
+    assert_eq!(rebuilt.load_state().unwrap(), incremental, "a rebuild from the log gives the same state");
+    drop(log);
+
+    let engine = open(&dir);
+    assert_eq!(engine.key(&b.key_id).unwrap().allowed_sources.unwrap().sources, nets(&["192.0.2.0/25"]));
+    assert!(verify_from(&engine, secret.expose(), Some("11.0.0.1")).await.is_err());
+    assert_eq!(verify_from(&engine, secret.expose(), Some("10.0.0.1")).await, Ok(()));
+    engine.shutdown().await;
+}
