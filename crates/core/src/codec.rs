@@ -189,10 +189,49 @@ mod tests {
             (
                 EventKind::WebhookSet,
                 envelope(Payload::WebhookSet(WebhookSet {
-                    workspace: ws,
+                    workspace: ws.clone(),
                     url: "https://h/x".into(),
                     events: vec!["key.revoked".into()],
                     enabled: true,
+                })),
+            ),
+            (
+                EventKind::Used,
+                envelope(Payload::Metered(crate::Metered {
+                    usage: Usage { key_id: key(1), workspace: ws.clone(), context: UsageContext::default() },
+                    cost: 300,
+                    remaining: 7,
+                })),
+            ),
+            (
+                EventKind::CreditsSet,
+                envelope(Payload::CreditsSet(crate::CreditsSet {
+                    key_id: key(1),
+                    workspace: ws.clone(),
+                    remaining: 10,
+                    refill: Some(crate::Refill {
+                        amount: 10,
+                        interval: crate::RefillInterval::Monthly,
+                        day: Some(15),
+                    }),
+                    low_threshold: 1,
+                })),
+            ),
+            (
+                EventKind::CreditsRefilled,
+                envelope(Payload::CreditsRefilled(crate::CreditsRefilled {
+                    key_id: key(1),
+                    workspace: ws.clone(),
+                    remaining: 10,
+                })),
+            ),
+            (
+                EventKind::Denied,
+                envelope(Payload::Denied(Denial {
+                    key_id: key(1),
+                    workspace: ws,
+                    reason: DenyReason::UsageExceeded,
+                    context: UsageContext::default(),
                 })),
             ),
         ]
@@ -229,6 +268,10 @@ mod tests {
             "0b111111111111111111111111111111111111111111111111111111111111111122222222222222222222222222222222222222222222222222222222222222220461636d650101010101010101010101010101010101",
         ),
         (EventKind::WebhookSet, "0c0461636d650b68747470733a2f2f682f78010b6b65792e7265766f6b656401"),
+        (EventKind::Used, "0d010101010101010101010101010101010461636d6500000000000000ac0207"),
+        (EventKind::CreditsSet, "0e010101010101010101010101010101010461636d650a010a01010f01"),
+        (EventKind::CreditsRefilled, "0f010101010101010101010101010101010461636d650a"),
+        (EventKind::Denied, "02010101010101010101010101010101010461636d650700000000000000"),
     ];
 
     #[test]
@@ -295,7 +338,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_events_decode_canonically_or_fail(index in 0usize..13, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        fn mutated_events_decode_canonically_or_fail(index in 0usize..17, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
             let mut bytes = encode_event(&examples()[index].1);
             let at = pos.index(bytes.len());
             bytes[at] = byte;

@@ -8,6 +8,7 @@
 //! encoding. New variants go at the end; existing ones never change. The golden-bytes tests
 //! in `codec` fail if anyone forgets.
 
+use crate::credits::Refill;
 use crate::ids::{KeyId, RequestId, WorkspaceId};
 use crate::secret::{Environment, KeyHash, KeyPrefix};
 use crate::time::Timestamp;
@@ -57,6 +58,10 @@ pub enum Payload {
     Lookup(Lookup),
     Idempotency(IdempotencyRecord),
     WebhookSet(WebhookSet),
+    /// A `used` event of a key with credits: the spend rides on it (docs/credits.md).
+    Metered(Metered),
+    CreditsSet(CreditsSet),
+    CreditsRefilled(CreditsRefilled),
 }
 
 /// The kind of an event, as the API names it.
@@ -76,6 +81,8 @@ pub enum EventKind {
     Lookup,
     Idempotency,
     WebhookSet,
+    CreditsSet,
+    CreditsRefilled,
 }
 
 impl EventKind {
@@ -94,6 +101,8 @@ impl EventKind {
             EventKind::Lookup => "lookup",
             EventKind::Idempotency => "idempotency",
             EventKind::WebhookSet => "webhook_set",
+            EventKind::CreditsSet => "credits_set",
+            EventKind::CreditsRefilled => "credits_refilled",
         }
     }
 
@@ -164,6 +173,8 @@ pub enum DenyReason {
     ResourceNotAllowed(String),
     EnvironmentMismatch(Environment),
     WorkspaceMismatch(WorkspaceId),
+    /// The key's credits do not cover the verification's cost (docs/credits.md).
+    UsageExceeded,
 }
 
 impl DenyReason {
@@ -177,6 +188,7 @@ impl DenyReason {
             DenyReason::ResourceNotAllowed(_) => "resource_not_allowed",
             DenyReason::EnvironmentMismatch(_) => "environment_mismatch",
             DenyReason::WorkspaceMismatch(_) => "workspace_mismatch",
+            DenyReason::UsageExceeded => "usage_exceeded",
         }
     }
 
@@ -190,6 +202,7 @@ impl DenyReason {
             DenyReason::ResourceNotAllowed(r) => format!("the key may not access resource `{r}`"),
             DenyReason::EnvironmentMismatch(e) => format!("the key is not a `{e}` key"),
             DenyReason::WorkspaceMismatch(w) => format!("the key does not belong to workspace `{w}`"),
+            DenyReason::UsageExceeded => "the key has no credits left for this request".into(),
         }
     }
 }
@@ -293,7 +306,48 @@ pub struct Disabled {
     pub reason: Option<String>,
 }
 
+/// An allowed verification of a key with credits: a `used` event that also spends `cost`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metered {
+    pub usage: Usage,
+    /// Credits spent (0: checked without spending).
+    pub cost: u64,
+    /// The balance after the spend.
+    pub remaining: u64,
+}
+
+/// A key's credits as set by create, rotation (moved from the old key) or a top-up: the
+/// balance becomes `remaining`; the refill schedule's reference time is kept when the key
+/// already had credits (docs/credits.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditsSet {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub remaining: u64,
+    pub refill: Option<Refill>,
+    /// `key.credits_low` fires when a spend takes the balance from above this to at or below.
+    pub low_threshold: u64,
+}
+
+/// A refill boundary passed: the balance was set to the refill amount, `remaining`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditsRefilled {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub remaining: u64,
+}
+
 impl Payload {
+    /// The verification recorded by a `used` event, whichever variant carries it: every
+    /// reader of `used` events goes through here.
+    pub fn usage(&self) -> Option<&Usage> {
+        match self {
+            Payload::Used(u) => Some(u),
+            Payload::Metered(m) => Some(&m.usage),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> EventKind {
         match self {
             Payload::Created(_) => EventKind::Created,
@@ -309,6 +363,9 @@ impl Payload {
             Payload::Lookup(_) => EventKind::Lookup,
             Payload::Idempotency(_) => EventKind::Idempotency,
             Payload::WebhookSet(_) => EventKind::WebhookSet,
+            Payload::Metered(_) => EventKind::Used,
+            Payload::CreditsSet(_) => EventKind::CreditsSet,
+            Payload::CreditsRefilled(_) => EventKind::CreditsRefilled,
         }
     }
 
@@ -327,6 +384,9 @@ impl Payload {
             Payload::Lookup(e) => &e.workspace,
             Payload::Idempotency(e) => &e.workspace,
             Payload::WebhookSet(e) => &e.workspace,
+            Payload::Metered(e) => &e.usage.workspace,
+            Payload::CreditsSet(e) => &e.workspace,
+            Payload::CreditsRefilled(e) => &e.workspace,
         }
     }
 
@@ -344,6 +404,9 @@ impl Payload {
             Payload::Disabled(e) => Some(e.key_id),
             // An admin action, not an event of the key's life: found in `found`.
             Payload::Lookup(_) | Payload::Idempotency(_) => None,
+            Payload::Metered(e) => Some(e.usage.key_id),
+            Payload::CreditsSet(e) => Some(e.key_id),
+            Payload::CreditsRefilled(e) => Some(e.key_id),
         }
     }
 }

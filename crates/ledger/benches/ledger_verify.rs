@@ -138,6 +138,7 @@ fn build_engine() -> EngineFixture {
                     owner: None,
                     metadata: "{}".into(),
                     expiry: Expiry::Never,
+                    credits: None,
                 };
                 let (_, secret) =
                     engine.create(Caller::system(), workspace(), spec).await.expect("create key");

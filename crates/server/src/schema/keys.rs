@@ -46,6 +46,8 @@ pub struct KeyView {
     pub last_used_at: Option<String>,
     pub last_used_ip: Option<String>,
     pub use_count: u64,
+    /// Usage credits (docs/credits.md); `null` for a key without credits.
+    pub credits: Option<super::CreditsView>,
 }
 
 impl KeyView {
@@ -73,6 +75,7 @@ impl KeyView {
             last_used_at: rfc3339(key.last_used.at),
             last_used_ip: key.last_used.ip.map(|ip| ip.to_string()),
             use_count: key.last_used.count,
+            credits: None,
         }
     }
 }
