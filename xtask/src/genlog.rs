@@ -133,6 +133,7 @@ async fn generate(engine: Arc<Engine>, options: &Options, workspaces: u64) -> Re
             } else {
                 Expiry::Never
             },
+            credits: None,
         };
         creates.spawn(async move { engine.create(Caller::system(), workspace, spec).await });
         if creates.len() >= CREATES_IN_FLIGHT {

@@ -76,6 +76,7 @@ fn engine_with_distinct_times(data: &std::path::Path, keys: usize) -> Engine {
             owner: None,
             metadata: "{}".into(),
             expiry: Expiry::Never,
+            credits: None,
         };
         engine.create_blocking(Caller::system(), "acme".parse().unwrap(), spec).unwrap();
     }

@@ -189,7 +189,7 @@ mod tests {
             (
                 EventKind::WebhookSet,
                 envelope(Payload::WebhookSet(WebhookSet {
-                    workspace: ws,
+                    workspace: ws.clone(),
                     url: "https://h/x".into(),
                     events: vec!["key.revoked".into()],
                     enabled: true,
@@ -203,6 +203,45 @@ mod tests {
                     sources: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
                     from_policy: false,
                     require_on_live: false,
+                })),
+            ),
+            (
+                EventKind::Used,
+                envelope(Payload::Metered(crate::Metered {
+                    usage: Usage { key_id: key(1), workspace: ws.clone(), context: UsageContext::default() },
+                    cost: 300,
+                    remaining: 7,
+                })),
+            ),
+            (
+                EventKind::CreditsSet,
+                envelope(Payload::CreditsSet(crate::CreditsSet {
+                    key_id: key(1),
+                    workspace: ws.clone(),
+                    remaining: 10,
+                    refill: Some(crate::Refill {
+                        amount: 10,
+                        interval: crate::RefillInterval::Monthly,
+                        day: Some(15),
+                    }),
+                    low_threshold: 1,
+                })),
+            ),
+            (
+                EventKind::CreditsRefilled,
+                envelope(Payload::CreditsRefilled(crate::CreditsRefilled {
+                    key_id: key(1),
+                    workspace: ws.clone(),
+                    remaining: 10,
+                })),
+            ),
+            (
+                EventKind::Denied,
+                envelope(Payload::Denied(Denial {
+                    key_id: key(1),
+                    workspace: ws,
+                    reason: DenyReason::UsageExceeded,
+                    context: UsageContext::default(),
                 })),
             ),
         ]
@@ -243,6 +282,10 @@ mod tests {
             EventKind::SourcesSet,
             "0d0461636d65010101010101010101010101010101010102000a000000080120010db8000000000000000000000000200000",
         ),
+        (EventKind::Used, "0e010101010101010101010101010101010461636d6500000000000000ac0207"),
+        (EventKind::CreditsSet, "0f010101010101010101010101010101010461636d650a010a01010f01"),
+        (EventKind::CreditsRefilled, "10010101010101010101010101010101010461636d650a"),
+        (EventKind::Denied, "02010101010101010101010101010101010461636d650800000000000000"),
     ];
 
     #[test]
@@ -309,7 +352,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_events_decode_canonically_or_fail(index in 0usize..13, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        fn mutated_events_decode_canonically_or_fail(index in 0usize..17, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
             let mut bytes = encode_event(&examples()[index].1);
             let at = pos.index(bytes.len());
             bytes[at] = byte;

@@ -8,6 +8,7 @@
 //! encoding. New variants go at the end; existing ones never change. The golden-bytes tests
 //! in `codec` fail if anyone forgets.
 
+use crate::credits::Refill;
 use crate::ids::{KeyId, RequestId, WorkspaceId};
 use crate::secret::{Environment, KeyHash, KeyPrefix};
 use crate::time::Timestamp;
@@ -58,6 +59,10 @@ pub enum Payload {
     Idempotency(IdempotencyRecord),
     WebhookSet(WebhookSet),
     SourcesSet(SourcesSet),
+    /// A `used` event of a key with credits: the spend rides on it (docs/credits.md).
+    Metered(Metered),
+    CreditsSet(CreditsSet),
+    CreditsRefilled(CreditsRefilled),
 }
 
 /// The kind of an event, as the API names it.
@@ -78,6 +83,8 @@ pub enum EventKind {
     Idempotency,
     WebhookSet,
     SourcesSet,
+    CreditsSet,
+    CreditsRefilled,
 }
 
 impl EventKind {
@@ -97,6 +104,8 @@ impl EventKind {
             EventKind::Idempotency => "idempotency",
             EventKind::WebhookSet => "webhook_set",
             EventKind::SourcesSet => "sources_set",
+            EventKind::CreditsSet => "credits_set",
+            EventKind::CreditsRefilled => "credits_refilled",
         }
     }
 
@@ -170,6 +179,8 @@ pub enum DenyReason {
     /// The key's source allow-list does not hold the address it was presented from
     /// (`None`: the source was unknown, which a list never allows).
     SourceNotAllowed(Option<IpAddr>),
+    /// The key's credits do not cover the verification's cost (docs/credits.md).
+    UsageExceeded,
 }
 
 impl DenyReason {
@@ -184,6 +195,7 @@ impl DenyReason {
             DenyReason::EnvironmentMismatch(_) => "environment_mismatch",
             DenyReason::WorkspaceMismatch(_) => "workspace_mismatch",
             DenyReason::SourceNotAllowed(_) => "source_not_allowed",
+            DenyReason::UsageExceeded => "usage_exceeded",
         }
     }
 
@@ -199,6 +211,7 @@ impl DenyReason {
             DenyReason::WorkspaceMismatch(w) => format!("the key does not belong to workspace `{w}`"),
             DenyReason::SourceNotAllowed(Some(ip)) => format!("the key may not be used from `{ip}`"),
             DenyReason::SourceNotAllowed(None) => "the key may not be used from an unknown source".into(),
+            DenyReason::UsageExceeded => "the key has no credits left for this request".into(),
         }
     }
 }
@@ -319,7 +332,48 @@ pub struct Disabled {
     pub reason: Option<String>,
 }
 
+/// An allowed verification of a key with credits: a `used` event that also spends `cost`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metered {
+    pub usage: Usage,
+    /// Credits spent (0: checked without spending).
+    pub cost: u64,
+    /// The balance after the spend.
+    pub remaining: u64,
+}
+
+/// A key's credits as set by create, rotation (moved from the old key) or a top-up: the
+/// balance becomes `remaining`; the refill schedule's reference time is kept when the key
+/// already had credits (docs/credits.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditsSet {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub remaining: u64,
+    pub refill: Option<Refill>,
+    /// `key.credits_low` fires when a spend takes the balance from above this to at or below.
+    pub low_threshold: u64,
+}
+
+/// A refill boundary passed: the balance was set to the refill amount, `remaining`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditsRefilled {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub remaining: u64,
+}
+
 impl Payload {
+    /// The verification recorded by a `used` event, whichever variant carries it: every
+    /// reader of `used` events goes through here.
+    pub fn usage(&self) -> Option<&Usage> {
+        match self {
+            Payload::Used(u) => Some(u),
+            Payload::Metered(m) => Some(&m.usage),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> EventKind {
         match self {
             Payload::Created(_) => EventKind::Created,
@@ -336,6 +390,9 @@ impl Payload {
             Payload::Idempotency(_) => EventKind::Idempotency,
             Payload::WebhookSet(_) => EventKind::WebhookSet,
             Payload::SourcesSet(_) => EventKind::SourcesSet,
+            Payload::Metered(_) => EventKind::Used,
+            Payload::CreditsSet(_) => EventKind::CreditsSet,
+            Payload::CreditsRefilled(_) => EventKind::CreditsRefilled,
         }
     }
 
@@ -355,6 +412,9 @@ impl Payload {
             Payload::Idempotency(e) => &e.workspace,
             Payload::WebhookSet(e) => &e.workspace,
             Payload::SourcesSet(e) => &e.workspace,
+            Payload::Metered(e) => &e.usage.workspace,
+            Payload::CreditsSet(e) => &e.workspace,
+            Payload::CreditsRefilled(e) => &e.workspace,
         }
     }
 
@@ -373,6 +433,9 @@ impl Payload {
             // An admin action, not an event of the key's life: found in `found`.
             Payload::Lookup(_) | Payload::Idempotency(_) => None,
             Payload::SourcesSet(e) => e.key_id,
+            Payload::Metered(e) => Some(e.usage.key_id),
+            Payload::CreditsSet(e) => Some(e.key_id),
+            Payload::CreditsRefilled(e) => Some(e.key_id),
         }
     }
 }

@@ -76,6 +76,17 @@ pub fn event_json(event: &Event) -> Value {
             put("rotated_from", opt(&e.rotated_from));
         }
         Payload::Used(e) => put("context", context_json(&e.context)),
+        Payload::Metered(e) => {
+            put("context", context_json(&e.usage.context));
+            put("cost", json!(e.cost));
+            put("credits_remaining", json!(e.remaining));
+        }
+        Payload::CreditsSet(e) => {
+            put("remaining", json!(e.remaining));
+            put("refill", crate::credits::refill_json(e.refill.as_ref()));
+            put("low_threshold", json!(e.low_threshold));
+        }
+        Payload::CreditsRefilled(e) => put("remaining", json!(e.remaining)),
         Payload::Denied(e) => {
             put("reason", json!(e.reason.code()));
             put("detail", json!(e.reason.message()));

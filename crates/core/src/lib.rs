@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod credentials;
+pub mod credits;
 pub mod event;
 pub mod ids;
 pub mod json;
@@ -21,6 +22,7 @@ pub mod time;
 pub mod validate;
 
 pub use codec::{DecodeError, EVENT_VERSION, decode_event, encode_event};
+pub use credits::{Refill, RefillInterval};
 pub use event::*;
 pub use ids::{IdError, KeyId, RequestId, WorkspaceId};
 pub use secret::{Environment, KeyFormatError, KeyHash, KeyPrefix, Pepper, Secret};

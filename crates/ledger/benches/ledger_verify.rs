@@ -42,6 +42,7 @@ fn requirements() -> VerifyRequirements {
         resource: Some("orders".into()),
         environment: Some(Environment::Live),
         workspace: Some(workspace()),
+        cost: None,
     }
 }
 
@@ -139,6 +140,7 @@ fn build_engine() -> EngineFixture {
                     owner: None,
                     metadata: "{}".into(),
                     expiry: Expiry::Never,
+                    credits: None,
                 };
                 let (_, secret) =
                     engine.create(Caller::system(), workspace(), spec).await.expect("create key");

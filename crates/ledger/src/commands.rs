@@ -71,6 +71,8 @@ pub struct KeySpec {
     pub owner: Option<String>,
     pub metadata: String,
     pub expiry: Expiry,
+    /// Usage credits, if the key is metered (docs/credits.md).
+    pub credits: Option<crate::credits::CreditsSpec>,
 }
 
 /// The public traces of a freshly generated secret.
@@ -212,6 +214,13 @@ pub enum Command {
         workspace: WorkspaceId,
         config: Option<(String, Vec<String>)>,
         reply: Responder<Webhook>,
+    },
+    /// A top-up of a key's credits.
+    SetCredits {
+        caller: Caller,
+        key_id: KeyId,
+        change: crate::credits::CreditsChange,
+        reply: Responder<(KeyRecord, crate::credits::KeyCredits)>,
     },
     /// Records that an admin looked up candidate leaked secrets (never a candidate): one
     /// `lookup` event each, in one batch. Answers the last event's seq.

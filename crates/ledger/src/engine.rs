@@ -125,6 +125,7 @@ fn full_admin_spec(name: &str) -> KeySpec {
         owner: None,
         metadata: "{}".into(),
         expiry: Expiry::Never,
+        credits: None,
     }
 }
 
@@ -764,6 +765,27 @@ impl Engine {
         self.submit(|reply| Command::SetDisabled { caller, key_id, disabled, reason, reply }).await
     }
 
+    /// Adds to or sets a key's credits (docs/credits.md): one `credits_set` event, durable
+    /// before the answer, after a `credits_refilled` one if a refill was due.
+    pub async fn set_credits(
+        &self,
+        caller: Caller,
+        key_id: KeyId,
+        change: crate::credits::CreditsChange,
+    ) -> Result<(KeyRecord, crate::credits::KeyCredits), LedgerError> {
+        let amount = match change {
+            crate::credits::CreditsChange::Add(n) | crate::credits::CreditsChange::Set(n) => n,
+        };
+        if amount > keyledger_core::credits::MAX_CREDITS {
+            let field = if matches!(change, crate::credits::CreditsChange::Add(_)) { "add" } else { "set" };
+            return Err(LedgerError::invalid(
+                field,
+                format!("must be at most {}", keyledger_core::credits::MAX_CREDITS),
+            ));
+        }
+        self.submit(|reply| Command::SetCredits { caller, key_id, change, reply }).await
+    }
+
     /// Verifies a presented key. Malformed, mis-checksummed and unknown keys are refused
     /// here, before any lookup or append; known keys are decided by the sequencer, which
     /// records exactly one `used` or `denied` event.
@@ -864,6 +886,11 @@ impl Engine {
 
     pub fn key(&self, key_id: &KeyId) -> Option<KeyRecord> {
         self.read_state().key(key_id)
+    }
+
+    /// A key's credits as the registry holds them; `None` for a key without credits.
+    pub fn credits(&self, key_id: &KeyId) -> Option<crate::credits::KeyCredits> {
+        self.read_state().credits.get(key_id).cloned()
     }
 
     /// A workspace's keys whose status at `now` passes `filter`, oldest first.

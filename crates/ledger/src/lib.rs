@@ -5,6 +5,7 @@
 //! - [`sequencer`]: the writer-thread half that validates commands and emits events.
 //! - [`authority`]: which admin key may do what to which key, decided on the writer thread.
 //! - [`state`]: the registry and the one function that applies an event to it.
+//! - [`credits`]: usage credits, derived from the log, and the steps that spend them.
 //! - [`verdict`]: what a verification of a known key answers.
 //! - [`projection`]: redb-persisted projections with cursors, catch-up and rebuild.
 //! - [`projector`]: the thread that folds the writer's durable batches into them.
@@ -17,6 +18,7 @@
 pub mod audit;
 pub mod authority;
 pub mod commands;
+pub mod credits;
 pub mod datadir;
 pub mod engine;
 pub mod error;

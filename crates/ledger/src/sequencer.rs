@@ -24,7 +24,7 @@ use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements, Webhoo
 use crate::verdict::Verdict;
 use keyledger_core::{
     Actor, Created, Denial, DenyReason, Disabled, KeyId, KeyRef, Payload, Policy, PolicySet, RequestId,
-    Revoked, Rotated, Timestamp, Updated, Usage, UsageContext, WorkspaceId,
+    Revoked, Rotated, Timestamp, Updated, UsageContext, WorkspaceId,
 };
 use keyledger_log::{Batch, Sequencer};
 use std::sync::{Arc, RwLock};
@@ -60,7 +60,7 @@ impl LedgerSequencer {
 }
 
 /// Pushes an event to the batch and applies it to the state at once.
-fn emit(
+pub(crate) fn emit(
     state: &mut LedgerState,
     batch: &mut Batch,
     actor: &Actor,
@@ -134,6 +134,9 @@ impl Sequencer for LedgerSequencer {
             Command::SetWebhook { caller, workspace, config, reply } => {
                 reply.send(set_webhook(state, batch, &caller, workspace, config, now))
             }
+            Command::SetCredits { caller, key_id, change, reply } => {
+                reply.send(crate::credits::top_up(state, batch, &caller, key_id, change, now))
+            }
             Command::RecordLookups { caller, lookups, reply } => {
                 let answer = check_actor(state, &caller, now).map(|()| {
                     let mut last = 0;
@@ -151,7 +154,7 @@ impl Sequencer for LedgerSequencer {
 /// Decides a verification of a known key and records it: one `used` or `denied` event
 /// (after an `expired` one the first time an expired key is presented).
 #[allow(clippy::too_many_arguments)]
-fn verify(
+pub(crate) fn verify(
     state: &mut LedgerState,
     batch: &mut Batch,
     request_id: RequestId,
@@ -172,13 +175,23 @@ fn verify(
         emit(state, batch, &Actor::System, request_id, payload);
         batch.require_sync();
     }
-    let payload = match &outcome {
-        Ok(()) => Payload::Used(Usage { key_id, workspace, context }),
-        Err(reason) => Payload::Denied(Denial { key_id, workspace, reason: reason.clone(), context }),
+    let cost = wants.cost.unwrap_or(1);
+    let (outcome, payload) = match outcome {
+        Ok(()) => {
+            match crate::credits::spend(state, batch, request_id, key_id, &workspace, cost, context, now) {
+                Ok(payload) => (Ok(()), payload),
+                Err(context) => {
+                    let reason = DenyReason::UsageExceeded;
+                    (Err(reason.clone()), Payload::Denied(Denial { key_id, workspace, reason, context }))
+                }
+            }
+        }
+        Err(reason) => (Err(reason.clone()), Payload::Denied(Denial { key_id, workspace, reason, context })),
     };
     let seq = emit(state, batch, &Actor::Verifier, request_id, payload);
     let key = state.view(&key_id).ok_or_else(|| LedgerError::Internal("key vanished".into()))?.verified();
-    Ok(Verdict { key, outcome, seq })
+    let credits_remaining = state.credits.get(&key_id).map(|c| c.remaining);
+    Ok(Verdict { key, outcome, seq, credits_remaining })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -399,12 +412,12 @@ fn record_idempotency(
     }
 }
 
-fn find(state: &LedgerState, key_id: &KeyId) -> Result<KeyRecord, LedgerError> {
+pub(crate) fn find(state: &LedgerState, key_id: &KeyId) -> Result<KeyRecord, LedgerError> {
     state.key(key_id).ok_or_else(|| LedgerError::NotFound(format!("no key {key_id}")))
 }
 
 /// The key `key_id`, if the caller may `verb` it (see [`crate::authority`]).
-fn act_on(
+pub(crate) fn act_on(
     state: &LedgerState,
     authority: &Authority,
     key_id: &KeyId,
@@ -452,7 +465,7 @@ fn revoke_all_targets(
 
 /// An admin caller must still hold a usable admin key when its command is sequenced: a
 /// command from a key revoked a moment earlier is refused.
-fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(), LedgerError> {
+pub(crate) fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(), LedgerError> {
     let Some(key_id) = caller.admin_key() else { return Ok(()) };
     let key = state.view(&key_id).ok_or(LedgerError::Unauthorized(AuthError::Unknown))?;
     if !key.workspace().is_ledger() {
@@ -556,6 +569,7 @@ fn create(
         sources,
         rotated_from,
     )?;
+    let credits = spec.credits;
     let payload = Payload::Created(Created {
         key_id,
         workspace,
@@ -575,7 +589,11 @@ fn create(
     if let Some(set) = sources {
         emit(state, batch, &caller.actor, caller.request_id, Payload::SourcesSet(set));
     }
-    find(state, &key_id)
+    let key = find(state, &key_id)?;
+    if let Some(credits) = &credits {
+        crate::credits::set_on_create(state, batch, caller, &key, credits);
+    }
+    Ok(key)
 }
 
 /// The key `key_id` and its successor's expiry, if the caller may rotate it: it may act on
@@ -623,6 +641,7 @@ fn rotate(
         owner: old.owner.clone(),
         metadata: old.metadata.clone(),
         expiry: new_expiry.map_or(Expiry::Never, Expiry::At),
+        credits: None,
     };
     let new = create(
         state,
@@ -636,6 +655,7 @@ fn rotate(
         None,
         now,
     )?;
+    crate::credits::move_on_rotation(state, batch, caller, &old, new.key_id, now);
     let valid_until = (overlap > 0).then(|| now.plus_micros(overlap));
     let rotated = Rotated { key_id, workspace: old.workspace.clone(), rotated_to: new.key_id, valid_until };
     emit(state, batch, &caller.actor, caller.request_id, Payload::Rotated(rotated));

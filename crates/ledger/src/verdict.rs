@@ -20,6 +20,8 @@ pub struct Verdict {
     pub outcome: Result<(), DenyReason>,
     /// The seq of the `used` or `denied` event recording this decision.
     pub seq: u64,
+    /// The key's credit balance after this verification; `None` for a key without credits.
+    pub credits_remaining: Option<u64>,
 }
 
 /// The fields of the verified key a verify answer shows (never its hash, hint or metadata).

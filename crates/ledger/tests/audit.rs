@@ -701,6 +701,7 @@ async fn lookups_are_recorded_without_the_candidate_and_seen_by_queries() {
         owner: None,
         metadata: "{}".into(),
         expiry: keyledger_ledger::Expiry::Never,
+        credits: None,
     };
     let (key, secret) = engine.create(caller(), ws("acme"), spec).await.unwrap();
     let context = UsageContext {

@@ -742,6 +742,7 @@ fn resolve(model: &Model, step: &Step, sleeps: &mut usize) -> Resolved {
                 owner: None,
                 metadata: "{}".into(),
                 expiry: lifetime.map_or(Expiry::Never, Expiry::In),
+                credits: None,
             };
             Resolved::Create { ws: *ws, spec, lifetime }
         }

@@ -114,6 +114,17 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch starting at seq `next_seq`, stamped `at`, outside any writer: lets a
+    /// sequencer's decisions be tested at a chosen time (nothing it holds is ever written).
+    pub fn detached(next_seq: u64, at: Timestamp) -> Self {
+        Self { next_seq, at, events: Vec::new(), sync_required: false }
+    }
+
+    /// The events pushed so far.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
     /// The time every event of this batch carries.
     pub fn now(&self) -> Timestamp {
         self.at

@@ -163,6 +163,7 @@ const API = {
   revoke: (id, reason) => api('POST', `/v1/keys/${enc(id)}/revoke`, reason ? { reason } : {}),
   disable: (id, reason) => api('POST', `/v1/keys/${enc(id)}/disable`, reason ? { reason } : {}),
   enable: (id, reason) => api('POST', `/v1/keys/${enc(id)}/enable`, reason ? { reason } : {}),
+  setCredits: (id, body) => api('POST', `/v1/keys/${enc(id)}/credits`, body),
   revokeAll: (ws, reason) => api('POST', `/v1/workspaces/${enc(ws)}/keys/revoke-all`, reason ? { reason } : {}, { idempotent: true }),
   policy: (ws) => api('GET', `/v1/workspaces/${enc(ws)}/policy`),
   setPolicy: (ws, body) => api('PUT', `/v1/workspaces/${enc(ws)}/policy`, body),
@@ -434,6 +435,31 @@ function disableDialog(key, onDone) {
     onDone(changed);
   }, { danger: !enabling });
   openDialog(`${enabling ? 'Enable' : 'Disable'} ${key.name}`, form);
+}
+
+// Usage credits (docs/credits.md): the balance on the key view, and a top-up dialog.
+function creditsText(credits) {
+  const refill = credits.refill ? ` · refilled to ${credits.refill.amount} ${credits.refill.interval}` : '';
+  return `${credits.remaining} left${refill}`;
+}
+
+function creditsDialog(key, onDone) {
+  const amount = h('input', { type: 'number', id: 'credits-amount', min: 0, step: 1, required: true, inputmode: 'numeric' });
+  const mode = h('select', { id: 'credits-mode' }, h('option', { value: 'add' }, 'Add to the balance'), h('option', { value: 'set' }, 'Set the balance to'));
+  if (!key.credits) { mode.value = 'set'; mode.disabled = true; }
+  const form = dialogForm([
+    h('p', {}, key.credits ? ['Balance of ', h('strong', {}, key.name), ': ', creditsText(key.credits), '.'] : [h('strong', {}, key.name), ' has no credits: setting a balance meters its verifications.']),
+    field('Change', mode),
+    field('Credits', amount, 'A whole number; recorded in the log as a credits_set event.'),
+  ], 'Save credits', async () => {
+    const n = Number(amount.value);
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error('Credits must be a whole number of at least 0.');
+    const changed = await API.setCredits(key.key_id, { [mode.value]: n });
+    closeDialog();
+    announce(`Credits of ${changed.name}: ${changed.credits.remaining} left.`);
+    onDone(changed);
+  });
+  openDialog(`Credits of ${key.name}`, form);
 }
 
 function revokeAllDialog(ws, activeCount, onDone) {
@@ -749,6 +775,7 @@ function keyActions(key, refresh) {
   return h('div', { class: 'actions' },
     live && key.status !== 'expired' ? h('button', { type: 'button', id: 'rotate', onclick: () => rotateDialog(key, refresh) }, 'Rotate…') : null,
     live && (key.status === 'active' || key.status === 'disabled') ? h('button', { type: 'button', id: 'toggle-disabled', onclick: () => disableDialog(key, refresh) }, key.status === 'disabled' ? 'Enable…' : 'Disable…') : null,
+    live ? h('button', { type: 'button', id: 'top-up', onclick: () => creditsDialog(key, refresh) }, key.credits ? 'Top up credits…' : 'Set credits…') : null,
     link(['k', key.key_id, 'report'], 'Compromise report', { class: 'button', id: 'open-report' }),
     live ? h('button', { type: 'button', class: 'danger', id: 'revoke', onclick: () => revokeDialog(key, refresh) }, 'Revoke…') : null);
 }
@@ -782,6 +809,7 @@ async function viewKey(id) {
       key.rotated_to && ['Rotated to', link(['k', key.rotated_to], key.rotated_to, { class: 'mono' })],
       ['Last used', key.last_used_at ? [timeEl(key.last_used_at, { abs: true }), key.last_used_ip ? ` from ${key.last_used_ip}` : ''] : 'never'],
       ['Uses', String(key.use_count)],
+      key.credits && ['Credits', h('span', { id: 'credits' }, creditsText(key.credits))],
     ])),
     section('Lifecycle', lifecycle),
     section('Recent uses', uses));

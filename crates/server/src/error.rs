@@ -28,6 +28,8 @@ pub enum ErrorCode {
     /// Too many failed admin authentications or (when turned on) failed verifications from one
     /// source (429, with `Retry-After`; see [`crate::throttle`]).
     RateLimited,
+    /// A known key's credits do not cover the verification's cost (429; docs/credits.md).
+    UsageExceeded,
 }
 
 impl ErrorCode {
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UsageExceeded => "usage_exceeded",
         }
     }
 
@@ -59,7 +62,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::UsageExceeded => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

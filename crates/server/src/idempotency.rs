@@ -377,6 +377,7 @@ mod tests {
                     owner: None,
                     metadata: "{}".into(),
                     expiry: Expiry::Never,
+                    credits: None,
                 };
                 engine.create(caller, "acme".parse().unwrap(), spec).await.map(drop)
             });

@@ -37,6 +37,8 @@ pub struct CreateKey {
     /// IP addresses and CIDR networks the key may be verified from (at most 64); absent or
     /// empty: the workspace default, if any.
     allowed_sources: Option<Vec<String>>,
+    /// Usage credits (docs/credits.md).
+    credits: Option<crate::credits::CreditsBody>,
 }
 
 fn parse_workspace(text: &str) -> Result<WorkspaceId, ApiError> {
@@ -100,6 +102,12 @@ fn key_spec(workspace: &WorkspaceId, body: CreateKey) -> Result<KeySpec, ApiErro
         owner: body.owner,
         metadata,
         expiry: parse_expiry(body.expires_at.as_deref(), body.expires_in.as_deref())?,
+        credits: match body.credits {
+            Some(_) if workspace.is_ledger() => {
+                return Err(ApiError::invalid("credits", "admin keys are never metered"));
+            }
+            credits => credits.map(crate::credits::CreditsBody::spec).transpose()?,
+        },
     })
 }
 
@@ -113,7 +121,7 @@ fn allow_write(admin: &Admin, workspace: &WorkspaceId) -> Result<(), ApiError> {
 }
 
 /// Finds a key the caller may see, or answers 404 as if it did not exist.
-fn visible_key(state: &AppState, admin: &Admin, key_id: &str) -> Result<KeyRecord, ApiError> {
+pub(crate) fn visible_key(state: &AppState, admin: &Admin, key_id: &str) -> Result<KeyRecord, ApiError> {
     let key_id = parse_key_id(key_id)?;
     state
         .engine
@@ -159,7 +167,9 @@ pub async fn create(
     let sources = sources.map(|list| crate::sources::parse_list("allowed_sources", &list)).transpose()?;
     let tag = tag.map(|Extension(t)| t);
     let (key, secret) = state.engine.create_with_sources(admin.caller, workspace, spec, tag, sources).await?;
-    Ok((StatusCode::CREATED, Json(IssuedKey::new(&key, &secret, Timestamp::now()))))
+    let mut issued = IssuedKey::new(&key, &secret, Timestamp::now());
+    issued.key = crate::credits::with_credits(&state, issued.key, &key.key_id);
+    Ok((StatusCode::CREATED, Json(issued)))
 }
 
 #[utoipa::path(
@@ -207,7 +217,7 @@ pub async fn list(
         .engine
         .keys(&workspace, |status| wanted.is_none_or(|w| w == status))
         .iter()
-        .map(|k| KeyView::new(k, now))
+        .map(|k| crate::credits::with_credits(&state, KeyView::new(k, now), &k.key_id))
         .collect();
     ok(KeyList { keys })
 }
@@ -235,7 +245,7 @@ pub async fn show(
 ) -> Answer<KeyView> {
     let key = visible_key(&state, &admin, &key_id)?;
     admin.require(scope::KEYS_READ)?;
-    ok(KeyView::new(&key, Timestamp::now()))
+    ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -325,7 +335,7 @@ pub async fn update(
             .transpose()?,
     };
     let key = state.engine.update(admin.caller, key.key_id, changes).await?;
-    ok(KeyView::new(&key, Timestamp::now()))
+    ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -380,6 +390,13 @@ pub async fn rotate(
     let now = Timestamp::now();
     let rotation =
         Rotation { key: IssuedKey::new(&new, &secret, now), previous: KeyView::new(&previous, now) };
+    let rotation = Rotation {
+        key: IssuedKey {
+            key: crate::credits::with_credits(&state, rotation.key.key, &new.key_id),
+            ..rotation.key
+        },
+        previous: crate::credits::with_credits(&state, rotation.previous, &previous.key_id),
+    };
     Ok((StatusCode::CREATED, Json(rotation)))
 }
 
@@ -423,7 +440,7 @@ pub async fn revoke(
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     let key = state.engine.revoke(admin.caller, key.key_id, body.reason).await?;
-    ok(KeyView::new(&key, Timestamp::now()))
+    ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
 }
 
 #[utoipa::path(
@@ -498,7 +515,7 @@ async fn set_disabled(
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     let key = state.engine.set_disabled(admin.caller, key.key_id, disabled, reason).await?;
-    ok(KeyView::new(&key, Timestamp::now()))
+    ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
 }
 
 #[utoipa::path(

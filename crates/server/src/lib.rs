@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod bulk_lookup;
 pub mod console;
+pub mod credits;
 pub mod entries;
 pub mod error;
 pub mod export;
@@ -250,6 +251,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys/{key_id}/revoke", post(keys::revoke))
         .route("/v1/keys/{key_id}/disable", post(keys::disable))
         .route("/v1/keys/{key_id}/enable", post(keys::enable))
+        .route("/v1/keys/{key_id}/credits", post(credits::top_up))
         // audit routes
         .route("/v1/keys/{key_id}/events", get(audit::key_events))
         .route("/v1/audit/keys/{key_id}/compromise", get(audit::compromise))

@@ -129,6 +129,7 @@ impl Modify for Security {
         crate::keys::revoke,
         crate::keys::disable,
         crate::keys::enable,
+        crate::credits::top_up,
         crate::keys::revoke_all,
         crate::keys::get_policy,
         crate::keys::put_policy,

@@ -37,6 +37,8 @@ pub struct VerifyBody {
     resource: Option<String>,
     environment: Option<String>,
     workspace: Option<String>,
+    /// Credits to spend if the key has credits (default 1; 0 checks without spending).
+    cost: Option<u64>,
     #[serde(default)]
     context: ContextBody,
 }
@@ -65,6 +67,8 @@ pub struct ContextBody {
     ("resource" = Option<String>, Query, description = "Resource the request is for"),
     ("environment" = Option<String>, Query, description = "Required environment: live or test"),
     ("workspace" = Option<String>, Query, description = "Required workspace"),
+    ("cost" = Option<u64>, Query, description = "Credits to spend if the key has credits (default 1; 0 checks without spending)"),
+    ("x-keyledger-cost" = Option<u64>, Header, description = "Credits to spend, as `cost` (the query wins)"),
     ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"),
     ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"),
     ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"),
@@ -207,7 +211,13 @@ fn requirements(
             w.parse::<WorkspaceId>().map_err(|_| ApiError::invalid("workspace", "is not a workspace id"))
         })
         .transpose()?;
-    Ok(VerifyRequirements { scopes, resource: bounded("resource", resource)?, environment, workspace })
+    Ok(VerifyRequirements {
+        scopes,
+        resource: bounded("resource", resource)?,
+        environment,
+        workspace,
+        cost: None,
+    })
 }
 
 /// Handles every form of verification. It takes the request whole rather than through
@@ -329,8 +339,9 @@ pub fn parse_request(
         let body: VerifyBody = serde_json::from_slice(body).map_err(|e| {
             ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")).into_response()
         })?;
-        let wants =
+        let mut wants =
             requirements(body.scopes, body.resource, body.environment, body.workspace).map_err(denial)?;
+        wants.cost = crate::credits::check_cost(body.cost).map_err(denial)?;
         let ip = match body.context.ip.as_deref() {
             None => None,
             Some(text) => Some(
@@ -360,7 +371,7 @@ pub fn parse_request(
         let from_query =
             |name: &str| if suffix.is_some() { None } else { query.get(name).map(str::to_owned) };
         if suffix.is_none() {
-            query.only(&["scope", "resource", "environment", "workspace"]).map_err(denial)?;
+            query.only(&["scope", "resource", "environment", "workspace", "cost"]).map_err(denial)?;
         }
         let mut scopes = if suffix.is_some() { Vec::new() } else { query.all("scope") };
         scopes.extend(required_from_headers(headers, "x-keyledger-require-scope"));
@@ -368,13 +379,15 @@ pub fn parse_request(
             from_query(name).or_else(|| required_from_headers(headers, header).into_iter().next())
         };
         let key = presented_key(headers).unwrap_or("").to_owned();
-        let wants = requirements(
+        let cost = from_query("cost").or_else(|| header_text(headers, "x-keyledger-cost"));
+        let mut wants = requirements(
             validate::normalize(scopes),
             single("resource", "x-keyledger-require-resource"),
             single("environment", "x-keyledger-require-environment"),
             single("workspace", "x-keyledger-require-workspace"),
         )
         .map_err(denial)?;
+        wants.cost = crate::credits::parse_cost(cost.as_deref()).map_err(denial)?;
         let context = UsageContext {
             ip: Some(client),
             user_agent: header_text(headers, "user-agent"),
@@ -418,6 +431,7 @@ async fn decide(
                     owner: key.owner.as_deref().map(String::as_str),
                     expires_at: key.expires_at.map(|t| t.to_rfc3339()),
                     request_id: request_id.to_string(),
+                    credits_remaining: verdict.credits_remaining,
                 };
                 let mut response = (StatusCode::OK, Json(body)).into_response();
                 for (name, value) in
@@ -440,6 +454,7 @@ pub(crate) fn deny_error(reason: DenyReason) -> ApiError {
     let code = match reason {
         DenyReason::Revoked | DenyReason::Disabled => ErrorCode::InvalidApiKey,
         DenyReason::Expired => ErrorCode::ExpiredApiKey,
+        DenyReason::UsageExceeded => ErrorCode::UsageExceeded,
         _ => ErrorCode::Forbidden,
     };
     ApiError::new(code, reason.message()).with_extra(json!({"reason": reason.code()}))

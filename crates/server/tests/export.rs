@@ -31,6 +31,7 @@ fn spec(name: &str, scopes: &[&str], resources: &[&str]) -> KeySpec {
         owner: None,
         metadata: "{}".into(),
         expiry: Expiry::Never,
+        credits: None,
     }
 }
 

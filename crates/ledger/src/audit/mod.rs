@@ -310,6 +310,8 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
         EventKind::Idempotency => 11,
         EventKind::WebhookSet => 12,
         EventKind::SourcesSet => 13,
+        EventKind::CreditsSet => 14,
+        EventKind::CreditsRefilled => 15,
     }
 }
 

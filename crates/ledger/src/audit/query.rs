@@ -426,7 +426,9 @@ impl<'a> AuditQueries<'a> {
                     Some(event.request_id) == own
                 } else {
                     match &event.payload {
-                        Payload::Used(u) => u.context.request_id.as_deref() == Some(id),
+                        Payload::Used(u) | Payload::Metered(keyledger_core::Metered { usage: u, .. }) => {
+                            u.context.request_id.as_deref() == Some(id)
+                        }
                         Payload::Denied(d) => d.context.request_id.as_deref() == Some(id),
                         _ => false,
                     }

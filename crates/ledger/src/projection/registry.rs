@@ -24,6 +24,8 @@ const POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_po
 const LAST_USED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_last_used");
 /// workspace → postcard(Webhook).
 const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_webhooks");
+/// key id → postcard(KeyCredits), for keys with usage credits (docs/credits.md).
+const CREDITS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_credits");
 /// idempotency id (32 bytes) → postcard(IdempotentResult).
 const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_idempotency");
 /// key id → postcard(KeySources), for keys with a source allow-list only.
@@ -47,6 +49,7 @@ impl Projection for RegistryProjection {
         txn.open_table(WEBHOOKS)?;
         txn.open_table(KEY_SOURCES)?;
         txn.open_table(SOURCE_POLICIES)?;
+        txn.open_table(CREDITS)?;
         Ok(Prepared::Current)
     }
 
@@ -73,7 +76,10 @@ impl Projection for RegistryProjection {
         let mut source_policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
         for event in events() {
             match &event.payload {
-                Payload::Used(usage) if partial.view(&usage.key_id).is_none() => {
+                Payload::Used(_) | Payload::Metered(_)
+                    if let Some(usage) = event.payload.usage()
+                        && partial.view(&usage.key_id).is_none() =>
+                {
                     let entry = match used_only.entry(usage.key_id) {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::btree_map::Entry::Vacant(e) => {
@@ -157,6 +163,7 @@ impl Projection for RegistryProjection {
                 table.insert(workspace.as_str(), bytes.as_slice())?;
             }
         }
+        apply_credits(txn, events())?;
         let mut policies = txn.open_table(POLICIES)?;
         for workspace in policies_changed {
             let bytes = postcard::to_allocvec(&partial.policy(&workspace))
@@ -174,8 +181,46 @@ impl Projection for RegistryProjection {
         txn.delete_table(WEBHOOKS)?;
         txn.delete_table(KEY_SOURCES)?;
         txn.delete_table(SOURCE_POLICIES)?;
+        txn.delete_table(CREDITS)?;
         Ok(())
     }
+}
+
+/// Folds the batch's balance changes into the credits rows: the rows of the keys they
+/// touch are loaded, folded with [`crate::credits::fold`] (the registry's own fold), and
+/// written back.
+fn apply_credits<'a>(
+    txn: &WriteTransaction,
+    events: impl Iterator<Item = &'a Event> + Clone,
+) -> Result<(), ProjectionError> {
+    let touched = |e: &Event| match &e.payload {
+        Payload::Metered(_) | Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => e.payload.key_id(),
+        _ => None,
+    };
+    if events.clone().all(|e| touched(e).is_none()) {
+        return Ok(());
+    }
+    let mut table = txn.open_table(CREDITS)?;
+    let mut credits = std::collections::HashMap::new();
+    for key_id in events.clone().filter_map(touched) {
+        if !credits.contains_key(&key_id)
+            && let Some(row) = table.get(key_id.as_bytes().as_slice())?
+        {
+            credits.insert(key_id, decode_credits(row.value())?);
+        }
+    }
+    for event in events {
+        crate::credits::fold(&mut credits, event);
+    }
+    for (key_id, row) in &credits {
+        let bytes = postcard::to_allocvec(row).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+        table.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
+    }
+    Ok(())
+}
+
+fn decode_credits(bytes: &[u8]) -> Result<crate::credits::KeyCredits, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("credits: {e}")))
 }
 
 fn decode_webhook(bytes: &[u8]) -> Result<crate::state::Webhook, ProjectionError> {
@@ -273,6 +318,17 @@ pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState,
         let result = postcard::from_bytes(value.value())
             .map_err(|e| ProjectionError::Corrupt(format!("idempotency: {e}")))?;
         state.idempotency.insert(id, result);
+    }
+    // A file last written before credits existed has no such table: no key has credits.
+    let credits = match txn.open_table(CREDITS) {
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        other => Some(other?),
+    };
+    for row in credits.iter().map(|t| t.iter()).collect::<Result<Vec<_>, _>>()?.into_iter().flatten() {
+        let (id, value) = row?;
+        let id: [u8; 16] =
+            id.value().try_into().map_err(|_| ProjectionError::Corrupt("credits key id".into()))?;
+        state.credits.insert(KeyId::from_bytes(id), decode_credits(value.value())?);
     }
     state.applied = txn.open_table(CURSORS)?.get("registry")?.map(|v| v.value()).unwrap_or(0);
     Ok(state)

@@ -59,6 +59,9 @@ pub fn check_registry(
     if replay.webhooks != stored.webhooks {
         return Err(RegistryCheckError::Differs { what: "webhook configurations".into(), up_to });
     }
+    if replay.credits != stored.credits {
+        return Err(RegistryCheckError::Differs { what: "credit balances".into(), up_to });
+    }
     if replay.idempotency != stored.idempotency {
         return Err(RegistryCheckError::Differs { what: "idempotency records".into(), up_to });
     }

@@ -133,6 +133,8 @@ pub struct VerifyRequirements {
     pub resource: Option<String>,
     pub environment: Option<Environment>,
     pub workspace: Option<WorkspaceId>,
+    /// Credits to spend if the key has credits; `None` means 1 (docs/credits.md).
+    pub cost: Option<u64>,
 }
 
 /// The verification decision for a known key at `now`, in the order docs/api.md gives:
@@ -198,6 +200,8 @@ pub struct LedgerState {
     pub sources: SourceRegistry,
     /// Idempotent requests carried out, by their id (see [`IdempotentResult`]).
     pub idempotency: HashMap<[u8; 32], IdempotentResult>,
+    /// Credit balances of the keys that have credits (at most one per key).
+    pub credits: HashMap<KeyId, crate::credits::KeyCredits>,
     /// Events applied so far (the next seq expected).
     pub applied: u64,
 }
@@ -241,6 +245,7 @@ impl PartialEq for LedgerState {
             && self.webhooks == other.webhooks
             && self.idempotency == other.idempotency
             && self.sources == other.sources
+            && self.credits == other.credits
             && self.slots.len() == other.slots.len()
             && self.keys().all(|k| other.view(&k.key_id()).is_some_and(|o| o.record() == k.record()))
     }
@@ -426,6 +431,7 @@ impl LedgerState {
     pub fn apply(&mut self, event: &Event) {
         self.applied = event.seq + 1;
         let at = event.at;
+        crate::credits::fold(&mut self.credits, event);
         match &event.payload {
             Payload::Created(c) => self.insert(KeyRecord {
                 key_id: c.key_id,
@@ -452,7 +458,8 @@ impl LedgerState {
                 last_used: LastUsed::default(),
                 allowed_sources: None,
             }),
-            Payload::Used(u) => {
+            Payload::Used(_) | Payload::Metered(_) => {
+                let Some(u) = event.payload.usage() else { return };
                 if let Some(key) = self.slot_mut(&u.key_id) {
                     let mut last = key.last_used();
                     record_use(&mut last, at, &u.context);
@@ -531,7 +538,7 @@ impl LedgerState {
                     }
                 }
             }
-            Payload::Lookup(_) => {}
+            Payload::Lookup(_) | Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => {}
             Payload::WebhookSet(w) => {
                 let since_seq = match self.webhooks.get(&w.workspace) {
                     Some(old) if old.enabled && w.enabled => old.since_seq,

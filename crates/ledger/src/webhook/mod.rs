@@ -15,10 +15,12 @@
 //! the pepper ([`keyledger_core::Pepper::webhook_secret`]), and never reaches a payload, a
 //! record, a log line or an error. Payloads never carry a secret or a hash.
 
+mod credits_low;
 pub mod destination;
 pub mod outbox;
 pub(crate) mod service;
 
+pub use credits_low::credits_low;
 pub use destination::{DestinationRule, Refusal};
 pub use outbox::{Attempt, AttemptOutcome, DeliveryList};
 pub(crate) use service::WebhookService;
@@ -33,7 +35,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Every notification type, in the order the docs list them.
-pub const TYPES: [&str; 13] = [
+pub const TYPES: [&str; 14] = [
     "key.created",
     "key.rotated",
     "key.revoked",
@@ -47,6 +49,7 @@ pub const TYPES: [&str; 13] = [
     "key.expiring",
     "webhook.updated",
     "log.fork_alarm",
+    "key.credits_low",
 ];
 
 /// How long before its expiry an active key is announced by `key.expiring`.
@@ -249,6 +252,8 @@ fn lifecycle_type(payload: &Payload) -> Option<&'static str> {
         Payload::SourcesSet(e) if e.key_id.is_some() => "key.updated",
         Payload::SourcesSet(_) => "policy.updated",
         Payload::Used(_) | Payload::Denied(_) | Payload::Lookup(_) | Payload::Idempotency(_) => return None,
+        // Balance changes: `key.credits_low` is decided from the spends (credits_low.rs).
+        Payload::Metered(_) | Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => return None,
     })
 }
 
@@ -266,7 +271,10 @@ pub fn notifications_for(
         return out;
     }
     let (key_id, context, allowed, revoked) = match &event.payload {
-        Payload::Used(u) => (u.key_id, &u.context, true, false),
+        Payload::Used(_) | Payload::Metered(_) => match event.payload.usage() {
+            Some(u) => (u.key_id, &u.context, true, false),
+            None => return out,
+        },
         Payload::Denied(d) => (d.key_id, &d.context, false, d.reason == DenyReason::Revoked),
         _ => return out,
     };

@@ -285,6 +285,11 @@ fn dispatch(
                         .into_iter()
                         .filter(|n| webhook.wants(n.kind)),
                 );
+                let threshold = |key_id| {
+                    let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
+                    state.credits.get(&key_id).map(|c| c.low_threshold)
+                };
+                notifications.extend(super::credits_low(&event, threshold).filter(|n| webhook.wants(n.kind)));
             }
         }
         let mut dropped = 0;

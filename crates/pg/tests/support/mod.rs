@@ -85,6 +85,7 @@ pub fn spec(name: &str, scopes: &[&str]) -> KeySpec {
         owner: None,
         metadata: "{}".into(),
         expiry: Expiry::Never,
+        credits: None,
     }
 }
 

@@ -33,7 +33,7 @@ use std::net::IpAddr;
 const MAX_CONTEXT_CHARS: usize = 2048;
 
 /// The context extensions keyledger reads.
-const EXTENSIONS: [&str; 4] = ["scope", "resource", "environment", "workspace"];
+const EXTENSIONS: [&str; 5] = ["scope", "resource", "environment", "workspace", "cost"];
 
 /// A check, parsed: the presented key, what the route requires, what the event records.
 /// Its `Debug` never shows the key.
@@ -100,7 +100,8 @@ pub(crate) fn parse(request: &CheckRequest) -> Result<Check, ApiError> {
         }
         other => other.cloned(),
     };
-    let wants = VerifyRequirements { scopes, resource, environment, workspace };
+    let cost = crate::credits::parse_cost(extensions.get("cost").map(String::as_str))?;
+    let wants = VerifyRequirements { scopes, resource, environment, workspace, cost };
 
     let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
     let header = |name: &str| -> Option<String> {
@@ -189,7 +190,7 @@ pub(crate) fn denied(error: &ApiError, request_id: &str, retry_after: Option<u64
         ErrorCode::Unauthorized | ErrorCode::InvalidApiKey | ErrorCode::ExpiredApiKey => {
             tonic::Code::Unauthenticated
         }
-        ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
+        ErrorCode::RateLimited | ErrorCode::UsageExceeded => tonic::Code::ResourceExhausted,
         ErrorCode::Unavailable => tonic::Code::Unavailable,
         ErrorCode::InvalidRequest => tonic::Code::InvalidArgument,
         _ => tonic::Code::PermissionDenied,

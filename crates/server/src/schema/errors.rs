@@ -14,7 +14,8 @@ use utoipa::{IntoResponses, ToSchema};
 pub struct ErrorBody {
     /// One of unauthorized, invalid_api_key, expired_api_key, forbidden, not_found,
     /// invalid_request, conflict, payload_too_large, unavailable, internal; and, as an
-    /// extension of the API, rate_limited (429 from verify when throttling is on).
+    /// extension of the API, rate_limited (429 from verify when throttling is on);
+    /// usage_exceeded (429 from verify: the key's credits do not cover the cost).
     pub error: &'static str,
     pub message: String,
     pub request_id: String,
@@ -101,7 +102,7 @@ pub enum VerifyDenials {
     /// scope, resource, environment or workspace not allowed (forbidden); body has `valid: false`
     #[response(status = 403)]
     Forbidden(ErrorBody),
-    /// too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default); body has `valid: false`
+    /// too many failed verifications from this source (rate_limited; only with --throttle-failed-verifications, off by default, with Retry-After), or the key's credits do not cover the cost (usage_exceeded); body has `valid: false`
     #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds until this source may verify again")))]
     Throttled(ErrorBody),
     /// the log cannot be written; keyledger fails closed (unavailable)

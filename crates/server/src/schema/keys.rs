@@ -53,6 +53,8 @@ pub struct KeyView {
     /// Where the list came from: `key` (given to this key or a predecessor) or `policy`
     /// (the workspace default when it was issued); null without a list.
     pub allowed_sources_from: Option<String>,
+    /// Usage credits (docs/credits.md); `null` for a key without credits.
+    pub credits: Option<super::CreditsView>,
 }
 
 impl KeyView {
@@ -89,6 +91,7 @@ impl KeyView {
                 .allowed_sources
                 .as_ref()
                 .map(|list| if list.from_policy { "policy" } else { "key" }.to_owned()),
+            credits: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! instead of repeating each status line. [`crate::openapi`] only assembles the document.
 
 pub mod audit;
+pub mod credits;
 pub mod errors;
 pub mod health;
 pub mod integrity;
@@ -17,6 +18,7 @@ pub mod verify;
 pub mod webhooks;
 
 pub use audit::*;
+pub use credits::*;
 pub use errors::*;
 pub use health::*;
 pub use integrity::*;

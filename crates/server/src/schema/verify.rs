@@ -16,4 +16,7 @@ pub struct Verified<'a> {
     pub owner: Option<&'a str>,
     pub expires_at: Option<String>,
     pub request_id: String,
+    /// The key's credit balance after this verification; absent for a key without credits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits_remaining: Option<u64>,
 }

@@ -124,6 +124,7 @@ pub fn spec(name: &str, scopes: &[&str], resources: Vec<String>) -> KeySpec {
         owner: None,
         metadata: "{}".into(),
         expiry: Expiry::Never,
+        credits: None,
     }
 }
 

@@ -195,6 +195,17 @@ pub fn write_event_line(
             ("rotated_from", opt_display(&e.rotated_from)),
         ]),
         Payload::Used(e) => members.push(("context", Member::Json(context_text(&e.context)))),
+        Payload::Metered(e) => members.extend([
+            ("context", Member::Json(context_text(&e.usage.context))),
+            ("cost", Member::U64(e.cost)),
+            ("credits_remaining", Member::U64(e.remaining)),
+        ]),
+        Payload::CreditsRefilled(e) => members.push(("remaining", Member::U64(e.remaining))),
+        Payload::CreditsSet(e) => members.extend([
+            ("remaining", Member::U64(e.remaining)),
+            ("refill", Member::Json(value_text(&keyledger_core::credits::refill_json(e.refill.as_ref())))),
+            ("low_threshold", Member::U64(e.low_threshold)),
+        ]),
         Payload::Denied(e) => members.extend([
             ("reason", Member::Str(e.reason.code())),
             ("detail", Member::String(e.reason.message())),
@@ -354,6 +365,40 @@ mod tests {
             }),
             Payload::Used(Usage { key_id: key(1), workspace: ws.clone(), context: context.clone() }),
             Payload::Used(Usage { key_id: key(1), workspace: ws.clone(), context: UsageContext::default() }),
+            Payload::Metered(keyledger_core::Metered {
+                usage: Usage { key_id: key(1), workspace: ws.clone(), context: context.clone() },
+                cost: 3,
+                remaining: u64::MAX,
+            }),
+            Payload::CreditsSet(keyledger_core::CreditsSet {
+                key_id: key(1),
+                workspace: ws.clone(),
+                remaining: 0,
+                refill: Some(keyledger_core::Refill {
+                    amount: 9,
+                    interval: keyledger_core::RefillInterval::Monthly,
+                    day: None,
+                }),
+                low_threshold: 1,
+            }),
+            Payload::CreditsSet(keyledger_core::CreditsSet {
+                key_id: key(1),
+                workspace: ws.clone(),
+                remaining: 5,
+                refill: None,
+                low_threshold: 0,
+            }),
+            Payload::CreditsRefilled(keyledger_core::CreditsRefilled {
+                key_id: key(1),
+                workspace: ws.clone(),
+                remaining: 9,
+            }),
+            Payload::Denied(Denial {
+                key_id: key(1),
+                workspace: ws.clone(),
+                reason: DenyReason::UsageExceeded,
+                context: UsageContext::default(),
+            }),
             Payload::Denied(Denial {
                 key_id: key(1),
                 workspace: ws.clone(),

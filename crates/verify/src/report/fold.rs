@@ -154,7 +154,8 @@ impl ComplianceFold {
                     None => "issued".into(),
                 })
             }
-            Payload::Used(e) => {
+            Payload::Used(_) | Payload::Metered(_) => {
+                let Some(e) = event.payload.usage() else { return Ok(()) };
                 if let Some(key) = self.keys.get_mut(&e.key_id) {
                     key.last_used = Some((event.at, e.context.ip));
                     if in_period {
@@ -217,6 +218,8 @@ impl ComplianceFold {
                 })
             }
             Payload::Expired(_) => Some("expiry observed".into()),
+            Payload::CreditsSet(e) => Some(format!("credits set: {} remaining", e.remaining)),
+            Payload::CreditsRefilled(e) => Some(format!("credits refilled to {}", e.remaining)),
             Payload::PolicySet(e) => {
                 self.policies.insert(e.workspace.clone(), e.policy.clone());
                 Some(format!("policy set: {}", crate::export::canonical_json(&policy_json(&e.policy))))
