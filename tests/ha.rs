@@ -529,3 +529,126 @@ fn two_nodes_racing_to_append_and_sign_checkpoints_leave_one_consistent_history(
         );
     }
 }
+
+/// The hex of a node secret file of `ledger`'s init data dir (what `KEYLEDGER_PEPPER` /
+/// `KEYLEDGER_SIGNING_KEY` carry, docs/operations.md "Secrets from the environment").
+fn secret_hex(ledger: &StoreLedger, file: &str) -> String {
+    hex::encode(std::fs::read(ledger.data_dir.join(file)).expect("read secret file"))
+}
+
+/// Runs `serve --store` on `dir` with `env`, expecting it to refuse to start; its stderr.
+fn refused_serve(ledger: &StoreLedger, dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let port = keyledger_e2e::free_port().to_string();
+    let output = keyledger_e2e::store::run(
+        &["serve", "--store", &ledger.store, "--data-dir", keyledger_e2e::path_str(dir)]
+            .into_iter()
+            .chain(["--listen", &format!("127.0.0.1:{port}")])
+            .collect::<Vec<_>>(),
+        env,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "serve must refuse to start, it exited {}: {stderr}", output.status);
+    stderr
+}
+
+#[test]
+fn a_node_takes_its_pepper_and_signing_key_from_the_environment_and_refuses_wrong_ones_naming_which() {
+    let (_cluster, url) = database("secrets_env");
+    let ledger = init_store(&url);
+    let pepper = secret_hex(&ledger, "pepper.key");
+    let signing = secret_hex(&ledger, "signing.key");
+    let other = hex::encode([0x5a_u8; 32]);
+    let empty_dir = |name: &str| {
+        let dir = ledger.tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("create node dir");
+        dir
+    };
+
+    // Secrets from the environment only: the node serves the ledger, and writes no key file.
+    let dir = empty_dir("env");
+    let node = StoreNode::start_with_env(
+        "env",
+        &ledger.store,
+        &dir,
+        &[],
+        &[("KEYLEDGER_PEPPER", &pepper), ("KEYLEDGER_SIGNING_KEY", &format!("{signing}\n"))],
+    );
+    let on_env = node.caller(Duration::from_secs(20));
+    let key = created(&create(&on_env, &ledger, "acme", "from-env").expect("create"));
+    let resp = verify(&on_env, &key.secret).expect("verify");
+    assert_eq!(resp.status, 200, "the pepper from the environment hashes keys: {}", resp.dump());
+    assert!(!dir.join("pepper.key").exists() && !dir.join("signing.key").exists());
+    drop(node);
+
+    // A wrong pepper or signing key is named, whichever the other is.
+    let stderr = refused_serve(
+        &ledger,
+        &empty_dir("bad_pepper"),
+        &[("KEYLEDGER_PEPPER", &other), ("KEYLEDGER_SIGNING_KEY", &signing)],
+    );
+    assert!(stderr.contains("pepper") && stderr.contains("KEYLEDGER_PEPPER"), "{stderr}");
+    assert!(!stderr.contains("signing key"), "the signing key is right: {stderr}");
+    let stderr = refused_serve(
+        &ledger,
+        &empty_dir("bad_signing"),
+        &[("KEYLEDGER_PEPPER", &pepper), ("KEYLEDGER_SIGNING_KEY", &other)],
+    );
+    assert!(stderr.contains("signing key") && stderr.contains("KEYLEDGER_SIGNING_KEY"), "{stderr}");
+
+    // A file and a variable that disagree are refused, naming both; a malformed value is
+    // named and never echoed.
+    let both = ledger.node_dir("both");
+    let stderr = refused_serve(&ledger, &both, &[("KEYLEDGER_PEPPER", &other)]);
+    assert!(stderr.contains("KEYLEDGER_PEPPER") && stderr.contains("pepper.key"), "{stderr}");
+    assert!(stderr.contains("different"), "{stderr}");
+    let stderr = refused_serve(&ledger, &both, &[("KEYLEDGER_SIGNING_KEY", &signing[..60])]);
+    assert!(stderr.contains("KEYLEDGER_SIGNING_KEY") && stderr.contains("64 hexadecimal"), "{stderr}");
+    assert!(!stderr.contains(&signing[..20]), "the secret leaked: {stderr}");
+
+    // A file and a variable that agree are fine.
+    let node = StoreNode::start_with_env("both", &ledger.store, &both, &[], &[("KEYLEDGER_PEPPER", &pepper)]);
+    let resp = verify(&node.caller(Duration::from_secs(20)), &key.secret).expect("verify");
+    assert_eq!(resp.status, 200, "{}", resp.dump());
+}
+
+#[test]
+fn admin_recover_with_store_issues_an_admin_key_every_node_accepts() {
+    let (_cluster, url) = database("recover");
+    let ledger = init_store(&url);
+    let a = ledger.node("a", &[]);
+    // Recovery through a stopped node's data dir, secrets from the environment; a serving.
+    let dir = ledger.tmp.path().join("recovering");
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let pepper = secret_hex(&ledger, "pepper.key");
+    let signing = secret_hex(&ledger, "signing.key");
+    let recover = |pepper: &str| {
+        keyledger_e2e::store::run(
+            &["admin", "recover", "--store", &ledger.store, "--data-dir", keyledger_e2e::path_str(&dir)],
+            &[("KEYLEDGER_PEPPER", pepper), ("KEYLEDGER_SIGNING_KEY", &signing)],
+        )
+    };
+    let wrong = recover(&hex::encode([1_u8; 32]));
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("pepper"), "{wrong:?}");
+
+    let output = recover(&pepper);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "recover --store: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let admin_key = text(&printed, "admin_key");
+    assert_ne!(admin_key, ledger.admin_key);
+
+    // The running node applies the recovery key from the database and accepts it.
+    let on_a = a.caller(Duration::from_secs(20));
+    let resp = poll(Duration::from_secs(15), "node a accepts the recovery admin key", || {
+        let resp = on_a
+            .post("/v1/workspaces/acme/keys", Some(&admin_key), &json!({ "name": "after-recovery" }))
+            .ok()?;
+        (resp.status == 201).then_some(resp)
+    });
+    created(&resp);
+}

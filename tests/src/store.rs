@@ -36,11 +36,19 @@ fn command() -> Command {
         "KEYLEDGER_TRUSTED_PROXIES",
         "KEYLEDGER_CHECKPOINT_EVERY_EVENTS",
         "KEYLEDGER_CHECKPOINT_INTERVAL_SECS",
+        "KEYLEDGER_PEPPER",
+        "KEYLEDGER_SIGNING_KEY",
     ] {
         command.env_remove(var);
     }
     command.stdin(Stdio::null());
     command
+}
+
+/// Runs `keyledger ARGS…` to completion with `env` set (and nothing else from the caller's
+/// configuration), e.g. a node that must refuse to start.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    command().args(args).envs(env.iter().copied()).output().expect("cannot run keyledger")
 }
 
 /// A ledger whose log lives in a PostgreSQL database, initialised by [`init_store`].
@@ -122,6 +130,8 @@ pub struct StoreNode {
     pub data_dir: PathBuf,
     store: String,
     extra: Vec<String>,
+    /// Environment variables the process gets (e.g. `KEYLEDGER_PEPPER`).
+    env: Vec<(String, String)>,
     logs: tempfile::TempDir,
     /// Output of the node's earlier lives (before [`Self::restart`]).
     earlier_logs: String,
@@ -132,6 +142,17 @@ impl StoreNode {
     /// EXTRA…` and waits until `/healthz` answers 200. Retries on another port if the chosen
     /// one was taken.
     pub fn start(name: &str, store: &str, data_dir: &Path, extra: &[&str]) -> StoreNode {
+        Self::start_with_env(name, store, data_dir, extra, &[])
+    }
+
+    /// [`Self::start`] with environment variables `env` (kept across restarts).
+    pub fn start_with_env(
+        name: &str,
+        store: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> StoreNode {
         for _attempt in 0..5 {
             let mut node = StoreNode {
                 name: name.to_owned(),
@@ -141,6 +162,7 @@ impl StoreNode {
                 data_dir: data_dir.to_path_buf(),
                 store: store.to_owned(),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
+                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                 logs: tempfile::tempdir().expect("tempdir"),
                 earlier_logs: String::new(),
             };
@@ -163,6 +185,7 @@ impl StoreNode {
             .args(["serve", "--store", &self.store, "--data-dir", path_str(&self.data_dir)])
             .args(["--listen", &self.addr.to_string()])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(stdout)
             .stderr(stderr)
             .spawn()

@@ -324,7 +324,7 @@ fn init_json(outcome: &keyledger_ledger::InitOutcome) -> serde_json::Value {
 
 fn init(data_dir: PathBuf, origin: Option<String>, store: Option<String>) -> Result<ExitCode> {
     let held_in_store = store.is_some();
-    let options = EngineOptions { store, ..EngineOptions::default() };
+    let options = EngineOptions { store, secrets: secrets_from_env()?, ..EngineOptions::default() };
     let outcome = Engine::init_with_origin(&data_dir, options, origin.as_deref()).context("init refused")?;
     let mut json = init_json(&outcome);
     if held_in_store {
@@ -333,6 +333,12 @@ fn init(data_dir: PathBuf, origin: Option<String>, store: Option<String>) -> Res
     }
     println!("{json}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `KEYLEDGER_PEPPER` / `KEYLEDGER_SIGNING_KEY` (docs/operations.md, "Secrets from the
+/// environment").
+pub(crate) fn secrets_from_env() -> Result<keyledger_ledger::secret_env::SecretOverrides> {
+    Ok(keyledger_ledger::secret_env::SecretOverrides::from_env()?)
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -370,6 +376,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             ..keyledger_ledger::WitnessOptions::default()
         },
         store: args.store.clone(),
+        secrets: secrets_from_env()?,
         ..EngineOptions::default()
     };
     // A node of a PostgreSQL ledger is prepared from the database by `Engine::open`;

@@ -6,6 +6,12 @@
 //! signing key files, readable by its owner only) already holds every secret keyledger has;
 //! recovery gives them nothing more than an admin key, and the log records it: the new key's
 //! `created` event has the actor `recovery`, so every use of it is visible to an auditor.
+//!
+//! With `--store` it recovers a ledger held in PostgreSQL through one node's data dir (its
+//! pepper and signing key, from its files or `KEYLEDGER_PEPPER` / `KEYLEDGER_SIGNING_KEY`,
+//! checked against the database's identity). That node must be stopped (its `LOCK`); the
+//! other nodes may keep serving: the key is appended under the database's head lock like any
+//! other write, and they apply it on their next poll.
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -21,14 +27,20 @@ pub enum AdminCommand {
     Recover {
         #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./keyledger-data")]
         data_dir: PathBuf,
+        /// The ledger is held in this PostgreSQL database; the data dir is one of its nodes
+        /// (stopped).
+        #[arg(long, env = "KEYLEDGER_STORE", hide_env_values = true, value_name = "URL")]
+        store: Option<String>,
     },
 }
 
 pub fn run(command: AdminCommand) -> Result<ExitCode> {
     match command {
-        AdminCommand::Recover { data_dir } => {
-            let outcome = Engine::recover(&data_dir, EngineOptions::default())
-                .context("recovery refused (stop the server first)")?;
+        AdminCommand::Recover { data_dir, store } => {
+            let options =
+                EngineOptions { store, secrets: crate::secrets_from_env()?, ..EngineOptions::default() };
+            let outcome =
+                Engine::recover(&data_dir, options).context("recovery refused (stop the server first)")?;
             println!("{}", crate::init_json(&outcome));
             Ok(ExitCode::SUCCESS)
         }

@@ -27,6 +27,7 @@
 //! names `keyledger log upgrade`; only [`load_any_format`] (for `log verify` and `log
 //! upgrade`) reads it, and [`set_format`] is the upgrade's last, atomic step.
 
+use crate::secret_env::SecretOverrides;
 use keyledger_core::{Pepper, Timestamp};
 use keyledger_verify::merkle::TreeHash;
 use keyledger_verify::note::NoteSigner;
@@ -73,6 +74,8 @@ pub enum DataDirError {
     Invalid { path: PathBuf, message: String },
     #[error("{op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    SecretEnv(#[from] crate::secret_env::SecretEnvError),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DataDirError + 'a {
@@ -158,15 +161,27 @@ fn origin_for(signing: &ed25519_dalek::SigningKey) -> String {
 
 /// Creates the data dir's files in `dir` (which must not exist), with the checkpoint origin
 /// `origin` or, when `None`, one derived from the new public key.
-pub(crate) fn create_files(dir: &Path, origin: Option<&str>, store: bool) -> Result<(), DataDirError> {
+/// The pepper and signing key are new random ones unless `given` holds them.
+pub(crate) fn create_files(
+    dir: &Path,
+    origin: Option<&str>,
+    store: bool,
+    given: &SecretOverrides,
+) -> Result<(), DataDirError> {
     std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    getrandom(seed.as_mut(), dir)?;
+    match given.bytes(SIGNING_KEY_FILE) {
+        Some(bytes) => *seed = *bytes,
+        None => getrandom(seed.as_mut(), dir)?,
+    }
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     write_secret_file(&dir.join(SIGNING_KEY_FILE), seed.as_ref())?;
     let mut pepper = zeroize::Zeroizing::new([0u8; 32]);
-    getrandom(pepper.as_mut(), dir)?;
+    match given.bytes(PEPPER_FILE) {
+        Some(bytes) => *pepper = *bytes,
+        None => getrandom(pepper.as_mut(), dir)?,
+    }
     write_secret_file(&dir.join(PEPPER_FILE), pepper.as_ref())?;
     write_identity(dir, &origin.map_or_else(|| origin_for(&signing), str::to_owned), store)
 }
@@ -202,7 +217,13 @@ fn getrandom(buf: &mut [u8], dir: &Path) -> Result<(), DataDirError> {
 /// refusing looser-than-0600 secret files, and a format-1 data dir with
 /// [`DataDirError::NeedsUpgrade`].
 pub fn load(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
-    let secrets = load_any_format(dir)?;
+    load_with(dir, &SecretOverrides::default())
+}
+
+/// [`load`], with the pepper and signing key given outside the data dir when `given` holds
+/// them (docs/operations.md, "Secrets from the environment").
+pub fn load_with(dir: &Path, given: &SecretOverrides) -> Result<DataDirSecrets, DataDirError> {
+    let secrets = load_any_format_with(dir, given)?;
     if secrets.tree_hash.log_format() != FORMAT {
         return Err(DataDirError::NeedsUpgrade(dir.to_owned()));
     }
@@ -223,6 +244,10 @@ fn read_identity(dir: &Path) -> Result<(Identity, PathBuf), DataDirError> {
 /// [`load`] for the tools that read a log of any known format (`log verify`) or convert it
 /// (`log upgrade`): `tree_hash` says which format it is.
 pub fn load_any_format(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
+    load_any_format_with(dir, &SecretOverrides::default())
+}
+
+fn load_any_format_with(dir: &Path, given: &SecretOverrides) -> Result<DataDirSecrets, DataDirError> {
     let (identity, identity_path) = read_identity(dir)?;
     let Some(tree_hash) = TreeHash::of_log_format(identity.format) else {
         return Err(DataDirError::Invalid {
@@ -230,20 +255,25 @@ pub fn load_any_format(dir: &Path) -> Result<DataDirSecrets, DataDirError> {
             message: format!("unknown format {}", identity.format),
         });
     };
-    let seed = read_secret_file(&dir.join(SIGNING_KEY_FILE))?;
+    let seed = given.resolve(dir, SIGNING_KEY_FILE, read_secret_file)?;
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     let signer = NoteSigner::new(&identity.origin, signing)
         .map_err(|e| DataDirError::Invalid { path: dir.join(IDENTITY_FILE), message: e.to_string() })?;
-    let pepper = Pepper::from_bytes(*read_secret_file(&dir.join(PEPPER_FILE))?);
+    let pepper = Pepper::from_bytes(*given.resolve(dir, PEPPER_FILE, read_secret_file)?);
     Ok(DataDirSecrets { origin: identity.origin, signer, pepper, tree_hash, store: identity.store })
 }
 
 /// Makes `dir` a node of the PostgreSQL ledger whose origin and log format are given, on its
 /// first start: writes its `identity.json` (marked as a store node) unless it has one; the
 /// dir must already hold the ledger's `signing.key` and `pepper.key` (checked against the
-/// database's identity by the engine). Refuses a dir of the embedded store and one that
-/// belongs to a ledger of another origin.
-pub fn prepare_store_node(dir: &Path, origin: &str, format: u32) -> Result<(), DataDirError> {
+/// database's identity by the engine) unless `given` holds them. Refuses a dir of the
+/// embedded store and one that belongs to a ledger of another origin.
+pub fn prepare_store_node(
+    dir: &Path,
+    origin: &str,
+    format: u32,
+    given: &SecretOverrides,
+) -> Result<(), DataDirError> {
     if is_initialised(dir) {
         let (identity, path) = read_identity(dir)?;
         if !identity.store {
@@ -261,10 +291,10 @@ pub fn prepare_store_node(dir: &Path, origin: &str, format: u32) -> Result<(), D
         return Ok(());
     }
     for file in [SIGNING_KEY_FILE, PEPPER_FILE] {
-        if !dir.join(file).exists() {
+        if !dir.join(file).exists() && !given.provides(file) {
             return Err(DataDirError::Invalid {
                 path: dir.join(file),
-                message: "missing: copy it from the node that ran `keyledger init --store`".into(),
+                message: "missing: copy it from the node that ran `keyledger init --store`, or set KEYLEDGER_PEPPER / KEYLEDGER_SIGNING_KEY (docs/operations.md)".into(),
             });
         }
     }
@@ -392,7 +422,7 @@ mod tests {
     fn new_data_dirs_are_format_2_and_a_format_1_dir_is_only_read_by_the_log_tools() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("data");
-        create_files(&dir, Some("example.org/log"), false).unwrap();
+        create_files(&dir, Some("example.org/log"), false, &SecretOverrides::default()).unwrap();
         let identity = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
         assert!(identity.contains("\"format\": 2"), "{identity}");
         assert_eq!(load(&dir).unwrap().tree_hash, TreeHash::Rfc6962);

@@ -64,6 +64,9 @@ pub struct EngineOptions {
     /// The PostgreSQL connection string of a ledger held in a database (`--store`); `None`:
     /// the embedded store, the data dir holds the log.
     pub store: Option<String>,
+    /// The pepper and signing key when given outside the data dir (`KEYLEDGER_PEPPER`,
+    /// `KEYLEDGER_SIGNING_KEY`; see [`crate::secret_env`]); default: the data dir's files.
+    pub secrets: crate::secret_env::SecretOverrides,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +81,7 @@ impl Default for EngineOptions {
             projection_cache_bytes: crate::projection::DEFAULT_CACHE_BYTES,
             projector_queue_batches: 1024,
             store: None,
+            secrets: crate::secret_env::SecretOverrides::default(),
         }
     }
 }
@@ -208,7 +212,7 @@ impl Engine {
         };
         let staging = datadir::staging_path(dir);
         let built = (|| {
-            datadir::create_files(&staging, origin, store.is_some())?;
+            datadir::create_files(&staging, origin, store.is_some(), &options.secrets)?;
             if let Some(store) = &mut store {
                 // The ledger's identity in the database: created once, refused if another
                 // init won the race.
@@ -288,12 +292,12 @@ impl Engine {
                 let format = u32::try_from(identity.log_format).map_err(|_| {
                     keyledger_pg::PgError::LogFormat { found: identity.log_format, known: datadir::FORMAT }
                 })?;
-                datadir::prepare_store_node(dir, &identity.origin, format)?;
+                datadir::prepare_store_node(dir, &identity.origin, format, &options.secrets)?;
                 Some((store, identity))
             }
             None => None,
         };
-        let secrets = datadir::load(dir)?;
+        let secrets = datadir::load_with(dir, &options.secrets)?;
         match (&store, secrets.store) {
             (None, true) => return Err(DataDirError::StoreNode(dir.to_owned()).into()),
             (Some(_), false) => return Err(DataDirError::EmbeddedLedger(dir.to_owned()).into()),

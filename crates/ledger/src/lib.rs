@@ -26,6 +26,7 @@ pub mod export;
 pub mod projection;
 pub mod projector;
 pub mod report;
+pub mod secret_env;
 pub mod sequencer;
 pub mod sources;
 pub mod state;

@@ -19,11 +19,11 @@ pub enum PgError {
     #[error("the database already holds a keyledger ledger; refusing to initialise it again")]
     AlreadyInitialised,
     #[error(
-        "this node's signing key (signing.key) does not match the ledger's identity in the database: copy the signing key of the node that ran `keyledger init --store`"
+        "this node's signing key (signing.key or KEYLEDGER_SIGNING_KEY) does not match the ledger's identity in the database: copy the signing key of the node that ran `keyledger init --store`"
     )]
     SigningKeyMismatch,
     #[error(
-        "this node's pepper (pepper.key) does not match the ledger's identity in the database: copy the pepper of the node that ran `keyledger init --store`"
+        "this node's pepper (pepper.key or KEYLEDGER_PEPPER) does not match the ledger's identity in the database: copy the pepper of the node that ran `keyledger init --store`"
     )]
     PepperMismatch,
     #[error("the database's ledger is log format {found}; this build serves format {known}")]
