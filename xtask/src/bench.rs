@@ -48,6 +48,8 @@ pub struct Options {
     pub load: bool,
     pub scale: bool,
     pub scale_events: u64,
+    /// `--store postgres`: only the PostgreSQL store's comparison ([`crate::pg_bench`]).
+    pub postgres: bool,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             load: true,
             scale: true,
             scale_events: DEFAULT_SCALE_EVENTS,
+            postgres: false,
         }
     }
 }
@@ -81,6 +84,11 @@ pub fn parse(args: &[String]) -> Result<Options> {
                     bail!("--scale-events must be positive");
                 }
             }
+            "--store" => match flags.next().map(String::as_str) {
+                Some("postgres") => options.postgres = true,
+                Some("embedded") => {}
+                _ => bail!("`--store` takes `postgres` (or `embedded`, the default)"),
+            },
             other => bail!("unknown option `{other}` for `bench`"),
         }
     }
@@ -174,6 +182,28 @@ impl Measured {
 
 /// Runs every selected part, each refreshing its table of `docs/benchmarks.md`.
 pub fn run(root: &Path, options: Options) -> Result<()> {
+    if options.postgres {
+        if cfg!(debug_assertions) {
+            // A debug load generator would measure itself; the same profile as the servers.
+            let mut command = crate::cargo();
+            command.args([
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "xtask",
+                "--",
+                "bench",
+                "--store",
+                "postgres",
+            ]);
+            if options.quick {
+                command.arg("--quick");
+            }
+            return crate::run_step(root, command);
+        }
+        return crate::pg_bench::run(root, options.quick);
+    }
     if options.criterion {
         run_criterion(root, options)?;
     }
@@ -467,5 +497,14 @@ mod tests {
         assert_eq!(format_nanos(812.34), "812.3 ns");
         assert_eq!(format_rate(744_657.2, "events"), "744,657 events/s");
         assert_eq!(format_rate(2_500_000.0, "checks"), "2.50 M checks/s");
+    }
+
+    #[test]
+    fn store_flag() {
+        let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert!(parse(&args("--store postgres --quick")).unwrap().postgres);
+        assert!(!parse(&args("--store embedded")).unwrap().postgres);
+        assert!(parse(&args("--store mysql")).is_err());
+        assert!(parse(&args("--store")).is_err());
     }
 }

@@ -239,7 +239,7 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
+pub(crate) async fn interrupted() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut terminate) = signal(SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;
@@ -278,9 +278,9 @@ fn start_bare(lifetime: Duration) -> Result<(Process, SocketAddr)> {
 
 /// A running `keyledger serve` over a fresh temp data dir (both removed on drop, the
 /// process first).
-struct Keyledger {
+pub(crate) struct Keyledger {
     process: Process,
-    address: SocketAddr,
+    pub(crate) address: SocketAddr,
     admin_key: String,
     log_path: PathBuf,
     // Dropped after `process` (fields drop in order): the server is gone before its dir.
@@ -288,7 +288,7 @@ struct Keyledger {
 }
 
 impl Keyledger {
-    async fn start(binary: &Path, lifetime: Duration) -> Result<Self> {
+    pub(crate) async fn start(binary: &Path, lifetime: Duration) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("keyledger-load-")
             .tempdir()
@@ -303,6 +303,18 @@ impl Keyledger {
         let outcome: serde_json::Value =
             serde_json::from_slice(&init.stdout).context("keyledger init printed no JSON")?;
         let admin_key = outcome["admin_key"].as_str().context("no admin_key from init")?.to_owned();
+        Self::serve(binary, lifetime, dir, &["--data-dir", data], admin_key).await
+    }
+
+    /// Starts `keyledger serve <args> --listen <free port>` (its log in `dir`, removed with
+    /// it) and waits for `/healthz`.
+    pub(crate) async fn serve(
+        binary: &Path,
+        lifetime: Duration,
+        dir: tempfile::TempDir,
+        args: &[&str],
+        admin_key: String,
+    ) -> Result<Self> {
         let log_path = dir.path().join("serve.log");
         for _attempt in 0..3 {
             let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
@@ -311,7 +323,7 @@ impl Keyledger {
             let mut process = Process::spawn(
                 "keyledger serve",
                 binary,
-                &["serve", "--data-dir", data, "--listen", &listen],
+                &[&["serve", "--listen", &listen], args].concat(),
                 lifetime,
                 Stdio::from(log),
             )?;
@@ -336,12 +348,12 @@ impl Keyledger {
         bail!("keyledger serve would not start:\n{}", tail(&log_path))
     }
 
-    fn bearer(&self) -> String {
+    pub(crate) fn bearer(&self) -> String {
         format!("Bearer {}", self.admin_key)
     }
 
     /// An admin call; fails unless it answers `expected`.
-    async fn admin(
+    pub(crate) async fn admin(
         &self,
         method: Method,
         path: &str,
@@ -365,7 +377,7 @@ impl Keyledger {
     }
 
     /// The figures of `/metrics` the report uses.
-    async fn metrics(&self) -> Result<Metrics> {
+    pub(crate) async fn metrics(&self) -> Result<Metrics> {
         let (status, body) =
             generator::call(self.address, Method::GET, "/metrics", &[], Bytes::new()).await?;
         if !status.is_success() {
@@ -373,13 +385,14 @@ impl Keyledger {
         }
         let text = String::from_utf8_lossy(&body);
         Ok(Metrics {
+            batches: metric(&text, "keyledger_log_batches_total").unwrap_or(0.0),
             fsyncs: metric(&text, "keyledger_log_fsyncs_total").unwrap_or(0.0),
             events: metric(&text, "keyledger_log_events").unwrap_or(0.0),
         })
     }
 
     /// Stops the server (SIGTERM: a clean shutdown), failing if it did not stop cleanly.
-    fn stop(&mut self) -> Result<()> {
+    pub(crate) fn stop(&mut self) -> Result<()> {
         match self.process.stop() {
             Some(status) if status.success() => Ok(()),
             other => bail!("keyledger serve did not stop cleanly ({other:?}):\n{}", tail(&self.log_path)),
@@ -388,9 +401,12 @@ impl Keyledger {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct Metrics {
-    fsyncs: f64,
-    events: f64,
+pub(crate) struct Metrics {
+    /// Batches this node wrote (with a shared store: its committed transactions that appended).
+    pub(crate) batches: f64,
+    pub(crate) fsyncs: f64,
+    /// The log's length (with a shared store: other nodes' events included).
+    pub(crate) events: f64,
 }
 
 /// The value of an unlabelled metric in Prometheus text.
@@ -570,7 +586,7 @@ fn compare(mut row: Row, bare: &Row) -> Row {
 
 /// Creates `count` keys in the verify workspace from `clients` concurrent clients; returns
 /// their secrets in creation order.
-async fn create_keys(server: &Keyledger, count: usize, clients: usize) -> Result<Vec<String>> {
+pub(crate) async fn create_keys(server: &Keyledger, count: usize, clients: usize) -> Result<Vec<String>> {
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -611,7 +627,7 @@ async fn create_keys(server: &Keyledger, count: usize, clients: usize) -> Result
 }
 
 #[derive(Clone, Copy)]
-enum VerifyMode {
+pub(crate) enum VerifyMode {
     Json,
     ForwardAuth,
 }
@@ -645,7 +661,7 @@ impl VerifyMode {
 }
 
 /// The JSON-mode body for key `i` (also what the bare server is sent).
-fn verify_body(i: usize, secret: &str) -> Bytes {
+pub(crate) fn verify_body(i: usize, secret: &str) -> Bytes {
     Bytes::from(
         serde_json::json!({
             "key": secret,
@@ -670,7 +686,7 @@ fn bare_make(address: SocketAddr, secrets: Arc<Vec<String>>) -> MakeRequest {
     })
 }
 
-fn verify_make(mode: VerifyMode, address: SocketAddr, secrets: Arc<Vec<String>>) -> MakeRequest {
+pub(crate) fn verify_make(mode: VerifyMode, address: SocketAddr, secrets: Arc<Vec<String>>) -> MakeRequest {
     match mode {
         VerifyMode::Json => {
             let bodies: Vec<Bytes> = secrets.iter().enumerate().map(|(i, s)| verify_body(i, s)).collect();
@@ -705,7 +721,7 @@ fn verify_make(mode: VerifyMode, address: SocketAddr, secrets: Arc<Vec<String>>)
     }
 }
 
-fn create_make(address: SocketAddr, bearer: String) -> MakeRequest {
+pub(crate) fn create_make(address: SocketAddr, bearer: String) -> MakeRequest {
     Arc::new(move |n| {
         let body = format!(r#"{{"name":"create-{n}","scopes":["read"],"owner":"load-test"}}"#);
         generator::request(
@@ -906,7 +922,7 @@ fn unexpected(outcome: &Outcome, expected: u16) -> String {
 }
 
 /// Microseconds, as µs below 1 ms, else ms.
-fn micros(us: u64) -> String {
+pub(crate) fn micros(us: u64) -> String {
     if us < 1_000 { format!("{us} µs") } else { format!("{:.2} ms", us as f64 / 1e3) }
 }
 

@@ -6,7 +6,8 @@
 //!   every performance figure (docs/benchmarks.md) in one command: the criterion benchmarks of keyledger-core,
 //!   keyledger-log and keyledger-ledger, the HTTP load test ([`load`]) and the scale figures
 //!   on generated logs ([`scale_table`]), each written into its table of `docs/benchmarks.md`
-//!   (see [`bench`]).
+//!   (see [`bench`]). `bench --store postgres` instead measures the PostgreSQL store beside the
+//!   embedded one (see [`pg_bench`]).
 //! - `gen-log --data-dir D --events N --keys K`, `scale --data-dir D`: write a realistic log
 //!   through the engine (see [`genlog`]); time the queries on one such log, as JSON (see
 //!   [`scale_measure`]). `bench` runs both, and renders their figures (see [`scale_table`]).
@@ -30,6 +31,7 @@ mod crash;
 mod fuzz;
 mod genlog;
 mod load;
+mod pg_bench;
 mod process;
 mod report;
 mod scale_measure;
@@ -44,6 +46,7 @@ usage: cargo xtask <command>
 
 commands:
   bench [--quick] [--report-only] [--scale-events N] [--no-criterion] [--no-load] [--no-scale]
+        [--store postgres]
         every performance figure, each table of docs/benchmarks.md refreshed: the criterion
         benchmarks, then `load`, then the scale figures (gen-log + scale + keyledger serve
         startup and peak RSS with 100,000 and 1,000,000 keys) on logs generated under
@@ -54,6 +57,12 @@ commands:
         --scale-events N events of the main scale log (default 1000000; 10000000 for the
                          full table: allow about 15 minutes more and 6 GB of disk)
         --no-criterion, --no-load, --no-scale   skip that part
+        --store postgres instead: the PostgreSQL store beside the embedded one, in one run
+                         of about 2 minutes (PostgreSQL 15 must be installed:
+                         scripts/install-postgres.sh): verify throughput and p99 with one
+                         and three nodes, creates/s, revoke latency, events per database
+                         transaction, bytes per event, failover time; writes the
+                         `PostgreSQL store` section of docs/benchmarks.md
   gen-log --data-dir D --events N --keys K [--hot-share F] [--workspaces W]
         write a realistic log of N events over K keys straight through the engine (in
         release mode); key 0 gets F (default 0.1) of the traffic
