@@ -164,9 +164,9 @@ async fn session(binary: &Path, seconds: f64) -> Result<Figures> {
 
     // 2. One database, one then three nodes.
     eprintln!("xtask: PostgreSQL, one node…");
-    let cluster = TestCluster::start().map_err(anyhow::Error::msg)?;
-    // The test clusters start with `-c fsync=off` (the command line beats ALTER SYSTEM), so
-    // a commit costs no disk flush here: the report says so, with the setting as read back.
+    // `fsync = on`, as in production: a commit waits for its disk flush. The report states
+    // the setting as read back.
+    let cluster = TestCluster::start_durable().map_err(anyhow::Error::msg)?;
     figures.pg_fsync = setting(&cluster, "fsync")?;
     let url = cluster.create_database("keyledger").map_err(anyhow::Error::msg)?;
     let ledger = init_store(binary, &url)?;

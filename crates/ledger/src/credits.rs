@@ -316,9 +316,17 @@ mod tests {
     ) -> (Result<(), DenyReason>, Vec<Payload>) {
         let mut batch = Batch::detached(state.applied, when);
         let wants = VerifyRequirements { cost: Some(cost), ..Default::default() };
-        let verdict =
-            crate::sequencer::verify(state, &mut batch, rid(), key_id, &wants, UsageContext::default(), None, when)
-                .unwrap();
+        let verdict = crate::sequencer::verify(
+            state,
+            &mut batch,
+            rid(),
+            key_id,
+            &wants,
+            UsageContext::default(),
+            None,
+            when,
+        )
+        .unwrap();
         assert_eq!(verdict.credits_remaining, state.credits.get(&key_id).map(|c| c.remaining));
         (verdict.outcome, batch.events().iter().map(|e| e.payload.clone()).collect())
     }

@@ -25,6 +25,8 @@ pub struct TestCluster {
     dir: PathBuf,
     port: u16,
     bin: PathBuf,
+    /// Whether the server flushes to disk (`fsync`): off for tests, on for benchmarks.
+    durable: bool,
 }
 
 /// The directory of PostgreSQL's server programs (`initdb`, `pg_ctl`, `postgres`).
@@ -92,8 +94,19 @@ fn signal(signal: &str, target: &str) -> bool {
 }
 
 impl TestCluster {
-    /// Creates and starts a cluster in a new directory under the system's temp dir.
+    /// Creates and starts a cluster in a new directory under the system's temp dir, with
+    /// `fsync = off` (a test needs no disk flush).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(false)
+    }
+
+    /// Like [`Self::start`], but with `fsync = on`, as a production server runs: what a
+    /// benchmark of commit latency needs.
+    pub fn start_durable() -> Result<Self, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self, String> {
         let bin = bin_dir()?;
         let dir = new_base()?.join("data");
         let output = pg_command(&bin.join("initdb"))
@@ -105,7 +118,7 @@ impl TestCluster {
         if !output.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&output.stderr)));
         }
-        let cluster = Self { dir, port: free_port(), bin };
+        let cluster = Self { dir, port: free_port(), bin, durable };
         cluster.start_server()?;
         Ok(cluster)
     }
@@ -141,8 +154,12 @@ impl TestCluster {
     /// accepts connections.
     pub fn start_server(&self) -> Result<(), String> {
         let log = self.log_path();
-        let options =
-            format!("-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off", self.port, self.socket_dir());
+        let fsync = if self.durable { "on" } else { "off" };
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync={fsync}",
+            self.port,
+            self.socket_dir()
+        );
         let status = pg_command(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.dir)
@@ -303,7 +320,8 @@ impl SyncPair {
         if !output.status.success() {
             return Err(format!("pg_basebackup failed: {}", String::from_utf8_lossy(&output.stderr)));
         }
-        let standby = TestCluster { dir, port: free_port(), bin: primary.bin.clone() };
+        let standby =
+            TestCluster { dir, port: free_port(), bin: primary.bin.clone(), durable: primary.durable };
         standby.start_server()?;
         let mut client = primary.connect("postgres")?;
         // One statement each: ALTER SYSTEM refuses to run inside a transaction block.
