@@ -100,6 +100,10 @@ struct CreateArgs {
     /// A JSON object (at most 4 KiB).
     #[arg(long, value_parser = json_object)]
     metadata: Option<Value>,
+    /// An IP address or CIDR network the key may be verified from; repeatable (none = the
+    /// workspace default, if any).
+    #[arg(long = "allow-source", value_name = "CIDR")]
+    allowed_sources: Vec<String>,
 }
 
 #[derive(Args)]
@@ -130,6 +134,9 @@ struct UpdateArgs {
     /// Replace the resources with these; repeatable.
     #[arg(long = "resource", value_name = "RESOURCE")]
     resources: Vec<String>,
+    /// Replace the source allow-list with this narrower one; repeatable.
+    #[arg(long = "allow-source", value_name = "CIDR")]
+    allowed_sources: Vec<String>,
 }
 
 /// `keyledger policy …`
@@ -160,6 +167,12 @@ enum PolicyCommand {
         /// Prefix of new secrets (`[a-z][a-z0-9]{0,15}`).
         #[arg(long)]
         key_prefix: Option<String>,
+        /// Source allow-list given to keys issued without one (IP or CIDR); repeatable.
+        #[arg(long = "allow-source", value_name = "CIDR")]
+        allowed_sources: Vec<String>,
+        /// A live key may only be created or rotated with a source allow-list.
+        #[arg(long)]
+        require_allowed_sources: bool,
     },
 }
 
@@ -372,6 +385,9 @@ fn create_body(create: CreateArgs) -> Value {
     if let Some(metadata) = create.metadata {
         body.insert("metadata".into(), metadata);
     }
+    if !create.allowed_sources.is_empty() {
+        body.insert("allowed_sources".into(), json!(create.allowed_sources));
+    }
     Value::Object(body)
 }
 
@@ -401,9 +417,12 @@ fn update_body(update: UpdateArgs) -> Result<Value, ClientError> {
     if !update.resources.is_empty() {
         patch.insert("resources".into(), json!(update.resources));
     }
+    if !update.allowed_sources.is_empty() {
+        patch.insert("allowed_sources".into(), json!(update.allowed_sources));
+    }
     if patch.is_empty() {
         return Err(ClientError::Usage(
-            "nothing to update: give --name, --owner, --no-owner, --metadata, --expires-in, --expires-at, --no-expiry, --scope or --resource"
+            "nothing to update: give --name, --owner, --no-owner, --metadata, --expires-in, --expires-at, --no-expiry, --scope, --resource or --allow-source"
                 .into(),
         ));
     }
@@ -426,7 +445,15 @@ fn policy(args: PolicyArgs) -> Result<(), ClientError> {
     let client = args.connection.client()?;
     let policy = match args.command {
         PolicyCommand::Get { workspace } => client.get_policy(&workspace)?,
-        PolicyCommand::Set { workspace, max_active_keys, require_expiry, max_lifetime, key_prefix } => {
+        PolicyCommand::Set {
+            workspace,
+            max_active_keys,
+            require_expiry,
+            max_lifetime,
+            key_prefix,
+            allowed_sources,
+            require_allowed_sources,
+        } => {
             let mut body = Map::new();
             if let Some(max) = max_active_keys {
                 body.insert("max_active_keys".into(), json!(max));
@@ -439,6 +466,12 @@ fn policy(args: PolicyArgs) -> Result<(), ClientError> {
             }
             if let Some(prefix) = key_prefix {
                 body.insert("key_prefix".into(), json!(prefix));
+            }
+            if !allowed_sources.is_empty() {
+                body.insert("allowed_sources".into(), json!(allowed_sources));
+            }
+            if require_allowed_sources {
+                body.insert("require_allowed_sources".into(), json!(true));
             }
             client.set_policy(&workspace, &Value::Object(body))?
         }

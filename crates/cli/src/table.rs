@@ -232,6 +232,13 @@ pub fn key_details(key: &Value, now: DateTime<Utc>, style: Style) -> String {
         ("status", style.status(text(key, "status"))),
         ("scopes", join("scopes", "-")),
         ("resources", join("resources", "all")),
+        (
+            "sources",
+            match key["allowed_sources_from"].as_str() {
+                Some("policy") => format!("{} (workspace default)", join("allowed_sources", "any")),
+                _ => join("allowed_sources", "any"),
+            },
+        ),
         ("owner", or_dash(&key["owner"])),
         (
             "metadata",
@@ -288,6 +295,20 @@ pub fn policy_details(policy: &Value, style: Style) -> String {
         ("require expiry", unset("require_expiry", "false")),
         ("max lifetime", unset("max_lifetime", "unlimited")),
         ("key prefix", unset("key_prefix", "kl (default)")),
+        ("allowed sources", {
+            let sources = list(policy, "allowed_sources");
+            if sources.is_empty() { "none".to_owned() } else { sources.join(", ") }
+        }),
+        (
+            "require sources",
+            match policy["require_allowed_sources"].as_bool() {
+                Some(true) => format!(
+                    "true ({} live keys without one)",
+                    policy["allowed_sources_exception_count"].as_u64().unwrap_or(0)
+                ),
+                _ => "false".to_owned(),
+            },
+        ),
     ];
     fields(&rows, style)
 }
@@ -460,6 +481,11 @@ mod tests {
         assert!(out.contains("revoked:      2025-06-15T11:00:00Z (1 hour ago): leaked"), "{out}");
         assert!(out.contains("rotated to:   key_next"), "{out}");
         assert!(out.contains("last used:    5 minutes ago from 10.0.0.7"), "{out}");
+        assert!(out.contains("sources:      any"), "{out}");
+        k["allowed_sources"] = json!(["10.0.0.0/8", "192.0.2.7"]);
+        k["allowed_sources_from"] = json!("policy");
+        let out = key_details(&k, now, Style::PLAIN);
+        assert!(out.contains("sources:      10.0.0.0/8, 192.0.2.7 (workspace default)"), "{out}");
     }
 
     #[test]
@@ -471,6 +497,15 @@ mod tests {
         assert!(out.contains("max active keys:  2"), "{out}");
         assert!(out.contains("max lifetime:     90d"), "{out}");
         assert!(out.contains("key prefix:       kl (default)"), "{out}");
+        assert!(out.contains("allowed sources:  none"), "{out}");
+        assert!(out.contains("require sources:  false"), "{out}");
+        let out = policy_details(
+            &json!({"workspace": "acme", "allowed_sources": ["10.0.0.0/8"], "require_allowed_sources": true,
+                    "allowed_sources_exception_count": 3}),
+            Style::PLAIN,
+        );
+        assert!(out.contains("allowed sources:  10.0.0.0/8"), "{out}");
+        assert!(out.contains("require sources:  true (3 live keys without one)"), "{out}");
     }
 
     #[test]

@@ -352,6 +352,7 @@ function createKeyDialog(ws, onDone) {
   const environment = h('select', { id: 'create-env' }, h('option', { value: 'live' }, 'live'), h('option', { value: 'test' }, 'test'));
   const scopes = h('input', { type: 'text', autocomplete: 'off', id: 'create-scopes', placeholder: 'orders:read orders:write' });
   const resources = h('input', { type: 'text', autocomplete: 'off', id: 'create-resources', placeholder: 'empty = all resources' });
+  const sources = h('input', { type: 'text', autocomplete: 'off', id: 'create-sources', placeholder: '10.0.0.0/8 2001:db8::/32' });
   const owner = h('input', { type: 'text', autocomplete: 'off', id: 'create-owner' });
   const expiry = h('select', { id: 'create-expiry' },
     h('option', { value: '' }, 'never'), h('option', { value: '30d' }, '30 days'), h('option', { value: '90d' }, '90 days'),
@@ -364,12 +365,14 @@ function createKeyDialog(ws, onDone) {
     field('Environment', environment),
     field('Scopes', scopes, 'Separated by spaces or commas.'),
     field('Resources', resources, 'Allow-list, separated by spaces or commas. Empty allows all.'),
+    field('Allowed sources', sources, 'IP addresses or CIDR networks, separated by spaces or commas. Empty: the workspace default, if any.'),
     field('Owner (optional)', owner),
     h('div', { class: 'row' }, field('Expires in', expiry), field('Custom duration', custom)),
     field('Metadata (optional JSON object)', metadata),
   ], 'Create key', async () => {
     const body = { name: name.value.trim(), environment: environment.value, scopes: splitList(scopes.value), resources: splitList(resources.value) };
     if (owner.value.trim()) body.owner = owner.value.trim();
+    if (splitList(sources.value).length) body.allowed_sources = splitList(sources.value);
     const lifetime = expiry.value === 'custom' ? custom.value.trim() : expiry.value;
     if (lifetime) body.expires_in = lifetime;
     if (metadata.value.trim()) {
@@ -799,6 +802,7 @@ async function viewKey(id) {
       ['Environment', key.environment],
       ['Scopes', list(key.scopes, 'none')],
       ['Resources', list(key.resources, 'all')],
+      ['Allowed sources', [list(key.allowed_sources ?? [], 'any'), key.allowed_sources_from === 'policy' ? ' (workspace default)' : '']],
       ['Owner', key.owner ?? '—'],
       ['Metadata', h('code', { class: 'wrap' }, JSON.stringify(key.metadata))],
       ['Created', [timeEl(key.created_at, { abs: true }), ' by ', actorEl(key.created_by)]],

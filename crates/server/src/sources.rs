@@ -3,7 +3,7 @@
 //! and the policy's view of them.
 //!
 //! It exists so that the create, update, policy and verify handlers each call one function
-//! instead of carrying the rules themselves. **Guarantees:** a bad entry answers 422
+//! instead of carrying the rules themselves. **Guarantees:** a bad entry answers 400
 //! `invalid_request` naming `allowed_sources` (never echoing a secret pasted in its place);
 //! in JSON mode the caller's `context.ip` is checked only when the caller itself is a
 //! trusted proxy (`--trusted-proxy`), otherwise its own address is (docs/gateways.md,
