@@ -327,7 +327,8 @@ impl Client {
         Client { agent: ureq::Agent::new_with_config(config), base: base.trim_end_matches('/').to_owned() }
     }
 
-    fn try_send(
+    /// Sends a request; a transport error (e.g. the server was killed) is an `Err`.
+    pub fn try_send(
         &self,
         method: &str,
         path: &str,

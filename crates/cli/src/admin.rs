@@ -73,6 +73,16 @@ enum KeysCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Top up a key's usage credits (docs/credits.md).
+    Credits {
+        key_id: String,
+        /// Credits to add to the balance.
+        #[arg(long, conflicts_with = "set", required_unless_present = "set")]
+        add: Option<u64>,
+        /// The new balance (also gives credits to a key without any).
+        #[arg(long)]
+        set: Option<u64>,
+    },
 }
 
 #[derive(Args)]
@@ -104,6 +114,12 @@ struct CreateArgs {
     /// workspace default, if any).
     #[arg(long = "allow-source", value_name = "CIDR")]
     allowed_sources: Vec<String>,
+    /// Usage credits: each verification spends its cost (default 1) from this balance.
+    #[arg(long)]
+    credits: Option<u64>,
+    /// Refill of the credits, AMOUNT/daily or AMOUNT/monthly[/DAY], e.g. `10000/monthly`.
+    #[arg(long, requires = "credits", value_parser = crate::credits::refill)]
+    refill: Option<Value>,
 }
 
 #[derive(Args)]
@@ -354,6 +370,12 @@ fn keys(args: KeysArgs) -> Result<(), ClientError> {
             let key = client.enable(&key_id, reason.as_deref())?;
             show(&key, &|key| format!("Enabled key {key_id}.\n\n{}", table::key_details(key, now, style)));
         }
+        KeysCommand::Credits { key_id, add, set } => {
+            let key = client.set_credits(&key_id, &crate::credits::top_up_body(add, set))?;
+            show(&key, &|key| {
+                format!("Credits of key {key_id} set.\n\n{}", table::key_details(key, now, style))
+            });
+        }
     }
     Ok(())
 }
@@ -387,6 +409,9 @@ fn create_body(create: CreateArgs) -> Value {
     }
     if !create.allowed_sources.is_empty() {
         body.insert("allowed_sources".into(), json!(create.allowed_sources));
+    }
+    if let Some(credits) = crate::credits::create_member(create.credits, create.refill) {
+        body.insert("credits".into(), credits);
     }
     Value::Object(body)
 }

@@ -430,6 +430,11 @@ impl Client {
         self.post_reason(&format!("/v1/keys/{}/disable", segment(key_id)), reason)
     }
 
+    /// `POST /v1/keys/{key_id}/credits` (`{"add"}` or `{"set"}`) → KeyView.
+    pub fn set_credits(&self, key_id: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(Method::Post, &format!("/v1/keys/{}/credits", segment(key_id)), &[], Some(body))
+    }
+
     /// `POST /v1/keys/{key_id}/enable` → KeyView.
     pub fn enable(&self, key_id: &str, reason: Option<&str>) -> Result<Value, ClientError> {
         self.post_reason(&format!("/v1/keys/{}/enable", segment(key_id)), reason)

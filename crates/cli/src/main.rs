@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod client;
 mod connection;
+mod credits;
 mod export;
 mod proof;
 mod recover;

@@ -268,6 +268,9 @@ pub fn key_details(key: &Value, now: DateTime<Utc>, style: Style) -> String {
     if let Some(to) = key["rotated_to"].as_str() {
         rows.push(("rotated to", to.to_owned()));
     }
+    if let Some(credits) = crate::credits::detail(key) {
+        rows.push(("credits", credits));
+    }
     fields(&rows, style)
 }
 
