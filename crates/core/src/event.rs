@@ -57,6 +57,8 @@ pub enum Payload {
     Lookup(Lookup),
     Idempotency(IdempotencyRecord),
     WebhookSet(WebhookSet),
+    LeakReported(LeakReported),
+    LeakPolicySet(LeakPolicySet),
 }
 
 /// The kind of an event, as the API names it.
@@ -76,6 +78,8 @@ pub enum EventKind {
     Lookup,
     Idempotency,
     WebhookSet,
+    LeakReported,
+    LeakPolicySet,
 }
 
 impl EventKind {
@@ -94,6 +98,8 @@ impl EventKind {
             EventKind::Lookup => "lookup",
             EventKind::Idempotency => "idempotency",
             EventKind::WebhookSet => "webhook_set",
+            EventKind::LeakReported => "leak_reported",
+            EventKind::LeakPolicySet => "leak_policy_set",
         }
     }
 
@@ -293,6 +299,70 @@ pub struct Disabled {
     pub reason: Option<String>,
 }
 
+/// Who reported a leaked key (docs/leaks.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LeakReporter {
+    /// GitHub's secret scanning partner program (`POST /v1/leaks/github`), signature checked.
+    Github,
+    /// Anyone, through the unauthenticated `POST /v1/leaks/report`.
+    Public,
+}
+
+impl LeakReporter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakReporter::Github => "github",
+            LeakReporter::Public => "public",
+        }
+    }
+}
+
+/// A key was reported as leaked. Never the token itself: where it was found, and by whom.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakReported {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub reporter: LeakReporter,
+    /// Where the secret was found (GitHub's `url`), as reported.
+    pub url: Option<String>,
+    /// GitHub's `source` (`content`, `commit`, `issue_comment`, …), as reported.
+    pub source: Option<String>,
+}
+
+/// What a workspace does when one of its keys is reported as leaked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OnLeak {
+    /// Record the report and send `key.leaked`; the key stays valid.
+    #[default]
+    Notify,
+    /// Also revoke the key at once, in the report's batch.
+    Revoke,
+}
+
+impl OnLeak {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnLeak::Notify => "notify",
+            OnLeak::Revoke => "revoke",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "notify" => Some(OnLeak::Notify),
+            "revoke" => Some(OnLeak::Revoke),
+            _ => None,
+        }
+    }
+}
+
+/// A workspace's `on_leak` policy changed (kept apart from the frozen [`PolicySet`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakPolicySet {
+    pub workspace: WorkspaceId,
+    pub on_leak: OnLeak,
+}
+
 impl Payload {
     pub fn kind(&self) -> EventKind {
         match self {
@@ -309,6 +379,8 @@ impl Payload {
             Payload::Lookup(_) => EventKind::Lookup,
             Payload::Idempotency(_) => EventKind::Idempotency,
             Payload::WebhookSet(_) => EventKind::WebhookSet,
+            Payload::LeakReported(_) => EventKind::LeakReported,
+            Payload::LeakPolicySet(_) => EventKind::LeakPolicySet,
         }
     }
 
@@ -327,6 +399,8 @@ impl Payload {
             Payload::Lookup(e) => &e.workspace,
             Payload::Idempotency(e) => &e.workspace,
             Payload::WebhookSet(e) => &e.workspace,
+            Payload::LeakReported(e) => &e.workspace,
+            Payload::LeakPolicySet(e) => &e.workspace,
         }
     }
 
@@ -344,6 +418,8 @@ impl Payload {
             Payload::Disabled(e) => Some(e.key_id),
             // An admin action, not an event of the key's life: found in `found`.
             Payload::Lookup(_) | Payload::Idempotency(_) => None,
+            Payload::LeakReported(e) => Some(e.key_id),
+            Payload::LeakPolicySet(_) => None,
         }
     }
 }

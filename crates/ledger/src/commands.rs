@@ -175,6 +175,8 @@ pub enum Command {
         caller: Caller,
         workspace: WorkspaceId,
         policy: Policy,
+        /// `None` leaves `on_leak` as it is.
+        on_leak: Option<keyledger_core::OnLeak>,
         reply: Responder<Policy>,
     },
     Update {
@@ -206,6 +208,14 @@ pub enum Command {
     },
     /// Records that an admin looked up candidate leaked secrets (never a candidate): one
     /// `lookup` event each, in one batch. Answers the last event's seq.
+    /// Leak reports (see [`crate::leaks`]), one outcome each, in order.
+    ReportLeaks {
+        request_id: RequestId,
+        reporter: keyledger_core::LeakReporter,
+        reports: Vec<crate::leaks::LeakReportIn>,
+        only_active: bool,
+        reply: Responder<Vec<crate::leaks::LeakOutcome>>,
+    },
     RecordLookups {
         caller: Caller,
         lookups: Vec<keyledger_core::Lookup>,

@@ -698,7 +698,34 @@ impl Engine {
         workspace: WorkspaceId,
         policy: Policy,
     ) -> Result<Policy, LedgerError> {
-        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, reply }).await
+        self.set_policy_with(caller, workspace, policy, None).await
+    }
+
+    /// [`Self::set_policy`], also setting `on_leak` when given (docs/leaks.md).
+    pub async fn set_policy_with(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        policy: Policy,
+        on_leak: Option<keyledger_core::OnLeak>,
+    ) -> Result<Policy, LedgerError> {
+        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, on_leak, reply }).await
+    }
+
+    /// A workspace's `on_leak` (default `notify`).
+    pub fn on_leak(&self, workspace: &WorkspaceId) -> keyledger_core::OnLeak {
+        self.read_state().leaks.on_leak(workspace)
+    }
+
+    /// Records leak reports of known keys (see [`crate::leaks`]), durably, in one batch.
+    pub async fn report_leaks(
+        &self,
+        reporter: keyledger_core::LeakReporter,
+        reports: Vec<crate::leaks::LeakReportIn>,
+        only_active: bool,
+    ) -> Result<Vec<crate::leaks::LeakOutcome>, LedgerError> {
+        let request_id = Caller::system().request_id;
+        self.submit(|reply| Command::ReportLeaks { request_id, reporter, reports, only_active, reply }).await
     }
 
     pub async fn update(

@@ -309,6 +309,8 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
         EventKind::Lookup => 10,
         EventKind::Idempotency => 11,
         EventKind::WebhookSet => 12,
+        EventKind::LeakReported => 13,
+        EventKind::LeakPolicySet => 14,
     }
 }
 

@@ -53,6 +53,9 @@ pub fn check_registry(
     if replay.policies != stored.policies {
         return Err(RegistryCheckError::Differs { what: "workspace policies".into(), up_to });
     }
+    if replay.leaks != stored.leaks {
+        return Err(RegistryCheckError::Differs { what: "leak reports and on_leak".into(), up_to });
+    }
     if replay.webhooks != stored.webhooks {
         return Err(RegistryCheckError::Differs { what: "webhook configurations".into(), up_to });
     }

@@ -13,6 +13,7 @@
 //! [`KeyView::record`] (or [`LedgerState::key`]) materialises the full [`KeyRecord`] for an
 //! answer.
 
+pub mod leaks;
 mod slots;
 mod view;
 
@@ -190,6 +191,8 @@ pub struct LedgerState {
     pub webhooks: BTreeMap<WorkspaceId, Webhook>,
     /// Idempotent requests carried out, by their id (see [`IdempotentResult`]).
     pub idempotency: HashMap<[u8; 32], IdempotentResult>,
+    /// `on_leak` choices and the leak reports already recorded (see `leaks.rs`).
+    pub leaks: leaks::Leaks,
     /// Events applied so far (the next seq expected).
     pub applied: u64,
 }
@@ -543,6 +546,8 @@ impl LedgerState {
                     IdempotentResult { fingerprint: record.fingerprint, at, key_ids: record.key_ids.clone() };
                 self.idempotency.insert(record.id, result);
             }
+            Payload::LeakReported(report) => self.leaks.apply_report(report),
+            Payload::LeakPolicySet(set) => self.leaks.apply_policy(set),
         }
     }
 }

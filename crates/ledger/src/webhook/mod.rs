@@ -33,7 +33,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Every notification type, in the order the docs list them.
-pub const TYPES: [&str; 13] = [
+pub const TYPES: [&str; 14] = [
     "key.created",
     "key.rotated",
     "key.revoked",
@@ -47,6 +47,7 @@ pub const TYPES: [&str; 13] = [
     "key.expiring",
     "webhook.updated",
     "log.fork_alarm",
+    "key.leaked",
 ];
 
 /// How long before its expiry an active key is announced by `key.expiring`.
@@ -246,6 +247,8 @@ fn lifecycle_type(payload: &Payload) -> Option<&'static str> {
         Payload::Updated(_) => "key.updated",
         Payload::PolicySet(_) => "policy.updated",
         Payload::WebhookSet(_) => "webhook.updated",
+        Payload::LeakReported(_) => "key.leaked",
+        Payload::LeakPolicySet(_) => "policy.updated",
         Payload::Used(_) | Payload::Denied(_) | Payload::Lookup(_) | Payload::Idempotency(_) => return None,
     })
 }

@@ -273,6 +273,9 @@ impl ComplianceFold {
             Payload::Idempotency(_) => None,
             // The destination may carry a token in its URL: only the state is reported.
             Payload::WebhookSet(e) => Some(if e.enabled { "webhook set" } else { "webhook disabled" }.into()),
+            // The url may be private to the reporter's finding: only who reported it.
+            Payload::LeakReported(e) => Some(format!("reported leaked by {}", e.reporter.as_str())),
+            Payload::LeakPolicySet(e) => Some(format!("on_leak set to {}", e.on_leak.as_str())),
         };
         if let (Some(detail), true) = (detail, in_period) {
             self.lifecycle_entry(event, detail);
