@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod integrity;
 pub mod introspect;
 pub mod keys;
+pub mod leaks;
 pub mod metrics;
 pub mod openapi;
 mod outcome;
@@ -107,13 +108,23 @@ pub struct AppState {
     pub throttle: Option<Arc<throttle::FailureThrottle>>,
     /// Per-source throttling of failed admin authentications, unless turned off.
     pub admin_throttle: Option<Arc<throttle::FailureThrottle>>,
+    /// GitHub secret scanning's keys (`serve --github-scanning-keys`); `None` = the
+    /// endpoint answers 404 (see [`leaks`]).
+    pub github_keys: Option<Arc<leaks::github_keys::GithubKeys>>,
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
         let throttle = throttle::FailureThrottle::new(config.throttle_failed_verifications).map(Arc::new);
         let admin_throttle = throttle::FailureThrottle::new(config.throttle_failed_admin_auth).map(Arc::new);
-        Self { engine, config: Arc::new(config), idempotency: Arc::default(), throttle, admin_throttle }
+        Self {
+            engine,
+            config: Arc::new(config),
+            idempotency: Arc::default(),
+            throttle,
+            admin_throttle,
+            github_keys: None,
+        }
     }
 }
 
@@ -260,6 +271,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/lookup", post(audit::lookup))
         .route("/v1/audit/lookup/bulk", post(bulk_lookup::lookup_bulk))
         // end audit routes
+        .route(
+            "/v1/leaks/github",
+            post(leaks::github).layer(DefaultBodyLimit::max(leaks::GITHUB_BODY_LIMIT.max(body_limit))),
+        )
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/v1/log/checkpoint", get(integrity::checkpoint))
         .route("/v1/log/public-key", get(integrity::public_key))
