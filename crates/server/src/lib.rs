@@ -242,6 +242,7 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
 pub fn router(state: AppState) -> Router {
     metrics::handle();
     let body_limit = state.config.body_limit;
+    let github_body_limit = DefaultBodyLimit::max(leaks::GITHUB_BODY_LIMIT.max(body_limit));
     let request_timeout = state.config.request_timeout;
     let max_header_bytes = state.config.max_header_bytes;
     let idempotent = axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware);
@@ -271,10 +272,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/lookup", post(audit::lookup))
         .route("/v1/audit/lookup/bulk", post(bulk_lookup::lookup_bulk))
         // end audit routes
-        .route(
-            "/v1/leaks/github",
-            post(leaks::github).layer(DefaultBodyLimit::max(leaks::GITHUB_BODY_LIMIT.max(body_limit))),
-        )
+        .route("/v1/leaks/github", post(leaks::github).layer(github_body_limit))
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/v1/log/checkpoint", get(integrity::checkpoint))
         .route("/v1/log/public-key", get(integrity::public_key))
