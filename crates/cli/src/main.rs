@@ -225,6 +225,11 @@ struct ServeArgs {
     /// holding ledger:audit:read over all workspaces.
     #[arg(long, env = "KEYLEDGER_PUBLIC_LOG")]
     public_log: bool,
+    /// GitHub secret scanning's public keys (the shape of GitHub's public-keys metadata
+    /// document, saved locally; reloaded on SIGHUP): enables POST /v1/leaks/github
+    /// (docs/leaks.md).
+    #[arg(long, env = "KEYLEDGER_GITHUB_SCANNING_KEYS")]
+    github_scanning_keys: Option<PathBuf>,
     /// PEM certificate chain: serve HTTPS directly (with --tls-key), for deployments
     /// without a TLS-terminating proxy in front.
     #[arg(long, env = "KEYLEDGER_TLS_CERT", requires = "tls_key")]
@@ -402,7 +407,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let state = keyledger_server::AppState::new(engine, config);
+        let mut state = keyledger_server::AppState::new(engine, config);
+        if let Some(path) = &args.github_scanning_keys {
+            state.github_keys = Some(keyledger_server::leaks::github_keys::spawn_reload(path)?);
+        }
         if let Some(address) = args.grpc_listen {
             let listener = tokio::net::TcpListener::bind(address)
                 .await

@@ -244,6 +244,23 @@ mod tests {
                     context: UsageContext::default(),
                 })),
             ),
+            (
+                EventKind::LeakReported,
+                envelope(Payload::LeakReported(crate::LeakReported {
+                    key_id: key(1),
+                    workspace: "acme".parse().unwrap(),
+                    reporter: crate::LeakReporter::Github,
+                    url: Some("https://x/y".into()),
+                    source: None,
+                })),
+            ),
+            (
+                EventKind::LeakPolicySet,
+                envelope(Payload::LeakPolicySet(crate::LeakPolicySet {
+                    workspace: "acme".parse().unwrap(),
+                    on_leak: crate::OnLeak::Revoke,
+                })),
+            ),
         ]
     }
 
@@ -286,6 +303,8 @@ mod tests {
         (EventKind::CreditsSet, "0f010101010101010101010101010101010461636d650a010a01010f01"),
         (EventKind::CreditsRefilled, "10010101010101010101010101010101010461636d650a"),
         (EventKind::Denied, "02010101010101010101010101010101010461636d650800000000000000"),
+        (EventKind::LeakReported, "11010101010101010101010101010101010461636d6500010b68747470733a2f2f782f7900"),
+        (EventKind::LeakPolicySet, "120461636d6501"),
     ];
 
     #[test]

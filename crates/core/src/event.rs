@@ -63,6 +63,8 @@ pub enum Payload {
     Metered(Metered),
     CreditsSet(CreditsSet),
     CreditsRefilled(CreditsRefilled),
+    LeakReported(LeakReported),
+    LeakPolicySet(LeakPolicySet),
 }
 
 /// The kind of an event, as the API names it.
@@ -85,6 +87,8 @@ pub enum EventKind {
     SourcesSet,
     CreditsSet,
     CreditsRefilled,
+    LeakReported,
+    LeakPolicySet,
 }
 
 impl EventKind {
@@ -106,6 +110,8 @@ impl EventKind {
             EventKind::SourcesSet => "sources_set",
             EventKind::CreditsSet => "credits_set",
             EventKind::CreditsRefilled => "credits_refilled",
+            EventKind::LeakReported => "leak_reported",
+            EventKind::LeakPolicySet => "leak_policy_set",
         }
     }
 
@@ -363,6 +369,70 @@ pub struct CreditsRefilled {
     pub remaining: u64,
 }
 
+/// Who reported a leaked key (docs/leaks.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LeakReporter {
+    /// GitHub's secret scanning partner program (`POST /v1/leaks/github`), signature checked.
+    Github,
+    /// Anyone, through the unauthenticated `POST /v1/leaks/report`.
+    Public,
+}
+
+impl LeakReporter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakReporter::Github => "github",
+            LeakReporter::Public => "public",
+        }
+    }
+}
+
+/// A key was reported as leaked. Never the token itself: where it was found, and by whom.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakReported {
+    pub key_id: KeyId,
+    pub workspace: WorkspaceId,
+    pub reporter: LeakReporter,
+    /// Where the secret was found (GitHub's `url`), as reported.
+    pub url: Option<String>,
+    /// GitHub's `source` (`content`, `commit`, `issue_comment`, …), as reported.
+    pub source: Option<String>,
+}
+
+/// What a workspace does when one of its keys is reported as leaked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OnLeak {
+    /// Record the report and send `key.leaked`; the key stays valid.
+    #[default]
+    Notify,
+    /// Also revoke the key at once, in the report's batch.
+    Revoke,
+}
+
+impl OnLeak {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnLeak::Notify => "notify",
+            OnLeak::Revoke => "revoke",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "notify" => Some(OnLeak::Notify),
+            "revoke" => Some(OnLeak::Revoke),
+            _ => None,
+        }
+    }
+}
+
+/// A workspace's `on_leak` policy changed (kept apart from the frozen [`PolicySet`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakPolicySet {
+    pub workspace: WorkspaceId,
+    pub on_leak: OnLeak,
+}
+
 impl Payload {
     /// The verification recorded by a `used` event, whichever variant carries it: every
     /// reader of `used` events goes through here.
@@ -393,6 +463,8 @@ impl Payload {
             Payload::Metered(_) => EventKind::Used,
             Payload::CreditsSet(_) => EventKind::CreditsSet,
             Payload::CreditsRefilled(_) => EventKind::CreditsRefilled,
+            Payload::LeakReported(_) => EventKind::LeakReported,
+            Payload::LeakPolicySet(_) => EventKind::LeakPolicySet,
         }
     }
 
@@ -415,6 +487,8 @@ impl Payload {
             Payload::Metered(e) => &e.usage.workspace,
             Payload::CreditsSet(e) => &e.workspace,
             Payload::CreditsRefilled(e) => &e.workspace,
+            Payload::LeakReported(e) => &e.workspace,
+            Payload::LeakPolicySet(e) => &e.workspace,
         }
     }
 
@@ -436,6 +510,8 @@ impl Payload {
             Payload::Metered(e) => Some(e.usage.key_id),
             Payload::CreditsSet(e) => Some(e.key_id),
             Payload::CreditsRefilled(e) => Some(e.key_id),
+            Payload::LeakReported(e) => Some(e.key_id),
+            Payload::LeakPolicySet(_) => None,
         }
     }
 }

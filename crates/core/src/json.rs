@@ -114,6 +114,12 @@ pub fn event_json(event: &Event) -> Value {
                 put("require_on_live", json!(e.require_on_live));
             }
         }
+        Payload::LeakReported(e) => {
+            put("reporter", json!(e.reporter.as_str()));
+            put("url", json!(e.url));
+            put("source", json!(e.source));
+        }
+        Payload::LeakPolicySet(e) => put("on_leak", json!(e.on_leak.as_str())),
         Payload::Idempotency(e) => {
             put("key_ids", json!(e.key_ids.iter().map(ToString::to_string).collect::<Vec<_>>()));
         }

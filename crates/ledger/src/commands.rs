@@ -183,6 +183,8 @@ pub enum Command {
         policy: Policy,
         /// The policy for source allow-lists; `None` leaves it as it is.
         sources: Option<crate::state::SourcePolicy>,
+        /// `None` leaves `on_leak` as it is.
+        on_leak: Option<keyledger_core::OnLeak>,
         reply: Responder<Policy>,
     },
     Update {
@@ -221,6 +223,14 @@ pub enum Command {
         key_id: KeyId,
         change: crate::credits::CreditsChange,
         reply: Responder<(KeyRecord, crate::credits::KeyCredits)>,
+    },
+    /// Leak reports (see [`crate::leaks`]), one outcome each, in order.
+    ReportLeaks {
+        request_id: RequestId,
+        reporter: keyledger_core::LeakReporter,
+        reports: Vec<crate::leaks::LeakReportIn>,
+        only_active: bool,
+        reply: Responder<Vec<crate::leaks::LeakOutcome>>,
     },
     /// Records that an admin looked up candidate leaked secrets (never a candidate): one
     /// `lookup` event each, in one batch. Answers the last event's seq.

@@ -744,7 +744,36 @@ impl Engine {
         policy: Policy,
         sources: Option<crate::state::SourcePolicy>,
     ) -> Result<Policy, LedgerError> {
-        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, sources, reply }).await
+        self.set_policy_with(caller, workspace, policy, sources, None).await
+    }
+
+    /// [`Self::set_policy`], also setting the policy for source allow-lists and `on_leak`
+    /// (docs/leaks.md) when given, in one batch; `None` leaves either as it is.
+    pub async fn set_policy_with(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        policy: Policy,
+        sources: Option<crate::state::SourcePolicy>,
+        on_leak: Option<keyledger_core::OnLeak>,
+    ) -> Result<Policy, LedgerError> {
+        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, sources, on_leak, reply }).await
+    }
+
+    /// A workspace's `on_leak` (default `notify`).
+    pub fn on_leak(&self, workspace: &WorkspaceId) -> keyledger_core::OnLeak {
+        self.read_state().leaks.on_leak(workspace)
+    }
+
+    /// Records leak reports of known keys (see [`crate::leaks`]), durably, in one batch.
+    pub async fn report_leaks(
+        &self,
+        reporter: keyledger_core::LeakReporter,
+        reports: Vec<crate::leaks::LeakReportIn>,
+        only_active: bool,
+    ) -> Result<Vec<crate::leaks::LeakOutcome>, LedgerError> {
+        let request_id = Caller::system().request_id;
+        self.submit(|reply| Command::ReportLeaks { request_id, reporter, reports, only_active, reply }).await
     }
 
     pub async fn update(

@@ -59,6 +59,17 @@ impl LedgerSequencer {
     }
 }
 
+/// [`emit`] for the commands decided in their own files (`leaks.rs`).
+pub(crate) fn emit_event(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    actor: &Actor,
+    request_id: RequestId,
+    payload: Payload,
+) -> u64 {
+    emit(state, batch, actor, request_id, payload)
+}
+
 /// Pushes an event to the batch and applies it to the state at once.
 pub(crate) fn emit(
     state: &mut LedgerState,
@@ -119,8 +130,8 @@ impl Sequencer for LedgerSequencer {
             Command::RevokeAll { caller, workspace, reason, idempotency, reply } => {
                 reply.send(revoke_all(state, batch, &caller, workspace, reason, idempotency, now))
             }
-            Command::SetPolicy { caller, workspace, policy, sources, reply } => {
-                reply.send(set_policy(state, batch, &caller, workspace, policy, sources, now))
+            Command::SetPolicy { caller, workspace, policy, sources, on_leak, reply } => {
+                reply.send(set_policy(state, batch, &caller, workspace, policy, sources, on_leak, now))
             }
             Command::Update { caller, key_id, changes, reply } => {
                 let answer = check_actor(state, &caller, now)
@@ -137,6 +148,9 @@ impl Sequencer for LedgerSequencer {
             Command::SetCredits { caller, key_id, change, reply } => {
                 reply.send(crate::credits::top_up(state, batch, &caller, key_id, change, now))
             }
+            Command::ReportLeaks { request_id, reporter, reports, only_active, reply } => reply.send(Ok(
+                crate::leaks::report_leaks(state, batch, request_id, reporter, reports, only_active, now),
+            )),
             Command::RecordLookups { caller, lookups, reply } => {
                 let answer = check_actor(state, &caller, now).map(|()| {
                     let mut last = 0;
@@ -289,6 +303,7 @@ fn revoke_all(
     Ok(RevokedAll { key_ids: targets, skipped })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn set_policy(
     state: &mut LedgerState,
     batch: &mut Batch,
@@ -296,13 +311,19 @@ fn set_policy(
     workspace: WorkspaceId,
     policy: Policy,
     sources: Option<crate::state::SourcePolicy>,
+    on_leak: Option<keyledger_core::OnLeak>,
     now: Timestamp,
 ) -> Result<Policy, LedgerError> {
     check_actor(state, caller, now)?;
     Authority::of(state, caller)?.configure(&workspace)?;
     let sources_set = crate::sources::for_policy(state, &workspace, sources);
     if state.policy(&workspace) != policy || !state.policies.contains_key(&workspace) {
-        let payload = Payload::PolicySet(PolicySet { workspace, policy: policy.clone() });
+        let payload = Payload::PolicySet(PolicySet { workspace: workspace.clone(), policy: policy.clone() });
+        emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+    // `on_leak` arrives as its own event, only when it changes (docs/leaks.md).
+    if let Some(on_leak) = on_leak.filter(|choice| *choice != state.leaks.on_leak(&workspace)) {
+        let payload = Payload::LeakPolicySet(keyledger_core::LeakPolicySet { workspace, on_leak });
         emit(state, batch, &caller.actor, caller.request_id, payload);
     }
     if let Some(set) = sources_set {

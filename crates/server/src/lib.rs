@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod integrity;
 pub mod introspect;
 pub mod keys;
+pub mod leaks;
 pub mod metrics;
 pub mod openapi;
 mod outcome;
@@ -109,13 +110,23 @@ pub struct AppState {
     pub throttle: Option<Arc<throttle::FailureThrottle>>,
     /// Per-source throttling of failed admin authentications, unless turned off.
     pub admin_throttle: Option<Arc<throttle::FailureThrottle>>,
+    /// GitHub secret scanning's keys (`serve --github-scanning-keys`); `None` = the
+    /// endpoint answers 404 (see [`leaks`]).
+    pub github_keys: Option<Arc<leaks::github_keys::GithubKeys>>,
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Self {
         let throttle = throttle::FailureThrottle::new(config.throttle_failed_verifications).map(Arc::new);
         let admin_throttle = throttle::FailureThrottle::new(config.throttle_failed_admin_auth).map(Arc::new);
-        Self { engine, config: Arc::new(config), idempotency: Arc::default(), throttle, admin_throttle }
+        Self {
+            engine,
+            config: Arc::new(config),
+            idempotency: Arc::default(),
+            throttle,
+            admin_throttle,
+            github_keys: None,
+        }
     }
 }
 
@@ -233,6 +244,7 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
 pub fn router(state: AppState) -> Router {
     metrics::handle();
     let body_limit = state.config.body_limit;
+    let github_body_limit = DefaultBodyLimit::max(leaks::GITHUB_BODY_LIMIT.max(body_limit));
     let request_timeout = state.config.request_timeout;
     let max_header_bytes = state.config.max_header_bytes;
     let idempotent = axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware);
@@ -263,6 +275,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/lookup", post(audit::lookup))
         .route("/v1/audit/lookup/bulk", post(bulk_lookup::lookup_bulk))
         // end audit routes
+        .route("/v1/leaks/github", post(leaks::github).layer(github_body_limit))
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/v1/log/checkpoint", get(integrity::checkpoint))
         .route("/v1/log/public-key", get(integrity::public_key))

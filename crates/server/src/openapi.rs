@@ -158,6 +158,7 @@ impl Modify for Security {
         crate::audit::hygiene,
         crate::audit::lookup,
         crate::bulk_lookup::lookup_bulk,
+        crate::leaks::github,
         crate::export::export,
         crate::reports::compliance,
         crate::console::console_doc,
@@ -205,6 +206,8 @@ impl Modify for Security {
         crate::bulk_lookup::BulkLookupBody,
         crate::bulk_lookup::BulkLookupAnswer,
         crate::bulk_lookup::BulkLookupResult,
+        crate::leaks::GithubMatch,
+        crate::leaks::GithubFeedback,
     ))
 )]
 pub struct ApiDoc;

@@ -312,6 +312,8 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
         EventKind::SourcesSet => 13,
         EventKind::CreditsSet => 14,
         EventKind::CreditsRefilled => 15,
+        EventKind::LeakReported => 16,
+        EventKind::LeakPolicySet => 17,
     }
 }
 

@@ -26,6 +26,10 @@ const LAST_USED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_
 const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_webhooks");
 /// key id → postcard(KeyCredits), for keys with usage credits (docs/credits.md).
 const CREDITS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_credits");
+/// workspace → postcard(OnLeak).
+const ON_LEAK: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_on_leak");
+/// key id → postcard(Vec<[u8; 32]>): the fingerprints of the leak reports recorded.
+const LEAK_REPORTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_leak_reports");
 /// idempotency id (32 bytes) → postcard(IdempotentResult).
 const IDEMPOTENCY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_idempotency");
 /// key id → postcard(KeySources), for keys with a source allow-list only.
@@ -50,6 +54,8 @@ impl Projection for RegistryProjection {
         txn.open_table(KEY_SOURCES)?;
         txn.open_table(SOURCE_POLICIES)?;
         txn.open_table(CREDITS)?;
+        txn.open_table(ON_LEAK)?;
+        txn.open_table(LEAK_REPORTS)?;
         Ok(Prepared::Current)
     }
 
@@ -110,7 +116,33 @@ impl Projection for RegistryProjection {
                     }
                     partial.apply(event);
                 }
+                Payload::LeakReported(r) => {
+                    // The key's earlier fingerprints decide the bound: load them first.
+                    if !partial.leaks.reported.contains_key(&r.key_id)
+                        && let Some(row) =
+                            txn.open_table(LEAK_REPORTS)?.get(r.key_id.as_bytes().as_slice())?
+                    {
+                        partial.leaks.reported.insert(r.key_id, decode_leak_reports(row.value())?);
+                    }
+                    partial.apply(event);
+                }
                 _ => partial.apply(event),
+            }
+        }
+        if !partial.leaks.reported.is_empty() {
+            let mut reports = txn.open_table(LEAK_REPORTS)?;
+            for (key_id, seen) in &partial.leaks.reported {
+                let bytes =
+                    postcard::to_allocvec(seen).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                reports.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
+            }
+        }
+        if !partial.leaks.on_leak.is_empty() {
+            let mut on_leak = txn.open_table(ON_LEAK)?;
+            for (workspace, choice) in &partial.leaks.on_leak {
+                let bytes =
+                    postcard::to_allocvec(choice).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                on_leak.insert(workspace.as_str(), bytes.as_slice())?;
             }
         }
         for key in partial.keys() {
@@ -182,6 +214,8 @@ impl Projection for RegistryProjection {
         txn.delete_table(KEY_SOURCES)?;
         txn.delete_table(SOURCE_POLICIES)?;
         txn.delete_table(CREDITS)?;
+        txn.delete_table(ON_LEAK)?;
+        txn.delete_table(LEAK_REPORTS)?;
         Ok(())
     }
 }
@@ -221,6 +255,10 @@ fn apply_credits<'a>(
 
 fn decode_credits(bytes: &[u8]) -> Result<crate::credits::KeyCredits, ProjectionError> {
     postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("credits: {e}")))
+}
+
+fn decode_leak_reports(bytes: &[u8]) -> Result<Vec<[u8; 32]>, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("leak reports: {e}")))
 }
 
 fn decode_webhook(bytes: &[u8]) -> Result<crate::state::Webhook, ProjectionError> {
@@ -310,6 +348,27 @@ pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState,
         let policy = postcard::from_bytes(value.value())
             .map_err(|e| ProjectionError::Corrupt(format!("source policy: {e}")))?;
         state.sources.policies.insert(workspace, policy);
+    }
+    // Absent in a projections file written before leak reports existed: nothing to load.
+    if let Ok(table) = txn.open_table(ON_LEAK) {
+        for row in table.iter()? {
+            let (workspace, value) = row?;
+            let workspace: WorkspaceId = workspace
+                .value()
+                .parse()
+                .map_err(|_| ProjectionError::Corrupt("on_leak workspace".into()))?;
+            let choice = postcard::from_bytes(value.value())
+                .map_err(|e| ProjectionError::Corrupt(format!("on_leak: {e}")))?;
+            state.leaks.on_leak.insert(workspace, choice);
+        }
+    }
+    if let Ok(table) = txn.open_table(LEAK_REPORTS) {
+        for row in table.iter()? {
+            let (id, value) = row?;
+            let id: [u8; 16] =
+                id.value().try_into().map_err(|_| ProjectionError::Corrupt("leak report key id".into()))?;
+            state.leaks.reported.insert(KeyId::from_bytes(id), decode_leak_reports(value.value())?);
+        }
     }
     for row in txn.open_table(IDEMPOTENCY)?.iter()? {
         let (id, value) = row?;

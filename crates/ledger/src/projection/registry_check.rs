@@ -56,6 +56,9 @@ pub fn check_registry(
     if replay.sources != stored.sources {
         return Err(RegistryCheckError::Differs { what: "source allow-lists".into(), up_to });
     }
+    if replay.leaks != stored.leaks {
+        return Err(RegistryCheckError::Differs { what: "leak reports and on_leak".into(), up_to });
+    }
     if replay.webhooks != stored.webhooks {
         return Err(RegistryCheckError::Differs { what: "webhook configurations".into(), up_to });
     }

@@ -13,6 +13,7 @@
 //! [`KeyView::record`] (or [`LedgerState::key`]) materialises the full [`KeyRecord`] for an
 //! answer.
 
+pub mod leaks;
 mod slots;
 mod sources;
 mod view;
@@ -202,6 +203,8 @@ pub struct LedgerState {
     pub idempotency: HashMap<[u8; 32], IdempotentResult>,
     /// Credit balances of the keys that have credits (at most one per key).
     pub credits: HashMap<KeyId, crate::credits::KeyCredits>,
+    /// `on_leak` choices and the leak reports already recorded (see `leaks.rs`).
+    pub leaks: leaks::Leaks,
     /// Events applied so far (the next seq expected).
     pub applied: u64,
 }
@@ -561,6 +564,8 @@ impl LedgerState {
                     IdempotentResult { fingerprint: record.fingerprint, at, key_ids: record.key_ids.clone() };
                 self.idempotency.insert(record.id, result);
             }
+            Payload::LeakReported(report) => self.leaks.apply_report(report),
+            Payload::LeakPolicySet(set) => self.leaks.apply_policy(set),
         }
     }
 }

@@ -35,7 +35,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Every notification type, in the order the docs list them.
-pub const TYPES: [&str; 14] = [
+pub const TYPES: [&str; 15] = [
     "key.created",
     "key.rotated",
     "key.revoked",
@@ -50,6 +50,7 @@ pub const TYPES: [&str; 14] = [
     "webhook.updated",
     "log.fork_alarm",
     "key.credits_low",
+    "key.leaked",
 ];
 
 /// How long before its expiry an active key is announced by `key.expiring`.
@@ -251,6 +252,8 @@ fn lifecycle_type(payload: &Payload) -> Option<&'static str> {
         Payload::WebhookSet(_) => "webhook.updated",
         Payload::SourcesSet(e) if e.key_id.is_some() => "key.updated",
         Payload::SourcesSet(_) => "policy.updated",
+        Payload::LeakReported(_) => "key.leaked",
+        Payload::LeakPolicySet(_) => "policy.updated",
         Payload::Used(_) | Payload::Denied(_) | Payload::Lookup(_) | Payload::Idempotency(_) => return None,
         // Balance changes: `key.credits_low` is decided from the spends (credits_low.rs).
         Payload::Metered(_) | Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => return None,

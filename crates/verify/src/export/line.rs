@@ -237,6 +237,12 @@ pub fn write_event_line(
                 }
             }
         }
+        Payload::LeakReported(e) => members.extend([
+            ("reporter", Member::Str(e.reporter.as_str())),
+            ("url", Member::OptStr(e.url.as_deref())),
+            ("source", Member::OptStr(e.source.as_deref())),
+        ]),
+        Payload::LeakPolicySet(e) => members.push(("on_leak", Member::Str(e.on_leak.as_str()))),
         // Rare kinds with nested or optional members: through the `Value` of record.
         Payload::Idempotency(_) | Payload::Updated(_) => {
             let value = event_json(event);

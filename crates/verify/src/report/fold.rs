@@ -285,6 +285,9 @@ impl ComplianceFold {
                     e.require_on_live
                 ),
             }),
+            // The url may be private to the reporter's finding: only who reported it.
+            Payload::LeakReported(e) => Some(format!("reported leaked by {}", e.reporter.as_str())),
+            Payload::LeakPolicySet(e) => Some(format!("on_leak set to {}", e.on_leak.as_str())),
         };
         if let (Some(detail), true) = (detail, in_period) {
             self.lifecycle_entry(event, detail);
