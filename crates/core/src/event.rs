@@ -57,6 +57,7 @@ pub enum Payload {
     Lookup(Lookup),
     Idempotency(IdempotencyRecord),
     WebhookSet(WebhookSet),
+    RateLimitsSet(RateLimitsSet),
 }
 
 /// The kind of an event, as the API names it.
@@ -76,6 +77,7 @@ pub enum EventKind {
     Lookup,
     Idempotency,
     WebhookSet,
+    RateLimitsSet,
 }
 
 impl EventKind {
@@ -94,6 +96,7 @@ impl EventKind {
             EventKind::Lookup => "lookup",
             EventKind::Idempotency => "idempotency",
             EventKind::WebhookSet => "webhook_set",
+            EventKind::RateLimitsSet => "ratelimits_set",
         }
     }
 
@@ -164,6 +167,8 @@ pub enum DenyReason {
     ResourceNotAllowed(String),
     EnvironmentMismatch(Environment),
     WorkspaceMismatch(WorkspaceId),
+    /// A named rate limit (docs/api.md, "Rate limits") had no allowance left.
+    RateLimited(String),
 }
 
 impl DenyReason {
@@ -177,6 +182,7 @@ impl DenyReason {
             DenyReason::ResourceNotAllowed(_) => "resource_not_allowed",
             DenyReason::EnvironmentMismatch(_) => "environment_mismatch",
             DenyReason::WorkspaceMismatch(_) => "workspace_mismatch",
+            DenyReason::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -190,6 +196,7 @@ impl DenyReason {
             DenyReason::ResourceNotAllowed(r) => format!("the key may not access resource `{r}`"),
             DenyReason::EnvironmentMismatch(e) => format!("the key is not a `{e}` key"),
             DenyReason::WorkspaceMismatch(w) => format!("the key does not belong to workspace `{w}`"),
+            DenyReason::RateLimited(n) => format!("the key exceeded its rate limit `{n}`"),
         }
     }
 }
@@ -309,6 +316,7 @@ impl Payload {
             Payload::Lookup(_) => EventKind::Lookup,
             Payload::Idempotency(_) => EventKind::Idempotency,
             Payload::WebhookSet(_) => EventKind::WebhookSet,
+            Payload::RateLimitsSet(_) => EventKind::RateLimitsSet,
         }
     }
 
@@ -327,6 +335,7 @@ impl Payload {
             Payload::Lookup(e) => &e.workspace,
             Payload::Idempotency(e) => &e.workspace,
             Payload::WebhookSet(e) => &e.workspace,
+            Payload::RateLimitsSet(e) => &e.workspace,
         }
     }
 
@@ -344,6 +353,30 @@ impl Payload {
             Payload::Disabled(e) => Some(e.key_id),
             // An admin action, not an event of the key's life: found in `found`.
             Payload::Lookup(_) | Payload::Idempotency(_) => None,
+            Payload::RateLimitsSet(e) => e.key_id,
         }
     }
+}
+
+/// One named rate limit (docs/api.md, "Rate limits"): at most `limit` units of cost per
+/// fixed window of `duration` microseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// `[a-z0-9_-]{1,32}`, unique within its list.
+    pub name: String,
+    /// At least 1.
+    pub limit: u64,
+    /// Window length in microseconds, 1 s to 30 days.
+    pub duration: i64,
+    /// Applied to every verification (true) or only when the request names it.
+    pub auto_apply: bool,
+}
+
+/// A key's rate limits (or, with `key_id: None`, the workspace default for keys without
+/// their own), replacing the previous list whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitsSet {
+    pub workspace: WorkspaceId,
+    pub key_id: Option<KeyId>,
+    pub limits: Vec<RateLimit>,
 }

@@ -95,6 +95,7 @@ pub fn event_json(event: &Event) -> Value {
             put("events", json!(e.events));
             put("enabled", json!(e.enabled));
         }
+        Payload::RateLimitsSet(e) => put("ratelimits", crate::ratelimit::limits_json(&e.limits)),
         Payload::Idempotency(e) => {
             put("key_ids", json!(e.key_ids.iter().map(ToString::to_string).collect::<Vec<_>>()));
         }

@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod event;
 pub mod ids;
 pub mod json;
+pub mod ratelimit;
 pub mod secret;
 pub mod time;
 pub mod validate;
