@@ -42,6 +42,7 @@ fn requirements() -> VerifyRequirements {
         resource: Some("orders".into()),
         environment: Some(Environment::Live),
         workspace: Some(workspace()),
+        ratelimits: Vec::new(),
     }
 }
 

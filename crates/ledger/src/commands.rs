@@ -204,6 +204,14 @@ pub enum Command {
         config: Option<(String, Vec<String>)>,
         reply: Responder<Webhook>,
     },
+    /// Sets a key's rate limits (`key_id`) or its workspace's default (`None`).
+    SetRateLimits {
+        caller: Caller,
+        workspace: WorkspaceId,
+        key_id: Option<KeyId>,
+        limits: Vec<keyledger_core::RateLimit>,
+        reply: Responder<Vec<keyledger_core::RateLimit>>,
+    },
     /// Records that an admin looked up a candidate leaked secret (never the candidate).
     RecordLookup {
         caller: Caller,

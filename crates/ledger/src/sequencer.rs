@@ -33,6 +33,8 @@ pub struct LedgerSequencer {
     pub(crate) state: Arc<RwLock<LedgerState>>,
     /// The persisted projections, from which the state is rebuilt when the writer fails.
     pub(crate) projections_db: crate::projection::ProjectionsDb,
+    /// Rate-limit windows: in memory only, kept across a rewind (docs/api.md, "Rate limits").
+    pub(crate) counters: crate::ratelimit::RateCounters,
 }
 
 impl LedgerSequencer {
@@ -60,7 +62,7 @@ impl LedgerSequencer {
 }
 
 /// Pushes an event to the batch and applies it to the state at once.
-fn emit(
+pub(crate) fn emit(
     state: &mut LedgerState,
     batch: &mut Batch,
     actor: &Actor,
@@ -103,7 +105,7 @@ impl Sequencer for LedgerSequencer {
         let now = batch.now();
         match command {
             Command::Verify { request_id, key_id, wants, context, reply } => {
-                reply.send(verify(state, batch, request_id, key_id, &wants, context, now))
+                reply.send(verify(state, &mut self.counters, batch, request_id, key_id, &wants, context, now))
             }
             Command::Create { caller, workspace, spec, secret, idempotency, reply } => {
                 reply.send(create_key(state, batch, &caller, workspace, spec, secret, idempotency, now))
@@ -132,6 +134,11 @@ impl Sequencer for LedgerSequencer {
             Command::SetWebhook { caller, workspace, config, reply } => {
                 reply.send(set_webhook(state, batch, &caller, workspace, config, now))
             }
+            Command::SetRateLimits { caller, workspace, key_id, limits, reply } => {
+                reply.send(crate::sequencer_ratelimit::set_ratelimits(
+                    state, batch, &caller, workspace, key_id, limits, now,
+                ))
+            }
             Command::RecordLookup { caller, workspace, found, reply } => {
                 let answer = check_actor(state, &caller, now).map(|()| {
                     let payload = Payload::Lookup(keyledger_core::Lookup { workspace, found });
@@ -145,8 +152,10 @@ impl Sequencer for LedgerSequencer {
 
 /// Decides a verification of a known key and records it: one `used` or `denied` event
 /// (after an `expired` one the first time an expired key is presented).
+#[allow(clippy::too_many_arguments)]
 fn verify(
     state: &mut LedgerState,
+    counters: &mut crate::ratelimit::RateCounters,
     batch: &mut Batch,
     request_id: RequestId,
     key_id: KeyId,
@@ -157,8 +166,18 @@ fn verify(
     let Some(key) = state.view(&key_id) else {
         return Err(LedgerError::NotFound("unknown key".into()));
     };
-    let outcome = decide(&key, wants, now);
+    let mut outcome = decide(&key, wants, now);
     let workspace = key.workspace().clone();
+    // Rate limits last, so a key refused for any other reason (revoked first) spends nothing.
+    let mut ratelimits = Vec::new();
+    if outcome.is_ok() {
+        let limits = state.ratelimits_of(&key_id, &workspace);
+        let (statuses, refused) = crate::sequencer_ratelimit::apply(counters, key_id, limits, wants, now);
+        ratelimits = statuses;
+        if let Some(name) = refused {
+            outcome = Err(DenyReason::RateLimited(name));
+        }
+    }
     if outcome == Err(DenyReason::Expired) && !key.expiry_recorded() {
         // A lifecycle event: durable before the answer, like every other.
         let payload = Payload::Expired(KeyRef { key_id, workspace: workspace.clone() });
@@ -171,7 +190,7 @@ fn verify(
     };
     let seq = emit(state, batch, &Actor::Verifier, request_id, payload);
     let key = state.view(&key_id).ok_or_else(|| LedgerError::Internal("key vanished".into()))?.verified();
-    Ok(Verdict { key, outcome, seq })
+    Ok(Verdict { key, outcome, seq, ratelimits })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -391,7 +410,7 @@ fn find(state: &LedgerState, key_id: &KeyId) -> Result<KeyRecord, LedgerError> {
 }
 
 /// The key `key_id`, if the caller may `verb` it (see [`crate::authority`]).
-fn act_on(
+pub(crate) fn act_on(
     state: &LedgerState,
     authority: &Authority,
     key_id: &KeyId,
@@ -439,7 +458,7 @@ fn revoke_all_targets(
 
 /// An admin caller must still hold a usable admin key when its command is sequenced: a
 /// command from a key revoked a moment earlier is refused.
-fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(), LedgerError> {
+pub(crate) fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) -> Result<(), LedgerError> {
     let Some(key_id) = caller.admin_key() else { return Ok(()) };
     let key = state.view(&key_id).ok_or(LedgerError::Unauthorized(AuthError::Unknown))?;
     if !key.workspace().is_ledger() {
@@ -600,6 +619,7 @@ fn rotate(
     };
     let new =
         create(state, batch, caller, authority, old.workspace.clone(), spec, secret, Some(key_id), now)?;
+    crate::sequencer_ratelimit::inherit(state, batch, caller, &key_id, &new.key_id, &old.workspace);
     let valid_until = (overlap > 0).then(|| now.plus_micros(overlap));
     let rotated = Rotated { key_id, workspace: old.workspace.clone(), rotated_to: new.key_id, valid_until };
     emit(state, batch, &caller.actor, caller.request_id, Payload::Rotated(rotated));

@@ -20,6 +20,8 @@ pub struct Verdict {
     pub outcome: Result<(), DenyReason>,
     /// The seq of the `used` or `denied` event recording this decision.
     pub seq: u64,
+    /// Each rate limit applied, with what is left of it (nothing spent when refused).
+    pub ratelimits: Vec<crate::ratelimit::LimitStatus>,
 }
 
 /// The fields of the verified key a verify answer shows (never its hash, hint or metadata).

@@ -207,7 +207,13 @@ fn requirements(
             w.parse::<WorkspaceId>().map_err(|_| ApiError::invalid("workspace", "is not a workspace id"))
         })
         .transpose()?;
-    Ok(VerifyRequirements { scopes, resource: bounded("resource", resource)?, environment, workspace })
+    Ok(VerifyRequirements {
+        scopes,
+        resource: bounded("resource", resource)?,
+        environment,
+        workspace,
+        ratelimits: Vec::new(),
+    })
 }
 
 /// Handles every form of verification. It takes the request whole rather than through

@@ -309,6 +309,7 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
         EventKind::Lookup => 10,
         EventKind::Idempotency => 11,
         EventKind::WebhookSet => 12,
+        EventKind::RateLimitsSet => 13,
     }
 }
 

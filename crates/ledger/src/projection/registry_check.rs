@@ -53,6 +53,11 @@ pub fn check_registry(
     if replay.policies != stored.policies {
         return Err(RegistryCheckError::Differs { what: "workspace policies".into(), up_to });
     }
+    if replay.key_ratelimits != stored.key_ratelimits
+        || replay.workspace_ratelimits != stored.workspace_ratelimits
+    {
+        return Err(RegistryCheckError::Differs { what: "rate limits".into(), up_to });
+    }
     if replay.webhooks != stored.webhooks {
         return Err(RegistryCheckError::Differs { what: "webhook configurations".into(), up_to });
     }

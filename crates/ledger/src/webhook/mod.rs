@@ -246,7 +246,12 @@ fn lifecycle_type(payload: &Payload) -> Option<&'static str> {
         Payload::Updated(_) => "key.updated",
         Payload::PolicySet(_) => "policy.updated",
         Payload::WebhookSet(_) => "webhook.updated",
-        Payload::Used(_) | Payload::Denied(_) | Payload::Lookup(_) | Payload::Idempotency(_) => return None,
+        // Rate limits are configuration without a notification type of their own.
+        Payload::Used(_)
+        | Payload::Denied(_)
+        | Payload::Lookup(_)
+        | Payload::Idempotency(_)
+        | Payload::RateLimitsSet(_) => return None,
     })
 }
 

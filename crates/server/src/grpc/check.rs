@@ -100,7 +100,7 @@ pub(crate) fn parse(request: &CheckRequest) -> Result<Check, ApiError> {
         }
         other => other.cloned(),
     };
-    let wants = VerifyRequirements { scopes, resource, environment, workspace };
+    let wants = VerifyRequirements { scopes, resource, environment, workspace, ratelimits: Vec::new() };
 
     let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
     let header = |name: &str| -> Option<String> {

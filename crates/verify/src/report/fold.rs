@@ -273,6 +273,10 @@ impl ComplianceFold {
             Payload::Idempotency(_) => None,
             // The destination may carry a token in its URL: only the state is reported.
             Payload::WebhookSet(e) => Some(if e.enabled { "webhook set" } else { "webhook disabled" }.into()),
+            Payload::RateLimitsSet(e) => Some(format!(
+                "rate limits set: {}",
+                crate::export::canonical_json(&keyledger_core::ratelimit::limits_json(&e.limits))
+            )),
         };
         if let (Some(detail), true) = (detail, in_period) {
             self.lifecycle_entry(event, detail);
