@@ -190,6 +190,7 @@ fn verify(
     };
     let seq = emit(state, batch, &Actor::Verifier, request_id, payload);
     let key = state.view(&key_id).ok_or_else(|| LedgerError::Internal("key vanished".into()))?.verified();
+    let ratelimits = (!ratelimits.is_empty()).then(|| Box::new(ratelimits));
     Ok(Verdict { key, outcome, seq, ratelimits })
 }
 

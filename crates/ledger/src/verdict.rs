@@ -20,8 +20,9 @@ pub struct Verdict {
     pub outcome: Result<(), DenyReason>,
     /// The seq of the `used` or `denied` event recording this decision.
     pub seq: u64,
-    /// Each rate limit applied, with what is left of it (nothing spent when refused).
-    pub ratelimits: Vec<crate::ratelimit::LimitStatus>,
+    /// Each rate limit applied, with what is left of it (nothing spent when refused);
+    /// `None` when none applies (boxed: most keys have none, and a verdict stays small).
+    pub ratelimits: Option<Box<Vec<crate::ratelimit::LimitStatus>>>,
 }
 
 /// The fields of the verified key a verify answer shows (never its hash, hint or metadata).

@@ -28,7 +28,9 @@ async fn verify(
         ..Default::default()
     };
     match engine.verify(rid(), secret, wants, UsageContext::default()).await.unwrap() {
-        VerifyOutcome::Known(verdict) => (verdict.outcome, verdict.ratelimits),
+        VerifyOutcome::Known(verdict) => {
+            (verdict.outcome, verdict.ratelimits.map(|r| *r).unwrap_or_default())
+        }
         _ => panic!("the key is unknown"),
     }
 }
