@@ -65,6 +65,7 @@ pub enum Payload {
     CreditsRefilled(CreditsRefilled),
     LeakReported(LeakReported),
     LeakPolicySet(LeakPolicySet),
+    RateLimitsSet(RateLimitsSet),
 }
 
 /// The kind of an event, as the API names it.
@@ -89,6 +90,7 @@ pub enum EventKind {
     CreditsRefilled,
     LeakReported,
     LeakPolicySet,
+    RateLimitsSet,
 }
 
 impl EventKind {
@@ -112,6 +114,7 @@ impl EventKind {
             EventKind::CreditsRefilled => "credits_refilled",
             EventKind::LeakReported => "leak_reported",
             EventKind::LeakPolicySet => "leak_policy_set",
+            EventKind::RateLimitsSet => "ratelimits_set",
         }
     }
 
@@ -187,6 +190,8 @@ pub enum DenyReason {
     SourceNotAllowed(Option<IpAddr>),
     /// The key's credits do not cover the verification's cost (docs/credits.md).
     UsageExceeded,
+    /// A named rate limit (docs/api.md, "Rate limits") had no allowance left.
+    RateLimited(String),
 }
 
 impl DenyReason {
@@ -202,6 +207,7 @@ impl DenyReason {
             DenyReason::WorkspaceMismatch(_) => "workspace_mismatch",
             DenyReason::SourceNotAllowed(_) => "source_not_allowed",
             DenyReason::UsageExceeded => "usage_exceeded",
+            DenyReason::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -218,6 +224,7 @@ impl DenyReason {
             DenyReason::SourceNotAllowed(Some(ip)) => format!("the key may not be used from `{ip}`"),
             DenyReason::SourceNotAllowed(None) => "the key may not be used from an unknown source".into(),
             DenyReason::UsageExceeded => "the key has no credits left for this request".into(),
+            DenyReason::RateLimited(n) => format!("the key exceeded its rate limit `{n}`"),
         }
     }
 }
@@ -465,6 +472,7 @@ impl Payload {
             Payload::CreditsRefilled(_) => EventKind::CreditsRefilled,
             Payload::LeakReported(_) => EventKind::LeakReported,
             Payload::LeakPolicySet(_) => EventKind::LeakPolicySet,
+            Payload::RateLimitsSet(_) => EventKind::RateLimitsSet,
         }
     }
 
@@ -489,6 +497,7 @@ impl Payload {
             Payload::CreditsRefilled(e) => &e.workspace,
             Payload::LeakReported(e) => &e.workspace,
             Payload::LeakPolicySet(e) => &e.workspace,
+            Payload::RateLimitsSet(e) => &e.workspace,
         }
     }
 
@@ -512,6 +521,30 @@ impl Payload {
             Payload::CreditsRefilled(e) => Some(e.key_id),
             Payload::LeakReported(e) => Some(e.key_id),
             Payload::LeakPolicySet(_) => None,
+            Payload::RateLimitsSet(e) => e.key_id,
         }
     }
+}
+
+/// One named rate limit (docs/api.md, "Rate limits"): at most `limit` units of cost per
+/// fixed window of `duration` microseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// `[a-z0-9_-]{1,32}`, unique within its list.
+    pub name: String,
+    /// At least 1.
+    pub limit: u64,
+    /// Window length in microseconds, 1 s to 30 days.
+    pub duration: i64,
+    /// Applied to every verification (true) or only when the request names it.
+    pub auto_apply: bool,
+}
+
+/// A key's rate limits (or, with `key_id: None`, the workspace default for keys without
+/// their own), replacing the previous list whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitsSet {
+    pub workspace: WorkspaceId,
+    pub key_id: Option<KeyId>,
+    pub limits: Vec<RateLimit>,
 }

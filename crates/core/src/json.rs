@@ -120,6 +120,7 @@ pub fn event_json(event: &Event) -> Value {
             put("source", json!(e.source));
         }
         Payload::LeakPolicySet(e) => put("on_leak", json!(e.on_leak.as_str())),
+        Payload::RateLimitsSet(e) => put("ratelimits", crate::ratelimit::limits_json(&e.limits)),
         Payload::Idempotency(e) => {
             put("key_ids", json!(e.key_ids.iter().map(ToString::to_string).collect::<Vec<_>>()));
         }

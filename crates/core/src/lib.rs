@@ -16,6 +16,7 @@ pub mod event;
 pub mod ids;
 pub mod json;
 pub mod scan;
+pub mod ratelimit;
 pub mod secret;
 pub mod sources;
 pub mod time;

@@ -43,6 +43,7 @@ fn requirements() -> VerifyRequirements {
         environment: Some(Environment::Live),
         workspace: Some(workspace()),
         cost: None,
+        ratelimits: Vec::new(),
     }
 }
 

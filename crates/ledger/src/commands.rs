@@ -224,6 +224,14 @@ pub enum Command {
         change: crate::credits::CreditsChange,
         reply: Responder<(KeyRecord, crate::credits::KeyCredits)>,
     },
+    /// Sets a key's rate limits (`key_id`) or its workspace's default (`None`).
+    SetRateLimits {
+        caller: Caller,
+        workspace: WorkspaceId,
+        key_id: Option<KeyId>,
+        limits: Vec<keyledger_core::RateLimit>,
+        reply: Responder<Vec<keyledger_core::RateLimit>>,
+    },
     /// Leak reports (see [`crate::leaks`]), one outcome each, in order.
     ReportLeaks {
         request_id: RequestId,

@@ -318,6 +318,7 @@ mod tests {
         let wants = VerifyRequirements { cost: Some(cost), ..Default::default() };
         let verdict = crate::sequencer::verify(
             state,
+            &mut crate::ratelimit::RateCounters::default(),
             &mut batch,
             rid(),
             key_id,

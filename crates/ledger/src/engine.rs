@@ -351,6 +351,7 @@ impl Engine {
         let sequencer = crate::sequencer::LedgerSequencer {
             state: state.clone(),
             projections_db: projections_db.clone(),
+            counters: crate::ratelimit::RateCounters::default(),
         };
         let shared = store.is_some();
         let (writer, listener) = match store {
@@ -776,6 +777,20 @@ impl Engine {
         self.submit(|reply| Command::ReportLeaks { request_id, reporter, reports, only_active, reply }).await
     }
 
+    /// Sets the rate limits of a key (`Some(key_id)`) or the default of `workspace`
+    /// (docs/api.md, "Rate limits"); the list replaces the previous one whole.
+    pub async fn set_ratelimits(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        key_id: Option<KeyId>,
+        limits: Vec<keyledger_core::RateLimit>,
+    ) -> Result<Vec<keyledger_core::RateLimit>, LedgerError> {
+        keyledger_core::ratelimit::validate_list(&limits)
+            .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;
+        self.submit(|reply| Command::SetRateLimits { caller, workspace, key_id, limits, reply }).await
+    }
+
     pub async fn update(
         &self,
         caller: Caller,
@@ -924,6 +939,22 @@ impl Engine {
     /// A key's credits as the registry holds them; `None` for a key without credits.
     pub fn credits(&self, key_id: &KeyId) -> Option<crate::credits::KeyCredits> {
         self.read_state().credits.get(key_id).cloned()
+    }
+
+    /// The rate limits a key is subject to (its own, else its workspace's default), and
+    /// whether they are its own (docs/api.md, "Rate limits").
+    pub fn ratelimits(
+        &self,
+        key_id: &KeyId,
+        workspace: &WorkspaceId,
+    ) -> (Vec<keyledger_core::RateLimit>, bool) {
+        let state = self.read_state();
+        (state.ratelimits_of(key_id, workspace).to_vec(), state.key_ratelimits.contains_key(key_id))
+    }
+
+    /// A workspace's default rate limits.
+    pub fn workspace_ratelimits(&self, workspace: &WorkspaceId) -> Vec<keyledger_core::RateLimit> {
+        self.read_state().workspace_ratelimits.get(workspace).cloned().unwrap_or_default()
     }
 
     /// A workspace's keys whose status at `now` passes `filter`, oldest first.

@@ -33,6 +33,8 @@ pub struct LedgerSequencer {
     pub(crate) state: Arc<RwLock<LedgerState>>,
     /// The persisted projections, from which the state is rebuilt when the writer fails.
     pub(crate) projections_db: crate::projection::ProjectionsDb,
+    /// Rate-limit windows: in memory only, kept across a rewind (docs/api.md, "Rate limits").
+    pub(crate) counters: crate::ratelimit::RateCounters,
 }
 
 impl LedgerSequencer {
@@ -114,7 +116,8 @@ impl Sequencer for LedgerSequencer {
         let now = batch.now();
         match command {
             Command::Verify { request_id, key_id, wants, context, source, reply } => {
-                reply.send(verify(state, batch, request_id, key_id, &wants, context, source, now))
+                let counters = &mut self.counters;
+                reply.send(verify(state, counters, batch, request_id, key_id, &wants, context, source, now))
             }
             Command::Create { caller, workspace, spec, secret, idempotency, sources, reply } => {
                 let answer =
@@ -151,6 +154,11 @@ impl Sequencer for LedgerSequencer {
             Command::ReportLeaks { request_id, reporter, reports, only_active, reply } => reply.send(Ok(
                 crate::leaks::report_leaks(state, batch, request_id, reporter, reports, only_active, now),
             )),
+            Command::SetRateLimits { caller, workspace, key_id, limits, reply } => {
+                reply.send(crate::sequencer_ratelimit::set_ratelimits(
+                    state, batch, &caller, workspace, key_id, limits, now,
+                ))
+            }
             Command::RecordLookups { caller, lookups, reply } => {
                 let answer = check_actor(state, &caller, now).map(|()| {
                     let mut last = 0;
@@ -170,6 +178,7 @@ impl Sequencer for LedgerSequencer {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn verify(
     state: &mut LedgerState,
+    counters: &mut crate::ratelimit::RateCounters,
     batch: &mut Batch,
     request_id: RequestId,
     key_id: KeyId,
@@ -181,8 +190,18 @@ pub(crate) fn verify(
     let Some(key) = state.view(&key_id) else {
         return Err(LedgerError::NotFound("unknown key".into()));
     };
-    let outcome = decide_with_source(&key, wants, source, now);
+    let mut outcome = decide_with_source(&key, wants, source, now);
     let workspace = key.workspace().clone();
+    // Rate limits last, so a key refused for any other reason (revoked first) spends nothing.
+    let mut ratelimits = Vec::new();
+    if outcome.is_ok() {
+        let limits = state.ratelimits_of(&key_id, &workspace);
+        let (statuses, refused) = crate::sequencer_ratelimit::apply(counters, key_id, limits, wants, now);
+        ratelimits = statuses;
+        if let Some(name) = refused {
+            outcome = Err(DenyReason::RateLimited(name));
+        }
+    }
     if outcome == Err(DenyReason::Expired) && !key.expiry_recorded() {
         // A lifecycle event: durable before the answer, like every other.
         let payload = Payload::Expired(KeyRef { key_id, workspace: workspace.clone() });
@@ -205,7 +224,8 @@ pub(crate) fn verify(
     let seq = emit(state, batch, &Actor::Verifier, request_id, payload);
     let key = state.view(&key_id).ok_or_else(|| LedgerError::Internal("key vanished".into()))?.verified();
     let credits_remaining = state.credits.get(&key_id).map(|c| c.remaining);
-    Ok(Verdict { key, outcome, seq, credits_remaining })
+    let ratelimits = (!ratelimits.is_empty()).then(|| Box::new(ratelimits));
+    Ok(Verdict { key, outcome, seq, credits_remaining, ratelimits })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -677,6 +697,7 @@ fn rotate(
         now,
     )?;
     crate::credits::move_on_rotation(state, batch, caller, &old, new.key_id, now);
+    crate::sequencer_ratelimit::inherit(state, batch, caller, &key_id, &new.key_id, &old.workspace);
     let valid_until = (overlap > 0).then(|| now.plus_micros(overlap));
     let rotated = Rotated { key_id, workspace: old.workspace.clone(), rotated_to: new.key_id, valid_until };
     emit(state, batch, &caller.actor, caller.request_id, Payload::Rotated(rotated));

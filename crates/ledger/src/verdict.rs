@@ -22,6 +22,9 @@ pub struct Verdict {
     pub seq: u64,
     /// The key's credit balance after this verification; `None` for a key without credits.
     pub credits_remaining: Option<u64>,
+    /// Each rate limit applied, with what is left of it (nothing spent when refused);
+    /// `None` when none applies (boxed: most keys have none, and a verdict stays small).
+    pub ratelimits: Option<Box<Vec<crate::ratelimit::LimitStatus>>>,
 }
 
 /// The fields of the verified key a verify answer shows (never its hash, hint or metadata).

@@ -217,6 +217,7 @@ fn requirements(
         environment,
         workspace,
         cost: None,
+        ratelimits: Vec::new(),
     })
 }
 

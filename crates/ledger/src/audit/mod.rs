@@ -314,6 +314,7 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
         EventKind::CreditsRefilled => 15,
         EventKind::LeakReported => 16,
         EventKind::LeakPolicySet => 17,
+        EventKind::RateLimitsSet => 18,
     }
 }
 

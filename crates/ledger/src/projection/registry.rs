@@ -37,6 +37,12 @@ const KEY_SOURCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registr
 /// workspace → postcard(SourcePolicy).
 const SOURCE_POLICIES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_source_policies");
 
+/// key id → postcard(Vec<RateLimit>): a key's own rate limits.
+const KEY_RATELIMITS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_key_ratelimits");
+/// workspace → postcard(Vec<RateLimit>): a workspace's default rate limits.
+const WORKSPACE_RATELIMITS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("registry_workspace_ratelimits");
+
 /// The key registry as rows: one record per key, one policy per workspace.
 pub struct RegistryProjection;
 
@@ -56,6 +62,8 @@ impl Projection for RegistryProjection {
         txn.open_table(CREDITS)?;
         txn.open_table(ON_LEAK)?;
         txn.open_table(LEAK_REPORTS)?;
+        txn.open_table(KEY_RATELIMITS)?;
+        txn.open_table(WORKSPACE_RATELIMITS)?;
         Ok(Prepared::Current)
     }
 
@@ -196,6 +204,22 @@ impl Projection for RegistryProjection {
             }
         }
         apply_credits(txn, events())?;
+        if !partial.key_ratelimits.is_empty() {
+            let mut table = txn.open_table(KEY_RATELIMITS)?;
+            for (key_id, limits) in &partial.key_ratelimits {
+                let bytes =
+                    postcard::to_allocvec(limits).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                table.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
+            }
+        }
+        if !partial.workspace_ratelimits.is_empty() {
+            let mut table = txn.open_table(WORKSPACE_RATELIMITS)?;
+            for (workspace, limits) in &partial.workspace_ratelimits {
+                let bytes =
+                    postcard::to_allocvec(limits).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                table.insert(workspace.as_str(), bytes.as_slice())?;
+            }
+        }
         let mut policies = txn.open_table(POLICIES)?;
         for workspace in policies_changed {
             let bytes = postcard::to_allocvec(&partial.policy(&workspace))
@@ -216,6 +240,8 @@ impl Projection for RegistryProjection {
         txn.delete_table(CREDITS)?;
         txn.delete_table(ON_LEAK)?;
         txn.delete_table(LEAK_REPORTS)?;
+        txn.delete_table(KEY_RATELIMITS)?;
+        txn.delete_table(WORKSPACE_RATELIMITS)?;
         Ok(())
     }
 }
@@ -324,6 +350,24 @@ pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState,
         let policy: Policy = postcard::from_bytes(value.value())
             .map_err(|e| ProjectionError::Corrupt(format!("policy: {e}")))?;
         state.policies.insert(workspace, policy);
+    }
+    for row in txn.open_table(KEY_RATELIMITS)?.iter()? {
+        let (key_id, value) = row?;
+        let bytes: [u8; 16] =
+            key_id.value().try_into().map_err(|_| ProjectionError::Corrupt("rate limits key id".into()))?;
+        let limits = postcard::from_bytes(value.value())
+            .map_err(|e| ProjectionError::Corrupt(format!("rate limits: {e}")))?;
+        state.key_ratelimits.insert(KeyId::from_bytes(bytes), limits);
+    }
+    for row in txn.open_table(WORKSPACE_RATELIMITS)?.iter()? {
+        let (workspace, value) = row?;
+        let workspace: WorkspaceId = workspace
+            .value()
+            .parse()
+            .map_err(|_| ProjectionError::Corrupt("rate limits workspace".into()))?;
+        let limits = postcard::from_bytes(value.value())
+            .map_err(|e| ProjectionError::Corrupt(format!("rate limits: {e}")))?;
+        state.workspace_ratelimits.insert(workspace, limits);
     }
     for row in txn.open_table(WEBHOOKS)?.iter()? {
         let (workspace, value) = row?;

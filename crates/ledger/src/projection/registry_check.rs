@@ -59,6 +59,11 @@ pub fn check_registry(
     if replay.leaks != stored.leaks {
         return Err(RegistryCheckError::Differs { what: "leak reports and on_leak".into(), up_to });
     }
+    if replay.key_ratelimits != stored.key_ratelimits
+        || replay.workspace_ratelimits != stored.workspace_ratelimits
+    {
+        return Err(RegistryCheckError::Differs { what: "rate limits".into(), up_to });
+    }
     if replay.webhooks != stored.webhooks {
         return Err(RegistryCheckError::Differs { what: "webhook configurations".into(), up_to });
     }

@@ -26,7 +26,7 @@ use slots::{DISABLED, EXPIRY_RECORDED, HAS_EXPIRY, Interner, NO_OWNER, REVOKED, 
 use hashbrown::HashTable;
 use keyledger_core::decode_event;
 use keyledger_core::{
-    Actor, DenyReason, Environment, Event, KeyHash, KeyId, KeyPrefix, Payload, Policy, Timestamp,
+    Actor, DenyReason, Environment, Event, KeyHash, KeyId, KeyPrefix, Payload, Policy, RateLimit, Timestamp,
     UsageContext, WorkspaceId,
 };
 use keyledger_log::segment::SegmentReader;
@@ -136,6 +136,8 @@ pub struct VerifyRequirements {
     pub workspace: Option<WorkspaceId>,
     /// Credits to spend if the key has credits; `None` means 1 (docs/credits.md).
     pub cost: Option<u64>,
+    /// Rate limits the request names, with their cost (docs/api.md, "Rate limits").
+    pub ratelimits: Vec<(String, u64)>,
 }
 
 /// The verification decision for a known key at `now`, in the order docs/api.md gives:
@@ -205,6 +207,10 @@ pub struct LedgerState {
     pub credits: HashMap<KeyId, crate::credits::KeyCredits>,
     /// `on_leak` choices and the leak reports already recorded (see `leaks.rs`).
     pub leaks: leaks::Leaks,
+    /// Keys' own rate limits, as their latest `ratelimits_set` left them (docs/api.md).
+    pub key_ratelimits: HashMap<KeyId, Vec<RateLimit>>,
+    /// Workspace default rate limits, for keys without their own.
+    pub workspace_ratelimits: BTreeMap<WorkspaceId, Vec<RateLimit>>,
     /// Events applied so far (the next seq expected).
     pub applied: u64,
 }
@@ -249,6 +255,8 @@ impl PartialEq for LedgerState {
             && self.idempotency == other.idempotency
             && self.sources == other.sources
             && self.credits == other.credits
+            && self.key_ratelimits == other.key_ratelimits
+            && self.workspace_ratelimits == other.workspace_ratelimits
             && self.slots.len() == other.slots.len()
             && self.keys().all(|k| other.view(&k.key_id()).is_some_and(|o| o.record() == k.record()))
     }
@@ -336,6 +344,15 @@ impl LedgerState {
     /// Every key, in the order they were created (or loaded).
     pub fn keys(&self) -> impl Iterator<Item = KeyView<'_>> + '_ {
         self.slots.iter().map(|slot| KeyView { state: self, slot })
+    }
+
+    /// The rate limits a key is subject to: its own list if it was ever given one (even
+    /// empty), else its workspace's default (docs/api.md, "Rate limits").
+    pub fn ratelimits_of(&self, key_id: &KeyId, workspace: &WorkspaceId) -> &[RateLimit] {
+        self.key_ratelimits
+            .get(key_id)
+            .or_else(|| self.workspace_ratelimits.get(workspace))
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn policy(&self, workspace: &WorkspaceId) -> Policy {
@@ -559,6 +576,14 @@ impl LedgerState {
                 self.webhooks.insert(w.workspace.clone(), webhook);
             }
             Payload::SourcesSet(set) => self.sources.apply(set),
+            Payload::RateLimitsSet(r) => match r.key_id {
+                Some(key_id) => {
+                    self.key_ratelimits.insert(key_id, r.limits.clone());
+                }
+                None => {
+                    self.workspace_ratelimits.insert(r.workspace.clone(), r.limits.clone());
+                }
+            },
             Payload::Idempotency(record) => {
                 let result =
                     IdempotentResult { fingerprint: record.fingerprint, at, key_ids: record.key_ids.clone() };

@@ -257,6 +257,8 @@ fn lifecycle_type(payload: &Payload) -> Option<&'static str> {
         Payload::Used(_) | Payload::Denied(_) | Payload::Lookup(_) | Payload::Idempotency(_) => return None,
         // Balance changes: `key.credits_low` is decided from the spends (credits_low.rs).
         Payload::Metered(_) | Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => return None,
+        // Rate limits are configuration without a notification type of their own.
+        Payload::RateLimitsSet(_) => return None,
     })
 }
 

@@ -101,7 +101,7 @@ pub(crate) fn parse(request: &CheckRequest) -> Result<Check, ApiError> {
         other => other.cloned(),
     };
     let cost = crate::credits::parse_cost(extensions.get("cost").map(String::as_str))?;
-    let wants = VerifyRequirements { scopes, resource, environment, workspace, cost };
+    let wants = VerifyRequirements { scopes, resource, environment, workspace, cost, ratelimits: Vec::new() };
 
     let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
     let header = |name: &str| -> Option<String> {

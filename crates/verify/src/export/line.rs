@@ -244,10 +244,11 @@ pub fn write_event_line(
         ]),
         Payload::LeakPolicySet(e) => members.push(("on_leak", Member::Str(e.on_leak.as_str()))),
         // Rare kinds with nested or optional members: through the `Value` of record.
-        Payload::Idempotency(_) | Payload::Updated(_) => {
+        Payload::Idempotency(_) | Payload::Updated(_) | Payload::RateLimitsSet(_) => {
             let value = event_json(event);
             let nested = match payload {
                 Payload::Idempotency(_) => "key_ids",
+                Payload::RateLimitsSet(_) => "ratelimits",
                 _ => "changes",
             };
             let text = value.get(nested).map(value_text).unwrap_or_default();

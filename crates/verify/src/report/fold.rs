@@ -288,6 +288,10 @@ impl ComplianceFold {
             // The url may be private to the reporter's finding: only who reported it.
             Payload::LeakReported(e) => Some(format!("reported leaked by {}", e.reporter.as_str())),
             Payload::LeakPolicySet(e) => Some(format!("on_leak set to {}", e.on_leak.as_str())),
+            Payload::RateLimitsSet(e) => Some(format!(
+                "rate limits set: {}",
+                crate::export::canonical_json(&keyledger_core::ratelimit::limits_json(&e.limits))
+            )),
         };
         if let (Some(detail), true) = (detail, in_period) {
             self.lifecycle_entry(event, detail);

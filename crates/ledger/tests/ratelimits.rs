@@ -1,0 +1,171 @@
+//! Named rate limits decided by the sequencer (docs/api.md, "Rate limits"): exact counting
+//! on one node, nothing spent by a refusal, revocation first, limits kept in the log and
+//! the projection, counters (in memory only) starting empty after a restart.
+
+use keyledger_core::{Actor, DenyReason, RateLimit, UsageContext};
+use keyledger_ledger::ratelimit::LimitStatus;
+use keyledger_ledger::{Caller, Engine, EngineOptions, LedgerError, VerifyOutcome, VerifyRequirements};
+
+mod support;
+
+use support::{init, rid, spec, ws};
+
+const SECOND: i64 = 1_000_000;
+/// A window long enough (aligned to the epoch) that no test crosses its end by chance.
+const LONG: i64 = 30 * 86_400 * SECOND;
+
+fn limit(name: &str, max: u64, duration: i64, auto_apply: bool) -> RateLimit {
+    RateLimit { name: name.into(), limit: max, duration, auto_apply }
+}
+
+async fn verify(
+    engine: &Engine,
+    secret: &str,
+    requested: &[(&str, u64)],
+) -> (Result<(), DenyReason>, Vec<LimitStatus>) {
+    let wants = VerifyRequirements {
+        ratelimits: requested.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+        ..Default::default()
+    };
+    match engine.verify(rid(), secret, wants, UsageContext::default()).await.unwrap() {
+        VerifyOutcome::Known(verdict) => {
+            (verdict.outcome, verdict.ratelimits.map(|r| *r).unwrap_or_default())
+        }
+        _ => panic!("the key is unknown"),
+    }
+}
+
+fn remaining(statuses: &[LimitStatus]) -> Vec<(String, u64)> {
+    statuses.iter().map(|s| (s.name.clone(), s.remaining)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_counting_costs_refusals_and_revocation_first() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let outcome = init(&dir);
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let admin = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
+    let (key, secret) = engine.create(admin.clone(), ws("acme"), spec("k", &["read"])).await.unwrap();
+    let limits = vec![limit("api", 3, LONG, true), limit("heavy", 10, LONG, false)];
+    engine.set_ratelimits(admin.clone(), ws("acme"), Some(key.key_id), limits.clone()).await.unwrap();
+    assert_eq!(engine.ratelimits(&key.key_id, &ws("acme")), (limits, true));
+
+    // `heavy` is not auto-applied: only `api` counts.
+    let (ok, statuses) = verify(&engine, secret.expose(), &[]).await;
+    assert_eq!((ok, remaining(&statuses)), (Ok(()), vec![("api".into(), 2)]));
+    // Requested with cost 4, and an unknown name ignored.
+    let (ok, statuses) = verify(&engine, secret.expose(), &[("heavy", 4), ("nope", 1)]).await;
+    assert_eq!((ok, remaining(&statuses)), (Ok(()), vec![("api".into(), 1), ("heavy".into(), 6)]));
+    // Cost 0 checks without spending.
+    let (ok, statuses) = verify(&engine, secret.expose(), &[("api", 0), ("heavy", 0)]).await;
+    assert_eq!((ok, remaining(&statuses)), (Ok(()), vec![("api".into(), 1), ("heavy".into(), 6)]));
+    // `heavy` refuses cost 7: nothing is spent on `api` either.
+    let (refused, statuses) = verify(&engine, secret.expose(), &[("heavy", 7)]).await;
+    assert_eq!(refused, Err(DenyReason::RateLimited("heavy".into())));
+    assert_eq!(remaining(&statuses), vec![("api".into(), 1), ("heavy".into(), 6)]);
+    // The limit exactly reached, then the next one refused.
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Ok(()));
+    let (refused, statuses) = verify(&engine, secret.expose(), &[]).await;
+    assert_eq!(refused, Err(DenyReason::RateLimited("api".into())));
+    assert_eq!(remaining(&statuses), vec![("api".into(), 0)]);
+    // A cost-0 check of a used-up window is refused too.
+    assert_eq!(
+        verify(&engine, secret.expose(), &[("api", 0)]).await.0,
+        Err(DenyReason::RateLimited("api".into()))
+    );
+    // Revoked beats rate-limited.
+    engine.revoke(admin.clone(), key.key_id, None).await.unwrap();
+    let (revoked, statuses) = verify(&engine, secret.expose(), &[]).await;
+    assert_eq!((revoked, statuses), (Err(DenyReason::Revoked), vec![]));
+    // A revoked key's limits cannot be changed.
+    let error = engine.set_ratelimits(admin, ws("acme"), Some(key.key_id), vec![]).await.unwrap_err();
+    assert!(matches!(error, LedgerError::Conflict(_)), "{error:?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_resets() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (key, secret) = engine.create(Caller::system(), ws("acme"), spec("k", &[])).await.unwrap();
+    let limits = vec![limit("api", 1, SECOND, true)];
+    engine.set_ratelimits(Caller::system(), ws("acme"), Some(key.key_id), limits).await.unwrap();
+    // Up to three tries: a try that straddles a window boundary proves nothing.
+    let mut proved = false;
+    for _ in 0..3 {
+        let (first, statuses) = verify(&engine, secret.expose(), &[]).await;
+        let (second, _) = verify(&engine, secret.expose(), &[]).await;
+        if first.is_ok() && second == Err(DenyReason::RateLimited("api".into())) {
+            let reset = statuses[0].reset;
+            let wait = reset.micros() - keyledger_core::Timestamp::now().micros();
+            tokio::time::sleep(std::time::Duration::from_micros(wait.max(0) as u64 + 20_000)).await;
+            assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Ok(()), "the next window refused");
+            proved = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert!(proved);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_rotation_and_restart() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let (own, own_secret, plain) = {
+        let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+        let system = Caller::system();
+        let default = vec![limit("ws", 1, LONG, true)];
+        engine.set_ratelimits(system.clone(), ws("acme"), None, default.clone()).await.unwrap();
+        let (plain, plain_secret) = engine.create(system.clone(), ws("acme"), spec("p", &[])).await.unwrap();
+        assert_eq!(engine.ratelimits(&plain.key_id, &ws("acme")), (default, false));
+        assert_eq!(verify(&engine, plain_secret.expose(), &[]).await.0, Ok(()));
+        assert_eq!(
+            verify(&engine, plain_secret.expose(), &[]).await.0,
+            Err(DenyReason::RateLimited("ws".into()))
+        );
+        // A key's own list (even one limit) replaces the default.
+        let (own, _) = engine.create(system.clone(), ws("acme"), spec("o", &[])).await.unwrap();
+        let limits = vec![limit("api", 2, LONG, true)];
+        engine.set_ratelimits(system.clone(), ws("acme"), Some(own.key_id), limits.clone()).await.unwrap();
+        // The rotated successor inherits the key's own limits.
+        let (new, _, new_secret) = engine.rotate(system, own.key_id, 0).await.unwrap();
+        assert_eq!(engine.ratelimits(&new.key_id, &ws("acme")), (limits, true));
+        assert_eq!(verify(&engine, new_secret.expose(), &[]).await.1[0].remaining, 1);
+        engine.shutdown().await;
+        (new.key_id, new_secret, plain.key_id)
+    };
+    // After a restart the limits are there (projection and log), the counters start empty.
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    assert_eq!(engine.ratelimits(&own, &ws("acme")).0, vec![limit("api", 2, LONG, true)]);
+    assert_eq!(engine.ratelimits(&plain, &ws("acme")).0, vec![limit("ws", 1, LONG, true)]);
+    assert_eq!(verify(&engine, own_secret.expose(), &[]).await.1[0].remaining, 1);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lists_are_refused_and_change_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (key, _) = engine.create(Caller::system(), ws("acme"), spec("k", &[])).await.unwrap();
+    let before = engine.log().len();
+    for bad in [
+        vec![limit("API", 1, SECOND, true)],
+        vec![limit("a", 0, SECOND, true)],
+        vec![limit("a", 1, LONG + 1, true)],
+        (0..17).map(|i| limit(&format!("l{i}"), 1, SECOND, true)).collect(),
+    ] {
+        let error =
+            engine.set_ratelimits(Caller::system(), ws("acme"), Some(key.key_id), bad).await.unwrap_err();
+        assert!(matches!(error, LedgerError::Invalid(_)), "{error:?}");
+    }
+    assert_eq!(engine.log().len(), before);
+    engine.shutdown().await;
+}
