@@ -131,6 +131,8 @@ pub(crate) fn refill_if_due(
 /// `Metered` (spending `cost`) when the key has credits that cover it, or `Err` when they
 /// do not. A due refill is appended first.
 #[allow(clippy::too_many_arguments)]
+// The refusal hands the context back for the `denied` event, by value like the `used` one.
+#[allow(clippy::result_large_err)]
 pub(crate) fn spend(
     state: &mut LedgerState,
     batch: &mut Batch,
