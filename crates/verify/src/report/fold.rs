@@ -24,8 +24,16 @@ use std::net::IpAddr;
 pub const MAX_LISTED: usize = 5000;
 
 /// The exception kinds, in the order the report lists them.
-pub const EXCEPTION_KINDS: [&str; 6] =
-    ["past_max_lifetime", "no_expiry", "unused", "never_used", "rotated_late", "used_after_revocation"];
+pub const EXCEPTION_KINDS: [&str; 8] = [
+    "past_max_lifetime",
+    "no_expiry",
+    "no_source_allowlist",
+    "unused",
+    "never_used",
+    "rotated_late",
+    "used_after_revocation",
+    "leak_reported",
+];
 
 /// What the fold knows about one key.
 struct KeyState {
@@ -50,6 +58,10 @@ struct KeyState {
     denied_by_reason: BTreeMap<&'static str, u64>,
     /// Denials because revoked, in the period: count, first, last.
     after_revocation: Option<(u64, Timestamp, Timestamp)>,
+    /// Whether the key has a source allow-list (its latest `sources_set`).
+    allowed_sources: bool,
+    /// The first leak report in the period: when, and by whom.
+    leak_reported: Option<(Timestamp, &'static str)>,
 }
 
 /// Accumulates the report's figures from events pushed in seq order.
@@ -59,6 +71,8 @@ pub struct ComplianceFold {
     folded: u64,
     keys: HashMap<KeyId, KeyState>,
     policies: HashMap<WorkspaceId, Policy>,
+    /// Workspaces whose policy requires a source allow-list on every `live` key.
+    sources_required: HashMap<WorkspaceId, bool>,
     lifecycle: Vec<Value>,
     lifecycle_counts: BTreeMap<&'static str, u64>,
     admin: BTreeMap<String, BTreeMap<&'static str, u64>>,
@@ -91,6 +105,7 @@ impl ComplianceFold {
             folded: 0,
             keys: HashMap::new(),
             policies: HashMap::new(),
+            sources_required: HashMap::new(),
             lifecycle: Vec::new(),
             lifecycle_counts: BTreeMap::new(),
             admin: BTreeMap::new(),
@@ -147,6 +162,8 @@ impl ComplianceFold {
                         denied: 0,
                         denied_by_reason: BTreeMap::new(),
                         after_revocation: None,
+                        allowed_sources: false,
+                        leak_reported: None,
                     },
                 );
                 Some(match e.rotated_from {
@@ -276,17 +293,36 @@ impl ComplianceFold {
             Payload::Idempotency(_) => None,
             // The destination may carry a token in its URL: only the state is reported.
             Payload::WebhookSet(e) => Some(if e.enabled { "webhook set" } else { "webhook disabled" }.into()),
-            Payload::SourcesSet(e) => Some(match (e.key_id, e.sources.is_empty()) {
-                (Some(_), true) => "source allow-list removed".into(),
-                (Some(_), false) => format!("source allow-list set ({} networks)", e.sources.len()),
-                (None, _) => format!(
-                    "source policy set (default of {} networks, required on live keys: {})",
-                    e.sources.len(),
-                    e.require_on_live
-                ),
-            }),
+            Payload::SourcesSet(e) => {
+                match e.key_id {
+                    Some(key_id) => {
+                        if let Some(key) = self.keys.get_mut(&key_id) {
+                            key.allowed_sources = !e.sources.is_empty();
+                        }
+                    }
+                    None => {
+                        self.sources_required.insert(e.workspace.clone(), e.require_on_live);
+                    }
+                }
+                Some(match (e.key_id, e.sources.is_empty()) {
+                    (Some(_), true) => "source allow-list removed".into(),
+                    (Some(_), false) => format!("source allow-list set ({} networks)", e.sources.len()),
+                    (None, _) => format!(
+                        "source policy set (default of {} networks, required on live keys: {})",
+                        e.sources.len(),
+                        e.require_on_live
+                    ),
+                })
+            }
             // The url may be private to the reporter's finding: only who reported it.
-            Payload::LeakReported(e) => Some(format!("reported leaked by {}", e.reporter.as_str())),
+            Payload::LeakReported(e) => {
+                if let Some(key) = self.keys.get_mut(&e.key_id)
+                    && in_period
+                {
+                    key.leak_reported.get_or_insert((event.at, e.reporter.as_str()));
+                }
+                Some(format!("reported leaked by {}", e.reporter.as_str()))
+            }
             Payload::LeakPolicySet(e) => Some(format!("on_leak set to {}", e.on_leak.as_str())),
             Payload::RateLimitsSet(e) => Some(format!(
                 "rate limits set: {}",
@@ -397,8 +433,42 @@ impl ComplianceFold {
                 }
                 exceptions.push(entry);
             }
+            if let Some((reported_at, reporter)) = key.leak_reported {
+                // The time from the report to the revocation, if the key was revoked after it.
+                let revoked_at = key.revoked.as_ref().map(|r| r.0).filter(|at| *at >= reported_at);
+                let detail = match revoked_at {
+                    Some(at) => format!(
+                        "reported leaked by {reporter}; revoked {} s later",
+                        (at.micros() - reported_at.micros()) / 1_000_000
+                    ),
+                    None if key.revoked.is_some() => {
+                        format!("reported leaked by {reporter} after its revocation")
+                    }
+                    None => format!("reported leaked by {reporter}; not revoked by the end of the period"),
+                };
+                let mut entry = exception("leak_reported", detail);
+                if let Value::Object(map) = &mut entry {
+                    map.insert("reported_at".into(), json!(reported_at.to_rfc3339()));
+                    map.insert("reporter".into(), json!(reporter));
+                    map.insert("revoked_at".into(), time(revoked_at));
+                    map.insert(
+                        "seconds_to_revocation".into(),
+                        json!(revoked_at.map(|at| (at.micros() - reported_at.micros()) / 1_000_000)),
+                    );
+                }
+                exceptions.push(entry);
+            }
             if !matches!(status, "active" | "disabled") {
                 continue;
+            }
+            if key.environment == "live"
+                && !key.allowed_sources
+                && self.sources_required.get(&key.workspace).copied().unwrap_or(false)
+            {
+                exceptions.push(exception(
+                    "no_source_allowlist",
+                    "a live key without a source allow-list, although the policy requires one".into(),
+                ));
             }
             let policy = self.policies.get(&key.workspace);
             let age = as_of.micros().saturating_sub(key.created_at.micros());

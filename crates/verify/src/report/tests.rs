@@ -191,6 +191,58 @@ fn the_fold_answers_the_quarter() {
     assert!(!f.to_string().contains("beta"), "another workspace leaked into the report");
 }
 
+/// A workspace requiring allow-lists on live keys, one key with a list and one without; a
+/// leak report on the first, revoked an hour later, and one on the second, never revoked.
+#[test]
+fn keys_without_a_required_allow_list_and_leak_reports_are_exceptions() {
+    let (mut h, params) = quarter();
+    let admin = Actor::Admin(h.admin);
+    let sources = |key_id: Option<KeyId>, list: &[&str], require_on_live: bool| {
+        Payload::SourcesSet(keyledger_core::SourcesSet {
+            workspace: ws("acme"),
+            key_id,
+            sources: list.iter().map(|s| s.parse().unwrap()).collect(),
+            from_policy: false,
+            require_on_live,
+        })
+    };
+    let at = T0 + 10 * DAY;
+    h.push(at, admin.clone(), sources(None, &[], true));
+    h.push(at, admin.clone(), sources(Some(key(1)), &["10.0.0.0/8"], false));
+    let leak = |key_id: KeyId| {
+        Payload::LeakReported(keyledger_core::LeakReported {
+            key_id,
+            workspace: ws("acme"),
+            reporter: keyledger_core::LeakReporter::Github,
+            url: Some("https://github.com/x/y".into()),
+            source: Some("content".into()),
+        })
+    };
+    h.push(at + DAY, Actor::System, leak(key(1)));
+    h.push(
+        at + DAY + 3_600_000_000,
+        Actor::System,
+        Payload::Revoked(Revoked { key_id: key(1), workspace: ws("acme"), reason: Some("leaked".into()) }),
+    );
+    h.push(at + 2 * DAY, Actor::System, leak(key(2)));
+    let f = figures(&h, &params);
+    let of_kind = |kind: &str| -> Vec<Value> {
+        f["exceptions"].as_array().unwrap().iter().filter(|e| e["kind"] == kind).cloned().collect()
+    };
+    let missing: Vec<Value> = of_kind("no_source_allowlist").iter().map(|e| e["key_id"].clone()).collect();
+    // key 1 has a list (and is revoked), key 3 was revoked before: keys 2 and 4 lack one.
+    assert_eq!(missing, vec![json!(key(2).to_string()), json!(key(4).to_string())], "{f:#}");
+    assert_eq!(f["exception_counts"]["no_source_allowlist"], json!(2));
+    let leaks = of_kind("leak_reported");
+    assert_eq!(leaks.len(), 2);
+    let first = leaks.iter().find(|e| e["key_id"] == json!(key(1).to_string())).unwrap();
+    assert_eq!(first["seconds_to_revocation"], json!(3600));
+    assert_eq!(first["reporter"], json!("github"));
+    let second = leaks.iter().find(|e| e["key_id"] == json!(key(2).to_string())).unwrap();
+    assert_eq!(second["revoked_at"], Value::Null);
+    assert!(second["detail"].as_str().unwrap().contains("not revoked"), "{second}");
+}
+
 #[test]
 fn events_out_of_order_are_refused() {
     let (h, params) = quarter();
