@@ -166,9 +166,9 @@ async fn session(binary: &Path, seconds: f64) -> Result<Figures> {
     eprintln!("xtask: PostgreSQL, one node…");
     // `fsync = on`, as in production: a commit waits for its disk flush. The report states
     // the setting as read back.
-    let cluster = TestCluster::start_durable().map_err(anyhow::Error::msg)?;
+    let cluster = blocking(TestCluster::start_durable).map_err(anyhow::Error::msg)?;
     figures.pg_fsync = setting(&cluster, "fsync")?;
-    let url = cluster.create_database("keyledger").map_err(anyhow::Error::msg)?;
+    let url = blocking(|| cluster.create_database("keyledger")).map_err(anyhow::Error::msg)?;
     let ledger = init_store(binary, &url)?;
     let node_a = ledger.node(binary, lifetime, &url, "a").await?;
     let secrets = Arc::new(create_keys(&node_a, KEYS, CONNECTIONS).await?);
@@ -293,8 +293,8 @@ async fn revokes(nodes: &[Keyledger]) -> Result<(u64, u64, usize)> {
 /// Milliseconds from SIGKILL of the primary to the first create a node answers 201, the
 /// standby promoted right after the kill; the node is on the multi-host URL.
 async fn failover(binary: &Path, lifetime: Duration) -> Result<f64> {
-    let pair = Arc::new(SyncPair::start().map_err(anyhow::Error::msg)?);
-    let url = pair.create_database("keyledger").map_err(anyhow::Error::msg)?;
+    let pair = Arc::new(blocking(SyncPair::start).map_err(anyhow::Error::msg)?);
+    let url = blocking(|| pair.create_database("keyledger")).map_err(anyhow::Error::msg)?;
     let ledger = init_store(binary, &url)?;
     let mut node = ledger.node(binary, lifetime, &url, "f").await?;
     let path = "/v1/workspaces/failover/keys";
@@ -302,7 +302,7 @@ async fn failover(binary: &Path, lifetime: Duration) -> Result<f64> {
         |i: usize| Some(serde_json::json!({"name": format!("f-{i}"), "scopes": ["read"], "owner": "bench"}));
     node.admin(Method::POST, path, body(0), 201).await?;
     let killed = Instant::now();
-    pair.primary.kill().map_err(anyhow::Error::msg)?;
+    blocking(|| pair.primary.kill()).map_err(anyhow::Error::msg)?;
     let promoting = {
         let pair = pair.clone();
         tokio::task::spawn_blocking(move || pair.standby.promote())
@@ -371,15 +371,25 @@ impl StoreLedger {
 }
 
 /// A server setting as the server reports it (`SHOW`).
+/// Runs a blocking PostgreSQL call (the `postgres` crate's client, the test cluster) on
+/// this runtime's worker without stalling it: the bench's session is async.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 fn setting(cluster: &TestCluster, name: &str) -> Result<String> {
-    let mut client = cluster.connect("postgres").map_err(anyhow::Error::msg)?;
-    Ok(client.query_one(&format!("SHOW {name}"), &[])?.get(0))
+    blocking(|| {
+        let mut client = cluster.connect("postgres").map_err(anyhow::Error::msg)?;
+        Ok(client.query_one(&format!("SHOW {name}"), &[])?.get(0))
+    })
 }
 
 fn query_f64(cluster: &TestCluster, query: &str) -> Result<f64> {
-    let mut client = cluster.connect("keyledger").map_err(anyhow::Error::msg)?;
-    let row = client.query_one(query, &[]).with_context(|| query.to_owned())?;
-    Ok(row.get::<_, f64>(0))
+    blocking(|| {
+        let mut client = cluster.connect("keyledger").map_err(anyhow::Error::msg)?;
+        let row = client.query_one(query, &[]).with_context(|| query.to_owned())?;
+        Ok(row.get::<_, f64>(0))
+    })
 }
 
 /// The log's length as the database's head row holds it.
@@ -393,16 +403,20 @@ fn table_bytes(cluster: &TestCluster) -> Result<f64> {
 }
 
 fn wal_position(cluster: &TestCluster) -> Result<String> {
-    let mut client = cluster.connect("keyledger").map_err(anyhow::Error::msg)?;
-    Ok(client.query_one("SELECT pg_current_wal_lsn()::text", &[])?.get(0))
+    blocking(|| {
+        let mut client = cluster.connect("keyledger").map_err(anyhow::Error::msg)?;
+        Ok(client.query_one("SELECT pg_current_wal_lsn()::text", &[])?.get(0))
+    })
 }
 
 /// WAL bytes written since `lsn` (the whole cluster's: only keyledger writes to it).
 fn wal_since(cluster: &TestCluster, lsn: &str) -> Result<f64> {
-    let mut client = cluster.connect("keyledger").map_err(anyhow::Error::msg)?;
-    let row = client
-        .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8", &[&lsn])?;
-    Ok(row.get(0))
+    blocking(|| {
+        let mut client = cluster.connect("keyledger").map_err(anyhow::Error::msg)?;
+        let row = client
+            .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8", &[&lsn])?;
+        Ok(row.get(0))
+    })
 }
 
 /// The run's circumstances, for the section's header.
