@@ -98,16 +98,14 @@ impl From<Output> for Run {
     }
 }
 
-fn command() -> Command {
+/// `keyledger` with none of the caller's `KEYLEDGER_*` variables: a test's flags and
+/// environment are always explicit, so a developer's shell cannot change what it checks.
+pub(crate) fn command() -> Command {
     let mut command = Command::new(keyledger_bin());
-    // Flags are always explicit; the caller's environment must not change them.
-    for var in [
-        "KEYLEDGER_DATA_DIR",
-        "KEYLEDGER_LISTEN",
-        "KEYLEDGER_TRUST_FORWARDED_FOR",
-        "KEYLEDGER_TRUSTED_PROXIES",
-    ] {
-        command.env_remove(var);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("KEYLEDGER_") {
+            command.env_remove(var);
+        }
     }
     command.stdin(Stdio::null());
     command

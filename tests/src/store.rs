@@ -14,36 +14,16 @@
 //!
 //! Every process is killed when its value is dropped, so a failing test leaves none behind.
 
-use crate::{Client, Resp, free_port, keyledger_bin, path_str};
+use crate::{Client, Resp, command, free_port, path_str};
 use serde_json::Value;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The node secrets `init` writes and every node must hold (docs/architecture.md).
 pub const NODE_SECRETS: [&str; 2] = ["signing.key", "pepper.key"];
-
-/// `keyledger` with no configuration from the caller's environment: flags are explicit.
-fn command() -> Command {
-    let mut command = Command::new(keyledger_bin());
-    for var in [
-        "KEYLEDGER_STORE",
-        "KEYLEDGER_DATA_DIR",
-        "KEYLEDGER_LISTEN",
-        "KEYLEDGER_TRUST_FORWARDED_FOR",
-        "KEYLEDGER_TRUSTED_PROXIES",
-        "KEYLEDGER_CHECKPOINT_EVERY_EVENTS",
-        "KEYLEDGER_CHECKPOINT_INTERVAL_SECS",
-        "KEYLEDGER_PEPPER",
-        "KEYLEDGER_SIGNING_KEY",
-    ] {
-        command.env_remove(var);
-    }
-    command.stdin(Stdio::null());
-    command
-}
 
 /// Runs `keyledger ARGS…` to completion with `env` set (and nothing else from the caller's
 /// configuration), e.g. a node that must refuse to start.
