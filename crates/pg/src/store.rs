@@ -126,26 +126,15 @@ impl PgStore {
         }
         result.map_err(unavailable)
     }
-}
-
-impl LogStore for PgStore {
-    fn is_shared(&self) -> bool {
-        true
-    }
-
-    fn begin(&mut self, local_len: u64) -> Result<Foreign, StoreError> {
-        if self.in_batch {
-            self.abort();
-        }
-        self.run(|c| c.batch_execute("BEGIN"))?;
-        self.in_batch = true;
+    /// Inside [`LogStore::begin`]'s transaction: locks the head row and reads the events
+    /// other nodes appended after `local_len`.
+    fn read_foreign(&mut self, local_len: u64) -> Result<Foreign, StoreError> {
         let row = self.run(|c| c.query_one("SELECT size, root FROM keyledger_head FOR UPDATE", &[]))?;
         let head = Head { size: to_u64(row.get(0))?, root: to_hash(row.get(1))? };
         if head.size <= local_len {
             return Ok(Foreign { head: Some(head), records: Vec::new() });
         }
         if head.size - local_len > BEGIN_LIMIT {
-            self.abort();
             return Err(StoreError::Behind { behind: head.size - local_len });
         }
         let (from, to) = (local_len as i64, head.size as i64);
@@ -163,6 +152,27 @@ impl LogStore for PgStore {
             )));
         }
         Ok(Foreign { head: Some(head), records: rows.into_iter().map(|row| row.get(0)).collect() })
+    }
+}
+
+impl LogStore for PgStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn begin(&mut self, local_len: u64) -> Result<Foreign, StoreError> {
+        if self.in_batch {
+            self.abort();
+        }
+        self.run(|c| c.batch_execute("BEGIN"))?;
+        self.in_batch = true;
+        // Whatever goes wrong after the head row is locked rolls back at once: a node that
+        // kept the lock while it failed would stop every other node's writes.
+        let foreign = self.read_foreign(local_len);
+        if foreign.is_err() {
+            self.abort();
+        }
+        foreign
     }
 
     fn commit(
