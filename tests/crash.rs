@@ -277,14 +277,7 @@ fn revoker(
     seed: u64,
     round: u64,
 ) {
-    let mut rng = Rng::new(seed);
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(3 + rng.below(10)));
-        let target = {
-            let model = lock(&model);
-            if model.active.len() < 4 { None } else { model.pick(&mut rng, 0).map(|(id, _)| id) }
-        };
-        let Some(key_id) = target else { continue };
+    every_few_ms_on_an_active_key(&model, &stop, seed, |key_id| {
         let answer = http.call(
             "POST",
             &format!("/v1/keys/{key_id}/revoke"),
@@ -292,7 +285,7 @@ fn revoker(
             Some(&json!({"reason": "crash test"})),
         );
         let arrived = Instant::now();
-        let Some((status, body)) = answer else { continue };
+        let Some((status, body)) = answer else { return };
         let mut model = lock(&model);
         if status == 200 && body["status"] == "revoked" {
             model.mark_revoked(&key_id, arrived, round);
@@ -300,7 +293,7 @@ fn revoker(
         } else {
             model.refused_other.push(format!("revoke {key_id}: {status} {body}"));
         }
-    }
+    });
 }
 
 fn rotator(
@@ -311,14 +304,7 @@ fn rotator(
     seed: u64,
     round: u64,
 ) {
-    let mut rng = Rng::new(seed);
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(3 + rng.below(10)));
-        let target = {
-            let model = lock(&model);
-            if model.active.len() < 4 { None } else { model.pick(&mut rng, 0).map(|(id, _)| id) }
-        };
-        let Some(old_id) = target else { continue };
+    every_few_ms_on_an_active_key(&model, &stop, seed, |old_id| {
         let answer = http.call(
             "POST",
             &format!("/v1/keys/{old_id}/rotate"),
@@ -326,7 +312,7 @@ fn rotator(
             Some(&json!({"overlap": "0s"})),
         );
         let arrived = Instant::now();
-        let Some((status, body)) = answer else { continue };
+        let Some((status, body)) = answer else { return };
         let mut model = lock(&model);
         match status {
             201 => {
@@ -353,6 +339,27 @@ fn rotator(
             // The revoker got there first: a rotation of a revoked key is refused.
             409 => {}
             _ => model.refused_other.push(format!("rotate {old_id}: {status} {body}")),
+        }
+    });
+}
+
+/// Until `stop`: every 3–12 ms, `act` on an active key picked at random (while at least four
+/// are active, so creates keep up with the revoker and the rotator).
+fn every_few_ms_on_an_active_key(
+    model: &Mutex<Model>,
+    stop: &AtomicBool,
+    seed: u64,
+    mut act: impl FnMut(String),
+) {
+    let mut rng = Rng::new(seed);
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(3 + rng.below(10)));
+        let target = {
+            let model = lock(model);
+            if model.active.len() < 4 { None } else { model.pick(&mut rng, 0).map(|(id, _)| id) }
+        };
+        if let Some(key_id) = target {
+            act(key_id);
         }
     }
 }
