@@ -71,11 +71,14 @@ pub struct Options {
     pub seconds: Option<f64>,
     pub connections: usize,
     pub keys: Option<usize>,
+    /// `--binary PATH`: measure this `keyledger` binary instead of building the tree's (for
+    /// before/after pairs of docs/benchmarks.md); never writes the table into the docs.
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { quick: false, ci: false, seconds: None, connections: 32, keys: None }
+        Self { quick: false, ci: false, seconds: None, connections: 32, keys: None, binary: None }
     }
 }
 
@@ -169,6 +172,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
                 }
                 options.keys = Some(keys);
             }
+            "--binary" => options.binary = Some(PathBuf::from(value()?)),
             other => bail!("unknown option `{other}` for `load`"),
         }
     }
@@ -177,10 +181,15 @@ pub fn parse(args: &[String]) -> Result<Options> {
 
 /// Builds keyledger, runs the load test and reports it.
 pub fn run(root: &Path, options: Options) -> Result<()> {
-    let mut build = crate::cargo();
-    build.args(["build", "--release", "--package", "keyledger"]);
-    crate::run_step(root, build)?;
-    let binary = target_dir(root).join("release/keyledger");
+    let binary = match &options.binary {
+        Some(binary) => binary.clone(),
+        None => {
+            let mut build = crate::cargo();
+            build.args(["build", "--release", "--package", "keyledger"]);
+            crate::run_step(root, build)?;
+            target_dir(root).join("release/keyledger")
+        }
+    };
     if !binary.is_file() {
         bail!("{} was not built", binary.display());
     }
@@ -197,8 +206,8 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
     let load_after = load_average();
     let section = render(&report, &options, root, &load_before, &load_after, started.elapsed());
     println!("{section}");
-    if options.ci {
-        eprintln!("xtask: load smoke took {:.1} s (build excluded)", started.elapsed().as_secs_f64());
+    if options.ci || options.binary.is_some() {
+        eprintln!("xtask: load run took {:.1} s (build excluded)", started.elapsed().as_secs_f64());
     } else {
         let doc = root.join("docs/benchmarks.md");
         write_section(&doc, &SECTION, &section)?;
