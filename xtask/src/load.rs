@@ -47,12 +47,11 @@ use std::time::{Duration, Instant};
 /// Where the load table lives in docs/benchmarks.md.
 const SECTION: Section =
     Section { begin: "<!-- load:begin -->", end: "<!-- load:end -->", heading: Some("## HTTP load test") };
-/// The CI guard against a gross regression. Half the ≥ 0.6 target would be natural, but
-/// verify measures 0.29–0.50× the bare server on this 2-core machine after the projector and
-/// HTTP-path work of docs/benchmarks.md (the lowest figure when the machine is quiet and the
-/// bare server speeds up most), so that would flake; 0.15 is about half of the lowest figure
-/// measured, and still catches a verify path that got twice as slow.
-pub const CI_MIN_RATIO: f64 = 0.15;
+/// The CI guard against a gross regression: half the lowest ratio measured after the lean
+/// path of the gateways' routes (0.46, docs/benchmarks.md "Third pass"; the ≥ 0.6 target is
+/// not met, so half of it would not guard anything the code reaches). It still catches a
+/// verify path that got twice as slow, and three attempts absorb a noisy neighbour.
+pub const CI_MIN_RATIO: f64 = 0.23;
 /// The performance targets (docs/benchmarks.md).
 const TARGET_RATIO: f64 = 0.6;
 const TARGET_P99_RATIO: f64 = 1.5;
@@ -872,7 +871,7 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "- The server's log on stderr (`info`: a line per request except successful verifications) grew to {:.1} MB over the run.",
+        "- The server's log on stderr (`info`: a line per request except successful verifications and health probes) grew to {:.1} MB over the run.",
         report.server_log_bytes as f64 / 1e6
     );
     let _ = writeln!(out);
