@@ -47,12 +47,11 @@ use std::time::{Duration, Instant};
 /// Where the load table lives in docs/benchmarks.md.
 const SECTION: Section =
     Section { begin: "<!-- load:begin -->", end: "<!-- load:end -->", heading: Some("## HTTP load test") };
-/// The CI guard against a gross regression. Half the ≥ 0.6 target would be natural, but
-/// verify measures 0.29–0.50× the bare server on this 2-core machine after the projector and
-/// HTTP-path work of docs/benchmarks.md (the lowest figure when the machine is quiet and the
-/// bare server speeds up most), so that would flake; 0.15 is about half of the lowest figure
-/// measured, and still catches a verify path that got twice as slow.
-pub const CI_MIN_RATIO: f64 = 0.15;
+/// The CI guard against a gross regression: half the lowest ratio measured after the lean
+/// path of the gateways' routes (0.46, docs/benchmarks.md "Third pass"; the ≥ 0.6 target is
+/// not met, so half of it would not guard anything the code reaches). It still catches a
+/// verify path that got twice as slow, and three attempts absorb a noisy neighbour.
+pub const CI_MIN_RATIO: f64 = 0.23;
 /// The performance targets (docs/benchmarks.md).
 const TARGET_RATIO: f64 = 0.6;
 const TARGET_P99_RATIO: f64 = 1.5;
@@ -71,11 +70,14 @@ pub struct Options {
     pub seconds: Option<f64>,
     pub connections: usize,
     pub keys: Option<usize>,
+    /// `--binary PATH`: measure this `keyledger` binary instead of building the tree's (for
+    /// before/after pairs of docs/benchmarks.md); never writes the table into the docs.
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { quick: false, ci: false, seconds: None, connections: 32, keys: None }
+        Self { quick: false, ci: false, seconds: None, connections: 32, keys: None, binary: None }
     }
 }
 
@@ -169,6 +171,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
                 }
                 options.keys = Some(keys);
             }
+            "--binary" => options.binary = Some(PathBuf::from(value()?)),
             other => bail!("unknown option `{other}` for `load`"),
         }
     }
@@ -177,10 +180,15 @@ pub fn parse(args: &[String]) -> Result<Options> {
 
 /// Builds keyledger, runs the load test and reports it.
 pub fn run(root: &Path, options: Options) -> Result<()> {
-    let mut build = crate::cargo();
-    build.args(["build", "--release", "--package", "keyledger"]);
-    crate::run_step(root, build)?;
-    let binary = target_dir(root).join("release/keyledger");
+    let binary = match &options.binary {
+        Some(binary) => binary.clone(),
+        None => {
+            let mut build = crate::cargo();
+            build.args(["build", "--release", "--package", "keyledger"]);
+            crate::run_step(root, build)?;
+            target_dir(root).join("release/keyledger")
+        }
+    };
     if !binary.is_file() {
         bail!("{} was not built", binary.display());
     }
@@ -197,8 +205,8 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
     let load_after = load_average();
     let section = render(&report, &options, root, &load_before, &load_after, started.elapsed());
     println!("{section}");
-    if options.ci {
-        eprintln!("xtask: load smoke took {:.1} s (build excluded)", started.elapsed().as_secs_f64());
+    if options.ci || options.binary.is_some() {
+        eprintln!("xtask: load run took {:.1} s (build excluded)", started.elapsed().as_secs_f64());
     } else {
         let doc = root.join("docs/benchmarks.md");
         write_section(&doc, &SECTION, &section)?;
@@ -863,7 +871,7 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "- The server's log on stderr (`info`: a line per request except successful verifications) grew to {:.1} MB over the run.",
+        "- The server's log on stderr (`info`: a line per request except successful verifications and health probes) grew to {:.1} MB over the run.",
         report.server_log_bytes as f64 / 1e6
     );
     let _ = writeln!(out);

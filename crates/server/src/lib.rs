@@ -15,6 +15,7 @@ pub mod entries;
 pub mod error;
 pub mod export;
 pub mod extract;
+mod fast_path;
 pub mod forwarded;
 pub mod grpc;
 pub mod idempotency;
@@ -143,7 +144,7 @@ pub fn current_request(parts: &Parts) -> RequestId {
 /// tenant's traffic, so it goes only to an admin key holding `ledger:audit:read`, or to
 /// anyone with [`ServerConfig::healthz_details`]. A presented key is authenticated (and
 /// throttled) as on every admin route.
-async fn healthz(
+pub(crate) async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
@@ -240,6 +241,12 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
     axum::Json(openapi::document())
 }
 
+/// The answer to a request that outlived [`ServerConfig::request_timeout`] (408).
+pub(crate) fn timed_out() -> error::ApiError {
+    error::ApiError::new(error::ErrorCode::InvalidRequest, "the request took too long and was abandoned")
+        .with_status(axum::http::StatusCode::REQUEST_TIMEOUT)
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     metrics::handle();
@@ -301,13 +308,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer((
-            axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
-                error::ApiError::new(
-                    error::ErrorCode::InvalidRequest,
-                    "the request took too long and was abandoned",
-                )
-                .with_status(axum::http::StatusCode::REQUEST_TIMEOUT)
-            }),
+            axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async { timed_out() }),
             tower::timeout::TimeoutLayer::new(request_timeout),
         ))
         .layer(axum::middleware::from_fn_with_state(max_header_bytes, request_id::middleware))
@@ -324,7 +325,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
     let header_read_timeout = state.config.header_read_timeout;
-    transport::serve_http(listener, router(state), header_read_timeout, shutdown).await;
+    transport::serve_http(listener, router(state.clone()), state, header_read_timeout, shutdown).await;
     engine.shutdown().await;
     Ok(())
 }

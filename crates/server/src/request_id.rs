@@ -31,19 +31,39 @@ pub struct CurrentRequest(pub RequestId);
 /// ([`crate::throttle::header_size_refusal`]) before anything else runs: one layer instead
 /// of two on every request.
 pub async fn middleware(State(max_header_bytes): State<usize>, mut request: Request, next: Next) -> Response {
-    let id = RequestId::generate(Timestamp::now().millis());
-    request.extensions_mut().insert(CurrentRequest(id));
+    let started = Instant::now();
+    let id = begin(&mut request);
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let path = uri.path();
-    let started = Instant::now();
     let mut response = match crate::throttle::header_size_refusal(&request, max_header_bytes) {
         None => next.run(request).await,
         Some(refused) => refused,
     };
-    let id_text = id.to_string();
     let route = response.extensions_mut().remove::<crate::metrics::RouteTemplate>();
     let route = route.as_ref().map_or("unmatched", |r| r.0.as_str());
+    finish(response, id, &method, uri.path(), route, started, crate::metrics::record_request)
+}
+
+/// Gives `request` a fresh keyledger request id (in its extensions) and returns it.
+pub(crate) fn begin<B>(request: &mut axum::http::Request<B>) -> RequestId {
+    let id = RequestId::generate(Timestamp::now().millis());
+    request.extensions_mut().insert(CurrentRequest(id));
+    id
+}
+
+/// What the layer does once the handler answered, shared with the lean path of the
+/// gateways' routes (`crate::fast_path`): the contract's error body for any error answer,
+/// the `request-id` header, the request metrics (through `record`) and the access line.
+pub(crate) fn finish(
+    mut response: Response,
+    id: RequestId,
+    method: &axum::http::Method,
+    path: &str,
+    route: &str,
+    started: Instant,
+    record: impl FnOnce(&str, &axum::http::Method, u16, f64),
+) -> Response {
+    let id_text = id.to_string();
     let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
         let status = response.status();
         let is_json = response
@@ -72,7 +92,7 @@ pub async fn middleware(State(max_header_bytes): State<usize>, mut request: Requ
     }
     let status = response.status();
     let elapsed = started.elapsed();
-    crate::metrics::record_request(route, &method, status.as_u16(), elapsed.as_secs_f64());
+    record(route, method, status.as_u16(), elapsed.as_secs_f64());
     macro_rules! access_line {
         ($level:ident) => {
             tracing::$level!(
@@ -86,10 +106,17 @@ pub async fn middleware(State(max_header_bytes): State<usize>, mut request: Requ
             )
         };
     }
-    if status.is_success() && route.starts_with("/v1/verify") {
+    if status.is_success() && quiet_when_successful(route) {
         access_line!(debug);
     } else {
         access_line!(info);
     }
     response
+}
+
+/// Routes whose successful requests log their access line at `debug`: the gateways'
+/// verifications (each already a `used` event) and `/healthz` (liveness probes, every few
+/// seconds from every balancer). See docs/operations.md, Logs.
+fn quiet_when_successful(route: &str) -> bool {
+    route.starts_with("/v1/verify") || route == "/healthz"
 }

@@ -15,6 +15,10 @@
 //!   has arrived, and the header size cap (431) bounds the head's size
 //!   ([`crate::throttle::header_size_refusal`]).
 //!
+//! The gateways' routes (`/v1/verify…`, `GET /healthz`) go to [`crate::fast_path`], which
+//! does the router layers' work for them without the layers; every other request goes to
+//! the router.
+//!
 //! [`serve_http`] keeps what `axum::serve` gave: `ConnectInfo<SocketAddr>` for every
 //! request, accept errors that do not stop the server, and graceful shutdown (no new
 //! connections once the signal resolves; idle ones close at once, busy ones after their
@@ -23,6 +27,8 @@
 //! that precedes hyper's own header timer there (the TLS handshake has axum-server's own
 //! 10 s limit).
 
+use crate::AppState;
+use crate::fast_path::{self, Route};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -35,11 +41,14 @@ use tower::ServiceExt;
 pub(crate) async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
+    state: AppState,
     header_read_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    // One reference count per request instead of one per field of the state.
+    let shared = std::sync::Arc::new((app, state));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -55,10 +64,18 @@ pub(crate) async fn serve_http(
         };
         // Answers are written whole; never hold one back for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let shared = shared.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request)
+            // The gateways' routes skip the router's layers (see `crate::fast_path`).
+            let lean = Route::of(request.method(), request.uri().path());
+            let shared = shared.clone();
+            async move {
+                match lean {
+                    Some(route) => Ok(fast_path::serve(&shared.1, route, request).await),
+                    None => shared.0.clone().oneshot(request).await,
+                }
+            }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

@@ -229,16 +229,16 @@ fn requirements(
 pub async fn verify(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let route = parts.extensions.get::<MatchedPath>().cloned();
-    let mut response = verify_parts(state, parts, body).await;
+    let mut response = verify_parts(&state, parts, body).await;
     if let Some(route) = route {
         response.extensions_mut().insert(crate::metrics::RouteTemplate(route));
     }
     response
 }
 
-async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response {
+pub(crate) async fn verify_parts(state: &AppState, mut parts: Parts, body: Body) -> Response {
     // The extractor, not the extension alone: tests supply the peer through `MockConnectInfo`.
-    let peer = match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &state).await {
+    let peer = match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state).await {
         Ok(ConnectInfo(peer)) => peer,
         Err(rejection) => return rejection.into_response(),
     };
@@ -265,7 +265,7 @@ async fn verify_parts(state: AppState, mut parts: Parts, body: Body) -> Response
     // JSON mode's `context.ip` is recorded as stated, but checked only from a trusted proxy.
     let source =
         crate::sources::checked_source(peer.ip(), &config.trusted_proxies, request.context.ip, client);
-    let (outcome, response) = match decide(&state, request, request_id, source).await {
+    let (outcome, response) = match decide(state, request, request_id, source).await {
         Ok(decided) => decided,
         // The log cannot be written: no verification took place.
         Err(error) => return denial(error.into()),

@@ -1,6 +1,7 @@
 //! The access log: one `info` line per request with keyledger's request id, except
-//! successful verifications, which are logged at `debug` (each is already a `used` event in
-//! the log) and come back with `keyledger_server::request_id=debug`.
+//! successful verifications (each is already a `used` event in the log) and successful
+//! `/healthz` probes, which are logged at `debug` and come back with
+//! `keyledger_server::request_id=debug`.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -32,9 +33,18 @@ impl Captured {
     }
 }
 
-/// Creates a key, verifies it successfully and with a missing scope, under `filter`; returns
-/// the request lines, the secret, and the `request-id`s of the two verifications.
-fn run(filter: &str) -> (Vec<String>, String, String, String) {
+/// The `request-id`s of the requests [`run`] makes.
+struct Ids {
+    allowed: String,
+    denied: String,
+    healthy: String,
+    healthz_refused: String,
+}
+
+/// Creates a key, verifies it successfully and with a missing scope, asks `/healthz` without
+/// a key and with an unknown one, under `filter`; returns the request lines, the secret, and
+/// the `request-id`s.
+fn run(filter: &str) -> (Vec<String>, String, Ids) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -46,7 +56,7 @@ fn run(filter: &str) -> (Vec<String>, String, String, String) {
     let data = support::init();
     let (path, admin) = (&data.path, &data.admin);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (secret, allowed, denied) = runtime.block_on(async {
+    let (secret, ids) = runtime.block_on(async {
         let engine = Arc::new(Engine::open(path, EngineOptions::default()).unwrap());
         let app = support::app(engine.clone(), ServerConfig::default());
         let create = Request::post("/v1/workspaces/acme/keys")
@@ -69,11 +79,24 @@ fn run(filter: &str) -> (Vec<String>, String, String, String) {
             assert_eq!(response.status(), status);
             ids.push(response.headers()["request-id"].to_str().unwrap().to_owned());
         }
+        for (bearer, status) in
+            [(None, StatusCode::OK), (Some("Bearer kl_live_nope"), StatusCode::UNAUTHORIZED)]
+        {
+            let mut health = Request::get("/healthz");
+            if let Some(bearer) = bearer {
+                health = health.header("authorization", bearer);
+            }
+            let response = app.clone().oneshot(health.body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), status);
+            ids.push(response.headers()["request-id"].to_str().unwrap().to_owned());
+        }
         engine.shutdown().await;
-        (secret, ids.remove(0), ids.remove(0))
+        let mut ids = ids.into_iter();
+        let mut next = || ids.next().unwrap();
+        (secret, Ids { allowed: next(), denied: next(), healthy: next(), healthz_refused: next() })
     });
     let lines = captured.lines().into_iter().filter(|l| l.contains(" request request_id=")).collect();
-    (lines, secret, allowed, denied)
+    (lines, secret, ids)
 }
 
 fn line_of<'a>(lines: &'a [String], request_id: &str) -> Option<&'a String> {
@@ -81,8 +104,8 @@ fn line_of<'a>(lines: &'a [String], request_id: &str) -> Option<&'a String> {
 }
 
 #[test]
-fn successful_verifications_are_logged_only_at_debug() {
-    let (lines, secret, allowed, denied) = run("info");
+fn successful_verifications_and_health_probes_are_logged_only_at_debug() {
+    let (lines, secret, Ids { allowed, denied, healthy, healthz_refused }) = run("info");
     assert!(
         lines.iter().any(|l| l.contains("INFO")
             && l.contains("route=/v1/workspaces/{ws}/keys")
@@ -95,17 +118,29 @@ fn successful_verifications_are_logged_only_at_debug() {
         "{line}"
     );
     assert!(line_of(&lines, &allowed).is_none(), "a successful verification logged at info: {lines:#?}");
+    assert!(line_of(&lines, &healthy).is_none(), "a successful health probe logged at info: {lines:#?}");
+    let line = line_of(&lines, &healthz_refused).expect("a refused /healthz has its line");
+    assert!(
+        line.contains("INFO") && line.contains("route=/healthz") && line.contains("status=401"),
+        "{line}"
+    );
     assert!(lines.iter().all(|l| !l.contains(&secret)), "a secret in the log");
 }
 
 #[test]
 fn the_verify_access_line_comes_back_with_a_debug_filter() {
-    let (lines, secret, allowed, denied) = run("info,keyledger_server::request_id=debug");
+    let (lines, secret, Ids { allowed, denied, healthy, .. }) =
+        run("info,keyledger_server::request_id=debug");
     let line = line_of(&lines, &allowed).expect("the successful verification has its line");
     assert!(
         line.contains("DEBUG") && line.contains("route=/v1/verify") && line.contains("status=200"),
         "{line}"
     );
     assert!(line_of(&lines, &denied).is_some_and(|l| l.contains("INFO")));
+    let line = line_of(&lines, &healthy).expect("the health probe has its line");
+    assert!(
+        line.contains("DEBUG") && line.contains("route=/healthz") && line.contains("status=200"),
+        "{line}"
+    );
     assert!(lines.iter().all(|l| !l.contains(&secret)), "a secret in the log");
 }

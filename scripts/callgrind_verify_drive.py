@@ -1,0 +1,71 @@
+"""Drives a keyledger server for scripts/callgrind-verify.sh (docs/benchmarks.md, "Third pass").
+
+    callgrind_verify_drive.py setup PORT ADMIN_KEY COUNT KEYS_FILE    # create COUNT keys
+    callgrind_verify_drive.py json|forward|healthz PORT N CLIENTS KEYS_FILE
+
+The requests are those of `cargo xtask load` (xtask/src/load.rs): JSON mode with a full
+context, forward-auth with x-api-key and the forwarded headers, keys round-robin. Fails if
+any answer is not 200.
+"""
+import http.client
+import json
+import sys
+import threading
+
+
+def connect(port):
+    return http.client.HTTPConnection("127.0.0.1", port)
+
+
+def setup(port, admin, count, keys_file):
+    conn, secrets = connect(port), []
+    headers = {"authorization": "Bearer " + admin, "content-type": "application/json"}
+    for i in range(count):
+        body = json.dumps({"name": f"p-{i}", "scopes": ["read", "write"], "owner": "profile"})
+        conn.request("POST", "/v1/workspaces/load/keys", body, headers)
+        answer = conn.getresponse()
+        secrets.append(json.loads(answer.read())["secret"])
+    with open(keys_file, "w") as out:
+        json.dump(secrets, out)
+
+
+def run(mode, port, n, clients, keys_file):
+    with open(keys_file) as keys:
+        secrets = json.load(keys)
+    per, failures = n // clients, []
+
+    def client(w):
+        conn = connect(port)
+        for j in range(per):
+            i = w * per + j
+            secret = secrets[i % len(secrets)]
+            if mode == "json":
+                context = {"ip": f"10.1.{i // 250 % 250}.{i % 250 + 1}", "user_agent": "keyledger-load/1",
+                           "method": "GET", "path": "/v1/orders", "request_id": f"gw-{i}"}
+                body = json.dumps({"key": secret, "scopes": ["read"], "context": context})
+                conn.request("POST", "/v1/verify", body, {"content-type": "application/json"})
+            elif mode == "forward":
+                conn.request("GET", "/v1/verify?scope=read", headers={
+                    "x-api-key": secret, "user-agent": "keyledger-load/1", "x-forwarded-method": "GET",
+                    "x-forwarded-uri": "/v1/orders", "x-request-id": f"gw-{i}"})
+            else:
+                conn.request("GET", "/healthz")
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 200:
+                failures.append(answer.status)
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        sys.exit(f"{len(failures)} answers were not 200: {sorted(set(failures))}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "setup":
+        setup(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    else:
+        run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
