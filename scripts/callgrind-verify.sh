@@ -8,6 +8,7 @@
 # and for the projector and log-writer threads.
 #
 #   scripts/callgrind-verify.sh [BINARY] [OUT_DIR]     # defaults: target/release/keyledger, a temp dir
+#   KEYS_WITH=sources|credits|ratelimits scripts/callgrind-verify.sh …   # keys with that control
 #
 # Needs valgrind (callgrind_control) and python3. Takes a few minutes.
 set -euo pipefail

@@ -5,12 +5,25 @@
 
 The requests are those of `cargo xtask load` (xtask/src/load.rs): JSON mode with a full
 context, forward-auth with x-api-key and the forwarded headers, keys round-robin. Fails if
-any answer is not 200.
+any answer is not 200. With `KEYS_WITH=sources|credits|ratelimits` in the environment, every
+key gets that control, set so that it never refuses (the cost of a control on the keys that
+use it, docs/benchmarks.md).
 """
 import http.client
 import json
+import os
 import sys
 import threading
+
+
+# What `KEYS_WITH` adds to every key: controls that never refuse the driver's requests (they
+# come from 127.0.0.1).
+CONTROLS = {
+    "none": {},
+    "sources": {"allowed_sources": ["127.0.0.0/8", "10.0.0.0/8"]},
+    "credits": {"credits": {"remaining": 10**12}},
+    "ratelimits": {"ratelimits": [{"name": "api", "limit": 10**9, "duration": "1h"}]},
+}
 
 
 def connect(port):
@@ -21,10 +34,15 @@ def setup(port, admin, count, keys_file):
     conn, secrets = connect(port), []
     headers = {"authorization": "Bearer " + admin, "content-type": "application/json"}
     for i in range(count):
-        body = json.dumps({"name": f"p-{i}", "scopes": ["read", "write"], "owner": "profile"})
+        body = {"name": f"p-{i}", "scopes": ["read", "write"], "owner": "profile"}
+        body.update(CONTROLS[os.environ.get("KEYS_WITH", "none")])
+        body = json.dumps(body)
         conn.request("POST", "/v1/workspaces/load/keys", body, headers)
         answer = conn.getresponse()
-        secrets.append(json.loads(answer.read())["secret"])
+        created = answer.read()
+        if answer.status != 201:
+            sys.exit(f"creating a key answered {answer.status}: {created[:300]!r}")
+        secrets.append(json.loads(created)["secret"])
     with open(keys_file, "w") as out:
         json.dump(secrets, out)
 
