@@ -138,6 +138,9 @@ impl Options {
         if let Some(keys) = self.keys {
             let _ = write!(command, " --keys {keys}");
         }
+        if let Some(binary) = &self.binary {
+            let _ = write!(command, " --binary {}", binary.display());
+        }
         command
     }
 }
@@ -787,7 +790,14 @@ fn render(
     let _ = writeln!(out);
     let _ =
         writeln!(out, "- Machine: {}; the load generator and both servers share it.", machine_description());
-    let _ = writeln!(out, "- Commit: {}.", commit_description(root));
+    match &options.binary {
+        Some(binary) => {
+            let _ = writeln!(out, "- Binary: `{}` (`--binary`; not built from this tree).", binary.display());
+        }
+        None => {
+            let _ = writeln!(out, "- Commit: {}.", commit_description(root));
+        }
+    }
     let kind = if options.ci {
         " (CI smoke: not for quoting)"
     } else if options.quick {
@@ -956,5 +966,9 @@ mod tests {
         assert_eq!(full.command(), "cargo xtask load --seconds 5 --connections 16");
         assert!(parse(&args("--seconds 0")).is_err());
         assert!(parse(&args("--bogus")).is_err());
+        let given = parse(&args("--ci --binary /tmp/keyledger-before")).unwrap();
+        assert_eq!(given.binary, Some(PathBuf::from("/tmp/keyledger-before")));
+        assert_eq!(given.command(), "cargo xtask load --ci --binary /tmp/keyledger-before");
+        assert!(parse(&args("--binary")).is_err(), "--binary needs a path");
     }
 }
