@@ -55,8 +55,8 @@ fn an_untrusted_caller_is_checked_by_its_own_address_and_the_policy_holds() {
     // A live key without a list is refused, and nothing is appended; a test key is not.
     let size = env.log_size();
     let refused = env.http.post("/v1/workspaces/acme/keys", env.root(), &json!({"name": "bare"}));
-    assert_eq!(refused.status, 400, "{}", refused.dump());
-    assert_eq!(refused.body["error"], "invalid_request");
+    assert_eq!(refused.status, 409, "a policy refusal, like require_expiry: {}", refused.dump());
+    assert_eq!(refused.body["error"], "conflict");
     assert!(
         refused.body["message"].as_str().unwrap_or_default().contains("allowed_sources"),
         "{}",
@@ -75,7 +75,7 @@ fn an_untrusted_caller_is_checked_by_its_own_address_and_the_policy_holds() {
     );
     let rotate =
         env.http.post(&format!("/v1/keys/{}/rotate", text(&before, "key_id")), env.root(), &json!({}));
-    assert_eq!(rotate.status, 400, "rotating the unlisted live key: {}", rotate.dump());
+    assert_eq!(rotate.status, 409, "rotating the unlisted live key: {}", rotate.dump());
     assert_eq!(env.log_size(), size, "refusals appended nothing");
     create(&env, "acme", json!({"name": "test-env", "environment": "test"}));
 

@@ -39,9 +39,10 @@ pub(crate) fn for_new_key(
         && environment == Environment::Live
         && *actor != Actor::Recovery
     {
-        return Err(LedgerError::invalid(
-            "allowed_sources",
-            "the workspace policy requires an allow-list on every live key (require_allowed_sources)",
+        // A policy rule, answered like `require_expiry`: 409 `conflict` (docs/api.md).
+        return Err(LedgerError::Conflict(
+            "policy require_allowed_sources: a live key must have a source allow-list (allowed_sources)"
+                .into(),
         ));
     }
     Ok((!sources.is_empty()).then(|| SourcesSet {

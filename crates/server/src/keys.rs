@@ -574,7 +574,7 @@ pub struct SetPolicy {
     /// Source allow-list given to keys issued without one (IP addresses and CIDR networks).
     #[serde(default)]
     allowed_sources: Vec<String>,
-    /// A `live` key may only be created or rotated with a source allow-list (400 otherwise).
+    /// A `live` key may only be created or rotated with a source allow-list (409 `conflict` otherwise).
     #[serde(default)]
     require_allowed_sources: bool,
 }
