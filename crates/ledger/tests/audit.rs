@@ -542,8 +542,7 @@ fn instants(rng: &mut Rng, events: &[Event], n: usize) -> Vec<Option<Timestamp>>
 }
 
 fn run_scenario(seed: u64, steps: usize) {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     let secrets = build(&dir, seed, steps);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
@@ -635,7 +634,7 @@ fn run_scenario(seed: u64, steps: usize) {
         }
     }
     // Rebuild into a fresh file equals the incremental state.
-    let fresh = parent.path().join("fresh.redb");
+    let fresh = dir.with_file_name("fresh.redb");
     let mut rebuilt = Projections::open(&fresh, projection_list()).unwrap();
     rebuilt.rebuild(engine.log()).unwrap();
     let live = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
@@ -684,10 +683,7 @@ fn cidr_ranges_are_contiguous_and_family_aware() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_are_recorded_without_the_candidate_and_seen_by_queries() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    let init = init(&dir);
-    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (_dir, init, engine) = support::ledger();
     let admin = engine.authenticate_admin(init.admin_key.expose()).unwrap();
     let caller = || Caller {
         actor: Actor::Admin(admin.key_id),
@@ -818,8 +814,7 @@ fn write_hot_key_uses(dir: &Path, uses: u64, gateway_id: impl Fn(u64) -> String)
 /// buckets is found in each, and keyledger's own ids are found in any bucket.
 #[test]
 fn request_ids_are_found_across_index_buckets() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     let uses = 70_000;
     // Each id is used 14 times, 5,000 uses apart: in both buckets.
     write_hot_key_uses(&dir, uses, |i| format!("gw-{:06}", i % 5_000));
@@ -854,8 +849,7 @@ fn request_ids_are_found_across_index_buckets() {
 /// log, and answer as before.
 #[test]
 fn an_older_audit_layout_is_rebuilt_from_the_log_on_open() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     build(&dir, 0x5eed_0004, 400);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
@@ -891,8 +885,7 @@ fn an_older_audit_layout_is_rebuilt_from_the_log_on_open() {
 /// address) opens: its audit tables are dropped and rebuilt from the log in layout 3.
 #[test]
 fn audit_layout_2_is_rebuilt_from_the_log_on_open() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     build(&dir, 0x5eed_0005, 400);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
@@ -926,8 +919,7 @@ fn audit_layout_2_is_rebuilt_from_the_log_on_open() {
 #[ignore]
 fn audit_index_size_and_speed() {
     let uses: u64 = std::env::var("AUDIT_BENCH_USES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     let (hot, written) = write_hot_key_uses(&dir, uses, |i| format!("gw-{i:012}"));
     let projections_file = dir.join(keyledger_ledger::datadir::PROJECTIONS_FILE);
     let before = std::fs::metadata(&projections_file).unwrap().len();
@@ -935,7 +927,7 @@ fn audit_index_size_and_speed() {
     let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
     let index_time = opened.elapsed();
     let after = std::fs::metadata(&projections_file).unwrap().len();
-    let fresh = parent.path().join("fresh.redb");
+    let fresh = dir.with_file_name("fresh.redb");
     let mut rebuilt = Projections::open(&fresh, projection_list()).unwrap();
     rebuilt.rebuild(engine.log()).unwrap();
     drop(rebuilt);

@@ -16,8 +16,7 @@
 
 use keyledger_core::{Actor, KeyId, Timestamp, WorkspaceId};
 use keyledger_ledger::{
-    ADMIN_SCOPES, Caller, Engine, EngineOptions, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus,
-    LedgerError,
+    ADMIN_SCOPES, Caller, Engine, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus, LedgerError,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -283,10 +282,7 @@ fn no_command_gives_a_key_more_than_its_caller_had_and_a_lasting_full_admin_key_
     let mut runner = TestRunner::new(config);
     let strategy = (proptest::collection::vec(admin_key(), 1..6), proptest::collection::vec(step(), 1..40));
     let result = runner.run(&strategy, |(admins, steps)| {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("data");
-        let outcome = support::init(&dir);
-        let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+        let (_dir, outcome, engine) = support::ledger();
         let verdict = runtime.block_on(async {
             let verdict = run_case(&engine, outcome.admin_key_id, &admins, &steps).await;
             engine.shutdown().await;

@@ -5,11 +5,11 @@ use keyledger_core::{DenyReason, Payload, Refill, RefillInterval, UsageContext};
 use keyledger_ledger::credits::{CreditsChange, CreditsSpec};
 use keyledger_ledger::engine::projection_list;
 use keyledger_ledger::projection::Projections;
-use keyledger_ledger::{Caller, Engine, EngineOptions, LedgerError, VerifyOutcome, VerifyRequirements};
+use keyledger_ledger::{Caller, Engine, LedgerError, VerifyOutcome, VerifyRequirements};
 
 mod support;
 
-use support::{init, rid, spec, ws};
+use support::{open, rid, spec, ws};
 
 /// Verifies `secret` spending `cost` (`None`: the default, 1); the decision and the balance.
 async fn verify(engine: &Engine, secret: &str, cost: Option<u64>) -> (Result<(), DenyReason>, Option<u64>) {
@@ -28,16 +28,9 @@ fn credits(remaining: u64) -> CreditsSpec {
     }
 }
 
-fn open(dir: &std::path::Path) -> Engine {
-    Engine::open(dir, EngineOptions::default()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spends_until_zero_then_denies_usage_exceeded_without_spending() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let metered = spec("metered", &["read"]);
     let (key, secret) = engine
@@ -90,10 +83,7 @@ async fn spends_until_zero_then_denies_usage_exceeded_without_spending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_ups_add_or_set_and_refuse_what_they_cannot_do() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let (key, secret) = engine
         .create(
@@ -132,10 +122,7 @@ async fn top_ups_add_or_set_and_refuse_what_they_cannot_do() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_moves_the_balance_to_the_successor() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let (old, old_secret) = engine
         .create(
@@ -161,10 +148,7 @@ async fn a_rotation_moves_the_balance_to_the_successor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balances_survive_a_restart_and_a_rebuild_from_the_log_equals_the_live_ones() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let mut keys = Vec::new();
     for i in 0..6u64 {

@@ -23,8 +23,7 @@ async fn verify(engine: &Engine, secret: &str, scopes: &[&str]) -> Result<(), Op
 
 #[test]
 fn init_refuses_an_initialised_or_non_empty_dir_and_changes_nothing() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     let first = Engine::init(&dir, EngineOptions::default()).unwrap();
     assert!(first.admin_key.expose().starts_with("kl_live_"));
     let listing = |p: &std::path::Path| {
@@ -32,14 +31,14 @@ fn init_refuses_an_initialised_or_non_empty_dir_and_changes_nothing() {
         names.sort();
         names
     };
-    let before = listing(parent.path());
+    let before = listing(dir.root());
     assert!(matches!(
         Engine::init(&dir, EngineOptions::default()),
         Err(keyledger_ledger::EngineError::DataDir(_))
     ));
-    assert_eq!(listing(parent.path()), before, "a refused init changed files");
+    assert_eq!(listing(dir.root()), before, "a refused init changed files");
 
-    let other = parent.path().join("other");
+    let other = dir.root().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "x").unwrap();
     assert!(Engine::init(&other, EngineOptions::default()).is_err());
@@ -70,10 +69,7 @@ fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_verify_rotate_revoke_and_restart() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    let init = init(&dir);
-    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (dir, init, engine) = support::ledger();
     let admin = engine.authenticate_admin(init.admin_key.expose()).unwrap();
     let caller = Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() };
 
@@ -121,10 +117,7 @@ async fn create_verify_rotate_revoke_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let mut secrets = Vec::new();
     for i in 0..20 {
@@ -190,8 +183,7 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
 
 #[test]
 fn init_takes_a_chosen_checkpoint_origin_and_refuses_a_bad_one() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     let bad = Engine::init_with_origin(&dir, EngineOptions::default(), Some("has space"));
     assert!(bad.is_err());
     assert!(!dir.exists(), "a refused init created the data dir");
@@ -209,8 +201,7 @@ fn init_takes_a_chosen_checkpoint_origin_and_refuses_a_bad_one() {
 /// leave a gap.
 #[test]
 fn projections_reopen_in_place_catch_up_to_a_bound_and_refuse_gaps() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     let outcome = init(&dir);
     {
         let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
@@ -234,7 +225,7 @@ fn projections_reopen_in_place_catch_up_to_a_bound_and_refuse_gaps() {
     let reader = log.reader();
     assert_eq!(reader.len(), 4);
 
-    let mut projections = Projections::open(&parent.path().join("p.redb"), projection_list()).unwrap();
+    let mut projections = Projections::open(&dir.root().join("p.redb"), projection_list()).unwrap();
     assert_eq!(projections.catch_up_to(&reader, 1).unwrap(), 1, "stops at the bound");
     assert_eq!(projections.cursor().unwrap(), 1);
     let before = projections.load_state().unwrap();
@@ -268,8 +259,7 @@ fn projections_reopen_in_place_catch_up_to_a_bound_and_refuse_gaps() {
 /// still count every use exactly once (and memory stays bounded whatever the load).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_that_falls_behind_reads_the_skipped_batches_from_the_log() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     init(&dir);
     let options = EngineOptions { projector_queue_batches: 1, ..EngineOptions::default() };
     let engine = Arc::new(Engine::open(&dir, options).unwrap());

@@ -21,8 +21,8 @@ use keyledger_core::{
     UsageContext, WorkspaceId,
 };
 use keyledger_ledger::{
-    Caller, Engine, EngineOptions, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus, LedgerError,
-    VerifiedKey, VerifyOutcome, VerifyRequirements,
+    Caller, Engine, Expiry, KeyChanges, KeyRecord, KeySpec, KeyStatus, LedgerError, VerifiedKey,
+    VerifyOutcome, VerifyRequirements,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 mod support;
 
-use support::{init, rid};
+use support::rid;
 
 // ----- the universe the generator draws from --------------------------------------------
 
@@ -993,10 +993,7 @@ fn engine_agrees_with_the_contract_model() {
     let strategy = proptest::collection::vec(step(), 1..60);
     let started = std::time::Instant::now();
     let result = runner.run(&strategy, |steps| {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("data");
-        let outcome = init(&dir);
-        let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+        let (_dir, outcome, engine) = support::ledger();
         let caller = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
         let verdict = runtime.block_on(async {
             let verdict = run_case(&engine, caller, &steps).await;
@@ -1023,10 +1020,7 @@ fn engine_agrees_with_the_contract_model() {
 /// lifetime the key was issued with, not `valid_until - created_at`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_rotation_inherits_the_issued_lifetime_not_the_overlap() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    let outcome = init(&dir);
-    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (_dir, outcome, engine) = support::ledger();
     let caller = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
     let spec = |expiry| KeySpec { expiry, ..support::spec("k", &["read"]) };
 

@@ -41,10 +41,7 @@ fn remaining(statuses: &[LimitStatus]) -> Vec<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_counting_costs_refusals_and_revocation_first() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    let outcome = init(&dir);
-    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (_dir, outcome, engine) = support::ledger();
     let admin = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
     let (key, secret) = engine.create(admin.clone(), ws("acme"), spec("k", &["read"])).await.unwrap();
     let limits = vec![limit("api", 3, LONG, true), limit("heavy", 10, LONG, false)];
@@ -86,10 +83,7 @@ async fn exact_counting_costs_refusals_and_revocation_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_window_resets() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (_dir, _, engine) = support::ledger();
     let (key, secret) = engine.create(Caller::system(), ws("acme"), spec("k", &[])).await.unwrap();
     let limits = vec![limit("api", 1, SECOND, true)];
     engine.set_ratelimits(Caller::system(), ws("acme"), Some(key.key_id), limits).await.unwrap();
@@ -114,8 +108,7 @@ async fn the_window_resets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defaults_rotation_and_restart() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     init(&dir);
     let (own, own_secret, plain) = {
         let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
@@ -150,10 +143,7 @@ async fn defaults_rotation_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lists_are_refused_and_change_nothing() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (_dir, _, engine) = support::ledger();
     let (key, _) = engine.create(Caller::system(), ws("acme"), spec("k", &[])).await.unwrap();
     let before = engine.log().len();
     for bad in [

@@ -12,7 +12,7 @@ use keyledger_core::{Actor, Timestamp, UsageContext, WorkspaceId};
 use keyledger_ledger::audit::KindFilter;
 use keyledger_ledger::export::{ExportPlan, ExportRequest};
 use keyledger_ledger::report::{ReportRequest, produce};
-use keyledger_ledger::{Caller, Engine, EngineOptions, VerifyRequirements};
+use keyledger_ledger::{Caller, Engine, VerifyRequirements};
 use keyledger_verify::report::{Coverage, check_with_export, open_report};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -21,7 +21,7 @@ use std::io::Cursor;
 
 mod support;
 
-use support::{init, proptest_config, rid, spec, ws};
+use support::{proptest_config, rid, spec, ws};
 
 const WORKSPACES: [&str; 2] = ["acme", "beta"];
 const DAY: i64 = 86_400_000_000;
@@ -133,10 +133,7 @@ fn reports_agree_with_the_audit_api_and_are_recomputed_from_exports() {
     let mut runner = TestRunner::new(proptest_config(0x7265_706f_7274, 64));
     let strategy = proptest::collection::vec(step(), 1..40);
     let result = runner.run(&strategy, |steps| {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("data");
-        let outcome = init(&dir);
-        let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+        let (_dir, outcome, engine) = support::ledger();
         let caller = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
         runtime.block_on(async {
             run(&engine, &caller, &steps).await;

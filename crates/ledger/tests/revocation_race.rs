@@ -74,8 +74,7 @@ fn wants() -> VerifyRequirements {
 }
 
 async fn race(cut: Cut, seed: u64) {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     let outcome = init(&dir);
     let engine = Arc::new(Engine::open(&dir, EngineOptions::default()).unwrap());
     let caller = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };

@@ -67,8 +67,7 @@ struct Verification {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keys_created_during_revoke_all_are_revoked_by_it_or_created_after_it() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
+    let dir = support::DataDir::new();
     let outcome = support::init(&dir);
     let engine = Arc::new(Engine::open(&dir, EngineOptions::default()).unwrap());
     let admin = outcome.admin_key_id;

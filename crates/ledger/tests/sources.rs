@@ -7,14 +7,12 @@ use keyledger_core::{DenyReason, Environment, Payload, SourceNet, Timestamp, Usa
 use keyledger_ledger::engine::projection_list;
 use keyledger_ledger::projection::Projections;
 use keyledger_ledger::state::SourcePolicy;
-use keyledger_ledger::{
-    Caller, Engine, EngineOptions, KeyChanges, LedgerError, VerifyOutcome, VerifyRequirements,
-};
+use keyledger_ledger::{Caller, Engine, KeyChanges, LedgerError, VerifyOutcome, VerifyRequirements};
 use std::net::IpAddr;
 
 mod support;
 
-use support::{init, rid, spec, ws};
+use support::{open, rid, spec, ws};
 
 fn nets(list: &[&str]) -> Vec<SourceNet> {
     parse_sources(list).unwrap()
@@ -28,16 +26,9 @@ async fn verify_from(engine: &Engine, secret: &str, ip: Option<&str>) -> Result<
     }
 }
 
-fn open(dir: &std::path::Path) -> Engine {
-    Engine::open(dir, EngineOptions::default()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_is_verified_only_from_its_sources_and_a_refusal_is_recorded() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let (key, secret) = engine
         .create_with_sources(
@@ -81,10 +72,7 @@ async fn a_key_is_verified_only_from_its_sources_and_a_refusal_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_is_inherited_updates_only_narrow_and_rotation_inherits() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let default = SourcePolicy { default_sources: nets(&["10.0.0.0/8"]), require_on_live: false };
     let policy = engine.policy(&ws("acme"));
@@ -126,10 +114,7 @@ async fn the_default_is_inherited_updates_only_narrow_and_rotation_inherits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_can_require_a_list_on_live_keys() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let (before_policy, _) = engine.create(caller.clone(), ws("acme"), spec("old", &[])).await.unwrap();
     let required = SourcePolicy { default_sources: vec![], require_on_live: true };
@@ -159,10 +144,7 @@ async fn a_policy_can_require_a_list_on_live_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_survive_a_restart_and_a_rebuild_from_the_log() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let default = SourcePolicy { default_sources: nets(&["10.0.0.0/8"]), require_on_live: true };
     let policy = engine.policy(&ws("acme"));

@@ -8,7 +8,54 @@
 use keyledger_core::{Environment, RequestId, Timestamp, WorkspaceId};
 use keyledger_ledger::{Engine, EngineOptions, Expiry, InitOutcome, KeySpec};
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A data dir path, `…/data` inside a temporary directory removed when this is dropped; not
+/// created (`init` creates it).
+pub struct DataDir {
+    _parent: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl DataDir {
+    pub fn new() -> Self {
+        let parent = tempfile::tempdir().unwrap();
+        let path = parent.path().join("data");
+        Self { _parent: parent, path }
+    }
+
+    /// The temporary directory holding the data dir (room for other files of the test).
+    pub fn root(&self) -> &Path {
+        self._parent.path()
+    }
+}
+
+impl std::ops::Deref for DataDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for DataDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Opens the engine on `dir` with the default options.
+pub fn open(dir: &Path) -> Engine {
+    Engine::open(dir, EngineOptions::default()).unwrap()
+}
+
+/// A new data dir, initialised, with what `init` printed and the engine opened on it.
+pub fn ledger() -> (DataDir, InitOutcome, Engine) {
+    let dir = DataDir::new();
+    let init = init(&dir);
+    let engine = open(&dir);
+    (dir, init, engine)
+}
 
 /// Initialises the data dir `dir`. `Engine::init` is synchronous (it runs before any runtime
 /// in `serve`) and must not run on a runtime thread, so it runs on a thread of its own.
