@@ -3,8 +3,6 @@
 
 use keyledger_core::{DenyReason, Payload, Refill, RefillInterval, UsageContext};
 use keyledger_ledger::credits::{CreditsChange, CreditsSpec};
-use keyledger_ledger::engine::projection_list;
-use keyledger_ledger::projection::Projections;
 use keyledger_ledger::{Caller, Engine, LedgerError, VerifyOutcome, VerifyRequirements};
 
 mod support;
@@ -176,23 +174,7 @@ async fn balances_survive_a_restart_and_a_rebuild_from_the_log_equals_the_live_o
     engine.shutdown().await;
     drop(engine);
 
-    let incremental =
-        Projections::open(&dir.join("projections.redb"), projection_list()).unwrap().load_state().unwrap();
-    let log = {
-        let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
-        keyledger_log::Log::open(keyledger_log::LogConfig {
-            dir: dir.join("log"),
-            storage: keyledger_log::storage::OsStorage::shared(),
-            signer: secrets.signer,
-            origin: secrets.origin,
-            tree_hash: secrets.tree_hash,
-        })
-        .unwrap()
-    };
-    let scratch = tempfile::tempdir().unwrap();
-    let mut rebuilt = Projections::open(&scratch.path().join("p.redb"), projection_list()).unwrap();
-    rebuilt.rebuild(&log.reader()).unwrap();
-    let rebuilt = rebuilt.load_state().unwrap();
+    let (incremental, rebuilt, _) = support::persisted_and_rebuilt(&dir);
     assert_eq!(rebuilt.credits, live);
     assert_eq!(rebuilt, incremental);
 }

@@ -155,24 +155,8 @@ async fn rebuilding_projections_from_scratch_equals_the_incremental_state() {
     engine.shutdown().await;
     drop(engine);
 
-    let incremental =
-        Projections::open(&dir.join("projections.redb"), projection_list()).unwrap().load_state().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let log = {
-        let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
-        keyledger_log::Log::open(keyledger_log::LogConfig {
-            dir: dir.join("log"),
-            storage: keyledger_log::storage::OsStorage::shared(),
-            signer: secrets.signer,
-            origin: secrets.origin,
-            tree_hash: secrets.tree_hash,
-        })
-        .unwrap()
-    };
-    let mut rebuilt = Projections::open(&scratch.path().join("p.redb"), projection_list()).unwrap();
-    rebuilt.rebuild(&log.reader()).unwrap();
-    let rebuilt = rebuilt.load_state().unwrap();
-    assert_eq!(rebuilt.applied, log.len());
+    let (incremental, rebuilt, log_len) = support::persisted_and_rebuilt(&dir);
+    assert_eq!(rebuilt.applied, log_len);
     assert_eq!(rebuilt, incremental);
     assert!(incremental.workspace_keys(&ws("odd")).all(|k| k.is_revoked()));
     assert!(incremental.workspace_keys(&ws("odd")).count() > 0);

@@ -4,8 +4,6 @@
 
 use keyledger_core::sources::parse_sources;
 use keyledger_core::{DenyReason, Environment, Payload, SourceNet, Timestamp, UsageContext};
-use keyledger_ledger::engine::projection_list;
-use keyledger_ledger::projection::Projections;
 use keyledger_ledger::state::SourcePolicy;
 use keyledger_ledger::{Caller, Engine, KeyChanges, LedgerError, VerifyOutcome, VerifyRequirements};
 use std::net::IpAddr;
@@ -167,26 +165,10 @@ async fn lists_survive_a_restart_and_a_rebuild_from_the_log() {
     engine.shutdown().await;
     drop(engine);
 
-    let incremental =
-        Projections::open(&dir.join("projections.redb"), projection_list()).unwrap().load_state().unwrap();
+    let (incremental, rebuilt, _) = support::persisted_and_rebuilt(&dir);
     assert_eq!(incremental, live, "the persisted projection holds the lists");
     assert_eq!(incremental.sources.keys.len(), 3);
-    let scratch = tempfile::tempdir().unwrap();
-    let log = {
-        let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
-        keyledger_log::Log::open(keyledger_log::LogConfig {
-            dir: dir.join("log"),
-            storage: keyledger_log::storage::OsStorage::shared(),
-            signer: secrets.signer,
-            origin: secrets.origin,
-            tree_hash: secrets.tree_hash,
-        })
-        .unwrap()
-    };
-    let mut rebuilt = Projections::open(&scratch.path().join("p.redb"), projection_list()).unwrap();
-    rebuilt.rebuild(&log.reader()).unwrap();
-    assert_eq!(rebuilt.load_state().unwrap(), incremental, "a rebuild from the log gives the same state");
-    drop(log);
+    assert_eq!(rebuilt, incremental, "a rebuild from the log gives the same state");
 
     let engine = open(&dir);
     assert_eq!(engine.key(&b.key_id).unwrap().allowed_sources.unwrap().sources, nets(&["192.0.2.0/25"]));

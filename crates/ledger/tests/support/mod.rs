@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 use keyledger_core::{Environment, RequestId, Timestamp, WorkspaceId};
-use keyledger_ledger::{Engine, EngineOptions, Expiry, InitOutcome, KeySpec};
+use keyledger_ledger::engine::projection_list;
+use keyledger_ledger::projection::Projections;
+use keyledger_ledger::{Engine, EngineOptions, Expiry, InitOutcome, KeySpec, LedgerState};
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,27 @@ impl AsRef<Path> for DataDir {
 /// Opens the engine on `dir` with the default options.
 pub fn open(dir: &Path) -> Engine {
     Engine::open(dir, EngineOptions::default()).unwrap()
+}
+
+/// For the data dir of a stopped engine: the registry its projections hold, the same state
+/// rebuilt from its log alone (in a scratch file), and the log's length. Projections are
+/// derived: the first two must be equal.
+pub fn persisted_and_rebuilt(dir: &Path) -> (LedgerState, LedgerState, u64) {
+    let persisted =
+        Projections::open(&dir.join("projections.redb"), projection_list()).unwrap().load_state().unwrap();
+    let secrets = keyledger_ledger::datadir::load(dir).unwrap();
+    let log = keyledger_log::Log::open(keyledger_log::LogConfig {
+        dir: dir.join("log"),
+        storage: keyledger_log::storage::OsStorage::shared(),
+        signer: secrets.signer,
+        origin: secrets.origin,
+        tree_hash: secrets.tree_hash,
+    })
+    .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut rebuilt = Projections::open(&scratch.path().join("p.redb"), projection_list()).unwrap();
+    rebuilt.rebuild(&log.reader()).unwrap();
+    (persisted, rebuilt.load_state().unwrap(), log.len())
 }
 
 /// A new data dir, initialised, with what `init` printed and the engine opened on it.
