@@ -261,6 +261,33 @@ mod tests {
                     on_leak: crate::OnLeak::Revoke,
                 })),
             ),
+            (
+                EventKind::KeyImported,
+                envelope(Payload::KeyImported(crate::KeyImported {
+                    key_id: key(1),
+                    workspace: "acme".parse().unwrap(),
+                    name: "n".into(),
+                    foreign: crate::ForeignHash {
+                        algorithm: crate::ForeignAlgorithm::Sha256,
+                        digest: [0x5a; 32],
+                    },
+                    environment: Environment::Test,
+                    scopes: vec!["read".into()],
+                    resources: vec![],
+                    owner: None,
+                    metadata: "{}".into(),
+                    expires_at: None,
+                    external_id: Some("x1".into()),
+                })),
+            ),
+            (
+                EventKind::KeyRehashed,
+                envelope(Payload::KeyRehashed(crate::KeyRehashed {
+                    key_id: key(1),
+                    workspace: "acme".parse().unwrap(),
+                    hash: KeyHash([0xab; 32]),
+                })),
+            ),
         ]
     }
 
@@ -308,6 +335,14 @@ mod tests {
             "11010101010101010101010101010101010461636d6500010b68747470733a2f2f782f7900",
         ),
         (EventKind::LeakPolicySet, "120461636d6501"),
+        (
+            EventKind::KeyImported,
+            "14010101010101010101010101010101010461636d65016e005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a010104726561640000027b7d0001027831",
+        ),
+        (
+            EventKind::KeyRehashed,
+            "15010101010101010101010101010101010461636d65abababababababababababababababababababababababababababababababab",
+        ),
     ];
 
     #[test]

@@ -66,6 +66,10 @@ pub enum Payload {
     LeakReported(LeakReported),
     LeakPolicySet(LeakPolicySet),
     RateLimitsSet(RateLimitsSet),
+    /// A key imported by a foreign hash of its secret (docs/import.md).
+    KeyImported(crate::import::KeyImported),
+    /// An imported key's first use gave it keyledger's keyed hash (docs/import.md).
+    KeyRehashed(crate::import::KeyRehashed),
 }
 
 /// The kind of an event, as the API names it.
@@ -91,6 +95,8 @@ pub enum EventKind {
     LeakReported,
     LeakPolicySet,
     RateLimitsSet,
+    KeyImported,
+    KeyRehashed,
 }
 
 impl EventKind {
@@ -115,6 +121,8 @@ impl EventKind {
             EventKind::LeakReported => "leak_reported",
             EventKind::LeakPolicySet => "leak_policy_set",
             EventKind::RateLimitsSet => "ratelimits_set",
+            EventKind::KeyImported => "imported",
+            EventKind::KeyRehashed => "rehashed",
         }
     }
 
@@ -473,6 +481,8 @@ impl Payload {
             Payload::LeakReported(_) => EventKind::LeakReported,
             Payload::LeakPolicySet(_) => EventKind::LeakPolicySet,
             Payload::RateLimitsSet(_) => EventKind::RateLimitsSet,
+            Payload::KeyImported(_) => EventKind::KeyImported,
+            Payload::KeyRehashed(_) => EventKind::KeyRehashed,
         }
     }
 
@@ -498,6 +508,8 @@ impl Payload {
             Payload::LeakReported(e) => &e.workspace,
             Payload::LeakPolicySet(e) => &e.workspace,
             Payload::RateLimitsSet(e) => &e.workspace,
+            Payload::KeyImported(e) => &e.workspace,
+            Payload::KeyRehashed(e) => &e.workspace,
         }
     }
 
@@ -522,6 +534,8 @@ impl Payload {
             Payload::LeakReported(e) => Some(e.key_id),
             Payload::LeakPolicySet(_) => None,
             Payload::RateLimitsSet(e) => e.key_id,
+            Payload::KeyImported(e) => Some(e.key_id),
+            Payload::KeyRehashed(e) => Some(e.key_id),
         }
     }
 }

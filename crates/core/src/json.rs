@@ -121,6 +121,19 @@ pub fn event_json(event: &Event) -> Value {
         }
         Payload::LeakPolicySet(e) => put("on_leak", json!(e.on_leak.as_str())),
         Payload::RateLimitsSet(e) => put("ratelimits", crate::ratelimit::limits_json(&e.limits)),
+        // Never the foreign digest (docs/import.md): only its algorithm.
+        Payload::KeyImported(e) => {
+            put("name", json!(e.name));
+            put("algorithm", json!(e.foreign.algorithm.as_str()));
+            put("environment", json!(e.environment.as_str()));
+            put("scopes", json!(e.scopes));
+            put("resources", json!(e.resources));
+            put("owner", json!(e.owner));
+            put("metadata", metadata_json(&e.metadata));
+            put("expires_at", json!(e.expires_at.map(|t| t.to_rfc3339())));
+            put("external_id", json!(e.external_id));
+        }
+        Payload::KeyRehashed(_) => {}
         Payload::Idempotency(e) => {
             put("key_ids", json!(e.key_ids.iter().map(ToString::to_string).collect::<Vec<_>>()));
         }

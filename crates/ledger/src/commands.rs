@@ -208,7 +208,18 @@ pub enum Command {
         /// The address the source allow-list is checked against (see
         /// [`crate::state::decide_with_source`]).
         source: Option<std::net::IpAddr>,
+        /// The secret's keyed hash when the key was found by its foreign digest: the key is
+        /// re-hashed if the verification is allowed (docs/import.md).
+        rehash: Option<KeyHash>,
         reply: Responder<Verdict>,
+    },
+    /// Imports keys known by a foreign hash, all or nothing (see [`crate::import`]).
+    Import {
+        caller: Caller,
+        workspace: WorkspaceId,
+        keys: Vec<crate::import::ImportSpec>,
+        idempotency: Option<IdempotencyTag>,
+        reply: Responder<Vec<crate::import::ImportedKey>>,
     },
     /// Configures (`Some(url, events)`) or disables (`None`) a workspace's webhook.
     SetWebhook {

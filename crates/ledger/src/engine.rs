@@ -661,6 +661,23 @@ impl Engine {
         Ok((answer.take()?, secret))
     }
 
+    /// Imports keys known by a foreign hash of their secret, all or nothing, idempotently
+    /// (docs/import.md; see [`crate::import`]). Answers one outcome per entry, in order.
+    pub async fn import(
+        &self,
+        caller: Caller,
+        workspace: WorkspaceId,
+        keys: Vec<crate::import::ImportSpec>,
+        idempotency: Option<IdempotencyTag>,
+    ) -> Result<Vec<crate::import::ImportedKey>, LedgerError> {
+        self.submit(|reply| Command::Import { caller, workspace, keys, idempotency, reply }).await
+    }
+
+    /// What the registry knows of an imported key (`None` for a key issued here).
+    pub fn import_mark(&self, key_id: &KeyId) -> Option<crate::state::imported::ImportMark> {
+        self.read_state().imported.mark(key_id).cloned()
+    }
+
     /// Rotates a key: a new key inheriting its fields, the old one revoked now
     /// (`overlap == 0`) or valid for `overlap` more microseconds.
     pub async fn rotate(
@@ -859,8 +876,8 @@ impl Engine {
         context: UsageContext,
         source: Option<std::net::IpAddr>,
     ) -> Result<VerifyOutcome, LedgerError> {
-        let key_id = match self.lookup(presented) {
-            Ok(key_id) => key_id,
+        let (key_id, rehash) = match self.lookup(presented) {
+            Ok(found) => found,
             // A key another node created moments ago: follow the database once, then look
             // again (a verification never answers "unknown" for a key whose creation
             // returned before it arrived).
@@ -869,7 +886,7 @@ impl Engine {
                 self.counters.verify_unknown.fetch_sub(1, Ordering::Relaxed);
                 self.writer.follow_now().await?;
                 match self.lookup(presented) {
-                    Ok(key_id) => key_id,
+                    Ok(found) => found,
                     Err(outcome) => return Ok(outcome),
                 }
             }
@@ -882,6 +899,7 @@ impl Engine {
                 wants,
                 context,
                 source,
+                rehash,
                 reply,
             })
             .await?;
@@ -893,16 +911,31 @@ impl Engine {
     /// [`VerifyOutcome::Unknown`]).
     // Its error is only ever `Malformed` or `Unknown` (no payload): the size of `Known` costs nothing.
     #[allow(clippy::result_large_err)]
-    fn lookup(&self, presented: &str) -> Result<KeyId, VerifyOutcome> {
-        if Secret::check(presented).is_err() {
+    /// A key found by its foreign digest (docs/import.md) comes with the secret's keyed
+    /// hash, for its re-hash on first use.
+    fn lookup(&self, presented: &str) -> Result<(KeyId, Option<keyledger_core::KeyHash>), VerifyOutcome> {
+        let native = Secret::check(presented).is_ok();
+        // A secret not of keyledger's shape can only be an imported key's.
+        if !native && !crate::import::may_be_imported(&self.read_state(), presented) {
             self.counters.verify_malformed.fetch_add(1, Ordering::Relaxed);
             return Err(VerifyOutcome::Malformed);
         }
         let hash = self.pepper.hash(presented);
-        let found = self.read_state().id_by_hash(&hash);
+        let found = {
+            let state = self.read_state();
+            match state.id_by_hash(&hash) {
+                Some(key_id) => Some((key_id, None)),
+                None => crate::import::find_foreign(&state, presented).map(|id| (id, Some(hash))),
+            }
+        };
         found.ok_or_else(|| {
-            self.counters.verify_unknown.fetch_add(1, Ordering::Relaxed);
-            VerifyOutcome::Unknown
+            if native {
+                self.counters.verify_unknown.fetch_add(1, Ordering::Relaxed);
+                VerifyOutcome::Unknown
+            } else {
+                self.counters.verify_malformed.fetch_add(1, Ordering::Relaxed);
+                VerifyOutcome::Malformed
+            }
         })
     }
 

@@ -23,6 +23,7 @@ pub mod datadir;
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod import;
 pub mod leaks;
 pub mod projection;
 pub mod projector;

@@ -115,10 +115,17 @@ impl Sequencer for LedgerSequencer {
         let state = &mut *state;
         let now = batch.now();
         match command {
-            Command::Verify { request_id, key_id, wants, context, source, reply } => {
+            Command::Verify { request_id, key_id, wants, context, source, rehash, reply } => {
                 let counters = &mut self.counters;
-                reply.send(verify(state, counters, batch, request_id, key_id, &wants, context, source, now))
+                let verdict =
+                    verify(state, counters, batch, request_id, key_id, &wants, context, source, now);
+                if let (Ok(verdict), Some(hash)) = (&verdict, rehash) {
+                    crate::import::rehash_on_use(state, batch, request_id, key_id, verdict, hash);
+                }
+                reply.send(verdict)
             }
+            Command::Import { caller, workspace, keys, idempotency, reply } => reply
+                .send(crate::import::import_keys(state, batch, &caller, workspace, keys, idempotency, now)),
             Command::Create { caller, workspace, spec, secret, idempotency, sources, reply } => {
                 let answer =
                     create_key(state, batch, &caller, workspace, spec, secret, idempotency, sources, now);
@@ -415,7 +422,7 @@ pub const IDEMPOTENCY_WINDOW_MICROS: i64 = 24 * 3600 * 1_000_000;
 
 /// Refuses a request whose idempotency id was already carried out within the window: its
 /// effects must never happen twice, whatever a front end's cache knows.
-fn check_idempotency(
+pub(crate) fn check_idempotency(
     state: &LedgerState,
     tag: Option<&IdempotencyTag>,
     now: Timestamp,
@@ -434,7 +441,7 @@ fn check_idempotency(
 }
 
 /// Records an idempotent request's effects in the same batch as the effects themselves.
-fn record_idempotency(
+pub(crate) fn record_idempotency(
     state: &mut LedgerState,
     batch: &mut Batch,
     caller: &Caller,
@@ -522,7 +529,7 @@ pub(crate) fn check_actor(state: &LedgerState, caller: &Caller, now: Timestamp) 
 
 /// Checks a new key of `workspace` against its policy, counting `live_after()` live keys
 /// once it exists (counted only under a `max_active_keys` policy: it walks the workspace).
-fn check_policy(
+pub(crate) fn check_policy(
     policy: &Policy,
     secret: &IssuedSecret,
     expires_at: Option<Timestamp>,
@@ -561,7 +568,7 @@ fn check_policy(
 }
 
 /// When a key issued at `now` with `expiry` expires.
-fn expiry_at(expiry: Expiry, now: Timestamp) -> Option<Timestamp> {
+pub(crate) fn expiry_at(expiry: Expiry, now: Timestamp) -> Option<Timestamp> {
     match expiry {
         Expiry::Never => None,
         Expiry::At(at) => Some(at),

@@ -315,6 +315,8 @@ pub(crate) fn kind_code(kind: EventKind) -> u8 {
         EventKind::LeakReported => 16,
         EventKind::LeakPolicySet => 17,
         EventKind::RateLimitsSet => 18,
+        EventKind::KeyImported => 19,
+        EventKind::KeyRehashed => 20,
     }
 }
 

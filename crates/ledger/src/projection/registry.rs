@@ -43,6 +43,9 @@ const KEY_RATELIMITS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("regi
 const WORKSPACE_RATELIMITS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("registry_workspace_ratelimits");
 
+/// key id → postcard(ImportMark): imported keys' marks (docs/import.md).
+const IMPORTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_imported");
+
 /// The key registry as rows: one record per key, one policy per workspace.
 pub struct RegistryProjection;
 
@@ -64,6 +67,7 @@ impl Projection for RegistryProjection {
         txn.open_table(LEAK_REPORTS)?;
         txn.open_table(KEY_RATELIMITS)?;
         txn.open_table(WORKSPACE_RATELIMITS)?;
+        txn.open_table(IMPORTED)?;
         Ok(Prepared::Current)
     }
 
@@ -134,7 +138,24 @@ impl Projection for RegistryProjection {
                     }
                     partial.apply(event);
                 }
+                Payload::KeyRehashed(r) => {
+                    // The mark keeps its import time and external id: load it first.
+                    if partial.imported.mark(&r.key_id).is_none()
+                        && let Some(row) = txn.open_table(IMPORTED)?.get(r.key_id.as_bytes().as_slice())?
+                    {
+                        partial.imported.insert(r.key_id, decode_import_mark(row.value())?);
+                    }
+                    partial.apply(event);
+                }
                 _ => partial.apply(event),
+            }
+        }
+        if partial.imported.marks().next().is_some() {
+            let mut table = txn.open_table(IMPORTED)?;
+            for (key_id, mark) in partial.imported.marks() {
+                let bytes =
+                    postcard::to_allocvec(mark).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+                table.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
             }
         }
         if !partial.leaks.reported.is_empty() {
@@ -242,6 +263,7 @@ impl Projection for RegistryProjection {
         txn.delete_table(LEAK_REPORTS)?;
         txn.delete_table(KEY_RATELIMITS)?;
         txn.delete_table(WORKSPACE_RATELIMITS)?;
+        txn.delete_table(IMPORTED)?;
         Ok(())
     }
 }
@@ -277,6 +299,10 @@ fn apply_credits<'a>(
         table.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
     }
     Ok(())
+}
+
+fn decode_import_mark(bytes: &[u8]) -> Result<crate::state::imported::ImportMark, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| ProjectionError::Corrupt(format!("import mark: {e}")))
 }
 
 fn decode_credits(bytes: &[u8]) -> Result<crate::credits::KeyCredits, ProjectionError> {
@@ -432,6 +458,15 @@ pub(crate) fn load_state_from(db: &impl ReadableDatabase) -> Result<LedgerState,
         let id: [u8; 16] =
             id.value().try_into().map_err(|_| ProjectionError::Corrupt("credits key id".into()))?;
         state.credits.insert(KeyId::from_bytes(id), decode_credits(value.value())?);
+    }
+    // Absent in a projections file written before imports existed: no imported key.
+    if let Ok(table) = txn.open_table(IMPORTED) {
+        for row in table.iter()? {
+            let (id, value) = row?;
+            let id: [u8; 16] =
+                id.value().try_into().map_err(|_| ProjectionError::Corrupt("import mark key id".into()))?;
+            state.imported.insert(KeyId::from_bytes(id), decode_import_mark(value.value())?);
+        }
     }
     state.applied = txn.open_table(CURSORS)?.get("registry")?.map(|v| v.value()).unwrap_or(0);
     Ok(state)

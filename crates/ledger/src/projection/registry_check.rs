@@ -64,6 +64,9 @@ pub fn check_registry(
     {
         return Err(RegistryCheckError::Differs { what: "rate limits".into(), up_to });
     }
+    if replay.imported != stored.imported {
+        return Err(RegistryCheckError::Differs { what: "imported keys".into(), up_to });
+    }
     if replay.webhooks != stored.webhooks {
         return Err(RegistryCheckError::Differs { what: "webhook configurations".into(), up_to });
     }

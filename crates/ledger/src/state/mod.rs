@@ -13,6 +13,7 @@
 //! [`KeyView::record`] (or [`LedgerState::key`]) materialises the full [`KeyRecord`] for an
 //! answer.
 
+pub mod imported;
 pub mod leaks;
 mod slots;
 mod sources;
@@ -211,6 +212,8 @@ pub struct LedgerState {
     pub key_ratelimits: HashMap<KeyId, Vec<RateLimit>>,
     /// Workspace default rate limits, for keys without their own.
     pub workspace_ratelimits: BTreeMap<WorkspaceId, Vec<RateLimit>>,
+    /// Imported keys' marks and foreign digests (docs/import.md, `imported.rs`).
+    pub imported: imported::Imported,
     /// Events applied so far (the next seq expected).
     pub applied: u64,
 }
@@ -257,6 +260,7 @@ impl PartialEq for LedgerState {
             && self.credits == other.credits
             && self.key_ratelimits == other.key_ratelimits
             && self.workspace_ratelimits == other.workspace_ratelimits
+            && self.imported == other.imported
             && self.slots.len() == other.slots.len()
             && self.keys().all(|k| other.view(&k.key_id()).is_some_and(|o| o.record() == k.record()))
     }
@@ -591,7 +595,54 @@ impl LedgerState {
             }
             Payload::LeakReported(report) => self.leaks.apply_report(report),
             Payload::LeakPolicySet(set) => self.leaks.apply_policy(set),
+            Payload::KeyImported(i) => self.apply_imported(i, at, &event.actor),
+            Payload::KeyRehashed(r) => {
+                if let Some(mut record) = self.key(&r.key_id) {
+                    record.hash = r.hash;
+                    self.insert(record);
+                    self.imported.rehashed(&r.key_id, at);
+                }
+            }
         }
+    }
+}
+
+impl LedgerState {
+    /// A `key_imported` event: the key as `Created` would make it, under a placeholder
+    /// keyed hash, and its mark (see `imported.rs`).
+    fn apply_imported(&mut self, i: &keyledger_core::KeyImported, at: Timestamp, actor: &Actor) {
+        self.insert(KeyRecord {
+            key_id: i.key_id,
+            workspace: i.workspace.clone(),
+            name: i.name.clone(),
+            hash: imported::placeholder_hash(&i.key_id, &i.foreign),
+            hint: imported::IMPORTED_HINT.into(),
+            prefix: KeyPrefix::default_prefix(),
+            environment: i.environment,
+            scopes: i.scopes.clone(),
+            resources: i.resources.clone(),
+            owner: i.owner.clone(),
+            metadata: i.metadata.clone(),
+            created_at: at,
+            created_by: actor.clone(),
+            expires_at: i.expires_at,
+            lifetime: i.expires_at.map(|e| e.micros().saturating_sub(at.micros())),
+            revoked_at: None,
+            revoked_reason: None,
+            rotated_from: None,
+            rotated_to: None,
+            disabled: None,
+            expiry_recorded: false,
+            last_used: LastUsed::default(),
+            allowed_sources: None,
+        });
+        let mark = imported::ImportMark {
+            foreign: Some(i.foreign),
+            external_id: i.external_id.clone(),
+            imported_at: at,
+            rehashed_at: None,
+        };
+        self.imported.insert(i.key_id, mark);
     }
 }
 

@@ -259,6 +259,8 @@ fn lifecycle_type(payload: &Payload) -> Option<&'static str> {
         Payload::Metered(_) | Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => return None,
         // Rate limits are configuration without a notification type of their own.
         Payload::RateLimitsSet(_) => return None,
+        // Imports and re-hashes have no notification type of their own (docs/import.md).
+        Payload::KeyImported(_) | Payload::KeyRehashed(_) => return None,
     })
 }
 

@@ -243,6 +243,19 @@ pub fn write_event_line(
             ("source", Member::OptStr(e.source.as_deref())),
         ]),
         Payload::LeakPolicySet(e) => members.push(("on_leak", Member::Str(e.on_leak.as_str()))),
+        // Never the foreign digest (docs/import.md).
+        Payload::KeyImported(e) => members.extend([
+            ("name", Member::Str(&e.name)),
+            ("algorithm", Member::Str(e.foreign.algorithm.as_str())),
+            ("environment", Member::Str(e.environment.as_str())),
+            ("scopes", Member::Strs(&e.scopes)),
+            ("resources", Member::Strs(&e.resources)),
+            ("owner", Member::OptStr(e.owner.as_deref())),
+            ("metadata", Member::Json(value_text(&metadata_json(&e.metadata)))),
+            ("expires_at", opt_time(e.expires_at)),
+            ("external_id", Member::OptStr(e.external_id.as_deref())),
+        ]),
+        Payload::KeyRehashed(_) => {}
         // Rare kinds with nested or optional members: through the `Value` of record.
         Payload::Idempotency(_) | Payload::Updated(_) | Payload::RateLimitsSet(_) => {
             let value = event_json(event);

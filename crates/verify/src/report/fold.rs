@@ -171,6 +171,38 @@ impl ComplianceFold {
                     None => "issued".into(),
                 })
             }
+            // An imported key enters the report like an issued one (docs/import.md).
+            Payload::KeyImported(e) => {
+                self.keys.insert(
+                    e.key_id,
+                    KeyState {
+                        seq: event.seq,
+                        workspace: e.workspace.clone(),
+                        name: e.name.clone(),
+                        owner: e.owner.clone(),
+                        environment: e.environment.as_str(),
+                        scopes: e.scopes.clone(),
+                        resources: e.resources.clone(),
+                        created_at: event.at,
+                        created_by: actor_text(&event.actor),
+                        created_request_id: event.request_id.to_string(),
+                        rotated_from: None,
+                        expires_at: e.expires_at,
+                        disabled: false,
+                        revoked: None,
+                        rotated: None,
+                        last_used: None,
+                        used: 0,
+                        denied: 0,
+                        denied_by_reason: BTreeMap::new(),
+                        after_revocation: None,
+                        allowed_sources: false,
+                        leak_reported: None,
+                    },
+                );
+                Some(format!("imported by its {} hash", e.foreign.algorithm.as_str()))
+            }
+            Payload::KeyRehashed(_) => Some("re-hashed on first use".into()),
             Payload::Used(_) | Payload::Metered(_) => {
                 let Some(e) = event.payload.usage() else { return Ok(()) };
                 if let Some(key) = self.keys.get_mut(&e.key_id) {

@@ -1,0 +1,218 @@
+//! Importing keys by a foreign SHA-256 hash through the engine (docs/import.md): verify
+//! with the secret, re-hash on first use, restart and rebuild, idempotent re-import,
+//! all-or-nothing on a bad entry, and authority as create checks it.
+
+use keyledger_core::{
+    Actor, DenyReason, ForeignAlgorithm, ForeignHash, KeyHash, Payload, Timestamp, UsageContext,
+};
+use keyledger_ledger::engine::projection_list;
+use keyledger_ledger::import::{ImportSpec, ImportedKey};
+use keyledger_ledger::projection::Projections;
+use keyledger_ledger::{
+    Caller, Engine, EngineOptions, Expiry, LedgerError, VerifyOutcome, VerifyRequirements,
+};
+use sha2::{Digest, Sha256};
+
+mod support;
+
+use support::{init, rid, spec, ws};
+
+fn open(dir: &std::path::Path) -> Engine {
+    Engine::open(dir, EngineOptions::default()).unwrap()
+}
+
+fn entry(name: &str, secret: &str) -> ImportSpec {
+    ImportSpec {
+        key: spec(name, &["read"]),
+        foreign: ForeignHash { algorithm: ForeignAlgorithm::Sha256, digest: Sha256::digest(secret).into() },
+        external_id: Some(format!("ext-{name}")),
+    }
+}
+
+async fn verify(engine: &Engine, secret: &str) -> Result<Result<(), DenyReason>, String> {
+    match engine.verify(rid(), secret, VerifyRequirements::default(), UsageContext::default()).await.unwrap()
+    {
+        VerifyOutcome::Known(verdict) => Ok(verdict.outcome),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn rehashed_events(engine: &Engine) -> Vec<(Actor, keyledger_core::KeyId)> {
+    let log = engine.log();
+    (0..log.len())
+        .filter_map(|seq| match log.event(seq).unwrap() {
+            e @ keyledger_core::Event { payload: Payload::KeyRehashed(_), .. } => {
+                Some((e.actor.clone(), e.payload.key_id().unwrap()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+const FOREIGN: &str = "unkey_3ZbV8vQeWm9kq7LrT2pNxYc";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_key_verifies_with_its_secret_and_is_rehashed_on_first_use_only() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = open(&dir);
+    let caller = Caller::system();
+    let answer = engine.import(caller.clone(), ws("acme"), vec![entry("a", FOREIGN)], None).await.unwrap();
+    let [ImportedKey { record, existed: false }] = answer.as_slice() else { panic!("{answer:?}") };
+    let key_id = record.key_id;
+    assert_eq!(record.hint, "(imported)");
+    let mark = engine.import_mark(&key_id).unwrap();
+    assert!(mark.foreign.is_some() && mark.rehashed_at.is_none());
+    assert!(
+        !format!("{record:?}{mark:?}").contains(&hex::encode(Sha256::digest(FOREIGN))),
+        "digest in Debug"
+    );
+
+    // A wrong foreign-shaped secret is malformed, as before imports existed.
+    assert!(verify(&engine, "unkey_wrong").await.is_err());
+    let before = engine.log().len();
+    assert_eq!(verify(&engine, FOREIGN).await, Ok(Ok(())));
+    // `used`, then `key_rehashed` in the same batch.
+    assert_eq!(engine.log().len(), before + 2);
+    assert_eq!(rehashed_events(&engine), vec![(Actor::Verifier, key_id)]);
+    let mark = engine.import_mark(&key_id).unwrap();
+    assert!(mark.foreign.is_none() && mark.rehashed_at.is_some());
+    assert!(engine.registry().imported.is_waiting_empty(), "the foreign digest is dropped");
+    // Found by its keyed hash from now on; no second re-hash.
+    assert_eq!(verify(&engine, FOREIGN).await, Ok(Ok(())));
+    assert_eq!(rehashed_events(&engine).len(), 1);
+    assert_eq!(engine.key(&key_id).unwrap().last_used.count, 2);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_first_use_does_not_rehash_and_a_revoked_imported_key_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = open(&dir);
+    let caller = Caller::system();
+    let keys = vec![entry("a", "foreign-a"), entry("b", "foreign-b")];
+    let answer = engine.import(caller.clone(), ws("acme"), keys, None).await.unwrap();
+    let wants = VerifyRequirements { scopes: vec!["write".into()], ..Default::default() };
+    match engine.verify(rid(), "foreign-a", wants, UsageContext::default()).await.unwrap() {
+        VerifyOutcome::Known(v) => assert_eq!(v.outcome, Err(DenyReason::MissingScope("write".into()))),
+        other => panic!("{other:?}"),
+    }
+    assert!(rehashed_events(&engine).is_empty(), "only an allowed use re-hashes");
+    engine.revoke(caller.clone(), answer[1].record.key_id, None).await.unwrap();
+    assert_eq!(verify(&engine, "foreign-b").await, Ok(Err(DenyReason::Revoked)));
+    assert!(rehashed_events(&engine).is_empty());
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reimport_answers_the_existing_key_and_a_bad_entry_imports_nothing() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = open(&dir);
+    let caller = Caller::system();
+    let first = engine.import(caller.clone(), ws("acme"), vec![entry("a", "s-a")], None).await.unwrap();
+    let len = engine.log().len();
+    // Same digest again, and twice in one request: one key, nothing appended.
+    let again = engine
+        .import(caller.clone(), ws("acme"), vec![entry("a2", "s-a"), entry("a3", "s-a")], None)
+        .await
+        .unwrap();
+    assert!(again.iter().all(|k| k.existed && k.record.key_id == first[0].record.key_id));
+    assert_eq!(engine.log().len(), len);
+    // Another workspace may not take the same digest.
+    let err = engine.import(caller.clone(), ws("beta"), vec![entry("x", "s-a")], None).await.unwrap_err();
+    assert!(matches!(&err, LedgerError::Conflict(m) if m.starts_with("keys[0]")), "{err:?}");
+
+    // Entry 1 of 3 expired: nothing at all is imported.
+    let mut bad = entry("b", "s-b2");
+    bad.key.expiry = Expiry::At(Timestamp(1));
+    let keys = vec![entry("c", "s-c"), bad, entry("d", "s-d")];
+    let err = engine.import(caller.clone(), ws("acme"), keys, None).await.unwrap_err();
+    match err {
+        LedgerError::Invalid(f) => assert_eq!(f.field, "keys[1].expires_at"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(engine.log().len(), len);
+    assert_eq!(engine.keys(&ws("acme"), |_| true).len(), 1);
+    assert!(verify(&engine, "s-c").await.is_err(), "the good entry before the bad one was not imported");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_needs_the_same_authority_as_create() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let outcome = init(&dir);
+    let engine = open(&dir);
+    let root = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
+    let mut beta_admin = spec("beta-admin", &["ledger:keys:read", "ledger:keys:write"]);
+    beta_admin.resources = vec!["beta".into()];
+    beta_admin.expiry = Expiry::In(3_600_000_000);
+    let (admin, _) =
+        engine.create(root.clone(), keyledger_core::WorkspaceId::ledger(), beta_admin).await.unwrap();
+    let narrow = Caller { actor: Actor::Admin(admin.key_id), request_id: rid() };
+    // Outside its workspaces: as if the workspace did not exist for it.
+    let err = engine.import(narrow.clone(), ws("acme"), vec![entry("a", "s-1")], None).await.unwrap_err();
+    assert!(matches!(err, LedgerError::NotFound(_)), "{err:?}");
+    // Its own workspace, but a key without expiry outlives the caller: refused, as create.
+    let err = engine.import(narrow.clone(), ws("beta"), vec![entry("a", "s-1")], None).await.unwrap_err();
+    assert!(matches!(&err, LedgerError::Forbidden(m) if m.starts_with("keys[0]")), "{err:?}");
+    let create = engine.create(narrow.clone(), ws("beta"), spec("c", &["read"])).await.unwrap_err();
+    assert!(matches!(create, LedgerError::Forbidden(_)), "create refuses it the same way");
+    let mut ok = entry("a", "s-1");
+    ok.key.expiry = Expiry::In(60_000_000);
+    engine.import(narrow.clone(), ws("beta"), vec![ok.clone()], None).await.unwrap();
+    // Never into `_ledger`: an admin key's secret is keyledger's own.
+    let err = engine.import(root, keyledger_core::WorkspaceId::ledger(), vec![entry("z", "s-z")], None).await;
+    assert!(matches!(err, Err(LedgerError::Invalid(_))), "{err:?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_and_rehashes_survive_a_restart_and_a_rebuild_from_the_log() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    init(&dir);
+    let engine = open(&dir);
+    let caller = Caller::system();
+    let keys = vec![entry("used", "s-used"), entry("waiting", "s-waiting")];
+    let answer = engine.import(caller.clone(), ws("acme"), keys, None).await.unwrap();
+    assert_eq!(verify(&engine, "s-used").await, Ok(Ok(())));
+    let live = engine.registry().clone();
+    engine.shutdown().await;
+    drop(engine);
+
+    let incremental =
+        Projections::open(&dir.join("projections.redb"), projection_list()).unwrap().load_state().unwrap();
+    assert_eq!(incremental, live, "the persisted projection holds the marks");
+    assert_eq!(incremental.imported.waiting(), 1);
+    let scratch = tempfile::tempdir().unwrap();
+    let log = {
+        let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
+        keyledger_log::Log::open(keyledger_log::LogConfig {
+            dir: dir.join("log"),
+            storage: keyledger_log::storage::OsStorage::shared(),
+            signer: secrets.signer,
+            origin: secrets.origin,
+            tree_hash: secrets.tree_hash,
+        })
+        .unwrap()
+    };
+    let mut rebuilt = Projections::open(&scratch.path().join("p.redb"), projection_list()).unwrap();
+    rebuilt.rebuild(&log.reader()).unwrap();
+    assert_eq!(rebuilt.load_state().unwrap(), incremental, "a rebuild from the log gives the same state");
+    drop(log);
+
+    let engine = open(&dir);
+    let used = engine.import_mark(&answer[0].record.key_id).unwrap();
+    assert!(used.foreign.is_none() && used.rehashed_at.is_some());
+    assert_ne!(engine.key(&answer[0].record.key_id).unwrap().hash, KeyHash([0; 32]));
+    assert_eq!(verify(&engine, "s-used").await, Ok(Ok(())));
+    assert_eq!(verify(&engine, "s-waiting").await, Ok(Ok(())));
+    assert_eq!(rehashed_events(&engine).len(), 2);
+    engine.shutdown().await;
+}
