@@ -73,6 +73,13 @@ enum KeysCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Import keys known by a foreign SHA-256 hash of their secret, all or nothing
+    /// (docs/import.md): a JSON file (`{"keys": [...]}`) or JSONL, at most 1,000 keys.
+    Import {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        workspace: String,
+    },
     /// Top up a key's usage credits (docs/credits.md).
     Credits {
         key_id: String,
@@ -369,6 +376,11 @@ fn keys(args: KeysArgs) -> Result<(), ClientError> {
         KeysCommand::Enable { key_id, reason } => {
             let key = client.enable(&key_id, reason.as_deref())?;
             show(&key, &|key| format!("Enabled key {key_id}.\n\n{}", table::key_details(key, now, style)));
+        }
+        KeysCommand::Import { file, workspace } => {
+            let entries = crate::import::read_entries(&file)?;
+            let answer = client.import_keys(&workspace, &crate::import::body(entries))?;
+            show(&answer, &|answer| crate::import::summary(&workspace, answer));
         }
         KeysCommand::Credits { key_id, add, set } => {
             let key = client.set_credits(&key_id, &crate::credits::top_up_body(add, set))?;

@@ -385,6 +385,16 @@ impl Client {
         self.send(Method::Post, &format!("/v1/workspaces/{}/keys", segment(workspace)), &[], Some(body))
     }
 
+    /// `POST /v1/workspaces/{ws}/keys/import` → `{"keys", "imported", "already_present"}`.
+    pub fn import_keys(&self, workspace: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(
+            Method::Post,
+            &format!("/v1/workspaces/{}/keys/import", segment(workspace)),
+            &[],
+            Some(body),
+        )
+    }
+
     /// `GET /v1/workspaces/{ws}/keys?status=` → `{"keys": [KeyView]}`.
     pub fn list_keys(&self, workspace: &str, status: Option<&str>) -> Result<Value, ClientError> {
         let query: Vec<(&str, &str)> = status.map(|s| ("status", s)).into_iter().collect();

@@ -8,6 +8,7 @@ mod client;
 mod connection;
 mod credits;
 mod export;
+mod import;
 mod proof;
 mod recover;
 mod report;

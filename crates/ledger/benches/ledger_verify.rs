@@ -11,6 +11,11 @@
 //!   the log writer (decision + `used` event) and the reply. The 64-task figure is the
 //!   throughput one; the 1-task figure is the latency of a lone verification.
 //!
+//! - `import_lookup/{native_hit,native_miss}/{0,100000}`: the registry part of a native
+//!   verification (checksum, keyed hash, lookup, and the foreign lookup the engine adds on a
+//!   miss, docs/import.md) on a registry of [`KEYS`] native keys and 0 or 100,000 imported
+//!   keys not yet used: what importing costs the keys issued here.
+//!
 //! Like the log's append benches, the engine benches record the writer's events per fsync
 //! in a JSON side file under `<criterion home>/keyledger-extra/` for `cargo xtask bench`.
 
@@ -284,9 +289,109 @@ fn engine_benches(c: &mut Criterion) {
     }
 }
 
+// ----- import lookup ------------------------------------------------------------------------
+
+/// A registry of [`KEYS`] native keys and `imported` imported ones, with native secrets.
+fn registry_with_imports(pepper: &keyledger_core::Pepper, imported: usize) -> (LedgerState, Vec<String>) {
+    use keyledger_core::{Created, Event, ForeignAlgorithm, ForeignHash, KeyImported, Payload, Secret};
+    let mut state = LedgerState::default();
+    let mut secrets = Vec::with_capacity(KEYS);
+    let prefix: keyledger_core::KeyPrefix = "kl".parse().expect("valid prefix");
+    let mut seq = 0;
+    let mut event = |payload| {
+        seq += 1;
+        Event {
+            seq: seq - 1,
+            at: Timestamp(1_700_000_000_000_000),
+            actor: Actor::System,
+            request_id: RequestId::from_bytes([0; 16]),
+            payload,
+        }
+    };
+    for n in 0..KEYS {
+        let secret = Secret::generate(&prefix, Environment::Live).expect("secret");
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        state.apply(&event(Payload::Created(Created {
+            key_id: KeyId::from_bytes(id),
+            workspace: workspace(),
+            name: format!("native {n}"),
+            hash: pepper.hash(secret.expose()),
+            hint: secret.hint(),
+            prefix: prefix.clone(),
+            environment: Environment::Live,
+            scopes: vec!["orders:read".into()],
+            resources: vec![],
+            owner: None,
+            metadata: "{}".into(),
+            expires_at: None,
+            rotated_from: None,
+        })));
+        secrets.push(secret.expose().to_owned());
+    }
+    for n in 0..imported {
+        let mut id = [0xffu8; 16];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        let digest = *blake3::hash(&(n as u64).to_le_bytes()).as_bytes();
+        state.apply(&event(Payload::KeyImported(KeyImported {
+            key_id: KeyId::from_bytes(id),
+            workspace: workspace(),
+            name: format!("imported {n}"),
+            foreign: ForeignHash { algorithm: ForeignAlgorithm::Sha256, digest },
+            environment: Environment::Live,
+            scopes: vec!["orders:read".into()],
+            resources: vec![],
+            owner: None,
+            metadata: "{}".into(),
+            expires_at: None,
+            external_id: None,
+        })));
+    }
+    (state, secrets)
+}
+
+/// What the engine's lookup does for a presented secret (see `Engine::lookup`).
+fn lookup(state: &LedgerState, pepper: &keyledger_core::Pepper, presented: &str) -> Option<KeyId> {
+    if keyledger_core::Secret::check(presented).is_err() {
+        return None;
+    }
+    let hash = pepper.hash(presented);
+    state.id_by_hash(&hash).or_else(|| state.imported.find(presented))
+}
+
+fn import_benches(c: &mut Criterion) {
+    let pepper = keyledger_core::Pepper::generate().expect("pepper");
+    let prefix: keyledger_core::KeyPrefix = "kl".parse().expect("valid prefix");
+    let mut group = c.benchmark_group("import_lookup");
+    group.throughput(Throughput::Elements(1));
+    for imported in [0usize, 100_000] {
+        let (state, secrets) = registry_with_imports(&pepper, imported);
+        let unknown: Vec<String> = (0..64)
+            .map(|_| {
+                let secret = keyledger_core::Secret::generate(&prefix, Environment::Live).expect("secret");
+                secret.expose().to_owned()
+            })
+            .collect();
+        let mut n = 0usize;
+        group.bench_function(BenchmarkId::new("native_hit", imported), |b| {
+            b.iter(|| {
+                n = (n + 1) % secrets.len();
+                black_box(lookup(&state, &pepper, black_box(&secrets[n]))).expect("found")
+            })
+        });
+        group.bench_function(BenchmarkId::new("native_miss", imported), |b| {
+            b.iter(|| {
+                n = (n + 1) % unknown.len();
+                black_box(lookup(&state, &pepper, black_box(&unknown[n])))
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = decide_benches, engine_benches
+    targets = decide_benches, engine_benches, import_benches
 }
 criterion_main!(benches);

@@ -962,7 +962,11 @@ impl Engine {
     /// Finds the key a candidate secret is (or was), by its keyed hash.
     pub fn find_by_secret(&self, candidate: &str) -> Option<KeyRecord> {
         let hash = self.pepper.hash(candidate);
-        self.read_state().key_by_hash(&hash)
+        let state = self.read_state();
+        // An imported key not yet used is known by its foreign digest (docs/import.md).
+        state
+            .key_by_hash(&hash)
+            .or_else(|| crate::import::find_foreign(&state, candidate).and_then(|id| state.key(&id)))
     }
 
     // ----- reads ----------------------------------------------------------------------

@@ -69,6 +69,8 @@ async fn an_imported_key_verifies_with_its_secret_and_is_rehashed_on_first_use_o
         "digest in Debug"
     );
 
+    // A lookup of the secret (leak lookups, introspection's visibility check) finds it.
+    assert_eq!(engine.find_by_secret(FOREIGN).map(|k| k.key_id), Some(key_id));
     // A wrong foreign-shaped secret is malformed, as before imports existed.
     assert!(verify(&engine, "unkey_wrong").await.is_err());
     let before = engine.log().len();
@@ -79,6 +81,7 @@ async fn an_imported_key_verifies_with_its_secret_and_is_rehashed_on_first_use_o
     let mark = engine.import_mark(&key_id).unwrap();
     assert!(mark.foreign.is_none() && mark.rehashed_at.is_some());
     assert!(engine.registry().imported.is_waiting_empty(), "the foreign digest is dropped");
+    assert_eq!(engine.find_by_secret(FOREIGN).map(|k| k.key_id), Some(key_id), "by its keyed hash now");
     // Found by its keyed hash from now on; no second re-hash.
     assert_eq!(verify(&engine, FOREIGN).await, Ok(Ok(())));
     assert_eq!(rehashed_events(&engine).len(), 1);

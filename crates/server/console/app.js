@@ -243,6 +243,13 @@ function statusBadge(status) {
   return h('span', { class: `badge status-${status}` }, status);
 }
 
+// Keys imported by a foreign hash (docs/import.md): a badge, titled with the re-hash state.
+function importBadge(key) {
+  if (!key.imported) return null;
+  const title = key.rehashed_at ? `imported; re-hashed on first use ${key.rehashed_at}` : 'imported; not used yet (known by its foreign hash)';
+  return [' ', h('span', { class: 'badge imported-badge', title }, 'imported')];
+}
+
 function section(title, ...children) {
   return h('section', { class: 'card' }, h('h2', {}, title), ...children);
 }
@@ -632,7 +639,7 @@ async function viewKeys(ws) {
     count.textContent = `${plural(shown.length, 'key')} shown of ${keys.length} (${activeCount} active).`;
     tbody.replaceChildren(...shown.map((k) => h('tr', { 'data-key-id': k.key_id, class: `status-row-${k.status}` },
       h('th', { scope: 'row', class: 'name' }, link(['k', k.key_id], k.name, { class: 'key-name' }), h('br'), h('span', { class: 'mono small muted' }, k.key_id), k.owner ? h('span', { class: 'small muted' }, ` · ${k.owner}`) : null),
-      h('td', {}, h('code', { class: 'nowrap' }, k.hint)),
+      h('td', {}, h('code', { class: 'nowrap' }, k.hint), importBadge(k)),
       h('td', {}, k.environment),
       h('td', { class: 'scopes' }, k.scopes.length ? k.scopes.map((s) => h('span', { class: 'chip' }, s)) : h('span', { class: 'muted' }, 'none')),
       h('td', {}, statusBadge(k.status)),
@@ -793,7 +800,7 @@ async function viewKey(id) {
   const uses = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   const rendered = view.render(
     h('p', { class: 'crumbs' }, link(['w', key.workspace], `← ${key.workspace}`)),
-    h('div', { class: 'title-row' }, h('h1', { id: 'key-title' }, key.name), statusBadge(key.status)),
+    h('div', { class: 'title-row' }, h('h1', { id: 'key-title' }, key.name), statusBadge(key.status), importBadge(key)),
     keyActions(key, refresh),
     section('Key', definitions([
       ['Key id', h('code', {}, key.key_id)],
@@ -814,6 +821,7 @@ async function viewKey(id) {
       ['Last used', key.last_used_at ? [timeEl(key.last_used_at, { abs: true }), key.last_used_ip ? ` from ${key.last_used_ip}` : ''] : 'never'],
       ['Uses', String(key.use_count)],
       key.credits && ['Credits', h('span', { id: 'credits' }, creditsText(key.credits))],
+      key.imported && ['Imported', [key.external_id ? h('code', {}, key.external_id) : 'by its foreign hash', key.rehashed_at ? [' · re-hashed ', timeEl(key.rehashed_at, { abs: true })] : ' · not used yet']],
     ])),
     section('Lifecycle', lifecycle),
     section('Recent uses', uses));

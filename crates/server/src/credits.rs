@@ -104,6 +104,8 @@ pub struct TopUp {
 
 /// A key view showing the key's credits as the registry holds them now.
 pub fn with_credits(state: &AppState, view: KeyView, key_id: &keyledger_core::KeyId) -> KeyView {
+    // Every view the key routes answer passes here: so does what an import left.
+    let view = crate::import::with_import(state, view, key_id);
     KeyView { credits: state.engine.credits(key_id).as_ref().map(CreditsView::new), ..view }
 }
 

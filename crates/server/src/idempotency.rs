@@ -160,6 +160,15 @@ enum Before {
     Answer(Response),
 }
 
+/// The import route takes larger bodies than the others (docs/import.md).
+fn idempotent_body_limit(state: &AppState, path: &str) -> usize {
+    if path.ends_with("/keys/import") {
+        crate::import::IMPORT_BODY_LIMIT.max(state.config.body_limit)
+    } else {
+        state.config.body_limit
+    }
+}
+
 /// The middleware, layered on the idempotent routes only.
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(key) = request.headers().get("idempotency-key").cloned() else {
@@ -184,7 +193,7 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         Ok(admin) => admin,
         Err(refusal) => return refusal,
     };
-    let bytes = match axum::body::to_bytes(body, state.config.body_limit).await {
+    let bytes = match axum::body::to_bytes(body, idempotent_body_limit(&state, parts.uri.path())).await {
         Ok(bytes) => bytes,
         Err(error) => return crate::extract::body_error(&error).into_response(),
     };

@@ -72,7 +72,7 @@ fn parse_expiry(expires_at: Option<&str>, expires_in: Option<&str>) -> Result<Ex
 
 /// Validates the fields of a new key (docs/api.md, "Keys: the secret and its fields"), naming the
 /// first bad one.
-fn key_spec(workspace: &WorkspaceId, body: CreateKey) -> Result<KeySpec, ApiError> {
+pub(crate) fn key_spec(workspace: &WorkspaceId, body: CreateKey) -> Result<KeySpec, ApiError> {
     validate::name(&body.name)?;
     validate::scopes(&body.scopes)?;
     validate::resources(&body.resources)?;

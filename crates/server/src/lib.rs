@@ -19,6 +19,7 @@ mod fast_path;
 pub mod forwarded;
 pub mod grpc;
 pub mod idempotency;
+pub mod import;
 pub mod integrity;
 pub mod introspect;
 pub mod keys;
@@ -255,12 +256,15 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = state.config.request_timeout;
     let max_header_bytes = state.config.max_header_bytes;
     let idempotent = axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware);
+    let import_limit = DefaultBodyLimit::max(import::IMPORT_BODY_LIMIT.max(body_limit));
+    let import_keys = import::import.layer(idempotent.clone()).layer(import_limit);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi_json))
         .route("/v1/workspaces/{ws}/keys", post(keys::create.layer(idempotent.clone())).get(keys::list))
         .route("/v1/workspaces/{ws}/keys/revoke-all", post(keys::revoke_all.layer(idempotent.clone())))
+        .route("/v1/workspaces/{ws}/keys/import", post(import_keys))
         .route("/v1/workspaces/{ws}/policy", get(keys::get_policy).put(keys::put_policy))
         .route("/v1/workspaces/{ws}/webhook", get(webhooks::show).put(webhooks::set))
         .route("/v1/workspaces/{ws}/webhook", delete(webhooks::disable))

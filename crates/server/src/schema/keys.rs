@@ -55,6 +55,13 @@ pub struct KeyView {
     pub allowed_sources_from: Option<String>,
     /// Usage credits (docs/credits.md); `null` for a key without credits.
     pub credits: Option<super::CreditsView>,
+    /// Imported by a foreign hash of its secret (docs/import.md).
+    pub imported: bool,
+    /// When an imported key was first verified and given keyledger's keyed hash; `null`
+    /// before, and for a key issued here.
+    pub rehashed_at: Option<String>,
+    /// An imported key's id in the system it came from, as given.
+    pub external_id: Option<String>,
 }
 
 impl KeyView {
@@ -92,6 +99,9 @@ impl KeyView {
                 .as_ref()
                 .map(|list| if list.from_policy { "policy" } else { "key" }.to_owned()),
             credits: None,
+            imported: false,
+            rehashed_at: None,
+            external_id: None,
         }
     }
 }
