@@ -99,3 +99,78 @@ fn imported_keys_verify_are_rehashed_survive_a_restart_and_are_refused_once_revo
     let check = ledger.log_verify();
     assert!(check.success(), "the log and registry still verify: {}{}", check.stdout, check.stderr);
 }
+
+fn digest_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret))
+}
+
+fn entry(name: &str, secret: &str) -> Value {
+    json!({"name": name, "scopes": ["read"], "hash": {"algorithm": "sha256", "value": digest_hex(secret)}})
+}
+
+#[test]
+fn the_import_route_is_all_or_nothing_bounded_idempotent_and_never_wider_than_its_caller() {
+    let env = Env::start(&[]);
+    let path = "/v1/workspaces/acme/keys/import";
+    let size = env.log_size();
+
+    // Entry 2 of 3 is bad: the contract's error body names it, nothing is written.
+    let mut bad = entry("b", "s-b");
+    bad["hash"]["value"] = json!("abcd");
+    let refused =
+        env.http.post(path, env.root(), &json!({"keys": [entry("a", "s-a"), entry("c", "s-c"), bad]}));
+    assert_eq!(refused.status, 400, "{}", refused.dump());
+    assert_eq!(refused.body["error"], "invalid_request");
+    assert!(
+        refused.body["message"].as_str().unwrap().starts_with("keys[2]: `hash.value`"),
+        "{}",
+        refused.dump()
+    );
+    let secret_given = env.http.post(path, env.root(), &json!({"keys": [{"secret": "s", "name": "x"}]}));
+    assert_eq!(secret_given.status, 400, "a secret is never accepted: {}", secret_given.dump());
+    let empty = env.http.post(path, env.root(), &json!({"keys": []}));
+    assert_eq!(empty.status, 400, "{}", empty.dump());
+    let too_many: Vec<Value> = (0..1001).map(|n| entry(&format!("k{n}"), &format!("s-{n}"))).collect();
+    let over = env.http.post(path, env.root(), &json!({"keys": too_many}));
+    assert_eq!(over.status, 400, "{}", over.dump());
+    assert_eq!(env.log_size(), size, "nothing was written");
+
+    // 1,000 keys (a body far above the general 64 KiB limit) in one request.
+    let keys: Vec<Value> = (0..1000).map(|n| entry(&format!("k{n}"), &format!("s-{n}"))).collect();
+    let first = env.http.post(path, env.root(), &json!({ "keys": keys }));
+    assert_eq!(first.status, 201, "{}", first.dump());
+    assert_eq!(first.body["imported"], 1000);
+    // With an Idempotency-Key, a retry replays the answer and writes nothing.
+    let auth = format!("Bearer {}", env.root());
+    let headers = [("authorization", auth.as_str()), ("idempotency-key", "import-1")];
+    let body = json!({"keys": [entry("idem", "s-idem")]});
+    let once = env.http.send("POST", path, &headers, Some(&body));
+    assert_eq!(once.status, 201, "{}", once.dump());
+    let after = env.log_size();
+    let retry = env.http.send("POST", path, &headers, Some(&body));
+    assert_eq!(retry.status, 201, "{}", retry.dump());
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.body["keys"], once.body["keys"]);
+    assert_eq!(env.log_size(), after, "the retry wrote nothing");
+    // The same hashes without the header: the existing keys, nothing new.
+    let again = env.http.post(path, env.root(), &json!({"keys": [entry("k7", "s-7")]}));
+    assert_eq!(again.status, 201, "{}", again.dump());
+    assert_eq!(again.body["already_present"], 1);
+    assert_eq!(again.body["keys"][0]["key_id"], first.body["keys"][7]["key_id"]);
+    assert_eq!(env.log_size(), after);
+
+    // An admin key of `beta` only cannot import into `acme`.
+    let created = env.http.post(
+        "/v1/workspaces/_ledger/keys",
+        env.root(),
+        &json!({"name": "beta-admin", "scopes": ["ledger:keys:write"], "resources": ["beta"]}),
+    );
+    assert_eq!(created.status, 201, "{}", created.dump());
+    let narrow = text(&created.body, "secret");
+    let outside = env.http.post(path, &narrow, &json!({"keys": [entry("z", "s-z")]}));
+    assert_eq!(outside.status, 404, "{}", outside.dump());
+    let own =
+        env.http.post("/v1/workspaces/beta/keys/import", &narrow, &json!({"keys": [entry("z", "s-z")]}));
+    assert_eq!(own.status, 201, "{}", own.dump());
+    assert_eq!(verify_json(&env, "s-z").status, 200);
+}
