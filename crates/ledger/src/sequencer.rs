@@ -197,18 +197,9 @@ pub(crate) fn verify(
     let Some(key) = state.view(&key_id) else {
         return Err(LedgerError::NotFound("unknown key".into()));
     };
-    let mut outcome = decide_with_source(&key, wants, source, now);
+    let outcome = decide_with_source(&key, wants, source, now);
     let workspace = key.workspace().clone();
-    // Rate limits last, so a key refused for any other reason (revoked first) spends nothing.
     let mut ratelimits = Vec::new();
-    if outcome.is_ok() {
-        let limits = state.ratelimits_of(&key_id, &workspace);
-        let (statuses, refused) = crate::sequencer_ratelimit::apply(counters, key_id, limits, wants, now);
-        ratelimits = statuses;
-        if let Some(name) = refused {
-            outcome = Err(DenyReason::RateLimited(name));
-        }
-    }
     if outcome == Err(DenyReason::Expired) && !key.expiry_recorded() {
         // A lifecycle event: durable before the answer, like every other.
         let payload = Payload::Expired(KeyRef { key_id, workspace: workspace.clone() });
@@ -219,7 +210,18 @@ pub(crate) fn verify(
     let (outcome, payload) = match outcome {
         Ok(()) => {
             match crate::credits::spend(state, batch, request_id, key_id, &workspace, cost, context, now) {
-                Ok(payload) => (Ok(()), payload),
+                // Rate limits last, once every other check (revoked first, credits too) allows
+                // the verification, so a refused one spends no allowance (docs/api.md).
+                Ok(payload) => crate::sequencer_ratelimit::apply_last(
+                    state,
+                    counters,
+                    key_id,
+                    &workspace,
+                    wants,
+                    payload,
+                    &mut ratelimits,
+                    now,
+                ),
                 Err(context) => {
                     let reason = DenyReason::UsageExceeded;
                     (Err(reason.clone()), Payload::Denied(Denial { key_id, workspace, reason, context }))

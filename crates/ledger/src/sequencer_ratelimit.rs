@@ -10,7 +10,9 @@ use crate::error::LedgerError;
 use crate::ratelimit::{LimitStatus, RateCounters};
 use crate::sequencer::{act_on, check_actor, emit};
 use crate::state::{LedgerState, VerifyRequirements};
-use keyledger_core::{KeyId, Payload, RateLimit, RateLimitsSet, Timestamp, WorkspaceId};
+use keyledger_core::{
+    Denial, DenyReason, KeyId, Payload, RateLimit, RateLimitsSet, Timestamp, UsageContext, WorkspaceId,
+};
 use keyledger_log::Batch;
 
 /// The limits a verification applies, with their cost: every `auto_apply` limit (cost 1,
@@ -43,6 +45,34 @@ pub(crate) fn apply(
         Ok(statuses) => (statuses, None),
         Err((name, statuses)) => (statuses, Some(name)),
     }
+}
+
+/// The last step of an allowed verification: applies the key's limits (see [`apply`]) and
+/// either keeps the `used`/`metered` payload or turns it into a `denied` one with reason
+/// `rate_limited` (the same context). The applied limits' statuses go to `statuses`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply_last(
+    state: &LedgerState,
+    counters: &mut RateCounters,
+    key_id: KeyId,
+    workspace: &WorkspaceId,
+    wants: &VerifyRequirements,
+    payload: Payload,
+    statuses: &mut Vec<LimitStatus>,
+    now: Timestamp,
+) -> (Result<(), DenyReason>, Payload) {
+    let limits = state.ratelimits_of(&key_id, workspace);
+    let (applied, refused) = apply(counters, key_id, limits, wants, now);
+    *statuses = applied;
+    let Some(name) = refused else { return (Ok(()), payload) };
+    let context = match payload {
+        Payload::Used(usage) => usage.context,
+        Payload::Metered(metered) => metered.usage.context,
+        _ => UsageContext::default(),
+    };
+    let reason = DenyReason::RateLimited(name);
+    let denial = Denial { key_id, workspace: workspace.clone(), reason: reason.clone(), context };
+    (Err(reason), Payload::Denied(denial))
 }
 
 /// Sets a key's limits (or the workspace default): the caller must be allowed to change

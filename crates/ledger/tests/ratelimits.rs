@@ -159,3 +159,44 @@ async fn bad_lists_are_refused_and_change_nothing() {
     assert_eq!(engine.log().len(), before);
     engine.shutdown().await;
 }
+
+/// Credits are checked before rate limits are spent: a verification refused
+/// `usage_exceeded` spends no allowance, and one refused `rate_limited` spends no credits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_for_credits_spends_no_allowance() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let outcome = init(&dir);
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let admin = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
+    let credits = keyledger_ledger::credits::CreditsSpec { remaining: 2, refill: None, low_threshold: None };
+    let (key, secret) = engine
+        .create(
+            admin.clone(),
+            ws("acme"),
+            keyledger_ledger::KeySpec { credits: Some(credits), ..spec("k", &[]) },
+        )
+        .await
+        .unwrap();
+    let limits = vec![limit("api", 3, LONG, true)];
+    engine.set_ratelimits(admin.clone(), ws("acme"), Some(key.key_id), limits).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Ok(()));
+    }
+    // Out of credits: refused `usage_exceeded`, twice, and the window keeps its last unit.
+    for _ in 0..2 {
+        assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Err(DenyReason::UsageExceeded));
+    }
+    let (ok, statuses) = verify(&engine, secret.expose(), &[("api", 0)]).await;
+    assert_eq!(ok, Err(DenyReason::UsageExceeded));
+    assert!(statuses.is_empty(), "a refusal for credits applies no limit: {statuses:?}");
+    assert_eq!(engine.credits(&key.key_id).unwrap().remaining, 0);
+    // Topped up: the window's last unit is still there, then the limit refuses, spending
+    // no credits.
+    let add = keyledger_ledger::credits::CreditsChange::Add(5);
+    engine.set_credits(admin, key.key_id, add).await.unwrap();
+    let (ok, statuses) = verify(&engine, secret.expose(), &[]).await;
+    assert_eq!((ok, remaining(&statuses)), (Ok(()), vec![("api".into(), 0)]));
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Err(DenyReason::RateLimited("api".into())));
+    assert_eq!(engine.credits(&key.key_id).unwrap().remaining, 4);
+}
