@@ -358,7 +358,11 @@ impl Client {
                 }
             }
         };
-        let mut response = response?;
+        Self::read(response?)
+    }
+
+    /// The status, headers and JSON body (text when not JSON) of an answer.
+    fn read(mut response: ureq::http::Response<ureq::Body>) -> Result<Resp, ureq::Error> {
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -378,6 +382,15 @@ impl Client {
 
     fn try_get(&self, path: &str) -> Option<Resp> {
         self.try_send("GET", path, &[], None).ok()
+    }
+
+    /// `POST path` with exactly these body bytes (e.g. a body a signature covers).
+    pub fn post_bytes(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let mut request = self.agent.post(&format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send(body).and_then(Self::read).unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     /// Sends a request; panics only on transport errors.

@@ -196,6 +196,9 @@ enum PolicyCommand {
         /// A live key may only be created or rotated with a source allow-list.
         #[arg(long)]
         require_allowed_sources: bool,
+        /// What a leak report of one of its keys does (docs/leaks.md); `notify` if not given.
+        #[arg(long, value_parser = ["notify", "revoke"])]
+        on_leak: Option<String>,
     },
 }
 
@@ -490,8 +493,12 @@ fn policy(args: PolicyArgs) -> Result<(), ClientError> {
             key_prefix,
             allowed_sources,
             require_allowed_sources,
+            on_leak,
         } => {
             let mut body = Map::new();
+            if let Some(on_leak) = on_leak {
+                body.insert("on_leak".into(), json!(on_leak));
+            }
             if let Some(max) = max_active_keys {
                 body.insert("max_active_keys".into(), json!(max));
             }

@@ -312,6 +312,7 @@ pub fn policy_details(policy: &Value, style: Style) -> String {
                 _ => "false".to_owned(),
             },
         ),
+        ("on leak", unset("on_leak", "notify")),
     ];
     fields(&rows, style)
 }
@@ -502,11 +503,13 @@ mod tests {
         assert!(out.contains("key prefix:       kl (default)"), "{out}");
         assert!(out.contains("allowed sources:  none"), "{out}");
         assert!(out.contains("require sources:  false"), "{out}");
+        assert!(out.contains("on leak:          notify"), "{out}");
         let out = policy_details(
             &json!({"workspace": "acme", "allowed_sources": ["10.0.0.0/8"], "require_allowed_sources": true,
-                    "allowed_sources_exception_count": 3}),
+                    "allowed_sources_exception_count": 3, "on_leak": "revoke"}),
             Style::PLAIN,
         );
+        assert!(out.contains("on leak:          revoke"), "{out}");
         assert!(out.contains("allowed sources:  10.0.0.0/8"), "{out}");
         assert!(out.contains("require sources:  true (3 live keys without one)"), "{out}");
     }

@@ -577,6 +577,9 @@ pub struct SetPolicy {
     /// A `live` key may only be created or rotated with a source allow-list (409 `conflict` otherwise).
     #[serde(default)]
     require_allowed_sources: bool,
+    /// What a leak report of one of its keys does: `notify` (the default) or `revoke`.
+    #[schema(value_type = Option<String>, example = "revoke")]
+    on_leak: Option<String>,
 }
 
 /// `max_active_keys` out of bounds is a body that does not match the documented schema:
@@ -611,7 +614,8 @@ pub async fn get_policy(
 ) -> Answer<PolicyView> {
     let workspace = parse_workspace(&workspace)?;
     admin.allow(scope::KEYS_READ, &workspace)?;
-    let view = PolicyView::new(workspace.as_str(), &state.engine.policy(&workspace));
+    let mut view = PolicyView::new(workspace.as_str(), &state.engine.policy(&workspace));
+    view.on_leak = state.engine.on_leak(&workspace).as_str();
     ok(crate::sources::with_policy(view, &state.engine.registry(), &workspace))
 }
 
@@ -663,8 +667,17 @@ pub async fn put_policy(
         key_prefix,
     };
     let sources = crate::sources::policy(&body.allowed_sources, body.require_allowed_sources)?;
-    let policy =
-        state.engine.set_policy_with_sources(admin.caller, workspace.clone(), policy, Some(sources)).await?;
-    let view = PolicyView::new(workspace.as_str(), &policy);
+    // The policy is replaced whole: an absent `on_leak` is the default, `notify`.
+    let on_leak = match body.on_leak.as_deref() {
+        None => keyledger_core::OnLeak::default(),
+        Some(text) => keyledger_core::OnLeak::parse(text)
+            .ok_or_else(|| ApiError::invalid("on_leak", "must be `notify` or `revoke`"))?,
+    };
+    let policy = state
+        .engine
+        .set_policy_with(admin.caller, workspace.clone(), policy, Some(sources), Some(on_leak))
+        .await?;
+    let mut view = PolicyView::new(workspace.as_str(), &policy);
+    view.on_leak = on_leak.as_str();
     ok(crate::sources::with_policy(view, &state.engine.registry(), &workspace))
 }

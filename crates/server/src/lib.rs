@@ -115,6 +115,8 @@ pub struct AppState {
     /// GitHub secret scanning's keys (`serve --github-scanning-keys`); `None` = the
     /// endpoint answers 404 (see [`leaks`]).
     pub github_keys: Option<Arc<leaks::github_keys::GithubKeys>>,
+    /// The public leak report's per-source budget and queue (see [`leaks::report`]).
+    pub public_reports: Arc<leaks::report::PublicReports>,
 }
 
 impl AppState {
@@ -128,6 +130,7 @@ impl AppState {
             throttle,
             admin_throttle,
             github_keys: None,
+            public_reports: Arc::default(),
         }
     }
 }
@@ -253,6 +256,7 @@ pub fn router(state: AppState) -> Router {
     metrics::handle();
     let body_limit = state.config.body_limit;
     let github_body_limit = DefaultBodyLimit::max(leaks::GITHUB_BODY_LIMIT.max(body_limit));
+    let report_body_limit = DefaultBodyLimit::max(leaks::report::BODY_LIMIT.max(body_limit));
     let request_timeout = state.config.request_timeout;
     let max_header_bytes = state.config.max_header_bytes;
     let idempotent = axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware);
@@ -287,6 +291,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/lookup/bulk", post(bulk_lookup::lookup_bulk))
         // end audit routes
         .route("/v1/leaks/github", post(leaks::github).layer(github_body_limit))
+        .route("/v1/leaks/report", post(leaks::report::report).layer(report_body_limit))
         .route("/oauth2/introspect", post(introspect::introspect))
         .route("/v1/log/checkpoint", get(integrity::checkpoint))
         .route("/v1/log/public-key", get(integrity::public_key))

@@ -160,6 +160,7 @@ impl Modify for Security {
         crate::audit::lookup,
         crate::bulk_lookup::lookup_bulk,
         crate::leaks::github,
+        crate::leaks::report::report,
         crate::export::export,
         crate::reports::compliance,
         crate::console::console_doc,
@@ -213,6 +214,8 @@ impl Modify for Security {
         crate::bulk_lookup::BulkLookupResult,
         crate::leaks::GithubMatch,
         crate::leaks::GithubFeedback,
+        crate::leaks::report::PublicReport,
+        crate::leaks::report::ReportReceived,
     ))
 )]
 pub struct ApiDoc;

@@ -204,11 +204,13 @@ pub fn throttled(retry_after: u64) -> Response {
 /// The answer to an admin request from a source with too many failed authentications:
 /// 429 `rate_limited` with `Retry-After`.
 pub fn admin_throttled(retry_after: u64) -> Response {
-    let mut response = ApiError::new(
-        ErrorCode::RateLimited,
-        format!("too many failed admin authentications from this address; retry after {retry_after} s"),
-    )
-    .into_response();
+    too_many(retry_after, "too many failed admin authentications from this address")
+}
+
+/// 429 `rate_limited` saying `why`, with `Retry-After: retry_after`.
+pub fn too_many(retry_after: u64, why: &str) -> Response {
+    let mut response =
+        ApiError::new(ErrorCode::RateLimited, format!("{why}; retry after {retry_after} s")).into_response();
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
 }

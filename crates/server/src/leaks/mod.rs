@@ -1,5 +1,5 @@
 //! Leak reports from outside (docs/leaks.md): `POST /v1/leaks/github`, GitHub's secret
-//! scanning partner endpoint.
+//! scanning partner endpoint (here), and `POST /v1/leaks/report`, anyone's ([`report`]).
 //!
 //! A report is believed only when GitHub's signature over the raw body verifies with a key
 //! of the configured keys file ([`github_keys`]); otherwise nothing is recorded (401).
@@ -10,6 +10,7 @@
 //! echoed. Bounds: [`MAX_TOKENS`] tokens, a body of [`GITHUB_BODY_LIMIT`].
 
 pub mod github_keys;
+pub mod report;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};

@@ -167,6 +167,10 @@ pub struct PolicyView {
     pub allowed_sources_exceptions: Vec<String>,
     /// How many such keys there are in all.
     pub allowed_sources_exception_count: u64,
+    /// What a leak report of one of the workspace's keys does: `notify` (record it and send
+    /// `key.leaked`) or `revoke` (also revoke the key at once); docs/leaks.md.
+    #[schema(value_type = String, example = "notify")]
+    pub on_leak: &'static str,
 }
 
 impl PolicyView {
@@ -181,6 +185,7 @@ impl PolicyView {
             require_allowed_sources: false,
             allowed_sources_exceptions: Vec::new(),
             allowed_sources_exception_count: 0,
+            on_leak: keyledger_core::OnLeak::default().as_str(),
         }
     }
 }
