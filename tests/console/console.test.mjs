@@ -276,11 +276,30 @@ describe('keyledger web console', { timeout: 180000 }, () => {
     await page.goto(`${baseUrl}/console#/w/acme/policy`);
     await page.fill('#policy-max', '50');
     await page.fill('#policy-lifetime', '400d');
+    await page.selectOption('#policy-on-leak', 'revoke');
     await page.click('#policy-save');
     await page.waitForFunction(() => /400d/.test(document.querySelector('main .facts')?.textContent || ''));
     const policy = await adminApi('GET', '/v1/workspaces/acme/policy');
     assert.equal(policy.max_active_keys, 50);
     assert.equal(policy.max_lifetime, '400d');
+    assert.equal(policy.on_leak, 'revoke');
+    assert.equal(await page.textContent('#policy-on-leak-current'), 'revoke the key');
+  });
+
+  it('shows a leak report as a banner and in the timeline', async () => {
+    const created = await adminApi('POST', '/v1/workspaces/acme/keys', { name: 'pasted', expires_in: '30d' });
+    const answer = await fetch(`${baseUrl}/v1/leaks/report`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ secrets: [created.secret], url: 'https://paste.example/p1' }),
+    });
+    assert.equal(answer.status, 202);
+    for (let i = 0; i < 100 && (await adminApi('GET', `/v1/keys/${created.key_id}`)).status !== 'revoked'; i++) await sleep(100);
+    await page.goto(`${baseUrl}/console#/k/${created.key_id}`);
+    await page.locator('#leak-banner').waitFor();
+    assert.match(await page.textContent('#leak-banner'), /Reported leaked .*public .*paste\.example\/p1.*The key is revoked/s);
+    await page.locator('#timeline li.kind-leak_reported').waitFor();
+    assert.match(await page.textContent('#timeline'), /reported by public at https:\/\/paste\.example\/p1/);
   });
 
   it('shows the integrity page', async () => {

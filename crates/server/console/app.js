@@ -676,6 +676,9 @@ async function viewPolicy(ws) {
   const requireExpiry = h('input', { type: 'checkbox', id: 'policy-require-expiry', checked: policy.require_expiry });
   const lifetime = h('input', { type: 'text', id: 'policy-lifetime', value: policy.max_lifetime ?? '', placeholder: '90d', autocomplete: 'off' });
   const prefix = h('input', { type: 'text', id: 'policy-prefix', value: policy.key_prefix ?? '', placeholder: 'kl', autocomplete: 'off', pattern: '[a-z][a-z0-9]{0,15}' });
+  const onLeak = h('select', { id: 'policy-on-leak' },
+    h('option', { value: 'notify', selected: policy.on_leak !== 'revoke' }, 'Notify (record it, send key.leaked)'),
+    h('option', { value: 'revoke', selected: policy.on_leak === 'revoke' }, 'Revoke the key at once'));
   const error = dialogError();
   const form = h('form', { class: 'card', novalidate: true },
     h('h2', {}, 'Edit'),
@@ -684,11 +687,13 @@ async function viewPolicy(ws) {
     h('div', { class: 'check' }, requireExpiry, h('label', { for: 'policy-require-expiry' }, 'Every key must expire')),
     field('Longest lifetime (empty: no limit)', lifetime, 'A duration such as 90d or 12h.'),
     field('Key prefix (empty: kl)', prefix),
+    field('When one of its keys is reported leaked', onLeak, 'By GitHub secret scanning or a public report (docs/leaks.md).'),
     error,
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'policy-save' }, 'Save policy'), link(['w', ws], 'Back to keys', { class: 'button' })));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    const body = { require_expiry: requireExpiry.checked };
+    // The source allow-list settings are kept as they are (the CLI edits them).
+    const body = { require_expiry: requireExpiry.checked, on_leak: onLeak.value, allowed_sources: policy.allowed_sources ?? [], require_allowed_sources: !!policy.require_allowed_sources };
     if (max.value) body.max_active_keys = Number(max.value);
     if (lifetime.value.trim()) body.max_lifetime = lifetime.value.trim();
     if (prefix.value.trim()) body.key_prefix = prefix.value.trim();
@@ -706,6 +711,9 @@ async function viewPolicy(ws) {
       ['Expiry required', policy.require_expiry ? 'yes' : 'no'],
       ['Longest lifetime', policy.max_lifetime ?? 'no limit'],
       ['Key prefix', policy.key_prefix ?? 'kl (default)'],
+      ['Default allowed sources', list(policy.allowed_sources ?? [], 'none')],
+      ['Allow-list required on live keys', policy.require_allowed_sources ? 'yes' : 'no'],
+      ['On a leak report', h('span', { id: 'policy-on-leak-current' }, policy.on_leak === 'revoke' ? 'revoke the key' : 'notify')],
     ])),
     form);
 }
@@ -722,6 +730,7 @@ function eventDetails(e) {
     if (e.rotated_to) parts.push(['replaced by ', link(['k', e.rotated_to], e.rotated_to, { class: 'mono' })]);
     parts.push(e.valid_until ? ['old key valid until ', timeEl(e.valid_until, { abs: true })] : 'old key revoked at once');
   }
+  if (e.kind === 'leak_reported') parts.push([`reported by ${e.reporter ?? 'someone'}`, e.url ? ` at ${e.url}` : '', e.source ? ` (${e.source})` : '']);
   if (e.reason) parts.push(`reason: ${e.reason}`);
   if (e.detail) parts.push(e.detail);
   if (e.changes) parts.push(`changes: ${JSON.stringify(e.changes)}`);
@@ -745,6 +754,15 @@ function actorEl(actor) {
     });
   }
   return el;
+}
+
+// A key reported leaked (docs/leaks.md): a banner above everything, with the latest report.
+function leakBanner(key, leaks) {
+  const last = leaks[leaks.length - 1];
+  return h('div', { class: 'banner leak-banner', role: 'alert', id: 'leak-banner' },
+    h('strong', {}, leaks.length > 1 ? `Reported leaked ${leaks.length} times` : 'Reported leaked'),
+    ' — latest by ', last.reporter ?? 'someone', last.url ? [' at ', h('code', {}, last.url)] : '', ' on ', timeEl(last.at, { abs: true }), '. ',
+    key.status === 'revoked' ? 'The key is revoked.' : 'The key is still valid: revoke or rotate it.');
 }
 
 function timeline(events) {
@@ -826,7 +844,11 @@ async function viewKey(id) {
     section('Lifecycle', lifecycle),
     section('Recent uses', uses));
   if (!rendered) return;
-  allEvents(id, { kind: 'lifecycle' }, 1000).then(({ events }) => lifecycle.replaceChildren(timeline(events)),
+  allEvents(id, { kind: 'lifecycle' }, 1000).then(({ events }) => {
+    lifecycle.replaceChildren(timeline(events));
+    const leaks = events.filter((e) => e.kind === 'leak_reported');
+    if (leaks.length && view.current) main.prepend(leakBanner(key, leaks));
+  },
     (e) => lifecycle.replaceChildren(h('p', { class: 'muted' }, e.describe ? e.describe() : String(e))));
   recentUses(id, 50).then((events) => uses.replaceChildren(usesTable(events)),
     (e) => uses.replaceChildren(h('p', { class: 'muted' }, e.describe ? e.describe() : String(e))));
