@@ -26,6 +26,7 @@ pub mod leaks;
 pub mod metrics;
 pub mod openapi;
 mod outcome;
+pub mod ratelimit_headers;
 pub mod redact;
 pub mod reports;
 pub mod request_id;

@@ -33,7 +33,7 @@ use std::net::IpAddr;
 const MAX_CONTEXT_CHARS: usize = 2048;
 
 /// The context extensions keyledger reads.
-const EXTENSIONS: [&str; 5] = ["scope", "resource", "environment", "workspace", "cost"];
+const EXTENSIONS: [&str; 6] = ["scope", "resource", "environment", "workspace", "cost", "ratelimit"];
 
 /// A check, parsed: the presented key, what the route requires, what the event records.
 /// Its `Debug` never shows the key.
@@ -101,7 +101,11 @@ pub(crate) fn parse(request: &CheckRequest) -> Result<Check, ApiError> {
         other => other.cloned(),
     };
     let cost = crate::credits::parse_cost(extensions.get("cost").map(String::as_str))?;
-    let wants = VerifyRequirements { scopes, resource, environment, workspace, cost, ratelimits: Vec::new() };
+    let ratelimits = crate::ratelimit_headers::from_notation(
+        "ratelimit",
+        extensions.get("ratelimit").map(String::as_str),
+    )?;
+    let wants = VerifyRequirements { scopes, resource, environment, workspace, cost, ratelimits };
 
     let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
     let header = |name: &str| -> Option<String> {
@@ -178,6 +182,26 @@ pub(crate) fn allowed(key: &VerifiedKey, request_id: &str) -> CheckResponse {
         http_response: Some(HttpResponse::OkResponse(ok)),
         ..Default::default()
     }
+}
+
+/// Adds the `RateLimit-Policy` and `RateLimit` headers of the applied limits (docs/api.md,
+/// "Rate limits") to an allowed check (for the upstream) or a denied one (for the client).
+pub(crate) fn with_ratelimit_headers(
+    mut response: CheckResponse,
+    statuses: &[keyledger_ledger::ratelimit::LimitStatus],
+) -> CheckResponse {
+    let Some((policy, state)) =
+        crate::ratelimit_headers::header_values(statuses, keyledger_core::Timestamp::now())
+    else {
+        return response;
+    };
+    let added = [header("ratelimit-policy", &policy), header("ratelimit", &state)];
+    match response.http_response.as_mut() {
+        Some(HttpResponse::OkResponse(ok)) => ok.headers.extend(added),
+        Some(HttpResponse::DeniedResponse(denied)) => denied.headers.extend(added),
+        _ => {}
+    }
+    response
 }
 
 /// A denial: Envoy answers the client with `error`'s status and JSON body, never the upstream.
