@@ -104,7 +104,13 @@ pub struct TopUp {
 
 /// A key view showing the key's credits as the registry holds them now.
 pub fn with_credits(state: &AppState, view: KeyView, key_id: &keyledger_core::KeyId) -> KeyView {
-    KeyView { credits: state.engine.credits(key_id).as_ref().map(CreditsView::new), ..view }
+    let (ratelimits, ratelimits_from) = crate::key_ratelimits::of_key(state, key_id, &view.workspace);
+    KeyView {
+        credits: state.engine.credits(key_id).as_ref().map(CreditsView::new),
+        ratelimits,
+        ratelimits_from,
+        ..view
+    }
 }
 
 #[utoipa::path(

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod idempotency;
 pub mod integrity;
 pub mod introspect;
+pub mod key_ratelimits;
 pub mod keys;
 pub mod leaks;
 pub mod metrics;

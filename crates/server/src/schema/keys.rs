@@ -55,6 +55,11 @@ pub struct KeyView {
     pub allowed_sources_from: Option<String>,
     /// Usage credits (docs/credits.md); `null` for a key without credits.
     pub credits: Option<super::CreditsView>,
+    /// The named rate limits the key is under (docs/api.md, "Rate limits"); empty = none.
+    pub ratelimits: Vec<crate::key_ratelimits::RateLimitView>,
+    /// Where they come from: `key` (set on this key or a predecessor) or `policy` (the
+    /// workspace default); null without limits.
+    pub ratelimits_from: Option<String>,
 }
 
 impl KeyView {
@@ -92,6 +97,8 @@ impl KeyView {
                 .as_ref()
                 .map(|list| if list.from_policy { "policy" } else { "key" }.to_owned()),
             credits: None,
+            ratelimits: Vec::new(),
+            ratelimits_from: None,
         }
     }
 }
