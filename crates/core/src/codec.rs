@@ -261,6 +261,28 @@ mod tests {
                     on_leak: crate::OnLeak::Revoke,
                 })),
             ),
+            (
+                EventKind::RateLimitsSet,
+                envelope(Payload::RateLimitsSet(crate::RateLimitsSet {
+                    workspace: "acme".parse().unwrap(),
+                    key_id: Some(key(1)),
+                    limits: vec![crate::RateLimit {
+                        name: "api".into(),
+                        limit: 100,
+                        duration: 60_000_000,
+                        auto_apply: true,
+                    }],
+                })),
+            ),
+            (
+                EventKind::Denied,
+                envelope(Payload::Denied(Denial {
+                    key_id: key(1),
+                    workspace: "acme".parse().unwrap(),
+                    reason: DenyReason::RateLimited("api".into()),
+                    context: UsageContext::default(),
+                })),
+            ),
         ]
     }
 
@@ -308,6 +330,8 @@ mod tests {
             "11010101010101010101010101010101010461636d6500010b68747470733a2f2f782f7900",
         ),
         (EventKind::LeakPolicySet, "120461636d6501"),
+        (EventKind::RateLimitsSet, "130461636d650101010101010101010101010101010101010361706964809c9c3901"),
+        (EventKind::Denied, "02010101010101010101010101010101010461636d65090361706900000000000000"),
     ];
 
     #[test]
