@@ -315,4 +315,44 @@ mod tests {
         assert_eq!(body["request_id"], "req_1");
         assert!(body["message"].is_string());
     }
+
+    #[test]
+    fn a_rate_limit_refusal_is_429_with_retry_after_and_the_draft_headers() {
+        let check = parse(&request(&[("ratelimit", "api, heavy:5")], &[])).expect("parsed");
+        assert_eq!(check.wants.ratelimits, [("api".to_owned(), 1), ("heavy".to_owned(), 5)]);
+        for bad in ["API", "api:x", "api,api"] {
+            let error = parse(&request(&[("ratelimit", bad)], &[])).expect_err("refused");
+            assert_eq!(error.code, ErrorCode::InvalidRequest, "{bad}");
+        }
+        let now = keyledger_core::Timestamp::now();
+        let status = keyledger_ledger::ratelimit::LimitStatus {
+            name: "api".into(),
+            limit: 100,
+            duration: 60_000_000,
+            remaining: 0,
+            reset: keyledger_core::Timestamp::from_micros(now.micros() + 12_000_000),
+        };
+        let error = crate::verify::deny_error(keyledger_core::DenyReason::RateLimited("api".into()));
+        let response = with_ratelimit_headers(denied(&error, "req_1", Some(12)), &[status]);
+        assert_eq!(response.status.as_ref().map(|s| s.code), Some(tonic::Code::ResourceExhausted as i32));
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else { panic!("not denied") };
+        assert_eq!(denied.status.map(|s| s.code), Some(429));
+        let header = |name: &str| {
+            denied
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key == name)
+                .map(|h| h.value.clone())
+        };
+        assert_eq!(header("retry-after").as_deref(), Some("12"));
+        assert_eq!(header("ratelimit-policy").as_deref(), Some("\"api\";q=100;w=60"));
+        assert!(header("ratelimit").is_some_and(|h| h.starts_with("\"api\";r=0;t=")));
+        let body: serde_json::Value = serde_json::from_str(&denied.body).expect("JSON body");
+        assert_eq!(
+            (body["error"].as_str(), body["reason"].as_str()),
+            (Some("rate_limited"), Some("rate_limited"))
+        );
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("`api`")));
+    }
 }
