@@ -262,6 +262,28 @@ mod tests {
                 })),
             ),
             (
+                EventKind::RateLimitsSet,
+                envelope(Payload::RateLimitsSet(crate::RateLimitsSet {
+                    workspace: "acme".parse().unwrap(),
+                    key_id: Some(key(1)),
+                    limits: vec![crate::RateLimit {
+                        name: "api".into(),
+                        limit: 100,
+                        duration: 60_000_000,
+                        auto_apply: true,
+                    }],
+                })),
+            ),
+            (
+                EventKind::Denied,
+                envelope(Payload::Denied(Denial {
+                    key_id: key(1),
+                    workspace: "acme".parse().unwrap(),
+                    reason: DenyReason::RateLimited("api".into()),
+                    context: UsageContext::default(),
+                })),
+            ),
+            (
                 EventKind::KeyImported,
                 envelope(Payload::KeyImported(crate::KeyImported {
                     key_id: key(1),
@@ -335,6 +357,8 @@ mod tests {
             "11010101010101010101010101010101010461636d6500010b68747470733a2f2f782f7900",
         ),
         (EventKind::LeakPolicySet, "120461636d6501"),
+        (EventKind::RateLimitsSet, "130461636d650101010101010101010101010101010101010361706964809c9c3901"),
+        (EventKind::Denied, "02010101010101010101010101010101010461636d65090361706900000000000000"),
         (
             EventKind::KeyImported,
             "14010101010101010101010101010101010461636d65016e005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a010104726561640000027b7d0001027831",

@@ -106,7 +106,13 @@ pub struct TopUp {
 pub fn with_credits(state: &AppState, view: KeyView, key_id: &keyledger_core::KeyId) -> KeyView {
     // Every view the key routes answer passes here: so does what an import left.
     let view = crate::import::with_import(state, view, key_id);
-    KeyView { credits: state.engine.credits(key_id).as_ref().map(CreditsView::new), ..view }
+    let (ratelimits, ratelimits_from) = crate::key_ratelimits::of_key(state, key_id, &view.workspace);
+    KeyView {
+        credits: state.engine.credits(key_id).as_ref().map(CreditsView::new),
+        ratelimits,
+        ratelimits_from,
+        ..view
+    }
 }
 
 #[utoipa::path(

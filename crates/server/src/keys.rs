@@ -39,6 +39,9 @@ pub struct CreateKey {
     allowed_sources: Option<Vec<String>>,
     /// Usage credits (docs/credits.md).
     credits: Option<crate::credits::CreditsBody>,
+    /// Named rate limits (at most 16; docs/api.md, "Rate limits"); absent: the workspace
+    /// default, if any.
+    ratelimits: Option<Vec<crate::key_ratelimits::RateLimitBody>>,
 }
 
 fn parse_workspace(text: &str) -> Result<WorkspaceId, ApiError> {
@@ -163,10 +166,18 @@ pub async fn create(
     let workspace = parse_workspace(&workspace)?;
     allow_write(&admin, &workspace)?;
     let sources = body.allowed_sources.take();
+    let limits =
+        body.ratelimits.take().map(|l| crate::key_ratelimits::parse_list("ratelimits", l)).transpose()?;
     let spec = key_spec(&workspace, body)?;
     let sources = sources.map(|list| crate::sources::parse_list("allowed_sources", &list)).transpose()?;
     let tag = tag.map(|Extension(t)| t);
-    let (key, secret) = state.engine.create_with_sources(admin.caller, workspace, spec, tag, sources).await?;
+    let caller = admin.caller.clone();
+    let (key, secret) =
+        state.engine.create_with_sources(admin.caller, workspace.clone(), spec, tag, sources).await?;
+    // Set before the secret is answered, so nobody can present the key without its limits.
+    if let Some(limits) = limits.filter(|l| !l.is_empty()) {
+        state.engine.set_ratelimits(caller, workspace, Some(key.key_id), limits).await?;
+    }
     let mut issued = IssuedKey::new(&key, &secret, Timestamp::now());
     issued.key = crate::credits::with_credits(&state, issued.key, &key.key_id);
     Ok((StatusCode::CREATED, Json(issued)))
@@ -262,6 +273,9 @@ pub struct UpdateKey {
     resources: Option<Vec<String>>,
     /// A narrower source allow-list (it can only be narrowed, never widened or removed).
     allowed_sources: Option<Vec<String>>,
+    /// The key's named rate limits, replacing its own (`[]` removes them; the workspace
+    /// default then applies). Recorded as a `ratelimits_set` event.
+    ratelimits: Option<Vec<crate::key_ratelimits::RateLimitBody>>,
 }
 
 #[utoipa::path(
@@ -322,6 +336,7 @@ pub async fn update(
         },
         (None, None) => None,
     };
+    let limits = body.ratelimits.map(|l| crate::key_ratelimits::parse_list("ratelimits", l)).transpose()?;
     let changes = KeyChanges {
         name: body.name,
         owner: body.owner,
@@ -334,7 +349,24 @@ pub async fn update(
             .map(|list| crate::sources::parse_list("allowed_sources", &list))
             .transpose()?,
     };
-    let key = state.engine.update(admin.caller, key.key_id, changes).await?;
+    let KeyChanges { name, owner, metadata, expires_at, scopes, resources, allowed_sources } = &changes;
+    let only_limits = name.is_none()
+        && owner.is_none()
+        && metadata.is_none()
+        && expires_at.is_none()
+        && scopes.is_none()
+        && resources.is_none()
+        && allowed_sources.is_none();
+    // A PATCH of the limits alone appends no `updated` event, only the limits' own.
+    let key = if only_limits && limits.is_some() {
+        key
+    } else {
+        state.engine.update(admin.caller.clone(), key.key_id, changes).await?
+    };
+    if let Some(limits) = limits {
+        let workspace = key.workspace.clone();
+        state.engine.set_ratelimits(admin.caller, workspace, Some(key.key_id), limits).await?;
+    }
     ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
 }
 

@@ -22,9 +22,10 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// Whether it takes one of the source's failure tokens: every 401 and 403 answer (a
-    /// valid key out of credits, 429 `usage_exceeded`, is no guess at a key).
+    /// valid key out of credits or over a rate limit, 429 `usage_exceeded` or `rate_limited`,
+    /// is no guess at a key).
     pub(crate) fn is_failure(&self) -> bool {
         matches!(self, Self::Malformed | Self::Unknown)
-            || matches!(self, Self::Denied(code) if *code != "usage_exceeded")
+            || matches!(self, Self::Denied(code) if !matches!(*code, "usage_exceeded" | "rate_limited"))
     }
 }

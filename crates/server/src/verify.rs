@@ -19,7 +19,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use keyledger_core::{DenyReason, Environment, RequestId, UsageContext, WorkspaceId, validate};
+use keyledger_core::{DenyReason, Environment, RequestId, Timestamp, UsageContext, WorkspaceId, validate};
 use keyledger_ledger::{LedgerError, VerifyOutcome, VerifyRequirements};
 use serde::Deserialize;
 use serde_json::json;
@@ -39,6 +39,10 @@ pub struct VerifyBody {
     workspace: Option<String>,
     /// Credits to spend if the key has credits (default 1; 0 checks without spending).
     cost: Option<u64>,
+    /// Rate limits to apply besides the key's auto-applied ones, at most 16 (docs/api.md,
+    /// "Rate limits").
+    #[serde(default)]
+    ratelimits: Vec<crate::ratelimit_headers::RequestedLimit>,
     #[serde(default)]
     context: ContextBody,
 }
@@ -343,6 +347,7 @@ pub fn parse_request(
         let mut wants =
             requirements(body.scopes, body.resource, body.environment, body.workspace).map_err(denial)?;
         wants.cost = crate::credits::check_cost(body.cost).map_err(denial)?;
+        wants.ratelimits = crate::ratelimit_headers::from_body(body.ratelimits).map_err(denial)?;
         let ip = match body.context.ip.as_deref() {
             None => None,
             Some(text) => Some(
@@ -372,7 +377,9 @@ pub fn parse_request(
         let from_query =
             |name: &str| if suffix.is_some() { None } else { query.get(name).map(str::to_owned) };
         if suffix.is_none() {
-            query.only(&["scope", "resource", "environment", "workspace", "cost"]).map_err(denial)?;
+            query
+                .only(&["scope", "resource", "environment", "workspace", "cost", "ratelimit"])
+                .map_err(denial)?;
         }
         let mut scopes = if suffix.is_some() { Vec::new() } else { query.all("scope") };
         scopes.extend(required_from_headers(headers, "x-keyledger-require-scope"));
@@ -389,6 +396,17 @@ pub fn parse_request(
         )
         .map_err(denial)?;
         wants.cost = crate::credits::parse_cost(cost.as_deref()).map_err(denial)?;
+        let mut named = if suffix.is_some() { Vec::new() } else { query.all("ratelimit") };
+        named.extend(
+            headers
+                .get_all("x-keyledger-ratelimit")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::to_owned),
+        );
+        wants.ratelimits =
+            crate::ratelimit_headers::from_notation("ratelimit", named.iter().map(String::as_str))
+                .map_err(denial)?;
         let context = UsageContext {
             ip: Some(client),
             user_agent: header_text(headers, "user-agent"),
@@ -433,8 +451,12 @@ async fn decide(
                     expires_at: key.expires_at.map(|t| t.to_rfc3339()),
                     request_id: request_id.to_string(),
                     credits_remaining: verdict.credits_remaining,
+                    ratelimits: verdict.ratelimits.as_deref().map(|s| crate::ratelimit_headers::applied(s)),
                 };
                 let mut response = (StatusCode::OK, Json(body)).into_response();
+                if let Some(statuses) = &verdict.ratelimits {
+                    crate::ratelimit_headers::set_headers(response.headers_mut(), statuses, Timestamp::now());
+                }
                 for (name, value) in
                     [("x-keyledger-key-id", &*key_id), ("x-keyledger-workspace", key.workspace.as_str())]
                 {
@@ -443,6 +465,11 @@ async fn decide(
                     }
                 }
                 Ok((Outcome::Allowed, response))
+            }
+            Err(DenyReason::RateLimited(name)) => {
+                let statuses = verdict.ratelimits.as_deref().map_or(&[][..], Vec::as_slice);
+                let response = crate::ratelimit_headers::refused(&name, statuses, Timestamp::now());
+                Ok((Outcome::Denied("rate_limited"), response))
             }
             Err(reason) => Ok((Outcome::Denied(reason.code()), denial(deny_error(reason)))),
         },
@@ -456,6 +483,7 @@ pub(crate) fn deny_error(reason: DenyReason) -> ApiError {
         DenyReason::Revoked | DenyReason::Disabled => ErrorCode::InvalidApiKey,
         DenyReason::Expired => ErrorCode::ExpiredApiKey,
         DenyReason::UsageExceeded => ErrorCode::UsageExceeded,
+        DenyReason::RateLimited(name) => return crate::ratelimit_headers::refusal_error(&name),
         _ => ErrorCode::Forbidden,
     };
     ApiError::new(code, reason.message()).with_extra(json!({"reason": reason.code()}))
@@ -558,7 +586,12 @@ mod tests {
         for outcome in [Outcome::Malformed, Outcome::Unknown, Outcome::Denied("missing_scope")] {
             assert!(outcome.is_failure(), "{outcome:?}");
         }
-        for outcome in [Outcome::Allowed, Outcome::Throttled] {
+        for outcome in [
+            Outcome::Allowed,
+            Outcome::Throttled,
+            Outcome::Denied("usage_exceeded"),
+            Outcome::Denied("rate_limited"),
+        ] {
             assert!(!outcome.is_failure(), "{outcome:?}");
         }
     }

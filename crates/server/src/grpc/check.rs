@@ -33,7 +33,7 @@ use std::net::IpAddr;
 const MAX_CONTEXT_CHARS: usize = 2048;
 
 /// The context extensions keyledger reads.
-const EXTENSIONS: [&str; 5] = ["scope", "resource", "environment", "workspace", "cost"];
+const EXTENSIONS: [&str; 6] = ["scope", "resource", "environment", "workspace", "cost", "ratelimit"];
 
 /// A check, parsed: the presented key, what the route requires, what the event records.
 /// Its `Debug` never shows the key.
@@ -101,7 +101,11 @@ pub(crate) fn parse(request: &CheckRequest) -> Result<Check, ApiError> {
         other => other.cloned(),
     };
     let cost = crate::credits::parse_cost(extensions.get("cost").map(String::as_str))?;
-    let wants = VerifyRequirements { scopes, resource, environment, workspace, cost, ratelimits: Vec::new() };
+    let ratelimits = crate::ratelimit_headers::from_notation(
+        "ratelimit",
+        extensions.get("ratelimit").map(String::as_str),
+    )?;
+    let wants = VerifyRequirements { scopes, resource, environment, workspace, cost, ratelimits };
 
     let http = attributes.request.as_ref().and_then(|r| r.http.as_ref());
     let header = |name: &str| -> Option<String> {
@@ -178,6 +182,26 @@ pub(crate) fn allowed(key: &VerifiedKey, request_id: &str) -> CheckResponse {
         http_response: Some(HttpResponse::OkResponse(ok)),
         ..Default::default()
     }
+}
+
+/// Adds the `RateLimit-Policy` and `RateLimit` headers of the applied limits (docs/api.md,
+/// "Rate limits") to an allowed check (for the upstream) or a denied one (for the client).
+pub(crate) fn with_ratelimit_headers(
+    mut response: CheckResponse,
+    statuses: &[keyledger_ledger::ratelimit::LimitStatus],
+) -> CheckResponse {
+    let Some((policy, state)) =
+        crate::ratelimit_headers::header_values(statuses, keyledger_core::Timestamp::now())
+    else {
+        return response;
+    };
+    let added = [header("ratelimit-policy", &policy), header("ratelimit", &state)];
+    match response.http_response.as_mut() {
+        Some(HttpResponse::OkResponse(ok)) => ok.headers.extend(added),
+        Some(HttpResponse::DeniedResponse(denied)) => denied.headers.extend(added),
+        _ => {}
+    }
+    response
 }
 
 /// A denial: Envoy answers the client with `error`'s status and JSON body, never the upstream.
@@ -290,5 +314,45 @@ mod tests {
         assert_eq!(body["error"], "forbidden");
         assert_eq!(body["request_id"], "req_1");
         assert!(body["message"].is_string());
+    }
+
+    #[test]
+    fn a_rate_limit_refusal_is_429_with_retry_after_and_the_draft_headers() {
+        let check = parse(&request(&[("ratelimit", "api, heavy:5")], &[])).expect("parsed");
+        assert_eq!(check.wants.ratelimits, [("api".to_owned(), 1), ("heavy".to_owned(), 5)]);
+        for bad in ["API", "api:x", "api,api"] {
+            let error = parse(&request(&[("ratelimit", bad)], &[])).expect_err("refused");
+            assert_eq!(error.code, ErrorCode::InvalidRequest, "{bad}");
+        }
+        let now = keyledger_core::Timestamp::now();
+        let status = keyledger_ledger::ratelimit::LimitStatus {
+            name: "api".into(),
+            limit: 100,
+            duration: 60_000_000,
+            remaining: 0,
+            reset: keyledger_core::Timestamp::from_micros(now.micros() + 12_000_000),
+        };
+        let error = crate::verify::deny_error(keyledger_core::DenyReason::RateLimited("api".into()));
+        let response = with_ratelimit_headers(denied(&error, "req_1", Some(12)), &[status]);
+        assert_eq!(response.status.as_ref().map(|s| s.code), Some(tonic::Code::ResourceExhausted as i32));
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else { panic!("not denied") };
+        assert_eq!(denied.status.map(|s| s.code), Some(429));
+        let header = |name: &str| {
+            denied
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key == name)
+                .map(|h| h.value.clone())
+        };
+        assert_eq!(header("retry-after").as_deref(), Some("12"));
+        assert_eq!(header("ratelimit-policy").as_deref(), Some("\"api\";q=100;w=60"));
+        assert!(header("ratelimit").is_some_and(|h| h.starts_with("\"api\";r=0;t=")));
+        let body: serde_json::Value = serde_json::from_str(&denied.body).expect("JSON body");
+        assert_eq!(
+            (body["error"].as_str(), body["reason"].as_str()),
+            (Some("rate_limited"), Some("rate_limited"))
+        );
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("`api`")));
     }
 }

@@ -72,12 +72,24 @@ async fn decide(state: &AppState, request: &CheckRequest) -> CheckResponse {
         Err(error) => return check::denied(&ApiError::from(error), &id, None),
         Ok(VerifyOutcome::Malformed) => (Outcome::Malformed, check::denied(&unknown_key(), &id, None)),
         Ok(VerifyOutcome::Unknown) => (Outcome::Unknown, check::denied(&unknown_key(), &id, None)),
-        Ok(VerifyOutcome::Known(verdict)) => match verdict.outcome {
-            Ok(()) => (Outcome::Allowed, check::allowed(&verdict.key, &id)),
-            Err(reason) => {
-                (Outcome::Denied(reason.code()), check::denied(&crate::verify::deny_error(reason), &id, None))
-            }
-        },
+        Ok(VerifyOutcome::Known(verdict)) => {
+            let statuses = verdict.ratelimits.as_deref().map_or(&[][..], Vec::as_slice);
+            let (outcome, response) = match &verdict.outcome {
+                Ok(()) => (Outcome::Allowed, check::allowed(&verdict.key, &id)),
+                Err(reason) => {
+                    let now = keyledger_core::Timestamp::now();
+                    let retry = match reason {
+                        keyledger_core::DenyReason::RateLimited(name) => {
+                            Some(crate::ratelimit_headers::retry_after(name, statuses, now))
+                        }
+                        _ => None,
+                    };
+                    let error = crate::verify::deny_error(reason.clone());
+                    (Outcome::Denied(reason.code()), check::denied(&error, &id, retry))
+                }
+            };
+            (outcome, check::with_ratelimit_headers(response, statuses))
+        }
     };
     crate::metrics::record_verification(&outcome);
     if let (Some(throttle), Some(source), true) = (&state.throttle, source, outcome.is_failure()) {

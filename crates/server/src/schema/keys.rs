@@ -62,6 +62,11 @@ pub struct KeyView {
     pub rehashed_at: Option<String>,
     /// An imported key's id in the system it came from, as given.
     pub external_id: Option<String>,
+    /// The named rate limits the key is under (docs/api.md, "Rate limits"); empty = none.
+    pub ratelimits: Vec<crate::key_ratelimits::RateLimitView>,
+    /// Where they come from: `key` (set on this key or a predecessor) or `policy` (the
+    /// workspace default); null without limits.
+    pub ratelimits_from: Option<String>,
 }
 
 impl KeyView {
@@ -102,6 +107,8 @@ impl KeyView {
             imported: false,
             rehashed_at: None,
             external_id: None,
+            ratelimits: Vec::new(),
+            ratelimits_from: None,
         }
     }
 }

@@ -19,4 +19,19 @@ pub struct Verified<'a> {
     /// The key's credit balance after this verification; absent for a key without credits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credits_remaining: Option<u64>,
+    /// The rate limits this verification applied, after it; absent when it applied none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimits: Option<Vec<AppliedLimit>>,
+}
+
+/// A rate limit a verification applied, after it (docs/api.md, "Rate limits").
+#[derive(Serialize, ToSchema, Debug, Clone, PartialEq)]
+pub struct AppliedLimit {
+    pub name: String,
+    /// The most the window allows.
+    pub limit: u64,
+    /// What is left of it in the current window.
+    pub remaining: u64,
+    /// When the current window ends (RFC 3339); the `RateLimit` header gives it in seconds.
+    pub reset: String,
 }
