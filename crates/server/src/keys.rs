@@ -609,6 +609,9 @@ pub struct SetPolicy {
     /// A `live` key may only be created or rotated with a source allow-list (400 otherwise).
     #[serde(default)]
     require_allowed_sources: bool,
+    /// Rate limits of keys without their own (docs/api.md, "Rate limits"); absent = none.
+    #[serde(default)]
+    ratelimits: Vec<crate::key_ratelimits::RateLimitBody>,
 }
 
 /// `max_active_keys` out of bounds is a body that does not match the documented schema:
@@ -644,6 +647,7 @@ pub async fn get_policy(
     let workspace = parse_workspace(&workspace)?;
     admin.allow(scope::KEYS_READ, &workspace)?;
     let view = PolicyView::new(workspace.as_str(), &state.engine.policy(&workspace));
+    let view = crate::key_ratelimits::with_policy(&state, view, &workspace);
     ok(crate::sources::with_policy(view, &state.engine.registry(), &workspace))
 }
 
@@ -695,8 +699,12 @@ pub async fn put_policy(
         key_prefix,
     };
     let sources = crate::sources::policy(&body.allowed_sources, body.require_allowed_sources)?;
+    let limits = crate::key_ratelimits::parse_list("ratelimits", body.ratelimits)?;
+    let caller = admin.caller.clone();
     let policy =
         state.engine.set_policy_with_sources(admin.caller, workspace.clone(), policy, Some(sources)).await?;
+    crate::key_ratelimits::set_default(&state, caller, &workspace, limits).await?;
     let view = PolicyView::new(workspace.as_str(), &policy);
+    let view = crate::key_ratelimits::with_policy(&state, view, &workspace);
     ok(crate::sources::with_policy(view, &state.engine.registry(), &workspace))
 }

@@ -164,6 +164,8 @@ pub struct PolicyView {
     pub allowed_sources_exceptions: Vec<String>,
     /// How many such keys there are in all.
     pub allowed_sources_exception_count: u64,
+    /// The rate limits of keys without their own (docs/api.md, "Rate limits"); empty = none.
+    pub ratelimits: Vec<crate::key_ratelimits::RateLimitView>,
 }
 
 impl PolicyView {
@@ -178,6 +180,7 @@ impl PolicyView {
             require_allowed_sources: false,
             allowed_sources_exceptions: Vec::new(),
             allowed_sources_exception_count: 0,
+            ratelimits: Vec::new(),
         }
     }
 }
