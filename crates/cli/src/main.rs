@@ -9,6 +9,7 @@ mod connection;
 mod credits;
 mod export;
 mod proof;
+mod ratelimits;
 mod recover;
 mod report;
 mod scan;

@@ -271,6 +271,9 @@ pub fn key_details(key: &Value, now: DateTime<Utc>, style: Style) -> String {
     if let Some(credits) = crate::credits::detail(key) {
         rows.push(("credits", credits));
     }
+    if let Some(limits) = crate::ratelimits::detail(key) {
+        rows.push(("rate limits", limits));
+    }
     fields(&rows, style)
 }
 
