@@ -10,6 +10,7 @@ mod credits;
 mod export;
 mod import;
 mod proof;
+mod ratelimits;
 mod recover;
 mod report;
 mod scan;

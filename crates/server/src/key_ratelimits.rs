@@ -86,6 +86,29 @@ pub fn of_key(state: &AppState, key_id: &KeyId, workspace: &str) -> (Vec<RateLim
     (views(&limits), Some(if own { "key" } else { "policy" }.to_owned()))
 }
 
+/// The policy view with the workspace's default limits.
+pub fn with_policy(
+    state: &AppState,
+    view: crate::schema::PolicyView,
+    workspace: &WorkspaceId,
+) -> crate::schema::PolicyView {
+    crate::schema::PolicyView { ratelimits: views(&state.engine.workspace_ratelimits(workspace)), ..view }
+}
+
+/// Sets the workspace default (a `ratelimits_set` event without a key), unless it is
+/// already `limits` (a PUT that leaves it unchanged appends nothing for it).
+pub async fn set_default(
+    state: &AppState,
+    caller: keyledger_ledger::Caller,
+    workspace: &WorkspaceId,
+    limits: Vec<RateLimit>,
+) -> Result<(), ApiError> {
+    if state.engine.workspace_ratelimits(workspace) != limits {
+        state.engine.set_ratelimits(caller, workspace.clone(), None, limits).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -612,6 +612,9 @@ pub struct SetPolicy {
     /// What a leak report of one of its keys does: `notify` (the default) or `revoke`.
     #[schema(value_type = Option<String>, example = "revoke")]
     on_leak: Option<String>,
+    /// Rate limits of keys without their own (docs/api.md, "Rate limits"); absent = none.
+    #[serde(default)]
+    ratelimits: Vec<crate::key_ratelimits::RateLimitBody>,
 }
 
 /// `max_active_keys` out of bounds is a body that does not match the documented schema:
@@ -648,6 +651,7 @@ pub async fn get_policy(
     admin.allow(scope::KEYS_READ, &workspace)?;
     let mut view = PolicyView::new(workspace.as_str(), &state.engine.policy(&workspace));
     view.on_leak = state.engine.on_leak(&workspace).as_str();
+    let view = crate::key_ratelimits::with_policy(&state, view, &workspace);
     ok(crate::sources::with_policy(view, &state.engine.registry(), &workspace))
 }
 
@@ -705,11 +709,15 @@ pub async fn put_policy(
         Some(text) => keyledger_core::OnLeak::parse(text)
             .ok_or_else(|| ApiError::invalid("on_leak", "must be `notify` or `revoke`"))?,
     };
+    let limits = crate::key_ratelimits::parse_list("ratelimits", body.ratelimits)?;
+    let caller = admin.caller.clone();
     let policy = state
         .engine
         .set_policy_with(admin.caller, workspace.clone(), policy, Some(sources), Some(on_leak))
         .await?;
+    crate::key_ratelimits::set_default(&state, caller, &workspace, limits).await?;
     let mut view = PolicyView::new(workspace.as_str(), &policy);
     view.on_leak = on_leak.as_str();
+    let view = crate::key_ratelimits::with_policy(&state, view, &workspace);
     ok(crate::sources::with_policy(view, &state.engine.registry(), &workspace))
 }

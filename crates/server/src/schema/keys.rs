@@ -178,6 +178,8 @@ pub struct PolicyView {
     /// `key.leaked`) or `revoke` (also revoke the key at once); docs/leaks.md.
     #[schema(value_type = String, example = "notify")]
     pub on_leak: &'static str,
+    /// The rate limits of keys without their own (docs/api.md, "Rate limits"); empty = none.
+    pub ratelimits: Vec<crate::key_ratelimits::RateLimitView>,
 }
 
 impl PolicyView {
@@ -193,6 +195,7 @@ impl PolicyView {
             allowed_sources_exceptions: Vec::new(),
             allowed_sources_exception_count: 0,
             on_leak: keyledger_core::OnLeak::default().as_str(),
+            ratelimits: Vec::new(),
         }
     }
 }
