@@ -222,3 +222,50 @@ fn counters_start_empty_after_a_restart() {
     assert_refused(&verify_json(&http, &secret, None), "api");
     server.stop();
 }
+
+#[test]
+fn the_workspace_policy_gives_a_default() {
+    let env = Env::start(&[]);
+    let admin = env.root();
+    let policy = "/v1/workspaces/beta/policy";
+    let bad =
+        env.http.put(policy, admin, &json!({"ratelimits": [{"name": "api", "limit": 0, "duration": "1m"}]}));
+    assert_eq!(bad.status, 400, "{}", bad.dump());
+    let set =
+        env.http.put(policy, admin, &json!({"ratelimits": [{"name": "api", "limit": 1, "duration": "30d"}]}));
+    assert_eq!(set.status, 200, "{}", set.dump());
+    assert_eq!(set.body["ratelimits"][0]["limit"], 1);
+    assert_eq!(env.http.get(policy, admin).body["ratelimits"], set.body["ratelimits"]);
+    let created = env.http.post("/v1/workspaces/beta/keys", admin, &json!({"name": "svc"}));
+    assert_eq!(created.status, 201, "{}", created.dump());
+    assert_eq!(created.body["ratelimits_from"], "policy");
+    let secret = text(&created.body, "secret");
+    assert_eq!(verify_json(&env.http, &secret, None).status, 200);
+    assert_refused(&verify_json(&env.http, &secret, None), "api");
+    // A PUT without `ratelimits` removes the default.
+    let cleared = env.http.put(policy, admin, &json!({}));
+    assert_eq!(cleared.body["ratelimits"], json!([]), "{}", cleared.dump());
+    assert_eq!(env.key(&text(&created.body, "key_id"))["ratelimits_from"], Value::Null);
+}
+
+#[test]
+fn the_cli_sets_a_default_beside_the_leak_policy() {
+    let env = Env::start(&[]);
+    let admin_flags = ["--url", env.server.url.as_str(), "--admin-key", env.root()];
+    let mut args = vec!["policy", "set", "beta", "--on-leak", "revoke", "--rate-limit", "api=5/1m", "--json"];
+    args.extend(admin_flags);
+    let run = keyledger_e2e::keyledger(&args);
+    assert!(run.success(), "{}", run.stderr);
+    let policy: Value = serde_json::from_str(&run.stdout).expect("policy set --json prints the policy");
+    assert_eq!(policy["on_leak"], "revoke", "{policy}");
+    assert_eq!(policy["ratelimits"], json!([{"name": "api", "limit": 5, "duration": "1m", "auto_apply": true}]));
+    let mut args = vec!["policy", "get", "beta"];
+    args.extend(admin_flags);
+    let shown = keyledger_e2e::keyledger(&args);
+    assert!(shown.stdout.contains("api=5/1m"), "{}", shown.stdout);
+    let mut args = vec!["policy", "set", "beta", "--rate-limit", "api=0/1m"];
+    args.extend(admin_flags);
+    let bad = keyledger_e2e::keyledger(&args);
+    assert!(!bad.success() && bad.stderr.contains("api=0/1m"), "{}", bad.stderr);
+    assert_eq!(env.http.get("/v1/workspaces/beta/policy", env.root()).body["ratelimits"][0]["limit"], 5);
+}

@@ -284,6 +284,42 @@ describe('keyledger web console', { timeout: 180000 }, () => {
     assert.equal(policy.max_lifetime, '400d');
     assert.equal(policy.on_leak, 'revoke');
     assert.equal(await page.textContent('#policy-on-leak-current'), 'revoke the key');
+
+    // A bad rate limit is refused in the page and changes nothing.
+    await page.fill('#policy-ratelimits', 'api=lots');
+    await page.click('#policy-save');
+    await page.locator('main .form-error:not([hidden])').waitFor();
+    assert.match(await page.textContent('main .form-error'), /NAME=LIMIT\/DURATION/);
+    assert.deepEqual((await adminApi('GET', '/v1/workspaces/acme/policy')).ratelimits, []);
+    await page.fill('#policy-ratelimits', 'api=100/1m, heavy=5/1h named');
+    await page.click('#policy-save');
+    await page.waitForFunction(() => /heavy=5\/1h named/.test(document.querySelector('#policy-ratelimits-current')?.textContent || ''));
+    assert.deepEqual((await adminApi('GET', '/v1/workspaces/acme/policy')).ratelimits, [
+      { name: 'api', limit: 100, duration: '1m', auto_apply: true },
+      { name: 'heavy', limit: 5, duration: '1h', auto_apply: false },
+    ]);
+    // Saving again keeps the limits and the leak setting: the page sends the policy whole.
+    await page.click('#policy-save');
+    await page.waitForFunction(() => document.querySelector('#policy-ratelimits-current'));
+    const kept = await adminApi('GET', '/v1/workspaces/acme/policy');
+    assert.equal(kept.ratelimits.length, 2);
+    assert.equal(kept.on_leak, 'revoke');
+  });
+
+  it("shows a key's rate limits and edits them", async () => {
+    const created = await adminApi('POST', '/v1/workspaces/acme/keys', { name: 'metered', expires_in: '30d' });
+    await page.goto(`${baseUrl}/console#/k/${created.key_id}`);
+    await page.locator('#ratelimits').waitFor();
+    assert.equal(await page.textContent('#ratelimits'), 'api=100/1m, heavy=5/1h named (workspace default)');
+    await page.click('#edit-ratelimits');
+    await page.fill('#ratelimits-input', 'api=2/1h');
+    await page.click('dialog button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#ratelimits')?.textContent === 'api=2/1h');
+    assert.equal((await verify(created.secret, '203.0.113.9', 'curl/8.5.0')).status, 200);
+    assert.equal((await verify(created.secret, '203.0.113.9', 'curl/8.5.0')).status, 200);
+    assert.equal((await verify(created.secret, '203.0.113.9', 'curl/8.5.0')).status, 429);
+    const key = await adminApi('GET', `/v1/keys/${created.key_id}`);
+    assert.equal(key.ratelimits_from, 'key');
   });
 
   it('shows a leak report as a banner and in the timeline', async () => {

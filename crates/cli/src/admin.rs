@@ -127,6 +127,9 @@ struct CreateArgs {
     /// Refill of the credits, AMOUNT/daily or AMOUNT/monthly[/DAY], e.g. `10000/monthly`.
     #[arg(long, requires = "credits", value_parser = crate::credits::refill)]
     refill: Option<Value>,
+    /// A named rate limit NAME=LIMIT/DURATION, e.g. `api=100/1m`; repeatable.
+    #[arg(long = "rate-limit", value_name = "NAME=LIMIT/DURATION", value_parser = crate::ratelimits::rate_limit)]
+    rate_limits: Vec<Value>,
 }
 
 #[derive(Args)]
@@ -160,6 +163,9 @@ struct UpdateArgs {
     /// Replace the source allow-list with this narrower one; repeatable.
     #[arg(long = "allow-source", value_name = "CIDR")]
     allowed_sources: Vec<String>,
+    /// Replace the key's rate limits with these (NAME=LIMIT/DURATION); repeatable.
+    #[arg(long = "rate-limit", value_name = "NAME=LIMIT/DURATION", value_parser = crate::ratelimits::rate_limit)]
+    rate_limits: Vec<Value>,
 }
 
 /// `keyledger policy …`
@@ -199,6 +205,9 @@ enum PolicyCommand {
         /// What a leak report of one of its keys does (docs/leaks.md); `notify` if not given.
         #[arg(long, value_parser = ["notify", "revoke"])]
         on_leak: Option<String>,
+        /// Rate limit of keys without their own, NAME=LIMIT/DURATION; repeatable.
+        #[arg(long = "rate-limit", value_name = "NAME=LIMIT/DURATION", value_parser = crate::ratelimits::rate_limit)]
+        rate_limits: Vec<Value>,
     },
 }
 
@@ -425,6 +434,9 @@ fn create_body(create: CreateArgs) -> Value {
     if !create.allowed_sources.is_empty() {
         body.insert("allowed_sources".into(), json!(create.allowed_sources));
     }
+    if !create.rate_limits.is_empty() {
+        body.insert("ratelimits".into(), json!(create.rate_limits));
+    }
     if let Some(credits) = crate::credits::create_member(create.credits, create.refill) {
         body.insert("credits".into(), credits);
     }
@@ -460,9 +472,12 @@ fn update_body(update: UpdateArgs) -> Result<Value, ClientError> {
     if !update.allowed_sources.is_empty() {
         patch.insert("allowed_sources".into(), json!(update.allowed_sources));
     }
+    if !update.rate_limits.is_empty() {
+        patch.insert("ratelimits".into(), json!(update.rate_limits));
+    }
     if patch.is_empty() {
         return Err(ClientError::Usage(
-            "nothing to update: give --name, --owner, --no-owner, --metadata, --expires-in, --expires-at, --no-expiry, --scope, --resource or --allow-source"
+            "nothing to update: give --name, --owner, --no-owner, --metadata, --expires-in, --expires-at, --no-expiry, --scope, --resource, --allow-source or --rate-limit"
                 .into(),
         ));
     }
@@ -494,8 +509,12 @@ fn policy(args: PolicyArgs) -> Result<(), ClientError> {
             allowed_sources,
             require_allowed_sources,
             on_leak,
+            rate_limits,
         } => {
             let mut body = Map::new();
+            if !rate_limits.is_empty() {
+                body.insert("ratelimits".into(), json!(rate_limits));
+            }
             if let Some(on_leak) = on_leak {
                 body.insert("on_leak".into(), json!(on_leak));
             }
@@ -637,6 +656,7 @@ mod tests {
     }
 
     #[derive(Subcommand)]
+    #[allow(clippy::large_enum_variant)] // a test harness, parsed once per test
     enum Top {
         Keys(KeysArgs),
         Policy(PolicyArgs),
@@ -683,6 +703,24 @@ mod tests {
             panic!("create")
         };
         assert_eq!(create_body(create), json!({"name": "CI"}));
+        let args = ["create", "acme", "--name", "CI", "--rate-limit", "api=100/1m", "--rate-limit", "b=1/1h"];
+        let KeysCommand::Create(create) = keys(&args).command else { panic!("create") };
+        assert_eq!(
+            create_body(create)["ratelimits"],
+            json!([{"name": "api", "limit": 100, "duration": "1m", "auto_apply": true},
+                   {"name": "b", "limit": 1, "duration": "1h", "auto_apply": true}])
+        );
+        let refused = Harness::try_parse_from([
+            "keyledger",
+            "keys",
+            "create",
+            "acme",
+            "--name",
+            "x",
+            "--rate-limit",
+            "api=0/1m",
+        ]);
+        assert!(refused.is_err(), "a bad --rate-limit is a usage error");
     }
 
     #[test]

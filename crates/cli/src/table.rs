@@ -271,6 +271,9 @@ pub fn key_details(key: &Value, now: DateTime<Utc>, style: Style) -> String {
     if let Some(credits) = crate::credits::detail(key) {
         rows.push(("credits", credits));
     }
+    if let Some(limits) = crate::ratelimits::detail(key) {
+        rows.push(("rate limits", limits));
+    }
     fields(&rows, style)
 }
 
@@ -313,6 +316,7 @@ pub fn policy_details(policy: &Value, style: Style) -> String {
             },
         ),
         ("on leak", unset("on_leak", "notify")),
+        ("rate limits", crate::ratelimits::detail(policy).unwrap_or_else(|| "none".to_owned())),
     ];
     fields(&rows, style)
 }
@@ -504,14 +508,17 @@ mod tests {
         assert!(out.contains("allowed sources:  none"), "{out}");
         assert!(out.contains("require sources:  false"), "{out}");
         assert!(out.contains("on leak:          notify"), "{out}");
+        assert!(out.contains("rate limits:      none"), "{out}");
         let out = policy_details(
             &json!({"workspace": "acme", "allowed_sources": ["10.0.0.0/8"], "require_allowed_sources": true,
-                    "allowed_sources_exception_count": 3, "on_leak": "revoke"}),
+                    "allowed_sources_exception_count": 3, "on_leak": "revoke",
+                    "ratelimits": [{"name": "api", "limit": 100, "duration": "1m", "auto_apply": true}]}),
             Style::PLAIN,
         );
         assert!(out.contains("on leak:          revoke"), "{out}");
         assert!(out.contains("allowed sources:  10.0.0.0/8"), "{out}");
         assert!(out.contains("require sources:  true (3 live keys without one)"), "{out}");
+        assert!(out.contains("rate limits:      api=100/1m"), "{out}");
     }
 
     #[test]

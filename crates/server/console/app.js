@@ -164,6 +164,7 @@ const API = {
   disable: (id, reason) => api('POST', `/v1/keys/${enc(id)}/disable`, reason ? { reason } : {}),
   enable: (id, reason) => api('POST', `/v1/keys/${enc(id)}/enable`, reason ? { reason } : {}),
   setCredits: (id, body) => api('POST', `/v1/keys/${enc(id)}/credits`, body),
+  update: (id, body) => api('PATCH', `/v1/keys/${enc(id)}`, body),
   revokeAll: (ws, reason) => api('POST', `/v1/workspaces/${enc(ws)}/keys/revoke-all`, reason ? { reason } : {}, { idempotent: true }),
   policy: (ws) => api('GET', `/v1/workspaces/${enc(ws)}/policy`),
   setPolicy: (ws, body) => api('PUT', `/v1/workspaces/${enc(ws)}/policy`, body),
@@ -367,6 +368,7 @@ function createKeyDialog(ws, onDone) {
   const custom = h('input', { type: 'text', autocomplete: 'off', id: 'create-expiry-custom', placeholder: '12h, 30m, 180d', disabled: true });
   expiry.addEventListener('change', () => { custom.disabled = expiry.value !== 'custom'; if (!custom.disabled) custom.focus(); });
   const metadata = h('textarea', { id: 'create-metadata', rows: 2, class: 'mono', placeholder: '{"team": "payments"}' });
+  const limits = h('input', { type: 'text', autocomplete: 'off', id: 'create-ratelimits', class: 'mono', placeholder: 'api=100/1m' });
   const form = dialogForm([
     field('Name', name),
     field('Environment', environment),
@@ -375,6 +377,7 @@ function createKeyDialog(ws, onDone) {
     field('Allowed sources', sources, 'IP addresses or CIDR networks, separated by spaces or commas. Empty: the workspace default, if any.'),
     field('Owner (optional)', owner),
     h('div', { class: 'row' }, field('Expires in', expiry), field('Custom duration', custom)),
+    field('Rate limits (optional)', limits, `${RATE_LIMITS_HELP} Empty: the workspace default, if any.`),
     field('Metadata (optional JSON object)', metadata),
   ], 'Create key', async () => {
     const body = { name: name.value.trim(), environment: environment.value, scopes: splitList(scopes.value), resources: splitList(resources.value) };
@@ -382,6 +385,7 @@ function createKeyDialog(ws, onDone) {
     if (splitList(sources.value).length) body.allowed_sources = splitList(sources.value);
     const lifetime = expiry.value === 'custom' ? custom.value.trim() : expiry.value;
     if (lifetime) body.expires_in = lifetime;
+    if (limits.value.trim()) body.ratelimits = parseRateLimits(limits.value);
     if (metadata.value.trim()) {
       try { body.metadata = JSON.parse(metadata.value); } catch { throw new Error('Metadata must be a JSON object.'); }
     }
@@ -451,6 +455,41 @@ function disableDialog(key, onDone) {
 function creditsText(credits) {
   const refill = credits.refill ? ` · refilled to ${credits.refill.amount} ${credits.refill.interval}` : '';
   return `${credits.remaining} left${refill}`;
+}
+
+// Rate limits (docs/api.md, "Rate limits") in the CLI's notation, one per line or separated by
+// commas: `api=100/1m`, and `heavy=5/1h named` for a limit applied only when a request names it.
+function rateLimitsText(limits) {
+  return (limits ?? []).map((l) => `${l.name}=${l.limit}/${l.duration}${l.auto_apply === false ? ' named' : ''}`).join(', ');
+}
+
+function parseRateLimits(text) {
+  return text.split(/[,\n]+/).map((s) => s.trim()).filter(Boolean).map((entry) => {
+    const m = /^([^=\s]+)=(\d+)\/(\S+?)(\s+named)?$/.exec(entry);
+    if (!m) throw new Error(`Rate limit "${entry}": write NAME=LIMIT/DURATION, e.g. api=100/1m (add " named" for a limit applied only when named).`);
+    return { name: m[1], limit: Number(m[2]), duration: m[3], auto_apply: !m[4] };
+  });
+}
+
+const RATE_LIMITS_HELP = 'NAME=LIMIT/DURATION, e.g. api=100/1m; separated by commas or lines; add " named" for a limit applied only when a request names it.';
+
+function rateLimitsDialog(key, onDone) {
+  const own = key.ratelimits_from === 'key';
+  const limits = h('textarea', { id: 'ratelimits-input', rows: 3, class: 'mono', placeholder: 'api=100/1m' });
+  limits.value = own ? rateLimitsText(key.ratelimits) : '';
+  const form = dialogForm([
+    h('p', {}, key.ratelimits_from === 'policy'
+      ? [h('strong', {}, key.name), ' is under its workspace default: ', rateLimitsText(key.ratelimits), '. Limits set here replace it.']
+      : own ? ['Saving replaces the limits of ', h('strong', {}, key.name), '; empty puts it back under the workspace default, if any.']
+        : [h('strong', {}, key.name), ' has no rate limits.']),
+    field('Rate limits', limits, RATE_LIMITS_HELP),
+  ], 'Save rate limits', async () => {
+    const changed = await API.update(key.key_id, { ratelimits: parseRateLimits(limits.value) });
+    closeDialog();
+    announce(`Rate limits of ${changed.name}: ${rateLimitsText(changed.ratelimits) || 'none'}.`);
+    onDone(changed);
+  });
+  openDialog(`Rate limits of ${key.name}`, form);
 }
 
 function creditsDialog(key, onDone) {
@@ -679,6 +718,8 @@ async function viewPolicy(ws) {
   const onLeak = h('select', { id: 'policy-on-leak' },
     h('option', { value: 'notify', selected: policy.on_leak !== 'revoke' }, 'Notify (record it, send key.leaked)'),
     h('option', { value: 'revoke', selected: policy.on_leak === 'revoke' }, 'Revoke the key at once'));
+  const limits = h('textarea', { id: 'policy-ratelimits', rows: 2, class: 'mono', placeholder: 'api=100/1m' });
+  limits.value = rateLimitsText(policy.ratelimits);
   const error = dialogError();
   const form = h('form', { class: 'card', novalidate: true },
     h('h2', {}, 'Edit'),
@@ -688,6 +729,7 @@ async function viewPolicy(ws) {
     field('Longest lifetime (empty: no limit)', lifetime, 'A duration such as 90d or 12h.'),
     field('Key prefix (empty: kl)', prefix),
     field('When one of its keys is reported leaked', onLeak, 'By GitHub secret scanning or a public report (docs/leaks.md).'),
+    field('Default rate limits (empty: none)', limits, `${RATE_LIMITS_HELP} Keys with limits of their own keep them.`),
     error,
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'policy-save' }, 'Save policy'), link(['w', ws], 'Back to keys', { class: 'button' })));
   form.addEventListener('submit', async (event) => {
@@ -699,6 +741,7 @@ async function viewPolicy(ws) {
     if (prefix.value.trim()) body.key_prefix = prefix.value.trim();
     setFormError(error, null);
     try {
+      body.ratelimits = parseRateLimits(limits.value);
       await API.setPolicy(ws, body);
       announce(`Policy of ${ws} saved.`);
       viewPolicy(ws);
@@ -714,6 +757,7 @@ async function viewPolicy(ws) {
       ['Default allowed sources', list(policy.allowed_sources ?? [], 'none')],
       ['Allow-list required on live keys', policy.require_allowed_sources ? 'yes' : 'no'],
       ['On a leak report', h('span', { id: 'policy-on-leak-current' }, policy.on_leak === 'revoke' ? 'revoke the key' : 'notify')],
+      ['Default rate limits', h('span', { id: 'policy-ratelimits-current' }, rateLimitsText(policy.ratelimits) || 'none')],
     ])),
     form);
 }
@@ -803,6 +847,7 @@ function keyActions(key, refresh) {
   return h('div', { class: 'actions' },
     live && key.status !== 'expired' ? h('button', { type: 'button', id: 'rotate', onclick: () => rotateDialog(key, refresh) }, 'Rotate…') : null,
     live && (key.status === 'active' || key.status === 'disabled') ? h('button', { type: 'button', id: 'toggle-disabled', onclick: () => disableDialog(key, refresh) }, key.status === 'disabled' ? 'Enable…' : 'Disable…') : null,
+    live ? h('button', { type: 'button', id: 'edit-ratelimits', onclick: () => rateLimitsDialog(key, refresh) }, 'Rate limits…') : null,
     live ? h('button', { type: 'button', id: 'top-up', onclick: () => creditsDialog(key, refresh) }, key.credits ? 'Top up credits…' : 'Set credits…') : null,
     link(['k', key.key_id, 'report'], 'Compromise report', { class: 'button', id: 'open-report' }),
     live ? h('button', { type: 'button', class: 'danger', id: 'revoke', onclick: () => revokeDialog(key, refresh) }, 'Revoke…') : null);
@@ -839,6 +884,7 @@ async function viewKey(id) {
       ['Last used', key.last_used_at ? [timeEl(key.last_used_at, { abs: true }), key.last_used_ip ? ` from ${key.last_used_ip}` : ''] : 'never'],
       ['Uses', String(key.use_count)],
       key.credits && ['Credits', h('span', { id: 'credits' }, creditsText(key.credits))],
+      key.ratelimits?.length && ['Rate limits', h('span', { id: 'ratelimits' }, rateLimitsText(key.ratelimits), key.ratelimits_from === 'policy' ? ' (workspace default)' : '')],
       key.imported && ['Imported', [key.external_id ? h('code', {}, key.external_id) : 'by its foreign hash', key.rehashed_at ? [' · re-hashed ', timeEl(key.rehashed_at, { abs: true })] : ' · not used yet']],
     ])),
     section('Lifecycle', lifecycle),
