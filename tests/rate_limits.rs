@@ -258,7 +258,10 @@ fn the_cli_sets_a_default_beside_the_leak_policy() {
     assert!(run.success(), "{}", run.stderr);
     let policy: Value = serde_json::from_str(&run.stdout).expect("policy set --json prints the policy");
     assert_eq!(policy["on_leak"], "revoke", "{policy}");
-    assert_eq!(policy["ratelimits"], json!([{"name": "api", "limit": 5, "duration": "1m", "auto_apply": true}]));
+    assert_eq!(
+        policy["ratelimits"],
+        json!([{"name": "api", "limit": 5, "duration": "1m", "auto_apply": true}])
+    );
     let mut args = vec!["policy", "get", "beta"];
     args.extend(admin_flags);
     let shown = keyledger_e2e::keyledger(&args);

@@ -5,21 +5,13 @@
 use keyledger_core::{
     Actor, DenyReason, ForeignAlgorithm, ForeignHash, KeyHash, Payload, Timestamp, UsageContext,
 };
-use keyledger_ledger::engine::projection_list;
 use keyledger_ledger::import::{ImportSpec, ImportedKey};
-use keyledger_ledger::projection::Projections;
-use keyledger_ledger::{
-    Caller, Engine, EngineOptions, Expiry, LedgerError, VerifyOutcome, VerifyRequirements,
-};
+use keyledger_ledger::{Caller, Engine, Expiry, LedgerError, VerifyOutcome, VerifyRequirements};
 use sha2::{Digest, Sha256};
 
 mod support;
 
-use support::{init, rid, spec, ws};
-
-fn open(dir: &std::path::Path) -> Engine {
-    Engine::open(dir, EngineOptions::default()).unwrap()
-}
+use support::{ledger, open, persisted_and_rebuilt, rid, spec, ws};
 
 fn entry(name: &str, secret: &str) -> ImportSpec {
     ImportSpec {
@@ -53,10 +45,7 @@ const FOREIGN: &str = "unkey_3ZbV8vQeWm9kq7LrT2pNxYc";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_key_verifies_with_its_secret_and_is_rehashed_on_first_use_only() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = ledger();
     let caller = Caller::system();
     let answer = engine.import(caller.clone(), ws("acme"), vec![entry("a", FOREIGN)], None).await.unwrap();
     let [ImportedKey { record, existed: false }] = answer.as_slice() else { panic!("{answer:?}") };
@@ -91,10 +80,7 @@ async fn an_imported_key_verifies_with_its_secret_and_is_rehashed_on_first_use_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_first_use_does_not_rehash_and_a_revoked_imported_key_is_refused() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = ledger();
     let caller = Caller::system();
     let keys = vec![entry("a", "foreign-a"), entry("b", "foreign-b")];
     let answer = engine.import(caller.clone(), ws("acme"), keys, None).await.unwrap();
@@ -112,10 +98,7 @@ async fn a_refused_first_use_does_not_rehash_and_a_revoked_imported_key_is_refus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reimport_answers_the_existing_key_and_a_bad_entry_imports_nothing() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (_dir, _, engine) = ledger();
     let caller = Caller::system();
     let first = engine.import(caller.clone(), ws("acme"), vec![entry("a", "s-a")], None).await.unwrap();
     let len = engine.log().len();
@@ -147,10 +130,7 @@ async fn a_reimport_answers_the_existing_key_and_a_bad_entry_imports_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_needs_the_same_authority_as_create() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    let outcome = init(&dir);
-    let engine = open(&dir);
+    let (_dir, outcome, engine) = ledger();
     let root = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
     let mut beta_admin = spec("beta-admin", &["ledger:keys:read", "ledger:keys:write"]);
     beta_admin.resources = vec!["beta".into()];
@@ -177,10 +157,7 @@ async fn an_import_needs_the_same_authority_as_create() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_and_rehashes_survive_a_restart_and_a_rebuild_from_the_log() {
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("data");
-    init(&dir);
-    let engine = open(&dir);
+    let (dir, _, engine) = ledger();
     let caller = Caller::system();
     let keys = vec![entry("used", "s-used"), entry("waiting", "s-waiting")];
     let answer = engine.import(caller.clone(), ws("acme"), keys, None).await.unwrap();
@@ -189,26 +166,10 @@ async fn imports_and_rehashes_survive_a_restart_and_a_rebuild_from_the_log() {
     engine.shutdown().await;
     drop(engine);
 
-    let incremental =
-        Projections::open(&dir.join("projections.redb"), projection_list()).unwrap().load_state().unwrap();
+    let (incremental, rebuilt, _) = persisted_and_rebuilt(&dir);
     assert_eq!(incremental, live, "the persisted projection holds the marks");
     assert_eq!(incremental.imported.waiting(), 1);
-    let scratch = tempfile::tempdir().unwrap();
-    let log = {
-        let secrets = keyledger_ledger::datadir::load(&dir).unwrap();
-        keyledger_log::Log::open(keyledger_log::LogConfig {
-            dir: dir.join("log"),
-            storage: keyledger_log::storage::OsStorage::shared(),
-            signer: secrets.signer,
-            origin: secrets.origin,
-            tree_hash: secrets.tree_hash,
-        })
-        .unwrap()
-    };
-    let mut rebuilt = Projections::open(&scratch.path().join("p.redb"), projection_list()).unwrap();
-    rebuilt.rebuild(&log.reader()).unwrap();
-    assert_eq!(rebuilt.load_state().unwrap(), incremental, "a rebuild from the log gives the same state");
-    drop(log);
+    assert_eq!(rebuilt, incremental, "a rebuild from the log gives the same state");
 
     let engine = open(&dir);
     let used = engine.import_mark(&answer[0].record.key_id).unwrap();
