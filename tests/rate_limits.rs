@@ -272,3 +272,28 @@ fn the_cli_sets_a_default_beside_the_leak_policy() {
     assert!(!bad.success() && bad.stderr.contains("api=0/1m"), "{}", bad.stderr);
     assert_eq!(env.http.get("/v1/workspaces/beta/policy", env.root()).body["ratelimits"][0]["limit"], 5);
 }
+
+#[test]
+fn every_view_of_a_key_shows_its_limits_and_credits() {
+    let env = Env::start(&[]);
+    let admin = env.root();
+    let body = json!({"name": "svc", "ratelimits": [{"name": "api", "limit": 7, "duration": "1h"}],
+                      "credits": {"remaining": 50}});
+    let created = env.http.post(ACME_KEYS, admin, &body);
+    assert_eq!(created.status, 201, "{}", created.dump());
+    let key_id = text(&created.body, "key_id");
+    let expected = json!([{"name": "api", "limit": 7, "duration": "1h", "auto_apply": true}]);
+    let views = [
+        ("compromise report", env.http.get(&format!("/v1/audit/keys/{key_id}/compromise"), admin), "/key"),
+        ("hygiene", env.http.get("/v1/audit/hygiene?workspace=acme", admin), "/never_used/0"),
+        ("top-up", env.http.post(&format!("/v1/keys/{key_id}/credits"), admin, &json!({"add": 1})), ""),
+    ];
+    for (what, resp, at) in views {
+        assert_eq!(resp.status, 200, "{what}: {}", resp.dump());
+        let key = resp.body.pointer(at).unwrap_or_else(|| panic!("{what}: {}", resp.dump()));
+        assert_eq!(key["key_id"], key_id.as_str(), "{what}: {}", resp.dump());
+        assert_eq!(key["ratelimits"], expected, "{what}: {}", resp.dump());
+        assert_eq!(key["ratelimits_from"], "key", "{what}");
+        assert!(key["credits"]["remaining"].as_u64().is_some(), "{what}: {}", resp.dump());
+    }
+}

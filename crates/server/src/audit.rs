@@ -73,13 +73,13 @@ fn visible_key(engine: &Engine, admin: &Admin, text: &str) -> Result<KeyRecord, 
 
 /// The leak report of `key` over `[since, until)`.
 fn report(
-    engine: &Engine,
+    state: &AppState,
     key: &KeyRecord,
     since: Option<Timestamp>,
     until: Timestamp,
 ) -> Result<CompromiseReport, ApiError> {
-    let data = engine.audit().compromise(key, since, Some(until)).map_err(index_error)?;
-    Ok(CompromiseReport::new(KeyView::new(key, Timestamp::now()), &data, since, until))
+    let data = state.engine.audit().compromise(key, since, Some(until)).map_err(index_error)?;
+    Ok(CompromiseReport::new(crate::key_view::of(state, key, Timestamp::now()), &data, since, until))
 }
 
 /// `GET /v1/keys/{key_id}/events?kind=&from=&to=&limit=&cursor=`
@@ -180,7 +180,7 @@ pub async fn compromise(
     if since.is_some_and(|s| s > until) {
         return Err(ApiError::invalid("until", "must not be before `since`"));
     }
-    ok(report(&state.engine, &key, since, until)?)
+    ok(report(&state, &key, since, until)?)
 }
 
 /// `GET /v1/audit/requests/{request_id}`
@@ -229,8 +229,11 @@ pub async fn request(
         ids.dedup();
         ids
     };
-    let keys: Vec<KeyView> =
-        key_ids.iter().filter_map(|id| engine.key(id)).map(|k| KeyView::new(&k, now)).collect();
+    let keys: Vec<KeyView> = key_ids
+        .iter()
+        .filter_map(|id| engine.key(id))
+        .map(|k| crate::key_view::of(&state, &k, now))
+        .collect();
     ok(RequestTrace {
         request_id,
         events: events.iter().map(EventView::new).collect(),
@@ -457,13 +460,16 @@ pub async fn hygiene(State(state): State<AppState>, admin: Admin, query: QueryPa
     let (mut never_used, mut unused, mut no_expiry, mut old, mut expiring) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut no_allowed_sources = Vec::new();
-    let registry = state.engine.registry();
-    for key in registry.workspace_keys(&workspace) {
-        if !matches!(key.status(now), KeyStatus::Active | KeyStatus::Disabled) {
-            continue;
-        }
-        let key = key.record();
-        let view = KeyView::new(&key, now);
+    // The registry's read guard is let go before the views read it again.
+    let live: Vec<KeyRecord> = state
+        .engine
+        .registry()
+        .workspace_keys(&workspace)
+        .filter(|key| matches!(key.status(now), KeyStatus::Active | KeyStatus::Disabled))
+        .map(|key| key.record())
+        .collect();
+    for key in live {
+        let view = crate::key_view::of(&state, &key, now);
         if key.allowed_sources.is_none() {
             no_allowed_sources.push(view.clone());
         }
@@ -540,6 +546,6 @@ pub async fn lookup(
         key_id: key.key_id.to_string(),
         workspace: key.workspace.as_str().to_owned(),
         status: key.status(now).as_str().to_owned(),
-        report: report(engine, &key, None, now)?,
+        report: report(&state, &key, None, now)?,
     })
 }

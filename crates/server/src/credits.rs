@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::auth::{Admin, scope};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::schema::{AuthorityErrors, CreditsView, ErrorBody, KeyNotFound, KeyView, Unavailable};
+use crate::schema::{AuthorityErrors, ErrorBody, KeyNotFound, KeyView, Unavailable};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -102,19 +102,6 @@ pub struct TopUp {
     set: Option<u64>,
 }
 
-/// A key view showing the key's credits as the registry holds them now.
-pub fn with_credits(state: &AppState, view: KeyView, key_id: &keyledger_core::KeyId) -> KeyView {
-    // Every view the key routes answer passes here: so does what an import left.
-    let view = crate::import::with_import(state, view, key_id);
-    let (ratelimits, ratelimits_from) = crate::key_ratelimits::of_key(state, key_id, &view.workspace);
-    KeyView {
-        credits: state.engine.credits(key_id).as_ref().map(CreditsView::new),
-        ratelimits,
-        ratelimits_from,
-        ..view
-    }
-}
-
 #[utoipa::path(
     post,
     path = "/v1/keys/{key_id}/credits",
@@ -149,9 +136,8 @@ pub async fn top_up(
         (None, Some(n)) => CreditsChange::Set(at_most("set", n)?),
         _ => return Err(ApiError::invalid("add", "give exactly one of `add` and `set`")),
     };
-    let (key, credits) = state.engine.set_credits(admin.caller, key.key_id, change).await?;
-    let view = KeyView { credits: Some(CreditsView::new(&credits)), ..KeyView::new(&key, Timestamp::now()) };
-    Ok((StatusCode::OK, Json(view)))
+    let (key, _) = state.engine.set_credits(admin.caller, key.key_id, change).await?;
+    Ok((StatusCode::OK, Json(crate::key_view::of(&state, &key, Timestamp::now()))))
 }
 
 #[cfg(test)]

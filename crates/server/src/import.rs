@@ -182,10 +182,7 @@ pub async fn import(
     let answers = state.engine.import(admin.caller, workspace, specs, tag).await?;
     let now = Timestamp::now();
     let already_present = answers.iter().filter(|a| a.existed).count();
-    let keys = answers
-        .iter()
-        .map(|a| crate::credits::with_credits(&state, KeyView::new(&a.record, now), &a.record.key_id))
-        .collect();
+    let keys = answers.iter().map(|a| crate::key_view::of(&state, &a.record, now)).collect();
     let imported = answers.len() - already_present;
     Ok((StatusCode::CREATED, Json(ImportResult { keys, imported, already_present })))
 }

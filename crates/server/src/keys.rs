@@ -179,7 +179,7 @@ pub async fn create(
         state.engine.set_ratelimits(caller, workspace, Some(key.key_id), limits).await?;
     }
     let mut issued = IssuedKey::new(&key, &secret, Timestamp::now());
-    issued.key = crate::credits::with_credits(&state, issued.key, &key.key_id);
+    issued.key = crate::key_view::complete(&state, issued.key, &key.key_id);
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
@@ -228,7 +228,7 @@ pub async fn list(
         .engine
         .keys(&workspace, |status| wanted.is_none_or(|w| w == status))
         .iter()
-        .map(|k| crate::credits::with_credits(&state, KeyView::new(k, now), &k.key_id))
+        .map(|k| crate::key_view::of(&state, k, now))
         .collect();
     ok(KeyList { keys })
 }
@@ -256,7 +256,7 @@ pub async fn show(
 ) -> Answer<KeyView> {
     let key = visible_key(&state, &admin, &key_id)?;
     admin.require(scope::KEYS_READ)?;
-    ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
+    ok(crate::key_view::of(&state, &key, Timestamp::now()))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -367,7 +367,7 @@ pub async fn update(
         let workspace = key.workspace.clone();
         state.engine.set_ratelimits(admin.caller, workspace, Some(key.key_id), limits).await?;
     }
-    ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
+    ok(crate::key_view::of(&state, &key, Timestamp::now()))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -424,10 +424,10 @@ pub async fn rotate(
         Rotation { key: IssuedKey::new(&new, &secret, now), previous: KeyView::new(&previous, now) };
     let rotation = Rotation {
         key: IssuedKey {
-            key: crate::credits::with_credits(&state, rotation.key.key, &new.key_id),
+            key: crate::key_view::complete(&state, rotation.key.key, &new.key_id),
             ..rotation.key
         },
-        previous: crate::credits::with_credits(&state, rotation.previous, &previous.key_id),
+        previous: crate::key_view::complete(&state, rotation.previous, &previous.key_id),
     };
     Ok((StatusCode::CREATED, Json(rotation)))
 }
@@ -472,7 +472,7 @@ pub async fn revoke(
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     let key = state.engine.revoke(admin.caller, key.key_id, body.reason).await?;
-    ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
+    ok(crate::key_view::of(&state, &key, Timestamp::now()))
 }
 
 #[utoipa::path(
@@ -547,7 +547,7 @@ async fn set_disabled(
     let key = visible_key(&state, &admin, &key_id)?;
     allow_write(&admin, &key.workspace)?;
     let key = state.engine.set_disabled(admin.caller, key.key_id, disabled, reason).await?;
-    ok(crate::credits::with_credits(&state, KeyView::new(&key, Timestamp::now()), &key.key_id))
+    ok(crate::key_view::of(&state, &key, Timestamp::now()))
 }
 
 #[utoipa::path(

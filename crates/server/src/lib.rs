@@ -23,6 +23,7 @@ pub mod import;
 pub mod integrity;
 pub mod introspect;
 pub mod key_ratelimits;
+pub mod key_view;
 pub mod keys;
 pub mod leaks;
 pub mod metrics;
