@@ -1,7 +1,7 @@
 //! Leak reports through the real binary (docs/leaks.md): GitHub's signed secret-scanning
 //! report on `serve --github-scanning-keys`, the public report endpoint whose answer says
-//! nothing about what was sent, and the workspace's `on_leak` deciding between a
-//! notification and a revocation.
+//! nothing about what was sent, the workspace's `on_leak` deciding between a
+//! notification and a revocation, and the keys file read again on SIGHUP.
 
 use base64::Engine as _;
 use keyledger_e2e::{Env, poll, text};
@@ -107,6 +107,29 @@ fn github_reports_are_believed_only_when_signed_and_follow_on_leak() {
     let replay = github_post(&env, &report, "gh-1", &signing);
     assert_eq!(replay.status, 200, "{}", replay.dump());
     assert_eq!(leak_events(&env, &noted).len(), 1);
+
+    // GitHub rotates its key: the file is read again on SIGHUP, and only the new key is believed.
+    let pem = stranger.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let rotated = json!({"public_keys": [{"key_identifier": "gh-2", "key": pem, "is_current": true}]});
+    std::fs::write(&keys_file, rotated.to_string()).unwrap();
+    hangup(&env);
+    poll(Duration::from_secs(5), "the new key to be believed after SIGHUP", || {
+        (github_post(&env, &report, "gh-2", &stranger).status == 200).then_some(())
+    });
+    assert_eq!(github_post(&env, &report, "gh-1", &signing).status, 401, "the old key is still believed");
+    // A broken file on SIGHUP keeps the keys in force.
+    std::fs::write(&keys_file, "{not json").unwrap();
+    hangup(&env);
+    poll(Duration::from_secs(5), "the broken file to be refused", || {
+        env.server.logs().contains("kept the GitHub secret scanning keys in force").then_some(())
+    });
+    assert_eq!(github_post(&env, &report, "gh-2", &stranger).status, 200);
+    assert_eq!(leak_events(&env, &noted).len(), 1, "every replay was recorded once");
+}
+
+fn hangup(env: &Env) {
+    let sent = std::process::Command::new("kill").args(["-HUP", &env.server.pid().to_string()]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -HUP failed");
 }
 
 #[test]
