@@ -97,19 +97,20 @@ pub fn applied(statuses: &[LimitStatus]) -> Vec<AppliedLimit> {
 /// The two header values for `statuses`: `RateLimit-Policy` (`"api";q=100;w=60`) and
 /// `RateLimit` (`"api";r=0;t=12`), one list item per applied limit; `None` when none.
 pub fn header_values(statuses: &[LimitStatus], now: Timestamp) -> Option<(String, String)> {
+    use std::fmt::Write as _;
     if statuses.is_empty() {
         return None;
     }
-    let policy = statuses
-        .iter()
-        .map(|s| format!("\"{}\";q={};w={}", s.name, s.limit, s.duration / 1_000_000))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let state = statuses
-        .iter()
-        .map(|s| format!("\"{}\";r={};t={}", s.name, s.remaining, seconds_until(s.reset, now)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // Written straight into two buffers: this runs on every rate-limited verification.
+    let mut policy = String::with_capacity(40 * statuses.len());
+    let mut state = String::with_capacity(40 * statuses.len());
+    for (i, s) in statuses.iter().enumerate() {
+        let separator = if i == 0 { "" } else { ", " };
+        // Writing to a String cannot fail.
+        let _ = write!(policy, "{separator}\"{}\";q={};w={}", s.name, s.limit, s.duration / 1_000_000);
+        let _ =
+            write!(state, "{separator}\"{}\";r={};t={}", s.name, s.remaining, seconds_until(s.reset, now));
+    }
     Some((policy, state))
 }
 
