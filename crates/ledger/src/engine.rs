@@ -908,11 +908,10 @@ impl Engine {
 
     /// Checksum, keyed hash, registry lookup: the part of verification that needs no log.
     /// A key that matches nothing is its outcome ([`VerifyOutcome::Malformed`] or
-    /// [`VerifyOutcome::Unknown`]).
+    /// [`VerifyOutcome::Unknown`]). A key found by its foreign digest (docs/import.md) comes
+    /// with the secret's keyed hash, for its re-hash on first use.
     // Its error is only ever `Malformed` or `Unknown` (no payload): the size of `Known` costs nothing.
     #[allow(clippy::result_large_err)]
-    /// A key found by its foreign digest (docs/import.md) comes with the secret's keyed
-    /// hash, for its re-hash on first use.
     fn lookup(&self, presented: &str) -> Result<(KeyId, Option<keyledger_core::KeyHash>), VerifyOutcome> {
         let native = Secret::check(presented).is_ok();
         // A secret not of keyledger's shape can only be an imported key's.

@@ -64,6 +64,62 @@ struct KeyState {
     leak_reported: Option<(Timestamp, &'static str)>,
 }
 
+/// What an issued and an imported key share when they enter the report.
+struct Issued<'e> {
+    workspace: &'e WorkspaceId,
+    name: &'e str,
+    owner: &'e Option<String>,
+    environment: &'static str,
+    scopes: &'e [String],
+    resources: &'e [String],
+    expires_at: Option<Timestamp>,
+}
+
+/// The [`Issued`] of a `created` or `key_imported` payload (two types, the same field names).
+macro_rules! issued {
+    ($e:expr) => {
+        Issued {
+            workspace: &$e.workspace,
+            name: &$e.name,
+            owner: &$e.owner,
+            environment: $e.environment.as_str(),
+            scopes: &$e.scopes,
+            resources: &$e.resources,
+            expires_at: $e.expires_at,
+        }
+    };
+}
+
+impl KeyState {
+    /// A key as its issuing (or importing) `event` leaves it: nothing used, denied or changed yet.
+    fn issued(event: &Event, key: Issued<'_>, rotated_from: Option<KeyId>) -> Self {
+        Self {
+            seq: event.seq,
+            workspace: key.workspace.clone(),
+            name: key.name.to_owned(),
+            owner: key.owner.clone(),
+            environment: key.environment,
+            scopes: key.scopes.to_vec(),
+            resources: key.resources.to_vec(),
+            created_at: event.at,
+            created_by: actor_text(&event.actor),
+            created_request_id: event.request_id.to_string(),
+            rotated_from,
+            expires_at: key.expires_at,
+            disabled: false,
+            revoked: None,
+            rotated: None,
+            last_used: None,
+            used: 0,
+            denied: 0,
+            denied_by_reason: BTreeMap::new(),
+            after_revocation: None,
+            allowed_sources: false,
+            leak_reported: None,
+        }
+    }
+}
+
 /// Accumulates the report's figures from events pushed in seq order.
 pub struct ComplianceFold {
     params: Parameters,
@@ -139,33 +195,8 @@ impl ComplianceFold {
         let in_period = event.at >= self.params.from;
         let detail: Option<String> = match &event.payload {
             Payload::Created(e) => {
-                self.keys.insert(
-                    e.key_id,
-                    KeyState {
-                        seq: event.seq,
-                        workspace: e.workspace.clone(),
-                        name: e.name.clone(),
-                        owner: e.owner.clone(),
-                        environment: e.environment.as_str(),
-                        scopes: e.scopes.clone(),
-                        resources: e.resources.clone(),
-                        created_at: event.at,
-                        created_by: actor_text(&event.actor),
-                        created_request_id: event.request_id.to_string(),
-                        rotated_from: e.rotated_from,
-                        expires_at: e.expires_at,
-                        disabled: false,
-                        revoked: None,
-                        rotated: None,
-                        last_used: None,
-                        used: 0,
-                        denied: 0,
-                        denied_by_reason: BTreeMap::new(),
-                        after_revocation: None,
-                        allowed_sources: false,
-                        leak_reported: None,
-                    },
-                );
+                let issued = issued!(e);
+                self.keys.insert(e.key_id, KeyState::issued(event, issued, e.rotated_from));
                 Some(match e.rotated_from {
                     Some(old) => format!("issued by rotation of {old}"),
                     None => "issued".into(),
@@ -173,33 +204,8 @@ impl ComplianceFold {
             }
             // An imported key enters the report like an issued one (docs/import.md).
             Payload::KeyImported(e) => {
-                self.keys.insert(
-                    e.key_id,
-                    KeyState {
-                        seq: event.seq,
-                        workspace: e.workspace.clone(),
-                        name: e.name.clone(),
-                        owner: e.owner.clone(),
-                        environment: e.environment.as_str(),
-                        scopes: e.scopes.clone(),
-                        resources: e.resources.clone(),
-                        created_at: event.at,
-                        created_by: actor_text(&event.actor),
-                        created_request_id: event.request_id.to_string(),
-                        rotated_from: None,
-                        expires_at: e.expires_at,
-                        disabled: false,
-                        revoked: None,
-                        rotated: None,
-                        last_used: None,
-                        used: 0,
-                        denied: 0,
-                        denied_by_reason: BTreeMap::new(),
-                        after_revocation: None,
-                        allowed_sources: false,
-                        leak_reported: None,
-                    },
-                );
+                let issued = issued!(e);
+                self.keys.insert(e.key_id, KeyState::issued(event, issued, None));
                 Some(format!("imported by its {} hash", e.foreign.algorithm.as_str()))
             }
             Payload::KeyRehashed(_) => Some("re-hashed on first use".into()),
