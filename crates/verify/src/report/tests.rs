@@ -243,6 +243,57 @@ fn keys_without_a_required_allow_list_and_leak_reports_are_exceptions() {
     assert!(second["detail"].as_str().unwrap().contains("not revoked"), "{second}");
 }
 
+/// An imported key enters the inventory like an issued one, with its owner, scopes and
+/// expiry, and the lifecycle says how it came.
+#[test]
+fn an_imported_key_is_in_the_inventory_and_the_lifecycle() {
+    let (mut h, params) = quarter();
+    let admin = Actor::Admin(h.admin);
+    h.push(
+        T0 + 6 * DAY,
+        admin,
+        Payload::KeyImported(keyledger_core::KeyImported {
+            key_id: key(7),
+            workspace: ws("acme"),
+            name: "from unkey".into(),
+            foreign: keyledger_core::ForeignHash {
+                algorithm: keyledger_core::ForeignAlgorithm::Sha256,
+                digest: [7; 32],
+            },
+            environment: Environment::Test,
+            scopes: vec!["orders:read".into()],
+            resources: vec!["acme".into()],
+            owner: Some("team-b".into()),
+            metadata: "{}".into(),
+            expires_at: Some(Timestamp(T0 + 60 * DAY)),
+            external_id: Some("key_123".into()),
+        }),
+    );
+    h.used(T0 + 7 * DAY, key(7), "acme");
+    let f = figures(&h, &params);
+    let imported = f["inventory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == json!(key(7).to_string()))
+        .unwrap_or_else(|| panic!("the imported key is missing: {f:#}"))
+        .clone();
+    assert_eq!(imported["owner"], json!("team-b"), "{imported}");
+    assert_eq!(imported["scopes"], json!(["orders:read"]), "{imported}");
+    assert_eq!(imported["uses_in_period"], json!(1), "{imported}");
+    assert_eq!(imported["status"], json!("expired"), "expired at day 60 of 90: {imported}");
+    let entry = f["lifecycle"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key_id"] == json!(key(7).to_string()))
+        .unwrap()
+        .clone();
+    assert_eq!(entry["kind"], json!("imported"), "{entry}");
+    assert_eq!(entry["detail"], json!("imported by its sha256 hash"), "{entry}");
+    assert!(!f.to_string().contains(&"07".repeat(32)), "the foreign digest is in the report");
+}
+
 #[test]
 fn events_out_of_order_are_refused() {
     let (h, params) = quarter();
