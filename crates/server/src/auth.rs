@@ -17,8 +17,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::forwarded::client_ip;
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use keyledger_core::{Actor, WorkspaceId};
 use keyledger_ledger::{Caller, KeyRecord};
@@ -35,8 +35,10 @@ pub mod scope {
 
 /// The API key a request presents, from any of the three accepted headers.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    keyledger_core::credentials::presented_key(value("authorization"), value("x-api-key")).map(|(key, _)| key)
+    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    let value = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    keyledger_core::credentials::presented_key(value(&header::AUTHORIZATION), value(&X_API_KEY))
+        .map(|(key, _)| key)
 }
 
 /// An authenticated admin key, with the current request's id.

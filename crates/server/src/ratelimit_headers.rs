@@ -10,7 +10,7 @@
 
 use crate::error::{ApiError, ErrorCode};
 use crate::schema::AppliedLimit;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use keyledger_core::Timestamp;
 use keyledger_core::ratelimit::{MAX_LIMITS, valid_name};
@@ -20,6 +20,9 @@ use serde_json::json;
 
 /// Most limits one verification may name (as many as a key may hold).
 pub const MAX_REQUESTED: usize = MAX_LIMITS;
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// A limit a JSON-mode verification names: `cost` (default 1; 0 checks without spending).
 #[derive(Deserialize, Debug, utoipa::ToSchema)]
@@ -119,8 +122,8 @@ pub fn set_headers(headers: &mut HeaderMap, statuses: &[LimitStatus], now: Times
     let Some((policy, state)) = header_values(statuses, now) else { return };
     // Names are [a-z0-9_-] and numbers digits: the values are always valid header text.
     if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
-        headers.insert("ratelimit-policy", policy);
-        headers.insert("ratelimit", state);
+        headers.insert(RATELIMIT_POLICY, policy);
+        headers.insert(RATELIMIT, state);
     }
 }
 

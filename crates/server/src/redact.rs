@@ -20,7 +20,9 @@ pub const REDACTED: &str = "[redacted]";
 /// Whether `text`, percent-decoded, contains a checksum-valid key secret or a webhook
 /// signing secret anywhere.
 pub fn holds_secret(text: &str) -> bool {
-    if !text.contains(['_', '%']) {
+    // Both kinds of secret hold a body of BODY_LEN characters, and percent-decoding never
+    // lengthens a text: anything shorter holds none (most paths, methods and request ids).
+    if text.len() < BODY_LEN || !text.contains(['_', '%']) {
         return false; // every secret has `_`, which an encoded one writes as `%5F`
     }
     let decoded = percent_decode_str(text).decode_utf8_lossy();
@@ -49,7 +51,7 @@ pub fn path(path: &str) -> Cow<'_, str> {
 /// path and query names around a secret stay readable.
 pub fn words(text: &str) -> Cow<'_, str> {
     let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '%';
-    if !text.split(|c: char| !is_word(c)).any(holds_secret) {
+    if text.len() < BODY_LEN || !text.split(|c: char| !is_word(c)).any(holds_secret) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -145,6 +147,18 @@ mod tests {
         ] {
             assert!(!holds_secret(text), "{text}");
             assert_eq!(echo(text), text);
+        }
+    }
+
+    /// The length check that skips short texts must not skip the shortest secrets.
+    #[test]
+    fn the_shortest_secrets_are_still_recognised() {
+        let shortest = Secret::generate(&"k".parse().unwrap(), Environment::Test).expect("entropy");
+        let webhook = Pepper::generate().expect("entropy").webhook_secret("a", 1);
+        for text in [shortest.expose(), webhook.expose()] {
+            assert!(holds_secret(text), "{text}");
+            assert_eq!(words(text), REDACTED, "{text}");
+            assert!(!holds_secret(&text[..text.len() - 1]), "{text} shortened by one");
         }
     }
 

@@ -17,11 +17,14 @@
 use crate::error::{ApiError, from_status};
 use crate::redact;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyledger_core::{RequestId, Timestamp};
 use std::time::Instant;
+
+/// The answer's `request-id` header.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("request-id");
 
 /// keyledger's id of the current request, in the request's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +91,7 @@ pub(crate) fn finish(
         }
     }
     if let Ok(value) = HeaderValue::from_str(&id_text) {
-        response.headers_mut().insert("request-id", value);
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status();
     let elapsed = started.elapsed();

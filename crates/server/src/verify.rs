@@ -17,7 +17,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use keyledger_core::{DenyReason, Environment, RequestId, Timestamp, UsageContext, WorkspaceId, validate};
 use keyledger_ledger::{LedgerError, VerifyOutcome, VerifyRequirements};
@@ -182,7 +182,24 @@ fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiErro
 }
 
 /// The values of a requirement header (repeatable, each a comma-separated list).
-fn required_from_headers(headers: &HeaderMap, name: &str) -> Vec<String> {
+/// The headers forward-auth mode reads and an answer sets, as parsed names: a lookup or
+/// insert by `&str` parses the name again on every request.
+mod names {
+    use axum::http::HeaderName;
+    pub const REQUIRE_SCOPE: HeaderName = HeaderName::from_static("x-keyledger-require-scope");
+    pub const REQUIRE_RESOURCE: HeaderName = HeaderName::from_static("x-keyledger-require-resource");
+    pub const REQUIRE_ENVIRONMENT: HeaderName = HeaderName::from_static("x-keyledger-require-environment");
+    pub const REQUIRE_WORKSPACE: HeaderName = HeaderName::from_static("x-keyledger-require-workspace");
+    pub const COST: HeaderName = HeaderName::from_static("x-keyledger-cost");
+    pub const RATELIMIT: HeaderName = HeaderName::from_static("x-keyledger-ratelimit");
+    pub const FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+    pub const FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const KEY_ID: HeaderName = HeaderName::from_static("x-keyledger-key-id");
+    pub const WORKSPACE: HeaderName = HeaderName::from_static("x-keyledger-workspace");
+}
+
+fn required_from_headers(headers: &HeaderMap, name: &HeaderName) -> Vec<String> {
     headers
         .get_all(name)
         .iter()
@@ -194,7 +211,7 @@ fn required_from_headers(headers: &HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(MAX_CONTEXT_CHARS).collect())
 }
 
@@ -382,37 +399,33 @@ pub fn parse_request(
                 .map_err(denial)?;
         }
         let mut scopes = if suffix.is_some() { Vec::new() } else { query.all("scope") };
-        scopes.extend(required_from_headers(headers, "x-keyledger-require-scope"));
-        let single = |name: &str, header: &str| {
+        scopes.extend(required_from_headers(headers, &names::REQUIRE_SCOPE));
+        let single = |name: &str, header: &HeaderName| {
             from_query(name).or_else(|| required_from_headers(headers, header).into_iter().next())
         };
         let key = presented_key(headers).unwrap_or("").to_owned();
-        let cost = from_query("cost").or_else(|| header_text(headers, "x-keyledger-cost"));
+        let cost = from_query("cost").or_else(|| header_text(headers, &names::COST));
         let mut wants = requirements(
             validate::normalize(scopes),
-            single("resource", "x-keyledger-require-resource"),
-            single("environment", "x-keyledger-require-environment"),
-            single("workspace", "x-keyledger-require-workspace"),
+            single("resource", &names::REQUIRE_RESOURCE),
+            single("environment", &names::REQUIRE_ENVIRONMENT),
+            single("workspace", &names::REQUIRE_WORKSPACE),
         )
         .map_err(denial)?;
         wants.cost = crate::credits::parse_cost(cost.as_deref()).map_err(denial)?;
         let mut named = if suffix.is_some() { Vec::new() } else { query.all("ratelimit") };
         named.extend(
-            headers
-                .get_all("x-keyledger-ratelimit")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(str::to_owned),
+            headers.get_all(&names::RATELIMIT).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned),
         );
         wants.ratelimits =
             crate::ratelimit_headers::from_notation("ratelimit", named.iter().map(String::as_str))
                 .map_err(denial)?;
         let context = UsageContext {
             ip: Some(client),
-            user_agent: header_text(headers, "user-agent"),
-            method: header_text(headers, "x-forwarded-method"),
-            path: header_text(headers, "x-forwarded-uri").or(suffix),
-            request_id: header_text(headers, "x-request-id"),
+            user_agent: header_text(headers, &header::USER_AGENT),
+            method: header_text(headers, &names::FORWARDED_METHOD),
+            path: header_text(headers, &names::FORWARDED_URI).or(suffix),
+            request_id: header_text(headers, &names::REQUEST_ID),
             scopes: wants.scopes.clone(),
             resource: wants.resource.clone(),
         };
@@ -457,9 +470,7 @@ async fn decide(
                 if let Some(statuses) = &verdict.ratelimits {
                     crate::ratelimit_headers::set_headers(response.headers_mut(), statuses, Timestamp::now());
                 }
-                for (name, value) in
-                    [("x-keyledger-key-id", &*key_id), ("x-keyledger-workspace", key.workspace.as_str())]
-                {
+                for (name, value) in [(names::KEY_ID, &*key_id), (names::WORKSPACE, key.workspace.as_str())] {
                     if let Ok(value) = HeaderValue::from_str(value) {
                         response.headers_mut().insert(name, value);
                     }
