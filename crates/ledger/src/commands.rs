@@ -75,6 +75,17 @@ pub struct KeySpec {
     pub credits: Option<crate::credits::CreditsSpec>,
 }
 
+/// The verify-time controls a key is issued with, besides its credits (in [`KeySpec`]): set
+/// in the batch of its `created` event, so that no verification ever sees the key without
+/// them.
+#[derive(Clone, Debug, Default)]
+pub struct KeyControls {
+    /// The key's source allow-list; `None` (or empty) takes the workspace default.
+    pub sources: Option<Vec<keyledger_core::SourceNet>>,
+    /// The key's own rate limits; `None` (or empty) leaves it under the workspace default.
+    pub ratelimits: Option<Vec<keyledger_core::RateLimit>>,
+}
+
 /// The public traces of a freshly generated secret.
 #[derive(Clone, Debug)]
 pub struct IssuedSecret {
@@ -152,8 +163,7 @@ pub enum Command {
         spec: KeySpec,
         secret: IssuedSecret,
         idempotency: Option<IdempotencyTag>,
-        /// The key's source allow-list; `None` (or empty) takes the workspace default.
-        sources: Option<Vec<keyledger_core::SourceNet>>,
+        controls: KeyControls,
         reply: Responder<KeyRecord>,
     },
     Rotate {

@@ -20,8 +20,8 @@
 
 use crate::authority::ADMIN_SCOPES;
 use crate::commands::{
-    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, Responder, Rotation,
-    responder,
+    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeyControls, KeySpec, Responder,
+    Rotation, responder,
 };
 use crate::datadir::{self, DataDirError, DirLock};
 use crate::error::{AuthError, LedgerError};
@@ -611,18 +611,18 @@ impl Engine {
         spec: KeySpec,
         idempotency: Option<IdempotencyTag>,
     ) -> Result<(KeyRecord, Secret), LedgerError> {
-        self.create_with_sources(caller, workspace, spec, idempotency, None).await
+        self.create_with_controls(caller, workspace, spec, idempotency, KeyControls::default()).await
     }
 
-    /// [`Self::create_idempotent`] with a source allow-list (`None` or empty: the workspace
-    /// default; see [`crate::sources`]).
-    pub async fn create_with_sources(
+    /// [`Self::create_idempotent`] with a source allow-list and rate limits, set in the
+    /// batch of the key's `created` event (see [`KeyControls`], [`crate::sources`]).
+    pub async fn create_with_controls(
         &self,
         caller: Caller,
         workspace: WorkspaceId,
         spec: KeySpec,
         idempotency: Option<IdempotencyTag>,
-        sources: Option<Vec<keyledger_core::SourceNet>>,
+        controls: KeyControls,
     ) -> Result<(KeyRecord, Secret), LedgerError> {
         let (secret, issued) = self.issue_secret(&workspace, spec.environment)?;
         let record = self
@@ -632,7 +632,7 @@ impl Engine {
                 spec,
                 secret: issued,
                 idempotency,
-                sources,
+                controls,
                 reply,
             })
             .await?;
@@ -654,7 +654,7 @@ impl Engine {
             spec,
             secret: issued,
             idempotency: None,
-            sources: None,
+            controls: KeyControls::default(),
             reply,
         };
         self.writer.submit_blocking(command, Durability::Synced)?;

@@ -17,7 +17,8 @@ use crate::authority::{
     Authority, Target, is_full_admin, is_last_full_admin, is_lasting_full_admin, keep_last_full_admin,
 };
 use crate::commands::{
-    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeySpec, RevokedAll, Rotation,
+    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeyControls, KeySpec, RevokedAll,
+    Rotation,
 };
 use crate::error::{AuthError, LedgerError};
 use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements, Webhook, decide_with_source};
@@ -126,9 +127,9 @@ impl Sequencer for LedgerSequencer {
             }
             Command::Import { caller, workspace, keys, idempotency, reply } => reply
                 .send(crate::import::import_keys(state, batch, &caller, workspace, keys, idempotency, now)),
-            Command::Create { caller, workspace, spec, secret, idempotency, sources, reply } => {
+            Command::Create { caller, workspace, spec, secret, idempotency, controls, reply } => {
                 let answer =
-                    create_key(state, batch, &caller, workspace, spec, secret, idempotency, sources, now);
+                    create_key(state, batch, &caller, workspace, spec, secret, idempotency, controls, now);
                 reply.send(answer)
             }
             Command::Rotate { caller, key_id, overlap, secret, idempotency, reply } => {
@@ -246,7 +247,7 @@ fn create_key(
     spec: KeySpec,
     secret: IssuedSecret,
     idempotency: Option<IdempotencyTag>,
-    sources: Option<Vec<keyledger_core::SourceNet>>,
+    controls: KeyControls,
     now: Timestamp,
 ) -> Result<KeyRecord, LedgerError> {
     check_actor(state, caller, now)?;
@@ -259,9 +260,18 @@ fn create_key(
         Target { key_id: None, workspace: &workspace, scopes: &spec.scopes, resources: &spec.resources };
     authority.issue(target, expiry_at(spec.expiry, now))?;
     check_idempotency(state, idempotency.as_ref(), now)?;
+    let KeyControls { sources, ratelimits } = controls;
+    let ratelimits = ratelimits.filter(|limits| !limits.is_empty());
+    if let Some(limits) = &ratelimits {
+        keyledger_core::ratelimit::validate_list(limits)
+            .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;
+    }
     let key = create(state, batch, caller, &authority, workspace.clone(), spec, secret, None, sources, now)?;
+    if let Some(limits) = ratelimits {
+        crate::sequencer_ratelimit::set_on_create(state, batch, caller, &key, limits);
+    }
     record_idempotency(state, batch, caller, idempotency, workspace, vec![key.key_id]);
-    Ok(key)
+    find(state, &key.key_id)
 }
 
 #[allow(clippy::too_many_arguments)]

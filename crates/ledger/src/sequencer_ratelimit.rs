@@ -114,6 +114,23 @@ pub(crate) fn set_ratelimits(
     Ok(limits)
 }
 
+/// A key issued with its own limits (`limits` validated, not empty): recorded in the batch
+/// of its `created` event, under the authority that issued it.
+pub(crate) fn set_on_create(
+    state: &mut LedgerState,
+    batch: &mut Batch,
+    caller: &Caller,
+    key: &crate::state::KeyRecord,
+    limits: Vec<RateLimit>,
+) {
+    let payload = Payload::RateLimitsSet(RateLimitsSet {
+        workspace: key.workspace.clone(),
+        key_id: Some(key.key_id),
+        limits,
+    });
+    emit(state, batch, &caller.actor, caller.request_id, payload);
+}
+
 /// A rotated key's successor inherits the key's own limits (in the rotation's batch, after
 /// its `created` event); a key under its workspace's default stays under it.
 pub(crate) fn inherit(

@@ -2,9 +2,11 @@
 //! on one node, nothing spent by a refusal, revocation first, limits kept in the log and
 //! the projection, counters (in memory only) starting empty after a restart.
 
-use keyledger_core::{Actor, DenyReason, RateLimit, UsageContext};
+use keyledger_core::{Actor, DenyReason, Event, Payload, RateLimit, UsageContext};
 use keyledger_ledger::ratelimit::LimitStatus;
-use keyledger_ledger::{Caller, Engine, EngineOptions, LedgerError, VerifyOutcome, VerifyRequirements};
+use keyledger_ledger::{
+    Caller, Engine, EngineOptions, KeyControls, LedgerError, VerifyOutcome, VerifyRequirements,
+};
 
 mod support;
 
@@ -157,6 +159,34 @@ async fn bad_lists_are_refused_and_change_nothing() {
         assert!(matches!(error, LedgerError::Invalid(_)), "{error:?}");
     }
     assert_eq!(engine.log().len(), before);
+    engine.shutdown().await;
+}
+
+/// A key issued with its own limits has them from its `created` batch on: the two events
+/// are adjacent under one request id, and a bad list issues no key at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_issued_with_limits_has_them_in_its_created_batch() {
+    let (_dir, _, engine) = support::ledger();
+    let with = |limits: Vec<RateLimit>| KeyControls { ratelimits: Some(limits), ..KeyControls::default() };
+    let before = engine.log().len();
+    let bad = with(vec![limit("API", 1, SECOND, true)]);
+    let error = engine.create_with_controls(Caller::system(), ws("acme"), spec("k", &[]), None, bad).await;
+    assert!(matches!(error, Err(LedgerError::Invalid(_))), "{error:?}");
+    assert_eq!(engine.log().len(), before, "a bad list issued a key");
+
+    let limits = vec![limit("api", 1, LONG, true)];
+    let (key, secret) = engine
+        .create_with_controls(Caller::system(), ws("acme"), spec("k", &[]), None, with(limits.clone()))
+        .await
+        .unwrap();
+    let events: Vec<Event> = engine.log().events_from(before).map(Result::unwrap).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.payload.kind().as_str()).collect();
+    assert_eq!(kinds, ["created", "ratelimits_set"]);
+    assert_eq!(events[0].request_id, events[1].request_id);
+    assert!(matches!(&events[1].payload, Payload::RateLimitsSet(set) if set.key_id == Some(key.key_id)));
+    assert_eq!(engine.ratelimits(&key.key_id, &ws("acme")), (limits, true));
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Ok(()));
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Err(DenyReason::RateLimited("api".into())));
     engine.shutdown().await;
 }
 

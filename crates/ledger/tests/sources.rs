@@ -5,7 +5,9 @@
 use keyledger_core::sources::parse_sources;
 use keyledger_core::{DenyReason, Environment, Payload, SourceNet, Timestamp, UsageContext};
 use keyledger_ledger::state::SourcePolicy;
-use keyledger_ledger::{Caller, Engine, KeyChanges, LedgerError, VerifyOutcome, VerifyRequirements};
+use keyledger_ledger::{
+    Caller, Engine, KeyChanges, KeyControls, LedgerError, VerifyOutcome, VerifyRequirements,
+};
 use std::net::IpAddr;
 
 mod support;
@@ -14,6 +16,11 @@ use support::{open, rid, spec, ws};
 
 fn nets(list: &[&str]) -> Vec<SourceNet> {
     parse_sources(list).unwrap()
+}
+
+/// A key's own allow-list, to issue it with.
+fn listed(list: &[&str]) -> KeyControls {
+    KeyControls { sources: Some(nets(list)), ..KeyControls::default() }
 }
 
 async fn verify_from(engine: &Engine, secret: &str, ip: Option<&str>) -> Result<(), DenyReason> {
@@ -29,12 +36,12 @@ async fn a_key_is_verified_only_from_its_sources_and_a_refusal_is_recorded() {
     let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let (key, secret) = engine
-        .create_with_sources(
+        .create_with_controls(
             caller.clone(),
             ws("acme"),
             spec("ci", &["read"]),
             None,
-            Some(nets(&["10.0.0.0/8", "2001:db8::/32"])),
+            listed(&["10.0.0.0/8", "2001:db8::/32"]),
         )
         .await
         .unwrap();
@@ -131,7 +138,7 @@ async fn a_policy_can_require_a_list_on_live_keys() {
     test_key.environment = Environment::Test;
     engine.create(caller.clone(), ws("acme"), test_key).await.unwrap();
     engine
-        .create_with_sources(caller.clone(), ws("acme"), spec("listed", &[]), None, Some(nets(&["10.0.0.1"])))
+        .create_with_controls(caller.clone(), ws("acme"), spec("listed", &[]), None, listed(&["10.0.0.1"]))
         .await
         .unwrap();
     let (exceptions, count) =
@@ -149,12 +156,12 @@ async fn lists_survive_a_restart_and_a_rebuild_from_the_log() {
     engine.set_policy_with_sources(caller.clone(), ws("acme"), policy, Some(default)).await.unwrap();
     let (a, secret) = engine.create(caller.clone(), ws("acme"), spec("a", &[])).await.unwrap();
     let (b, _) = engine
-        .create_with_sources(
+        .create_with_controls(
             caller.clone(),
             ws("acme"),
             spec("b", &[]),
             None,
-            Some(nets(&["::1", "192.0.2.0/24"])),
+            listed(&["::1", "192.0.2.0/24"]),
         )
         .await
         .unwrap();

@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use keyledger_core::time::parse_duration;
 use keyledger_core::{Environment, KeyId, KeyPrefix, Policy, Timestamp, WorkspaceId, validate};
-use keyledger_ledger::{Expiry, IdempotencyTag, KeyChanges, KeyRecord, KeySpec, KeyStatus, LEDGER_SCOPES};
+use keyledger_ledger::{
+    Expiry, IdempotencyTag, KeyChanges, KeyControls, KeyRecord, KeySpec, KeyStatus, LEDGER_SCOPES,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -171,13 +173,9 @@ pub async fn create(
     let spec = key_spec(&workspace, body)?;
     let sources = sources.map(|list| crate::sources::parse_list("allowed_sources", &list)).transpose()?;
     let tag = tag.map(|Extension(t)| t);
-    let caller = admin.caller.clone();
+    let controls = KeyControls { sources, ratelimits: limits };
     let (key, secret) =
-        state.engine.create_with_sources(admin.caller, workspace.clone(), spec, tag, sources).await?;
-    // Set before the secret is answered, so nobody can present the key without its limits.
-    if let Some(limits) = limits.filter(|l| !l.is_empty()) {
-        state.engine.set_ratelimits(caller, workspace, Some(key.key_id), limits).await?;
-    }
+        state.engine.create_with_controls(admin.caller, workspace, spec, tag, controls).await?;
     let mut issued = IssuedKey::new(&key, &secret, Timestamp::now());
     issued.key = crate::key_view::complete(&state, issued.key, &key.key_id);
     Ok((StatusCode::CREATED, Json(issued)))
