@@ -4,8 +4,10 @@
 # callgrind, creates 200 keys, warms up with 800 JSON-mode and 800 forward-auth
 # verifications, then counts 4,000 requests per mode (JSON verify, forward-auth verify,
 # GET /healthz) from 16 keep-alive clients, each mode in its own dump (counters zeroed
-# before, every thread of the server included). Prints instructions per request, in all
-# and for the projector and log-writer threads.
+# before, every thread of the server included). An audit read before the zeroing and
+# before the dump waits for the projections, so a dump holds the folding of its own mode's
+# events and no other's. Prints instructions per request, in all and for the projector and
+# log-writer threads.
 #
 #   scripts/callgrind-verify.sh [BINARY] [OUT_DIR]     # defaults: target/release/keyledger, a temp dir
 #   KEYS_WITH=sources|credits|ratelimits scripts/callgrind-verify.sh …   # keys with that control
@@ -32,8 +34,10 @@ python3 $drive setup "$port" "$admin" 200 "$out/keys.json"
 python3 $drive json "$port" 800 16 "$out/keys.json"
 python3 $drive forward "$port" 800 16 "$out/keys.json"
 for mode in json forward healthz; do
+    python3 $drive barrier "$port" "$admin"
     callgrind_control -z $server >/dev/null
     python3 $drive $mode "$port" 4000 16 "$out/keys.json"
+    python3 $drive barrier "$port" "$admin"
     callgrind_control -d $mode $server >/dev/null
 done
 kill -INT $server

@@ -2,6 +2,7 @@
 
     callgrind_verify_drive.py setup PORT ADMIN_KEY COUNT KEYS_FILE    # create COUNT keys
     callgrind_verify_drive.py json|forward|healthz PORT N CLIENTS KEYS_FILE
+    callgrind_verify_drive.py barrier PORT ADMIN_KEY                   # wait for the projections
 
 The requests are those of `cargo xtask load` (xtask/src/load.rs): JSON mode with a full
 context, forward-auth with x-api-key and the forwarded headers, keys round-robin. Fails if
@@ -47,6 +48,17 @@ def setup(port, admin, count, keys_file):
         json.dump(secrets, out)
 
 
+def barrier(port, admin):
+    """An audit read: it answers once the projections hold every event written before it, so
+    the projector's folding of a mode's events falls inside that mode's dump."""
+    conn = connect(port)
+    conn.request("GET", "/v1/audit/requests/req_barrier", headers={"authorization": "Bearer " + admin})
+    answer = conn.getresponse()
+    answer.read()
+    if answer.status not in (200, 404):
+        sys.exit(f"the audit read answered {answer.status}")
+
+
 def run(mode, port, n, clients, keys_file):
     with open(keys_file) as keys:
         secrets = json.load(keys)
@@ -85,5 +97,7 @@ def run(mode, port, n, clients, keys_file):
 if __name__ == "__main__":
     if sys.argv[1] == "setup":
         setup(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    elif sys.argv[1] == "barrier":
+        barrier(int(sys.argv[2]), sys.argv[3])
     else:
         run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
