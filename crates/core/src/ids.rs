@@ -102,6 +102,16 @@ macro_rules! ulid_id {
             pub const fn as_bytes(&self) -> &[u8; 16] {
                 &self.0
             }
+
+            /// The id's text, as `Display` writes it, in one allocation of its exact size
+            /// (`to_string` grows its buffer once per piece written).
+            pub fn text(&self) -> String {
+                let mut text = String::with_capacity($prefix.len() + 26);
+                text.push_str($prefix);
+                // Crockford output is ASCII by construction.
+                text.push_str(std::str::from_utf8(&encode_crockford(&self.0)).unwrap_or_default());
+                text
+            }
         }
 
         impl fmt::Display for $name {
@@ -278,6 +288,8 @@ mod tests {
         fn any_bytes_round_trip_through_text(bytes in any::<[u8; 16]>()) {
             let id = RequestId::from_bytes(bytes);
             prop_assert_eq!(id.to_string().parse::<RequestId>().unwrap(), id);
+            prop_assert_eq!(id.text(), id.to_string());
+            prop_assert_eq!(KeyId::from_bytes(*id.as_bytes()).text(), KeyId::from_bytes(*id.as_bytes()).to_string());
         }
 
         #[test]

@@ -33,9 +33,6 @@ use keyledger_ledger::{INTROSPECT, VerifyOutcome, VerifyRequirements};
 use std::net::SocketAddr;
 use zeroize::Zeroizing;
 
-/// Longest recorded context text (user agent, gateway request id), as verify's.
-const MAX_CONTEXT_CHARS: usize = 2048;
-
 /// RFC 7662 token introspection.
 #[utoipa::path(post,
     path = "/oauth2/introspect",
@@ -190,7 +187,7 @@ async fn context(parts: &mut Parts, state: &AppState) -> Result<UsageContext, Re
 
 fn text(headers: &HeaderMap, name: &str) -> Option<String> {
     let value = headers.get(name)?.to_str().ok()?;
-    let bounded: String = value.chars().take(MAX_CONTEXT_CHARS).collect();
+    let bounded = crate::verify::context_text(value);
     Some(crate::redact::words(&bounded).into_owned())
 }
 

@@ -66,7 +66,7 @@ pub(crate) fn finish(
     started: Instant,
     record: impl FnOnce(&str, &axum::http::Method, u16, f64),
 ) -> Response {
-    let id_text = id.to_string();
+    let id_text = id.text();
     let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
         let status = response.status();
         let is_json = response
@@ -90,7 +90,8 @@ pub(crate) fn finish(
             }
         }
     }
-    if let Ok(value) = HeaderValue::from_str(&id_text) {
+    // The text's own buffer becomes the header value (`from_str` would copy it).
+    if let Ok(value) = HeaderValue::from_maybe_shared(axum::body::Bytes::from(id_text)) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status();
@@ -99,7 +100,7 @@ pub(crate) fn finish(
     macro_rules! access_line {
         ($level:ident) => {
             tracing::$level!(
-                request_id = %id_text,
+                request_id = %id,
                 route = %route,
                 method = %redact::echo(method.as_str()),
                 path = %redact::path(path),

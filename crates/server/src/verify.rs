@@ -25,7 +25,19 @@ use serde::Deserialize;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 
-const MAX_CONTEXT_CHARS: usize = 2048;
+/// Longest recorded context text (user agent, method, path, gateway request id), in
+/// characters: a longer header is cut to it, a longer JSON field refused.
+pub(crate) const MAX_CONTEXT_CHARS: usize = 2048;
+
+/// The first [`MAX_CONTEXT_CHARS`] characters of a header's text, copied once (a text of at
+/// most that many bytes, the usual case, needs no character walk).
+pub(crate) fn context_text(text: &str) -> String {
+    if text.len() <= MAX_CONTEXT_CHARS {
+        return text.to_owned();
+    }
+    let end = text.char_indices().nth(MAX_CONTEXT_CHARS).map_or(text.len(), |(at, _)| at);
+    text[..end].to_owned()
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -212,7 +224,7 @@ fn required_from_headers(headers: &HeaderMap, name: &HeaderName) -> Vec<String> 
 }
 
 fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(MAX_CONTEXT_CHARS).collect())
+    headers.get(name).and_then(|v| v.to_str().ok()).map(context_text)
 }
 
 fn requirements(
@@ -453,7 +465,7 @@ async fn decide(
         VerifyOutcome::Known(verdict) => match verdict.outcome {
             Ok(()) => {
                 let key = &verdict.key;
-                let key_id = key.key_id.to_string();
+                let key_id = key.key_id.text();
                 let body = Verified {
                     valid: true,
                     key_id: &key_id,
@@ -462,7 +474,7 @@ async fn decide(
                     scopes: &key.scopes,
                     owner: key.owner.as_deref().map(String::as_str),
                     expires_at: key.expires_at.map(|t| t.to_rfc3339()),
-                    request_id: request_id.to_string(),
+                    request_id: request_id.text(),
                     credits_remaining: verdict.credits_remaining,
                     ratelimits: verdict.ratelimits.as_deref().map(|s| crate::ratelimit_headers::applied(s)),
                 };
@@ -470,8 +482,13 @@ async fn decide(
                 if let Some(statuses) = &verdict.ratelimits {
                     crate::ratelimit_headers::set_headers(response.headers_mut(), statuses, Timestamp::now());
                 }
-                for (name, value) in [(names::KEY_ID, &*key_id), (names::WORKSPACE, key.workspace.as_str())] {
-                    if let Ok(value) = HeaderValue::from_str(value) {
+                // The key id's own buffer becomes its header value (`from_str` would copy it).
+                let key_id = HeaderValue::from_maybe_shared(axum::body::Bytes::from(key_id));
+                for (name, value) in [
+                    (names::KEY_ID, key_id),
+                    (names::WORKSPACE, HeaderValue::from_str(key.workspace.as_str())),
+                ] {
+                    if let Ok(value) = value {
                         response.headers_mut().insert(name, value);
                     }
                 }
@@ -520,6 +537,22 @@ mod tests {
     use super::*;
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+
+    #[test]
+    fn context_text_keeps_the_first_characters_not_bytes() {
+        assert_eq!(context_text("curl/8.5"), "curl/8.5");
+        let ascii = "a".repeat(MAX_CONTEXT_CHARS);
+        assert_eq!(context_text(&ascii), ascii);
+        assert_eq!(context_text(&format!("{ascii}b")), ascii);
+        // Two bytes a character: longer than the limit in bytes, within it in characters.
+        let wide = "é".repeat(MAX_CONTEXT_CHARS);
+        assert_eq!(context_text(&wide), wide);
+        let cut = context_text(&format!("{wide}éé"));
+        assert_eq!(cut.chars().count(), MAX_CONTEXT_CHARS);
+        assert_eq!(cut, wide);
+        let mixed = format!("{}€{}", "a".repeat(MAX_CONTEXT_CHARS - 1), "z".repeat(10));
+        assert_eq!(context_text(&mixed), format!("{}€", "a".repeat(MAX_CONTEXT_CHARS - 1)));
+    }
 
     fn json_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
