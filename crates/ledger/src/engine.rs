@@ -878,12 +878,23 @@ impl Engine {
     ) -> Result<VerifyOutcome, LedgerError> {
         let (key_id, rehash) = match self.lookup(presented) {
             Ok(found) => found,
-            // A key another node created moments ago: follow the database once, then look
-            // again (a verification never answers "unknown" for a key whose creation
-            // returned before it arrived).
-            Err(VerifyOutcome::Unknown) if self.shared => {
+            // A key another node created or imported moments ago: follow the database once,
+            // then look again (a verification never answers "unknown" for a key whose
+            // creation or import returned before it arrived). A malformed secret is worth the
+            // look only if it could be a foreign one (docs/import.md).
+            Err(outcome)
+                if self.shared
+                    && match outcome {
+                        VerifyOutcome::Unknown => true,
+                        _ => crate::import::may_be_foreign(presented),
+                    } =>
+            {
                 // Counted once, by the second look.
-                self.counters.verify_unknown.fetch_sub(1, Ordering::Relaxed);
+                let first_count = match outcome {
+                    VerifyOutcome::Unknown => &self.counters.verify_unknown,
+                    _ => &self.counters.verify_malformed,
+                };
+                first_count.fetch_sub(1, Ordering::Relaxed);
                 self.writer.follow_now().await?;
                 match self.lookup(presented) {
                     Ok(found) => found,

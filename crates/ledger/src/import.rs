@@ -209,7 +209,14 @@ pub(crate) fn find_foreign(state: &LedgerState, presented: &str) -> Option<KeyId
 }
 
 /// Whether a secret not of keyledger's shape may be an imported key's (re-hashed or not):
-/// only while the registry holds imported keys, and only if it is not over-long.
+/// only while the registry holds imported keys, and only if [`may_be_foreign`].
 pub(crate) fn may_be_imported(state: &LedgerState, presented: &str) -> bool {
-    !state.imported.is_empty() && !presented.is_empty() && presented.len() <= MAX_FOREIGN_SECRET_BYTES
+    !state.imported.is_empty() && may_be_foreign(presented)
+}
+
+/// Whether a secret not of keyledger's shape could be a foreign secret at all (non-empty,
+/// not over-long), whatever this registry holds: on a shared store another node may have
+/// imported its key moments ago.
+pub(crate) fn may_be_foreign(presented: &str) -> bool {
+    !presented.is_empty() && presented.len() <= MAX_FOREIGN_SECRET_BYTES
 }

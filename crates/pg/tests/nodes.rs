@@ -84,6 +84,32 @@ async fn a_revoke_returned_on_one_node_denies_the_next_verify_on_the_other() {
     b.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_imported_on_one_node_is_valid_on_the_other_at_once() {
+    use keyledger_core::{ForeignAlgorithm, ForeignHash};
+    use keyledger_ledger::import::ImportSpec;
+    use sha2::{Digest, Sha256};
+    let ledger = Ledger::new();
+    let init = ledger.init("a");
+    let a = ledger.open(&ledger.dir("a"));
+    let b = ledger.open(&ledger.node_dir("b", "a"));
+    let caller = admin(&a, init.admin_key.expose());
+    let import = |name: &str, secret: &str| ImportSpec {
+        key: spec(name, &["read"]),
+        foreign: ForeignHash { algorithm: ForeignAlgorithm::Sha256, digest: Sha256::digest(secret).into() },
+        external_id: None,
+    };
+    // B has seen no imported key yet, then one, but not the next: each time a foreign
+    // secret it cannot place makes it follow the database before answering.
+    for (name, secret) in [("first", "unkey_3ZbV8vQeWm9kq7LrT2pNxYc"), ("second", "sk_test_51HxQ2eLkd8Vb0")] {
+        a.import(caller.clone(), ws("acme"), vec![import(name, secret)], None).await.unwrap();
+        assert_eq!(verify(&b, secret).await, Some(true), "{name}: imported on A, valid on B");
+    }
+    assert_eq!(verify(&b, "unkey_never_imported").await, None, "a foreign secret nobody imported");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[test]
 fn a_node_with_another_pepper_or_signing_key_is_refused_naming_which() {
     let ledger = Ledger::new();
