@@ -430,6 +430,11 @@ impl<S: Sequencer> Writer<S> {
             };
             self.recover_if_due();
             let mut commands = Vec::new();
+            // Follows asked during this drain: one round after it serves them all, since each
+            // was asked before that round begins (many verifications of keys this node cannot
+            // place cost one database read, not one each).
+            let mut follow_asked = false;
+            let mut follow_waiters = Vec::new();
             let mut message = first;
             while let Some(m) = message.take() {
                 match m {
@@ -451,30 +456,33 @@ impl<S: Sequencer> Writer<S> {
                         let _ = reply.send(answer);
                     }
                     Message::Follow(reply) => {
-                        if !commands.is_empty() {
-                            self.process(std::mem::take(&mut commands));
-                        }
-                        self.follow_pending.store(false, Ordering::Release);
-                        self.follow_store();
-                        if let Some(reply) = reply {
-                            let answer = match &self.failure {
-                                Some(reason) => Err(LogError::Unavailable(reason.clone())),
-                                None => Ok(()),
-                            };
-                            let _ = reply.send(answer);
-                        }
+                        follow_asked = true;
+                        follow_waiters.extend(reply);
                     }
                     Message::Shutdown(done) => {
                         shutdown = Some(done);
                         break;
                     }
                 }
-                if commands.len() < self.options.max_batch_commands {
+                if commands.len() < self.options.max_batch_commands
+                    && follow_waiters.len() < self.options.max_batch_commands
+                {
                     message = rx.try_recv().ok();
                 }
             }
             if !commands.is_empty() {
                 self.process(commands);
+            }
+            if follow_asked {
+                self.follow_pending.store(false, Ordering::Release);
+                self.follow_store();
+                for reply in follow_waiters {
+                    let answer = match &self.failure {
+                        Some(reason) => Err(LogError::Unavailable(reason.clone())),
+                        None => Ok(()),
+                    };
+                    let _ = reply.send(answer);
+                }
             }
             self.sync_if_due(false);
             self.checkpoint_if_due(false);

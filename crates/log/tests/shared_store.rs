@@ -8,7 +8,7 @@ use keyledger_log::segment::SegmentReader;
 use keyledger_log::store::{Foreign, Head, LogStore, SharedCheckpoint, StoreError};
 use keyledger_log::{Batch, CommittedEvents, Durability, Log, LogConfig, LogError, Sequencer, WriterOptions};
 use keyledger_verify::merkle::{Frontier, Hash, TreeHash};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,21 @@ struct Memory {
     log: Arc<Mutex<Shared>>,
     /// The next commit happens, but its answer is lost (the connection died during COMMIT).
     lose_answer: Arc<AtomicBool>,
+    /// Reads of other writers' records (`follow`) so far.
+    follows: Arc<AtomicUsize>,
+    /// The next read takes 300 ms (a slow database).
+    slow_follow: Arc<AtomicBool>,
+}
+
+impl Memory {
+    fn new() -> Self {
+        Self {
+            log: Arc::new(Mutex::new(Shared { records: Vec::new(), root: TreeHash::Rfc6962.empty_root() })),
+            lose_answer: Arc::new(AtomicBool::new(false)),
+            follows: Arc::new(AtomicUsize::new(0)),
+            slow_follow: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 impl LogStore for Memory {
@@ -58,6 +73,10 @@ impl LogStore for Memory {
     }
     fn abort(&mut self) {}
     fn follow(&mut self, local_len: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.follows.fetch_add(1, Ordering::AcqRel);
+        if self.slow_follow.swap(false, Ordering::AcqRel) {
+            std::thread::sleep(Duration::from_millis(300));
+        }
         let log = self.log.lock().unwrap();
         Ok(log.records.iter().skip(local_len as usize).take(limit).cloned().collect())
     }
@@ -133,10 +152,7 @@ fn the_writer_applies_other_writers_records_first_and_never_acknowledges_an_unkn
     })
     .unwrap();
     let reader = log.reader();
-    let store = Memory {
-        log: Arc::new(Mutex::new(Shared { records: Vec::new(), root: TreeHash::Rfc6962.empty_root() })),
-        lose_answer: Arc::new(AtomicBool::new(false)),
-    };
+    let store = Memory::new();
     let applied = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::sync_channel::<CommittedEvents>(64);
     let options = WriterOptions { retry_initial: Duration::from_millis(10), ..WriterOptions::default() };
@@ -182,4 +198,61 @@ fn the_writer_applies_other_writers_records_first_and_never_acknowledges_an_unkn
     let seen: Vec<u64> =
         rx.try_iter().flat_map(|batch| batch.iter().map(|e| e.seq).collect::<Vec<_>>()).collect();
     assert_eq!(seen, vec![0, 1, 2, 3, 4, 5], "the subscriber saw every event once, in order");
+}
+
+#[test]
+fn follows_asked_while_the_writer_is_busy_are_served_by_one_read_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig {
+        dir: dir.path().join("log"),
+        storage: keyledger_log::storage::OsStorage::shared(),
+        signer: signer(),
+        origin: ORIGIN.into(),
+        tree_hash: TreeHash::Rfc6962,
+    })
+    .unwrap();
+    let store = Memory::new();
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let writer = log.start_with_store(
+        Following { applied: applied.clone() },
+        WriterOptions::default(),
+        None,
+        Box::new(store.clone()),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        // The first follow finds the database slow; twenty more are asked meanwhile.
+        store.slow_follow.store(true, Ordering::Release);
+        let before = store.follows.load(Ordering::Acquire);
+        let first = {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.follow_now().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Another writer appends while they wait: every follower must see it.
+        {
+            let mut shared = store.log.lock().unwrap();
+            shared.records.push(foreign_event(0));
+            let mut frontier = Frontier::new(TreeHash::Rfc6962);
+            frontier.push(TreeHash::Rfc6962.leaf(&shared.records[0]));
+            shared.root = frontier.root();
+        }
+        let waiting: Vec<_> = (0..20)
+            .map(|_| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.follow_now().await })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), Ok(()));
+        for follower in waiting {
+            assert_eq!(follower.await.unwrap(), Ok(()));
+        }
+        let reads = store.follows.load(Ordering::Acquire) - before;
+        assert!(
+            reads <= 3,
+            "21 follows asked, {reads} reads of the store (one for the first, one for the rest)"
+        );
+    });
+    assert_eq!(*applied.lock().unwrap(), vec![0], "the other writer's record was applied once");
+    writer.shutdown_blocking();
 }
