@@ -124,6 +124,17 @@ impl Sequencer for Following {
     }
 }
 
+fn open_log(dir: &std::path::Path) -> Log {
+    Log::open(LogConfig {
+        dir: dir.join("log"),
+        storage: keyledger_log::storage::OsStorage::shared(),
+        signer: signer(),
+        origin: ORIGIN.into(),
+        tree_hash: TreeHash::Rfc6962,
+    })
+    .unwrap()
+}
+
 fn foreign_event(seq: u64) -> Vec<u8> {
     let usage = Usage {
         key_id: KeyId::from_bytes([2; 16]),
@@ -143,14 +154,7 @@ fn foreign_event(seq: u64) -> Vec<u8> {
 #[test]
 fn the_writer_applies_other_writers_records_first_and_never_acknowledges_an_unknown_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(LogConfig {
-        dir: dir.path().join("log"),
-        storage: keyledger_log::storage::OsStorage::shared(),
-        signer: signer(),
-        origin: ORIGIN.into(),
-        tree_hash: TreeHash::Rfc6962,
-    })
-    .unwrap();
+    let log = open_log(dir.path());
     let reader = log.reader();
     let store = Memory::new();
     let applied = Arc::new(Mutex::new(Vec::new()));
@@ -203,14 +207,7 @@ fn the_writer_applies_other_writers_records_first_and_never_acknowledges_an_unkn
 #[test]
 fn follows_asked_while_the_writer_is_busy_are_served_by_one_read_of_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(LogConfig {
-        dir: dir.path().join("log"),
-        storage: keyledger_log::storage::OsStorage::shared(),
-        signer: signer(),
-        origin: ORIGIN.into(),
-        tree_hash: TreeHash::Rfc6962,
-    })
-    .unwrap();
+    let log = open_log(dir.path());
     let store = Memory::new();
     let applied = Arc::new(Mutex::new(Vec::new()));
     let writer = log.start_with_store(
