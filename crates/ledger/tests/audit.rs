@@ -810,8 +810,9 @@ fn write_hot_key_uses(dir: &Path, uses: u64, gateway_id: impl Fn(u64) -> String)
     (hot, written)
 }
 
-/// The request index is bucketed by seq (65,536 seqs a bucket): an id used in several
-/// buckets is found in each, and keyledger's own ids are found in any bucket.
+/// The request index is bucketed by seq (65,536 seqs a bucket, rows of 4,096): an id used
+/// in several buckets is found in each, and keyledger's own ids are found in any bucket and
+/// on either side of a row's block.
 #[test]
 fn request_ids_are_found_across_index_buckets() {
     let dir = support::DataDir::new();
@@ -836,7 +837,7 @@ fn request_ids_are_found_across_index_buckets() {
         across += usize::from(seqs.iter().any(|s| *s < 65_536) && seqs.iter().any(|s| *s >= 65_536));
     }
     assert!(across > 10, "only {across} sampled ids span two buckets");
-    for seq in [0, 65_535, 65_536, 65_537, events.len() as u64 - 1] {
+    for seq in [0, 4_095, 4_096, 65_535, 65_536, 65_537, events.len() as u64 - 1] {
         let own = events[seq as usize].request_id.to_string();
         let got: Vec<u64> = engine.audit().request_events(&own).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(got, vec![seq], "own request {own}");
@@ -881,36 +882,59 @@ fn an_older_audit_layout_is_rebuilt_from_the_log_on_open() {
     engine.shutdown_blocking();
 }
 
-/// A projections file written with audit layout 2 (`audit_src_events` keyed by the 16-byte
-/// address) opens: its audit tables are dropped and rebuilt from the log in layout 3.
-#[test]
-fn audit_layout_2_is_rebuilt_from_the_log_on_open() {
+/// Opens a data dir whose audit tables were rewritten by `downgrade` to an older layout
+/// (`layout` in `audit_meta`) and checks that they are dropped and rebuilt from the log,
+/// byte for byte as they were, in [`audit::LAYOUT_VERSION`].
+fn check_rebuilt_from_older_layout(seed: u64, layout: u64, downgrade: impl FnOnce(&redb::WriteTransaction)) {
     let dir = support::DataDir::new();
-    build(&dir, 0x5eed_0005, 400);
+    build(&dir, seed, 400);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
     assert!(runtime.block_on(engine.wait_for_projections(Duration::from_secs(10))));
     let expected = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
+    let last = engine.log().event(engine.log().len() - 1).unwrap();
     engine.shutdown_blocking();
     drop(engine);
     {
         let db = redb::Database::create(dir.join(keyledger_ledger::datadir::PROJECTIONS_FILE)).unwrap();
         let txn = db.begin_write().unwrap();
         let meta = redb::TableDefinition::<&str, u64>::new("audit_meta");
-        txn.open_table(meta).unwrap().insert("layout", 2).unwrap();
-        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_src_events")).unwrap();
-        let old = redb::TableDefinition::<&[u8; 28], &[u8; 9]>::new("audit_src_events");
-        txn.open_table(old).unwrap().insert(&[1u8; 28], &[1u8; 9]).unwrap();
+        txn.open_table(meta).unwrap().insert("layout", layout).unwrap();
+        downgrade(&txn);
         txn.commit().unwrap();
     }
     let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
     assert!(runtime.block_on(engine.wait_for_projections(Duration::from_secs(10))));
     let reopened = audit::dump(engine.projections_db().get().unwrap().as_ref()).unwrap();
     assert!(reopened == expected, "the rebuilt audit tables differ from the original ones");
-    let layout = reopened.iter().find(|(name, _)| name == "audit_meta").unwrap();
-    assert!(layout.1.contains(&(b"layout".to_vec(), audit::LAYOUT_VERSION.to_be_bytes().to_vec())));
-    assert_eq!(audit::LAYOUT_VERSION, 3);
+    let meta = reopened.iter().find(|(name, _)| name == "audit_meta").unwrap();
+    assert!(meta.1.contains(&(b"layout".to_vec(), audit::LAYOUT_VERSION.to_be_bytes().to_vec())));
+    let found = engine.audit().request_events(&last.request_id.to_string()).unwrap();
+    assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![last.seq]);
     engine.shutdown_blocking();
+}
+
+/// A projections file written with audit layout 2 (`audit_src_events` keyed by the 16-byte
+/// address) opens: its audit tables are dropped and rebuilt from the log.
+#[test]
+fn audit_layout_2_is_rebuilt_from_the_log_on_open() {
+    check_rebuilt_from_older_layout(0x5eed_0005, 2, |txn| {
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_src_events")).unwrap();
+        let old = redb::TableDefinition::<&[u8; 28], &[u8; 9]>::new("audit_src_events");
+        txn.open_table(old).unwrap().insert(&[1u8; 28], &[1u8; 9]).unwrap();
+    });
+}
+
+/// A projections file written with audit layout 3 (one `audit_requests` row per request
+/// id, no value) opens: its audit tables are dropped and rebuilt from the log.
+#[test]
+fn audit_layout_3_is_rebuilt_from_the_log_on_open() {
+    assert_eq!(audit::LAYOUT_VERSION, 4);
+    check_rebuilt_from_older_layout(0x5eed_0006, 3, |txn| {
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_requests")).unwrap();
+        let old = redb::TableDefinition::<&[u8; 10], ()>::new("audit_requests");
+        txn.open_table(old).unwrap().insert(&[1u8; 10], ()).unwrap();
+    });
 }
 
 /// Size and speed on a larger synthetic log (run with `--ignored --nocapture`;

@@ -21,7 +21,7 @@
 //! | `audit_key_first` | key_no (4) ‖ dim (1) ‖ value id (4) | first at (8) |
 //! | `audit_src_agg` | ip (16) ‖ key_no (4) ‖ day (4) | [`Agg`] (24) |
 //! | `audit_src_events` | ip id (4) ‖ key_no (4) ‖ seq (8) | flags (1) ‖ at (8) |
-//! | `audit_requests` | seq bucket (4: seq >> 16) ‖ h4(request id) ‖ seq low bits (2) | () |
+//! | `audit_requests` | seq bucket (4: seq >> 16) ‖ h4(request id)\[0\] (1) ‖ seq block (1: bits 12–15) | entries of 5 bytes: h4\[1..4\] (3) ‖ seq low bits (2), in seq order |
 //! | `audit_timelines` | workspace ‖ 0x00 ‖ key id (16) | postcard([`Timeline`]) |
 //!
 //! Dimensions: 0 = all uses (value 0), 1 = source address (interned as its 16-byte
@@ -31,14 +31,17 @@
 //!
 //! **Layout choices for the write path** (the projector folds every `used` event into these
 //! tables, so their cost is per verification). The per-event tables (`audit_key_events`,
-//! `audit_src_events`, `audit_requests`) have fixed-width keys and values, so redb stores no
-//! per-entry offsets. Request ids are random, so an index keyed by their hash alone turns
-//! every verification into an insert at a random place of an ever-growing B-tree (a leaf
-//! page copied and rebuilt per insert); keying it by seq bucket first confines a batch's
-//! inserts to the last bucket's few hundred leaves, at the price of a lookup probing every
-//! bucket (about 150 short range reads at 10 million events). [`LAYOUT_VERSION`] names this
-//! layout: a projections file written with another one has its audit tables dropped and
-//! rebuilt from the log when it is opened (in [`AuditProjection`]'s `prepare`).
+//! `audit_src_events`) have fixed-width keys and values, so redb stores no per-entry
+//! offsets. Request ids are random, so an index keyed by their hash alone turns every
+//! verification into an insert at a random place of an ever-growing B-tree. `audit_requests`
+//! therefore folds the ids into rows: one row per seq bucket, first hash byte and block of
+//! 4,096 seqs, holding the rest of each hash and its seq. A batch appends to at most 256 rows
+//! of the current block (one read and one write each) instead of inserting one row per id,
+//! and a lookup reads one short range per bucket and hash (about 150 at 10 million events).
+//! The block bounds a row at 8,192 entries (40 KiB) even when a client picks gateway request
+//! ids whose hashes share a first byte. [`LAYOUT_VERSION`] names this layout: a projections
+//! file written with another one has its audit tables dropped and rebuilt from the log when
+//! it is opened (in [`AuditProjection`]'s `prepare`).
 
 mod projection;
 mod query;
@@ -65,16 +68,21 @@ pub(crate) const KEY_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 pub(crate) const KEY_FIRST: TableDefinition<&[u8], i64> = TableDefinition::new("audit_key_first");
 pub(crate) const SRC_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_src_agg");
 pub(crate) const SRC_EVENTS: TableDefinition<&[u8; 16], &[u8; 9]> = TableDefinition::new("audit_src_events");
-pub(crate) const REQUESTS: TableDefinition<&[u8; 10], ()> = TableDefinition::new("audit_requests");
+pub(crate) const REQUESTS: TableDefinition<&[u8; 6], &[u8]> = TableDefinition::new("audit_requests");
 
 /// The version of the table layouts above, stored in `audit_meta` under `layout`. Version 1
 /// (no `layout` row) had variable-width per-event tables and `h8(request id) ‖ seq` request
 /// keys; version 2 keyed `audit_src_events` by the 16-byte address instead of its interned
-/// id.
-pub const LAYOUT_VERSION: u64 = 3;
+/// id; version 3 had one `audit_requests` row per request id (`bucket ‖ h4 ‖ seq low bits`).
+pub const LAYOUT_VERSION: u64 = 4;
 pub(crate) const LAYOUT: &str = "layout";
 /// Seqs per bucket of `audit_requests` (as a shift).
 pub(crate) const REQUEST_BUCKET_BITS: u32 = 16;
+/// Seqs per block of `audit_requests` rows (as a shift): a row holds at most two entries
+/// (keyledger's id and the gateway's) per seq of its block.
+pub(crate) const REQUEST_BLOCK_BITS: u32 = 12;
+/// Bytes of one `audit_requests` entry.
+pub(crate) const REQUEST_ENTRY: usize = 5;
 pub(crate) const TIMELINES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_timelines");
 
 pub(crate) const CLASS_LIFECYCLE: u8 = 0;
@@ -221,7 +229,7 @@ pub fn dump(db: &impl ReadableDatabase) -> Result<Vec<TableDump>, ProjectionErro
     rows!(KEY_FIRST, bytes, |v: i64| v.to_be_bytes().to_vec());
     rows!(SRC_AGG, bytes, bytes);
     rows!(SRC_EVENTS, |k: &[u8; 16]| k.to_vec(), |v: &[u8; 9]| v.to_vec());
-    rows!(REQUESTS, |k: &[u8; 10]| k.to_vec(), |_: ()| Vec::new());
+    rows!(REQUESTS, |k: &[u8; 6]| k.to_vec(), bytes);
     rows!(TIMELINES, bytes, bytes);
     Ok(out)
 }
@@ -279,19 +287,35 @@ pub(crate) fn request_hash(gateway: bool, id: &[u8]) -> [u8; 4] {
     out
 }
 
-/// The `audit_requests` row of a request id hash at `seq`.
-pub(crate) fn request_key(hash: [u8; 4], seq: u64) -> [u8; 10] {
+/// The `audit_requests` row that holds a request id hash seen at `seq`.
+pub(crate) fn request_row(hash: [u8; 4], seq: u64) -> [u8; 6] {
     let bucket = u32::try_from(seq >> REQUEST_BUCKET_BITS).unwrap_or(u32::MAX);
-    let mut key = [0u8; 10];
-    key[..4].copy_from_slice(&bucket.to_be_bytes());
-    key[4..8].copy_from_slice(&hash);
-    key[8..].copy_from_slice(&((seq & 0xffff) as u16).to_be_bytes());
-    key
+    let mut row = [0u8; 6];
+    row[..4].copy_from_slice(&bucket.to_be_bytes());
+    row[4] = hash[0];
+    row[5] = ((seq & 0xffff) >> REQUEST_BLOCK_BITS) as u8;
+    row
 }
 
-/// The seq of an `audit_requests` row.
-pub(crate) fn request_seq(key: &[u8; 10]) -> u64 {
-    (u64::from(be_u32(&key[..4])) << REQUEST_BUCKET_BITS) | u64::from(u16::from_be_bytes([key[8], key[9]]))
+/// The entry of a request id hash seen at `seq`, within its [`request_row`].
+pub(crate) fn request_entry(hash: [u8; 4], seq: u64) -> [u8; REQUEST_ENTRY] {
+    let mut entry = [0u8; REQUEST_ENTRY];
+    entry[..3].copy_from_slice(&hash[1..]);
+    entry[3..].copy_from_slice(&((seq & 0xffff) as u16).to_be_bytes());
+    entry
+}
+
+/// The seqs of a row's entries that hold `hash`, in the row's (seq) order.
+pub(crate) fn request_seqs<'r>(
+    row: &[u8; 6],
+    entries: &'r [u8],
+    hash: [u8; 4],
+) -> impl Iterator<Item = u64> + 'r {
+    let bucket = u64::from(be_u32(&row[..4])) << REQUEST_BUCKET_BITS;
+    entries
+        .chunks_exact(REQUEST_ENTRY)
+        .filter(move |entry| entry[..3] == hash[1..])
+        .map(move |entry| bucket | u64::from(u16::from_be_bytes([entry[3], entry[4]])))
 }
 
 pub(crate) fn kind_code(kind: EventKind) -> u8 {
@@ -388,18 +412,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_keys_give_back_their_seq_and_sort_by_bucket_first() {
+    fn request_rows_and_entries_give_back_their_seq_and_sort_by_bucket_first() {
         let hashes = [[0u8; 4], [0xff; 4], request_hash(true, b"gw-1"), request_hash(false, b"gw-1")];
-        let seqs = [0, 1, 0xfffe, 0xffff, 0x1_0000, 0x1_0001, 0x1234_5678, (1 << 48) - 1];
+        let seqs = [0, 1, 0xfff, 0x1000, 0xfffe, 0xffff, 0x1_0000, 0x1_0001, 0x1234_5678, (1 << 48) - 1];
         for hash in hashes {
             for seq in seqs {
-                assert_eq!(request_seq(&request_key(hash, seq)), seq, "seq {seq:#x}");
+                let row = request_row(hash, seq);
+                let entry = request_entry(hash, seq);
+                assert_eq!(request_seqs(&row, &entry, hash).collect::<Vec<_>>(), vec![seq], "seq {seq:#x}");
+                let mut other = hash;
+                other[3] ^= 1;
+                assert_eq!(request_seqs(&row, &entry, other).count(), 0, "another hash, seq {seq:#x}");
             }
         }
-        // Every key of a bucket sorts before every key of the next one, so a batch's inserts
-        // stay within the last bucket.
-        assert!(request_key([0xff; 4], 0xffff) < request_key([0; 4], 0x1_0000));
-        assert!(request_key([1; 4], 5) < request_key([1; 4], 6));
+        // Every row of a bucket sorts before every row of the next one, so a batch's writes
+        // stay within the last bucket; a row holds one block of 4,096 seqs.
+        assert!(request_row([0xff; 4], 0xffff) < request_row([0; 4], 0x1_0000));
+        assert_eq!(request_row([1; 4], 0x1000), request_row([1; 4], 0x1fff));
+        assert_ne!(request_row([1; 4], 0xfff), request_row([1; 4], 0x1000));
         assert_ne!(request_hash(true, b"req_x"), request_hash(false, b"req_x"));
     }
 }

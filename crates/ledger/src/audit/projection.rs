@@ -73,7 +73,8 @@ struct Writer<'t> {
     string_cache: [HashMap<Vec<u8>, u32>; 4],
     key_events: Vec<([u8; 13], [u8; 21])>,
     src_events: Vec<([u8; 16], [u8; 9])>,
-    requests: Vec<[u8; 10]>,
+    /// `audit_requests` rows and the entries to append to them, in seq order.
+    requests: Vec<([u8; 6], [u8; REQUEST_ENTRY])>,
     key_agg_delta: BTreeMap<[u8; 13], Agg>,
     key_first_delta: BTreeMap<[u8; 9], i64>,
     src_agg_delta: BTreeMap<[u8; 24], Agg>,
@@ -167,7 +168,8 @@ impl<'t> Writer<'t> {
     }
 
     fn index_request(&mut self, gateway: bool, id: &[u8], seq: u64) {
-        self.requests.push(request_key(request_hash(gateway, id), seq));
+        let hash = request_hash(gateway, id);
+        self.requests.push((request_row(hash, seq), request_entry(hash, seq)));
     }
 
     fn event(&mut self, event: &Event) -> Result<(), ProjectionError> {
@@ -296,10 +298,21 @@ impl<'t> Writer<'t> {
             src_events.insert(key, value)?;
         }
         drop(src_events);
-        self.requests.sort_unstable();
+        // A stable sort: each row's new entries stay in seq order, after its stored ones, so
+        // the rows do not depend on where batches began (a rebuild writes the same bytes).
+        self.requests.sort_by_key(|(row, _)| *row);
         let mut requests = self.txn.open_table(REQUESTS)?;
-        for key in &self.requests {
-            requests.insert(key, ())?;
+        let mut entries = Vec::new();
+        for group in self.requests.chunk_by(|a, b| a.0 == b.0) {
+            let row = &group[0].0;
+            entries.clear();
+            if let Some(stored) = requests.get(row)? {
+                entries.extend_from_slice(stored.value());
+            }
+            for (_, entry) in group {
+                entries.extend_from_slice(entry);
+            }
+            requests.insert(row, entries.as_slice())?;
         }
         drop(requests);
         for (key, mut agg) in std::mem::take(&mut self.key_agg_delta) {

@@ -408,33 +408,34 @@ impl<'a> AuditQueries<'a> {
         }
         let mut found = BTreeMap::new();
         let buckets = end.div_ceil(1 << REQUEST_BUCKET_BITS);
-        let rows = candidates.into_iter().flat_map(|(hash, is_own)| {
-            (0..buckets).map(move |bucket| {
+        for (hash, is_own) in candidates {
+            for bucket in 0..buckets {
                 let first = bucket << REQUEST_BUCKET_BITS;
-                (request_key(hash, first), request_key(hash, first | 0xffff), is_own)
-            })
-        });
-        for (from, to, is_own) in rows {
-            for row in table.range::<&[u8; 10]>(&from..=&to)? {
-                let (k, _) = row?;
-                let seq = request_seq(k.value());
-                if seq >= end || found.contains_key(&seq) {
-                    continue;
+                let (from, to) = (request_row(hash, first), request_row(hash, first | 0xffff));
+                let mut seqs = Vec::new();
+                for row in table.range::<&[u8; 6]>(&from..=&to)? {
+                    let (k, v) = row?;
+                    seqs.extend(request_seqs(k.value(), v.value(), hash));
                 }
-                let event = self.event(seq)?;
-                let matches = if is_own {
-                    Some(event.request_id) == own
-                } else {
-                    match &event.payload {
-                        Payload::Used(u) | Payload::Metered(keyledger_core::Metered { usage: u, .. }) => {
-                            u.context.request_id.as_deref() == Some(id)
-                        }
-                        Payload::Denied(d) => d.context.request_id.as_deref() == Some(id),
-                        _ => false,
+                for seq in seqs {
+                    if seq >= end || found.contains_key(&seq) {
+                        continue;
                     }
-                };
-                if matches {
-                    found.insert(seq, event);
+                    let event = self.event(seq)?;
+                    let matches = if is_own {
+                        Some(event.request_id) == own
+                    } else {
+                        match &event.payload {
+                            Payload::Used(u) | Payload::Metered(keyledger_core::Metered { usage: u, .. }) => {
+                                u.context.request_id.as_deref() == Some(id)
+                            }
+                            Payload::Denied(d) => d.context.request_id.as_deref() == Some(id),
+                            _ => false,
+                        }
+                    };
+                    if matches {
+                        found.insert(seq, event);
+                    }
                 }
             }
         }
