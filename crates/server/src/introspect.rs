@@ -188,7 +188,10 @@ async fn context(parts: &mut Parts, state: &AppState) -> Result<UsageContext, Re
 fn text(headers: &HeaderMap, name: &str) -> Option<String> {
     let value = headers.get(name)?.to_str().ok()?;
     let bounded = crate::verify::context_text(value);
-    Some(crate::redact::words(&bounded).into_owned())
+    if let std::borrow::Cow::Owned(clean) = crate::redact::words(&bounded) {
+        return Some(clean);
+    }
+    Some(bounded)
 }
 
 /// Verifies `token` for `admin` and says what RFC 7662 answers.
@@ -265,6 +268,25 @@ mod tests {
         for body in [&b""[..], b"token_type_hint=x", b"token=a&token=b", b"tokens=a"] {
             assert_eq!(token(body).unwrap_err().code, ErrorCode::InvalidRequest, "{body:?}");
         }
+    }
+
+    #[test]
+    fn a_recorded_header_is_cut_and_has_its_secrets_redacted() {
+        let secret = keyledger_core::Secret::generate(
+            &keyledger_core::KeyPrefix::default_prefix(),
+            keyledger_core::Environment::Live,
+        )
+        .expect("entropy");
+        let mut headers = HeaderMap::new();
+        let agent = format!("curl/8 ({})", secret.expose());
+        headers.insert("user-agent", agent.parse().expect("header"));
+        headers.insert("x-request-id", "gw-1".parse().expect("header"));
+        let long = "a".repeat(crate::verify::MAX_CONTEXT_CHARS + 7);
+        headers.insert("x-long", long.parse().expect("header"));
+        assert_eq!(text(&headers, "user-agent").as_deref(), Some("curl/8 ([redacted])"));
+        assert_eq!(text(&headers, "x-request-id").as_deref(), Some("gw-1"));
+        assert_eq!(text(&headers, "x-long").map(|t| t.len()), Some(crate::verify::MAX_CONTEXT_CHARS));
+        assert_eq!(text(&headers, "x-absent"), None);
     }
 
     #[test]
