@@ -1,24 +1,17 @@
 //! The database stopped: appends and verifications fail closed (503), reads keep working
 //! from the node's mirror, and the node recovers by itself when the database returns.
 use keyledger_core::UsageContext;
-use keyledger_ledger::{Caller, Engine, LedgerError, VerifyOutcome, VerifyRequirements};
+use keyledger_ledger::{LedgerError, VerifyOutcome, VerifyRequirements};
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{Ledger, rid, spec, verify, ws};
-
-fn admin(engine: &Engine, key: &str) -> Caller {
-    let admin = engine.authenticate_admin(key).unwrap();
-    Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() }
-}
+use support::{Ledger, admin, rid, spec, verify, ws};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_database_fails_closed_and_the_node_recovers_by_itself() {
     let ledger = Ledger::new();
-    let init = ledger.init("a");
-    let a = ledger.open(&ledger.dir("a"));
-    let b = ledger.open(&ledger.node_dir("b", "a"));
+    let (init, a, b) = ledger.two_nodes();
     let key = init.admin_key.expose().to_owned();
     let (record, secret) = a.create(admin(&a, &key), ws("acme"), spec("k", &["read"])).await.unwrap();
     assert_eq!(verify(&b, secret.expose()).await, Some(true));

@@ -6,19 +6,12 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{Ledger, rid, spec, verify, ws};
-
-fn admin(engine: &Engine, key: &str) -> Caller {
-    let admin = engine.authenticate_admin(key).unwrap();
-    Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() }
-}
+use support::{Ledger, admin, rid, spec, verify, ws};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_appends_nothing_follows_the_log_and_its_audit_sees_the_other_nodes_writes() {
     let ledger = Ledger::new();
-    let init = ledger.init("a");
-    let a = ledger.open(&ledger.dir("a"));
-    let b = ledger.open(&ledger.node_dir("b", "a"));
+    let (init, a, b) = ledger.two_nodes();
     let caller = admin(&a, init.admin_key.expose());
     let request = rid();
     let creator = Caller { request_id: request, ..caller };

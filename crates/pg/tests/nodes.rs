@@ -1,23 +1,16 @@
 //! Several engines (nodes, each with its own data dir) over one PostgreSQL database: one
 //! history, revocation on every node, and the identity checks.
-use keyledger_ledger::{Caller, Engine, EngineError};
+use keyledger_ledger::{Engine, EngineError};
 use keyledger_pg::PgError;
 
 mod support;
 
-use support::{Ledger, records, rid, spec, verify, ws};
-
-fn admin(engine: &Engine, key: &str) -> Caller {
-    let admin = engine.authenticate_admin(key).unwrap();
-    Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() }
-}
+use support::{Ledger, admin, records, spec, verify, ws};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_appending_interleaved_write_one_history() {
     let ledger = Ledger::new();
-    let init = ledger.init("a");
-    let a = ledger.open(&ledger.dir("a"));
-    let b = ledger.open(&ledger.node_dir("b", "a"));
+    let (init, a, b) = ledger.two_nodes();
     let key = init.admin_key.expose().to_owned();
 
     let mut secrets = Vec::new();
@@ -67,9 +60,7 @@ async fn two_nodes_appending_interleaved_write_one_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_returned_on_one_node_denies_the_next_verify_on_the_other() {
     let ledger = Ledger::new();
-    let init = ledger.init("a");
-    let a = ledger.open(&ledger.dir("a"));
-    let b = ledger.open(&ledger.node_dir("b", "a"));
+    let (init, a, b) = ledger.two_nodes();
     let caller = admin(&a, init.admin_key.expose());
     let (key, secret) = a.create(caller.clone(), ws("acme"), spec("k", &["read"])).await.unwrap();
     assert!(b.wait_for_projections(std::time::Duration::from_secs(5)).await);
@@ -90,9 +81,7 @@ async fn a_key_imported_on_one_node_is_valid_on_the_other_at_once() {
     use keyledger_ledger::import::ImportSpec;
     use sha2::{Digest, Sha256};
     let ledger = Ledger::new();
-    let init = ledger.init("a");
-    let a = ledger.open(&ledger.dir("a"));
-    let b = ledger.open(&ledger.node_dir("b", "a"));
+    let (init, a, b) = ledger.two_nodes();
     let caller = admin(&a, init.admin_key.expose());
     let import = |name: &str, secret: &str| ImportSpec {
         key: spec(name, &["read"]),

@@ -4,7 +4,7 @@
 
 use keyledger_core::{Environment, RequestId, Timestamp, UsageContext, WorkspaceId};
 use keyledger_ledger::{
-    Engine, EngineOptions, Expiry, InitOutcome, KeySpec, VerifyOutcome, VerifyRequirements,
+    Caller, Engine, EngineOptions, Expiry, InitOutcome, KeySpec, VerifyOutcome, VerifyRequirements,
 };
 use keyledger_pg::testing::TestCluster;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,15 @@ impl Ledger {
         std::thread::spawn(move || Engine::open(&dir, options).unwrap()).join().unwrap()
     }
 
+    /// Node `a` initialised on the database and opened, and node `b` opened beside it with
+    /// copies of `a`'s keys: the start of every two-node test.
+    pub fn two_nodes(&self) -> (InitOutcome, Engine, Engine) {
+        let init = self.init("a");
+        let a = self.open(&self.dir("a"));
+        let b = self.open(&self.node_dir("b", "a"));
+        (init, a, b)
+    }
+
     pub fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
     }
@@ -66,6 +75,12 @@ impl Ledger {
     pub fn sql<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
         std::thread::scope(|s| s.spawn(|| f(&mut self.client())).join().unwrap())
     }
+}
+
+/// The caller an admin key makes on `engine`.
+pub fn admin(engine: &Engine, key: &str) -> Caller {
+    let admin = engine.authenticate_admin(key).unwrap();
+    Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() }
 }
 
 pub fn rid() -> RequestId {
