@@ -929,11 +929,22 @@ fn audit_layout_2_is_rebuilt_from_the_log_on_open() {
 /// id, no value) opens: its audit tables are dropped and rebuilt from the log.
 #[test]
 fn audit_layout_3_is_rebuilt_from_the_log_on_open() {
-    assert_eq!(audit::LAYOUT_VERSION, 4);
     check_rebuilt_from_older_layout(0x5eed_0006, 3, |txn| {
         txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_requests")).unwrap();
         let old = redb::TableDefinition::<&[u8; 10], ()>::new("audit_requests");
         txn.open_table(old).unwrap().insert(&[1u8; 10], ()).unwrap();
+    });
+}
+
+/// A projections file written with audit layout 4 (one `audit_key_events` row per event,
+/// keyed `key_no ‖ class ‖ seq`) opens: its audit tables are dropped and rebuilt from the log.
+#[test]
+fn audit_layout_4_is_rebuilt_from_the_log_on_open() {
+    assert_eq!(audit::LAYOUT_VERSION, 5);
+    check_rebuilt_from_older_layout(0x5eed_0007, 4, |txn| {
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_key_events")).unwrap();
+        let old = redb::TableDefinition::<&[u8; 13], &[u8; 21]>::new("audit_key_events");
+        txn.open_table(old).unwrap().insert(&[1u8; 13], &[1u8; 21]).unwrap();
     });
 }
 

@@ -16,7 +16,7 @@
 //! | `audit_key_ids` | key_no u32 | key id (16) |
 //! | `audit_strings` | dim (1) ‖ bytes | id u32 (from 1) |
 //! | `audit_string_values` | dim (1) ‖ id (4) | bytes |
-//! | `audit_key_events` | key_no (4) ‖ class (1: 0 lifecycle, 1 usage) ‖ seq (8) | lifecycle: kind (1) ‖ at (8) ‖ 12 zero bytes; usage: flags (1) ‖ at (8) ‖ ip id (4) ‖ ua id (4) ‖ path id (4) |
+//! | `audit_key_events` | key_no (4) ‖ class (1: 0 lifecycle, 1 usage) ‖ seq of the chunk's first event (8) | a chunk of up to 64 events, each seq (8) ‖ lifecycle: kind (1) ‖ at (8) ‖ 12 zero bytes; usage: flags (1) ‖ at (8) ‖ ip id (4) ‖ ua id (4) ‖ path id (4) |
 //! | `audit_key_agg` | key_no (4) ‖ dim (1) ‖ day (4) ‖ value id (4) | [`Agg`] (24) |
 //! | `audit_key_first` | key_no (4) ‖ dim (1) ‖ value id (4) | first at (8) |
 //! | `audit_src_agg` | ip (16) ‖ key_no (4) ‖ day (4) | [`Agg`] (24) |
@@ -30,9 +30,10 @@
 //! gateway's ids); a hit is confirmed against the event itself.
 //!
 //! **Layout choices for the write path** (the projector folds every `used` event into these
-//! tables, so their cost is per verification). The per-event tables (`audit_key_events`,
-//! `audit_src_events`) have fixed-width keys and values, so redb stores no per-entry
-//! offsets. Request ids are random, so an index keyed by their hash alone turns every
+//! tables, so their cost is per verification). A key's events are folded into chunks of 64
+//! (`chunks`): a batch writes one row per key and class it touches, plus one per full chunk,
+//! instead of inserting a row per event. `audit_src_events` has fixed-width keys and values,
+//! so redb stores no per-entry offsets. Request ids are random, so an index keyed by their hash alone turns every
 //! verification into an insert at a random place of an ever-growing B-tree. `audit_requests`
 //! therefore folds the ids into rows: one row per seq bucket, first hash byte and block of
 //! 4,096 seqs, holding the rest of each hash and its seq. A batch appends to at most 256 rows
@@ -43,6 +44,7 @@
 //! file written with another one has its audit tables dropped and rebuilt from the log when
 //! it is opened (in [`AuditProjection`]'s `prepare`).
 
+mod chunks;
 mod projection;
 mod query;
 mod timeline;
@@ -63,7 +65,7 @@ pub(crate) const KEY_NOS: TableDefinition<&[u8], u32> = TableDefinition::new("au
 pub(crate) const KEY_IDS: TableDefinition<u32, &[u8]> = TableDefinition::new("audit_key_ids");
 pub(crate) const STRINGS: TableDefinition<&[u8], u32> = TableDefinition::new("audit_strings");
 pub(crate) const STRING_VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_string_values");
-pub(crate) const KEY_EVENTS: TableDefinition<&[u8; 13], &[u8; 21]> = TableDefinition::new("audit_key_events");
+pub(crate) const KEY_EVENTS: TableDefinition<&[u8; 13], &[u8]> = TableDefinition::new("audit_key_events");
 pub(crate) const KEY_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_key_agg");
 pub(crate) const KEY_FIRST: TableDefinition<&[u8], i64> = TableDefinition::new("audit_key_first");
 pub(crate) const SRC_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_src_agg");
@@ -73,8 +75,9 @@ pub(crate) const REQUESTS: TableDefinition<&[u8; 6], &[u8]> = TableDefinition::n
 /// The version of the table layouts above, stored in `audit_meta` under `layout`. Version 1
 /// (no `layout` row) had variable-width per-event tables and `h8(request id) ‖ seq` request
 /// keys; version 2 keyed `audit_src_events` by the 16-byte address instead of its interned
-/// id; version 3 had one `audit_requests` row per request id (`bucket ‖ h4 ‖ seq low bits`).
-pub const LAYOUT_VERSION: u64 = 4;
+/// id; version 3 had one `audit_requests` row per request id (`bucket ‖ h4 ‖ seq low bits`);
+/// version 4 had one `audit_key_events` row per event.
+pub const LAYOUT_VERSION: u64 = 5;
 pub(crate) const LAYOUT: &str = "layout";
 /// Seqs per bucket of `audit_requests` (as a shift).
 pub(crate) const REQUEST_BUCKET_BITS: u32 = 16;
@@ -156,6 +159,14 @@ pub fn delete_tables(txn: &WriteTransaction) -> Result<(), ProjectionError> {
     Ok(())
 }
 
+/// The prefix of a key's `audit_key_events` chunks of one class.
+pub(crate) fn key_events_prefix(key_no: u32, class: u8) -> [u8; 5] {
+    let mut prefix = [0u8; 5];
+    prefix[..4].copy_from_slice(&key_no.to_be_bytes());
+    prefix[4] = class;
+    prefix
+}
+
 /// The seq of `key_id`'s first verification (allowed or denied) from `ip`, from the
 /// `audit_src_events` index: two key lookups and the first row of one range.
 pub fn first_use_from(
@@ -224,7 +235,7 @@ pub fn dump(db: &impl ReadableDatabase) -> Result<Vec<TableDump>, ProjectionErro
     rows!(KEY_IDS, |k: u32| k.to_be_bytes().to_vec(), bytes);
     rows!(STRINGS, bytes, |v: u32| v.to_be_bytes().to_vec());
     rows!(STRING_VALUES, bytes, bytes);
-    rows!(KEY_EVENTS, |k: &[u8; 13]| k.to_vec(), |v: &[u8; 21]| v.to_vec());
+    rows!(KEY_EVENTS, |k: &[u8; 13]| k.to_vec(), bytes);
     rows!(KEY_AGG, bytes, bytes);
     rows!(KEY_FIRST, bytes, |v: i64| v.to_be_bytes().to_vec());
     rows!(SRC_AGG, bytes, bytes);

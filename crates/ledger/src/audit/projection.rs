@@ -71,7 +71,8 @@ struct Writer<'t> {
     key_cache: HashMap<KeyId, u32>,
     /// Per dimension: value bytes → interned id.
     string_cache: [HashMap<Vec<u8>, u32>; 4],
-    key_events: Vec<([u8; 13], [u8; 21])>,
+    /// `audit_key_events` entries: prefix (key_no ‖ class), seq, payload.
+    key_events: Vec<([u8; 5], u64, [u8; 21])>,
     src_events: Vec<([u8; 16], [u8; 9])>,
     /// `audit_requests` rows and the entries to append to them, in seq order.
     requests: Vec<([u8; 6], [u8; REQUEST_ENTRY])>,
@@ -182,14 +183,10 @@ impl<'t> Writer<'t> {
             payload => {
                 let Some(key_id) = payload.key_id() else { return Ok(()) };
                 let key_no = self.key_no(key_id)?;
-                let mut row = [0u8; 13];
-                row[..4].copy_from_slice(&key_no.to_be_bytes());
-                row[4] = CLASS_LIFECYCLE;
-                row[5..].copy_from_slice(&event.seq.to_be_bytes());
                 let mut value = [0u8; 21];
                 value[0] = kind_code(payload.kind());
                 value[1..9].copy_from_slice(&event.at.micros().to_be_bytes());
-                self.key_events.push((row, value));
+                self.key_events.push((key_events_prefix(key_no, CLASS_LIFECYCLE), event.seq, value));
                 self.timeline(event, key_id)
             }
         }
@@ -237,17 +234,13 @@ impl<'t> Writer<'t> {
         };
         let flags = if allowed { FLAG_ALLOWED } else { 0 };
         let at = event.at;
-        let mut row = [0u8; 13];
-        row[..4].copy_from_slice(&key_no.to_be_bytes());
-        row[4] = CLASS_USAGE;
-        row[5..].copy_from_slice(&event.seq.to_be_bytes());
         let mut value = [0u8; 21];
         value[0] = flags;
         value[1..9].copy_from_slice(&at.micros().to_be_bytes());
         value[9..13].copy_from_slice(&ip_id.to_be_bytes());
         value[13..17].copy_from_slice(&ua_id.to_be_bytes());
         value[17..21].copy_from_slice(&path_id.to_be_bytes());
-        self.key_events.push((row, value));
+        self.key_events.push((key_events_prefix(key_no, CLASS_USAGE), event.seq, value));
 
         let day = day_of(at).to_be_bytes();
         let one = Agg::one(allowed, at);
@@ -285,13 +278,16 @@ impl<'t> Writer<'t> {
     }
 
     fn flush(mut self) -> Result<(), ProjectionError> {
-        // Every row key holds a seq, so no two rows of a batch share a key.
-        self.key_events.sort_unstable_by_key(|row| row.0);
+        // Each entry has its own seq, so this orders every prefix's entries by seq.
+        self.key_events.sort_unstable_by_key(|entry| (entry.0, entry.1));
         let mut key_events = self.txn.open_table(KEY_EVENTS)?;
-        for (key, value) in &self.key_events {
-            key_events.insert(key, value)?;
+        let mut buffer = Vec::new();
+        for group in self.key_events.chunk_by(|a, b| a.0 == b.0) {
+            let entries = group.iter().map(|(_, seq, value)| (*seq, *value));
+            chunks::append(&mut key_events, &group[0].0, entries, &mut buffer)?;
         }
         drop(key_events);
+        // Every row key holds a seq, so no two rows of a batch share a key.
         self.src_events.sort_unstable_by_key(|row| row.0);
         let mut src_events = self.txn.open_table(SRC_EVENTS)?;
         for (key, value) in &self.src_events {

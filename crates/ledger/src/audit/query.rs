@@ -96,14 +96,6 @@ fn log_error(e: impl std::fmt::Display) -> ProjectionError {
     ProjectionError::Log(e.to_string())
 }
 
-fn key_prefix(key_no: u32, class: u8, seq: u64) -> [u8; 13] {
-    let mut key = [0u8; 13];
-    key[..4].copy_from_slice(&key_no.to_be_bytes());
-    key[4] = class;
-    key[5..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
 impl<'a> AuditQueries<'a> {
     pub fn new(db: &'a crate::projection::ProjectionsDb, log: &'a LogReader) -> Self {
         Self { db, log }
@@ -198,12 +190,9 @@ impl<'a> AuditQueries<'a> {
             }
         }
         let events = txn.open_table(KEY_EVENTS)?;
+        let prefix = key_events_prefix(key_no, CLASS_USAGE);
         for (a, b) in split.edges {
-            let from = key_prefix(key_no, CLASS_USAGE, a);
-            let to = key_prefix(key_no, CLASS_USAGE, b);
-            for row in events.range::<&[u8; 13]>(&from..&to)? {
-                let (_, v) = row?;
-                let v = v.value();
+            chunks::scan(&events, &prefix, a, b, |_, v: &[u8; 21]| {
                 let one = Agg::one(v[0] & FLAG_ALLOWED != 0, Timestamp(be_i64(&v[1..9])));
                 let ids = [0, be_u32(&v[9..13]), be_u32(&v[13..17]), be_u32(&v[17..21])];
                 for &dim in dims {
@@ -213,7 +202,8 @@ impl<'a> AuditQueries<'a> {
                     }
                     out[usize::from(dim)].entry(id).and_modify(|a| a.merge(&one)).or_insert(one);
                 }
-            }
+                Ok(true)
+            })?;
         }
         Ok(out)
     }
@@ -305,12 +295,12 @@ impl<'a> AuditQueries<'a> {
         // Merge the classes' seq-ordered ranges, taking limit + 1 seqs.
         let mut seqs: Vec<u64> = Vec::with_capacity(limit + 1);
         for &class in classes {
-            let from = key_prefix(key_no, class, lo);
-            let to = key_prefix(key_no, class, hi);
-            for row in table.range::<&[u8; 13]>(&from..&to)?.take(limit + 1) {
-                let (k, _) = row?;
-                seqs.push(be_u64(&k.value()[5..13]));
-            }
+            let mut taken = 0;
+            chunks::scan(&table, &key_events_prefix(key_no, class), lo, hi, |seq, _: &[u8; 21]| {
+                seqs.push(seq);
+                taken += 1;
+                Ok(taken <= limit)
+            })?;
         }
         seqs.sort_unstable();
         seqs.truncate(limit + 1);
@@ -340,18 +330,14 @@ impl<'a> AuditQueries<'a> {
         let mut revoked_seq = None;
         {
             let table = txn.open_table(KEY_EVENTS)?;
-            let from = key_prefix(key_no, CLASS_LIFECYCLE, 0);
-            let to = key_prefix(key_no, CLASS_LIFECYCLE, end);
-            for row in table.range::<&[u8; 13]>(&from..&to)? {
-                let (k, v) = row?;
-                let seq = be_u64(&k.value()[5..13]);
-                if revoked_seq.is_none()
-                    && v.value().first() == Some(&kind_code(keyledger_core::EventKind::Revoked))
-                {
+            let prefix = key_events_prefix(key_no, CLASS_LIFECYCLE);
+            chunks::scan(&table, &prefix, 0, end, |seq, v: &[u8; 21]| {
+                if revoked_seq.is_none() && v[0] == kind_code(keyledger_core::EventKind::Revoked) {
                     revoked_seq = Some(seq);
                 }
                 data.lifecycle.push(self.event(seq)?);
-            }
+                Ok(true)
+            })?;
         }
         let (lo, hi) = self.bounds(since, until, end)?;
         let all =
