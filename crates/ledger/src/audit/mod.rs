@@ -20,7 +20,7 @@
 //! | `audit_key_agg` | key_no (4) ‖ dim (1) ‖ day (4) ‖ value id (4) | [`Agg`] (24) |
 //! | `audit_key_first` | key_no (4) ‖ dim (1) ‖ value id (4) | first at (8) |
 //! | `audit_src_agg` | ip (16) ‖ key_no (4) ‖ day (4) | [`Agg`] (24) |
-//! | `audit_src_events` | ip id (4) ‖ key_no (4) ‖ seq (8) | flags (1) ‖ at (8) |
+//! | `audit_src_events` | ip id (4) ‖ key_no (4) ‖ seq of the chunk's first event (8) | a chunk of up to 64 uses, each seq (8) ‖ flags (1) ‖ at (8) |
 //! | `audit_requests` | seq bucket (4: seq >> 16) ‖ h4(request id)\[0\] (1) ‖ seq block (1: bits 12–15) | entries of 5 bytes: h4\[1..4\] (3) ‖ seq low bits (2), in seq order |
 //! | `audit_timelines` | workspace ‖ 0x00 ‖ key id (16) | postcard([`Timeline`]) |
 //!
@@ -30,10 +30,11 @@
 //! gateway's ids); a hit is confirmed against the event itself.
 //!
 //! **Layout choices for the write path** (the projector folds every `used` event into these
-//! tables, so their cost is per verification). A key's events are folded into chunks of 64
-//! (`chunks`): a batch writes one row per key and class it touches, plus one per full chunk,
-//! instead of inserting a row per event. `audit_src_events` has fixed-width keys and values,
-//! so redb stores no per-entry offsets. Request ids are random, so an index keyed by their hash alone turns every
+//! tables, so their cost is per verification). A key's events, and its uses from one
+//! address, are folded into chunks of 64 (`chunks`): a batch writes one row per key and
+//! class (or address and key) it touches, plus one per full chunk, instead of inserting a
+//! row per event; a key or address first seen in the batch needs no lookup of its last
+//! chunk, nor of its aggregate rows. Request ids are random, so an index keyed by their hash alone turns every
 //! verification into an insert at a random place of an ever-growing B-tree. `audit_requests`
 //! therefore folds the ids into rows: one row per seq bucket, first hash byte and block of
 //! 4,096 seqs, holding the rest of each hash and its seq. A batch appends to at most 256 rows
@@ -69,15 +70,16 @@ pub(crate) const KEY_EVENTS: TableDefinition<&[u8; 13], &[u8]> = TableDefinition
 pub(crate) const KEY_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_key_agg");
 pub(crate) const KEY_FIRST: TableDefinition<&[u8], i64> = TableDefinition::new("audit_key_first");
 pub(crate) const SRC_AGG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit_src_agg");
-pub(crate) const SRC_EVENTS: TableDefinition<&[u8; 16], &[u8; 9]> = TableDefinition::new("audit_src_events");
+pub(crate) const SRC_EVENTS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("audit_src_events");
 pub(crate) const REQUESTS: TableDefinition<&[u8; 6], &[u8]> = TableDefinition::new("audit_requests");
 
 /// The version of the table layouts above, stored in `audit_meta` under `layout`. Version 1
 /// (no `layout` row) had variable-width per-event tables and `h8(request id) ‖ seq` request
 /// keys; version 2 keyed `audit_src_events` by the 16-byte address instead of its interned
 /// id; version 3 had one `audit_requests` row per request id (`bucket ‖ h4 ‖ seq low bits`);
-/// version 4 had one `audit_key_events` row per event.
-pub const LAYOUT_VERSION: u64 = 5;
+/// version 4 had one `audit_key_events` row per event; version 5 one `audit_src_events` row
+/// per use.
+pub const LAYOUT_VERSION: u64 = 6;
 pub(crate) const LAYOUT: &str = "layout";
 /// Seqs per bucket of `audit_requests` (as a shift).
 pub(crate) const REQUEST_BUCKET_BITS: u32 = 16;
@@ -168,7 +170,7 @@ pub(crate) fn key_events_prefix(key_no: u32, class: u8) -> [u8; 5] {
 }
 
 /// The seq of `key_id`'s first verification (allowed or denied) from `ip`, from the
-/// `audit_src_events` index: two key lookups and the first row of one range.
+/// `audit_src_events` index: two key lookups and the first entry of one chunk.
 pub fn first_use_from(
     db: &redb::ReadTransaction,
     key_id: keyledger_core::KeyId,
@@ -180,14 +182,18 @@ pub fn first_use_from(
     let Some(ip_id) = source_id(&db.open_table(STRINGS)?, &ip_key(ip))? else {
         return Ok(None);
     };
-    let start = src_event_key(ip_id, key_no, 0);
-    let end = src_event_key(ip_id, key_no, u64::MAX);
-    let table = db.open_table(SRC_EVENTS)?;
-    let mut rows = table.range::<&[u8; 16]>(&start..=&end)?;
-    match rows.next() {
-        Some(row) => Ok(Some(be_u64(&row?.0.value()[8..]))),
-        None => Ok(None),
-    }
+    let mut first = None;
+    chunks::scan(
+        &db.open_table(SRC_EVENTS)?,
+        &src_events_prefix(ip_id, key_no),
+        0,
+        u64::MAX,
+        |seq, _: &[u8; 9]| {
+            first = Some(seq);
+            Ok(false)
+        },
+    )?;
+    Ok(first)
 }
 
 /// The interned id of a 16-byte address (`audit_strings`, dimension source), if it was seen.
@@ -201,13 +207,12 @@ pub(crate) fn source_id(
     Ok(strings.get(key.as_slice())?.map(|v| v.value()))
 }
 
-/// The `audit_src_events` key of a use of `key_no` from address `ip_id` at `seq`.
-pub(crate) fn src_event_key(ip_id: u32, key_no: u32, seq: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..4].copy_from_slice(&ip_id.to_be_bytes());
-    key[4..8].copy_from_slice(&key_no.to_be_bytes());
-    key[8..].copy_from_slice(&seq.to_be_bytes());
-    key
+/// The prefix of the `audit_src_events` chunks of uses of `key_no` from address `ip_id`.
+pub(crate) fn src_events_prefix(ip_id: u32, key_no: u32) -> [u8; 8] {
+    let mut prefix = [0u8; 8];
+    prefix[..4].copy_from_slice(&ip_id.to_be_bytes());
+    prefix[4..].copy_from_slice(&key_no.to_be_bytes());
+    prefix
 }
 
 /// A table's name and its rows as bytes.
@@ -239,7 +244,7 @@ pub fn dump(db: &impl ReadableDatabase) -> Result<Vec<TableDump>, ProjectionErro
     rows!(KEY_AGG, bytes, bytes);
     rows!(KEY_FIRST, bytes, |v: i64| v.to_be_bytes().to_vec());
     rows!(SRC_AGG, bytes, bytes);
-    rows!(SRC_EVENTS, |k: &[u8; 16]| k.to_vec(), |v: &[u8; 9]| v.to_vec());
+    rows!(SRC_EVENTS, |k: &[u8; 16]| k.to_vec(), bytes);
     rows!(REQUESTS, |k: &[u8; 6]| k.to_vec(), bytes);
     rows!(TIMELINES, bytes, bytes);
     Ok(out)

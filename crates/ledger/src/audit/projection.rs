@@ -68,18 +68,40 @@ struct Writer<'t> {
     txn: &'t WriteTransaction,
     next_key_no: u32,
     next_string: [u32; 4],
+    /// The first key number and interned ids given out in this batch: no stored row names
+    /// one of these (rows are written only at the batch's end), so their rows need no lookup.
+    fresh: Fresh,
     key_cache: HashMap<KeyId, u32>,
     /// Per dimension: value bytes → interned id.
     string_cache: [HashMap<Vec<u8>, u32>; 4],
     /// `audit_key_events` entries: prefix (key_no ‖ class), seq, payload.
     key_events: Vec<([u8; 5], u64, [u8; 21])>,
-    src_events: Vec<([u8; 16], [u8; 9])>,
+    /// `audit_src_events` entries: prefix (ip id ‖ key_no), seq, payload.
+    src_events: Vec<([u8; 8], u64, [u8; 9])>,
     /// `audit_requests` rows and the entries to append to them, in seq order.
     requests: Vec<([u8; 6], [u8; REQUEST_ENTRY])>,
     key_agg_delta: BTreeMap<[u8; 13], Agg>,
     key_first_delta: BTreeMap<[u8; 9], i64>,
     src_agg_delta: BTreeMap<[u8; 24], Agg>,
     timeline_delta: BTreeMap<Vec<u8>, Timeline>,
+}
+
+/// The first key number and the first interned id of each dimension given out in a batch.
+struct Fresh {
+    key_no: u32,
+    string: [u32; 4],
+}
+
+impl Fresh {
+    fn key(&self, key_no: u32) -> bool {
+        key_no >= self.key_no
+    }
+
+    /// Whether the `dim` value `id` (0: none, or the all-uses dimension) was first seen in
+    /// this batch.
+    fn value(&self, dim: u8, id: u32) -> bool {
+        id != 0 && id >= self.string[usize::from(dim & 3)]
+    }
 }
 
 pub(crate) fn timeline_key(workspace: &str, key_id: &KeyId) -> Vec<u8> {
@@ -111,6 +133,7 @@ impl<'t> Writer<'t> {
             txn,
             next_key_no,
             next_string,
+            fresh: Fresh { key_no: next_key_no, string: next_string },
             key_cache: HashMap::new(),
             string_cache: Default::default(),
             key_events: Vec::new(),
@@ -266,10 +289,9 @@ impl<'t> Writer<'t> {
             agg_key[16..20].copy_from_slice(&key_no.to_be_bytes());
             agg_key[20..].copy_from_slice(&day);
             self.src_agg_delta.entry(agg_key).and_modify(|a| a.merge(&one)).or_insert(one);
-            let src_key = src_event_key(ip_id, key_no, event.seq);
             let mut src_value = [0u8; 9];
             src_value.copy_from_slice(&value[..9]);
-            self.src_events.push((src_key, src_value));
+            self.src_events.push((src_events_prefix(ip_id, key_no), event.seq, src_value));
         }
         if let Some(request) = &context.request_id {
             self.index_request(true, request.as_bytes(), event.seq);
@@ -278,53 +300,63 @@ impl<'t> Writer<'t> {
     }
 
     fn flush(mut self) -> Result<(), ProjectionError> {
+        let fresh = &self.fresh;
+        let mut buffer = Vec::new();
         // Each entry has its own seq, so this orders every prefix's entries by seq.
         self.key_events.sort_unstable_by_key(|entry| (entry.0, entry.1));
         let mut key_events = self.txn.open_table(KEY_EVENTS)?;
-        let mut buffer = Vec::new();
         for group in self.key_events.chunk_by(|a, b| a.0 == b.0) {
+            let prefix = &group[0].0;
+            let stored = !fresh.key(be_u32(&prefix[..4]));
             let entries = group.iter().map(|(_, seq, value)| (*seq, *value));
-            chunks::append(&mut key_events, &group[0].0, entries, &mut buffer)?;
+            chunks::append(&mut key_events, prefix, stored, entries, &mut buffer)?;
         }
         drop(key_events);
-        // Every row key holds a seq, so no two rows of a batch share a key.
-        self.src_events.sort_unstable_by_key(|row| row.0);
+        self.src_events.sort_unstable_by_key(|entry| (entry.0, entry.1));
         let mut src_events = self.txn.open_table(SRC_EVENTS)?;
-        for (key, value) in &self.src_events {
-            src_events.insert(key, value)?;
+        for group in self.src_events.chunk_by(|a, b| a.0 == b.0) {
+            let prefix = &group[0].0;
+            let stored = !fresh.value(DIM_SOURCE, be_u32(&prefix[..4])) && !fresh.key(be_u32(&prefix[4..]));
+            let entries = group.iter().map(|(_, seq, value)| (*seq, *value));
+            chunks::append(&mut src_events, prefix, stored, entries, &mut buffer)?;
         }
         drop(src_events);
         // A stable sort: each row's new entries stay in seq order, after its stored ones, so
         // the rows do not depend on where batches began (a rebuild writes the same bytes).
         self.requests.sort_by_key(|(row, _)| *row);
         let mut requests = self.txn.open_table(REQUESTS)?;
-        let mut entries = Vec::new();
         for group in self.requests.chunk_by(|a, b| a.0 == b.0) {
             let row = &group[0].0;
-            entries.clear();
+            buffer.clear();
             if let Some(stored) = requests.get(row)? {
-                entries.extend_from_slice(stored.value());
+                buffer.extend_from_slice(stored.value());
             }
             for (_, entry) in group {
-                entries.extend_from_slice(entry);
+                buffer.extend_from_slice(entry);
             }
-            requests.insert(row, entries.as_slice())?;
+            requests.insert(row, buffer.as_slice())?;
         }
         drop(requests);
+        // Rows of a key or value first seen in this batch cannot be stored yet.
         for (key, mut agg) in std::mem::take(&mut self.key_agg_delta) {
-            if let Some(old) = self.key_agg.get(key.as_slice())? {
+            let stored = !fresh.key(be_u32(&key[..4])) && !fresh.value(key[4], be_u32(&key[9..]));
+            if stored && let Some(old) = self.key_agg.get(key.as_slice())? {
                 agg.merge(&Agg::decode(old.value())?);
             }
             self.key_agg.insert(key.as_slice(), agg.encode().as_slice())?;
         }
         for (key, mut agg) in std::mem::take(&mut self.src_agg_delta) {
-            if let Some(old) = self.src_agg.get(key.as_slice())? {
+            let source = self.string_cache[usize::from(DIM_SOURCE)].get(&key[..16]).copied();
+            let stored =
+                !fresh.key(be_u32(&key[16..20])) && !source.is_some_and(|id| fresh.value(DIM_SOURCE, id));
+            if stored && let Some(old) = self.src_agg.get(key.as_slice())? {
                 agg.merge(&Agg::decode(old.value())?);
             }
             self.src_agg.insert(key.as_slice(), agg.encode().as_slice())?;
         }
         for (key, first) in std::mem::take(&mut self.key_first_delta) {
-            if self.key_first.get(key.as_slice())?.is_none() {
+            let stored = !fresh.key(be_u32(&key[..4])) && !fresh.value(key[4], be_u32(&key[5..]));
+            if !stored || self.key_first.get(key.as_slice())?.is_none() {
                 self.key_first.insert(key.as_slice(), first)?;
             }
         }

@@ -480,15 +480,13 @@ impl<'a> AuditQueries<'a> {
                 }
             };
             let key_no = be_u32(&pair[16..20]);
+            let prefix = src_events_prefix(ip_id, key_no);
             for &(a, b) in &split.edges {
-                let from = src_event_key(ip_id, key_no, a);
-                let to = src_event_key(ip_id, key_no, b);
-                for row in events.range::<&[u8; 16]>(&from..&to)? {
-                    let (_, v) = row?;
-                    let v = v.value();
+                chunks::scan(&events, &prefix, a, b, |_, v: &[u8; 9]| {
                     let one = Agg::one(v[0] & FLAG_ALLOWED != 0, Timestamp(be_i64(&v[1..9])));
                     per_key.entry(key_no).and_modify(|a| a.merge(&one)).or_insert(one);
-                }
+                    Ok(true)
+                })?;
             }
         }
         let ids = txn.open_table(KEY_IDS)?;
