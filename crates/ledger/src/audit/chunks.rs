@@ -18,6 +18,7 @@ pub(crate) const CHUNK_ENTRIES: usize = 64;
 
 /// The key of the chunk of `prefix` that begins at `seq` (`K` = prefix length + 8).
 pub(crate) fn chunk_key<const K: usize>(prefix: &[u8], seq: u64) -> [u8; K] {
+    debug_assert_eq!(prefix.len() + 8, K, "a chunk prefix of the table's width");
     let mut key = [0u8; K];
     key[..K - 8].copy_from_slice(prefix);
     key[K - 8..].copy_from_slice(&seq.to_be_bytes());
@@ -37,15 +38,17 @@ pub(crate) fn append<const K: usize, const W: usize>(
     let entry_len = 8 + W;
     buffer.clear();
     let mut current: Option<[u8; K]> = None;
-    if stored {
-        let first = chunk_key::<K>(prefix, 0);
-        let last = chunk_key::<K>(prefix, u64::MAX);
-        if let Some(row) = table.range::<&[u8; K]>(&first..=&last)?.next_back() {
-            let (key, value) = row?;
-            if value.value().len() < CHUNK_ENTRIES * entry_len {
-                current = Some(*key.value());
-                buffer.extend_from_slice(value.value());
-            }
+    let first = chunk_key::<K>(prefix, 0);
+    let last = chunk_key::<K>(prefix, u64::MAX);
+    debug_assert!(
+        stored || table.range::<&[u8; K]>(&first..=&last)?.next().is_none(),
+        "a prefix said to be new has a stored chunk"
+    );
+    if stored && let Some(row) = table.range::<&[u8; K]>(&first..=&last)?.next_back() {
+        let (key, value) = row?;
+        if value.value().len() < CHUNK_ENTRIES * entry_len {
+            current = Some(*key.value());
+            buffer.extend_from_slice(value.value());
         }
     }
     for (seq, payload) in entries {

@@ -34,16 +34,17 @@
 //! address, are folded into chunks of 64 (`chunks`): a batch writes one row per key and
 //! class (or address and key) it touches, plus one per full chunk, instead of inserting a
 //! row per event; a key or address first seen in the batch needs no lookup of its last
-//! chunk, nor of its aggregate rows. Request ids are random, so an index keyed by their hash alone turns every
-//! verification into an insert at a random place of an ever-growing B-tree. `audit_requests`
-//! therefore folds the ids into rows: one row per seq bucket, first hash byte and block of
-//! 4,096 seqs, holding the rest of each hash and its seq. A batch appends to at most 256 rows
-//! of the current block (one read and one write each) instead of inserting one row per id,
-//! and a lookup reads one short range per bucket and hash (about 150 at 10 million events).
-//! The block bounds a row at 8,192 entries (40 KiB) even when a client picks gateway request
-//! ids whose hashes share a first byte. [`LAYOUT_VERSION`] names this layout: a projections
-//! file written with another one has its audit tables dropped and rebuilt from the log when
-//! it is opened (in [`AuditProjection`]'s `prepare`).
+//! chunk, nor of its aggregate rows. Request ids are random, so an index keyed by their hash
+//! alone turns every verification into an insert at a random place of an ever-growing
+//! B-tree. `audit_requests` therefore folds the ids into rows: one row per seq bucket, first
+//! hash byte and block of 4,096 seqs, holding the rest of each hash and its seq. A batch
+//! reads and rewrites at most 256 rows per block of 4,096 seqs it covers, instead of
+//! inserting one row per id, and a lookup reads one short range per bucket and hash (about
+//! 150 at 10 million events). The block bounds a row at 8,192 entries (40 KiB) even when a
+//! client picks gateway request ids whose hashes share a first byte; such a client can make
+//! each small batch rewrite a row of up to that size, no more. [`LAYOUT_VERSION`] names this
+//! layout: a projections file written with another one has its audit tables dropped and
+//! rebuilt from the log when it is opened (in [`AuditProjection`]'s `prepare`).
 
 mod chunks;
 mod projection;

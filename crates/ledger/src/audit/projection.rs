@@ -340,6 +340,10 @@ impl<'t> Writer<'t> {
         // Rows of a key or value first seen in this batch cannot be stored yet.
         for (key, mut agg) in std::mem::take(&mut self.key_agg_delta) {
             let stored = !fresh.key(be_u32(&key[..4])) && !fresh.value(key[4], be_u32(&key[9..]));
+            debug_assert!(
+                stored || self.key_agg.get(key.as_slice())?.is_none(),
+                "a new key_agg row is stored"
+            );
             if stored && let Some(old) = self.key_agg.get(key.as_slice())? {
                 agg.merge(&Agg::decode(old.value())?);
             }
@@ -349,6 +353,10 @@ impl<'t> Writer<'t> {
             let source = self.string_cache[usize::from(DIM_SOURCE)].get(&key[..16]).copied();
             let stored =
                 !fresh.key(be_u32(&key[16..20])) && !source.is_some_and(|id| fresh.value(DIM_SOURCE, id));
+            debug_assert!(
+                stored || self.src_agg.get(key.as_slice())?.is_none(),
+                "a new src_agg row is stored"
+            );
             if stored && let Some(old) = self.src_agg.get(key.as_slice())? {
                 agg.merge(&Agg::decode(old.value())?);
             }
@@ -356,6 +364,10 @@ impl<'t> Writer<'t> {
         }
         for (key, first) in std::mem::take(&mut self.key_first_delta) {
             let stored = !fresh.key(be_u32(&key[..4])) && !fresh.value(key[4], be_u32(&key[5..]));
+            debug_assert!(
+                stored || self.key_first.get(key.as_slice())?.is_none(),
+                "a new key_first row is stored"
+            );
             if !stored || self.key_first.get(key.as_slice())?.is_none() {
                 self.key_first.insert(key.as_slice(), first)?;
             }
