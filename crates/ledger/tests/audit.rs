@@ -932,49 +932,37 @@ fn check_rebuilt_from_older_layout(seed: u64, layout: u64, downgrade: impl FnOnc
     engine.shutdown_blocking();
 }
 
-/// A projections file written with audit layout 2 (`audit_src_events` keyed by the 16-byte
-/// address) opens: its audit tables are dropped and rebuilt from the log.
-#[test]
-fn audit_layout_2_is_rebuilt_from_the_log_on_open() {
-    check_rebuilt_from_older_layout(0x5eed_0005, 2, |txn| {
-        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_src_events")).unwrap();
-        let old = redb::TableDefinition::<&[u8; 28], &[u8; 9]>::new("audit_src_events");
-        txn.open_table(old).unwrap().insert(&[1u8; 28], &[1u8; 9]).unwrap();
-    });
+/// Replaces the audit table `name` by one of fixed-width rows (`K` key bytes, `V` value
+/// bytes) holding one row, as an older layout wrote it.
+fn replace_with_fixed_rows<const K: usize, const V: usize>(txn: &redb::WriteTransaction, name: &str) {
+    txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new(name)).unwrap();
+    let old = redb::TableDefinition::<&[u8; K], &[u8; V]>::new(name);
+    txn.open_table(old).unwrap().insert(&[1u8; K], &[1u8; V]).unwrap();
 }
 
-/// A projections file written with audit layout 3 (one `audit_requests` row per request
-/// id, no value) opens: its audit tables are dropped and rebuilt from the log.
-#[test]
-fn audit_layout_3_is_rebuilt_from_the_log_on_open() {
-    check_rebuilt_from_older_layout(0x5eed_0006, 3, |txn| {
-        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_requests")).unwrap();
-        let old = redb::TableDefinition::<&[u8; 10], ()>::new("audit_requests");
-        txn.open_table(old).unwrap().insert(&[1u8; 10], ()).unwrap();
-    });
-}
+/// Rewrites audit tables as an older layout had them.
+type Downgrade = fn(&redb::WriteTransaction);
 
-/// A projections file written with audit layout 4 (one `audit_key_events` row per event,
-/// keyed `key_no ‖ class ‖ seq`) opens: its audit tables are dropped and rebuilt from the log.
+/// Projections files written with each older audit layout open: their audit tables are
+/// dropped and rebuilt from the log. Layout 2 keyed `audit_src_events` by the 16-byte
+/// address; 3 had one `audit_requests` row per request id, with no value; 4 one
+/// `audit_key_events` row per event; 5 one `audit_src_events` row per use.
 #[test]
-fn audit_layout_4_is_rebuilt_from_the_log_on_open() {
-    check_rebuilt_from_older_layout(0x5eed_0007, 4, |txn| {
-        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_key_events")).unwrap();
-        let old = redb::TableDefinition::<&[u8; 13], &[u8; 21]>::new("audit_key_events");
-        txn.open_table(old).unwrap().insert(&[1u8; 13], &[1u8; 21]).unwrap();
-    });
-}
-
-/// A projections file written with audit layout 5 (one `audit_src_events` row per use,
-/// keyed `ip id ‖ key_no ‖ seq`) opens: its audit tables are dropped and rebuilt from the log.
-#[test]
-fn audit_layout_5_is_rebuilt_from_the_log_on_open() {
+fn older_audit_layouts_are_rebuilt_from_the_log_on_open() {
     assert_eq!(audit::LAYOUT_VERSION, 6);
-    check_rebuilt_from_older_layout(0x5eed_0008, 5, |txn| {
-        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_src_events")).unwrap();
-        let old = redb::TableDefinition::<&[u8; 16], &[u8; 9]>::new("audit_src_events");
-        txn.open_table(old).unwrap().insert(&[1u8; 16], &[1u8; 9]).unwrap();
-    });
+    let layouts: [(u64, Downgrade); 4] = [
+        (2, |txn| replace_with_fixed_rows::<28, 9>(txn, "audit_src_events")),
+        (3, |txn| {
+            txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit_requests")).unwrap();
+            let old = redb::TableDefinition::<&[u8; 10], ()>::new("audit_requests");
+            txn.open_table(old).unwrap().insert(&[1u8; 10], ()).unwrap();
+        }),
+        (4, |txn| replace_with_fixed_rows::<13, 21>(txn, "audit_key_events")),
+        (5, |txn| replace_with_fixed_rows::<16, 9>(txn, "audit_src_events")),
+    ];
+    for (layout, downgrade) in layouts {
+        check_rebuilt_from_older_layout(0x5eed_0003 + layout, layout, downgrade);
+    }
 }
 
 /// Size and speed on a larger synthetic log (run with `--ignored --nocapture`;
