@@ -25,10 +25,28 @@ pub(crate) fn chunk_key<const K: usize>(prefix: &[u8], seq: u64) -> [u8; K] {
     key
 }
 
+/// Appends a batch's `entries` (prefix, seq, payload; in any order) to the chunks of their
+/// prefixes; `stored` says whether a prefix may already have chunks (see [`append`]).
+pub(crate) fn append_all<const P: usize, const K: usize, const W: usize>(
+    table: &mut Table<'_, &'static [u8; K], &'static [u8]>,
+    entries: &mut [([u8; P], u64, [u8; W])],
+    stored: impl Fn(&[u8; P]) -> bool,
+    buffer: &mut Vec<u8>,
+) -> Result<(), ProjectionError> {
+    // Each entry has its own seq, so this orders every prefix's entries by seq.
+    entries.sort_unstable_by_key(|entry| (entry.0, entry.1));
+    for group in entries.chunk_by(|a, b| a.0 == b.0) {
+        let prefix = &group[0].0;
+        let payloads = group.iter().map(|(_, seq, payload)| (*seq, *payload));
+        append(table, prefix, stored(prefix), payloads, buffer)?;
+    }
+    Ok(())
+}
+
 /// Appends `entries` (seq-ordered, all of `prefix`, after every stored one) to the chunks of
 /// `prefix`: the last stored chunk is filled up first. `stored` false says that `prefix` has
 /// no chunk yet (its key or address was first seen in this batch), which saves the lookup.
-pub(crate) fn append<const K: usize, const W: usize>(
+fn append<const K: usize, const W: usize>(
     table: &mut Table<'_, &'static [u8; K], &'static [u8]>,
     prefix: &[u8],
     stored: bool,

@@ -302,24 +302,15 @@ impl<'t> Writer<'t> {
     fn flush(mut self) -> Result<(), ProjectionError> {
         let fresh = &self.fresh;
         let mut buffer = Vec::new();
-        // Each entry has its own seq, so this orders every prefix's entries by seq.
-        self.key_events.sort_unstable_by_key(|entry| (entry.0, entry.1));
         let mut key_events = self.txn.open_table(KEY_EVENTS)?;
-        for group in self.key_events.chunk_by(|a, b| a.0 == b.0) {
-            let prefix = &group[0].0;
-            let stored = !fresh.key(be_u32(&prefix[..4]));
-            let entries = group.iter().map(|(_, seq, value)| (*seq, *value));
-            chunks::append(&mut key_events, prefix, stored, entries, &mut buffer)?;
-        }
+        let stored = |prefix: &[u8; 5]| !fresh.key(be_u32(&prefix[..4]));
+        chunks::append_all(&mut key_events, &mut self.key_events, stored, &mut buffer)?;
         drop(key_events);
-        self.src_events.sort_unstable_by_key(|entry| (entry.0, entry.1));
         let mut src_events = self.txn.open_table(SRC_EVENTS)?;
-        for group in self.src_events.chunk_by(|a, b| a.0 == b.0) {
-            let prefix = &group[0].0;
-            let stored = !fresh.value(DIM_SOURCE, be_u32(&prefix[..4])) && !fresh.key(be_u32(&prefix[4..]));
-            let entries = group.iter().map(|(_, seq, value)| (*seq, *value));
-            chunks::append(&mut src_events, prefix, stored, entries, &mut buffer)?;
-        }
+        let stored = |prefix: &[u8; 8]| {
+            !fresh.value(DIM_SOURCE, be_u32(&prefix[..4])) && !fresh.key(be_u32(&prefix[4..]))
+        };
+        chunks::append_all(&mut src_events, &mut self.src_events, stored, &mut buffer)?;
         drop(src_events);
         // A stable sort: each row's new entries stay in seq order, after its stored ones, so
         // the rows do not depend on where batches began (a rebuild writes the same bytes).
