@@ -47,10 +47,11 @@ use std::time::{Duration, Instant};
 /// Where the load table lives in docs/benchmarks.md.
 const SECTION: Section =
     Section { begin: "<!-- load:begin -->", end: "<!-- load:end -->", heading: Some("## HTTP load test") };
-/// The CI guard against a gross regression: half the lowest ratio measured after the
-/// request ids were folded into rows (0.50, docs/benchmarks.md "Sixth pass"; the ≥ 0.6
-/// target is not met, so half of it would not guard anything the code reaches). It still
-/// catches a verify path that got twice as slow, and three attempts absorb a noisy neighbour.
+/// The CI guard against a gross regression: half the lowest ratio measured on a quiet
+/// machine after the request ids were folded into rows (0.50, docs/benchmarks.md "Sixth
+/// pass"; a noisy machine measured down to 0.42; the ≥ 0.6 target is not met, so half of it
+/// would not guard anything the code reaches). It still catches a verify path that got twice
+/// as slow, and three attempts absorb a noisy neighbour.
 pub const CI_MIN_RATIO: f64 = 0.25;
 /// The performance targets (docs/benchmarks.md).
 const TARGET_RATIO: f64 = 0.6;
