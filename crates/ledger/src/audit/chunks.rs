@@ -70,15 +70,14 @@ fn append<const K: usize, const W: usize>(
         }
     }
     for (seq, payload) in entries {
-        if current.is_some() && buffer.len() >= CHUNK_ENTRIES * entry_len {
-            if let Some(key) = current.take() {
-                table.insert(&key, buffer.as_slice())?;
-            }
+        // The buffer holds entries only while a chunk is current.
+        if buffer.len() >= CHUNK_ENTRIES * entry_len
+            && let Some(key) = current.take()
+        {
+            table.insert(&key, buffer.as_slice())?;
             buffer.clear();
         }
-        if current.is_none() {
-            current = Some(chunk_key::<K>(prefix, seq));
-        }
+        current.get_or_insert_with(|| chunk_key::<K>(prefix, seq));
         buffer.extend_from_slice(&seq.to_be_bytes());
         buffer.extend_from_slice(&payload);
     }
