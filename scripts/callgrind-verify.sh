@@ -11,6 +11,7 @@
 #
 #   scripts/callgrind-verify.sh [BINARY] [OUT_DIR]     # defaults: target/release/keyledger, a temp dir
 #   KEYS_WITH=sources|credits|ratelimits scripts/callgrind-verify.sh …   # keys with that control
+#   SOURCES=per-request scripts/callgrind-verify.sh …   # every JSON request from a new address
 #
 # Needs valgrind (callgrind_control) and python3. Takes a few minutes.
 set -euo pipefail

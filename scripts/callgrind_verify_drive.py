@@ -5,8 +5,12 @@
     callgrind_verify_drive.py barrier PORT ADMIN_KEY                   # wait for the projections
 
 The requests are those of `cargo xtask load` (xtask/src/load.rs): JSON mode with a full
-context, forward-auth with x-api-key and the forwarded headers, keys round-robin. Fails if
-any answer is not 200. With `KEYS_WITH=sources|credits|ratelimits` in the environment, every
+context, forward-auth with x-api-key and the forwarded headers, keys round-robin, and each
+key's JSON requests from its own address, as in the load test (gateway request ids are
+unique per request in both modes). With `SOURCES=per-request` in the environment, every JSON
+request comes from an address not seen before instead: the worst case for the audit
+projection, which interns each new address and gives it its own rows. Fails if any answer
+is not 200. With `KEYS_WITH=sources|credits|ratelimits` in the environment, every
 key gets that control, set so that it never refuses (the cost of a control on the keys that
 use it, docs/benchmarks.md).
 """
@@ -63,14 +67,20 @@ def run(mode, port, n, clients, keys_file):
     with open(keys_file) as keys:
         secrets = json.load(keys)
     per, failures = n // clients, []
+    sources = os.environ.get("SOURCES", "per-key")
+    if sources not in ("per-key", "per-request"):
+        sys.exit(f"SOURCES must be per-key or per-request, not {sources!r}")
+    per_request_sources = sources == "per-request"
 
     def client(w):
         conn = connect(port)
         for j in range(per):
             i = w * per + j
-            secret = secrets[i % len(secrets)]
+            k = i % len(secrets)
+            secret = secrets[k]
             if mode == "json":
-                context = {"ip": f"10.1.{i // 250 % 250}.{i % 250 + 1}", "user_agent": "keyledger-load/1",
+                a = i if per_request_sources else k
+                context = {"ip": f"10.1.{a // 250 % 250}.{a % 250 + 1}", "user_agent": "keyledger-load/1",
                            "method": "GET", "path": "/v1/orders", "request_id": f"gw-{i}"}
                 body = json.dumps({"key": secret, "scopes": ["read"], "context": context})
                 conn.request("POST", "/v1/verify", body, {"content-type": "application/json"})
