@@ -5,7 +5,8 @@
 //! checked (authority exactly as create checks it, the workspace's policy, duplicates)
 //! before any event is emitted, so a bad entry leaves the log and the registry unchanged,
 //! and the error names the entry by its index. It is idempotent: a digest already imported
-//! into the workspace answers the existing key and appends nothing for it.
+//! into the workspace answers the existing key, re-hashed since or not, and appends
+//! nothing for it.
 //!
 //! A verification that found its key through the foreign digest carries the secret's
 //! keyed hash; if it is allowed, [`rehash_on_use`] appends `key_rehashed` in the same
@@ -103,7 +104,7 @@ pub(crate) fn import_keys(
     let mut plans = Vec::with_capacity(keys.len());
     for (index, entry) in keys.iter().enumerate() {
         let digest = entry.foreign.digest;
-        if let Some(existing) = state.imported.by_digest(&digest) {
+        if let Some(existing) = state.imported.imported_as(&digest) {
             let same_workspace = state.view(&existing).is_some_and(|k| *k.workspace() == workspace);
             if !same_workspace {
                 return Err(at_entry(
@@ -187,7 +188,7 @@ pub(crate) fn rehash_on_use(
     verdict: &Verdict,
     hash: KeyHash,
 ) {
-    let waiting = state.imported.mark(&key_id).is_some_and(|m| m.foreign.is_some());
+    let waiting = state.imported.mark(&key_id).is_some_and(|m| m.is_waiting());
     if verdict.outcome.is_err() || !waiting || state.view_by_hash(&hash).is_some() {
         return;
     }

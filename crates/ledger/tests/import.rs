@@ -1,6 +1,7 @@
 //! Importing keys by a foreign SHA-256 hash through the engine (docs/import.md): verify
-//! with the secret, re-hash on first use, restart and rebuild, idempotent re-import,
-//! all-or-nothing on a bad entry, and authority as create checks it.
+//! with the secret, re-hash on first use, restart and rebuild, idempotent re-import (also
+//! after the key's first use), all-or-nothing on a bad entry, and authority as create
+//! checks it.
 
 use keyledger_core::{
     Actor, DenyReason, ForeignAlgorithm, ForeignHash, KeyHash, Payload, Timestamp, UsageContext,
@@ -52,7 +53,7 @@ async fn an_imported_key_verifies_with_its_secret_and_is_rehashed_on_first_use_o
     let key_id = record.key_id;
     assert_eq!(record.hint, "(imported)");
     let mark = engine.import_mark(&key_id).unwrap();
-    assert!(mark.foreign.is_some() && mark.rehashed_at.is_none());
+    assert!(mark.is_waiting() && mark.foreign.digest == <[u8; 32]>::from(Sha256::digest(FOREIGN)));
     assert!(
         !format!("{record:?}{mark:?}").contains(&hex::encode(Sha256::digest(FOREIGN))),
         "digest in Debug"
@@ -68,8 +69,8 @@ async fn an_imported_key_verifies_with_its_secret_and_is_rehashed_on_first_use_o
     assert_eq!(engine.log().len(), before + 2);
     assert_eq!(rehashed_events(&engine), vec![(Actor::Verifier, key_id)]);
     let mark = engine.import_mark(&key_id).unwrap();
-    assert!(mark.foreign.is_none() && mark.rehashed_at.is_some());
-    assert!(engine.registry().imported.is_waiting_empty(), "the foreign digest is dropped");
+    assert!(!mark.is_waiting() && mark.rehashed_at.is_some());
+    assert!(engine.registry().imported.is_waiting_empty(), "verification no longer looks the digest up");
     assert_eq!(engine.find_by_secret(FOREIGN).map(|k| k.key_id), Some(key_id), "by its keyed hash now");
     // Found by its keyed hash from now on; no second re-hash.
     assert_eq!(verify(&engine, FOREIGN).await, Ok(Ok(())));
@@ -173,10 +174,72 @@ async fn imports_and_rehashes_survive_a_restart_and_a_rebuild_from_the_log() {
 
     let engine = open(&dir);
     let used = engine.import_mark(&answer[0].record.key_id).unwrap();
-    assert!(used.foreign.is_none() && used.rehashed_at.is_some());
+    assert!(!used.is_waiting() && used.rehashed_at.is_some());
     assert_ne!(engine.key(&answer[0].record.key_id).unwrap().hash, KeyHash([0; 32]));
     assert_eq!(verify(&engine, "s-used").await, Ok(Ok(())));
     assert_eq!(verify(&engine, "s-waiting").await, Ok(Ok(())));
     assert_eq!(rehashed_events(&engine).len(), 2);
     engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_imported_again_after_its_key_was_used_answers_that_key() {
+    let (dir, _, engine) = ledger();
+    let caller = Caller::system();
+    let first = engine.import(caller.clone(), ws("acme"), vec![entry("a", "s-a")], None).await.unwrap();
+    let key_id = first[0].record.key_id;
+    assert_eq!(verify(&engine, "s-a").await, Ok(Ok(())));
+    assert_eq!(rehashed_events(&engine), vec![(Actor::Verifier, key_id)]);
+    let len = engine.log().len();
+    let again = engine.import(caller.clone(), ws("acme"), vec![entry("a2", "s-a")], None).await.unwrap();
+    assert!(again[0].existed && again[0].record.key_id == key_id, "{again:?}");
+    assert_eq!(engine.log().len(), len, "nothing appended");
+    assert_eq!(engine.keys(&ws("acme"), |_| true).len(), 1);
+    let err = engine.import(caller.clone(), ws("beta"), vec![entry("x", "s-a")], None).await.unwrap_err();
+    assert!(matches!(&err, LedgerError::Conflict(_)), "another workspace may not take it: {err:?}");
+    engine.shutdown().await;
+    drop(engine);
+
+    let (incremental, rebuilt, _) = persisted_and_rebuilt(&dir);
+    assert_eq!(incremental.imported.imported_as(&Sha256::digest("s-a").into()), Some(key_id));
+    assert_eq!(rebuilt.imported.imported_as(&Sha256::digest("s-a").into()), Some(key_id));
+    let engine = open(&dir);
+    let again = engine.import(caller, ws("acme"), vec![entry("a3", "s-a")], None).await.unwrap();
+    assert!(again[0].existed && again[0].record.key_id == key_id, "after a restart too: {again:?}");
+    assert_eq!(engine.log().len(), len);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_import_marks_of_the_older_layout_is_rebuilt_from_the_log_on_open() {
+    let (dir, _, engine) = ledger();
+    let caller = Caller::system();
+    let keys = vec![entry("used", "s-used"), entry("waiting", "s-waiting")];
+    let answer = engine.import(caller.clone(), ws("acme"), keys, None).await.unwrap();
+    assert_eq!(verify(&engine, "s-used").await, Ok(Ok(())));
+    let live = engine.registry().clone();
+    engine.shutdown().await;
+    drop(engine);
+    // What the older layout left: its marks' table (rows that did not keep a re-hashed key's
+    // digest), and none of the current one.
+    {
+        let db = redb::Database::create(dir.join("projections.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new("registry_import_marks")).unwrap();
+        let mut old =
+            txn.open_table(redb::TableDefinition::<&[u8], &[u8]>::new("registry_imported")).unwrap();
+        old.insert(answer[0].record.key_id.as_bytes().as_slice(), [0u8; 4].as_slice()).unwrap();
+        drop(old);
+        txn.commit().unwrap();
+    }
+    let engine = open(&dir);
+    assert_eq!(*engine.registry(), live, "rebuilt from the log");
+    assert_eq!(engine.registry().imported.waiting(), 1);
+    let again = engine.import(caller, ws("acme"), vec![entry("u2", "s-used")], None).await.unwrap();
+    assert!(again[0].existed && again[0].record.key_id == answer[0].record.key_id, "{again:?}");
+    assert_eq!(verify(&engine, "s-waiting").await, Ok(Ok(())));
+    engine.shutdown().await;
+    drop(engine);
+    let (incremental, rebuilt, _) = persisted_and_rebuilt(&dir);
+    assert_eq!(incremental, rebuilt);
 }

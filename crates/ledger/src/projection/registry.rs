@@ -44,7 +44,10 @@ const WORKSPACE_RATELIMITS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("registry_workspace_ratelimits");
 
 /// key id → postcard(ImportMark): imported keys' marks (docs/import.md).
-const IMPORTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_imported");
+const IMPORTED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_import_marks");
+/// The marks' table before a re-hashed key's mark kept its digest: its rows cannot say
+/// which digests were imported, so a file that has them is rebuilt from the log.
+const IMPORTED_WITHOUT_DIGESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registry_imported");
 
 /// The key registry as rows: one record per key, one policy per workspace.
 pub struct RegistryProjection;
@@ -55,6 +58,17 @@ impl Projection for RegistryProjection {
     }
 
     fn prepare(&mut self, txn: &WriteTransaction) -> Result<Prepared, ProjectionError> {
+        let prepared = if has_import_marks_without_digests(txn)? {
+            tracing::warn!(
+                "the registry's import marks have an older layout; rebuilding the registry from the log"
+            );
+            self.clear(txn)?;
+            Prepared::Reset
+        } else {
+            Prepared::Current
+        };
+        // Empty or dropped by the rebuild: not needed any more.
+        txn.delete_table(IMPORTED_WITHOUT_DIGESTS)?;
         txn.open_table(KEYS)?;
         txn.open_table(POLICIES)?;
         txn.open_table(LAST_USED)?;
@@ -68,7 +82,7 @@ impl Projection for RegistryProjection {
         txn.open_table(KEY_RATELIMITS)?;
         txn.open_table(WORKSPACE_RATELIMITS)?;
         txn.open_table(IMPORTED)?;
-        Ok(Prepared::Current)
+        Ok(prepared)
     }
 
     fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError> {
@@ -299,6 +313,17 @@ fn apply_credits<'a>(
         table.insert(key_id.as_bytes().as_slice(), bytes.as_slice())?;
     }
     Ok(())
+}
+
+/// Whether the file holds import marks of the layout before re-hashed keys kept their
+/// digest (see [`IMPORTED_WITHOUT_DIGESTS`]).
+fn has_import_marks_without_digests(txn: &WriteTransaction) -> Result<bool, ProjectionError> {
+    use redb::TableHandle;
+    let name = IMPORTED_WITHOUT_DIGESTS.name();
+    if !txn.list_tables()?.any(|table| table.name() == name) {
+        return Ok(false);
+    }
+    Ok(!txn.open_table(IMPORTED_WITHOUT_DIGESTS)?.is_empty()?)
 }
 
 fn decode_import_mark(bytes: &[u8]) -> Result<crate::state::imported::ImportMark, ProjectionError> {

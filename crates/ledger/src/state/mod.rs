@@ -637,7 +637,7 @@ impl LedgerState {
             allowed_sources: None,
         });
         let mark = imported::ImportMark {
-            foreign: Some(i.foreign),
+            foreign: i.foreign,
             external_id: i.external_id.clone(),
             imported_at: at,
             rehashed_at: None,
