@@ -156,8 +156,9 @@ async fn an_import_needs_the_same_authority_as_create() {
     engine.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn imports_and_rehashes_survive_a_restart_and_a_rebuild_from_the_log() {
+/// A stopped ledger with two imported keys, `s-used` verified (re-hashed) and `s-waiting`
+/// not: its data dir, the import's answer and the registry when it stopped.
+async fn one_used_one_waiting() -> (support::DataDir, Vec<ImportedKey>, keyledger_ledger::LedgerState) {
     let (dir, _, engine) = ledger();
     let caller = Caller::system();
     let keys = vec![entry("used", "s-used"), entry("waiting", "s-waiting")];
@@ -166,6 +167,12 @@ async fn imports_and_rehashes_survive_a_restart_and_a_rebuild_from_the_log() {
     let live = engine.registry().clone();
     engine.shutdown().await;
     drop(engine);
+    (dir, answer, live)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_and_rehashes_survive_a_restart_and_a_rebuild_from_the_log() {
+    let (dir, answer, live) = one_used_one_waiting().await;
 
     let (incremental, rebuilt, _) = persisted_and_rebuilt(&dir);
     assert_eq!(incremental, live, "the persisted projection holds the marks");
@@ -212,14 +219,7 @@ async fn a_digest_imported_again_after_its_key_was_used_answers_that_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_with_import_marks_of_the_older_layout_is_rebuilt_from_the_log_on_open() {
-    let (dir, _, engine) = ledger();
-    let caller = Caller::system();
-    let keys = vec![entry("used", "s-used"), entry("waiting", "s-waiting")];
-    let answer = engine.import(caller.clone(), ws("acme"), keys, None).await.unwrap();
-    assert_eq!(verify(&engine, "s-used").await, Ok(Ok(())));
-    let live = engine.registry().clone();
-    engine.shutdown().await;
-    drop(engine);
+    let (dir, answer, live) = one_used_one_waiting().await;
     // What the older layout left: its marks' table (rows that did not keep a re-hashed key's
     // digest), and none of the current one.
     {
@@ -235,7 +235,7 @@ async fn a_registry_with_import_marks_of_the_older_layout_is_rebuilt_from_the_lo
     let engine = open(&dir);
     assert_eq!(*engine.registry(), live, "rebuilt from the log");
     assert_eq!(engine.registry().imported.waiting(), 1);
-    let again = engine.import(caller, ws("acme"), vec![entry("u2", "s-used")], None).await.unwrap();
+    let again = engine.import(Caller::system(), ws("acme"), vec![entry("u2", "s-used")], None).await.unwrap();
     assert!(again[0].existed && again[0].record.key_id == answer[0].record.key_id, "{again:?}");
     assert_eq!(verify(&engine, "s-waiting").await, Ok(Ok(())));
     engine.shutdown().await;
