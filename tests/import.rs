@@ -158,6 +158,14 @@ fn the_import_route_is_all_or_nothing_bounded_idempotent_and_never_wider_than_it
     assert_eq!(again.body["already_present"], 1);
     assert_eq!(again.body["keys"][0]["key_id"], first.body["keys"][7]["key_id"]);
     assert_eq!(env.log_size(), after);
+    // Also once the key was used (re-hashed): still that key, nothing new.
+    assert_eq!(verify_json(&env, "s-7").status, 200);
+    let used = env.log_size();
+    let again = env.http.post(path, env.root(), &json!({"keys": [entry("k7b", "s-7")]}));
+    assert_eq!(again.status, 201, "{}", again.dump());
+    assert_eq!(again.body["already_present"], 1, "{}", again.dump());
+    assert_eq!(again.body["keys"][0]["key_id"], first.body["keys"][7]["key_id"]);
+    assert_eq!(env.log_size(), used);
 
     // An admin key of `beta` only cannot import into `acme`.
     let created = env.http.post(
