@@ -2,6 +2,7 @@
 //! and every node serves what the witnesses said, read back from the database: the
 //! cosigned checkpoint (`GET /checkpoint`, the integrity view, exports) and fork alarms
 //! (docs/architecture.md, "The log store seam").
+use keyledger_ledger::export::{ExportFormat, ExportPlan, ExportRequest};
 use keyledger_ledger::witness::{Witness, WitnessOptions, WitnessPolicy};
 use keyledger_ledger::{Engine, EngineOptions};
 use keyledger_log::WriterOptions;
@@ -119,6 +120,17 @@ async fn the_holders_cosignatures_are_served_by_every_node_and_kept_at_a_takeove
     assert!(cosigned.quorum_met);
     assert!(cosigned_by(&cosigned.note, &witness));
     assert_eq!(view.statuses[0].acknowledged_size, Some(cosigned.size));
+    // An export on the other node anchors on a checkpoint carrying the cosignature
+    // (docs/export-format.md, "Witness cosignatures").
+    let request = ExportRequest {
+        from: None,
+        to: None,
+        workspace: None,
+        format: ExportFormat::Jsonl,
+        consistency_from: None,
+    };
+    let plan = ExportPlan::prepare(&other, request).await.unwrap();
+    assert!(cosigned_by(&plan.anchor.note, &witness), "{}", plan.anchor.note);
 
     // The database keeps one row, of a checkpoint of the log, as `store verify` checks.
     let rows: i64 =
