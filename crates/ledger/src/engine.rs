@@ -421,10 +421,17 @@ impl Engine {
             }
         };
         let announcer = webhooks.announcer();
+        // What the witnesses said is kept with the log's store, so every node serves it.
+        let witness_records: Box<dyn keyledger_log::witnessed::WitnessRecords> = match &options.store {
+            Some(url) if shared => {
+                Box::new(keyledger_pg::PgWitnessRecords::new(keyledger_pg::store::parse_config(url)?))
+            }
+            _ => Box::new(keyledger_log::witnessed::DirRecords::new(dir.join(datadir::LOG_DIR))),
+        };
         let witnesses = crate::witness::service::WitnessService::start(
             options.witnesses.clone(),
             reader.clone(),
-            dir.join(datadir::LOG_DIR),
+            witness_records,
             Box::new(move |alarm| {
                 let subject = format!(
                     "{}\0{}\0{}\0{:?}",

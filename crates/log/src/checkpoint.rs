@@ -214,8 +214,9 @@ impl CheckpointStore {
 /// note followed by witness cosignature lines (docs/log-format.md, "Cosigned checkpoint").
 pub const COSIGNED_FILE: &str = "cosigned-checkpoint";
 
-/// Largest cosigned checkpoint file read back (a note with 32 cosignatures is ~4 KiB).
-const MAX_COSIGNED_BYTES: u64 = 64 * 1024;
+/// Largest cosigned checkpoint read back, from the file or a shared store (a note with 32
+/// cosignatures is ~4 KiB).
+pub const MAX_COSIGNED_BYTES: u64 = 64 * 1024;
 
 /// Stores `note` (a checkpoint note with its cosignature lines) as the latest cosigned
 /// checkpoint in `log_dir`, atomically: a temporary file is written and fsynced, renamed

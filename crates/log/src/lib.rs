@@ -10,6 +10,8 @@
 //! [`Log::open`] recovers all three and checks them against each other; [`Log::start`] hands
 //! the log to the [`writer`], the only code that appends. [`LogReader`] reads concurrently.
 //! [`verify`] checks a log offline; [`upgrade`] prepares a format-1 log for format 2.
+//! [`witnessed`] keeps what the witnesses said of the log (the cosigned checkpoint, fork
+//! alarms) with the log's store.
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
@@ -20,6 +22,7 @@ pub mod store;
 pub mod tree;
 pub mod upgrade;
 pub mod verify;
+pub mod witnessed;
 pub mod writer;
 
 use checkpoint::{CheckpointError, CheckpointStore, StoredCheckpoint};

@@ -10,7 +10,8 @@
 //! [`PgStore`] is the writer's shared store; [`schema`] migrates and refuses a newer schema;
 //! [`identity`] holds and checks which signing key and pepper the ledger has; [`Listener`]
 //! wakes a node's writer when another node appended; [`Lease`] lets one node at a time run
-//! the webhook and witness jobs.
+//! the webhook and witness jobs; [`PgWitnessRecords`] keeps what the witnesses said (the
+//! cosigned checkpoint, fork alarms) for every node.
 #![forbid(unsafe_code)]
 
 pub mod copy;
@@ -21,12 +22,14 @@ pub mod listener;
 pub mod schema;
 pub mod store;
 pub mod verify;
+pub mod witnessed;
 
 pub use error::PgError;
 pub use identity::Identity;
 pub use lease::{Holding, Lease, LeaseTimes};
 pub use listener::Listener;
 pub use store::PgStore;
+pub use witnessed::PgWitnessRecords;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -4,8 +4,13 @@
 //! A submitter only reads the latest stored checkpoint (a cheap clone), so the writer never
 //! waits for it, and an older checkpoint still pending is simply superseded by the newer
 //! one. Its state is one acknowledged size, a failure count and a retry time. The
-//! cosignatures of the latest checkpoint any witness cosigned are kept in memory and on
-//! disk ([`keyledger_log::checkpoint::store_cosigned`]), and reloaded at start.
+//! cosignatures of the latest checkpoint any witness cosigned are kept in memory and with
+//! the log's store ([`keyledger_log::witnessed`]: the log directory's file with the
+//! embedded store, the database with PostgreSQL), and read back at start, each checked
+//! again. So are fork alarms with a shared store: one node at a time submits (the `jobs`
+//! lease), and every other node reads the records back at each poll, so that all serve the
+//! same cosignatures and alarms, and a node taking the lease over goes on from them
+//! (docs/architecture.md, "The log store seam").
 //!
 //! Between polls a submitter sleeps, but [`WitnessService::wake`] (called when a
 //! checkpoint is signed on demand, as for an export) makes it look at once; every new
@@ -17,10 +22,11 @@ use super::{FAILURE_CLASSES, WitnessOptions};
 use base64::Engine as _;
 use keyledger_core::Timestamp;
 use keyledger_log::LogReader;
-use keyledger_log::checkpoint::{StoredCheckpoint, load_cosigned, store_cosigned};
-use keyledger_verify::cosignature::{CosignatureError, verify_cosignatures};
+use keyledger_log::checkpoint::StoredCheckpoint;
+use keyledger_log::witnessed::{AlarmRecord, WitnessRecords};
+use keyledger_verify::cosignature::{CosignatureError, signature_lines_by, verify_cosignatures};
 use keyledger_verify::merkle::Hash;
-use std::path::PathBuf;
+use keyledger_verify::note::open_checkpoint;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -49,6 +55,31 @@ pub struct ForkAlarm {
 }
 
 impl ForkAlarm {
+    fn record(&self, cleared: bool) -> AlarmRecord {
+        AlarmRecord {
+            witness: self.witness.clone(),
+            kind: self.kind.to_owned(),
+            log_size: self.log_size,
+            log_root: self.log_root,
+            witness_size: self.witness_size,
+            detected_at: self.detected_at,
+            cleared,
+        }
+    }
+
+    /// The alarm a record holds, if its kind is one this build raises.
+    fn from_record(record: &AlarmRecord) -> Option<Self> {
+        let kind = ["witness_ahead", "foreign_cosignature"].into_iter().find(|k| *k == record.kind)?;
+        Some(Self {
+            witness: record.witness.clone(),
+            kind,
+            log_size: record.log_size,
+            log_root: record.log_root,
+            witness_size: record.witness_size,
+            detected_at: record.detected_at,
+        })
+    }
+
     /// The alarm as JSON (the API's `fork_alarm` and the `log.fork_alarm` webhook's data).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -144,9 +175,11 @@ struct Shared {
     policy: WitnessPolicy,
     options: WitnessOptions,
     reader: LogReader,
-    log_dir: PathBuf,
+    /// Where the cosigned checkpoint and fork alarms are kept (see the module docs).
+    records: Box<dyn WitnessRecords>,
     state: Mutex<State>,
-    /// Held while the cosigned file is written, so writes land in the order they were made.
+    /// Held while the cosigned checkpoint is stored, so writes land in the order they were
+    /// made.
     persist: Mutex<()>,
     counters: Vec<Counters>,
     signal: Mutex<Signal>,
@@ -203,18 +236,19 @@ impl Shared {
     fn cosigned(&self, index: usize, checkpoint: &StoredCheckpoint, line: String) {
         self.counters[index].cosignatures.fetch_add(1, Ordering::Relaxed);
         let _persist = self.persist.lock().unwrap_or_else(|e| e.into_inner());
-        let text = {
+        let (cleared, text) = {
             let mut state = self.lock();
             let status = &mut state.statuses[index];
             status.acknowledged_size = Some(checkpoint.size);
             status.last_error = None;
             status.last_success = Some(Timestamp::now());
-            state.last_alarm[index] = None;
-            match &mut state.set {
+            let cleared = state.last_alarm[index].take().is_some();
+            let stored = match &mut state.set {
                 Some(set) if set.size == checkpoint.size && set.root == checkpoint.root => {
                     set.lines[index] = Some(line);
+                    true
                 }
-                Some(set) if set.size > checkpoint.size => return,
+                Some(set) if set.size > checkpoint.size => false,
                 _ => {
                     let mut lines = vec![None; self.policy.witnesses().len()];
                     lines[index] = Some(line);
@@ -224,11 +258,16 @@ impl Shared {
                         note: checkpoint.note.clone(),
                         lines,
                     });
+                    true
                 }
-            }
-            state.set.as_ref().map(CosignedSet::text).unwrap_or_default()
+            };
+            (cleared, state.set.as_ref().filter(|_| stored).map(|set| (set.size, set.text())))
         };
-        if let Err(error) = store_cosigned(&self.log_dir, &text) {
+        if cleared && let Err(error) = self.records.clear_alarm(self.policy.witnesses()[index].name()) {
+            tracing::warn!(%error, "could not mark the witness's fork alarm cleared");
+        }
+        let Some((size, text)) = text else { return };
+        if let Err(error) = self.records.store_cosigned(size, &text) {
             tracing::error!(%error, "could not store the cosigned checkpoint; it is served from memory");
         }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -267,6 +306,9 @@ impl Shared {
             state.last_alarm[index] = key;
             state.fork_alarm = Some(alarm.clone());
         }
+        if let Err(error) = self.records.record_alarm(&alarm.record(false)) {
+            tracing::error!(%error, "could not store the fork alarm; only this node shows it");
+        }
         self.counters[index].fork_alarms.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             witness = %alarm.witness,
@@ -286,52 +328,132 @@ pub(crate) struct WitnessService {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-/// Reads back the stored cosigned checkpoint if it is of the log's latest checkpoint,
-/// keeping only the lines that verify under a configured witness's key.
-fn load_set(reader: &LogReader, log_dir: &std::path::Path, policy: &WitnessPolicy) -> Option<CosignedSet> {
-    let text = match load_cosigned(log_dir) {
-        Ok(text) => text?,
-        Err(error) => {
-            tracing::warn!(%error, "ignoring the stored cosigned checkpoint");
-            return None;
-        }
-    };
-    let checkpoint = reader.latest_checkpoint()?;
-    let rest = text.strip_prefix(checkpoint.note.as_str())?;
+/// Why a stored cosigned checkpoint is not served.
+enum Unusable {
+    /// Of a size this node's log has not reached yet: it may be usable later.
+    Ahead,
+    /// Not a checkpoint of this log, or no line verifies under a configured witness's key.
+    Invalid,
+}
+
+/// Checks a stored cosigned checkpoint as if it came from outside: the log's signature,
+/// that it is the log's tree at its size (the latest checkpoint or an earlier one), and
+/// each cosignature line under a configured witness's key; keeps only the lines that
+/// verify, at most one per witness.
+fn verify_set(reader: &LogReader, policy: &WitnessPolicy, text: &str) -> Result<CosignedSet, Unusable> {
+    let verifier = reader.verifier();
+    let checkpoint = open_checkpoint(text, verifier).map_err(|_| Unusable::Invalid)?;
+    if checkpoint.size > reader.len() {
+        return Err(Unusable::Ahead);
+    }
+    if reader.root_at(checkpoint.size).ok() != Some(checkpoint.root) {
+        return Err(Unusable::Invalid);
+    }
+    // The log's own note: the checkpoint text and the log's signature line(s).
+    let body_len = text.find("\n\n").ok_or(Unusable::Invalid)? + 1;
+    let log_lines =
+        signature_lines_by(text, std::slice::from_ref(verifier)).map_err(|_| Unusable::Invalid)?;
+    let note = format!("{}\n{log_lines}", &text[..body_len]);
     let mut lines = vec![None; policy.witnesses().len()];
-    for line in rest.split_inclusive('\n') {
-        let note = format!("{}{line}", checkpoint.note);
+    for line in text[body_len + 1..].split_inclusive('\n') {
+        let cosigned = format!("{note}{line}");
         for (index, witness) in policy.witnesses().iter().enumerate() {
-            if verify_cosignatures(&note, std::slice::from_ref(&witness.key)).is_ok_and(|c| !c.is_empty()) {
+            if verify_cosignatures(&cosigned, std::slice::from_ref(&witness.key)).is_ok_and(|c| !c.is_empty())
+            {
                 lines[index].get_or_insert_with(|| line.to_owned());
             }
         }
     }
     if lines.iter().all(Option::is_none) {
-        return None;
+        return Err(Unusable::Invalid);
     }
-    Some(CosignedSet { size: checkpoint.size, root: checkpoint.root, note: checkpoint.note, lines })
+    Ok(CosignedSet { size: checkpoint.size, root: checkpoint.root, note, lines })
+}
+
+impl Shared {
+    /// With a shared store, on a node not submitting: takes what the submitting node stored
+    /// (a later cosigned checkpoint, more cosignatures of the same one, the fork alarms).
+    fn refresh(&self) {
+        let names: Vec<String> = self.policy.witnesses().iter().map(|w| w.name().to_owned()).collect();
+        let text = self.records.cosigned().unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the stored cosigned checkpoint");
+            None
+        });
+        // Checked only when it changed (what this node holds was checked already).
+        let held = self.lock().set.as_ref().map(CosignedSet::text);
+        let set = match text.filter(|text| held.as_ref() != Some(text)) {
+            None => None,
+            Some(text) => match verify_set(&self.reader, &self.policy, &text) {
+                Ok(set) => Some(set),
+                Err(Unusable::Ahead) => None,
+                Err(Unusable::Invalid) => {
+                    tracing::debug!("ignoring a stored cosigned checkpoint that does not verify");
+                    None
+                }
+            },
+        };
+        let alarms = self.records.alarms(&names).unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the stored fork alarms");
+            Vec::new()
+        });
+        let changed = {
+            let mut state = self.lock();
+            let changed = match (set, &state.set) {
+                (Some(set), Some(held))
+                    if set.size < held.size
+                        || (set.size == held.size && set.root == held.root && set.lines == held.lines) =>
+                {
+                    false
+                }
+                (Some(set), _) => {
+                    for (status, line) in state.statuses.iter_mut().zip(&set.lines) {
+                        if line.is_some() {
+                            status.acknowledged_size = Some(set.size);
+                        }
+                    }
+                    state.set = Some(set);
+                    true
+                }
+                (None, _) => false,
+            };
+            for (index, name) in names.iter().enumerate() {
+                let record = alarms.iter().find(|a| a.witness == *name);
+                let alarm = record.and_then(ForkAlarm::from_record);
+                state.last_alarm[index] = alarm
+                    .as_ref()
+                    .filter(|_| record.is_some_and(|r| !r.cleared))
+                    .map(|a| (a.kind, a.witness_size));
+                if let Some(alarm) = alarm
+                    && state.fork_alarm.as_ref().is_none_or(|shown| shown.detected_at < alarm.detected_at)
+                {
+                    state.fork_alarm = Some(alarm);
+                }
+            }
+            changed
+        };
+        if changed {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
 }
 
 impl WitnessService {
     pub(crate) fn start(
         options: WitnessOptions,
         reader: LogReader,
-        log_dir: PathBuf,
+        records: Box<dyn WitnessRecords>,
         sink: AlarmSink,
         gate: crate::JobGate,
     ) -> std::io::Result<Self> {
         let Some(policy) = options.policy.clone() else {
             return Ok(Self { shared: None, threads: Mutex::new(Vec::new()) });
         };
-        let set = load_set(&reader, &log_dir, &policy);
         let statuses = policy
             .witnesses()
             .iter()
-            .enumerate()
-            .map(|(index, w)| WitnessStatus {
+            .map(|w| WitnessStatus {
                 name: w.name().to_owned(),
-                acknowledged_size: set.as_ref().filter(|s| s.lines[index].is_some()).map(|s| s.size),
+                acknowledged_size: None,
                 last_error: None,
                 last_success: None,
             })
@@ -342,8 +464,8 @@ impl WitnessService {
             policy,
             options,
             reader,
-            log_dir,
-            state: Mutex::new(State { set, statuses, fork_alarm: None, last_alarm: vec![None; count] }),
+            records,
+            state: Mutex::new(State { set: None, statuses, fork_alarm: None, last_alarm: vec![None; count] }),
             persist: Mutex::new(()),
             signal: Mutex::new(Signal::default()),
             signalled: Condvar::new(),
@@ -351,21 +473,29 @@ impl WitnessService {
             sink,
             gate,
         });
+        // What was cosigned before this start (by this node, or by another of a shared store).
+        shared.refresh();
         let service = Self { shared: Some(shared.clone()), threads: Mutex::new(Vec::new()) };
-        for index in 0..count {
-            let shared = shared.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("keyledger-witness-{index}"))
-                .spawn(move || submit_loop(&shared, index));
-            match thread {
-                Ok(thread) => service.threads.lock().unwrap_or_else(|e| e.into_inner()).push(thread),
-                Err(error) => {
-                    (service.stopper())();
-                    return Err(error);
-                }
-            }
+        let spawned = (0..count)
+            .try_for_each(|index| {
+                let shared = shared.clone();
+                service.spawn(format!("keyledger-witness-{index}"), move || submit_loop(&shared, index))
+            })
+            .and_then(|()| match shared.records.is_shared() {
+                true => service.spawn("keyledger-witness-sync".into(), move || read_back_loop(&shared)),
+                false => Ok(()),
+            });
+        if let Err(error) = spawned {
+            (service.stopper())();
+            return Err(error);
         }
         Ok(service)
+    }
+
+    fn spawn(&self, name: String, run: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        let thread = std::thread::Builder::new().name(name).spawn(run)?;
+        self.threads.lock().unwrap_or_else(|e| e.into_inner()).push(thread);
+        Ok(())
     }
 
     /// What the API shows.
@@ -456,18 +586,20 @@ fn submit_loop(shared: &Shared, index: usize) {
         .user_agent(concat!("keyledger-witness-client/", env!("CARGO_PKG_VERSION")))
         .build();
     let agent = ureq::Agent::new_with_config(config);
-    let (mut acked, mut done) = {
-        let state = shared.lock();
-        match &state.set {
-            Some(set) if set.lines[index].is_some() => (set.size, Some((set.size, set.root))),
-            _ => (0, None),
-        }
-    };
+    let (mut acked, mut done) = (0, None);
     let mut failures = 0u32;
     let mut next_try = Instant::now();
     loop {
         let poll = shared.options.poll_interval;
         let wakes = shared.wakes();
+        // What this witness cosigned as far as the records know (stored before this start,
+        // or by another node before this one took the `jobs` lease over).
+        if let Some(set) = shared.lock().set.as_ref().filter(|set| set.lines[index].is_some())
+            && done.is_none_or(|(size, _)| size < set.size)
+        {
+            acked = acked.max(set.size);
+            done = Some((set.size, set.root));
+        }
         let checkpoint = shared.reader.latest_checkpoint();
         let due = checkpoint
             .as_ref()
@@ -523,6 +655,20 @@ fn submit_loop(shared: &Shared, index: usize) {
         }
         if shared.wait(poll, wakes) {
             return;
+        }
+    }
+}
+
+/// With a shared store: while this node does not submit (another holds the `jobs` lease),
+/// reads back what the submitting node stored, at each poll.
+fn read_back_loop(shared: &Shared) {
+    loop {
+        let wakes = shared.wakes();
+        if shared.wait(shared.options.poll_interval, wakes) {
+            return;
+        }
+        if !(shared.gate)() {
+            shared.refresh();
         }
     }
 }

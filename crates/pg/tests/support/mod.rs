@@ -54,7 +54,12 @@ impl Ledger {
 
     /// Opens the node `dir` (off the runtime: opening blocks).
     pub fn open(&self, dir: &Path) -> Engine {
-        let (dir, options) = (dir.to_owned(), self.options());
+        self.open_with(dir, self.options())
+    }
+
+    /// Opens the node `dir` with `options` (its `store` set to this ledger's database).
+    pub fn open_with(&self, dir: &Path, options: EngineOptions) -> Engine {
+        let (dir, options) = (dir.to_owned(), EngineOptions { store: Some(self.url.clone()), ..options });
         std::thread::spawn(move || Engine::open(&dir, options).unwrap()).join().unwrap()
     }
 
