@@ -61,6 +61,9 @@ pub fn pg_command(program: &Path) -> Command {
     }
 }
 
+/// How many ports a cluster tries before its start fails.
+const PORT_ATTEMPTS: u32 = 5;
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(55432)
 }
@@ -118,8 +121,19 @@ impl TestCluster {
         if !output.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&output.stderr)));
         }
-        let cluster = Self { dir, port: free_port(), bin, durable };
-        cluster.start_server()?;
+        let mut cluster = Self { dir, port: free_port(), bin, durable };
+        // The port was free when picked, but another cluster or an outgoing connection may
+        // take it before the server binds it: then pick another.
+        for attempt in 1.. {
+            match cluster.start_server() {
+                Ok(()) => break,
+                Err(error) if attempt < PORT_ATTEMPTS && error.contains("could not bind") => {
+                    let _ = std::fs::remove_file(cluster.log_path());
+                    cluster.port = free_port();
+                }
+                Err(error) => return Err(error),
+            }
+        }
         Ok(cluster)
     }
 
