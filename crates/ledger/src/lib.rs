@@ -17,6 +17,7 @@
 
 pub mod audit;
 pub mod authority;
+pub mod background;
 pub mod commands;
 pub mod credits;
 pub mod datadir;

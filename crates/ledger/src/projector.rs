@@ -15,6 +15,8 @@
 //!   whatever the load.
 //! - A redb failure never stops the thread: it reopens the database with backoff and
 //!   catches up from the log, which stays the truth.
+//! - It runs at a lower CPU priority than the request path ([`crate::background`]): its
+//!   bursts do not hold up verifications on busy cores.
 //! - A clean stop persists the projections, then compacts their file if it grew enough
 //!   since it was opened (never on open, so a start stays proportional to the registry).
 //!
@@ -174,6 +176,7 @@ fn has_lifecycle(batch: &CommittedEvents) -> bool {
 /// snapshot; the log stays the truth.
 fn run(mut projections: Projections, feed: Feed) {
     use std::sync::mpsc::RecvTimeoutError;
+    crate::background::lower_current_thread();
     let Feed { events, applied, log, committed, demand } = feed;
     const RETRY_INITIAL: Duration = Duration::from_millis(100);
     const RETRY_MAX: Duration = Duration::from_secs(5);

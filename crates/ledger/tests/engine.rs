@@ -284,3 +284,45 @@ async fn a_projector_that_falls_behind_reads_the_skipped_batches_from_the_log() 
     }
     engine.shutdown().await;
 }
+
+/// The nice value of each of this process's threads named `name` (its first 15 bytes, as
+/// the kernel keeps it), from /proc.
+#[cfg(target_os = "linux")]
+fn thread_nice(name: &str) -> Vec<i32> {
+    let comm: String = name.chars().take(15).collect();
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            (std::fs::read_to_string(path.join("comm")).ok()?.trim_end() == comm).then_some(path)
+        })
+        .map(|path| {
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+            // Fields after the parenthesised name; the nice value is field 19 of the line.
+            let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            fields[16].parse().unwrap()
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_runs_at_the_background_priority_and_the_writer_does_not() {
+    let (_dir, _, engine) = support::ledger();
+    // Other tests of this binary run engines too: every one's threads are checked. A
+    // projector lowers itself as it starts: give it a moment.
+    let lowered = |nice: Vec<i32>| {
+        !nice.is_empty() && nice.iter().all(|n| *n == keyledger_ledger::background::BACKGROUND_NICE)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !lowered(thread_nice("keyledger-projector")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", thread_nice("keyledger-projector"));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let writers = thread_nice("keyledger-log-writer");
+    assert!(
+        !writers.is_empty() && writers.iter().all(|n| *n == 0),
+        "on every verification's path: {writers:?}"
+    );
+    engine.shutdown().await;
+}
