@@ -46,7 +46,13 @@ impl Process {
     ) -> Result<Self> {
         let mut command = if has_timeout() {
             let mut command = Command::new("timeout");
-            command.arg("--kill-after=5").arg(format!("{}s", lifetime.as_secs().max(1))).arg(program);
+            // `timeout` arms its kill-after on any SIGTERM it receives, [`Process::stop`]'s
+            // included: longer than the grace, so that the grace is what a stop gets.
+            let kill_after = STOP_GRACE + Duration::from_secs(5);
+            command
+                .arg(format!("--kill-after={}", kill_after.as_secs()))
+                .arg(format!("{}s", lifetime.as_secs().max(1)))
+                .arg(program);
             command
         } else {
             Command::new(program)
