@@ -1,7 +1,7 @@
 //! Named rate limits through the real binary (docs/api.md, "Rate limits"): limits on create,
 //! PATCH and rotation, JSON and forward-auth verification with the `RateLimit-Policy` /
 //! `RateLimit` headers, 429 `rate_limited` with `Retry-After`, the `denied` event, revoked
-//! before rate-limited, and counters starting empty after a restart.
+//! before rate-limited, and the windows in progress recounted from the log after a restart.
 
 use keyledger_e2e::{Client, Env, Ledger, Resp, text};
 use serde_json::{Value, json};
@@ -203,21 +203,21 @@ fn forward_auth_names_limits_by_query_and_header() {
 }
 
 #[test]
-fn counters_start_empty_after_a_restart() {
+fn a_restart_recounts_the_windows_in_progress_from_the_log() {
     let ledger = Ledger::init();
     let server = ledger.serve(&[]);
     let http = server.client();
     let (key_id, secret, _) =
-        create(&http, &ledger.admin_key, json!([{"name": "api", "limit": 1, "duration": "30d"}]));
+        create(&http, &ledger.admin_key, json!([{"name": "api", "limit": 2, "duration": "30d"}]));
     assert_eq!(verify_json(&http, &secret, None).status, 200);
-    assert_refused(&verify_json(&http, &secret, None), "api");
+    // The `used` event names what it spent, which is what a restart counts again.
+    let page = http.get(&format!("/v1/keys/{key_id}/events?kind=usage&limit=10"), &ledger.admin_key);
+    assert_eq!(page.body["events"][0]["ratelimits"], json!([{"name": "api", "cost": 1}]), "{}", page.dump());
     server.stop();
-    // Documented: counters live in memory, so a restart allows at most one extra window's
-    // allowance; the limits themselves are in the log.
     let server = ledger.serve(&[]);
     let http = server.client();
     let view = http.get(&format!("/v1/keys/{key_id}"), &ledger.admin_key);
-    assert_eq!(view.body["ratelimits"][0]["limit"], 1, "{}", view.dump());
+    assert_eq!(view.body["ratelimits"][0]["limit"], 2, "{}", view.dump());
     assert_eq!(verify_json(&http, &secret, None).status, 200);
     assert_refused(&verify_json(&http, &secret, None), "api");
     server.stop();

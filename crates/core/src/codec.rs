@@ -310,6 +310,18 @@ mod tests {
                     hash: KeyHash([0xab; 32]),
                 })),
             ),
+            (
+                EventKind::Used,
+                envelope(Payload::Counted(Counted {
+                    usage: Usage {
+                        key_id: key(1),
+                        workspace: "acme".parse().unwrap(),
+                        context: UsageContext::default(),
+                    },
+                    credits: Some(CreditSpend { cost: 2, remaining: 7 }),
+                    spent: vec![LimitSpend { name: "api".into(), cost: 1 }],
+                })),
+            ),
         ]
     }
 
@@ -367,6 +379,7 @@ mod tests {
             EventKind::KeyRehashed,
             "15010101010101010101010101010101010461636d65abababababababababababababababababababababababababababababababab",
         ),
+        (EventKind::Used, "16010101010101010101010101010101010461636d6500000000000000010207010361706901"),
     ];
 
     #[test]

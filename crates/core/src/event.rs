@@ -70,6 +70,9 @@ pub enum Payload {
     KeyImported(crate::import::KeyImported),
     /// An imported key's first use gave it keyledger's keyed hash (docs/import.md).
     KeyRehashed(crate::import::KeyRehashed),
+    /// A `used` event that spent rate-limit allowance: what it spent rides on it, so every
+    /// node reading the log counts it (docs/api.md, "Rate limits").
+    Counted(Counted),
 }
 
 /// The kind of an event, as the API names it.
@@ -363,6 +366,34 @@ pub struct Metered {
     pub remaining: u64,
 }
 
+/// An allowed verification that spent allowance of one or more rate limits (and, for a key
+/// with credits, its credits): a `used` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counted {
+    pub usage: Usage,
+    /// The credits spent, for a key with credits (what a [`Metered`] event holds).
+    pub credits: Option<CreditSpend>,
+    /// Each limit it spent on (cost at least 1), in the order of the key's list.
+    pub spent: Vec<LimitSpend>,
+}
+
+/// Credits spent by one verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditSpend {
+    /// Credits spent (0: checked without spending).
+    pub cost: u64,
+    /// The balance after the spend.
+    pub remaining: u64,
+}
+
+/// The allowance one verification spent of one named rate limit, in the window holding the
+/// event's time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitSpend {
+    pub name: String,
+    pub cost: u64,
+}
+
 /// A key's credits as set by create, rotation (moved from the old key) or a top-up: the
 /// balance becomes `remaining`; the refill schedule's reference time is kept when the key
 /// already had credits (docs/credits.md).
@@ -455,7 +486,25 @@ impl Payload {
         match self {
             Payload::Used(u) => Some(u),
             Payload::Metered(m) => Some(&m.usage),
+            Payload::Counted(c) => Some(&c.usage),
             _ => None,
+        }
+    }
+
+    /// The credits a `used` event spent, whichever variant carries them.
+    pub fn credit_spend(&self) -> Option<CreditSpend> {
+        match self {
+            Payload::Metered(m) => Some(CreditSpend { cost: m.cost, remaining: m.remaining }),
+            Payload::Counted(c) => c.credits,
+            _ => None,
+        }
+    }
+
+    /// The rate-limit allowance a `used` event spent (empty for every other event).
+    pub fn limit_spends(&self) -> &[LimitSpend] {
+        match self {
+            Payload::Counted(c) => &c.spent,
+            _ => &[],
         }
     }
 
@@ -483,6 +532,7 @@ impl Payload {
             Payload::RateLimitsSet(_) => EventKind::RateLimitsSet,
             Payload::KeyImported(_) => EventKind::KeyImported,
             Payload::KeyRehashed(_) => EventKind::KeyRehashed,
+            Payload::Counted(_) => EventKind::Used,
         }
     }
 
@@ -510,6 +560,7 @@ impl Payload {
             Payload::RateLimitsSet(e) => &e.workspace,
             Payload::KeyImported(e) => &e.workspace,
             Payload::KeyRehashed(e) => &e.workspace,
+            Payload::Counted(e) => &e.usage.workspace,
         }
     }
 
@@ -536,6 +587,7 @@ impl Payload {
             Payload::RateLimitsSet(e) => e.key_id,
             Payload::KeyImported(e) => Some(e.key_id),
             Payload::KeyRehashed(e) => Some(e.key_id),
+            Payload::Counted(e) => Some(e.usage.key_id),
         }
     }
 }

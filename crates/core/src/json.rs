@@ -35,6 +35,12 @@ pub fn context_json(context: &UsageContext) -> Value {
     })
 }
 
+/// What a `used` event spent of each rate limit: `[{name, cost}]`, the shape a verify
+/// request names them in.
+pub fn limit_spends_json(spent: &[LimitSpend]) -> Value {
+    Value::Array(spent.iter().map(|s| json!({"name": s.name, "cost": s.cost})).collect())
+}
+
 pub fn policy_json(policy: &Policy) -> Value {
     json!({
         "max_active_keys": policy.max_active_keys,
@@ -80,6 +86,14 @@ pub fn event_json(event: &Event) -> Value {
             put("context", context_json(&e.usage.context));
             put("cost", json!(e.cost));
             put("credits_remaining", json!(e.remaining));
+        }
+        Payload::Counted(e) => {
+            put("context", context_json(&e.usage.context));
+            if let Some(credits) = e.credits {
+                put("cost", json!(credits.cost));
+                put("credits_remaining", json!(credits.remaining));
+            }
+            put("ratelimits", limit_spends_json(&e.spent));
         }
         Payload::CreditsSet(e) => {
             put("remaining", json!(e.remaining));

@@ -81,12 +81,13 @@ pub fn fold(credits: &mut HashMap<KeyId, KeyCredits>, event: &Event) {
                 entry.since = at;
             }
         }
-        Payload::Metered(metered) => {
-            if let Some(entry) = credits.get_mut(&metered.usage.key_id) {
-                entry.remaining = metered.remaining;
+        payload => {
+            if let (Some(spend), Some(usage)) = (payload.credit_spend(), payload.usage())
+                && let Some(entry) = credits.get_mut(&usage.key_id)
+            {
+                entry.remaining = spend.remaining;
             }
         }
-        _ => {}
     }
 }
 

@@ -341,6 +341,7 @@ impl Engine {
         }
         projections.catch_up(&reader)?;
         let state = projections.load_state()?;
+        let counters = crate::sequencer_ratelimit::recount(&state, &reader, Timestamp::now())?;
         let projections_db = projections.database();
         let applied = state.applied;
         let state = Arc::new(RwLock::new(state));
@@ -351,7 +352,7 @@ impl Engine {
         let sequencer = crate::sequencer::LedgerSequencer {
             state: state.clone(),
             projections_db: projections_db.clone(),
-            counters: crate::ratelimit::RateCounters::default(),
+            counters,
         };
         let shared = store.is_some();
         let (writer, listener) = match store {

@@ -1,15 +1,18 @@
 //! Rate-limit counters: fixed windows per (key, limit name), held by the sequencer.
 //!
 //! Exists because a rate limit is decided where revocation is, on the serial writer thread
-//! (docs/api.md, "Rate limits"): checking and spending are one step, so counting is exact on
-//! one node while it runs. Windows are fixed and aligned to the epoch (`start = now - now %
-//! duration`), so a window's reset time is the same for everyone and for every restart.
+//! (docs/api.md, "Rate limits"): checking and spending are one step, so counting is exact.
+//! The counters are memory kept in step with the log: what a verification spent rides on
+//! its `used` event, and the spends this writer did not decide (another node's, or the
+//! log's before a restart) are counted with [`RateCounters::count`]. Windows are fixed and
+//! aligned to the epoch (`start = now - now % duration`), so a window's reset time is the
+//! same for every node and every restart.
 //!
 //! **Guarantees.** A verification applying several limits spends on all of them or on none:
 //! a refused verification spends nothing. At most [`MAX_COUNTERS`] counters are held; when
 //! full, counters of ended windows go first (losing nothing), then the least recently used
 //! eighth of the rest, each of which may then allow at most one extra window's allowance in
-//! its current window, exactly as after a restart (counters start empty).
+//! its current window (its counter starts empty again).
 
 use keyledger_core::{KeyId, RateLimit, Timestamp};
 use std::collections::HashMap;
@@ -126,6 +129,23 @@ impl RateCounters {
         }
     }
 
+    /// Counts what another node's verification spent (`spent`, of the key's `limits`) at
+    /// `at`: in the window holding `at`, or not at all when that window has already ended
+    /// here. A name the key has no limit of any more counts nothing.
+    pub fn count(
+        &mut self,
+        key: KeyId,
+        limits: &[RateLimit],
+        spent: &[keyledger_core::LimitSpend],
+        at: Timestamp,
+    ) {
+        for spend in spent {
+            if let Some(limit) = limits.iter().find(|l| l.name == spend.name) {
+                self.spend(key, limit, spend.cost, at.micros());
+            }
+        }
+    }
+
     fn spend(&mut self, key: KeyId, limit: &RateLimit, cost: u64, now: i64) {
         let start = window_start(now, limit.duration);
         self.tick += 1;
@@ -135,7 +155,11 @@ impl RateCounters {
             self.make_room(now);
         }
         let window = self.windows.entry(id).or_insert(Window { start, used: 0, touched: tick });
-        if window.start != start {
+        if window.start > start {
+            // A spend in a window that has ended here (another node's, read late).
+            return;
+        }
+        if window.start < start {
             *window = Window { start, used: 0, touched: tick };
         }
         window.used = window.used.saturating_add(cost);
@@ -203,6 +227,28 @@ mod tests {
         let ok = c.check_and_spend(key, &[(&big, 10), (&small, 2)], at(2)).unwrap();
         assert_eq!((ok[0].remaining, ok[1].remaining), (0, 0));
         assert!(c.check_and_spend(key, &[(&small, 0)], at(3)).is_err());
+    }
+
+    #[test]
+    fn another_nodes_spends_count_in_their_own_window_only() {
+        let mut c = RateCounters::default();
+        let key = KeyId::from_bytes([3; 16]);
+        let api = limit("api", 5, 60);
+        let limits = [api.clone()];
+        let spend = |cost| vec![keyledger_core::LimitSpend { name: "api".into(), cost }];
+        c.count(key, &limits, &spend(3), at(61));
+        // A name the key has no limit of counts nothing.
+        let other = vec![keyledger_core::LimitSpend { name: "gone".into(), cost: 9 }];
+        c.count(key, &limits, &other, at(62));
+        assert_eq!(c.check_and_spend(key, &[(&api, 1)], at(62)).unwrap()[0].remaining, 1);
+        // A spend read late, of a window that ended here, changes nothing.
+        c.count(key, &limits, &spend(1), at(59));
+        assert_eq!(c.check_and_spend(key, &[(&api, 0)], at(63)).unwrap()[0].remaining, 1);
+        c.count(key, &limits, &spend(1), at(64));
+        assert!(c.check_and_spend(key, &[(&api, 1)], at(65)).is_err());
+        // The next window starts afresh with the spend that opened it.
+        c.count(key, &limits, &spend(2), at(120));
+        assert_eq!(c.check_and_spend(key, &[(&api, 1)], at(121)).unwrap()[0].remaining, 2);
     }
 
     #[test]

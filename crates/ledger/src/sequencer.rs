@@ -105,6 +105,7 @@ impl Sequencer for LedgerSequencer {
             return Err(format!("the registry is at {} but the next event is {}", state.applied, event.seq));
         }
         state.apply(event);
+        crate::sequencer_ratelimit::count_foreign(&state, &mut self.counters, event);
         Ok(())
     }
 

@@ -11,25 +11,16 @@ use crate::ratelimit::{LimitStatus, RateCounters};
 use crate::sequencer::{act_on, check_actor, emit};
 use crate::state::{LedgerState, VerifyRequirements};
 use keyledger_core::{
-    Denial, DenyReason, KeyId, Payload, RateLimit, RateLimitsSet, Timestamp, UsageContext, WorkspaceId,
+    Counted, CreditSpend, Denial, DenyReason, KeyId, LimitSpend, Metered, Payload, RateLimit, RateLimitsSet,
+    Timestamp, UsageContext, WorkspaceId,
 };
-use keyledger_log::Batch;
+use keyledger_log::{Batch, LogReader, OpenError};
 
 /// The limits a verification applies, with their cost: every `auto_apply` limit (cost 1,
 /// or the cost the request gives it) and every other limit the request names. A requested
-/// name the key has no limit of is ignored (docs/api.md). Then checks and spends them: the
-/// statuses, and the name of the limit that refused, if one did.
-pub(crate) fn apply(
-    counters: &mut RateCounters,
-    key_id: KeyId,
-    limits: &[RateLimit],
-    wants: &VerifyRequirements,
-    now: Timestamp,
-) -> (Vec<LimitStatus>, Option<String>) {
-    if limits.is_empty() {
-        return (Vec::new(), None);
-    }
-    let applied: Vec<(&RateLimit, u64)> = limits
+/// name the key has no limit of is ignored (docs/api.md).
+fn applied<'a>(limits: &'a [RateLimit], wants: &VerifyRequirements) -> Vec<(&'a RateLimit, u64)> {
+    limits
         .iter()
         .filter_map(|limit| {
             // The first mention of a name gives its cost.
@@ -40,15 +31,12 @@ pub(crate) fn apply(
                 None => None,
             }
         })
-        .collect();
-    match counters.check_and_spend(key_id, &applied, now) {
-        Ok(statuses) => (statuses, None),
-        Err((name, statuses)) => (statuses, Some(name)),
-    }
+        .collect()
 }
 
-/// The last step of an allowed verification: applies the key's limits (see [`apply`]) and
-/// either keeps the `used`/`metered` payload or turns it into a `denied` one with reason
+/// The last step of an allowed verification: checks and spends the key's limits (see
+/// [`applied`]) and either keeps the `used`/`metered` payload, as a `counted` one naming
+/// what it spent when it spent anything, or turns it into a `denied` one with reason
 /// `rate_limited` (the same context). The applied limits' statuses go to `statuses`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_last(
@@ -62,17 +50,100 @@ pub(crate) fn apply_last(
     now: Timestamp,
 ) -> (Result<(), DenyReason>, Payload) {
     let limits = state.ratelimits_of(&key_id, workspace);
-    let (applied, refused) = apply(counters, key_id, limits, wants, now);
-    *statuses = applied;
-    let Some(name) = refused else { return (Ok(()), payload) };
+    if limits.is_empty() {
+        return (Ok(()), payload);
+    }
+    let applied = applied(limits, wants);
+    let name = match counters.check_and_spend(key_id, &applied, now) {
+        Ok(applied_statuses) => {
+            *statuses = applied_statuses;
+            let spent: Vec<LimitSpend> = applied
+                .iter()
+                .filter(|(_, cost)| *cost > 0)
+                .map(|(limit, cost)| LimitSpend { name: limit.name.clone(), cost: *cost })
+                .collect();
+            return (Ok(()), with_spends(payload, spent));
+        }
+        Err((name, applied_statuses)) => {
+            *statuses = applied_statuses;
+            name
+        }
+    };
     let context = match payload {
         Payload::Used(usage) => usage.context,
         Payload::Metered(metered) => metered.usage.context,
+        Payload::Counted(counted) => counted.usage.context,
         _ => UsageContext::default(),
     };
     let reason = DenyReason::RateLimited(name);
     let denial = Denial { key_id, workspace: workspace.clone(), reason: reason.clone(), context };
     (Err(reason), Payload::Denied(denial))
+}
+
+/// A `used` payload carrying `spent` (a `counted` one), so that every node reading the
+/// log counts the spend; unchanged when nothing was spent.
+fn with_spends(payload: Payload, spent: Vec<LimitSpend>) -> Payload {
+    if spent.is_empty() {
+        return payload;
+    }
+    match payload {
+        Payload::Used(usage) => Payload::Counted(Counted { usage, credits: None, spent }),
+        Payload::Metered(Metered { usage, cost, remaining }) => {
+            Payload::Counted(Counted { usage, credits: Some(CreditSpend { cost, remaining }), spent })
+        }
+        other => other,
+    }
+}
+
+/// Counts the spends of a `counted` event this writer did not decide (another node's, or
+/// one read back by [`recount`]; `event` already applied to `state`), in the windows
+/// holding the event's time: the counters then hold every node's verifications, as a
+/// single node's would (docs/api.md, "Rate limits").
+pub(crate) fn count_foreign(state: &LedgerState, counters: &mut RateCounters, event: &keyledger_core::Event) {
+    let spent = event.payload.limit_spends();
+    let Some(usage) = event.payload.usage() else { return };
+    if spent.is_empty() {
+        return;
+    }
+    let limits = state.ratelimits_of(&usage.key_id, &usage.workspace);
+    counters.count(usage.key_id, limits, spent, event.at);
+}
+
+/// Most events a restart reads back to recount the windows in progress ([`recount`]).
+pub const RECOUNT_MAX_EVENTS: u64 = 500_000;
+
+/// The counters as the log left them at `now`: the spends of the `counted` events in the
+/// windows in progress (the longest limit in force sets how far back that is), read from
+/// at most the last [`RECOUNT_MAX_EVENTS`] events. A restarted node refuses what it would
+/// have refused before the restart (docs/api.md, "Rate limits"). Without limits anywhere,
+/// nothing is read.
+pub(crate) fn recount(
+    state: &LedgerState,
+    log: &LogReader,
+    now: Timestamp,
+) -> Result<RateCounters, OpenError> {
+    let mut counters = RateCounters::default();
+    let longest = state
+        .key_ratelimits
+        .values()
+        .chain(state.workspace_ratelimits.values())
+        .flatten()
+        .map(|limit| limit.duration)
+        .max();
+    let Some(longest) = longest else { return Ok(counters) };
+    let oldest_window = now.micros() - now.micros().rem_euclid(longest.max(1));
+    let end = log.len().min(state.applied);
+    let from = log
+        .seq_at_or_after(Timestamp::from_micros(oldest_window))?
+        .max(end.saturating_sub(RECOUNT_MAX_EVENTS));
+    for event in log.events_from(from) {
+        let event = event?;
+        if event.seq >= end {
+            break;
+        }
+        count_foreign(state, &mut counters, &event);
+    }
+    Ok(counters)
 }
 
 /// Sets a key's limits (or the workspace default): the caller must be allowed to change

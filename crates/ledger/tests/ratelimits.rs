@@ -1,6 +1,7 @@
 //! Named rate limits decided by the sequencer (docs/api.md, "Rate limits"): exact counting
 //! on one node, nothing spent by a refusal, revocation first, limits kept in the log and
-//! the projection, counters (in memory only) starting empty after a restart.
+//! the projection, the spends of the windows in progress recounted from the log after a
+//! restart.
 
 use keyledger_core::{Actor, DenyReason, Event, Payload, RateLimit, UsageContext};
 use keyledger_ledger::ratelimit::LimitStatus;
@@ -112,7 +113,7 @@ async fn the_window_resets() {
 async fn defaults_rotation_and_restart() {
     let dir = support::DataDir::new();
     init(&dir);
-    let (own, own_secret, plain) = {
+    let (own, own_secret, plain, plain_secret) = {
         let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
         let system = Caller::system();
         let default = vec![limit("ws", 1, LONG, true)];
@@ -133,13 +134,19 @@ async fn defaults_rotation_and_restart() {
         assert_eq!(engine.ratelimits(&new.key_id, &ws("acme")), (limits, true));
         assert_eq!(verify(&engine, new_secret.expose(), &[]).await.1[0].remaining, 1);
         engine.shutdown().await;
-        (new.key_id, new_secret, plain.key_id)
+        (new.key_id, new_secret, plain.key_id, plain_secret)
     };
-    // After a restart the limits are there (projection and log), the counters start empty.
+    // After a restart the limits are there (projection and log), and so is what the
+    // windows in progress had spent (recounted from the `used` events).
     let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
     assert_eq!(engine.ratelimits(&own, &ws("acme")).0, vec![limit("api", 2, LONG, true)]);
     assert_eq!(engine.ratelimits(&plain, &ws("acme")).0, vec![limit("ws", 1, LONG, true)]);
-    assert_eq!(verify(&engine, own_secret.expose(), &[]).await.1[0].remaining, 1);
+    assert_eq!(verify(&engine, own_secret.expose(), &[]).await.1[0].remaining, 0);
+    assert_eq!(verify(&engine, own_secret.expose(), &[]).await.0, Err(DenyReason::RateLimited("api".into())));
+    assert_eq!(
+        verify(&engine, plain_secret.expose(), &[]).await.0,
+        Err(DenyReason::RateLimited("ws".into()))
+    );
     engine.shutdown().await;
 }
 
@@ -229,4 +236,58 @@ async fn a_refusal_for_credits_spends_no_allowance() {
     assert_eq!((ok, remaining(&statuses)), (Ok(()), vec![("api".into(), 0)]));
     assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Err(DenyReason::RateLimited("api".into())));
     assert_eq!(engine.credits(&key.key_id).unwrap().remaining, 4);
+    // The allowed verification's `used` event carries both spends; the balance it leaves
+    // is what a restart folds from the log and the projection.
+    let last_used = engine
+        .log()
+        .events_from(0)
+        .map(Result::unwrap)
+        .filter(|e| e.payload.kind() == keyledger_core::EventKind::Used)
+        .last()
+        .unwrap();
+    match &last_used.payload {
+        Payload::Counted(counted) => {
+            assert_eq!(counted.credits, Some(keyledger_core::CreditSpend { cost: 1, remaining: 4 }));
+            assert_eq!(counted.spent, vec![keyledger_core::LimitSpend { name: "api".into(), cost: 1 }]);
+        }
+        other => panic!("expected a counted `used` event: {other:?}"),
+    }
+    engine.shutdown().await;
+    drop(engine);
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    assert_eq!(engine.credits(&key.key_id).unwrap().remaining, 4);
+    engine.shutdown().await;
+}
+
+/// What an allowed verification spent of each limit rides on its `used` event (the
+/// `ratelimits` member of its JSON form), so that other nodes count it; a verification
+/// that spent nothing writes a plain `used` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_used_event_names_what_it_spent() {
+    let (_dir, _, engine) = support::ledger();
+    let (key, secret) = engine.create(Caller::system(), ws("acme"), spec("k", &[])).await.unwrap();
+    let limits = vec![limit("api", 5, LONG, true), limit("heavy", 10, LONG, false)];
+    engine.set_ratelimits(Caller::system(), ws("acme"), Some(key.key_id), limits).await.unwrap();
+    let spent_by = |requested: &'static [(&'static str, u64)]| {
+        let engine = &engine;
+        let secret = secret.expose().to_owned();
+        async move {
+            let before = engine.log().len();
+            assert_eq!(verify(engine, &secret, requested).await.0, Ok(()));
+            let events: Vec<Event> = engine.log().events_from(before).map(Result::unwrap).collect();
+            assert_eq!(events.len(), 1);
+            let json = keyledger_core::json::event_json(&events[0]);
+            assert_eq!(json["kind"], "used");
+            (events[0].payload.limit_spends().to_vec(), json["ratelimits"].clone())
+        }
+    };
+    let (spent, json) = spent_by(&[("heavy", 4)]).await;
+    let names: Vec<(String, u64)> = spent.into_iter().map(|s| (s.name, s.cost)).collect();
+    assert_eq!(names, vec![("api".to_owned(), 1), ("heavy".to_owned(), 4)]);
+    assert_eq!(json, serde_json::json!([{"name": "api", "cost": 1}, {"name": "heavy", "cost": 4}]));
+    // Cost 0 on `api` and `heavy` not named: nothing spent, a plain `used` event.
+    let (spent, json) = spent_by(&[("api", 0)]).await;
+    assert!(spent.is_empty());
+    assert!(json.is_null(), "{json}");
+    engine.shutdown().await;
 }

@@ -99,6 +99,43 @@ async fn a_key_imported_on_one_node_is_valid_on_the_other_at_once() {
     b.shutdown().await;
 }
 
+/// A rate limit holds across the nodes: each counts the others' verifications, read from
+/// the log before it decides (docs/api.md, "Rate limits").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_counts_the_verifications_of_every_node() {
+    use keyledger_core::{DenyReason, RateLimit, UsageContext};
+    use keyledger_ledger::{VerifyOutcome, VerifyRequirements};
+    let ledger = Ledger::new();
+    let (init, a, b) = ledger.two_nodes();
+    let caller = admin(&a, init.admin_key.expose());
+    let (key, secret) = a.create(caller.clone(), ws("acme"), spec("k", &["read"])).await.unwrap();
+    // A 30-day window aligned to the epoch: no run crosses its end by chance.
+    let limit =
+        RateLimit { name: "api".into(), limit: 4, duration: 30 * 86_400 * 1_000_000, auto_apply: true };
+    a.set_ratelimits(caller, ws("acme"), Some(key.key_id), vec![limit]).await.unwrap();
+    for (i, node) in [&a, &b, &a, &b].into_iter().enumerate() {
+        assert_eq!(verify(node, secret.expose()).await, Some(true), "verification {i} is within the limit");
+    }
+    for (name, node) in [("A", &a), ("B", &b)] {
+        let outcome = node.verify(
+            support::rid(),
+            secret.expose(),
+            VerifyRequirements::default(),
+            UsageContext::default(),
+        );
+        match outcome.await.unwrap() {
+            VerifyOutcome::Known(verdict) => {
+                assert_eq!(verdict.outcome, Err(DenyReason::RateLimited("api".into())), "on {name}");
+                let statuses = verdict.ratelimits.expect("the limit's status");
+                assert_eq!(statuses[0].remaining, 0, "on {name}");
+            }
+            _ => panic!("the key is known on {name}"),
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[test]
 fn a_node_with_another_pepper_or_signing_key_is_refused_naming_which() {
     let ledger = Ledger::new();

@@ -199,9 +199,7 @@ impl<'t> Writer<'t> {
     fn event(&mut self, event: &Event) -> Result<(), ProjectionError> {
         self.index_request(false, event.request_id.as_bytes(), event.seq);
         match &event.payload {
-            Payload::Used(u) | Payload::Metered(keyledger_core::Metered { usage: u, .. }) => {
-                self.usage(event, u.key_id, true, &u.context)
-            }
+            payload if let Some(u) = payload.usage() => self.usage(event, u.key_id, true, &u.context),
             Payload::Denied(d) => self.usage(event, d.key_id, false, &d.context),
             payload => {
                 let Some(key_id) = payload.key_id() else { return Ok(()) };

@@ -412,7 +412,7 @@ impl<'a> AuditQueries<'a> {
                         Some(event.request_id) == own
                     } else {
                         match &event.payload {
-                            Payload::Used(u) | Payload::Metered(keyledger_core::Metered { usage: u, .. }) => {
+                            payload if let Some(u) = payload.usage() => {
                                 u.context.request_id.as_deref() == Some(id)
                             }
                             Payload::Denied(d) => d.context.request_id.as_deref() == Some(id),

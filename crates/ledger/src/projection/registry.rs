@@ -108,7 +108,7 @@ impl Projection for RegistryProjection {
         let mut source_policies_changed: BTreeSet<WorkspaceId> = BTreeSet::new();
         for event in events() {
             match &event.payload {
-                Payload::Used(_) | Payload::Metered(_)
+                Payload::Used(_) | Payload::Metered(_) | Payload::Counted(_)
                     if let Some(usage) = event.payload.usage()
                         && partial.view(&usage.key_id).is_none() =>
                 {
@@ -290,7 +290,8 @@ fn apply_credits<'a>(
     events: impl Iterator<Item = &'a Event> + Clone,
 ) -> Result<(), ProjectionError> {
     let touched = |e: &Event| match &e.payload {
-        Payload::Metered(_) | Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => e.payload.key_id(),
+        Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => e.payload.key_id(),
+        payload if payload.credit_spend().is_some() => payload.key_id(),
         _ => None,
     };
     if events.clone().all(|e| touched(e).is_none()) {

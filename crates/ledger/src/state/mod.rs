@@ -482,7 +482,7 @@ impl LedgerState {
                 last_used: LastUsed::default(),
                 allowed_sources: None,
             }),
-            Payload::Used(_) | Payload::Metered(_) => {
+            Payload::Used(_) | Payload::Metered(_) | Payload::Counted(_) => {
                 let Some(u) = event.payload.usage() else { return };
                 if let Some(key) = self.slot_mut(&u.key_id) {
                     let mut last = key.last_used();

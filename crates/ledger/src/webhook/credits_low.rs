@@ -9,22 +9,24 @@
 
 use super::{Notification, notification};
 use keyledger_core::json::event_json;
-use keyledger_core::{Event, KeyId, Payload};
+use keyledger_core::{Event, KeyId};
 use serde_json::json;
 
 /// The notification of `event`, if it is a metered `used` event crossing the threshold that
 /// `threshold(key)` gives (`None`: the key has no credits any more, nothing fires).
 pub fn credits_low(event: &Event, threshold: impl FnOnce(KeyId) -> Option<u64>) -> Option<Notification> {
-    let Payload::Metered(metered) = &event.payload else { return None };
-    let key_id = metered.usage.key_id;
-    let before = metered.remaining.saturating_add(metered.cost);
+    let (Some(spend), Some(usage)) = (event.payload.credit_spend(), event.payload.usage()) else {
+        return None;
+    };
+    let key_id = usage.key_id;
+    let before = spend.remaining.saturating_add(spend.cost);
     let threshold = threshold(key_id)?;
-    if !(metered.remaining <= threshold && before > threshold) {
+    if !(spend.remaining <= threshold && before > threshold) {
         return None;
     }
     let data = json!({
         "key_id": key_id.to_string(),
-        "remaining": metered.remaining,
+        "remaining": spend.remaining,
         "low_threshold": threshold,
         "event": event_json(event),
     });
@@ -42,7 +44,9 @@ pub fn credits_low(event: &Event, threshold: impl FnOnce(KeyId) -> Option<u64>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyledger_core::{Actor, Metered, RequestId, Timestamp, Usage};
+    use keyledger_core::{
+        Actor, Counted, CreditSpend, LimitSpend, Metered, Payload, RequestId, Timestamp, Usage,
+    };
 
     fn spend(seq: u64, cost: u64, remaining: u64) -> Event {
         let usage = Usage {
@@ -72,5 +76,21 @@ mod tests {
             serde_json::from_str(&credits_low(&spend(2, 1, 10), |_| Some(10)).unwrap().body).unwrap();
         assert_eq!(body["data"]["remaining"], 10);
         assert_eq!(body["data"]["event"]["kind"], "used");
+    }
+
+    #[test]
+    fn a_spend_that_also_counted_against_rate_limits_fires_too() {
+        let counted = |cost, remaining, credits: bool| {
+            let mut event = spend(7, cost, remaining);
+            let Payload::Metered(Metered { usage, .. }) = event.payload else { unreachable!() };
+            let credits = credits.then_some(CreditSpend { cost, remaining });
+            let spent = vec![LimitSpend { name: "api".into(), cost: 1 }];
+            event.payload = Payload::Counted(Counted { usage, credits, spent });
+            event
+        };
+        let low = |e: &Event| credits_low(e, |_| Some(10)).map(|n| n.kind);
+        assert_eq!(low(&counted(1, 10, true)), Some("key.credits_low"), "11 -> 10 crosses");
+        assert_eq!(low(&counted(1, 11, true)), None, "still above");
+        assert_eq!(low(&counted(1, 10, false)), None, "no credits spent");
     }
 }

@@ -255,6 +255,7 @@ fn lifecycle_type(payload: &Payload) -> Option<&'static str> {
         Payload::LeakReported(_) => "key.leaked",
         Payload::LeakPolicySet(_) => "policy.updated",
         Payload::Used(_) | Payload::Denied(_) | Payload::Lookup(_) | Payload::Idempotency(_) => return None,
+        Payload::Counted(_) => return None,
         // Balance changes: `key.credits_low` is decided from the spends (credits_low.rs).
         Payload::Metered(_) | Payload::CreditsSet(_) | Payload::CreditsRefilled(_) => return None,
         // Rate limits are configuration without a notification type of their own.
@@ -278,7 +279,7 @@ pub fn notifications_for(
         return out;
     }
     let (key_id, context, allowed, revoked) = match &event.payload {
-        Payload::Used(_) | Payload::Metered(_) => match event.payload.usage() {
+        Payload::Used(_) | Payload::Metered(_) | Payload::Counted(_) => match event.payload.usage() {
             Some(u) => (u.key_id, &u.context, true, false),
             None => return out,
         },

@@ -12,7 +12,7 @@ use crate::merkle::{Hash, TreeHash};
 use crate::note::NoteSigner;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyledger_core::json::{actor_text, event_json, metadata_json, policy_json};
+use keyledger_core::json::{actor_text, event_json, limit_spends_json, metadata_json, policy_json};
 use keyledger_core::{Actor, Event, Payload, Timestamp, UsageContext};
 use serde_json::{Map, Value};
 
@@ -200,6 +200,16 @@ pub fn write_event_line(
             ("cost", Member::U64(e.cost)),
             ("credits_remaining", Member::U64(e.remaining)),
         ]),
+        Payload::Counted(e) => {
+            members.push(("context", Member::Json(context_text(&e.usage.context))));
+            if let Some(credits) = e.credits {
+                members.extend([
+                    ("cost", Member::U64(credits.cost)),
+                    ("credits_remaining", Member::U64(credits.remaining)),
+                ]);
+            }
+            members.push(("ratelimits", Member::Json(value_text(&limit_spends_json(&e.spent)))));
+        }
         Payload::CreditsRefilled(e) => members.push(("remaining", Member::U64(e.remaining))),
         Payload::CreditsSet(e) => members.extend([
             ("remaining", Member::U64(e.remaining)),
@@ -389,6 +399,19 @@ mod tests {
                 usage: Usage { key_id: key(1), workspace: ws.clone(), context: context.clone() },
                 cost: 3,
                 remaining: u64::MAX,
+            }),
+            Payload::Counted(keyledger_core::Counted {
+                usage: Usage { key_id: key(1), workspace: ws.clone(), context: context.clone() },
+                credits: Some(keyledger_core::CreditSpend { cost: 0, remaining: 4 }),
+                spent: vec![
+                    keyledger_core::LimitSpend { name: "api".into(), cost: 1 },
+                    keyledger_core::LimitSpend { name: text.into(), cost: u64::MAX },
+                ],
+            }),
+            Payload::Counted(keyledger_core::Counted {
+                usage: Usage { key_id: key(1), workspace: ws.clone(), context: UsageContext::default() },
+                credits: None,
+                spent: vec![keyledger_core::LimitSpend { name: "api".into(), cost: 2 }],
             }),
             Payload::CreditsSet(keyledger_core::CreditsSet {
                 key_id: key(1),

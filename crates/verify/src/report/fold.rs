@@ -209,7 +209,7 @@ impl ComplianceFold {
                 Some(format!("imported by its {} hash", e.foreign.algorithm.as_str()))
             }
             Payload::KeyRehashed(_) => Some("re-hashed on first use".into()),
-            Payload::Used(_) | Payload::Metered(_) => {
+            Payload::Used(_) | Payload::Metered(_) | Payload::Counted(_) => {
                 let Some(e) = event.payload.usage() else { return Ok(()) };
                 if let Some(key) = self.keys.get_mut(&e.key_id) {
                     key.last_used = Some((event.at, e.context.ip));
