@@ -212,7 +212,12 @@ fn a_restart_recounts_the_windows_in_progress_from_the_log() {
     assert_eq!(verify_json(&http, &secret, None).status, 200);
     // The `used` event names what it spent, which is what a restart counts again.
     let page = http.get(&format!("/v1/keys/{key_id}/events?kind=usage&limit=10"), &ledger.admin_key);
-    assert_eq!(page.body["events"][0]["ratelimits"], json!([{"name": "api", "cost": 1}]), "{}", page.dump());
+    assert_eq!(
+        page.body["events"][0]["ratelimits_spent"],
+        json!([{"name": "api", "cost": 1}]),
+        "{}",
+        page.dump()
+    );
     server.stop();
     let server = ledger.serve(&[]);
     let http = server.client();

@@ -93,7 +93,7 @@ pub fn event_json(event: &Event) -> Value {
                 put("cost", json!(credits.cost));
                 put("credits_remaining", json!(credits.remaining));
             }
-            put("ratelimits", limit_spends_json(&e.spent));
+            put("ratelimits_spent", limit_spends_json(&e.spent));
         }
         Payload::CreditsSet(e) => {
             put("remaining", json!(e.remaining));

@@ -341,7 +341,9 @@ impl Engine {
         }
         projections.catch_up(&reader)?;
         let state = projections.load_state()?;
-        let counters = crate::sequencer_ratelimit::recount(&state, &reader, Timestamp::now())?;
+        let counters =
+            crate::sequencer_ratelimit::recount(&state, reader.segments(), state.applied, Timestamp::now())
+                .map_err(ProjectionError::Log)?;
         let projections_db = projections.database();
         let applied = state.applied;
         let state = Arc::new(RwLock::new(state));

@@ -36,6 +36,9 @@ pub struct LimitStatus {
 #[derive(Clone, Copy, Debug)]
 struct Window {
     start: i64,
+    /// The limit's window length when this window opened: a limit whose length changed
+    /// counts afresh.
+    duration: i64,
     used: u64,
     touched: u64,
 }
@@ -55,7 +58,8 @@ impl Default for RateCounters {
     }
 }
 
-fn window_start(now: i64, duration: i64) -> i64 {
+/// The start of the window of `duration` holding `now` (aligned to the epoch).
+pub(crate) fn window_start(now: i64, duration: i64) -> i64 {
     let duration = duration.max(1);
     now - now.rem_euclid(duration)
 }
@@ -77,7 +81,7 @@ impl RateCounters {
     fn used(&self, key: KeyId, limit: &RateLimit, now: i64) -> u64 {
         let start = window_start(now, limit.duration);
         match self.windows.get(&(key, limit.name.clone())) {
-            Some(w) if w.start == start => w.used,
+            Some(w) if w.start == start && w.duration == limit.duration => w.used,
             _ => 0,
         }
     }
@@ -154,13 +158,13 @@ impl RateCounters {
         if !self.windows.contains_key(&id) && self.windows.len() >= self.cap {
             self.make_room(now);
         }
-        let window = self.windows.entry(id).or_insert(Window { start, used: 0, touched: tick });
-        if window.start > start {
+        let fresh = Window { start, duration: limit.duration, used: 0, touched: tick };
+        let window = self.windows.entry(id).or_insert(fresh);
+        if window.duration != limit.duration || window.start < start {
+            *window = fresh;
+        } else if window.start > start {
             // A spend in a window that has ended here (another node's, read late).
             return;
-        }
-        if window.start < start {
-            *window = Window { start, used: 0, touched: tick };
         }
         window.used = window.used.saturating_add(cost);
         window.touched = tick;
@@ -249,6 +253,21 @@ mod tests {
         // The next window starts afresh with the spend that opened it.
         c.count(key, &limits, &spend(2), at(120));
         assert_eq!(c.check_and_spend(key, &[(&api, 1)], at(121)).unwrap()[0].remaining, 2);
+    }
+
+    #[test]
+    fn a_limit_whose_window_length_changed_counts_afresh() {
+        let mut c = RateCounters::default();
+        let key = KeyId::from_bytes([5; 16]);
+        // A minute's window opened at 12:05, then the same name becomes a day's limit,
+        // whose window began at midnight, before it: it counts from zero and keeps counting.
+        let minute = limit("api", 100, 60);
+        let day = limit("api", 2, 86_400);
+        let noon = 12 * 3600 + 5 * 60;
+        c.check_and_spend(key, &[(&minute, 1)], at(noon)).unwrap();
+        assert_eq!(c.check_and_spend(key, &[(&day, 1)], at(noon + 1)).unwrap()[0].remaining, 1);
+        assert_eq!(c.check_and_spend(key, &[(&day, 1)], at(noon + 2)).unwrap()[0].remaining, 0);
+        assert!(c.check_and_spend(key, &[(&day, 1)], at(noon + 3)).is_err());
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub struct LedgerSequencer {
     pub(crate) state: Arc<RwLock<LedgerState>>,
     /// The persisted projections, from which the state is rebuilt when the writer fails.
     pub(crate) projections_db: crate::projection::ProjectionsDb,
-    /// Rate-limit windows: in memory only, kept across a rewind (docs/api.md, "Rate limits").
+    /// Rate-limit windows: memory kept in step with the log, recounted from it on a start
+    /// and a rewind (docs/api.md, "Rate limits").
     pub(crate) counters: crate::ratelimit::RateCounters,
 }
 
@@ -91,8 +92,12 @@ impl Sequencer for LedgerSequencer {
     /// Each command carries its own typed responder (see [`crate::commands`]).
     type Reply = ();
 
+    /// The registry and the rate-limit counters as the log's first `records` events leave
+    /// them: what a failed batch had decided goes, other nodes' events read back during
+    /// the recovery count.
     fn rewind(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<(), String> {
         let state = self.rebuild(log, records)?;
+        self.counters = crate::sequencer_ratelimit::recount(&state, log, records, Timestamp::now())?;
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
         Ok(())
     }

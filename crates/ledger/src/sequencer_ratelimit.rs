@@ -14,7 +14,9 @@ use keyledger_core::{
     Counted, CreditSpend, Denial, DenyReason, KeyId, LimitSpend, Metered, Payload, RateLimit, RateLimitsSet,
     Timestamp, UsageContext, WorkspaceId,
 };
-use keyledger_log::{Batch, LogReader, OpenError};
+use keyledger_core::{Event, decode_event};
+use keyledger_log::Batch;
+use keyledger_log::segment::SegmentReader;
 
 /// The limits a verification applies, with their cost: every `auto_apply` limit (cost 1,
 /// or the cost the request gives it) and every other limit the request names. A requested
@@ -112,35 +114,40 @@ pub(crate) fn count_foreign(state: &LedgerState, counters: &mut RateCounters, ev
 /// Most events a restart reads back to recount the windows in progress ([`recount`]).
 pub const RECOUNT_MAX_EVENTS: u64 = 500_000;
 
-/// The counters as the log left them at `now`: the spends of the `counted` events in the
-/// windows in progress (the longest limit in force sets how far back that is), read from
-/// at most the last [`RECOUNT_MAX_EVENTS`] events. A restarted node refuses what it would
-/// have refused before the restart (docs/api.md, "Rate limits"). Without limits anywhere,
-/// nothing is read.
+/// The counters as the first `end` records of the log leave them at `now`: the spends of
+/// the `counted` events in the windows in progress (each limit in force has its own; the
+/// earliest start among them sets how far back that is), read from at most the last
+/// [`RECOUNT_MAX_EVENTS`] events. Used when the writer starts and after it rewinds (a
+/// recovery), so the counters hold exactly the spends the log holds, other nodes' included
+/// (docs/api.md, "Rate limits"). Without limits anywhere, nothing is read.
 pub(crate) fn recount(
     state: &LedgerState,
-    log: &LogReader,
+    log: &SegmentReader,
+    end: u64,
     now: Timestamp,
-) -> Result<RateCounters, OpenError> {
+) -> Result<RateCounters, String> {
     let mut counters = RateCounters::default();
-    let longest = state
+    let oldest_window = state
         .key_ratelimits
         .values()
         .chain(state.workspace_ratelimits.values())
         .flatten()
-        .map(|limit| limit.duration)
-        .max();
-    let Some(longest) = longest else { return Ok(counters) };
-    let oldest_window = now.micros() - now.micros().rem_euclid(longest.max(1));
-    let end = log.len().min(state.applied);
-    let from = log
-        .seq_at_or_after(Timestamp::from_micros(oldest_window))?
-        .max(end.saturating_sub(RECOUNT_MAX_EVENTS));
-    for event in log.events_from(from) {
-        let event = event?;
-        if event.seq >= end {
-            break;
-        }
+        .map(|limit| crate::ratelimit::window_start(now.micros(), limit.duration))
+        .min();
+    let Some(oldest_window) = oldest_window else { return Ok(counters) };
+    let event = |seq: u64| -> Result<Event, String> {
+        let bytes = log.read(seq).map_err(|e| e.to_string())?;
+        decode_event(&bytes).map_err(|e| format!("event {seq}: {e}"))
+    };
+    let end = end.min(log.len());
+    let from = keyledger_log::first_at_or_after(end, Timestamp::from_micros(oldest_window), |seq| {
+        event(seq).map(|e| e.at)
+    })?
+    .max(end.saturating_sub(RECOUNT_MAX_EVENTS));
+    let count = usize::try_from(end - from.min(end)).unwrap_or(usize::MAX);
+    for record in log.iter(from).take(count) {
+        let (seq, bytes) = record.map_err(|e| e.to_string())?;
+        let event = decode_event(&bytes).map_err(|e| format!("event {seq}: {e}"))?;
         count_foreign(state, &mut counters, &event);
     }
     Ok(counters)
@@ -219,5 +226,71 @@ pub(crate) fn inherit(
             limits,
         });
         emit(state, batch, &caller.actor, caller.request_id, payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyledger_core::{Actor, Counted, LimitSpend, RequestId, Usage, encode_event};
+    use keyledger_log::segment::{SegmentLog, SegmentOptions};
+    use keyledger_log::storage::OsStorage;
+
+    const DAY: i64 = 86_400 * 1_000_000;
+
+    fn limit(name: &str, max: u64, days: i64) -> RateLimit {
+        RateLimit { name: name.into(), limit: max, duration: days * DAY, auto_apply: true }
+    }
+
+    /// A log of `counted` events, each spending 1 of `name` at its time (in days).
+    fn log_of(dir: &std::path::Path, key: KeyId, spends: &[(&str, i64)]) -> SegmentReader {
+        let (mut log, _) = SegmentLog::open(OsStorage::shared(), dir, SegmentOptions::default()).unwrap();
+        for (seq, (name, day)) in spends.iter().enumerate() {
+            let usage =
+                Usage { key_id: key, workspace: "acme".parse().unwrap(), context: UsageContext::default() };
+            let payload = Payload::Counted(Counted {
+                usage,
+                credits: None,
+                spent: vec![LimitSpend { name: (*name).into(), cost: 1 }],
+            });
+            let event = Event {
+                seq: seq as u64,
+                at: Timestamp::from_micros(day * DAY),
+                actor: Actor::Verifier,
+                request_id: RequestId::from_bytes([1; 16]),
+                payload,
+            };
+            log.append_batch(&[&encode_event(&event)]).unwrap();
+        }
+        log.reader()
+    }
+
+    /// Every limit's window in progress is recounted, also one that began before the
+    /// longest limit's current window (a week's beside a 30-day one), and only up to `end`.
+    #[test]
+    fn a_recount_reads_back_to_the_earliest_window_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyId::from_bytes([4; 16]);
+        // Day 20190 starts a 30-day window (30 × 673); its week began on day 20188.
+        let now = Timestamp::from_micros(20_190 * DAY + DAY / 2);
+        let spends =
+            [("week", 20_180), ("week", 20_188), ("month", 20_189), ("week", 20_189), ("week", 20_190)];
+        let log = log_of(dir.path(), key, &spends);
+        let mut state = LedgerState::default();
+        let (week, month) = (limit("week", 10, 7), limit("month", 10, 30));
+        state.key_ratelimits.insert(key, vec![week.clone(), month.clone()]);
+
+        let mut counters = recount(&state, &log, 5, now).unwrap();
+        let left = counters.check_and_spend(key, &[(&week, 0), (&month, 0)], now).unwrap();
+        // The week's three spends since day 20188; the month's one on day 20189 belongs to
+        // the window that ended on day 20190.
+        assert_eq!((left[0].remaining, left[1].remaining), (7, 10));
+
+        let mut counters = recount(&state, &log, 3, now).unwrap();
+        let left = counters.check_and_spend(key, &[(&week, 0)], now).unwrap();
+        assert_eq!(left[0].remaining, 9, "only the first three events");
+
+        let counters = recount(&LedgerState::default(), &log, 5, now).unwrap();
+        assert!(counters.is_empty(), "no limits anywhere: nothing read");
     }
 }

@@ -434,3 +434,43 @@ async fn a_torn_tail_is_cut_back_to_the_last_complete_batch() {
         assert!(after > events, "{name}");
     }
 }
+
+/// A verification refused because its write failed spends no rate-limit allowance: the
+/// writer's recovery recounts the counters from the log (docs/api.md, "Rate limits").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_refused_by_a_failed_write_spends_no_allowance() {
+    let case = new_case();
+    let switch = FaultSwitch::new();
+    let engine = Engine::open(&case.dir, faulty(&switch, Durability::Synced)).unwrap();
+    let (key, secret) = engine.create(case.caller.clone(), acme(), spec("k")).await.unwrap();
+    let api = keyledger_core::RateLimit {
+        name: "api".into(),
+        limit: 3,
+        duration: 30 * 86_400 * 1_000_000,
+        auto_apply: true,
+    };
+    engine.set_ratelimits(case.caller.clone(), acme(), Some(key.key_id), vec![api]).await.unwrap();
+    let remaining = |outcome: VerifyOutcome| match outcome {
+        VerifyOutcome::Known(verdict) => verdict.ratelimits.expect("the limit's status")[0].remaining,
+        other => panic!("expected a verdict, got {other:?}"),
+    };
+    assert_eq!(remaining(verify(&engine, secret.expose()).await.unwrap()), 2);
+    switch.set_fail_writes(true);
+    assert_unavailable("a verification whose write fails", verify(&engine, secret.expose()).await);
+    switch.clear();
+    // The writer recovers by itself; the refused verification left nothing to count.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match verify(&engine, secret.expose()).await {
+            Ok(outcome) => {
+                assert_eq!(remaining(outcome), 1, "the refused verification spent allowance");
+                break;
+            }
+            Err(LedgerError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!("the writer did not recover within 20 s: {other:?}"),
+        }
+    }
+    engine.shutdown().await;
+}

@@ -318,7 +318,6 @@ enum Ev {
 fn ev(event: &Event) -> Ev {
     match &event.payload {
         Payload::Created(c) => Ev::Created(c.key_id),
-        Payload::Used(u) => Ev::Used(u.key_id),
         Payload::Denied(d) => Ev::Denied(d.key_id, d.reason.clone()),
         Payload::Rotated(r) => Ev::Rotated(r.key_id),
         Payload::Revoked(r) => Ev::Revoked(r.key_id),
@@ -327,6 +326,8 @@ fn ev(event: &Event) -> Ev {
         Payload::Updated(u) => Ev::Updated(u.key_id),
         Payload::Disabled(d) => Ev::Disabled(d.key_id),
         Payload::Enabled(k) => Ev::Enabled(k.key_id),
+        // Every `used` event, whichever variant carries it.
+        payload if let Some(u) = payload.usage() => Ev::Used(u.key_id),
         // Kinds this model never causes (the payload enum grows over time).
         #[allow(unreachable_patterns)]
         other => Ev::Other(format!("{other:?}")),

@@ -260,7 +260,7 @@ async fn a_refusal_for_credits_spends_no_allowance() {
 }
 
 /// What an allowed verification spent of each limit rides on its `used` event (the
-/// `ratelimits` member of its JSON form), so that other nodes count it; a verification
+/// `ratelimits_spent` member of its JSON form), so that other nodes count it; a verification
 /// that spent nothing writes a plain `used` event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_used_event_names_what_it_spent() {
@@ -278,7 +278,7 @@ async fn the_used_event_names_what_it_spent() {
             assert_eq!(events.len(), 1);
             let json = keyledger_core::json::event_json(&events[0]);
             assert_eq!(json["kind"], "used");
-            (events[0].payload.limit_spends().to_vec(), json["ratelimits"].clone())
+            (events[0].payload.limit_spends().to_vec(), json["ratelimits_spent"].clone())
         }
     };
     let (spent, json) = spent_by(&[("heavy", 4)]).await;

@@ -373,17 +373,32 @@ impl LogReader {
     /// The first seq whose event is at or after `at` (the log is ordered by time: batch
     /// times never decrease). `len()` if there is none. O(log n) reads.
     pub fn seq_at_or_after(&self, at: keyledger_core::Timestamp) -> Result<u64, OpenError> {
-        let (mut low, mut high) = (0, self.len());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if self.event(middle)?.at < at {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        Ok(low)
+        first_at_or_after(self.len(), at, |seq| self.event(seq).map(|e| e.at))
     }
+
+    /// The stored records underneath, for readers that decode them themselves.
+    pub fn segments(&self) -> &SegmentReader {
+        &self.events
+    }
+}
+
+/// The first of the seqs `0..len` whose time (`time_of(seq)`) is at or after `at`, `len` if
+/// there is none: a binary search, since batch times never decrease along the log.
+pub fn first_at_or_after<E>(
+    len: u64,
+    at: keyledger_core::Timestamp,
+    mut time_of: impl FnMut(u64) -> Result<keyledger_core::Timestamp, E>,
+) -> Result<u64, E> {
+    let (mut low, mut high) = (0, len);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if time_of(middle)? < at {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(low)
 }
 
 /// Paths of the log inside a data dir, for tools that inspect files directly.

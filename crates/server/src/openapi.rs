@@ -194,6 +194,7 @@ impl Modify for Security {
         ProofView,
         Health,
         EventContext,
+        LimitSpendView,
         EventView,
         EventList,
         ValueStats,

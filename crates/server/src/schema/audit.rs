@@ -89,6 +89,20 @@ struct EventFields {
     enabled: Option<bool>,
     /// On idempotency: the keys the idempotent request issued or revoked.
     key_ids: Option<Vec<String>>,
+    /// On used, when it spent credits: the credits spent.
+    cost: Option<u64>,
+    /// On used, when it spent credits: the balance after the spend.
+    credits_remaining: Option<u64>,
+    /// On used, when it spent rate-limit allowance: each limit and what it spent.
+    ratelimits_spent: Option<Vec<LimitSpendView>>,
+}
+
+/// What a `used` event spent of one rate limit.
+#[derive(ToSchema)]
+#[allow(dead_code)] // never built: it describes part of `EventView`'s value
+pub struct LimitSpendView {
+    name: String,
+    cost: u64,
 }
 
 /// Where a verification came from, as recorded on `used`/`denied` events.

@@ -208,7 +208,7 @@ pub fn write_event_line(
                     ("credits_remaining", Member::U64(credits.remaining)),
                 ]);
             }
-            members.push(("ratelimits", Member::Json(value_text(&limit_spends_json(&e.spent)))));
+            members.push(("ratelimits_spent", Member::Json(value_text(&limit_spends_json(&e.spent)))));
         }
         Payload::CreditsRefilled(e) => members.push(("remaining", Member::U64(e.remaining))),
         Payload::CreditsSet(e) => members.extend([
