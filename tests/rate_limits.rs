@@ -214,7 +214,7 @@ fn a_restart_recounts_the_windows_in_progress_from_the_log() {
     let page = http.get(&format!("/v1/keys/{key_id}/events?kind=usage&limit=10"), &ledger.admin_key);
     assert_eq!(
         page.body["events"][0]["ratelimits_spent"],
-        json!([{"name": "api", "cost": 1}]),
+        json!([{"name": "api", "cost": 1, "duration": "30d"}]),
         "{}",
         page.dump()
     );

@@ -319,7 +319,7 @@ mod tests {
                         context: UsageContext::default(),
                     },
                     credits: Some(CreditSpend { cost: 2, remaining: 7 }),
-                    spent: vec![LimitSpend { name: "api".into(), cost: 1 }],
+                    spent: vec![LimitSpend { name: "api".into(), cost: 1, duration: 60_000_000 }],
                 })),
             ),
         ]
@@ -379,7 +379,10 @@ mod tests {
             EventKind::KeyRehashed,
             "15010101010101010101010101010101010461636d65abababababababababababababababababababababababababababababababab",
         ),
-        (EventKind::Used, "16010101010101010101010101010101010461636d6500000000000000010207010361706901"),
+        (
+            EventKind::Used,
+            "16010101010101010101010101010101010461636d6500000000000000010207010361706901809c9c39",
+        ),
     ];
 
     #[test]

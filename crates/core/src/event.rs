@@ -386,12 +386,15 @@ pub struct CreditSpend {
     pub remaining: u64,
 }
 
-/// The allowance one verification spent of one named rate limit, in the window holding the
-/// event's time.
+/// The allowance one verification spent of one named rate limit, in the window (of the
+/// limit's length at the time) holding the event's time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitSpend {
     pub name: String,
     pub cost: u64,
+    /// The limit's window length in microseconds when it was spent: a reader counts the
+    /// spend in that window whatever the limit became later.
+    pub duration: i64,
 }
 
 /// A key's credits as set by create, rotation (moved from the old key) or a top-up: the

@@ -35,10 +35,17 @@ pub fn context_json(context: &UsageContext) -> Value {
     })
 }
 
-/// What a `used` event spent of each rate limit: `[{name, cost}]`, the shape a verify
-/// request names them in.
+/// What a `used` event spent of each rate limit: `[{name, cost, duration}]` (the duration
+/// as a limit shows it, e.g. `1m`).
 pub fn limit_spends_json(spent: &[LimitSpend]) -> Value {
-    Value::Array(spent.iter().map(|s| json!({"name": s.name, "cost": s.cost})).collect())
+    Value::Array(
+        spent
+            .iter()
+            .map(|s| {
+                json!({"name": s.name, "cost": s.cost, "duration": crate::time::format_duration(s.duration)})
+            })
+            .collect(),
+    )
 }
 
 pub fn policy_json(policy: &Policy) -> Value {

@@ -111,7 +111,7 @@ impl RateCounters {
         }
         if refused.is_none() {
             for (limit, cost) in applied.iter().filter(|(_, cost)| *cost > 0) {
-                self.spend(key, limit, *cost, now);
+                self.spend(key, &limit.name, limit.duration, *cost, now);
             }
         }
         let statuses = applied
@@ -133,34 +133,26 @@ impl RateCounters {
         }
     }
 
-    /// Counts what another node's verification spent (`spent`, of the key's `limits`) at
-    /// `at`: in the window holding `at`, or not at all when that window has already ended
-    /// here. A name the key has no limit of any more counts nothing.
-    pub fn count(
-        &mut self,
-        key: KeyId,
-        limits: &[RateLimit],
-        spent: &[keyledger_core::LimitSpend],
-        at: Timestamp,
-    ) {
+    /// Counts what a verification this writer did not decide spent at `at` (another
+    /// node's, or one read back from the log): each spend in the window of its recorded
+    /// length holding `at`, or not at all when that window has already ended here.
+    pub fn count(&mut self, key: KeyId, spent: &[keyledger_core::LimitSpend], at: Timestamp) {
         for spend in spent {
-            if let Some(limit) = limits.iter().find(|l| l.name == spend.name) {
-                self.spend(key, limit, spend.cost, at.micros());
-            }
+            self.spend(key, &spend.name, spend.duration, spend.cost, at.micros());
         }
     }
 
-    fn spend(&mut self, key: KeyId, limit: &RateLimit, cost: u64, now: i64) {
-        let start = window_start(now, limit.duration);
+    fn spend(&mut self, key: KeyId, name: &str, duration: i64, cost: u64, now: i64) {
+        let start = window_start(now, duration);
         self.tick += 1;
         let tick = self.tick;
-        let id = (key, limit.name.clone());
+        let id = (key, name.to_owned());
         if !self.windows.contains_key(&id) && self.windows.len() >= self.cap {
             self.make_room(now);
         }
-        let fresh = Window { start, duration: limit.duration, used: 0, touched: tick };
+        let fresh = Window { start, duration, used: 0, touched: tick };
         let window = self.windows.entry(id).or_insert(fresh);
-        if window.duration != limit.duration || window.start < start {
+        if window.duration != duration || window.start < start {
             *window = fresh;
         } else if window.start > start {
             // A spend in a window that has ended here (another node's, read late).
@@ -238,21 +230,23 @@ mod tests {
         let mut c = RateCounters::default();
         let key = KeyId::from_bytes([3; 16]);
         let api = limit("api", 5, 60);
-        let limits = [api.clone()];
-        let spend = |cost| vec![keyledger_core::LimitSpend { name: "api".into(), cost }];
-        c.count(key, &limits, &spend(3), at(61));
-        // A name the key has no limit of counts nothing.
-        let other = vec![keyledger_core::LimitSpend { name: "gone".into(), cost: 9 }];
-        c.count(key, &limits, &other, at(62));
+        let spend = |cost, seconds: i64| {
+            vec![keyledger_core::LimitSpend { name: "api".into(), cost, duration: seconds * SECOND }]
+        };
+        c.count(key, &spend(3, 60), at(61));
         assert_eq!(c.check_and_spend(key, &[(&api, 1)], at(62)).unwrap()[0].remaining, 1);
         // A spend read late, of a window that ended here, changes nothing.
-        c.count(key, &limits, &spend(1), at(59));
+        c.count(key, &spend(1, 60), at(59));
         assert_eq!(c.check_and_spend(key, &[(&api, 0)], at(63)).unwrap()[0].remaining, 1);
-        c.count(key, &limits, &spend(1), at(64));
+        c.count(key, &spend(1, 60), at(64));
         assert!(c.check_and_spend(key, &[(&api, 1)], at(65)).is_err());
         // The next window starts afresh with the spend that opened it.
-        c.count(key, &limits, &spend(2), at(120));
+        c.count(key, &spend(2, 60), at(120));
         assert_eq!(c.check_and_spend(key, &[(&api, 1)], at(121)).unwrap()[0].remaining, 2);
+        // A spend made under another length of the limit starts its own window: the
+        // minute's count is not checked against a limit of that other length.
+        c.count(key, &spend(1, 3600), at(122));
+        assert_eq!(c.check_and_spend(key, &[(&api, 0)], at(123)).unwrap()[0].remaining, 5);
     }
 
     #[test]

@@ -97,8 +97,9 @@ impl Sequencer for LedgerSequencer {
     /// the recovery count.
     fn rewind(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<(), String> {
         let state = self.rebuild(log, records)?;
-        self.counters = crate::sequencer_ratelimit::recount(&state, log, records, Timestamp::now())?;
+        let counters = crate::sequencer_ratelimit::recount(&state, log, records, Timestamp::now());
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        self.counters = counters?;
         Ok(())
     }
 
@@ -110,7 +111,7 @@ impl Sequencer for LedgerSequencer {
             return Err(format!("the registry is at {} but the next event is {}", state.applied, event.seq));
         }
         state.apply(event);
-        crate::sequencer_ratelimit::count_foreign(&state, &mut self.counters, event);
+        crate::sequencer_ratelimit::count_foreign(&mut self.counters, event);
         Ok(())
     }
 

@@ -62,7 +62,11 @@ pub(crate) fn apply_last(
             let spent: Vec<LimitSpend> = applied
                 .iter()
                 .filter(|(_, cost)| *cost > 0)
-                .map(|(limit, cost)| LimitSpend { name: limit.name.clone(), cost: *cost })
+                .map(|(limit, cost)| LimitSpend {
+                    name: limit.name.clone(),
+                    cost: *cost,
+                    duration: limit.duration,
+                })
                 .collect();
             return (Ok(()), with_spends(payload, spent));
         }
@@ -98,20 +102,17 @@ fn with_spends(payload: Payload, spent: Vec<LimitSpend>) -> Payload {
 }
 
 /// Counts the spends of a `counted` event this writer did not decide (another node's, or
-/// one read back by [`recount`]; `event` already applied to `state`), in the windows
-/// holding the event's time: the counters then hold every node's verifications, as a
-/// single node's would (docs/api.md, "Rate limits").
-pub(crate) fn count_foreign(state: &LedgerState, counters: &mut RateCounters, event: &keyledger_core::Event) {
-    let spent = event.payload.limit_spends();
-    let Some(usage) = event.payload.usage() else { return };
-    if spent.is_empty() {
-        return;
+/// one read back by [`recount`]), each in the window of its recorded length holding the
+/// event's time, exactly as the writer that decided it counted it: the counters then hold
+/// every node's verifications, as a single node's would (docs/api.md, "Rate limits").
+pub(crate) fn count_foreign(counters: &mut RateCounters, event: &keyledger_core::Event) {
+    if let Some(usage) = event.payload.usage() {
+        counters.count(usage.key_id, event.payload.limit_spends(), event.at);
     }
-    let limits = state.ratelimits_of(&usage.key_id, &usage.workspace);
-    counters.count(usage.key_id, limits, spent, event.at);
 }
 
-/// Most events a restart reads back to recount the windows in progress ([`recount`]).
+/// Most events a start or a rewind of the writer reads back to recount the windows in
+/// progress ([`recount`]).
 pub const RECOUNT_MAX_EVENTS: u64 = 500_000;
 
 /// The counters as the first `end` records of the log leave them at `now`: the spends of
@@ -148,7 +149,7 @@ pub(crate) fn recount(
     for record in log.iter(from).take(count) {
         let (seq, bytes) = record.map_err(|e| e.to_string())?;
         let event = decode_event(&bytes).map_err(|e| format!("event {seq}: {e}"))?;
-        count_foreign(state, &mut counters, &event);
+        count_foreign(&mut counters, &event);
     }
     Ok(counters)
 }
@@ -242,16 +243,17 @@ mod tests {
         RateLimit { name: name.into(), limit: max, duration: days * DAY, auto_apply: true }
     }
 
-    /// A log of `counted` events, each spending 1 of `name` at its time (in days).
-    fn log_of(dir: &std::path::Path, key: KeyId, spends: &[(&str, i64)]) -> SegmentReader {
+    /// A log of `counted` events, each spending 1 of `name` at its time, under a window of
+    /// its length (both in days).
+    fn log_of(dir: &std::path::Path, key: KeyId, spends: &[(&str, i64, i64)]) -> SegmentReader {
         let (mut log, _) = SegmentLog::open(OsStorage::shared(), dir, SegmentOptions::default()).unwrap();
-        for (seq, (name, day)) in spends.iter().enumerate() {
+        for (seq, (name, day, days)) in spends.iter().enumerate() {
             let usage =
                 Usage { key_id: key, workspace: "acme".parse().unwrap(), context: UsageContext::default() };
             let payload = Payload::Counted(Counted {
                 usage,
                 credits: None,
-                spent: vec![LimitSpend { name: (*name).into(), cost: 1 }],
+                spent: vec![LimitSpend { name: (*name).into(), cost: 1, duration: days * DAY }],
             });
             let event = Event {
                 seq: seq as u64,
@@ -266,15 +268,23 @@ mod tests {
     }
 
     /// Every limit's window in progress is recounted, also one that began before the
-    /// longest limit's current window (a week's beside a 30-day one), and only up to `end`.
+    /// longest limit's current window (a week's beside a 30-day one), each spend in the
+    /// window of the length it was made under, and only up to `end`.
     #[test]
     fn a_recount_reads_back_to_the_earliest_window_in_progress() {
         let dir = tempfile::tempdir().unwrap();
         let key = KeyId::from_bytes([4; 16]);
         // Day 20190 starts a 30-day window (30 × 673); its week began on day 20188.
         let now = Timestamp::from_micros(20_190 * DAY + DAY / 2);
-        let spends =
-            [("week", 20_180), ("week", 20_188), ("month", 20_189), ("week", 20_189), ("week", 20_190)];
+        let spends = [
+            ("week", 20_180, 7),
+            // Made when `week` was a one-day limit: its own window, which the week's next
+            // spend replaces, as it did when the writer decided it.
+            ("week", 20_188, 1),
+            ("month", 20_189, 30),
+            ("week", 20_189, 7),
+            ("week", 20_190, 7),
+        ];
         let log = log_of(dir.path(), key, &spends);
         let mut state = LedgerState::default();
         let (week, month) = (limit("week", 10, 7), limit("month", 10, 30));
@@ -282,13 +292,13 @@ mod tests {
 
         let mut counters = recount(&state, &log, 5, now).unwrap();
         let left = counters.check_and_spend(key, &[(&week, 0), (&month, 0)], now).unwrap();
-        // The week's three spends since day 20188; the month's one on day 20189 belongs to
-        // the window that ended on day 20190.
-        assert_eq!((left[0].remaining, left[1].remaining), (7, 10));
+        // The week's two spends since day 20189 under its length; the month's one on day
+        // 20189 belongs to the window that ended on day 20190.
+        assert_eq!((left[0].remaining, left[1].remaining), (8, 10));
 
-        let mut counters = recount(&state, &log, 3, now).unwrap();
+        let mut counters = recount(&state, &log, 4, now).unwrap();
         let left = counters.check_and_spend(key, &[(&week, 0)], now).unwrap();
-        assert_eq!(left[0].remaining, 9, "only the first three events");
+        assert_eq!(left[0].remaining, 9, "only the first four events");
 
         let counters = recount(&LedgerState::default(), &log, 5, now).unwrap();
         assert!(counters.is_empty(), "no limits anywhere: nothing read");

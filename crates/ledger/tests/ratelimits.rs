@@ -248,7 +248,10 @@ async fn a_refusal_for_credits_spends_no_allowance() {
     match &last_used.payload {
         Payload::Counted(counted) => {
             assert_eq!(counted.credits, Some(keyledger_core::CreditSpend { cost: 1, remaining: 4 }));
-            assert_eq!(counted.spent, vec![keyledger_core::LimitSpend { name: "api".into(), cost: 1 }]);
+            assert_eq!(
+                counted.spent,
+                vec![keyledger_core::LimitSpend { name: "api".into(), cost: 1, duration: LONG }]
+            );
         }
         other => panic!("expected a counted `used` event: {other:?}"),
     }
@@ -284,10 +287,39 @@ async fn the_used_event_names_what_it_spent() {
     let (spent, json) = spent_by(&[("heavy", 4)]).await;
     let names: Vec<(String, u64)> = spent.into_iter().map(|s| (s.name, s.cost)).collect();
     assert_eq!(names, vec![("api".to_owned(), 1), ("heavy".to_owned(), 4)]);
-    assert_eq!(json, serde_json::json!([{"name": "api", "cost": 1}, {"name": "heavy", "cost": 4}]));
+    let spent_json = serde_json::json!([
+        {"name": "api", "cost": 1, "duration": "30d"},
+        {"name": "heavy", "cost": 4, "duration": "30d"}
+    ]);
+    assert_eq!(json, spent_json);
     // Cost 0 on `api` and `heavy` not named: nothing spent, a plain `used` event.
     let (spent, json) = spent_by(&[("api", 0)]).await;
     assert!(spent.is_empty());
     assert!(json.is_null(), "{json}");
+    engine.shutdown().await;
+}
+
+/// A limit given another length counts afresh from its new window, and a restart counts
+/// the same way: each spend in the log names the length it was made under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_counts_a_lengthened_limit_as_the_running_node_did() {
+    let dir = support::DataDir::new();
+    init(&dir);
+    let secret = {
+        let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+        let system = Caller::system();
+        let (key, secret) = engine.create(system.clone(), ws("acme"), spec("k", &[])).await.unwrap();
+        let daily = vec![limit("api", 2, 86_400 * SECOND, true)];
+        engine.set_ratelimits(system.clone(), ws("acme"), Some(key.key_id), daily).await.unwrap();
+        assert_eq!(verify(&engine, secret.expose(), &[]).await.1[0].remaining, 1);
+        let monthly = vec![limit("api", 2, LONG, true)];
+        engine.set_ratelimits(system, ws("acme"), Some(key.key_id), monthly).await.unwrap();
+        assert_eq!(verify(&engine, secret.expose(), &[]).await.1[0].remaining, 1, "afresh");
+        engine.shutdown().await;
+        secret
+    };
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let (ok, statuses) = verify(&engine, secret.expose(), &[]).await;
+    assert_eq!((ok, remaining(&statuses)), (Ok(()), vec![("api".into(), 0)]));
     engine.shutdown().await;
 }

@@ -84,7 +84,7 @@ mod tests {
             let mut event = spend(7, cost, remaining);
             let Payload::Metered(Metered { usage, .. }) = event.payload else { unreachable!() };
             let credits = credits.then_some(CreditSpend { cost, remaining });
-            let spent = vec![LimitSpend { name: "api".into(), cost: 1 }];
+            let spent = vec![LimitSpend { name: "api".into(), cost: 1, duration: 60_000_000 }];
             event.payload = Payload::Counted(Counted { usage, credits, spent });
             event
         };

@@ -103,6 +103,8 @@ struct EventFields {
 pub struct LimitSpendView {
     name: String,
     cost: u64,
+    /// The limit's window length when spent, e.g. `1m`.
+    duration: String,
 }
 
 /// Where a verification came from, as recorded on `used`/`denied` events.

@@ -404,14 +404,18 @@ mod tests {
                 usage: Usage { key_id: key(1), workspace: ws.clone(), context: context.clone() },
                 credits: Some(keyledger_core::CreditSpend { cost: 0, remaining: 4 }),
                 spent: vec![
-                    keyledger_core::LimitSpend { name: "api".into(), cost: 1 },
-                    keyledger_core::LimitSpend { name: text.into(), cost: u64::MAX },
+                    keyledger_core::LimitSpend { name: "api".into(), cost: 1, duration: 1_000_000 },
+                    keyledger_core::LimitSpend {
+                        name: text.into(),
+                        cost: u64::MAX,
+                        duration: 2_592_000_000_000,
+                    },
                 ],
             }),
             Payload::Counted(keyledger_core::Counted {
                 usage: Usage { key_id: key(1), workspace: ws.clone(), context: UsageContext::default() },
                 credits: None,
-                spent: vec![keyledger_core::LimitSpend { name: "api".into(), cost: 2 }],
+                spent: vec![keyledger_core::LimitSpend { name: "api".into(), cost: 2, duration: 90_000_000 }],
             }),
             Payload::CreditsSet(keyledger_core::CreditsSet {
                 key_id: key(1),
