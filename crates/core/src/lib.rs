@@ -13,6 +13,8 @@ pub mod codec;
 pub mod credentials;
 pub mod credits;
 pub mod event;
+#[cfg(any(test, feature = "examples"))]
+pub mod examples;
 pub mod ids;
 pub mod import;
 pub mod json;

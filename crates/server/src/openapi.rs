@@ -195,6 +195,7 @@ impl Modify for Security {
         Health,
         EventContext,
         LimitSpendView,
+        EventKindName,
         EventView,
         EventList,
         ValueStats,

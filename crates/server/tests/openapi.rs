@@ -104,6 +104,12 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
     if !type_ok {
         return Err(format!("{at}: {value} is not of type {types:?}"));
     }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !value.is_null()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {allowed:?}"));
+    }
     if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
         for (i, item) in array.iter().enumerate() {
             validate(doc, items, item, &format!("{at}[{i}]"))?;
@@ -384,6 +390,30 @@ fn operations_have_sdk_friendly_ids_and_texts() {
 async fn send(api: &Api, method: &str, uri: &str, auth: &str, body: Option<Value>) -> (StatusCode, Value) {
     let answer = api.call_as(Some(auth), method, uri, body).await;
     (answer.status, answer.body)
+}
+
+/// Every kind of event, in the JSON form the audit routes answer, is what the document
+/// says an `EventView` is: no member undocumented, no kind outside the documented names.
+#[test]
+fn every_kind_of_event_conforms_to_the_event_schema() {
+    let doc = keyledger_server::openapi::document();
+    let schema = json!({"$ref": "#/components/schemas/EventView"});
+    let mut kinds = BTreeSet::new();
+    for (kind, event) in keyledger_core::examples::examples() {
+        let value = keyledger_core::json::event_json(&event);
+        if let Err(problem) = validate(&doc, &schema, &value, kind.as_str()) {
+            panic!("{problem}");
+        }
+        kinds.insert(kind.as_str());
+    }
+    let documented: BTreeSet<&str> =
+        resolve(&doc, &doc["components"]["schemas"]["EventView"]["properties"]["kind"])["enum"]
+            .as_array()
+            .expect("the event kinds are an enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+    assert_eq!(documented, kinds, "the documented kinds are exactly the kinds of the log");
 }
 
 /// Forward-auth mode is a POST without a body: the document must not require one.

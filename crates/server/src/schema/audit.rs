@@ -49,9 +49,7 @@ impl ToSchema for EventView {
 struct EventFields {
     seq: u64,
     at: String,
-    /// created, used, denied, rotated, revoked, expired, policy_set, updated, disabled,
-    /// enabled, lookup, webhook_set or idempotency.
-    kind: String,
+    kind: EventKindName,
     workspace: String,
     key_id: Option<String>,
     /// `system`, `verifier` or the admin key id.
@@ -81,7 +79,7 @@ struct EventFields {
     changes: Option<Value>,
     /// On lookup: the key the candidate secret matched, if any.
     found: Option<String>,
-    /// On webhook_set: the webhook's URL.
+    /// On webhook_set: the webhook's URL; on leak_reported: where the secret was found.
     url: Option<String>,
     /// On webhook_set: the subscribed notification types.
     events: Option<Vec<String>>,
@@ -95,6 +93,59 @@ struct EventFields {
     credits_remaining: Option<u64>,
     /// On used, when it spent rate-limit allowance: each limit and what it spent.
     ratelimits_spent: Option<Vec<LimitSpendView>>,
+    /// On credits_set: the balance set; on credits_refilled: the refill amount the balance
+    /// was set to.
+    remaining: Option<u64>,
+    /// On credits_set: the refill schedule, or null.
+    refill: Option<super::credits::RefillView>,
+    /// On credits_set: `key.credits_low` fires at this balance or below.
+    low_threshold: Option<u64>,
+    /// On sources_set: the allowed networks (`[]` = any source).
+    sources: Option<Vec<String>>,
+    /// On a key's sources_set: true when the list was copied from the workspace default.
+    from_policy: Option<bool>,
+    /// On a workspace's sources_set: whether live keys must have a source allow-list.
+    require_on_live: Option<bool>,
+    /// On leak_reported: `github` or `public`.
+    reporter: Option<String>,
+    /// On leak_reported: GitHub's `source` (`content`, `commit`, …), as reported.
+    source: Option<String>,
+    /// On leak_policy_set: `notify` or `revoke`.
+    on_leak: Option<String>,
+    /// On ratelimits_set: the limits in force from then on (`[]` = none).
+    ratelimits: Option<Vec<crate::key_ratelimits::RateLimitView>>,
+    /// On imported: the algorithm of the foreign hash (never the digest).
+    algorithm: Option<String>,
+    /// On imported: the caller's id of the key in the system it came from.
+    external_id: Option<String>,
+}
+
+/// The kind of an event (docs/log-format.md).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // never built: it describes part of `EventView`'s value
+pub enum EventKindName {
+    Created,
+    Used,
+    Denied,
+    Rotated,
+    Revoked,
+    Expired,
+    PolicySet,
+    Updated,
+    Disabled,
+    Enabled,
+    Lookup,
+    Idempotency,
+    WebhookSet,
+    SourcesSet,
+    CreditsSet,
+    CreditsRefilled,
+    LeakReported,
+    LeakPolicySet,
+    RatelimitsSet,
+    Imported,
+    Rehashed,
 }
 
 /// What a `used` event spent of one rate limit.
