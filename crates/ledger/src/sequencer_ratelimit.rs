@@ -10,11 +10,11 @@ use crate::error::LedgerError;
 use crate::ratelimit::{LimitStatus, RateCounters};
 use crate::sequencer::{act_on, check_actor, emit};
 use crate::state::{LedgerState, VerifyRequirements};
+use keyledger_core::decode_event;
 use keyledger_core::{
     Counted, CreditSpend, Denial, DenyReason, KeyId, LimitSpend, Metered, Payload, RateLimit, RateLimitsSet,
     Timestamp, UsageContext, WorkspaceId,
 };
-use keyledger_core::{Event, decode_event};
 use keyledger_log::Batch;
 use keyledger_log::segment::SegmentReader;
 
@@ -136,20 +136,17 @@ pub(crate) fn recount(
         .map(|limit| crate::ratelimit::window_start(now.micros(), limit.duration))
         .min();
     let Some(oldest_window) = oldest_window else { return Ok(counters) };
-    let event = |seq: u64| -> Result<Event, String> {
-        let bytes = log.read(seq).map_err(|e| e.to_string())?;
-        decode_event(&bytes).map_err(|e| format!("event {seq}: {e}"))
-    };
+    let decode = |seq: u64, bytes: &[u8]| decode_event(bytes).map_err(|e| format!("event {seq}: {e}"));
     let end = end.min(log.len());
     let from = keyledger_log::first_at_or_after(end, Timestamp::from_micros(oldest_window), |seq| {
-        event(seq).map(|e| e.at)
+        let bytes = log.read(seq).map_err(|e| e.to_string())?;
+        decode(seq, &bytes).map(|e| e.at)
     })?
     .max(end.saturating_sub(RECOUNT_MAX_EVENTS));
     let count = usize::try_from(end - from.min(end)).unwrap_or(usize::MAX);
     for record in log.iter(from).take(count) {
         let (seq, bytes) = record.map_err(|e| e.to_string())?;
-        let event = decode_event(&bytes).map_err(|e| format!("event {seq}: {e}"))?;
-        count_foreign(&mut counters, &event);
+        count_foreign(&mut counters, &decode(seq, &bytes)?);
     }
     Ok(counters)
 }
@@ -255,7 +252,7 @@ mod tests {
                 credits: None,
                 spent: vec![LimitSpend { name: (*name).into(), cost: 1, duration: days * DAY }],
             });
-            let event = Event {
+            let event = keyledger_core::Event {
                 seq: seq as u64,
                 at: Timestamp::from_micros(day * DAY),
                 actor: Actor::Verifier,
