@@ -160,6 +160,12 @@ struct ServeArgs {
     /// plaintext HTTP/2) on this address; off unless given (docs/gateways.md).
     #[arg(long, env = "KEYLEDGER_GRPC_LISTEN")]
     grpc_listen: Option<SocketAddr>,
+    /// Nodes of the previous version still share the `--store`: append no event kind they
+    /// cannot read (a rate-limited verification's `used` event then does not name its
+    /// spends, and each node counts only its own). Drop it, in a second rolling restart,
+    /// once every node runs this version (docs/operations.md, "Upgrading the nodes").
+    #[arg(long, env = "KEYLEDGER_ROLLING_UPGRADE")]
+    rolling_upgrade: bool,
     /// How durable a usage (`used`/`denied`) event is before verify answers.
     #[arg(long, env = "KEYLEDGER_USAGE_DURABILITY", value_enum, default_value = "batched")]
     usage_durability: UsageDurability,
@@ -385,6 +391,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         },
         store: args.store.clone(),
         secrets: secrets_from_env()?,
+        rolling_upgrade: args.rolling_upgrade,
         ..EngineOptions::default()
     };
     // A node of a PostgreSQL ledger is prepared from the database by `Engine::open`;

@@ -321,7 +321,10 @@ mod tests {
         let wants = VerifyRequirements { cost: Some(cost), ..Default::default() };
         let verdict = crate::sequencer::verify(
             state,
-            &mut crate::ratelimit::RateCounters::default(),
+            crate::sequencer_ratelimit::Limiting {
+                counters: &mut crate::ratelimit::RateCounters::default(),
+                spends_in_events: true,
+            },
             &mut batch,
             rid(),
             key_id,

@@ -67,6 +67,11 @@ pub struct EngineOptions {
     /// The pepper and signing key when given outside the data dir (`KEYLEDGER_PEPPER`,
     /// `KEYLEDGER_SIGNING_KEY`; see [`crate::secret_env`]); default: the data dir's files.
     pub secrets: crate::secret_env::SecretOverrides,
+    /// Nodes of the previous version still share the store (`--rolling-upgrade`,
+    /// docs/operations.md, "Upgrading the nodes"): append no event kind they cannot read.
+    /// A rate-limited verification's `used` event then does not name its spends, so each
+    /// node counts only its own, as that version did.
+    pub rolling_upgrade: bool,
 }
 
 impl Default for EngineOptions {
@@ -82,6 +87,7 @@ impl Default for EngineOptions {
             projector_queue_batches: 1024,
             store: None,
             secrets: crate::secret_env::SecretOverrides::default(),
+            rolling_upgrade: false,
         }
     }
 }
@@ -355,6 +361,7 @@ impl Engine {
             state: state.clone(),
             projections_db: projections_db.clone(),
             counters,
+            spends_in_events: !options.rolling_upgrade,
         };
         let shared = store.is_some();
         let (writer, listener) = match store {

@@ -37,6 +37,10 @@ pub struct LedgerSequencer {
     /// Rate-limit windows: memory kept in step with the log, recounted from it on a start
     /// and a rewind (docs/api.md, "Rate limits").
     pub(crate) counters: crate::ratelimit::RateCounters,
+    /// Whether a `used` event names the rate-limit allowance it spent (a `counted` one), for
+    /// the other nodes and a restart to count; off while older nodes that cannot read it
+    /// share the store (`--rolling-upgrade`).
+    pub(crate) spends_in_events: bool,
 }
 
 impl LedgerSequencer {
@@ -124,9 +128,11 @@ impl Sequencer for LedgerSequencer {
         let now = batch.now();
         match command {
             Command::Verify { request_id, key_id, wants, context, source, rehash, reply } => {
-                let counters = &mut self.counters;
-                let verdict =
-                    verify(state, counters, batch, request_id, key_id, &wants, context, source, now);
+                let limits = crate::sequencer_ratelimit::Limiting {
+                    counters: &mut self.counters,
+                    spends_in_events: self.spends_in_events,
+                };
+                let verdict = verify(state, limits, batch, request_id, key_id, &wants, context, source, now);
                 if let (Ok(verdict), Some(hash)) = (&verdict, rehash) {
                     crate::import::rehash_on_use(state, batch, request_id, key_id, verdict, hash);
                 }
@@ -193,7 +199,7 @@ impl Sequencer for LedgerSequencer {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn verify(
     state: &mut LedgerState,
-    counters: &mut crate::ratelimit::RateCounters,
+    limits: crate::sequencer_ratelimit::Limiting<'_>,
     batch: &mut Batch,
     request_id: RequestId,
     key_id: KeyId,
@@ -222,7 +228,7 @@ pub(crate) fn verify(
                 // the verification, so a refused one spends no allowance (docs/api.md).
                 Ok(payload) => crate::sequencer_ratelimit::apply_last(
                     state,
-                    counters,
+                    limits,
                     key_id,
                     &workspace,
                     wants,

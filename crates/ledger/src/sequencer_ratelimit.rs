@@ -38,12 +38,13 @@ fn applied<'a>(limits: &'a [RateLimit], wants: &VerifyRequirements) -> Vec<(&'a 
 
 /// The last step of an allowed verification: checks and spends the key's limits (see
 /// [`applied`]) and either keeps the `used`/`metered` payload, as a `counted` one naming
-/// what it spent when it spent anything, or turns it into a `denied` one with reason
+/// what it spent when it spent anything (unless [`Limiting::spends_in_events`] is off), or
+/// turns it into a `denied` one with reason
 /// `rate_limited` (the same context). The applied limits' statuses go to `statuses`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_last(
     state: &LedgerState,
-    counters: &mut RateCounters,
+    limiting: Limiting<'_>,
     key_id: KeyId,
     workspace: &WorkspaceId,
     wants: &VerifyRequirements,
@@ -56,9 +57,12 @@ pub(crate) fn apply_last(
         return (Ok(()), payload);
     }
     let applied = applied(limits, wants);
-    let name = match counters.check_and_spend(key_id, &applied, now) {
+    let name = match limiting.counters.check_and_spend(key_id, &applied, now) {
         Ok(applied_statuses) => {
             *statuses = applied_statuses;
+            if !limiting.spends_in_events {
+                return (Ok(()), payload);
+            }
             let spent: Vec<LimitSpend> = applied
                 .iter()
                 .filter(|(_, cost)| *cost > 0)
@@ -84,6 +88,14 @@ pub(crate) fn apply_last(
     let reason = DenyReason::RateLimited(name);
     let denial = Denial { key_id, workspace: workspace.clone(), reason: reason.clone(), context };
     (Err(reason), Payload::Denied(denial))
+}
+
+/// The writer's rate-limit memory and how a verification's spends reach the log.
+pub(crate) struct Limiting<'a> {
+    pub counters: &'a mut RateCounters,
+    /// False while older nodes share the store (`--rolling-upgrade`): the `used` event
+    /// stays as they can read it and the spend is counted on this node only.
+    pub spends_in_events: bool,
 }
 
 /// A `used` payload carrying `spent` (a `counted` one), so that every node reading the

@@ -323,3 +323,39 @@ async fn a_restart_counts_a_lengthened_limit_as_the_running_node_did() {
     assert_eq!((ok, remaining(&statuses)), (Ok(()), vec![("api".into(), 0)]));
     engine.shutdown().await;
 }
+
+/// While older nodes share the store (`rolling_upgrade`), a rate-limited verification
+/// appends only kinds they read: a plain `used` event, its spend counted on this node (the
+/// limit holds here), not named in the log, so not recounted after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_appends_no_kind_older_nodes_cannot_read() {
+    let dir = support::DataDir::new();
+    init(&dir);
+    let upgrading = || EngineOptions { rolling_upgrade: true, ..EngineOptions::default() };
+    let engine = Engine::open(&dir, upgrading()).unwrap();
+    let (key, secret) = engine.create(Caller::system(), ws("acme"), spec("k", &[])).await.unwrap();
+    let limits = vec![limit("api", 2, LONG, true)];
+    engine.set_ratelimits(Caller::system(), ws("acme"), Some(key.key_id), limits).await.unwrap();
+    let before = engine.log().len();
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.1[0].remaining, 1);
+    let events: Vec<Event> = engine.log().events_from(before).map(Result::unwrap).collect();
+    assert_eq!(events.len(), 1);
+    assert!(matches!(events[0].payload, Payload::Used(_)), "{:?}", events[0].payload);
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.1[0].remaining, 0);
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.0, Err(DenyReason::RateLimited("api".into())));
+    engine.shutdown().await;
+    drop(engine);
+    // What older versions did after a restart: the windows start empty.
+    let engine = Engine::open(&dir, upgrading()).unwrap();
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.1[0].remaining, 1);
+    engine.shutdown().await;
+    drop(engine);
+    // Once every node runs this version the flag goes, and spends are named again (those
+    // made during the upgrade were not: they are not recounted).
+    let engine = Engine::open(&dir, EngineOptions::default()).unwrap();
+    let before = engine.log().len();
+    assert_eq!(verify(&engine, secret.expose(), &[]).await.1[0].remaining, 1);
+    let events: Vec<Event> = engine.log().events_from(before).map(Result::unwrap).collect();
+    assert!(matches!(events[0].payload, Payload::Counted(_)), "{:?}", events[0].payload);
+    engine.shutdown().await;
+}
