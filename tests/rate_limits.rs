@@ -1,7 +1,8 @@
 //! Named rate limits through the real binary (docs/api.md, "Rate limits"): limits on create,
 //! PATCH and rotation, JSON and forward-auth verification with the `RateLimit-Policy` /
 //! `RateLimit` headers, 429 `rate_limited` with `Retry-After`, the `denied` event, revoked
-//! before rate-limited, and the windows in progress recounted from the log after a restart.
+//! before rate-limited, the windows in progress recounted from the log after a restart, and
+//! no spends in the log during a rolling upgrade.
 
 use keyledger_e2e::{Client, Env, Ledger, Resp, text};
 use serde_json::{Value, json};
@@ -225,6 +226,25 @@ fn a_restart_recounts_the_windows_in_progress_from_the_log() {
     assert_eq!(view.body["ratelimits"][0]["limit"], 2, "{}", view.dump());
     assert_eq!(verify_json(&http, &secret, None).status, 200);
     assert_refused(&verify_json(&http, &secret, None), "api");
+    server.stop();
+}
+
+/// `serve --rolling-upgrade`: the `used` event stays as older nodes read it (no
+/// `ratelimits_spent`) and the limit still holds on this node.
+#[test]
+fn a_rolling_upgrade_names_no_spends_in_the_log() {
+    let ledger = Ledger::init();
+    let server = ledger.serve(&["--rolling-upgrade"]);
+    let http = server.client();
+    let (key_id, secret, _) =
+        create(&http, &ledger.admin_key, json!([{"name": "api", "limit": 1, "duration": "30d"}]));
+    assert_eq!(verify_json(&http, &secret, None).status, 200);
+    assert_refused(&verify_json(&http, &secret, None), "api");
+    let page = http.get(&format!("/v1/keys/{key_id}/events?kind=usage&limit=10"), &ledger.admin_key);
+    let used: Vec<&Value> =
+        page.body["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "used").collect();
+    assert_eq!(used.len(), 1, "{}", page.dump());
+    assert!(used[0].get("ratelimits_spent").is_none(), "{}", page.dump());
     server.stop();
 }
 
