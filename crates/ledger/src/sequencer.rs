@@ -107,6 +107,15 @@ impl Sequencer for LedgerSequencer {
         Ok(())
     }
 
+    /// The registry rolled back at once (verification reads it); the rate-limit counters,
+    /// which only the writer reads, are recounted by the recovery's rewind, not twice.
+    fn refused(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<(), String> {
+        let state = self.rebuild(log, records)?;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        self.counters = crate::ratelimit::RateCounters::default();
+        Ok(())
+    }
+
     /// Another node's event, read from the shared store before this node decides anything
     /// after it: applied exactly as a replay applies it, so the registry is current.
     fn apply_foreign(&mut self, event: &keyledger_core::Event) -> Result<(), String> {

@@ -84,14 +84,23 @@ pub trait Sequencer: Send + 'static {
     /// `batch`, and returns the answer for its caller.
     fn sequence(&mut self, command: Self::Command, batch: &mut Batch) -> Self::Reply;
 
-    /// Called when the writer fails (a write or fsync error) and again after each recovery:
-    /// the state built while sequencing commands that will never be acknowledged must go.
-    /// `log` holds (at least) the `records` records that remain; the sequencer rebuilds its
-    /// state to match exactly the first `records`. An error keeps the writer poisoned (the
-    /// next recovery attempt rewinds again).
+    /// Called after each recovery: the state built while sequencing commands that were
+    /// never acknowledged must go. `log` holds (at least) the `records` records that
+    /// remain; the sequencer rebuilds its state to match exactly the first `records`, as a
+    /// start would. An error keeps the writer poisoned (the next recovery attempt rewinds
+    /// again).
     fn rewind(&mut self, log: &crate::segment::SegmentReader, records: u64) -> Result<(), String> {
         let _ = (log, records);
         Ok(())
+    }
+
+    /// Called when the writer fails (a write, fsync or commit error), before it refuses
+    /// anything: what readers see must lose the effects of commands that will never be
+    /// acknowledged, now. Nothing is sequenced or applied again before the recovery's
+    /// [`Self::rewind`], so state only the sequencer itself reads may wait for it. The
+    /// default rewinds. An error is logged; the recovery rewinds anyway.
+    fn refused(&mut self, log: &crate::segment::SegmentReader, records: u64) -> Result<(), String> {
+        self.rewind(log, records)
     }
 
     /// Applies an event another writer appended to a shared store (see [`crate::store`]),
@@ -682,7 +691,7 @@ impl<S: Sequencer> Writer<S> {
         self.unsynced.clear();
         self.unsynced_since = None;
         // Readers must not see the effects of refused commands, from before the refusal.
-        if let Err(error) = self.sequencer.rewind(&self.parts.segments.reader(), trusted) {
+        if let Err(error) = self.sequencer.refused(&self.parts.segments.reader(), trusted) {
             tracing::error!(%error, "cannot rewind the sequencer after a log failure; the recovery will retry");
         }
         for (reply, _) in std::mem::take(&mut self.waiting_for_sync) {

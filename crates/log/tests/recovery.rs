@@ -27,11 +27,12 @@ mod support;
 use support::{ORIGIN, signer};
 
 /// Records one `used` event per command, tagged with the command's number in its request
-/// id. Its "state" is the number of events it has applied, which `rewind` resets to what
-/// the log holds.
+/// id. Its "state" is the number of events it has applied, which `refused` (at a failure)
+/// and `rewind` (at a recovery) reset to what the log holds; each call is recorded.
 struct Counting {
     applied: Arc<Mutex<u64>>,
     rewinds: Arc<Mutex<Vec<u64>>>,
+    refusals: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Sequencer for Counting {
@@ -50,6 +51,13 @@ impl Sequencer for Counting {
         self.rewinds.lock().unwrap().push(records);
         Ok(())
     }
+
+    fn refused(&mut self, log: &SegmentReader, records: u64) -> Result<(), String> {
+        assert!(log.len() >= records, "refused at {records} but the log holds {}", log.len());
+        *self.applied.lock().unwrap() = records;
+        self.refusals.lock().unwrap().push(records);
+        Ok(())
+    }
 }
 
 struct Fixture {
@@ -59,6 +67,7 @@ struct Fixture {
     writer: WriterHandle<Counting>,
     applied: Arc<Mutex<u64>>,
     rewinds: Arc<Mutex<Vec<u64>>>,
+    refusals: Arc<Mutex<Vec<u64>>>,
     committed: Receiver<CommittedEvents>,
     /// Every event the subscriber received, by seq.
     seen: Vec<Event>,
@@ -91,10 +100,12 @@ fn start_with_queue(options: WriterOptions, queue: usize) -> Fixture {
     };
     let log = Log::open(config).unwrap();
     let (applied, rewinds) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let refusals = Arc::new(Mutex::new(Vec::new()));
     let (tx, committed) = std::sync::mpsc::sync_channel(queue);
-    let sequencer = Counting { applied: applied.clone(), rewinds: rewinds.clone() };
+    let sequencer =
+        Counting { applied: applied.clone(), rewinds: rewinds.clone(), refusals: refusals.clone() };
     let writer = log.start(sequencer, options, Some(tx));
-    Fixture { dir, switch, verifier, writer, applied, rewinds, committed, seen: Vec::new() }
+    Fixture { dir, switch, verifier, writer, applied, rewinds, refusals, committed, seen: Vec::new() }
 }
 
 impl Fixture {
@@ -215,10 +226,14 @@ fn after_a_failed_fsync_recovery_cuts_what_only_the_page_cache_holds() {
     f.wait_unhealthy();
     assert!(f.last_segment_len() > durable_bytes, "the file (page cache) still shows seqs 3 and 4");
     assert_eq!(*f.applied.lock().unwrap(), 3, "rewound to the last fsynced length at once");
+    // At the failure the sequencer is told its refused commands' effects must go; the
+    // full rewind (a start's work) is the recovery's, once.
+    assert_eq!(*f.refusals.lock().unwrap(), vec![3]);
+    assert!(f.rewinds.lock().unwrap().is_empty(), "{:?}", f.rewinds.lock().unwrap());
     f.switch.clear();
     f.wait_healthy(Duration::from_secs(5));
     assert_eq!(f.last_segment_len(), durable_bytes, "cut back to the last successful fsync");
-    assert_eq!(f.rewinds.lock().unwrap().last(), Some(&3));
+    assert_eq!(*f.rewinds.lock().unwrap(), vec![3]);
     assert_eq!(f.append(12, Durability::Synced).unwrap(), 3, "seq 3 is free again");
     f.drain();
     let tags: Vec<u64> = f.seen.iter().map(tag_of).collect();
