@@ -223,34 +223,48 @@ pub const MAX_COSIGNED_BYTES: u64 = 64 * 1024;
 /// over the previous one, and the directory is fsynced. A crash leaves the old or the new
 /// file, never a mix.
 pub fn store_cosigned(log_dir: &Path, note: &str) -> std::io::Result<()> {
+    replace_file(log_dir, COSIGNED_FILE, note.as_bytes())
+}
+
+/// Replaces `log_dir/name` with `bytes` atomically and durably: written to a temporary
+/// file, fsynced, renamed over the old one, the directory fsynced. A crash leaves the old
+/// file or the new one, never a mix.
+pub(crate) fn replace_file(log_dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    let path = log_dir.join(COSIGNED_FILE);
-    let temp = log_dir.join(format!("{COSIGNED_FILE}.tmp"));
+    let path = log_dir.join(name);
+    let temp = log_dir.join(format!("{name}.tmp"));
     let mut file = std::fs::File::create(&temp)?;
-    file.write_all(note.as_bytes())?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
     std::fs::rename(&temp, &path)?;
     std::fs::File::open(log_dir)?.sync_all()
 }
 
-/// The latest cosigned checkpoint stored in `log_dir`, if any. Unchecked: the caller
-/// verifies the log's signature and every cosignature before trusting it.
-pub fn load_cosigned(log_dir: &Path) -> std::io::Result<Option<String>> {
+/// The bytes of `log_dir/name`, at most `limit` of them (`None` when there is no such
+/// file; `InvalidData` when it is larger).
+pub(crate) fn read_bounded(log_dir: &Path, name: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read as _;
-    let file = match std::fs::File::open(log_dir.join(COSIGNED_FILE)) {
+    let file = match std::fs::File::open(log_dir.join(name)) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut bytes = Vec::new();
-    file.take(MAX_COSIGNED_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_COSIGNED_BYTES {
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "cosigned checkpoint file too large",
+            format!("{name} is larger than {limit} bytes"),
         ));
     }
+    Ok(Some(bytes))
+}
+
+/// The latest cosigned checkpoint stored in `log_dir`, if any. Unchecked: the caller
+/// verifies the log's signature and every cosignature before trusting it.
+pub fn load_cosigned(log_dir: &Path) -> std::io::Result<Option<String>> {
+    let Some(bytes) = read_bounded(log_dir, COSIGNED_FILE, MAX_COSIGNED_BYTES)? else { return Ok(None) };
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "cosigned checkpoint is not UTF-8"))

@@ -331,6 +331,25 @@ async fn a_witness_ahead_of_the_log_raises_a_fork_alarm_metric_and_webhook() {
     api.engine.shutdown().await;
 }
 
+/// A fork alarm on the embedded store is kept in the data dir: shown after a restart
+/// although the witness, now failing, raises nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_alarm_is_still_shown_after_a_restart() {
+    let witness = FakeWitness::start("ahead.example", 4, Mode::Claims(1_000_000), 0).await;
+    let data = support::init();
+    let api = support::open(&data, options(vec![witness.witness()], None), ServerConfig::default());
+    api.create("acme").await;
+    let raised = api.wait_for("a fork alarm", |v| !v["fork_alarm"].is_null()).await["fork_alarm"].clone();
+    api.engine.shutdown().await;
+    drop(api);
+    witness.state.lock().unwrap().mode = Mode::Fail(503, u32::MAX);
+    let api = support::open(&data, options(vec![witness.witness()], None), ServerConfig::default());
+    let view = api.checkpoint().await;
+    assert_eq!(view["fork_alarm"], raised, "{view:#}");
+    assert_eq!(view["fork_alarm"]["kind"], "witness_ahead");
+    api.engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cosignature_over_a_foreign_root_is_a_fork_alarm_and_not_counted() {
     let witness = FakeWitness::start("forked.example", 5, Mode::ForeignRoot, 0).await;
