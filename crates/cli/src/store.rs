@@ -102,10 +102,11 @@ fn dir_to_store(data_dir: &Path, url: &str) -> Result<ExitCode> {
         bail!("the copied database's tree is not the data dir's");
     }
     println!(
-        "copied {} events and {} checkpoints{} into the database; it verifies: root {}",
+        "copied {} events and {} checkpoints{}{} into the database; it verifies: root {}",
         copied.events,
         copied.checkpoints,
         if copied.cosigned { " and the cosigned checkpoint" } else { "" },
+        alarms_copied(copied.alarms),
         hex::encode(verified.root)
     );
     Ok(ExitCode::SUCCESS)
@@ -150,13 +151,23 @@ fn store_to_dir(url: &str, data_dir: &Path, keys_from: &Path) -> Result<ExitCode
         return Err(error).with_context(|| format!("cannot move the copy into {}", data_dir.display()));
     }
     println!(
-        "copied {} events and {} checkpoints into {}; its log verifies: root {}",
+        "copied {} events and {} checkpoints{} into {}; its log verifies: root {}",
         report.events,
         report.checkpoints,
+        alarms_copied(report.alarms),
         data_dir.display(),
         hex::encode(report.root)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The copy report's words for the fork alarms it carried (none: nothing).
+fn alarms_copied(alarms: usize) -> String {
+    match alarms {
+        0 => String::new(),
+        1 => " and 1 witness's fork alarm".into(),
+        n => format!(" and {n} witnesses' fork alarms"),
+    }
 }
 
 /// Builds the new data dir in `staging`: the key files from `keys_from` (checked against the

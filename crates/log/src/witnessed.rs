@@ -96,7 +96,8 @@ impl DirRecords {
         Self { log_dir, alarms_file: Arc::new(Mutex::new(())) }
     }
 
-    fn read_alarms(&self) -> Result<Vec<AlarmRecord>, WitnessRecordsError> {
+    /// Every stored alarm, of whichever witness (`store copy` carries them all).
+    pub fn stored_alarms(&self) -> Result<Vec<AlarmRecord>, WitnessRecordsError> {
         let bytes = match crate::checkpoint::read_bounded(&self.log_dir, ALARMS_FILE, MAX_ALARMS_BYTES) {
             Ok(None) => return Ok(Vec::new()),
             Ok(Some(bytes)) => bytes,
@@ -116,7 +117,7 @@ impl DirRecords {
     /// Applies `change` to the stored alarms and stores the result.
     fn change_alarms(&self, change: impl FnOnce(&mut Vec<AlarmRecord>)) -> Result<(), WitnessRecordsError> {
         let _one_at_a_time = self.alarms_file.lock().unwrap_or_else(|e| e.into_inner());
-        let mut alarms = self.read_alarms()?;
+        let mut alarms = self.stored_alarms()?;
         change(&mut alarms);
         let text = Value::Array(alarms.iter().map(alarm_json).collect()).to_string();
         crate::checkpoint::replace_file(&self.log_dir, ALARMS_FILE, text.as_bytes()).map_err(io)
@@ -172,7 +173,7 @@ impl WitnessRecords for DirRecords {
     }
 
     fn alarms(&self, witnesses: &[String]) -> Result<Vec<AlarmRecord>, WitnessRecordsError> {
-        let mut alarms = self.read_alarms()?;
+        let mut alarms = self.stored_alarms()?;
         alarms.retain(|alarm| witnesses.contains(&alarm.witness));
         Ok(alarms)
     }

@@ -2,7 +2,8 @@
 //!
 //! The copy keeps everything that is signed or hashed exactly: the same seqs and the same
 //! record bytes (so the same tree and roots), every checkpoint's signed note byte for byte
-//! with its signing time, and the latest cosigned checkpoint. The secrets never enter the
+//! with its signing time, the latest cosigned checkpoint and the witnesses' fork alarms
+//! (docs/operations.md, "Witnesses"). The secrets never enter the
 //! database: it receives the identity row (origin, verifier key, a check value of the
 //! pepper), and the key files are the caller's business (`crates/cli/src/store.rs`).
 //!
@@ -22,6 +23,7 @@ use keyledger_log::checkpoint::{
 };
 use keyledger_log::segment::{SegmentError, SegmentLog, SegmentOptions};
 use keyledger_log::storage::Storage;
+use keyledger_log::witnessed::{ALARMS_FILE, DirRecords, WitnessRecords};
 use keyledger_verify::merkle::{Frontier, Hash, TreeHash};
 use keyledger_verify::note::{VerifierKey, open_checkpoint};
 use postgres::Client;
@@ -56,6 +58,8 @@ pub struct CopyReport {
     pub checkpoints: u64,
     pub root: Hash,
     pub cosigned: bool,
+    /// Fork alarms copied (the latest of each witness).
+    pub alarms: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,8 +189,20 @@ pub fn copy_log_to_store(
         let size = i64::try_from(opened.size).map_err(|_| CopyError::Source("size out of range".into()))?;
         tx.execute("INSERT INTO keyledger_cosigned (size, note) VALUES ($1, $2)", &[&size, note])?;
     }
+    let alarms = DirRecords::new(log_dir.to_owned())
+        .stored_alarms()
+        .map_err(|e| CopyError::Source(format!("{ALARMS_FILE}: {e}")))?;
+    for alarm in &alarms {
+        crate::witnessed::upsert_alarm(&mut tx, alarm).map_err(|e| CopyError::Target(e.to_string()))?;
+    }
     tx.commit()?;
-    Ok(CopyReport { events: total, checkpoints: copied, root: frontier.root(), cosigned: cosigned.is_some() })
+    Ok(CopyReport {
+        events: total,
+        checkpoints: copied,
+        root: frontier.root(),
+        cosigned: cosigned.is_some(),
+        alarms: alarms.len(),
+    })
 }
 
 /// The identity row of the database `client` is connected to.
@@ -209,7 +225,8 @@ pub fn read_identity(client: &mut Client) -> Result<StoreIdentity, CopyError> {
 }
 
 /// Copies the database's log into `log_dir` (a new data dir's `log/`, absent or empty): its
-/// events and checkpoints as segment logs and its cosigned checkpoint. The tree is the
+/// events and checkpoints as segment logs, its cosigned checkpoint and its fork alarms (none
+/// from a database of schema version 1, which has no table for them). The tree is the
 /// caller's to build (opening the log recomputes it from the events). Reads one consistent
 /// snapshot, so nodes may keep appending meanwhile: the copy is the log as of its start.
 pub fn copy_store_to_log(
@@ -301,6 +318,24 @@ pub fn copy_store_to_log(
         let note: String = row.get(0);
         store_cosigned(log_dir, &note).map_err(|e| CopyError::Target(format!("{COSIGNED_FILE}: {e}")))?;
     }
+    let has_alarms: bool =
+        tx.query_one("SELECT to_regclass('keyledger_fork_alarms') IS NOT NULL", &[])?.get(0);
+    let alarms = match has_alarms {
+        true => {
+            crate::witnessed::select_alarms(&mut tx, None).map_err(|e| CopyError::Source(e.to_string()))?
+        }
+        false => Vec::new(),
+    };
+    let records = DirRecords::new(log_dir.to_owned());
+    for alarm in &alarms {
+        records.record_alarm(alarm).map_err(|e| CopyError::Target(format!("{ALARMS_FILE}: {e}")))?;
+    }
     tx.commit()?;
-    Ok(CopyReport { events: total, checkpoints: copied, root: frontier.root(), cosigned: cosigned.is_some() })
+    Ok(CopyReport {
+        events: total,
+        checkpoints: copied,
+        root: frontier.root(),
+        cosigned: cosigned.is_some(),
+        alarms: alarms.len(),
+    })
 }

@@ -13,7 +13,7 @@
 //!
 //! Reads are bounded: the note is sent only if it is at most
 //! [`MAX_COSIGNED_BYTES`] long (checked by the database), and alarms only for the witnesses
-//! asked about, one row each. The connection is its own (the writer's is inside batches),
+//! asked about, one row each (`store copy` asks for all: at most [`MAX_ALARMS`]). The connection is its own (the writer's is inside batches),
 //! opened on first use and again after a failure. Like every synchronous client here, it
 //! is used from threads of its own, never from an async runtime's.
 
@@ -145,62 +145,11 @@ impl WitnessRecords for PgWitnessRecords {
         if witnesses.is_empty() {
             return Ok(Vec::new());
         }
-        let limit = i64::try_from(witnesses.len()).unwrap_or(i64::MAX);
-        let rows = self.run(|c| {
-            c.query(
-                "SELECT witness, kind, log_size, log_root, witness_size,
-                        (extract(epoch FROM detected_at) * 1000000)::bigint, cleared
-                 FROM keyledger_fork_alarms WHERE witness = ANY($1) ORDER BY witness LIMIT $2",
-                &[&witnesses, &limit],
-            )
-            .map_err(unavailable)
-        })?;
-        rows.into_iter()
-            .map(|row| {
-                let root: Vec<u8> = row.get(3);
-                Ok(AlarmRecord {
-                    witness: row.get(0),
-                    kind: row.get(1),
-                    log_size: to_u64(row.get(2), "log size")?,
-                    log_root: root.try_into().map_err(|_| {
-                        WitnessRecordsError::Malformed("an alarm's root is not 32 bytes".into())
-                    })?,
-                    witness_size: row
-                        .get::<_, Option<i64>>(4)
-                        .map(|size| to_u64(size, "witness size"))
-                        .transpose()?,
-                    detected_at: Timestamp(row.get(5)),
-                    cleared: row.get(6),
-                })
-            })
-            .collect()
+        self.run(|c| select_alarms(c, Some(witnesses)))
     }
 
     fn record_alarm(&self, alarm: &AlarmRecord) -> Result<(), WitnessRecordsError> {
-        let log_size = to_i64(alarm.log_size, "log size")?;
-        let witness_size = alarm.witness_size.map(|size| to_i64(size, "witness size")).transpose()?;
-        let micros = alarm.detected_at.micros();
-        self.run(|c| {
-            c.execute(
-                "INSERT INTO keyledger_fork_alarms
-                     (witness, kind, log_size, log_root, witness_size, detected_at, cleared)
-                 VALUES ($1, $2, $3, $4, $5, to_timestamp(0) + $6::bigint * interval '1 microsecond', $7)
-                 ON CONFLICT (witness) DO UPDATE SET kind = EXCLUDED.kind, log_size = EXCLUDED.log_size,
-                     log_root = EXCLUDED.log_root, witness_size = EXCLUDED.witness_size,
-                     detected_at = EXCLUDED.detected_at, cleared = EXCLUDED.cleared",
-                &[
-                    &alarm.witness,
-                    &alarm.kind,
-                    &log_size,
-                    &alarm.log_root.as_slice(),
-                    &witness_size,
-                    &micros,
-                    &alarm.cleared,
-                ],
-            )
-            .map(drop)
-            .map_err(unavailable)
-        })
+        self.run(|c| upsert_alarm(c, alarm))
     }
 
     fn clear_alarm(&self, witness: &str) -> Result<(), WitnessRecordsError> {
@@ -213,4 +162,78 @@ impl WitnessRecords for PgWitnessRecords {
             .map_err(unavailable)
         })
     }
+}
+
+/// Most alarms read when all are asked for ([`select_alarms`] without names, by `store
+/// copy`): one per witness ever configured, far fewer in practice.
+pub const MAX_ALARMS: i64 = 1024;
+
+/// The stored alarms of `witnesses` (one row each), or of every witness (at most
+/// [`MAX_ALARMS`]), ordered by witness.
+pub(crate) fn select_alarms(
+    c: &mut impl postgres::GenericClient,
+    witnesses: Option<&[String]>,
+) -> Result<Vec<AlarmRecord>, WitnessRecordsError> {
+    const COLUMNS: &str = "SELECT witness, kind, log_size, log_root, witness_size,
+                (extract(epoch FROM detected_at) * 1000000)::bigint, cleared
+         FROM keyledger_fork_alarms";
+    let rows = match witnesses {
+        Some(names) => {
+            let limit = i64::try_from(names.len()).unwrap_or(i64::MAX);
+            c.query(
+                &format!("{COLUMNS} WHERE witness = ANY($1) ORDER BY witness LIMIT $2"),
+                &[&names, &limit],
+            )
+        }
+        None => c.query(&format!("{COLUMNS} ORDER BY witness LIMIT $1"), &[&MAX_ALARMS]),
+    }
+    .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|row| {
+            let root: Vec<u8> = row.get(3);
+            Ok(AlarmRecord {
+                witness: row.get(0),
+                kind: row.get(1),
+                log_size: to_u64(row.get(2), "log size")?,
+                log_root: root
+                    .try_into()
+                    .map_err(|_| WitnessRecordsError::Malformed("an alarm's root is not 32 bytes".into()))?,
+                witness_size: row
+                    .get::<_, Option<i64>>(4)
+                    .map(|size| to_u64(size, "witness size"))
+                    .transpose()?,
+                detected_at: Timestamp(row.get(5)),
+                cleared: row.get(6),
+            })
+        })
+        .collect()
+}
+
+/// Keeps `alarm` as its witness's latest.
+pub(crate) fn upsert_alarm(
+    c: &mut impl postgres::GenericClient,
+    alarm: &AlarmRecord,
+) -> Result<(), WitnessRecordsError> {
+    let log_size = to_i64(alarm.log_size, "log size")?;
+    let witness_size = alarm.witness_size.map(|size| to_i64(size, "witness size")).transpose()?;
+    let micros = alarm.detected_at.micros();
+    c.execute(
+        "INSERT INTO keyledger_fork_alarms
+             (witness, kind, log_size, log_root, witness_size, detected_at, cleared)
+         VALUES ($1, $2, $3, $4, $5, to_timestamp(0) + $6::bigint * interval '1 microsecond', $7)
+         ON CONFLICT (witness) DO UPDATE SET kind = EXCLUDED.kind, log_size = EXCLUDED.log_size,
+             log_root = EXCLUDED.log_root, witness_size = EXCLUDED.witness_size,
+             detected_at = EXCLUDED.detected_at, cleared = EXCLUDED.cleared",
+        &[
+            &alarm.witness,
+            &alarm.kind,
+            &log_size,
+            &alarm.log_root.as_slice(),
+            &witness_size,
+            &micros,
+            &alarm.cleared,
+        ],
+    )
+    .map(drop)
+    .map_err(unavailable)
 }

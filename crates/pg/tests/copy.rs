@@ -8,6 +8,7 @@ mod support;
 use keyledger_e2e::{Server, keyledger, log_verify, path_str, snapshot};
 use keyledger_log::segment::{SegmentLog, SegmentOptions};
 use keyledger_log::storage::OsStorage;
+use keyledger_log::witnessed::{AlarmRecord, DirRecords, WitnessRecords};
 use std::path::Path;
 use support::{connect, copied_into_database, database, ledger_with_history, store_copy};
 
@@ -35,6 +36,17 @@ fn database_rows(url: &str) -> Vec<String> {
 fn a_ledger_copied_into_postgres_and_back_is_identical_and_verifies_everywhere() {
     let source = ledger_with_history();
     assert!(log_verify(&source.data_dir).success());
+    // A fork alarm a witness raised travels with the log, both ways.
+    let alarm = AlarmRecord {
+        witness: "w.example".into(),
+        kind: "witness_ahead".into(),
+        log_size: 5,
+        log_root: [7; 32],
+        witness_size: Some(1_000),
+        detected_at: keyledger_core::Timestamp(1_764_800_000_123_456),
+        cleared: true,
+    };
+    DirRecords::new(source.data_dir.join("log")).record_alarm(&alarm).unwrap();
     let (_cluster, url) = copied_into_database(&source, "copy");
     let verified = keyledger(&["log", "verify", "--store", &url]);
     assert!(verified.success(), "{}{}", verified.stdout, verified.stderr);
@@ -61,6 +73,8 @@ fn a_ledger_copied_into_postgres_and_back_is_identical_and_verifies_everywhere()
         checkpoints.iter().map(|r| String::from_utf8(r[8..].to_vec()).unwrap()).collect();
     assert_eq!(notes, source_notes);
     assert!(notes.len() >= 3, "{notes:?}");
+    let stored = keyledger_pg::PgWitnessRecords::new(url.parse().unwrap());
+    assert_eq!(stored.alarms(&["w.example".into()]).unwrap(), std::slice::from_ref(&alarm));
 
     // Back into a new data dir: the same records, the same checkpoint records (signing times
     // included), a log that verifies, and a server that knows the keys and the revocation.
@@ -68,6 +82,8 @@ fn a_ledger_copied_into_postgres_and_back_is_identical_and_verifies_everywhere()
     let copy = copy_root.path().join("copy");
     let run = store_copy(&url, path_str(&copy), &["--keys-from", path_str(&source.data_dir)]);
     assert!(run.success(), "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("1 witness's fork alarm"), "{}", run.stdout);
+    assert_eq!(DirRecords::new(copy.join("log")).stored_alarms().unwrap(), [alarm]);
     assert_eq!(records(&copy.join("log/events")), events);
     assert_eq!(records(&copy.join("log/checkpoints")), checkpoints);
     let verified = log_verify(&copy);
