@@ -99,20 +99,26 @@ impl Sequencer for LedgerSequencer {
     /// The registry and the rate-limit counters as the log's first `records` events leave
     /// them: what a failed batch had decided goes, other nodes' events read back during
     /// the recovery count.
+    /// The registry and the rate-limit counters as of `records`. During a rolling upgrade
+    /// the log names no spends, so the counters are kept as they are (a refused command's
+    /// spends with them, the safe side), as the previous version kept them.
     fn rewind(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<(), String> {
         let state = self.rebuild(log, records)?;
-        let counters = crate::sequencer_ratelimit::recount(&state, log, records, Timestamp::now());
+        let counters = self
+            .spends_in_events
+            .then(|| crate::sequencer_ratelimit::recount(&state, log, records, Timestamp::now()));
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
-        self.counters = counters?;
+        if let Some(counters) = counters {
+            self.counters = counters?;
+        }
         Ok(())
     }
 
     /// The registry rolled back at once (verification reads it); the rate-limit counters,
-    /// which only the writer reads, are recounted by the recovery's rewind, not twice.
+    /// which only the writer reads, are left to the recovery's rewind, not recounted twice.
     fn refused(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<(), String> {
         let state = self.rebuild(log, records)?;
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
-        self.counters = crate::ratelimit::RateCounters::default();
         Ok(())
     }
 

@@ -435,13 +435,12 @@ async fn a_torn_tail_is_cut_back_to_the_last_complete_batch() {
     }
 }
 
-/// A verification refused because its write failed spends no rate-limit allowance: the
-/// writer's recovery recounts the counters from the log (docs/api.md, "Rate limits").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verification_refused_by_a_failed_write_spends_no_allowance() {
+/// Verifies against a limit of 3: once, once more with a failing write, then again once
+/// the writer has recovered. Returns what the limit has left after that last one.
+async fn remaining_after_a_refused_write(options: impl FnOnce(EngineOptions) -> EngineOptions) -> u64 {
     let case = new_case();
     let switch = FaultSwitch::new();
-    let engine = Engine::open(&case.dir, faulty(&switch, Durability::Synced)).unwrap();
+    let engine = Engine::open(&case.dir, options(faulty(&switch, Durability::Synced))).unwrap();
     let (key, secret) = engine.create(case.caller.clone(), acme(), spec("k")).await.unwrap();
     let api = keyledger_core::RateLimit {
         name: "api".into(),
@@ -458,19 +457,35 @@ async fn a_verification_refused_by_a_failed_write_spends_no_allowance() {
     switch.set_fail_writes(true);
     assert_unavailable("a verification whose write fails", verify(&engine, secret.expose()).await);
     switch.clear();
-    // The writer recovers by itself; the refused verification left nothing to count.
+    // The writer recovers by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let left = loop {
         match verify(&engine, secret.expose()).await {
-            Ok(outcome) => {
-                assert_eq!(remaining(outcome), 1, "the refused verification spent allowance");
-                break;
-            }
+            Ok(outcome) => break remaining(outcome),
             Err(LedgerError::Unavailable(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             other => panic!("the writer did not recover within 20 s: {other:?}"),
         }
-    }
+    };
     engine.shutdown().await;
+    left
+}
+
+/// A verification refused because its write failed spends no rate-limit allowance: the
+/// writer's recovery recounts the counters from the log (docs/api.md, "Rate limits").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_refused_by_a_failed_write_spends_no_allowance() {
+    let left = remaining_after_a_refused_write(|options| options).await;
+    assert_eq!(left, 1, "the refused verification spent allowance");
+}
+
+/// During a rolling upgrade the log names no spends, so a recovery cannot recount them:
+/// the windows are kept as they were (the refused verification's spend with them, the
+/// safe side), as the previous version kept them, never emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_during_a_rolling_upgrade_keeps_the_windows() {
+    let left =
+        remaining_after_a_refused_write(|options| EngineOptions { rolling_upgrade: true, ..options }).await;
+    assert_eq!(left, 0, "the windows were emptied by the recovery");
 }

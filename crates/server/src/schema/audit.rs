@@ -52,7 +52,7 @@ struct EventFields {
     kind: EventKindName,
     workspace: String,
     key_id: Option<String>,
-    /// `system`, `verifier` or the admin key id.
+    /// `system`, `verifier`, `recovery` (`keyledger admin recover`) or the admin key id.
     actor: String,
     /// keyledger's request id.
     request_id: String,
