@@ -35,7 +35,7 @@ pub struct LedgerSequencer {
     /// The persisted projections, from which the state is rebuilt when the writer fails.
     pub(crate) projections_db: crate::projection::ProjectionsDb,
     /// Rate-limit windows: memory kept in step with the log, recounted from it on a start
-    /// and a rewind (docs/api.md, "Rate limits").
+    /// and a rewind (kept on a rewind during a rolling upgrade; docs/api.md, "Rate limits").
     pub(crate) counters: crate::ratelimit::RateCounters,
     /// Whether a `used` event names the rate-limit allowance it spent (a `counted` one), for
     /// the other nodes and a restart to count; off while older nodes that cannot read it
@@ -99,9 +99,10 @@ impl Sequencer for LedgerSequencer {
     /// The registry and the rate-limit counters as the log's first `records` events leave
     /// them: what a failed batch had decided goes, other nodes' events read back during
     /// the recovery count.
-    /// The registry and the rate-limit counters as of `records`. During a rolling upgrade
-    /// the log names no spends, so the counters are kept as they are (a refused command's
-    /// spends with them, the safe side), as the previous version kept them.
+    ///
+    /// During a rolling upgrade the log names no spends of this node, so the counters are
+    /// kept as they are (a refused command's spends with them, the safe side), as the
+    /// previous version kept them.
     fn rewind(&mut self, log: &keyledger_log::segment::SegmentReader, records: u64) -> Result<(), String> {
         let state = self.rebuild(log, records)?;
         let counters = self

@@ -39,6 +39,8 @@ pub enum WitnessRecordsError {
     Unavailable(String),
     #[error("the stored cosigned checkpoint is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("the stored fork alarms ({ALARMS_FILE}) are larger than {limit} bytes")]
+    AlarmsTooLarge { limit: u64 },
     #[error("a stored witness record is malformed: {0}")]
     Malformed(String),
 }
@@ -102,9 +104,9 @@ impl DirRecords {
             Ok(None) => return Ok(Vec::new()),
             Ok(Some(bytes)) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(WitnessRecordsError::TooLarge { limit: MAX_ALARMS_BYTES });
+                return Err(WitnessRecordsError::AlarmsTooLarge { limit: MAX_ALARMS_BYTES });
             }
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(io(std::io::Error::new(e.kind(), format!("{ALARMS_FILE}: {e}")))),
         };
         let malformed = |what: String| WitnessRecordsError::Malformed(format!("{ALARMS_FILE}: {what}"));
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
@@ -120,7 +122,8 @@ impl DirRecords {
         let mut alarms = self.stored_alarms()?;
         change(&mut alarms);
         let text = Value::Array(alarms.iter().map(alarm_json).collect()).to_string();
-        crate::checkpoint::replace_file(&self.log_dir, ALARMS_FILE, text.as_bytes()).map_err(io)
+        crate::checkpoint::replace_file(&self.log_dir, ALARMS_FILE, text.as_bytes())
+            .map_err(|e| io(std::io::Error::new(e.kind(), format!("{ALARMS_FILE}: {e}"))))
     }
 }
 
@@ -261,6 +264,6 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&path).unwrap(), damaged);
         }
         std::fs::write(&path, vec![b' '; MAX_ALARMS_BYTES as usize + 1]).unwrap();
-        assert_eq!(records.alarms(&[]), Err(WitnessRecordsError::TooLarge { limit: MAX_ALARMS_BYTES }));
+        assert_eq!(records.alarms(&[]), Err(WitnessRecordsError::AlarmsTooLarge { limit: MAX_ALARMS_BYTES }));
     }
 }

@@ -94,7 +94,7 @@ pub trait Sequencer: Send + 'static {
         Ok(())
     }
 
-    /// Called when the writer fails (a write, fsync or commit error), before it refuses
+    /// Called when the writer fails (any failure that poisons it), before it refuses
     /// anything: what readers see must lose the effects of commands that will never be
     /// acknowledged, now. Nothing is sequenced or applied again before the recovery's
     /// [`Self::rewind`], so state only the sequencer itself reads may wait for it. The

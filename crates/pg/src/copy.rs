@@ -23,7 +23,7 @@ use keyledger_log::checkpoint::{
 };
 use keyledger_log::segment::{SegmentError, SegmentLog, SegmentOptions};
 use keyledger_log::storage::Storage;
-use keyledger_log::witnessed::{ALARMS_FILE, DirRecords, WitnessRecords};
+use keyledger_log::witnessed::{DirRecords, WitnessRecords};
 use keyledger_verify::merkle::{Frontier, Hash, TreeHash};
 use keyledger_verify::note::{VerifierKey, open_checkpoint};
 use postgres::Client;
@@ -78,6 +78,8 @@ pub enum CopyError {
     Database(#[from] postgres::Error),
     #[error("the target log: {0}")]
     Target(String),
+    #[error("the witnesses' fork alarms: {0}")]
+    Alarms(String),
 }
 
 impl From<SegmentError> for CopyError {
@@ -107,16 +109,21 @@ pub fn copy_log_to_store(
         SegmentLog::inspect(storage, &log_dir.join("checkpoints"), SegmentOptions::default())?;
     let total = events.len();
 
+    // Read first: a damaged alarms file refuses the copy before anything is written.
+    let alarms =
+        DirRecords::new(log_dir.to_owned()).stored_alarms().map_err(|e| CopyError::Alarms(e.to_string()))?;
+
     crate::schema::migrate(client).map_err(|e| CopyError::Source(format!("schema: {e}")))?;
     let mut tx = client.transaction()?;
     tx.batch_execute(
-        "LOCK TABLE keyledger_identity, keyledger_head, keyledger_events, keyledger_checkpoints, keyledger_cosigned IN ACCESS EXCLUSIVE MODE",
+        "LOCK TABLE keyledger_identity, keyledger_head, keyledger_events, keyledger_checkpoints, keyledger_cosigned,
+             keyledger_fork_alarms IN ACCESS EXCLUSIVE MODE",
     )?;
     let occupied: bool = tx
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM keyledger_identity) OR EXISTS (SELECT 1 FROM keyledger_head)
                  OR EXISTS (SELECT 1 FROM keyledger_events) OR EXISTS (SELECT 1 FROM keyledger_checkpoints)
-                 OR EXISTS (SELECT 1 FROM keyledger_cosigned)",
+                 OR EXISTS (SELECT 1 FROM keyledger_cosigned) OR EXISTS (SELECT 1 FROM keyledger_fork_alarms)",
             &[],
         )?
         .get(0);
@@ -189,11 +196,9 @@ pub fn copy_log_to_store(
         let size = i64::try_from(opened.size).map_err(|_| CopyError::Source("size out of range".into()))?;
         tx.execute("INSERT INTO keyledger_cosigned (size, note) VALUES ($1, $2)", &[&size, note])?;
     }
-    let alarms = DirRecords::new(log_dir.to_owned())
-        .stored_alarms()
-        .map_err(|e| CopyError::Source(format!("{ALARMS_FILE}: {e}")))?;
     for alarm in &alarms {
-        crate::witnessed::upsert_alarm(&mut tx, alarm).map_err(|e| CopyError::Target(e.to_string()))?;
+        crate::witnessed::upsert_alarm(&mut tx, alarm)
+            .map_err(|e| CopyError::Alarms(format!("{}: {e}", alarm.witness)))?;
     }
     tx.commit()?;
     Ok(CopyReport {
@@ -322,13 +327,13 @@ pub fn copy_store_to_log(
         tx.query_one("SELECT to_regclass('keyledger_fork_alarms') IS NOT NULL", &[])?.get(0);
     let alarms = match has_alarms {
         true => {
-            crate::witnessed::select_alarms(&mut tx, None).map_err(|e| CopyError::Source(e.to_string()))?
+            crate::witnessed::select_alarms(&mut tx, None).map_err(|e| CopyError::Alarms(e.to_string()))?
         }
         false => Vec::new(),
     };
     let records = DirRecords::new(log_dir.to_owned());
     for alarm in &alarms {
-        records.record_alarm(alarm).map_err(|e| CopyError::Target(format!("{ALARMS_FILE}: {e}")))?;
+        records.record_alarm(alarm).map_err(|e| CopyError::Alarms(e.to_string()))?;
     }
     tx.commit()?;
     Ok(CopyReport {

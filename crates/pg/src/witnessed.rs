@@ -13,8 +13,9 @@
 //!
 //! Reads are bounded: the note is sent only if it is at most
 //! [`MAX_COSIGNED_BYTES`] long (checked by the database), and alarms only for the witnesses
-//! asked about, one row each (`store copy` asks for all: at most [`MAX_ALARMS`]). The connection is its own (the writer's is inside batches),
-//! opened on first use and again after a failure. Like every synchronous client here, it
+//! asked about, one row each (`store copy` asks for all: at most [`MAX_ALARMS`]). The
+//! connection is its own (the writer's is inside batches), opened on first use and again
+//! after a failure. Like every synchronous client here, it
 //! is used from threads of its own, never from an async runtime's.
 
 use crate::error::describe;
@@ -168,8 +169,8 @@ impl WitnessRecords for PgWitnessRecords {
 /// copy`): one per witness ever configured, far fewer in practice.
 pub const MAX_ALARMS: i64 = 1024;
 
-/// The stored alarms of `witnesses` (one row each), or of every witness (at most
-/// [`MAX_ALARMS`]), ordered by witness.
+/// The stored alarms of `witnesses` (one row each), or of every witness (more than
+/// [`MAX_ALARMS`] is an error, never a silent cut), ordered by witness.
 pub(crate) fn select_alarms(
     c: &mut impl postgres::GenericClient,
     witnesses: Option<&[String]>,
@@ -185,9 +186,12 @@ pub(crate) fn select_alarms(
                 &[&names, &limit],
             )
         }
-        None => c.query(&format!("{COLUMNS} ORDER BY witness LIMIT $1"), &[&MAX_ALARMS]),
+        None => c.query(&format!("{COLUMNS} ORDER BY witness LIMIT $1"), &[&(MAX_ALARMS + 1)]),
     }
     .map_err(unavailable)?;
+    if witnesses.is_none() && rows.len() as i64 > MAX_ALARMS {
+        return Err(WitnessRecordsError::Malformed(format!("more than {MAX_ALARMS} fork alarms are stored")));
+    }
     rows.into_iter()
         .map(|row| {
             let root: Vec<u8> = row.get(3);

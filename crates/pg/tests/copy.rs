@@ -1,6 +1,7 @@
 //! `keyledger store copy`: a ledger moved from a data dir into PostgreSQL and back keeps its
-//! seqs, records, tree and signed checkpoints byte for byte; a non-empty target, a data dir
-//! a server holds, and key files of another ledger are refused, changing nothing.
+//! seqs, records, tree and signed checkpoints byte for byte, and the witnesses' fork alarms;
+//! a non-empty target, a data dir a server holds, and key files of another ledger are
+//! refused, changing nothing.
 
 #[path = "copy_support/mod.rs"]
 mod support;
@@ -143,4 +144,23 @@ fn a_non_empty_target_a_served_source_and_foreign_keys_are_refused_changing_noth
         .unwrap()
         .get(0);
     assert!(!tables, "a refused copy creates nothing");
+
+    // A database holding only a fork alarm (its ledger tables emptied) is not empty either:
+    // the alarm would be shown beside the copied ledger.
+    keyledger_pg::PgStore::connect(&empty).unwrap();
+    let alarm = AlarmRecord {
+        witness: "w.example".into(),
+        kind: "witness_ahead".into(),
+        log_size: 1,
+        log_root: [1; 32],
+        witness_size: Some(2),
+        detected_at: keyledger_core::Timestamp(1_764_800_000_000_000),
+        cleared: false,
+    };
+    keyledger_pg::PgWitnessRecords::new(empty.parse().unwrap()).record_alarm(&alarm).unwrap();
+    let run = store_copy(path_str(&source.data_dir), &empty, &[]);
+    assert!(!run.success());
+    assert!(run.stderr.contains("already holds a keyledger ledger"), "{}", run.stderr);
+    let events: i64 = connect(&empty).query_one("SELECT count(*) FROM keyledger_events", &[]).unwrap().get(0);
+    assert_eq!(events, 0, "nothing was copied");
 }

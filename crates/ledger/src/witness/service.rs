@@ -7,10 +7,11 @@
 //! cosignatures of the latest checkpoint any witness cosigned are kept in memory and with
 //! the log's store ([`keyledger_log::witnessed`]: the log directory's file with the
 //! embedded store, the database with PostgreSQL), and read back at start, each checked
-//! again. So are fork alarms with a shared store: one node at a time submits (the `jobs`
-//! lease), and every other node reads the records back at each poll, so that all serve the
-//! same cosignatures and alarms, and a node taking the lease over goes on from them
-//! (docs/architecture.md, "The log store seam").
+//! again. So are fork alarms (the log directory's `witness-alarms.json`, or the database).
+//! With a shared store one node at a time submits (the `jobs` lease), and every other node
+//! reads the records back at each poll, so that all serve the same cosignatures and alarms,
+//! and a node taking the lease over goes on from them (docs/architecture.md, "The log store
+//! seam").
 //!
 //! Between polls a submitter sleeps, but [`WitnessService::wake`] (called when a
 //! checkpoint is signed on demand, as for an export) makes it look at once; every new
