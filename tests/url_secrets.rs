@@ -154,3 +154,56 @@ fn a_secret_in_a_forwarded_request_is_not_recorded() {
         }
     }
 }
+
+/// A secret sent in the wrong field of a JSON body: the parser's message would quote it
+/// (`invalid type: string "kl_live_…"`), so no value of the body is repeated, whether the
+/// secret is keyledger's (checksummed) or another system's (imported keys have none).
+#[test]
+fn a_secret_in_the_wrong_field_of_a_body_is_not_repeated() {
+    let ledger = Ledger::init();
+    let server = ledger.serve(&[]);
+    let http = server.client();
+    let admin = ledger.admin_key.as_str();
+    let created = http.post("/v1/workspaces/acme/keys", admin, &json!({"name": "pasted"}));
+    assert_eq!(created.status, 201, "{}", created.dump());
+    let secret = created.body["secret"].as_str().expect("secret").to_owned();
+    let foreign = "sk_prod_6bN3xQ9vT2mK8pL5wR7yZ4cJ1hF0dG";
+
+    for value in [secret.as_str(), foreign] {
+        let check = |what: &str, resp: Resp, field: &str| {
+            let dump = resp.dump();
+            assert!(matches!(resp.status, 400 | 422), "{what}: {dump}");
+            assert!(!dump.contains(value), "{what} repeats the value: {dump}");
+            let message = resp.body["message"].as_str().unwrap_or_default();
+            assert!(message.contains(field), "{what}: the message names no field: {dump}");
+        };
+        let verify = |body: serde_json::Value| http.send("POST", "/v1/verify", &[], Some(&body));
+        check("verify, a string for scopes", verify(json!({"key": secret, "scopes": value})), "sequence");
+        check("verify, an unknown field", verify(json!({"key": secret, value: 1})), "unknown field");
+        check(
+            "create, a string for scopes",
+            http.post("/v1/workspaces/acme/keys", admin, &json!({"name": "x", "scopes": value})),
+            "scopes",
+        );
+        check(
+            "create, an unknown field",
+            http.post("/v1/workspaces/acme/keys", admin, &json!({"name": "x", value: 1})),
+            "unknown field",
+        );
+        check(
+            "create, an unknown environment",
+            http.post("/v1/workspaces/acme/keys", admin, &json!({"name": "x", "environment": value})),
+            "environment",
+        );
+        let import = json!({"keys": [{"name": "x", "hash": {"algorithm": value, "value": "00"}}]});
+        check(
+            "import, an unknown algorithm",
+            http.post("/v1/workspaces/acme/keys/import", admin, &import),
+            "hash",
+        );
+    }
+
+    let logs = server.stop();
+    assert!(!logs.contains(&secret), "the server logged the secret:\n{logs}");
+    assert!(!logs.contains(foreign), "the server logged the foreign secret:\n{logs}");
+}

@@ -25,7 +25,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         }
         _ => {
             // axum reports the failing path first ("…: name: invalid type…").
-            let detail = text.split_once("target type: ").map_or(text.as_str(), |(_, d)| d).to_owned();
+            let detail = crate::json_error::without_values(
+                text.split_once("target type: ").map_or(text.as_str(), |(_, d)| d),
+            );
             let status =
                 if status == StatusCode::UNPROCESSABLE_ENTITY { status } else { StatusCode::BAD_REQUEST };
             ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {detail}"))

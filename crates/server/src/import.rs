@@ -119,8 +119,12 @@ fn entry_spec(workspace: &WorkspaceId, mut entry: Value) -> Result<ImportSpec, A
         }
     }
     let hash = object.remove("hash").ok_or_else(|| ApiError::invalid("hash", "is required"))?;
-    let hash: ForeignHashBody =
-        serde_json::from_value(hash).map_err(|e| ApiError::invalid("hash", format!("is invalid: {e}")))?;
+    let hash: ForeignHashBody = serde_json::from_value(hash).map_err(|e| {
+        ApiError::invalid(
+            "hash",
+            format!("is invalid: {}", crate::json_error::without_values(&e.to_string())),
+        )
+    })?;
     let external_id = match object.remove("external_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_EXTERNAL_ID_CHARS => Some(id),
@@ -131,8 +135,12 @@ fn entry_spec(workspace: &WorkspaceId, mut entry: Value) -> Result<ImportSpec, A
             ));
         }
     };
-    let body: crate::keys::CreateKey =
-        serde_json::from_value(entry).map_err(|e| ApiError::invalid("body", format!("is invalid: {e}")))?;
+    let body: crate::keys::CreateKey = serde_json::from_value(entry).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("is invalid: {}", crate::json_error::without_values(&e.to_string())),
+        )
+    })?;
     let key = crate::keys::key_spec(workspace, body)?;
     Ok(ImportSpec { key, foreign: parse_hash(&hash)?, external_id })
 }

@@ -22,6 +22,7 @@ pub mod idempotency;
 pub mod import;
 pub mod integrity;
 pub mod introspect;
+mod json_error;
 pub mod key_ratelimits;
 pub mod key_view;
 pub mod keys;

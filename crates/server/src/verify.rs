@@ -371,7 +371,8 @@ pub fn parse_request(
     let json_mode = method == Method::POST && is_json && !body.iter().all(u8::is_ascii_whitespace);
     let (key, wants, context) = if json_mode {
         let body: VerifyBody = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}")).into_response()
+            let detail = crate::json_error::without_values(&e.to_string());
+            ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {detail}")).into_response()
         })?;
         let mut wants =
             requirements(body.scopes, body.resource, body.environment, body.workspace).map_err(denial)?;
