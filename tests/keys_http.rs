@@ -1,7 +1,7 @@
 //! The keys API and `/v1/verify` over real HTTP against the real binary (docs/api.md, "Keys" and
 //! "Verify").
 
-use keyledger_e2e::{Env, Resp, files_under, frames, poll, text};
+use keyledger_e2e::{Env, Ledger, Resp, files_under, frames, poll, text};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -639,6 +639,19 @@ fn trusted_forwarded_for_records_the_client() {
         (view["use_count"] == 1).then_some(view)
     });
     assert_eq!(view["last_used_ip"], "203.0.113.7", "{view}");
+}
+
+/// Believing every peer's `X-Forwarded-For` lets any caller choose the address that
+/// allow-lists check and events record: allowed (behind a proxy that strips the header it
+/// is safe), but said at start, and not when the proxies are named.
+#[test]
+fn forwarded_for_without_trusted_proxies_is_warned_about_at_start() {
+    let ledger = Ledger::init();
+    let warning = "--trust-forwarded-for without --trusted-proxy";
+    let logs = ledger.serve(&["--trust-forwarded-for"]).stop();
+    assert!(logs.contains(warning) && logs.contains("WARN"), "no warning:\n{logs}");
+    let logs = ledger.serve(&["--trust-forwarded-for", "--trusted-proxy", "127.0.0.1/32"]).stop();
+    assert!(!logs.contains(warning), "warned although the proxies are named:\n{logs}");
 }
 
 #[test]

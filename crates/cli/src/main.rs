@@ -369,6 +369,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         LogFormat::Human => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
     }
+    if args.trust_forwarded_for && args.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "--trust-forwarded-for without --trusted-proxy: every peer's X-Forwarded-For is believed, so \
+             anyone who can reach keyledger chooses the client address that source allow-lists check and \
+             usage events record; name the gateways with --trusted-proxy CIDR (docs/gateways.md)"
+        );
+    }
     let witnesses = witness_policy(&args)?;
     let options = EngineOptions {
         usage_durability: match args.usage_durability {
