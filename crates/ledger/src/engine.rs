@@ -139,13 +139,6 @@ fn full_admin_spec(name: &str) -> KeySpec {
     }
 }
 
-/// Counters kept by the engine (exported as metrics).
-#[derive(Default, Debug)]
-pub struct EngineCounters {
-    pub verify_malformed: AtomicU64,
-    pub verify_unknown: AtomicU64,
-}
-
 /// The outcome of a verification, for the API.
 #[derive(Debug, Clone)]
 pub enum VerifyOutcome {
@@ -174,7 +167,6 @@ pub struct Engine {
     webhook_counters: Arc<crate::webhook::WebhookCounters>,
     witnesses: crate::witness::service::WitnessService,
     export_witness_wait: Duration,
-    counters: EngineCounters,
     data_dir: PathBuf,
     /// The log's signing key (the log signs checkpoints with its own copy): exports sign
     /// their manifests with it.
@@ -475,7 +467,6 @@ impl Engine {
             webhook_counters,
             witnesses,
             export_witness_wait: options.export_witness_wait,
-            counters: EngineCounters::default(),
             data_dir: dir.to_owned(),
             signer,
             listener: std::sync::Mutex::new(listener),
@@ -510,10 +501,6 @@ impl Engine {
     /// A consistent snapshot of the registry, for reads that need more than one key.
     pub fn registry(&self) -> std::sync::RwLockReadGuard<'_, LedgerState> {
         self.read_state()
-    }
-
-    pub fn counters(&self) -> &EngineCounters {
-        &self.counters
     }
 
     pub fn webhook_counters(&self) -> &crate::webhook::WebhookCounters {
@@ -906,12 +893,6 @@ impl Engine {
                         _ => crate::import::may_be_foreign(presented),
                     } =>
             {
-                // Counted once, by the second look.
-                let first_count = match outcome {
-                    VerifyOutcome::Unknown => &self.counters.verify_unknown,
-                    _ => &self.counters.verify_malformed,
-                };
-                first_count.fetch_sub(1, Ordering::Relaxed);
                 self.writer.follow_now().await?;
                 match self.lookup(presented) {
                     Ok(found) => found,
@@ -944,7 +925,6 @@ impl Engine {
         let native = Secret::check(presented).is_ok();
         // A secret not of keyledger's shape can only be an imported key's.
         if !native && !crate::import::may_be_imported(&self.read_state(), presented) {
-            self.counters.verify_malformed.fetch_add(1, Ordering::Relaxed);
             return Err(VerifyOutcome::Malformed);
         }
         let hash = self.pepper.hash(presented);
@@ -955,15 +935,7 @@ impl Engine {
                 None => crate::import::find_foreign(&state, presented).map(|id| (id, Some(hash))),
             }
         };
-        found.ok_or_else(|| {
-            if native {
-                self.counters.verify_unknown.fetch_add(1, Ordering::Relaxed);
-                VerifyOutcome::Unknown
-            } else {
-                self.counters.verify_malformed.fetch_add(1, Ordering::Relaxed);
-                VerifyOutcome::Malformed
-            }
-        })
+        found.ok_or(if native { VerifyOutcome::Unknown } else { VerifyOutcome::Malformed })
     }
 
     /// Authenticates an admin key (workspace `_ledger`). Appends nothing.
