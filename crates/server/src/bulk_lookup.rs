@@ -69,9 +69,8 @@ pub struct BulkLookupResult {
     responses(
         (status = 200, description = "One result per candidate, in the request's order", body = BulkLookupAnswer),
         (status = 400, description = "no candidates, or more than 500 (invalid_request)", body = crate::schema::ErrorBody),
-        (status = 401, description = "no valid admin key (unauthorized)", body = crate::schema::ErrorBody),
-        (status = 403, description = "the admin key lacks `ledger:audit:read` (forbidden)", body = crate::schema::ErrorBody),
-        (status = 503, description = "the lookup records cannot be appended (unavailable)", body = crate::schema::ErrorBody)
+        crate::schema::errors::AdminErrors,
+        crate::schema::errors::Unavailable
     )
 )]
 pub async fn lookup_bulk(

@@ -26,8 +26,7 @@ use base64::Engine as _;
     responses(
         (status = 200, description = "The entry", body = EntryView),
         (status = 400, description = "`seq` is not a non-negative integer (invalid_request)", body = crate::schema::ErrorBody),
-        (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::schema::ErrorBody),
-        (status = 403, description = "the admin key lacks the scope, is limited to some workspaces, or is not a `_ledger` key (forbidden)", body = crate::schema::ErrorBody),
+        crate::schema::errors::AllWorkspacesAdminErrors,
         (status = 404, description = "no event with this seq yet (not_found)", body = crate::schema::ErrorBody)
     )
 )]

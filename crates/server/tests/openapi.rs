@@ -386,6 +386,28 @@ fn operations_have_sdk_friendly_ids_and_texts() {
     }
 }
 
+/// An admin key refused is described once (the sets of `schema/errors.rs`), so every admin
+/// operation says the same of its 401; only the routes authenticated otherwise (no key or
+/// an optional one, OAuth clients, GitHub's signature) and verify's denials differ.
+#[test]
+fn every_admin_operation_describes_a_refused_key_alike() {
+    let doc = keyledger_server::openapi::document();
+    let reference =
+        doc["paths"]["/v1/workspaces/{ws}/keys"]["post"]["responses"]["401"]["description"].clone();
+    assert!(reference.as_str().is_some_and(|text| text.contains("admin key")), "{reference}");
+    let authenticated_otherwise = ["/healthz", "/oauth2/introspect", "/v1/leaks/github", "/v1/verify"];
+    let mut admin_operations = 0;
+    for (method, path, operation) in operations(&doc) {
+        let refused = &operation["responses"]["401"];
+        if refused.is_null() || authenticated_otherwise.iter().any(|other| path.starts_with(other)) {
+            continue;
+        }
+        admin_operations += 1;
+        assert_eq!(refused["description"], reference, "{method} {path} describes its 401 in its own words");
+    }
+    assert!(admin_operations > 30, "only {admin_operations} admin operations found");
+}
+
 /// Sends `method uri` with `Authorization: Bearer <auth>` and an optional JSON body.
 async fn send(api: &Api, method: &str, uri: &str, auth: &str, body: Option<Value>) -> (StatusCode, Value) {
     let answer = api.call_as(Some(auth), method, uri, body).await;

@@ -58,6 +58,17 @@ pub enum AdminErrors {
     Forbidden(ErrorBody),
 }
 
+/// An admin key refused, on an operation that reads every workspace's events (the raw log).
+#[derive(IntoResponses)]
+pub enum AllWorkspacesAdminErrors {
+    /// missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// the admin key lacks the scope, is limited to some workspaces, or is not a `_ledger` key (forbidden)
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
 /// An admin key refused, on an operation that acts on one key (the authority rule of
 /// docs/security.md).
 #[derive(IntoResponses)]

@@ -44,8 +44,7 @@ const TREE_LEVELS_PER_TILE: u32 = 8;
     description = "The latest signed checkpoint note, as C2SP tlog-tiles serves it: the same text as `note` of `GET /v1/log/checkpoint`. Needs `ledger:audit:read` unless the server runs with `--public-log`. Cached for 5 seconds (`private` unless public).",
     responses(
         (status = 200, description = "The C2SP signed note", content_type = "text/plain; charset=utf-8", body = String),
-        (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::schema::ErrorBody),
-        (status = 403, description = "the admin key lacks the scope, or is not a `_ledger` key (forbidden)", body = crate::schema::ErrorBody),
+        crate::schema::errors::AdminErrors,
         (status = 404, description = "no checkpoint signed yet", body = crate::schema::ErrorBody)
     )
 )]
@@ -64,8 +63,7 @@ pub fn checkpoint_doc() {}
     responses(
         (status = 200, description = "The tile's bytes", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "not a canonical tile path (invalid_request)", body = crate::schema::ErrorBody),
-        (status = 401, description = "missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key", body = crate::schema::ErrorBody),
-        (status = 403, description = "the admin key lacks the scope, is not a `_ledger` key, or (entry bundles) is limited to some workspaces (forbidden)", body = crate::schema::ErrorBody),
+        crate::schema::errors::AllWorkspacesAdminErrors,
         (status = 404, description = "no such tile in the tree of the latest checkpoint, or an entry bundle holding an event longer than 65,535 bytes (not_found)", body = crate::schema::ErrorBody)
     )
 )]
