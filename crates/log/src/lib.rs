@@ -101,10 +101,10 @@ impl Log {
     pub fn open(config: LogConfig) -> Result<Self, OpenError> {
         let hash = config.tree_hash;
         let (segments, recovery) =
-            SegmentLog::open(config.storage.clone(), &config.dir.join("events"), Default::default())?;
+            SegmentLog::open(config.storage.clone(), &events_dir(&config.dir), Default::default())?;
         let leaves =
-            Arc::new(SegmentLeaves { reader: segments.reader(), dir: config.dir.join("events"), hash });
-        let tree = TreeWriter::open(&config.dir.join("tree"), hash, segments.len(), leaves)?;
+            Arc::new(SegmentLeaves { reader: segments.reader(), dir: events_dir(&config.dir), hash });
+        let tree = TreeWriter::open(&tree_dir(&config.dir), hash, segments.len(), leaves)?;
         let verifier = config.signer.verifier();
         let mut checkpoints = CheckpointStore::open(
             config.storage.clone(),
@@ -401,7 +401,13 @@ pub fn first_at_or_after<E>(
     Ok(low)
 }
 
-/// Paths of the log inside a data dir, for tools that inspect files directly.
+/// Where the log keeps its events' segment files inside its directory (also for tools that
+/// inspect the files directly).
 pub fn events_dir(log_dir: &Path) -> PathBuf {
     log_dir.join("events")
+}
+
+/// Where the log keeps its Merkle tree's node hashes inside its directory.
+pub fn tree_dir(log_dir: &Path) -> PathBuf {
+    log_dir.join("tree")
 }

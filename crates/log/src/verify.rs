@@ -130,7 +130,7 @@ pub fn verify_log(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<LogVerifyReport, LogVerifyError> {
     let (events, recovery) =
-        SegmentLog::inspect(storage.clone(), &log_dir.join("events"), SegmentOptions::default())?;
+        SegmentLog::inspect(storage.clone(), &crate::events_dir(log_dir), SegmentOptions::default())?;
     let total = events.len();
 
     // Checkpoints: every signature must verify; sizes never decrease.
@@ -203,7 +203,7 @@ pub fn verify_log(
 
     // The stored tree is trusted (and so checked) up to the size recorded in its state file,
     // if its files hold this hash (else the next start recomputes them).
-    let tree_dir = log_dir.join("tree");
+    let tree_dir = crate::tree_dir(log_dir);
     let tree_size = match read_hash(&tree_dir) {
         Ok(stored) if stored == tree_hash => {
             read_state(&tree_dir).map_err(|e| LogVerifyError::Storage(e.to_string()))?

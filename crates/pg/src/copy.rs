@@ -104,7 +104,7 @@ pub fn copy_log_to_store(
         return Err(CopyError::UpgradedLog);
     }
     let (events, _) =
-        SegmentLog::inspect(storage.clone(), &log_dir.join("events"), SegmentOptions::default())?;
+        SegmentLog::inspect(storage.clone(), &keyledger_log::events_dir(log_dir), SegmentOptions::default())?;
     let (checkpoints, _) =
         SegmentLog::inspect(storage, &log_dir.join("checkpoints"), SegmentOptions::default())?;
     let total = events.len();
@@ -250,7 +250,7 @@ pub fn copy_store_to_log(
     let total = head.map_or(0, |row| row.get::<_, i64>(0)).max(0) as u64;
 
     let (mut events, _) =
-        SegmentLog::open(storage.clone(), &log_dir.join("events"), SegmentOptions::default())
+        SegmentLog::open(storage.clone(), &keyledger_log::events_dir(log_dir), SegmentOptions::default())
             .map_err(target)?;
     if !events.is_empty() {
         return Err(CopyError::Target(format!("{} already holds events", log_dir.display())));
