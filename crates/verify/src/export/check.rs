@@ -8,7 +8,7 @@ use super::{
     Completeness, ExportError, ExportSummary, FORMAT_VERSION, MAX_LINE_BYTES, TREE_HASH_MEMBER,
     manifest_tree_hash,
 };
-use crate::cosignature::Quorum;
+use crate::cosignature::{Cosigned, Quorum};
 use crate::merkle::{Frontier, Hash, TreeHash, verify_consistency, verify_inclusion};
 use crate::note::{Checkpoint, VerifierKey, open_checkpoint};
 use base64::Engine as _;
@@ -482,6 +482,51 @@ fn check_manifest(
     let m = Fields { object: manifest, path: "", line };
 
     // 1. The signature, before anything else is believed.
+    let tree_hash = check_signature(&m, key, seen)?;
+    // 2. The anchor checkpoint.
+    let (anchor, cosigned) = check_anchor(&m, key, witnesses)?;
+    // 3. The range: its ends must be the first and last lines.
+    let range = check_range(&m, seen, &anchor)?;
+    // 4. Filters: every line must satisfy them; what the export proves follows from them.
+    let (workspace, completeness) = check_filters(&m, seen, &anchor, &range, tree_hash)?;
+    let filtered = workspace.is_some();
+    // 5. The lines are leaves of the anchor's tree.
+    check_leaves(&m, seen, &anchor, &range, tree_hash, filtered)?;
+    // 6. Count and hash of the exact bytes of the lines.
+    let lines = m.u64("lines")?;
+    if lines != seen.lines {
+        return Err(bad(format!("`lines` says {lines} event lines, the export has {}", seen.lines)));
+    }
+    if m.hash("lines_hash")? != seen.hasher.finalize() {
+        return Err(bad("`lines_hash` does not match the lines (a line was altered)".into()));
+    }
+
+    // 7. The anchor extends the trusted checkpoint.
+    let trusted_size = check_trusted(&m, trusted, &anchor, tree_hash)?;
+    let Range { first_seq, last_seq, first_at, last_at } = range;
+    Ok(ExportSummary {
+        origin: anchor.origin,
+        lines,
+        first_seq,
+        last_seq,
+        first_at: first_at.map(str::to_owned),
+        last_at: last_at.map(str::to_owned),
+        workspace: workspace.map(str::to_owned),
+        filtered,
+        checkpoint_size: anchor.size,
+        checkpoint_root: anchor.root,
+        tree_hash,
+        trusted_size,
+        completeness,
+        cosigned,
+    })
+}
+
+/// The manifest's signature by the log's key, its format version and tree hash (which
+/// must be the one the lines' leaf hashes use).
+fn check_signature(m: &Fields<'_>, key: &VerifierKey, seen: &Seen) -> Result<TreeHash, ExportError> {
+    let bad = |reason: String| ExportError::Manifest { line: m.line, reason };
+    let manifest = m.object;
     let signature = STANDARD
         .decode(m.str("signature")?)
         .ok()
@@ -515,7 +560,17 @@ fn check_manifest(
         ));
     }
 
-    // 2. The anchor checkpoint.
+    Ok(tree_hash)
+}
+
+/// The anchor checkpoint: signed by the log's key, cosigned as the quorum asks, of the
+/// manifest's origin.
+fn check_anchor(
+    m: &Fields<'_>,
+    key: &VerifierKey,
+    witnesses: Option<&Quorum>,
+) -> Result<(Checkpoint, Vec<Cosigned>), ExportError> {
+    let bad = |reason: String| ExportError::Manifest { line: m.line, reason };
     let cp = m.required("checkpoint", "checkpoint.")?;
     let anchor = open_checkpoint(cp.str("note")?, key)
         .map_err(|e| bad(format!("the checkpoint note does not open with this public key: {e}")))?;
@@ -534,7 +589,20 @@ fn check_manifest(
         return Err(bad(format!("`origin` {origin:?} differs from the checkpoint's {:?}", anchor.origin)));
     }
 
-    // 3. The range: its ends must be the first and last lines.
+    Ok((anchor, cosigned))
+}
+
+/// The manifest's range: what the first and last lines hold, within the anchor.
+struct Range<'a> {
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    first_at: Option<&'a str>,
+    last_at: Option<&'a str>,
+}
+
+/// The range's ends must be the first and last lines, and the anchor must cover them.
+fn check_range<'a>(m: &Fields<'a>, seen: &Seen, anchor: &Checkpoint) -> Result<Range<'a>, ExportError> {
+    let bad = |reason: String| ExportError::Manifest { line: m.line, reason };
     let range = m.required("range", "range.")?;
     let first_seq = range.opt_u64("first_seq")?;
     let last_seq = range.opt_u64("last_seq")?;
@@ -569,7 +637,21 @@ fn check_manifest(
         return Err(bad(format!("the checkpoint of {} events does not cover seq {last}", anchor.size)));
     }
 
-    // 4. Filters: every line must satisfy them.
+    Ok(Range { first_seq, last_seq, first_at, last_at })
+}
+
+/// The filters: every line satisfies them, an unfiltered export holds the whole requested
+/// range, and time bounds are proved by the edges. Returns the workspace filter and what
+/// the export proves.
+fn check_filters<'a>(
+    m: &Fields<'a>,
+    seen: &Seen,
+    anchor: &Checkpoint,
+    range: &Range<'_>,
+    tree_hash: TreeHash,
+) -> Result<(Option<&'a str>, Completeness), ExportError> {
+    let bad = |reason: String| ExportError::Manifest { line: m.line, reason };
+    let (first_seq, last_seq) = (range.first_seq, range.last_seq);
     let filters = m.required("filters", "filters.")?;
     let workspace = filters.opt_str("workspace")?;
     let filtered = m.bool("filtered")?;
@@ -673,7 +755,7 @@ fn check_manifest(
         let to = filter_bound(&filters, "to")?;
         match edges {
             Some(edges) => {
-                check_edges(&edges, from, to, first_seq.zip(last_seq), &anchor, tree_hash)?;
+                check_edges(&edges, from, to, first_seq.zip(last_seq), anchor, tree_hash)?;
                 Completeness::Complete
             }
             None => {
@@ -688,7 +770,21 @@ fn check_manifest(
         }
     };
 
-    // 5. The lines are leaves of the anchor's tree.
+    Ok((workspace, completeness))
+}
+
+/// The lines are leaves of the anchor's tree: each by its inclusion proof (filtered), or
+/// all together by the range proof (unfiltered).
+fn check_leaves(
+    m: &Fields<'_>,
+    seen: &Seen,
+    anchor: &Checkpoint,
+    range: &Range<'_>,
+    tree_hash: TreeHash,
+    filtered: bool,
+) -> Result<(), ExportError> {
+    let bad = |reason: String| ExportError::Manifest { line: m.line, reason };
+    let (first_seq, last_seq) = (range.first_seq, range.last_seq);
     if filtered {
         for (n, seq, leaf, proof) in &seen.included {
             verify_inclusion(tree_hash, *seq, anchor.size, leaf, proof, &anchor.root).map_err(|e| {
@@ -724,17 +820,17 @@ fn check_manifest(
         }
     }
 
-    // 6. Count and hash of the exact bytes of the lines.
-    let lines = m.u64("lines")?;
-    if lines != seen.lines {
-        return Err(bad(format!("`lines` says {lines} event lines, the export has {}", seen.lines)));
-    }
-    if m.hash("lines_hash")? != seen.hasher.finalize() {
-        return Err(bad("`lines_hash` does not match the lines (a line was altered)".into()));
-    }
+    Ok(())
+}
 
-    // 7. The anchor extends the trusted checkpoint.
-    let trusted_size = match trusted {
+/// The anchor extends the checkpoint the auditor trusts (its size, if one was given).
+fn check_trusted(
+    m: &Fields<'_>,
+    trusted: Option<&Checkpoint>,
+    anchor: &Checkpoint,
+    tree_hash: TreeHash,
+) -> Result<Option<u64>, ExportError> {
+    Ok(match trusted {
         None => None,
         Some(old) => {
             if old.origin != anchor.origin {
@@ -777,23 +873,6 @@ fn check_manifest(
             }
             Some(old.size)
         }
-    };
-
-    Ok(ExportSummary {
-        origin: anchor.origin,
-        lines,
-        first_seq,
-        last_seq,
-        first_at: first_at.map(str::to_owned),
-        last_at: last_at.map(str::to_owned),
-        workspace: workspace.map(str::to_owned),
-        filtered,
-        checkpoint_size: anchor.size,
-        checkpoint_root: anchor.root,
-        tree_hash,
-        trusted_size,
-        completeness,
-        cosigned,
     })
 }
 
