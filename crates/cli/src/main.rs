@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod audit_view;
 mod client;
 mod connection;
 mod credits;
