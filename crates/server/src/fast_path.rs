@@ -8,7 +8,7 @@
 //! requests here instead, and this module does the same bounded work in straight-line code:
 //!
 //! - keyledger's request id in the extensions and in the `request-id` header, and every
-//!   error answer rewritten to the contract's body with that id (the very code of the
+//!   error answer rewritten to docs/api.md's error body with that id (the very code of the
 //!   layer: [`crate::request_id::begin`] and [`crate::request_id::finish`]);
 //! - the header size cap (431) before anything else;
 //! - the request timeout (408 with the same body as the router's timeout layer);

@@ -55,7 +55,7 @@ pub(crate) fn begin<B>(request: &mut axum::http::Request<B>) -> RequestId {
 }
 
 /// What the layer does once the handler answered, shared with the lean path of the
-/// gateways' routes (`crate::fast_path`): the contract's error body for any error answer,
+/// gateways' routes (`crate::fast_path`): the error body of docs/api.md for any error answer,
 /// the `request-id` header, the request metrics (through `record`) and the access line.
 pub(crate) fn finish(
     mut response: Response,
