@@ -10,34 +10,8 @@
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::schema::{RateLimitBody, RateLimitView};
 use keyledger_core::{KeyId, RateLimit, WorkspaceId, parse_duration};
-use serde::{Deserialize, Serialize};
-
-/// A rate limit as a request sets it.
-#[derive(Deserialize, Debug, Clone, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitBody {
-    /// `[a-z0-9_-]{1,32}`, unique in the list.
-    name: String,
-    /// The most the window allows (at least 1).
-    limit: u64,
-    /// The window: `"1s"` to `"30d"` (units `s`, `m`, `h`, `d`).
-    #[schema(example = "1m")]
-    duration: String,
-    /// Applied to every verification (default `true`); otherwise only when a verification
-    /// names it.
-    auto_apply: Option<bool>,
-}
-
-/// A rate limit as the key view and the policy show it.
-#[derive(Serialize, Debug, Clone, PartialEq, utoipa::ToSchema)]
-pub struct RateLimitView {
-    pub name: String,
-    pub limit: u64,
-    #[schema(example = "1m")]
-    pub duration: String,
-    pub auto_apply: bool,
-}
 
 /// Parses and checks a whole list; `field` names it in a refusal.
 pub fn parse_list(field: &str, list: Vec<RateLimitBody>) -> Result<Vec<RateLimit>, ApiError> {
@@ -62,19 +36,6 @@ pub fn parse_list(field: &str, list: Vec<RateLimitBody>) -> Result<Vec<RateLimit
     Ok(limits)
 }
 
-/// The view of a list.
-pub fn views(limits: &[RateLimit]) -> Vec<RateLimitView> {
-    limits
-        .iter()
-        .map(|l| RateLimitView {
-            name: l.name.clone(),
-            limit: l.limit,
-            duration: keyledger_core::time::format_duration(l.duration),
-            auto_apply: l.auto_apply,
-        })
-        .collect()
-}
-
 /// The limits a key is under now, and where they come from: `key` (its own, given to it or
 /// a predecessor) or `policy` (its workspace's default); `None` without limits.
 pub fn of_key(state: &AppState, key_id: &KeyId, workspace: &str) -> (Vec<RateLimitView>, Option<String>) {
@@ -83,7 +44,7 @@ pub fn of_key(state: &AppState, key_id: &KeyId, workspace: &str) -> (Vec<RateLim
     if limits.is_empty() {
         return (Vec::new(), None);
     }
-    (views(&limits), Some(if own { "key" } else { "policy" }.to_owned()))
+    (RateLimitView::list(&limits), Some(if own { "key" } else { "policy" }.to_owned()))
 }
 
 /// The policy view with the workspace's default limits.
@@ -92,7 +53,10 @@ pub fn with_policy(
     view: crate::schema::PolicyView,
     workspace: &WorkspaceId,
 ) -> crate::schema::PolicyView {
-    crate::schema::PolicyView { ratelimits: views(&state.engine.workspace_ratelimits(workspace)), ..view }
+    crate::schema::PolicyView {
+        ratelimits: RateLimitView::list(&state.engine.workspace_ratelimits(workspace)),
+        ..view
+    }
 }
 
 /// Sets the workspace default (a `ratelimits_set` event without a key), unless it is
@@ -124,7 +88,7 @@ mod tests {
             ok,
             vec![RateLimit { name: "api".into(), limit: 100, duration: 60_000_000, auto_apply: true }]
         );
-        assert_eq!(views(&ok)[0].duration, "1m");
+        assert_eq!(RateLimitView::list(&ok)[0].duration, "1m");
         for bad in [
             vec![body("api", 0, "1m")],
             vec![body("API", 1, "1m")],

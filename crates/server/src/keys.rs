@@ -43,7 +43,7 @@ pub struct CreateKey {
     credits: Option<crate::credits::CreditsBody>,
     /// Named rate limits (at most 16; docs/api.md, "Rate limits"); absent: the workspace
     /// default, if any.
-    ratelimits: Option<Vec<crate::key_ratelimits::RateLimitBody>>,
+    ratelimits: Option<Vec<crate::schema::RateLimitBody>>,
 }
 
 fn parse_workspace(text: &str) -> Result<WorkspaceId, ApiError> {
@@ -273,7 +273,7 @@ pub struct UpdateKey {
     allowed_sources: Option<Vec<String>>,
     /// The key's named rate limits, replacing its own (`[]` removes them; the workspace
     /// default then applies). Recorded as a `ratelimits_set` event.
-    ratelimits: Option<Vec<crate::key_ratelimits::RateLimitBody>>,
+    ratelimits: Option<Vec<crate::schema::RateLimitBody>>,
 }
 
 #[utoipa::path(
@@ -612,7 +612,7 @@ pub struct SetPolicy {
     on_leak: Option<String>,
     /// Rate limits of keys without their own (docs/api.md, "Rate limits"); absent = none.
     #[serde(default)]
-    ratelimits: Vec<crate::key_ratelimits::RateLimitBody>,
+    ratelimits: Vec<crate::schema::RateLimitBody>,
 }
 
 /// `max_active_keys` out of bounds is a body that does not match the documented schema:

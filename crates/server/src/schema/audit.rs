@@ -113,7 +113,7 @@ struct EventFields {
     /// On leak_policy_set: `notify` or `revoke`.
     on_leak: Option<String>,
     /// On ratelimits_set: the limits in force from then on (`[]` = none).
-    ratelimits: Option<Vec<crate::key_ratelimits::RateLimitView>>,
+    ratelimits: Option<Vec<crate::schema::RateLimitView>>,
     /// On imported: the algorithm of the foreign hash (never the digest).
     algorithm: Option<String>,
     /// On imported: the caller's id of the key in the system it came from.

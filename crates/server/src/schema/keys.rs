@@ -63,7 +63,7 @@ pub struct KeyView {
     /// An imported key's id in the system it came from, as given.
     pub external_id: Option<String>,
     /// The named rate limits the key is under (docs/api.md, "Rate limits"); empty = none.
-    pub ratelimits: Vec<crate::key_ratelimits::RateLimitView>,
+    pub ratelimits: Vec<crate::schema::RateLimitView>,
     /// Where they come from: `key` (set on this key or a predecessor) or `policy` (the
     /// workspace default); null without limits.
     pub ratelimits_from: Option<String>,
@@ -179,7 +179,7 @@ pub struct PolicyView {
     #[schema(value_type = String, example = "notify")]
     pub on_leak: &'static str,
     /// The rate limits of keys without their own (docs/api.md, "Rate limits"); empty = none.
-    pub ratelimits: Vec<crate::key_ratelimits::RateLimitView>,
+    pub ratelimits: Vec<crate::schema::RateLimitView>,
 }
 
 impl PolicyView {
