@@ -648,9 +648,11 @@ fn trusted_forwarded_for_records_the_client() {
 fn forwarded_for_without_trusted_proxies_is_warned_about_at_start() {
     let ledger = Ledger::init();
     let warning = "--trust-forwarded-for without --trusted-proxy";
-    let logs = ledger.serve(&["--trust-forwarded-for"]).stop();
+    let logs = ledger.serve(&["--trust-forwarded-for", "--log-level", "info"]).stop();
     assert!(logs.contains(warning) && logs.contains("WARN"), "no warning:\n{logs}");
-    let logs = ledger.serve(&["--trust-forwarded-for", "--trusted-proxy", "127.0.0.1/32"]).stop();
+    let logs = ledger
+        .serve(&["--trust-forwarded-for", "--trusted-proxy", "127.0.0.1/32", "--log-level", "info"])
+        .stop();
     assert!(!logs.contains(warning), "warned although the proxies are named:\n{logs}");
 }
 

@@ -156,8 +156,10 @@ fn a_secret_in_a_forwarded_request_is_not_recorded() {
 }
 
 /// A secret sent in the wrong field of a JSON body: the parser's message would quote it
-/// (`invalid type: string "kl_live_…"`), so no value of the body is repeated, whether the
-/// secret is keyledger's (checksummed) or another system's (imported keys have none).
+/// (`invalid type: string "kl_live_…"`), as a value, a field name or a map key on the path, so
+/// no value of the body is repeated, whether the secret is keyledger's (checksummed) or
+/// another system's (imported keys have none); nor by the checks of `_ledger` keys' scopes
+/// and resources.
 #[test]
 fn a_secret_in_the_wrong_field_of_a_body_is_not_repeated() {
     let ledger = Ledger::init();
@@ -191,15 +193,38 @@ fn a_secret_in_the_wrong_field_of_a_body_is_not_repeated() {
             "unknown field",
         );
         check(
-            "create, an unknown environment",
-            http.post("/v1/workspaces/acme/keys", admin, &json!({"name": "x", "environment": value})),
-            "environment",
+            "create, a string for metadata",
+            http.post("/v1/workspaces/acme/keys", admin, &json!({"name": "x", "metadata": value})),
+            "metadata",
         );
-        let import = json!({"keys": [{"name": "x", "hash": {"algorithm": value, "value": "00"}}]});
         check(
-            "import, an unknown algorithm",
+            "create, a metadata key and a wrong value under it",
+            http.post(
+                "/v1/workspaces/acme/keys",
+                admin,
+                &json!({"name": "x", "metadata": {value: 1}, "scopes": [value, 2]}),
+            ),
+            "scopes[1]",
+        );
+        check(
+            "admin key, a scope that is no scope",
+            http.post("/v1/workspaces/_ledger/keys", admin, &json!({"name": "x", "scopes": [value]})),
+            "scopes",
+        );
+        check(
+            "admin key, a resource that is no workspace",
+            http.post(
+                "/v1/workspaces/_ledger/keys",
+                admin,
+                &json!({"name": "x", "scopes": ["ledger:keys:read"], "resources": [value]}),
+            ),
+            "resources",
+        );
+        let import = json!({"keys": [{"name": "x", "scopes": value, "hash": {"algorithm": "sha256", "value": "0".repeat(64)}}]});
+        check(
+            "import, a string for scopes",
             http.post("/v1/workspaces/acme/keys/import", admin, &import),
-            "hash",
+            "invalid",
         );
     }
 

@@ -373,8 +373,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     if args.trust_forwarded_for && args.trusted_proxies.is_empty() {
         tracing::warn!(
             "--trust-forwarded-for without --trusted-proxy: every peer's X-Forwarded-For is believed, so \
-             anyone who can reach keyledger chooses the client address that source allow-lists check and \
-             usage events record; name the gateways with --trusted-proxy CIDR (docs/gateways.md)"
+             anyone who can reach keyledger chooses the client address that source allow-lists check, \
+             usage events record and the failure throttles count by; name the gateways with \
+             --trusted-proxy CIDR (docs/gateways.md)"
         );
     }
     let witnesses = witness_policy(&args)?;

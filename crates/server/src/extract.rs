@@ -2,7 +2,6 @@
 
 use crate::error::{ApiError, ErrorCode};
 use axum::RequestExt;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -12,38 +11,53 @@ use serde::de::DeserializeOwned;
 /// naming the field; an oversized body answers `payload_too_large`.
 pub struct JsonBody<T>(pub T);
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = rejection.status();
-    let text = rejection.body_text();
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the limit")
-        }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ApiError::new(ErrorCode::InvalidRequest, "the body must be JSON (Content-Type: application/json)")
-                .with_status(status)
-        }
-        _ => {
-            // axum reports the failing path first ("…: name: invalid type…").
-            let detail = crate::json_error::without_values(
-                text.split_once("target type: ").map_or(text.as_str(), |(_, d)| d),
-            );
-            let status =
-                if status == StatusCode::UNPROCESSABLE_ENTITY { status } else { StatusCode::BAD_REQUEST };
-            ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {detail}"))
-                .with_status(status)
-        }
-    }
+/// Whether the request says its body is JSON (`application/json`, or a `+json` type), as
+/// axum's `Json` asks.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON body into `T`: 400 `invalid_request` for JSON that does not parse, 422 for
+/// JSON of another shape, naming the field; no value of the body is repeated
+/// ([`crate::json_error`]).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let refused = |at: String, error: &serde_json::Error| {
+        let detail = crate::json_error::without_values(&error.to_string());
+        let status = match error.classify() {
+            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let message = match at.is_empty() {
+            true => format!("invalid JSON body: {detail}"),
+            false => format!("invalid JSON body: {at}: {detail}"),
+        };
+        ApiError::new(ErrorCode::InvalidRequest, message).with_status(status)
+    };
+    let value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| refused(crate::json_error::path(e.path()), e.inner()))?;
+    deserializer.end().map_err(|e| refused(String::new(), &e))?;
+    Ok(value)
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(request, state)
-            .await
-            .map(|axum::Json(v)| JsonBody(v))
-            .map_err(json_rejection)
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "the body must be JSON (Content-Type: application/json)",
+            )
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let (_, body) = request.with_limited_body().into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| body_error(&e))?;
+        parse_json(&bytes).map(JsonBody)
     }
 }
 

@@ -10,57 +10,85 @@
 //! name of an unknown field or variant unless it is written as the API's names are
 //! (lowercase letters and `_`: a typo worth showing, never a token). What stays is the
 //! field path, the kind of value found, what was expected (the names serde expected are
-//! ours) and the position. Anything that still holds a key secret is then redacted as in
-//! a URL ([`crate::redact::words`]).
+//! ours) and the position. The field path is built from its segments ([`path`]), a map's
+//! keys (the input's) shown by the same rule. Anything that still holds a key secret is
+//! then redacted as in a URL ([`crate::redact::words`]).
 
-/// `message` (a `serde_json` error's text, possibly behind axum's `path: ` prefix) without
-/// the values it quotes from the input.
+/// `message` (a `serde_json` error's text) without the values it quotes from the input.
 pub fn without_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut dropped_names = Vec::new();
-    let mut chars = message.chars();
-    while let Some(c) = chars.next() {
+    let mut rest = message;
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
         match c {
             // A string value, written escaped (`{:?}`): dropped with the space before it.
             '"' => {
                 let mut escaped = false;
-                for c in chars.by_ref() {
-                    match c {
-                        '"' if !escaped => break,
-                        '\\' if !escaped => escaped = true,
-                        _ => escaped = false,
-                    }
-                }
+                let end = rest
+                    .char_indices()
+                    .find(|&(_, c)| match c {
+                        '"' if !escaped => true,
+                        '\\' if !escaped => {
+                            escaped = true;
+                            false
+                        }
+                        _ => {
+                            escaped = false;
+                            false
+                        }
+                    })
+                    .map_or(rest.len(), |(at, _)| at + 1);
+                rest = &rest[end..];
                 trim_space(&mut out);
             }
-            // The name of an unknown variant or field is the input's: kept only if it could
-            // be a field name (a typo worth showing), else dropped. The names listed as
-            // expected (after it) are ours and stay.
+            // The name of an unknown variant or field is the input's, written unescaped: it
+            // ends where the names serde expected (ours) begin. Kept only if it could be a
+            // field name (a typo worth showing); without that end, the rest is dropped.
             '`' if out.ends_with("unknown variant ") || out.ends_with("unknown field ") => {
-                let name: String = chars.by_ref().take_while(|&c| c != '`').collect();
-                if is_plain_name(&name) {
+                let end =
+                    ["`, expected ", "`, there are no "].iter().filter_map(|tail| rest.rfind(tail)).max();
+                let Some(end) = end else {
+                    trim_space(&mut out);
+                    break;
+                };
+                let name = &rest[..end];
+                if is_plain_name(name) {
                     out.push('`');
-                    out.push_str(&name);
+                    out.push_str(name);
                     out.push('`');
                 } else {
                     trim_space(&mut out);
-                    dropped_names.push(name);
                 }
+                rest = &rest[end + 1..];
             }
             c => out.push(c),
         }
     }
-    // An unknown field is also the last segment of the field path before the message.
-    if !dropped_names.is_empty()
-        && let Some((path, rest)) = out.split_once(": ")
-    {
-        let segments: Vec<&str> = path
-            .split('.')
-            .map(|segment| if dropped_names.iter().any(|name| name == segment) { "…" } else { segment })
-            .collect();
-        out = format!("{}: {rest}", segments.join("."));
-    }
     crate::redact::words(&out).into_owned()
+}
+
+/// A JSON body's failing field path as docs/api.md shows it (`keys[3].scopes`), each map
+/// key or variant shown only if it could be a field name (`…` otherwise: a map's keys are
+/// the input's, e.g. `metadata`'s).
+pub fn path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        let name = match segment {
+            Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                continue;
+            }
+            Segment::Map { key } => key.as_str(),
+            Segment::Enum { variant } => variant.as_str(),
+            Segment::Unknown => "?",
+        };
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(if is_plain_name(name) || name == "?" { name } else { "…" });
+    }
+    out
 }
 
 /// Lowercase letters and `_`, as every field name and variant of the API is written: a
@@ -125,22 +153,52 @@ mod tests {
     }
 
     #[test]
-    fn a_key_secret_on_the_field_path_is_redacted() {
+    fn a_key_secret_left_in_the_text_is_redacted() {
         let secret = keyledger_core::Secret::generate(
             &keyledger_core::KeyPrefix::default_prefix(),
             keyledger_core::Environment::Live,
         )
         .expect("entropy");
-        let text = format!("metadata.{}: invalid type: string \"x\", expected u8", secret.expose());
-        assert_eq!(without_values(&text), "metadata.[redacted]: invalid type: string, expected u8");
+        let text = format!("invalid length {}, expected 2", secret.expose());
+        assert_eq!(without_values(&text), "invalid length [redacted], expected 2");
     }
 
     #[test]
-    fn an_unknown_field_that_is_no_field_name_leaves_the_path_too() {
-        let text = "metadata.Sk_9x: unknown field `Sk_9x`, expected `name`";
-        assert_eq!(without_values(text), "metadata.…: unknown field, expected `name`");
-        let text = "colour: unknown field `colour`, expected `name`";
-        assert_eq!(without_values(text), text);
+    fn an_unknown_name_ends_where_the_expected_names_begin() {
+        for name in ["a`ghp_9xQ", "X\"ghp_9xQ", "eyJh.eyJz.Sfl", "a`, expected `b` ghp_9xQ"] {
+            let text = format!("unknown field `{name}`, expected one of `key`, `scopes`");
+            let message = without_values(&text);
+            assert_eq!(message, "unknown field, expected one of `key`, `scopes`", "{name}");
+        }
+        // No end in sight: the rest is dropped.
+        assert_eq!(without_values("unknown variant `ghp_9xQ"), "unknown variant");
+        assert_eq!(
+            without_values("unknown field `x`, there are no fields"),
+            "unknown field `x`, there are no fields"
+        );
+    }
+
+    #[test]
+    fn map_keys_on_the_path_are_shown_only_if_they_could_be_field_names() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            metadata: std::collections::BTreeMap<String, u8>,
+            keys: Vec<Body>,
+        }
+        let failing = |json: &str| {
+            let mut deserializer = serde_json::Deserializer::from_str(json);
+            let error = serde_path_to_error::deserialize::<_, Outer>(&mut deserializer).expect_err("invalid");
+            (path(error.path()), without_values(&error.inner().to_string()))
+        };
+        let (at, message) = failing(r#"{"metadata": {"ghp_9x.Q\"z": "v"}, "keys": []}"#);
+        assert_eq!(at, "metadata.…");
+        assert!(message.starts_with("invalid type: string, expected u8"), "{message}");
+        let (at, _) = failing(r#"{"metadata": {"team": 300}, "keys": []}"#);
+        assert_eq!(at, "metadata.team");
+        let (at, message) = failing(r#"{"metadata": {}, "keys": [{"scopes": []}, {"scopes": "x"}]}"#);
+        assert_eq!(at, "keys[1].scopes");
+        assert!(message.starts_with("invalid type: string, expected a sequence"), "{message}");
     }
 
     #[test]

@@ -97,6 +97,7 @@ impl Default for PublicReports {
     operation_id = "reportLeakedKeys",
     summary = "Report leaked keys (public)",
     tag = "leaks",
+    security(()),
     description = concat!(
         "Anyone may report strings found in a public place (no authentication). Each string that ",
         "is the secret of an active key gets a `leak_reported` event and its workspace's `on_leak` ",

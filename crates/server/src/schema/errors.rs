@@ -69,6 +69,18 @@ pub enum AllWorkspacesAdminErrors {
     Forbidden(ErrorBody),
 }
 
+/// An admin key refused, on a tile (a hash tile needs the scope; an entry bundle, which holds
+/// every workspace's events, an admin key over all workspaces).
+#[derive(IntoResponses)]
+pub enum TileAdminErrors {
+    /// missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// the admin key lacks the scope, is not a `_ledger` key, or (entry bundles) is limited to some workspaces (forbidden)
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
 /// An admin key refused, on an operation that acts on one key (the authority rule of
 /// docs/security.md).
 #[derive(IntoResponses)]

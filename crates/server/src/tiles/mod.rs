@@ -63,7 +63,7 @@ pub fn checkpoint_doc() {}
     responses(
         (status = 200, description = "The tile's bytes", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "not a canonical tile path (invalid_request)", body = crate::schema::ErrorBody),
-        crate::schema::errors::AllWorkspacesAdminErrors,
+        crate::schema::errors::TileAdminErrors,
         (status = 404, description = "no such tile in the tree of the latest checkpoint, or an entry bundle holding an event longer than 65,535 bytes (not_found)", body = crate::schema::ErrorBody)
     )
 )]
