@@ -220,6 +220,30 @@ fn a_secret_in_the_wrong_field_of_a_body_is_not_repeated() {
             ),
             "resources",
         );
+        let key_id = created.body["key_id"].as_str().expect("key_id");
+        check(
+            "update, a scope the key does not hold",
+            http.patch(&format!("/v1/keys/{key_id}"), admin, &json!({"scopes": [value]})),
+            "scopes",
+        );
+        check(
+            "create, an allowed source that is no address",
+            http.post(
+                "/v1/workspaces/acme/keys",
+                admin,
+                &json!({"name": "x", "allowed_sources": ["10.0.0.1", value]}),
+            ),
+            "number 2",
+        );
+        check(
+            "webhook, an event type that is none",
+            http.put(
+                "/v1/workspaces/acme/webhook",
+                admin,
+                &json!({"url": "https://8.8.8.8/hook", "events": [value]}),
+            ),
+            "notification type",
+        );
         let import = json!({"keys": [{"name": "x", "scopes": value, "hash": {"algorithm": "sha256", "value": "0".repeat(64)}}]});
         check(
             "import, a string for scopes",

@@ -21,6 +21,17 @@ impl FieldError {
     }
 }
 
+/// What an error message calls a value sent in a field of names (scopes, notification
+/// types): the value itself, quoted, if it could be such a name (a typo worth showing: 1 to
+/// 40 lowercase letters, `:`, `_`, `-`, `.`, `*`), else `a value`: it may be a secret pasted
+/// into the wrong field, and an error message never repeats one (docs/security.md, "Secrets
+/// in bodies").
+pub fn shown_name(text: &str) -> String {
+    let plausible = (1..=40).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b":_-.*".contains(&b));
+    if plausible { format!("`{text}`") } else { "a value".to_owned() }
+}
+
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_SCOPES: usize = 64;
 pub const MAX_SCOPE_CHARS: usize = 128;

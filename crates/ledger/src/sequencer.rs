@@ -774,7 +774,10 @@ fn update(
     {
         return Err(LedgerError::invalid(
             "scopes",
-            format!("can only be narrowed; `{extra}` is not held by the key"),
+            format!(
+                "can only be narrowed; {} is not held by the key",
+                keyledger_core::validate::shown_name(extra)
+            ),
         ));
     }
     if let Some(resources) = &changes.resources {

@@ -58,7 +58,6 @@ pub struct BulkLookupResult {
     operation_id = "lookupSecrets",
     summary = "Which of many leaked secrets are keys",
     tag = "audit",
-    security(("bearer" = []), ("x_api_key" = [])),
     description = concat!(
         "The bulk form of `POST /v1/audit/lookup`: up to 500 candidate secrets, one result each, ",
         "in order. A candidate is only hashed, never stored, logged or echoed; each is recorded by ",

@@ -1,12 +1,13 @@
 //! A JSON parser's error message, made safe to answer.
 //!
 //! serde repeats what it could not take: a string in a field of another type
-//! (`invalid type: string "…", expected a sequence`), an unknown variant or field name
+//! (`invalid type: string "…", expected a sequence`), a number (``integer `…` ``), an
+//! unknown variant or field name
 //! (``unknown variant `…` ``). A caller who pastes a key secret into the wrong field, or
 //! sends an imported key's secret where its hash belongs, would see it in the answer and
 //! in every log line that records the answer. docs/security.md ("Secrets in bodies")
 //! promises that no secret is ever repeated, and an imported secret has no checksum to
-//! recognise it by, so every string value quoted from the body is dropped, and so is the
+//! recognise it by, so every string, number or boolean quoted from the body is dropped, and so is the
 //! name of an unknown field or variant unless it is written as the API's names are
 //! (lowercase letters and `_`: a typo worth showing, never a token). What stays is the
 //! field path, the kind of value found, what was expected (the names serde expected are
@@ -60,6 +61,11 @@ pub fn without_values(message: &str) -> String {
                     trim_space(&mut out);
                 }
                 rest = &rest[end + 1..];
+            }
+            // A number or boolean of the body (`integer `4111…``): dropped like a string.
+            '`' if ["integer ", "floating point ", "boolean "].iter().any(|kind| out.ends_with(kind)) => {
+                rest = rest.find('`').map_or("", |end| &rest[end + 1..]);
+                trim_space(&mut out);
             }
             c => out.push(c),
         }
@@ -143,12 +149,14 @@ mod tests {
             (r#"{"scopes": [], "environment": "prod"}"#.to_owned(), "unknown variant `prod`, expected"),
             (r#"{"scopes": [], "colour": 1}"#.to_owned(), "unknown field `colour`, expected"),
             (r#"{"environment": "live"}"#.to_owned(), "missing field `scopes`"),
-            (r#"{"scopes": [1]}"#.to_owned(), "invalid type: integer `1`, expected a string"),
+            (r#"{"scopes": [4111111111111111]}"#.to_owned(), "invalid type: integer, expected a string"),
+            (r#"{"scopes": [true]}"#.to_owned(), "invalid type: boolean, expected a string"),
         ];
         for (json, expected) in cases {
             let message = message(&json);
             assert!(message.starts_with(expected), "{json}: {message}");
             assert!(!message.contains("sk_prod") && !message.contains("quoted"), "{json}: {message}");
+            assert!(!message.contains("4111"), "{json}: {message}");
         }
     }
 

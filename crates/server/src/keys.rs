@@ -93,10 +93,7 @@ pub(crate) fn key_spec(workspace: &WorkspaceId, body: CreateKey) -> Result<KeySp
     };
     if workspace.is_ledger() {
         if let Some(scope) = body.scopes.iter().find(|s| !LEDGER_SCOPES.contains(&s.as_str())) {
-            // Named only if it could be a mistyped scope: it may be a secret in the wrong field.
-            let typo =
-                scope.len() <= 64 && scope.bytes().all(|b| b.is_ascii_lowercase() || b":_*".contains(&b));
-            let what = if typo { format!("`{scope}`") } else { "a value".to_owned() };
+            let what = keyledger_core::validate::shown_name(scope);
             return Err(ApiError::invalid("scopes", format!("{what} is not a scope of keyledger's API")));
         }
         if body.resources.iter().any(|r| r.parse::<WorkspaceId>().is_err()) {

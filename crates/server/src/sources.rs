@@ -24,17 +24,19 @@ pub const MAX_EXCEPTIONS_SHOWN: usize = 100;
 /// Parses a body's `allowed_sources` (field `field`): IP addresses and CIDR networks, at
 /// most `MAX_SOURCES`.
 pub fn parse_list(field: &str, list: &[String]) -> Result<Vec<SourceNet>, ApiError> {
+    // An entry is named by its place, never repeated: it may be a secret in the wrong field.
+    let place = |text: &str| list.iter().position(|entry| entry.contains(text)).map_or(0, |at| at + 1);
     parse_sources(list).map_err(|error| match error {
         SourceError::Malformed(text) => ApiError::invalid(
             field,
             format!(
-                "has `{}`, which is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)",
-                crate::redact::echo(&text)
+                "has an entry (number {}) that is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)",
+                place(&text)
             ),
         ),
         SourceError::PrefixTooLong(text) => ApiError::invalid(
             field,
-            format!("has `{}`, whose prefix length is too long", crate::redact::echo(&text)),
+            format!("has an entry (number {}) whose prefix length is too long", place(&text)),
         ),
         SourceError::TooMany => ApiError::invalid(field, error.to_string()),
     })
@@ -108,13 +110,20 @@ mod tests {
             parse_list("allowed_sources", &list).unwrap_err().message
         };
         assert!(message(&["10.0.0.0/33"]).starts_with("`allowed_sources`"));
-        assert!(message(&["nope"]).contains("`nope`"));
+        assert!(
+            message(&["10.0.0.1", "nope"]).contains("entry (number 2)"),
+            "{}",
+            message(&["10.0.0.1", "nope"])
+        );
         let secret = keyledger_core::Secret::generate(
             &keyledger_core::KeyPrefix::default_prefix(),
             keyledger_core::Environment::Live,
         )
         .unwrap();
-        assert!(!message(&[secret.expose()]).contains(secret.expose()));
+        let foreign = "sk_prod_6bN3xQ9vT2mK8pL5wR7yZ4cJ1hF0dG";
+        for value in [secret.expose(), foreign] {
+            assert!(!message(&[value]).contains(value), "{}", message(&[value]));
+        }
         assert_eq!(
             parse_list("allowed_sources", &["10.1.0.0/8".into()]).unwrap()[0].to_string(),
             "10.0.0.0/8"

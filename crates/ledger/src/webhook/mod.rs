@@ -175,7 +175,11 @@ pub fn validate_events(events: Vec<String>) -> Result<Vec<String>, LedgerError> 
     if let Some(unknown) = events.iter().find(|e| !TYPES.contains(&e.as_str())) {
         return Err(LedgerError::invalid(
             "events",
-            format!("`{unknown}` is not a notification type (one of {})", TYPES.join(", ")),
+            format!(
+                "{} is not a notification type (one of {})",
+                keyledger_core::validate::shown_name(unknown),
+                TYPES.join(", ")
+            ),
         ));
     }
     Ok(keyledger_core::validate::normalize(events))
