@@ -331,6 +331,37 @@ async fn a_witness_ahead_of_the_log_raises_a_fork_alarm_metric_and_webhook() {
     api.engine.shutdown().await;
 }
 
+/// Stored fork alarms that cannot be read stop the start with a message naming the file: a
+/// damaged file must not make an alarm vanish from the checkpoint's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_fork_alarms_file_stops_the_start_instead_of_hiding_the_alarm() {
+    let witness = FakeWitness::start("ahead.example", 4, Mode::Claims(1_000_000), 0).await;
+    let data = support::init();
+    let api = support::open(&data, options(vec![witness.witness()], None), ServerConfig::default());
+    api.create("acme").await;
+    api.wait_for("a fork alarm", |v| !v["fork_alarm"].is_null()).await;
+    api.engine.shutdown().await;
+    drop(api);
+    let file = data.path.join("log").join(keyledger_log::witnessed::ALARMS_FILE);
+    let stored = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, &stored[..stored.len() / 2]).unwrap();
+
+    let (path, engine_options) = (data.path.clone(), options(vec![witness.witness()], None));
+    let opened = std::thread::spawn(move || keyledger_ledger::Engine::open(&path, engine_options).map(drop))
+        .join()
+        .unwrap();
+    let error =
+        opened.expect_err("a start that cannot read the alarms does not serve without them").to_string();
+    assert!(error.contains("witness-alarms.json") && error.contains("forked log"), "{error}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), stored[..stored.len() / 2], "left as it was");
+
+    // Repaired, the alarm is shown again.
+    std::fs::write(&file, &stored).unwrap();
+    let api = support::open(&data, options(vec![witness.witness()], None), ServerConfig::default());
+    assert_eq!(api.checkpoint().await["fork_alarm"]["kind"], "witness_ahead");
+    api.engine.shutdown().await;
+}
+
 /// A fork alarm on the embedded store is kept in the data dir: shown after a restart
 /// although the witness, now failing, raises nothing new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

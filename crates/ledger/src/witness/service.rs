@@ -24,7 +24,7 @@ use base64::Engine as _;
 use keyledger_core::Timestamp;
 use keyledger_log::LogReader;
 use keyledger_log::checkpoint::StoredCheckpoint;
-use keyledger_log::witnessed::{AlarmRecord, WitnessRecords};
+use keyledger_log::witnessed::{AlarmRecord, WitnessRecords, WitnessRecordsError};
 use keyledger_verify::cosignature::{CosignatureError, signature_lines_by, verify_cosignatures};
 use keyledger_verify::merkle::Hash;
 use keyledger_verify::note::open_checkpoint;
@@ -374,7 +374,9 @@ fn verify_set(reader: &LogReader, policy: &WitnessPolicy, text: &str) -> Result<
 impl Shared {
     /// With a shared store, on a node not submitting: takes what the submitting node stored
     /// (a later cosigned checkpoint, more cosignatures of the same one, the fork alarms).
-    fn refresh(&self) {
+    /// Stored alarms that cannot be read are an error, and the alarms shown stay as they
+    /// were: an alarm is evidence, and a store that cannot be read must not make it vanish.
+    fn refresh(&self) -> Result<(), WitnessRecordsError> {
         let names: Vec<String> = self.policy.witnesses().iter().map(|w| w.name().to_owned()).collect();
         let text = self.records.cosigned().unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot read the stored cosigned checkpoint");
@@ -393,10 +395,7 @@ impl Shared {
                 }
             },
         };
-        let alarms = self.records.alarms(&names).unwrap_or_else(|error| {
-            tracing::warn!(%error, "cannot read the stored fork alarms");
-            Vec::new()
-        });
+        let alarms = self.records.alarms(&names);
         let changed = {
             let mut state = self.lock();
             let changed = match (set, &state.set) {
@@ -417,17 +416,19 @@ impl Shared {
                 }
                 (None, _) => false,
             };
-            for (index, name) in names.iter().enumerate() {
-                let record = alarms.iter().find(|a| a.witness == *name);
-                let alarm = record.and_then(ForkAlarm::from_record);
-                state.last_alarm[index] = alarm
-                    .as_ref()
-                    .filter(|_| record.is_some_and(|r| !r.cleared))
-                    .map(|a| (a.kind, a.witness_size));
-                if let Some(alarm) = alarm
-                    && state.fork_alarm.as_ref().is_none_or(|shown| shown.detected_at < alarm.detected_at)
-                {
-                    state.fork_alarm = Some(alarm);
+            if let Ok(alarms) = &alarms {
+                for (index, name) in names.iter().enumerate() {
+                    let record = alarms.iter().find(|a| a.witness == *name);
+                    let alarm = record.and_then(ForkAlarm::from_record);
+                    state.last_alarm[index] = alarm
+                        .as_ref()
+                        .filter(|_| record.is_some_and(|r| !r.cleared))
+                        .map(|a| (a.kind, a.witness_size));
+                    if let Some(alarm) = alarm
+                        && state.fork_alarm.as_ref().is_none_or(|shown| shown.detected_at < alarm.detected_at)
+                    {
+                        state.fork_alarm = Some(alarm);
+                    }
                 }
             }
             changed
@@ -435,6 +436,7 @@ impl Shared {
         if changed {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
+        alarms.map(drop)
     }
 }
 
@@ -474,8 +476,17 @@ impl WitnessService {
             sink,
             gate,
         });
-        // What was cosigned before this start (by this node, or by another of a shared store).
-        shared.refresh();
+        // What was cosigned before this start (by this node, or by another of a shared store),
+        // and the fork alarms: a start that cannot read them does not serve without them.
+        shared.refresh().map_err(|error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{error}; they may hold evidence of a forked log: keep a copy, then repair or \
+                     remove them (docs/operations.md, \"Witnesses\")"
+                ),
+            )
+        })?;
         let service = Self { shared: Some(shared.clone()), threads: Mutex::new(Vec::new()) };
         let spawned = (0..count)
             .try_for_each(|index| {
@@ -668,8 +679,10 @@ fn read_back_loop(shared: &Shared) {
         if shared.wait(shared.options.poll_interval, wakes) {
             return;
         }
-        if !(shared.gate)() {
-            shared.refresh();
+        if !(shared.gate)()
+            && let Err(error) = shared.refresh()
+        {
+            tracing::warn!(%error, "cannot read the stored fork alarms; showing the ones read before");
         }
     }
 }
