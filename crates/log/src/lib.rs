@@ -108,7 +108,7 @@ impl Log {
         let verifier = config.signer.verifier();
         let mut checkpoints = CheckpointStore::open(
             config.storage.clone(),
-            &config.dir.join("checkpoints"),
+            &checkpoints_dir(&config.dir),
             config.signer,
             config.origin,
             hash,
@@ -410,4 +410,10 @@ pub fn events_dir(log_dir: &Path) -> PathBuf {
 /// Where the log keeps its Merkle tree's node hashes inside its directory.
 pub fn tree_dir(log_dir: &Path) -> PathBuf {
     log_dir.join("tree")
+}
+
+/// Where the log keeps its signed checkpoints (a segment log of notes) and the transition
+/// note of a tree-hash upgrade, inside its directory.
+pub fn checkpoints_dir(log_dir: &Path) -> PathBuf {
+    log_dir.join("checkpoints")
 }

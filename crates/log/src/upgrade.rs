@@ -96,7 +96,7 @@ pub fn prepare(
         sha256_root: sha256.root(),
     };
     let note = sign_transition(&transition, signer).map_err(|e| UpgradeError::Sign(e.to_string()))?;
-    write_durably(&log_dir.join("checkpoints"), TRANSITION_FILE, note.as_bytes())?;
+    write_durably(&crate::checkpoints_dir(log_dir), TRANSITION_FILE, note.as_bytes())?;
     Ok(Prepared { report, transition })
 }
 

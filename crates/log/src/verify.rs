@@ -140,7 +140,7 @@ pub fn verify_log(
         first_bad_seq: None,
     };
     let (checkpoint_reader, checkpoint_recovery) =
-        SegmentLog::inspect(storage, &log_dir.join("checkpoints"), SegmentOptions::default())
+        SegmentLog::inspect(storage, &crate::checkpoints_dir(log_dir), SegmentOptions::default())
             .map_err(|e| checkpoint_error(0, e))?;
     let mut checkpoints = Vec::new();
     for (position, record) in checkpoint_reader.iter(0).enumerate() {
@@ -164,7 +164,7 @@ pub fn verify_log(
 
     // An upgraded log: the checkpoints before the transition are of the BLAKE3 tree.
     let transition = match tree_hash {
-        TreeHash::Rfc6962 => read_transition(&log_dir.join("checkpoints"), verifier).map_err(|e| {
+        TreeHash::Rfc6962 => read_transition(&crate::checkpoints_dir(log_dir), verifier).map_err(|e| {
             LogVerifyError::Checkpoint { index: 0, reason: e.to_string(), first_bad_seq: None }
         })?,
         TreeHash::Blake3 => None,

@@ -100,13 +100,13 @@ pub fn copy_log_to_store(
 ) -> Result<CopyReport, CopyError> {
     let verifier: VerifierKey =
         identity.verifier_key.parse().map_err(|e| CopyError::Source(format!("verifier key: {e}")))?;
-    if log_dir.join("checkpoints").join(TRANSITION_FILE).exists() {
+    if keyledger_log::checkpoints_dir(log_dir).join(TRANSITION_FILE).exists() {
         return Err(CopyError::UpgradedLog);
     }
     let (events, _) =
         SegmentLog::inspect(storage.clone(), &keyledger_log::events_dir(log_dir), SegmentOptions::default())?;
     let (checkpoints, _) =
-        SegmentLog::inspect(storage, &log_dir.join("checkpoints"), SegmentOptions::default())?;
+        SegmentLog::inspect(storage, &keyledger_log::checkpoints_dir(log_dir), SegmentOptions::default())?;
     let total = events.len();
 
     // Read first: a damaged alarms file refuses the copy before anything is written.
@@ -295,7 +295,8 @@ pub fn copy_store_to_log(
     events.close().map_err(target)?;
 
     let (mut checkpoints, _) =
-        SegmentLog::open(storage, &log_dir.join("checkpoints"), SegmentOptions::default()).map_err(target)?;
+        SegmentLog::open(storage, &keyledger_log::checkpoints_dir(log_dir), SegmentOptions::default())
+            .map_err(target)?;
     let rows = tx.bind(
         "SELECT (extract(epoch FROM signed_at) * 1000000)::bigint, note FROM keyledger_checkpoints ORDER BY size",
         &[],
