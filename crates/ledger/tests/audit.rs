@@ -702,7 +702,7 @@ fn cidr_ranges_are_contiguous_and_family_aware() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_are_recorded_without_the_candidate_and_seen_by_queries() {
     let (_dir, init, engine) = support::ledger();
-    let admin = engine.authenticate_admin(init.admin_key.expose()).unwrap();
+    let admin = engine.authenticate_admin(init.admin_key.expose()).await.unwrap();
     let caller = || Caller {
         actor: Actor::Admin(admin.key_id),
         request_id: RequestId::generate(Timestamp::now().millis()),

@@ -70,7 +70,7 @@ fn walk(dir: &std::path::Path) -> Vec<(String, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_verify_rotate_revoke_and_restart() {
     let (dir, init, engine) = support::ledger();
-    let admin = engine.authenticate_admin(init.admin_key.expose()).unwrap();
+    let admin = engine.authenticate_admin(init.admin_key.expose()).await.unwrap();
     let caller = Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() };
 
     let (key, secret) =
@@ -82,7 +82,7 @@ async fn create_verify_rotate_revoke_and_restart() {
     );
     assert_eq!(verify(&engine, "kl_live_nope", &[]).await, Err(None));
     // A non-admin key cannot authenticate as admin.
-    assert!(engine.authenticate_admin(secret.expose()).is_err());
+    assert!(engine.authenticate_admin(secret.expose()).await.is_err());
 
     let (new, old, new_secret) = engine.rotate(caller.clone(), key.key_id, 0).await.unwrap();
     assert_eq!(old.status(Timestamp::now()), KeyStatus::Revoked);

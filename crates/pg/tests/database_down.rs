@@ -13,19 +13,27 @@ async fn a_stopped_database_fails_closed_and_the_node_recovers_by_itself() {
     let ledger = Ledger::new();
     let (init, a, b) = ledger.two_nodes();
     let key = init.admin_key.expose().to_owned();
-    let (record, secret) = a.create(admin(&a, &key), ws("acme"), spec("k", &["read"])).await.unwrap();
+    let (record, secret) = a.create(admin(&a, &key).await, ws("acme"), spec("k", &["read"])).await.unwrap();
     assert_eq!(verify(&b, secret.expose()).await, Some(true));
     let acknowledged = a.log().len().max(b.log().len());
     let lengths = [a.log().len(), b.log().len()];
+    let callers = [admin(&a, &key).await, admin(&b, &key).await];
 
     std::thread::scope(|s| s.spawn(|| ledger.cluster.stop().unwrap()).join().unwrap());
-    for (node, length) in [&a, &b].into_iter().zip(lengths) {
+    for ((node, length), caller) in [&a, &b].into_iter().zip(lengths).zip(callers) {
         let answer =
             node.verify(rid(), secret.expose(), VerifyRequirements::default(), UsageContext::default()).await;
         assert!(matches!(answer, Err(LedgerError::Unavailable(_))), "verify fails closed: {answer:?}");
-        let answer = node.revoke(admin(node, &key), record.key_id, None).await;
+        let answer = node.revoke(caller, record.key_id, None).await;
         assert!(matches!(answer, Err(LedgerError::Unavailable(_))), "revoke fails closed: {answer:?}");
-        // Reads are served from the node's mirror and registry.
+        // So does an admin's authentication: whether the key was revoked meanwhile on
+        // another node is not known.
+        let answer = node.authenticate_admin(&key).await.map(|k| k.key_id);
+        assert!(
+            matches!(answer, Err(LedgerError::Unavailable(_))),
+            "admin authentication fails closed: {answer:?}"
+        );
+        // The engine's own reads are served from the node's mirror and registry.
         assert!(node.key(&record.key_id).is_some());
         assert!(node.log().len() >= length);
         assert!(!node.is_healthy());
@@ -55,7 +63,7 @@ async fn a_stopped_database_fails_closed_and_the_node_recovers_by_itself() {
         assert!(node.is_healthy());
     }
     // Nothing acknowledged was lost, and both nodes hold one history again.
-    a.revoke(admin(&a, &key), record.key_id, None).await.unwrap();
+    a.revoke(admin(&a, &key).await, record.key_id, None).await.unwrap();
     assert_eq!(verify(&b, secret.expose()).await, Some(false));
     assert!(a.wait_for_projections(Duration::from_secs(5)).await);
     assert!(b.wait_for_projections(Duration::from_secs(5)).await);

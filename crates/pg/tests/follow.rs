@@ -12,7 +12,7 @@ use support::{Ledger, admin, rid, spec, verify, ws};
 async fn a_node_that_appends_nothing_follows_the_log_and_its_audit_sees_the_other_nodes_writes() {
     let ledger = Ledger::new();
     let (init, a, b) = ledger.two_nodes();
-    let caller = admin(&a, init.admin_key.expose());
+    let caller = admin(&a, init.admin_key.expose()).await;
     let request = rid();
     let creator = Caller { request_id: request, ..caller };
     a.create(creator, ws("acme"), spec("k", &["read"])).await.unwrap();
@@ -26,7 +26,7 @@ async fn a_node_that_appends_nothing_follows_the_log_and_its_audit_sees_the_othe
 
     // An audit read on B sees a write that returned on A just before it, without waiting.
     let second = rid();
-    let creator = Caller { request_id: second, ..admin(&a, init.admin_key.expose()) };
+    let creator = Caller { request_id: second, ..admin(&a, init.admin_key.expose()).await };
     a.create(creator, ws("acme"), spec("k2", &["read"])).await.unwrap();
     assert!(b.wait_for_projections(Duration::from_secs(5)).await);
     let events = b.audit().request_events(&second.to_string()).unwrap();
@@ -55,7 +55,7 @@ async fn two_nodes_signing_checkpoints_concurrently_never_give_two_roots_for_one
     let a = std::sync::Arc::new(open(ledger.dir("a")));
     let b = std::sync::Arc::new(open(ledger.node_dir("b", "a")));
     let key = init.admin_key.expose().to_owned();
-    let (_, secret) = a.create(admin(&a, &key), ws("acme"), spec("k", &["read"])).await.unwrap();
+    let (_, secret) = a.create(admin(&a, &key).await, ws("acme"), spec("k", &["read"])).await.unwrap();
     let secret = secret.expose().to_owned();
     let mut tasks = Vec::new();
     for node in [a.clone(), b.clone()] {

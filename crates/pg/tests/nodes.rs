@@ -16,7 +16,7 @@ async fn two_nodes_appending_interleaved_write_one_history() {
     let mut secrets = Vec::new();
     for round in 0..10 {
         let (node, other) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
-        let caller = admin(node, &key);
+        let caller = admin(node, &key).await;
         let (_, secret) =
             node.create(caller, ws("acme"), spec(&format!("k{round}"), &["read"])).await.unwrap();
         // Usable on the other node at once: a key it does not know yet makes it follow the
@@ -61,7 +61,7 @@ async fn two_nodes_appending_interleaved_write_one_history() {
 async fn a_revoke_returned_on_one_node_denies_the_next_verify_on_the_other() {
     let ledger = Ledger::new();
     let (init, a, b) = ledger.two_nodes();
-    let caller = admin(&a, init.admin_key.expose());
+    let caller = admin(&a, init.admin_key.expose()).await;
     let (key, secret) = a.create(caller.clone(), ws("acme"), spec("k", &["read"])).await.unwrap();
     assert!(b.wait_for_projections(std::time::Duration::from_secs(5)).await);
     assert_eq!(verify(&b, secret.expose()).await, Some(true));
@@ -75,6 +75,34 @@ async fn a_revoke_returned_on_one_node_denies_the_next_verify_on_the_other() {
     b.shutdown().await;
 }
 
+/// An admin request is authenticated against the database's state, not the node's copy: an
+/// admin key revoked on one node is refused by the other as soon as the revoke returned,
+/// and one created there is accepted at once (20 rounds: the other node's listener may
+/// follow first, but not every time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_key_revoked_on_one_node_is_refused_by_the_other_at_once() {
+    use keyledger_ledger::{AuthError, LedgerError};
+    let ledger = Ledger::new();
+    let (init, a, b) = ledger.two_nodes();
+    let root = admin(&a, init.admin_key.expose()).await;
+    for round in 0..20 {
+        let (record, secret) = a
+            .create(root.clone(), ws("_ledger"), spec(&format!("reader-{round}"), &["ledger:keys:read"]))
+            .await
+            .unwrap();
+        let on_b = b.authenticate_admin(secret.expose()).await;
+        assert_eq!(on_b.map(|k| k.key_id), Ok(record.key_id), "round {round}: created on A, known on B");
+        a.revoke(root.clone(), record.key_id, None).await.unwrap();
+        assert_eq!(
+            b.authenticate_admin(secret.expose()).await.map(|k| k.key_id),
+            Err(LedgerError::Unauthorized(AuthError::Revoked)),
+            "round {round}: revoked on A, refused by B"
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_imported_on_one_node_is_valid_on_the_other_at_once() {
     use keyledger_core::{ForeignAlgorithm, ForeignHash};
@@ -82,7 +110,7 @@ async fn a_key_imported_on_one_node_is_valid_on_the_other_at_once() {
     use sha2::{Digest, Sha256};
     let ledger = Ledger::new();
     let (init, a, b) = ledger.two_nodes();
-    let caller = admin(&a, init.admin_key.expose());
+    let caller = admin(&a, init.admin_key.expose()).await;
     let import = |name: &str, secret: &str| ImportSpec {
         key: spec(name, &["read"]),
         foreign: ForeignHash { algorithm: ForeignAlgorithm::Sha256, digest: Sha256::digest(secret).into() },
@@ -107,7 +135,7 @@ async fn a_rate_limit_counts_the_verifications_of_every_node() {
     use keyledger_ledger::{VerifyOutcome, VerifyRequirements};
     let ledger = Ledger::new();
     let (init, a, b) = ledger.two_nodes();
-    let caller = admin(&a, init.admin_key.expose());
+    let caller = admin(&a, init.admin_key.expose()).await;
     let (key, secret) = a.create(caller.clone(), ws("acme"), spec("k", &["read"])).await.unwrap();
     // A 30-day window aligned to the epoch: no run crosses its end by chance.
     let limit =

@@ -106,7 +106,7 @@ async fn the_holders_cosignatures_are_served_by_every_node_and_kept_at_a_takeove
     let ledger = Ledger::new();
     let (key, witness, a, b) = two_witnessed_nodes(&ledger, None).await;
     let (holder, other) = holder_first(a, b).await;
-    holder.create(admin(&holder, &key), ws("acme"), spec("k", &["read"])).await.unwrap();
+    holder.create(admin(&holder, &key).await, ws("acme"), spec("k", &["read"])).await.unwrap();
     wait_until("the holder got a cosignature", || holder.witness_view().cosigned.is_some()).await;
 
     // The other node submits nothing, yet serves the cosignature of the log's checkpoint.
@@ -144,7 +144,7 @@ async fn the_holders_cosignatures_are_served_by_every_node_and_kept_at_a_takeove
     holder.shutdown().await;
     wait_until("the other node took the jobs lease over", || other.runs_jobs()).await;
     assert!(other.witness_view().cosigned.is_some_and(|c| c.size >= cosigned.size));
-    other.create(admin(&other, &key), ws("acme"), spec("k2", &["read"])).await.unwrap();
+    other.create(admin(&other, &key).await, ws("acme"), spec("k2", &["read"])).await.unwrap();
     let size = other.log().len();
     wait_until("the new holder got the next checkpoint cosigned", || {
         other.witness_view().cosigned.is_some_and(|c| c.size >= size && c.witnesses == [WITNESS])

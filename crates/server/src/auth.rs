@@ -21,7 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use keyledger_core::{Actor, WorkspaceId};
-use keyledger_ledger::{Caller, KeyRecord};
+use keyledger_ledger::{Caller, KeyRecord, LedgerError};
 use std::net::{IpAddr, SocketAddr};
 
 /// The scopes of keyledger's API.
@@ -61,12 +61,14 @@ impl FromRequestParts<AppState> for Admin {
 pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Admin, Response> {
     let unknown = || ApiError::from(keyledger_ledger::AuthError::Unknown).into_response();
     let presented = presented_key(&parts.headers).ok_or_else(unknown)?;
-    let error = match state.engine.authenticate_admin(presented) {
+    let error = match state.engine.authenticate_admin(presented).await {
         Ok(key) => {
             let request_id = crate::current_request(parts);
             return Ok(Admin { caller: Caller { actor: Actor::Admin(key.key_id), request_id }, key });
         }
-        Err(error) => error,
+        Err(LedgerError::Unauthorized(error)) => error,
+        // The database cannot be reached: whether the key is still valid is not known (503).
+        Err(other) => return Err(ApiError::from(other).into_response()),
     };
     if let Some(throttle) = &state.admin_throttle
         && let Some(source) = source(parts, state).await

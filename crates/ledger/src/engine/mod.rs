@@ -632,10 +632,25 @@ impl Engine {
     }
 
     /// Authenticates an admin key (workspace `_ledger`). Appends nothing.
-    pub fn authenticate_admin(&self, presented: &str) -> Result<KeyRecord, AuthError> {
+    ///
+    /// With a shared store the node first follows the database, as a verification does
+    /// before it is decided: an admin key revoked, disabled or narrowed on another node (or
+    /// while this node's writer had failed) is refused here as soon as that call returned,
+    /// and one created there is known. A node that cannot reach the database answers
+    /// [`LedgerError::Unavailable`], never from its older copy (docs/operations.md, "High
+    /// availability").
+    pub async fn authenticate_admin(&self, presented: &str) -> Result<KeyRecord, LedgerError> {
         if Secret::check(presented).is_err() {
-            return Err(AuthError::Unknown);
+            return Err(LedgerError::Unauthorized(AuthError::Unknown));
         }
+        if self.shared {
+            self.writer.follow_now().await?;
+        }
+        self.admin_by_secret(presented).map_err(LedgerError::Unauthorized)
+    }
+
+    /// The admin key `presented` is, as this node's registry holds it.
+    fn admin_by_secret(&self, presented: &str) -> Result<KeyRecord, AuthError> {
         let hash = self.pepper.hash(presented);
         let state = self.read_state();
         let key = state.view_by_hash(&hash).ok_or(AuthError::Unknown)?;

@@ -83,8 +83,8 @@ impl Ledger {
 }
 
 /// The caller an admin key makes on `engine`.
-pub fn admin(engine: &Engine, key: &str) -> Caller {
-    let admin = engine.authenticate_admin(key).unwrap();
+pub async fn admin(engine: &Engine, key: &str) -> Caller {
+    let admin = engine.authenticate_admin(key).await.unwrap();
     Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() }
 }
 
