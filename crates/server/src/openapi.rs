@@ -7,12 +7,15 @@
 
 use crate::schema::*;
 use serde_json::Value;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::{Modify, OpenApi};
 
 /// Answers every operation may give whatever its annotation says: 431 (URI and headers
-/// over the limit, see [`crate::throttle`]); 429 for admin operations (failed admin
-/// authentications throttled per source); and, for operations with a JSON request body,
+/// over the limit, see [`crate::throttle`]); 429 and 503 for admin operations (failed admin
+/// authentications throttled per source; with the PostgreSQL store, a database out of
+/// reach, since an admin key is authenticated against its state); and, for operations with a JSON request body,
 /// the framework's rejections of it (400, 413, 415 without `Content-Type: application/json`,
 /// 422 for a body that does not match the schema). Found missing by schemathesis.
 struct CommonResponses;
@@ -36,10 +39,21 @@ impl Modify for CommonResponses {
             ("415", error("the body is not `Content-Type: application/json` (invalid_request)")),
             ("422", error("the body does not match the schema (invalid_request)")),
         ];
-        let throttled = [(
-            "429",
-            error("too many failed admin authentications from this address (rate_limited); see Retry-After"),
-        )];
+        let admin_answers = [
+            (
+                "429",
+                error(
+                    "too many failed admin authentications from this address (rate_limited); see Retry-After",
+                ),
+            ),
+            (
+                "503",
+                error(
+                    "the log cannot be written, or (PostgreSQL store) the database cannot be reached to \
+                     authenticate the admin key against its current state (unavailable)",
+                ),
+            ),
+        ];
         for item in openapi.paths.paths.values_mut() {
             for operation in [
                 &mut item.get,
@@ -55,8 +69,12 @@ impl Modify for CommonResponses {
             .flatten()
             {
                 let extra = if operation.request_body.is_some() { &with_body[..] } else { &[] };
-                // Operations under the document's security (admin keys) are throttled.
-                let admin = if operation.security.is_none() { &throttled[..] } else { &[] };
+                // Operations that take an admin key: under the document's security, or with
+                // a list of their own naming a scheme (not only the public `{}`).
+                let takes_admin_key = operation.security.as_ref().is_none_or(|list| {
+                    list.iter().any(|requirement| *requirement != SecurityRequirement::default())
+                });
+                let admin = if takes_admin_key { &admin_answers[..] } else { &[] };
                 for (status, response) in always.iter().chain(extra).chain(admin) {
                     operation
                         .responses
