@@ -108,6 +108,13 @@ fn credits_are_spent_refused_topped_up_and_announced() {
     assert_eq!(refused.body["valid"], false);
     let bad_cost = env.http.send("GET", "/v1/verify?cost=-1", &auth, None);
     assert_eq!(bad_cost.status, 400, "{}", bad_cost.dump());
+    // A cost of 0 in a header, which the client behind nginx or Traefik can send, is refused
+    // (it would let a key out of credits through); the gateway asks it in the query.
+    let free = env.http.send("GET", "/v1/verify", &[auth[0], ("x-keyledger-cost", "0")], None);
+    assert_eq!((free.status, free.body["error"].as_str()), (400, Some("invalid_request")), "{}", free.dump());
+    assert!(free.body["message"].as_str().is_some_and(|m| m.contains("x-keyledger-cost")), "{}", free.dump());
+    let checked = env.http.send("GET", "/v1/verify?cost=0", &[auth[0], ("x-keyledger-cost", "0")], None);
+    assert_eq!((checked.status, &checked.body["credits_remaining"]), (200, &json!(1)), "{}", checked.dump());
     let check = verify_json(&env, &secret, Some(0));
     assert_eq!((check.status, &check.body["credits_remaining"]), (200, &json!(1)), "cost 0 only checks");
     assert_eq!(verify_json(&env, &secret, None).body["credits_remaining"], 0, "the default cost is 1");
@@ -127,7 +134,8 @@ fn credits_are_spent_refused_topped_up_and_announced() {
     let events = usage_events(&env.http, env.root(), &key_id);
     let costs: Vec<_> =
         events.iter().filter(|e| e["kind"] == "used").map(|e| e["cost"].as_u64().unwrap()).collect();
-    assert_eq!(costs, [2, 2, 0, 1, 9]);
+    // (The header's cost 0 was refused before any lookup: no event; the query's is one.)
+    assert_eq!(costs, [2, 2, 0, 0, 1, 9]);
     let denied: Vec<_> =
         events.iter().filter(|e| e["kind"] == "denied").map(|e| e["reason"].clone()).collect();
     assert_eq!(denied, [json!("usage_exceeded"), json!("usage_exceeded")]);

@@ -197,6 +197,22 @@ fn forward_auth_names_limits_by_query_and_header() {
     assert!(plain.header("ratelimit").is_some_and(|h| h.starts_with("\"api\";r=0;t=")), "{}", plain.dump());
     // A cost-0 check of a used-up window is refused too.
     assert_refused(&get("?ratelimit=api:0", &[]), "api");
+    // A cost of 0 in a header, which the client behind nginx or Traefik can send, is refused:
+    // a key that never spends from its window is never limited.
+    for header in ["api:0", "search:2, api:0"] {
+        let free = get("", &[("x-keyledger-ratelimit", header)]);
+        assert_eq!(
+            (free.status, free.body["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{}",
+            free.dump()
+        );
+        assert!(
+            free.body["message"].as_str().is_some_and(|m| m.contains("x-keyledger-ratelimit")),
+            "{}",
+            free.dump()
+        );
+    }
     for bad in ["?ratelimit=API", "?ratelimit=api:x", "?ratelimit=a,a"] {
         let refused = get(bad, &[]);
         assert_eq!(refused.status, 400, "{bad}: {}", refused.dump());

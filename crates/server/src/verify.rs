@@ -353,6 +353,10 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// Why forward-auth takes a cost of 0 (a check that spends nothing) from the query only.
+const FREE_ONLY_IN_THE_QUERY: &str =
+    "may not ask a cost of 0: a header can come from the client behind the gateway (ask it in the query)";
+
 /// Parses a verification request in either mode (JSON body, or forward-auth from the
 /// query, headers and path), checking every field; `client` is the source address verify
 /// records in forward-auth mode. Reads no state: a refusal is the complete answer (400 or
@@ -417,7 +421,8 @@ pub fn parse_request(
             from_query(name).or_else(|| required_from_headers(headers, header).into_iter().next())
         };
         let key = presented_key(headers).unwrap_or("").to_owned();
-        let cost = from_query("cost").or_else(|| header_text(headers, &names::COST));
+        let query_cost = from_query("cost");
+        let header_cost = if query_cost.is_none() { header_text(headers, &names::COST) } else { None };
         let mut wants = requirements(
             validate::normalize(scopes),
             single("resource", &names::REQUIRE_RESOURCE),
@@ -425,11 +430,34 @@ pub fn parse_request(
             single("workspace", &names::REQUIRE_WORKSPACE),
         )
         .map_err(denial)?;
-        wants.cost = crate::credits::parse_cost(cost.as_deref()).map_err(denial)?;
+        wants.cost =
+            crate::credits::parse_cost(query_cost.or(header_cost.clone()).as_deref()).map_err(denial)?;
+        // A header may come from the client behind the gateway (nginx and Traefik pass the
+        // client's headers on): it can make a verification spend more, never nothing. A
+        // cost of 0 is the gateway's to ask, in the query.
+        if header_cost.is_some() && wants.cost == Some(0) {
+            return Err(denial(ApiError::invalid(names::COST.as_str(), FREE_ONLY_IN_THE_QUERY)).into());
+        }
+        let limit_headers: Vec<String> = headers
+            .get_all(&names::RATELIMIT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+        if !limit_headers.is_empty() {
+            let asked = crate::ratelimit_headers::from_notation(
+                names::RATELIMIT.as_str(),
+                limit_headers.iter().map(String::as_str),
+            )
+            .map_err(denial)?;
+            if asked.iter().any(|(_, cost)| *cost == 0) {
+                return Err(
+                    denial(ApiError::invalid(names::RATELIMIT.as_str(), FREE_ONLY_IN_THE_QUERY)).into()
+                );
+            }
+        }
         let mut named = if suffix.is_some() { Vec::new() } else { query.all("ratelimit") };
-        named.extend(
-            headers.get_all(&names::RATELIMIT).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned),
-        );
+        named.extend(limit_headers);
         wants.ratelimits =
             crate::ratelimit_headers::from_notation("ratelimit", named.iter().map(String::as_str))
                 .map_err(denial)?;
