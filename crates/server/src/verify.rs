@@ -84,7 +84,7 @@ pub struct ContextBody {
     ("environment" = Option<String>, Query, description = "Required environment: live or test"),
     ("workspace" = Option<String>, Query, description = "Required workspace"),
     ("cost" = Option<u64>, Query, description = "Credits to spend if the key has credits (default 1; 0 checks without spending)"),
-    ("x-keyledger-cost" = Option<u64>, Header, description = "Credits to spend, as `cost` (the query wins)"),
+    ("x-keyledger-cost" = Option<u64>, Header, minimum = 1, description = "Credits to spend, as `cost` (the query wins); at least 1, since a header can come from the client behind the gateway (0 only in the query)"),
     ("x-keyledger-require-scope" = Option<String>, Header, description = "Required scopes, comma-separated (repeatable): all are required"),
     ("x-keyledger-require-resource" = Option<String>, Header, description = "Resource the request is for"),
     ("x-keyledger-require-environment" = Option<String>, Header, description = "Required environment: live or test"),

@@ -542,3 +542,16 @@ async fn limit_parameters_are_bounded_as_documented() {
         }
     }
 }
+
+/// A cost of 0 is taken from forward auth's query only (a header can come from the client
+/// behind the gateway): the document says so to generated clients and to fuzzers.
+#[test]
+fn the_cost_header_is_documented_as_at_least_one() {
+    let doc = keyledger_server::openapi::document();
+    let parameters = doc["paths"]["/v1/verify"]["get"]["parameters"].as_array().expect("parameters");
+    let header = parameters.iter().find(|p| p["name"] == "x-keyledger-cost").expect("x-keyledger-cost");
+    assert_eq!(header["in"], "header");
+    assert_eq!(header["schema"]["minimum"], 1, "{header:#}");
+    let query = parameters.iter().find(|p| p["name"] == "cost" && p["in"] == "query").expect("cost");
+    assert!(query["schema"]["minimum"].as_u64().is_none_or(|m| m == 0), "{query:#}");
+}
