@@ -15,9 +15,10 @@ use utoipa::{Modify, OpenApi};
 /// Answers every operation may give whatever its annotation says: 431 (URI and headers
 /// over the limit, see [`crate::throttle`]); 429 and 503 for admin operations (failed admin
 /// authentications throttled per source; with the PostgreSQL store, a database out of
-/// reach, since an admin key is authenticated against its state); and, for operations with a JSON request body,
-/// the framework's rejections of it (400, 413, 415 without `Content-Type: application/json`,
-/// 422 for a body that does not match the schema). Found missing by schemathesis.
+/// reach, since an admin key is authenticated against its state); and, for operations with
+/// a JSON request body, the framework's rejections of it (400, 413, 415 without
+/// `Content-Type: application/json`, 422 for a body that does not match the schema). Found
+/// missing by schemathesis.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
