@@ -219,6 +219,7 @@ impl Engine {
                     }
                     Err(error) => {
                         writer.shutdown_blocking();
+                        (projector.stopper())();
                         return Err(ProjectionError::Log(format!("cannot start the lease: {error}")).into());
                     }
                 }
@@ -244,6 +245,7 @@ impl Engine {
             Ok(webhooks) => webhooks,
             Err(error) => {
                 writer.shutdown_blocking();
+                (projector.stopper())();
                 return Err(error.into());
             }
         };
@@ -273,6 +275,9 @@ impl Engine {
             Err(error) => {
                 (webhooks.stopper())();
                 writer.shutdown_blocking();
+                // Joined, so that the projections database is closed when this returns (a
+                // retry of the start may open it at once).
+                (projector.stopper())();
                 return Err(
                     ProjectionError::Log(format!("cannot start the witness submitters: {error}")).into()
                 );
