@@ -128,6 +128,16 @@ fn the_import_route_is_all_or_nothing_bounded_idempotent_and_never_wider_than_it
     );
     let secret_given = env.http.post(path, env.root(), &json!({"keys": [{"secret": "s", "name": "x"}]}));
     assert_eq!(secret_given.status, 400, "a secret is never accepted: {}", secret_given.dump());
+    // What an import cannot honour is refused, never silently dropped.
+    for (field, value) in
+        [("credits", json!({"remaining": 5})), ("ratelimits", json!([])), ("expires_in", json!("1d"))]
+    {
+        let mut extra = entry("x", "s-x");
+        extra[field] = value;
+        let refused = env.http.post(path, env.root(), &json!({"keys": [extra]}));
+        assert_eq!(refused.status, 400, "{field}: {}", refused.dump());
+        assert!(refused.body["message"].as_str().unwrap_or_default().contains(field), "{}", refused.dump());
+    }
     let empty = env.http.post(path, env.root(), &json!({"keys": []}));
     assert_eq!(empty.status, 400, "{}", empty.dump());
     let too_many: Vec<Value> = (0..1001).map(|n| entry(&format!("k{n}"), &format!("s-{n}"))).collect();

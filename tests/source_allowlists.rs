@@ -1,9 +1,10 @@
 //! Source allow-lists through the real binary (docs/api.md, "Source allow-lists";
 //! docs/gateways.md, "Trusted proxies"): JSON mode with and without a trusted proxy,
 //! forward-auth behind `--trust-forwarded-for`/`--trusted-proxy`, the policy requirement,
-//! narrowing-only updates, rotation, and the `denied` event.
+//! narrowing-only updates, rotation, the `denied` event, imports, and admin keys with a
+//! list on keyledger's own API.
 
-use keyledger_e2e::{Env, Resp, text};
+use keyledger_e2e::{Env, Resp, keyledger, path_str, text};
 use serde_json::{Value, json};
 
 fn create(env: &Env, workspace: &str, body: Value) -> Value {
@@ -169,4 +170,73 @@ fn a_trusted_proxy_is_believed_and_revocation_still_comes_first() {
             resp.dump()
         );
     }
+}
+
+/// An admin key's list holds on keyledger's own API, its address determined as for
+/// forward-auth; `_ledger`'s default list binds new admin keys but not the break-glass
+/// recovery, so an operator can always get back in.
+#[test]
+fn an_admin_key_is_refused_outside_its_sources_but_recovery_is_never_bound_by_a_default() {
+    let env = Env::start(&["--trust-forwarded-for", "--trusted-proxy", "127.0.0.1/32"]);
+    let body = json!({"name": "ops", "scopes": ["ledger:keys:read"], "allowed_sources": ["10.0.0.0/8"]});
+    let secret = text(&create(&env, "_ledger", body), "secret");
+    let list_keys = |from: &str| {
+        let auth = format!("Bearer {secret}");
+        env.http.send(
+            "GET",
+            "/v1/workspaces/acme/keys",
+            &[("authorization", &auth), ("x-forwarded-for", from)],
+            None,
+        )
+    };
+    let inside = list_keys("10.1.2.3");
+    assert_eq!(inside.status, 200, "{}", inside.dump());
+    let outside = list_keys("192.0.2.1");
+    assert_eq!(outside.status, 403, "{}", outside.dump());
+    assert_eq!(outside.body["error"], "forbidden", "{}", outside.dump());
+    assert_eq!(outside.body["reason"], "source_not_allowed", "{}", outside.dump());
+    assert!(outside.body["message"].as_str().unwrap_or_default().contains("192.0.2.1"), "{}", outside.dump());
+
+    // An import takes lists as a create does: its own, or the workspace default.
+    let policy =
+        env.http.put("/v1/workspaces/acme/policy", env.root(), &json!({"allowed_sources": ["10.0.0.0/8"]}));
+    assert_eq!(policy.status, 200, "{}", policy.dump());
+    let digest = |n: u8| hex_digest(n);
+    let import = json!({"keys": [
+        {"name": "own", "allowed_sources": ["192.0.2.0/24"], "hash": {"algorithm": "sha256", "value": digest(1)}},
+        {"name": "default", "hash": {"algorithm": "sha256", "value": digest(2)}},
+    ]});
+    let imported = env.http.post("/v1/workspaces/acme/keys/import", env.root(), &import);
+    assert_eq!(imported.status, 201, "{}", imported.dump());
+    assert_eq!(imported.body["keys"][0]["allowed_sources"], json!(["192.0.2.0/24"]));
+    assert_eq!(imported.body["keys"][0]["allowed_sources_from"], "key");
+    assert_eq!(imported.body["keys"][1]["allowed_sources"], json!(["10.0.0.0/8"]));
+    assert_eq!(imported.body["keys"][1]["allowed_sources_from"], "policy");
+
+    let policy = env.http.put(
+        "/v1/workspaces/_ledger/policy",
+        env.root(),
+        &json!({"allowed_sources": ["10.0.0.0/8"]}),
+    );
+    assert_eq!(policy.status, 200, "{}", policy.dump());
+    let defaulted = create(&env, "_ledger", json!({"name": "ops2", "scopes": ["ledger:keys:read"]}));
+    assert_eq!(defaulted["allowed_sources"], json!(["10.0.0.0/8"]), "the `_ledger` default applies");
+
+    let dir = path_str(&env.ledger.data_dir).to_owned();
+    let Env { ledger, server, .. } = env;
+    server.stop();
+    let run = keyledger(&["admin", "recover", "--data-dir", &dir]);
+    assert!(run.success(), "recover failed: {}", run.stderr);
+    let out: Value =
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{:?}: {e}", run.stdout));
+    let (key, key_id) = (text(&out, "admin_key"), text(&out, "admin_key_id"));
+    let server = ledger.serve(&[]);
+    let shown = server.client().get(&format!("/v1/keys/{key_id}"), &key);
+    assert_eq!(shown.status, 200, "the recovered key works from 127.0.0.1: {}", shown.dump());
+    assert_eq!(shown.body["allowed_sources"], json!([]), "{}", shown.dump());
+}
+
+/// A SHA-256 digest (hex) standing for an imported key's secret.
+fn hex_digest(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
 }

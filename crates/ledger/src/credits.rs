@@ -229,6 +229,9 @@ pub(crate) fn top_up(
     check_actor(state, caller, now)?;
     let authority = crate::authority::Authority::of(state, caller)?;
     let key = act_on(state, &authority, &key_id, "change")?;
+    if key.workspace.is_ledger() {
+        return Err(LedgerError::invalid("credits", "admin keys are never metered"));
+    }
     if key.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
     }

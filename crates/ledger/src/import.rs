@@ -2,7 +2,8 @@
 //! first use (docs/import.md).
 //!
 //! Both steps are decided on the writer thread. An import is all-or-nothing: every entry is
-//! checked (authority exactly as create checks it, the workspace's policy, duplicates)
+//! checked (authority exactly as create checks it, the workspace's policy and its source
+//! allow-list rules, duplicates)
 //! before any event is emitted, so a bad entry leaves the log and the registry unchanged,
 //! and the error names the entry by its index. It is idempotent: a digest already imported
 //! into the workspace answers the existing key, re-hashed since or not, and appends
@@ -23,8 +24,8 @@ use crate::state::{KeyRecord, LedgerState};
 use crate::verdict::Verdict;
 use keyledger_core::validate::FieldError;
 use keyledger_core::{
-    Actor, ForeignHash, KeyHash, KeyId, KeyImported, KeyPrefix, KeyRehashed, Payload, RequestId, Timestamp,
-    WorkspaceId,
+    Actor, ForeignHash, KeyHash, KeyId, KeyImported, KeyPrefix, KeyRehashed, Payload, RequestId, SourceNet,
+    SourcesSet, Timestamp, WorkspaceId,
 };
 use keyledger_log::Batch;
 use std::collections::HashMap;
@@ -41,6 +42,9 @@ pub struct ImportSpec {
     pub key: KeySpec,
     pub foreign: ForeignHash,
     pub external_id: Option<String>,
+    /// The key's source allow-list; none (or empty) takes the workspace default, as a
+    /// create does (docs/api.md, "Source allow-lists").
+    pub allowed_sources: Option<Vec<SourceNet>>,
 }
 
 /// One entry's outcome, in request order.
@@ -68,6 +72,7 @@ enum Plan {
     New {
         key_id: KeyId,
         expires_at: Option<Timestamp>,
+        sources: Option<SourcesSet>,
     },
     /// The same digest as an earlier entry of this request.
     SameAs(usize),
@@ -139,7 +144,19 @@ pub(crate) fn import_keys(
         let shape =
             IssuedSecret { key_id, hash: KeyHash([0; 32]), hint: String::new(), prefix: prefix.clone() };
         check_policy(&policy, &shape, expires_at, || live_after, now).map_err(|e| at_entry(index, e))?;
-        plans.push(Plan::New { key_id, expires_at });
+        let requested = entry.allowed_sources.clone();
+        let environment = entry.key.environment;
+        let sources = crate::sources::for_new_key(
+            state,
+            &caller.actor,
+            &workspace,
+            key_id,
+            environment,
+            requested,
+            None,
+        )
+        .map_err(|e| at_entry(index, e))?;
+        plans.push(Plan::New { key_id, expires_at, sources });
     }
     // Every entry passed: emit.
     let mut ids: Vec<KeyId> = Vec::with_capacity(plans.len());
@@ -152,7 +169,7 @@ pub(crate) fn import_keys(
                     ids.get(first).copied().ok_or_else(|| LedgerError::Internal("import plan".into()))?;
                 (key_id, true)
             }
-            Plan::New { key_id, expires_at } => {
+            Plan::New { key_id, expires_at, sources } => {
                 let payload = Payload::KeyImported(KeyImported {
                     key_id,
                     workspace: workspace.clone(),
@@ -167,6 +184,9 @@ pub(crate) fn import_keys(
                     external_id: entry.external_id,
                 });
                 emit(state, batch, &caller.actor, caller.request_id, payload);
+                if let Some(set) = sources {
+                    emit(state, batch, &caller.actor, caller.request_id, Payload::SourcesSet(set));
+                }
                 (key_id, false)
             }
         };

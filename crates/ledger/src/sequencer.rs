@@ -796,10 +796,15 @@ fn update(
         if policy.require_expiry && expires_at.is_none() {
             return Err(LedgerError::Conflict("policy require_expiry: the key must have an expiry".into()));
         }
+        // A lifetime counts from the key's creation, as the compliance report measures it:
+        // an update never lets a key outlive the policy's maximum.
         if let Some(max) = policy.max_lifetime
-            && expires_at.is_none_or(|at| at.micros().saturating_sub(now.micros()) > max)
+            && expires_at.is_none_or(|at| at.micros().saturating_sub(key.created_at.micros()) > max)
         {
-            return Err(LedgerError::Conflict("policy max_lifetime: the new expiry is too far away".into()));
+            return Err(LedgerError::Conflict(format!(
+                "policy max_lifetime: the key must expire within {} of its creation",
+                keyledger_core::time::format_duration(max)
+            )));
         }
     }
     if let Some(expires_at) = changes.expires_at {

@@ -2,10 +2,11 @@
 //! list a new key gets, which changes an update may make, and the events that record them.
 //!
 //! **Guarantees** (docs/security.md, "Authority never grows"): a key issued without a list
-//! of its own gets the workspace default; a rotated key inherits its predecessor's list; an
-//! update may only narrow a list (adding one to an unrestricted key narrows it; removing or
-//! widening one is refused); under `require_on_live`, no `live` key is created or rotated
-//! without a list. Each rule is checked before any event of the command is pushed, so a
+//! of its own gets the workspace default (except the break-glass recovery's admin key); a
+//! rotated key inherits its predecessor's list; an update may only narrow a list (adding one
+//! to an unrestricted key narrows it; removing or widening one is refused); under
+//! `require_on_live`, no `live` key is created or rotated without a list. Each rule is
+//! checked before any event of the command is pushed, so a
 //! refused command appends nothing.
 
 use crate::error::LedgerError;
@@ -27,18 +28,17 @@ pub(crate) fn for_new_key(
 ) -> Result<Option<SourcesSet>, LedgerError> {
     let policy = state.source_policy(workspace);
     let inherited = rotated_from.and_then(|old| state.sources.key(&old)).cloned();
+    // The break-glass recovery is the way back: no policy of `_ledger` may stand in its way
+    // (docs/operations.md), neither its default list (an admin key is refused outside its
+    // list) nor its requirement.
+    let recovery = *actor == Actor::Recovery;
     let (sources, from_policy) = match (requested, inherited) {
         (Some(list), _) if !list.is_empty() => (list, false),
         (_, Some(old)) => (old.sources, old.from_policy),
+        _ if recovery => (Vec::new(), false),
         _ => (policy.default_sources.clone(), true),
     };
-    // The break-glass recovery is the way back: no policy of `_ledger` may stand in its way
-    // (docs/operations.md).
-    if sources.is_empty()
-        && policy.require_on_live
-        && environment == Environment::Live
-        && *actor != Actor::Recovery
-    {
+    if sources.is_empty() && policy.require_on_live && environment == Environment::Live && !recovery {
         // A policy rule, answered like `require_expiry`: 409 `conflict` (docs/api.md).
         return Err(LedgerError::Conflict(
             "policy require_allowed_sources: a live key must have a source allow-list (allowed_sources)"

@@ -108,6 +108,14 @@ async fn top_ups_add_or_set_and_refuse_what_they_cannot_do() {
     let refused = engine.set_credits(caller.clone(), key.key_id, CreditsChange::Add(u64::MAX)).await;
     assert!(matches!(refused, Err(LedgerError::Invalid(_))), "{refused:?}");
     assert_eq!(engine.log().len(), before, "refused top-ups append nothing");
+    // Admin keys are never metered: no balance for a `_ledger` key.
+    let admin = spec("admin", &["ledger:keys:read"]);
+    let (admin, _) =
+        engine.create(caller.clone(), keyledger_core::WorkspaceId::ledger(), admin).await.unwrap();
+    let before = engine.log().len();
+    let refused = engine.set_credits(caller.clone(), admin.key_id, CreditsChange::Set(1)).await;
+    assert!(matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "credits"), "{refused:?}");
+    assert_eq!(engine.log().len(), before, "refused top-ups append nothing");
     engine.set_credits(caller.clone(), plain.key_id, CreditsChange::Set(1)).await.unwrap();
     assert_eq!(verify(&engine, plain_secret.expose(), None).await, (Ok(()), Some(0)));
     assert_eq!(verify(&engine, plain_secret.expose(), None).await, (Err(DenyReason::UsageExceeded), Some(0)));

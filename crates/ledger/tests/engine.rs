@@ -326,3 +326,30 @@ async fn the_projector_runs_at_the_background_priority_and_the_writer_does_not()
     );
     engine.shutdown().await;
 }
+
+/// A workspace's `max_lifetime` counts from a key's creation (as the compliance report
+/// measures it), so an update cannot stretch a key past it by setting a new expiry that
+/// is within the maximum from now; the refused update appends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_cannot_stretch_a_key_past_the_policys_max_lifetime() {
+    let (_dir, _, engine) = support::ledger();
+    let caller = Caller::system();
+    // Issued before the policy, without an expiry.
+    let (key, _) = engine.create(caller.clone(), ws("acme"), spec("old", &["read"])).await.unwrap();
+    let mut policy = engine.policy(&ws("acme"));
+    policy.max_lifetime = Some(2_000_000);
+    engine.set_policy(caller.clone(), ws("acme"), policy).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+
+    // 1.5 s from now is within 2 s of now, but more than 2 s after the key's creation.
+    let later = Timestamp(Timestamp::now().micros() + 1_500_000);
+    let len = engine.log().len();
+    let changes = keyledger_ledger::KeyChanges { expires_at: Some(Some(later)), ..Default::default() };
+    let refused = engine.update(caller.clone(), key.key_id, changes).await;
+    assert!(
+        matches!(&refused, Err(LedgerError::Conflict(m)) if m.contains("max_lifetime") && m.contains("creation")),
+        "{refused:?}"
+    );
+    assert_eq!(engine.log().len(), len, "a refused update appends nothing");
+    engine.shutdown().await;
+}

@@ -19,6 +19,7 @@ fn entry(name: &str, secret: &str) -> ImportSpec {
         key: spec(name, &["read"]),
         foreign: ForeignHash { algorithm: ForeignAlgorithm::Sha256, digest: Sha256::digest(secret).into() },
         external_id: Some(format!("ext-{name}")),
+        allowed_sources: None,
     }
 }
 
@@ -242,4 +243,71 @@ async fn a_registry_with_import_marks_of_the_older_layout_is_rebuilt_from_the_lo
     drop(engine);
     let (incremental, rebuilt, _) = persisted_and_rebuilt(&dir);
     assert_eq!(incremental, rebuilt);
+}
+
+/// An import follows the source allow-list rules of a create (docs/api.md, "Source
+/// allow-lists"): an entry without a list takes the workspace default, one with a list
+/// keeps it, and under `require_on_live` a live entry without either refuses the whole
+/// request (409, naming the entry) and appends nothing; the lists survive a rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_takes_the_source_default_and_honours_the_requirement() {
+    use keyledger_core::SourceNet;
+    use keyledger_core::sources::parse_sources;
+    let nets = |list: &[&str]| -> Vec<SourceNet> { parse_sources(list).unwrap() };
+    let (dir, _, engine) = ledger();
+    let caller = Caller::system();
+    let require = |default: &[&str]| keyledger_ledger::state::SourcePolicy {
+        default_sources: nets(default),
+        require_on_live: true,
+    };
+    let policy = engine.policy(&ws("acme"));
+    engine
+        .set_policy_with_sources(caller.clone(), ws("acme"), policy, Some(require(&["10.0.0.0/8"])))
+        .await
+        .unwrap();
+
+    let mut own = entry("own", "s-own");
+    own.allowed_sources = Some(nets(&["192.0.2.0/24"]));
+    let answer = engine
+        .import(caller.clone(), ws("acme"), vec![entry("default", "s-default"), own], None)
+        .await
+        .unwrap();
+    let lists: Vec<_> = answer.iter().map(|k| k.record.allowed_sources.clone().unwrap()).collect();
+    assert_eq!((lists[0].sources.clone(), lists[0].from_policy), (nets(&["10.0.0.0/8"]), true));
+    assert_eq!((lists[1].sources.clone(), lists[1].from_policy), (nets(&["192.0.2.0/24"]), false));
+    let from = |ip: &str| UsageContext { ip: Some(ip.parse().unwrap()), ..Default::default() };
+    let outcome = |answer: VerifyOutcome| match answer {
+        VerifyOutcome::Known(verdict) => verdict.outcome,
+        other => panic!("{other:?}"),
+    };
+    let refused =
+        engine.verify(rid(), "s-default", VerifyRequirements::default(), from("192.0.2.1")).await.unwrap();
+    assert!(matches!(outcome(refused), Err(DenyReason::SourceNotAllowed(_))), "the default list holds");
+    let allowed =
+        engine.verify(rid(), "s-own", VerifyRequirements::default(), from("192.0.2.1")).await.unwrap();
+    assert_eq!(outcome(allowed), Ok(()));
+
+    // No default, a requirement: a live entry without a list refuses the request.
+    let policy = engine.policy(&ws("acme"));
+    engine.set_policy_with_sources(caller.clone(), ws("acme"), policy, Some(require(&[]))).await.unwrap();
+    let len = engine.log().len();
+    let mut listed = entry("listed", "s-listed");
+    listed.allowed_sources = Some(nets(&["10.0.0.1"]));
+    let keys = vec![listed, entry("bare", "s-bare")];
+    let err = engine.import(caller.clone(), ws("acme"), keys, None).await.unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::Conflict(m) if m.starts_with("keys[1]") && m.contains("allowed_sources")),
+        "{err:?}"
+    );
+    assert_eq!(engine.log().len(), len, "nothing appended");
+    let mut test_env = entry("test-env", "s-test");
+    test_env.key.environment = keyledger_core::Environment::Test;
+    engine.import(caller.clone(), ws("acme"), vec![test_env], None).await.unwrap();
+
+    let live = engine.registry().clone();
+    engine.shutdown().await;
+    drop(engine);
+    let (incremental, rebuilt, _) = persisted_and_rebuilt(&dir);
+    assert_eq!(incremental, live);
+    assert_eq!(rebuilt, incremental, "a rebuild from the log gives the same lists");
 }

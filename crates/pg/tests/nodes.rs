@@ -115,6 +115,7 @@ async fn a_key_imported_on_one_node_is_valid_on_the_other_at_once() {
         key: spec(name, &["read"]),
         foreign: ForeignHash { algorithm: ForeignAlgorithm::Sha256, digest: Sha256::digest(secret).into() },
         external_id: None,
+        allowed_sources: None,
     };
     // B has seen no imported key yet, then one, but not the next: each time a foreign
     // secret it cannot place makes it follow the database before answering.

@@ -57,12 +57,14 @@ impl FromRequestParts<AppState> for Admin {
 
 /// Authenticates the admin key `parts` present: 401 (no key, or one that is unknown,
 /// revoked, disabled or expired) or 403 (not a `_ledger` key), answered as 429 instead when
-/// this source has failed too often. A key that authenticates is never refused here.
+/// this source has failed too often; 403 `source_not_allowed` for a key used from outside
+/// its source allow-list. A key that authenticates is never throttled here.
 pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Admin, Response> {
     let unknown = || ApiError::from(keyledger_ledger::AuthError::Unknown).into_response();
     let presented = presented_key(&parts.headers).ok_or_else(unknown)?;
     let error = match state.engine.authenticate_admin(presented).await {
         Ok(key) => {
+            refuse_outside_sources(&key, parts, state).await?;
             let request_id = crate::current_request(parts);
             return Ok(Admin { caller: Caller { actor: Actor::Admin(key.key_id), request_id }, key });
         }
@@ -79,6 +81,28 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Admin, 
         throttle.charge(source);
     }
     Err(ApiError::from(error).into_response())
+}
+
+/// Refuses (403 `forbidden`, `"reason": "source_not_allowed"`) an admin key with a source
+/// allow-list used from an address outside it, the address determined as for forward-auth
+/// verification; an unknown address is never inside a list (docs/api.md, "Source
+/// allow-lists"). A refusal is not a failed authentication: the key is right, so the source
+/// is not throttled for it.
+async fn refuse_outside_sources(
+    key: &KeyRecord,
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<(), Response> {
+    let Some(allowed) = &key.allowed_sources else { return Ok(()) };
+    let source = source(parts, state).await;
+    if keyledger_core::sources::source_allowed(&allowed.sources, source) {
+        return Ok(());
+    }
+    let reason = keyledger_core::DenyReason::SourceNotAllowed(source);
+    tracing::warn!(key_id = %key.key_id, source = ?source, "admin key used from outside its source allow-list");
+    Err(ApiError::forbidden(reason.message())
+        .with_extra(serde_json::json!({"reason": reason.code()}))
+        .into_response())
 }
 
 /// The client address a request is throttled by (as verify records it), if known.

@@ -43,8 +43,8 @@ pub struct ForeignHashBody {
     pub value: String,
 }
 
-/// One key to import: the fields of a create body (except `allowed_sources` and
-/// `credits`), plus `hash` and `external_id`.
+/// One key to import: the fields of a create body (except `credits` and `ratelimits`),
+/// plus `hash` and `external_id`.
 #[derive(Deserialize, ToSchema)]
 pub struct ImportEntry {
     pub hash: ForeignHashBody,
@@ -60,6 +60,9 @@ pub struct ImportEntry {
     pub metadata: Option<Value>,
     /// The key's id in the system it comes from (at most 256 characters).
     pub external_id: Option<String>,
+    /// IP addresses and CIDR networks the key may be verified from (at most 64); absent or
+    /// empty takes the workspace's default list.
+    pub allowed_sources: Option<Vec<String>>,
 }
 
 /// `{"keys": [...]}`, 1 to 1,000 entries.
@@ -113,7 +116,7 @@ fn entry_spec(workspace: &WorkspaceId, mut entry: Value) -> Result<ImportSpec, A
     let Some(object) = entry.as_object_mut() else {
         return Err(ApiError::invalid("keys[]", "must be an object"));
     };
-    for refused in ["secret", "key", "allowed_sources", "credits", "expires_in"] {
+    for refused in ["secret", "key", "credits", "ratelimits", "expires_in"] {
         if object.contains_key(refused) {
             return Err(ApiError::invalid(refused, "is not accepted by an import"));
         }
@@ -135,14 +138,17 @@ fn entry_spec(workspace: &WorkspaceId, mut entry: Value) -> Result<ImportSpec, A
             ));
         }
     };
-    let body: crate::keys::CreateKey = serde_json::from_value(entry).map_err(|e| {
+    let mut body: crate::keys::CreateKey = serde_json::from_value(entry).map_err(|e| {
         ApiError::invalid(
             "body",
             format!("is invalid: {}", crate::json_error::without_values(&e.to_string())),
         )
     })?;
+    let allowed_sources = body.allowed_sources.take();
     let key = crate::keys::key_spec(workspace, body)?;
-    Ok(ImportSpec { key, foreign: parse_hash(&hash)?, external_id })
+    let allowed_sources =
+        allowed_sources.map(|list| crate::sources::parse_list("allowed_sources", &list)).transpose()?;
+    Ok(ImportSpec { key, foreign: parse_hash(&hash)?, external_id, allowed_sources })
 }
 
 #[utoipa::path(

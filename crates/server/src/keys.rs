@@ -38,7 +38,7 @@ pub struct CreateKey {
     metadata: Option<Value>,
     /// IP addresses and CIDR networks the key may be verified from (at most 64); absent or
     /// empty: the workspace default, if any.
-    allowed_sources: Option<Vec<String>>,
+    pub(crate) allowed_sources: Option<Vec<String>>,
     /// Usage credits (docs/credits.md).
     credits: Option<crate::credits::CreditsBody>,
     /// Named rate limits (at most 16; docs/api.md, "Rate limits"); absent: the workspace
