@@ -181,6 +181,9 @@ impl Engine {
             spends_in_events: !options.rolling_upgrade,
         };
         let shared = store.is_some();
+        // The database's settings, parsed once before anything starts: nothing that runs
+        // below can then fail to start for a reason found only halfway.
+        let store_config = store.as_ref().map(|(store, _)| store.config().clone());
         let (writer, listener) = match store {
             None => (log.start(sequencer, options.writer.clone(), Some(events_tx)), None),
             Some((store, _)) => {
@@ -206,11 +209,17 @@ impl Engine {
             committed: writer.committed(),
             demand: projection_demand.clone(),
         };
-        let projector = Projector::start(projections, feed)?;
+        let projector = match Projector::start(projections, feed) {
+            Ok(projector) => projector,
+            Err(error) => {
+                writer.shutdown_blocking();
+                return Err(error.into());
+            }
+        };
         // One node at a time delivers webhooks and submits to witnesses: the lease holder.
-        let (gate, lease): (crate::JobGate, _) = match (&listener, &options.store) {
-            (Some(_), Some(url)) => {
-                let config = keyledger_pg::store::parse_config(url)?;
+        let (gate, lease): (crate::JobGate, _) = match (&listener, &store_config) {
+            (Some(_), Some(config)) => {
+                let config = config.clone();
                 let node = keyledger_pg::lease::node_id();
                 match keyledger_pg::Lease::start(config, "jobs", node, keyledger_pg::LeaseTimes::default()) {
                     Ok(lease) => {
@@ -251,11 +260,9 @@ impl Engine {
         };
         let announcer = webhooks.announcer();
         // What the witnesses said is kept with the log's store, so every node serves it.
-        let witness_records: Box<dyn keyledger_log::witnessed::WitnessRecords> = match &options.store {
-            Some(url) if shared => {
-                Box::new(keyledger_pg::PgWitnessRecords::new(keyledger_pg::store::parse_config(url)?))
-            }
-            _ => Box::new(keyledger_log::witnessed::DirRecords::new(dir.join(datadir::LOG_DIR))),
+        let witness_records: Box<dyn keyledger_log::witnessed::WitnessRecords> = match store_config {
+            Some(config) => Box::new(keyledger_pg::PgWitnessRecords::new(config)),
+            None => Box::new(keyledger_log::witnessed::DirRecords::new(dir.join(datadir::LOG_DIR))),
         };
         let witnesses = crate::witness::service::WitnessService::start(
             options.witnesses.clone(),
