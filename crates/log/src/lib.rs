@@ -23,7 +23,7 @@ pub mod tree;
 pub mod upgrade;
 pub mod verify;
 pub mod witnessed;
-pub mod writer;
+mod writer;
 
 use checkpoint::{CheckpointError, CheckpointStore, StoredCheckpoint};
 use keyledger_core::{DecodeError, Event, decode_event};
