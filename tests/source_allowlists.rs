@@ -230,10 +230,18 @@ fn an_admin_key_is_refused_outside_its_sources_but_recovery_is_never_bound_by_a_
     let out: Value =
         serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{:?}: {e}", run.stdout));
     let (key, key_id) = (text(&out, "admin_key"), text(&out, "admin_key_id"));
-    let server = ledger.serve(&[]);
-    let shown = server.client().get(&format!("/v1/keys/{key_id}"), &key);
+    // `--trust-forwarded-for` alone (no trusted proxy): a forwarded address is not believed
+    // for an admin key, whatever the caller claims.
+    let server = ledger.serve(&["--trust-forwarded-for"]);
+    let http = server.client();
+    let shown = http.get(&format!("/v1/keys/{key_id}"), &key);
     assert_eq!(shown.status, 200, "the recovered key works from 127.0.0.1: {}", shown.dump());
     assert_eq!(shown.body["allowed_sources"], json!([]), "{}", shown.dump());
+    let auth = format!("Bearer {secret}");
+    let headers = [("authorization", auth.as_str()), ("x-forwarded-for", "10.1.2.3")];
+    let spoofed = http.send("GET", "/v1/workspaces/acme/keys", &headers, None);
+    assert_eq!(spoofed.status, 403, "{}", spoofed.dump());
+    assert!(spoofed.body["message"].as_str().unwrap_or_default().contains("127.0.0.1"), "{}", spoofed.dump());
 }
 
 /// A SHA-256 digest (hex) standing for an imported key's secret.

@@ -123,6 +123,12 @@ describe('keyledger web console', { timeout: 180000 }, () => {
     await page.fill('#admin-key', 'kl_live_notakeyatall');
     await page.click('form button[type=submit]');
     await page.locator('form .form-error:not([hidden])').waitFor();
+    // An admin key used from outside its source allow-list is refused, not signed in.
+    const elsewhere = await adminApi('POST', '/v1/workspaces/_ledger/keys', { name: 'elsewhere', scopes: ['ledger:keys:read'], allowed_sources: ['192.0.2.0/24'] });
+    await page.fill('#admin-key', elsewhere.secret);
+    await page.click('form button[type=submit]');
+    await page.locator('form .form-error:not([hidden])').filter({ hasText: /may not be used from/ }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('keyledger.console.adminKey')), null);
     await page.fill('#admin-key', adminKey);
     await page.click('form button[type=submit]');
     await page.locator('#workspace-input').waitFor();

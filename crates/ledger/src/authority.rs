@@ -16,9 +16,11 @@
 //!   keys, policies and webhooks also needs `ledger:admin`.
 //! * **Domination.** A `_ledger` key may be issued, rotated, changed, disabled, enabled or
 //!   revoked only by a caller holding every scope it holds (except [`INTROSPECT`], which
-//!   grants nothing a caller could lack) and whose resources cover its resources (a key with empty resources, reaching every workspace, is covered only by a
-//!   caller with empty resources). A workspace key's scopes are the application's, not
-//!   keyledger's: covering its workspace suffices.
+//!   grants nothing a caller could lack), whose resources cover its resources (a key with
+//!   empty resources, reaching every workspace, is covered only by a caller with empty
+//!   resources) and whose source allow-list covers its list (a key without a list, usable
+//!   from anywhere, is covered only by a caller without one). A workspace key's scopes and
+//!   sources are the application's, not keyledger's: covering its workspace suffices.
 //! * **Expiry.** A caller with an expiry never gives a key (its own included) an expiry
 //!   later than its own, nor none at all.
 //!
@@ -31,7 +33,8 @@
 use crate::commands::Caller;
 use crate::error::LedgerError;
 use crate::state::{KeyStatus, KeyView, LedgerState};
-use keyledger_core::{KeyId, Timestamp, WorkspaceId};
+use keyledger_core::sources::is_narrowing;
+use keyledger_core::{KeyId, SourceNet, Timestamp, WorkspaceId};
 
 /// Every scope of keyledger's own API.
 pub const ADMIN_SCOPES: [&str; 5] =
@@ -69,6 +72,8 @@ pub struct Target<'a> {
     pub scopes: &'a [String],
     /// Sorted; empty = every workspace.
     pub resources: &'a [String],
+    /// Its source allow-list; empty = any address.
+    pub sources: &'a [SourceNet],
 }
 
 impl<'a> Target<'a> {
@@ -78,6 +83,7 @@ impl<'a> Target<'a> {
             workspace: key.workspace(),
             scopes: key.scopes(),
             resources: key.resources(),
+            sources: key.allowed_sources().map(|list| list.sources.as_slice()).unwrap_or_default(),
         }
     }
 }
@@ -94,6 +100,8 @@ struct Powers {
     key_id: KeyId,
     scopes: Vec<String>,
     resources: Vec<String>,
+    /// Empty: usable from any address.
+    sources: Vec<SourceNet>,
     expires_at: Option<Timestamp>,
 }
 
@@ -108,6 +116,7 @@ impl Authority {
                 key_id,
                 scopes: key.scopes().to_vec(),
                 resources: key.resources().to_vec(),
+                sources: key.allowed_sources().map(|list| list.sources.clone()).unwrap_or_default(),
                 expires_at: key.expires_at(),
             }),
         })
@@ -208,6 +217,11 @@ impl Authority {
                 "cannot {verb} {which}: it reaches workspaces beyond this admin key's resources"
             )));
         }
+        if !is_narrowing(&p.sources, target.sources) {
+            return Err(LedgerError::Forbidden(format!(
+                "cannot {verb} {which}: it may be used from addresses beyond this admin key's source allow-list"
+            )));
+        }
         Ok(())
     }
 }
@@ -278,13 +292,14 @@ mod tests {
                 key_id: KeyId::from_bytes([7; 16]),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 resources: Vec::new(),
+                sources: Vec::new(),
                 expires_at: None,
             }),
         }
     }
 
     fn ledger_key<'a>(workspace: &'a WorkspaceId, scopes: &'a [String]) -> Target<'a> {
-        Target { key_id: None, workspace, scopes, resources: &[] }
+        Target { key_id: None, workspace, scopes, resources: &[], sources: &[] }
     }
 
     #[test]
@@ -313,5 +328,32 @@ mod tests {
         assert!(is_full_admin(&ledger, &every, &[]));
         every.retain(|s| s != "ledger:admin");
         assert!(!is_full_admin(&ledger, &every, &[]), "the introspection scope makes no key full");
+    }
+
+    #[test]
+    fn an_admin_key_with_a_source_list_issues_admin_keys_only_inside_it() {
+        let ledger = WorkspaceId::ledger();
+        let scopes = vec!["ledger:keys:read".to_owned()];
+        let nets = |list: &[&str]| keyledger_core::sources::parse_sources(list).unwrap();
+        let mut listed = powers(&ADMIN_SCOPES);
+        if let Some(p) = &mut listed.admin {
+            p.sources = nets(&["10.0.0.0/8"]);
+        }
+        let with = |sources: &'static [SourceNet]| Target { sources, ..ledger_key(&ledger, &scopes) };
+        let inside: &'static [SourceNet] = Box::leak(nets(&["10.1.0.0/16"]).into_boxed_slice());
+        let wider: &'static [SourceNet] = Box::leak(nets(&["10.0.0.0/8", "192.0.2.1"]).into_boxed_slice());
+        assert!(listed.issue(with(inside), None).is_ok());
+        for target in [with(&[]), with(wider)] {
+            let refused = listed.issue(target, None);
+            assert!(
+                matches!(&refused, Err(LedgerError::Forbidden(m)) if m.contains("source allow-list")),
+                "{refused:?}"
+            );
+        }
+        // A workspace key's sources are the application's.
+        let acme: WorkspaceId = "acme".parse().unwrap();
+        assert!(listed.issue(Target { workspace: &acme, ..with(&[]) }, None).is_ok());
+        // A caller without a list covers any.
+        assert!(powers(&ADMIN_SCOPES).issue(with(wider), None).is_ok());
     }
 }

@@ -134,6 +134,8 @@ pub(crate) fn import_keys(
             workspace: &workspace,
             scopes: &entry.key.scopes,
             resources: &entry.key.resources,
+            // Never a `_ledger` key (refused above): its sources are the application's.
+            sources: &[],
         };
         authority.issue(target, expires_at).map_err(|e| at_entry(index, e))?;
         let key_id = KeyId::generate(now.millis());

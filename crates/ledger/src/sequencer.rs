@@ -285,11 +285,18 @@ fn create_key(
     // could no longer issue the key (docs/security.md, "Request bounds"). "Must be in the
     // future" is left to `create`: an honest retry whose `expires_at` has passed meanwhile
     // still gets its replay.
-    let target =
-        Target { key_id: None, workspace: &workspace, scopes: &spec.scopes, resources: &spec.resources };
+    let KeyControls { sources, ratelimits } = controls;
+    let (list, _) =
+        crate::sources::list_for_new_key(state, &caller.actor, &workspace, sources.as_deref(), None);
+    let target = Target {
+        key_id: None,
+        workspace: &workspace,
+        scopes: &spec.scopes,
+        resources: &spec.resources,
+        sources: &list,
+    };
     authority.issue(target, expiry_at(spec.expiry, now))?;
     check_idempotency(state, idempotency.as_ref(), now)?;
-    let KeyControls { sources, ratelimits } = controls;
     let ratelimits = ratelimits.filter(|limits| !limits.is_empty());
     if let Some(limits) = &ratelimits {
         keyledger_core::ratelimit::validate_list(limits)
@@ -631,12 +638,22 @@ fn create(
     now: Timestamp,
 ) -> Result<KeyRecord, LedgerError> {
     let expires_at = expiry_at(spec.expiry, now);
+    if spec.credits.is_some() && workspace.is_ledger() {
+        return Err(LedgerError::invalid("credits", "admin keys are never metered"));
+    }
     if rotated_from.is_none() {
         if expires_at.is_some_and(|at| at <= now) {
             return Err(LedgerError::invalid("expires_at", "must be in the future"));
         }
-        let target =
-            Target { key_id: None, workspace: &workspace, scopes: &spec.scopes, resources: &spec.resources };
+        let (list, _) =
+            crate::sources::list_for_new_key(state, &caller.actor, &workspace, sources.as_deref(), None);
+        let target = Target {
+            key_id: None,
+            workspace: &workspace,
+            scopes: &spec.scopes,
+            resources: &spec.resources,
+            sources: &list,
+        };
         authority.issue(target, expires_at)?;
         // The break-glass recovery is the way back, not a key like others: no policy of
         // `_ledger` may stand in its way (docs/operations.md).
@@ -797,9 +814,13 @@ fn update(
             return Err(LedgerError::Conflict("policy require_expiry: the key must have an expiry".into()));
         }
         // A lifetime counts from the key's creation, as the compliance report measures it:
-        // an update never lets a key outlive the policy's maximum.
+        // an update never stretches a key past the policy's maximum. An expiry that is no
+        // later than the current one only shortens the key (a key issued before the policy
+        // may be older than the maximum already), so it is always allowed.
+        let stretches = |at: Timestamp| key.expires_at.is_some_and(|old| at > old);
+        let past_max = |at: Timestamp, max: i64| at.micros().saturating_sub(key.created_at.micros()) > max;
         if let Some(max) = policy.max_lifetime
-            && expires_at.is_none_or(|at| at.micros().saturating_sub(key.created_at.micros()) > max)
+            && expires_at.is_none_or(|at| stretches(at) && past_max(at, max))
         {
             return Err(LedgerError::Conflict(format!(
                 "policy max_lifetime: the key must expire within {} of its creation",

@@ -14,6 +14,27 @@ use crate::state::{LedgerState, SourcePolicy};
 use keyledger_core::sources::is_narrowing;
 use keyledger_core::{Actor, Environment, KeyId, SourceNet, SourcesSet, WorkspaceId};
 
+/// The list a new key gets (empty: none) and whether it is the workspace default:
+/// `requested` (the create body's list) if not empty, else the list of `rotated_from` (the
+/// key a rotation replaces) if it has one, else the workspace default, except for the
+/// break-glass recovery, which no policy of `_ledger` may stand in the way of
+/// (docs/operations.md).
+pub(crate) fn list_for_new_key(
+    state: &LedgerState,
+    actor: &Actor,
+    workspace: &WorkspaceId,
+    requested: Option<&[SourceNet]>,
+    rotated_from: Option<KeyId>,
+) -> (Vec<SourceNet>, bool) {
+    let inherited = rotated_from.and_then(|old| state.sources.key(&old));
+    match (requested, inherited) {
+        (Some(list), _) if !list.is_empty() => (list.to_vec(), false),
+        (_, Some(old)) => (old.sources.clone(), old.from_policy),
+        _ if *actor == Actor::Recovery => (Vec::new(), false),
+        _ => (state.source_policy(workspace).default_sources, true),
+    }
+}
+
 /// The `sources_set` event to append right after a new key's `Created` (none when the key
 /// is unrestricted), or the refusal of a `live` key without a list under `require_on_live`.
 /// `requested` is the create body's list; `rotated_from` the key a rotation replaces.
@@ -26,19 +47,10 @@ pub(crate) fn for_new_key(
     requested: Option<Vec<SourceNet>>,
     rotated_from: Option<KeyId>,
 ) -> Result<Option<SourcesSet>, LedgerError> {
-    let policy = state.source_policy(workspace);
-    let inherited = rotated_from.and_then(|old| state.sources.key(&old)).cloned();
-    // The break-glass recovery is the way back: no policy of `_ledger` may stand in its way
-    // (docs/operations.md), neither its default list (an admin key is refused outside its
-    // list) nor its requirement.
-    let recovery = *actor == Actor::Recovery;
-    let (sources, from_policy) = match (requested, inherited) {
-        (Some(list), _) if !list.is_empty() => (list, false),
-        (_, Some(old)) => (old.sources, old.from_policy),
-        _ if recovery => (Vec::new(), false),
-        _ => (policy.default_sources.clone(), true),
-    };
-    if sources.is_empty() && policy.require_on_live && environment == Environment::Live && !recovery {
+    let (sources, from_policy) =
+        list_for_new_key(state, actor, workspace, requested.as_deref(), rotated_from);
+    let required = state.source_policy(workspace).require_on_live;
+    if sources.is_empty() && required && environment == Environment::Live && *actor != Actor::Recovery {
         // A policy rule, answered like `require_expiry`: 409 `conflict` (docs/api.md).
         return Err(LedgerError::Conflict(
             "policy require_allowed_sources: a live key must have a source allow-list (allowed_sources)"

@@ -110,6 +110,9 @@ async fn top_ups_add_or_set_and_refuse_what_they_cannot_do() {
     assert_eq!(engine.log().len(), before, "refused top-ups append nothing");
     // Admin keys are never metered: no balance for a `_ledger` key.
     let admin = spec("admin", &["ledger:keys:read"]);
+    let metered = keyledger_ledger::KeySpec { credits: Some(credits(5)), ..admin.clone() };
+    let refused = engine.create(caller.clone(), keyledger_core::WorkspaceId::ledger(), metered).await;
+    assert!(matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "credits"), "{refused:?}");
     let (admin, _) =
         engine.create(caller.clone(), keyledger_core::WorkspaceId::ledger(), admin).await.unwrap();
     let before = engine.log().len();

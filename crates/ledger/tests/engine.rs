@@ -328,28 +328,42 @@ async fn the_projector_runs_at_the_background_priority_and_the_writer_does_not()
 }
 
 /// A workspace's `max_lifetime` counts from a key's creation (as the compliance report
-/// measures it), so an update cannot stretch a key past it by setting a new expiry that
-/// is within the maximum from now; the refused update appends nothing.
+/// measures it), so an update cannot stretch a key past it by setting a later expiry that
+/// is within the maximum from now; the refused update appends nothing. Shortening a key,
+/// or giving one without expiry an expiry, is always allowed, even for a key issued before
+/// the policy and already older than the maximum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_cannot_stretch_a_key_past_the_policys_max_lifetime() {
     let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
+    let mut brief = spec("brief", &["read"]);
+    brief.expiry = Expiry::In(3_900_000);
+    let (key, _) = engine.create(caller.clone(), ws("acme"), brief).await.unwrap();
     // Issued before the policy, without an expiry.
-    let (key, _) = engine.create(caller.clone(), ws("acme"), spec("old", &["read"])).await.unwrap();
+    let (old, _) = engine.create(caller.clone(), ws("acme"), spec("old", &["read"])).await.unwrap();
     let mut policy = engine.policy(&ws("acme"));
-    policy.max_lifetime = Some(2_000_000);
+    policy.max_lifetime = Some(4_000_000);
     engine.set_policy(caller.clone(), ws("acme"), policy).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
 
-    // 1.5 s from now is within 2 s of now, but more than 2 s after the key's creation.
-    let later = Timestamp(Timestamp::now().micros() + 1_500_000);
+    // 3.5 s from now is within 4 s of now, but more than 4 s after the key's creation and
+    // later than its expiry.
+    let later = Timestamp(Timestamp::now().micros() + 3_500_000);
+    let expire_at =
+        |at: Timestamp| keyledger_ledger::KeyChanges { expires_at: Some(Some(at)), ..Default::default() };
     let len = engine.log().len();
-    let changes = keyledger_ledger::KeyChanges { expires_at: Some(Some(later)), ..Default::default() };
-    let refused = engine.update(caller.clone(), key.key_id, changes).await;
+    let refused = engine.update(caller.clone(), key.key_id, expire_at(later)).await;
     assert!(
         matches!(&refused, Err(LedgerError::Conflict(m)) if m.contains("max_lifetime") && m.contains("creation")),
         "{refused:?}"
     );
     assert_eq!(engine.log().len(), len, "a refused update appends nothing");
+    let forever = keyledger_ledger::KeyChanges { expires_at: Some(None), ..Default::default() };
+    assert!(engine.update(caller.clone(), key.key_id, forever).await.is_err(), "nor may it lose its expiry");
+
+    // Shortening, and a first expiry for a key issued without one, make a key safer.
+    let sooner = Timestamp(key.expires_at.unwrap().micros() - 100_000);
+    engine.update(caller.clone(), key.key_id, expire_at(sooner)).await.unwrap();
+    engine.update(caller.clone(), old.key_id, expire_at(later)).await.unwrap();
     engine.shutdown().await;
 }

@@ -183,3 +183,61 @@ async fn lists_survive_a_restart_and_a_rebuild_from_the_log() {
     assert_eq!(verify_from(&engine, secret.expose(), Some("10.0.0.1")).await, Ok(()));
     engine.shutdown().await;
 }
+
+/// An admin key with a source allow-list cannot escape it by issuing or rotating an admin
+/// key usable from elsewhere (docs/security.md, "Who may act on which key"): a `_ledger`
+/// key it issues must have a list inside its own, and a stronger (unrestricted) admin key
+/// is beyond it for rotate, revoke and revoke-all alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_key_with_a_list_issues_and_acts_on_admin_keys_only_inside_it() {
+    let (_dir, outcome, engine) = support::ledger();
+    let root = Caller { actor: keyledger_core::Actor::Admin(outcome.admin_key_id), request_id: rid() };
+    let scopes = keyledger_ledger::ADMIN_SCOPES;
+    let ledger = keyledger_core::WorkspaceId::ledger();
+    let (admin, _) = engine
+        .create_with_controls(
+            root.clone(),
+            ledger.clone(),
+            spec("listed", &scopes),
+            None,
+            listed(&["10.0.0.0/8"]),
+        )
+        .await
+        .unwrap();
+    let caller = Caller { actor: keyledger_core::Actor::Admin(admin.key_id), request_id: rid() };
+    let refused = |answer: Result<(), &LedgerError>| matches!(answer, Err(LedgerError::Forbidden(m)) if m.contains("source allow-list"));
+    let len = engine.log().len();
+    let open = engine.create(caller.clone(), ledger.clone(), spec("anywhere", &["ledger:keys:read"])).await;
+    assert!(refused(open.as_ref().map(|_| ())), "{open:?}");
+    let wider = engine
+        .create_with_controls(
+            caller.clone(),
+            ledger.clone(),
+            spec("wider", &["ledger:keys:read"]),
+            None,
+            listed(&["10.0.0.0/8", "192.0.2.1"]),
+        )
+        .await;
+    assert!(refused(wider.as_ref().map(|_| ())), "{wider:?}");
+    let rotated = engine.rotate(caller.clone(), outcome.admin_key_id, 0).await;
+    assert!(refused(rotated.as_ref().map(|_| ())), "rotating the unrestricted root: {rotated:?}");
+    let revoked = engine.revoke(caller.clone(), outcome.admin_key_id, None).await;
+    assert!(refused(revoked.as_ref().map(|_| ())), "{revoked:?}");
+    assert_eq!(engine.log().len(), len, "refusals appended nothing");
+
+    let (inside, _) = engine
+        .create_with_controls(
+            caller.clone(),
+            ledger.clone(),
+            spec("inside", &["ledger:keys:read"]),
+            None,
+            listed(&["10.1.0.0/16"]),
+        )
+        .await
+        .unwrap();
+    let (successor, _, _) = engine.rotate(caller.clone(), inside.key_id, 0).await.unwrap();
+    assert_eq!(successor.allowed_sources.unwrap().sources, nets(&["10.1.0.0/16"]));
+    // Workspace keys are the application's: any list, or none.
+    engine.create(caller.clone(), ws("acme"), spec("app", &[])).await.unwrap();
+    engine.shutdown().await;
+}

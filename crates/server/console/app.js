@@ -123,6 +123,7 @@ class ApiError extends Error {
     super((body && body.message) || `HTTP ${status}`);
     this.status = status;
     this.code = (body && body.error) || 'http_error';
+    this.reason = (body && body.reason) || null;
     this.requestId = (body && body.request_id) || requestId || null;
   }
   describe() {
@@ -553,9 +554,11 @@ function viewSignIn() {
         const answer = await api('GET', '/v1/workspaces/_ledger/keys?status=active', undefined, { key });
         discovered = answer.keys;
       } catch (e) {
-        // 403/404: a valid admin key that may not read `_ledger`; anything else is fatal.
+        // 403/404: a valid admin key that may not read `_ledger`; anything else is fatal,
+        // including a key refused from this address by its source allow-list.
         const notAdmin = e instanceof ApiError && e.status === 403 && /not an admin key/i.test(e.message);
-        if (!(e instanceof ApiError) || e.status === 401 || notAdmin || e.status >= 500) throw e;
+        const outside = e instanceof ApiError && e.reason === 'source_not_allowed';
+        if (!(e instanceof ApiError) || e.status === 401 || notAdmin || outside || e.status >= 500) throw e;
       }
       session.setItem(KEY_STORE, key);
       input.value = '';
@@ -848,7 +851,8 @@ function keyActions(key, refresh) {
     live && key.status !== 'expired' ? h('button', { type: 'button', id: 'rotate', onclick: () => rotateDialog(key, refresh) }, 'Rotate…') : null,
     live && (key.status === 'active' || key.status === 'disabled') ? h('button', { type: 'button', id: 'toggle-disabled', onclick: () => disableDialog(key, refresh) }, key.status === 'disabled' ? 'Enable…' : 'Disable…') : null,
     live ? h('button', { type: 'button', id: 'edit-ratelimits', onclick: () => rateLimitsDialog(key, refresh) }, 'Rate limits…') : null,
-    live ? h('button', { type: 'button', id: 'top-up', onclick: () => creditsDialog(key, refresh) }, key.credits ? 'Top up credits…' : 'Set credits…') : null,
+    // Admin keys are never metered (docs/credits.md).
+    live && key.workspace !== '_ledger' ? h('button', { type: 'button', id: 'top-up', onclick: () => creditsDialog(key, refresh) }, key.credits ? 'Top up credits…' : 'Set credits…') : null,
     link(['k', key.key_id, 'report'], 'Compromise report', { class: 'button', id: 'open-report' }),
     live ? h('button', { type: 'button', class: 'danger', id: 'revoke', onclick: () => revokeDialog(key, refresh) }, 'Revoke…') : null);
 }

@@ -7,9 +7,10 @@
 //!
 //! Failed authentications are throttled per source (see [`crate::throttle`] and
 //! docs/security.md, "Request bounds"). The key is always looked at first, and a key that
-//! authenticates is always accepted: a source that has spent its budget gets 429 only in
+//! authenticates is never throttled: a source that has spent its budget gets 429 only in
 //! place of a failed authentication, so a stranger sharing an address (a proxy, a NAT) can
-//! slow guesses and log noise from it but never lock its admins out. The lookup is a keyed
+//! slow guesses and log noise from it but never lock its admins out. A key with a source
+//! allow-list is refused outside it (403), as a verification would be. The lookup is a keyed
 //! hash and one map probe whatever the answer, so deciding the throttle after it reveals
 //! nothing by timing.
 
@@ -84,17 +85,19 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Admin, 
 }
 
 /// Refuses (403 `forbidden`, `"reason": "source_not_allowed"`) an admin key with a source
-/// allow-list used from an address outside it, the address determined as for forward-auth
-/// verification; an unknown address is never inside a list (docs/api.md, "Source
-/// allow-lists"). A refusal is not a failed authentication: the key is right, so the source
-/// is not throttled for it.
+/// allow-list used from an address outside it; an unknown address is never inside a list
+/// (docs/api.md, "Source allow-lists"). The address is the TCP peer, or the forwarded
+/// client only when the peer is inside a `--trusted-proxy` range: `--trust-forwarded-for`
+/// alone, meant for a gateway's forward-auth calls, would let any caller name its address.
+/// A refusal is not a failed authentication: the key is right, so the source is not
+/// throttled for it.
 async fn refuse_outside_sources(
     key: &KeyRecord,
     parts: &mut Parts,
     state: &AppState,
 ) -> Result<(), Response> {
     let Some(allowed) = &key.allowed_sources else { return Ok(()) };
-    let source = source(parts, state).await;
+    let source = admin_source(parts, state).await;
     if keyledger_core::sources::source_allowed(&allowed.sources, source) {
         return Ok(());
     }
@@ -103,6 +106,17 @@ async fn refuse_outside_sources(
     Err(ApiError::forbidden(reason.message())
         .with_extra(serde_json::json!({"reason": reason.code()}))
         .into_response())
+}
+
+/// The address an admin key's source allow-list is checked against (see
+/// [`refuse_outside_sources`]).
+async fn admin_source(parts: &mut Parts, state: &AppState) -> Option<IpAddr> {
+    let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await.ok()?;
+    let config = &state.config;
+    if !crate::sources::is_trusted_proxy(peer.ip(), &config.trusted_proxies) {
+        return Some(peer.ip());
+    }
+    Some(client_ip(&parts.headers, peer.ip(), &config.trusted_proxies, config.trust_forwarded_for))
 }
 
 /// The client address a request is throttled by (as verify records it), if known.

@@ -111,7 +111,7 @@ pub struct TopUp {
     description = concat!(
         "Add to (`{\"add\": n}`) or set (`{\"set\": n}`) a key's credit balance (`ledger:keys:write`). ",
         "Appends a `credits_set` event (after a `credits_refilled` one if a refill was due). The ",
-        "refill schedule is unchanged."
+        "refill schedule is unchanged. Admin keys (`_ledger`) are never metered: 400."
     ),
     request_body = TopUp,
     params(("key_id" = String, Path, description = "Key id, `key_` + 26 characters")),

@@ -202,7 +202,7 @@ pub(crate) async fn healthz(
             "(invalid_api_key) or expired (expired_api_key)"
         ), body = schema::ErrorBody),
         (status = 403,
-            description = "the presented key lacks `ledger:audit:read` or is not a `_ledger` key (forbidden)",
+            description = "the presented key lacks `ledger:audit:read`, is not a `_ledger` key, or is used from outside its source allow-list (forbidden)",
             body = schema::ErrorBody),
         (status = 429, description = "too many failed admin authentications from this source (rate_limited)",
             body = schema::ErrorBody,

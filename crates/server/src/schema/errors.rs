@@ -22,7 +22,8 @@ pub struct ErrorBody {
     /// Present (false) on verification denials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid: Option<bool>,
-    /// On verification denials: the reason code (revoked, expired, disabled, missing_scope…).
+    /// On verification denials: the reason code (revoked, expired, disabled, missing_scope…);
+    /// on an admin key refused outside its source allow-list: `source_not_allowed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// On an idempotent retry that was already carried out: the keys it produced.
@@ -53,7 +54,7 @@ pub enum AdminErrors {
     /// missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// the admin key lacks the scope, or is not a `_ledger` key (forbidden)
+    /// the admin key lacks the scope, or is not a `_ledger` key, or is used from outside its source allow-list (forbidden; `reason: source_not_allowed`)
     #[response(status = 403)]
     Forbidden(ErrorBody),
 }
@@ -64,7 +65,7 @@ pub enum AllWorkspacesAdminErrors {
     /// missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// the admin key lacks the scope, is limited to some workspaces, or is not a `_ledger` key (forbidden)
+    /// the admin key lacks the scope, is limited to some workspaces, is not a `_ledger` key, or is used from outside its source allow-list (forbidden; `reason: source_not_allowed`)
     #[response(status = 403)]
     Forbidden(ErrorBody),
 }
@@ -76,7 +77,7 @@ pub enum TileAdminErrors {
     /// missing, malformed, unknown (unauthorized), revoked or disabled (invalid_api_key) or expired (expired_api_key) admin key
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// the admin key lacks the scope, is not a `_ledger` key, or (entry bundles) is limited to some workspaces (forbidden)
+    /// the admin key lacks the scope, is not a `_ledger` key, is used from outside its source allow-list (`reason: source_not_allowed`), or (entry bundles) is limited to some workspaces (forbidden)
     #[response(status = 403)]
     Forbidden(ErrorBody),
 }
@@ -89,9 +90,10 @@ pub enum AuthorityErrors {
     #[response(status = 401)]
     Unauthorized(ErrorBody),
     #[response(status = 403, description = concat!(
-        "the admin key lacks the scope, is not a `_ledger` key, or may not act on this key: for a ",
-        "`_ledger` key it lacks one of the key's scopes or does not cover its resources; or it ",
-        "would give a key a later expiry than its own, or none (forbidden)"
+        "the admin key lacks the scope, is not a `_ledger` key, is used from outside its source ",
+        "allow-list (`reason: source_not_allowed`), or may not act on this key: for a `_ledger` ",
+        "key it lacks one of the key's scopes, does not cover its resources or its source ",
+        "allow-list; or it would give a key a later expiry than its own, or none (forbidden)"
     ))]
     Forbidden(ErrorBody),
 }
