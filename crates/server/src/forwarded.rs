@@ -5,13 +5,16 @@
 //! `X-Forwarded-For` that is not a trusted proxy (proxies append, so entries left of the
 //! first untrusted one could have been written by the client itself); `X-Real-IP` is used
 //! when there is no `X-Forwarded-For`. The peer itself must be a trusted proxy for either
-//! header to count; with no trusted ranges configured, any peer is trusted.
+//! header to count; with no trusted ranges configured, any peer is trusted. An IPv4-mapped
+//! IPv6 address (`::ffff:10.0.0.5`, what a dual-stack listener reports for an IPv4 peer) is
+//! the IPv4 address it is, for the peer and for every forwarded entry.
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
 fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
     proxies.iter().any(|net| net.contains(&ip))
 }
 
@@ -67,6 +70,18 @@ mod tests {
             client_ip(&h, "192.0.2.1".parse().unwrap(), &proxies, true),
             "192.0.2.1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    /// A dual-stack listener reports an IPv4 proxy as `::ffff:10.0.0.5`: it is still the
+    /// trusted proxy, so the client it forwards is believed, and a mapped entry in the
+    /// header is a proxy like its IPv4 form.
+    #[test]
+    fn an_ipv4_mapped_peer_or_entry_is_its_ipv4_address() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(&headers("203.0.113.9"), mapped, &proxies, true), client);
+        assert_eq!(client_ip(&headers("203.0.113.9, ::ffff:10.0.0.7"), mapped, &proxies, true), client);
     }
 
     #[test]
