@@ -561,6 +561,12 @@ fn workspace_policies_are_enforced() {
         let resp = env.http.put("/v1/workspaces/abws/policy", env.root(), &body);
         assert_invalid(&resp, field);
     }
+    // Admin keys are never rate-limited: a `_ledger` policy with limits is refused whole,
+    // its other fields not set either.
+    let size = env.log_size();
+    let body = json!({"require_expiry": true, "ratelimits": [{"name": "api", "limit": 5, "duration": "1m"}]});
+    assert_invalid(&env.http.put("/v1/workspaces/_ledger/policy", env.root(), &body), "ratelimits");
+    assert_eq!(env.log_size(), size, "nothing was set");
 }
 
 #[test]

@@ -298,6 +298,9 @@ fn create_key(
     authority.issue(target, expiry_at(spec.expiry, now))?;
     check_idempotency(state, idempotency.as_ref(), now)?;
     let ratelimits = ratelimits.filter(|limits| !limits.is_empty());
+    if ratelimits.is_some() && workspace.is_ledger() {
+        return Err(crate::sequencer_ratelimit::never_limited());
+    }
     if let Some(limits) = &ratelimits {
         keyledger_core::ratelimit::validate_list(limits)
             .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;

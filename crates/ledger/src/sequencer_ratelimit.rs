@@ -195,11 +195,21 @@ pub(crate) fn set_ratelimits(
             state.workspace_ratelimits.get(&workspace)
         }
     };
+    if workspace.is_ledger() && !limits.is_empty() {
+        return Err(never_limited());
+    }
     if current != Some(&limits) {
         let payload = Payload::RateLimitsSet(RateLimitsSet { workspace, key_id, limits: limits.clone() });
         emit(state, batch, &caller.actor, caller.request_id, payload);
     }
     Ok(limits)
+}
+
+/// The refusal of rate limits on `_ledger` keys: admin authentication never spends an
+/// allowance, so a limit there would be shown and never applied (docs/credits.md: admin
+/// keys are never metered).
+pub(crate) fn never_limited() -> LedgerError {
+    LedgerError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited")
 }
 
 /// A key issued with its own limits (`limits` validated, not empty): recorded in the batch
@@ -229,7 +239,7 @@ pub(crate) fn inherit(
     new: &KeyId,
     workspace: &WorkspaceId,
 ) {
-    if let Some(limits) = state.key_ratelimits.get(old).cloned() {
+    if let Some(limits) = state.own_ratelimits(old).map(<[_]>::to_vec) {
         let payload = Payload::RateLimitsSet(RateLimitsSet {
             workspace: workspace.clone(),
             key_id: Some(*new),

@@ -119,12 +119,37 @@ async fn defaults_rotation_and_restart() {
         let default = vec![limit("ws", 1, LONG, true)];
         engine.set_ratelimits(system.clone(), ws("acme"), None, default.clone()).await.unwrap();
         let (plain, plain_secret) = engine.create(system.clone(), ws("acme"), spec("p", &[])).await.unwrap();
-        assert_eq!(engine.ratelimits(&plain.key_id, &ws("acme")), (default, false));
+        assert_eq!(engine.ratelimits(&plain.key_id, &ws("acme")), (default.clone(), false));
         assert_eq!(verify(&engine, plain_secret.expose(), &[]).await.0, Ok(()));
         assert_eq!(
             verify(&engine, plain_secret.expose(), &[]).await.0,
             Err(DenyReason::RateLimited("ws".into()))
         );
+        // An empty own list removes the key's own limits: the default applies, never none.
+        engine.set_ratelimits(system.clone(), ws("acme"), Some(plain.key_id), Vec::new()).await.unwrap();
+        assert_eq!(engine.ratelimits(&plain.key_id, &ws("acme")), (default.clone(), false));
+        assert_eq!(
+            verify(&engine, plain_secret.expose(), &[]).await.0,
+            Err(DenyReason::RateLimited("ws".into())),
+            "`[]` does not exempt the key from the workspace default"
+        );
+        // Admin keys are never limited: neither their own list nor a `_ledger` default.
+        let ledger = keyledger_core::WorkspaceId::ledger();
+        let (admin, _) = engine.create(system.clone(), ledger.clone(), spec("admin", &[])).await.unwrap();
+        let len = engine.log().len();
+        for key_id in [Some(admin.key_id), None] {
+            let refused =
+                engine.set_ratelimits(system.clone(), ledger.clone(), key_id, default.clone()).await;
+            assert!(
+                matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "ratelimits"),
+                "{refused:?}"
+            );
+        }
+        let controls = KeyControls { ratelimits: Some(default.clone()), ..KeyControls::default() };
+        let refused =
+            engine.create_with_controls(system.clone(), ledger, spec("limited", &[]), None, controls).await;
+        assert!(matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "ratelimits"), "{refused:?}");
+        assert_eq!(engine.log().len(), len, "refusals append nothing");
         // A key's own list (even one limit) replaces the default.
         let (own, _) = engine.create(system.clone(), ws("acme"), spec("o", &[])).await.unwrap();
         let limits = vec![limit("api", 2, LONG, true)];

@@ -709,6 +709,10 @@ pub async fn put_policy(
             .ok_or_else(|| ApiError::invalid("on_leak", "must be `notify` or `revoke`"))?,
     };
     let limits = crate::key_ratelimits::parse_list("ratelimits", body.ratelimits)?;
+    if workspace.is_ledger() && !limits.is_empty() {
+        // Refused before anything is set, so the policy is not half replaced.
+        return Err(ApiError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited"));
+    }
     let caller = admin.caller.clone();
     let policy = state
         .engine

@@ -695,7 +695,7 @@ impl Engine {
         workspace: &WorkspaceId,
     ) -> (Vec<keyledger_core::RateLimit>, bool) {
         let state = self.read_state();
-        (state.ratelimits_of(key_id, workspace).to_vec(), state.key_ratelimits.contains_key(key_id))
+        (state.ratelimits_of(key_id, workspace).to_vec(), state.own_ratelimits(key_id).is_some())
     }
 
     /// A workspace's default rate limits.

@@ -350,13 +350,18 @@ impl LedgerState {
         self.slots.iter().map(|slot| KeyView { state: self, slot })
     }
 
-    /// The rate limits a key is subject to: its own list if it was ever given one (even
-    /// empty), else its workspace's default (docs/api.md, "Rate limits").
+    /// The rate limits a key is subject to: its own list if it has a non-empty one, else its
+    /// workspace's default (docs/api.md, "Rate limits"). An empty own list (`[]` set on the
+    /// key) removes the key's own limits; it never exempts the key from the default.
     pub fn ratelimits_of(&self, key_id: &KeyId, workspace: &WorkspaceId) -> &[RateLimit] {
-        self.key_ratelimits
-            .get(key_id)
-            .or_else(|| self.workspace_ratelimits.get(workspace))
-            .map_or(&[], Vec::as_slice)
+        self.own_ratelimits(key_id)
+            .or_else(|| self.workspace_ratelimits.get(workspace).map(Vec::as_slice))
+            .unwrap_or_default()
+    }
+
+    /// A key's own rate limits, if it has any (see [`Self::ratelimits_of`]).
+    pub fn own_ratelimits(&self, key_id: &KeyId) -> Option<&[RateLimit]> {
+        self.key_ratelimits.get(key_id).map(Vec::as_slice).filter(|list| !list.is_empty())
     }
 
     pub fn policy(&self, workspace: &WorkspaceId) -> Policy {
