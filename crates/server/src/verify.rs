@@ -417,17 +417,28 @@ pub fn parse_request(
         }
         let mut scopes = if suffix.is_some() { Vec::new() } else { query.all("scope") };
         scopes.extend(required_from_headers(headers, &names::REQUIRE_SCOPE));
-        let single = |name: &str, header: &HeaderName| {
-            from_query(name).or_else(|| required_from_headers(headers, header).into_iter().next())
+        // One value per single-valued requirement: if the client's headers reach keyledger
+        // (nginx and Traefik pass them on) and the gateway adds its own, the first would be
+        // the client's, so differing values are refused rather than one chosen.
+        let single = |name: &str, header: &HeaderName| -> Result<Option<String>, ApiError> {
+            if let Some(value) = from_query(name) {
+                return Ok(Some(value));
+            }
+            let mut values = required_from_headers(headers, header);
+            values.dedup();
+            if values.len() > 1 {
+                return Err(ApiError::invalid(header.as_str(), "must have one value (it was given several)"));
+            }
+            Ok(values.pop())
         };
         let key = presented_key(headers).unwrap_or("").to_owned();
         let query_cost = from_query("cost");
         let header_cost = if query_cost.is_none() { header_text(headers, &names::COST) } else { None };
         let mut wants = requirements(
             validate::normalize(scopes),
-            single("resource", &names::REQUIRE_RESOURCE),
-            single("environment", &names::REQUIRE_ENVIRONMENT),
-            single("workspace", &names::REQUIRE_WORKSPACE),
+            single("resource", &names::REQUIRE_RESOURCE).map_err(denial)?,
+            single("environment", &names::REQUIRE_ENVIRONMENT).map_err(denial)?,
+            single("workspace", &names::REQUIRE_WORKSPACE).map_err(denial)?,
         )
         .map_err(denial)?;
         wants.cost =

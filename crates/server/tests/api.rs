@@ -245,6 +245,18 @@ async fn the_envoy_suffix_form_keeps_the_original_query_and_takes_requirements_f
     // The plain forward-auth form takes the header too.
     let refused = verify("/v1/verify", Some("orders:read, orders:write")).await.unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // A single-valued requirement given twice with different values (the client's, then
+    // the gateway's) is refused, never decided by the first; the same value twice is one.
+    for (values, status) in
+        [(["store-1", "store-2"], StatusCode::BAD_REQUEST), (["store-1", "store-1"], StatusCode::OK)]
+    {
+        let mut request = Request::builder().uri("/v1/verify").header("x-api-key", secret.as_str());
+        for value in values {
+            request = request.header("x-keyledger-require-resource", value);
+        }
+        let answer = api.app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(answer.status(), status, "{values:?}");
+    }
     let key_id = key["key_id"].as_str().unwrap();
     let (_, _, events, _) = api.call("GET", &format!("/v1/keys/{key_id}/events?kind=usage"), &[], None).await;
     let first = &events["events"][0];
