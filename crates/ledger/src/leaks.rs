@@ -29,8 +29,9 @@ pub struct LeakReportIn {
 pub enum LeakOutcome {
     /// Recorded; `revoked` when `on_leak: revoke` revoked the key in the same batch.
     Recorded { revoked: bool },
-    /// The same (key, url, source) was recorded before: nothing new.
-    AlreadyReported,
+    /// The same (key, url, source) was recorded before: no new report, but `on_leak:
+    /// revoke` still applies to a key it finds unrevoked (`revoked` when it did).
+    AlreadyReported { revoked: bool },
     /// Not recorded: the key is unknown, or (for `only_active`) no longer active.
     Ignored,
 }
@@ -75,18 +76,26 @@ pub(crate) fn report_leaks(
         }
         let (url, source) = (bounded(report.url), bounded(report.source));
         let fingerprint = report_fingerprint(url.as_deref(), source.as_deref());
-        if state.leaks.already_reported(&report.key_id, &fingerprint) {
-            outcomes.push(LeakOutcome::AlreadyReported);
-            continue;
-        }
+        // A repeat is not recorded again, but the workspace's `on_leak` applies to it as to a
+        // first report: a key first reported under `notify` is revoked by a repeat once the
+        // policy says `revoke` (docs/leaks.md).
+        let repeat = state.leaks.already_reported(&report.key_id, &fingerprint);
         let reason = format!(
             "leak reported by {}{}",
             reporter.as_str(),
             url.as_deref().map(|u| format!(" at {u}")).unwrap_or_default()
         );
-        let event =
-            LeakReported { key_id: report.key_id, workspace: workspace.clone(), reporter, url, source };
-        crate::sequencer::emit_event(state, batch, &Actor::System, request_id, Payload::LeakReported(event));
+        if !repeat {
+            let event =
+                LeakReported { key_id: report.key_id, workspace: workspace.clone(), reporter, url, source };
+            crate::sequencer::emit_event(
+                state,
+                batch,
+                &Actor::System,
+                request_id,
+                Payload::LeakReported(event),
+            );
+        }
         let mut revoked = false;
         if state.leaks.on_leak(&workspace) == OnLeak::Revoke
             && !revoked_already
@@ -98,7 +107,11 @@ pub(crate) fn report_leaks(
             crate::sequencer::emit_event(state, batch, &Actor::System, request_id, payload);
             revoked = true;
         }
-        outcomes.push(LeakOutcome::Recorded { revoked });
+        outcomes.push(if repeat {
+            LeakOutcome::AlreadyReported { revoked }
+        } else {
+            LeakOutcome::Recorded { revoked }
+        });
     }
     batch.require_sync();
     outcomes
