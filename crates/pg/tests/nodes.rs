@@ -103,6 +103,24 @@ async fn an_admin_key_revoked_on_one_node_is_refused_by_the_other_at_once() {
     b.shutdown().await;
 }
 
+/// A lookup by secret after `follow` (what leak reports do) finds a key issued on another
+/// node at once, not after this node caught up by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_issued_on_one_node_is_found_by_a_lookup_on_the_other_after_follow() {
+    let ledger = Ledger::new();
+    let (init, a, b) = ledger.two_nodes();
+    let root = admin(&a, init.admin_key.expose()).await;
+    for round in 0..20 {
+        let (record, secret) =
+            a.create(root.clone(), ws("acme"), spec(&format!("leaky-{round}"), &["read"])).await.unwrap();
+        b.follow().await.unwrap();
+        let found = b.find_by_secret(secret.expose()).map(|k| k.key_id);
+        assert_eq!(found, Some(record.key_id), "round {round}: issued on A, found on B");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_imported_on_one_node_is_valid_on_the_other_at_once() {
     use keyledger_core::{ForeignAlgorithm, ForeignHash};

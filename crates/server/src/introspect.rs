@@ -215,6 +215,9 @@ async fn decide(
         VerifyOutcome::Unknown => (Outcome::Unknown, Introspection::inactive()),
         VerifyOutcome::Known(verdict) => match verdict.outcome {
             Err(reason) => (Outcome::Denied(reason.code()), Introspection::inactive()),
+            // The key was issued on another node after this one looked it up above: it is
+            // still inactive to a caller that may not see it.
+            Ok(()) if !admin.can_see(&verdict.key.workspace) => (Outcome::Unknown, Introspection::inactive()),
             Ok(()) => {
                 let key = verdict.key;
                 let key_id = key.key_id.to_string();

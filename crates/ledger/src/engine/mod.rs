@@ -643,10 +643,18 @@ impl Engine {
         if Secret::check(presented).is_err() {
             return Err(LedgerError::Unauthorized(AuthError::Unknown));
         }
+        self.follow().await?;
+        self.admin_by_secret(presented).map_err(LedgerError::Unauthorized)
+    }
+
+    /// With the PostgreSQL store, reads what the other nodes appended before it returns, so
+    /// a lookup after it ([`Self::find_by_secret`]) sees every key issued anywhere before
+    /// the call; an error when the database cannot be reached. Nothing to do embedded.
+    pub async fn follow(&self) -> Result<(), LedgerError> {
         if self.shared {
             self.writer.follow_now().await?;
         }
-        self.admin_by_secret(presented).map_err(LedgerError::Unauthorized)
+        Ok(())
     }
 
     /// The admin key `presented` is, as this node's registry holds it.

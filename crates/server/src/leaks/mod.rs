@@ -80,7 +80,7 @@ pub struct GithubFeedback {
         (status = 400, description = "not a list of matches, or more than 1000 (invalid_request)", body = crate::schema::ErrorBody),
         (status = 401, description = "signature missing or invalid, or unknown key identifier (unauthorized)", body = crate::schema::ErrorBody),
         (status = 404, description = "the endpoint is not configured (not_found)", body = crate::schema::ErrorBody),
-        (status = 503, description = "the reports cannot be appended (unavailable)", body = crate::schema::ErrorBody)
+        (status = 503, description = "the reports cannot be appended, or (PostgreSQL store) the database cannot be reached to look the tokens up (unavailable)", body = crate::schema::ErrorBody)
     )
 )]
 pub async fn github(
@@ -101,6 +101,9 @@ pub async fn github(
         return Err(ApiError::invalid("body", "must hold at most 1000 matches"));
     }
     let engine = &state.engine;
+    // Keys issued on another node are looked up too (503 if the database cannot be
+    // reached: GitHub sends the report again).
+    engine.follow().await?;
     let mut reports = Vec::new();
     let mut feedback = Vec::with_capacity(matches.len());
     for found in &matches {

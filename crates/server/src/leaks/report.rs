@@ -152,6 +152,11 @@ pub async fn report(
 
 /// Looks the candidates up and records the active keys among them.
 async fn record(engine: &keyledger_ledger::Engine, report: PublicReport) {
+    // Keys issued on another node are looked up too; without the database, this node's
+    // registry is all there is (its keys are still reported).
+    if let Err(error) = engine.follow().await {
+        tracing::warn!(%error, "a public leak report is looked up without following the database");
+    }
     let mut found = Vec::new();
     for candidate in report.secrets.iter().filter(|s| s.len() <= MAX_SECRET_LEN) {
         if let Some(key) = engine.find_by_secret(candidate)
