@@ -567,6 +567,13 @@ fn workspace_policies_are_enforced() {
     let body = json!({"require_expiry": true, "ratelimits": [{"name": "api", "limit": 5, "duration": "1m"}]});
     assert_invalid(&env.http.put("/v1/workspaces/_ledger/policy", env.root(), &body), "ratelimits");
     assert_eq!(env.log_size(), size, "nothing was set");
+    // Nor a PATCH of an admin key that also renames it: refused before the rename.
+    let admin = env.create("_ledger", json!({"name": "reader", "scopes": ["ledger:keys:read"]}));
+    let size = env.log_size();
+    let body = json!({"name": "renamed", "ratelimits": [{"name": "api", "limit": 5, "duration": "1m"}]});
+    let path = format!("/v1/keys/{}", text(&admin, "key_id"));
+    assert_invalid(&env.http.patch(&path, env.root(), &body), "ratelimits");
+    assert_eq!(env.log_size(), size, "the rename was not applied either");
 }
 
 #[test]

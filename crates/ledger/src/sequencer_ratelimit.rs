@@ -188,17 +188,19 @@ pub(crate) fn set_ratelimits(
             if key.revoked_at.is_some() {
                 return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
             }
-            state.key_ratelimits.get(&key_id)
+            // An empty own list is no list (`LedgerState::own_ratelimits`): setting `[]` on
+            // a key without one changes nothing and appends nothing.
+            Some(state.own_ratelimits(&key_id).unwrap_or_default())
         }
         None => {
             authority.configure(&workspace)?;
-            state.workspace_ratelimits.get(&workspace)
+            state.workspace_ratelimits.get(&workspace).map(Vec::as_slice)
         }
     };
     if workspace.is_ledger() && !limits.is_empty() {
         return Err(never_limited());
     }
-    if current != Some(&limits) {
+    if current != Some(limits.as_slice()) {
         let payload = Payload::RateLimitsSet(RateLimitsSet { workspace, key_id, limits: limits.clone() });
         emit(state, batch, &caller.actor, caller.request_id, payload);
     }
@@ -239,6 +241,10 @@ pub(crate) fn inherit(
     new: &KeyId,
     workspace: &WorkspaceId,
 ) {
+    // Admin keys are never limited (limits set on one before that rule are not carried on).
+    if workspace.is_ledger() {
+        return;
+    }
     if let Some(limits) = state.own_ratelimits(old).map(<[_]>::to_vec) {
         let payload = Payload::RateLimitsSet(RateLimitsSet {
             workspace: workspace.clone(),

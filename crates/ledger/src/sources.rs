@@ -15,10 +15,10 @@ use keyledger_core::sources::is_narrowing;
 use keyledger_core::{Actor, Environment, KeyId, SourceNet, SourcesSet, WorkspaceId};
 
 /// The list a new key gets (empty: none) and whether it is the workspace default:
-/// `requested` (the create body's list) if not empty, else the list of `rotated_from` (the
-/// key a rotation replaces) if it has one, else the workspace default, except for the
-/// break-glass recovery, which no policy of `_ledger` may stand in the way of
-/// (docs/operations.md).
+/// `requested` (the create body's list) if not empty; for a rotation, the list of the key
+/// it replaces (`rotated_from`), none included, as docs/api.md says rotation copies it;
+/// else the workspace default, except for the break-glass recovery, which no policy of
+/// `_ledger` may stand in the way of (docs/operations.md).
 pub(crate) fn list_for_new_key(
     state: &LedgerState,
     actor: &Actor,
@@ -26,10 +26,11 @@ pub(crate) fn list_for_new_key(
     requested: Option<&[SourceNet]>,
     rotated_from: Option<KeyId>,
 ) -> (Vec<SourceNet>, bool) {
-    let inherited = rotated_from.and_then(|old| state.sources.key(&old));
-    match (requested, inherited) {
+    match (requested, rotated_from) {
         (Some(list), _) if !list.is_empty() => (list.to_vec(), false),
-        (_, Some(old)) => (old.sources.clone(), old.from_policy),
+        (_, Some(old)) => {
+            state.sources.key(&old).map_or((Vec::new(), false), |old| (old.sources.clone(), old.from_policy))
+        }
         _ if *actor == Actor::Recovery => (Vec::new(), false),
         _ => (state.source_policy(workspace).default_sources, true),
     }

@@ -337,18 +337,18 @@ async fn an_update_cannot_stretch_a_key_past_the_policys_max_lifetime() {
     let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
     let mut brief = spec("brief", &["read"]);
-    brief.expiry = Expiry::In(3_900_000);
+    brief.expiry = Expiry::In(60_000_000);
     let (key, _) = engine.create(caller.clone(), ws("acme"), brief).await.unwrap();
     // Issued before the policy, without an expiry.
     let (old, _) = engine.create(caller.clone(), ws("acme"), spec("old", &["read"])).await.unwrap();
     let mut policy = engine.policy(&ws("acme"));
-    policy.max_lifetime = Some(4_000_000);
+    policy.max_lifetime = Some(60_100_000);
     engine.set_policy(caller.clone(), ws("acme"), policy).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
 
-    // 3.5 s from now is within 4 s of now, but more than 4 s after the key's creation and
-    // later than its expiry.
-    let later = Timestamp(Timestamp::now().micros() + 3_500_000);
+    // 59.5 s from now is within the 60.1 s maximum of now, but (1.2 s having passed) more
+    // than it after the key's creation, and later than its expiry.
+    let later = Timestamp(Timestamp::now().micros() + 59_500_000);
     let expire_at =
         |at: Timestamp| keyledger_ledger::KeyChanges { expires_at: Some(Some(at)), ..Default::default() };
     let len = engine.log().len();

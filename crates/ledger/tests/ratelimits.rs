@@ -126,6 +126,11 @@ async fn defaults_rotation_and_restart() {
             Err(DenyReason::RateLimited("ws".into()))
         );
         // An empty own list removes the key's own limits: the default applies, never none.
+        let len = engine.log().len();
+        engine.set_ratelimits(system.clone(), ws("acme"), Some(plain.key_id), Vec::new()).await.unwrap();
+        assert_eq!(engine.log().len(), len, "`[]` on a key without limits of its own changes nothing");
+        let own = vec![limit("own", 9, LONG, true)];
+        engine.set_ratelimits(system.clone(), ws("acme"), Some(plain.key_id), own).await.unwrap();
         engine.set_ratelimits(system.clone(), ws("acme"), Some(plain.key_id), Vec::new()).await.unwrap();
         assert_eq!(engine.ratelimits(&plain.key_id, &ws("acme")), (default.clone(), false));
         assert_eq!(

@@ -79,6 +79,7 @@ async fn a_key_is_verified_only_from_its_sources_and_a_refusal_is_recorded() {
 async fn the_default_is_inherited_updates_only_narrow_and_rotation_inherits() {
     let (_dir, _, engine) = support::ledger();
     let caller = Caller::system();
+    let (early, _) = engine.create(caller.clone(), ws("acme"), spec("early", &[])).await.unwrap();
     let default = SourcePolicy { default_sources: nets(&["10.0.0.0/8"]), require_on_live: false };
     let policy = engine.policy(&ws("acme"));
     engine.set_policy_with_sources(caller.clone(), ws("acme"), policy, Some(default)).await.unwrap();
@@ -110,6 +111,9 @@ async fn the_default_is_inherited_updates_only_narrow_and_rotation_inherits() {
     let restricted = engine.update(caller.clone(), free.key_id, change(&["192.0.2.0/24"])).await.unwrap();
     assert!(restricted.allowed_sources.is_some());
 
+    // Rotation copies "no list" too: the default is for new keys only.
+    let (early_successor, _, _) = engine.rotate(caller.clone(), early.key_id, 0).await.unwrap();
+    assert!(early_successor.allowed_sources.is_none(), "{:?}", early_successor.allowed_sources);
     let (new, _, new_secret) = engine.rotate(caller.clone(), key.key_id, 0).await.unwrap();
     assert_eq!(new.allowed_sources.unwrap().sources, nets(&["10.1.0.0/16"]), "rotation inherits the list");
     assert!(verify_from(&engine, new_secret.expose(), Some("10.2.0.1")).await.is_err());
@@ -237,6 +241,32 @@ async fn an_admin_key_with_a_list_issues_and_acts_on_admin_keys_only_inside_it()
         .unwrap();
     let (successor, _, _) = engine.rotate(caller.clone(), inside.key_id, 0).await.unwrap();
     assert_eq!(successor.allowed_sources.unwrap().sources, nets(&["10.1.0.0/16"]));
+
+    // Without a list of its own, a new admin key takes `_ledger`'s default: issued only if
+    // the default is inside the caller's list.
+    let set_default = |list: &[&str]| {
+        let policy = engine.policy(&ledger);
+        let default = SourcePolicy { default_sources: nets(list), require_on_live: false };
+        engine.set_policy_with_sources(root.clone(), ledger.clone(), policy, Some(default))
+    };
+    set_default(&["192.0.2.0/24"]).await.unwrap();
+    let outside = engine.create(caller.clone(), ledger.clone(), spec("outside", &["ledger:keys:read"])).await;
+    assert!(refused(outside.as_ref().map(|_| ())), "{outside:?}");
+    set_default(&["10.2.0.0/16"]).await.unwrap();
+    let (defaulted, _) = engine
+        .create(caller.clone(), ledger.clone(), spec("defaulted", &["ledger:keys:read"]))
+        .await
+        .unwrap();
+    assert_eq!(defaulted.allowed_sources.unwrap().sources, nets(&["10.2.0.0/16"]));
+
+    // Revoke-all in `_ledger` revokes only the keys inside its list: the unrestricted root
+    // (and the caller itself) survive.
+    engine.revoke_all(caller.clone(), ledger.clone(), None).await.unwrap();
+    let now = Timestamp::now();
+    let status = |id| engine.key(&id).unwrap().status(now);
+    assert_eq!(status(outcome.admin_key_id), keyledger_ledger::KeyStatus::Active, "the root is beyond it");
+    assert_eq!(status(defaulted.key_id), keyledger_ledger::KeyStatus::Revoked);
+    assert_eq!(status(successor.key_id), keyledger_ledger::KeyStatus::Revoked);
     // Workspace keys are the application's: any list, or none.
     engine.create(caller.clone(), ws("acme"), spec("app", &[])).await.unwrap();
     engine.shutdown().await;

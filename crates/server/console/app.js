@@ -732,7 +732,8 @@ async function viewPolicy(ws) {
     field('Longest lifetime (empty: no limit)', lifetime, 'A duration such as 90d or 12h.'),
     field('Key prefix (empty: kl)', prefix),
     field('When one of its keys is reported leaked', onLeak, 'By GitHub secret scanning or a public report (docs/leaks.md).'),
-    field('Default rate limits (empty: none)', limits, `${RATE_LIMITS_HELP} Keys with limits of their own keep them.`),
+    // Admin keys are never rate-limited (docs/credits.md): no default for `_ledger`.
+    ws === '_ledger' ? null : field('Default rate limits (empty: none)', limits, `${RATE_LIMITS_HELP} Keys with limits of their own keep them.`),
     error,
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'policy-save' }, 'Save policy'), link(['w', ws], 'Back to keys', { class: 'button' })));
   form.addEventListener('submit', async (event) => {
@@ -744,7 +745,7 @@ async function viewPolicy(ws) {
     if (prefix.value.trim()) body.key_prefix = prefix.value.trim();
     setFormError(error, null);
     try {
-      body.ratelimits = parseRateLimits(limits.value);
+      body.ratelimits = ws === '_ledger' ? [] : parseRateLimits(limits.value);
       await API.setPolicy(ws, body);
       announce(`Policy of ${ws} saved.`);
       viewPolicy(ws);
@@ -850,8 +851,8 @@ function keyActions(key, refresh) {
   return h('div', { class: 'actions' },
     live && key.status !== 'expired' ? h('button', { type: 'button', id: 'rotate', onclick: () => rotateDialog(key, refresh) }, 'Rotate…') : null,
     live && (key.status === 'active' || key.status === 'disabled') ? h('button', { type: 'button', id: 'toggle-disabled', onclick: () => disableDialog(key, refresh) }, key.status === 'disabled' ? 'Enable…' : 'Disable…') : null,
-    live ? h('button', { type: 'button', id: 'edit-ratelimits', onclick: () => rateLimitsDialog(key, refresh) }, 'Rate limits…') : null,
-    // Admin keys are never metered (docs/credits.md).
+    // Admin keys are never metered nor rate-limited (docs/credits.md).
+    live && key.workspace !== '_ledger' ? h('button', { type: 'button', id: 'edit-ratelimits', onclick: () => rateLimitsDialog(key, refresh) }, 'Rate limits…') : null,
     live && key.workspace !== '_ledger' ? h('button', { type: 'button', id: 'top-up', onclick: () => creditsDialog(key, refresh) }, key.credits ? 'Top up credits…' : 'Set credits…') : null,
     link(['k', key.key_id, 'report'], 'Compromise report', { class: 'button', id: 'open-report' }),
     live ? h('button', { type: 'button', class: 'danger', id: 'revoke', onclick: () => revokeDialog(key, refresh) }, 'Revoke…') : null);

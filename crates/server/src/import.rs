@@ -43,8 +43,8 @@ pub struct ForeignHashBody {
     pub value: String,
 }
 
-/// One key to import: the fields of a create body (except `credits` and `ratelimits`),
-/// plus `hash` and `external_id`.
+/// One key to import: the fields of a create body (except `credits`, `ratelimits` and
+/// `expires_in`), plus `hash` and `external_id`.
 #[derive(Deserialize, ToSchema)]
 pub struct ImportEntry {
     pub hash: ForeignHashBody,

@@ -203,6 +203,9 @@ async fn decide(
     context: UsageContext,
 ) -> Result<Introspection, ApiError> {
     // A key the caller may not see is inactive to it, and is not verified on its behalf.
+    // Admin authentication has just followed the database (PostgreSQL store), so a key
+    // issued anywhere before this request is found here; one issued on another node in
+    // the instant since is verified below, but still answered inactive.
     if !admin.key.resources.is_empty()
         && let Some(key) = state.engine.find_by_secret(token)
         && !admin.can_see(&key.workspace)

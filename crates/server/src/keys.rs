@@ -336,6 +336,10 @@ pub async fn update(
         (None, None) => None,
     };
     let limits = body.ratelimits.map(|l| crate::key_ratelimits::parse_list("ratelimits", l)).transpose()?;
+    if key.workspace.is_ledger() && limits.as_ref().is_some_and(|l| !l.is_empty()) {
+        // Refused before anything is changed, so the PATCH is not half applied.
+        return Err(ApiError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited"));
+    }
     let changes = KeyChanges {
         name: body.name,
         owner: body.owner,

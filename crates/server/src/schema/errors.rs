@@ -137,5 +137,5 @@ pub enum VerifyDenials {
 
 #[derive(IntoResponses)]
 #[response(status = 400)]
-/// a query parameter is invalid or unknown; the message names it (invalid_request); body has `valid: false`
+/// a query parameter is invalid or unknown, or a requirement header is invalid or has several values; the message names it (invalid_request); body has `valid: false`
 pub struct InvalidRequirement(pub ErrorBody);
