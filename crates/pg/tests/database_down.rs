@@ -75,3 +75,56 @@ async fn a_stopped_database_fails_closed_and_the_node_recovers_by_itself() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// After a lost database, a node's rate-limit counters are recounted from the log (docs/
+/// api.md, "Rate limits"): the spends made on both nodes before the outage still count
+/// once the node has recovered, so the outage gives no key a fresh allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_node_still_counts_the_spends_made_before_the_outage() {
+    use keyledger_core::{DenyReason, RateLimit};
+    let ledger = Ledger::new();
+    let (init, a, b) = ledger.two_nodes();
+    let caller = admin(&a, init.admin_key.expose()).await;
+    let (key, secret) = a.create(caller.clone(), ws("acme"), spec("k", &["read"])).await.unwrap();
+    // A 30-day window aligned to the epoch: no run crosses its end by chance.
+    let limit =
+        RateLimit { name: "api".into(), limit: 3, duration: 30 * 86_400 * 1_000_000, auto_apply: true };
+    a.set_ratelimits(caller, ws("acme"), Some(key.key_id), vec![limit]).await.unwrap();
+    assert_eq!(verify(&a, secret.expose()).await, Some(true));
+    assert_eq!(verify(&b, secret.expose()).await, Some(true));
+
+    std::thread::scope(|s| s.spawn(|| ledger.cluster.stop().unwrap()).join().unwrap());
+    let answer =
+        a.verify(rid(), secret.expose(), VerifyRequirements::default(), UsageContext::default()).await;
+    assert!(matches!(answer, Err(LedgerError::Unavailable(_))), "{answer:?}");
+    std::thread::scope(|s| s.spawn(|| ledger.cluster.start_server().unwrap()).join().unwrap());
+
+    assert_eq!(decided("A", &a, secret.expose()).await, Ok(()), "the third of three");
+    for (name, node) in [("A", &a), ("B", &b)] {
+        assert_eq!(
+            decided(name, node, secret.expose()).await,
+            Err(DenyReason::RateLimited("api".into())),
+            "on {name}"
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// `node`'s decision on `secret` once it has recovered (it retries with a growing pause).
+async fn decided(
+    name: &str,
+    node: &keyledger_ledger::Engine,
+    secret: &str,
+) -> Result<(), keyledger_core::DenyReason> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match node.verify(rid(), secret, VerifyRequirements::default(), UsageContext::default()).await {
+            Ok(VerifyOutcome::Known(verdict)) => return verdict.outcome,
+            Err(LedgerError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => panic!("{name} did not recover within 20 s: {other:?}"),
+        }
+    }
+}
