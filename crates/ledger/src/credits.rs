@@ -236,8 +236,15 @@ pub(crate) fn top_up(
     if key.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
     }
-    refill_if_due(state, batch, &caller.actor, caller.request_id, key_id, &key.workspace, now);
-    let current = state.credits.get(&key_id).cloned();
+    // The balance a due refill would leave, checked before anything is appended: a refused
+    // top-up appends nothing, not even the refill (that waits for the next spend or top-up).
+    let mut current = state.credits.get(&key_id).cloned();
+    if let Some(c) = &mut current
+        && let Some(refill) = &c.refill
+        && refill_due(refill, c.since, now)
+    {
+        c.remaining = refill.amount;
+    }
     let (remaining, refill, threshold) = match (change, &current) {
         (CreditsChange::Add(_), None) => {
             return Err(LedgerError::Conflict(format!(
@@ -256,6 +263,7 @@ pub(crate) fn top_up(
             (n, None, low_threshold(&CreditsSpec { remaining: n, refill: None, low_threshold: None }))
         }
     };
+    refill_if_due(state, batch, &caller.actor, caller.request_id, key_id, &key.workspace, now);
     let payload = Payload::CreditsSet(CreditsSet {
         key_id,
         workspace: key.workspace.clone(),
@@ -340,6 +348,28 @@ mod tests {
         .unwrap();
         assert_eq!(verdict.credits_remaining, state.credits.get(&key_id).map(|c| c.remaining));
         (verdict.outcome, batch.events().iter().map(|e| e.payload.clone()).collect())
+    }
+
+    /// A top-up refused (its sum over the maximum) when a refill is due appends nothing, not
+    /// even the refill; one accepted appends the refill first and adds to the refilled
+    /// balance.
+    #[test]
+    fn a_refused_top_up_appends_nothing_even_when_a_refill_is_due() {
+        let (mut state, key) = metered_key(2, at("2026-12-03T10:00:00Z"));
+        let next_day = at("2026-12-04T08:00:00Z");
+        let mut batch = Batch::detached(state.applied, next_day);
+        let caller = Caller { actor: Actor::System, request_id: rid() };
+        let refused = top_up(&mut state, &mut batch, &caller, key, CreditsChange::Add(MAX_CREDITS), next_day);
+        assert!(matches!(&refused, Err(LedgerError::Invalid(f)) if f.field == "add"), "{refused:?}");
+        assert!(batch.events().is_empty(), "{:?}", batch.events());
+        let (_, credits) =
+            top_up(&mut state, &mut batch, &caller, key, CreditsChange::Add(1), next_day).unwrap();
+        assert_eq!(credits.remaining, 6, "1 added to the refilled 5");
+        assert!(
+            matches!(batch.events(), [r, t] if matches!(r.payload, Payload::CreditsRefilled(_)) && matches!(t.payload, Payload::CreditsSet(_))),
+            "{:?}",
+            batch.events()
+        );
     }
 
     #[test]
