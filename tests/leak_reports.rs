@@ -140,13 +140,10 @@ fn the_public_report_answers_the_same_whatever_it_holds_and_revokes_live_keys_it
     let (gone, gone_secret) = key(&env, "acme", "gone");
     let revoked = env.http.post(&format!("/v1/keys/{gone}/revoke"), env.root(), &json!({}));
     assert_eq!(revoked.status, 200, "{}", revoked.dump());
+    // The reporter pastes the URL it found the secret at, secret and all.
+    let url = format!("https://paste.example/raw?k={live_secret}");
     let report = |secrets: Vec<String>| {
-        env.http.send(
-            "POST",
-            "/v1/leaks/report",
-            &[],
-            Some(&json!({"secrets": secrets, "url": "https://paste.example/abc"})),
-        )
+        env.http.send("POST", "/v1/leaks/report", &[], Some(&json!({"secrets": secrets, "url": url})))
     };
     let noise: Vec<String> = (0..3).map(|i| format!("kl_live_not_a_key_{i}")).collect();
 
@@ -166,6 +163,10 @@ fn the_public_report_answers_the_same_whatever_it_holds_and_revokes_live_keys_it
     let events = leak_events(&env, &live);
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].to_string().contains("public"), "the reporter is named: {events:?}");
+    assert!(!events[0].to_string().contains(&live_secret), "the URL is recorded without the secret");
+    assert!(events[0].to_string().contains("paste.example/raw?k=[redacted]"), "{events:?}");
+    let view = env.http.get(&format!("/v1/keys/{live}"), env.root());
+    assert!(!view.body.to_string().contains(&live_secret), "nor in the revocation's reason: {}", view.dump());
     assert!(leak_events(&env, &gone).is_empty());
     let refused = env.http.send("POST", "/v1/verify", &[], Some(&json!({"key": live_secret})));
     assert_eq!(refused.status, 401, "{}", refused.dump());

@@ -29,11 +29,15 @@ use std::net::{IpAddr, SocketAddr};
 /// characters: a longer header is cut to it, a longer JSON field refused.
 pub(crate) const MAX_CONTEXT_CHARS: usize = 2048;
 
-/// The first [`MAX_CONTEXT_CHARS`] characters of a header's text, copied once (a text of at
-/// most that many bytes, the usual case, needs no character walk).
+/// A header's text as a usage event records it: each word holding a secret redacted
+/// ([`crate::redact::words`]), then cut to its first [`MAX_CONTEXT_CHARS`] characters. In
+/// that order: a cut first could leave a secret's first 49 characters, too short to be
+/// recognised, and the rest of it follows from them. Copied once (a text of at most that
+/// many bytes, the usual case, needs no character walk).
 pub(crate) fn context_text(text: &str) -> String {
+    let text = crate::redact::words(text);
     if text.len() <= MAX_CONTEXT_CHARS {
-        return text.to_owned();
+        return text.into_owned();
     }
     let end = text.char_indices().nth(MAX_CONTEXT_CHARS).map_or(text.len(), |(at, _)| at);
     text[..end].to_owned()
@@ -388,7 +392,7 @@ pub fn parse_request(
                 text.parse().map_err(|_| denial(ApiError::invalid("context.ip", "is not an IP address")))?,
             ),
         };
-        let context = UsageContext {
+        let context = without_secrets(UsageContext {
             ip,
             user_agent: bounded("context.user_agent", body.context.user_agent).map_err(denial)?,
             method: bounded("context.method", body.context.method).map_err(denial)?,
@@ -396,7 +400,7 @@ pub fn parse_request(
             request_id: bounded("context.request_id", body.context.request_id).map_err(denial)?,
             scopes: wants.scopes.clone(),
             resource: wants.resource.clone(),
-        };
+        });
         (body.key, wants, context)
     } else {
         // In the path-suffix form (Envoy ext_authz appends the original path and query),
@@ -476,14 +480,16 @@ pub fn parse_request(
             ip: Some(client),
             user_agent: header_text(headers, &header::USER_AGENT),
             method: header_text(headers, &names::FORWARDED_METHOD),
-            path: header_text(headers, &names::FORWARDED_URI).or(suffix),
+            path: header_text(headers, &names::FORWARDED_URI).or_else(|| suffix.as_deref().map(context_text)),
             request_id: header_text(headers, &names::REQUEST_ID),
             scopes: wants.scopes.clone(),
             resource: wants.resource.clone(),
         };
         (key, wants, context)
     };
-    Ok(VerifyRequest { key, wants, context: without_secrets(context) })
+    // Every context text is redacted: JSON mode's fields above, forward-auth's by
+    // `context_text`.
+    Ok(VerifyRequest { key, wants, context })
 }
 
 /// Looks the parsed request's key up and has the engine decide it (recording a `used` or
@@ -577,6 +583,22 @@ mod tests {
     use super::*;
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+
+    /// A secret that the cut at `MAX_CONTEXT_CHARS` would split is redacted whole first:
+    /// wherever it sits near the end, none of its body is kept.
+    #[test]
+    fn context_text_redacts_a_secret_before_it_cuts_the_text() {
+        use keyledger_core::{KeyPrefix, Secret};
+        let secret = Secret::generate(&KeyPrefix::default_prefix(), Environment::Live).expect("entropy");
+        let secret = secret.expose();
+        let body = &secret[secret.len() - 49..secret.len() - 6];
+        for cut_inside in 1..secret.len() {
+            let pad = "p".repeat(MAX_CONTEXT_CHARS - (secret.len() - cut_inside) - "&api_key=".len());
+            let text = context_text(&format!("/x?pad={pad}&api_key={secret}"));
+            assert!(text.chars().count() <= MAX_CONTEXT_CHARS);
+            assert!(!text.contains(&body[..20]), "{cut_inside}: {}", &text[text.len() - 60..]);
+        }
+    }
 
     #[test]
     fn context_text_keeps_the_first_characters_not_bytes() {

@@ -18,6 +18,7 @@
 //!   body the HTTP path answers (401, 403, 429, 503, 400).
 
 use crate::error::{ApiError, ErrorCode};
+use crate::verify::MAX_CONTEXT_CHARS;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption, address};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{
@@ -28,9 +29,6 @@ use envoy_types::pb::google::rpc;
 use keyledger_core::{Environment, UsageContext, WorkspaceId, validate};
 use keyledger_ledger::{VerifiedKey, VerifyRequirements};
 use std::net::IpAddr;
-
-/// Longest recorded context text, as on the HTTP path.
-const MAX_CONTEXT_CHARS: usize = 2048;
 
 /// The context extensions keyledger reads.
 const EXTENSIONS: [&str; 6] = ["scope", "resource", "environment", "workspace", "cost", "ratelimit"];
@@ -68,7 +66,7 @@ pub(crate) fn parse(request: &CheckRequest) -> Result<Check, ApiError> {
             "context_extensions",
             format!(
                 "has `{}`, which keyledger does not know (it reads {})",
-                bounded(unknown),
+                crate::verify::context_text(unknown),
                 EXTENSIONS.join(", ")
             ),
         ));
@@ -126,9 +124,8 @@ pub(crate) fn parse(request: &CheckRequest) -> Result<Check, ApiError> {
         .map(|(key, _)| key.to_owned())
         .unwrap_or_default();
     let source = source_address(attributes);
-    let text = |value: Option<String>| {
-        value.filter(|v| !v.is_empty()).map(|v| crate::redact::words(&bounded(&v)).into_owned())
-    };
+    let text =
+        |value: Option<String>| value.filter(|v| !v.is_empty()).map(|v| crate::verify::context_text(&v));
     let context = UsageContext {
         ip: source,
         user_agent: text(header("user-agent")),
@@ -141,11 +138,6 @@ pub(crate) fn parse(request: &CheckRequest) -> Result<Check, ApiError> {
         resource: wants.resource.clone(),
     };
     Ok(Check { key, wants, context, source })
-}
-
-/// At most [`MAX_CONTEXT_CHARS`] characters of `text`.
-fn bounded(text: &str) -> String {
-    text.chars().take(MAX_CONTEXT_CHARS).collect()
 }
 
 /// The downstream peer's IP address as Envoy reports it (its `source`).

@@ -111,8 +111,9 @@ pub async fn github(
         if let Some(key) = &key {
             reports.push(LeakReportIn {
                 key_id: key.key_id,
-                url: found.url.clone(),
-                source: found.source.clone(),
+                // Recorded for ever: never with a secret in it (docs/security.md).
+                url: found.url.as_deref().map(|url| crate::redact::words(url).into_owned()),
+                source: found.source.as_deref().map(|source| crate::redact::words(source).into_owned()),
             });
         }
         feedback.push(GithubFeedback {

@@ -162,7 +162,9 @@ async fn record(engine: &keyledger_ledger::Engine, report: PublicReport) {
         if let Some(key) = engine.find_by_secret(candidate)
             && !found.iter().any(|r: &LeakReportIn| r.key_id == key.key_id)
         {
-            found.push(LeakReportIn { key_id: key.key_id, url: report.url.clone(), source: None });
+            // A reporter may paste the URL the secret was found at, secret and all.
+            let url = report.url.as_deref().map(|url| crate::redact::words(url).into_owned());
+            found.push(LeakReportIn { key_id: key.key_id, url, source: None });
         }
     }
     drop(report); // zeroes the candidates
