@@ -165,6 +165,8 @@ pub struct FaultSwitch {
     writes: AtomicU64,
     bytes_written: AtomicU64,
     syncs: AtomicU64,
+    /// Milliseconds every sync takes before it does anything (a slow disk; not a fault).
+    sync_delay_ms: AtomicU64,
 }
 
 impl Default for FaultSwitch {
@@ -177,6 +179,7 @@ impl Default for FaultSwitch {
             writes: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            sync_delay_ms: AtomicU64::new(0),
         }
     }
 }
@@ -215,6 +218,12 @@ impl FaultSwitch {
     /// fails with `ENOSPC`. `None` removes the limit.
     pub fn set_space_left(&self, bytes: Option<u64>) {
         self.space_left.store(bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// Every sync first waits `delay` (a slow disk: durable writes take that long, and
+    /// succeed). Not a [`Fault`] and not turned off by [`Self::clear`]: zero turns it off.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.sync_delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     /// Turns every fault off (counters are kept).
@@ -262,6 +271,10 @@ impl FaultSwitch {
 
     fn sync(&self) -> io::Result<()> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
+        let delay = self.sync_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         if self.fail_sync.load(Ordering::SeqCst) { Err(eio()) } else { Ok(()) }
     }
 }

@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use keyledger_core::KeyId;
 use keyledger_ledger::IdempotencyTag;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -217,10 +217,10 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     };
     let id = (key_id, key);
     let before = look_up(&state, &id, fingerprint);
-    let before = match before {
+    let (before, _in_flight) = match before {
         Before::Answer(response) => return response,
-        Before::Fresh => None,
-        Before::Replay(stored) => Some(stored),
+        Before::Fresh => (None, Some(InFlightGuard { cache: state.idempotency.clone(), id: id.clone() })),
+        Before::Replay(stored) => (Some(stored), None),
     };
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(tag);
@@ -245,6 +245,25 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     }
     // Carried out now (a new request, or a replay whose record the writer had forgotten).
     keep(&state, &id, fingerprint, before.is_some(), response).await
+}
+
+/// Removes a request's in-flight entry when the request ends without completing it, however
+/// it ends: a handler's error, or the request's future dropped (the request timeout fired,
+/// the client went away) while the writer may still carry the command out. A retry then
+/// finds no entry, asks the writer, and gets the 409 naming what was done (or does it),
+/// instead of "still being processed" until the entry expires.
+struct InFlightGuard {
+    cache: Arc<IdempotencyCache>,
+    id: EntryId,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut entries = self.cache.lock();
+        if matches!(entries.map.get(&self.id), Some(Entry { outcome: Outcome::InFlight, .. })) {
+            entries.remove(&self.id);
+        }
+    }
 }
 
 /// The cache's view of request `id` with `fingerprint`; registers it as in flight if new.

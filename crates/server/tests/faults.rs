@@ -293,3 +293,46 @@ async fn recovers_from(fault: Fault) {
     )
     .unwrap_or_else(|e| panic!("{what}: log verify after the recovery: {e}"));
 }
+
+/// A create whose fsync outlasts the request timeout answers 408, but the writer still
+/// carries it out. A retry under the same `Idempotency-Key` then learns that it was done
+/// (409 naming the key it produced), rather than "still being processed" for a day, and
+/// no second key is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_idempotent_create_is_answered_as_done_on_retry() {
+    let ledger = support::init();
+    let switch = FaultSwitch::new();
+    let options = EngineOptions {
+        storage: Arc::new(FaultyStorage::with_switch(switch.clone())),
+        ..EngineOptions::default()
+    };
+    let config = keyledger_server::ServerConfig {
+        request_timeout: Duration::from_millis(200),
+        ..keyledger_server::ServerConfig::default()
+    };
+    let api = support::open(&ledger, options, config);
+    let body = Some(json!({"name": "slow"}).to_string());
+    let create = || {
+        let headers = [("idempotency-key", "create-slow-1")];
+        support::request("POST", "/v1/workspaces/acme/keys", Some(&api.admin), &headers, body.clone())
+    };
+    switch.set_sync_delay(Duration::from_millis(800));
+    let first = api.send(create()).await;
+    assert_eq!(first.status, StatusCode::REQUEST_TIMEOUT, "{}", first.dump());
+    switch.set_sync_delay(Duration::ZERO);
+    // The writer finishes the create meanwhile (a retry during its fsync times out too).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let retry = loop {
+        let retry = api.send(create()).await;
+        if retry.status != StatusCode::REQUEST_TIMEOUT || Instant::now() > deadline {
+            break retry;
+        }
+    };
+    let listed = api.admin("GET", "/v1/workspaces/acme/keys", None).await.body["keys"].clone();
+    let listed = listed.as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "the timed-out create was carried out");
+    assert_eq!(retry.status, StatusCode::CONFLICT, "{}", retry.dump());
+    assert_eq!(retry.body["key_ids"], json!([listed[0]["key_id"]]), "{}", retry.dump());
+    let list = api.admin("GET", "/v1/workspaces/acme/keys", None).await;
+    assert_eq!(list.body["keys"].as_array().map(Vec::len), Some(1), "no second key");
+}
