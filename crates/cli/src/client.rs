@@ -36,6 +36,8 @@ pub mod exit {
     pub const SERVER: u8 = 5;
     /// The server could not be reached or its answer could not be read.
     pub const TRANSPORT: u8 = 6;
+    /// The server's answer could not be written to stdout (a full disk, a closed terminal).
+    pub const OUTPUT: u8 = 7;
 }
 
 /// What can go wrong talking to keyledger.

@@ -12,6 +12,12 @@ use clap::Args;
 use serde_json::Value;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Mutex;
+
+/// The first error writing an answer to stdout, other than a closed pipe (`| head`, which
+/// is the reader's choice): a command whose answer could not be written (a full disk, a
+/// closed terminal), perhaps a secret shown only once, must not exit 0 ([`finish`]).
+static OUTPUT_ERROR: Mutex<Option<String>> = Mutex::new(None);
 
 /// How to reach the server; accepted before or after the subcommand.
 #[derive(Args, Clone)]
@@ -35,10 +41,23 @@ impl Connection {
     }
 }
 
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic, any other
+/// failure is remembered for [`finish`].
 pub(crate) fn emit(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    if let Err(error) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        let mut first = OUTPUT_ERROR.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(|| error.to_string());
+    }
+}
+
+/// Writes `line` and a newline to stdout, or the error (a closed pipe included): for an
+/// answer that must reach its reader, such as the first admin key of `init`.
+pub(crate) fn print_required(line: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush())
 }
 
 /// Writes `value` as pretty JSON and a newline to stdout (see [`emit`]).
@@ -50,8 +69,17 @@ pub(crate) fn emit_json(value: &Value) {
 /// The exit of a command: 0, or `keyledger: <code>: <message>` on stderr and the error
 /// class's exit code (see [`crate::client::exit`]).
 pub(crate) fn finish(result: Result<(), ClientError>) -> ExitCode {
+    let output_error = OUTPUT_ERROR.lock().unwrap_or_else(|e| e.into_inner()).take();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match output_error {
+            None => ExitCode::SUCCESS,
+            Some(error) => {
+                eprintln!(
+                    "keyledger: the answer could not be written to standard output ({error}); what the server did stands (`keys list` shows it; a secret it held cannot be shown again: rotate that key)"
+                );
+                ExitCode::from(crate::client::exit::OUTPUT)
+            }
+        },
         Err(error) => {
             eprintln!("keyledger: {error}");
             ExitCode::from(error.exit_code())

@@ -346,8 +346,16 @@ fn init(data_dir: PathBuf, origin: Option<String>, store: Option<String>) -> Res
         // The kind of store, never the connection string (it may hold a password).
         json["store"] = "postgresql".into();
     }
-    println!("{json}");
+    print_admin_key(&json.to_string())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the JSON holding a new admin key's secret (shown once), or fails naming what to
+/// do: the key exists, so a lost secret is recovered with `keyledger admin recover`.
+pub(crate) fn print_admin_key(json: &str) -> Result<()> {
+    connection::print_required(json).context(
+        "the admin key could not be written to standard output; it cannot be shown again: run `keyledger admin recover` (server stopped) for a new one",
+    )
 }
 
 /// `KEYLEDGER_PEPPER` / `KEYLEDGER_SIGNING_KEY` (docs/operations.md, "Secrets from the
@@ -408,7 +416,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     if args.store.is_none() && !keyledger_ledger::datadir::is_initialised(&args.data_dir) {
         let outcome =
             Engine::init(&args.data_dir, options.clone()).context("cannot initialise the data dir")?;
-        println!("{}", init_json(&outcome));
+        print_admin_key(&init_json(&outcome).to_string())?;
     }
     let engine = Arc::new(Engine::open(&args.data_dir, options).context("cannot open the data dir")?);
     let config = keyledger_server::ServerConfig {

@@ -41,7 +41,7 @@ pub fn run(command: AdminCommand) -> Result<ExitCode> {
                 EngineOptions { store, secrets: crate::secrets_from_env()?, ..EngineOptions::default() };
             let outcome =
                 Engine::recover(&data_dir, options).context("recovery refused (stop the server first)")?;
-            println!("{}", crate::init_json(&outcome));
+            crate::print_admin_key(&crate::init_json(&outcome).to_string())?;
             Ok(ExitCode::SUCCESS)
         }
     }

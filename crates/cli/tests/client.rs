@@ -159,6 +159,29 @@ fn errors_map_to_exit_codes_without_leaking_the_admin_key() {
     assert!(stderr(&unreachable).starts_with("keyledger: transport: "), "{}", stderr(&unreachable));
     assert!(!stderr(&unreachable).contains(bogus));
 
+    // An answer that cannot be written (here a full disk: /dev/full) is not a success: the
+    // secret it held is lost, so the command says so and exits 7.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let lost = server
+        .command(&server.admin_key, &["keys", "create", "acme", "--name", "lost", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(full)
+        .output()
+        .expect("run keyledger");
+    assert_eq!(lost.status.code(), Some(7), "{}", stderr(&lost));
+    assert!(stderr(&lost).contains("could not be written"), "{}", stderr(&lost));
+    // So does `init`, whose answer is the first admin key: it names the way back.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let init = Command::new(BIN)
+        .args(["init", "--data-dir", data_dir.to_str().expect("utf-8")])
+        .stdout(full)
+        .output()
+        .expect("run keyledger init");
+    assert!(!init.status.success(), "{}", stderr(&init));
+    assert!(stderr(&init).contains("admin recover"), "{}", stderr(&init));
+
     // A workspace key is not an admin key: 403, exit 3.
     let created = server.json(&["keys", "create", "acme", "--name", "app"]);
     let app_secret = created["secret"].as_str().expect("secret");
