@@ -227,6 +227,8 @@ fn invalid_fields_are_named() {
         (json!({"name": "a", "expires_in": "soon"}), "expires_in"),
         (json!({"name": "a", "expires_in": "-5m"}), "expires_in"),
         (json!({"name": "a", "expires_at": "next tuesday"}), "expires_at"),
+        // Past the year 9999, which no view could write as a time.
+        (json!({"name": "a", "expires_in": "15000000w"}), "expires_at"),
         (json!({"name": "a", "environment": "prod"}), "environment"),
         (json!({"name": "a", "owner": ""}), "owner"),
         (json!({"name": "a", "metadata": [1, 2]}), "metadata"),

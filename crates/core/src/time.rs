@@ -32,6 +32,10 @@ impl Timestamp {
         u64::try_from(self.0 / 1000).unwrap_or(0)
     }
 
+    /// The latest instant RFC 3339 can write (9999-12-31T23:59:59.999999Z): a key's expiry
+    /// is never later, so every view and export can show it as a time.
+    pub const LATEST: Timestamp = Timestamp(253_402_300_799_999_999);
+
     /// `self + micros`, saturating instead of overflowing.
     pub fn plus_micros(self, micros: i64) -> Self {
         Self(self.0.saturating_add(micros))
@@ -97,6 +101,13 @@ pub fn format_duration(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_instant_is_the_last_rfc_3339_can_write() {
+        assert_eq!(Timestamp::LATEST.to_rfc3339(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(Timestamp::parse_rfc3339("9999-12-31T23:59:59.999999Z"), Some(Timestamp::LATEST));
+        assert!(!Timestamp::LATEST.plus_micros(1).to_rfc3339().starts_with("9999"));
+    }
 
     /// Regression (found by schemathesis: `GET /v1/audit/hygiene?older_than=%C2%80` dropped
     /// the connection): a multi-byte last character panicked in `split_at`.

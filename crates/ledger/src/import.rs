@@ -18,7 +18,7 @@ use crate::authority::{Authority, Target};
 use crate::commands::{Caller, IdempotencyTag, IssuedSecret, KeySpec};
 use crate::error::LedgerError;
 use crate::sequencer::{
-    check_actor, check_idempotency, check_policy, emit, expiry_at, find, record_idempotency,
+    check_actor, check_expiry, check_idempotency, check_policy, emit, expiry_at, find, record_idempotency,
 };
 use crate::state::{KeyRecord, LedgerState};
 use crate::verdict::Verdict;
@@ -126,8 +126,8 @@ pub(crate) fn import_keys(
         }
         first_of.insert(digest, index);
         let expires_at = expiry_at(entry.key.expiry, now);
-        if expires_at.is_some_and(|at| at <= now) {
-            return Err(at_entry(index, LedgerError::invalid("expires_at", "must be in the future")));
+        if let Some(at) = expires_at {
+            check_expiry(at, now).map_err(|e| at_entry(index, e))?;
         }
         let target = Target {
             key_id: None,

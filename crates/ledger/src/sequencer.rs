@@ -618,6 +618,19 @@ pub(crate) fn check_policy(
     Ok(())
 }
 
+/// 400 naming `expires_at` unless `at` is after `now` and no later than the latest instant
+/// RFC 3339 can write (an `expires_in` of a million years would otherwise be shown as a
+/// bare number).
+pub(crate) fn check_expiry(at: Timestamp, now: Timestamp) -> Result<(), LedgerError> {
+    if at <= now {
+        return Err(LedgerError::invalid("expires_at", "must be in the future"));
+    }
+    if at > Timestamp::LATEST {
+        return Err(LedgerError::invalid("expires_at", "must be no later than 9999-12-31T23:59:59Z"));
+    }
+    Ok(())
+}
+
 /// When a key issued at `now` with `expiry` expires.
 pub(crate) fn expiry_at(expiry: Expiry, now: Timestamp) -> Option<Timestamp> {
     match expiry {
@@ -645,8 +658,8 @@ fn create(
         return Err(LedgerError::invalid("credits", "admin keys are never metered"));
     }
     if rotated_from.is_none() {
-        if expires_at.is_some_and(|at| at <= now) {
-            return Err(LedgerError::invalid("expires_at", "must be in the future"));
+        if let Some(at) = expires_at {
+            check_expiry(at, now)?;
         }
         let (list, _) =
             crate::sources::list_for_new_key(state, &caller.actor, &workspace, sources.as_deref(), None);
@@ -809,8 +822,8 @@ fn update(
         }
     }
     if let Some(expires_at) = changes.expires_at {
-        if expires_at.is_some_and(|at| at <= now) {
-            return Err(LedgerError::invalid("expires_at", "must be in the future"));
+        if let Some(at) = expires_at {
+            check_expiry(at, now)?;
         }
         let policy = state.policy(&key.workspace);
         if policy.require_expiry && expires_at.is_none() {
