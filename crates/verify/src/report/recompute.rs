@@ -109,6 +109,25 @@ impl<'a> Recompute<'a> {
         }
         Ok(Checked { coverage, events: self.events })
     }
+
+    /// [`Self::finish`] for events that claim to be every leaf of the log from seq 0 on (the
+    /// log's entry bundles, an unfiltered export): anything short of the checkpoint's whole
+    /// tree recomputed is an error, since nothing else proves these events are the log's.
+    ///
+    /// # Errors
+    ///
+    /// [`ReportError::Events`] if an event was missing, out of place or beyond the
+    /// checkpoint's size, and those of [`Self::finish`].
+    pub fn finish_complete(self) -> Result<Checked, ReportError> {
+        let checked = self.finish()?;
+        if checked.coverage != Coverage::CompleteTree {
+            return Err(ReportError::Events(
+                "the events do not make up the report's tree (one is missing, out of place or beyond it)"
+                    .into(),
+            ));
+        }
+        Ok(checked)
+    }
 }
 
 /// Checks a report against a saved export: the export itself first ([`verify_export`],
@@ -173,10 +192,7 @@ pub fn check_with_export<R: BufRead>(
             .ok_or_else(|| ReportError::Events("an export line without `raw`".into()))?;
         recompute.push_raw(&raw)?;
     }
-    let checked = recompute.finish()?;
-    if !summary.filtered && checked.coverage != Coverage::CompleteTree {
-        return Err(ReportError::Events("the export's events do not make up the report's tree".into()));
-    }
+    let checked = if summary.filtered { recompute.finish()? } else { recompute.finish_complete()? };
     Ok((checked, summary))
 }
 
