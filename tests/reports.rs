@@ -130,10 +130,19 @@ fn a_report_is_produced_read_and_checked_against_the_log() {
     assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("<script src"));
     assert!(!html.contains(&busy) && !html.contains(admin), "a secret in the report");
 
-    // An export of the workspace and the entry bundles both support every figure.
-    let export = dir.join("acme.jsonl");
-    assert_ok(
-        &keyledger(&[
+    // An export of the workspace and the entry bundles both support every figure. The log
+    // grows past the report's checkpoint first: a later export of the workspace must then
+    // prove that its tree extends the report's (`--consistency-from`), or it could be of a
+    // forked history.
+    let report_size = report["checkpoint"]["size"].as_u64().unwrap();
+    create("acme", "later");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while checkpoint_size(&http, admin) <= report_size {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint past the report's");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let export_acme = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
             "export",
             "create",
             "--url",
@@ -143,11 +152,19 @@ fn a_report_is_produced_read_and_checked_against_the_log() {
             "--workspace",
             "acme",
             "--out",
-            path_str(&export),
-        ]),
-        "export create",
-    );
+            path_str(out),
+        ];
+        args.extend_from_slice(extra);
+        assert_ok(&keyledger(&args), "export create");
+    };
     let key = ledger.log_public_key.as_str();
+    let unlinked = dir.join("acme-unlinked.jsonl");
+    export_acme(&unlinked, &[]);
+    let run = verify(&html_file, key, &["--export", path_str(&unlinked)]);
+    assert_eq!(run.status.code(), Some(1), "an unlinked later export: {}", run.stdout);
+    assert!(run.stderr.contains("consistency_from"), "{}", run.stderr);
+    let export = dir.join("acme.jsonl");
+    export_acme(&export, &["--consistency-from", &report_size.to_string()]);
     let run = verify(&html_file, key, &["--export", path_str(&export)]);
     assert_ok(&run, "report verify html --export");
     assert!(run.stdout.contains("every figure recomputed"), "{}", run.stdout);
@@ -227,4 +244,11 @@ fn the_api_refuses_bad_parameters_and_hides_other_workspaces() {
     let html = http.get(&format!("{base}&format=html&workspace=beta"), &narrow);
     assert_eq!(html.status, 200);
     assert_eq!(html.header("content-type"), Some("text/html; charset=utf-8"));
+}
+
+/// The size of the server's latest checkpoint.
+fn checkpoint_size(http: &keyledger_e2e::Client, admin: &str) -> u64 {
+    let answer = http.get("/v1/log/checkpoint", admin);
+    assert_eq!(answer.status, 200, "{}", answer.dump());
+    answer.body["size"].as_u64().unwrap()
 }

@@ -131,8 +131,9 @@ impl<'a> Recompute<'a> {
 }
 
 /// Checks a report against a saved export: the export itself first ([`verify_export`],
-/// same public key), then the figures recomputed from its lines. `open` is called twice,
-/// for the two passes over the file.
+/// same public key; a filtered export anchored later than the report must carry the
+/// consistency proof from the report's checkpoint), then the figures recomputed from its
+/// lines. `open` is called once per pass over the file (two or three).
 ///
 /// # Errors
 ///
@@ -156,6 +157,17 @@ pub fn check_with_export<R: BufRead>(
         return Err(ReportError::Checkpoint(
             "the export's checkpoint has the report's size but another root".into(),
         ));
+    }
+    // A filtered export's lines are proven in the export's tree: a later one must be proven
+    // to extend the report's (its `consistency_from`), or the two could come from forked
+    // histories. An unfiltered export recomputes the report's root from its lines instead.
+    if summary.filtered && summary.checkpoint_size > report.anchor.size {
+        verify_export(open().map_err(io)?, key, Some(&report.anchor.note)).map_err(|e| {
+            ReportError::Export(format!(
+                "{e} (export the workspace with consistency_from={} to link it to the report's checkpoint)",
+                report.anchor.size
+            ))
+        })?;
     }
     let covers =
         summary.last_seq.is_some_and(|last| last + 1 >= report.anchor.size) || report.anchor.size == 0;
