@@ -305,12 +305,14 @@ impl Shared {
                 return;
             }
             state.last_alarm[index] = key;
+            // Counted before it is shown: whoever sees the alarm (under this lock) sees it
+            // counted in the metrics too.
+            self.counters[index].fork_alarms.fetch_add(1, Ordering::Relaxed);
             state.fork_alarm = Some(alarm.clone());
         }
         if let Err(error) = self.records.record_alarm(&alarm.record(false)) {
             tracing::error!(%error, "could not store the fork alarm; only this node shows it");
         }
-        self.counters[index].fork_alarms.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             witness = %alarm.witness,
             kind,
