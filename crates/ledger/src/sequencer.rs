@@ -286,16 +286,7 @@ fn create_key(
     // future" is left to `create`: an honest retry whose `expires_at` has passed meanwhile
     // still gets its replay.
     let KeyControls { sources, ratelimits } = controls;
-    let (list, _) =
-        crate::sources::list_for_new_key(state, &caller.actor, &workspace, sources.as_deref(), None);
-    let target = Target {
-        key_id: None,
-        workspace: &workspace,
-        scopes: &spec.scopes,
-        resources: &spec.resources,
-        sources: &list,
-    };
-    authority.issue(target, expiry_at(spec.expiry, now))?;
+    may_issue(state, caller, &authority, &workspace, &spec, sources.as_deref(), expiry_at(spec.expiry, now))?;
     check_idempotency(state, idempotency.as_ref(), now)?;
     let ratelimits = ratelimits.filter(|limits| !limits.is_empty());
     if ratelimits.is_some() && workspace.is_ledger() {
@@ -618,6 +609,24 @@ pub(crate) fn check_policy(
     Ok(())
 }
 
+/// Whether the caller may issue (not rotate) the key `spec` describes, with the source
+/// allow-list it would get (`requested`, or the workspace default) and `expires_at`
+/// ([`Authority::issue`]).
+fn may_issue(
+    state: &LedgerState,
+    caller: &Caller,
+    authority: &Authority,
+    workspace: &WorkspaceId,
+    spec: &KeySpec,
+    requested: Option<&[keyledger_core::SourceNet]>,
+    expires_at: Option<Timestamp>,
+) -> Result<(), LedgerError> {
+    let (list, _) = crate::sources::list_for_new_key(state, &caller.actor, workspace, requested, None);
+    let target =
+        Target { key_id: None, workspace, scopes: &spec.scopes, resources: &spec.resources, sources: &list };
+    authority.issue(target, expires_at)
+}
+
 /// 400 naming `expires_at` unless `at` is after `now` and no later than the latest instant
 /// RFC 3339 can write (an `expires_in` of a million years would otherwise be shown as a
 /// bare number).
@@ -661,16 +670,7 @@ fn create(
         if let Some(at) = expires_at {
             check_expiry(at, now)?;
         }
-        let (list, _) =
-            crate::sources::list_for_new_key(state, &caller.actor, &workspace, sources.as_deref(), None);
-        let target = Target {
-            key_id: None,
-            workspace: &workspace,
-            scopes: &spec.scopes,
-            resources: &spec.resources,
-            sources: &list,
-        };
-        authority.issue(target, expires_at)?;
+        may_issue(state, caller, authority, &workspace, &spec, sources.as_deref(), expires_at)?;
         // The break-glass recovery is the way back, not a key like others: no policy of
         // `_ledger` may stand in its way (docs/operations.md).
         if caller.actor != Actor::Recovery {
