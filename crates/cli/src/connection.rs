@@ -75,7 +75,7 @@ pub(crate) fn finish(result: Result<(), ClientError>) -> ExitCode {
             None => ExitCode::SUCCESS,
             Some(error) => {
                 eprintln!(
-                    "keyledger: the answer could not be written to standard output ({error}); what the server did stands (`keys list` shows it; a secret it held cannot be shown again: rotate that key)"
+                    "keyledger: the answer could not be written to standard output ({error}); what the server did stands, and a secret the answer held cannot be shown again"
                 );
                 ExitCode::from(crate::client::exit::OUTPUT)
             }

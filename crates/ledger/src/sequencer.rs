@@ -727,7 +727,9 @@ fn may_rotate(
     now: Timestamp,
 ) -> Result<(KeyRecord, Option<Timestamp>), LedgerError> {
     let old = act_on(state, authority, key_id, "rotate")?;
-    let new_expiry = old.lifetime.map(|l| now.plus_micros(l.max(0)));
+    // Never later than the latest instant a view can write (a lifetime from a key issued
+    // long ago could reach past it).
+    let new_expiry = old.lifetime.map(|l| now.plus_micros(l.max(0)).min(Timestamp::LATEST));
     authority.limit_expiry(new_expiry)?;
     Ok((old, new_expiry))
 }
@@ -779,7 +781,7 @@ fn rotate(
     )?;
     crate::credits::move_on_rotation(state, batch, caller, &old, new.key_id, now);
     crate::sequencer_ratelimit::inherit(state, batch, caller, &key_id, &new.key_id, &old.workspace);
-    let valid_until = (overlap > 0).then(|| now.plus_micros(overlap));
+    let valid_until = (overlap > 0).then(|| now.plus_micros(overlap).min(Timestamp::LATEST));
     let rotated = Rotated { key_id, workspace: old.workspace.clone(), rotated_to: new.key_id, valid_until };
     emit(state, batch, &caller.actor, caller.request_id, Payload::Rotated(rotated));
     if overlap == 0 {

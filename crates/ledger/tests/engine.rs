@@ -367,3 +367,19 @@ async fn an_update_cannot_stretch_a_key_past_the_policys_max_lifetime() {
     engine.update(caller.clone(), old.key_id, expire_at(later)).await.unwrap();
     engine.shutdown().await;
 }
+
+/// A rotation's successor inherits the old key's lifetime, and an overlap extends nothing
+/// past the latest instant a view can write: both stay at or before `Timestamp::LATEST`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_never_gives_an_expiry_past_the_latest_instant() {
+    let (_dir, _, engine) = support::ledger();
+    let caller = Caller::system();
+    let mut last = spec("last", &["read"]);
+    last.expiry = Expiry::At(Timestamp::LATEST);
+    let (key, _) = engine.create(caller.clone(), ws("acme"), last).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (new, old, _) = engine.rotate(caller.clone(), key.key_id, i64::MAX / 2).await.unwrap();
+    assert_eq!(new.expires_at, Some(Timestamp::LATEST));
+    assert!(old.expires_at.is_some_and(|at| at <= Timestamp::LATEST), "{:?}", old.expires_at);
+    engine.shutdown().await;
+}

@@ -70,6 +70,8 @@ struct Entry {
     fingerprint: [u8; 32],
     stored_at: Instant,
     outcome: Outcome,
+    /// Which request registered it (see [`InFlightGuard`]).
+    generation: u64,
 }
 
 /// The caller's admin key id and its `Idempotency-Key`.
@@ -80,6 +82,8 @@ struct Entries {
     map: HashMap<EntryId, Entry>,
     /// Sum of the stored bodies' lengths.
     bytes: usize,
+    /// The generation of the last entry registered.
+    generations: u64,
 }
 
 impl Entries {
@@ -152,8 +156,8 @@ fn conflict(message: &str) -> Response {
 
 /// What the cache says about a request before it runs.
 enum Before {
-    /// Not seen: carry it out (an in-flight entry now stands for it).
-    Fresh,
+    /// Not seen: carry it out (an in-flight entry of this generation now stands for it).
+    Fresh(u64),
     /// Done before with this fingerprint: run the handler's checks, then replay this.
     Replay(Stored),
     /// Answer this at once.
@@ -219,7 +223,9 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let before = look_up(&state, &id, fingerprint);
     let (before, _in_flight) = match before {
         Before::Answer(response) => return response,
-        Before::Fresh => (None, Some(InFlightGuard { cache: state.idempotency.clone(), id: id.clone() })),
+        Before::Fresh(generation) => {
+            (None, Some(InFlightGuard { cache: state.idempotency.clone(), id: id.clone(), generation }))
+        }
         Before::Replay(stored) => (Some(stored), None),
     };
     let mut request = Request::from_parts(parts, Body::from(bytes));
@@ -252,15 +258,20 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
 /// the client went away) while the writer may still carry the command out. A retry then
 /// finds no entry, asks the writer, and gets the 409 naming what was done (or does it),
 /// instead of "still being processed" until the entry expires.
+/// Only the entry this request registered (its generation) is removed: once the request
+/// removed it itself, a twin may have registered its own under the same id.
 struct InFlightGuard {
     cache: Arc<IdempotencyCache>,
     id: EntryId,
+    generation: u64,
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let mut entries = self.cache.lock();
-        if matches!(entries.map.get(&self.id), Some(Entry { outcome: Outcome::InFlight, .. })) {
+        let ours =
+            |entry: &Entry| matches!(entry.outcome, Outcome::InFlight) && entry.generation == self.generation;
+        if entries.map.get(&self.id).is_some_and(ours) {
             entries.remove(&self.id);
         }
     }
@@ -289,8 +300,12 @@ fn look_up(state: &AppState, id: &EntryId, fingerprint: [u8; 32]) -> Before {
             ApiError::new(ErrorCode::Unavailable, "too many idempotent requests in flight").into_response(),
         );
     }
-    entries.map.insert(id.clone(), Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight });
-    Before::Fresh
+    entries.generations += 1;
+    let generation = entries.generations;
+    entries
+        .map
+        .insert(id.clone(), Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight, generation });
+    Before::Fresh(generation)
 }
 
 /// Whether the log records the request of `tag` as carried out, with this very request.
@@ -355,7 +370,12 @@ async fn keep(
     if was_replay {
         // The earlier entry stood for a request the writer no longer remembers.
         entries.remove(id);
-        entries.map.insert(id.clone(), Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight });
+        entries.generations += 1;
+        let generation = entries.generations;
+        entries.map.insert(
+            id.clone(),
+            Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight, generation },
+        );
     }
     entries.complete(id, stored, now);
     answer
@@ -364,6 +384,26 @@ async fn keep(
 #[cfg(test)]
 mod tests {
     use super::MAX_REPLAY_BYTES;
+
+    /// A request's guard removes only the in-flight entry it registered: not a twin's,
+    /// registered under the same id after the request removed its own.
+    #[test]
+    fn a_guard_leaves_a_twins_in_flight_entry_alone() {
+        use super::{Entry, IdempotencyCache, InFlightGuard, Outcome};
+        let cache = Arc::new(IdempotencyCache::default());
+        let id = (keyledger_core::KeyId::from_bytes([1; 16]), "retry-1".to_owned());
+        let in_flight = |generation| Entry {
+            fingerprint: [0; 32],
+            stored_at: std::time::Instant::now(),
+            outcome: Outcome::InFlight,
+            generation,
+        };
+        cache.lock().map.insert(id.clone(), in_flight(2));
+        drop(InFlightGuard { cache: cache.clone(), id: id.clone(), generation: 1 });
+        assert_eq!(cache.len(), 1, "the twin's entry stays");
+        drop(InFlightGuard { cache: cache.clone(), id: id.clone(), generation: 2 });
+        assert_eq!(cache.len(), 0, "its own is removed");
+    }
     use crate::{AppState, ServerConfig, router};
     use axum::body::Body;
     use axum::extract::connect_info::MockConnectInfo;

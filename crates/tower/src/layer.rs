@@ -246,9 +246,17 @@ impl KeyledgerLayer {
     }
 }
 
-/// `text` cut to at most [`MAX_CONTEXT_CHARS`] characters.
+/// `text` cut to at most [`MAX_CONTEXT_CHARS`] characters, and a word the cut would split
+/// dropped whole: keyledger redacts a word holding a key secret, which it recognises by its
+/// checksum, so a secret cut short would be recorded in part (a word is a run of the
+/// characters a secret is written with: ASCII letters, digits, `_` and `%`).
 fn bounded(text: &str) -> &str {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '%';
     match text.char_indices().nth(MAX_CONTEXT_CHARS) {
+        Some((cut, next)) if is_word(next) => {
+            let kept = &text[..cut];
+            kept.trim_end_matches(is_word)
+        }
         Some((cut, _)) => &text[..cut],
         None => text,
     }
@@ -290,6 +298,14 @@ fn local_error<B>(status: StatusCode, code: &str, message: &str, denial: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_drops_a_word_the_cut_would_split() {
+        let text = format!("/{}/kl_live_{}", "p".repeat(MAX_CONTEXT_CHARS - 12), "s".repeat(49));
+        assert_eq!(bounded(&text), format!("/{}/", "p".repeat(MAX_CONTEXT_CHARS - 12)));
+        let exact = format!("/{}/end", "p".repeat(MAX_CONTEXT_CHARS - 5));
+        assert_eq!(bounded(&format!("{exact}/more")), exact, "a cut between words keeps both sides");
+    }
 
     #[test]
     fn bounded_cuts_on_a_character_boundary() {
