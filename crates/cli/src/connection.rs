@@ -53,6 +53,21 @@ pub(crate) fn emit(text: &str) {
     }
 }
 
+/// [`emit`] with `format!`'s arguments and a newline: how every command prints to stdout,
+/// so that a write that fails is reported at exit instead of panicking as `println!` does.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::connection::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// The first failure to write an answer to stdout since the last call (a closed pipe
+/// excepted; see [`emit`]), taken.
+pub(crate) fn take_output_error() -> Option<String> {
+    OUTPUT_ERROR.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 /// Writes `line` and a newline to stdout, or the error (a closed pipe included): for an
 /// answer that must reach its reader, such as the first admin key of `init`.
 pub(crate) fn print_required(line: &str) -> std::io::Result<()> {
@@ -69,7 +84,7 @@ pub(crate) fn emit_json(value: &Value) {
 /// The exit of a command: 0, or `keyledger: <code>: <message>` on stderr and the error
 /// class's exit code (see [`crate::client::exit`]).
 pub(crate) fn finish(result: Result<(), ClientError>) -> ExitCode {
-    let output_error = OUTPUT_ERROR.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let output_error = take_output_error();
     match result {
         Ok(()) => match output_error {
             None => ExitCode::SUCCESS,

@@ -245,15 +245,18 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     match result {
         Ok(summary) => {
             if args.json {
-                println!("{}", summary_json(&summary));
+                crate::outln!("{}", summary_json(&summary));
             } else {
-                println!("{summary} ({:.2}s)", started.elapsed().as_secs_f64());
+                crate::outln!("{summary} ({:.2}s)", started.elapsed().as_secs_f64());
             }
             ExitCode::SUCCESS
         }
         Err(error) => {
             if args.json {
-                println!("{}", json!({"valid": false, "line": error.line(), "error": error.to_string()}));
+                crate::outln!(
+                    "{}",
+                    json!({"valid": false, "line": error.line(), "error": error.to_string()})
+                );
             }
             eprintln!("export verify FAILED: {error}");
             ExitCode::FAILURE
@@ -335,7 +338,7 @@ fn create(args: &CreateArgs) -> Result<(), ClientError> {
         Some(value.clone())
     };
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             json!({
                 "out": args.out.display().to_string(),

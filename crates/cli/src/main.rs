@@ -319,12 +319,20 @@ fn main() -> ExitCode {
         Command::Proof(args) => Ok(proof::run(args)),
         Command::Completions { shell } => Ok(admin::completions(shell)),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("keyledger: {error:#}");
             ExitCode::FAILURE
         }
+    };
+    // An answer that could not be written is not a success (a refusal keeps its own code).
+    match connection::take_output_error() {
+        Some(error) if code == ExitCode::SUCCESS => {
+            eprintln!("keyledger: the answer could not be written to standard output ({error})");
+            ExitCode::from(client::exit::OUTPUT)
+        }
+        _ => code,
     }
 }
 
@@ -553,7 +561,7 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
     // Projections: compared with a replay of the same (read-only) log.
     match keyledger_ledger::projection::registry_check::check_registry(&data_dir, &log_dir, storage) {
         Ok(compared) => {
-            println!(
+            crate::outln!(
                 "log intact: {} events, {} checkpoints verified, log format {} ({} tree), root {}, projections equal a replay of {compared} events ({:.2}s)",
                 report.events,
                 report.checkpoints,
@@ -563,24 +571,24 @@ fn log_verify(data_dir: PathBuf) -> Result<ExitCode> {
                 started.elapsed().as_secs_f64()
             );
             if let Some(size) = report.transition_size {
-                println!(
+                crate::outln!(
                     "upgraded from format 1 at {size} events: the transition note's signature and both of its roots verified"
                 );
             }
             if report.tree_hash != keyledger_verify::merkle::TreeHash::Rfc6962 {
-                println!(
+                crate::outln!(
                     "note: this is a format-1 log; run `keyledger log upgrade --data-dir {}` before serving it",
                     data_dir.display()
                 );
             }
             if report.torn_checkpoint_bytes > 0 {
-                println!(
+                crate::outln!(
                     "note: {} bytes of an unfinished checkpoint write will be cut at the next start",
                     report.torn_checkpoint_bytes
                 );
             }
             if report.torn_tail_bytes > 0 {
-                println!(
+                crate::outln!(
                     "note: {} bytes of an unfinished last batch will be cut at the next start",
                     report.torn_tail_bytes
                 );

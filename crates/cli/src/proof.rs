@@ -76,16 +76,19 @@ fn verify(args: &VerifyArgs) -> ExitCode {
         Ok(verified) => {
             let event = keyledger_core::json::event_json(&verified.event);
             if args.json {
-                println!("{}", json!({"valid": true, "proof": summary_json(&verified), "event": event}));
+                crate::outln!("{}", json!({"valid": true, "proof": summary_json(&verified), "event": event}));
             } else {
-                println!("{}", summary(&verified));
-                println!("{}", serde_json::to_string_pretty(&event).unwrap_or_else(|_| event.to_string()));
+                crate::outln!("{}", summary(&verified));
+                crate::outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&event).unwrap_or_else(|_| event.to_string())
+                );
             }
             ExitCode::SUCCESS
         }
         Err(error) => {
             if args.json {
-                println!("{}", json!({"valid": false, "error": error.to_string()}));
+                crate::outln!("{}", json!({"valid": false, "error": error.to_string()}));
             }
             eprintln!("proof verify FAILED: {error}");
             ExitCode::FAILURE

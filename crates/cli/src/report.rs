@@ -244,7 +244,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
                 }
             };
             if args.json {
-                println!(
+                crate::outln!(
                     "{}",
                     json!({
                         "valid": true,
@@ -258,7 +258,9 @@ fn verify(args: &VerifyArgs) -> ExitCode {
                     })
                 );
             } else {
-                println!("report valid: {proves}; anchored to the checkpoint of {size} events of {origin}");
+                crate::outln!(
+                    "report valid: {proves}; anchored to the checkpoint of {size} events of {origin}"
+                );
             }
             ExitCode::SUCCESS
         }
@@ -266,7 +268,7 @@ fn verify(args: &VerifyArgs) -> ExitCode {
         Err(Failure::Client(error)) => finish(Err(error)),
         Err(Failure::Invalid(error)) => {
             if args.json {
-                println!("{}", json!({"valid": false, "error": error.to_string()}));
+                crate::outln!("{}", json!({"valid": false, "error": error.to_string()}));
             }
             eprintln!("report verify FAILED: {error}");
             ExitCode::from(1)

@@ -101,7 +101,7 @@ fn dir_to_store(data_dir: &Path, url: &str) -> Result<ExitCode> {
     if verified.root != source.root || verified.events != source.events {
         bail!("the copied database's tree is not the data dir's");
     }
-    println!(
+    crate::outln!(
         "copied {} events and {} checkpoints{}{} into the database; it verifies: root {}",
         copied.events,
         copied.checkpoints,
@@ -150,7 +150,7 @@ fn store_to_dir(url: &str, data_dir: &Path, keys_from: &Path) -> Result<ExitCode
         let _ = std::fs::remove_dir_all(&staging);
         return Err(error).with_context(|| format!("cannot move the copy into {}", data_dir.display()));
     }
-    println!(
+    crate::outln!(
         "copied {} events and {} checkpoints{} into {}; its log verifies: root {}",
         report.events,
         report.checkpoints,
@@ -235,7 +235,7 @@ pub fn log_verify(url: &str) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     match with_progress(|progress| verify_store(&mut client, progress)) {
         Ok(report) => {
-            println!(
+            crate::outln!(
                 "log intact: {} events, {} checkpoints verified{}, origin {}, root {} ({:.2}s)",
                 report.events,
                 report.checkpoints,

@@ -67,7 +67,7 @@ pub fn run(data_dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<ExitCo
     let latest = log.reader().latest_checkpoint();
     drop(log);
     let transition = &prepared.transition;
-    println!(
+    crate::outln!(
         "log upgraded to format 2 (SHA-256 tree): {} events, format-1 root {} bound to format-2 root {} in log/checkpoints/transition.note; latest checkpoint at {} events",
         transition.size,
         hex::encode(transition.blake3_root),

@@ -41,7 +41,7 @@ pub fn run(command: WitnessCommand) -> Result<ExitCode> {
     match command {
         WitnessCommand::Init { data_dir, name } => {
             let vkey = Store::init(&data_dir, &name).context("witness init refused")?;
-            println!("{vkey}");
+            crate::outln!("{vkey}");
             Ok(ExitCode::SUCCESS)
         }
         WitnessCommand::Serve { data_dir, listen, logs } => serve(data_dir, listen, &logs),

@@ -181,6 +181,16 @@ fn errors_map_to_exit_codes_without_leaking_the_admin_key() {
         .expect("run keyledger init");
     assert!(!init.status.success(), "{}", stderr(&init));
     assert!(stderr(&init).contains("admin recover"), "{}", stderr(&init));
+    // Any other command's answer too: `log verify` exits 7, it does not panic.
+    let verified_dir = dir.path().join("verified");
+    let path = verified_dir.to_str().expect("utf-8");
+    let made = Command::new(BIN).args(["init", "--data-dir", path]).output().expect("run keyledger init");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let verify =
+        Command::new(BIN).args(["log", "verify", "--data-dir", path]).stdout(full).output().expect("run");
+    assert_eq!(verify.status.code(), Some(7), "{}", stderr(&verify));
+    assert!(!stderr(&verify).contains("panicked"), "{}", stderr(&verify));
 
     // A workspace key is not an admin key: 403, exit 3.
     let created = server.json(&["keys", "create", "acme", "--name", "app"]);
