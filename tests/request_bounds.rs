@@ -244,6 +244,24 @@ fn failed_admin_authentications_are_throttled_per_source() {
     assert_eq!(off.http.get("/v1/workspaces/acme/keys", off.root()).status, 200);
 }
 
+/// `--trust-forwarded-for` is meant for the gateways' forward-auth calls; without a
+/// `--trusted-proxy` range it must not let a caller of the admin API pick a fresh address
+/// (and budget) for each guess: the throttle counts the TCP peer, as source allow-lists do.
+#[test]
+fn a_forged_forwarded_address_does_not_escape_the_admin_throttle() {
+    let env = Env::start(&["--trust-forwarded-for", "--throttle-failed-admin-auth", "3"]);
+    let statuses: Vec<u16> = (0..6)
+        .map(|i| {
+            let key = format!("kl_live_forger{i:0>43}");
+            let forged = format!("198.51.100.{}", i + 1);
+            let headers = [("authorization", format!("Bearer {key}")), ("x-forwarded-for", forged)];
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            env.http.send("GET", "/v1/workspaces/acme/keys", &headers, None).status
+        })
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429]);
+}
+
 #[test]
 fn a_valid_admin_key_is_never_throttled_by_failures_from_its_source() {
     // A stranger behind the same proxy address spends the source's whole budget...

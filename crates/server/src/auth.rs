@@ -74,7 +74,7 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Admin, 
         Err(other) => return Err(ApiError::from(other).into_response()),
     };
     if let Some(throttle) = &state.admin_throttle
-        && let Some(source) = source(parts, state).await
+        && let Some(source) = admin_source(parts, state).await
     {
         if let Err(retry_after) = throttle.check(source) {
             return Err(crate::throttle::admin_throttled(retry_after));
@@ -108,22 +108,18 @@ async fn refuse_outside_sources(
         .into_response())
 }
 
-/// The address an admin key's source allow-list is checked against (see
-/// [`refuse_outside_sources`]).
+/// The address of a caller of keyledger's own API: what an admin key's source allow-list
+/// is checked against ([`refuse_outside_sources`]) and what failed admin authentications
+/// are throttled by. The TCP peer, or the forwarded client only when the peer is inside a
+/// `--trusted-proxy` range: a forwarded header from anyone else would let a caller pick
+/// the address it is judged by.
 async fn admin_source(parts: &mut Parts, state: &AppState) -> Option<IpAddr> {
+    // The extractor, not the extension alone: tests supply the peer through `MockConnectInfo`.
     let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await.ok()?;
     let config = &state.config;
     if !crate::sources::is_trusted_proxy(peer.ip(), &config.trusted_proxies) {
         return Some(peer.ip());
     }
-    Some(client_ip(&parts.headers, peer.ip(), &config.trusted_proxies, config.trust_forwarded_for))
-}
-
-/// The client address a request is throttled by (as verify records it), if known.
-async fn source(parts: &mut Parts, state: &AppState) -> Option<IpAddr> {
-    // The extractor, not the extension alone: tests supply the peer through `MockConnectInfo`.
-    let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await.ok()?;
-    let config = &state.config;
     Some(client_ip(&parts.headers, peer.ip(), &config.trusted_proxies, config.trust_forwarded_for))
 }
 
