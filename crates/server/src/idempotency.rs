@@ -105,6 +105,17 @@ impl Entries {
         self.bytes -= freed;
     }
 
+    /// Registers request `id` as in flight, under a new generation, which it returns.
+    fn register(&mut self, id: &EntryId, fingerprint: [u8; 32], now: Instant) -> u64 {
+        self.generations += 1;
+        let generation = self.generations;
+        self.map.insert(
+            id.clone(),
+            Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight, generation },
+        );
+        generation
+    }
+
     /// Turns the in-flight entry `id` into a replay of `stored`, if it fits; else forgets it.
     fn complete(&mut self, id: &EntryId, stored: Stored, now: Instant) {
         let len = stored.body.len();
@@ -237,16 +248,10 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         // caller may have what it got the first time.
         return match before {
             Some(stored) => replay(&stored),
-            None => {
-                state.idempotency.lock().remove(&id);
-                carried_out_without_replay(&state, &tag)
-            }
+            None => carried_out_without_replay(&state, &tag),
         };
     }
     if !status.is_success() {
-        if before.is_none() {
-            state.idempotency.lock().remove(&id);
-        }
         return response;
     }
     // Carried out now (a new request, or a replay whose record the writer had forgotten).
@@ -300,12 +305,7 @@ fn look_up(state: &AppState, id: &EntryId, fingerprint: [u8; 32]) -> Before {
             ApiError::new(ErrorCode::Unavailable, "too many idempotent requests in flight").into_response(),
         );
     }
-    entries.generations += 1;
-    let generation = entries.generations;
-    entries
-        .map
-        .insert(id.clone(), Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight, generation });
-    Before::Fresh(generation)
+    Before::Fresh(entries.register(id, fingerprint, now))
 }
 
 /// Whether the log records the request of `tag` as carried out, with this very request.
@@ -349,16 +349,16 @@ async fn keep(
 ) -> Response {
     let fits = response.body().size_hint().upper().is_some_and(|n| n <= MAX_REPLAY_BYTES as u64);
     if !fits {
-        if !was_replay {
-            state.idempotency.lock().remove(id);
-        }
         return response;
     }
     let (parts, body) = response.into_parts();
     let body = match axum::body::to_bytes(body, MAX_REPLAY_BYTES).await {
         Ok(body) => Zeroizing::new(body.to_vec()),
         Err(_) => {
-            state.idempotency.lock().remove(id);
+            if was_replay {
+                // The stored answer is of an earlier carrying out than the one just done.
+                state.idempotency.lock().remove(id);
+            }
             return ApiError::new(ErrorCode::Internal, "internal error").into_response();
         }
     };
@@ -370,12 +370,7 @@ async fn keep(
     if was_replay {
         // The earlier entry stood for a request the writer no longer remembers.
         entries.remove(id);
-        entries.generations += 1;
-        let generation = entries.generations;
-        entries.map.insert(
-            id.clone(),
-            Entry { fingerprint, stored_at: now, outcome: Outcome::InFlight, generation },
-        );
+        entries.register(id, fingerprint, now);
     }
     entries.complete(id, stored, now);
     answer
