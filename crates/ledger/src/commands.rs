@@ -106,6 +106,9 @@ pub struct KeyChanges {
     pub resources: Option<Vec<String>>,
     /// A narrower source allow-list (see [`crate::sources`]).
     pub allowed_sources: Option<Vec<keyledger_core::SourceNet>>,
+    /// The key's own rate limits, replacing its list whole (`[]` removes it; see
+    /// [`crate::sequencer_ratelimit`]).
+    pub ratelimits: Option<Vec<keyledger_core::RateLimit>>,
 }
 
 /// Where the sequencer puts a command's answer (see the module docs).

@@ -289,12 +289,8 @@ fn create_key(
     may_issue(state, caller, &authority, &workspace, &spec, sources.as_deref(), expiry_at(spec.expiry, now))?;
     check_idempotency(state, idempotency.as_ref(), now)?;
     let ratelimits = ratelimits.filter(|limits| !limits.is_empty());
-    if ratelimits.is_some() && workspace.is_ledger() {
-        return Err(crate::sequencer_ratelimit::never_limited());
-    }
     if let Some(limits) = &ratelimits {
-        keyledger_core::ratelimit::validate_list(limits)
-            .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;
+        crate::sequencer_ratelimit::check_list(&workspace, limits)?;
     }
     let key = create(state, batch, caller, &authority, workspace.clone(), spec, secret, None, sources, now)?;
     if let Some(limits) = ratelimits {
@@ -791,6 +787,9 @@ fn rotate(
     Ok(Rotation { key: find(state, &new.key_id)?, previous: find(state, &key_id)? })
 }
 
+/// Changes a key: every part of the change decided first (who may change it, the fields,
+/// the source allow-list, the rate limits), then its events in one batch: `updated` when a
+/// field changes, `sources_set`, `ratelimits_set`. A refused part changes nothing.
 fn update(
     state: &mut LedgerState,
     batch: &mut Batch,
@@ -804,6 +803,10 @@ fn update(
     if key.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
     }
+    let limits_set = match changes.ratelimits {
+        Some(limits) => crate::sequencer_ratelimit::change(state, &key.workspace, Some(key_id), limits)?,
+        None => None,
+    };
     if let Some(scopes) = &changes.scopes
         && let Some(extra) = scopes.iter().find(|s| key.scopes.binary_search(s).is_err())
     {
@@ -881,6 +884,9 @@ fn update(
     }
     if let Some(set) = sources_set {
         emit(state, batch, &caller.actor, caller.request_id, Payload::SourcesSet(set));
+    }
+    if let Some(set) = limits_set {
+        emit(state, batch, &caller.actor, caller.request_id, Payload::RateLimitsSet(set));
     }
     find(state, &key_id)
 }

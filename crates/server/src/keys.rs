@@ -285,7 +285,8 @@ pub struct UpdateKey {
     tag = "keys",
     description = concat!(
         "Change name, owner, metadata or expiry; narrow scopes and resources ",
-        "(`ledger:keys:write`). Appends an `updated` event."
+        "(`ledger:keys:write`). Appends an `updated` event (and `sources_set` or `ratelimits_set` ",
+        "for new lists) in one batch; a refused part changes nothing."
     ),
     request_body = crate::keys::UpdateKey,
     params(
@@ -335,11 +336,8 @@ pub async fn update(
         },
         (None, None) => None,
     };
-    let limits = body.ratelimits.map(|l| crate::key_ratelimits::parse_list("ratelimits", l)).transpose()?;
-    if key.workspace.is_ledger() && limits.as_ref().is_some_and(|l| !l.is_empty()) {
-        // Refused before anything is changed, so the PATCH is not half applied.
-        return Err(ApiError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited"));
-    }
+    let ratelimits =
+        body.ratelimits.map(|l| crate::key_ratelimits::parse_list("ratelimits", l)).transpose()?;
     let changes = KeyChanges {
         name: body.name,
         owner: body.owner,
@@ -351,25 +349,9 @@ pub async fn update(
             .allowed_sources
             .map(|list| crate::sources::parse_list("allowed_sources", &list))
             .transpose()?,
+        ratelimits,
     };
-    let KeyChanges { name, owner, metadata, expires_at, scopes, resources, allowed_sources } = &changes;
-    let only_limits = name.is_none()
-        && owner.is_none()
-        && metadata.is_none()
-        && expires_at.is_none()
-        && scopes.is_none()
-        && resources.is_none()
-        && allowed_sources.is_none();
-    // A PATCH of the limits alone appends no `updated` event, only the limits' own.
-    let key = if only_limits && limits.is_some() {
-        key
-    } else {
-        state.engine.update(admin.caller.clone(), key.key_id, changes).await?
-    };
-    if let Some(limits) = limits {
-        let workspace = key.workspace.clone();
-        state.engine.set_ratelimits(admin.caller, workspace, Some(key.key_id), limits).await?;
-    }
+    let key = state.engine.update(admin.caller, key.key_id, changes).await?;
     ok(crate::key_view::of(&state, &key, Timestamp::now()))
 }
 

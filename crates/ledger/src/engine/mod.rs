@@ -500,11 +500,12 @@ impl Engine {
         key_id: Option<KeyId>,
         limits: Vec<keyledger_core::RateLimit>,
     ) -> Result<Vec<keyledger_core::RateLimit>, LedgerError> {
-        keyledger_core::ratelimit::validate_list(&limits)
-            .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;
         self.submit(|reply| Command::SetRateLimits { caller, workspace, key_id, limits, reply }).await
     }
 
+    /// Changes a key (see [`KeyChanges`]): one command, decided whole, its events (`updated`,
+    /// `sources_set`, `ratelimits_set`) in one batch or none at all. A change of the rate
+    /// limits alone appends no `updated` event.
     pub async fn update(
         &self,
         caller: Caller,
