@@ -445,3 +445,42 @@ async fn a_key_update_with_limits_is_applied_whole_or_not_at_all() {
     assert_eq!(engine.ratelimits(&key.key_id, &ws("acme")), (raised, true));
     engine.shutdown().await;
 }
+
+/// A workspace's policy with default limits is one command: when the limits are refused
+/// (a `_ledger` default) neither the policy nor `on_leak` is set, and when they are allowed
+/// `policy_set` and `ratelimits_set` are adjacent, under one request id. A default left as
+/// it is (or `[]` where there is none) appends nothing for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_with_limits_is_applied_whole_or_not_at_all() {
+    let (_dir, outcome, engine) = support::ledger();
+    let root = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
+    let limits = vec![limit("api", 5, LONG, true)];
+    let policy = keyledger_core::Policy { require_expiry: true, ..Default::default() };
+    let controls = |limits: &[RateLimit]| keyledger_ledger::PolicyControls {
+        on_leak: Some(keyledger_core::OnLeak::Revoke),
+        ratelimits: Some(limits.to_vec()),
+        ..Default::default()
+    };
+
+    let ledger = keyledger_core::WorkspaceId::ledger();
+    let before = engine.log().len();
+    let refused =
+        engine.set_policy_with(root.clone(), ledger.clone(), policy.clone(), controls(&limits)).await;
+    assert!(matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "ratelimits"), "{refused:?}");
+    assert_eq!(engine.log().len(), before, "no `policy_set` event, nothing appended");
+    assert!(!engine.policy(&ledger).require_expiry);
+    assert_eq!(engine.on_leak(&ledger), keyledger_core::OnLeak::Notify);
+
+    engine.set_policy_with(root.clone(), ws("acme"), policy.clone(), controls(&limits)).await.unwrap();
+    let (kinds, one_request) = appended(&engine, before);
+    assert_eq!(kinds, ["policy_set", "leak_policy_set", "ratelimits_set"]);
+    assert!(one_request);
+    assert_eq!(engine.workspace_ratelimits(&ws("acme")), limits);
+
+    let before = engine.log().len();
+    engine.set_policy_with(root.clone(), ws("acme"), policy.clone(), controls(&limits)).await.unwrap();
+    assert_eq!(engine.log().len(), before, "nothing changed, nothing appended");
+    engine.set_policy_with(root, ws("beta"), policy, controls(&[])).await.unwrap();
+    assert_eq!(appended(&engine, before).0, ["policy_set", "leak_policy_set"]);
+    engine.shutdown().await;
+}

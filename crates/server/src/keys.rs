@@ -13,6 +13,7 @@ use keyledger_core::time::parse_duration;
 use keyledger_core::{Environment, KeyId, KeyPrefix, Policy, Timestamp, WorkspaceId, validate};
 use keyledger_ledger::{
     Expiry, IdempotencyTag, KeyChanges, KeyControls, KeyRecord, KeySpec, KeyStatus, LEDGER_SCOPES,
+    PolicyControls,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -646,7 +647,10 @@ pub async fn get_policy(
     operation_id = "setPolicy",
     summary = "Set a workspace's policy",
     tag = "policies",
-    description = "Replace a workspace's policy (`ledger:admin`).",
+    description = concat!(
+        "Replace a workspace's policy (`ledger:admin`), its events in one batch; a refused part ",
+        "changes nothing."
+    ),
     request_body = crate::keys::SetPolicy,
     params(
         ("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`")
@@ -694,17 +698,10 @@ pub async fn put_policy(
         Some(text) => keyledger_core::OnLeak::parse(text)
             .ok_or_else(|| ApiError::invalid("on_leak", "must be `notify` or `revoke`"))?,
     };
-    let limits = crate::key_ratelimits::parse_list("ratelimits", body.ratelimits)?;
-    if workspace.is_ledger() && !limits.is_empty() {
-        // Refused before anything is set, so the policy is not half replaced.
-        return Err(ApiError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited"));
-    }
-    let caller = admin.caller.clone();
-    let policy = state
-        .engine
-        .set_policy_with(admin.caller, workspace.clone(), policy, Some(sources), Some(on_leak))
-        .await?;
-    crate::key_ratelimits::set_default(&state, caller, &workspace, limits).await?;
+    let ratelimits = crate::key_ratelimits::parse_list("ratelimits", body.ratelimits)?;
+    let controls =
+        PolicyControls { sources: Some(sources), on_leak: Some(on_leak), ratelimits: Some(ratelimits) };
+    let policy = state.engine.set_policy_with(admin.caller, workspace.clone(), policy, controls).await?;
     let mut view = PolicyView::new(workspace.as_str(), &policy);
     view.on_leak = on_leak.as_str();
     let view = crate::key_ratelimits::with_policy(&state, view, &workspace);

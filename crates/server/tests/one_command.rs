@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use keyledger_ledger::{Engine, EngineOptions};
 use keyledger_log::storage::{FaultSwitch, FaultyStorage};
 use keyledger_server::ServerConfig;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,4 +81,73 @@ async fn a_revoke_during_a_patch_lands_after_all_of_it() {
     let kinds: Vec<&str> = events.iter().map(|(kind, _)| *kind).collect();
     assert_eq!(kinds, ["updated", "ratelimits_set", "revoked"]);
     assert_eq!(events[0].1, events[1].1, "the PATCH's two events are one request's");
+}
+
+/// An admin key disabled while its PUT of a workspace policy with default limits is carried
+/// out: the PUT is applied whole (200, the policy and the limits, its events adjacent), the
+/// suspension after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_of_the_caller_during_a_policy_put_lands_after_all_of_it() {
+    let (api, switch) = slow_api();
+    let scopes: Vec<&str> = keyledger_ledger::authority::ADMIN_SCOPES.to_vec();
+    let ops = api
+        .admin("POST", "/v1/workspaces/_ledger/keys", Some(json!({"name": "ops", "scopes": scopes})))
+        .await;
+    let ops_id = created_id(&ops);
+    let ops_secret = ops.body["secret"].as_str().unwrap().to_owned();
+    let acme: keyledger_core::WorkspaceId = "acme".parse().unwrap();
+    let before = api.engine.log().len();
+
+    switch.set_sync_delay(SLOW_SYNC);
+    let put = tokio::spawn({
+        let api = api.clone();
+        let body =
+            json!({"require_expiry": true, "ratelimits": [{"name": "api", "limit": 5, "duration": "1m"}]});
+        async move { api.call_as(Some(&ops_secret), "PUT", "/v1/workspaces/acme/policy", Some(body)).await }
+    });
+    wait_until(&api.engine, |engine| engine.policy(&acme).require_expiry).await;
+    let disabled = api.admin("POST", &format!("/v1/keys/{ops_id}/disable"), None).await;
+    switch.set_sync_delay(Duration::ZERO);
+    let put = put.await.unwrap();
+
+    assert_eq!(put.status, StatusCode::OK, "{}", put.dump());
+    assert_eq!(put.body["require_expiry"], true);
+    assert_eq!(put.body["ratelimits"][0]["limit"], 5, "{}", put.dump());
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.dump());
+    let events = appended(&api.engine, before);
+    let (last, put_events) = events.split_last().unwrap();
+    assert_eq!(last.0, "disabled", "{events:?}");
+    let kinds: Vec<&str> = put_events.iter().map(|(kind, _)| *kind).collect();
+    assert_eq!((kinds.first(), kinds.last()), (Some(&"policy_set"), Some(&"ratelimits_set")), "{kinds:?}");
+    assert!(put_events.iter().all(|(_, rid)| *rid == put_events[0].1), "one request's events: {events:?}");
+    let view: Value = api.admin("GET", "/v1/workspaces/acme/policy", None).await.body;
+    assert_eq!(view["ratelimits"], put.body["ratelimits"]);
+}
+
+/// Limits on an admin key, or a `_ledger` default, are refused by the ledger as the whole
+/// request: 400 naming `ratelimits`, and neither the rename nor the policy beside them is
+/// applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_in_ledger_are_refused_with_everything_beside_them() {
+    let api = support::api(ServerConfig::default());
+    let reader = api.admin("POST", "/v1/workspaces/_ledger/keys", Some(json!({"name": "reader"}))).await;
+    let reader_id = created_id(&reader);
+    let limits = json!([{"name": "api", "limit": 5, "duration": "1m"}]);
+    let before = api.engine.log().len();
+    let refusals = [
+        ("PATCH", format!("/v1/keys/{reader_id}"), json!({"name": "renamed", "ratelimits": limits})),
+        (
+            "PUT",
+            "/v1/workspaces/_ledger/policy".to_owned(),
+            json!({"require_expiry": true, "ratelimits": limits}),
+        ),
+    ];
+    for (method, path, body) in refusals {
+        let refused = api.admin(method, &path, Some(body)).await;
+        refused.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(refused.body["message"], "`ratelimits` admin keys (`_ledger`) are never rate-limited");
+        assert_eq!(api.engine.log().len(), before, "{method} {path}: nothing appended");
+    }
+    assert_eq!(api.admin("GET", &format!("/v1/keys/{reader_id}"), None).await.body["name"], "reader");
+    assert_eq!(api.admin("GET", "/v1/workspaces/_ledger/policy", None).await.body["require_expiry"], false);
 }
