@@ -106,6 +106,22 @@ pub struct KeyChanges {
     pub resources: Option<Vec<String>>,
     /// A narrower source allow-list (see [`crate::sources`]).
     pub allowed_sources: Option<Vec<keyledger_core::SourceNet>>,
+    /// The key's own rate limits, replacing its list whole (`[]` removes it; see
+    /// [`crate::sequencer_ratelimit`]).
+    pub ratelimits: Option<Vec<keyledger_core::RateLimit>>,
+}
+
+/// What a workspace's policy sets beside its [`Policy`], each `None` leaving it as it is:
+/// decided with the policy and set in the batch of its `policy_set` event, so a refusal of
+/// any part changes nothing.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyControls {
+    /// The policy for source allow-lists.
+    pub sources: Option<crate::state::SourcePolicy>,
+    /// What a leak report of one of the workspace's keys does (docs/leaks.md).
+    pub on_leak: Option<keyledger_core::OnLeak>,
+    /// The rate limits of keys without their own (docs/api.md, "Rate limits").
+    pub ratelimits: Option<Vec<keyledger_core::RateLimit>>,
 }
 
 /// Where the sequencer puts a command's answer (see the module docs).
@@ -191,10 +207,7 @@ pub enum Command {
         caller: Caller,
         workspace: WorkspaceId,
         policy: Policy,
-        /// The policy for source allow-lists; `None` leaves it as it is.
-        sources: Option<crate::state::SourcePolicy>,
-        /// `None` leaves `on_leak` as it is.
-        on_leak: Option<keyledger_core::OnLeak>,
+        controls: PolicyControls,
         reply: Responder<Policy>,
     },
     Update {

@@ -46,7 +46,7 @@ pub use authority::{ADMIN_SCOPES, INTROSPECT, LEDGER_SCOPES};
 /// this node holds the `jobs` lease (`keyledger_pg::lease`, docs/architecture.md, "The log
 /// store seam").
 pub(crate) type JobGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
-pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeyControls, KeySpec};
+pub use commands::{Caller, Expiry, IdempotencyTag, KeyChanges, KeyControls, KeySpec, PolicyControls};
 pub use engine::{Engine, EngineError, EngineOptions, InitOutcome, RevokedAll, VerifyOutcome};
 pub use error::{AuthError, LedgerError};
 pub use state::{KeyRecord, KeyStatus, LastUsed, LedgerState, VerifyRequirements, Webhook};

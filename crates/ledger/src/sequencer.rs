@@ -17,8 +17,8 @@ use crate::authority::{
     Authority, Target, is_full_admin, is_last_full_admin, is_lasting_full_admin, keep_last_full_admin,
 };
 use crate::commands::{
-    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeyControls, KeySpec, RevokedAll,
-    Rotation,
+    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeyControls, KeySpec, PolicyControls,
+    RevokedAll, Rotation,
 };
 use crate::error::{AuthError, LedgerError};
 use crate::state::{KeyRecord, KeyStatus, LedgerState, VerifyRequirements, Webhook, decide_with_source};
@@ -170,8 +170,8 @@ impl Sequencer for LedgerSequencer {
             Command::RevokeAll { caller, workspace, reason, idempotency, reply } => {
                 reply.send(revoke_all(state, batch, &caller, workspace, reason, idempotency, now))
             }
-            Command::SetPolicy { caller, workspace, policy, sources, on_leak, reply } => {
-                reply.send(set_policy(state, batch, &caller, workspace, policy, sources, on_leak, now))
+            Command::SetPolicy { caller, workspace, policy, controls, reply } => {
+                reply.send(set_policy(state, batch, &caller, workspace, policy, controls, now))
             }
             Command::Update { caller, key_id, changes, reply } => {
                 let answer = check_actor(state, &caller, now)
@@ -289,12 +289,8 @@ fn create_key(
     may_issue(state, caller, &authority, &workspace, &spec, sources.as_deref(), expiry_at(spec.expiry, now))?;
     check_idempotency(state, idempotency.as_ref(), now)?;
     let ratelimits = ratelimits.filter(|limits| !limits.is_empty());
-    if ratelimits.is_some() && workspace.is_ledger() {
-        return Err(crate::sequencer_ratelimit::never_limited());
-    }
     if let Some(limits) = &ratelimits {
-        keyledger_core::ratelimit::validate_list(limits)
-            .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;
+        crate::sequencer_ratelimit::check_list(&workspace, limits)?;
     }
     let key = create(state, batch, caller, &authority, workspace.clone(), spec, secret, None, sources, now)?;
     if let Some(limits) = ratelimits {
@@ -372,19 +368,24 @@ fn revoke_all(
     Ok(RevokedAll { key_ids: targets, skipped })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Sets a workspace's policy and the controls beside it: every part decided first, then
+/// their events in one batch, so a refused part (limits on `_ledger`) changes nothing.
 fn set_policy(
     state: &mut LedgerState,
     batch: &mut Batch,
     caller: &Caller,
     workspace: WorkspaceId,
     policy: Policy,
-    sources: Option<crate::state::SourcePolicy>,
-    on_leak: Option<keyledger_core::OnLeak>,
+    controls: PolicyControls,
     now: Timestamp,
 ) -> Result<Policy, LedgerError> {
     check_actor(state, caller, now)?;
     Authority::of(state, caller)?.configure(&workspace)?;
+    let PolicyControls { sources, on_leak, ratelimits } = controls;
+    let limits_set = match ratelimits {
+        Some(limits) => crate::sequencer_ratelimit::change(state, &workspace, None, limits)?,
+        None => None,
+    };
     let sources_set = crate::sources::for_policy(state, &workspace, sources);
     if state.policy(&workspace) != policy || !state.policies.contains_key(&workspace) {
         let payload = Payload::PolicySet(PolicySet { workspace: workspace.clone(), policy: policy.clone() });
@@ -397,6 +398,9 @@ fn set_policy(
     }
     if let Some(set) = sources_set {
         emit(state, batch, &caller.actor, caller.request_id, Payload::SourcesSet(set));
+    }
+    if let Some(set) = limits_set {
+        emit(state, batch, &caller.actor, caller.request_id, Payload::RateLimitsSet(set));
     }
     Ok(policy)
 }
@@ -791,6 +795,9 @@ fn rotate(
     Ok(Rotation { key: find(state, &new.key_id)?, previous: find(state, &key_id)? })
 }
 
+/// Changes a key: every part of the change decided first (who may change it, the fields,
+/// the source allow-list, the rate limits), then its events in one batch: `updated` when a
+/// field changes, `sources_set`, `ratelimits_set`. A refused part changes nothing.
 fn update(
     state: &mut LedgerState,
     batch: &mut Batch,
@@ -804,6 +811,10 @@ fn update(
     if key.revoked_at.is_some() {
         return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
     }
+    let limits_set = match changes.ratelimits {
+        Some(limits) => crate::sequencer_ratelimit::change(state, &key.workspace, Some(key_id), limits)?,
+        None => None,
+    };
     if let Some(scopes) = &changes.scopes
         && let Some(extra) = scopes.iter().find(|s| key.scopes.binary_search(s).is_err())
     {
@@ -881,6 +892,9 @@ fn update(
     }
     if let Some(set) = sources_set {
         emit(state, batch, &caller.actor, caller.request_id, Payload::SourcesSet(set));
+    }
+    if let Some(set) = limits_set {
+        emit(state, batch, &caller.actor, caller.request_id, Payload::RateLimitsSet(set));
     }
     find(state, &key_id)
 }

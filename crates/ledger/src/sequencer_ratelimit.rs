@@ -1,5 +1,7 @@
 //! The sequencer's rate-limit steps: which limits a verification applies, setting a key's
-//! (or a workspace's default) limits, and handing a key's limits to its rotated successor.
+//! (or a workspace's default) limits, alone or as part of a key's update or a workspace's
+//! policy, and handing a key's limits to its rotated successor. The rule that admin keys
+//! are never limited lives here only ([`check_list`]).
 //!
 //! Kept apart from `sequencer.rs` so the verification path there gains two calls, not the
 //! logic. Everything here runs on the writer thread (docs/api.md, "Rate limits").
@@ -177,9 +179,7 @@ pub(crate) fn set_ratelimits(
 ) -> Result<Vec<RateLimit>, LedgerError> {
     check_actor(state, caller, now)?;
     let authority = Authority::of(state, caller)?;
-    keyledger_core::ratelimit::validate_list(&limits)
-        .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;
-    let current = match key_id {
+    match key_id {
         Some(key_id) => {
             let key = act_on(state, &authority, &key_id, "change")?;
             if key.workspace != workspace {
@@ -188,30 +188,51 @@ pub(crate) fn set_ratelimits(
             if key.revoked_at.is_some() {
                 return Err(LedgerError::Conflict(format!("key {key_id} is revoked and cannot be changed")));
             }
-            // An empty own list is no list (`LedgerState::own_ratelimits`): setting `[]` on
-            // a key without one changes nothing and appends nothing.
-            Some(state.own_ratelimits(&key_id).unwrap_or_default())
         }
-        None => {
-            authority.configure(&workspace)?;
-            state.workspace_ratelimits.get(&workspace).map(Vec::as_slice)
-        }
-    };
-    if workspace.is_ledger() && !limits.is_empty() {
-        return Err(never_limited());
+        None => authority.configure(&workspace)?,
     }
-    if current != Some(limits.as_slice()) {
-        let payload = Payload::RateLimitsSet(RateLimitsSet { workspace, key_id, limits: limits.clone() });
-        emit(state, batch, &caller.actor, caller.request_id, payload);
+    if let Some(set) = change(state, &workspace, key_id, limits.clone())? {
+        emit(state, batch, &caller.actor, caller.request_id, Payload::RateLimitsSet(set));
     }
     Ok(limits)
 }
 
-/// The refusal of rate limits on `_ledger` keys: admin authentication never spends an
-/// allowance, so a limit there would be shown and never applied (docs/credits.md: admin
-/// keys are never metered).
-pub(crate) fn never_limited() -> LedgerError {
-    LedgerError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited")
+/// The event that sets `limits` as the own list of `key_id` (or, without one, as the
+/// default of `workspace`), once [`check_list`] allows them; `None` when they are already
+/// so. An empty list is no list (`LedgerState::own_ratelimits`): `[]` where there is none
+/// changes nothing and appends nothing.
+///
+/// Decides only: whoever calls it has checked that the caller may change the key (or
+/// configure the workspace), and emits the event only once every other part of its command
+/// is decided too, so a command that sets limits beside other changes (a key's update, a
+/// workspace's policy) is applied whole or not at all (docs/architecture.md, ADR 0004).
+pub(crate) fn change(
+    state: &LedgerState,
+    workspace: &WorkspaceId,
+    key_id: Option<KeyId>,
+    limits: Vec<RateLimit>,
+) -> Result<Option<RateLimitsSet>, LedgerError> {
+    check_list(workspace, &limits)?;
+    let current = match key_id {
+        Some(key_id) => state.own_ratelimits(&key_id),
+        None => state.workspace_ratelimits.get(workspace).map(Vec::as_slice),
+    };
+    if current.unwrap_or_default() == limits.as_slice() {
+        return Ok(None);
+    }
+    Ok(Some(RateLimitsSet { workspace: workspace.clone(), key_id, limits }))
+}
+
+/// Whether keys of `workspace` may be given `limits`: a valid list, and none at all in
+/// `_ledger`, since admin authentication never spends an allowance, so a limit there would
+/// be shown and never applied (docs/credits.md: admin keys are never metered).
+pub(crate) fn check_list(workspace: &WorkspaceId, limits: &[RateLimit]) -> Result<(), LedgerError> {
+    keyledger_core::ratelimit::validate_list(limits)
+        .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;
+    if workspace.is_ledger() && !limits.is_empty() {
+        return Err(LedgerError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited"));
+    }
+    Ok(())
 }
 
 /// A key issued with its own limits (`limits` validated, not empty): recorded in the batch

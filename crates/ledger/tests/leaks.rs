@@ -3,7 +3,7 @@
 
 use keyledger_core::{LeakReporter, OnLeak};
 use keyledger_ledger::leaks::{LeakOutcome, LeakReportIn};
-use keyledger_ledger::{Caller, KeyStatus};
+use keyledger_ledger::{Caller, KeyStatus, PolicyControls};
 
 mod support;
 
@@ -28,7 +28,8 @@ async fn a_repeat_report_revokes_once_the_policy_says_revoke() {
     assert_eq!(engine.key(&key.key_id).unwrap().status(keyledger_core::Timestamp::now()), KeyStatus::Active);
 
     let policy = engine.policy(&ws("acme"));
-    engine.set_policy_with(caller.clone(), ws("acme"), policy, None, Some(OnLeak::Revoke)).await.unwrap();
+    let controls = PolicyControls { on_leak: Some(OnLeak::Revoke), ..PolicyControls::default() };
+    engine.set_policy_with(caller.clone(), ws("acme"), policy, controls).await.unwrap();
     let len = engine.log().len();
     let repeat = engine.report_leaks(LeakReporter::Github, report(), false).await.unwrap();
     assert_eq!(repeat, vec![LeakOutcome::AlreadyReported { revoked: true }]);

@@ -389,3 +389,98 @@ async fn a_rolling_upgrade_appends_no_kind_older_nodes_cannot_read() {
     assert!(matches!(events[0].payload, Payload::Counted(_)), "{:?}", events[0].payload);
     engine.shutdown().await;
 }
+
+/// The kinds of the events appended since `before`, and whether they share one request id.
+fn appended(engine: &Engine, before: u64) -> (Vec<&'static str>, bool) {
+    let events: Vec<Event> = engine.log().events_from(before).map(Result::unwrap).collect();
+    let one_request = events.windows(2).all(|pair| pair[0].request_id == pair[1].request_id);
+    (events.iter().map(|e| e.payload.kind().as_str()).collect(), one_request)
+}
+
+/// A key's update that also sets its limits is one command: when either part is refused
+/// nothing of it is applied, and when both are allowed `updated` and `ratelimits_set` are
+/// adjacent, under one request id. Limits alone append no `updated` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_update_with_limits_is_applied_whole_or_not_at_all() {
+    let (_dir, outcome, engine) = support::ledger();
+    let root = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
+    let limits = vec![limit("api", 5, LONG, true)];
+    let changes = |name: &str, scopes: Option<&[&str]>, limits: &[RateLimit]| keyledger_ledger::KeyChanges {
+        name: Some(name.into()),
+        scopes: scopes.map(|s| s.iter().map(|s| s.to_string()).collect()),
+        ratelimits: Some(limits.to_vec()),
+        ..Default::default()
+    };
+
+    // The limits part refused (an admin key is never limited): the rename is not applied.
+    let ledger = keyledger_core::WorkspaceId::ledger();
+    let (admin, _) =
+        engine.create(root.clone(), ledger, spec("reader", &["ledger:keys:read"])).await.unwrap();
+    let before = engine.log().len();
+    let refused = engine.update(root.clone(), admin.key_id, changes("renamed", None, &limits)).await;
+    assert!(matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "ratelimits"), "{refused:?}");
+    assert_eq!(engine.log().len(), before, "no `updated` event, nothing appended");
+    assert_eq!(engine.key(&admin.key_id).unwrap().name, "reader");
+
+    // The fields part refused (a widened scope): the limits are not applied.
+    let (key, _) = engine.create(root.clone(), ws("acme"), spec("k", &["read"])).await.unwrap();
+    let before = engine.log().len();
+    let widened = changes("renamed", Some(&["read", "write"]), &limits);
+    let refused = engine.update(root.clone(), key.key_id, widened).await;
+    assert!(matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "scopes"), "{refused:?}");
+    assert_eq!(engine.log().len(), before);
+    assert_eq!(engine.ratelimits(&key.key_id, &ws("acme")), (vec![], false));
+
+    // Both allowed: the two events together.
+    let updated = engine.update(root.clone(), key.key_id, changes("renamed", None, &limits)).await.unwrap();
+    assert_eq!(updated.name, "renamed");
+    assert_eq!(appended(&engine, before), (vec!["updated", "ratelimits_set"], true));
+    assert_eq!(engine.ratelimits(&key.key_id, &ws("acme")), (limits, true));
+
+    // Limits alone (the name unchanged): only their own event.
+    let before = engine.log().len();
+    let raised = vec![limit("api", 9, LONG, true)];
+    engine.update(root, key.key_id, changes("renamed", None, &raised)).await.unwrap();
+    assert_eq!(appended(&engine, before), (vec!["ratelimits_set"], true));
+    assert_eq!(engine.ratelimits(&key.key_id, &ws("acme")), (raised, true));
+    engine.shutdown().await;
+}
+
+/// A workspace's policy with default limits is one command: when the limits are refused
+/// (a `_ledger` default) neither the policy nor `on_leak` is set, and when they are allowed
+/// `policy_set` and `ratelimits_set` are adjacent, under one request id. A default left as
+/// it is (or `[]` where there is none) appends nothing for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_with_limits_is_applied_whole_or_not_at_all() {
+    let (_dir, outcome, engine) = support::ledger();
+    let root = Caller { actor: Actor::Admin(outcome.admin_key_id), request_id: rid() };
+    let limits = vec![limit("api", 5, LONG, true)];
+    let policy = keyledger_core::Policy { require_expiry: true, ..Default::default() };
+    let controls = |limits: &[RateLimit]| keyledger_ledger::PolicyControls {
+        on_leak: Some(keyledger_core::OnLeak::Revoke),
+        ratelimits: Some(limits.to_vec()),
+        ..Default::default()
+    };
+
+    let ledger = keyledger_core::WorkspaceId::ledger();
+    let before = engine.log().len();
+    let refused =
+        engine.set_policy_with(root.clone(), ledger.clone(), policy.clone(), controls(&limits)).await;
+    assert!(matches!(&refused, Err(LedgerError::Invalid(e)) if e.field == "ratelimits"), "{refused:?}");
+    assert_eq!(engine.log().len(), before, "no `policy_set` event, nothing appended");
+    assert!(!engine.policy(&ledger).require_expiry);
+    assert_eq!(engine.on_leak(&ledger), keyledger_core::OnLeak::Notify);
+
+    engine.set_policy_with(root.clone(), ws("acme"), policy.clone(), controls(&limits)).await.unwrap();
+    let (kinds, one_request) = appended(&engine, before);
+    assert_eq!(kinds, ["policy_set", "leak_policy_set", "ratelimits_set"]);
+    assert!(one_request);
+    assert_eq!(engine.workspace_ratelimits(&ws("acme")), limits);
+
+    let before = engine.log().len();
+    engine.set_policy_with(root.clone(), ws("acme"), policy.clone(), controls(&limits)).await.unwrap();
+    assert_eq!(engine.log().len(), before, "nothing changed, nothing appended");
+    engine.set_policy_with(root, ws("beta"), policy, controls(&[])).await.unwrap();
+    assert_eq!(appended(&engine, before).0, ["policy_set", "leak_policy_set"]);
+    engine.shutdown().await;
+}

@@ -5,8 +5,9 @@
 //! Exists so every surface reads and shows limits one way. **Guarantees:** a list is
 //! checked whole (at most 16 limits, distinct names `[a-z0-9_-]{1,32}`, a limit of at least
 //! 1 per window of 1 s to 30 d) before anything is changed; a bad one is refused with 400
-//! `invalid_request` naming the field. The engine records a change as a `ratelimits_set`
-//! event; nothing here counts.
+//! `invalid_request` naming the field. Whether a key may have limits at all (an admin key
+//! never) is decided by the engine, with the rest of the request's command, which records
+//! a change as a `ratelimits_set` event; nothing here counts.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -57,20 +58,6 @@ pub fn with_policy(
         ratelimits: RateLimitView::list(&state.engine.workspace_ratelimits(workspace)),
         ..view
     }
-}
-
-/// Sets the workspace default (a `ratelimits_set` event without a key), unless it is
-/// already `limits` (a PUT that leaves it unchanged appends nothing for it).
-pub async fn set_default(
-    state: &AppState,
-    caller: keyledger_ledger::Caller,
-    workspace: &WorkspaceId,
-    limits: Vec<RateLimit>,
-) -> Result<(), ApiError> {
-    if state.engine.workspace_ratelimits(workspace) != limits {
-        state.engine.set_ratelimits(caller, workspace.clone(), None, limits).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

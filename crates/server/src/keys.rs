@@ -13,6 +13,7 @@ use keyledger_core::time::parse_duration;
 use keyledger_core::{Environment, KeyId, KeyPrefix, Policy, Timestamp, WorkspaceId, validate};
 use keyledger_ledger::{
     Expiry, IdempotencyTag, KeyChanges, KeyControls, KeyRecord, KeySpec, KeyStatus, LEDGER_SCOPES,
+    PolicyControls,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -285,7 +286,8 @@ pub struct UpdateKey {
     tag = "keys",
     description = concat!(
         "Change name, owner, metadata or expiry; narrow scopes and resources ",
-        "(`ledger:keys:write`). Appends an `updated` event."
+        "(`ledger:keys:write`). Appends an `updated` event (and `sources_set` or `ratelimits_set` ",
+        "for new lists) in one batch; a refused part changes nothing."
     ),
     request_body = crate::keys::UpdateKey,
     params(
@@ -335,11 +337,8 @@ pub async fn update(
         },
         (None, None) => None,
     };
-    let limits = body.ratelimits.map(|l| crate::key_ratelimits::parse_list("ratelimits", l)).transpose()?;
-    if key.workspace.is_ledger() && limits.as_ref().is_some_and(|l| !l.is_empty()) {
-        // Refused before anything is changed, so the PATCH is not half applied.
-        return Err(ApiError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited"));
-    }
+    let ratelimits =
+        body.ratelimits.map(|l| crate::key_ratelimits::parse_list("ratelimits", l)).transpose()?;
     let changes = KeyChanges {
         name: body.name,
         owner: body.owner,
@@ -351,25 +350,9 @@ pub async fn update(
             .allowed_sources
             .map(|list| crate::sources::parse_list("allowed_sources", &list))
             .transpose()?,
+        ratelimits,
     };
-    let KeyChanges { name, owner, metadata, expires_at, scopes, resources, allowed_sources } = &changes;
-    let only_limits = name.is_none()
-        && owner.is_none()
-        && metadata.is_none()
-        && expires_at.is_none()
-        && scopes.is_none()
-        && resources.is_none()
-        && allowed_sources.is_none();
-    // A PATCH of the limits alone appends no `updated` event, only the limits' own.
-    let key = if only_limits && limits.is_some() {
-        key
-    } else {
-        state.engine.update(admin.caller.clone(), key.key_id, changes).await?
-    };
-    if let Some(limits) = limits {
-        let workspace = key.workspace.clone();
-        state.engine.set_ratelimits(admin.caller, workspace, Some(key.key_id), limits).await?;
-    }
+    let key = state.engine.update(admin.caller, key.key_id, changes).await?;
     ok(crate::key_view::of(&state, &key, Timestamp::now()))
 }
 
@@ -664,7 +647,10 @@ pub async fn get_policy(
     operation_id = "setPolicy",
     summary = "Set a workspace's policy",
     tag = "policies",
-    description = "Replace a workspace's policy (`ledger:admin`).",
+    description = concat!(
+        "Replace a workspace's policy (`ledger:admin`), its events in one batch; a refused part ",
+        "changes nothing."
+    ),
     request_body = crate::keys::SetPolicy,
     params(
         ("ws" = String, Path, description = "Workspace id, `[a-z0-9][a-z0-9_-]{0,62}` or `_ledger`")
@@ -712,17 +698,10 @@ pub async fn put_policy(
         Some(text) => keyledger_core::OnLeak::parse(text)
             .ok_or_else(|| ApiError::invalid("on_leak", "must be `notify` or `revoke`"))?,
     };
-    let limits = crate::key_ratelimits::parse_list("ratelimits", body.ratelimits)?;
-    if workspace.is_ledger() && !limits.is_empty() {
-        // Refused before anything is set, so the policy is not half replaced.
-        return Err(ApiError::invalid("ratelimits", "admin keys (`_ledger`) are never rate-limited"));
-    }
-    let caller = admin.caller.clone();
-    let policy = state
-        .engine
-        .set_policy_with(admin.caller, workspace.clone(), policy, Some(sources), Some(on_leak))
-        .await?;
-    crate::key_ratelimits::set_default(&state, caller, &workspace, limits).await?;
+    let ratelimits = crate::key_ratelimits::parse_list("ratelimits", body.ratelimits)?;
+    let controls =
+        PolicyControls { sources: Some(sources), on_leak: Some(on_leak), ratelimits: Some(ratelimits) };
+    let policy = state.engine.set_policy_with(admin.caller, workspace.clone(), policy, controls).await?;
     let mut view = PolicyView::new(workspace.as_str(), &policy);
     view.on_leak = on_leak.as_str();
     let view = crate::key_ratelimits::with_policy(&state, view, &workspace);

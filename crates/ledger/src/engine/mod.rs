@@ -20,8 +20,8 @@
 
 use crate::authority::ADMIN_SCOPES;
 use crate::commands::{
-    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeyControls, KeySpec, Responder,
-    Rotation, responder,
+    Caller, Command, Expiry, IdempotencyTag, IssuedSecret, KeyChanges, KeyControls, KeySpec, PolicyControls,
+    Responder, Rotation, responder,
 };
 use crate::datadir::{self, DataDirError, DirLock};
 use crate::error::{AuthError, LedgerError};
@@ -459,20 +459,26 @@ impl Engine {
         policy: Policy,
         sources: Option<crate::state::SourcePolicy>,
     ) -> Result<Policy, LedgerError> {
-        self.set_policy_with(caller, workspace, policy, sources, None).await
+        self.set_policy_with(
+            caller,
+            workspace,
+            policy,
+            PolicyControls { sources, ..PolicyControls::default() },
+        )
+        .await
     }
 
-    /// [`Self::set_policy`], also setting the policy for source allow-lists and `on_leak`
-    /// (docs/leaks.md) when given, in one batch; `None` leaves either as it is.
+    /// [`Self::set_policy`] with the controls beside it (source allow-lists, `on_leak`, the
+    /// default rate limits; see [`PolicyControls`]): one command, decided whole, its events
+    /// in one batch or none at all.
     pub async fn set_policy_with(
         &self,
         caller: Caller,
         workspace: WorkspaceId,
         policy: Policy,
-        sources: Option<crate::state::SourcePolicy>,
-        on_leak: Option<keyledger_core::OnLeak>,
+        controls: PolicyControls,
     ) -> Result<Policy, LedgerError> {
-        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, sources, on_leak, reply }).await
+        self.submit(|reply| Command::SetPolicy { caller, workspace, policy, controls, reply }).await
     }
 
     /// A workspace's `on_leak` (default `notify`).
@@ -500,11 +506,12 @@ impl Engine {
         key_id: Option<KeyId>,
         limits: Vec<keyledger_core::RateLimit>,
     ) -> Result<Vec<keyledger_core::RateLimit>, LedgerError> {
-        keyledger_core::ratelimit::validate_list(&limits)
-            .map_err(|e| LedgerError::invalid("ratelimits", e.to_string()))?;
         self.submit(|reply| Command::SetRateLimits { caller, workspace, key_id, limits, reply }).await
     }
 
+    /// Changes a key (see [`KeyChanges`]): one command, decided whole, its events (`updated`,
+    /// `sources_set`, `ratelimits_set`) in one batch or none at all. A change of the rate
+    /// limits alone appends no `updated` event.
     pub async fn update(
         &self,
         caller: Caller,
