@@ -98,8 +98,9 @@ impl From<Output> for Run {
     }
 }
 
-/// `keyledger` with none of the caller's `KEYLEDGER_*` variables: a test's flags and
-/// environment are always explicit, so a developer's shell cannot change what it checks.
+/// `keyledger` with none of the caller's `KEYLEDGER_*` variables nor PostgreSQL's password
+/// variables: a test's flags and environment are always explicit, so a developer's shell
+/// cannot change what it checks.
 pub(crate) fn command() -> Command {
     let mut command = Command::new(keyledger_bin());
     for (var, _) in std::env::vars_os() {
@@ -107,6 +108,7 @@ pub(crate) fn command() -> Command {
             command.env_remove(var);
         }
     }
+    command.env_remove("PGPASSWORD").env_remove("PGPASSFILE");
     command.stdin(Stdio::null());
     command
 }
@@ -114,6 +116,13 @@ pub(crate) fn command() -> Command {
 /// Runs `keyledger ARGS…` to completion.
 pub fn keyledger(args: &[&str]) -> Run {
     command().args(args).output().expect("cannot run keyledger").into()
+}
+
+/// Runs `keyledger ARGS…` to completion with the environment variables `env` set.
+pub fn keyledger_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = command();
+    command.args(args).envs(env.iter().copied());
+    command.output().expect("cannot run keyledger").into()
 }
 
 /// `keyledger log verify --data-dir DIR`.

@@ -26,7 +26,8 @@ pub enum StoreCommand {
 
 #[derive(clap::Args)]
 pub struct CopyArgs {
-    /// The source: a data dir, or a connection string (`postgres://…`, or `host=… dbname=…`).
+    /// The source: a data dir, or a connection string (`postgres://…`, or `host=… dbname=…`;
+    /// without a password in it, the password comes from `PGPASSWORD` or `~/.pgpass`).
     #[arg(long)]
     from: String,
     /// The target: a new data dir (absent or empty), or an empty database.
@@ -43,9 +44,12 @@ fn is_database(target: &str) -> bool {
     target.starts_with("postgres://") || target.starts_with("postgresql://") || target.contains("host=")
 }
 
-/// Connects to the database at `url` (never echoed: it may hold a password).
+/// Connects to the database at `url` (never echoed: it may hold a password), with the
+/// password from `PGPASSWORD` or the password file when `url` names none
+/// (`keyledger_pg::password`).
 pub fn connect(url: &str) -> Result<postgres::Client> {
-    postgres::Client::connect(url, postgres::NoTls).context("cannot connect to the database")
+    let config = keyledger_pg::store::parse_url(url).context("not a connection string")?;
+    config.connect(postgres::NoTls).context("cannot connect to the database")
 }
 
 pub fn run(command: StoreCommand) -> Result<ExitCode> {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod identity;
 pub mod lease;
 pub mod listener;
+pub mod password;
 pub mod schema;
 pub mod store;
 pub mod verify;

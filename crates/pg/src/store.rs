@@ -36,13 +36,25 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// Parses a connection string (URL or key=value, multi-host allowed) and sets the client's
-/// timeouts unless it sets them.
-pub fn parse_config(url: &str) -> Result<Config, PgError> {
+/// Parses a connection string (URL or key=value, multi-host allowed), what every
+/// connection keyledger makes starts from: the password from `PGPASSWORD` or the password
+/// file when the string names none ([`crate::password`]), and a connect timeout of 5 s
+/// unless the string sets one.
+pub fn parse_url(url: &str) -> Result<Config, PgError> {
     let mut config: Config = url.parse().map_err(|e: postgres::Error| PgError::BadUrl(e.to_string()))?;
+    if let Some(warning) = crate::password::fill(&mut config, &|name| std::env::var_os(name)) {
+        tracing::warn!("{warning}");
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
+    Ok(config)
+}
+
+/// [`parse_url`] with what a serving node's sessions need: keepalives, and an end to a
+/// session left idle inside a batch.
+pub fn parse_config(url: &str) -> Result<Config, PgError> {
+    let mut config = parse_url(url)?;
     config.keepalives_idle(Duration::from_secs(5));
     // A node frozen inside a batch holds the head's lock: the database ends its session
     // after this long, so the other nodes go on and the frozen batch is never acknowledged.

@@ -6,7 +6,7 @@
 #[path = "copy_support/mod.rs"]
 mod support;
 
-use keyledger_e2e::{Server, keyledger, log_verify, path_str, snapshot};
+use keyledger_e2e::{Server, keyledger, keyledger_with_env, log_verify, path_str, snapshot};
 use keyledger_log::segment::{SegmentLog, SegmentOptions};
 use keyledger_log::storage::OsStorage;
 use keyledger_log::witnessed::{AlarmRecord, DirRecords, WitnessRecords};
@@ -163,4 +163,49 @@ fn a_non_empty_target_a_served_source_and_foreign_keys_are_refused_changing_noth
     assert!(run.stderr.contains("already holds a keyledger ledger"), "{}", run.stderr);
     let events: i64 = connect(&empty).query_one("SELECT count(*) FROM keyledger_events", &[]).unwrap().get(0);
     assert_eq!(events, 0, "nothing was copied");
+}
+
+/// A database that requires a password (SCRAM) is reached with the password in
+/// `PGPASSWORD` or in a private password file, never on the command line; a password file
+/// others may read is ignored, as libpq ignores it (docs/operations.md, "High availability").
+#[test]
+fn the_password_comes_from_the_environment_or_a_private_password_file() {
+    let source = ledger_with_history();
+    let (cluster, admin_url) = database("secured");
+    let mut admin = connect(&admin_url);
+    admin
+        .batch_execute(
+            "CREATE ROLE keeper LOGIN PASSWORD 'open sesame'; ALTER DATABASE secured OWNER TO keeper",
+        )
+        .unwrap();
+    let hba = cluster.data_dir().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("host all keeper 127.0.0.1/32 scram-sha-256\n{rules}")).unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let url = format!("postgres://keeper@127.0.0.1:{}/secured", cluster.port());
+    keyledger_e2e::poll(std::time::Duration::from_secs(10), "the password rule in force", || {
+        postgres::Client::connect(&url, postgres::NoTls).is_err().then_some(())
+    });
+
+    let without = store_copy(path_str(&source.data_dir), &url, &[]);
+    assert!(!without.success(), "{}{}", without.stdout, without.stderr);
+    assert!(without.stderr.contains("cannot connect to the database"), "{}", without.stderr);
+
+    let copy = ["store", "copy", "--from", path_str(&source.data_dir), "--to", &url];
+    let copied = keyledger_with_env(&copy, &[("PGPASSWORD", "open sesame")]);
+    assert!(copied.success(), "{}{}", copied.stdout, copied.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    let line = format!("127.0.0.1:{}:secured:keeper:open sesame\n", cluster.port());
+    std::fs::write(&passfile, line).unwrap();
+    let verify = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(mode)).unwrap();
+        keyledger_with_env(&["log", "verify", "--store", &url], &[("PGPASSFILE", path_str(&passfile))])
+    };
+    let private = verify(0o600);
+    assert!(private.success(), "{}{}", private.stdout, private.stderr);
+    let readable = verify(0o644);
+    assert!(!readable.success(), "{}{}", readable.stdout, readable.stderr);
 }
