@@ -2,8 +2,9 @@
 //! served with two `keyledger witness serve` processes and `--witness-quorum 2` gets its
 //! checkpoints cosigned by both (checked with keyledger-verify and Python's
 //! `cryptography`), a stranger mirrors its tiles and rebuilds the cosigned root, a proof
-//! bundle and an export verify offline with that quorum (and not with a witness that
-//! never cosigned), and a witness that saw a forked copy of the log raises a fork alarm.
+//! bundle, an export and a compliance report verify offline with that quorum (and not with
+//! a witness that never cosigned), and a witness that saw a forked copy of the log raises a
+//! fork alarm.
 
 use keyledger_e2e::cosignature::python_verifies;
 use keyledger_e2e::{Ledger, Server, copy_dir, free_port, keyledger, keyledger_bin, path_str, poll};
@@ -278,6 +279,39 @@ fn a_log_witnessed_by_two_witnesses_proves_itself_offline_and_alarms_on_a_fork()
         "3",
     ]);
     assert_eq!(run.status.code(), Some(1), "quorum 3 was met: {}{}", run.stdout, run.stderr);
+
+    // So does a compliance report: its signed checkpoint note carries the cosignatures.
+    let report = root.join("report.html");
+    let day = |offset: i64| {
+        keyledger_core::Timestamp::now().plus_micros(offset * 86_400_000_000).to_rfc3339()[..10].to_owned()
+    };
+    let (from, to) = (day(-1), day(1));
+    let run = keyledger(&[
+        "report",
+        "compliance",
+        "--url",
+        &server.url,
+        "--admin-key",
+        admin,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--out",
+        path_str(&report),
+    ]);
+    assert!(run.success(), "report compliance failed: {}{}", run.stdout, run.stderr);
+    let report_verify = |extra: &[&str]| {
+        let args =
+            [&["report", "verify", path_str(&report), "--public-key", &ledger.log_public_key][..], extra];
+        keyledger(&args.concat())
+    };
+    let run = report_verify(&["--witness", wa, "--witness", wb, "--witness-quorum", "2"]);
+    assert!(run.success(), "report verify with both witnesses failed: {}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("cosigned by a.witness.example"), "{}", run.stdout);
+    let run = report_verify(&["--witness", wa, "--witness", UNKNOWN_WITNESS, "--witness-quorum", "2"]);
+    assert_eq!(run.status.code(), Some(1), "quorum 2 was met: {}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("witness cosignatures of the checkpoint"), "{}", run.stderr);
     let log_size = server.client().get("/healthz", admin).body["log_size"].as_u64().unwrap();
     server.stop();
 

@@ -92,7 +92,8 @@ struct VerifyArgs {
     json: bool,
 }
 
-/// The witness policy of an offline verification (`export verify`, `proof verify`).
+/// The witness policy of an offline verification (`export verify`, `proof verify`,
+/// `report verify`).
 #[derive(Args)]
 pub(crate) struct WitnessArgs {
     /// A witness you trust: its verifier key (`name+id+base64`, signature type 0x04), or a

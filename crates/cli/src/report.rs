@@ -1,8 +1,9 @@
 //! `keyledger report compliance` (download a signed compliance report from a running
 //! server, as JSON, HTML, or a PDF printed from the HTML by headless Chromium) and
 //! `keyledger report verify` (check one: its signature and checkpoint, that an HTML page
-//! shows exactly its signed JSON, and with `--export` or `--url` that every figure follows
-//! from the log's events; docs/compliance.md, "Verifying a report").
+//! shows exactly its signed JSON, with `--witness` that trusted witnesses cosigned its
+//! checkpoint, and with `--export` or `--url` that every figure follows from the log's
+//! events; docs/compliance.md, "Verifying a report").
 //!
 //! Exit codes: 0 valid / written; 1 the report is invalid; 2 bad command line or local
 //! input; and for `compliance` and `--url` the admin client's codes (3 auth, 4 not found,
@@ -10,8 +11,9 @@
 
 use crate::client::{Client, ClientError};
 use crate::connection::{Connection, finish};
-use crate::export::{public_key, usage};
+use crate::export::{WitnessArgs, public_key, usage};
 use clap::{Args, Subcommand, ValueEnum};
+use keyledger_verify::cosignature::Cosigned;
 use keyledger_verify::note::{VerifierKey, open_checkpoint};
 use keyledger_verify::report::{
     Checked, Coverage, OpenedReport, Recompute, ReportError, bundle_entries, check_with_export, open_report,
@@ -96,6 +98,8 @@ struct VerifyArgs {
     /// Admin key for `--url`. Prefer the environment variable.
     #[arg(long, env = "KEYLEDGER_ADMIN_KEY", hide_env_values = true, value_name = "KEY")]
     admin_key: Option<String>,
+    #[command(flatten)]
+    witnesses: WitnessArgs,
     /// Print a JSON summary instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -231,7 +235,8 @@ enum Failure {
 
 fn verify(args: &VerifyArgs) -> ExitCode {
     match check(args) {
-        Ok((report, checked)) => {
+        Ok((report, checked, cosigned)) => {
+            let cosigned: Vec<String> = cosigned.iter().map(|c| c.witness.to_string()).collect();
             let (origin, size) = (&report.origin, report.anchor.size);
             let proves = match checked.as_ref().map(|c| c.coverage) {
                 None => "signature and checkpoint valid; figures NOT recomputed (pass --export or --url)",
@@ -255,11 +260,17 @@ fn verify(args: &VerifyArgs) -> ExitCode {
                         "complete": checked.as_ref().map(|c| c.coverage == Coverage::CompleteTree),
                         "events": checked.as_ref().map(|c| c.events),
                         "proves": proves,
+                        "cosigned_by": cosigned,
                     })
                 );
             } else {
+                let witnessed = if cosigned.is_empty() {
+                    String::new()
+                } else {
+                    format!(", cosigned by {}", cosigned.join(", "))
+                };
                 crate::outln!(
-                    "report valid: {proves}; anchored to the checkpoint of {size} events of {origin}"
+                    "report valid: {proves}; anchored to the checkpoint of {size} events of {origin}{witnessed}"
                 );
             }
             ExitCode::SUCCESS
@@ -276,8 +287,9 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     }
 }
 
-fn check(args: &VerifyArgs) -> Result<(OpenedReport, Option<Checked>), Failure> {
+fn check(args: &VerifyArgs) -> Result<(OpenedReport, Option<Checked>, Vec<Cosigned>), Failure> {
     let key = public_key(&args.public_key).map_err(Failure::Usage)?;
+    let witnesses = args.witnesses.quorum().map_err(Failure::Usage)?;
     let size = std::fs::metadata(&args.file)
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?
         .len();
@@ -297,6 +309,10 @@ fn check(args: &VerifyArgs) -> Result<(OpenedReport, Option<Checked>), Failure> 
             "the HTML page is not the rendering of its signed report (its visible content was edited)".into(),
         )));
     }
+    let cosigned = match &witnesses {
+        Some(witnesses) => report.cosigned_by(witnesses).map_err(Failure::Invalid)?,
+        None => Vec::new(),
+    };
     let checked = if let Some(export) = &args.export {
         let open = || std::fs::File::open(export).map(|f| BufReader::with_capacity(1 << 20, f));
         if let Err(e) = open() {
@@ -309,7 +325,7 @@ fn check(args: &VerifyArgs) -> Result<(OpenedReport, Option<Checked>), Failure> 
     } else {
         None
     };
-    Ok((report, checked))
+    Ok((report, checked, cosigned))
 }
 
 /// `N` of a tile path: 3-digit groups, all but the last prefixed by `x` (C2SP tlog-tiles).

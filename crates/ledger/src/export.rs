@@ -25,52 +25,6 @@ use std::io::Write;
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// The anchor with the witnesses' cosignature lines in its note (docs/export-format.md,
-/// "Witness cosignatures"). Waits, up to the engine's `export_witness_wait`, until the
-/// quorum has cosigned `anchor` or a later checkpoint of the log (a busy log signs new
-/// checkpoints, and the witnesses move on to them); a later one then becomes the anchor,
-/// still covering every event appended before the export was asked for. On timeout it
-/// takes the cosignatures it holds for the anchor (or that later checkpoint), perhaps
-/// none: a verifier with a witness quorum then refuses the export. Without witnesses it
-/// returns `anchor` at once.
-async fn witnessed_anchor(engine: &Engine, anchor: StoredCheckpoint) -> StoredCheckpoint {
-    let Some((mut changes, wait)) = engine.witness_changes() else { return anchor };
-    let deadline = tokio::time::Instant::now() + wait;
-    // The cosigned checkpoint the service holds, as a stored checkpoint, if it is the
-    // anchor or the log's latest checkpoint covering more than the anchor.
-    let cosigned = |anchor: &StoredCheckpoint| {
-        let cosigned = engine.witness_view().cosigned?;
-        let base = if cosigned.size == anchor.size {
-            anchor.clone()
-        } else {
-            engine.log().latest_checkpoint().filter(|latest| latest.size > anchor.size)?
-        };
-        (base.size == cosigned.size && base.root == cosigned.root)
-            .then_some((StoredCheckpoint { note: cosigned.note, ..base }, cosigned.quorum_met))
-    };
-    loop {
-        changes.borrow_and_update();
-        if let Some((witnessed, true)) = cosigned(&anchor) {
-            return witnessed;
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => {}
-            // The deadline passed, or the witness service stopped.
-            _ => break,
-        }
-    }
-    match cosigned(&anchor) {
-        Some((witnessed, _)) => witnessed,
-        None => {
-            tracing::warn!(
-                size = anchor.size,
-                "no witness cosigned the export's anchor in time; it carries no cosignatures"
-            );
-            anchor
-        }
-    }
-}
-
 /// One end of an export range: a seq, or an instant (the first event at or after it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bound {
@@ -198,10 +152,9 @@ pub struct ExportPlan {
 impl ExportPlan {
     /// Signs (if needed) a checkpoint covering every event so far and resolves the range.
     /// With witnesses configured, first waits (bounded) for their cosignatures of it (see
-    /// [`witnessed_anchor`]).
+    /// [`Engine::witnessed_checkpoint_now`]).
     pub async fn prepare(engine: &Engine, request: ExportRequest) -> Result<Self, ExportError> {
-        let anchor = engine.checkpoint_now().await?;
-        let anchor = witnessed_anchor(engine, anchor).await;
+        let anchor = engine.witnessed_checkpoint_now().await?;
         Self::new(engine.log(), engine.signer().clone(), anchor, request)
     }
 

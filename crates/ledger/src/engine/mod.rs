@@ -53,8 +53,9 @@ pub struct EngineOptions {
     pub webhooks: crate::webhook::WebhookOptions,
     /// The witnesses checkpoints are submitted to (docs/operations.md, "Witnesses").
     pub witnesses: crate::witness::WitnessOptions,
-    /// How long an export waits for the witnesses to cosign its anchor checkpoint
-    /// (docs/export-format.md, "Witness cosignatures"); unused without witnesses.
+    /// How long an export or a compliance report waits for the witnesses to cosign its
+    /// anchor checkpoint (docs/export-format.md, "Witness cosignatures"); unused without
+    /// witnesses.
     pub export_witness_wait: Duration,
     /// redb's page cache for the projections, in bytes (see
     /// [`crate::projection::DEFAULT_CACHE_BYTES`]).
@@ -126,6 +127,7 @@ pub struct InitOutcome {
 pub use crate::commands::RevokedAll;
 
 mod open;
+mod witnessed_anchor;
 
 /// The outcome of a verification, for the API.
 #[derive(Debug, Clone)]
@@ -235,12 +237,6 @@ impl Engine {
         let checkpoint = self.writer.checkpoint_now().await?;
         self.witnesses.wake();
         Ok(checkpoint)
-    }
-
-    /// A watch that changes whenever a witness cosignature is stored (`None` without
-    /// witnesses), and how long an export waits for its anchor's cosignatures.
-    pub(crate) fn witness_changes(&self) -> Option<(watch::Receiver<u64>, Duration)> {
-        self.witnesses.changes().map(|changes| (changes, self.export_witness_wait))
     }
 
     /// False once the log could not be written (the engine then refuses every append).

@@ -57,7 +57,9 @@ pub struct ReportRequest {
 }
 
 /// Produces the signed report (as a JSON object) for `request`, anchored to a checkpoint
-/// covering every event appended so far.
+/// covering every event appended so far; with witnesses, one they cosigned, waited for
+/// within a bound ([`Engine::witnessed_checkpoint_now`]), so the report's checkpoint note
+/// carries their cosignatures.
 ///
 /// # Errors
 ///
@@ -66,7 +68,7 @@ pub struct ReportRequest {
 pub async fn produce(engine: &Engine, request: ReportRequest) -> Result<Map<String, Value>, ReportError> {
     let params =
         Parameters::new(request.workspaces, request.from, request.to, Timestamp::now(), request.unused_days)?;
-    let anchor = engine.checkpoint_now().await?;
+    let anchor = engine.witnessed_checkpoint_now().await?;
     let log = engine.log().clone();
     let signer = engine.signer().clone();
     tokio::task::spawn_blocking(move || compute(&log, &signer, &anchor, params))

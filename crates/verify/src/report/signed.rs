@@ -10,6 +10,7 @@
 
 use super::params::Parameters;
 use super::{REPORT_FORMAT, REPORT_SIGNATURE_CONTEXT, REPORT_VERSION, ReportError};
+use crate::cosignature::{Cosigned, Quorum};
 use crate::export::canonical_json;
 use crate::merkle::{Hash, TreeHash};
 use crate::note::{NoteSigner, VerifierKey, open_checkpoint};
@@ -42,6 +43,22 @@ pub struct OpenedReport {
     pub figures: Value,
     /// The whole report object, signature included.
     pub report: Map<String, Value>,
+}
+
+impl OpenedReport {
+    /// The trusted witnesses that cosigned the report's checkpoint, once at least the
+    /// quorum did (the cosignature lines travel in the signed `checkpoint.note`; see
+    /// docs/compliance.md, "Verifying a report").
+    ///
+    /// # Errors
+    ///
+    /// [`ReportError::Checkpoint`] when fewer than the quorum validly cosigned it, or a line
+    /// naming a trusted witness does not verify.
+    pub fn cosigned_by(&self, witnesses: &Quorum) -> Result<Vec<Cosigned>, ReportError> {
+        witnesses
+            .check(&self.anchor.note)
+            .map_err(|e| ReportError::Checkpoint(format!("witness cosignatures of the checkpoint: {e}")))
+    }
 }
 
 /// The unsigned report object.
