@@ -4,6 +4,7 @@
 
 use super::canonical::canonical_json;
 use super::line::{LinesHasher, line_value, manifest_message, write_event_line};
+use super::pending::{Pending, PendingProofs};
 use super::{
     Completeness, ExportError, ExportSummary, FORMAT_VERSION, MAX_LINE_BYTES, TREE_HASH_MEMBER,
     manifest_tree_hash,
@@ -204,8 +205,8 @@ struct Seen {
     tree_hash: Option<TreeHash>,
     /// Unfiltered: the compact range of the lines' leaves.
     range: Option<Frontier>,
-    /// Filtered: (line, seq, leaf, proof) to check against the anchor.
-    included: Vec<(u64, u64, Hash, Vec<Hash>)>,
+    /// Filtered: each line's inclusion proof, to check against the anchor.
+    included: PendingProofs,
     hasher: LinesHasher,
     scratch: Scratch,
 }
@@ -292,7 +293,7 @@ impl Seen {
         }
         if has_proof {
             if let Some(proof) = &line.proof {
-                self.included.push((number, seq, line.leaf, proof.clone()));
+                self.included.push(Pending { number, seq, leaf: line.leaf, proof: proof.clone() })?;
             }
         } else {
             let range = self.range.get_or_insert_with(|| Frontier::starting_at(hash, seq));
@@ -456,13 +457,13 @@ pub fn verify_export_witnessed(
             "the last line ({number}) is not a manifest: the export is truncated"
         )));
     }
-    check_manifest(number, text, &seen, key, trusted.as_ref(), witnesses)
+    check_manifest(number, text, seen, key, trusted.as_ref(), witnesses)
 }
 
 fn check_manifest(
     line: u64,
     text: &[u8],
-    seen: &Seen,
+    mut seen: Seen,
     key: &VerifierKey,
     trusted: Option<&Checkpoint>,
     witnesses: Option<&Quorum>,
@@ -480,6 +481,8 @@ fn check_manifest(
         .and_then(Value::as_object)
         .ok_or_else(|| bad("`manifest` is not an object".into()))?;
     let m = Fields { object: manifest, path: "", line };
+    let mut included = std::mem::take(&mut seen.included);
+    let seen = &seen;
 
     // 1. The signature, before anything else is believed.
     let tree_hash = check_signature(&m, key, seen)?;
@@ -491,7 +494,7 @@ fn check_manifest(
     let (workspace, completeness) = check_filters(&m, seen, &anchor, &range, tree_hash)?;
     let filtered = workspace.is_some();
     // 5. The lines are leaves of the anchor's tree.
-    check_leaves(&m, seen, &anchor, &range, tree_hash, filtered)?;
+    check_leaves(&m, seen, &mut included, &anchor, &range, tree_hash, filtered)?;
     // 6. Count and hash of the exact bytes of the lines.
     let lines = m.u64("lines")?;
     if lines != seen.lines {
@@ -778,6 +781,7 @@ fn check_filters<'a>(
 fn check_leaves(
     m: &Fields<'_>,
     seen: &Seen,
+    included: &mut PendingProofs,
     anchor: &Checkpoint,
     range: &Range<'_>,
     tree_hash: TreeHash,
@@ -786,14 +790,14 @@ fn check_leaves(
     let bad = |reason: String| ExportError::Manifest { line: m.line, reason };
     let (first_seq, last_seq) = (range.first_seq, range.last_seq);
     if filtered {
-        for (n, seq, leaf, proof) in &seen.included {
+        included.check_each(|Pending { number, seq, leaf, proof }| {
             verify_inclusion(tree_hash, *seq, anchor.size, leaf, proof, &anchor.root).map_err(|e| {
                 line_err(
-                    *n,
+                    *number,
                     format!("the inclusion proof of seq {seq} does not verify against the checkpoint: {e}"),
                 )
-            })?;
-        }
+            })
+        })?;
     } else {
         match (m.object("range_proof", "range_proof.")?, &seen.range, first_seq, last_seq) {
             (None, None, None, None) => {}

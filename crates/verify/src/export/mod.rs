@@ -21,16 +21,20 @@
 //! cosigned the anchor.
 //!
 //! The module is split by concept: `canonical` (canonical JSON), `line` (the line and
-//! manifest encoding shared with the producer) and `check` (the verifier). This file holds
+//! manifest encoding shared with the producer), `check` (the verifier) and `pending` (a
+//! filtered export's proofs until the manifest). This file holds
 //! the format's constants and what verification reports, and re-exports the rest.
 //!
 //! Memory: O(log n) for an unfiltered export; a filtered export keeps each line's seq, leaf
-//! hash and inclusion proof until the manifest (at the end) names the tree they prove into.
+//! hash and inclusion proof until the manifest (at the end) names the tree they prove into:
+//! up to a bound in memory, the rest in a temporary file (`pending`), so memory does not
+//! grow with the export either.
 //! No function here panics on any input.
 
 mod canonical;
 mod check;
 mod line;
+mod pending;
 
 pub use canonical::{canonical_json, write_canonical, write_json_str};
 pub use check::{verify_export, verify_export_witnessed};
