@@ -26,6 +26,7 @@
 //! The servers run as [`crate::process::Process`]es; the table goes through
 //! [`crate::report`], like the other tables of docs/benchmarks.md.
 
+mod cpu;
 pub(crate) mod generator;
 
 use crate::process::{Process, free_port, tail, target_dir};
@@ -300,6 +301,11 @@ pub(crate) struct Keyledger {
 }
 
 impl Keyledger {
+    /// The id of the `keyledger` process itself.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.program_pid()
+    }
+
     pub(crate) async fn start(binary: &Path, lifetime: Duration) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("keyledger-load-")
@@ -436,6 +442,7 @@ struct Row {
     request: String,
     expected: u16,
     outcome: Outcome,
+    cost: cpu::RowCost,
     /// Throughput and p99 as ratios to the bare server's run it is compared with.
     ratio: f64,
     p99_ratio: f64,
@@ -488,24 +495,28 @@ async fn session(binary: &Path, options: &Options) -> Result<Report> {
     let address = server.address;
     let healthz: MakeRequest =
         Arc::new(move |_| generator::request(Method::GET, address, "/healthz", &[], Bytes::new()));
-    let bare_target = (bare, bare_make(bare, secrets.clone()));
-    let json_target = (address, verify_make(VerifyMode::Json, address, secrets.clone()));
-    let forward_target = (address, verify_make(VerifyMode::ForwardAuth, address, secrets.clone()));
+    let (bare_pid, server_pid) = (bare_process.program_pid(), server.pid());
+    let bare_target = (bare, bare_make(bare, secrets.clone()), bare_pid);
+    let json_target = (address, verify_make(VerifyMode::Json, address, secrets.clone()), server_pid);
+    let forward_target =
+        (address, verify_make(VerifyMode::ForwardAuth, address, secrets.clone()), server_pid);
 
     let before_verify = server.metrics().await?;
-    let targets = [bare_target.clone(), (address, healthz), json_target.clone(), forward_target.clone()];
+    let targets =
+        [bare_target.clone(), (address, healthz, server_pid), json_target.clone(), forward_target.clone()];
     let [bare_outcome, healthz_outcome, json_outcome, forward_outcome] =
-        <[Outcome; 4]>::try_from(interleaved(&targets, options).await?)
+        <[Measured; 4]>::try_from(interleaved(&targets, options).await?)
             .map_err(|_| anyhow::anyhow!("four outcomes expected"))?;
-    let mut answered = json_outcome.count(200) + forward_outcome.count(200);
-    let mut transport_errors = json_outcome.errors + forward_outcome.errors;
+    let mut answered = json_outcome.0.count(200) + forward_outcome.0.count(200);
+    let mut transport_errors = json_outcome.0.errors + forward_outcome.0.errors;
     let bare_first = bare_row(bare_outcome);
     let healthz = compare(
         Row {
             name: "keyledger `/healthz`",
             request: "`GET /healthz`".into(),
             expected: 200,
-            outcome: healthz_outcome,
+            outcome: healthz_outcome.0,
+            cost: healthz_outcome.1,
             ratio: 0.0,
             p99_ratio: 0.0,
             attempts: 1,
@@ -526,10 +537,10 @@ async fn session(binary: &Path, options: &Options) -> Result<Report> {
         );
         let targets = [bare_target.clone(), json_target.clone(), forward_target.clone()];
         let [bare_outcome, json_outcome, forward_outcome] =
-            <[Outcome; 3]>::try_from(interleaved(&targets, options).await?)
+            <[Measured; 3]>::try_from(interleaved(&targets, options).await?)
                 .map_err(|_| anyhow::anyhow!("three outcomes expected"))?;
-        answered += json_outcome.count(200) + forward_outcome.count(200);
-        transport_errors += json_outcome.errors + forward_outcome.errors;
+        answered += json_outcome.0.count(200) + forward_outcome.0.count(200);
+        transport_errors += json_outcome.0.errors + forward_outcome.0.errors;
         let fresh_bare = bare_row(bare_outcome);
         for (row, mode, outcome) in [
             (&mut verify_json, VerifyMode::Json, json_outcome),
@@ -563,26 +574,37 @@ async fn session(binary: &Path, options: &Options) -> Result<Report> {
     Ok(Report { bare: bare_first, healthz, verify_json, verify_forward, usage, creates, server_log_bytes })
 }
 
-fn bare_row(outcome: Outcome) -> Row {
+fn bare_row((outcome, cost): Measured) -> Row {
     Row {
         name: "bare axum server",
         request: "`POST /` with the JSON-mode verify body; constant 200 JSON answer".into(),
         expected: 200,
         outcome,
+        cost,
         ratio: 1.0,
         p99_ratio: 1.0,
         attempts: 1,
     }
 }
 
-/// Runs every target for the row time, in `options.rounds()` interleaved slices; returns
-/// each target's merged outcome, in order.
-async fn interleaved(targets: &[(SocketAddr, MakeRequest)], options: &Options) -> Result<Vec<Outcome>> {
-    let mut merged: Vec<Outcome> = targets.iter().map(|_| Outcome::empty(Duration::ZERO)).collect();
+/// A row's requests and what they cost in CPU.
+type Measured = (Outcome, cpu::RowCost);
+
+/// Runs every target (its address, its requests and the id of the server process that
+/// answers them) for the row time, in `options.rounds()` interleaved slices; returns each
+/// target's merged outcome and CPU cost, in order.
+async fn interleaved(targets: &[(SocketAddr, MakeRequest, u32)], options: &Options) -> Result<Vec<Measured>> {
+    let mut merged: Vec<Measured> =
+        targets.iter().map(|_| (Outcome::empty(Duration::ZERO), cpu::RowCost::default())).collect();
     for round in 0..options.rounds() {
         let plan = options.slice(round);
-        for ((address, make), total) in targets.iter().zip(&mut merged) {
-            total.merge(generator::run(*address, plan, make.clone()).await?)?;
+        for ((address, make, pid), (total, cost)) in targets.iter().zip(&mut merged) {
+            let before = (cpu::ProcessCpu::read(*pid), cpu::ProcessCpu::read_own(), Instant::now());
+            let outcome = generator::run(*address, plan, make.clone()).await?;
+            let server = cpu::ProcessCpu::read(*pid).since(&before.0);
+            let generator = cpu::ProcessCpu::read_own().since(&before.1);
+            cost.add(outcome.statuses.values().sum(), before.2.elapsed(), &server, &generator);
+            total.merge(outcome)?;
         }
         eprintln!("xtask: round {} of {} done", round + 1, options.rounds());
     }
@@ -651,7 +673,7 @@ impl VerifyMode {
             Self::ForwardAuth => "verify, forward-auth",
         }
     }
-    fn row(self, outcome: Outcome) -> Row {
+    fn row(self, (outcome, cost): Measured) -> Row {
         let request = match self {
             Self::Json => {
                 "`POST /v1/verify` `{key, scopes: [read], context: {ip, user_agent, method, path, request_id}}`, keys round-robin"
@@ -665,6 +687,7 @@ impl VerifyMode {
             request: request.into(),
             expected: 200,
             outcome,
+            cost,
             ratio: 0.0,
             p99_ratio: 0.0,
             attempts: 1,
@@ -885,6 +908,14 @@ fn render(
         "- The server's log on stderr (`info`: a line per request except successful verifications and health probes) grew to {:.1} MB over the run.",
         report.server_log_bytes as f64 / 1e6
     );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "CPU per request (time on the CPU of each process's threads around every slice of a row, from `/proc`, warm-ups included; docs/benchmarks.md, \"CPU per request, by thread\"):"
+    );
+    let _ = writeln!(out);
+    let rows = [&report.bare, &report.healthz, &report.verify_json, &report.verify_forward];
+    let _ = write!(out, "{}", cpu::table(&rows.map(|row| (row.name, &row.cost))));
     let _ = writeln!(out);
     let _ = writeln!(out, "| Performance target | Target | Measured | Result |");
     let _ = writeln!(out, "| --- | --- | --- | --- |");
