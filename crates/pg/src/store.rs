@@ -41,7 +41,7 @@ impl std::fmt::Debug for PgStore {
 /// file when the string names none ([`crate::password`]), and a connect timeout of 5 s
 /// unless the string sets one.
 pub fn parse_url(url: &str) -> Result<Config, PgError> {
-    let mut config: Config = url.parse().map_err(|e: postgres::Error| PgError::BadUrl(e.to_string()))?;
+    let mut config: Config = url.parse().map_err(|e: postgres::Error| bad_url(&e))?;
     if let Some(warning) = crate::password::fill(&mut config, &|name| std::env::var_os(name)) {
         tracing::warn!("{warning}");
     }
@@ -49,6 +49,46 @@ pub fn parse_url(url: &str) -> Result<Config, PgError> {
         config.connect_timeout(Duration::from_secs(5));
     }
     Ok(config)
+}
+
+/// The options a connection string may set (libpq's names, as the client parses them):
+/// only these are named in an error.
+const OPTIONS: [&str; 21] = [
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+    "sslcert",
+    "sslkey",
+];
+
+/// Why a connection string was refused: the option at fault by its name, never any other
+/// text of the string, which may hold a password.
+fn bad_url(error: &postgres::Error) -> PgError {
+    let cause = std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
+    let option = cause.strip_prefix("invalid value for option `").and_then(|rest| rest.strip_suffix('`'));
+    let reason = match option {
+        Some(option) if OPTIONS.contains(&option) => format!("invalid value for option `{option}`"),
+        _ if cause.starts_with("unknown option") => "an option it names is unknown".to_owned(),
+        _ if cause == "unterminated quoted connection parameter value" => cause,
+        _ => "it is neither a postgres:// URL nor key=value pairs".to_owned(),
+    };
+    PgError::BadUrl(reason)
 }
 
 /// [`parse_url`] with what a serving node's sessions need: keepalives, and an end to a
@@ -296,5 +336,27 @@ impl LogStore for PgStore {
         self.client = None;
         self.client = Some(connect(&self.config).map_err(|e| StoreError::Unavailable(e.to_string()))?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connection_string_is_named_by_its_fault_never_by_its_text() {
+        for (url, reason) in [
+            ("postgres://user:s3cretpw@host:notaport/db", "invalid value for option `port`"),
+            ("postgres://user:s3cretpw@host/db?sslmode=s3cretpw", "invalid value for option `sslmode`"),
+            ("postgres://user:s3cretpw@host/db?s3cretpw=1", "an option it names is unknown"),
+            ("password=s3cretpw connect_timeout=s3cretpw", "invalid value for option `connect_timeout`"),
+            ("password='s3cretpw", "unterminated quoted connection parameter value"),
+            ("postgres://user:s3cretpw@[::1/db", "invalid value for option `host`"),
+        ] {
+            let error = parse_url(url).expect_err(url);
+            let (shown, debug) = (error.to_string(), format!("{error:?}"));
+            assert!(shown.ends_with(reason), "{url}: {shown}");
+            assert!(!shown.contains("s3cretpw") && !debug.contains("s3cretpw"), "{url}: {shown} / {debug}");
+        }
     }
 }
