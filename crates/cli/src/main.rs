@@ -395,6 +395,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         );
     }
     let witnesses = witness_policy(&args)?;
+    // Built before the engine, whose log writer runs on it; entered only below (opening a
+    // PostgreSQL node must not run inside it).
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let options = EngineOptions {
         usage_durability: match args.usage_durability {
             UsageDurability::Batched => Durability::Written,
@@ -403,6 +406,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         writer: WriterOptions {
             checkpoint_every_events: args.checkpoint_every_events.max(1),
             checkpoint_every: Duration::from_secs(args.checkpoint_interval_secs.max(1)),
+            run_on: Some(runtime.handle().clone()),
             ..WriterOptions::default()
         },
         projection_cache_bytes: args.projection_cache_mb.max(1).saturating_mul(1 << 20),
@@ -439,7 +443,6 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         public_log: args.public_log,
         ..keyledger_server::ServerConfig::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let mut state = keyledger_server::AppState::new(engine, config);
         if let Some(path) = &args.github_scanning_keys {

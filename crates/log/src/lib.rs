@@ -1,6 +1,7 @@
 //! keyledger's append-only, tamper-evident event log.
 //!
-//! The log is three stores kept in step by one writer thread:
+//! The log is three stores kept in step by one writer (its own thread, or a task on the
+//! server's runtime):
 //! - [`segment`]: the events' bytes in CRC-framed, append-only segment files (the source of
 //!   truth; a torn last batch is cut on recovery);
 //! - [`tree`]: the Merkle tree's node hashes (RFC 6962 / RFC 9162: SHA-256 in log format 2,
@@ -209,7 +210,7 @@ impl Log {
         Ok(self.tree.size() - start)
     }
 
-    /// Hands the log to its writer thread. `subscriber` receives the durable batches, in seq
+    /// Hands the log to its writer. `subscriber` receives the durable batches, in seq
     /// order, those that find its channel full excepted (see [`writer`]'s guarantees).
     pub fn start<S: Sequencer>(
         self,

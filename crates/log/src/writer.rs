@@ -1,6 +1,12 @@
 //! The single writer of the log and its group commit.
 //!
-//! Every append goes through one thread. Callers send commands over a channel; the writer
+//! Every append goes through one writer: its own thread, or (with
+//! [`WriterOptions::run_on`], as `keyledger serve` runs it on the embedded store) one task on
+//! the server's runtime, so that a verification reaches it without waking a sleeping thread
+//! and is answered without a context switch (docs/benchmarks.md, "The writer as a task");
+//! there, what waits for the disk (fsyncs, checkpoints, recovery) runs as blocking work
+//! ([`may_block`]) while the worker's other tasks move to another thread. Either way it is
+//! one loop, one batch at a time. Callers send commands over a channel; the writer
 //! takes everything queued, lets the [`Sequencer`] turn each command into events (assigning
 //! consecutive seqs in channel order), writes the whole batch with one write per segment,
 //! fsyncs once, and only then acknowledges the callers who asked for durability. Callers who
@@ -75,7 +81,7 @@ pub enum LogError {
     Stopped,
 }
 
-/// Turns commands into events, on the writer thread, in seq order. The sequencer owns the
+/// Turns commands into events, in the writer, in seq order. The sequencer owns the
 /// state that decides whether a command is valid, so validation and sequencing are one step.
 pub trait Sequencer: Send + 'static {
     type Command: Send + 'static;
@@ -174,6 +180,10 @@ pub struct WriterOptions {
     pub retry_initial: Duration,
     /// …up to this.
     pub retry_max: Duration,
+    /// Run the writer as a task on this runtime (the server's) instead of on its own
+    /// thread: a command then reaches it without waking a sleeping thread. Ignored with a
+    /// shared store, whose database calls block.
+    pub run_on: Option<tokio::runtime::Handle>,
 }
 
 impl Default for WriterOptions {
@@ -185,6 +195,7 @@ impl Default for WriterOptions {
             max_batch_commands: 8192,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            run_on: None,
         }
     }
 }
@@ -224,9 +235,35 @@ enum Message<S: Sequencer> {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Where commands go: the writer's own thread, or its task on the server's runtime
+/// ([`WriterOptions::run_on`]).
+enum Inbox<S: Sequencer> {
+    Thread(Sender<Message<S>>),
+    Task(tokio::sync::mpsc::UnboundedSender<Message<S>>),
+}
+
+impl<S: Sequencer> Clone for Inbox<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Thread(tx) => Self::Thread(tx.clone()),
+            Self::Task(tx) => Self::Task(tx.clone()),
+        }
+    }
+}
+
+impl<S: Sequencer> Inbox<S> {
+    /// Queues a message; an error once the writer has stopped.
+    fn send(&self, message: Message<S>) -> Result<(), ()> {
+        match self {
+            Self::Thread(tx) => tx.send(message).map_err(|_| ()),
+            Self::Task(tx) => tx.send(message).map_err(|_| ()),
+        }
+    }
+}
+
 /// A handle for submitting commands to the writer. Cheap to clone.
 pub struct WriterHandle<S: Sequencer> {
-    tx: Sender<Message<S>>,
+    tx: Inbox<S>,
     healthy: Arc<AtomicBool>,
     committed: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
@@ -304,6 +341,12 @@ impl<S: Sequencer> WriterHandle<S> {
         &self.stats
     }
 
+    /// Whether the writer runs as a task on a runtime ([`WriterOptions::run_on`]) rather
+    /// than on its own thread.
+    pub fn runs_on_runtime(&self) -> bool {
+        matches!(self.tx, Inbox::Task(_))
+    }
+
     /// Drains everything queued, fsyncs, writes a final checkpoint and stops the thread.
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
@@ -371,6 +414,15 @@ struct Writer<S: Sequencer> {
     /// When the writer last followed a shared store.
     last_follow: Instant,
     follow_pending: Arc<AtomicBool>,
+    /// Runs as a task on the server's runtime ([`WriterOptions::run_on`]): what waits for
+    /// the disk (fsyncs, checkpoints, recovery) goes through [`may_block`].
+    on_runtime: bool,
+}
+
+/// Runs `wait`, which may wait for the disk: on the runtime as blocking work (the worker's
+/// other tasks move to another thread meanwhile), on the writer's own thread as it is.
+fn may_block<T>(on_runtime: bool, wait: impl FnOnce() -> T) -> T {
+    if on_runtime { tokio::task::block_in_place(wait) } else { wait() }
 }
 
 pub(crate) fn spawn<S: Sequencer>(
@@ -380,7 +432,6 @@ pub(crate) fn spawn<S: Sequencer>(
     options: WriterOptions,
     subscriber: Option<SyncSender<CommittedEvents>>,
 ) -> WriterHandle<S> {
-    let (tx, rx) = std::sync::mpsc::channel();
     let healthy = Arc::new(AtomicBool::new(true));
     let size = parts.tree.size();
     let (committed_tx, committed_rx) = watch::channel(size);
@@ -406,18 +457,36 @@ pub(crate) fn spawn<S: Sequencer>(
         refused_from: None,
         last_follow: Instant::now(),
         follow_pending: Arc::new(AtomicBool::new(false)),
+        on_runtime: false,
     };
     let follow_pending = writer.follow_pending.clone();
-    let thread = std::thread::Builder::new()
-        .name("keyledger-log-writer".into())
-        .spawn(move || writer.run(rx))
-        .expect("cannot start the log writer thread");
+    let runtime = writer.options.run_on.clone().filter(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && !writer.parts.store.is_shared()
+    });
+    let (tx, thread) = match runtime {
+        Some(runtime) => {
+            let mut writer = writer;
+            writer.on_runtime = true;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            runtime.spawn(writer.run_on_runtime(rx));
+            (Inbox::Task(tx), None)
+        }
+        None => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("keyledger-log-writer".into())
+                .spawn(move || writer.run(rx))
+                .expect("cannot start the log writer thread");
+            (Inbox::Thread(tx), Some(thread))
+        }
+    };
     WriterHandle {
         tx,
         healthy,
         committed: committed_rx,
         stats,
-        thread: Arc::new(Mutex::new(Some(thread))),
+        thread: Arc::new(Mutex::new(thread)),
         follow_pending,
     }
 }
@@ -437,69 +506,106 @@ impl<S: Sequencer> Writer<S> {
                     Err(_) => break,
                 },
             };
-            self.recover_if_due();
-            let mut commands = Vec::new();
-            // Follows asked during this drain: one round after it serves them all, since each
-            // was asked before that round begins (many verifications of keys this node cannot
-            // place cost one database read, not one each).
-            let mut follow_asked = false;
-            let mut follow_waiters = Vec::new();
-            let mut message = first;
-            while let Some(m) = message.take() {
-                match m {
-                    Message::Command { command, durability, reply } => {
-                        commands.push((command, durability, reply))
-                    }
-                    Message::Checkpoint(reply) => {
-                        // Everything queued before this request is part of the checkpoint.
-                        if !commands.is_empty() {
-                            self.process(std::mem::take(&mut commands));
-                        }
-                        self.sync_if_due(true);
-                        self.checkpoint_if_due(true);
-                        let answer = match (&self.failure, self.parts.checkpoints.latest()) {
-                            (Some(reason), _) => Err(LogError::Unavailable(reason.clone())),
-                            (None, Some(latest)) if latest.size == self.parts.tree.size() => Ok(latest),
-                            (None, _) => Err(LogError::Unavailable("no checkpoint could be signed".into())),
-                        };
-                        let _ = reply.send(answer);
-                    }
-                    Message::Follow(reply) => {
-                        follow_asked = true;
-                        follow_waiters.extend(reply);
-                    }
-                    Message::Shutdown(done) => {
-                        shutdown = Some(done);
-                        break;
-                    }
+            shutdown = self.round(first, &mut || rx.try_recv().ok());
+        }
+        self.finish(shutdown);
+    }
+
+    /// [`Self::run`] as a task on the server's runtime.
+    async fn run_on_runtime(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Message<S>>) {
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        while shutdown.is_none() {
+            let first = match self.next_deadline() {
+                Some(deadline) => match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                    Ok(Some(message)) => Some(message),
+                    Ok(None) => break,
+                    Err(_) => None,
+                },
+                None => match rx.recv().await {
+                    Some(message) => Some(message),
+                    None => break,
+                },
+            };
+            shutdown = self.round(first, &mut || rx.try_recv().ok());
+        }
+        self.finish(shutdown);
+    }
+
+    /// One round: the first message and whatever else is queued, processed as one batch;
+    /// then the fsync, checkpoint and follow that are due. Returns the shutdown request's
+    /// answer once one was taken.
+    fn round(
+        &mut self,
+        first: Option<Message<S>>,
+        next: &mut dyn FnMut() -> Option<Message<S>>,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut shutdown = None;
+        self.recover_if_due();
+        let mut commands = Vec::new();
+        // Follows asked during this drain: one round after it serves them all, since each
+        // was asked before that round begins (many verifications of keys this node cannot
+        // place cost one database read, not one each).
+        let mut follow_asked = false;
+        let mut follow_waiters = Vec::new();
+        let mut message = first;
+        while let Some(m) = message.take() {
+            match m {
+                Message::Command { command, durability, reply } => {
+                    commands.push((command, durability, reply))
                 }
-                if commands.len() < self.options.max_batch_commands
-                    && follow_waiters.len() < self.options.max_batch_commands
-                {
-                    message = rx.try_recv().ok();
-                }
-            }
-            if !commands.is_empty() {
-                self.process(commands);
-            }
-            if follow_asked {
-                self.follow_pending.store(false, Ordering::Release);
-                self.follow_store();
-                for reply in follow_waiters {
-                    let answer = match &self.failure {
-                        Some(reason) => Err(LogError::Unavailable(reason.clone())),
-                        None => Ok(()),
+                Message::Checkpoint(reply) => {
+                    // Everything queued before this request is part of the checkpoint.
+                    if !commands.is_empty() {
+                        self.process(std::mem::take(&mut commands));
+                    }
+                    self.sync_if_due(true);
+                    self.checkpoint_if_due(true);
+                    let answer = match (&self.failure, self.parts.checkpoints.latest()) {
+                        (Some(reason), _) => Err(LogError::Unavailable(reason.clone())),
+                        (None, Some(latest)) if latest.size == self.parts.tree.size() => Ok(latest),
+                        (None, _) => Err(LogError::Unavailable("no checkpoint could be signed".into())),
                     };
                     let _ = reply.send(answer);
                 }
+                Message::Follow(reply) => {
+                    follow_asked = true;
+                    follow_waiters.extend(reply);
+                }
+                Message::Shutdown(done) => {
+                    shutdown = Some(done);
+                    break;
+                }
             }
-            self.sync_if_due(false);
-            self.checkpoint_if_due(false);
-            if self.parts.store.follow_every().is_some_and(|every| self.last_follow.elapsed() >= every) {
-                self.follow_store();
+            if commands.len() < self.options.max_batch_commands
+                && follow_waiters.len() < self.options.max_batch_commands
+            {
+                message = next();
             }
         }
-        // Clean stop: everything durable, a final checkpoint, the tree files synced.
+        if !commands.is_empty() {
+            self.process(commands);
+        }
+        if follow_asked {
+            self.follow_pending.store(false, Ordering::Release);
+            self.follow_store();
+            for reply in follow_waiters {
+                let answer = match &self.failure {
+                    Some(reason) => Err(LogError::Unavailable(reason.clone())),
+                    None => Ok(()),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        self.sync_if_due(false);
+        self.checkpoint_if_due(false);
+        if self.parts.store.follow_every().is_some_and(|every| self.last_follow.elapsed() >= every) {
+            self.follow_store();
+        }
+        shutdown
+    }
+
+    /// Clean stop: everything durable, a final checkpoint, the tree files synced.
+    fn finish(mut self, shutdown: Option<oneshot::Sender<()>>) {
         self.sync_if_due(true);
         self.checkpoint_if_due(true);
         if let Some(done) = shutdown {
@@ -611,7 +717,8 @@ impl<S: Sequencer> Writer<S> {
         }
         if self.failure.is_none() && self.unsynced_since.is_some() {
             let started = Instant::now();
-            match self.parts.segments.sync() {
+            let segments = &mut self.parts.segments;
+            match may_block(self.on_runtime, || segments.sync()) {
                 Ok(()) => {
                     self.stats
                         .append_micros
@@ -661,8 +768,11 @@ impl<S: Sequencer> Writer<S> {
         if !due {
             return;
         }
-        let result = self.parts.tree.sync().map_err(|e| e.to_string()).and_then(|()| {
-            self.parts.checkpoints.sign_and_store(size, self.parts.tree.root()).map_err(|e| e.to_string())
+        let (tree, checkpoints) = (&mut self.parts.tree, &mut self.parts.checkpoints);
+        let result = may_block(self.on_runtime, || {
+            tree.sync()
+                .map_err(|e| e.to_string())
+                .and_then(|()| checkpoints.sign_and_store(size, tree.root()).map_err(|e| e.to_string()))
         });
         match result {
             Ok(()) => {
@@ -715,7 +825,8 @@ impl<S: Sequencer> Writer<S> {
             return;
         }
         self.stats.recovery_attempts.fetch_add(1, Ordering::Relaxed);
-        match self.recover() {
+        let on_runtime = self.on_runtime;
+        match may_block(on_runtime, || self.recover()) {
             Ok(cut) => {
                 self.failure = None;
                 self.retry_at = None;

@@ -8,6 +8,10 @@
 //! are cut even though the file still shows them. A recovery attempt that fails leaves the
 //! writer poisoned and is retried with backoff. Throughout, the subscriber sees each durable
 //! event once, in order, and no seq it saw is ever given to another event.
+//!
+//! Every test runs twice: with the writer on its own thread, and (module `on_runtime`) as a
+//! task on a multi-threaded runtime, as `keyledger serve` runs it, where its fsyncs,
+//! checkpoints and recoveries are blocking work on a runtime worker.
 
 use keyledger_core::{Event, encode_event};
 use keyledger_log::segment::SegmentReader;
@@ -71,6 +75,13 @@ struct Fixture {
     committed: Receiver<CommittedEvents>,
     /// Every event the subscriber received, by seq.
     seen: Vec<Event>,
+    /// The runtime the writer runs on, in the `on_runtime` runs (dropped last).
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+thread_local! {
+    /// Set by the `on_runtime` runs: the fixture starts the writer on a runtime.
+    static ON_RUNTIME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn options() -> WriterOptions {
@@ -86,7 +97,11 @@ fn start(options: WriterOptions) -> Fixture {
 }
 
 /// [`start`] with a subscriber channel of `queue` batches.
-fn start_with_queue(options: WriterOptions, queue: usize) -> Fixture {
+fn start_with_queue(mut options: WriterOptions, queue: usize) -> Fixture {
+    let runtime = ON_RUNTIME
+        .with(|on| on.get())
+        .then(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+    options.run_on = runtime.as_ref().map(|runtime| runtime.handle().clone());
     let dir = tempfile::tempdir().unwrap();
     let switch = FaultSwitch::new();
     let signer = signer();
@@ -105,7 +120,19 @@ fn start_with_queue(options: WriterOptions, queue: usize) -> Fixture {
     let sequencer =
         Counting { applied: applied.clone(), rewinds: rewinds.clone(), refusals: refusals.clone() };
     let writer = log.start(sequencer, options, Some(tx));
-    Fixture { dir, switch, verifier, writer, applied, rewinds, refusals, committed, seen: Vec::new() }
+    assert_eq!(writer.runs_on_runtime(), runtime.is_some());
+    Fixture {
+        dir,
+        switch,
+        verifier,
+        writer,
+        applied,
+        rewinds,
+        refusals,
+        committed,
+        seen: Vec::new(),
+        _runtime: runtime,
+    }
 }
 
 impl Fixture {
@@ -355,5 +382,28 @@ fn a_full_subscriber_channel_skips_batches_without_blocking_the_writer() {
     assert_eq!(
         (0..53).map(|seq| tag_of(&reader.event(seq).unwrap())).collect::<Vec<_>>(),
         (0..53).collect::<Vec<_>>()
+    );
+}
+
+/// The same tests with the writer as a task on a multi-threaded runtime.
+mod on_runtime {
+    macro_rules! on_runtime {
+        ($($test:ident),* $(,)?) => {$(
+            #[test]
+            fn $test() {
+                super::ON_RUNTIME.with(|on| on.set(true));
+                super::$test();
+            }
+        )*};
+    }
+
+    on_runtime!(
+        a_failed_write_poisons_then_the_writer_recovers_by_itself,
+        after_a_failed_fsync_recovery_cuts_what_only_the_page_cache_holds,
+        a_short_write_is_cut_and_the_writer_recovers,
+        a_failed_write_keeps_earlier_batched_appends_and_delivers_them_once,
+        a_failed_recovery_stays_poisoned_and_retries_with_backoff,
+        checkpoints_resume_after_a_recovery,
+        a_full_subscriber_channel_skips_batches_without_blocking_the_writer,
     );
 }

@@ -1,6 +1,6 @@
 //! The engine: keyledger's one entry point for commands and reads.
 //!
-//! Data flows one way: a call becomes a [`Command`], the log's writer thread sequences it
+//! Data flows one way: a call becomes a [`Command`], the log's writer sequences it
 //! (validating it against the registry and appending its events), the events become durable,
 //! the in-memory registry already reflects them, and the call answers. A projector thread
 //! then folds the durable events into redb.
@@ -10,7 +10,7 @@
 //! - Verification reads only memory; its usage event is written before it answers
 //!   (`batched`) or fsynced (`strict`).
 //! - A verification sequenced after a revoke sees the revoke (the sequencer decides it).
-//! - Nothing but the writer thread appends to the log.
+//! - Nothing but the writer appends to the log.
 //!
 //! With [`EngineOptions::store`] the log is held in PostgreSQL and this engine is one node of
 //! the ledger (docs/architecture.md, "The log store seam"): the data dir holds the node's
