@@ -641,3 +641,60 @@ async fn transport_failures_are_recorded_as_a_class_without_the_os_error() {
     assert_eq!(attempt["error"], "connection failed", "{attempt}");
     api.engine.shutdown().await;
 }
+
+/// A listener on loopback that accepts every connection and never answers: a receiver that
+/// hangs. The connections stay open while the returned list lives.
+fn silent_listener() -> (String, Arc<Mutex<Vec<std::net::TcpStream>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holding = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            holding.lock().unwrap().push(stream);
+        }
+    });
+    (url, held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_does_not_hold_up_another_workspaces_deliveries() {
+    let (silent, _held) = silent_listener();
+    let receiver = Receiver::start();
+    // Each attempt at the silent receiver takes the whole 5 s timeout.
+    let api = open(&support::init(), WebhookOptions { timeout: Duration::from_secs(5), ..fast() });
+    api.set_webhook("stuck", json!({"url": silent})).await;
+    for i in 0..30 {
+        api.create("stuck", json!({"name": format!("k{i}")})).await;
+    }
+    // Thirty-one deliveries of `stuck` are due before anything of `acme`: one sender at a
+    // time would take them all, 5 s each, before acme's.
+    api.set_webhook("acme", json!({"url": receiver.url})).await;
+    let (key_id, _) = api.create("acme", json!({"name": "leaked"})).await;
+    let (status, _) =
+        api.call("POST", &format!("/v1/keys/{key_id}/revoke"), Some(json!({"reason": "leak"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    receiver
+        .wait_for("acme's key.revoked while stuck's receiver hangs", |all| {
+            all.iter().any(|r| r.kind() == "key.revoked")
+        })
+        .await;
+    assert_eq!(kinds(&receiver.all())[0], "webhook.updated", "acme's deliveries keep their order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_past_the_maximum_age_is_still_attempted_once() {
+    let receiver = Receiver::start();
+    // Every delivery is older than the maximum age by the time a sender takes it.
+    let api = open(&support::init(), WebhookOptions { max_age: Duration::from_millis(1), ..fast() });
+    api.set_webhook("acme", json!({"url": receiver.url})).await;
+    receiver.wait_for("the first delivery", |all| all.iter().any(|r| r.kind() == "webhook.updated")).await;
+    // A failed attempt past the maximum age is given up, not retried.
+    *receiver.default_status.lock().unwrap() = 500;
+    api.create("acme", json!({"name": "ci"})).await;
+    receiver
+        .wait_for("one attempt of key.created", |all| all.iter().any(|r| r.kind() == "key.created"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.of_kind("key.created").len(), 1, "given up after its first attempt");
+}

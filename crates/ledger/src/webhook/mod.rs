@@ -71,10 +71,14 @@ pub struct WebhookOptions {
     pub max_delay: Duration,
     /// Attempts per delivery (the first included) before it is given up.
     pub max_attempts: u32,
-    /// A delivery older than this is given up whatever its attempts.
+    /// A delivery older than this is given up whatever its attempts, once attempted at
+    /// least once.
     pub max_age: Duration,
     /// Timeout of one POST, connection included.
     pub timeout: Duration,
+    /// Sender threads: deliveries to this many workspaces are attempted at once, one
+    /// delivery per workspace at a time, so a slow receiver holds up only its own.
+    pub senders: usize,
     /// How often active keys are scanned for `key.expiring`.
     pub expiring_scan_interval: Duration,
     /// Undelivered deliveries kept per workspace; beyond it new ones are dropped (counted).
@@ -97,6 +101,7 @@ impl Default for WebhookOptions {
             max_attempts: 16,
             max_age: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(10),
+            senders: 4,
             expiring_scan_interval: Duration::from_secs(60),
             max_pending_per_workspace: 10_000,
             attempt_retention: Duration::from_secs(7 * 24 * 3600),

@@ -21,6 +21,7 @@ use crate::projection::ProjectionError;
 use keyledger_core::{Timestamp, WorkspaceId};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("webhook_meta");
@@ -238,16 +239,23 @@ impl Outbox {
         Ok(txn.open_table(EXPIRING)?.get(marker.as_slice())?.is_some())
     }
 
-    /// The delivery due first, whether or not its time has come.
-    pub fn first_due(&self) -> Result<Option<Pending>, ProjectionError> {
+    /// The delivery due first, whether or not its time has come, among those of workspaces
+    /// not in `busy` (whose deliveries another sender is attempting). The scan passes over
+    /// the busy workspaces' deliveries only, at most their cap each.
+    pub fn first_due_except(&self, busy: &BTreeSet<WorkspaceId>) -> Result<Option<Pending>, ProjectionError> {
         let txn = self.db.begin_read()?;
         let due = txn.open_table(DUE)?;
-        let Some(first) = due.first()? else { return Ok(None) };
-        let id = first.1.value().to_owned();
         let pending = txn.open_table(PENDING)?;
-        let row =
-            pending.get(id.as_str())?.ok_or_else(|| ProjectionError::Corrupt("webhook due row".into()))?;
-        Ok(Some(decode(row.value())?))
+        for entry in due.iter()? {
+            let (_, id) = entry?;
+            let row =
+                pending.get(id.value())?.ok_or_else(|| ProjectionError::Corrupt("webhook due row".into()))?;
+            let candidate: Pending = decode(row.value())?;
+            if !busy.contains(&candidate.workspace) {
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
     }
 
     /// Records an attempt of `pending` and either reschedules it (`retry_at`) or removes it,

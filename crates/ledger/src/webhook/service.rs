@@ -1,6 +1,12 @@
-//! The two webhook threads: the dispatcher (log → outbox) and the sender (outbox → HTTP).
-//! Neither holds a lock another component waits for while doing I/O: the registry's read
+//! The webhook threads: the dispatcher (log → outbox) and the senders (outbox → HTTP).
+//! None holds a lock another component waits for while doing I/O: the registry's read
 //! lock is taken only to copy a workspace's configuration.
+//!
+//! The senders ([`WebhookOptions::senders`] threads) take the earliest due delivery of a
+//! workspace no other sender is attempting: a workspace's deliveries are attempted one at a
+//! time, in due order, and a receiver that is slow or never answers holds one sender (each
+//! attempt within its timeout) while the others deliver to every other workspace
+//! (docs/webhooks.md, "Delivery, retries, limits").
 
 use super::destination::{GuardedResolver, RefusedDestination};
 use super::outbox::{Attempt, AttemptOutcome, Outbox, Pending};
@@ -9,7 +15,7 @@ use crate::projection::ProjectionError;
 use crate::state::{KeyStatus, LedgerState, Webhook};
 use keyledger_core::{Pepper, Timestamp, WorkspaceId};
 use keyledger_log::LogReader;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -56,6 +62,8 @@ struct Shared {
     state: Arc<RwLock<LedgerState>>,
     counters: Arc<WebhookCounters>,
     signal: Signal,
+    /// The workspaces a sender is attempting a delivery of (at most one sender each).
+    busy: Mutex<BTreeSet<WorkspaceId>>,
 }
 
 impl Shared {
@@ -119,6 +127,7 @@ impl WebhookService {
             state: sources.state.clone(),
             counters,
             signal: Signal::default(),
+            busy: Mutex::new(BTreeSet::new()),
         });
         let mut threads = Vec::new();
         if options.enabled {
@@ -130,14 +139,16 @@ impl WebhookService {
                 })
                 .map_err(|e| ProjectionError::Log(format!("cannot start the webhook dispatcher: {e}")))?;
             threads.push(spawned);
-            let sender = shared.clone();
-            let pepper = sources.pepper;
-            let gate = sources.gate;
-            let spawned = std::thread::Builder::new()
-                .name("keyledger-webhook-send".into())
-                .spawn(move || send_loop(&sender, &pepper, &gate))
-                .map_err(|e| ProjectionError::Log(format!("cannot start the webhook sender: {e}")))?;
-            threads.push(spawned);
+            for _ in 0..options.senders.max(1) {
+                let sender = shared.clone();
+                let pepper = sources.pepper.clone();
+                let gate = sources.gate.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("keyledger-webhook-send".into())
+                    .spawn(move || send_loop(&sender, &pepper, &gate))
+                    .map_err(|e| ProjectionError::Log(format!("cannot start a webhook sender: {e}")))?;
+                threads.push(spawned);
+            }
         }
         Ok(Self { shared, threads: Mutex::new(threads) })
     }
@@ -379,21 +390,23 @@ fn send_loop(shared: &Shared, pepper: &Pepper, gate: &crate::JobGate) {
             }
             continue;
         }
-        let wait = match shared.outbox.first_due() {
+        let wait = match take_due(shared) {
             Ok(None) => shared.options.poll_interval,
-            Ok(Some(pending)) => {
-                let now = Timestamp::now();
-                if pending.next_at <= now {
-                    if let Err(error) = attempt(shared, &agent, pepper, &pending) {
-                        tracing::error!(%error, "recording a webhook attempt failed");
-                        shared.options.poll_interval
-                    } else {
-                        Duration::ZERO
-                    }
+            Ok(Some(Taken::Due(pending))) => {
+                let outcome = attempt(shared, &agent, pepper, &pending);
+                shared.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&pending.workspace);
+                // Another sender may be waiting for this workspace's next delivery.
+                shared.signal.notify();
+                if let Err(error) = outcome {
+                    tracing::error!(%error, "recording a webhook attempt failed");
+                    shared.options.poll_interval
                 } else {
-                    let micros = u64::try_from(pending.next_at.micros() - now.micros()).unwrap_or(0);
-                    Duration::from_micros(micros).min(shared.options.poll_interval)
+                    Duration::ZERO
                 }
+            }
+            Ok(Some(Taken::Later(pending))) => {
+                let micros = u64::try_from(pending.next_at.micros() - Timestamp::now().micros()).unwrap_or(0);
+                Duration::from_micros(micros).min(shared.options.poll_interval)
             }
             Err(error) => {
                 tracing::error!(%error, "reading the webhook outbox failed");
@@ -404,6 +417,26 @@ fn send_loop(shared: &Shared, pepper: &Pepper, gate: &crate::JobGate) {
             return;
         }
     }
+}
+
+/// What a sender found in the outbox.
+enum Taken {
+    /// Due now, and its workspace marked busy for this sender.
+    Due(Pending),
+    /// The first delivery of a workspace no sender is attempting, due later.
+    Later(Pending),
+}
+
+/// The earliest delivery of a workspace no other sender is attempting; if it is due, its
+/// workspace is marked busy in the same step, so no two senders attempt one workspace.
+fn take_due(shared: &Shared) -> Result<Option<Taken>, ProjectionError> {
+    let mut busy = shared.busy.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pending) = shared.outbox.first_due_except(&busy)? else { return Ok(None) };
+    if pending.next_at > Timestamp::now() {
+        return Ok(Some(Taken::Later(pending)));
+    }
+    busy.insert(pending.workspace.clone());
+    Ok(Some(Taken::Due(pending)))
 }
 
 /// Makes one attempt of `pending` and records it.
@@ -435,8 +468,11 @@ fn attempt(
             None,
         );
     };
+    // Given up by age only once attempted: a delivery that waited behind others (or
+    // through an outage of this node) is sent at least once.
     let max_age = i64::try_from(shared.options.max_age.as_micros()).unwrap_or(i64::MAX);
-    if Timestamp::now().micros().saturating_sub(pending.created_at.micros()) > max_age {
+    if pending.attempts > 0 && Timestamp::now().micros().saturating_sub(pending.created_at.micros()) > max_age
+    {
         shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
         let why = "older than the maximum age of a delivery";
         tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, "webhook delivery given up");
