@@ -52,6 +52,8 @@ pub struct ReportCheckpoint {
     pub root_hash: String,
     /// `sha256` (or `blake3` for a format-1 log).
     pub tree_hash: String,
-    /// The C2SP signed note, verbatim.
+    /// The C2SP signed note, verbatim: the log's signature line and, when witnesses are
+    /// configured, the cosignature lines of the witnesses that cosigned it
+    /// (docs/compliance.md, "Verifying a report").
     pub note: String,
 }

@@ -421,3 +421,60 @@ fn entry_bundles_split_and_refuse_truncation() {
     assert!(bundle_entries(&bundle[..8]).is_err());
     assert!(bundle_entries(&bundle[..1]).is_err());
 }
+
+/// A signed report whose checkpoint note carries the cosignature lines of `cosigners`.
+fn cosigned(h: &History, params: &Parameters, cosigners: &[&crate::cosignature::Cosigner]) -> Signed {
+    let mut s = signed(h, params);
+    let checkpoint = s.report["checkpoint"].as_object().unwrap().clone();
+    let note = checkpoint["note"].as_str().unwrap().to_owned();
+    let text = &note[..note.find("\n\n").unwrap() + 1];
+    let mut with_lines = note.clone();
+    for cosigner in cosigners {
+        with_lines.push_str(&cosigner.cosign(text, 1_767_225_600).unwrap());
+    }
+    let mut checkpoint = checkpoint;
+    checkpoint.insert("note".into(), Value::String(with_lines));
+    s.report.insert("checkpoint".into(), Value::Object(checkpoint));
+    s.report.remove("signature");
+    sign_report(&mut s.report, &s.signer);
+    s
+}
+
+#[test]
+fn a_report_names_the_trusted_witnesses_that_cosigned_its_checkpoint_once_a_quorum_did() {
+    use crate::cosignature::{Cosigner, Quorum};
+    let witness = |name: &str, seed: u8| {
+        Cosigner::new(name, ed25519_dalek::SigningKey::from_bytes(&[seed; 32])).unwrap()
+    };
+    let (a, b, stranger) =
+        (witness("witness.example/a", 1), witness("witness.example/b", 2), witness("witness.example/c", 3));
+    let (h, params) = quarter();
+    let s = cosigned(&h, &params, &[&a]);
+    let report =
+        open_report(parse_report_file(&report_text(&s.report)).unwrap(), &s.signer.verifier()).unwrap();
+
+    let named = report.cosigned_by(&Quorum::new(vec![a.witness_key(), b.witness_key()], 1).unwrap()).unwrap();
+    assert_eq!(named.iter().map(|c| c.witness.name()).collect::<Vec<_>>(), ["witness.example/a"]);
+    assert_eq!(named[0].timestamp, 1_767_225_600);
+    // Two were asked for, one cosigned; a witness that never cosigned counts for nothing.
+    assert!(report.cosigned_by(&Quorum::new(vec![a.witness_key(), b.witness_key()], 2).unwrap()).is_err());
+    assert!(report.cosigned_by(&Quorum::new(vec![stranger.witness_key()], 1).unwrap()).is_err());
+
+    // A line in a trusted witness's name over another checkpoint does not count.
+    let other = cosigned(&h, &params, &[]);
+    let other_note = other.report["checkpoint"]["note"].as_str().unwrap().to_owned();
+    let forged_text =
+        other_note.replace(&format!("\n{}\n", h.events.len()), &format!("\n{}\n", h.events.len() + 1));
+    assert_ne!(forged_text, other_note, "the forged line must be over another size");
+    let forged_line = a.cosign(&forged_text[..forged_text.find("\n\n").unwrap() + 1], 1_767_225_600).unwrap();
+    let mut forged = other;
+    let mut checkpoint = forged.report["checkpoint"].as_object().unwrap().clone();
+    checkpoint.insert("note".into(), Value::String(other_note + &forged_line));
+    forged.report.insert("checkpoint".into(), Value::Object(checkpoint));
+    forged.report.remove("signature");
+    sign_report(&mut forged.report, &forged.signer);
+    let report =
+        open_report(parse_report_file(&report_text(&forged.report)).unwrap(), &forged.signer.verifier())
+            .unwrap();
+    assert!(report.cosigned_by(&Quorum::new(vec![a.witness_key()], 1).unwrap()).is_err());
+}
