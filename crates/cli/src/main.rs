@@ -406,7 +406,11 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         writer: WriterOptions {
             checkpoint_every_events: args.checkpoint_every_events.max(1),
             checkpoint_every: Duration::from_secs(args.checkpoint_interval_secs.max(1)),
-            run_on: Some(runtime.handle().clone()),
+            // With strict usage durability every verification batch waits for an fsync,
+            // which on the runtime would be blocking work each time: the writer keeps its
+            // thread (docs/benchmarks.md, "The writer as a task").
+            run_on: matches!(args.usage_durability, UsageDurability::Batched)
+                .then(|| runtime.handle().clone()),
             ..WriterOptions::default()
         },
         projection_cache_bytes: args.projection_cache_mb.max(1).saturating_mul(1 << 20),

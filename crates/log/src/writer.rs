@@ -1,7 +1,8 @@
 //! The single writer of the log and its group commit.
 //!
 //! Every append goes through one writer: its own thread, or (with
-//! [`WriterOptions::run_on`], as `keyledger serve` runs it on the embedded store) one task on
+//! [`WriterOptions::run_on`], as `keyledger serve` runs it on the embedded store with batched
+//! usage durability) one task on
 //! the server's runtime, so that a verification reaches it without waking a sleeping thread
 //! and is answered without a context switch (docs/benchmarks.md, "The writer as a task");
 //! there, what waits for the disk (fsyncs, checkpoints, recovery) runs as blocking work
