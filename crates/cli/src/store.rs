@@ -39,9 +39,11 @@ pub struct CopyArgs {
     keys_from: Option<PathBuf>,
 }
 
-/// Whether `target` names a database rather than a directory.
+/// Whether `target` names a database rather than a directory: any string in a connection
+/// string's form, so that none is used, and echoed, as a path (docs/operations.md,
+/// "Connection strings").
 fn is_database(target: &str) -> bool {
-    target.starts_with("postgres://") || target.starts_with("postgresql://") || target.contains("host=")
+    keyledger_pg::store::is_connection_string(target)
 }
 
 /// Connects to the database at `url` (never echoed: it may hold a password), with the
@@ -259,5 +261,36 @@ pub fn log_verify(url: &str) -> Result<ExitCode> {
             }
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection string taken for a data dir would be echoed as a path in the errors
+    /// (and become a directory's name): every form `parse_url` accepts counts as a database.
+    #[test]
+    fn a_connection_string_is_never_taken_for_a_data_dir_nor_echoed() {
+        let secret = "s3cretpw";
+        let tmp = tempfile::tempdir().unwrap();
+        let absent_dir = tmp.path().join("keyledger-data");
+        let absent_dir = absent_dir.to_str().unwrap();
+        for database in [
+            "hostaddr=127.0.0.1 port=1 dbname=ledger password=s3cretpw",
+            "dbname=ledger host = 127.0.0.1 port=1 password=s3cretpw",
+        ] {
+            let copy = |from: &str, to: &str| {
+                let args = CopyArgs { from: from.into(), to: to.into(), keys_from: None };
+                run(StoreCommand::Copy(args)).expect_err("refused")
+            };
+            for error in [copy(database, "postgres://keeper@127.0.0.1:1/ledger"), copy(absent_dir, database)]
+            {
+                let (shown, debug) = (format!("{error:#}"), format!("{error:?}"));
+                assert!(!shown.contains(secret) && !debug.contains(secret), "{shown} / {debug}");
+            }
+            assert!(is_database(database), "{database}");
+        }
+        assert!(!is_database("./keyledger-data") && !is_database("/var/lib/keyledger"));
     }
 }

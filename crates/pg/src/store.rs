@@ -12,7 +12,7 @@
 //! [`LogStore::reconnect`], which opens a new one (a multi-host connection string with
 //! `target_session_attrs=read-write` then finds the new primary).
 
-use crate::error::{PgError, describe};
+use crate::error::{PgError, UrlFault, describe};
 use keyledger_log::store::{Foreign, Head, LogStore, SharedCheckpoint, StoreError};
 use keyledger_verify::merkle::{Frontier, Hash};
 use postgres::{Client, Config, NoTls};
@@ -41,7 +41,7 @@ impl std::fmt::Debug for PgStore {
 /// file when the string names none ([`crate::password`]), and a connect timeout of 5 s
 /// unless the string sets one.
 pub fn parse_url(url: &str) -> Result<Config, PgError> {
-    let mut config: Config = url.parse().map_err(|e: postgres::Error| bad_url(&e))?;
+    let mut config: Config = url.parse().map_err(|e: postgres::Error| bad_url(url, &e))?;
     if let Some(warning) = crate::password::fill(&mut config, &|name| std::env::var_os(name)) {
         tracing::warn!("{warning}");
     }
@@ -77,18 +77,47 @@ const OPTIONS: [&str; 21] = [
     "sslkey",
 ];
 
-/// Why a connection string was refused: the option at fault by its name, never any other
-/// text of the string, which may hold a password.
-fn bad_url(error: &postgres::Error) -> PgError {
-    let cause = std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
-    let option = cause.strip_prefix("invalid value for option `").and_then(|rest| rest.strip_suffix('`'));
-    let reason = match option {
-        Some(option) if OPTIONS.contains(&option) => format!("invalid value for option `{option}`"),
-        _ if cause.starts_with("unknown option") => "an option it names is unknown".to_owned(),
-        _ if cause == "unterminated quoted connection parameter value" => cause,
-        _ => "it is neither a postgres:// URL nor key=value pairs".to_owned(),
+/// How a connection string in URL form starts.
+const URL_PREFIXES: [&str; 2] = ["postgres://", "postgresql://"];
+
+/// Whether `text` is meant as a connection string rather than a path: a `postgres://` URL,
+/// or key=value pairs (an option's name opening a word, then `=`, as in `hostaddr=10.0.0.7`
+/// or `host = db`). Where a command takes either, a string this accepts is never used as a
+/// path, which errors and output would echo; a malformed one is then refused by
+/// [`parse_url`], which names its fault without its text.
+pub fn is_connection_string(text: &str) -> bool {
+    if URL_PREFIXES.iter().any(|prefix| text.starts_with(prefix)) {
+        return true;
+    }
+    let mut words = std::iter::once(0)
+        .chain(text.char_indices().filter(|(_, c)| c.is_whitespace()).map(|(at, c)| at + c.len_utf8()));
+    words.any(|at| {
+        OPTIONS.iter().any(|option| {
+            text[at..].strip_prefix(option).is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+    })
+}
+
+/// Why a connection string was refused, from the client's error: the option at fault by
+/// its name (from [`OPTIONS`], never the string's text), or the kind of fault.
+fn bad_url(url: &str, error: &postgres::Error) -> PgError {
+    let cause = std::error::Error::source(error);
+    let text = cause.map(ToString::to_string).unwrap_or_default();
+    let is_url = URL_PREFIXES.iter().any(|prefix| url.starts_with(prefix));
+    let fault = match text.strip_prefix("invalid value for option `").and_then(|rest| rest.strip_suffix('`'))
+    {
+        Some(option) => match OPTIONS.iter().find(|known| **known == option) {
+            Some(known) => UrlFault::InvalidValue(known),
+            None => UrlFault::InvalidValueOfAnOption,
+        },
+        None if text.starts_with("unknown option") => UrlFault::UnknownOption,
+        None if cause.is_some_and(<dyn std::error::Error>::is::<std::str::Utf8Error>) => UrlFault::NotUtf8,
+        None if text == "unterminated quoted connection parameter value" => UrlFault::UnterminatedQuote,
+        None if is_url && text == "unterminated parameter" => UrlFault::ParameterWithoutValue,
+        None if is_url => UrlFault::MalformedUrl,
+        None => UrlFault::NotKeyValue,
     };
-    PgError::BadUrl(reason)
+    PgError::BadUrl(fault)
 }
 
 /// [`parse_url`] with what a serving node's sessions need: keepalives, and an end to a
@@ -352,11 +381,37 @@ mod tests {
             ("password=s3cretpw connect_timeout=s3cretpw", "invalid value for option `connect_timeout`"),
             ("password='s3cretpw", "unterminated quoted connection parameter value"),
             ("postgres://user:s3cretpw@[::1/db", "invalid value for option `host`"),
+            ("postgres://u:s3cretpw@h/db?bogus=1", "an option it names is unknown"),
+            ("password=s3cretpw port=x", "invalid value for option `port`"),
+            // A URL's faults are named as a URL's, not as text that is no connection string.
+            ("postgres://user:s3cretpw@host/db%ff", "a %-escape in it does not decode to UTF-8"),
+            ("postgresql://user:s3cretpw@host/db?s3cretpw", "a parameter after `?` has no `=`"),
+            ("password=s3cretpw s3cretpw", "it is neither a postgres:// URL nor key=value pairs"),
+            ("password=s3cretpw port=", "it is neither a postgres:// URL nor key=value pairs"),
         ] {
             let error = parse_url(url).expect_err(url);
             let (shown, debug) = (error.to_string(), format!("{error:?}"));
             assert!(shown.ends_with(reason), "{url}: {shown}");
-            assert!(!shown.contains("s3cretpw") && !debug.contains("s3cretpw"), "{url}: {shown} / {debug}");
+            for text in ["s3cretpw", url] {
+                assert!(!shown.contains(text) && !debug.contains(text), "{url}: {shown} / {debug}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_connection_string_is_told_from_a_path_by_its_form() {
+        for text in [
+            "postgres://keeper@db.example/ledger",
+            "postgresql://db.example",
+            "host=db1,db2 dbname=ledger",
+            "hostaddr=10.0.0.7 dbname=ledger password=s3cretpw",
+            "dbname=ledger host = db.example",
+            "port=notaport password=s3cretpw",
+        ] {
+            assert!(is_connection_string(text), "{text}");
+        }
+        for text in ["./keyledger-data", "/var/lib/keyledger", "data/ghost=1", "keyledger data", ""] {
+            assert!(!is_connection_string(text), "{text}");
         }
     }
 }
