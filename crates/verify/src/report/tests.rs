@@ -422,22 +422,30 @@ fn entry_bundles_split_and_refuse_truncation() {
     assert!(bundle_entries(&bundle[..1]).is_err());
 }
 
+/// `s` with its checkpoint note replaced by `note`, re-signed with the log's key: what
+/// whoever holds that key can do, and the witnesses' cosignatures are there to catch.
+fn with_note(s: &Signed, note: String) -> Signed {
+    let mut report = s.report.clone();
+    let mut checkpoint = report["checkpoint"].as_object().unwrap().clone();
+    checkpoint.insert("note".into(), Value::String(note));
+    report.insert("checkpoint".into(), Value::Object(checkpoint));
+    report.remove("signature");
+    sign_report(&mut report, &s.signer);
+    Signed { signer: s.signer.clone(), report }
+}
+
+/// `s` opened as `report verify` opens a report: its signature and checkpoint checked.
+fn opened(s: &Signed) -> Result<OpenedReport, ReportError> {
+    open_report(parse_report_file(&report_text(&s.report))?, &s.signer.verifier())
+}
+
 /// A signed report whose checkpoint note carries the cosignature lines of `cosigners`.
 fn cosigned(h: &History, params: &Parameters, cosigners: &[&crate::cosignature::Cosigner]) -> Signed {
-    let mut s = signed(h, params);
-    let checkpoint = s.report["checkpoint"].as_object().unwrap().clone();
-    let note = checkpoint["note"].as_str().unwrap().to_owned();
+    let s = signed(h, params);
+    let note = s.report["checkpoint"]["note"].as_str().unwrap().to_owned();
     let text = &note[..note.find("\n\n").unwrap() + 1];
-    let mut with_lines = note.clone();
-    for cosigner in cosigners {
-        with_lines.push_str(&cosigner.cosign(text, 1_767_225_600).unwrap());
-    }
-    let mut checkpoint = checkpoint;
-    checkpoint.insert("note".into(), Value::String(with_lines));
-    s.report.insert("checkpoint".into(), Value::Object(checkpoint));
-    s.report.remove("signature");
-    sign_report(&mut s.report, &s.signer);
-    s
+    let lines: String = cosigners.iter().map(|c| c.cosign(text, 1_767_225_600).unwrap()).collect();
+    with_note(&s, format!("{note}{lines}"))
 }
 
 #[test]
@@ -449,9 +457,7 @@ fn a_report_names_the_trusted_witnesses_that_cosigned_its_checkpoint_once_a_quor
     let (a, b, stranger) =
         (witness("witness.example/a", 1), witness("witness.example/b", 2), witness("witness.example/c", 3));
     let (h, params) = quarter();
-    let s = cosigned(&h, &params, &[&a]);
-    let report =
-        open_report(parse_report_file(&report_text(&s.report)).unwrap(), &s.signer.verifier()).unwrap();
+    let report = opened(&cosigned(&h, &params, &[&a])).unwrap();
 
     let named = report.cosigned_by(&Quorum::new(vec![a.witness_key(), b.witness_key()], 1).unwrap()).unwrap();
     assert_eq!(named.iter().map(|c| c.witness.name()).collect::<Vec<_>>(), ["witness.example/a"]);
@@ -467,14 +473,52 @@ fn a_report_names_the_trusted_witnesses_that_cosigned_its_checkpoint_once_a_quor
         other_note.replace(&format!("\n{}\n", h.events.len()), &format!("\n{}\n", h.events.len() + 1));
     assert_ne!(forged_text, other_note, "the forged line must be over another size");
     let forged_line = a.cosign(&forged_text[..forged_text.find("\n\n").unwrap() + 1], 1_767_225_600).unwrap();
-    let mut forged = other;
-    let mut checkpoint = forged.report["checkpoint"].as_object().unwrap().clone();
-    checkpoint.insert("note".into(), Value::String(other_note + &forged_line));
-    forged.report.insert("checkpoint".into(), Value::Object(checkpoint));
-    forged.report.remove("signature");
-    sign_report(&mut forged.report, &forged.signer);
-    let report =
-        open_report(parse_report_file(&report_text(&forged.report)).unwrap(), &forged.signer.verifier())
-            .unwrap();
+    let report = opened(&with_note(&other, other_note + &forged_line)).unwrap();
     assert!(report.cosigned_by(&Quorum::new(vec![a.witness_key()], 1).unwrap()).is_err());
+}
+
+#[test]
+fn a_cosignature_counts_only_under_the_trusted_key_and_only_as_the_witness_signed_it() {
+    use crate::cosignature::{Cosigner, Quorum};
+    let witness = |name: &str, seed: u8| {
+        Cosigner::new(name, ed25519_dalek::SigningKey::from_bytes(&[seed; 32])).unwrap()
+    };
+    let (a, b) = (witness("witness.example/a", 1), witness("witness.example/b", 2));
+    // Another key under a's name: its line has another key id, so it is no line of a's.
+    let impostor = witness("witness.example/a", 9);
+    let (h, params) = quarter();
+    let report = opened(&cosigned(&h, &params, &[&impostor, &b])).unwrap();
+    let quorum = |witnesses: &[&Cosigner], k| {
+        Quorum::new(witnesses.iter().map(|w| w.witness_key()).collect(), k).unwrap()
+    };
+    let named = report.cosigned_by(&quorum(&[&a, &b], 1)).unwrap();
+    assert_eq!(named.iter().map(|c| c.witness.name()).collect::<Vec<_>>(), ["witness.example/b"]);
+    let error = report.cosigned_by(&quorum(&[&a], 1)).unwrap_err();
+    assert!(matches!(error, ReportError::Checkpoint(_)), "{error}");
+    assert!(error.to_string().contains("0 of the 1 trusted witnesses cosigned"), "{error}");
+
+    // a's own line with one character of its signature changed.
+    let genuine = cosigned(&h, &params, &[&a, &b]);
+    let note = genuine.report["checkpoint"]["note"].as_str().unwrap().to_owned();
+    let line_start = note.find("— witness.example/a ").unwrap();
+    let at = line_start + note[line_start..].find('\n').unwrap() - 10;
+    let changed = if &note[at..=at] == "A" { "B" } else { "A" };
+    let tampered_note = format!("{}{changed}{}", &note[..at], &note[at + 1..]);
+    assert_ne!(tampered_note, note);
+    // Edited in the signed report: the report's signature fails before any cosignature is read.
+    let mut edited = genuine.report.clone();
+    edited["checkpoint"]["note"] = Value::String(tampered_note.clone());
+    assert!(matches!(
+        open_report(parse_report_file(&report_text(&edited)).unwrap(), &genuine.signer.verifier()),
+        Err(ReportError::Signature(_))
+    ));
+    // Re-signed by the log's key: the line names a trusted witness and does not verify, which
+    // refuses the report whatever the other witnesses said; a verifier not trusting a
+    // ignores the line.
+    let report = opened(&with_note(&genuine, tampered_note)).unwrap();
+    let error = report.cosigned_by(&quorum(&[&a, &b], 1)).unwrap_err();
+    assert!(matches!(error, ReportError::Checkpoint(_)), "{error}");
+    assert!(error.to_string().contains("invalid cosignature by witness witness.example/a+"), "{error}");
+    let named = report.cosigned_by(&quorum(&[&b], 1)).unwrap();
+    assert_eq!(named.iter().map(|c| c.witness.name()).collect::<Vec<_>>(), ["witness.example/b"]);
 }
