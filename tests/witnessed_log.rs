@@ -7,7 +7,7 @@
 //! fork alarm.
 
 use keyledger_e2e::cosignature::python_verifies;
-use keyledger_e2e::{Ledger, Server, copy_dir, free_port, keyledger, keyledger_bin, path_str, poll};
+use keyledger_e2e::{Ledger, Run, Server, copy_dir, free_port, keyledger, keyledger_bin, path_str, poll};
 use keyledger_verify::cosignature::{WitnessKey, verify_cosignatures};
 use keyledger_verify::merkle::{Hash, TreeHash};
 use keyledger_verify::note::{VerifierKey, open_checkpoint};
@@ -23,6 +23,13 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A witness nobody runs (name `witness.example.org`, Ed25519 seed 42 repeated).
 const UNKNOWN_WITNESS: &str = "witness.example.org+6605b45c+BBl/ayPhbIUyxqvIOPrNXqeJvgx2spIDNAOb+os9No1h";
+
+/// `keyledger WHAT verify FILE --public-key LOG_KEY EXTRA…`: the offline check of a proof
+/// bundle (`proof`), an export (`export`) or a compliance report (`report`), each taking the
+/// same `--witness`/`--witness-quorum` flags (docs/witness.md, "End to end").
+fn verify_offline(what: &str, file: &Path, log_public_key: &str, extra: &[&str]) -> Run {
+    keyledger(&[&[what, "verify", path_str(file), "--public-key", log_public_key][..], extra].concat())
+}
 
 /// A `keyledger witness init` data dir and its `witness serve` process (killed on drop).
 struct WitnessProcess {
@@ -227,24 +234,14 @@ fn a_log_witnessed_by_two_witnesses_proves_itself_offline_and_alarms_on_a_fork()
         "20",
     ]);
     assert!(prove.success(), "audit prove failed: {}{}", prove.stdout, prove.stderr);
-    let proof_verify = |extra: &[&str]| {
-        let args =
-            [&["proof", "verify", path_str(&bundle), "--public-key", &ledger.log_public_key][..], extra];
-        keyledger(&args.concat())
-    };
-    let (wa, wb) = (a.vkey.as_str(), b.vkey.as_str());
-    let run = proof_verify(&["--witness", wa, "--witness", wb, "--witness-quorum", "2"]);
+    let (key, wa, wb) = (ledger.log_public_key.as_str(), a.vkey.as_str(), b.vkey.as_str());
+    // Both witnesses, quorum 2: met; with a witness that never cosigned added, quorum 3: not.
+    let both = ["--witness", wa, "--witness", wb, "--witness-quorum", "2"];
+    let with_unknown =
+        ["--witness", wa, "--witness", wb, "--witness", UNKNOWN_WITNESS, "--witness-quorum", "3"];
+    let run = verify_offline("proof", &bundle, key, &both);
     assert!(run.success(), "proof verify with both witnesses failed: {}{}", run.stdout, run.stderr);
-    let run = proof_verify(&[
-        "--witness",
-        wa,
-        "--witness",
-        wb,
-        "--witness",
-        UNKNOWN_WITNESS,
-        "--witness-quorum",
-        "3",
-    ]);
+    let run = verify_offline("proof", &bundle, key, &with_unknown);
     assert_eq!(run.status.code(), Some(1), "quorum 3 was met: {}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("2 of the 3 trusted witnesses"), "{}", run.stderr);
 
@@ -261,23 +258,9 @@ fn a_log_witnessed_by_two_witnesses_proves_itself_offline_and_alarms_on_a_fork()
         path_str(&export),
     ]);
     assert!(run.success(), "export failed: {}{}", run.stdout, run.stderr);
-    let export_verify = |extra: &[&str]| {
-        let args =
-            [&["export", "verify", path_str(&export), "--public-key", &ledger.log_public_key][..], extra];
-        keyledger(&args.concat())
-    };
-    let run = export_verify(&["--witness", wa, "--witness", wb, "--witness-quorum", "2"]);
+    let run = verify_offline("export", &export, key, &both);
     assert!(run.success(), "export verify with both witnesses failed: {}{}", run.stdout, run.stderr);
-    let run = export_verify(&[
-        "--witness",
-        wa,
-        "--witness",
-        wb,
-        "--witness",
-        UNKNOWN_WITNESS,
-        "--witness-quorum",
-        "3",
-    ]);
+    let run = verify_offline("export", &export, key, &with_unknown);
     assert_eq!(run.status.code(), Some(1), "quorum 3 was met: {}{}", run.stdout, run.stderr);
 
     // So does a compliance report: its signed checkpoint note carries the cosignatures.
@@ -301,15 +284,15 @@ fn a_log_witnessed_by_two_witnesses_proves_itself_offline_and_alarms_on_a_fork()
         path_str(&report),
     ]);
     assert!(run.success(), "report compliance failed: {}{}", run.stdout, run.stderr);
-    let report_verify = |extra: &[&str]| {
-        let args =
-            [&["report", "verify", path_str(&report), "--public-key", &ledger.log_public_key][..], extra];
-        keyledger(&args.concat())
-    };
-    let run = report_verify(&["--witness", wa, "--witness", wb, "--witness-quorum", "2"]);
+    let run = verify_offline("report", &report, key, &both);
     assert!(run.success(), "report verify with both witnesses failed: {}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("cosigned by a.witness.example"), "{}", run.stdout);
-    let run = report_verify(&["--witness", wa, "--witness", UNKNOWN_WITNESS, "--witness-quorum", "2"]);
+    let run = verify_offline(
+        "report",
+        &report,
+        key,
+        &["--witness", wa, "--witness", UNKNOWN_WITNESS, "--witness-quorum", "2"],
+    );
     assert_eq!(run.status.code(), Some(1), "quorum 2 was met: {}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("witness cosignatures of the checkpoint"), "{}", run.stderr);
     let log_size = server.client().get("/healthz", admin).body["log_size"].as_u64().unwrap();
