@@ -42,6 +42,10 @@ pub trait StorageFile: Send + Sync {
     }
     /// Truncates (or extends with zeros) the file to `len` bytes. Not synced.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Another handle to the same open file (`dup`), so that its fsync can run on another
+    /// thread while this one appends: an fsync through either covers the data written through
+    /// both before it began.
+    fn try_clone(&self) -> io::Result<Box<dyn StorageFile>>;
 }
 
 /// The directory and file operations the segment log uses.
@@ -105,6 +109,10 @@ impl StorageFile for OsFile {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(OsFile { file: self.file.try_clone()? }))
     }
 }
 
@@ -375,6 +383,10 @@ impl StorageFile for FaultyFile {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(FaultyFile { inner: self.inner.try_clone()?, switch: self.switch.clone() }))
     }
 }
 

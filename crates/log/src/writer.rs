@@ -5,7 +5,9 @@
 //! usage durability) one task on
 //! the server's runtime, so that a verification reaches it without waking a sleeping thread
 //! and is answered without a context switch (docs/benchmarks.md, "The writer as a task");
-//! there, what waits for the disk (fsyncs, checkpoints, recovery) runs as blocking work
+//! there, its group commit's fsync runs on the runtime's blocking pool while the writer goes
+//! on appending ([`InFlightSync`]; docs/benchmarks.md, "The fsync off the writer's path"),
+//! and what else waits for the disk (a checkpoint, a recovery) runs as blocking work
 //! ([`may_block`]) while the worker's other tasks move to another thread. Either way it is
 //! one loop, one batch at a time. Callers send commands over a channel; the writer
 //! takes everything queued, lets the [`Sequencer`] turn each command into events (assigning
@@ -13,7 +15,8 @@
 //! fsyncs once, and only then acknowledges the callers who asked for durability. Callers who
 //! asked only for [`Durability::Written`] (usage events in `batched` mode) are answered as
 //! soon as their batch is in the page cache, and the fsync follows within the configured
-//! window.
+//! window. One fsync runs at a time; it covers what was written before it began, and what
+//! is written meanwhile waits for the next.
 //!
 //! Guarantees:
 //! - seqs are consecutive, in the order the sequencer saw the commands, and a command's
@@ -53,7 +56,7 @@
 //! settles a commit whose outcome was unknown (its callers were refused).
 
 use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
-use crate::segment::SegmentLog;
+use crate::segment::{SegmentError, SegmentLog, SyncMark};
 use crate::store::{LogStore, SharedCheckpoint, StoreError};
 use crate::tree::TreeWriter;
 use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event};
@@ -418,6 +421,37 @@ struct Writer<S: Sequencer> {
     /// Runs as a task on the server's runtime ([`WriterOptions::run_on`]): what waits for
     /// the disk (fsyncs, checkpoints, recovery) goes through [`may_block`].
     on_runtime: bool,
+    /// The fsync running on the runtime's blocking pool while this writer goes on appending
+    /// (as a task only; see [`InFlightSync`]).
+    in_flight: Option<InFlightSync>,
+}
+
+/// A group commit's fsync running off the writer (as a task, on the runtime's blocking
+/// pool), so that batches go on being appended, and `Written` callers answered, while the
+/// disk works: the stall an inline fsync puts on every caller is gone (docs/benchmarks.md,
+/// "The fsync off the writer's path"). One at a time; what was appended after it began
+/// waits for the next one.
+struct InFlightSync {
+    covered: Covered,
+    done: oneshot::Receiver<Result<(), SegmentError>>,
+}
+
+impl InFlightSync {
+    /// Waits for its end; a lost report counts as a failed fsync.
+    fn wait(self, on_runtime: bool) -> (Covered, Result<(), SegmentError>) {
+        let result = may_block(on_runtime, || self.done.blocking_recv());
+        (self.covered, result.unwrap_or(Err(SegmentError::Poisoned)))
+    }
+}
+
+/// What an fsync covers: the segment log's mark, the first `events` unsynced events and the
+/// first `waiters` callers waiting for a sync (all appended before it began).
+#[derive(Clone, Copy)]
+struct Covered {
+    mark: SyncMark,
+    events: usize,
+    waiters: usize,
+    started: Instant,
 }
 
 /// Runs `wait`, which may wait for the disk: on the runtime as blocking work (the worker's
@@ -459,6 +493,7 @@ pub(crate) fn spawn<S: Sequencer>(
         last_follow: Instant::now(),
         follow_pending: Arc::new(AtomicBool::new(false)),
         on_runtime: false,
+        in_flight: None,
     };
     let follow_pending = writer.follow_pending.clone();
     let runtime = writer.options.run_on.clone().filter(|runtime| {
@@ -516,15 +551,29 @@ impl<S: Sequencer> Writer<S> {
     async fn run_on_runtime(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Message<S>>) {
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         while shutdown.is_none() {
-            let first = match self.next_deadline() {
-                Some(deadline) => match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                    Ok(Some(message)) => Some(message),
-                    Ok(None) => break,
-                    Err(_) => None,
-                },
-                None => match rx.recv().await {
-                    Some(message) => Some(message),
-                    None => break,
+            let deadline = self.next_deadline();
+            let received = async {
+                match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline.into(), rx.recv()).await.ok(),
+                    None => Some(rx.recv().await),
+                }
+            };
+            let synced = async {
+                match &mut self.in_flight {
+                    Some(in_flight) => (&mut in_flight.done).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let first = tokio::select! {
+                biased;
+                outcome = synced => {
+                    self.end_in_flight(outcome.unwrap_or(Err(SegmentError::Poisoned)));
+                    None
+                }
+                received = received => match received {
+                    Some(Some(message)) => Some(message),
+                    Some(None) => break,
+                    None => None,
                 },
             };
             shutdown = self.round(first, &mut || rx.try_recv().ok());
@@ -615,7 +664,9 @@ impl<S: Sequencer> Writer<S> {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let sync = self.unsynced_since.map(|t| t + self.options.sync_window);
+        // While an fsync runs, its end wakes the writer.
+        let sync =
+            self.unsynced_since.filter(|_| self.in_flight.is_none()).map(|t| t + self.options.sync_window);
         let checkpoint = (self.parts.tree.size() > self.last_checkpoint_size && self.failure.is_none())
             .then(|| self.last_checkpoint + self.options.checkpoint_every);
         let follow = self.parts.store.follow_every().map(|every| self.last_follow + every);
@@ -710,30 +761,45 @@ impl<S: Sequencer> Writer<S> {
         Ok(())
     }
 
+    /// Syncs if an fsync is due: a caller waits for one, the oldest unsynced event is as old
+    /// as the sync window, or `force`. As a task, an fsync that is not forced runs on the
+    /// runtime's blocking pool while the writer goes on ([`InFlightSync`]); a forced one (a
+    /// checkpoint, a shutdown) first waits for one that is running, then runs in place.
     fn sync_if_due(&mut self, force: bool) {
+        if self.in_flight.is_some() {
+            if !force {
+                return;
+            }
+            self.settle_in_flight();
+        }
         let due = !self.waiting_for_sync.is_empty()
             || self.unsynced_since.is_some_and(|t| force || t.elapsed() >= self.options.sync_window);
         if !due {
             return;
         }
         if self.failure.is_none() && self.unsynced_since.is_some() {
-            let started = Instant::now();
-            let segments = &mut self.parts.segments;
-            match may_block(self.on_runtime, || segments.sync()) {
-                Ok(()) => {
-                    self.stats
-                        .append_micros
-                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                    metrics::histogram!("keyledger_log_fsync_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::histogram!("keyledger_log_events_per_fsync").record(self.unsynced.len() as f64);
-                    self.stats.events_synced.fetch_add(self.unsynced.len() as u64, Ordering::Relaxed);
-                    self.failures_in_row = 0;
-                }
-                Err(error) => self.fail(format!("fsync failed: {error}")),
+            let mut pending = match self.parts.segments.begin_sync() {
+                Ok(pending) => pending,
+                Err(error) => return self.fail(format!("fsync failed: {error}")),
+            };
+            let covered = Covered {
+                mark: pending.mark(),
+                events: self.unsynced.len(),
+                waiters: self.waiting_for_sync.len(),
+                started: Instant::now(),
+            };
+            if self.on_runtime && !force {
+                let (report, done) = oneshot::channel();
+                tokio::task::spawn_blocking(move || {
+                    let _ = report.send(pending.run());
+                });
+                self.in_flight = Some(InFlightSync { covered, done });
+                return;
             }
+            let result = may_block(self.on_runtime, || pending.run());
+            return self.synced(covered, result);
         }
+        // Nothing to sync: the waiting callers are answered as things stand.
         let waiting = std::mem::take(&mut self.waiting_for_sync);
         match &self.failure {
             Some(reason) => {
@@ -742,16 +808,56 @@ impl<S: Sequencer> Writer<S> {
                 }
             }
             None => {
-                self.unsynced_since = None;
-                let events = std::mem::take(&mut self.unsynced);
-                self.committed.send_replace(self.parts.tree.size());
-                if !events.is_empty() {
-                    self.hand_over(events);
-                }
                 for (reply, answer) in waiting {
                     let _ = reply.send(Ok(answer));
                 }
             }
+        }
+    }
+
+    /// Waits for the fsync running off the writer, and records its outcome.
+    fn settle_in_flight(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            let (covered, result) = in_flight.wait(self.on_runtime);
+            self.synced(covered, result);
+        }
+    }
+
+    /// Records the outcome of the fsync that ran off the writer, as reported to the task.
+    fn end_in_flight(&mut self, result: Result<(), SegmentError>) {
+        if let Some(in_flight) = self.in_flight.take() {
+            self.synced(in_flight.covered, result);
+        }
+    }
+
+    /// An fsync has ended with `result`: on success what it covers is durable (its events
+    /// handed to subscribers, its callers answered); a failure poisons the writer.
+    fn synced(&mut self, covered: Covered, result: Result<(), SegmentError>) {
+        match self.parts.segments.end_sync(covered.mark, result) {
+            Ok(()) => self.confirm_synced(covered),
+            Err(error) => self.fail(format!("fsync failed: {error}")),
+        }
+    }
+
+    /// The fsync of `covered` succeeded.
+    fn confirm_synced(&mut self, covered: Covered) {
+        let Covered { mark, events, waiters, started } = covered;
+        self.stats.append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("keyledger_log_fsync_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("keyledger_log_events_per_fsync").record(events as f64);
+        self.stats.events_synced.fetch_add(events as u64, Ordering::Relaxed);
+        self.failures_in_row = 0;
+        let durable: Vec<Event> = self.unsynced.drain(..events).collect();
+        // What was appended while the fsync ran is at most as old as the fsync.
+        self.unsynced_since = (!self.unsynced.is_empty()).then_some(started);
+        self.committed.send_replace(mark.covers());
+        if !durable.is_empty() {
+            self.hand_over(durable);
+        }
+        let answered: Vec<_> = self.waiting_for_sync.drain(..waiters).collect();
+        for (reply, answer) in answered {
+            let _ = reply.send(Ok(answer));
         }
     }
 
@@ -760,7 +866,7 @@ impl<S: Sequencer> Writer<S> {
             return self.checkpoint_shared(force);
         }
         let size = self.parts.tree.size();
-        if self.failure.is_some() || size == self.last_checkpoint_size || self.unsynced_since.is_some() {
+        if self.failure.is_some() || size == self.last_checkpoint_size {
             return;
         }
         let due = force
@@ -768,6 +874,14 @@ impl<S: Sequencer> Writer<S> {
             || self.last_checkpoint.elapsed() >= self.options.checkpoint_every;
         if !due {
             return;
+        }
+        // A checkpoint covers synced events only: under a steady load some are always
+        // waiting for the next fsync, so it is done now.
+        if self.unsynced_since.is_some() || self.in_flight.is_some() {
+            self.sync_if_due(true);
+            if self.failure.is_some() || self.unsynced_since.is_some() {
+                return;
+            }
         }
         let (tree, checkpoints) = (&mut self.parts.tree, &mut self.parts.checkpoints);
         let result = may_block(self.on_runtime, || {
@@ -786,6 +900,14 @@ impl<S: Sequencer> Writer<S> {
     }
 
     fn fail(&mut self, reason: String) {
+        // An fsync still running is waited for: what it made durable is answered, and if it
+        // failed, nothing past what was durable before it is trusted.
+        if let Some(in_flight) = self.in_flight.take() {
+            let (covered, result) = in_flight.wait(self.on_runtime);
+            if self.parts.segments.end_sync(covered.mark, result).is_ok() {
+                self.confirm_synced(covered);
+            }
+        }
         tracing::error!(%reason, "log writer failed; refusing appends (fail closed) until it recovers");
         metrics::counter!("keyledger_log_failures_total").increment(1);
         self.stats.failures.fetch_add(1, Ordering::Relaxed);

@@ -385,6 +385,93 @@ fn a_full_subscriber_channel_skips_batches_without_blocking_the_writer() {
     );
 }
 
+/// Waits until an fsync begins after `before` syncs were counted (it then sleeps the
+/// switch's sync delay).
+fn wait_for_fsync_to_begin(switch: &FaultSwitch, before: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while switch.syncs() <= before {
+        assert!(Instant::now() < deadline, "no fsync began within 5 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn fsyncs_done(f: &Fixture) -> u64 {
+    f.writer.stats().fsyncs.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// As a task, the writer's fsync runs off its path (docs/benchmarks.md, "The fsync off the
+/// writer's path"): while the disk takes 2 s, a batched append is written and answered, and
+/// a synced one waits for an fsync that began after it was written.
+#[test]
+fn as_a_task_the_writer_answers_batched_appends_while_an_fsync_runs() {
+    ON_RUNTIME.with(|on| on.set(true));
+    let mut f = start(WriterOptions { sync_window: Duration::from_millis(1), ..options() });
+    f.append_ok(0..1);
+    let done = fsyncs_done(&f);
+    f.switch.set_sync_delay(Duration::from_secs(2));
+    let before = f.switch.syncs();
+    assert_eq!(f.append(1, Durability::Written).unwrap(), 1);
+    wait_for_fsync_to_begin(&f.switch, before);
+    assert_eq!(f.append(2, Durability::Written).unwrap(), 2);
+    assert_eq!(fsyncs_done(&f), done, "answered while the fsync still ran");
+    f.drain();
+    assert_eq!(f.seen.len(), 1, "nothing is handed over before its fsync");
+    let during = f.switch.syncs();
+    assert_eq!(f.append(3, Durability::Synced).unwrap(), 3);
+    assert!(f.switch.syncs() > during, "the synced append waited for an fsync begun after it");
+    assert_eq!(fsyncs_done(&f), done + 2);
+    f.switch.set_sync_delay(Duration::ZERO);
+    f.drain();
+    assert_eq!(f.seen.iter().map(tag_of).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(f.finish(), 4);
+}
+
+/// An fsync that fails off the writer's path poisons it like one in place: the synced
+/// caller waiting is refused, and the recovery cuts back to what the last successful fsync
+/// covered, including the batched appends written while the failing one ran.
+#[test]
+fn as_a_task_a_failed_fsync_off_the_writers_path_cuts_back_to_the_last_good_one() {
+    ON_RUNTIME.with(|on| on.set(true));
+    let mut f = start(WriterOptions { sync_window: Duration::from_millis(1), ..options() });
+    f.append_ok(0..2);
+    let durable_bytes = f.last_segment_len();
+    f.switch.set_sync_delay(Duration::from_millis(500));
+    f.switch.set_fail_sync(true);
+    let before = f.switch.syncs();
+    assert_eq!(f.append(2, Durability::Written).unwrap(), 2);
+    wait_for_fsync_to_begin(&f.switch, before);
+    assert_eq!(f.append(3, Durability::Written).unwrap(), 3, "written while the failing fsync runs");
+    assert_unavailable(f.append(4, Durability::Synced), "the fsync failed");
+    f.wait_unhealthy();
+    f.switch.set_sync_delay(Duration::ZERO);
+    f.switch.clear();
+    f.wait_healthy(Duration::from_secs(5));
+    assert_eq!(f.last_segment_len(), durable_bytes, "cut back to the last successful fsync");
+    assert_eq!(f.append(5, Durability::Synced).unwrap(), 2, "seq 2 is free again");
+    f.drain();
+    assert_eq!(f.seen.iter().map(tag_of).collect::<Vec<_>>(), vec![0, 1, 5]);
+    assert_eq!(f.finish(), 3);
+}
+
+/// Under a steady load some events always wait for the next fsync; checkpoints are still
+/// signed as often as configured (each forces the fsync it needs).
+#[test]
+fn checkpoints_are_signed_under_a_steady_load() {
+    let f = start(WriterOptions {
+        sync_window: Duration::from_millis(1),
+        checkpoint_every_events: 100,
+        ..options()
+    });
+    f.switch.set_sync_delay(Duration::from_millis(5));
+    for tag in 0..1_000 {
+        f.append(tag, Durability::Written).unwrap();
+    }
+    let checkpoints = f.writer.stats().checkpoints.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(checkpoints >= 5, "{checkpoints} checkpoints while appending 1,000 events");
+    f.switch.set_sync_delay(Duration::ZERO);
+    assert_eq!(f.finish(), 1_000);
+}
+
 /// The same tests with the writer as a task on a multi-threaded runtime.
 mod on_runtime {
     macro_rules! on_runtime {
@@ -405,5 +492,6 @@ mod on_runtime {
         a_failed_recovery_stays_poisoned_and_retries_with_backoff,
         checkpoints_resume_after_a_recovery,
         a_full_subscriber_channel_skips_batches_without_blocking_the_writer,
+        checkpoints_are_signed_under_a_steady_load,
     );
 }

@@ -8,10 +8,14 @@
 //!
 //! **Durability.** [`SegmentLog::append_batch`] writes a whole batch (normally one `write`);
 //! it does not sync. [`SegmentLog::sync`] issues one `fdatasync` of the current segment; after
-//! it returns `Ok`, every record appended before it survives a crash or power cut. A new
-//! segment is only created after the previous one has been `fdatasync`ed, and the directory is
-//! `fsync`ed after creating (or removing) a segment, so un-synced bytes can only ever sit at the
-//! end of the *last* segment.
+//! it returns `Ok`, every record appended before it survives a crash or power cut. The same
+//! fsync can run off the appending thread: [`SegmentLog::begin_sync`] hands out a
+//! [`PendingSync`] (a second handle to the segment and the length it covers) that another
+//! thread runs while appends go on, and [`SegmentLog::end_sync`] records its outcome: only
+//! then does [`SegmentLog::durable_len`] reach that length. A new segment is only created
+//! after the previous one has been `fdatasync`ed (also when an fsync of it is still running
+//! elsewhere), and the directory is `fsync`ed after creating (or removing) a segment, so
+//! un-synced bytes can only ever sit at the end of the *last* segment.
 //!
 //! **Torn-tail rule.** Records are written in batches, and the last record of each batch
 //! carries the commit mark. On [`SegmentLog::open`] every frame of every segment is checked
@@ -156,6 +160,50 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// An fsync of the active segment taken by [`SegmentLog::begin_sync`], to run on another
+/// thread while the log appends: a second handle to the segment (none if nothing was
+/// written since the last sync) and the number of records it makes durable.
+pub struct PendingSync {
+    file: Option<(Box<dyn StorageFile>, Arc<Path>)>,
+    mark: SyncMark,
+}
+
+impl fmt::Debug for PendingSync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingSync").field("mark", &self.mark).finish_non_exhaustive()
+    }
+}
+
+/// What a [`PendingSync`] covers, for [`SegmentLog::end_sync`]: kept by whoever waits for
+/// the outcome while the sync itself runs elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncMark {
+    covers: u64,
+    durable_before: u64,
+}
+
+impl SyncMark {
+    /// The records durable once the sync succeeded: everything appended before it was taken.
+    pub fn covers(&self) -> u64 {
+        self.covers
+    }
+}
+
+impl PendingSync {
+    /// The `fdatasync`; may wait for the disk.
+    pub fn run(&mut self) -> Result<(), SegmentError> {
+        match &mut self.file {
+            Some((file, path)) => file.sync_data().map_err(io_err("fsync", path)),
+            None => Ok(()),
+        }
+    }
+
+    /// What it covers.
+    pub fn mark(&self) -> SyncMark {
+        self.mark
+    }
 }
 
 /// The segment being appended to.
@@ -348,7 +396,9 @@ impl SegmentLog {
             return Ok(());
         }
         if let Some(mut old) = self.active.take() {
-            if old.dirty {
+            // A fsync of it still running elsewhere ([`PendingSync`]) does not count: the
+            // next segment is only created once this one is durable.
+            if old.dirty || self.durable < self.next_seq {
                 if let Err(error) = old.file.sync_data() {
                     self.sync_failed = true;
                     return Err(io_err("fsync", &old.path)(error));
@@ -387,21 +437,53 @@ impl SegmentLog {
     /// segments were synced when the log rolled past them). A failure poisons the log; the
     /// fsync is never retried.
     pub fn sync(&mut self) -> Result<(), SegmentError> {
+        let mut pending = self.begin_sync()?;
+        let result = pending.run();
+        self.end_sync(pending.mark(), result)
+    }
+
+    /// Takes the fsync [`SegmentLog::sync`] would do, to run elsewhere (on another thread)
+    /// while appends go on: it covers every record appended so far. Records appended after
+    /// this call need a later sync. Its outcome goes to [`SegmentLog::end_sync`]; until then
+    /// those records are not durable as far as this log knows (a sync begun meanwhile fsyncs
+    /// them again), and a pending sync dropped unreported leaves them so.
+    pub fn begin_sync(&mut self) -> Result<PendingSync, SegmentError> {
         if self.poisoned {
             return Err(SegmentError::Poisoned);
         }
+        let mut file = None;
+        let unconfirmed = self.durable < self.next_seq;
         if let Some(active) = self.active.as_mut()
-            && active.dirty
+            && (active.dirty || unconfirmed)
         {
-            if let Err(error) = active.file.sync_data() {
-                self.poisoned = true;
-                self.sync_failed = true;
-                return Err(io_err("fsync", &active.path)(error));
+            match active.file.try_clone() {
+                Ok(handle) => file = Some((handle, active.path.clone())),
+                Err(error) => {
+                    self.poisoned = true;
+                    return Err(io_err("open a second handle to", &active.path)(error));
+                }
             }
             active.dirty = false;
         }
-        self.durable = self.next_seq;
-        Ok(())
+        Ok(PendingSync { file, mark: SyncMark { covers: self.next_seq, durable_before: self.durable } })
+    }
+
+    /// Records the outcome of a [`PendingSync`] run: on success its records are durable; a
+    /// failure poisons the log and, as after any failed fsync, nothing past what was durable
+    /// before it began is trusted (the fsync is never retried).
+    pub fn end_sync(&mut self, mark: SyncMark, result: Result<(), SegmentError>) -> Result<(), SegmentError> {
+        match result {
+            Ok(()) => {
+                self.durable = self.durable.max(mark.covers);
+                Ok(())
+            }
+            Err(error) => {
+                self.poisoned = true;
+                self.sync_failed = true;
+                self.durable = self.durable.min(mark.durable_before);
+                Err(error)
+            }
+        }
     }
 
     /// Syncs and closes the log.

@@ -689,6 +689,74 @@ fn a_failed_reopen_distrusts_the_unsynced_tail_next_time() {
     check_all(&log.reader(), 2);
 }
 
+/// A sync run elsewhere ([`SegmentLog::begin_sync`]) makes durable what was appended before
+/// it was taken, not what was appended while it ran, which the next sync covers.
+#[test]
+fn a_pending_sync_covers_what_was_appended_before_it_was_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
+    append(&mut log, 3);
+    let mut pending = log.begin_sync().unwrap();
+    append(&mut log, 2);
+    let syncs = switch.syncs();
+    let result = std::thread::spawn(move || {
+        let result = pending.run();
+        (pending, result)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(switch.syncs(), syncs + 1, "the fsync ran on the other thread");
+    assert_eq!(log.durable_len(), 0, "not durable before its outcome is recorded");
+    log.end_sync(result.0.mark(), result.1).unwrap();
+    assert_eq!((log.durable_len(), log.len()), (3, 5));
+    log.sync().unwrap();
+    assert_eq!(log.durable_len(), 5);
+    let syncs = switch.syncs();
+    log.sync().unwrap();
+    assert_eq!(switch.syncs(), syncs, "nothing left to sync");
+}
+
+/// A pending sync that fails poisons the log and distrusts everything past what was durable
+/// before it, although an append after it and a sync of the rest may have looked fine.
+#[test]
+fn a_failed_pending_sync_distrusts_everything_past_what_was_durable_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, switch) = faulty_log(dir.path(), SegmentOptions::default());
+    append(&mut log, 2);
+    log.sync().unwrap();
+    append(&mut log, 2);
+    let mut pending = log.begin_sync().unwrap();
+    append(&mut log, 1);
+    log.sync().unwrap();
+    assert_eq!(log.durable_len(), 5, "the later sync, on the other handle, succeeded");
+    switch.set_fail_sync(true);
+    let result = pending.run();
+    switch.clear();
+    assert!(matches!(log.end_sync(pending.mark(), result), Err(SegmentError::Io { op: "fsync", .. })));
+    assert!(log.is_poisoned() && log.sync_failed());
+    assert_eq!(log.durable_len(), 2);
+    let recovery = log.reopen(None).unwrap();
+    assert_eq!((recovery.records, recovery.truncated_records), (2, 3));
+    check_all(&log.reader(), 2);
+}
+
+/// The log rolls to a new segment only once the old one is durable, also while a sync of
+/// it runs elsewhere: un-synced bytes only ever sit in the last segment.
+#[test]
+fn rolling_while_a_sync_is_pending_syncs_the_old_segment_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, switch) = faulty_log(dir.path(), opts(1, 4));
+    append(&mut log, 2);
+    let pending = log.begin_sync().unwrap();
+    let syncs = switch.syncs();
+    append(&mut log, 1);
+    assert!(switch.syncs() > syncs);
+    assert_eq!(log.durable_len(), 2, "the roll fsynced the old segment itself");
+    log.end_sync(pending.mark(), Ok(())).unwrap();
+    assert_eq!(log.durable_len(), 2);
+    assert_eq!(segment_files(dir.path()).len(), 2);
+}
+
 #[test]
 fn one_fdatasync_per_sync() {
     let dir = tempfile::tempdir().unwrap();
