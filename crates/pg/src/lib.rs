@@ -11,7 +11,8 @@
 //! [`identity`] holds and checks which signing key and pepper the ledger has; [`Listener`]
 //! wakes a node's writer when another node appended; [`Lease`] lets one node at a time run
 //! the webhook and witness jobs; [`PgWitnessRecords`] keeps what the witnesses said (the
-//! cosigned checkpoint, fork alarms) for every node.
+//! cosigned checkpoint, fork alarms) for every node, and [`PgWebhookAttempts`] the webhook
+//! delivery attempts the lease holder made, which every node's outbox follows.
 #![forbid(unsafe_code)]
 
 pub mod copy;
@@ -21,8 +22,10 @@ pub mod lease;
 pub mod listener;
 pub mod password;
 pub mod schema;
+mod session;
 pub mod store;
 pub mod verify;
+pub mod webhook_attempts;
 pub mod witnessed;
 
 pub use error::PgError;
@@ -30,6 +33,7 @@ pub use identity::Identity;
 pub use lease::{Holding, Lease, LeaseTimes};
 pub use listener::Listener;
 pub use store::PgStore;
+pub use webhook_attempts::PgWebhookAttempts;
 pub use witnessed::PgWitnessRecords;
 
 #[cfg(feature = "testing")]

@@ -19,16 +19,15 @@
 //! is used from threads of its own, never from an async runtime's.
 
 use crate::error::describe;
+use crate::session::Session;
 use keyledger_core::Timestamp;
 use keyledger_log::checkpoint::MAX_COSIGNED_BYTES;
 use keyledger_log::witnessed::{AlarmRecord, WitnessRecords, WitnessRecordsError};
 use postgres::{Client, Config};
-use std::sync::Mutex;
 
 /// The witness records of the database `config` connects to.
 pub struct PgWitnessRecords {
-    config: Config,
-    client: Mutex<Option<Client>>,
+    session: Session,
 }
 
 impl std::fmt::Debug for PgWitnessRecords {
@@ -54,43 +53,15 @@ impl PgWitnessRecords {
     /// Records reached with `config` (see [`crate::store::parse_config`]); connects on first
     /// use.
     pub fn new(config: Config) -> Self {
-        Self { config, client: Mutex::new(None) }
+        Self { session: Session::new(config) }
     }
 
-    /// Runs `op` on the connection, connecting first if needed; a failure that closed the
-    /// connection drops it (the next call reconnects).
+    /// Runs `op` on the session's connection.
     fn run<T>(
         &self,
         op: impl FnOnce(&mut Client) -> Result<T, WitnessRecordsError>,
     ) -> Result<T, WitnessRecordsError> {
-        let mut slot = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = None;
-            let client = crate::store::connect(&self.config)
-                .map_err(|e| WitnessRecordsError::Unavailable(e.to_string()))?;
-            *slot = Some(client);
-        }
-        let Some(client) = slot.as_mut() else {
-            return Err(WitnessRecordsError::Unavailable("no connection".into()));
-        };
-        let result = op(client);
-        if result.is_err() && client.is_closed() {
-            *slot = None;
-        }
-        result
-    }
-}
-
-impl Drop for PgWitnessRecords {
-    /// Closes the connection on a thread of its own: the synchronous client cannot be
-    /// dropped on an async runtime's thread, where an engine may be dropped.
-    fn drop(&mut self) {
-        let client = self.client.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(client) = client {
-            std::thread::scope(|s| {
-                s.spawn(move || drop(client));
-            });
-        }
+        self.session.run(|e| WitnessRecordsError::Unavailable(e.to_string()), op)
     }
 }
 

@@ -13,8 +13,9 @@ fn a_test_cluster_starts_serves_stops_and_restarts() {
         .query_one("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'keyledger_%'", &[])
         .unwrap()
         .get(0);
-    // Version 1: identity, events, head, checkpoints, cosigned, leases; version 2: fork alarms.
-    assert_eq!(tables, 7);
+    // Version 1: identity, events, head, checkpoints, cosigned, leases; version 2: fork alarms;
+    // version 3: webhook attempts.
+    assert_eq!(tables, 8);
     drop(client);
     cluster.stop().unwrap();
     assert!(

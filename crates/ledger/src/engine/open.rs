@@ -216,11 +216,15 @@ impl Engine {
                 return Err(error.into());
             }
         };
-        // One node at a time delivers webhooks and submits to witnesses: the lease holder.
+        // One node at a time delivers webhooks and submits to witnesses: the lease holder. It
+        // shares its webhook attempts, which every other node's outbox follows.
+        let node = keyledger_pg::lease::node_id();
+        let shared_attempts = store_config
+            .as_ref()
+            .map(|config| keyledger_pg::PgWebhookAttempts::new(config.clone(), node.clone()));
         let (gate, lease): (crate::JobGate, _) = match (&listener, &store_config) {
             (Some(_), Some(config)) => {
                 let config = config.clone();
-                let node = keyledger_pg::lease::node_id();
                 match keyledger_pg::Lease::start(config, "jobs", node, keyledger_pg::LeaseTimes::default()) {
                     Ok(lease) => {
                         let holding = lease.holding();
@@ -243,6 +247,7 @@ impl Engine {
             projected: projected_rx.clone(),
             pepper: secrets.pepper.clone(),
             gate: gate.clone(),
+            shared_attempts,
         };
         let webhooks = crate::webhook::WebhookService::start(
             &dir.join(datadir::WEBHOOKS_FILE),

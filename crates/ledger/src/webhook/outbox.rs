@@ -10,6 +10,14 @@
 //! | `webhook_pending_count` | workspace → undelivered deliveries (for the cap) |
 //! | `webhook_attempts` | workspace ‖ 0 ‖ attempt no (8) → postcard([`Attempt`]) |
 //! | `webhook_expiring` | key id (16) ‖ expires at (8) → () (`key.expiring` already queued) |
+//! | `webhook_settled` | delivery id → when another node settled it (µs): never queued here |
+//!
+//! With several nodes (docs/webhooks.md, "Several nodes") every node queues every delivery,
+//! and the node holding the `jobs` lease sends them; the other nodes apply the holder's
+//! attempts as it shares them ([`Outbox::apply_shared`]; `shared_serial` in `webhook_meta` is
+//! the last one applied): a delivery settled there leaves their `webhook_pending` too (or,
+//! not queued here yet, is marked never to be), and a retry keeps its schedule, so the node
+//! that takes over sends only what the last holder had not settled.
 //!
 //! Guarantees: new deliveries and the dispatcher's cursor are written in one transaction,
 //! so a crash never loses an event's notifications nor queues them twice (a re-dispatch of
@@ -30,10 +38,12 @@ const DUE: TableDefinition<&[u8], &str> = TableDefinition::new("webhook_due");
 const PENDING_COUNT: TableDefinition<&str, u64> = TableDefinition::new("webhook_pending_count");
 const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("webhook_attempts");
 const EXPIRING: TableDefinition<&[u8], ()> = TableDefinition::new("webhook_expiring");
+const SETTLED: TableDefinition<&str, u64> = TableDefinition::new("webhook_settled");
 
 const CURSOR: &str = "cursor";
 const NEXT_ORDER: &str = "next_order";
 const NEXT_ATTEMPT: &str = "next_attempt";
+const SHARED_SERIAL: &str = "shared_serial";
 
 /// A delivery not yet delivered nor given up.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +155,7 @@ impl Outbox {
         txn.open_table(PENDING_COUNT)?;
         txn.open_table(ATTEMPTS)?;
         txn.open_table(EXPIRING)?;
+        txn.open_table(SETTLED)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -183,7 +194,8 @@ impl Outbox {
         let now = Timestamp::now();
         let mut queued = 0;
         for notification in notifications {
-            if txn.open_table(PENDING)?.get(notification.id.as_str())?.is_some() {
+            let id = notification.id.as_str();
+            if txn.open_table(PENDING)?.get(id)?.is_some() || txn.open_table(SETTLED)?.get(id)?.is_some() {
                 continue;
             }
             let mut counts = txn.open_table(PENDING_COUNT)?;
@@ -267,10 +279,22 @@ impl Outbox {
         retry_at: Option<Timestamp>,
     ) -> Result<(), ProjectionError> {
         let txn = self.db.begin_write()?;
+        attempt.next_retry_at = retry_at;
+        Self::settle(&txn, pending, retry_at)?;
+        Self::append_attempt(&txn, &pending.workspace, &attempt)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Reschedules `pending` after one more attempt (`retry_at`) or removes it.
+    fn settle(
+        txn: &WriteTransaction,
+        pending: &Pending,
+        retry_at: Option<Timestamp>,
+    ) -> Result<(), ProjectionError> {
         let mut due = txn.open_table(DUE)?;
         due.remove(due_key(pending.next_at, pending.order).as_slice())?;
         let mut rows = txn.open_table(PENDING)?;
-        attempt.next_retry_at = retry_at;
         match retry_at {
             Some(next_at) => {
                 let updated = Pending { attempts: pending.attempts + 1, next_at, ..pending.clone() };
@@ -288,13 +312,65 @@ impl Outbox {
                 }
             }
         }
-        drop((due, rows));
-        let no = next(&txn, NEXT_ATTEMPT)?;
-        let mut key = attempts_prefix(&pending.workspace);
-        key.extend_from_slice(&no.to_be_bytes());
-        txn.open_table(ATTEMPTS)?.insert(key.as_slice(), encode(&attempt)?.as_slice())?;
-        txn.commit()?;
         Ok(())
+    }
+
+    fn append_attempt(
+        txn: &WriteTransaction,
+        workspace: &WorkspaceId,
+        attempt: &Attempt,
+    ) -> Result<(), ProjectionError> {
+        let no = next(txn, NEXT_ATTEMPT)?;
+        let mut key = attempts_prefix(workspace);
+        key.extend_from_slice(&no.to_be_bytes());
+        txn.open_table(ATTEMPTS)?.insert(key.as_slice(), encode(attempt)?.as_slice())?;
+        Ok(())
+    }
+
+    /// The last serial of the attempts other nodes shared that [`Self::apply_shared`] applied.
+    pub fn shared_serial(&self) -> Result<u64, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(META)?.get(SHARED_SERIAL)?.map_or(0, |v| v.value()))
+    }
+
+    /// Applies, in one durable transaction, attempts the node holding the `jobs` lease made
+    /// (in its order) and moves `shared_serial` to `last_serial`: each is recorded among the
+    /// workspace's attempts; its delivery, if queued here, is rescheduled as the holder did
+    /// or leaves the queue once settled (delivered, given up or cancelled); a settled one not
+    /// queued here is marked so that it never is. Returns how many deliveries left the queue.
+    pub fn apply_shared(
+        &self,
+        attempts: &[(WorkspaceId, Attempt)],
+        last_serial: u64,
+    ) -> Result<usize, ProjectionError> {
+        let txn = self.db.begin_write()?;
+        let mut settled = 0;
+        for (workspace, attempt) in attempts {
+            let id = attempt.delivery_id.as_str();
+            let queued =
+                txn.open_table(PENDING)?.get(id)?.map(|row| decode::<Pending>(row.value())).transpose()?;
+            let retry_at = match attempt.outcome {
+                AttemptOutcome::Retrying => attempt.next_retry_at,
+                _ => None,
+            };
+            match queued {
+                Some(pending) if &pending.workspace == workspace => {
+                    let pending = Pending { attempts: attempt.attempt.saturating_sub(1), ..pending };
+                    Self::settle(&txn, &pending, retry_at)?;
+                    settled += usize::from(retry_at.is_none());
+                }
+                Some(_) => continue,
+                None if retry_at.is_none() => {
+                    let at = u64::try_from(attempt.at.micros()).unwrap_or(0);
+                    txn.open_table(SETTLED)?.insert(id, at)?;
+                }
+                None => {}
+            }
+            Self::append_attempt(&txn, workspace, attempt)?;
+        }
+        txn.open_table(META)?.insert(SHARED_SERIAL, last_serial)?;
+        txn.commit()?;
+        Ok(settled)
     }
 
     /// The most recent `limit` attempts of a workspace and its pending count.
@@ -312,7 +388,7 @@ impl Outbox {
         Ok(DeliveryList { attempts, pending })
     }
 
-    /// Drops attempt records older than `before`.
+    /// Drops attempt records, and marks of deliveries settled elsewhere, older than `before`.
     pub fn prune_attempts(&self, before: Timestamp) -> Result<(), ProjectionError> {
         let txn = self.db.begin_write()?;
         let mut table = txn.open_table(ATTEMPTS)?;
@@ -328,6 +404,10 @@ impl Outbox {
             table.remove(key.as_slice())?;
         }
         drop(table);
+        let mut settled = txn.open_table(SETTLED)?;
+        let before = u64::try_from(before.micros()).unwrap_or(0);
+        settled.retain(|_, at| at >= before)?;
+        drop(settled);
         txn.commit()?;
         Ok(())
     }
@@ -338,5 +418,65 @@ impl Outbox {
         txn.set_durability(Durability::Immediate)?;
         txn.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notification(id: &str, workspace: &WorkspaceId) -> Notification {
+        Notification { id: id.into(), kind: "key.created", workspace: workspace.clone(), body: "{}".into() }
+    }
+
+    fn attempt(id: &str, number: u32, outcome: AttemptOutcome, next_retry_at: Option<Timestamp>) -> Attempt {
+        Attempt {
+            delivery_id: id.into(),
+            kind: "key.created".into(),
+            attempt: number,
+            at: Timestamp::now(),
+            status: Some(if outcome == AttemptOutcome::Delivered { 200 } else { 503 }),
+            error: None,
+            duration_ms: 3,
+            outcome,
+            next_retry_at,
+        }
+    }
+
+    /// Another node's attempts, applied here: a retry keeps the holder's schedule and count,
+    /// a settled delivery leaves the queue, one settled before it was queued here never is,
+    /// and every one is listed among the workspace's attempts.
+    #[test]
+    fn the_holders_attempts_applied_here_reschedule_settle_and_keep_out_what_it_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("webhooks.redb")).unwrap();
+        let acme: WorkspaceId = "acme".parse().unwrap();
+        let queue = |ids: &[&str]| {
+            let notifications: Vec<_> = ids.iter().map(|id| notification(id, &acme)).collect();
+            outbox.enqueue(&notifications, 0, 100, &mut 0).unwrap()
+        };
+        assert_eq!(queue(&["d1", "d2"]), 2);
+        let later = Timestamp::now().plus_micros(3_600_000_000);
+        let retrying = attempt("d1", 1, AttemptOutcome::Retrying, Some(later));
+        assert_eq!(outbox.apply_shared(&[(acme.clone(), retrying)], 7).unwrap(), 0);
+        assert_eq!(outbox.shared_serial().unwrap(), 7);
+        let first = outbox.first_due_except(&BTreeSet::new()).unwrap().unwrap();
+        assert_eq!(first.id, "d2", "d1 waits for the holder's retry time");
+        assert_eq!(outbox.deliveries(&acme, 10).unwrap().pending, 2);
+
+        let settled = [
+            (acme.clone(), attempt("d1", 2, AttemptOutcome::Delivered, None)),
+            (acme.clone(), attempt("d3", 1, AttemptOutcome::Delivered, None)),
+        ];
+        assert_eq!(outbox.apply_shared(&settled, 9).unwrap(), 1);
+        let list = outbox.deliveries(&acme, 10).unwrap();
+        assert_eq!(list.pending, 1);
+        assert_eq!(list.attempts.len(), 3);
+        assert_eq!(outbox.first_due_except(&BTreeSet::new()).unwrap().unwrap().id, "d2");
+        assert_eq!(queue(&["d3"]), 0, "settled by the holder before this node queued it");
+
+        // Marks go with the attempt records they are as old as.
+        outbox.prune_attempts(Timestamp::now().plus_micros(1)).unwrap();
+        assert_eq!(queue(&["d3"]), 1);
     }
 }

@@ -7,6 +7,11 @@
 //! time, in due order, and a receiver that is slow or never answers holds one sender (each
 //! attempt within its timeout) while the others deliver to every other workspace
 //! (docs/webhooks.md, "Delivery, retries, limits").
+//!
+//! With several nodes only the one holding the `jobs` lease sends; every node queues every
+//! delivery, and the holder shares each attempt it records through the database, which the
+//! other nodes' dispatchers apply to their outboxes ([`follow_shared`]; docs/webhooks.md,
+//! "Several nodes"), so that the node taking over sends only what was not settled.
 
 use super::destination::{GuardedResolver, RefusedDestination};
 use super::outbox::{Attempt, AttemptOutcome, Outbox, Pending};
@@ -64,6 +69,8 @@ struct Shared {
     signal: Signal,
     /// The workspaces a sender is attempting a delivery of (at most one sender each).
     busy: Mutex<BTreeSet<WorkspaceId>>,
+    /// With several nodes: where the lease holder's attempts are shared.
+    shared_attempts: Option<keyledger_pg::PgWebhookAttempts>,
 }
 
 impl Shared {
@@ -92,6 +99,9 @@ pub struct Sources {
     /// Deliveries are sent only while this says so (see [`crate::JobGate`]); every node
     /// dispatches into its own outbox, so the node that takes over has every delivery.
     pub(crate) gate: crate::JobGate,
+    /// With several nodes: where the lease holder shares its attempts and the others
+    /// follow them (see the module docs).
+    pub(crate) shared_attempts: Option<keyledger_pg::PgWebhookAttempts>,
 }
 
 impl WebhookService {
@@ -128,14 +138,22 @@ impl WebhookService {
             counters,
             signal: Signal::default(),
             busy: Mutex::new(BTreeSet::new()),
+            shared_attempts: sources.shared_attempts,
         });
         let mut threads = Vec::new();
         if options.enabled {
             let dispatcher = shared.clone();
+            let gate = sources.gate.clone();
             let spawned = std::thread::Builder::new()
                 .name("keyledger-webhook-dispatch".into())
                 .spawn(move || {
-                    dispatch_loop(&dispatcher, &sources.reader, &sources.projections, sources.projected)
+                    dispatch_loop(
+                        &dispatcher,
+                        &sources.reader,
+                        &sources.projections,
+                        sources.projected,
+                        &gate,
+                    )
                 })
                 .map_err(|e| ProjectionError::Log(format!("cannot start the webhook dispatcher: {e}")))?;
             threads.push(spawned);
@@ -237,12 +255,16 @@ fn dispatch_loop(
     reader: &LogReader,
     projections: &crate::projection::ProjectionsDb,
     projected: watch::Receiver<u64>,
+    gate: &crate::JobGate,
 ) {
     let mut last_scan: Option<Instant> = None;
     let mut last_prune = Instant::now();
     loop {
         if let Err(error) = dispatch(shared, reader, projections, &projected) {
             tracing::error!(%error, "webhook dispatch failed; retrying");
+        }
+        if let Err(error) = follow_shared(shared) {
+            tracing::warn!(%error, "following the other nodes' webhook attempts failed; retrying");
         }
         if last_scan.is_none_or(|t| t.elapsed() >= shared.options.expiring_scan_interval) {
             if let Err(error) = scan_expiring(shared) {
@@ -255,6 +277,11 @@ fn dispatch_loop(
             let before = Timestamp(Timestamp::now().micros().saturating_sub(keep));
             if let Err(error) = shared.outbox.prune_attempts(before) {
                 tracing::error!(%error, "pruning webhook attempt records failed");
+            }
+            if let Some(attempts) = shared.shared_attempts.as_ref().filter(|_| gate())
+                && let Err(error) = attempts.prune(shared.options.attempt_retention)
+            {
+                tracing::warn!(%error, "pruning the shared webhook attempts failed");
             }
             last_prune = Instant::now();
         }
@@ -315,6 +342,51 @@ fn dispatch(
             shared.signal.notify();
         }
         cursor = end;
+    }
+    Ok(())
+}
+
+/// Applies to this node's outbox the attempts the other nodes shared since the last applied
+/// (nothing with one node).
+fn follow_shared(shared: &Shared) -> Result<(), ProjectionError> {
+    let Some(attempts) = &shared.shared_attempts else { return Ok(()) };
+    loop {
+        let after = shared.outbox.shared_serial()?;
+        let followed = attempts.follow(after).map_err(|e| ProjectionError::Log(e.to_string()))?;
+        if followed.last_serial <= after {
+            return Ok(());
+        }
+        let mut decoded = Vec::with_capacity(followed.attempts.len());
+        for row in followed.attempts {
+            match (row.workspace.parse::<WorkspaceId>(), serde_json::from_str::<Attempt>(&row.attempt)) {
+                (Ok(workspace), Ok(attempt)) => decoded.push((workspace, attempt)),
+                _ => tracing::warn!(serial = row.serial, "a shared webhook attempt is unreadable; skipped"),
+            }
+        }
+        if shared.outbox.apply_shared(&decoded, followed.last_serial)? > 0 {
+            shared.signal.notify();
+        }
+    }
+}
+
+/// Records an attempt of `pending` in this node's outbox (see [`Outbox::record`]) and, with
+/// several nodes, shares it with the others; a failure to share is logged (the others then
+/// send it again if they take over: delivery is at least once).
+fn record(
+    shared: &Shared,
+    pending: &Pending,
+    attempt: Attempt,
+    retry_at: Option<Timestamp>,
+) -> Result<(), ProjectionError> {
+    let shared_copy = Attempt { next_retry_at: retry_at, ..attempt.clone() };
+    shared.outbox.record(pending, attempt, retry_at)?;
+    if let Some(attempts) = &shared.shared_attempts {
+        let published = serde_json::to_string(&shared_copy)
+            .map_err(|e| e.to_string())
+            .and_then(|json| attempts.publish(pending.workspace.as_str(), &json).map_err(|e| e.to_string()));
+        if let Err(error) = published {
+            tracing::warn!(%error, delivery = %pending.id, "sharing a webhook attempt with the other nodes failed");
+        }
     }
     Ok(())
 }
@@ -382,13 +454,22 @@ fn send_loop(shared: &Shared, pepper: &Pepper, gate: &crate::JobGate) {
         ureq::unversioned::transport::DefaultConnector::default(),
         GuardedResolver::new(shared.options.destination_rule()),
     );
+    let mut held = false;
     while !shared.signal.stopped() {
         if !gate() {
             // Another node delivers (it holds the lease).
+            held = false;
             if shared.signal.wait(shared.options.poll_interval) {
                 return;
             }
             continue;
+        }
+        if !held {
+            // Taking over: first what the last holder settled, so that it is not sent again.
+            if let Err(error) = follow_shared(shared) {
+                tracing::warn!(%error, "following the other nodes' webhook attempts failed");
+            }
+            held = true;
         }
         let wait = match take_due(shared) {
             Ok(None) => shared.options.poll_interval,
@@ -447,7 +528,7 @@ fn attempt(
     pending: &Pending,
 ) -> Result<(), ProjectionError> {
     let number = pending.attempts + 1;
-    let record = |outcome, status, error: Option<String>, duration_ms| Attempt {
+    let attempt_record = |outcome, status, error: Option<String>, duration_ms| Attempt {
         delivery_id: pending.id.clone(),
         kind: pending.kind.clone(),
         attempt: number,
@@ -462,9 +543,10 @@ fn attempt(
     let Some(webhook) = webhook else {
         let why = "the webhook was disabled or no longer subscribes to this type";
         tracing::info!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, "webhook delivery cancelled");
-        return shared.outbox.record(
+        return record(
+            shared,
             pending,
-            record(AttemptOutcome::Cancelled, None, Some(why.into()), 0),
+            attempt_record(AttemptOutcome::Cancelled, None, Some(why.into()), 0),
             None,
         );
     };
@@ -476,9 +558,10 @@ fn attempt(
         shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
         let why = "older than the maximum age of a delivery";
         tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, "webhook delivery given up");
-        return shared.outbox.record(
+        return record(
+            shared,
             pending,
-            record(AttemptOutcome::Failed, None, Some(why.into()), 0),
+            attempt_record(AttemptOutcome::Failed, None, Some(why.into()), 0),
             None,
         );
     }
@@ -502,9 +585,10 @@ fn attempt(
     if status.is_some_and(|s| (200..300).contains(&s)) {
         shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
         tracing::info!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, duration_ms, "webhook delivered");
-        return shared.outbox.record(
+        return record(
+            shared,
             pending,
-            record(AttemptOutcome::Delivered, status, None, duration_ms),
+            attempt_record(AttemptOutcome::Delivered, status, None, duration_ms),
             None,
         );
     }
@@ -512,18 +596,20 @@ fn attempt(
     if number >= shared.options.max_attempts {
         shared.counters.given_up.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, error = error.as_deref(), "webhook delivery failed; given up");
-        return shared.outbox.record(
+        return record(
+            shared,
             pending,
-            record(AttemptOutcome::Failed, status, error, duration_ms),
+            attempt_record(AttemptOutcome::Failed, status, error, duration_ms),
             None,
         );
     }
     let delay = i64::try_from(shared.options.backoff(number).as_micros()).unwrap_or(i64::MAX);
     let retry_at = Timestamp::now().plus_micros(delay);
     tracing::warn!(workspace = %pending.workspace, delivery = %pending.id, kind = %pending.kind, attempt = number, status, error = error.as_deref(), retry_at = %retry_at.to_rfc3339(), "webhook delivery failed; will retry");
-    shared.outbox.record(
+    record(
+        shared,
         pending,
-        record(AttemptOutcome::Retrying, status, error, duration_ms),
+        attempt_record(AttemptOutcome::Retrying, status, error, duration_ms),
         Some(retry_at),
     )
 }
