@@ -4,8 +4,11 @@
 //!
 //! The holder appends each attempt it recorded; every node reads the rows past the last it
 //! applied, in `serial` order, skipping its own. A node's appends go through one connection
-//! under one lock, so their serials are in commit order and a reader never passes over one
-//! committed later. The attempt is opaque JSON here: what it holds is the ledger's business.
+//! under one lock, so one publisher's serials are in commit order and a reader never passes
+//! over one of them committed later; only while the lease changes hands (the old holder
+//! finishing a slow attempt) can a row be passed over, which costs a re-send of that
+//! delivery, never its loss. The attempt is opaque JSON here: what it holds is the ledger's
+//! business.
 
 use crate::error::describe;
 use crate::session::Session;

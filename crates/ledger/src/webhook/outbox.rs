@@ -280,7 +280,16 @@ impl Outbox {
     ) -> Result<(), ProjectionError> {
         let txn = self.db.begin_write()?;
         attempt.next_retry_at = retry_at;
-        Self::settle(&txn, pending, retry_at)?;
+        // Another node's attempt may have been applied to the row meanwhile
+        // ([`Self::apply_shared`]): settle the row as it is now, if it is still queued.
+        let current = txn
+            .open_table(PENDING)?
+            .get(pending.id.as_str())?
+            .map(|row| decode::<Pending>(row.value()))
+            .transpose()?;
+        if let Some(current) = current {
+            Self::settle(&txn, &Pending { attempts: pending.attempts, ..current }, retry_at)?;
+        }
         Self::append_attempt(&txn, &pending.workspace, &attempt)?;
         txn.commit()?;
         Ok(())
@@ -349,8 +358,10 @@ impl Outbox {
             let id = attempt.delivery_id.as_str();
             let queued =
                 txn.open_table(PENDING)?.get(id)?.map(|row| decode::<Pending>(row.value())).transpose()?;
-            let retry_at = match attempt.outcome {
-                AttemptOutcome::Retrying => attempt.next_retry_at,
+            let retry_at = match (attempt.outcome, attempt.next_retry_at) {
+                (AttemptOutcome::Retrying, Some(at)) => Some(at),
+                // A retry without its time says nothing this node can act on.
+                (AttemptOutcome::Retrying, None) => continue,
                 _ => None,
             };
             match queued {
@@ -478,5 +489,29 @@ mod tests {
         // Marks go with the attempt records they are as old as.
         outbox.prune_attempts(Timestamp::now().plus_micros(1)).unwrap();
         assert_eq!(queue(&["d3"]), 1);
+    }
+
+    /// A sender records its attempt on the row as it is when it records, so another node's
+    /// attempt applied meanwhile leaves no due entry behind and no count wrong.
+    #[test]
+    fn a_local_attempt_recorded_after_a_shared_one_settles_the_row_as_it_is_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("webhooks.redb")).unwrap();
+        let acme: WorkspaceId = "acme".parse().unwrap();
+        outbox.enqueue(&[notification("d1", &acme), notification("d2", &acme)], 0, 100, &mut 0).unwrap();
+        let taken = outbox.first_due_except(&BTreeSet::new()).unwrap().unwrap();
+        assert_eq!(taken.id, "d1");
+        let later = Timestamp::now().plus_micros(3_600_000_000);
+        outbox
+            .apply_shared(&[(acme.clone(), attempt("d1", 1, AttemptOutcome::Retrying, Some(later)))], 1)
+            .unwrap();
+        outbox.record(&taken, attempt("d1", 1, AttemptOutcome::Delivered, None), None).unwrap();
+        assert_eq!(outbox.first_due_except(&BTreeSet::new()).unwrap().unwrap().id, "d2");
+        assert_eq!(outbox.deliveries(&acme, 10).unwrap().pending, 1);
+        outbox.apply_shared(&[(acme.clone(), attempt("d2", 1, AttemptOutcome::Delivered, None))], 2).unwrap();
+        let d2 = Pending { id: "d2".into(), ..taken };
+        outbox.record(&d2, attempt("d2", 1, AttemptOutcome::Delivered, None), None).unwrap();
+        assert_eq!(outbox.deliveries(&acme, 10).unwrap().pending, 0, "not counted down twice");
+        assert!(outbox.first_due_except(&BTreeSet::new()).unwrap().is_none());
     }
 }

@@ -466,8 +466,13 @@ fn send_loop(shared: &Shared, pepper: &Pepper, gate: &crate::JobGate) {
         }
         if !held {
             // Taking over: first what the last holder settled, so that it is not sent again.
+            // Until that succeeds nothing is sent.
             if let Err(error) = follow_shared(shared) {
                 tracing::warn!(%error, "following the other nodes' webhook attempts failed");
+                if shared.signal.wait(shared.options.poll_interval) {
+                    return;
+                }
+                continue;
             }
             held = true;
         }

@@ -473,6 +473,10 @@ impl SegmentLog {
     /// before it began is trusted (the fsync is never retried).
     pub fn end_sync(&mut self, mark: SyncMark, result: Result<(), SegmentError>) -> Result<(), SegmentError> {
         match result {
+            // After a failed fsync (a roll's, say) an fsync of the same file through the other
+            // handle may succeed although the pages it covered are lost: the kernel reports
+            // a writeback error once. Nothing past `durable` is trusted then.
+            Ok(()) if self.sync_failed => Err(SegmentError::Poisoned),
             Ok(()) => {
                 self.durable = self.durable.max(mark.covers);
                 Ok(())

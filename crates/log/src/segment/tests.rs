@@ -757,6 +757,22 @@ fn rolling_while_a_sync_is_pending_syncs_the_old_segment_first() {
     assert_eq!(segment_files(dir.path()).len(), 2);
 }
 
+/// The kernel reports a writeback error once: after a roll's fsync failed, a pending sync of
+/// the same file that then reports success is not believed.
+#[test]
+fn a_pending_sync_reporting_success_after_a_failed_fsync_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, switch) = faulty_log(dir.path(), opts(1, 4));
+    append(&mut log, 2);
+    let pending = log.begin_sync().unwrap();
+    switch.set_fail_sync(true);
+    assert!(log.append_batch(&[b"next segment"]).is_err(), "the roll's fsync fails");
+    switch.clear();
+    assert!(log.end_sync(pending.mark(), Ok(())).is_err());
+    assert_eq!(log.durable_len(), 0);
+    assert!(log.sync_failed());
+}
+
 #[test]
 fn one_fdatasync_per_sync() {
     let dir = tempfile::tempdir().unwrap();
