@@ -770,7 +770,9 @@ impl<S: Sequencer> Writer<S> {
             if !force {
                 return;
             }
-            self.settle_in_flight();
+            if let Err(reason) = self.settle_in_flight() {
+                return self.fail(reason);
+            }
         }
         let due = !self.waiting_for_sync.is_empty()
             || self.unsynced_since.is_some_and(|t| force || t.elapsed() >= self.options.sync_window);
@@ -815,12 +817,16 @@ impl<S: Sequencer> Writer<S> {
         }
     }
 
-    /// Waits for the fsync running off the writer, and records its outcome.
-    fn settle_in_flight(&mut self) {
-        if let Some(in_flight) = self.in_flight.take() {
-            let (covered, result) = in_flight.wait(self.on_runtime);
-            self.synced(covered, result);
-        }
+    /// Waits for the fsync running off the writer and records its outcome: what it made
+    /// durable is confirmed; its failure is returned, for the caller to fail with (or, in
+    /// [`Self::fail`], already failing, to pass over: the segment log then distrusts
+    /// everything past what was durable before it).
+    fn settle_in_flight(&mut self) -> Result<(), String> {
+        let Some(in_flight) = self.in_flight.take() else { return Ok(()) };
+        let (covered, result) = in_flight.wait(self.on_runtime);
+        self.parts.segments.end_sync(covered.mark, result).map_err(|e| format!("fsync failed: {e}"))?;
+        self.confirm_synced(covered);
+        Ok(())
     }
 
     /// Records the outcome of the fsync that ran off the writer, as reported to the task.
@@ -901,13 +907,8 @@ impl<S: Sequencer> Writer<S> {
 
     fn fail(&mut self, reason: String) {
         // An fsync still running is waited for: what it made durable is answered, and if it
-        // failed, nothing past what was durable before it is trusted.
-        if let Some(in_flight) = self.in_flight.take() {
-            let (covered, result) = in_flight.wait(self.on_runtime);
-            if self.parts.segments.end_sync(covered.mark, result).is_ok() {
-                self.confirm_synced(covered);
-            }
-        }
+        // failed, nothing past what was durable before it is trusted (this failure stands).
+        let _ = self.settle_in_flight();
         tracing::error!(%reason, "log writer failed; refusing appends (fail closed) until it recovers");
         metrics::counter!("keyledger_log_failures_total").increment(1);
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
