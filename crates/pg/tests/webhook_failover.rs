@@ -99,3 +99,62 @@ async fn a_standby_follows_the_holders_deliveries_and_the_next_holder_sends_none
     assert!(seen.values().all(|&times| times == 1), "sent again after the takeover: {seen:?}");
     standby.shutdown().await;
 }
+
+/// The lease holder never reads the shared attempts between deliveries (they are its own):
+/// with that table locked by someone else, it still queues and sends a new key's
+/// notification (before, its dispatcher waited on the lock at every poll, so nothing new
+/// was queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_delivers_without_reading_the_shared_attempts() {
+    let ledger = support::Ledger::new();
+    let options = EngineOptions {
+        webhooks: WebhookOptions {
+            allow_private: true,
+            poll_interval: Duration::from_millis(50),
+            ..WebhookOptions::default()
+        },
+        ..ledger.options()
+    };
+    let init = ledger.init("a");
+    let node = ledger.open_with(&ledger.dir("a"), options);
+    wait_for("the node takes the jobs lease", Duration::from_secs(10), || node.runs_jobs()).await;
+    let (url, seen) = receiver();
+    let caller = admin(&node, init.admin_key.expose()).await;
+    node.set_webhook(caller.clone(), ws("acme"), url, vec!["key.created".into()]).await.unwrap();
+    // Its sender's follow on taking over is done once the first delivery arrives, and its
+    // attempt is shared once the row is there.
+    node.create(caller.clone(), ws("acme"), spec("first", &["read"])).await.unwrap();
+    wait_for("the first delivery", Duration::from_secs(10), || seen.lock().unwrap().len() == 1).await;
+    let shared_rows = || {
+        ledger.sql(|c| {
+            c.query_one("SELECT count(*) FROM keyledger_webhook_attempts", &[]).unwrap().get::<_, i64>(0)
+        })
+    };
+    wait_for("the first attempt shared", Duration::from_secs(10), || shared_rows() == 1).await;
+
+    let (locked, release) = std::sync::mpsc::channel::<()>();
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let url = ledger.url.clone();
+    let locker = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut transaction = client.transaction().unwrap();
+        transaction.batch_execute("LOCK TABLE keyledger_webhook_attempts IN ACCESS EXCLUSIVE MODE").unwrap();
+        hold.send(()).unwrap();
+        let _ = release.recv_timeout(Duration::from_secs(30));
+        transaction.rollback().unwrap();
+    });
+    held.recv().unwrap();
+    // Several of the dispatcher's polls pass under the lock before the next key.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.create(caller, ws("acme"), spec("second", &["read"])).await.unwrap();
+    let delivered = || seen.lock().unwrap().len() == 2;
+    let started = Instant::now();
+    while !delivered() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let in_time = delivered();
+    locked.send(()).unwrap();
+    locker.join().unwrap();
+    assert!(in_time, "the holder did not deliver while the shared attempts were locked");
+    node.shutdown().await;
+}
