@@ -27,13 +27,29 @@ pub enum DecodeError {
 /// Encodes an event. Deterministic: the same event always gives the same bytes.
 pub fn encode_event(event: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    out.push(EVENT_VERSION);
-    encode_into(event, out)
+    encode_event_into(event, &mut out);
+    out
 }
 
-fn encode_into(event: &Event, out: Vec<u8>) -> Vec<u8> {
-    // Serializing plain structs, strings and vectors into a Vec cannot fail.
-    postcard::to_extend(event, out).unwrap_or_default()
+/// Appends the encoding of `event` (the bytes [`encode_event`] gives) to `out`, so that a
+/// batch of events can share one buffer.
+pub fn encode_event_into(event: &Event, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.push(EVENT_VERSION);
+    // Serializing plain structs, strings and vectors into a Vec cannot fail; if it did, the
+    // record would be empty, as `encode_event` has always made it.
+    if postcard::to_extend(event, Appender(out)).is_err() {
+        out.truncate(start);
+    }
+}
+
+/// Extends a borrowed buffer (postcard's `to_extend` takes its sink by value).
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Appender<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 /// Decodes an event, accepting only its canonical encoding.
@@ -131,6 +147,26 @@ mod tests {
                 "encoding of {kind:?} changed"
             );
             assert_eq!(&decode_event(&bytes).unwrap(), event);
+        }
+    }
+
+    /// Events encoded back to back into one buffer are each exactly their own encoding,
+    /// whatever the buffer held before.
+    #[test]
+    fn encoding_into_a_buffer_appends_each_events_own_bytes() {
+        let events: Vec<Event> = examples().into_iter().map(|(_, event)| event).collect();
+        let mut buffer = b"earlier bytes".to_vec();
+        let mut ends = Vec::new();
+        for event in &events {
+            encode_event_into(event, &mut buffer);
+            ends.push(buffer.len());
+        }
+        assert_eq!(&buffer[..13], b"earlier bytes");
+        let mut start = 13;
+        for (event, end) in events.iter().zip(ends) {
+            assert_eq!(buffer[start..end], encode_event(event)[..]);
+            assert_eq!(&decode_event(&buffer[start..end]).unwrap(), event);
+            start = end;
         }
     }
 

@@ -25,7 +25,7 @@ pub mod sources;
 pub mod time;
 pub mod validate;
 
-pub use codec::{DecodeError, EVENT_VERSION, decode_event, encode_event};
+pub use codec::{DecodeError, EVENT_VERSION, decode_event, encode_event, encode_event_into};
 pub use credits::{Refill, RefillInterval};
 pub use event::*;
 pub use ids::{IdError, KeyId, RequestId, WorkspaceId};

@@ -59,7 +59,7 @@ use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
 use crate::segment::{SegmentError, SegmentLog, SyncMark};
 use crate::store::{LogStore, SharedCheckpoint, StoreError};
 use crate::tree::TreeWriter;
-use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event};
+use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event, encode_event_into};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -424,7 +424,15 @@ struct Writer<S: Sequencer> {
     /// The fsync running on the runtime's blocking pool while this writer goes on appending
     /// (as a task only; see [`InFlightSync`]).
     in_flight: Option<InFlightSync>,
+    /// A round's commands, kept (empty) between rounds so each round reuses the room.
+    commands: Vec<(S::Command, Durability, ReplySender<S>)>,
+    /// A batch's encoded events back to back, and where each ends, reused the same way.
+    encoded: Vec<u8>,
+    record_ends: Vec<usize>,
 }
+
+/// The most room for encoded events the writer keeps between batches.
+const KEPT_ENCODED_BYTES: usize = 1 << 20;
 
 /// A group commit's fsync running off the writer (as a task, on the runtime's blocking
 /// pool), so that batches go on being appended, and `Written` callers answered, while the
@@ -494,6 +502,9 @@ pub(crate) fn spawn<S: Sequencer>(
         follow_pending: Arc::new(AtomicBool::new(false)),
         on_runtime: false,
         in_flight: None,
+        commands: Vec::new(),
+        encoded: Vec::new(),
+        record_ends: Vec::new(),
     };
     let follow_pending = writer.follow_pending.clone();
     let runtime = writer.options.run_on.clone().filter(|runtime| {
@@ -591,7 +602,7 @@ impl<S: Sequencer> Writer<S> {
     ) -> Option<oneshot::Sender<()>> {
         let mut shutdown = None;
         self.recover_if_due();
-        let mut commands = Vec::new();
+        let mut commands = std::mem::take(&mut self.commands);
         // Follows asked during this drain: one round after it serves them all, since each
         // was asked before that round begins (many verifications of keys this node cannot
         // place cost one database read, not one each).
@@ -606,7 +617,7 @@ impl<S: Sequencer> Writer<S> {
                 Message::Checkpoint(reply) => {
                     // Everything queued before this request is part of the checkpoint.
                     if !commands.is_empty() {
-                        self.process(std::mem::take(&mut commands));
+                        self.process(&mut commands);
                     }
                     self.sync_if_due(true);
                     self.checkpoint_if_due(true);
@@ -633,8 +644,9 @@ impl<S: Sequencer> Writer<S> {
             }
         }
         if !commands.is_empty() {
-            self.process(commands);
+            self.process(&mut commands);
         }
+        self.commands = commands;
         if follow_asked {
             self.follow_pending.store(false, Ordering::Release);
             self.follow_store();
@@ -673,9 +685,10 @@ impl<S: Sequencer> Writer<S> {
         [sync, checkpoint, self.retry_at, follow].into_iter().flatten().min()
     }
 
-    fn process(&mut self, commands: Vec<(S::Command, Durability, ReplySender<S>)>) {
+    /// Decides, writes and answers `commands` as one batch, leaving the vector empty.
+    fn process(&mut self, commands: &mut Vec<(S::Command, Durability, ReplySender<S>)>) {
         if let Some(reason) = &self.failure {
-            for (_, _, reply) in commands {
+            for (_, _, reply) in commands.drain(..) {
                 let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
             }
             return;
@@ -683,7 +696,7 @@ impl<S: Sequencer> Writer<S> {
         let shared = self.parts.store.is_shared();
         if shared && let Err(reason) = self.begin_shared() {
             self.fail(reason.clone());
-            for (_, _, reply) in commands {
+            for (_, _, reply) in commands.drain(..) {
                 let _ = reply.send(Err(LogError::Unavailable(reason.clone())));
             }
             return;
@@ -696,7 +709,7 @@ impl<S: Sequencer> Writer<S> {
             sync_required: false,
         };
         let mut answers = Vec::with_capacity(commands.len());
-        for (command, durability, reply) in commands {
+        for (command, durability, reply) in commands.drain(..) {
             batch.sync_required = false;
             let answer = self.sequencer.sequence(command, &mut batch);
             let durability = if batch.sync_required { Durability::Synced } else { durability };
@@ -714,8 +727,7 @@ impl<S: Sequencer> Writer<S> {
         }
         if !batch.events.is_empty() {
             let started = Instant::now();
-            let encoded: Vec<Vec<u8>> = batch.events.iter().map(encode_event).collect();
-            if let Err(reason) = self.write(&encoded) {
+            if let Err(reason) = self.write(&batch.events) {
                 self.refused_from = Some(batch.next_seq);
                 self.fail(reason.clone());
                 if shared {
@@ -751,11 +763,33 @@ impl<S: Sequencer> Writer<S> {
         }
     }
 
-    fn write(&mut self, encoded: &[Vec<u8>]) -> Result<(), String> {
-        let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        self.parts.segments.append_batch(&records).map_err(|e| e.to_string())?;
+    /// Appends `events` to the segment log and the tree (written, not yet synced), encoded
+    /// into one buffer the writer keeps.
+    fn write(&mut self, events: &[Event]) -> Result<(), String> {
+        let (mut encoded, mut ends) =
+            (std::mem::take(&mut self.encoded), std::mem::take(&mut self.record_ends));
+        encoded.clear();
+        ends.clear();
+        for event in events {
+            encode_event_into(event, &mut encoded);
+            ends.push(encoded.len());
+        }
+        let records: Vec<&[u8]> =
+            ends.iter().scan(0, |start, &end| Some(&encoded[std::mem::replace(start, end)..end])).collect();
+        let result = self.append(&records);
+        drop(records);
+        // A rare huge batch (a bulk import, a revoke-all) does not pin its room for good.
+        if encoded.capacity() <= KEPT_ENCODED_BYTES {
+            (self.encoded, self.record_ends) = (encoded, ends);
+        }
+        result
+    }
+
+    /// Appends encoded records to the segment log and the tree.
+    fn append(&mut self, records: &[&[u8]]) -> Result<(), String> {
+        self.parts.segments.append_batch(records).map_err(|e| e.to_string())?;
         let hash = self.parts.tree.tree_hash();
-        let leaves: Vec<_> = encoded.iter().map(|bytes| hash.leaf(bytes)).collect();
+        let leaves: Vec<_> = records.iter().map(|bytes| hash.leaf(bytes)).collect();
         self.parts.tree.append_leaves(&leaves).map_err(|e| e.to_string())?;
         self.parts.tree.publish();
         Ok(())
@@ -1112,7 +1146,7 @@ impl<S: Sequencer> Writer<S> {
             }
             events.push(event);
         }
-        if let Err(reason) = self.write(&records) {
+        if let Err(reason) = self.append(&records.iter().map(Vec::as_slice).collect::<Vec<_>>()) {
             self.refused_from = Some(first);
             return Err(reason);
         }
@@ -1165,7 +1199,7 @@ impl<S: Sequencer> Writer<S> {
                 self.parts.store.follow(self.parts.tree.size(), FOLLOW_CHUNK).map_err(|e| e.to_string())?;
             let count = records.len();
             if count > 0 {
-                self.write(&records)?;
+                self.append(&records.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
             }
             if count < FOLLOW_CHUNK {
                 return self.parts.segments.sync().map_err(|e| e.to_string());
