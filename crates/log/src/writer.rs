@@ -212,8 +212,6 @@ pub struct WriterStats {
     pub fsyncs: AtomicU64,
     pub events_synced: AtomicU64,
     pub checkpoints: AtomicU64,
-    /// Total time spent in write+fsync, in microseconds.
-    pub append_micros: AtomicU64,
     /// Failed writes, fsyncs or checkpoints (each poisoned the writer).
     pub failures: AtomicU64,
     /// Recovery attempts, successful or not.
@@ -743,7 +741,6 @@ impl<S: Sequencer> Writer<S> {
                 }
                 return;
             }
-            self.stats.append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             metrics::histogram!("keyledger_log_write_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("keyledger_log_batch_events").record(batch.events.len() as f64);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -882,7 +879,6 @@ impl<S: Sequencer> Writer<S> {
     /// The fsync of `covered` succeeded.
     fn confirm_synced(&mut self, covered: Covered) {
         let Covered { mark, events, waiters, started } = covered;
-        self.stats.append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("keyledger_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("keyledger_log_events_per_fsync").record(events as f64);
