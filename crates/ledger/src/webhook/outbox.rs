@@ -39,6 +39,10 @@ const PENDING_COUNT: TableDefinition<&str, u64> = TableDefinition::new("webhook_
 const ATTEMPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("webhook_attempts");
 const EXPIRING: TableDefinition<&[u8], ()> = TableDefinition::new("webhook_expiring");
 const SETTLED: TableDefinition<&str, u64> = TableDefinition::new("webhook_settled");
+/// Every attempt listed in `ATTEMPTS`, by [`recorded_key`]: one applied again (this node's
+/// own, read back after a restart under a new node id; or read by two follows at once) is
+/// not listed twice.
+const RECORDED: TableDefinition<&[u8], ()> = TableDefinition::new("webhook_recorded");
 
 const CURSOR: &str = "cursor";
 const NEXT_ORDER: &str = "next_order";
@@ -135,6 +139,15 @@ fn due_key(next_at: Timestamp, order: u64) -> [u8; 16] {
 fn attempts_prefix(workspace: &WorkspaceId) -> Vec<u8> {
     let mut key = workspace.as_str().as_bytes().to_vec();
     key.push(0);
+    key
+}
+
+/// What tells one attempt from every other: its delivery, its number and when it was made.
+fn recorded_key(attempt: &Attempt) -> Vec<u8> {
+    let mut key = attempt.delivery_id.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&attempt.attempt.to_be_bytes());
+    key.extend_from_slice(&attempt.at.micros().to_be_bytes());
     key
 }
 
@@ -329,6 +342,9 @@ impl Outbox {
         workspace: &WorkspaceId,
         attempt: &Attempt,
     ) -> Result<(), ProjectionError> {
+        if txn.open_table(RECORDED)?.insert(recorded_key(attempt).as_slice(), ())?.is_some() {
+            return Ok(());
+        }
         let no = next(txn, NEXT_ATTEMPT)?;
         let mut key = attempts_prefix(workspace);
         key.extend_from_slice(&no.to_be_bytes());
@@ -355,6 +371,10 @@ impl Outbox {
         let txn = self.db.begin_write()?;
         let mut settled = 0;
         for (workspace, attempt) in attempts {
+            if txn.open_table(RECORDED)?.get(recorded_key(attempt).as_slice())?.is_some() {
+                // Applied (or made) here already: its effect on the queue is there too.
+                continue;
+            }
             let id = attempt.delivery_id.as_str();
             let queued =
                 txn.open_table(PENDING)?.get(id)?.map(|row| decode::<Pending>(row.value())).transpose()?;
@@ -408,13 +428,15 @@ impl Outbox {
             let (key, value) = row?;
             let attempt: Attempt = decode(value.value())?;
             if attempt.at < before {
-                stale.push(key.value().to_vec());
+                stale.push((key.value().to_vec(), recorded_key(&attempt)));
             }
         }
-        for key in stale {
+        let mut recorded = txn.open_table(RECORDED)?;
+        for (key, mark) in stale {
             table.remove(key.as_slice())?;
+            recorded.remove(mark.as_slice())?;
         }
-        drop(table);
+        drop((table, recorded));
         let mut settled = txn.open_table(SETTLED)?;
         let before = u64::try_from(before.micros()).unwrap_or(0);
         settled.retain(|_, at| at >= before)?;
@@ -489,6 +511,37 @@ mod tests {
         // Marks go with the attempt records they are as old as.
         outbox.prune_attempts(Timestamp::now().plus_micros(1)).unwrap();
         assert_eq!(queue(&["d3"]), 1);
+    }
+
+    /// An attempt applied again (this node's own, read back under the new node id a restart
+    /// gave it, or read by two follows at once) is listed once and changes nothing more;
+    /// its mark goes with its record when pruned.
+    #[test]
+    fn an_attempt_applied_again_is_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("webhooks.redb")).unwrap();
+        let acme: WorkspaceId = "acme".parse().unwrap();
+        outbox.enqueue(&[notification("d1", &acme), notification("d2", &acme)], 0, 100, &mut 0).unwrap();
+        let taken = outbox.first_due_except(&BTreeSet::new()).unwrap().unwrap();
+        let later = Timestamp::now().plus_micros(3_600_000_000);
+        let failed = attempt("d1", 1, AttemptOutcome::Retrying, Some(later));
+        outbox.record(&taken, failed.clone(), Some(later)).unwrap();
+        let delivered = attempt("d2", 1, AttemptOutcome::Delivered, None);
+        let shared = [(acme.clone(), failed.clone()), (acme.clone(), delivered.clone())];
+        assert_eq!(outbox.apply_shared(&shared, 1).unwrap(), 1);
+        assert_eq!(outbox.apply_shared(&shared, 2).unwrap(), 0, "nothing settled twice");
+        let list = outbox.deliveries(&acme, 10).unwrap();
+        assert_eq!(list.attempts.len(), 2, "each attempt listed once: {:?}", list.attempts);
+        assert_eq!(list.pending, 1);
+        assert_eq!(outbox.shared_serial().unwrap(), 2);
+        // The same delivery's next attempt is another one.
+        let again = attempt("d1", 2, AttemptOutcome::Delivered, None);
+        assert_eq!(outbox.apply_shared(&[(acme.clone(), again)], 3).unwrap(), 1);
+        assert_eq!(outbox.deliveries(&acme, 10).unwrap().attempts.len(), 3);
+
+        outbox.prune_attempts(Timestamp::now().plus_micros(1)).unwrap();
+        assert_eq!(outbox.apply_shared(&[(acme.clone(), delivered)], 4).unwrap(), 0);
+        assert_eq!(outbox.deliveries(&acme, 10).unwrap().attempts.len(), 1, "listed again once pruned");
     }
 
     /// A sender records its attempt on the row as it is when it records, so another node's
