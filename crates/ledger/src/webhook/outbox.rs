@@ -250,8 +250,11 @@ impl Outbox {
         if txn.open_table(EXPIRING)?.get(marker.as_slice())?.is_some() {
             return Ok(false);
         }
+        let full_before = *dropped;
         let queued = Self::queue(&txn, std::slice::from_ref(notification), max_pending, dropped)?;
-        if queued > 0 {
+        // Queued now, or already queued or settled (by another node, with several): announced
+        // either way. Only one a full queue dropped is tried again at the next scan.
+        if *dropped == full_before {
             txn.open_table(EXPIRING)?.insert(marker.as_slice(), ())?;
         }
         txn.commit()?;
@@ -542,6 +545,27 @@ mod tests {
         outbox.prune_attempts(Timestamp::now().plus_micros(1)).unwrap();
         assert_eq!(outbox.apply_shared(&[(acme.clone(), delivered)], 4).unwrap(), 0);
         assert_eq!(outbox.deliveries(&acme, 10).unwrap().attempts.len(), 1, "listed again once pruned");
+    }
+
+    /// A once-only notification another node already settled is announced here too, so the
+    /// expiry scan does not try it again every time; one dropped for a full queue is not.
+    #[test]
+    fn a_once_only_notification_settled_elsewhere_counts_as_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("webhooks.redb")).unwrap();
+        let acme: WorkspaceId = "acme".parse().unwrap();
+        let expiring = |id: &str| Notification { kind: "key.expiring", ..notification(id, &acme) };
+        let delivered = attempt("exp-1", 1, AttemptOutcome::Delivered, None);
+        outbox.apply_shared(&[(acme.clone(), delivered)], 1).unwrap();
+        let (settled, full) = ([1u8; 24], [2u8; 24]);
+        assert!(!outbox.enqueue_expiring(&expiring("exp-1"), &settled, 100, &mut 0).unwrap());
+        assert!(outbox.expiring_announced(&settled).unwrap(), "settled by the holder: announced");
+        let mut dropped = 0;
+        assert!(!outbox.enqueue_expiring(&expiring("exp-2"), &full, 0, &mut dropped).unwrap());
+        assert_eq!(dropped, 1);
+        assert!(!outbox.expiring_announced(&full).unwrap(), "dropped: tried again at the next scan");
+        assert!(outbox.enqueue_expiring(&expiring("exp-2"), &full, 100, &mut dropped).unwrap());
+        assert!(outbox.expiring_announced(&full).unwrap());
     }
 
     /// A sender records its attempt on the row as it is when it records, so another node's
