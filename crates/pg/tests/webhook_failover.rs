@@ -55,17 +55,22 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_follows_the_holders_deliveries_and_the_next_holder_sends_none_again() {
-    let ledger = support::Ledger::new();
-    let options = EngineOptions {
+/// The ledger's options with deliveries to loopback allowed and a poll every 50 ms.
+fn polling_often(ledger: &support::Ledger) -> EngineOptions {
+    EngineOptions {
         webhooks: WebhookOptions {
             allow_private: true,
             poll_interval: Duration::from_millis(50),
             ..WebhookOptions::default()
         },
         ..ledger.options()
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_follows_the_holders_deliveries_and_the_next_holder_sends_none_again() {
+    let ledger = support::Ledger::new();
+    let options = polling_often(&ledger);
     let init = ledger.init("a");
     let a = ledger.open_with(&ledger.dir("a"), options.clone());
     let b = ledger.open_with(&ledger.node_dir("b", "a"), options);
@@ -107,14 +112,7 @@ async fn a_standby_follows_the_holders_deliveries_and_the_next_holder_sends_none
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_holder_delivers_without_reading_the_shared_attempts() {
     let ledger = support::Ledger::new();
-    let options = EngineOptions {
-        webhooks: WebhookOptions {
-            allow_private: true,
-            poll_interval: Duration::from_millis(50),
-            ..WebhookOptions::default()
-        },
-        ..ledger.options()
-    };
+    let options = polling_often(&ledger);
     let init = ledger.init("a");
     let node = ledger.open_with(&ledger.dir("a"), options);
     wait_for("the node takes the jobs lease", Duration::from_secs(10), || node.runs_jobs()).await;
