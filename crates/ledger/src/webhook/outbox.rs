@@ -169,6 +169,7 @@ impl Outbox {
         txn.open_table(ATTEMPTS)?;
         txn.open_table(EXPIRING)?;
         txn.open_table(SETTLED)?;
+        txn.open_table(RECORDED)?;
         txn.commit()?;
         Ok(Self { db })
     }

@@ -263,12 +263,7 @@ fn dispatch_loop(
         if let Err(error) = dispatch(shared, reader, projections, &projected) {
             tracing::error!(%error, "webhook dispatch failed; retrying");
         }
-        // Only a node that does not send follows the others' attempts: the lease holder's
-        // are its own (its sender follows once, on taking over), so a single node and every
-        // holder never read the shared table between deliveries.
-        if !gate()
-            && let Err(error) = follow_shared(shared)
-        {
+        if let Err(error) = follow_shared(shared) {
             tracing::warn!(%error, "following the other nodes' webhook attempts failed; retrying");
         }
         if last_scan.is_none_or(|t| t.elapsed() >= shared.options.expiring_scan_interval) {
