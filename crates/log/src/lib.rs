@@ -30,7 +30,7 @@ use checkpoint::{CheckpointError, CheckpointStore, StoredCheckpoint};
 use keyledger_core::{DecodeError, Event, decode_event};
 use keyledger_verify::merkle::{Hash, TreeHash};
 use keyledger_verify::note::{NoteSigner, VerifierKey};
-use segment::{SegmentError, SegmentLog, SegmentReader};
+use segment::{SegmentError, SegmentLog, SegmentOptions, SegmentReader};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use storage::Storage;
@@ -100,9 +100,14 @@ impl Log {
     /// format 1. If that upgrade signed no SHA-256 checkpoint yet (a crash right after it),
     /// one is signed now, so the latest checkpoint is always of the tree being extended.
     pub fn open(config: LogConfig) -> Result<Self, OpenError> {
+        Self::open_with_segments(config, SegmentOptions::default())
+    }
+
+    /// [`Self::open`] with the event segments tuned by `segments` (their size, e.g.).
+    pub fn open_with_segments(config: LogConfig, segments: SegmentOptions) -> Result<Self, OpenError> {
         let hash = config.tree_hash;
         let (segments, recovery) =
-            SegmentLog::open(config.storage.clone(), &events_dir(&config.dir), Default::default())?;
+            SegmentLog::open(config.storage.clone(), &events_dir(&config.dir), segments)?;
         let leaves =
             Arc::new(SegmentLeaves { reader: segments.reader(), dir: events_dir(&config.dir), hash });
         let tree = TreeWriter::open(&tree_dir(&config.dir), hash, segments.len(), leaves)?;

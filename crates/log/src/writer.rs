@@ -7,9 +7,9 @@
 //! and is answered without a context switch (docs/benchmarks.md, "The writer as a task");
 //! there, its group commit's fsync runs on the runtime's blocking pool while the writer goes
 //! on appending ([`InFlightSync`]; docs/benchmarks.md, "The fsync off the writer's path"),
-//! and what else waits for the disk (a checkpoint, a recovery) runs as blocking work
-//! ([`may_block`]) while the worker's other tasks move to another thread. Either way it is
-//! one loop, one batch at a time. Callers send commands over a channel; the writer
+//! and what else waits for the disk (a checkpoint, a recovery, a roll to a new segment)
+//! runs as blocking work ([`may_block`]) while the worker's other tasks move to another
+//! thread. Either way it is one loop, one batch at a time. Callers send commands over a channel; the writer
 //! takes everything queued, lets the [`Sequencer`] turn each command into events (assigning
 //! consecutive seqs in channel order), writes the whole batch with one write per segment,
 //! fsyncs once, and only then acknowledges the callers who asked for durability. Callers who
@@ -784,7 +784,11 @@ impl<S: Sequencer> Writer<S> {
 
     /// Appends encoded records to the segment log and the tree.
     fn append(&mut self, records: &[&[u8]]) -> Result<(), String> {
-        self.parts.segments.append_batch(records).map_err(|e| e.to_string())?;
+        // A batch that rolls the log waits for the old segment's fsync: as a task, as blocking
+        // work, like every other wait for the disk.
+        let rolls = self.parts.segments.rolls_next();
+        let segments = &mut self.parts.segments;
+        may_block(self.on_runtime && rolls, || segments.append_batch(records)).map_err(|e| e.to_string())?;
         let hash = self.parts.tree.tree_hash();
         let leaves: Vec<_> = records.iter().map(|bytes| hash.leaf(bytes)).collect();
         self.parts.tree.append_leaves(&leaves).map_err(|e| e.to_string())?;

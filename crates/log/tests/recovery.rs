@@ -14,6 +14,7 @@
 //! checkpoints and recoveries are blocking work on a runtime worker.
 
 use keyledger_core::{Event, encode_event};
+use keyledger_log::segment::SegmentOptions;
 use keyledger_log::segment::SegmentReader;
 use keyledger_log::storage::{FaultSwitch, FaultyStorage, OsStorage};
 use keyledger_log::verify::verify_log;
@@ -424,6 +425,58 @@ fn as_a_task_the_writer_answers_batched_appends_while_an_fsync_runs() {
     f.drain();
     assert_eq!(f.seen.iter().map(tag_of).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert_eq!(f.finish(), 4);
+}
+
+/// As a task, a batch that rolls the log to a new segment waits for the old segment's fsync
+/// as blocking work: the runtime's only worker goes on running other tasks meanwhile.
+#[test]
+fn as_a_task_a_roll_waits_for_its_fsync_off_the_runtime_workers() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let switch = FaultSwitch::new();
+    let config = LogConfig {
+        dir: dir.path().join("log"),
+        storage: Arc::new(FaultyStorage::with_switch(switch.clone())),
+        signer: signer(),
+        origin: ORIGIN.into(),
+        tree_hash: TreeHash::Rfc6962,
+    };
+    // Every batch after the first rolls to a new segment.
+    let log =
+        Log::open_with_segments(config, SegmentOptions { segment_size: 1, ..Default::default() }).unwrap();
+    let counting = Counting { applied: Arc::default(), rewinds: Arc::default(), refusals: Arc::default() };
+    let writer = log.start(
+        counting,
+        WriterOptions {
+            run_on: Some(runtime.handle().clone()),
+            sync_window: Duration::from_secs(3600),
+            ..options()
+        },
+        None,
+    );
+    assert_eq!(writer.submit_blocking(0, Durability::Written).unwrap(), 0);
+    let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticking = ticks.clone();
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            ticking.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    switch.set_sync_delay(Duration::from_millis(1500));
+    let appending = std::thread::spawn(move || {
+        let seq = writer.submit_blocking(1, Durability::Written);
+        (seq, writer)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = ticks.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(600));
+    let during = ticks.load(std::sync::atomic::Ordering::SeqCst) - before;
+    let (seq, writer) = appending.join().unwrap();
+    assert_eq!(seq.unwrap(), 1);
+    assert!(during >= 20, "the worker ran {during} ticks in 600 ms while the roll's fsync ran");
+    switch.set_sync_delay(Duration::ZERO);
+    drop(writer);
 }
 
 /// An fsync that fails off the writer's path poisons it like one in place: the synced
