@@ -55,22 +55,17 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     }
 }
 
-/// The ledger's options with deliveries to loopback allowed and a poll every 50 ms.
-fn polling_often(ledger: &support::Ledger) -> EngineOptions {
-    EngineOptions {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_follows_the_holders_deliveries_and_the_next_holder_sends_none_again() {
+    let ledger = support::Ledger::new();
+    let options = EngineOptions {
         webhooks: WebhookOptions {
             allow_private: true,
             poll_interval: Duration::from_millis(50),
             ..WebhookOptions::default()
         },
         ..ledger.options()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_follows_the_holders_deliveries_and_the_next_holder_sends_none_again() {
-    let ledger = support::Ledger::new();
-    let options = polling_often(&ledger);
+    };
     let init = ledger.init("a");
     let a = ledger.open_with(&ledger.dir("a"), options.clone());
     let b = ledger.open_with(&ledger.node_dir("b", "a"), options);

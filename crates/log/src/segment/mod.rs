@@ -386,19 +386,17 @@ impl SegmentLog {
         Ok(first)
     }
 
-    /// Starts a new segment if there is none or the current one is full: syncs the current
-    /// one first (so un-synced data only ever sits in the last segment), then creates the new
-    /// file and syncs the directory.
     /// Whether the next batch starts a new segment, which first makes the current one
     /// durable (an fsync) and the new one's directory entry too.
     pub fn rolls_next(&self) -> bool {
         self.active.as_ref().is_none_or(|active| active.size >= self.options.segment_size)
     }
 
+    /// Starts a new segment if there is none or the current one is full: syncs the current
+    /// one first (so un-synced data only ever sits in the last segment), then creates the new
+    /// file and syncs the directory.
     fn roll_if_needed(&mut self) -> Result<(), SegmentError> {
-        if let Some(active) = &self.active
-            && active.size < self.options.segment_size
-        {
+        if !self.rolls_next() {
             return Ok(());
         }
         if let Some(mut old) = self.active.take() {
