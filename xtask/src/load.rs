@@ -11,7 +11,9 @@
 //!    keys through the admin API;
 //! 4. runs, one after the other with `connections` keep-alive connections, each for a
 //!    warm-up then `seconds`: the bare server, `GET /healthz`, `POST /v1/verify` (JSON mode,
-//!    the keys round-robin) and forward-auth `GET /v1/verify?scope=read` with `x-api-key`;
+//!    the keys round-robin) and forward-auth `GET /v1/verify?scope=read` with `x-api-key`,
+//!    every request built once per key and cloned; after each verify slice it waits until
+//!    the audit indexes have caught up, and that wait counts in the row's time;
 //! 5. checks that every answered 200 left exactly one usage event: the sum of `use_count`
 //!    over the keys equals the 200s the generator received (warm-ups included);
 //! 6. creates keys from `connections` concurrent clients: keys/s and keys per fsync (from
@@ -35,7 +37,7 @@ use crate::report::{
 };
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use generator::{MakeRequest, Outcome, Plan};
+use generator::{MakeRequest, Outcome, Plan, Prepared};
 use hyper::Method;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader};
@@ -49,11 +51,12 @@ use std::time::{Duration, Instant};
 const SECTION: Section =
     Section { begin: "<!-- load:begin -->", end: "<!-- load:end -->", heading: Some("## HTTP load test") };
 /// The CI guard against a gross regression: half the lowest ratio measured on a quiet
-/// machine after the request ids were folded into rows (0.50, docs/benchmarks.md "Sixth
-/// pass"; a noisy machine measured down to 0.42; the ≥ 0.6 target is not met, so half of it
-/// would not guard anything the code reaches). It still catches a verify path that got twice
-/// as slow, and three attempts absorb a noisy neighbour.
-pub const CI_MIN_RATIO: f64 = 0.25;
+/// machine since each verify row pays for its audit indexes (0.39, docs/benchmarks.md "Each
+/// row pays for its audit indexes"; before, the projector caught up in the next rows'
+/// time and the same binary measured 0.50, against which the floor was 0.25). The ≥ 0.6
+/// target is not met, so half of it would not guard anything the code reaches. It still
+/// catches a verify path that got twice as slow, and three attempts absorb a noisy neighbour.
+pub const CI_MIN_RATIO: f64 = 0.2;
 /// The performance targets (docs/benchmarks.md).
 const TARGET_RATIO: f64 = 0.6;
 const TARGET_P99_RATIO: f64 = 1.5;
@@ -493,17 +496,24 @@ async fn session(binary: &Path, options: &Options) -> Result<Report> {
     let secrets = Arc::new(secrets);
 
     let address = server.address;
-    let healthz: MakeRequest =
-        Arc::new(move |_| generator::request(Method::GET, address, "/healthz", &[], Bytes::new()));
+    let healthz =
+        generator::round_robin(vec![Prepared::new(Method::GET, address, "/healthz", &[], Bytes::new())]);
     let (bare_pid, server_pid) = (bare_process.program_pid(), server.pid());
-    let bare_target = (bare, bare_make(bare, secrets.clone()), bare_pid);
-    let json_target = (address, verify_make(VerifyMode::Json, address, secrets.clone()), server_pid);
+    let settle = Some(Settle { bearer: server.bearer() });
+    let target = |address, make, pid, settle| Target { address, make, pid, settle };
+    let bare_target = target(bare, bare_make(bare, secrets.clone()), bare_pid, None);
+    let json_target =
+        target(address, verify_make(VerifyMode::Json, address, secrets.clone()), server_pid, settle.clone());
     let forward_target =
-        (address, verify_make(VerifyMode::ForwardAuth, address, secrets.clone()), server_pid);
+        target(address, verify_make(VerifyMode::ForwardAuth, address, secrets.clone()), server_pid, settle);
 
     let before_verify = server.metrics().await?;
-    let targets =
-        [bare_target.clone(), (address, healthz, server_pid), json_target.clone(), forward_target.clone()];
+    let targets = [
+        bare_target.clone(),
+        target(address, healthz, server_pid, None),
+        json_target.clone(),
+        forward_target.clone(),
+    ];
     let [bare_outcome, healthz_outcome, json_outcome, forward_outcome] =
         <[Measured; 4]>::try_from(interleaved(&targets, options).await?)
             .map_err(|_| anyhow::anyhow!("four outcomes expected"))?;
@@ -590,25 +600,80 @@ fn bare_row((outcome, cost): Measured) -> Row {
 /// A row's requests and what they cost in CPU.
 type Measured = (Outcome, cpu::RowCost);
 
-/// Runs every target (its address, its requests and the id of the server process that
-/// answers them) for the row time, in `options.rounds()` interleaved slices; returns each
-/// target's merged outcome and CPU cost, in order.
-async fn interleaved(targets: &[(SocketAddr, MakeRequest, u32)], options: &Options) -> Result<Vec<Measured>> {
+/// What one row sends, where, and which process answers it.
+#[derive(Clone)]
+struct Target {
+    address: SocketAddr,
+    make: MakeRequest,
+    /// The server process (its CPU is the row's server CPU).
+    pid: u32,
+    /// For keyledger's verify rows: how the slice waits for the work its verifications left.
+    settle: Option<Settle>,
+}
+
+/// The work a verification leaves after its answer (the projector folding its `used` event
+/// into the audit indexes) belongs to its row: after each slice the row waits on the audit
+/// read barrier (an audit read waits until the projections have applied every event
+/// written), and that wait, in the share of the slice's answers that were measured, is
+/// added to the row's measured time. Without it the projector caught up in the next row's
+/// time (the bare server's among them), where it slowed that row instead.
+#[derive(Clone)]
+struct Settle {
+    bearer: String,
+}
+
+impl Settle {
+    /// Waits until the projections have applied everything written; returns how long it took.
+    async fn wait(&self, address: SocketAddr) -> Result<Duration> {
+        let started = Instant::now();
+        let headers = [("authorization", self.bearer.as_str())];
+        // Any request id: the answer (200 or 404) comes after the barrier either way.
+        let (status, body) =
+            generator::call(address, Method::GET, "/v1/audit/requests/gw-0", &headers, Bytes::new()).await?;
+        if !(status.is_success() || status == hyper::StatusCode::NOT_FOUND) {
+            bail!("the audit read barrier answered {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// Runs every target for the row time, in `options.rounds()` interleaved slices; returns
+/// each target's merged outcome and CPU cost, in order.
+async fn interleaved(targets: &[Target], options: &Options) -> Result<Vec<Measured>> {
     let mut merged: Vec<Measured> =
         targets.iter().map(|_| (Outcome::empty(Duration::ZERO), cpu::RowCost::default())).collect();
     for round in 0..options.rounds() {
         let plan = options.slice(round);
-        for ((address, make, pid), (total, cost)) in targets.iter().zip(&mut merged) {
-            let before = (cpu::ProcessCpu::read(*pid), cpu::ProcessCpu::read_own(), Instant::now());
-            let outcome = generator::run(*address, plan, make.clone()).await?;
-            let server = cpu::ProcessCpu::read(*pid).since(&before.0);
+        let mut settled = Duration::ZERO;
+        for (target, (total, cost)) in targets.iter().zip(&mut merged) {
+            let before = (cpu::ProcessCpu::read(target.pid), cpu::ProcessCpu::read_own(), Instant::now());
+            let mut outcome = generator::run(target.address, plan, target.make.clone()).await?;
+            let answered: u64 = outcome.statuses.values().sum();
+            let mut waited = Duration::ZERO;
+            if let Some(settle) = &target.settle {
+                waited = settle.wait(target.address).await?;
+                settled += waited;
+                outcome.seconds += waited.as_secs_f64() * measured_share(outcome.measured, answered);
+            }
+            let server = cpu::ProcessCpu::read(target.pid).since(&before.0);
             let generator = cpu::ProcessCpu::read_own().since(&before.1);
-            cost.add(outcome.statuses.values().sum(), before.2.elapsed(), &server, &generator);
+            cost.add(answered, before.2.elapsed(), &server, &generator);
+            cost.settled += waited;
             total.merge(outcome)?;
         }
-        eprintln!("xtask: round {} of {} done", round + 1, options.rounds());
+        eprintln!(
+            "xtask: round {} of {} done (the audit indexes caught up in {} after the verify slices)",
+            round + 1,
+            options.rounds(),
+            micros(settled.as_micros() as u64)
+        );
     }
     Ok(merged)
+}
+
+/// The share of a slice's answers that fell in its measured window (the rest warmed up).
+fn measured_share(measured: u64, answered: u64) -> f64 {
+    if answered == 0 { 0.0 } else { measured.min(answered) as f64 / answered as f64 }
 }
 
 /// Sets a row's ratios to a bare run.
@@ -714,46 +779,42 @@ pub(crate) fn verify_body(i: usize, secret: &str) -> Bytes {
 }
 
 fn bare_make(address: SocketAddr, secrets: Arc<Vec<String>>) -> MakeRequest {
-    let bodies: Vec<Bytes> = secrets.iter().enumerate().map(|(i, s)| verify_body(i, s)).collect();
-    Arc::new(move |n| {
-        let body = bodies[n as usize % bodies.len()].clone();
-        generator::request(Method::POST, address, "/", &[("content-type", "application/json")], body)
-    })
+    let json = [("content-type", "application/json")];
+    generator::round_robin(
+        secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Prepared::new(Method::POST, address, "/", &json, verify_body(i, s)))
+            .collect(),
+    )
 }
 
+/// The requests of a verify row: one per key, sent round-robin. The forward-auth request's
+/// `X-Request-Id` is the key's, like the JSON body's `request_id`.
 pub(crate) fn verify_make(mode: VerifyMode, address: SocketAddr, secrets: Arc<Vec<String>>) -> MakeRequest {
-    match mode {
-        VerifyMode::Json => {
-            let bodies: Vec<Bytes> = secrets.iter().enumerate().map(|(i, s)| verify_body(i, s)).collect();
-            Arc::new(move |n| {
-                let body = bodies[n as usize % bodies.len()].clone();
-                generator::request(
-                    Method::POST,
-                    address,
-                    "/v1/verify",
-                    &[("content-type", "application/json")],
-                    body,
-                )
-            })
-        }
-        VerifyMode::ForwardAuth => Arc::new(move |n| {
-            let secret = &secrets[n as usize % secrets.len()];
-            let request_id = format!("gw-{n}");
-            generator::request(
-                Method::GET,
-                address,
-                "/v1/verify?scope=read",
-                &[
-                    ("x-api-key", secret),
-                    ("user-agent", "keyledger-load/1"),
-                    ("x-forwarded-method", "GET"),
-                    ("x-forwarded-uri", "/v1/orders"),
-                    ("x-request-id", &request_id),
-                ],
-                Bytes::new(),
-            )
-        }),
-    }
+    let prepare = |(i, secret): (usize, &String)| match mode {
+        VerifyMode::Json => Prepared::new(
+            Method::POST,
+            address,
+            "/v1/verify",
+            &[("content-type", "application/json")],
+            verify_body(i, secret),
+        ),
+        VerifyMode::ForwardAuth => Prepared::new(
+            Method::GET,
+            address,
+            "/v1/verify?scope=read",
+            &[
+                ("x-api-key", secret),
+                ("user-agent", "keyledger-load/1"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/v1/orders"),
+                ("x-request-id", &format!("gw-{i}")),
+            ],
+            Bytes::new(),
+        ),
+    };
+    generator::round_robin(secrets.iter().enumerate().map(prepare).collect())
 }
 
 pub(crate) fn create_make(address: SocketAddr, bearer: String) -> MakeRequest {
@@ -897,6 +958,12 @@ fn render(
     );
     let _ = writeln!(
         out,
+        "- After each of its slices a verify row waited for the audit indexes to catch up (the projector folding the slice's `used` events), {} in all for JSON mode and {} for forward auth; each wait counts in its row's time, in the share of the slice's answers that were measured (docs/benchmarks.md, \"Each row pays for its audit indexes\").",
+        micros(report.verify_json.cost.settled.as_micros() as u64),
+        micros(report.verify_forward.cost.settled.as_micros() as u64),
+    );
+    let _ = writeln!(
+        out,
         "- Creates: {} keys created (warm-up included) with {} fsyncs: {:.1} keys per fsync ({} log events appended).",
         group_digits(creates.created as f64),
         group_digits(creates.fsyncs as f64),
@@ -1002,5 +1069,33 @@ mod tests {
         assert_eq!(given.binary, Some(PathBuf::from("/tmp/keyledger-before")));
         assert_eq!(given.command(), "cargo xtask load --ci --binary /tmp/keyledger-before");
         assert!(parse(&args("--binary")).is_err(), "--binary needs a path");
+    }
+
+    #[test]
+    fn a_slice_pays_for_the_settling_of_its_measured_answers_only() {
+        assert_eq!(measured_share(0, 0), 0.0);
+        assert_eq!(measured_share(90, 100), 0.9);
+        assert_eq!(measured_share(100, 100), 1.0);
+        assert_eq!(measured_share(7, 5), 1.0, "never more than the whole wait");
+    }
+
+    #[test]
+    fn the_forward_auth_requests_carry_each_keys_headers_round_robin() {
+        let address: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let secrets = Arc::new(vec!["kl_live_a".to_owned(), "kl_live_b".to_owned()]);
+        let make = verify_make(VerifyMode::ForwardAuth, address, secrets);
+        let header = |r: &hyper::Request<_>, name: &str| r.headers()[name].to_str().unwrap().to_owned();
+        let (first, second, third) = (make(0), make(1), make(2));
+        assert_eq!((first.method(), first.uri().to_string()), (&Method::GET, "/v1/verify?scope=read".into()));
+        assert_eq!(
+            (header(&first, "x-api-key"), header(&first, "x-request-id")),
+            ("kl_live_a".into(), "gw-0".into())
+        );
+        assert_eq!(
+            (header(&second, "x-api-key"), header(&second, "x-request-id")),
+            ("kl_live_b".into(), "gw-1".into())
+        );
+        assert_eq!(header(&third, "x-api-key"), "kl_live_a");
+        assert_eq!(header(&first, "host"), "127.0.0.1:9");
     }
 }
