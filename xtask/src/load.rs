@@ -409,6 +409,7 @@ impl Keyledger {
             batches: metric(&text, "keyledger_log_batches_total").unwrap_or(0.0),
             fsyncs: metric(&text, "keyledger_log_fsyncs_total").unwrap_or(0.0),
             events: metric(&text, "keyledger_log_events").unwrap_or(0.0),
+            handoffs_skipped: metric(&text, "keyledger_log_handoffs_skipped_total").unwrap_or(0.0),
         })
     }
 
@@ -428,6 +429,8 @@ pub(crate) struct Metrics {
     pub(crate) fsyncs: f64,
     /// The log's length (with a shared store: other nodes' events included).
     pub(crate) events: f64,
+    /// Durable batches not handed to the projector (its queue was full).
+    pub(crate) handoffs_skipped: f64,
 }
 
 /// The value of an unlabelled metric in Prometheus text.
@@ -460,6 +463,9 @@ struct Usage {
     transport_errors: u64,
     /// Log events appended while verifying (each verification of a known key appends one).
     events_appended: u64,
+    /// Durable batches the writer did not hand to the projector meanwhile (its queue was
+    /// full), which the projector read back from the log.
+    handoffs_skipped: u64,
     keys: usize,
 }
 
@@ -854,6 +860,7 @@ async fn check_usage(
         extra: use_count_sum.saturating_sub(answered),
         transport_errors,
         events_appended: (after.events - before.events).max(0.0) as u64,
+        handoffs_skipped: (after.handoffs_skipped - before.handoffs_skipped).max(0.0) as u64,
         keys: keys.len(),
     })
 }
@@ -958,9 +965,10 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "- After each of its slices a verify row waited for the audit indexes to catch up (the projector folding the slice's `used` events), {} in all for JSON mode and {} for forward auth; each wait counts in its row's time, in the share of the slice's answers that were measured (docs/benchmarks.md, \"Each row pays for its audit indexes\").",
+        "- After each of its slices a verify row waited for the audit indexes to catch up (the projector folding the slice's `used` events), {} in all for JSON mode and {} for forward auth; each wait counts in its row's time, in the share of the slice's answers that were measured (docs/benchmarks.md, \"Each row pays for its audit indexes\"). The log writer skipped {} hand-offs of durable batches to the projector meanwhile (its queue full), which the projector read back from the log.",
         micros(report.verify_json.cost.settled.as_micros() as u64),
         micros(report.verify_forward.cost.settled.as_micros() as u64),
+        group_digits(report.usage.handoffs_skipped as f64),
     );
     let _ = writeln!(
         out,
