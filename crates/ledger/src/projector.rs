@@ -1,6 +1,6 @@
 //! The projector thread: folds the writer's durable batches into the redb projections.
 //!
-//! The writer hands every durable batch to a bounded channel and never waits for it; this
+//! The writer hands every durable batch to a bounded queue and never waits for it; this
 //! thread gathers those batches (usage events for up to a second, lifecycle events at once,
 //! or sooner when an audit read waits for them), applies them to every projection in one
 //! redb transaction, and announces how far it got. It exists apart from the engine so that
@@ -9,10 +9,10 @@
 //!
 //! **Guarantees.**
 //! - Only durable events are projected, in seq order, each once: a batch the writer skipped
-//!   (full channel) is read back from the log, and events already applied are skipped by
+//!   (full queue) is read back from the log, and events already applied are skipped by
 //!   the cursors.
-//! - Memory is bounded by the channel and by the most events one transaction applies,
-//!   whatever the load.
+//! - Memory is bounded by the queue (in batches and in events, `keyledger_log::handoff`) and
+//!   by the most events one transaction applies, whatever the load.
 //! - A redb failure never stops the thread: it reopens the database with backoff and
 //!   catches up from the log, which stays the truth.
 //! - It runs at a lower CPU priority than the request path ([`crate::background`]): its
@@ -33,8 +33,8 @@ use tokio::sync::watch;
 
 /// What the projector reads from and reports to.
 pub(crate) struct Feed {
-    /// The writer's durable batches (a bounded channel; the writer skips a batch when full).
-    pub events: std::sync::mpsc::Receiver<CommittedEvents>,
+    /// The writer's durable batches (a bounded queue; the writer skips a batch when full).
+    pub events: keyledger_log::HandoffReceiver,
     /// The next seq the projections expect, announced after each transaction.
     pub applied: watch::Sender<u64>,
     /// The log, to read what the writer did not hand over.
@@ -168,10 +168,10 @@ fn has_lifecycle(batch: &CommittedEvents) -> bool {
 /// writer's durable length, then resumes with the batches queued meanwhile (events already
 /// applied are skipped by the cursors).
 ///
-/// The writer's channel is bounded and the writer never waits for it: when it is full, a
+/// The writer's queue is bounded and the writer never waits for it: when it is full, a
 /// batch is skipped. The projector notices the gap (a batch starting past what it expects,
 /// or, when idle, a durable length past it) and reads the missing events from the log, so
-/// its memory is bounded by the channel and [`PROJECTION_MAX_EVENTS`] whatever the load.
+/// its memory is bounded by the queue and [`PROJECTION_MAX_EVENTS`] whatever the load.
 /// Readers meanwhile get [`crate::projection::ProjectionError::Reopening`] or the last
 /// snapshot; the log stays the truth.
 fn run(mut projections: Projections, feed: Feed) {
@@ -215,7 +215,7 @@ fn run(mut projections: Projections, feed: Feed) {
                 Ok(batch) => batch,
                 Err(RecvTimeoutError::Timeout) => {
                     // Nothing handed over for a while: durable events beyond the projections
-                    // are batches the writer skipped (full channel); read them from the log.
+                    // are batches the writer skipped (full queue); read them from the log.
                     let end = *committed.borrow();
                     if end > expected && !catch_up_from_log(&mut projections, &log, end, &applied) {
                         broken = Some(RETRY_INITIAL);

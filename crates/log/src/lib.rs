@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+mod handoff;
 pub mod proof;
 pub mod segment;
 pub mod storage;
@@ -27,6 +28,7 @@ pub mod witnessed;
 mod writer;
 
 use checkpoint::{CheckpointError, CheckpointStore, StoredCheckpoint};
+pub use handoff::{HandoffError, HandoffReceiver, HandoffSender, handoff};
 use keyledger_core::{DecodeError, Event, decode_event};
 use keyledger_verify::merkle::{Hash, TreeHash};
 use keyledger_verify::note::{NoteSigner, VerifierKey};
@@ -216,12 +218,13 @@ impl Log {
     }
 
     /// Hands the log to its writer. `subscriber` receives the durable batches, in seq
-    /// order, those that find its channel full excepted (see [`writer`]'s guarantees).
+    /// order, those that find its queue full excepted (see [`writer`]'s guarantees and
+    /// [`handoff()`]).
     pub fn start<S: Sequencer>(
         self,
         sequencer: S,
         options: WriterOptions,
-        subscriber: Option<std::sync::mpsc::SyncSender<CommittedEvents>>,
+        subscriber: Option<HandoffSender>,
     ) -> WriterHandle<S> {
         self.start_with_store(sequencer, options, subscriber, Box::new(store::Embedded))
     }
@@ -232,7 +235,7 @@ impl Log {
         self,
         sequencer: S,
         options: WriterOptions,
-        subscriber: Option<std::sync::mpsc::SyncSender<CommittedEvents>>,
+        subscriber: Option<HandoffSender>,
         store: Box<dyn store::LogStore>,
     ) -> WriterHandle<S> {
         let last_at = match self.segments.len() {

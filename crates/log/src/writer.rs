@@ -34,9 +34,10 @@
 //! - subscribers receive events only once durable, in seq order, each at most once, and a
 //!   recovery never cuts below what they received: no seq is ever given to two events a
 //!   subscriber sees. The hand-off never blocks the writer: a batch that finds the
-//!   subscriber's bounded channel full is not handed over (counted in
-//!   [`WriterStats::handoffs_skipped`]); the subscriber sees the gap in seqs and reads those
-//!   durable events from the log, so a slow subscriber costs re-reads, never unbounded memory.
+//!   subscriber's queue full (bounded in batches and in events, [`crate::handoff()`]) is not
+//!   handed over (counted in [`WriterStats::handoffs_skipped`]); the subscriber sees the gap
+//!   in seqs and reads those durable events from the log, so a slow subscriber costs
+//!   re-reads, never more memory than its queue's bound.
 //!
 //! The state machine: `healthy --failed write/fsync/checkpoint--> poisoned --probe + reopen
 //! succeed--> healthy`; `poisoned --attempt fails--> poisoned` (next attempt after the
@@ -61,7 +62,7 @@ use crate::store::{LogStore, SharedCheckpoint, StoreError};
 use crate::tree::TreeWriter;
 use keyledger_core::{Actor, Event, Payload, RequestId, Timestamp, encode_event, encode_event_into};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -218,7 +219,7 @@ pub struct WriterStats {
     pub recovery_attempts: AtomicU64,
     /// Successful recoveries (the writer accepts appends again).
     pub recoveries: AtomicU64,
-    /// Durable batches not handed to the subscriber because its channel was full (it reads
+    /// Durable batches not handed to the subscriber because its queue was full (it reads
     /// them from the log).
     pub handoffs_skipped: AtomicU64,
 }
@@ -394,7 +395,7 @@ struct Writer<S: Sequencer> {
     healthy: Arc<AtomicBool>,
     failure: Option<String>,
     committed: watch::Sender<u64>,
-    subscriber: Option<SyncSender<CommittedEvents>>,
+    subscriber: Option<crate::HandoffSender>,
     stats: Arc<WriterStats>,
     /// Events written but not yet fsynced.
     unsynced: Vec<Event>,
@@ -471,7 +472,7 @@ pub(crate) fn spawn<S: Sequencer>(
     last_at: Timestamp,
     sequencer: S,
     options: WriterOptions,
-    subscriber: Option<SyncSender<CommittedEvents>>,
+    subscriber: Option<crate::HandoffSender>,
 ) -> WriterHandle<S> {
     let healthy = Arc::new(AtomicBool::new(true));
     let size = parts.tree.size();
@@ -1009,15 +1010,15 @@ impl<S: Sequencer> Writer<S> {
     }
 
     /// Hands durable events to the subscriber without ever waiting for it (see the module
-    /// docs: a full channel skips the batch, which the subscriber reads from the log).
+    /// docs: a full queue skips the batch, which the subscriber reads from the log).
     fn hand_over(&mut self, events: Vec<Event>) {
         let Some(subscriber) = &self.subscriber else { return };
         match subscriber.try_send(Arc::new(events)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(crate::HandoffError::Full) => {
                 self.stats.handoffs_skipped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Disconnected(_)) => self.subscriber = None,
+            Err(crate::HandoffError::Disconnected) => self.subscriber = None,
         }
     }
 

@@ -18,12 +18,9 @@ use keyledger_log::segment::SegmentOptions;
 use keyledger_log::segment::SegmentReader;
 use keyledger_log::storage::{FaultSwitch, FaultyStorage, OsStorage};
 use keyledger_log::verify::verify_log;
-use keyledger_log::{
-    Batch, CommittedEvents, Durability, Log, LogConfig, LogError, Sequencer, WriterHandle, WriterOptions,
-};
+use keyledger_log::{Batch, Durability, Log, LogConfig, LogError, Sequencer, WriterHandle, WriterOptions};
 use keyledger_verify::merkle::TreeHash;
 use keyledger_verify::note::VerifierKey;
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,7 +70,7 @@ struct Fixture {
     applied: Arc<Mutex<u64>>,
     rewinds: Arc<Mutex<Vec<u64>>>,
     refusals: Arc<Mutex<Vec<u64>>>,
-    committed: Receiver<CommittedEvents>,
+    committed: keyledger_log::HandoffReceiver,
     /// Every event the subscriber received, by seq.
     seen: Vec<Event>,
     /// The runtime the writer runs on, in the `on_runtime` runs (dropped last).
@@ -117,7 +114,7 @@ fn start_with_queue(mut options: WriterOptions, queue: usize) -> Fixture {
     let log = Log::open(config).unwrap();
     let (applied, rewinds) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
     let refusals = Arc::new(Mutex::new(Vec::new()));
-    let (tx, committed) = std::sync::mpsc::sync_channel(queue);
+    let (tx, committed) = keyledger_log::handoff(queue, usize::MAX);
     let sequencer =
         Counting { applied: applied.clone(), rewinds: rewinds.clone(), refusals: refusals.clone() };
     let writer = log.start(sequencer, options, Some(tx));

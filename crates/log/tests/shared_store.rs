@@ -6,7 +6,7 @@
 use keyledger_core::{Actor, Event, KeyId, Payload, RequestId, Timestamp, Usage, UsageContext, encode_event};
 use keyledger_log::segment::SegmentReader;
 use keyledger_log::store::{Foreign, Head, LogStore, SharedCheckpoint, StoreError};
-use keyledger_log::{Batch, CommittedEvents, Durability, Log, LogConfig, LogError, Sequencer, WriterOptions};
+use keyledger_log::{Batch, Durability, Log, LogConfig, LogError, Sequencer, WriterOptions};
 use keyledger_verify::merkle::{Frontier, Hash, TreeHash};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -158,7 +158,7 @@ fn the_writer_applies_other_writers_records_first_and_never_acknowledges_an_unkn
     let reader = log.reader();
     let store = Memory::new();
     let applied = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::sync_channel::<CommittedEvents>(64);
+    let (tx, rx) = keyledger_log::handoff(64, usize::MAX);
     let options = WriterOptions { retry_initial: Duration::from_millis(10), ..WriterOptions::default() };
     let writer = log.start_with_store(
         Following { applied: applied.clone() },
@@ -199,8 +199,9 @@ fn the_writer_applies_other_writers_records_first_and_never_acknowledges_an_unkn
     assert_eq!(local, stored, "the local files are exactly the store's log");
     assert_eq!(*applied.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
     writer.shutdown_blocking();
-    let seen: Vec<u64> =
-        rx.try_iter().flat_map(|batch| batch.iter().map(|e| e.seq).collect::<Vec<_>>()).collect();
+    let seen: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
+        .flat_map(|batch| batch.iter().map(|e| e.seq).collect::<Vec<_>>())
+        .collect();
     assert_eq!(seen, vec![0, 1, 2, 3, 4, 5], "the subscriber saw every event once, in order");
 }
 

@@ -33,9 +33,7 @@ use keyledger_core::{
     KeyId, KeyPrefix, Pepper, Policy, RequestId, Secret, Timestamp, UsageContext, WorkspaceId, validate,
 };
 use keyledger_log::storage::{OsStorage, Storage};
-use keyledger_log::{
-    CommittedEvents, Durability, Log, LogConfig, LogReader, OpenError, WriterHandle, WriterOptions,
-};
+use keyledger_log::{Durability, Log, LogConfig, LogReader, OpenError, WriterHandle, WriterOptions};
 use keyledger_verify::note::{NoteSigner, VerifierKey};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +60,9 @@ pub struct EngineOptions {
     pub projection_cache_bytes: usize,
     /// Durable batches the writer may queue for the projector (see [`crate::projector`]).
     pub projector_queue_batches: usize,
+    /// Events the writer may queue for the projector, in those batches: what a stalled
+    /// projector can hold in memory, whatever the batches' sizes.
+    pub projector_queue_events: usize,
     /// The PostgreSQL connection string of a ledger held in a database (`--store`); `None`:
     /// the embedded store, the data dir holds the log.
     pub store: Option<String>,
@@ -85,7 +86,8 @@ impl Default for EngineOptions {
             witnesses: crate::witness::WitnessOptions::default(),
             export_witness_wait: Duration::from_secs(10),
             projection_cache_bytes: crate::projection::DEFAULT_CACHE_BYTES,
-            projector_queue_batches: 1024,
+            projector_queue_batches: 16_384,
+            projector_queue_events: 65_536,
             store: None,
             secrets: crate::secret_env::SecretOverrides::default(),
             rolling_upgrade: false,

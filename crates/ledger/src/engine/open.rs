@@ -171,7 +171,7 @@ impl Engine {
         let applied = state.applied;
         let state = Arc::new(RwLock::new(state));
         let (events_tx, events_rx) =
-            std::sync::mpsc::sync_channel::<CommittedEvents>(options.projector_queue_batches.max(1));
+            keyledger_log::handoff(options.projector_queue_batches, options.projector_queue_events);
         let (projected_tx, projected_rx) = watch::channel(applied);
         let projection_demand = Arc::new(AtomicU64::new(0));
         let sequencer = crate::sequencer::LedgerSequencer {
