@@ -500,6 +500,8 @@ async fn session(binary: &Path, options: &Options) -> Result<Report> {
     );
     let secrets = create_keys(&server, options.keys(), options.connections).await?;
     let secrets = Arc::new(secrets);
+    // The first slices start from projections that hold the keys' creations.
+    Settle { bearer: server.bearer() }.wait(server.address).await?;
 
     let address = server.address;
     let healthz =
@@ -628,18 +630,46 @@ struct Settle {
     bearer: String,
 }
 
+/// How long the server's audit read barrier waits before it answers anyway (5 s, docs/api.md
+/// "Audit reads wait up to 5 s for the projections"), less a margin: a barrier call that took this long may
+/// have ended by that timeout rather than by the projections catching up.
+const BARRIER_GAVE_UP: Duration = Duration::from_millis(4_500);
+/// The longest a slice waits for the audit indexes before the run fails.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+
 impl Settle {
     /// Waits until the projections have applied everything written; returns how long it took.
     async fn wait(&self, address: SocketAddr) -> Result<Duration> {
         let started = Instant::now();
         let headers = [("authorization", self.bearer.as_str())];
-        // Any request id: the answer (200 or 404) comes after the barrier either way.
-        let (status, body) =
-            generator::call(address, Method::GET, "/v1/audit/requests/gw-0", &headers, Bytes::new()).await?;
-        if !(status.is_success() || status == hyper::StatusCode::NOT_FOUND) {
-            bail!("the audit read barrier answered {status}: {}", String::from_utf8_lossy(&body));
+        loop {
+            let call = Instant::now();
+            // A request id no verification sends: the answer is a 404 once the barrier passed,
+            // with no usage events to read back.
+            let (status, body) = generator::call(
+                address,
+                Method::GET,
+                "/v1/audit/requests/load-settle",
+                &headers,
+                Bytes::new(),
+            )
+            .await?;
+            let settled = match status {
+                hyper::StatusCode::NOT_FOUND | hyper::StatusCode::OK => call.elapsed() < BARRIER_GAVE_UP,
+                // The projections are being reopened: ask again.
+                hyper::StatusCode::SERVICE_UNAVAILABLE => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    false
+                }
+                _ => bail!("the audit read barrier answered {status}: {}", String::from_utf8_lossy(&body)),
+            };
+            if settled {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > SETTLE_LIMIT {
+                bail!("the audit indexes did not catch up within {} s", SETTLE_LIMIT.as_secs());
+            }
         }
-        Ok(started.elapsed())
     }
 }
 

@@ -61,7 +61,8 @@ pub struct EngineOptions {
     /// Durable batches the writer may queue for the projector (see [`crate::projector`]).
     pub projector_queue_batches: usize,
     /// Events the writer may queue for the projector, in those batches: what a stalled
-    /// projector can hold in memory, whatever the batches' sizes.
+    /// projector can hold in memory, whatever the batches' sizes (0: every batch is read
+    /// back from the log instead).
     pub projector_queue_events: usize,
     /// The PostgreSQL connection string of a ledger held in a database (`--store`); `None`:
     /// the embedded store, the data dir holds the log.
