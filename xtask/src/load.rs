@@ -500,14 +500,15 @@ async fn session(binary: &Path, options: &Options) -> Result<Report> {
     );
     let secrets = create_keys(&server, options.keys(), options.connections).await?;
     let secrets = Arc::new(secrets);
+    let settle = Settle { bearer: server.bearer() };
     // The first slices start from projections that hold the keys' creations.
-    Settle { bearer: server.bearer() }.wait(server.address).await?;
+    settle.wait(server.address).await?;
 
     let address = server.address;
     let healthz =
         generator::round_robin(vec![Prepared::new(Method::GET, address, "/healthz", &[], Bytes::new())]);
     let (bare_pid, server_pid) = (bare_process.program_pid(), server.pid());
-    let settle = Some(Settle { bearer: server.bearer() });
+    let settle = Some(settle);
     let target = |address, make, pid, settle| Target { address, make, pid, settle };
     let bare_target = target(bare, bare_make(bare, secrets.clone()), bare_pid, None);
     let json_target =
@@ -630,9 +631,9 @@ struct Settle {
     bearer: String,
 }
 
-/// How long the server's audit read barrier waits before it answers anyway (5 s, docs/api.md
-/// "Audit reads wait up to 5 s for the projections"), less a margin: a barrier call that took this long may
-/// have ended by that timeout rather than by the projections catching up.
+/// How long the server's audit read barrier waits before it answers anyway (docs/api.md:
+/// "Audit reads wait up to 5 s for the projections"), less a margin: a barrier call that
+/// took this long may have ended by that timeout rather than by the projections catching up.
 const BARRIER_GAVE_UP: Duration = Duration::from_millis(4_500);
 /// The longest a slice waits for the audit indexes before the run fails.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
