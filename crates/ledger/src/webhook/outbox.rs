@@ -9,7 +9,7 @@
 //! | `webhook_due` | next attempt time (8) ‖ order (8) → delivery id |
 //! | `webhook_pending_count` | workspace → undelivered deliveries (for the cap) |
 //! | `webhook_attempts` | workspace ‖ 0 ‖ attempt no (8) → postcard([`Attempt`]) |
-//! | `webhook_expiring` | key id (16) ‖ expires at (8) → () (`key.expiring` already queued) |
+//! | `webhook_expiring` | key id (16) ‖ expires at (8) → () (`key.expiring` already queued; dropped once the expiry has passed), or a fork alarm's digest (24) → () |
 //! | `webhook_settled` | delivery id → when another node settled it (µs): never queued here |
 //!
 //! With several nodes (docs/webhooks.md, "Several nodes") every node queues every delivery,
@@ -449,6 +449,31 @@ impl Outbox {
         Ok(())
     }
 
+    /// Drops the `key.expiring` markers of expiries already past: such a key has expired and is
+    /// never announced again for that expiry (a new expiry gets a marker of its own). A marker
+    /// is a key's only if `is_key` knows its first 16 bytes as a key id; the once-only markers
+    /// of fork alarms (digests) share the table and are kept. Returns how many were dropped.
+    pub fn prune_expiring(
+        &self,
+        now: Timestamp,
+        is_key: impl Fn(&[u8; 16]) -> bool,
+    ) -> Result<u64, ProjectionError> {
+        let txn = self.db.begin_write()?;
+        let mut dropped = 0;
+        let mut table = txn.open_table(EXPIRING)?;
+        table.retain(|marker, ()| {
+            let past = marker
+                .split_first_chunk::<16>()
+                .and_then(|(key, rest)| Some((key, rest.first_chunk::<8>()?)))
+                .is_some_and(|(key, at)| i64::from_be_bytes(*at) < now.micros() && is_key(key));
+            dropped += u64::from(past);
+            !past
+        })?;
+        drop(table);
+        txn.commit()?;
+        Ok(dropped)
+    }
+
     /// Makes every commit durable (at shutdown).
     pub fn persist(&self) -> Result<(), ProjectionError> {
         let mut txn = self.db.begin_write()?;
@@ -567,6 +592,34 @@ mod tests {
         assert!(!outbox.expiring_announced(&full).unwrap(), "dropped: tried again at the next scan");
         assert!(outbox.enqueue_expiring(&expiring("exp-2"), &full, 100, &mut dropped).unwrap());
         assert!(outbox.expiring_announced(&full).unwrap());
+    }
+
+    /// The markers of expiries already past are dropped; a future expiry's, and a past one
+    /// whose first 16 bytes name no key (a fork alarm's digest), are kept.
+    #[test]
+    fn the_markers_of_past_expiries_are_pruned_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("webhooks.redb")).unwrap();
+        let acme: WorkspaceId = "acme".parse().unwrap();
+        let now = Timestamp::now();
+        let marker = |key: u8, at: Timestamp| {
+            let mut marker = [key; 24];
+            marker[16..].copy_from_slice(&at.micros().to_be_bytes());
+            marker
+        };
+        let past = marker(1, now.plus_micros(-1_000_000));
+        let future = marker(1, now.plus_micros(1_000_000));
+        // Read as a key's marker, its time (0) is long past.
+        let not_a_key = [0u8; 24];
+        for (i, m) in [past, future, not_a_key].iter().enumerate() {
+            let notification =
+                Notification { kind: "key.expiring", ..notification(&format!("n-{i}"), &acme) };
+            assert!(outbox.enqueue_expiring(&notification, m, 100, &mut 0).unwrap());
+        }
+        assert_eq!(outbox.prune_expiring(now, |key| *key == [1u8; 16]).unwrap(), 1);
+        assert!(!outbox.expiring_announced(&past).unwrap(), "past: pruned");
+        assert!(outbox.expiring_announced(&future).unwrap());
+        assert!(outbox.expiring_announced(&not_a_key).unwrap());
     }
 
     /// A sender records its attempt on the row as it is when it records, so another node's

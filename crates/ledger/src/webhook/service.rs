@@ -278,6 +278,14 @@ fn dispatch_loop(
             if let Err(error) = shared.outbox.prune_attempts(before) {
                 tracing::error!(%error, "pruning webhook attempt records failed");
             }
+            // The registry lock is taken per marker, never across the outbox's transaction.
+            let is_key = |key: &[u8; 16]| {
+                let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
+                state.view(&keyledger_core::KeyId::from_bytes(*key)).is_some()
+            };
+            if let Err(error) = shared.outbox.prune_expiring(Timestamp::now(), is_key) {
+                tracing::error!(%error, "pruning the key.expiring markers failed");
+            }
             if let Some(attempts) = shared.shared_attempts.as_ref().filter(|_| gate())
                 && let Err(error) = attempts.prune(shared.options.attempt_retention)
             {
