@@ -499,7 +499,6 @@ async fn session(binary: &Path, options: &Options) -> Result<Report> {
         options.keys()
     );
     let secrets = create_keys(&server, options.keys(), options.connections).await?;
-    let secrets = Arc::new(secrets);
     let settle = Settle { bearer: server.bearer() };
     // The first slices start from projections that hold the keys' creations.
     settle.wait(server.address).await?;
@@ -510,11 +509,11 @@ async fn session(binary: &Path, options: &Options) -> Result<Report> {
     let (bare_pid, server_pid) = (bare_process.program_pid(), server.pid());
     let settle = Some(settle);
     let target = |address, make, pid, settle| Target { address, make, pid, settle };
-    let bare_target = target(bare, bare_make(bare, secrets.clone()), bare_pid, None);
+    let bare_target = target(bare, bare_make(bare, &secrets), bare_pid, None);
     let json_target =
-        target(address, verify_make(VerifyMode::Json, address, secrets.clone()), server_pid, settle.clone());
+        target(address, verify_make(VerifyMode::Json, address, &secrets), server_pid, settle.clone());
     let forward_target =
-        target(address, verify_make(VerifyMode::ForwardAuth, address, secrets.clone()), server_pid, settle);
+        target(address, verify_make(VerifyMode::ForwardAuth, address, &secrets), server_pid, settle);
 
     let before_verify = server.metrics().await?;
     let targets = [
@@ -815,7 +814,7 @@ pub(crate) fn verify_body(i: usize, secret: &str) -> Bytes {
     )
 }
 
-fn bare_make(address: SocketAddr, secrets: Arc<Vec<String>>) -> MakeRequest {
+fn bare_make(address: SocketAddr, secrets: &[String]) -> MakeRequest {
     let json = [("content-type", "application/json")];
     generator::round_robin(
         secrets
@@ -828,7 +827,7 @@ fn bare_make(address: SocketAddr, secrets: Arc<Vec<String>>) -> MakeRequest {
 
 /// The requests of a verify row: one per key, sent round-robin. The forward-auth request's
 /// `X-Request-Id` is the key's, like the JSON body's `request_id`.
-pub(crate) fn verify_make(mode: VerifyMode, address: SocketAddr, secrets: Arc<Vec<String>>) -> MakeRequest {
+pub(crate) fn verify_make(mode: VerifyMode, address: SocketAddr, secrets: &[String]) -> MakeRequest {
     let prepare = |(i, secret): (usize, &String)| match mode {
         VerifyMode::Json => Prepared::new(
             Method::POST,
@@ -1121,8 +1120,8 @@ mod tests {
     #[test]
     fn the_forward_auth_requests_carry_each_keys_headers_round_robin() {
         let address: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let secrets = Arc::new(vec!["kl_live_a".to_owned(), "kl_live_b".to_owned()]);
-        let make = verify_make(VerifyMode::ForwardAuth, address, secrets);
+        let secrets = ["kl_live_a".to_owned(), "kl_live_b".to_owned()];
+        let make = verify_make(VerifyMode::ForwardAuth, address, &secrets);
         let header = |r: &hyper::Request<_>, name: &str| r.headers()[name].to_str().unwrap().to_owned();
         let (first, second, third) = (make(0), make(1), make(2));
         assert_eq!((first.method(), first.uri().to_string()), (&Method::GET, "/v1/verify?scope=read".into()));

@@ -143,15 +143,12 @@ async fn session(binary: &Path, seconds: f64) -> Result<Figures> {
     // 1. The embedded store.
     eprintln!("xtask: embedded store…");
     let mut embedded = Keyledger::start(binary, lifetime).await?;
-    let secrets = Arc::new(create_keys(&embedded, KEYS, CONNECTIONS).await?);
+    let secrets = create_keys(&embedded, KEYS, CONNECTIONS).await?;
     let address = embedded.address;
     let before = embedded.metrics().await?;
-    let outcome = generator::run(
-        address,
-        plan(seconds, CONNECTIONS),
-        verify_make(VerifyMode::Json, address, secrets.clone()),
-    )
-    .await?;
+    let outcome =
+        generator::run(address, plan(seconds, CONNECTIONS), verify_make(VerifyMode::Json, address, &secrets))
+            .await?;
     let after = embedded.metrics().await?;
     figures.embedded_verify = rate(&outcome);
     figures.embedded_events_per_batch =
@@ -171,12 +168,11 @@ async fn session(binary: &Path, seconds: f64) -> Result<Figures> {
     let url = blocking(|| cluster.create_database("keyledger")).map_err(anyhow::Error::msg)?;
     let ledger = init_store(binary, &url)?;
     let node_a = ledger.node(binary, lifetime, &url, "a").await?;
-    let secrets = Arc::new(create_keys(&node_a, KEYS, CONNECTIONS).await?);
+    let secrets = create_keys(&node_a, KEYS, CONNECTIONS).await?;
     let (head, before) = (head_size(&cluster)?, node_a.metrics().await?);
     let a = node_a.address;
     let outcome =
-        generator::run(a, plan(seconds, CONNECTIONS), verify_make(VerifyMode::Json, a, secrets.clone()))
-            .await?;
+        generator::run(a, plan(seconds, CONNECTIONS), verify_make(VerifyMode::Json, a, &secrets)).await?;
     figures.pg1_verify = rate(&outcome);
     let after = node_a.metrics().await?;
     figures.pg1_events_per_txn = (head_size(&cluster)? - head) / (after.batches - before.batches).max(1.0);
@@ -196,7 +192,7 @@ async fn session(binary: &Path, seconds: f64) -> Result<Figures> {
     let (head, table, wal) = (head_size(&cluster)?, table_bytes(&cluster)?, wal_position(&cluster)?);
     let share = plan(seconds, CONNECTIONS / nodes.len());
     let runs = nodes.iter().map(|node| {
-        let make = verify_make(VerifyMode::Json, node.address, secrets.clone());
+        let make = verify_make(VerifyMode::Json, node.address, &secrets);
         generator::run(node.address, share, make)
     });
     let mut merged = Outcome::empty(Duration::ZERO);
