@@ -26,7 +26,7 @@
 
 use super::Notification;
 use crate::projection::ProjectionError;
-use keyledger_core::{Timestamp, WorkspaceId};
+use keyledger_core::{KeyId, Timestamp, WorkspaceId};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -449,7 +449,15 @@ impl Outbox {
         Ok(())
     }
 
-    /// Drops the `key.expiring` markers of expiries already past: such a key has expired and is
+    /// The marker recording that `key_id`'s `key.expiring` was announced for `expires_at`.
+    pub fn expiring_marker(key_id: &KeyId, expires_at: Timestamp) -> [u8; 24] {
+        let mut marker = [0u8; 24];
+        marker[..16].copy_from_slice(key_id.as_bytes());
+        marker[16..].copy_from_slice(&expires_at.micros().to_be_bytes());
+        marker
+    }
+
+    /// Drops the `key.expiring` markers ([`Self::expiring_marker`]) of expiries already past: such a key has expired and is
     /// never announced again for that expiry (a new expiry gets a marker of its own). A marker
     /// is a key's only if `is_key` knows its first 16 bytes as a key id; the once-only markers
     /// of fork alarms (digests) share the table and are kept. Returns how many were dropped.
@@ -602,13 +610,9 @@ mod tests {
         let outbox = Outbox::open(&dir.path().join("webhooks.redb")).unwrap();
         let acme: WorkspaceId = "acme".parse().unwrap();
         let now = Timestamp::now();
-        let marker = |key: u8, at: Timestamp| {
-            let mut marker = [key; 24];
-            marker[16..].copy_from_slice(&at.micros().to_be_bytes());
-            marker
-        };
-        let past = marker(1, now.plus_micros(-1_000_000));
-        let future = marker(1, now.plus_micros(1_000_000));
+        let key = KeyId::from_bytes([1u8; 16]);
+        let past = Outbox::expiring_marker(&key, now.plus_micros(-1_000_000));
+        let future = Outbox::expiring_marker(&key, now.plus_micros(1_000_000));
         // Read as a key's marker, its time (0) is long past.
         let not_a_key = [0u8; 24];
         for (i, m) in [past, future, not_a_key].iter().enumerate() {
@@ -616,7 +620,7 @@ mod tests {
                 Notification { kind: "key.expiring", ..notification(&format!("n-{i}"), &acme) };
             assert!(outbox.enqueue_expiring(&notification, m, 100, &mut 0).unwrap());
         }
-        assert_eq!(outbox.prune_expiring(now, |key| *key == [1u8; 16]).unwrap(), 1);
+        assert_eq!(outbox.prune_expiring(now, |bytes| bytes == key.as_bytes()).unwrap(), 1);
         assert!(!outbox.expiring_announced(&past).unwrap(), "past: pruned");
         assert!(outbox.expiring_announced(&future).unwrap());
         assert!(outbox.expiring_announced(&not_a_key).unwrap());

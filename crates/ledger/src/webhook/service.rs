@@ -18,7 +18,7 @@ use super::outbox::{Attempt, AttemptOutcome, Outbox, Pending};
 use super::{WebhookCounters, WebhookOptions, expiring_notification, notifications_for, sign};
 use crate::projection::ProjectionError;
 use crate::state::{KeyStatus, LedgerState, Webhook};
-use keyledger_core::{Pepper, Timestamp, WorkspaceId};
+use keyledger_core::{KeyId, Pepper, Timestamp, WorkspaceId};
 use keyledger_log::LogReader;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -281,7 +281,7 @@ fn dispatch_loop(
             // The registry lock is taken per marker, never across the outbox's transaction.
             let is_key = |key: &[u8; 16]| {
                 let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
-                state.view(&keyledger_core::KeyId::from_bytes(*key)).is_some()
+                state.view(&KeyId::from_bytes(*key)).is_some()
             };
             if let Err(error) = shared.outbox.prune_expiring(Timestamp::now(), is_key) {
                 tracing::error!(%error, "pruning the key.expiring markers failed");
@@ -423,9 +423,7 @@ fn scan_expiring(shared: &Shared) -> Result<(), ProjectionError> {
     };
     let mut queued = false;
     for (key, expires_at) in expiring {
-        let mut marker = [0u8; 24];
-        marker[..16].copy_from_slice(key.key_id.as_bytes());
-        marker[16..].copy_from_slice(&expires_at.micros().to_be_bytes());
+        let marker = Outbox::expiring_marker(&key.key_id, expires_at);
         if shared.outbox.expiring_announced(&marker)? {
             continue;
         }
