@@ -116,6 +116,7 @@ const GROUPS: &[Group] = &[
     Group { name: "log_verify", package: "keyledger-log", bench: "log_store", unit: "events" },
     Group { name: "ledger", package: "keyledger-ledger", bench: "ledger_verify", unit: "decisions" },
     Group { name: "engine_verify", package: "keyledger-ledger", bench: "ledger_verify", unit: "verifies" },
+    Group { name: "projection", package: "keyledger-ledger", bench: "audit_projection", unit: "events" },
 ];
 
 /// One condition a figure is held to.
@@ -160,6 +161,7 @@ const EXPECTED: &[Expected] = &[
         id: "engine_verify/batched/64",
         checks: &[Check::RateAtLeast { per_second: 300_000.0, label: "≥ 300,000 verifies/s" }],
     },
+    Expected { id: "projection/audit_usage_45k", checks: &[] },
 ];
 
 /// One benchmark's result as criterion recorded it.

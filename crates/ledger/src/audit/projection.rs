@@ -4,6 +4,7 @@ use super::*;
 use crate::projection::{Prepared, Projection};
 use keyledger_core::{Event, KeyId, Payload, UsageContext};
 use redb::Table;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 /// Maintains every audit table.
@@ -30,7 +31,7 @@ impl Projection for AuditProjection {
     }
 
     fn apply(&mut self, txn: &WriteTransaction, batches: &[&[Event]]) -> Result<(), ProjectionError> {
-        let mut writer = Writer::open(txn)?;
+        let mut writer = Writer::open(txn, batches.iter().map(|b| b.len()).sum())?;
         for event in batches.iter().flat_map(|b| b.iter()) {
             writer.event(event)?;
         }
@@ -80,10 +81,33 @@ struct Writer<'t> {
     src_events: Vec<([u8; 8], u64, [u8; 9])>,
     /// `audit_requests` rows and the entries to append to them, in seq order.
     requests: Vec<([u8; 6], [u8; REQUEST_ENTRY])>,
-    key_agg_delta: BTreeMap<[u8; 13], Agg>,
-    key_first_delta: BTreeMap<[u8; 9], i64>,
-    src_agg_delta: BTreeMap<[u8; 24], Agg>,
+    /// The batch's uses summed by [`UseGroup`], in order of each group's first use: the
+    /// aggregate rows are made from these at the end (a use costs one map update here
+    /// instead of one per aggregate row it counts in).
+    use_groups: HashMap<UseGroup, usize>,
+    use_sums: Vec<UseSum>,
     timeline_delta: BTreeMap<Vec<u8>, Timeline>,
+}
+
+/// Uses of one key on one day with one source address, user agent and path (ids as interned;
+/// 0 for none): each aggregate row a use counts in (`audit_key_agg`, `audit_key_first`,
+/// `audit_src_agg`) is a function of these.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct UseGroup {
+    key_no: u32,
+    day: u32,
+    ip: Option<[u8; 16]>,
+    ip_id: u32,
+    ua_id: u32,
+    path_id: u32,
+}
+
+/// A [`UseGroup`]'s uses in the batch: their sum, and when the first of them (in seq order)
+/// happened, which `audit_key_first` keeps.
+struct UseSum {
+    group: UseGroup,
+    agg: Agg,
+    first_at: i64,
 }
 
 /// The first key number and the first interned id of each dimension given out in a batch.
@@ -113,7 +137,9 @@ pub(crate) fn timeline_key(workspace: &str, key_id: &KeyId) -> Vec<u8> {
 }
 
 impl<'t> Writer<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self, ProjectionError> {
+    /// A writer for a batch of `events` events (its per-event rows are gathered in vectors
+    /// of that size, so that they are not copied as they grow).
+    fn open(txn: &'t WriteTransaction, events: usize) -> Result<Self, ProjectionError> {
         let meta = txn.open_table(META)?;
         let next_key_no = meta.get(NEXT_KEY_NO)?.map_or(1, |v| v.value()) as u32;
         let mut next_string = [1u32; 4];
@@ -136,12 +162,11 @@ impl<'t> Writer<'t> {
             fresh: Fresh { key_no: next_key_no, string: next_string },
             key_cache: HashMap::new(),
             string_cache: Default::default(),
-            key_events: Vec::new(),
-            src_events: Vec::new(),
-            requests: Vec::new(),
-            key_agg_delta: BTreeMap::new(),
-            key_first_delta: BTreeMap::new(),
-            src_agg_delta: BTreeMap::new(),
+            key_events: Vec::with_capacity(events),
+            src_events: Vec::with_capacity(events),
+            requests: Vec::with_capacity(2 * events),
+            use_groups: HashMap::new(),
+            use_sums: Vec::new(),
             timeline_delta: BTreeMap::new(),
         })
     }
@@ -263,30 +288,16 @@ impl<'t> Writer<'t> {
         value[17..21].copy_from_slice(&path_id.to_be_bytes());
         self.key_events.push((key_events_prefix(key_no, CLASS_USAGE), event.seq, value));
 
-        let day = day_of(at).to_be_bytes();
+        let group = UseGroup { key_no, day: day_of(at), ip, ip_id, ua_id, path_id };
         let one = Agg::one(allowed, at);
-        for (dim, id) in [(DIM_ALL, 0), (DIM_SOURCE, ip_id), (DIM_USER_AGENT, ua_id), (DIM_PATH, path_id)] {
-            if dim != DIM_ALL && id == 0 {
-                continue;
+        match self.use_groups.entry(group) {
+            Entry::Occupied(slot) => self.use_sums[*slot.get()].agg.merge(&one),
+            Entry::Vacant(slot) => {
+                slot.insert(self.use_sums.len());
+                self.use_sums.push(UseSum { group, agg: one, first_at: at.micros() });
             }
-            let mut agg_key = [0u8; 13];
-            agg_key[..4].copy_from_slice(&key_no.to_be_bytes());
-            agg_key[4] = dim;
-            agg_key[5..9].copy_from_slice(&day);
-            agg_key[9..].copy_from_slice(&id.to_be_bytes());
-            self.key_agg_delta.entry(agg_key).and_modify(|a| a.merge(&one)).or_insert(one);
-            let mut first_key = [0u8; 9];
-            first_key[..4].copy_from_slice(&key_no.to_be_bytes());
-            first_key[4] = dim;
-            first_key[5..].copy_from_slice(&id.to_be_bytes());
-            self.key_first_delta.entry(first_key).or_insert(at.micros());
         }
-        if let Some(ip) = ip {
-            let mut agg_key = [0u8; 24];
-            agg_key[..16].copy_from_slice(&ip);
-            agg_key[16..20].copy_from_slice(&key_no.to_be_bytes());
-            agg_key[20..].copy_from_slice(&day);
-            self.src_agg_delta.entry(agg_key).and_modify(|a| a.merge(&one)).or_insert(one);
+        if ip.is_some() {
             let mut src_value = [0u8; 9];
             src_value.copy_from_slice(&value[..9]);
             self.src_events.push((src_events_prefix(ip_id, key_no), event.seq, src_value));
@@ -312,7 +323,10 @@ impl<'t> Writer<'t> {
         drop(src_events);
         // A stable sort: each row's new entries stay in seq order, after its stored ones, so
         // the rows do not depend on where batches began (a rebuild writes the same bytes).
-        self.requests.sort_by_key(|(row, _)| *row);
+        // (A row key, 6 bytes, compared as the big-endian number it spells: the same order.)
+        self.requests.sort_by_key(|(row, _)| {
+            u64::from_be_bytes([0, 0, row[0], row[1], row[2], row[3], row[4], row[5]])
+        });
         let mut requests = self.txn.open_table(REQUESTS)?;
         for group in self.requests.chunk_by(|a, b| a.0 == b.0) {
             let row = &group[0].0;
@@ -326,8 +340,10 @@ impl<'t> Writer<'t> {
             requests.insert(row, buffer.as_slice())?;
         }
         drop(requests);
+        let AggregateRows { key_agg: key_agg_delta, key_first: key_first_delta, src_agg: src_agg_delta } =
+            aggregate_rows(&self.use_sums);
         // Rows of a key or value first seen in this batch cannot be stored yet.
-        for (key, mut agg) in std::mem::take(&mut self.key_agg_delta) {
+        for (key, mut agg) in key_agg_delta {
             let stored = !fresh.key(be_u32(&key[..4])) && !fresh.value(key[4], be_u32(&key[9..]));
             debug_assert!(
                 stored || self.key_agg.get(key.as_slice())?.is_none(),
@@ -338,7 +354,7 @@ impl<'t> Writer<'t> {
             }
             self.key_agg.insert(key.as_slice(), agg.encode().as_slice())?;
         }
-        for (key, mut agg) in std::mem::take(&mut self.src_agg_delta) {
+        for (key, mut agg) in src_agg_delta {
             let source = self.string_cache[usize::from(DIM_SOURCE)].get(&key[..16]).copied();
             let stored =
                 !fresh.key(be_u32(&key[16..20])) && !source.is_some_and(|id| fresh.value(DIM_SOURCE, id));
@@ -351,7 +367,7 @@ impl<'t> Writer<'t> {
             }
             self.src_agg.insert(key.as_slice(), agg.encode().as_slice())?;
         }
-        for (key, first) in std::mem::take(&mut self.key_first_delta) {
+        for (key, first) in key_first_delta {
             let stored = !fresh.key(be_u32(&key[..4])) && !fresh.value(key[4], be_u32(&key[5..]));
             debug_assert!(
                 stored || self.key_first.get(key.as_slice())?.is_none(),
@@ -370,5 +386,116 @@ impl<'t> Writer<'t> {
             self.meta.insert(*name, u64::from(self.next_string[dim]))?;
         }
         Ok(())
+    }
+}
+
+/// The aggregate rows a batch's uses add to, keyed as stored, in key order.
+#[derive(Default)]
+struct AggregateRows {
+    /// `audit_key_agg`: key_no ‖ dim ‖ day ‖ value id.
+    key_agg: BTreeMap<[u8; 13], Agg>,
+    /// `audit_key_first`: key_no ‖ dim ‖ value id.
+    key_first: BTreeMap<[u8; 9], i64>,
+    /// `audit_src_agg`: ip ‖ key_no ‖ day.
+    src_agg: BTreeMap<[u8; 24], Agg>,
+}
+
+/// The [`AggregateRows`] summed from a batch's [`UseSum`]s. Going through the sums in order
+/// of their first use keeps, for each `audit_key_first` row, the time of the batch's first
+/// use it counts.
+fn aggregate_rows(sums: &[UseSum]) -> AggregateRows {
+    let mut rows = AggregateRows::default();
+    let AggregateRows { key_agg, key_first, src_agg } = &mut rows;
+    for UseSum { group, agg, first_at } in sums {
+        let UseGroup { key_no, day, ip, ip_id, ua_id, path_id } = *group;
+        for (dim, id) in [(DIM_ALL, 0), (DIM_SOURCE, ip_id), (DIM_USER_AGENT, ua_id), (DIM_PATH, path_id)] {
+            if dim != DIM_ALL && id == 0 {
+                continue;
+            }
+            let mut agg_key = [0u8; 13];
+            agg_key[..4].copy_from_slice(&key_no.to_be_bytes());
+            agg_key[4] = dim;
+            agg_key[5..9].copy_from_slice(&day.to_be_bytes());
+            agg_key[9..].copy_from_slice(&id.to_be_bytes());
+            key_agg.entry(agg_key).and_modify(|a: &mut Agg| a.merge(agg)).or_insert(*agg);
+            let mut first_key = [0u8; 9];
+            first_key[..4].copy_from_slice(&key_no.to_be_bytes());
+            first_key[4] = dim;
+            first_key[5..].copy_from_slice(&id.to_be_bytes());
+            key_first.entry(first_key).or_insert(*first_at);
+        }
+        if let Some(ip) = ip {
+            let mut agg_key = [0u8; 24];
+            agg_key[..16].copy_from_slice(&ip);
+            agg_key[16..20].copy_from_slice(&key_no.to_be_bytes());
+            agg_key[20..].copy_from_slice(&day.to_be_bytes());
+            src_agg.entry(agg_key).and_modify(|a: &mut Agg| a.merge(agg)).or_insert(*agg);
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(group: UseGroup, allowed: bool, at: i64) -> UseSum {
+        UseSum { group, agg: Agg::one(allowed, Timestamp(at)), first_at: at }
+    }
+
+    /// Summing by group must give the rows that adding each use to each row gives: counts and
+    /// time ranges merged, and for `audit_key_first` the time of the first use in seq order,
+    /// even when a later use carries an earlier time.
+    #[test]
+    fn aggregate_rows_sum_the_groups_and_keep_the_first_use_in_seq_order() {
+        let ip = Some([7u8; 16]);
+        let a = UseGroup { key_no: 3, day: 20_000, ip, ip_id: 1, ua_id: 2, path_id: 5 };
+        let b = UseGroup { path_id: 6, ..a };
+        let mut first = sum(a, true, 100);
+        first.agg.merge(&Agg::one(false, Timestamp(300)));
+        let AggregateRows { key_agg, key_first, src_agg } = aggregate_rows(&[first, sum(b, true, 50)]);
+
+        let agg_key = |dim: u8, id: u32| {
+            let mut key = [0u8; 13];
+            key[..4].copy_from_slice(&3u32.to_be_bytes());
+            key[4] = dim;
+            key[5..9].copy_from_slice(&20_000u32.to_be_bytes());
+            key[9..].copy_from_slice(&id.to_be_bytes());
+            key
+        };
+        let all = key_agg[&agg_key(DIM_ALL, 0)];
+        assert_eq!((all.allowed, all.denied, all.first, all.last), (2, 1, Timestamp(50), Timestamp(300)));
+        assert_eq!(key_agg[&agg_key(DIM_USER_AGENT, 2)], all);
+        let path_5 = key_agg[&agg_key(DIM_PATH, 5)];
+        assert_eq!((path_5.allowed, path_5.denied, path_5.first), (1, 1, Timestamp(100)));
+        assert_eq!(key_agg[&agg_key(DIM_PATH, 6)].count(), 1);
+        assert_eq!(key_agg.len(), 5, "all uses, one address, one user agent, two paths");
+
+        let first_key = |dim: u8, id: u32| {
+            let mut key = [0u8; 9];
+            key[..4].copy_from_slice(&3u32.to_be_bytes());
+            key[4] = dim;
+            key[5..].copy_from_slice(&id.to_be_bytes());
+            key
+        };
+        assert_eq!(
+            key_first[&first_key(DIM_ALL, 0)],
+            100,
+            "the first use in seq order, not the earliest time"
+        );
+        assert_eq!(key_first[&first_key(DIM_SOURCE, 1)], 100);
+        assert_eq!(key_first[&first_key(DIM_PATH, 6)], 50);
+
+        assert_eq!(src_agg.len(), 1);
+        assert_eq!(src_agg.values().next().map(Agg::count), Some(3));
+    }
+
+    #[test]
+    fn a_use_without_address_user_agent_or_path_counts_only_for_all_uses() {
+        let bare = UseGroup { key_no: 1, day: 1, ip: None, ip_id: 0, ua_id: 0, path_id: 0 };
+        let AggregateRows { key_agg, key_first, src_agg } = aggregate_rows(&[sum(bare, false, 10)]);
+        assert_eq!(key_agg.len(), 1);
+        assert_eq!(key_first.len(), 1);
+        assert!(src_agg.is_empty());
     }
 }
