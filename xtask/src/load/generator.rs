@@ -153,7 +153,6 @@ pub fn request(
 /// body shared rather than copied, so building a row's requests costs the generator the
 /// same whatever their headers (the forward-auth row's five headers used to be parsed and
 /// copied anew for every request, the JSON row's body never was).
-#[derive(Clone)]
 pub struct Prepared {
     method: hyper::Method,
     uri: hyper::Uri,

@@ -283,8 +283,10 @@ fn dispatch_loop(
                 let state = shared.state.read().unwrap_or_else(|e| e.into_inner());
                 state.view(&KeyId::from_bytes(*key)).is_some()
             };
-            if let Err(error) = shared.outbox.prune_expiring(Timestamp::now(), is_key) {
-                tracing::error!(%error, "pruning the key.expiring markers failed");
+            match shared.outbox.prune_expiring(Timestamp::now(), is_key) {
+                Ok(0) => {}
+                Ok(dropped) => tracing::debug!(dropped, "dropped the key.expiring markers of past expiries"),
+                Err(error) => tracing::error!(%error, "pruning the key.expiring markers failed"),
             }
             if let Some(attempts) = shared.shared_attempts.as_ref().filter(|_| gate())
                 && let Err(error) = attempts.prune(shared.options.attempt_retention)
