@@ -7,8 +7,8 @@
 //! projections into a fresh file must equal the incremental state byte for byte.
 
 use keyledger_core::{
-    Actor, Created, Denial, Disabled, Environment, Event, KeyId, KeyRef, Payload, RequestId, Revoked,
-    Rotated, Secret, Timestamp, Updated, Usage, UsageContext, WorkspaceId, encode_event,
+    Actor, Created, Denial, DenyReason, Disabled, Environment, Event, KeyId, KeyRef, Payload, RequestId,
+    Revoked, Rotated, Secret, Timestamp, Updated, Usage, UsageContext, WorkspaceId, encode_event,
 };
 use keyledger_ledger::audit::{self, KindFilter, ValueStat};
 use keyledger_ledger::engine::projection_list;
@@ -656,6 +656,65 @@ fn run_scenario(seed: u64, steps: usize) {
     assert_same_tables(&live, &again, "folding in batches");
     drop(folded);
     runtime.block_on(engine.shutdown());
+}
+
+/// The audit projection sums a batch's uses before writing its aggregate rows; whatever the
+/// batches, the rows must be those of adding the uses one by one: counts and time ranges
+/// merged, and each `audit_key_first` row keeping its first use in seq order even when a
+/// later use carries an earlier time (a clock stepped back, several days in one batch).
+#[test]
+fn uses_folded_in_any_batches_give_the_rows_of_one_use_at_a_time() {
+    let mut rng = Rng(0x5eed_f00d);
+    let keys: Vec<KeyId> = (1..=5u8).map(|i| KeyId::from_bytes([i; 16])).collect();
+    let base = Timestamp::now().micros();
+    let events: Vec<Event> = (0..600u64)
+        .map(|seq| {
+            let context = UsageContext {
+                ip: (rng.below(5) > 0).then(|| rng.pick(IPS).parse().unwrap()),
+                user_agent: (rng.below(4) > 0).then(|| rng.pick(AGENTS).to_string()),
+                method: Some("GET".into()),
+                path: (rng.below(4) > 0).then(|| rng.pick(PATHS).to_string()),
+                request_id: (rng.below(2) > 0).then(|| format!("gw-{}", rng.below(40))),
+                scopes: vec![],
+                resource: None,
+            };
+            // Times wander back and forth over three days.
+            let at = Timestamp(base + rng.below(3 * DAY as u64) as i64 - DAY);
+            let key_id = *rng.pick(&keys);
+            let payload = if rng.below(3) == 0 {
+                Payload::Denied(Denial {
+                    key_id,
+                    workspace: ws("acme"),
+                    reason: DenyReason::Expired,
+                    context,
+                })
+            } else {
+                Payload::Used(Usage { key_id, workspace: ws("acme"), context })
+            };
+            Event { seq, at, actor: Actor::Verifier, request_id: RequestId::generate(seq), payload }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let fold = |name: &str, sizes: &mut dyn FnMut() -> usize| {
+        let mut projections = Projections::open(&dir.path().join(name), projection_list()).unwrap();
+        let mut start = 0;
+        while start < events.len() {
+            let end = (start + sizes()).min(events.len());
+            projections.apply(&events[start..end]).unwrap();
+            start = end;
+        }
+        audit::dump(projections.database().get().unwrap().as_ref()).unwrap()
+    };
+    let one_at_a_time = fold("one.redb", &mut || 1);
+    let first = one_at_a_time.iter().find(|(name, _)| name == "audit_key_first").map(|(_, rows)| rows.len());
+    assert!(first.is_some_and(|rows| rows > 10), "first uses recorded: {first:?}");
+    assert_same_tables(&one_at_a_time, &fold("all.redb", &mut || usize::MAX), "one batch");
+    let mut sizes = Rng(7);
+    assert_same_tables(
+        &one_at_a_time,
+        &fold("random.redb", &mut || 1 + sizes.below(90) as usize),
+        "random batches",
+    );
 }
 
 fn assert_same_tables(expected: &[audit::TableDump], got: &[audit::TableDump], how: &str) {
