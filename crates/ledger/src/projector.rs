@@ -1,9 +1,9 @@
 //! The projector thread: folds the writer's durable batches into the redb projections.
 //!
 //! The writer hands every durable batch to a bounded queue and never waits for it; this
-//! thread gathers those batches (usage events for up to a second, lifecycle events at once,
-//! or sooner when an audit read waits for them), applies them to every projection in one
-//! redb transaction, and announces how far it got. It exists apart from the engine so that
+//! thread gathers those batches (usage events for up to a second, lifecycle events at once
+//! with whatever else is already queued, or sooner when an audit read waits for them),
+//! applies them to every projection in one redb transaction, and announces how far it got. It exists apart from the engine so that
 //! the engine only composes it: [`Projector::start`] spawns the thread and
 //! [`Projector::stopper`] stops it, the way the webhook service starts and stops its own.
 //!
@@ -159,6 +159,68 @@ fn has_lifecycle(batch: &CommittedEvents) -> bool {
     batch.iter().any(|e| !e.payload.kind().is_usage())
 }
 
+/// What [`gather`] stopped at.
+struct Gathered {
+    /// A batch received past a gap (batches the writer skipped), to apply after the gap has
+    /// been read from the log.
+    carried: Option<CommittedEvents>,
+    /// False once the writer has hung up.
+    open: bool,
+}
+
+/// Adds to `pending` (which holds the first batch) the batches that join it in one
+/// transaction: usage batches until `deadline`, unless an audit read waits (`demand` past
+/// `applied`) or a batch has a lifecycle event, which make the transaction due at once. A
+/// due transaction still takes every batch already queued, without waiting: a burst of
+/// lifecycle events (a bulk creation, a revoke-all) then costs one durable commit per
+/// drain of the queue instead of one per writer batch, so the projector keeps up with the
+/// writer instead of falling further behind with every fsync.
+fn gather(
+    events: &keyledger_log::HandoffReceiver,
+    pending: &mut Vec<CommittedEvents>,
+    demand: &AtomicU64,
+    applied: u64,
+    deadline: Instant,
+) -> Gathered {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    let mut held = pending.iter().map(|b| b.len()).sum::<usize>();
+    let mut urgent = pending.iter().any(has_lifecycle);
+    loop {
+        let received = pending.last().and_then(|b| b.last()).map_or(0, |e| e.seq + 1);
+        if held >= PROJECTION_MAX_EVENTS {
+            return Gathered { carried: None, open: true };
+        }
+        let due = urgent || demand.load(Ordering::Acquire) > applied && received > applied;
+        let next = if due {
+            match events.try_recv() {
+                Ok(batch) => Ok(batch),
+                Err(TryRecvError::Empty) => return Gathered { carried: None, open: true },
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            }
+        } else {
+            let now = Instant::now();
+            if now >= deadline {
+                return Gathered { carried: None, open: true };
+            }
+            events.recv_timeout((deadline - now).min(PROJECTION_POLL))
+        };
+        match next {
+            Ok(more) if more.first().is_some_and(|e| e.seq > received) => {
+                // The writer skipped batches in between: apply what is held, then read
+                // the gap from the log before this one.
+                return Gathered { carried: Some(more), open: true };
+            }
+            Ok(more) => {
+                held += more.len();
+                urgent |= has_lifecycle(&more);
+                pending.push(more);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Gathered { carried: None, open: false },
+        }
+    }
+}
+
 /// Folds durable batches into redb until the writer hangs up (at shutdown). Batches are
 /// gathered for up to [`PROJECTION_LAG`], or until `demand` (an audit read's barrier) asks
 /// for events already received.
@@ -233,40 +295,10 @@ fn run(mut projections: Projections, feed: Feed) {
             continue;
         }
         pending.push(first);
-        let mut held = pending.iter().map(|b| b.len()).sum::<usize>();
-        let mut urgent = pending.iter().any(has_lifecycle);
-        let deadline = Instant::now() + PROJECTION_LAG;
-        loop {
-            let received = pending.last().and_then(|b| b.last()).map_or(0, |e| e.seq + 1);
-            if held >= PROJECTION_MAX_EVENTS
-                || urgent
-                || demand.load(Ordering::Acquire) > *applied.borrow() && received > *applied.borrow()
-            {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match events.recv_timeout((deadline - now).min(PROJECTION_POLL)) {
-                Ok(more) if more.first().is_some_and(|e| e.seq > received) => {
-                    // The writer skipped batches in between: apply what is held, then read
-                    // the gap from the log before this one.
-                    carried = Some(more);
-                    break;
-                }
-                Ok(more) => {
-                    held += more.len();
-                    urgent |= has_lifecycle(&more);
-                    pending.push(more);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
+        let gathered =
+            gather(&events, &mut pending, &demand, *applied.borrow(), Instant::now() + PROJECTION_LAG);
+        carried = gathered.carried;
+        open = gathered.open;
         let batches: Vec<&[keyledger_core::Event]> = pending.iter().map(|b| b.as_slice()).collect();
         let Some(last) = batches.iter().rev().find_map(|b| b.last()).map(|e| e.seq) else {
             pending.clear();
@@ -293,6 +325,75 @@ fn run(mut projections: Projections, feed: Feed) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyledger_core::{Actor, Event, KeyId, KeyRef, Payload, RequestId, Timestamp, Usage, UsageContext};
+    use std::sync::Arc;
+
+    /// A writer batch of `len` events from `seq`: uses, or lifecycle events (`expired`).
+    fn batch(seq: u64, len: u64, lifecycle: bool) -> CommittedEvents {
+        let (key_id, workspace): (_, keyledger_core::WorkspaceId) =
+            (KeyId::from_bytes([1; 16]), "acme".parse().unwrap());
+        Arc::new(
+            (seq..seq + len)
+                .map(|seq| Event {
+                    seq,
+                    at: Timestamp::now(),
+                    actor: Actor::System,
+                    request_id: RequestId::generate(seq),
+                    payload: if lifecycle {
+                        Payload::Expired(KeyRef { key_id, workspace: workspace.clone() })
+                    } else {
+                        Payload::Used(Usage {
+                            key_id,
+                            workspace: workspace.clone(),
+                            context: UsageContext::default(),
+                        })
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    fn seqs(pending: &[CommittedEvents]) -> Vec<u64> {
+        pending.iter().flat_map(|b| b.iter().map(|e| e.seq)).collect()
+    }
+
+    #[test]
+    fn a_due_transaction_takes_every_batch_already_queued_and_waits_for_none() {
+        let (sender, receiver) = keyledger_log::handoff(64, 1 << 16);
+        for i in 1..6 {
+            sender.try_send(batch(i * 2, 2, true)).unwrap();
+        }
+        let mut pending = vec![batch(0, 2, true)];
+        let started = Instant::now();
+        let far = started + Duration::from_secs(60);
+        let gathered = gather(&receiver, &mut pending, &AtomicU64::new(0), 0, far);
+        assert!(gathered.open && gathered.carried.is_none());
+        assert_eq!(seqs(&pending), (0..12).collect::<Vec<_>>(), "one transaction for the whole burst");
+        assert!(started.elapsed() < Duration::from_secs(30), "a due transaction waits for nothing");
+
+        // Usage batches wait for the deadline, or for an audit read that asks for them.
+        sender.try_send(batch(14, 3, false)).unwrap();
+        let mut pending = vec![batch(12, 2, false)];
+        let soon = Instant::now() + Duration::from_millis(30);
+        let gathered = gather(&receiver, &mut pending, &AtomicU64::new(0), 12, soon);
+        assert!(Instant::now() >= soon && gathered.open);
+        assert_eq!(seqs(&pending), (12..17).collect::<Vec<_>>());
+        sender.try_send(batch(18, 1, false)).unwrap();
+        let mut pending = vec![batch(17, 1, false)];
+        let gathered = gather(&receiver, &mut pending, &AtomicU64::new(18), 17, far);
+        assert!(gathered.open);
+        assert_eq!(seqs(&pending), vec![17, 18], "an audit read's demand makes it due at once");
+
+        // A batch past a gap is carried over; a hung-up writer closes.
+        sender.try_send(batch(25, 1, true)).unwrap();
+        let mut pending = vec![batch(19, 1, true)];
+        let gathered = gather(&receiver, &mut pending, &AtomicU64::new(0), 19, far);
+        assert_eq!(gathered.carried.map(|b| b[0].seq), Some(25));
+        assert_eq!(seqs(&pending), vec![19]);
+        drop(sender);
+        let mut pending = vec![batch(26, 1, false)];
+        assert!(!gather(&receiver, &mut pending, &AtomicU64::new(0), 26, far).open);
+    }
 
     #[test]
     fn a_clean_stop_compacts_only_after_enough_growth() {
