@@ -9,7 +9,7 @@
 //! from the log writes the same rows as the incremental folding. A reader finds the events
 //! of a seq window by starting at the last chunk that begins at or before the window.
 
-use super::be_u64;
+use super::{be_u64, key_number};
 use crate::projection::ProjectionError;
 use redb::{ReadableTable, Table};
 
@@ -33,25 +33,14 @@ pub(crate) fn append_all<const P: usize, const K: usize, const W: usize>(
     stored: impl Fn(&[u8; P]) -> bool,
     buffer: &mut Vec<u8>,
 ) -> Result<(), ProjectionError> {
-    // Each entry has its own seq, so this orders every prefix's entries by seq. A prefix
-    // (at most 8 bytes) is compared as the big-endian number it spells: the same order as
-    // its bytes', one comparison instead of a `memcmp`.
-    const { assert!(P <= 8) };
-    entries.sort_unstable_by_key(|entry| (prefix_number(&entry.0), entry.1));
+    // Each entry has its own seq, so this orders every prefix's entries by seq.
+    entries.sort_unstable_by_key(|entry| (key_number(&entry.0), entry.1));
     for group in entries.chunk_by(|a, b| a.0 == b.0) {
         let prefix = &group[0].0;
         let payloads = group.iter().map(|(_, seq, payload)| (*seq, *payload));
         append(table, prefix, stored(prefix), payloads, buffer)?;
     }
     Ok(())
-}
-
-/// `prefix` (at most 8 bytes) as a big-endian number: prefixes of one length sort as their
-/// numbers do.
-fn prefix_number<const P: usize>(prefix: &[u8; P]) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes[8 - P..].copy_from_slice(prefix);
-    u64::from_be_bytes(bytes)
 }
 
 /// Appends `entries` (seq-ordered, all of `prefix`, after every stored one) to the chunks of
@@ -147,22 +136,6 @@ mod tests {
     use redb::{ReadableDatabase, TableDefinition};
 
     const TABLE: TableDefinition<&[u8; 9], &[u8]> = TableDefinition::new("chunks");
-
-    #[test]
-    fn prefixes_sort_as_their_numbers_do() {
-        let prefixes: Vec<[u8; 5]> = (0..600u32)
-            .map(|i| {
-                let x = i.wrapping_mul(2_654_435_761);
-                [(x >> 24) as u8, (x >> 16) as u8 & 3, 0, (x >> 8) as u8, (i % 3) as u8]
-            })
-            .collect();
-        for a in &prefixes {
-            for b in prefixes.iter().step_by(7) {
-                assert_eq!(prefix_number(a).cmp(&prefix_number(b)), a.cmp(b), "{a:?} {b:?}");
-            }
-        }
-        assert_eq!(prefix_number(&[0xff; 8]), u64::MAX);
-    }
 
     fn payload(seq: u64) -> [u8; 3] {
         [seq as u8, (seq >> 8) as u8, 0xab]

@@ -434,6 +434,15 @@ pub(crate) fn be_i64(bytes: &[u8]) -> i64 {
     be_u64(bytes) as i64
 }
 
+/// A row key of at most 8 bytes as the big-endian number it spells: keys of one length
+/// sort as their numbers do, so a sort compares numbers instead of calling `memcmp`.
+pub(crate) fn key_number<const N: usize>(key: &[u8; N]) -> u64 {
+    const { assert!(N <= 8) };
+    let mut bytes = [0u8; 8];
+    bytes[8 - N..].copy_from_slice(key);
+    u64::from_be_bytes(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +467,22 @@ mod tests {
         assert_eq!(request_row([1; 4], 0x1000), request_row([1; 4], 0x1fff));
         assert_ne!(request_row([1; 4], 0xfff), request_row([1; 4], 0x1000));
         assert_ne!(request_hash(true, b"req_x"), request_hash(false, b"req_x"));
+    }
+
+    #[test]
+    fn keys_sort_as_their_numbers_do() {
+        let keys: Vec<[u8; 5]> = (0..600u32)
+            .map(|i| {
+                let x = i.wrapping_mul(2_654_435_761);
+                [(x >> 24) as u8, (x >> 16) as u8 & 3, 0, (x >> 8) as u8, (i % 3) as u8]
+            })
+            .collect();
+        for a in &keys {
+            for b in keys.iter().step_by(7) {
+                assert_eq!(key_number(a).cmp(&key_number(b)), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(key_number(&[0xff; 8]), u64::MAX);
     }
 
     /// The stored rows are keyed by these hashes: whichever way an id is hashed (from one

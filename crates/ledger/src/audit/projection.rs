@@ -323,10 +323,7 @@ impl<'t> Writer<'t> {
         drop(src_events);
         // A stable sort: each row's new entries stay in seq order, after its stored ones, so
         // the rows do not depend on where batches began (a rebuild writes the same bytes).
-        // (A row key, 6 bytes, compared as the big-endian number it spells: the same order.)
-        self.requests.sort_by_key(|(row, _)| {
-            u64::from_be_bytes([0, 0, row[0], row[1], row[2], row[3], row[4], row[5]])
-        });
+        self.requests.sort_by_key(|(row, _)| key_number(row));
         let mut requests = self.txn.open_table(REQUESTS)?;
         for group in self.requests.chunk_by(|a, b| a.0 == b.0) {
             let row = &group[0].0;
