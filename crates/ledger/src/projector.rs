@@ -3,9 +3,10 @@
 //! The writer hands every durable batch to a bounded queue and never waits for it; this
 //! thread gathers those batches (usage events for up to a second, lifecycle events at once
 //! with whatever else is already queued, or sooner when an audit read waits for them),
-//! applies them to every projection in one redb transaction, and announces how far it got. It exists apart from the engine so that
-//! the engine only composes it: [`Projector::start`] spawns the thread and
-//! [`Projector::stopper`] stops it, the way the webhook service starts and stops its own.
+//! applies them to every projection in one redb transaction, and announces how far it got.
+//! It exists apart from the engine so that the engine only composes it:
+//! [`Projector::start`] spawns the thread and [`Projector::stopper`] stops it, the way the
+//! webhook service starts and stops its own.
 //!
 //! **Guarantees.**
 //! - Only durable events are projected, in seq order, each once: a batch the writer skipped

@@ -457,10 +457,11 @@ impl Outbox {
         marker
     }
 
-    /// Drops the `key.expiring` markers ([`Self::expiring_marker`]) of expiries already past: such a key has expired and is
-    /// never announced again for that expiry (a new expiry gets a marker of its own). A marker
-    /// is a key's only if `is_key` knows its first 16 bytes as a key id; the once-only markers
-    /// of fork alarms (digests) share the table and are kept. Returns how many were dropped.
+    /// Drops the `key.expiring` markers ([`Self::expiring_marker`]) of expiries already past:
+    /// such a key has expired and is never announced again for that expiry (a new expiry gets
+    /// a marker of its own). A marker is a key's only if `is_key` knows its first 16 bytes as
+    /// a key id; the once-only markers of fork alarms (digests) share the table and are kept.
+    /// Returns how many were dropped.
     pub fn prune_expiring(
         &self,
         now: Timestamp,
