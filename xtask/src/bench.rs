@@ -117,6 +117,7 @@ const GROUPS: &[Group] = &[
     Group { name: "ledger", package: "keyledger-ledger", bench: "ledger_verify", unit: "decisions" },
     Group { name: "engine_verify", package: "keyledger-ledger", bench: "ledger_verify", unit: "verifies" },
     Group { name: "projection", package: "keyledger-ledger", bench: "audit_projection", unit: "events" },
+    Group { name: "import_lookup", package: "keyledger-ledger", bench: "ledger_verify", unit: "lookups" },
 ];
 
 /// One condition a figure is held to.
@@ -161,7 +162,13 @@ const EXPECTED: &[Expected] = &[
         id: "engine_verify/batched/64",
         checks: &[Check::RateAtLeast { per_second: 300_000.0, label: "≥ 300,000 verifies/s" }],
     },
+    Expected { id: "engine_verify/task/1", checks: &[] },
+    Expected { id: "engine_verify/task/64", checks: &[] },
     Expected { id: "projection/audit_usage_45k", checks: &[] },
+    Expected { id: "import_lookup/native_hit/0", checks: &[] },
+    Expected { id: "import_lookup/native_hit/100000", checks: &[] },
+    Expected { id: "import_lookup/native_miss/0", checks: &[] },
+    Expected { id: "import_lookup/native_miss/100000", checks: &[] },
 ];
 
 /// One benchmark's result as criterion recorded it.
@@ -499,6 +506,18 @@ mod tests {
         assert_eq!(format_nanos(812.34), "812.3 ns");
         assert_eq!(format_rate(744_657.2, "events"), "744,657 events/s");
         assert_eq!(format_rate(2_500_000.0, "checks"), "2.50 M checks/s");
+    }
+
+    #[test]
+    fn every_expected_benchmark_has_a_group_to_reproduce_it_with() {
+        for expected in EXPECTED {
+            let group = expected.id.split('/').next();
+            assert!(
+                GROUPS.iter().any(|g| Some(g.name) == group),
+                "{}: no group names its package and bench target",
+                expected.id
+            );
+        }
     }
 
     #[test]

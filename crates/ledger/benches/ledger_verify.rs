@@ -6,10 +6,15 @@
 //!   key as the registry holds it (a `KeyView` of its compact slot).
 //! - `engine_verify/batched/{1,64}`: [`Engine::verify`] of valid keys in batched mode
 //!   (`used` events written, fsynced within the window) on a data dir holding
-//!   [`KEYS`] keys, from 1 or 64 concurrent tasks on one tokio worker thread. One criterion
+//!   [`KEYS`] keys, from 1 or 64 concurrent tasks on one tokio worker thread, the log writer
+//!   on its own thread (as a `strict` server or a PostgreSQL node runs it). One criterion
 //!   iteration is one verification: checksum, keyed hash, registry lookup, the round trip to
 //!   the log writer (decision + `used` event) and the reply. The 64-task figure is the
-//!   throughput one; the 1-task figure is the latency of a lone verification.
+//!   throughput one; the 1-task figure is the latency of a lone verification, two
+//!   cross-thread wake-ups included.
+//! - `engine_verify/task/{1,64}`: the same with the log writer as a task on a runtime of two
+//!   workers that also runs the verifying tasks, as `keyledger serve` runs it on the
+//!   embedded store (docs/architecture.md, `writer.rs`).
 //!
 //! - `import_lookup/{native_hit,native_miss}/{0,100000}`: the registry part of a native
 //!   verification (checksum, keyed hash, lookup, and the foreign lookup the engine adds on a
@@ -120,19 +125,36 @@ struct EngineFixture {
     _dir: tempfile::TempDir,
 }
 
-fn build_engine() -> EngineFixture {
+/// Where the engine's log writer runs.
+#[derive(Clone, Copy)]
+enum WriterOn {
+    /// Its own thread; the verifying tasks on a current-thread runtime.
+    Thread,
+    /// A task on a runtime of two workers, which also runs the verifying tasks.
+    Task,
+}
+
+fn build_engine(writer_on: WriterOn) -> EngineFixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
+    let runtime = match writer_on {
+        WriterOn::Thread => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        WriterOn::Task => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+    }
+    .expect("tokio runtime");
+    let mut options = EngineOptions::default();
+    if let WriterOn::Task = writer_on {
+        options.writer.run_on = Some(runtime.handle().clone());
+    }
     // `init` (and so `open`, which we keep beside it) is synchronous: it must not run on a
     // runtime thread.
     let engine = std::thread::spawn(move || {
         Engine::init(&data, EngineOptions::default()).expect("init data dir");
-        Engine::open(&data, EngineOptions::default()).expect("open engine")
+        Engine::open(&data, options).expect("open engine")
     })
     .join()
     .expect("engine setup thread");
     let engine = Arc::new(engine);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let secrets = runtime.block_on(async {
         let mut creates = tokio::task::JoinSet::new();
         for n in 0..KEYS {
@@ -263,30 +285,32 @@ fn record_commit_stats(id: &str, stats: CommitStats) {
 }
 
 fn engine_benches(c: &mut Criterion) {
-    let mut fixture: Option<EngineFixture> = None;
     let counter = AtomicU64::new(0);
     let mut group = c.benchmark_group("engine_verify");
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);
-    for verifiers in [1u64, 64] {
-        let load = |fixture: &EngineFixture| CommitStats::read(fixture.engine.writer_stats());
-        let mut before = None;
-        group.bench_function(BenchmarkId::new("batched", verifiers), |b| {
-            let fixture = fixture.get_or_insert_with(build_engine);
-            before.get_or_insert_with(|| load(fixture));
-            b.iter_custom(|iters| {
-                fixture.runtime.block_on(verify_concurrently(fixture, verifiers, iters, &counter))
-            })
-        });
-        if let (Some(fixture), Some(before)) = (&fixture, before) {
-            let stats = load(fixture).since(before);
-            record_commit_stats(&format!("engine_verify/batched/{verifiers}"), stats);
+    for (name, writer_on) in [("batched", WriterOn::Thread), ("task", WriterOn::Task)] {
+        let mut fixture: Option<EngineFixture> = None;
+        for verifiers in [1u64, 64] {
+            let load = |fixture: &EngineFixture| CommitStats::read(fixture.engine.writer_stats());
+            let mut before = None;
+            group.bench_function(BenchmarkId::new(name, verifiers), |b| {
+                let fixture = fixture.get_or_insert_with(|| build_engine(writer_on));
+                before.get_or_insert_with(|| load(fixture));
+                b.iter_custom(|iters| {
+                    fixture.runtime.block_on(verify_concurrently(fixture, verifiers, iters, &counter))
+                })
+            });
+            if let (Some(fixture), Some(before)) = (&fixture, before) {
+                let stats = load(fixture).since(before);
+                record_commit_stats(&format!("engine_verify/{name}/{verifiers}"), stats);
+            }
+        }
+        if let Some(fixture) = fixture {
+            fixture.runtime.block_on(fixture.engine.shutdown());
         }
     }
     group.finish();
-    if let Some(fixture) = fixture {
-        fixture.runtime.block_on(fixture.engine.shutdown());
-    }
 }
 
 // ----- import lookup ------------------------------------------------------------------------
