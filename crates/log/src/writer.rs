@@ -590,8 +590,9 @@ impl<S: Sequencer> Writer<S> {
                 // A woken task runs next on its worker, so without this the writer ran as
                 // soon as the first verification of a worker's turn waited for its answer,
                 // and wrote batches of one or two events. Yielding defers it until that
-                // worker has run its other ready tasks and polled for I/O: their commands
-                // join this round's batch (docs/benchmarks.md, "The writer's batch").
+                // worker has run its other ready tasks (or its periodic maintenance comes):
+                // their commands join this round's batch (docs/benchmarks.md, "The
+                // writer's batch").
                 tokio::task::yield_now().await;
             }
             shutdown = self.round(first, &mut || rx.try_recv().ok());

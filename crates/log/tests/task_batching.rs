@@ -7,6 +7,7 @@ use keyledger_log::storage::OsStorage;
 use keyledger_log::{Batch, Durability, Log, LogConfig, Sequencer, WriterOptions};
 use keyledger_verify::merkle::TreeHash;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 mod support;
 
@@ -29,7 +30,15 @@ impl Sequencer for Numbering {
 /// (a woken task runs next on its worker), and wrote 32 batches of one event.
 #[test]
 fn as_a_task_the_commands_of_one_workers_turn_are_one_batch() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The worker's periodic maintenance (every `event_interval` tasks) also wakes a
+    // yielded task; pushed out of the way, so that where it falls among the 32 cannot
+    // split the batch.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .event_interval(u32::MAX)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         dir: dir.path().join("log"),
@@ -40,7 +49,13 @@ fn as_a_task_the_commands_of_one_workers_turn_are_one_batch() {
     };
     let writer = Log::open(config).unwrap().start(
         Numbering,
-        WriterOptions { run_on: Some(runtime.handle().clone()), ..Default::default() },
+        WriterOptions {
+            run_on: Some(runtime.handle().clone()),
+            // No fsync or checkpoint falls due meanwhile to wake the writer early.
+            sync_window: Duration::from_secs(3600),
+            checkpoint_every: Duration::from_secs(3600),
+            ..Default::default()
+        },
         None,
     );
     assert_eq!(writer.submit_blocking(0, Durability::Written).unwrap(), 0);
