@@ -1,5 +1,5 @@
 //! The writer as a task batches what one runtime worker's turn submits: the commands of
-//! every task that runs before the worker next waits for I/O are decided, written and
+//! every task the worker has ready before it runs out of them are decided, written and
 //! answered as one batch, one segment `write` for them all (docs/benchmarks.md, "The
 //! writer's batch").
 
