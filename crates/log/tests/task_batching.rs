@@ -4,26 +4,14 @@
 //! writer's batch").
 
 use keyledger_log::storage::OsStorage;
-use keyledger_log::{Batch, Durability, Log, LogConfig, Sequencer, WriterOptions};
+use keyledger_log::{Durability, Log, LogConfig, WriterOptions};
 use keyledger_verify::merkle::TreeHash;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod support;
 
-use support::{ORIGIN, signer};
-
-/// One `used` event per command; answers its seq.
-struct Numbering;
-
-impl Sequencer for Numbering {
-    type Command = u64;
-    type Reply = u64;
-
-    fn sequence(&mut self, tag: u64, batch: &mut Batch) -> u64 {
-        support::push_usage(tag, batch)
-    }
-}
+use support::{ORIGIN, Usages, signer};
 
 /// 32 tasks of one worker each submit a command: without a yield before the writer
 /// drains its queue, the writer ran as soon as the first of them waited for its answer
@@ -48,7 +36,7 @@ fn as_a_task_the_commands_of_one_workers_turn_are_one_batch() {
         tree_hash: TreeHash::Rfc6962,
     };
     let writer = Log::open(config).unwrap().start(
-        Numbering,
+        Usages,
         WriterOptions {
             run_on: Some(runtime.handle().clone()),
             // No fsync or checkpoint falls due meanwhile to wake the writer early.
